@@ -1,0 +1,39 @@
+# Two commands set everything up on a fresh machine that has only python3:
+#   make run    starts Prism's main job on the embedded store
+#   make test   runs the whole test suite
+PYTHON ?= python3
+VENV   := .venv
+UV     := $(shell command -v uv 2>/dev/null || echo $(VENV)/bootstrap/bin/uv)
+STAMP  := $(VENV)/.installed
+export UV_PROJECT_ENVIRONMENT := $(VENV)
+
+.PHONY: run test lint bench fmt clean
+
+$(VENV)/bootstrap/bin/uv:
+	$(PYTHON) -m venv $(VENV)/bootstrap
+	$(VENV)/bootstrap/bin/pip install --quiet uv
+
+$(STAMP): uv.lock pyproject.toml | $(UV)
+	$(UV) sync --frozen --all-extras
+	@touch $(STAMP)
+
+run: $(STAMP)
+	$(VENV)/bin/prism serve $(ARGS)
+
+test: $(STAMP)
+	$(VENV)/bin/python -m pytest $(PYTEST_ARGS)
+
+lint: $(STAMP)
+	$(VENV)/bin/ruff check src tests bench
+	$(VENV)/bin/ruff format --check src tests bench
+	$(VENV)/bin/mypy
+
+fmt: $(STAMP)
+	$(VENV)/bin/ruff format src tests bench
+	$(VENV)/bin/ruff check --fix src tests bench
+
+bench: $(STAMP)
+	$(VENV)/bin/python -m bench $(ARGS)
+
+clean:
+	rm -rf $(VENV) .prism .pytest_cache .mypy_cache

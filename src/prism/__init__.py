@@ -1,0 +1,59 @@
+"""Prism: one KeyValue model over SQLite, DynamoDB, Redis, PostgreSQL and NATS.
+
+    async with prism.connect("sqlite:///data/prism.db") as store:
+        ns = store.namespace("default")
+        etag = await ns.put("user:1", b"...")
+"""
+
+from prism.errors import (
+    BackendUnavailable,
+    DecodeError,
+    InvalidArgument,
+    InvalidKey,
+    PreconditionFailed,
+    PrismError,
+    StoreClosed,
+    Timeout,
+    Unsupported,
+    ValueTooLarge,
+)
+from prism.kv import (
+    Collection,
+    Namespace,
+    Store,
+    SyncCollection,
+    SyncNamespace,
+    SyncStore,
+    connect,
+    connect_sync,
+)
+from prism.model import Capabilities, Delete, Item, Page, Put, WriteResult
+
+__version__ = "0.1.0"
+
+__all__ = [
+    "BackendUnavailable",
+    "Capabilities",
+    "Collection",
+    "DecodeError",
+    "Delete",
+    "InvalidArgument",
+    "InvalidKey",
+    "Item",
+    "Namespace",
+    "Page",
+    "PreconditionFailed",
+    "PrismError",
+    "Put",
+    "Store",
+    "StoreClosed",
+    "SyncCollection",
+    "SyncNamespace",
+    "SyncStore",
+    "Timeout",
+    "Unsupported",
+    "ValueTooLarge",
+    "WriteResult",
+    "connect",
+    "connect_sync",
+]

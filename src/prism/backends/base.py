@@ -1,0 +1,90 @@
+"""The contract every backend implements.
+
+A backend stores items addressed by (namespace, record id, item key); a flat entry
+is the record whose single item key is "". The KeyValue layer above validates
+input, makes etags and expiry times, and instruments every call, so a backend only
+stores and answers. Its obligations, checked by ``prism.testing``'s conformance suite:
+
+* expired items are never returned, listed, or treated as present by a condition;
+* ``write`` applies each op independently (one failing condition fails only that op);
+* ``transact`` applies all ops in order or none (raising PreconditionFailed);
+* ``scan`` and ``get_range`` order by code point and resume strictly after a cursor;
+* driver exceptions leave only as ``prism.errors`` types.
+"""
+
+from __future__ import annotations
+
+from abc import ABC, abstractmethod
+from collections.abc import Sequence
+from typing import Any, ClassVar
+
+from prism.model import Capabilities, Item, StoredWrite, WriteOutcome
+
+__all__ = ["Backend", "Capabilities"]
+
+
+class Backend(ABC):
+    """Base class of storage engines. Subclasses are registered by URL scheme."""
+
+    #: db.system attribute for traces and the ``backend`` metric label.
+    name: ClassVar[str] = "backend"
+    capabilities: Capabilities = Capabilities()
+    #: True when no call ever suspends on I/O (the blocking API can drive it inline).
+    runs_inline: ClassVar[bool] = False
+
+    @classmethod
+    @abstractmethod
+    def from_url(cls, url: str, **options: Any) -> Backend:
+        """Build an unopened backend from its URL and keyword options."""
+
+    async def open(self) -> None:  # noqa: B027 - optional hook
+        """Connect; called once by the Store."""
+
+    async def close(self) -> None:  # noqa: B027 - optional hook
+        """Release every resource; safe to call twice."""
+
+    @abstractmethod
+    async def health(self) -> dict[str, Any]:
+        """Details of a successful probe; raise BackendUnavailable when it fails."""
+
+    @abstractmethod
+    async def get(self, ns: str, record: str, key: str, *, consistent: bool = False) -> Item | None:
+        """The live item at (record, key), with ``Item.key`` set to ``key``."""
+
+    async def get_many(
+        self, ns: str, addresses: Sequence[tuple[str, str]], *, consistent: bool = False
+    ) -> list[Item | None]:
+        """One entry per (record, key), in order. Override to batch."""
+        return [await self.get(ns, r, k, consistent=consistent) for r, k in addresses]
+
+    @abstractmethod
+    async def write(self, ns: str, ops: Sequence[StoredWrite]) -> list[WriteOutcome]:
+        """Apply each op on its own; one outcome per op, in order."""
+
+    async def transact(self, ns: str, ops: Sequence[StoredWrite]) -> list[WriteOutcome]:
+        """Apply all ops in order or none; raise PreconditionFailed naming the failing key."""
+        from prism.errors import Unsupported
+
+        raise Unsupported(f"the {self.name} backend has no atomic multi-key transactions")
+
+    @abstractmethod
+    async def scan(self, ns: str, prefix: str, after: str | None, limit: int) -> list[str]:
+        """Up to ``limit`` record ids that start with ``prefix``, hold a live item, and sort after ``after``."""
+
+    @abstractmethod
+    async def get_range(
+        self,
+        ns: str,
+        record: str,
+        start: str | None,
+        end: str | None,
+        after: str | None,
+        limit: int,
+        *,
+        consistent: bool = False,
+    ) -> list[Item]:
+        """Live items of ``record`` with start <= key < end and key > after, by key, at most ``limit``."""
+
+    @abstractmethod
+    async def delete_range(self, ns: str, record: str, start: str | None, end: str | None) -> int:
+        """Delete the record's items with start <= key < end; the number of live items deleted."""

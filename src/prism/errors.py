@@ -1,0 +1,109 @@
+"""The whole Prism error hierarchy, in one place.
+
+Every failure that leaves the public API is one of these; driver exceptions are
+mapped at the backend boundary and chained as ``__cause__``::
+
+    PrismError
+    ├── InvalidArgument          a parameter breaks a documented rule
+    │   ├── InvalidKey           a record id or item key is empty, too long, or holds NUL
+    │   └── ValueTooLarge        a value is over the namespace's limit
+    ├── PreconditionFailed       an if_match / if_absent condition did not hold
+    ├── Unsupported              the backend does not honour this operation
+    ├── DecodeError              a stored value does not decode to the requested type
+    ├── Timeout                  the operation's deadline passed
+    ├── BackendUnavailable       the backend cannot be reached (retryable)
+    └── StoreClosed              the store was used after close() or before open
+"""
+
+from __future__ import annotations
+
+__all__ = [
+    "BackendUnavailable",
+    "DecodeError",
+    "InvalidArgument",
+    "InvalidKey",
+    "PreconditionFailed",
+    "PrismError",
+    "StoreClosed",
+    "Timeout",
+    "Unsupported",
+    "ValueTooLarge",
+]
+
+
+class PrismError(Exception):
+    """Base of every error Prism raises. ``code`` is a stable machine-readable name."""
+
+    code = "PRISM_ERROR"
+    retryable = False
+
+
+class InvalidArgument(PrismError, ValueError):
+    """A parameter breaks a documented rule; nothing was written."""
+
+    code = "INVALID_ARGUMENT"
+
+
+class InvalidKey(InvalidArgument):
+    """A record id or item key is not a valid key; nothing was written."""
+
+    code = "INVALID_KEY"
+
+
+class ValueTooLarge(InvalidArgument):
+    """A value is larger than the namespace (or backend) allows; nothing was written."""
+
+    code = "VALUE_TOO_LARGE"
+
+
+class PreconditionFailed(PrismError):
+    """A conditional write found the item in another state (etag mismatch or present/absent)."""
+
+    code = "PRECONDITION_FAILED"
+
+    def __init__(self, message: str, *, key: str | None = None) -> None:
+        super().__init__(message)
+        self.key = key
+
+
+class Unsupported(PrismError):
+    """The backend does not honour this operation (see ``store.capabilities``)."""
+
+    code = "UNSUPPORTED"
+
+
+class DecodeError(PrismError):
+    """A stored value could not be decoded to the requested type."""
+
+    code = "DECODE_ERROR"
+
+    def __init__(self, message: str, *, key: str | None = None) -> None:
+        super().__init__(message)
+        self.key = key
+
+
+class Timeout(PrismError):
+    """The operation did not finish within its deadline."""
+
+    code = "TIMEOUT"
+    retryable = True
+
+
+class BackendUnavailable(PrismError):
+    """The backend could not be reached or answered with a transient failure.
+
+    Retryable; the driver's exception is kept as ``__cause__`` and its text in ``cause``.
+    """
+
+    code = "BACKEND_UNAVAILABLE"
+    retryable = True
+
+    def __init__(self, message: str, *, cause: BaseException | None = None) -> None:
+        super().__init__(message)
+        self.cause = cause
+
+
+class StoreClosed(PrismError):
+    """The store was used after ``close()``."""
+
+    code = "STORE_CLOSED"

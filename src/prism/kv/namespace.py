@@ -1,0 +1,387 @@
+"""A namespace handle: the KeyValue API over one backend namespace."""
+
+from __future__ import annotations
+
+import time
+from collections.abc import Iterable, Sequence
+from typing import TYPE_CHECKING, Literal
+
+from prism.errors import InvalidArgument, PreconditionFailed, StoreClosed, Unsupported
+from prism.kv.tokens import decode_token, encode_token
+from prism.kv.validation import (
+    check_content_type,
+    check_id,
+    check_item_key,
+    check_limit,
+    check_value,
+    expiry,
+    new_etag,
+)
+from prism.model import Delete, Item, Page, Put, StoredWrite, WriteOutcome, WriteResult
+
+if TYPE_CHECKING:
+    from prism.kv.store import Store
+
+__all__ = ["Consistency", "Namespace"]
+
+Consistency = Literal["eventual", "strong"]
+
+#: Largest ``limit`` of one scan or record page.
+MAX_PAGE_LIMIT = 1000
+#: Most keys or ops in one batch call.
+MAX_BATCH = 1000
+
+
+def _consistent(consistency: str) -> bool:
+    if consistency == "eventual":
+        return False
+    if consistency == "strong":
+        return True
+    raise InvalidArgument(f"consistency must be 'eventual' or 'strong', got {consistency!r}")
+
+
+class Namespace:
+    """Reads and writes within one namespace of a store.
+
+    Flat entries are records with the single item key ""; ``put_items``/``get_items``
+    address the items of a record. Every call is validated first (bad input writes
+    nothing) and instrumented once here for all backends.
+    """
+
+    __slots__ = ("_backend", "_inst", "_store", "default_ttl", "max_value_bytes", "name")
+
+    def __init__(
+        self, store: Store, name: str, *, max_value_bytes: int, default_ttl: float | None = None
+    ) -> None:
+        self._store = store
+        self._backend = store.backend
+        self._inst = store.instrumentation
+        self.name = name
+        self.max_value_bytes = max_value_bytes
+        self.default_ttl = default_ttl
+
+    def __repr__(self) -> str:
+        return f"<Namespace {self.name!r} on {self._backend.name}>"
+
+    def _check_open(self) -> None:
+        if not self._store.is_open:
+            raise StoreClosed(self._store.state_message())
+
+    # -- flat entries -------------------------------------------------------------
+
+    async def get(self, key: str, *, consistency: Consistency = "eventual") -> Item | None:
+        """The live entry at ``key`` (None when missing or expired)."""
+        check_id(key)
+        self._check_open()
+        with self._inst.op(self.name, "get") as op:
+            item = await self._backend.get(self.name, key, "", consistent=_consistent(consistency))
+            if item is None:
+                op.misses = 1
+                return None
+            op.hits = 1
+            return Item(key, item.value, item.etag, item.expires_at, item.content_type, item.updated_at)
+
+    async def exists(self, key: str, *, consistency: Consistency = "eventual") -> bool:
+        return await self.get(key, consistency=consistency) is not None
+
+    async def put(
+        self,
+        key: str,
+        value: bytes,
+        *,
+        ttl: float | object = None,
+        content_type: str | None = None,
+        if_match: str | None = None,
+        if_absent: bool = False,
+    ) -> str:
+        """Store ``value`` at ``key`` and return its new etag.
+
+        Raises PreconditionFailed when ``if_match`` differs from the live etag or
+        ``if_absent`` finds a live entry. A put without ttl clears an earlier ttl.
+        """
+        result = await self.put_result(
+            Put(key, value, ttl, content_type, if_match, if_absent)  # type: ignore[arg-type]
+        )
+        if result.error is not None:
+            raise result.error
+        assert result.etag is not None
+        return result.etag
+
+    async def put_result(self, put: Put, record: str | None = None) -> WriteResult:
+        """One put as a WriteResult (``existed`` tells created from replaced); raises only on bad input."""
+        write = self._stored_put(put, time.time(), record)
+        self._check_open()
+        with self._inst.op(self.name, "put"):
+            (outcome,) = await self._backend.write(self.name, (write,))
+        return _result(put.key, write, outcome)
+
+    async def delete(self, key: str, *, if_match: str | None = None) -> bool:
+        """Delete ``key``; True when a live entry was deleted, False when there was none.
+
+        Raises PreconditionFailed when ``if_match`` is given and differs.
+        """
+        result = await self.delete_result(Delete(key, if_match))
+        if result.error is not None:
+            raise result.error
+        return result.existed
+
+    async def delete_result(self, delete: Delete) -> WriteResult:
+        write = self._stored_delete(delete)
+        self._check_open()
+        with self._inst.op(self.name, "delete"):
+            (outcome,) = await self._backend.write(self.name, (write,))
+        return _result(delete.key, write, outcome)
+
+    # -- batches ------------------------------------------------------------------
+
+    async def get_many(
+        self, keys: Sequence[str], *, consistency: Consistency = "eventual"
+    ) -> list[Item | None]:
+        """One entry per requested key, in request order (None where missing)."""
+        keys = list(keys)
+        _check_batch(keys)
+        for key in keys:
+            check_id(key)
+        self._check_open()
+        with self._inst.op(self.name, "get_many", len(keys)) as op:
+            found = await self._backend.get_many(
+                self.name, [(k, "") for k in keys], consistent=_consistent(consistency)
+            )
+            out: list[Item | None] = []
+            for key, item in zip(keys, found, strict=True):
+                out.append(
+                    None
+                    if item is None
+                    else Item(key, item.value, item.etag, item.expires_at, item.content_type, item.updated_at)
+                )
+            op.hits = sum(1 for i in out if i is not None)
+            op.misses = len(out) - op.hits
+            return out
+
+    async def put_many(self, puts: Iterable[Put]) -> list[WriteResult]:
+        """Independent puts: one WriteResult per put, in order; a failed condition fails only its key."""
+        puts = list(puts)
+        _check_batch(puts)
+        now = time.time()
+        writes = [self._stored_put(_as_put(p), now) for p in puts]
+        return await self._write_batch("put_many", [p.key for p in puts], writes)
+
+    async def delete_many(self, deletes: Iterable[str | Delete]) -> list[WriteResult]:
+        """Independent deletes (keys or Delete ops): one WriteResult per op, in order."""
+        ops = [Delete(d) if isinstance(d, str) else d for d in deletes]
+        _check_batch(ops)
+        writes = [self._stored_delete(_as_delete(d)) for d in ops]
+        return await self._write_batch("delete_many", [d.key for d in ops], writes)
+
+    async def _write_batch(self, name: str, keys: list[str], writes: list[StoredWrite]) -> list[WriteResult]:
+        self._check_open()
+        if not writes:
+            return []
+        with self._inst.op(self.name, name, len(writes)):
+            outcomes = await self._backend.write(self.name, writes)
+        return [_result(k, w, o) for k, w, o in zip(keys, writes, outcomes, strict=True)]
+
+    async def transact(self, ops: Iterable[Put | Delete]) -> list[WriteResult]:
+        """Apply puts and deletes in order, all or nothing.
+
+        Raises PreconditionFailed (nothing applied) when a condition fails, and
+        Unsupported on a backend without atomic multi-key writes.
+        """
+        ops = list(ops)
+        _check_batch(ops)
+        caps = self._backend.capabilities
+        if not caps.transactions:
+            raise Unsupported(f"the {self._backend.name} backend has no atomic multi-key transactions")
+        if caps.max_transaction_ops is not None and len(ops) > caps.max_transaction_ops:
+            raise InvalidArgument(
+                f"a transaction on {self._backend.name} holds at most {caps.max_transaction_ops} ops, "
+                f"got {len(ops)}"
+            )
+        now = time.time()
+        writes: list[StoredWrite] = []
+        for op in ops:
+            if isinstance(op, Put):
+                writes.append(self._stored_put(op, now))
+            elif isinstance(op, Delete):
+                writes.append(self._stored_delete(op))
+            else:
+                raise InvalidArgument(f"transact takes Put and Delete ops, got {type(op).__name__}")
+        self._check_open()
+        if not writes:
+            return []
+        with self._inst.op(self.name, "transact", len(writes)):
+            outcomes = await self._backend.transact(self.name, writes)
+        return [_result(o.key, w, out) for o, w, out in zip(ops, writes, outcomes, strict=True)]
+
+    # -- listing ------------------------------------------------------------------
+
+    async def scan(self, prefix: str = "", *, limit: int = 100, page_token: str | None = None) -> Page[str]:
+        """One page of keys (record ids) starting with ``prefix``, in code-point order.
+
+        Pages resume strictly after the last key returned, so keys inserted or deleted
+        between pages never make a key appear twice or an untouched key go missing.
+        """
+        if type(prefix) is not str:
+            raise InvalidArgument("prefix must be a str")
+        if prefix:
+            check_id(prefix, "prefix")
+        check_limit(limit, MAX_PAGE_LIMIT)
+        after = decode_token(page_token, "scan", prefix)
+        if not self._backend.capabilities.prefix_scan:
+            raise Unsupported(f"the {self._backend.name} backend cannot list keys")
+        self._check_open()
+        with self._inst.op(self.name, "scan"):
+            keys = await self._backend.scan(self.name, prefix, after, limit + 1)
+        if len(keys) > limit:
+            keys = keys[:limit]
+            return Page(keys, encode_token("scan", prefix, keys[-1]))
+        return Page(keys, None)
+
+    # -- records ------------------------------------------------------------------
+
+    async def put_items(self, record: str, items: Iterable[Put]) -> list[WriteResult]:
+        """Write items of one record, each on its own (conditions per item)."""
+        check_id(record, "record id")
+        puts = list(items)
+        _check_batch(puts)
+        now = time.time()
+        writes = [self._stored_put(_as_put(p), now, record) for p in puts]
+        return await self._write_batch("put_items", [p.key for p in puts], writes)
+
+    async def get_items(
+        self,
+        record: str,
+        *,
+        start: str | None = None,
+        end: str | None = None,
+        keys: Sequence[str] | None = None,
+        limit: int = 100,
+        page_size_bytes: int | None = None,
+        page_token: str | None = None,
+        consistency: Consistency = "eventual",
+    ) -> Page[Item]:
+        """Items of ``record`` ordered by item key: start inclusive, end exclusive.
+
+        With ``keys``, exactly those items (missing ones left out). A page holds at
+        most ``limit`` items and, with ``page_size_bytes``, stops before the values
+        would pass that many bytes (always at least one item).
+        """
+        check_id(record, "record id")
+        check_limit(limit, MAX_PAGE_LIMIT)
+        if page_size_bytes is not None:
+            check_limit(page_size_bytes, 1 << 40, "page_size_bytes")
+        consistent = _consistent(consistency)
+        if keys is not None:
+            return await self._get_listed_items(record, list(keys), consistent)
+        for bound in (start, end):
+            if bound is not None:
+                check_item_key(bound)
+        if not self._backend.capabilities.range_reads:
+            raise Unsupported(f"the {self._backend.name} backend has no range reads")
+        scope = f"{record}\x00{start or ''}\x00{'' if end is None else end}"
+        after = decode_token(page_token, "items", scope)
+        self._check_open()
+        with self._inst.op(self.name, "get_items") as op:
+            found = await self._backend.get_range(
+                self.name, record, start, end, after, limit + 1, consistent=consistent
+            )
+            op.hits = len(found)
+        more = len(found) > limit
+        page = found[:limit]
+        if page_size_bytes is not None:
+            total = 0
+            for i, item in enumerate(page):
+                total += len(item.value)
+                if total > page_size_bytes and i > 0:
+                    page = page[:i]
+                    more = True
+                    break
+        token = encode_token("items", scope, page[-1].key) if more and page else None
+        return Page(page, token)
+
+    async def _get_listed_items(self, record: str, keys: list[str], consistent: bool) -> Page[Item]:
+        _check_batch(keys)
+        for key in keys:
+            check_item_key(key)
+        self._check_open()
+        with self._inst.op(self.name, "get_items", len(keys)):
+            found = await self._backend.get_many(self.name, [(record, k) for k in keys], consistent=consistent)
+        return Page([i for i in found if i is not None], None)
+
+    async def delete_items(
+        self,
+        record: str,
+        *,
+        start: str | None = None,
+        end: str | None = None,
+        keys: Sequence[str] | None = None,
+    ) -> int:
+        """Delete items of ``record`` (the whole record when no range or keys); how many were live."""
+        check_id(record, "record id")
+        if keys is not None:
+            writes = [StoredWrite(record, check_item_key(k), None) for k in keys]
+            _check_batch(writes)
+            results = await self._write_batch("delete_items", list(keys), writes)
+            return sum(1 for r in results if r.existed)
+        for bound in (start, end):
+            if bound is not None:
+                check_item_key(bound)
+        self._check_open()
+        with self._inst.op(self.name, "delete_items"):
+            return await self._backend.delete_range(self.name, record, start, end)
+
+    # -- building writes ----------------------------------------------------------
+
+    def _stored_put(self, put: Put, now: float, record: str | None = None) -> StoredWrite:
+        if record is None:
+            rid, key = check_id(put.key), ""
+        else:
+            rid, key = record, check_item_key(put.key)
+        value = check_value(put.value, self.max_value_bytes, put.key)
+        if put.if_match is not None and put.if_absent:
+            raise InvalidArgument(f"{put.key!r}: if_match and if_absent cannot both be set")
+        _check_etag(put.if_match)
+        return StoredWrite(
+            rid,
+            key,
+            value,
+            new_etag(),
+            expiry(put.ttl, self.default_ttl, now),
+            check_content_type(put.content_type),
+            now,
+            put.if_match,
+            bool(put.if_absent),
+        )
+
+    def _stored_delete(self, delete: Delete) -> StoredWrite:
+        _check_etag(delete.if_match)
+        return StoredWrite(check_id(delete.key), "", None, if_match=delete.if_match)
+
+
+def _check_etag(etag: object) -> None:
+    if etag is not None and (type(etag) is not str or not etag):
+        raise InvalidArgument("if_match must be a non-empty etag string")
+
+
+def _check_batch(ops: Sequence[object]) -> None:
+    if len(ops) > MAX_BATCH:
+        raise InvalidArgument(f"a batch holds at most {MAX_BATCH} entries, got {len(ops)}")
+
+
+def _as_put(op: object) -> Put:
+    if not isinstance(op, Put):
+        raise InvalidArgument(f"expected prism.Put, got {type(op).__name__}")
+    return op
+
+
+def _as_delete(op: object) -> Delete:
+    if not isinstance(op, Delete):
+        raise InvalidArgument(f"expected a key or prism.Delete, got {type(op).__name__}")
+    return op
+
+
+def _result(key: str, write: StoredWrite, outcome: WriteOutcome) -> WriteResult:
+    if outcome.ok:
+        return WriteResult(key, True, write.etag or None, None, outcome.existed)
+    error = outcome.error or PreconditionFailed(f"condition failed for {key!r}", key=key)
+    return WriteResult(key, False, None, error, outcome.existed)

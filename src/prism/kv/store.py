@@ -1,0 +1,135 @@
+"""The Store: one opened backend, its namespaces and collections."""
+
+from __future__ import annotations
+
+import asyncio
+import enum
+from collections.abc import Generator
+from types import TracebackType
+from typing import Any, TypeVar
+
+from prism.backends import Backend, open_backend
+from prism.errors import InvalidArgument, PrismError, StoreClosed
+from prism.kv.collection import Collection
+from prism.kv.instrument import Instrumentation
+from prism.kv.namespace import Namespace
+from prism.kv.validation import check_id, ttl_seconds
+from prism.model import DEFAULT_MAX_VALUE_BYTES, Capabilities
+
+__all__ = ["Store", "connect"]
+
+T = TypeVar("T")
+
+
+class StoreState(enum.Enum):
+    UNOPENED = "unopened"
+    OPEN = "open"
+    CLOSED = "closed"
+
+
+class Store:
+    """A connection to one backend. Open it with ``async with`` or ``await``; close it once (twice is safe)."""
+
+    def __init__(self, backend: Backend, *, max_value_bytes: int = DEFAULT_MAX_VALUE_BYTES) -> None:
+        self.backend = backend
+        self.instrumentation = Instrumentation(backend.name)
+        self.max_value_bytes = min(max_value_bytes, backend.capabilities.max_value_bytes)
+        self._state = StoreState.UNOPENED
+        self._namespaces: dict[tuple[str, int, float | None], Namespace] = {}
+        self._open_lock: asyncio.Lock | None = None
+
+    def __repr__(self) -> str:
+        return f"<Store {self.backend.name} {self._state.value}>"
+
+    @property
+    def is_open(self) -> bool:
+        return self._state is StoreState.OPEN
+
+    def state_message(self) -> str:
+        if self._state is StoreState.CLOSED:
+            return "the store is closed"
+        return "the store is not open: use `async with prism.connect(url) as store` or `await store.open()`"
+
+    @property
+    def capabilities(self) -> Capabilities:
+        """What this store's backend honours."""
+        return self.backend.capabilities
+
+    async def open(self) -> Store:
+        """Connect to the backend. Opening an open store does nothing; a closed one cannot reopen."""
+        if self._state is StoreState.CLOSED:
+            raise StoreClosed("the store is closed and cannot be reopened; connect again")
+        if self._state is StoreState.OPEN:
+            return self
+        if self._open_lock is None:
+            self._open_lock = asyncio.Lock()
+        async with self._open_lock:
+            if self._state is StoreState.UNOPENED:
+                await self.backend.open()
+                self._state = StoreState.OPEN
+        return self
+
+    async def close(self) -> None:
+        """Release the backend; safe to call more than once."""
+        if self._state is StoreState.CLOSED:
+            return
+        was_open = self._state is StoreState.OPEN
+        self._state = StoreState.CLOSED
+        if was_open:
+            await self.backend.close()
+
+    def __await__(self) -> Generator[Any, None, Store]:
+        return self.open().__await__()
+
+    async def __aenter__(self) -> Store:
+        return await self.open()
+
+    async def __aexit__(
+        self, exc_type: type[BaseException] | None, exc: BaseException | None, tb: TracebackType | None
+    ) -> None:
+        await self.close()
+
+    def namespace(
+        self, name: str, *, max_value_bytes: int | None = None, default_ttl: float | None = None
+    ) -> Namespace:
+        """A handle on namespace ``name`` (created on first write; cheap to call repeatedly)."""
+        check_id(name, "namespace")
+        limit = self.max_value_bytes if max_value_bytes is None else max_value_bytes
+        if type(limit) is not int or limit < 0:
+            raise InvalidArgument("max_value_bytes must be a non-negative int")
+        if limit > self.backend.capabilities.max_value_bytes:
+            raise InvalidArgument(
+                f"max_value_bytes {limit} is over the {self.backend.name} backend's limit "
+                f"of {self.backend.capabilities.max_value_bytes}"
+            )
+        ttl = ttl_seconds(default_ttl)
+        key = (name, limit, ttl)
+        ns = self._namespaces.get(key)
+        if ns is None:
+            ns = self._namespaces[key] = Namespace(self, name, max_value_bytes=limit, default_ttl=ttl)
+        return ns
+
+    def collection(self, name: str, type_: type[T], **options: Any) -> Collection[T]:
+        """A typed view of namespace ``name`` whose values encode and decode as ``type_``."""
+        return Collection(self.namespace(name, **options), type_)
+
+    async def health(self) -> dict[str, Any]:
+        """``{"status": "UP"|"DOWN", "details": {...}}``; never raises for a backend failure."""
+        details: dict[str, Any] = {"backend": self.backend.name}
+        if not self.is_open:
+            return {"status": "DOWN", "details": {**details, "error": self.state_message()}}
+        try:
+            details.update(await self.backend.health())
+        except PrismError as exc:
+            return {"status": "DOWN", "details": {**details, "error": str(exc)}}
+        return {"status": "UP", "details": details}
+
+
+def connect(url: str, *, backend: str | None = None, max_value_bytes: int = DEFAULT_MAX_VALUE_BYTES,
+            **options: Any) -> Store:
+    """A Store for ``url`` (``sqlite:///path``, ``memory://``, ``redis://``, ...), not yet open.
+
+    Use it as ``async with prism.connect(url) as store`` or ``store = await prism.connect(url)``.
+    Options the URL cannot hold (timeouts, pool sizes) are keyword arguments passed to the backend.
+    """
+    return Store(open_backend(url, backend, **options), max_value_bytes=max_value_bytes)
