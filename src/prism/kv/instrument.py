@@ -1,51 +1,101 @@
 """Metrics, traces and logs, once for every backend.
 
 Every Namespace call runs inside ``Instrumentation.op``; backends contain no
-observability code. Prometheus children are cached per label set and spans are
-only made when an OpenTelemetry SDK is installed, so the cost on the hot path is a
-few hundred nanoseconds.
+observability code. Counts are kept in plain dicts under one lock and turned into
+Prometheus families only when scraped (a custom collector on the default
+registry), and spans are only made when an OpenTelemetry SDK is installed, so the
+hot path pays about a microsecond.
+
+Metrics: ``prism_kv_operations_total{namespace,op,backend,outcome}``,
+``prism_kv_stats_total{namespace,backend,stat=hit|miss|error}``,
+``prism_kv_latency_seconds{namespace,op,backend}`` (histogram) and
+``prism_kv_in_flight{backend}``.
 """
 
 from __future__ import annotations
 
 import asyncio
+import bisect
 import logging
+import threading
 import time
+from collections.abc import Iterator
 from types import TracebackType
 from typing import Any
 
 from opentelemetry import trace
-from opentelemetry.trace import ProxyTracerProvider, SpanKind, Status, StatusCode
-from prometheus_client import Counter, Gauge, Histogram
+from opentelemetry.trace import SpanKind, Status, StatusCode
+from prometheus_client import REGISTRY
+from prometheus_client.core import CounterMetricFamily, GaugeMetricFamily, HistogramMetricFamily
+from prometheus_client.registry import Collector
 
-from prism.errors import PrismError
+from prism.errors import InvalidArgument, PreconditionFailed, PrismError
 
-__all__ = ["OPERATIONS", "Instrumentation"]
+__all__ = ["BUCKETS", "Instrumentation", "KV_METRICS"]
 
 log = logging.getLogger("prism.kv")
 _tracer = trace.get_tracer("prism.kv")
 
-OPERATIONS = Counter(
-    "prism_kv_operations_total",
-    "KeyValue operations by namespace, operation, backend and outcome.",
-    ["namespace", "op", "backend", "outcome"],
-)
-STATS = Counter(
-    "prism_kv_stats_total",
-    "Read hits and misses, and failed operations.",
-    ["namespace", "backend", "stat"],
-)
-LATENCY = Histogram(
-    "prism_kv_latency_seconds",
-    "KeyValue operation latency.",
-    ["namespace", "op", "backend"],
-    buckets=(0.0001, 0.00025, 0.0005, 0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1, 2.5, 5),
-)
-IN_FLIGHT = Gauge("prism_kv_in_flight", "KeyValue operations in progress.", ["backend"])
+#: Upper bounds (seconds) of the latency histogram's buckets.
+BUCKETS = (0.0001, 0.00025, 0.0005, 0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5, 5.0)
+
+# Failed conditions and bad input are the caller's business, not an error of the store.
+_EXPECTED = (InvalidArgument, PreconditionFailed)
 
 
 def _tracing_enabled() -> bool:
-    return not isinstance(trace.get_tracer_provider(), ProxyTracerProvider)
+    # Set once an SDK provider is installed (set_tracer_provider or OTEL_PYTHON_TRACER_PROVIDER).
+    return getattr(trace, "_TRACER_PROVIDER", None) is not None
+
+
+class KVMetrics(Collector):
+    """The counters of every store in the process, exported at scrape time."""
+
+    def __init__(self) -> None:
+        self.lock = threading.Lock()
+        self.operations: dict[tuple[str, str, str, str], int] = {}
+        self.stats: dict[tuple[str, str, str], int] = {}
+        self.latency: dict[tuple[str, str, str], list[float]] = {}  # bucket counts..., +Inf count, sum
+        self.in_flight: dict[str, int] = {}
+
+    def collect(self) -> Iterator[Any]:
+        with self.lock:
+            operations = dict(self.operations)
+            stats = dict(self.stats)
+            latency = {k: list(v) for k, v in self.latency.items()}
+            in_flight = dict(self.in_flight)
+        ops = CounterMetricFamily(
+            "prism_kv_operations",
+            "KeyValue operations by namespace, operation, backend and outcome.",
+            labels=["namespace", "op", "backend", "outcome"],
+        )
+        for labels, value in operations.items():
+            ops.add_metric(list(labels), value)
+        yield ops
+        stat = CounterMetricFamily(
+            "prism_kv_stats", "Read hits and misses, and failed operations.", labels=["namespace", "backend", "stat"]
+        )
+        for labels, value in stats.items():
+            stat.add_metric(list(labels), value)
+        yield stat
+        hist = HistogramMetricFamily(
+            "prism_kv_latency_seconds", "KeyValue operation latency.", labels=["namespace", "op", "backend"]
+        )
+        for labels, counts in latency.items():
+            cumulative, buckets = 0.0, []
+            for bound, count in zip((*map(str, BUCKETS), "+Inf"), counts[:-1], strict=True):
+                cumulative += count
+                buckets.append((bound, cumulative))
+            hist.add_metric(list(labels), buckets, counts[-1])
+        yield hist
+        gauge = GaugeMetricFamily("prism_kv_in_flight", "KeyValue operations in progress.", labels=["backend"])
+        for backend, value in in_flight.items():
+            gauge.add_metric([backend], value)
+        yield gauge
+
+
+KV_METRICS = KVMetrics()
+REGISTRY.register(KV_METRICS)
 
 
 class _Op:
@@ -63,13 +113,15 @@ class _Op:
         self.misses = 0
 
     def __enter__(self) -> _Op:
-        self._inst.in_flight.inc()
+        system = self._inst.system
+        with KV_METRICS.lock:
+            KV_METRICS.in_flight[system] = KV_METRICS.in_flight.get(system, 0) + 1
         if _tracing_enabled():
             span = _tracer.start_span(
                 f"kv.{self._name}",
                 kind=SpanKind.CLIENT,
                 attributes={
-                    "db.system": self._inst.system,
+                    "db.system": system,
                     "db.operation": self._name,
                     "prism.namespace": self._ns,
                     "prism.key_count": self._count,
@@ -84,71 +136,56 @@ class _Op:
         self, exc_type: type[BaseException] | None, exc: BaseException | None, tb: TracebackType | None
     ) -> None:
         elapsed = time.perf_counter() - self._start
-        inst = self._inst
-        inst.in_flight.dec()
+        system = self._inst.system
+        ns = self._ns
         if exc is None:
             outcome = "ok"
         elif isinstance(exc, PrismError):
             outcome = exc.code.lower()
         else:
             outcome = "cancelled" if isinstance(exc, asyncio.CancelledError) else "error"
-        key = (self._ns, self._name, outcome)
-        counter = inst.counters.get(key)
-        if counter is None:
-            counter = inst.counters[key] = OPERATIONS.labels(self._ns, self._name, inst.system, outcome)
-        counter.inc()
-        hist = inst.histograms.get((self._ns, self._name))
-        if hist is None:
-            hist = inst.histograms[(self._ns, self._name)] = LATENCY.labels(self._ns, self._name, inst.system)
-        hist.observe(elapsed)
-        if self.hits or self.misses:
-            inst.stat(self._ns, "hit").inc(self.hits)
+        failed = exc is not None and not isinstance(exc, _EXPECTED)
+        m = KV_METRICS
+        with m.lock:
+            m.in_flight[system] -= 1
+            key = (ns, self._name, system, outcome)
+            m.operations[key] = m.operations.get(key, 0) + 1
+            counts = m.latency.get(key[:3])
+            if counts is None:
+                counts = m.latency[key[:3]] = [0.0] * (len(BUCKETS) + 2)
+            counts[bisect.bisect_left(BUCKETS, elapsed)] += 1
+            counts[-1] += elapsed
+            if self.hits:
+                hit = (ns, system, "hit")
+                m.stats[hit] = m.stats.get(hit, 0) + self.hits
             if self.misses:
-                inst.stat(self._ns, "miss").inc(self.misses)
-        if exc is not None and not isinstance(exc, _EXPECTED):
-            inst.stat(self._ns, "error").inc()
+                miss = (ns, system, "miss")
+                m.stats[miss] = m.stats.get(miss, 0) + self.misses
+            if failed:
+                err = (ns, system, "error")
+                m.stats[err] = m.stats.get(err, 0) + 1
+        if failed:
             log.warning(
                 "kv operation failed",
                 extra={
-                    "namespace": self._ns,
+                    "namespace": ns,
                     "op": self._name,
-                    "backend": inst.system,
+                    "backend": system,
                     "error": type(exc).__name__,
                     "latency_ms": round(elapsed * 1000, 3),
                 },
             )
         if self._span is not None:
             if exc is not None:
-                span = trace.get_current_span()
-                span.set_status(Status(StatusCode.ERROR, type(exc).__name__))
+                trace.get_current_span().set_status(Status(StatusCode.ERROR, type(exc).__name__))
             self._span.__exit__(exc_type, exc, tb)
 
 
-def _expected_errors() -> tuple[type[BaseException], ...]:
-    # Conditions failing and bad input are the caller's business, not an error of the store.
-    from prism.errors import InvalidArgument, PreconditionFailed
-
-    return (InvalidArgument, PreconditionFailed)
-
-
-_EXPECTED = _expected_errors()
-
-
 class Instrumentation:
-    """The metric children and tracer attributes of one backend."""
+    """Instruments the calls of one store (``system`` is its backend's name)."""
 
     def __init__(self, system: str) -> None:
         self.system = system
-        self.counters: dict[tuple[str, str, str], Any] = {}
-        self.histograms: dict[tuple[str, str], Any] = {}
-        self._stats: dict[tuple[str, str], Any] = {}
-        self.in_flight = IN_FLIGHT.labels(system)
-
-    def stat(self, ns: str, stat: str) -> Any:
-        child = self._stats.get((ns, stat))
-        if child is None:
-            child = self._stats[(ns, stat)] = STATS.labels(ns, self.system, stat)
-        return child
 
     def op(self, ns: str, name: str, count: int = 1) -> _Op:
         return _Op(self, ns, name, count)

@@ -1,0 +1,105 @@
+"""Timeouts and retries shared by the network backends.
+
+Every network call runs under ``Deadline`` (default 5 s per operation); transient
+failures are retried with capped exponential backoff and full jitter while the
+deadline allows, then surface as BackendUnavailable (or Timeout). The settings are
+``connect_timeout``, ``operation_timeout``, ``max_retries``, ``retry_base`` and
+``retry_cap``, accepted as keyword options and URL query parameters by each backend.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import random
+import time
+from collections.abc import Awaitable, Callable, Mapping
+from dataclasses import dataclass, fields, replace
+from typing import Any, TypeVar
+from urllib.parse import parse_qsl, urlsplit
+
+from prism.errors import BackendUnavailable, InvalidArgument, PrismError
+
+__all__ = ["NetworkSettings", "call_with_retry", "split_options"]
+
+R = TypeVar("R")
+
+
+@dataclass(frozen=True, slots=True)
+class NetworkSettings:
+    """Timeouts and retry policy of one network backend (seconds)."""
+
+    connect_timeout: float = 2.0
+    operation_timeout: float = 5.0
+    max_retries: int = 5
+    retry_base: float = 0.02
+    retry_cap: float = 0.5
+
+    def __post_init__(self) -> None:
+        for f in fields(self):
+            value = getattr(self, f.name)
+            if isinstance(value, bool) or not isinstance(value, int | float) or value < 0:
+                raise InvalidArgument(f"{f.name} must be a non-negative number, got {value!r}")
+        if self.connect_timeout <= 0 or self.operation_timeout <= 0:
+            raise InvalidArgument("connect_timeout and operation_timeout must be positive")
+
+    @classmethod
+    def from_options(cls, options: dict[str, Any]) -> NetworkSettings:
+        """Pop this class's settings out of ``options`` (strings from a URL are converted)."""
+        values: dict[str, Any] = {}
+        for f in fields(cls):
+            if f.name in options:
+                raw = options.pop(f.name)
+                try:
+                    values[f.name] = (int if f.name == "max_retries" else float)(raw)
+                except (TypeError, ValueError) as exc:
+                    raise InvalidArgument(f"{f.name} must be a number, got {raw!r}") from exc
+        return replace(cls(), **values)
+
+    def backoff(self, attempt: int) -> float:
+        """Full-jitter exponential backoff for retry ``attempt`` (0-based)."""
+        return random.uniform(0, min(self.retry_cap, self.retry_base * (2**attempt)))
+
+
+def split_options(url: str, options: Mapping[str, Any]) -> tuple[str, dict[str, Any]]:
+    """The URL without its query, and the query parameters merged under explicit ``options``."""
+    parts = urlsplit(url)
+    merged: dict[str, Any] = dict(parse_qsl(parts.query, keep_blank_values=True))
+    merged.update(options)
+    return parts._replace(query="").geturl(), merged
+
+
+async def call_with_retry(
+    settings: NetworkSettings,
+    op: Callable[[], Awaitable[R]],
+    *,
+    is_transient: Callable[[BaseException], bool],
+    describe: str,
+) -> R:
+    """Run ``op`` under the operation deadline, retrying transient failures with backoff.
+
+    PrismErrors raised by ``op`` pass through untouched; a transient driver failure
+    that outlives the retries becomes BackendUnavailable chained to the last cause;
+    a deadline that passes becomes BackendUnavailable.
+    """
+    deadline = time.monotonic() + settings.operation_timeout
+    attempt = 0
+    while True:
+        remaining = deadline - time.monotonic()
+        try:
+            async with asyncio.timeout(max(remaining, 0.001)):
+                return await op()
+        except PrismError:
+            raise
+        except TimeoutError as exc:
+            raise BackendUnavailable(
+                f"{describe}: no answer within {settings.operation_timeout} s", cause=exc
+            ) from exc
+        except Exception as exc:
+            if not is_transient(exc):
+                raise
+            pause = settings.backoff(attempt)
+            attempt += 1
+            if attempt > settings.max_retries or time.monotonic() + pause >= deadline:
+                raise BackendUnavailable(f"{describe}: {type(exc).__name__}: {exc}", cause=exc) from exc
+            await asyncio.sleep(pause)
+

@@ -1,0 +1,406 @@
+"""``sqlite:///PATH``: the embedded store, the default.
+
+``sqlite:///data/prism.db`` is relative to the working directory, ``sqlite:////var/lib/x.db``
+absolute, ``sqlite:///:memory:`` private to the store. The file is in WAL mode, so
+readers never wait for writers, and several processes may share it.
+
+Calls run directly on the caller's thread: a read or a write to a local WAL file
+takes microseconds, far less than a hop to a worker thread. Only when another
+process holds the write lock (SQLITE_BUSY) does the call move to a worker thread,
+which waits for the lock on a second connection up to ``busy_timeout`` seconds, so
+the event loop is never blocked waiting for another process.
+
+Options (keyword arguments or URL query parameters):
+
+* ``busy_timeout`` (5.0 s): how long a write waits for another process's lock
+  before failing with BackendUnavailable;
+* ``purge_interval`` (60 s): how often writes also delete up to ``purge_batch``
+  (1000) expired rows (reads never return expired rows either way);
+* ``synchronous`` (``NORMAL``): SQLite's durability level; ``FULL`` also survives
+  power loss at the cost of an fsync per commit.
+
+Layout: one table ``prism_items (ns, rid, ikey)`` primary key, with the value and
+its metadata in columns, and a partial index on ``expires_at``.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import os
+import sqlite3
+import threading
+import time
+from collections.abc import Callable, Sequence
+from typing import Any, ClassVar, TypeVar
+
+from prism.backends._retry import split_options
+from prism.backends.base import Backend
+from prism.errors import BackendUnavailable, InvalidArgument, PreconditionFailed, PrismError
+from prism.model import Capabilities, Item, StoredWrite, WriteOutcome, epoch_to_datetime
+
+__all__ = ["SQLiteBackend"]
+
+R = TypeVar("R")
+
+SCHEMA = """
+CREATE TABLE IF NOT EXISTS prism_items (
+    ns TEXT NOT NULL,
+    rid TEXT NOT NULL,
+    ikey TEXT NOT NULL,
+    value BLOB NOT NULL,
+    etag TEXT NOT NULL,
+    expires_at REAL,
+    content_type TEXT,
+    updated_at REAL NOT NULL,
+    PRIMARY KEY (ns, rid, ikey)
+);
+CREATE INDEX IF NOT EXISTS prism_items_expiry ON prism_items (expires_at) WHERE expires_at IS NOT NULL;
+"""
+
+_LIVE = "(expires_at IS NULL OR expires_at > ?)"
+_COLUMNS = "value, etag, expires_at, content_type, updated_at"
+_GET = f"SELECT {_COLUMNS} FROM prism_items WHERE ns = ? AND rid = ? AND ikey = ? AND {_LIVE}"
+_CURRENT = "SELECT etag, expires_at FROM prism_items WHERE ns = ? AND rid = ? AND ikey = ?"
+_UPSERT = (
+    "INSERT INTO prism_items (ns, rid, ikey, value, etag, expires_at, content_type, updated_at) "
+    "VALUES (?, ?, ?, ?, ?, ?, ?, ?) ON CONFLICT (ns, rid, ikey) DO UPDATE SET value = excluded.value, "
+    "etag = excluded.etag, expires_at = excluded.expires_at, content_type = excluded.content_type, "
+    "updated_at = excluded.updated_at"
+)
+_DELETE = "DELETE FROM prism_items WHERE ns = ? AND rid = ? AND ikey = ?"
+_PURGE = (
+    "DELETE FROM prism_items WHERE rowid IN "
+    "(SELECT rowid FROM prism_items WHERE expires_at IS NOT NULL AND expires_at <= ? LIMIT ?)"
+)
+
+
+class _Busy(Exception):
+    """Another process holds the lock; retry off the event loop."""
+
+
+def _is_busy(exc: sqlite3.OperationalError) -> bool:
+    text = str(exc)
+    return "locked" in text or "busy" in text
+
+
+def _prefix_end(prefix: str) -> str | None:
+    """The smallest string greater than every string starting with ``prefix``."""
+    while prefix:
+        last = ord(prefix[-1])
+        if last < 0x10FFFF:
+            nxt = last + 1
+            if 0xD800 <= nxt <= 0xDFFF:  # surrogates are not valid in UTF-8 text
+                nxt = 0xE000
+            return prefix[:-1] + chr(nxt)
+        prefix = prefix[:-1]
+    return None
+
+
+def _range_clause(column: str, lo: str | None, hi: str | None, after: str | None) -> tuple[str, list[str]]:
+    sql, args = "", []
+    if lo is not None:
+        sql += f" AND {column} >= ?"
+        args.append(lo)
+    if hi is not None:
+        sql += f" AND {column} < ?"
+        args.append(hi)
+    if after is not None:
+        sql += f" AND {column} > ?"
+        args.append(after)
+    return sql, args
+
+
+def _item(key: str, row: tuple[Any, ...]) -> Item:
+    value, etag, expires_at, content_type, updated_at = row
+    return Item(
+        key, value, etag, None if expires_at is None else epoch_to_datetime(expires_at), content_type,
+        epoch_to_datetime(updated_at),
+    )
+
+
+def _apply(conn: sqlite3.Connection, ns: str, op: StoredWrite, now: float) -> WriteOutcome:
+    row = conn.execute(_CURRENT, (ns, op.record, op.key)).fetchone()
+    existed = row is not None and (row[1] is None or row[1] > now)
+    if op.if_absent and existed:
+        return WriteOutcome(False, True, PreconditionFailed(f"{op.record!r} already exists", key=op.record))
+    if op.if_match is not None and not (existed and row[0] == op.if_match):
+        return WriteOutcome(False, existed, PreconditionFailed(f"{op.record!r}: etag does not match", key=op.record))
+    if op.value is None:
+        if row is not None:
+            conn.execute(_DELETE, (ns, op.record, op.key))
+    else:
+        conn.execute(
+            _UPSERT,
+            (ns, op.record, op.key, op.value, op.etag, op.expires_at, op.content_type, op.updated_at),
+        )
+    return WriteOutcome(True, existed)
+
+
+class SQLiteBackend(Backend):
+    name = "sqlite"
+    capabilities = Capabilities()
+    runs_inline: ClassVar[bool] = True
+
+    def __init__(
+        self,
+        path: str,
+        *,
+        busy_timeout: float = 5.0,
+        purge_interval: float = 60.0,
+        purge_batch: int = 1000,
+        synchronous: str = "NORMAL",
+    ) -> None:
+        if synchronous.upper() not in ("OFF", "NORMAL", "FULL", "EXTRA"):
+            raise InvalidArgument(f"synchronous must be OFF, NORMAL, FULL or EXTRA, got {synchronous!r}")
+        if busy_timeout < 0 or purge_interval <= 0 or purge_batch < 1:
+            raise InvalidArgument("busy_timeout >= 0, purge_interval > 0 and purge_batch >= 1 are required")
+        self.path = path
+        self.busy_timeout = busy_timeout
+        self.purge_interval = purge_interval
+        self.purge_batch = purge_batch
+        self.synchronous = synchronous.upper()
+        self._conn: sqlite3.Connection | None = None
+        self._slow_conn: sqlite3.Connection | None = None
+        # The blocking API may share one store between threads; the event loop holds
+        # the lock only for the microseconds of one statement batch.
+        self._lock = threading.Lock()
+        self._slow_lock = threading.Lock()
+        self._next_purge = 0.0
+
+    @classmethod
+    def from_url(cls, url: str, **options: Any) -> SQLiteBackend:
+        _, opts = split_options(url, options)
+        path = url.split("://", 1)[1].split("?", 1)[0]
+        if not path.startswith("/") or path == "/":
+            raise InvalidArgument(
+                "a SQLite URL is sqlite:///relative/path.db, sqlite:////absolute/path.db or sqlite:///:memory:"
+            )
+        path = path[1:]
+        kwargs: dict[str, Any] = {}
+        try:
+            for key, conv in (("busy_timeout", float), ("purge_interval", float), ("purge_batch", int)):
+                if key in opts:
+                    kwargs[key] = conv(opts.pop(key))
+        except (TypeError, ValueError) as exc:
+            raise InvalidArgument(f"bad SQLite option: {exc}") from exc
+        if "synchronous" in opts:
+            kwargs["synchronous"] = str(opts.pop("synchronous"))
+        if opts:
+            raise InvalidArgument(f"unknown SQLite options: {sorted(opts)}")
+        return cls(path, **kwargs)
+
+    # -- lifecycle ------------------------------------------------------------------
+
+    def _connect(self, busy_timeout: float) -> sqlite3.Connection:
+        conn = sqlite3.connect(
+            self.path, timeout=busy_timeout, isolation_level=None, check_same_thread=False, cached_statements=256
+        )
+        conn.execute(f"PRAGMA synchronous = {self.synchronous}")
+        return conn
+
+    async def open(self) -> None:
+        try:
+            if self.path != ":memory:":
+                directory = os.path.dirname(os.path.abspath(self.path))
+                os.makedirs(directory, exist_ok=True)
+            conn = self._connect(self.busy_timeout)
+            if self.path != ":memory:":
+                conn.execute("PRAGMA journal_mode = WAL")
+            conn.executescript(SCHEMA)
+            conn.execute(f"PRAGMA busy_timeout = {int(self.busy_timeout * 1000)}")
+        except (sqlite3.Error, OSError) as exc:
+            raise BackendUnavailable(f"cannot open SQLite database {self.path!r}: {exc}", cause=exc) from exc
+        # The inline connection never waits for a lock: it hands the call to a thread instead.
+        conn.execute("PRAGMA busy_timeout = 0")
+        self._conn = conn
+        if self.path != ":memory:":
+            self._slow_conn = self._connect(self.busy_timeout)
+
+    async def close(self) -> None:
+        for conn in (self._conn, self._slow_conn):
+            if conn is not None:
+                conn.close()
+        self._conn = self._slow_conn = None
+
+    async def health(self) -> dict[str, Any]:
+        def probe(conn: sqlite3.Connection) -> dict[str, Any]:
+            mode = conn.execute("PRAGMA journal_mode").fetchone()[0]
+            return {"path": self.path, "journal_mode": mode, "sqlite_version": sqlite3.sqlite_version}
+
+        return await self._run(probe)
+
+    # -- running calls --------------------------------------------------------------
+
+    async def _run(self, fn: Callable[[sqlite3.Connection], R]) -> R:
+        conn = self._conn
+        if conn is None:
+            raise BackendUnavailable("the SQLite store is closed")
+        with self._lock:
+            try:
+                return fn(conn)
+            except _Busy:
+                pass
+            except sqlite3.OperationalError as exc:
+                if not _is_busy(exc) or self._slow_conn is None:
+                    raise BackendUnavailable(f"SQLite error: {exc}", cause=exc) from exc
+            except sqlite3.Error as exc:
+                raise BackendUnavailable(f"SQLite error: {exc}", cause=exc) from exc
+        return await asyncio.to_thread(self._run_slow, fn)
+
+    def _run_slow(self, fn: Callable[[sqlite3.Connection], R]) -> R:
+        with self._slow_lock:
+            conn = self._slow_conn
+            if conn is None:
+                raise BackendUnavailable("the SQLite store is closed")
+            try:
+                return fn(conn)
+            except _Busy as exc:
+                raise BackendUnavailable(
+                    f"SQLite database {self.path!r} stayed locked for {self.busy_timeout} s"
+                ) from exc
+            except sqlite3.OperationalError as exc:
+                if _is_busy(exc):
+                    raise BackendUnavailable(
+                        f"SQLite database {self.path!r} stayed locked for {self.busy_timeout} s", cause=exc
+                    ) from exc
+                raise BackendUnavailable(f"SQLite error: {exc}", cause=exc) from exc
+            except sqlite3.Error as exc:
+                raise BackendUnavailable(f"SQLite error: {exc}", cause=exc) from exc
+
+    def _write_txn(self, body: Callable[[sqlite3.Connection, float], R]) -> Callable[[sqlite3.Connection], R]:
+        """Wrap ``body`` in BEGIN IMMEDIATE ... COMMIT, rolling back on any failure."""
+
+        def run(conn: sqlite3.Connection) -> R:
+            try:
+                conn.execute("BEGIN IMMEDIATE")
+            except sqlite3.OperationalError as exc:
+                if _is_busy(exc):
+                    raise _Busy from exc
+                raise
+            try:
+                now = time.time()
+                result = body(conn, now)
+                if now >= self._next_purge:
+                    self._next_purge = now + self.purge_interval
+                    conn.execute(_PURGE, (now, self.purge_batch))
+                conn.execute("COMMIT")
+                return result
+            except BaseException:
+                if conn.in_transaction:
+                    conn.execute("ROLLBACK")
+                raise
+
+        return run
+
+    # -- reads ----------------------------------------------------------------------
+
+    async def get(self, ns: str, record: str, key: str, *, consistent: bool = False) -> Item | None:
+        conn = self._conn
+        if conn is not None:
+            # The hot path, written out: one indexed lookup under the thread lock.
+            with self._lock:
+                try:
+                    row = conn.execute(_GET, (ns, record, key, time.time())).fetchone()
+                    return None if row is None else _item(key, row)
+                except sqlite3.OperationalError as exc:
+                    if not _is_busy(exc):
+                        raise BackendUnavailable(f"SQLite error: {exc}", cause=exc) from exc
+
+        def read(conn: sqlite3.Connection) -> Item | None:
+            row = conn.execute(_GET, (ns, record, key, time.time())).fetchone()
+            return None if row is None else _item(key, row)
+
+        return await self._run(read)
+
+    async def get_many(
+        self, ns: str, addresses: Sequence[tuple[str, str]], *, consistent: bool = False
+    ) -> list[Item | None]:
+        def read(conn: sqlite3.Connection) -> list[Item | None]:
+            now = time.time()
+            found: dict[tuple[str, str], Item] = {}
+            wanted = list(dict.fromkeys(addresses))
+            # One statement per chunk of addresses, matched as row values.
+            for i in range(0, len(wanted), 250):
+                chunk = wanted[i : i + 250]
+                marks = ",".join("(?,?)" for _ in chunk)
+                args: list[Any] = [ns]
+                for record, key in chunk:
+                    args += (record, key)
+                args.append(now)
+                rows = conn.execute(
+                    f"SELECT rid, ikey, {_COLUMNS} FROM prism_items WHERE ns = ? "
+                    f"AND (rid, ikey) IN (VALUES {marks}) AND {_LIVE}",
+                    args,
+                ).fetchall()
+                for row in rows:
+                    found[(row[0], row[1])] = _item(row[1], row[2:])
+            return [found.get(address) for address in addresses]
+
+        return await self._run(read)
+
+    async def scan(self, ns: str, prefix: str, after: str | None, limit: int) -> list[str]:
+        lo = prefix or None
+        hi = _prefix_end(prefix) if prefix else None
+        clause, bounds = _range_clause("rid", lo, hi, after)
+        sql = (
+            f"SELECT DISTINCT rid FROM prism_items WHERE ns = ?{clause} AND {_LIVE} ORDER BY rid LIMIT ?"
+        )
+
+        def read(conn: sqlite3.Connection) -> list[str]:
+            return [row[0] for row in conn.execute(sql, (ns, *bounds, time.time(), limit))]
+
+        return await self._run(read)
+
+    async def get_range(
+        self,
+        ns: str,
+        record: str,
+        start: str | None,
+        end: str | None,
+        after: str | None,
+        limit: int,
+        *,
+        consistent: bool = False,
+    ) -> list[Item]:
+        clause, bounds = _range_clause("ikey", start, end, after)
+        sql = (
+            f"SELECT ikey, {_COLUMNS} FROM prism_items WHERE ns = ? AND rid = ?{clause} AND {_LIVE} "
+            "ORDER BY ikey LIMIT ?"
+        )
+
+        def read(conn: sqlite3.Connection) -> list[Item]:
+            rows = conn.execute(sql, (ns, record, *bounds, time.time(), limit)).fetchall()
+            return [_item(row[0], row[1:]) for row in rows]
+
+        return await self._run(read)
+
+    # -- writes ---------------------------------------------------------------------
+
+    async def write(self, ns: str, ops: Sequence[StoredWrite]) -> list[WriteOutcome]:
+        return await self._run(self._write_txn(lambda conn, now: [_apply(conn, ns, op, now) for op in ops]))
+
+    async def transact(self, ns: str, ops: Sequence[StoredWrite]) -> list[WriteOutcome]:
+        def body(conn: sqlite3.Connection, now: float) -> list[WriteOutcome]:
+            outcomes = []
+            for op in ops:
+                outcome = _apply(conn, ns, op, now)
+                if not outcome.ok:
+                    assert isinstance(outcome.error, PrismError)
+                    raise outcome.error  # rolls the whole transaction back
+                outcomes.append(outcome)
+            return outcomes
+
+        return await self._run(self._write_txn(body))
+
+    async def delete_range(self, ns: str, record: str, start: str | None, end: str | None) -> int:
+        clause, bounds = _range_clause("ikey", start, end, None)
+        where = f"WHERE ns = ? AND rid = ?{clause}"
+
+        def body(conn: sqlite3.Connection, now: float) -> int:
+            live: int = conn.execute(
+                f"SELECT count(*) FROM prism_items {where} AND {_LIVE}", (ns, record, *bounds, now)
+            ).fetchone()[0]
+            conn.execute(f"DELETE FROM prism_items {where}", (ns, record, *bounds))
+            return live
+
+        return await self._run(self._write_txn(body))
