@@ -305,6 +305,8 @@ class SQLiteBackend(Backend):
                 except sqlite3.OperationalError as exc:
                     if not _is_busy(exc):
                         raise BackendUnavailable(f"SQLite error: {exc}", cause=exc) from exc
+                except sqlite3.Error as exc:
+                    raise BackendUnavailable(f"SQLite error: {exc}", cause=exc) from exc
 
         def read(conn: sqlite3.Connection) -> Item | None:
             row = conn.execute(_GET, (ns, record, key, time.time())).fetchone()
