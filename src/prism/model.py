@@ -39,19 +39,69 @@ def epoch_to_datetime(ts: float | None) -> datetime | None:
     return None if ts is None else datetime.fromtimestamp(ts, UTC)
 
 
-class Item(msgspec.Struct, frozen=True):
+class Item:
     """One stored item: its key, its bytes, and their metadata.
 
     For a flat entry ``key`` is the entry's key; inside a record it is the item key.
-    ``etag`` changes on every write; ``expires_at`` is an aware UTC datetime or None.
+    ``etag`` changes on every write; ``expires_at`` and ``updated_at`` are aware UTC
+    datetimes (or None). Backends may pass them as epoch seconds: the datetimes are
+    then made only when read, which keeps batch reads cheap.
     """
 
-    key: str
-    value: bytes
-    etag: str
-    expires_at: datetime | None = None
-    content_type: str | None = None
-    updated_at: datetime | None = None
+    __slots__ = ("_expires", "_updated", "content_type", "etag", "key", "value")
+
+    def __init__(
+        self,
+        key: str,
+        value: bytes,
+        etag: str,
+        expires_at: datetime | float | None = None,
+        content_type: str | None = None,
+        updated_at: datetime | float | None = None,
+    ) -> None:
+        self.key = key
+        self.value = value
+        self.etag = etag
+        self._expires = expires_at
+        self.content_type = content_type
+        self._updated = updated_at
+
+    @property
+    def expires_at(self) -> datetime | None:
+        """When the item expires (aware UTC), or None."""
+        value = self._expires
+        if value is None or isinstance(value, datetime):
+            return value
+        self._expires = converted = datetime.fromtimestamp(value, UTC)
+        return converted
+
+    @property
+    def updated_at(self) -> datetime | None:
+        """When the item was last written (aware UTC), or None if the backend does not say."""
+        value = self._updated
+        if value is None or isinstance(value, datetime):
+            return value
+        self._updated = converted = datetime.fromtimestamp(value, UTC)
+        return converted
+
+    def with_key(self, key: str) -> Item:
+        """The same item under another key."""
+        return Item(key, self.value, self.etag, self._expires, self.content_type, self._updated)
+
+    def _fields(self) -> tuple[Any, ...]:
+        return (self.key, self.value, self.etag, self.expires_at, self.content_type, self.updated_at)
+
+    def __eq__(self, other: object) -> bool:
+        return isinstance(other, Item) and self._fields() == other._fields()
+
+    def __hash__(self) -> int:
+        return hash((self.key, self.etag))
+
+    def __repr__(self) -> str:
+        return (
+            f"Item(key={self.key!r}, value={self.value[:64]!r}{'...' if len(self.value) > 64 else ''}, "
+            f"etag={self.etag!r}, expires_at={self.expires_at!r}, content_type={self.content_type!r})"
+        )
 
 
 @dataclass(frozen=True, slots=True)

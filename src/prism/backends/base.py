@@ -49,7 +49,7 @@ class Backend(ABC):
 
     @abstractmethod
     async def get(self, ns: str, record: str, key: str, *, consistent: bool = False) -> Item | None:
-        """The live item at (record, key), with ``Item.key`` set to ``key``."""
+        """The live item at (record, key). Its ``key`` may be ``key`` or ``record``: callers set it."""
 
     async def get_many(
         self, ns: str, addresses: Sequence[tuple[str, str]], *, consistent: bool = False

@@ -14,7 +14,7 @@ from typing import Any, ClassVar, NamedTuple
 
 from prism.backends.base import Backend
 from prism.errors import InvalidArgument, PreconditionFailed
-from prism.model import Capabilities, Item, StoredWrite, WriteOutcome, epoch_to_datetime
+from prism.model import Capabilities, Item, StoredWrite, WriteOutcome
 
 __all__ = ["MemoryBackend"]
 
@@ -30,14 +30,7 @@ class _Entry(NamedTuple):
         return self.expires_at is None or self.expires_at > now
 
     def item(self, key: str) -> Item:
-        return Item(
-            key,
-            self.value,
-            self.etag,
-            epoch_to_datetime(self.expires_at),
-            self.content_type,
-            epoch_to_datetime(self.updated_at),
-        )
+        return Item(key, self.value, self.etag, self.expires_at, self.content_type, self.updated_at)
 
 
 class _Space:

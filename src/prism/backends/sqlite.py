@@ -36,7 +36,7 @@ from typing import Any, ClassVar, TypeVar
 from prism.backends._retry import split_options
 from prism.backends.base import Backend
 from prism.errors import BackendUnavailable, InvalidArgument, PreconditionFailed, PrismError
-from prism.model import Capabilities, Item, StoredWrite, WriteOutcome, epoch_to_datetime
+from prism.model import Capabilities, Item, StoredWrite, WriteOutcome
 
 __all__ = ["SQLiteBackend"]
 
@@ -111,11 +111,7 @@ def _range_clause(column: str, lo: str | None, hi: str | None, after: str | None
 
 
 def _item(key: str, row: tuple[Any, ...]) -> Item:
-    value, etag, expires_at, content_type, updated_at = row
-    return Item(
-        key, value, etag, None if expires_at is None else epoch_to_datetime(expires_at), content_type,
-        epoch_to_datetime(updated_at),
-    )
+    return Item(key, *row)
 
 
 def _apply(conn: sqlite3.Connection, ns: str, op: StoredWrite, now: float) -> WriteOutcome:
@@ -317,6 +313,9 @@ class SQLiteBackend(Backend):
     async def get_many(
         self, ns: str, addresses: Sequence[tuple[str, str]], *, consistent: bool = False
     ) -> list[Item | None]:
+        if all(key == "" for _, key in addresses):
+            return await self._get_flat(ns, [record for record, _ in addresses])
+
         def read(conn: sqlite3.Connection) -> list[Item | None]:
             now = time.time()
             found: dict[tuple[str, str], Item] = {}
@@ -337,6 +336,26 @@ class SQLiteBackend(Backend):
                 for row in rows:
                     found[(row[0], row[1])] = _item(row[1], row[2:])
             return [found.get(address) for address in addresses]
+
+        return await self._run(read)
+
+    async def _get_flat(self, ns: str, records: list[str]) -> list[Item | None]:
+        """get_many of flat entries: one ``rid IN (...)`` lookup per chunk (items keyed by record id)."""
+
+        def read(conn: sqlite3.Connection) -> list[Item | None]:
+            now = time.time()
+            found: dict[str, Item] = {}
+            wanted = list(dict.fromkeys(records))
+            for i in range(0, len(wanted), 500):
+                chunk = wanted[i : i + 500]
+                rows = conn.execute(
+                    f"SELECT rid, {_COLUMNS} FROM prism_items WHERE ns = ? AND ikey = '' "
+                    f"AND rid IN ({','.join('?' * len(chunk))}) AND {_LIVE}",
+                    (ns, *chunk, now),
+                ).fetchall()
+                for row in rows:
+                    found[row[0]] = Item(*row)
+            return [found.get(record) for record in records]
 
         return await self._run(read)
 

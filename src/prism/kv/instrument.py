@@ -16,6 +16,7 @@ from __future__ import annotations
 
 import asyncio
 import bisect
+import itertools
 import logging
 import threading
 import time
@@ -48,49 +49,89 @@ def _tracing_enabled() -> bool:
     return getattr(trace, "_TRACER_PROVIDER", None) is not None
 
 
+class Series:
+    """The counters of one (namespace, op, backend): outcomes, latency buckets, hits and misses."""
+
+    __slots__ = ("backend", "buckets", "hits", "misses", "namespace", "op", "outcomes", "started", "total")
+
+    def __init__(self, namespace: str, op: str, backend: str, started: Iterator[int]) -> None:
+        self.started = started
+        self.namespace = namespace
+        self.op = op
+        self.backend = backend
+        self.outcomes: dict[str, int] = {}
+        self.buckets = [0] * (len(BUCKETS) + 1)  # the last one is +Inf
+        self.total = 0.0
+        self.hits = 0
+        self.misses = 0
+
+
 class KVMetrics(Collector):
     """The counters of every store in the process, exported at scrape time."""
 
     def __init__(self) -> None:
         self.lock = threading.Lock()
-        self.operations: dict[tuple[str, str, str, str], int] = {}
-        self.stats: dict[tuple[str, str, str], int] = {}
-        self.latency: dict[tuple[str, str, str], list[float]] = {}  # bucket counts..., +Inf count, sum
-        self.in_flight: dict[str, int] = {}
+        self.series: dict[tuple[str, str, str], Series] = {}
+        self.errors: dict[tuple[str, str], int] = {}
+        # In flight = started - finished. ``started`` is an itertools.count per backend, whose
+        # next() is atomic without a lock; reading it consumes a value, which ``peeks`` subtracts.
+        self.started: dict[str, Iterator[int]] = {}
+        self.peeks: dict[str, int] = {}
+        self.finished: dict[str, int] = {}
+
+    def started_counter(self, backend: str) -> Iterator[int]:
+        with self.lock:
+            return self.started.setdefault(backend, itertools.count())
+
+    def series_for(self, namespace: str, op: str, backend: str) -> Series:
+        key = (namespace, op, backend)
+        found = self.series.get(key)
+        if found is None:
+            started = self.started_counter(backend)
+            with self.lock:
+                found = self.series.setdefault(key, Series(namespace, op, backend, started))
+        return found
 
     def collect(self) -> Iterator[Any]:
-        with self.lock:
-            operations = dict(self.operations)
-            stats = dict(self.stats)
-            latency = {k: list(v) for k, v in self.latency.items()}
-            in_flight = dict(self.in_flight)
         ops = CounterMetricFamily(
             "prism_kv_operations",
             "KeyValue operations by namespace, operation, backend and outcome.",
             labels=["namespace", "op", "backend", "outcome"],
         )
-        for labels, value in operations.items():
-            ops.add_metric(list(labels), value)
-        yield ops
         stat = CounterMetricFamily(
             "prism_kv_stats", "Read hits and misses, and failed operations.", labels=["namespace", "backend", "stat"]
         )
-        for labels, value in stats.items():
-            stat.add_metric(list(labels), value)
-        yield stat
         hist = HistogramMetricFamily(
             "prism_kv_latency_seconds", "KeyValue operation latency.", labels=["namespace", "op", "backend"]
         )
-        for labels, counts in latency.items():
-            cumulative, buckets = 0.0, []
-            for bound, count in zip((*map(str, BUCKETS), "+Inf"), counts[:-1], strict=True):
-                cumulative += count
-                buckets.append((bound, cumulative))
-            hist.add_metric(list(labels), buckets, counts[-1])
-        yield hist
         gauge = GaugeMetricFamily("prism_kv_in_flight", "KeyValue operations in progress.", labels=["backend"])
-        for backend, value in in_flight.items():
-            gauge.add_metric([backend], value)
+        hits: dict[tuple[str, str], list[int]] = {}
+        with self.lock:
+            for s in self.series.values():
+                for outcome, count in s.outcomes.items():
+                    ops.add_metric([s.namespace, s.op, s.backend, outcome], count)
+                cumulative, buckets = 0, []
+                for bound, count in zip((*map(str, BUCKETS), "+Inf"), s.buckets, strict=True):
+                    cumulative += count
+                    buckets.append((bound, cumulative))
+                if cumulative:
+                    hist.add_metric([s.namespace, s.op, s.backend], buckets, s.total)
+                pair = hits.setdefault((s.namespace, s.backend), [0, 0])
+                pair[0] += s.hits
+                pair[1] += s.misses
+            for (namespace, backend), (hit, miss) in hits.items():
+                if hit or miss:
+                    stat.add_metric([namespace, backend, "hit"], hit)
+                    stat.add_metric([namespace, backend, "miss"], miss)
+            for (namespace, backend), count in self.errors.items():
+                stat.add_metric([namespace, backend, "error"], count)
+            for backend, started in self.started.items():
+                peeks = self.peeks.get(backend, 0)
+                self.peeks[backend] = peeks + 1
+                gauge.add_metric([backend], next(started) - peeks - self.finished.get(backend, 0))
+        yield ops
+        yield stat
+        yield hist
         yield gauge
 
 
@@ -101,76 +142,69 @@ REGISTRY.register(KV_METRICS)
 class _Op:
     """One instrumented call: a context manager that records its outcome on exit."""
 
-    __slots__ = ("_count", "_inst", "_name", "_ns", "_span", "_start", "hits", "misses")
+    __slots__ = ("_count", "_series", "_span", "_start", "hits", "misses")
 
-    def __init__(self, inst: Instrumentation, ns: str, name: str, count: int) -> None:
-        self._inst = inst
-        self._ns = ns
-        self._name = name
+    def __init__(self, series: Series, count: int) -> None:
+        self._series = series
         self._count = count
         self._span: Any = None
         self.hits = 0
         self.misses = 0
 
     def __enter__(self) -> _Op:
-        system = self._inst.system
-        with KV_METRICS.lock:
-            KV_METRICS.in_flight[system] = KV_METRICS.in_flight.get(system, 0) + 1
+        next(self._series.started)
         if _tracing_enabled():
-            span = _tracer.start_span(
-                f"kv.{self._name}",
-                kind=SpanKind.CLIENT,
-                attributes={
-                    "db.system": system,
-                    "db.operation": self._name,
-                    "prism.namespace": self._ns,
-                    "prism.key_count": self._count,
-                },
-            )
-            self._span = trace.use_span(span, end_on_exit=True)
-            self._span.__enter__()
+            self._start_span()
         self._start = time.perf_counter()
         return self
+
+    def _start_span(self) -> None:
+        s = self._series
+        span = _tracer.start_span(
+            f"kv.{s.op}",
+            kind=SpanKind.CLIENT,
+            attributes={
+                "db.system": s.backend,
+                "db.operation": s.op,
+                "prism.namespace": s.namespace,
+                "prism.key_count": self._count,
+            },
+        )
+        self._span = trace.use_span(span, end_on_exit=True)
+        self._span.__enter__()
 
     def __exit__(
         self, exc_type: type[BaseException] | None, exc: BaseException | None, tb: TracebackType | None
     ) -> None:
         elapsed = time.perf_counter() - self._start
-        system = self._inst.system
-        ns = self._ns
+        s = self._series
         if exc is None:
             outcome = "ok"
-        elif isinstance(exc, PrismError):
-            outcome = exc.code.lower()
+            failed = False
         else:
-            outcome = "cancelled" if isinstance(exc, asyncio.CancelledError) else "error"
-        failed = exc is not None and not isinstance(exc, _EXPECTED)
+            if isinstance(exc, PrismError):
+                outcome = exc.code.lower()
+            else:
+                outcome = "cancelled" if isinstance(exc, asyncio.CancelledError) else "error"
+            failed = not isinstance(exc, _EXPECTED)
         m = KV_METRICS
         with m.lock:
-            m.in_flight[system] -= 1
-            key = (ns, self._name, system, outcome)
-            m.operations[key] = m.operations.get(key, 0) + 1
-            counts = m.latency.get(key[:3])
-            if counts is None:
-                counts = m.latency[key[:3]] = [0.0] * (len(BUCKETS) + 2)
-            counts[bisect.bisect_left(BUCKETS, elapsed)] += 1
-            counts[-1] += elapsed
-            if self.hits:
-                hit = (ns, system, "hit")
-                m.stats[hit] = m.stats.get(hit, 0) + self.hits
-            if self.misses:
-                miss = (ns, system, "miss")
-                m.stats[miss] = m.stats.get(miss, 0) + self.misses
+            m.finished[s.backend] = m.finished.get(s.backend, 0) + 1
+            s.outcomes[outcome] = s.outcomes.get(outcome, 0) + 1
+            s.buckets[bisect.bisect_left(BUCKETS, elapsed)] += 1
+            s.total += elapsed
+            s.hits += self.hits
+            s.misses += self.misses
             if failed:
-                err = (ns, system, "error")
-                m.stats[err] = m.stats.get(err, 0) + 1
+                key = (s.namespace, s.backend)
+                m.errors[key] = m.errors.get(key, 0) + 1
         if failed:
             log.warning(
                 "kv operation failed",
                 extra={
-                    "namespace": ns,
-                    "op": self._name,
-                    "backend": system,
+                    "namespace": s.namespace,
+                    "op": s.op,
+                    "backend": s.backend,
                     "error": type(exc).__name__,
                     "latency_ms": round(elapsed * 1000, 3),
                 },
@@ -186,6 +220,10 @@ class Instrumentation:
 
     def __init__(self, system: str) -> None:
         self.system = system
+        self._series: dict[tuple[str, str], Series] = {}
 
     def op(self, ns: str, name: str, count: int = 1) -> _Op:
-        return _Op(self, ns, name, count)
+        series = self._series.get((ns, name))
+        if series is None:
+            series = self._series[(ns, name)] = KV_METRICS.series_for(ns, name, self.system)
+        return _Op(series, count)

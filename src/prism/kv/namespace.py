@@ -79,7 +79,7 @@ class Namespace:
                 op.misses = 1
                 return None
             op.hits = 1
-            return Item(key, item.value, item.etag, item.expires_at, item.content_type, item.updated_at)
+            return item if item.key == key else item.with_key(key)
 
     async def exists(self, key: str, *, consistency: Consistency = "eventual") -> bool:
         return await self.get(key, consistency=consistency) is not None
@@ -149,11 +149,7 @@ class Namespace:
             )
             out: list[Item | None] = []
             for key, item in zip(keys, found, strict=True):
-                out.append(
-                    None
-                    if item is None
-                    else Item(key, item.value, item.etag, item.expires_at, item.content_type, item.updated_at)
-                )
+                out.append(item if item is None or item.key == key else item.with_key(key))
             op.hits = sum(1 for i in out if i is not None)
             op.misses = len(out) - op.hits
             return out
@@ -306,7 +302,7 @@ class Namespace:
         self._check_open()
         with self._inst.op(self.name, "get_items", len(keys)):
             found = await self._backend.get_many(self.name, [(record, k) for k in keys], consistent=consistent)
-        return Page([i for i in found if i is not None], None)
+        return Page([i if i.key == k else i.with_key(k) for k, i in zip(keys, found, strict=True) if i is not None])
 
     async def delete_items(
         self,

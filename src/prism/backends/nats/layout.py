@@ -1,0 +1,143 @@
+"""How Prism names buckets and keys in NATS JetStream KV, and what a stored message holds.
+
+* A namespace is a KV bucket (stream ``KV_<bucket>``, subjects ``$KV.<bucket>.>``).
+  Names of at most 64 characters from ``[A-Za-z0-9_-]`` become ``prism_<name>``;
+  other names of at most 40 UTF-8 bytes become ``prism-x<base32hex of the bytes>``;
+  longer ones ``prism-h<sha256 hex>``. The three forms never collide.
+* An item is the key ``<record tokens>.<item token>``. The record id's UTF-8 bytes are
+  cut into 5-byte chunks, each written as one unpadded base32hex token (8 characters
+  for a full chunk), so a prefix scan can ask the server for ``<full chunks of the
+  prefix>.>`` and only the tail of the prefix is matched in Prism. The item token is
+  the unpadded base32hex of the item key, or ``=`` for the flat entry's key "".
+  The last token is always the item token, so the split is unambiguous.
+* A message's payload is a msgpack array ``[etag, expires_at, content_type,
+  updated_at, value]``; the expiry is repeated in the ``Prism-Expires`` header so a
+  headers-only listing can tell live items from expired ones without the values.
+"""
+
+from __future__ import annotations
+
+import base64
+import hashlib
+import re
+
+import msgspec
+
+from prism.errors import DecodeError
+
+__all__ = [
+    "EXPIRES_HEADER",
+    "Envelope",
+    "bucket_name",
+    "decode_envelope",
+    "encode_envelope",
+    "item_token",
+    "record_tokens",
+    "scan_tokens",
+    "split_key",
+]
+
+#: Header that repeats an item's expiry (epoch seconds) for headers-only listings.
+EXPIRES_HEADER = "Prism-Expires"
+#: Bytes of a record id per subject token: 5 bytes are exactly 8 base32 characters.
+CHUNK_BYTES = 5
+_CHUNK_CHARS = 8
+_SAFE_NAME = re.compile(r"[A-Za-z0-9_-]{1,64}")
+_MAX_ENCODED_NAME_BYTES = 40
+_EMPTY_ITEM = "="
+
+
+def bucket_name(namespace: str) -> str:
+    """The KV bucket of ``namespace``: readable when the name allows it, collision-free always."""
+    if _SAFE_NAME.fullmatch(namespace):
+        return "prism_" + namespace
+    raw = namespace.encode("utf-8")
+    if len(raw) <= _MAX_ENCODED_NAME_BYTES:
+        return "prism-x" + _b32(raw)
+    return "prism-h" + hashlib.sha256(raw).hexdigest()
+
+
+def _b32(raw: bytes) -> str:
+    return base64.b32hexencode(raw).decode("ascii").rstrip("=")
+
+
+def _unb32(token: str) -> bytes:
+    return base64.b32hexdecode(token + "=" * (-len(token) % 8))
+
+
+def record_tokens(record: str) -> str:
+    """The dot-separated tokens of a (non-empty) record id."""
+    raw = record.encode("utf-8")
+    if len(raw) <= CHUNK_BYTES:
+        return _b32(raw)
+    return ".".join(_b32(raw[i : i + CHUNK_BYTES]) for i in range(0, len(raw), CHUNK_BYTES))
+
+
+def item_token(key: str) -> str:
+    """The single token of an item key ("" included)."""
+    return _b32(key.encode("utf-8")) if key else _EMPTY_ITEM
+
+
+def scan_tokens(prefix: str) -> str:
+    """The whole-chunk tokens every record starting with ``prefix`` shares ("" when none)."""
+    raw = prefix.encode("utf-8")
+    whole = len(raw) - len(raw) % CHUNK_BYTES
+    return ".".join(_b32(raw[i : i + CHUNK_BYTES]) for i in range(0, whole, CHUNK_BYTES))
+
+
+def split_key(key: str) -> tuple[str, str]:
+    """``(record tokens, item token)`` of a KV key (the part of the subject after the bucket)."""
+    head, _, last = key.rpartition(".")
+    return head, last
+
+
+def decode_record(tokens: str) -> str:
+    """The record id written by ``record_tokens``; ValueError when it is not one."""
+    if not tokens:
+        raise ValueError("empty record")
+    parts = tokens.split(".")
+    if any(len(p) != _CHUNK_CHARS for p in parts[:-1]):
+        raise ValueError(f"not a record key: {tokens[:40]!r}")
+    try:
+        return b"".join(_unb32(p) for p in parts).decode("utf-8")
+    except (ValueError, UnicodeDecodeError) as exc:
+        raise ValueError(f"not a record key: {tokens[:40]!r}") from exc
+
+
+def decode_item(token: str) -> str:
+    """The item key written by ``item_token``; ValueError when it is not one."""
+    if token == _EMPTY_ITEM:
+        return ""
+    try:
+        return _unb32(token).decode("utf-8")
+    except (ValueError, UnicodeDecodeError) as exc:
+        raise ValueError(f"not an item key: {token[:40]!r}") from exc
+
+
+class Envelope(msgspec.Struct, array_like=True, frozen=True):
+    """One stored item: the value and the metadata Prism keeps beside it."""
+
+    etag: str
+    expires_at: float | None
+    content_type: str | None
+    updated_at: float
+    value: bytes
+
+    def live(self, now: float) -> bool:
+        return self.expires_at is None or self.expires_at > now
+
+
+_encoder = msgspec.msgpack.Encoder()
+_decoder = msgspec.msgpack.Decoder(Envelope)
+
+
+def encode_envelope(envelope: Envelope) -> bytes:
+    return _encoder.encode(envelope)
+
+
+def decode_envelope(data: bytes, what: str) -> Envelope:
+    """The envelope in a message payload; DecodeError naming ``what`` when it is not Prism's."""
+    try:
+        return _decoder.decode(data)
+    except msgspec.DecodeError as exc:
+        raise DecodeError(f"{what}: the stored message is not a Prism item ({exc})", key=what) from exc

@@ -1,0 +1,249 @@
+"""The audit trail: one JSON line per data access, written off the request path.
+
+Requests append events to a bounded in-memory buffer and never wait for I/O; a
+background task writes batches to the sink (a file, stdout, or a Prism namespace).
+What happens when the sink fails or the buffer fills is a setting:
+
+* ``on_failure: drop`` keeps serving; lost events are counted in
+  ``prism_audit_events_total{outcome="dropped"}``.
+* ``on_failure: reject`` fails closed: a request is admitted only when a buffer slot
+  is reserved for its event and the sink is healthy, else it gets 503 before anything
+  is read or written. Events that failed to write stay buffered and are retried.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import collections
+import contextlib
+import logging
+import os
+import sys
+import time
+from abc import ABC, abstractmethod
+from datetime import UTC, datetime
+from pathlib import Path
+from typing import IO, Any
+
+import msgspec
+from prometheus_client import Counter, Gauge
+
+from prism.errors import PrismError
+from prism.gateway.config import AuditConfig
+from prism.kv.namespace import Namespace
+from prism.model import Put
+
+__all__ = [
+    "AuditLog",
+    "AuditSink",
+    "AuditUnavailable",
+    "FileSink",
+    "NamespaceSink",
+    "NullSink",
+    "StdoutSink",
+    "utc_timestamp",
+]
+
+log = logging.getLogger("prism.gateway.audit")
+
+AUDIT_EVENTS = Counter(
+    "prism_audit_events_total", "Audit events by outcome (written, dropped).", ["outcome"]
+)
+AUDIT_BUFFERED = Gauge("prism_audit_buffered_events", "Audit events waiting to be written.")
+AUDIT_SINK_UP = Gauge("prism_audit_sink_up", "1 while the last write to the audit sink succeeded.")
+
+_encoder = msgspec.json.Encoder()
+
+
+def utc_timestamp(epoch: float | None = None) -> str:
+    """RFC 3339 UTC time with milliseconds."""
+    moment = datetime.fromtimestamp(time.time() if epoch is None else epoch, UTC)
+    return moment.isoformat(timespec="milliseconds").replace("+00:00", "Z")
+
+
+class AuditUnavailable(Exception):
+    """The audit trail cannot take another event and the gateway fails closed."""
+
+
+class AuditSink(ABC):
+    """Where batches of audit lines go. ``write`` raises on failure; the log decides what follows."""
+
+    @abstractmethod
+    async def write(self, lines: list[bytes]) -> None:
+        """Persist the lines (each a JSON object ending in a newline)."""
+
+    async def close(self) -> None:  # noqa: B027 - optional hook
+        """Release resources."""
+
+
+class NullSink(AuditSink):
+    """Discards events (``sink: none``)."""
+
+    async def write(self, lines: list[bytes]) -> None:
+        return None
+
+
+class _StreamSink(AuditSink):
+    """Writes to a binary stream in a worker thread, so a slow disk or pipe never blocks the loop."""
+
+    def __init__(self, stream: IO[bytes]) -> None:
+        self._stream = stream
+
+    def _write(self, data: bytes) -> None:
+        self._stream.write(data)
+        self._stream.flush()
+
+    async def write(self, lines: list[bytes]) -> None:
+        await asyncio.to_thread(self._write, b"".join(lines))
+
+
+class StdoutSink(_StreamSink):
+    def __init__(self) -> None:
+        super().__init__(sys.stdout.buffer)
+
+
+class FileSink(_StreamSink):
+    """Appends to a file, created with mode 0600 (audit lines name principals)."""
+
+    def __init__(self, path: Path) -> None:
+        path.parent.mkdir(parents=True, exist_ok=True)
+        fd = os.open(path, os.O_WRONLY | os.O_APPEND | os.O_CREAT, 0o600)
+        super().__init__(os.fdopen(fd, "ab"))
+        self.path = path
+
+    async def close(self) -> None:
+        await asyncio.to_thread(self._stream.close)
+
+
+class NamespaceSink(AuditSink):
+    """Stores each event as an entry of a Prism namespace, keyed by time so scans list them in order."""
+
+    def __init__(self, namespace: Namespace) -> None:
+        self._ns = namespace
+        self._seq = 0
+
+    async def write(self, lines: list[bytes]) -> None:
+        now = time.time_ns()
+        puts = []
+        for line in lines:
+            self._seq = (self._seq + 1) % 1_000_000
+            puts.append(Put(f"{now:020d}-{os.getpid()}-{self._seq:06d}", line, content_type="application/json"))
+        try:
+            results = await self._ns.put_many(puts)
+        except PrismError as exc:
+            raise OSError(f"audit namespace write failed: {exc.code}") from exc
+        if not all(r.ok for r in results):
+            raise OSError("audit namespace refused some events")
+
+
+class AuditLog:
+    """The bounded buffer between requests and the sink, and the task that drains it."""
+
+    def __init__(self, sink: AuditSink, config: AuditConfig) -> None:
+        self.sink = sink
+        self.config = config
+        self.fail_closed = config.on_failure == "reject"
+        self._buffer: collections.deque[bytes] = collections.deque()
+        self._reserved = 0
+        self._healthy = True
+        self._wake: asyncio.Event | None = None
+        self._task: asyncio.Task[None] | None = None
+        self._closing = False
+        self._written = AUDIT_EVENTS.labels("written")
+        self._dropped = AUDIT_EVENTS.labels("dropped")
+        AUDIT_SINK_UP.set(1)
+
+    @property
+    def healthy(self) -> bool:
+        """False after a failed write, until a write succeeds again."""
+        return self._healthy
+
+    @property
+    def enabled(self) -> bool:
+        return not isinstance(self.sink, NullSink)
+
+    def admit(self) -> None:
+        """Reserve room for one event; raise AuditUnavailable when failing closed and there is none."""
+        if not self.fail_closed:
+            return
+        if not self._healthy or self._closing:
+            raise AuditUnavailable("the audit sink is failing; requests are refused until it recovers")
+        if len(self._buffer) + self._reserved >= self.config.buffer_size:
+            raise AuditUnavailable("the audit buffer is full; retry later")
+        self._reserved += 1
+
+    def record(self, event: dict[str, Any]) -> None:
+        """Queue one event (never blocks). Call exactly once per admitted request."""
+        if self.fail_closed and self._reserved > 0:
+            self._reserved -= 1
+        elif len(self._buffer) >= self.config.buffer_size:
+            self._dropped.inc()
+            return
+        self._buffer.append(_encoder.encode(event) + b"\n")
+        if self._wake is not None and len(self._buffer) >= self.config.batch_size:
+            self._wake.set()
+
+    async def start(self) -> None:
+        self._wake = asyncio.Event()
+        self._task = asyncio.create_task(self._run(), name="prism-audit-writer")
+
+    async def stop(self, timeout: float) -> None:
+        """Write what is buffered (for at most ``timeout`` seconds), then close the sink."""
+        self._closing = True
+        if self._task is not None:
+            assert self._wake is not None
+            self._wake.set()
+            try:
+                async with asyncio.timeout(timeout):
+                    await self._task
+            except TimeoutError:
+                self._task.cancel()
+                with contextlib.suppress(asyncio.CancelledError):
+                    await self._task
+        if self._buffer:
+            self._dropped.inc(len(self._buffer))
+            log.warning("audit events lost at shutdown", extra={"count": len(self._buffer)})
+            self._buffer.clear()
+        AUDIT_BUFFERED.set(0)
+        await self.sink.close()
+
+    async def _run(self) -> None:
+        assert self._wake is not None
+        cfg = self.config
+        while True:
+            if not self._buffer:
+                if self._closing:
+                    return
+                with contextlib.suppress(TimeoutError):
+                    async with asyncio.timeout(cfg.flush_interval):
+                        await self._wake.wait()
+                self._wake.clear()
+                continue
+            batch = [self._buffer[i] for i in range(min(cfg.batch_size, len(self._buffer)))]
+            AUDIT_BUFFERED.set(len(self._buffer))
+            try:
+                await self.sink.write(batch)
+            except (OSError, PrismError) as exc:
+                self._failed(len(batch), exc)
+                if self._closing and self.fail_closed:
+                    return
+                await asyncio.sleep(cfg.retry_interval)
+                continue
+            for _ in batch:
+                self._buffer.popleft()
+            self._written.inc(len(batch))
+            if not self._healthy:
+                log.warning("the audit sink recovered")
+            self._healthy = True
+            AUDIT_SINK_UP.set(1)
+            AUDIT_BUFFERED.set(len(self._buffer))
+
+    def _failed(self, count: int, exc: BaseException) -> None:
+        if self._healthy:
+            log.error("the audit sink failed", extra={"error": f"{type(exc).__name__}: {exc}"})
+        self._healthy = False
+        AUDIT_SINK_UP.set(0)
+        if not self.fail_closed:
+            for _ in range(count):
+                self._buffer.popleft()
+            self._dropped.inc(count)

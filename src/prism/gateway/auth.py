@@ -1,0 +1,353 @@
+"""Who is calling: API keys and JSON Web Tokens turned into a :class:`Principal`.
+
+Identity only ever comes from a verified credential in the request headers (or, for
+clients that cannot set headers, a token passed separately by the caller), never
+from the body or query. API keys are compared by their sha256, so the config holds
+no key. JWTs are verified against the key of the algorithm's own family: HS* with
+the secret from the environment, RS/PS/ES/EdDSA with the configured public keys,
+which rules out ``alg: none`` and algorithm confusion.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import hashlib
+import json
+import logging
+import os
+import time
+from collections.abc import Mapping
+from dataclasses import dataclass
+from typing import Any, Literal
+
+import httpx
+import jwt
+from cryptography import x509
+from cryptography.hazmat.primitives.asymmetric import ec, ed448, ed25519, rsa
+from cryptography.hazmat.primitives.serialization import load_pem_public_key
+
+from prism.gateway.config import TOKEN_NAME, AuthConfig, ConfigError, GatewayConfig, JwtConfig
+
+__all__ = ["AuthError", "Authenticator", "JwkEntry", "Principal", "hash_api_key"]
+
+log = logging.getLogger("prism.gateway.auth")
+
+#: Shortest HS* secret accepted, in bytes (RFC 7518 section 3.2 asks for at least the hash size).
+MIN_HMAC_SECRET_BYTES = 32
+#: Least time between two JWKS fetches triggered by tokens naming an unknown key id.
+JWKS_MIN_REFRESH_SECONDS = 30.0
+
+PrincipalKind = Literal["api_key", "jwt", "anonymous"]
+
+
+@dataclass(frozen=True, slots=True)
+class Principal:
+    """The verified caller: a subject, its tenant (if any), its roles, and how it proved itself."""
+
+    subject: str
+    tenant: str | None
+    roles: frozenset[str]
+    kind: PrincipalKind
+
+
+class AuthError(Exception):
+    """Authentication or authorization failed: 401 (who are you?) or 403 (not allowed)."""
+
+    def __init__(self, status: int, code: str, detail: str) -> None:
+        super().__init__(detail)
+        self.status = status
+        self.code = code
+        self.detail = detail
+
+
+def hash_api_key(key: str) -> str:
+    """The hex sha256 of an API key, as the config lists it."""
+    return hashlib.sha256(key.encode("utf-8")).hexdigest()
+
+
+def _unauthorized(code: str, detail: str) -> AuthError:
+    return AuthError(401, code, detail)
+
+
+_KEY_FAMILIES: dict[str, tuple[type, ...]] = {
+    "RS": (rsa.RSAPublicKey,),
+    "PS": (rsa.RSAPublicKey,),
+    "ES": (ec.EllipticCurvePublicKey,),
+    "Ed": (ed25519.Ed25519PublicKey, ed448.Ed448PublicKey),
+}
+_JWK_FAMILIES = {"RS": "RSA", "PS": "RSA", "ES": "EC", "Ed": "OKP"}
+
+
+class Authenticator:
+    """Turns request headers into a Principal, or raises AuthError (401).
+
+    Build it with :meth:`from_config`; call :meth:`start` inside the event loop when a
+    ``jwks_url`` is configured (it fetches and refreshes the key set), and :meth:`stop`.
+    """
+
+    def __init__(
+        self,
+        config: AuthConfig,
+        *,
+        hmac_secret: bytes | None = None,
+        public_key: Any = None,
+        jwks: Mapping[str, JwkEntry] | None = None,
+    ) -> None:
+        self.config = config
+        self.enabled = config.enabled
+        self._keys = {k.sha256: Principal(k.name, k.tenant, frozenset(k.roles), "api_key") for k in config.api_keys}
+        self._jwt = config.jwt
+        self._secret = hmac_secret
+        self._public_key = public_key
+        self._jwks: dict[str, JwkEntry] = dict(jwks or {})
+        self._anonymous = Principal("anonymous", None, frozenset(config.anonymous_roles), "anonymous")
+        self._refresh_task: asyncio.Task[None] | None = None
+        self._last_fetch = 0.0
+        self._fetch_wanted: asyncio.Event | None = None
+        if self._jwt is not None:
+            self._allowed = frozenset(self._jwt.algorithms)
+            aud = self._jwt.audience
+            self._audience: list[str] | None = [aud] if isinstance(aud, str) else aud
+            required = ["exp", self._jwt.subject_claim]
+            if self._jwt.max_age is not None:
+                required.append("iat")
+            self._required = required
+
+    # -- construction ---------------------------------------------------------------
+
+    @classmethod
+    def from_config(cls, config: GatewayConfig, env: Mapping[str, str] | None = None) -> Authenticator:
+        """Read the secret and key files the auth config names; ConfigError when one is missing or bad."""
+        env = os.environ if env is None else env
+        jwt_config = config.auth.jwt
+        if jwt_config is None:
+            return cls(config.auth)
+        src = config.source
+        secret: bytes | None = None
+        if jwt_config.secret_env:
+            value = env.get(jwt_config.secret_env)
+            if not value:
+                raise ConfigError(
+                    src, "$.auth.jwt.secret_env", f"environment variable {jwt_config.secret_env} is not set"
+                )
+            secret = value.encode("utf-8")
+            if len(secret) < MIN_HMAC_SECRET_BYTES:
+                raise ConfigError(
+                    src,
+                    "$.auth.jwt.secret_env",
+                    f"the secret in {jwt_config.secret_env} must be at least {MIN_HMAC_SECRET_BYTES} bytes",
+                )
+        public_key = None
+        if jwt_config.public_key_file:
+            public_key = _load_public_key(config, jwt_config.public_key_file)
+        jwks: dict[str, JwkEntry] = {}
+        if jwt_config.jwks_file:
+            path = config.resolve_path(jwt_config.jwks_file)
+            try:
+                jwks = _parse_jwks(path.read_bytes())
+            except OSError as exc:
+                raise ConfigError(src, "$.auth.jwt.jwks_file", f"cannot read {path}: {exc.strerror}") from None
+            except ValueError as exc:
+                raise ConfigError(src, "$.auth.jwt.jwks_file", str(exc)) from None
+        return cls(config.auth, hmac_secret=secret, public_key=public_key, jwks=jwks)
+
+    # -- lifecycle --------------------------------------------------------------------
+
+    async def start(self, startup_timeout: float = 5.0) -> None:
+        """Fetch the JWKS (when ``jwks_url`` is set) and keep it fresh in the background."""
+        if self._jwt is None or not self._jwt.jwks_url:
+            return
+        self._fetch_wanted = asyncio.Event()
+        try:
+            async with asyncio.timeout(startup_timeout):
+                await self._fetch_jwks()
+        except (TimeoutError, httpx.HTTPError, ValueError) as exc:
+            # Serving still starts: API keys work, and tokens are accepted once a fetch succeeds.
+            log.warning("could not fetch the JWKS at startup", extra={"error": type(exc).__name__})
+        self._refresh_task = asyncio.create_task(self._refresh_loop(), name="prism-jwks-refresh")
+
+    async def stop(self) -> None:
+        task, self._refresh_task = self._refresh_task, None
+        if task is not None:
+            task.cancel()
+            with contextlib.suppress(asyncio.CancelledError):
+                await task
+
+    async def _fetch_jwks(self) -> None:
+        assert self._jwt is not None and self._jwt.jwks_url
+        self._last_fetch = time.monotonic()
+        async with httpx.AsyncClient(timeout=self._jwt.jwks_timeout) as client:
+            response = await client.get(self._jwt.jwks_url)
+            response.raise_for_status()
+        self._jwks = _parse_jwks(response.content)
+
+    async def _refresh_loop(self) -> None:
+        assert self._jwt is not None and self._fetch_wanted is not None
+        while True:
+            with contextlib.suppress(TimeoutError):
+                async with asyncio.timeout(self._jwt.jwks_refresh_interval):
+                    await self._fetch_wanted.wait()
+            self._fetch_wanted.clear()
+            try:
+                await self._fetch_jwks()
+            except (httpx.HTTPError, ValueError) as exc:
+                log.warning("could not refresh the JWKS", extra={"error": type(exc).__name__})
+
+    # -- authentication ---------------------------------------------------------------
+
+    def authenticate_headers(self, headers: Mapping[str, str], query_token: str | None = None) -> Principal:
+        """The caller named by ``X-API-Key`` or ``Authorization: Bearer``, or by ``query_token``.
+
+        Header names are looked up in lower case (Starlette's Headers and plain dicts
+        with lower-case keys both work). Without credentials the caller is anonymous
+        when no auth is configured, and refused (401) otherwise.
+        """
+        api_key = headers.get("x-api-key")
+        authorization = headers.get("authorization")
+        if api_key is not None and authorization is not None:
+            raise _unauthorized("AMBIGUOUS_CREDENTIALS", "send either X-API-Key or Authorization, not both")
+        if not self.enabled:
+            return self._anonymous
+        if api_key is not None:
+            return self._api_key(api_key)
+        token = query_token
+        if authorization is not None:
+            scheme, _, token = authorization.partition(" ")
+            if scheme.lower() != "bearer" or not token.strip():
+                raise _unauthorized("INVALID_CREDENTIALS", "the Authorization header must be 'Bearer <token>'")
+            token = token.strip()
+        if not token:
+            raise _unauthorized("MISSING_CREDENTIALS", "send an API key (X-API-Key) or a bearer token")
+        if self._jwt is not None and token.count(".") == 2:
+            return self._verify_jwt(token)
+        return self._api_key(token)
+
+    def _api_key(self, key: str) -> Principal:
+        principal = self._keys.get(hash_api_key(key))
+        if principal is None:
+            raise _unauthorized("INVALID_CREDENTIALS", "the API key is not valid")
+        return principal
+
+    def _verify_jwt(self, token: str) -> Principal:
+        assert self._jwt is not None
+        cfg = self._jwt
+        try:
+            header = jwt.get_unverified_header(token)
+        except jwt.PyJWTError:
+            raise _unauthorized("INVALID_TOKEN", "the bearer token is not a well-formed JWT") from None
+        alg = header.get("alg")
+        if not isinstance(alg, str) or alg not in self._allowed:
+            raise _unauthorized("ALGORITHM_NOT_ALLOWED", f"JWT algorithm {alg!r} is not accepted")
+        key = self._key_for(alg, header.get("kid"))
+        options: dict[str, Any] = {"require": self._required, "verify_aud": self._audience is not None}
+        try:
+            claims = jwt.decode(
+                token,
+                key,
+                algorithms=[alg],
+                audience=self._audience,
+                issuer=cfg.issuer,
+                leeway=cfg.clock_skew,
+                options=options,  # type: ignore[arg-type]
+            )
+        except jwt.ExpiredSignatureError:
+            raise _unauthorized("TOKEN_EXPIRED", "the token has expired") from None
+        except jwt.ImmatureSignatureError:
+            raise _unauthorized("TOKEN_NOT_YET_VALID", "the token is not valid yet (nbf or iat)") from None
+        except jwt.InvalidAudienceError:
+            raise _unauthorized("INVALID_AUDIENCE", "the token is not meant for this service") from None
+        except jwt.InvalidIssuerError:
+            raise _unauthorized("INVALID_ISSUER", "the token comes from an issuer this service does not trust") from None
+        except jwt.MissingRequiredClaimError as exc:
+            raise _unauthorized("INVALID_TOKEN", f"the token lacks the {exc.claim!r} claim") from None
+        except (jwt.PyJWTError, ValueError, TypeError):
+            raise _unauthorized("INVALID_TOKEN", "the token signature or claims are not valid") from None
+        if cfg.max_age is not None and time.time() - float(claims["iat"]) > cfg.max_age + cfg.clock_skew:
+            raise _unauthorized("TOKEN_EXPIRED", "the token is older than the accepted maximum age")
+        return self._principal(claims, cfg)
+
+    def _key_for(self, alg: str, kid: object) -> Any:
+        if alg.startswith("HS"):
+            if self._secret is None:
+                raise _unauthorized("ALGORITHM_NOT_ALLOWED", f"JWT algorithm {alg!r} is not accepted")
+            return self._secret
+        family = alg[:2]
+        entry = self._jwks.get(kid) if isinstance(kid, str) else None
+        if entry is None and kid is None and len(self._jwks) == 1:
+            (entry,) = self._jwks.values()
+        if entry is not None:
+            if entry.jwk.key_type != _JWK_FAMILIES.get(family) or entry.alg not in (None, alg):
+                raise _unauthorized("INVALID_TOKEN", f"the key {kid!r} is not a key for {alg}")
+            return entry.jwk.key
+        if self._public_key is not None and isinstance(self._public_key, _KEY_FAMILIES.get(family, ())):
+            return self._public_key
+        self._want_jwks_refresh()
+        raise _unauthorized("UNKNOWN_KEY", "no configured key verifies this token (unknown kid or key type)")
+
+    def _want_jwks_refresh(self) -> None:
+        if self._fetch_wanted is not None and time.monotonic() - self._last_fetch > JWKS_MIN_REFRESH_SECONDS:
+            self._fetch_wanted.set()
+
+    @staticmethod
+    def _principal(claims: Mapping[str, Any], cfg: JwtConfig) -> Principal:
+        subject = claims.get(cfg.subject_claim)
+        if not isinstance(subject, str) or not subject:
+            raise _unauthorized("INVALID_TOKEN", f"the {cfg.subject_claim!r} claim must be a non-empty string")
+        tenant = claims.get(cfg.tenant_claim)
+        if tenant is not None and (not isinstance(tenant, str) or not TOKEN_NAME.match(tenant)):
+            raise _unauthorized("INVALID_TOKEN", f"the {cfg.tenant_claim!r} claim is not a valid tenant id")
+        raw_roles = claims.get(cfg.roles_claim, [])
+        if isinstance(raw_roles, str):
+            raw_roles = raw_roles.split()
+        if not isinstance(raw_roles, list) or not all(isinstance(r, str) for r in raw_roles):
+            raise _unauthorized("INVALID_TOKEN", f"the {cfg.roles_claim!r} claim must be a list of strings")
+        return Principal(subject, tenant, frozenset(raw_roles), "jwt")
+
+
+def _load_public_key(config: GatewayConfig, name: str) -> Any:
+    path = config.resolve_path(name)
+    at = "$.auth.jwt.public_key_file"
+    try:
+        data = path.read_bytes()
+    except OSError as exc:
+        raise ConfigError(config.source, at, f"cannot read {path}: {exc.strerror}") from None
+    try:
+        if b"BEGIN CERTIFICATE" in data:
+            return x509.load_pem_x509_certificate(data).public_key()
+        return load_pem_public_key(data)
+    except ValueError:
+        raise ConfigError(config.source, at, f"{path} is not a PEM public key or certificate") from None
+
+
+@dataclass(frozen=True, slots=True)
+class JwkEntry:
+    """A public key from a JWK set, and the algorithm it is pinned to (when the set says so)."""
+
+    jwk: jwt.PyJWK
+    alg: str | None
+
+
+def _parse_jwks(data: bytes) -> dict[str, JwkEntry]:
+    try:
+        raw = json.loads(data)
+        entries = raw["keys"]
+        if not isinstance(entries, list):
+            raise ValueError("`keys` must be a list")
+    except (ValueError, KeyError, TypeError, UnicodeDecodeError) as exc:
+        raise ValueError(f"not a JWK set: {exc}") from None
+    keys: dict[str, JwkEntry] = {}
+    for index, entry in enumerate(entries):
+        if not isinstance(entry, dict) or entry.get("kty") == "oct":
+            # Symmetric keys never come from a key set: the HS* secret is only read from the env.
+            continue
+        try:
+            jwk = jwt.PyJWK(entry)
+        except jwt.PyJWTError:
+            log.warning("skipping an unusable key of the JWK set", extra={"kid": entry.get("kid")})
+            continue
+        alg = entry.get("alg")
+        keys[jwk.key_id or f"#{index}"] = JwkEntry(jwk, alg if isinstance(alg, str) else None)
+    if not keys:
+        raise ValueError("the JWK set holds no public keys")
+    return keys

@@ -1,0 +1,527 @@
+"""The gateway's configuration: typed objects parsed from YAML, with ``${ENV}`` interpolation.
+
+``load_config(path)`` reads the file, substitutes ``${NAME}`` (or ``${NAME:-default}``)
+in string values from the environment, converts the tree into :class:`GatewayConfig`
+and checks the rules that span fields. Every failure is one :class:`ConfigError`
+naming the file, the path of the field (``$.namespaces[0].store``) and the rule.
+Secrets (store passwords, the JWT secret, PII keys) only ever come from the
+environment or from key files, never from the YAML text itself.
+"""
+
+from __future__ import annotations
+
+import math
+import os
+import re
+from collections.abc import Mapping
+from pathlib import Path
+from typing import Any, Literal
+from urllib.parse import urlsplit
+
+import msgspec
+import yaml
+
+__all__ = [
+    "DEFAULT_STORE_URL",
+    "AccessConfig",
+    "ApiKeyConfig",
+    "AuditConfig",
+    "AuthConfig",
+    "ConfigError",
+    "GatewayConfig",
+    "IdempotencyConfig",
+    "JwtConfig",
+    "LimitsConfig",
+    "NamespaceConfig",
+    "PiiConfig",
+    "PiiKeyConfig",
+    "PiiKeysConfig",
+    "ServerConfig",
+    "StoreConfig",
+    "default_config",
+    "load_config",
+    "parse_config",
+]
+
+#: The embedded store ``prism serve`` uses without a config file.
+DEFAULT_STORE_URL = "sqlite:///.prism/data.db"
+
+#: Logical namespace names: safe in URLs and never containing the tenant separator ``~``.
+NAMESPACE_NAME = re.compile(r"^[A-Za-z0-9][A-Za-z0-9_.-]{0,99}$")
+#: Tenant ids, role names and key ids share one conservative charset.
+TOKEN_NAME = re.compile(r"^[A-Za-z0-9][A-Za-z0-9_.:@-]{0,127}$")
+_ENV_REF = re.compile(r"\$\$\{|\$\{([A-Za-z_][A-Za-z0-9_]*)(?::-([^}]*))?\}")
+_SHA256_HEX = re.compile(r"^[0-9a-f]{64}$")
+_JWT_ALGORITHMS = frozenset(
+    {"HS256", "HS384", "HS512", "RS256", "RS384", "RS512", "PS256", "PS384", "PS512", "ES256", "ES384",
+     "ES512", "EdDSA"}
+)
+
+
+class ConfigError(Exception):
+    """A configuration file breaks a rule: names the file, the field path and the problem."""
+
+    def __init__(self, source: str, path: str, message: str) -> None:
+        self.source = source
+        self.path = path
+        self.message = message
+        super().__init__(f"{source}: {path}: {message}" if path else f"{source}: {message}")
+
+
+class _Base(msgspec.Struct, forbid_unknown_fields=True, frozen=True, kw_only=True):
+    pass
+
+
+class StoreConfig(_Base):
+    """A store: its URL, optional backend options (timeouts, pools) and an optional backend class."""
+
+    url: str
+    options: dict[str, Any] = {}
+    backend: str | None = None
+
+
+class ApiKeyConfig(_Base):
+    """An API key, known only by the sha256 of its text."""
+
+    name: str
+    sha256: str
+    roles: list[str] = []
+    tenant: str | None = None
+
+
+class JwtConfig(_Base):
+    """How JSON Web Tokens are verified.
+
+    ``algorithms`` is the allow-list; each algorithm is checked against the key of its
+    family only (HS* with the secret, RS/PS/ES/EdDSA with public keys), which rules out
+    algorithm confusion. ``clock_skew`` is the leeway for exp, nbf and iat.
+    """
+
+    algorithms: list[str]
+    secret_env: str | None = None
+    public_key_file: str | None = None
+    jwks_file: str | None = None
+    jwks_url: str | None = None
+    issuer: str | None = None
+    audience: str | list[str] | None = None
+    clock_skew: float = 60.0
+    max_age: float | None = None
+    subject_claim: str = "sub"
+    tenant_claim: str = "tenant_id"
+    roles_claim: str = "roles"
+    jwks_refresh_interval: float = 300.0
+    jwks_timeout: float = 5.0
+
+
+class AuthConfig(_Base):
+    """Credentials the gateway accepts. With neither keys nor JWT the gateway is open (loopback only)."""
+
+    api_keys: list[ApiKeyConfig] = []
+    jwt: JwtConfig | None = None
+    anonymous_roles: list[str] = msgspec.field(default_factory=lambda: ["reader", "writer", "admin"])
+
+    @property
+    def enabled(self) -> bool:
+        return bool(self.api_keys) or self.jwt is not None
+
+
+class AccessConfig(_Base):
+    """Roles allowed to read, write, and administer a namespace."""
+
+    read: list[str] = msgspec.field(default_factory=lambda: ["reader", "writer", "admin"])
+    write: list[str] = msgspec.field(default_factory=lambda: ["writer", "admin"])
+    admin: list[str] = msgspec.field(default_factory=lambda: ["admin"])
+
+
+class PiiConfig(_Base):
+    """Fields of JSON values holding personal data (``a.b`` for nested objects)."""
+
+    fields: list[str] = []
+    encrypt: bool = False
+
+
+class LimitsConfig(_Base):
+    """Per-namespace admission: requests per second (token bucket with ``burst``) and concurrency."""
+
+    rate: float | None = None
+    burst: int | None = None
+    concurrency: int | None = None
+
+
+class NamespaceConfig(_Base):
+    """A namespace served over HTTP and the store that holds it."""
+
+    name: str
+    store: str | None = None
+    tenant_scoped: bool = False
+    max_value_bytes: int | None = None
+    default_ttl: float | None = None
+    access: AccessConfig = AccessConfig()
+    pii: PiiConfig | None = None
+    audit: bool = True
+    limits: LimitsConfig | None = None
+
+
+class PiiKeyConfig(_Base):
+    """One AES-256 key (32 bytes, base64) read from an env var or a key file."""
+
+    id: str
+    env: str | None = None
+    file: str | None = None
+
+
+class PiiKeysConfig(_Base):
+    """The PII keyring: ``active`` encrypts new values; every listed key decrypts."""
+
+    active: str
+    keys: list[PiiKeyConfig]
+
+
+class AuditConfig(_Base):
+    """Where audit lines go and what happens when the sink cannot keep up.
+
+    ``on_failure: reject`` fails closed (requests get 503 while events cannot be
+    recorded); ``drop`` keeps serving and counts the lost events in a metric.
+    """
+
+    sink: Literal["stdout", "file", "namespace", "none"] = "stdout"
+    path: str | None = None
+    store: str | None = None
+    namespace: str = "prism-audit"
+    buffer_size: int = 10_000
+    batch_size: int = 500
+    flush_interval: float = 0.2
+    retry_interval: float = 1.0
+    on_failure: Literal["reject", "drop"] = "drop"
+    include_values: bool = False
+
+
+class IdempotencyConfig(_Base):
+    """``Idempotency-Key`` handling: responses are kept ``ttl`` seconds in ``store``."""
+
+    enabled: bool = True
+    store: str | None = None
+    ttl: float = 86_400.0
+    pending_ttl: float = 60.0
+    max_key_length: int = 255
+
+
+class ServerConfig(_Base):
+    """Process-wide limits and timeouts."""
+
+    request_timeout: float = 10.0
+    retry_after: int = 1
+    max_body_bytes: int = 16 * 1024 * 1024
+    shutdown_timeout: float = 10.0
+    access_log: bool = True
+    log_level: Literal["debug", "info", "warning", "error"] = "info"
+    jwks_startup_timeout: float = 5.0
+
+
+class GatewayConfig(_Base):
+    """Everything ``prism serve`` needs. ``streaming`` and ``handlers`` belong to the streaming layer."""
+
+    stores: dict[str, str | StoreConfig]
+    namespaces: list[NamespaceConfig]
+    auth: AuthConfig = AuthConfig()
+    pii_keys: PiiKeysConfig | None = None
+    audit: AuditConfig = AuditConfig()
+    idempotency: IdempotencyConfig = IdempotencyConfig()
+    server: ServerConfig = ServerConfig()
+    limits: LimitsConfig = LimitsConfig()
+    streaming: dict[str, Any] = {}
+    handlers: list[str] = []
+    #: Where the config came from (for messages) and the directory relative file paths start from.
+    source: str = "<config>"
+    base_dir: str = "."
+
+    def store_url(self, name: str) -> str:
+        entry = self.stores[name]
+        return entry if isinstance(entry, str) else entry.url
+
+    def store_entry(self, name: str) -> StoreConfig:
+        entry = self.stores[name]
+        return StoreConfig(url=entry) if isinstance(entry, str) else entry
+
+    def namespace_store(self, ns: NamespaceConfig) -> str:
+        """The store a namespace lives in (the first store when it names none)."""
+        return ns.store if ns.store is not None else next(iter(self.stores))
+
+    def resolve_path(self, path: str) -> Path:
+        """A file path from the config, relative to the config file's directory."""
+        p = Path(path)
+        return p if p.is_absolute() else Path(self.base_dir) / p
+
+
+def default_config() -> GatewayConfig:
+    """The config ``prism serve`` runs without ``--config``: the embedded SQLite store and ``default``."""
+    return GatewayConfig(
+        stores={"main": DEFAULT_STORE_URL},
+        namespaces=[NamespaceConfig(name="default", store="main")],
+        source="<default config>",
+    )
+
+
+def load_config(path: str | os.PathLike[str], env: Mapping[str, str] | None = None) -> GatewayConfig:
+    """Read, interpolate and validate the YAML config at ``path``."""
+    source = str(path)
+    try:
+        text = Path(path).read_text(encoding="utf-8")
+    except OSError as exc:
+        raise ConfigError(source, "", f"cannot read the file: {exc.strerror or exc}") from None
+    try:
+        data = yaml.safe_load(text)
+    except yaml.YAMLError as exc:
+        mark = getattr(exc, "problem_mark", None)
+        where = f"line {mark.line + 1}, column {mark.column + 1}" if mark is not None else ""
+        problem = getattr(exc, "problem", None) or str(exc)
+        raise ConfigError(source, where, f"invalid YAML: {problem}") from None
+    base_dir = str(Path(path).resolve().parent)
+    return parse_config(data, source=source, base_dir=base_dir, env=env)
+
+
+def parse_config(
+    data: Any, *, source: str = "<config>", base_dir: str = ".", env: Mapping[str, str] | None = None
+) -> GatewayConfig:
+    """Validate an already-parsed YAML tree (a mapping) into a GatewayConfig."""
+    if not isinstance(data, dict):
+        raise ConfigError(source, "$", "the config must be a mapping with at least `stores` and `namespaces`")
+    _check_literal_secrets(data, source)
+    data = _interpolate(data, "$", source, os.environ if env is None else env)
+    stores_raw = data.get("stores")
+    if isinstance(stores_raw, dict):
+        # Converted one by one so an error names the store (msgspec reports dict values as [...]).
+        for name, entry in stores_raw.items():
+            try:
+                msgspec.convert(entry, str | StoreConfig)
+            except msgspec.ValidationError as exc:
+                message, _, _ = str(exc).partition(" - at `")
+                raise ConfigError(source, f"$.stores.{name}", message) from None
+    try:
+        config = msgspec.convert({**data, "source": source, "base_dir": base_dir}, GatewayConfig)
+    except msgspec.ValidationError as exc:
+        message, _, where = str(exc).partition(" - at `")
+        raise ConfigError(source, where.rstrip("`") or "$", message) from None
+    _validate(config)
+    return config
+
+
+def _interpolate(node: Any, path: str, source: str, env: Mapping[str, str]) -> Any:
+    if isinstance(node, str):
+        return _substitute(node, path, source, env)
+    if isinstance(node, dict):
+        return {k: _interpolate(v, f"{path}.{k}", source, env) for k, v in node.items()}
+    if isinstance(node, list):
+        return [_interpolate(v, f"{path}[{i}]", source, env) for i, v in enumerate(node)]
+    return node
+
+
+def _substitute(text: str, path: str, source: str, env: Mapping[str, str]) -> str:
+    if "$" not in text:
+        return text
+
+    def replace(match: re.Match[str]) -> str:
+        if match.group(0) == "$${":
+            return "${"
+        name, default = match.group(1), match.group(2)
+        value = env.get(name)
+        if value is None or (value == "" and default is not None):
+            if default is None:
+                raise ConfigError(source, path, f"environment variable {name} is not set")
+            return default
+        return value
+
+    return _ENV_REF.sub(replace, text)
+
+
+def _check_literal_secrets(data: dict[str, Any], source: str) -> None:
+    """Refuse store URLs that spell out a password instead of referencing ``${ENV}``."""
+    stores = data.get("stores")
+    if not isinstance(stores, dict):
+        return
+    for name, entry in stores.items():
+        url = entry.get("url") if isinstance(entry, dict) else entry
+        if not isinstance(url, str) or "://" not in url:
+            continue
+        try:
+            password = urlsplit(url).password
+        except ValueError:
+            continue
+        if password and not re.fullmatch(r"\$\{[A-Za-z_][A-Za-z0-9_]*(:-[^}]*)?\}", password):
+            where = f"$.stores.{name}" + (".url" if isinstance(entry, dict) else "")
+            raise ConfigError(
+                source, where, "the URL holds a literal password; write it as ${ENV_VAR} and set the variable"
+            )
+
+
+def _positive(value: float | None) -> bool:
+    return value is None or (value > 0 and math.isfinite(value))
+
+
+def _validate(config: GatewayConfig) -> None:
+    src = config.source
+
+    def fail(path: str, message: str) -> None:
+        raise ConfigError(src, path, message)
+
+    if not config.stores:
+        fail("$.stores", "declare at least one store")
+    for name in config.stores:
+        if not TOKEN_NAME.match(name):
+            fail(f"$.stores.{name}", "store names use letters, digits and _ . : @ -")
+        url = config.store_url(name)
+        if "://" not in url:
+            fail(f"$.stores.{name}", f"a store URL looks like 'sqlite:///path.db' or 'memory://', not {url!r}")
+    if not config.namespaces:
+        fail("$.namespaces", "declare at least one namespace")
+    seen: set[str] = set()
+    for i, ns in enumerate(config.namespaces):
+        at = f"$.namespaces[{i}]"
+        if not NAMESPACE_NAME.match(ns.name):
+            fail(f"{at}.name", "a namespace name is 1-100 of letters, digits and _ . - (starting alphanumeric)")
+        if ns.name in seen:
+            fail(f"{at}.name", f"namespace {ns.name!r} is declared twice")
+        seen.add(ns.name)
+        if ns.store is not None and ns.store not in config.stores:
+            fail(f"{at}.store", f"unknown store {ns.store!r} (stores: {', '.join(config.stores)})")
+        if ns.max_value_bytes is not None and ns.max_value_bytes < 1:
+            fail(f"{at}.max_value_bytes", "must be a positive number of bytes")
+        if not _positive(ns.default_ttl):
+            fail(f"{at}.default_ttl", "must be a positive number of seconds or null")
+        for action in ("read", "write", "admin"):
+            for j, role in enumerate(getattr(ns.access, action)):
+                if not TOKEN_NAME.match(role):
+                    fail(f"{at}.access.{action}[{j}]", f"invalid role name {role!r}")
+        if ns.pii is not None:
+            for j, field in enumerate(ns.pii.fields):
+                if not field or any(not part for part in field.split(".")):
+                    fail(f"{at}.pii.fields[{j}]", "a field is a name or a dotted path like address.street")
+            if ns.pii.encrypt and config.pii_keys is None:
+                fail(f"{at}.pii.encrypt", "encryption needs a `pii_keys` section with at least one key")
+        if ns.limits is not None:
+            _validate_limits(ns.limits, f"{at}.limits", fail)
+    _validate_limits(config.limits, "$.limits", fail)
+    _validate_auth(config, fail)
+    _validate_pii_keys(config, fail)
+    _validate_audit(config, fail)
+    idem = config.idempotency
+    if idem.store is not None and idem.store not in config.stores:
+        fail("$.idempotency.store", f"unknown store {idem.store!r}")
+    if not (_positive(idem.ttl) and _positive(idem.pending_ttl)):
+        fail("$.idempotency", "ttl and pending_ttl must be positive seconds")
+    if not 1 <= idem.max_key_length <= 1024:
+        fail("$.idempotency.max_key_length", "must be from 1 to 1024")
+    server = config.server
+    for field in ("request_timeout", "shutdown_timeout", "jwks_startup_timeout"):
+        if not _positive(getattr(server, field)):
+            fail(f"$.server.{field}", "must be a positive number of seconds")
+    if server.retry_after < 1:
+        fail("$.server.retry_after", "must be at least 1 second")
+    if server.max_body_bytes < 1:
+        fail("$.server.max_body_bytes", "must be a positive number of bytes")
+    for j, handler in enumerate(config.handlers):
+        if not handler:
+            fail(f"$.handlers[{j}]", "must be a non-empty string")
+
+
+def _validate_limits(limits: LimitsConfig, at: str, fail: Any) -> None:
+    if limits.rate is not None and not _positive(limits.rate):
+        fail(f"{at}.rate", "must be a positive number of requests per second")
+    if limits.burst is not None and limits.burst < 1:
+        fail(f"{at}.burst", "must be at least 1")
+    if limits.burst is not None and limits.rate is None:
+        fail(f"{at}.burst", "needs `rate`")
+    if limits.concurrency is not None and limits.concurrency < 1:
+        fail(f"{at}.concurrency", "must be at least 1")
+
+
+def _validate_auth(config: GatewayConfig, fail: Any) -> None:
+    auth = config.auth
+    names: set[str] = set()
+    hashes: set[str] = set()
+    for i, key in enumerate(auth.api_keys):
+        at = f"$.auth.api_keys[{i}]"
+        if key.name in names:
+            fail(f"{at}.name", f"API key name {key.name!r} is used twice")
+        names.add(key.name)
+        if not _SHA256_HEX.match(key.sha256):
+            fail(f"{at}.sha256", "must be the 64 lowercase hex digits of the key's sha256 (never the key itself)")
+        if key.sha256 in hashes:
+            fail(f"{at}.sha256", "the same key is listed twice")
+        hashes.add(key.sha256)
+        if key.tenant is not None and not TOKEN_NAME.match(key.tenant):
+            fail(f"{at}.tenant", "tenant ids use letters, digits and _ . : @ - (at most 128)")
+        for j, role in enumerate(key.roles):
+            if not TOKEN_NAME.match(role):
+                fail(f"{at}.roles[{j}]", f"invalid role name {role!r}")
+    for j, role in enumerate(auth.anonymous_roles):
+        if not TOKEN_NAME.match(role):
+            fail(f"$.auth.anonymous_roles[{j}]", f"invalid role name {role!r}")
+    jwt = auth.jwt
+    if jwt is None:
+        return
+    if not jwt.algorithms:
+        fail("$.auth.jwt.algorithms", "list at least one algorithm")
+    for j, alg in enumerate(jwt.algorithms):
+        if alg not in _JWT_ALGORITHMS:
+            fail(f"$.auth.jwt.algorithms[{j}]", f"{alg!r} is not allowed; use one of {sorted(_JWT_ALGORITHMS)}")
+    wants_hmac = any(a.startswith("HS") for a in jwt.algorithms)
+    wants_public = any(not a.startswith("HS") for a in jwt.algorithms)
+    has_public = bool(jwt.public_key_file or jwt.jwks_file or jwt.jwks_url)
+    if wants_hmac and not jwt.secret_env:
+        fail("$.auth.jwt.secret_env", "HS* algorithms need `secret_env`, the env var holding the secret")
+    if jwt.secret_env and not wants_hmac:
+        fail("$.auth.jwt.secret_env", "a secret is only used by HS* algorithms; add one or remove the secret")
+    if wants_public and not has_public:
+        fail("$.auth.jwt", "RS/PS/ES/EdDSA algorithms need public_key_file, jwks_file or jwks_url")
+    if has_public and not wants_public:
+        fail("$.auth.jwt.algorithms", "public keys are configured but no RS/PS/ES/EdDSA algorithm is allowed")
+    if jwt.jwks_url is not None and not jwt.jwks_url.startswith(("https://", "http://")):
+        fail("$.auth.jwt.jwks_url", "must be an http(s) URL")
+    for field in ("clock_skew",):
+        value = getattr(jwt, field)
+        if value < 0 or not math.isfinite(value):
+            fail(f"$.auth.jwt.{field}", "must be zero or more seconds")
+    for field in ("max_age", "jwks_refresh_interval", "jwks_timeout"):
+        if not _positive(getattr(jwt, field)):
+            fail(f"$.auth.jwt.{field}", "must be a positive number of seconds")
+
+
+def _validate_pii_keys(config: GatewayConfig, fail: Any) -> None:
+    keys = config.pii_keys
+    if keys is None:
+        return
+    if not keys.keys:
+        fail("$.pii_keys.keys", "list at least one key")
+    ids: set[str] = set()
+    for i, key in enumerate(keys.keys):
+        at = f"$.pii_keys.keys[{i}]"
+        if not TOKEN_NAME.match(key.id):
+            fail(f"{at}.id", "key ids use letters, digits and _ . : @ -")
+        if key.id in ids:
+            fail(f"{at}.id", f"key id {key.id!r} is used twice")
+        ids.add(key.id)
+        if (key.env is None) == (key.file is None):
+            fail(at, "give exactly one of `env` (an env var holding the base64 key) or `file`")
+    if keys.active not in ids:
+        fail("$.pii_keys.active", f"{keys.active!r} is not one of the listed keys ({', '.join(sorted(ids))})")
+
+
+def _validate_audit(config: GatewayConfig, fail: Any) -> None:
+    audit = config.audit
+    if audit.sink == "file" and not audit.path:
+        fail("$.audit.path", "the file sink needs `path`")
+    if audit.sink == "namespace":
+        if audit.store is not None and audit.store not in config.stores:
+            fail("$.audit.store", f"unknown store {audit.store!r}")
+        if any(ns.name == audit.namespace for ns in config.namespaces):
+            fail("$.audit.namespace", "the audit namespace must not also be served as a data namespace")
+        if not NAMESPACE_NAME.match(audit.namespace):
+            fail("$.audit.namespace", "a namespace name is letters, digits and _ . -")
+    if audit.buffer_size < 1:
+        fail("$.audit.buffer_size", "must be at least 1")
+    if audit.batch_size < 1:
+        fail("$.audit.batch_size", "must be at least 1")
+    for field in ("flush_interval", "retry_interval"):
+        if not _positive(getattr(audit, field)):
+            fail(f"$.audit.{field}", "must be a positive number of seconds")

@@ -1,0 +1,143 @@
+"""``Idempotency-Key``: a retried write returns the first response instead of applying twice.
+
+The first request with a key claims it (a conditional put of a *pending* marker that
+expires after ``pending_ttl``), runs, and stores its response for ``ttl`` (24 h by
+default). A retry with the same key and the same request gets the stored response
+back with ``Idempotent-Replayed: true``; the same key with a different request is a
+client bug and gets 422; a retry while the first is still running gets 409.
+
+Keys are scoped to the caller (subject, kind and tenant), so two clients can never
+see each other's responses, and are kept through the KeyValue layer in the
+``prism-idempotency`` namespace of a configured store.
+"""
+
+from __future__ import annotations
+
+import hashlib
+from collections.abc import Awaitable, Callable, Iterable
+
+import msgspec
+from starlette.responses import Response
+
+from prism.errors import PreconditionFailed, PrismError
+from prism.gateway.auth import Principal
+from prism.gateway.config import IdempotencyConfig
+from prism.gateway.problem import HTTPProblem
+from prism.kv.namespace import Namespace
+
+__all__ = ["IDEMPOTENCY_NAMESPACE", "IdempotencyCache"]
+
+IDEMPOTENCY_NAMESPACE = "prism-idempotency"
+#: Response headers that are replayed; the rest (dates, request ids) belong to each response.
+_REPLAYED_HEADERS = frozenset({"etag", "content-type", "location", "x-prism-expires-at"})
+
+
+class _Entry(msgspec.Struct, array_like=True):
+    fingerprint: str
+    done: bool
+    status: int = 0
+    headers: list[tuple[str, str]] = []
+    body: bytes = b""
+
+
+_encode = msgspec.msgpack.Encoder().encode
+_decode = msgspec.msgpack.Decoder(_Entry).decode
+
+
+def fingerprint(method: str, path: str, query: str, headers: Iterable[tuple[str, str]], body: bytes) -> str:
+    """A digest of everything that makes two requests the same request."""
+    h = hashlib.sha256()
+    for part in (method, path, query):
+        h.update(part.encode("utf-8", "surrogateescape"))
+        h.update(b"\x00")
+    for name, value in headers:
+        h.update(f"{name}:{value}\x00".encode("utf-8", "surrogateescape"))
+    h.update(body)
+    return h.hexdigest()
+
+
+class IdempotencyCache:
+    """Stored responses by (caller, Idempotency-Key)."""
+
+    def __init__(self, namespace: Namespace, config: IdempotencyConfig, retry_after: int) -> None:
+        self._ns = namespace
+        self.config = config
+        self._retry_after = retry_after
+
+    def check_key(self, key: str) -> None:
+        if not key or len(key) > self.config.max_key_length or not key.isascii() or not key.isprintable():
+            raise HTTPProblem(
+                400,
+                "INVALID_IDEMPOTENCY_KEY",
+                f"Idempotency-Key must be 1 to {self.config.max_key_length} printable ASCII characters",
+            )
+
+    @staticmethod
+    def _storage_key(principal: Principal, key: str) -> str:
+        scope = f"{principal.kind}\x00{principal.subject}\x00{principal.tenant or ''}\x00{key}"
+        return hashlib.sha256(scope.encode("utf-8")).hexdigest()
+
+    async def run(
+        self,
+        principal: Principal,
+        key: str,
+        request_fingerprint: str,
+        handler: Callable[[], Awaitable[Response]],
+    ) -> Response:
+        """The stored response for this key, or ``handler()``'s response, stored for replays."""
+        self.check_key(key)
+        storage_key = self._storage_key(principal, key)
+        pending = _Entry(request_fingerprint, False)
+        for _ in range(2):
+            existing = await self._ns.get(storage_key, consistency="strong")
+            if existing is not None:
+                return self._replay(_decode(existing.value), request_fingerprint)
+            try:
+                await self._ns.put(storage_key, _encode(pending), ttl=self.config.pending_ttl, if_absent=True)
+            except PreconditionFailed:
+                continue
+            break
+        else:
+            raise self._in_progress()
+        try:
+            response = await handler()
+        except BaseException:
+            await self._release(storage_key)
+            raise
+        if response.status_code >= 500:
+            await self._release(storage_key)
+            return response
+        headers = [(k, v) for k, v in response.headers.items() if k in _REPLAYED_HEADERS]
+        done = _Entry(request_fingerprint, True, response.status_code, headers, bytes(response.body))
+        await self._ns.put(storage_key, _encode(done), ttl=self.config.ttl)
+        return response
+
+    async def _release(self, storage_key: str) -> None:
+        try:
+            await self._ns.delete(storage_key)
+        except PrismError:
+            # The pending marker expires on its own after pending_ttl.
+            pass
+
+    def _replay(self, entry: _Entry, request_fingerprint: str) -> Response:
+        if entry.fingerprint != request_fingerprint:
+            raise HTTPProblem(
+                422,
+                "IDEMPOTENCY_KEY_REUSED",
+                "this Idempotency-Key was used for a different request; use a new key",
+            )
+        if not entry.done:
+            raise self._in_progress()
+        response = Response(entry.body, entry.status)
+        for name, value in entry.headers:
+            response.headers[name] = value
+        response.headers["idempotent-replayed"] = "true"
+        return response
+
+    def _in_progress(self) -> HTTPProblem:
+        return HTTPProblem(
+            409,
+            "IDEMPOTENCY_KEY_IN_USE",
+            "a request with this Idempotency-Key is still running; retry later",
+            headers={"Retry-After": str(self._retry_after)},
+        )

@@ -1,0 +1,137 @@
+"""Errors as ``application/problem+json`` (RFC 9457), and the map from Prism errors to HTTP.
+
+Every error the gateway answers goes through :class:`HTTPProblem`, so clients always
+get the same shape: ``type``, ``title``, ``status``, ``detail`` and a stable ``code``.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Mapping
+
+import msgspec
+from starlette.responses import Response
+
+from prism.errors import (
+    BackendUnavailable,
+    DecodeError,
+    InvalidArgument,
+    PreconditionFailed,
+    PrismError,
+    StoreClosed,
+    Timeout,
+    Unsupported,
+    ValueTooLarge,
+)
+
+__all__ = ["PROBLEM_TYPE_BASE", "HTTPProblem", "from_prism_error", "problem_response"]
+
+PROBLEM_TYPE_BASE = "https://prism.dev/problems/"
+PROBLEM_CONTENT_TYPE = "application/problem+json"
+
+_TITLES = {
+    400: "Bad Request",
+    401: "Unauthorized",
+    403: "Forbidden",
+    404: "Not Found",
+    405: "Method Not Allowed",
+    409: "Conflict",
+    412: "Precondition Failed",
+    413: "Content Too Large",
+    415: "Unsupported Media Type",
+    422: "Unprocessable Content",
+    429: "Too Many Requests",
+    500: "Internal Server Error",
+    501: "Not Implemented",
+    503: "Service Unavailable",
+}
+
+
+class Problem(msgspec.Struct, omit_defaults=True):
+    """The JSON body of an error response."""
+
+    type: str
+    title: str
+    status: int
+    detail: str
+    code: str
+    request_id: str | None = None
+
+
+_encoder = msgspec.json.Encoder()
+
+
+class HTTPProblem(Exception):
+    """An error response: raise it anywhere in a handler and the gateway answers with it."""
+
+    def __init__(
+        self, status: int, code: str, detail: str, *, headers: Mapping[str, str] | None = None
+    ) -> None:
+        super().__init__(detail)
+        self.status = status
+        self.code = code
+        self.detail = detail
+        self.headers = dict(headers or {})
+
+    def response(self, request_id: str | None = None) -> Response:
+        """The problem+json response for this error."""
+        return problem_response(self.status, self.code, self.detail, headers=self.headers, request_id=request_id)
+
+
+def problem_response(
+    status: int,
+    code: str,
+    detail: str,
+    *,
+    headers: Mapping[str, str] | None = None,
+    request_id: str | None = None,
+) -> Response:
+    """Build an ``application/problem+json`` response."""
+    body = Problem(
+        type=PROBLEM_TYPE_BASE + code.lower().replace("_", "-"),
+        title=_TITLES.get(status, "Error"),
+        status=status,
+        detail=detail,
+        code=code,
+        request_id=request_id,
+    )
+    return Response(_encoder.encode(body), status, headers=dict(headers or {}), media_type=PROBLEM_CONTENT_TYPE)
+
+
+def status_for(exc: PrismError) -> int:
+    """The HTTP status that reports ``exc``."""
+    if isinstance(exc, ValueTooLarge):
+        return 413
+    if isinstance(exc, InvalidArgument):
+        return 400
+    if isinstance(exc, PreconditionFailed):
+        return 412
+    if isinstance(exc, Unsupported):
+        return 501
+    if isinstance(exc, BackendUnavailable | Timeout | StoreClosed):
+        return 503
+    if isinstance(exc, DecodeError):
+        return 500
+    return 500
+
+
+def from_prism_error(exc: PrismError, retry_after: int) -> HTTPProblem:
+    """Translate a KeyValue error into the problem the client sees.
+
+    Unavailable backends, timeouts and a closed store are retryable, so they carry
+    ``Retry-After``. The message of a backend failure never includes the driver's
+    text, which may hold a connection URL.
+    """
+    status = status_for(exc)
+    headers: dict[str, str] = {}
+    detail = str(exc)
+    if status == 503:
+        headers["Retry-After"] = str(retry_after)
+        if isinstance(exc, BackendUnavailable):
+            detail = "the backend is unavailable; retry later"
+        elif isinstance(exc, Timeout):
+            detail = "the backend did not answer in time; retry later"
+        else:
+            detail = "the store is not open; retry later"
+    elif status == 500:
+        detail = "the stored value could not be decoded"
+    return HTTPProblem(status, exc.code, detail, headers=headers)

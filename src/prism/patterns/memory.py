@@ -1,0 +1,233 @@
+"""Embedded engines for one node: a Queue kept on the KeyValue store, and in-process PubSub.
+
+The queue keeps every message in a namespace of the store (so a ``sqlite://`` store
+keeps queued work across restarts) and its schedule in memory, so only one process
+may consume it. Leases live in memory: after a restart every unacknowledged message
+is deliverable again at its scheduled time.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import heapq
+import itertools
+import os
+import time
+from typing import Any
+
+import msgspec
+
+from prism.errors import InvalidArgument
+from prism.kv.store import Store, connect
+from prism.patterns.base import Lease, PubSub, Queue, check_seconds
+
+__all__ = ["EmbeddedQueue", "LocalPubSub"]
+
+
+class _Stored(msgspec.Struct, array_like=True):
+    data: bytes
+    visible_at: float
+    deliveries: int = 0
+
+
+class _Message:
+    __slots__ = ("data", "deliveries", "token", "visible_at")
+
+    def __init__(self, data: bytes, visible_at: float, deliveries: int) -> None:
+        self.data = data
+        self.visible_at = visible_at
+        self.deliveries = deliveries
+        self.token: int | None = None
+
+
+_encode = msgspec.msgpack.Encoder().encode
+_decode = msgspec.msgpack.Decoder(_Stored).decode
+_tokens = itertools.count(1)
+
+
+class EmbeddedQueue(Queue):
+    """A one-node queue whose messages are stored in the namespace ``prism_queue_<name>``."""
+
+    engine = "embedded"
+
+    def __init__(self, name: str, store: Store | None = None, url: str | None = None) -> None:
+        super().__init__(name)
+        if store is None and url is None:
+            raise InvalidArgument("an embedded queue needs a store or a store URL")
+        self._store = store
+        self._url = url
+        self._owns_store = store is None
+        self._messages: dict[str, _Message] = {}
+        self._schedule: list[tuple[float, int, str]] = []
+        self._order = itertools.count()
+        self._wakeup = asyncio.Event()
+
+    @classmethod
+    def from_url(cls, url: str, name: str, *, store: Store | None = None, **options: Any) -> EmbeddedQueue:
+        if options:
+            raise InvalidArgument(f"the embedded queue takes only store=, got {sorted(options)}")
+        return cls(name, store=store, url=url)
+
+    async def _open(self) -> None:
+        if self._store is None:
+            assert self._url is not None
+            self._store = connect(self._url)
+        await self._store.open()
+        self._ns = self._store.namespace(f"prism_queue_{self.name}")
+        token: str | None = None
+        while True:
+            page = await self._ns.scan(limit=1000, page_token=token)
+            items = await self._ns.get_many(page.keys)
+            for item in items:
+                if item is not None:
+                    stored = _decode(item.value)
+                    self._schedule_message(item.key, _Message(stored.data, stored.visible_at, stored.deliveries))
+            token = page.next_page_token
+            if token is None:
+                break
+
+    async def _close(self) -> None:
+        self._wakeup.set()
+        if self._owns_store and self._store is not None:
+            await self._store.close()
+
+    def _schedule_message(self, message_id: str, msg: _Message) -> None:
+        self._messages[message_id] = msg
+        heapq.heappush(self._schedule, (msg.visible_at, next(self._order), message_id))
+
+    async def enqueue(self, data: bytes, *, delay: float = 0.0) -> str:
+        delay = check_seconds(delay, "delay")
+        if not isinstance(data, bytes):
+            raise InvalidArgument(f"a message is bytes, got {type(data).__name__}")
+        self._check_open()
+        now = time.time()
+        message_id = f"{time.time_ns():020d}-{os.urandom(4).hex()}"
+        msg = _Message(data, now + delay, 0)
+        await self._ns.put(message_id, _encode(_Stored(data, msg.visible_at, 0)))
+        self._schedule_message(message_id, msg)
+        self._wakeup.set()
+        return message_id
+
+    def _take(self, max_messages: int, lease_seconds: float) -> list[Lease]:
+        now = time.time()
+        out: list[Lease] = []
+        while self._schedule and len(out) < max_messages:
+            visible_at, _, message_id = self._schedule[0]
+            if visible_at > now:
+                break
+            heapq.heappop(self._schedule)
+            msg = self._messages.get(message_id)
+            if msg is None or msg.visible_at != visible_at:
+                continue  # acknowledged or rescheduled since this entry was pushed
+            msg.token = next(_tokens)
+            msg.deliveries += 1
+            msg.visible_at = now + lease_seconds
+            heapq.heappush(self._schedule, (msg.visible_at, next(self._order), message_id))
+            out.append(Lease(message_id, msg.data, msg.deliveries, msg.token))
+        return out
+
+    async def lease(self, max_messages: int, lease_seconds: float, wait: float) -> list[Lease]:
+        lease_seconds = check_seconds(lease_seconds, "lease_seconds", positive=True)
+        deadline = time.monotonic() + check_seconds(wait, "wait")
+        if max_messages < 1:
+            raise InvalidArgument("max_messages must be >= 1")
+        while True:
+            self._check_open()
+            leased = self._take(max_messages, lease_seconds)
+            if leased:
+                return leased
+            remaining = deadline - time.monotonic()
+            if remaining <= 0:
+                return []
+            if self._schedule:
+                remaining = min(remaining, max(0.0, self._schedule[0][0] - time.time()))
+            self._wakeup.clear()
+            try:
+                await asyncio.wait_for(self._wakeup.wait(), timeout=remaining)
+            except TimeoutError:
+                pass
+
+    def _owned(self, lease: Lease) -> _Message | None:
+        msg = self._messages.get(lease.message_id)
+        return msg if msg is not None and msg.token == lease.handle else None
+
+    async def heartbeat(self, lease: Lease, lease_seconds: float) -> bool:
+        lease_seconds = check_seconds(lease_seconds, "lease_seconds", positive=True)
+        self._check_open()
+        msg = self._owned(lease)
+        if msg is None or msg.visible_at < time.time():
+            return False
+        msg.visible_at = time.time() + lease_seconds
+        heapq.heappush(self._schedule, (msg.visible_at, next(self._order), lease.message_id))
+        return True
+
+    async def ack(self, lease: Lease) -> None:
+        self._check_open()
+        if self._owned(lease) is None:
+            return
+        del self._messages[lease.message_id]
+        await self._ns.delete(lease.message_id)
+
+    async def release(self, lease: Lease, delay: float = 0.0) -> None:
+        delay = check_seconds(delay, "delay")
+        self._check_open()
+        msg = self._owned(lease)
+        if msg is None:
+            return
+        msg.token = None
+        msg.visible_at = time.time() + delay
+        await self._ns.put(lease.message_id, _encode(_Stored(msg.data, msg.visible_at, msg.deliveries)))
+        heapq.heappush(self._schedule, (msg.visible_at, next(self._order), lease.message_id))
+        self._wakeup.set()
+
+    async def depth(self) -> int:
+        self._check_open()
+        return len(self._messages)
+
+
+class _Bus:
+    """The subscribers of one in-process bus, shared by the LocalPubSubs of one URL."""
+
+    def __init__(self) -> None:
+        self.members: set[LocalPubSub] = set()
+
+
+_buses: dict[str, _Bus] = {}
+
+
+class LocalPubSub(PubSub):
+    """Fan-out inside this process.
+
+    ``memory://NAME`` and ``sqlite://PATH`` URLs share one bus per URL in the process;
+    a bare ``memory://`` is private to its instance.
+    """
+
+    engine = "local"
+
+    def __init__(self, bus_name: str = "") -> None:
+        super().__init__()
+        self._bus = _buses.setdefault(bus_name, _Bus()) if bus_name else _Bus()
+
+    @classmethod
+    def from_url(cls, url: str, **options: Any) -> LocalPubSub:
+        if options:
+            raise InvalidArgument(f"the local pubsub takes no options, got {sorted(options)}")
+        rest = url.split("://", 1)[1].strip("/")
+        return cls(url if rest else "")
+
+    async def _open(self) -> None:
+        self._bus.members.add(self)
+
+    async def _close(self) -> None:
+        self._bus.members.discard(self)
+
+    async def _publish(self, topic: str, data: bytes) -> None:
+        for member in tuple(self._bus.members):
+            if topic in member._subscribers:
+                member._dispatch(topic, data)
+
+    async def _listen(self, topic: str) -> None:
+        return None
+
+    async def _unlisten(self, topic: str) -> None:
+        return None
