@@ -7,7 +7,7 @@ UV     := $(shell command -v uv 2>/dev/null || echo $(VENV)/bootstrap/bin/uv)
 STAMP  := $(VENV)/.installed
 export UV_PROJECT_ENVIRONMENT := $(VENV)
 
-.PHONY: run test lint bench fmt clean
+.PHONY: run test lint bench docs fmt clean
 
 $(VENV)/bootstrap/bin/uv:
 	$(PYTHON) -m venv $(VENV)/bootstrap
@@ -34,6 +34,9 @@ fmt: $(STAMP)
 
 bench: $(STAMP)
 	$(VENV)/bin/python -m bench $(ARGS)
+
+docs: $(STAMP)
+	$(VENV)/bin/python -m prism.backends.matrix docs/backends.md
 
 clean:
 	rm -rf $(VENV) .prism .pytest_cache .mypy_cache

@@ -1,0 +1,286 @@
+"""One long-lived NATS connection: requests multiplexed on one inbox, and key listings.
+
+Every request of a store goes out on one client connection and its reply comes back
+through one wildcard inbox subscription, matched to a future by a counter token, so
+thousands of concurrent calls share the socket without a pool to exhaust. Listings
+run an ephemeral push consumer (last message per subject, headers only, flow
+controlled) and stop at the message the server marks as the last one pending.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import itertools
+import logging
+from collections.abc import Callable, Coroutine
+from dataclasses import dataclass
+from typing import Any
+
+import msgspec
+import nats
+import nats.errors
+import nats.js.errors
+from nats.aio.client import Client
+from nats.aio.msg import Msg
+from nats.js import JetStreamContext, api
+
+from prism.backends.nats.layout import EXPIRES_HEADER
+
+__all__ = ["Connection", "Listed", "ListingGap", "NoResponders", "PubAck"]
+
+log = logging.getLogger("prism.backends.nats")
+
+KV_OPERATION = "KV-Operation"
+EXPECTED_LAST_SEQ = "Nats-Expected-Last-Subject-Sequence"
+_DELETED = frozenset({"DEL", "PURGE"})
+#: Seconds between the server's heartbeats on a listing consumer (flow control needs them).
+LISTING_HEARTBEAT = 2.0
+#: Seconds an abandoned listing consumer lives on the server before it is removed.
+LISTING_INACTIVE_THRESHOLD = 10.0
+
+
+class NoResponders(Exception):
+    """Nothing listens on the subject: the bucket's stream is missing or JetStream is not ready."""
+
+
+class ListingGap(Exception):
+    """A listing consumer skipped a delivery; the listing is incomplete and is run again."""
+
+
+class PubAck(msgspec.Struct):
+    """The reply of a JetStream publish: the new sequence or an error."""
+
+    seq: int = 0
+    error: APIErrorBody | None = None
+
+
+class APIErrorBody(msgspec.Struct):
+    code: int = 0
+    err_code: int = 0
+    description: str = ""
+
+
+_puback = msgspec.json.Decoder(PubAck)
+
+
+@dataclass(slots=True)
+class Listed:
+    """One key of a listing: its subject suffix, stream sequence, and state from its headers."""
+
+    key: str
+    seq: int
+    deleted: bool
+    expires_at: float | None
+
+    def live(self, now: float) -> bool:
+        return not self.deleted and (self.expires_at is None or self.expires_at > now)
+
+
+def parse_expiry(headers: dict[str, str] | None) -> float | None:
+    raw = None if headers is None else headers.get(EXPIRES_HEADER)
+    if raw is None:
+        return None
+    try:
+        return float(raw)
+    except ValueError:
+        return None
+
+
+def is_deleted(headers: dict[str, str] | None) -> bool:
+    return headers is not None and headers.get(KV_OPERATION) in _DELETED
+
+
+@dataclass(frozen=True, slots=True)
+class ConnectOptions:
+    """What the client connection needs (seconds)."""
+
+    url: str
+    connect_timeout: float
+    request_timeout: float
+    reconnect_wait: float
+    ping_interval: float
+
+
+class Connection:
+    """The store's client, its JetStream context, and the reply inbox its requests share."""
+
+    def __init__(self, options: ConnectOptions, describe_url: str) -> None:
+        self._options = options
+        self._describe_url = describe_url
+        self._nc: Client | None = None
+        self._js: JetStreamContext | None = None
+        self._inbox = ""
+        self._waiting: dict[str, asyncio.Future[Msg]] = {}
+        self._tokens = itertools.count(1)
+
+    @property
+    def nc(self) -> Client:
+        assert self._nc is not None, "the NATS connection is not open"
+        return self._nc
+
+    @property
+    def js(self) -> JetStreamContext:
+        assert self._js is not None, "the NATS connection is not open"
+        return self._js
+
+    async def open(self) -> None:
+        """Connect (the caller bounds the time) and subscribe the reply inbox."""
+        nc = Client()
+        o = self._options
+        try:
+            await nc.connect(
+                o.url,
+                connect_timeout=max(1, round(o.connect_timeout)),
+                reconnect_time_wait=o.reconnect_wait,  # type: ignore[arg-type]
+                max_reconnect_attempts=-1,
+                ping_interval=o.ping_interval,  # type: ignore[arg-type]
+                # No buffering while disconnected: calls fail fast instead of replaying later.
+                pending_size=0,
+                skip_subject_validation=True,
+                error_cb=self._on_error,
+                disconnected_cb=self._on_disconnected,
+                reconnected_cb=self._on_reconnected,
+            )
+            inbox = nc.new_inbox() + "."
+            await nc.subscribe(inbox + "*", cb=self._on_reply, pending_bytes_limit=0)
+        except BaseException:
+            await _close_quietly(nc)
+            raise
+        self._nc, self._inbox = nc, inbox
+        self._js = nc.jetstream(timeout=o.request_timeout)
+
+    async def close(self) -> None:
+        nc, self._nc, self._js = self._nc, None, None
+        for future in self._waiting.values():
+            future.cancel()
+        self._waiting.clear()
+        if nc is not None:
+            await _close_quietly(nc)
+
+    async def _on_error(self, exc: Exception) -> None:
+        log.debug("nats %s: %s: %s", self._describe_url, type(exc).__name__, exc)
+
+    async def _on_disconnected(self) -> None:
+        log.warning("nats %s: disconnected; reconnecting in the background", self._describe_url)
+
+    async def _on_reconnected(self) -> None:
+        log.warning("nats %s: reconnected", self._describe_url)
+
+    async def _on_reply(self, msg: Msg) -> None:
+        future = self._waiting.pop(msg.subject[len(self._inbox) :], None)
+        if future is not None and not future.done():
+            future.set_result(msg)
+
+    async def request(self, subject: str, payload: bytes = b"", headers: dict[str, str] | None = None) -> Msg:
+        """Publish ``payload`` to ``subject`` and wait for its reply (the caller owns the deadline)."""
+        token = str(next(self._tokens))
+        future: asyncio.Future[Msg] = asyncio.get_running_loop().create_future()
+        self._waiting[token] = future
+        try:
+            await self.nc.publish(subject, payload, reply=self._inbox + token, headers=headers)
+            msg = await future
+        finally:
+            self._waiting.pop(token, None)
+        if not msg.data and msg.headers is not None and msg.headers.get("Status") == "503":
+            raise NoResponders(subject)
+        return msg
+
+    async def publish_acked(self, subject: str, payload: bytes, headers: dict[str, str]) -> PubAck:
+        """A JetStream publish and its decoded acknowledgement."""
+        msg = await self.request(subject, payload, headers)
+        return _puback.decode(msg.data)
+
+    async def publish_unacked(self, subject: str, headers: dict[str, str]) -> None:
+        """Best-effort housekeeping publish (nobody waits for it; failures are ignored)."""
+        nc = self._nc
+        if nc is None or not nc.is_connected:
+            return
+        try:
+            await nc.publish(subject, b"", headers=headers)
+        except nats.errors.Error as exc:
+            log.debug("nats housekeeping publish dropped: %s", exc)
+
+    async def list_keys(self, stream: str, prefix: str, filter_subject: str) -> list[Listed] | None:
+        """The last message of every subject matching ``filter_subject`` (headers only).
+
+        None when the stream does not exist. The caller owns the deadline.
+        """
+        nc, js = self.nc, self.js
+        out: list[Listed] = []
+        done: asyncio.Future[None] = asyncio.get_running_loop().create_future()
+        expected = 1
+        cut = len(prefix)
+
+        async def on_msg(msg: Msg) -> None:
+            nonlocal expected
+            if done.done():
+                return
+            reply = msg.reply
+            if not reply.startswith("$JS.ACK."):
+                if reply and msg.headers is not None and msg.headers.get("Status") == "100":
+                    await nc.publish(reply)  # flow control: tell the server to keep sending
+                return
+            tokens = reply.split(".")
+            fields = tokens[2:9] if len(tokens) == 9 else tokens[4:11]
+            sseq, dseq, pending = int(fields[3]), int(fields[4]), int(fields[6])
+            if dseq != expected:
+                done.set_exception(ListingGap(f"listing of {stream} skipped from {expected} to {dseq}"))
+                return
+            expected += 1
+            headers = msg.headers
+            out.append(Listed(msg.subject[cut:], sseq, is_deleted(headers), parse_expiry(headers)))
+            if pending == 0:
+                done.set_result(None)
+
+        sub = await nc.subscribe(nc.new_inbox(), cb=on_msg, pending_bytes_limit=0)
+        info: api.ConsumerInfo | None = None
+        try:
+            config = api.ConsumerConfig(
+                deliver_subject=sub.subject,
+                deliver_policy=api.DeliverPolicy.LAST_PER_SUBJECT,
+                ack_policy=api.AckPolicy.NONE,
+                filter_subject=filter_subject,
+                headers_only=True,
+                flow_control=True,
+                idle_heartbeat=LISTING_HEARTBEAT,
+                inactive_threshold=LISTING_INACTIVE_THRESHOLD,
+                mem_storage=True,
+                num_replicas=1,
+            )
+            try:
+                info = await js.add_consumer(stream, config)
+            except nats.js.errors.NotFoundError:
+                return None
+            delivered = info.delivered.consumer_seq if info.delivered is not None else 0
+            if not info.num_pending and not delivered:
+                return out
+            await done
+            return out
+        finally:
+            await _unsubscribe_quietly(sub)
+            if info is not None:
+                await self.publish_unacked(f"$JS.API.CONSUMER.DELETE.{stream}.{info.name}", {})
+
+
+async def _close_quietly(nc: Client) -> None:
+    try:
+        await nc.close()
+    except (nats.errors.Error, OSError) as exc:
+        log.debug("nats close: %s", exc)
+
+
+async def _unsubscribe_quietly(sub: Any) -> None:
+    try:
+        await sub.unsubscribe()
+    except (nats.errors.Error, OSError) as exc:
+        log.debug("nats unsubscribe: %s", exc)
+
+
+def spawn(coro: Coroutine[Any, Any, Any], tasks: set[asyncio.Task[Any]]) -> None:
+    """Run housekeeping in the background, keeping a reference until it finishes."""
+    task = asyncio.ensure_future(coro)
+    tasks.add(task)
+    task.add_done_callback(tasks.discard)
+
+
+_ = (nats, Callable)

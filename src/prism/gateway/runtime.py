@@ -1,0 +1,203 @@
+"""The running gateway: opened stores, served namespaces, and the services requests use.
+
+:class:`Gateway` is built from a :class:`GatewayConfig` (reading keys and secrets,
+which may fail with ConfigError before anything opens), then ``start()`` opens the
+stores and background tasks and ``stop()`` releases them in reverse order.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import logging
+import sys
+from collections.abc import Mapping
+from typing import Any
+
+import prism
+from prism.errors import PrismError
+from prism.gateway.audit import AuditLog, AuditSink, FileSink, NamespaceSink, NullSink, StdoutSink
+from prism.gateway.auth import Authenticator
+from prism.gateway.config import ConfigError, GatewayConfig, LimitsConfig, NamespaceConfig
+from prism.gateway.idempotency import IDEMPOTENCY_NAMESPACE, IdempotencyCache
+from prism.gateway.limits import NamespaceLimiter
+from prism.gateway.pii import FieldProtector, Keyring
+from prism.gateway.tenancy import physical_namespace
+from prism.kv.namespace import Namespace
+from prism.kv.store import Store
+
+__all__ = ["Gateway", "ServedNamespace", "mask_url"]
+
+log = logging.getLogger("prism.gateway")
+
+
+def mask_url(url: str) -> str:
+    """``url`` with any password replaced by ``***`` (for messages and logs)."""
+    scheme, sep, rest = url.partition("://")
+    if not sep:
+        return url
+    authority, slash, path = rest.partition("/")
+    userinfo, at, host = authority.rpartition("@")
+    if at and ":" in userinfo:
+        user = userinfo.split(":", 1)[0]
+        authority = f"{user}:***@{host}"
+    return f"{scheme}://{authority}{slash}{path}"
+
+
+def _merged_limits(default: LimitsConfig, own: LimitsConfig | None) -> LimitsConfig:
+    if own is None:
+        return default
+    return LimitsConfig(
+        rate=own.rate if own.rate is not None else default.rate,
+        burst=own.burst if own.burst is not None else default.burst,
+        concurrency=own.concurrency if own.concurrency is not None else default.concurrency,
+    )
+
+
+class ServedNamespace:
+    """A configured namespace: its store, limits, PII rules, and per-tenant handles."""
+
+    def __init__(self, config: NamespaceConfig, store_name: str, store: Store, gateway_config: GatewayConfig,
+                 keyring: Keyring | None) -> None:
+        self.config = config
+        self.name = config.name
+        self.store_name = store_name
+        self.store = store
+        self.tenant_scoped = config.tenant_scoped
+        self.limiter = NamespaceLimiter(config.name, _merged_limits(gateway_config.limits, config.limits))
+        self.pii = FieldProtector(config.pii, keyring) if config.pii is not None and config.pii.fields else None
+        self._handles: dict[str | None, Namespace] = {}
+
+    @property
+    def max_value_bytes(self) -> int:
+        return self.config.max_value_bytes if self.config.max_value_bytes is not None else self.store.max_value_bytes
+
+    def handle(self, tenant: str | None) -> Namespace:
+        """The KeyValue namespace holding this caller's keys (the tenant's own when scoped)."""
+        key = tenant if self.tenant_scoped else None
+        ns = self._handles.get(key)
+        if ns is None:
+            ns = self.store.namespace(
+                physical_namespace(self.name, key),
+                max_value_bytes=self.config.max_value_bytes,
+                default_ttl=self.config.default_ttl,
+            )
+            self._handles[key] = ns
+        return ns
+
+
+class Gateway:
+    """Everything a request needs, with one lifecycle: ``await start()``, then ``await stop()``."""
+
+    def __init__(self, config: GatewayConfig, *, env: Mapping[str, str] | None = None,
+                 stores: Mapping[str, Store] | None = None) -> None:
+        """Build (not yet open) from ``config``; ``stores`` may supply already-built stores by name."""
+        self.config = config
+        self.authenticator = Authenticator.from_config(config, env)
+        self.keyring = Keyring.from_config(config, env)
+        self.stores: dict[str, Store] = {}
+        given = dict(stores or {})
+        for name in config.stores:
+            if name in given:
+                self.stores[name] = given[name]
+                continue
+            entry = config.store_entry(name)
+            try:
+                self.stores[name] = prism.connect(entry.url, backend=entry.backend, **entry.options)
+            except PrismError as exc:
+                raise ConfigError(config.source, f"$.stores.{name}", str(exc).replace(entry.url,
+                                  mask_url(entry.url))) from None
+        self.namespaces: dict[str, ServedNamespace] = {}
+        for i, ns in enumerate(config.namespaces):
+            store_name = config.namespace_store(ns)
+            store = self.stores[store_name]
+            try:
+                served = ServedNamespace(ns, store_name, store, config, self.keyring)
+                served.handle(None if not ns.tenant_scoped else "probe")
+            except (PrismError, ValueError) as exc:
+                raise ConfigError(config.source, f"$.namespaces[{i}]", str(exc)) from None
+            self.namespaces[ns.name] = served
+        self.audit = AuditLog(self._audit_sink(), config.audit)
+        idem = config.idempotency
+        self.idempotency: IdempotencyCache | None = None
+        if idem.enabled:
+            store = self.stores[idem.store or next(iter(config.stores))]
+            self.idempotency = IdempotencyCache(
+                store.namespace(IDEMPOTENCY_NAMESPACE), idem, config.server.retry_after
+            )
+        self.started = False
+        self.extras: dict[str, Any] = {}
+
+    def _audit_sink(self) -> AuditSink:
+        cfg = self.config.audit
+        if cfg.sink == "none":
+            return NullSink()
+        if cfg.sink == "stdout":
+            return StdoutSink()
+        if cfg.sink == "file":
+            assert cfg.path is not None
+            path = self.config.resolve_path(cfg.path)
+            try:
+                return FileSink(path)
+            except OSError as exc:
+                raise ConfigError(self.config.source, "$.audit.path", f"cannot open {path}: {exc.strerror}") from None
+        store = self.stores[cfg.store or next(iter(self.config.stores))]
+        return NamespaceSink(store.namespace(cfg.namespace))
+
+    async def start(self) -> None:
+        """Open every store and start the background tasks (audit writer, JWKS refresh)."""
+        opened: list[Store] = []
+        try:
+            for name, store in self.stores.items():
+                try:
+                    await store.open()
+                except PrismError as exc:
+                    raise RuntimeError(f"store {name!r} ({mask_url(self.config.store_url(name))}) did not open: "
+                                       f"{exc}") from exc
+                opened.append(store)
+            await self.audit.start()
+            await self.authenticator.start(self.config.server.jwks_startup_timeout)
+        except BaseException:
+            for store in opened:
+                with contextlib.suppress(PrismError):
+                    await store.close()
+            raise
+        self.started = True
+
+    async def stop(self) -> None:
+        """Flush the audit trail, stop background tasks, and close the stores."""
+        if not self.started:
+            return
+        self.started = False
+        await self.authenticator.stop()
+        await self.audit.stop(self.config.server.shutdown_timeout)
+        for store in self.stores.values():
+            try:
+                await store.close()
+            except PrismError as exc:
+                log.warning("closing a store failed", extra={"error": str(exc)})
+
+    async def readiness(self) -> tuple[bool, dict[str, Any]]:
+        """(ready, details): every store healthy, and the audit sink healthy when failing closed."""
+        timeout = self.config.server.request_timeout
+
+        async def probe(store: Store) -> dict[str, Any]:
+            try:
+                async with asyncio.timeout(timeout):
+                    return await store.health()
+            except TimeoutError:
+                return {"status": "DOWN", "details": {"error": "the health check timed out"}}
+
+        names = list(self.stores)
+        results = await asyncio.gather(*(probe(self.stores[n]) for n in names))
+        stores = dict(zip(names, results, strict=True))
+        ready = all(r.get("status") == "UP" for r in results)
+        audit = {"sink": self.config.audit.sink, "healthy": self.audit.healthy,
+                 "on_failure": self.config.audit.on_failure}
+        if self.audit.fail_closed and not self.audit.healthy:
+            ready = False
+        return ready, {"stores": stores, "audit": audit}
+
+
+def _stderr(message: str) -> None:
+    print(message, file=sys.stderr)
