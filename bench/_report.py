@@ -47,7 +47,11 @@ def write_section(name: str, markdown: str) -> None:
     begin, end = f"<!-- bench:{name} -->", f"<!-- /bench:{name} -->"
     block = f"{begin}\n{markdown.strip()}\n{end}"
     pattern = re.compile(re.escape(begin) + r".*?" + re.escape(end), re.S)
-    text = pattern.sub(lambda _: block, text) if pattern.search(text) else text.rstrip() + "\n\n" + block + "\n"
+    text = (
+        pattern.sub(lambda _: block, text) if pattern.search(text) else text.rstrip() + "\n\n" + block + "\n"
+    )
     DOC.write_text(text)
-    print(f"wrote section {name!r} of {DOC.relative_to(Path.cwd()) if DOC.is_relative_to(Path.cwd()) else DOC}",
-          file=sys.stderr)
+    print(
+        f"wrote section {name!r} of {DOC.relative_to(Path.cwd()) if DOC.is_relative_to(Path.cwd()) else DOC}",
+        file=sys.stderr,
+    )

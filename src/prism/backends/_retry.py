@@ -102,4 +102,3 @@ async def call_with_retry(
             if attempt > settings.max_retries or time.monotonic() + pause >= deadline:
                 raise BackendUnavailable(f"{describe}: {type(exc).__name__}: {exc}", cause=exc) from exc
             await asyncio.sleep(pause)
-

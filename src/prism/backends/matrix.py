@@ -11,7 +11,7 @@ import inspect
 import sys
 from dataclasses import fields
 
-from prism.backends import SCHEMES, resolve
+from prism.backends import SCHEMES, Backend, resolve
 from prism.model import Capabilities
 
 __all__ = ["render"]
@@ -48,12 +48,15 @@ def _cell(value: object) -> str:
     return str(value)
 
 
-def _backends() -> list[tuple[str, str, type]]:
+def _backends() -> list[tuple[str, str, type[Backend]]]:
     """(schemes, target, class) for each distinct backend, in registry order."""
     by_target: dict[str, list[str]] = {}
     for scheme, target in SCHEMES.items():
         by_target.setdefault(target, []).append(scheme)
-    return [(", ".join(f"`{s}://`" for s in schemes), t, resolve(t, schemes[0])) for t, schemes in by_target.items()]
+    return [
+        (", ".join(f"`{s}://`" for s in schemes), t, resolve(t, schemes[0]))
+        for t, schemes in by_target.items()
+    ]
 
 
 def render() -> str:

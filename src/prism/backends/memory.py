@@ -157,8 +157,10 @@ class MemoryBackend(Backend):
             return []
         now = time.time()
         lo = prefix if after is None or after < prefix else after
-        i = bisect.bisect_right(space.ids, lo) if after is not None and lo == after else bisect.bisect_left(
-            space.ids, lo
+        i = (
+            bisect.bisect_right(space.ids, lo)
+            if after is not None and lo == after
+            else bisect.bisect_left(space.ids, lo)
         )
         out: list[str] = []
         while i < len(space.ids) and len(out) < limit:

@@ -96,6 +96,10 @@ def _prefix_end(prefix: str) -> str | None:
     return None
 
 
+def _make_parent(path: str) -> None:
+    os.makedirs(os.path.dirname(os.path.abspath(path)), exist_ok=True)
+
+
 def _range_clause(column: str, lo: str | None, hi: str | None, after: str | None) -> tuple[str, list[str]]:
     sql, args = "", []
     if lo is not None:
@@ -120,7 +124,9 @@ def _apply(conn: sqlite3.Connection, ns: str, op: StoredWrite, now: float) -> Wr
     if op.if_absent and existed:
         return WriteOutcome(False, True, PreconditionFailed(f"{op.record!r} already exists", key=op.record))
     if op.if_match is not None and not (existed and row[0] == op.if_match):
-        return WriteOutcome(False, existed, PreconditionFailed(f"{op.record!r}: etag does not match", key=op.record))
+        return WriteOutcome(
+            False, existed, PreconditionFailed(f"{op.record!r}: etag does not match", key=op.record)
+        )
     if op.value is None:
         if row is not None:
             conn.execute(_DELETE, (ns, op.record, op.key))
@@ -189,7 +195,11 @@ class SQLiteBackend(Backend):
 
     def _connect(self, busy_timeout: float) -> sqlite3.Connection:
         conn = sqlite3.connect(
-            self.path, timeout=busy_timeout, isolation_level=None, check_same_thread=False, cached_statements=256
+            self.path,
+            timeout=busy_timeout,
+            isolation_level=None,
+            check_same_thread=False,
+            cached_statements=256,
         )
         conn.execute(f"PRAGMA synchronous = {self.synchronous}")
         return conn
@@ -197,8 +207,7 @@ class SQLiteBackend(Backend):
     async def open(self) -> None:
         try:
             if self.path != ":memory:":
-                directory = os.path.dirname(os.path.abspath(self.path))
-                os.makedirs(directory, exist_ok=True)
+                _make_parent(self.path)
             conn = self._connect(self.busy_timeout)
             if self.path != ":memory:":
                 conn.execute("PRAGMA journal_mode = WAL")
@@ -363,9 +372,7 @@ class SQLiteBackend(Backend):
         lo = prefix or None
         hi = _prefix_end(prefix) if prefix else None
         clause, bounds = _range_clause("rid", lo, hi, after)
-        sql = (
-            f"SELECT DISTINCT rid FROM prism_items WHERE ns = ?{clause} AND {_LIVE} ORDER BY rid LIMIT ?"
-        )
+        sql = f"SELECT DISTINCT rid FROM prism_items WHERE ns = ?{clause} AND {_LIVE} ORDER BY rid LIMIT ?"
 
         def read(conn: sqlite3.Connection) -> list[str]:
             return [row[0] for row in conn.execute(sql, (ns, *bounds, time.time(), limit))]

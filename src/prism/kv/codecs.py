@@ -81,14 +81,18 @@ class PydanticCodec(Generic[T]):
     def encode(self, obj: T) -> bytes:
         if not isinstance(obj, self._type):
             raise InvalidArgument(f"expected {self._type.__name__}, got {type(obj).__name__}")
-        return cast(bytes, obj.model_dump_json().encode("utf-8"))  # type: ignore[attr-defined]
+        return cast(bytes, obj.model_dump_json().encode("utf-8"))
 
     def decode(self, data: bytes) -> T:
         return cast(T, self._type.model_validate_json(data))
 
 
 def _is_pydantic(type_: Any) -> bool:
-    return isinstance(type_, type) and hasattr(type_, "model_validate_json") and hasattr(type_, "model_dump_json")
+    return (
+        isinstance(type_, type)
+        and hasattr(type_, "model_validate_json")
+        and hasattr(type_, "model_dump_json")
+    )
 
 
 def codec_for(type_: Any) -> Codec[Any]:

@@ -79,9 +79,7 @@ class Collection(Generic[T]):
     ) -> list[WriteResult]:
         pairs = objs.items() if isinstance(objs, Mapping) else objs
         ct = self.codec.content_type
-        return await self.namespace.put_many(
-            [Put(k, self.codec.encode(v), ttl, ct) for k, v in pairs]
-        )
+        return await self.namespace.put_many([Put(k, self.codec.encode(v), ttl, ct) for k, v in pairs])
 
     async def delete(self, key: str, *, if_match: str | None = None) -> bool:
         return await self.namespace.delete(key, if_match=if_match)

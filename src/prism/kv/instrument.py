@@ -32,7 +32,7 @@ from prometheus_client.registry import Collector
 
 from prism.errors import InvalidArgument, PreconditionFailed, PrismError
 
-__all__ = ["BUCKETS", "Instrumentation", "KV_METRICS"]
+__all__ = ["BUCKETS", "KV_METRICS", "Instrumentation"]
 
 log = logging.getLogger("prism.kv")
 _tracer = trace.get_tracer("prism.kv")
@@ -99,12 +99,16 @@ class KVMetrics(Collector):
             labels=["namespace", "op", "backend", "outcome"],
         )
         stat = CounterMetricFamily(
-            "prism_kv_stats", "Read hits and misses, and failed operations.", labels=["namespace", "backend", "stat"]
+            "prism_kv_stats",
+            "Read hits and misses, and failed operations.",
+            labels=["namespace", "backend", "stat"],
         )
         hist = HistogramMetricFamily(
             "prism_kv_latency_seconds", "KeyValue operation latency.", labels=["namespace", "op", "backend"]
         )
-        gauge = GaugeMetricFamily("prism_kv_in_flight", "KeyValue operations in progress.", labels=["backend"])
+        gauge = GaugeMetricFamily(
+            "prism_kv_in_flight", "KeyValue operations in progress.", labels=["backend"]
+        )
         hits: dict[tuple[str, str], list[int]] = {}
         with self.lock:
             for s in self.series.values():

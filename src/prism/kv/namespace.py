@@ -301,8 +301,12 @@ class Namespace:
             check_item_key(key)
         self._check_open()
         with self._inst.op(self.name, "get_items", len(keys)):
-            found = await self._backend.get_many(self.name, [(record, k) for k in keys], consistent=consistent)
-        return Page([i if i.key == k else i.with_key(k) for k, i in zip(keys, found, strict=True) if i is not None])
+            found = await self._backend.get_many(
+                self.name, [(record, k) for k in keys], consistent=consistent
+            )
+        return Page(
+            [i if i.key == k else i.with_key(k) for k, i in zip(keys, found, strict=True) if i is not None]
+        )
 
     async def delete_items(
         self,

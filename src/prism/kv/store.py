@@ -28,7 +28,7 @@ class StoreState(enum.Enum):
 
 
 class Store:
-    """A connection to one backend. Open it with ``async with`` or ``await``; close it once (twice is safe)."""
+    """A connection to one backend. Open it with ``async with`` or ``await``; closing twice is safe."""
 
     def __init__(self, backend: Backend, *, max_value_bytes: int = DEFAULT_MAX_VALUE_BYTES) -> None:
         self.backend = backend
@@ -125,8 +125,9 @@ class Store:
         return {"status": "UP", "details": details}
 
 
-def connect(url: str, *, backend: str | None = None, max_value_bytes: int = DEFAULT_MAX_VALUE_BYTES,
-            **options: Any) -> Store:
+def connect(
+    url: str, *, backend: str | None = None, max_value_bytes: int = DEFAULT_MAX_VALUE_BYTES, **options: Any
+) -> Store:
     """A Store for ``url`` (``sqlite:///path``, ``memory://``, ``redis://``, ...), not yet open.
 
     Use it as ``async with prism.connect(url) as store`` or ``store = await prism.connect(url)``.

@@ -134,7 +134,9 @@ class SyncNamespace:
         if_absent: bool = False,
     ) -> str:
         return self._portal.call(
-            self._ns.put(key, value, ttl=ttl, content_type=content_type, if_match=if_match, if_absent=if_absent)
+            self._ns.put(
+                key, value, ttl=ttl, content_type=content_type, if_match=if_match, if_absent=if_absent
+            )
         )
 
     def delete(self, key: str, *, if_match: str | None = None) -> bool:
