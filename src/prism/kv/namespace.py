@@ -341,12 +341,18 @@ class Namespace:
         if put.if_match is not None and put.if_absent:
             raise InvalidArgument(f"{put.key!r}: if_match and if_absent cannot both be set")
         _check_etag(put.if_match)
+        expires_at = expiry(put.ttl, self.default_ttl, now)
+        caps = self._backend.capabilities
+        if expires_at is not None and not caps.ttl:
+            raise Unsupported(f"the {self._backend.name} backend has no TTL")
+        if (put.if_match is not None or put.if_absent) and not caps.etag:
+            raise Unsupported(f"the {self._backend.name} backend has no conditional writes")
         return StoredWrite(
             rid,
             key,
             value,
             new_etag(),
-            expiry(put.ttl, self.default_ttl, now),
+            expires_at,
             check_content_type(put.content_type),
             now,
             put.if_match,
@@ -355,6 +361,8 @@ class Namespace:
 
     def _stored_delete(self, delete: Delete) -> StoredWrite:
         _check_etag(delete.if_match)
+        if delete.if_match is not None and not self._backend.capabilities.etag:
+            raise Unsupported(f"the {self._backend.name} backend has no conditional writes")
         return StoredWrite(check_id(delete.key), "", None, if_match=delete.if_match)
 
 
