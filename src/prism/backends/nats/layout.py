@@ -5,11 +5,12 @@
   other names of at most 40 UTF-8 bytes become ``prism-x<base32hex of the bytes>``;
   longer ones ``prism-h<sha256 hex>``. The three forms never collide.
 * An item is the key ``<record tokens>.<item token>``. The record id's UTF-8 bytes are
-  cut into 5-byte chunks, each written as one unpadded base32hex token (8 characters
-  for a full chunk), so a prefix scan can ask the server for ``<full chunks of the
-  prefix>.>`` and only the tail of the prefix is matched in Prism. The item token is
-  the unpadded base32hex of the item key, or ``=`` for the flat entry's key "".
-  The last token is always the item token, so the split is unambiguous.
+  cut into 6-byte chunks, each written as one unpadded URL-safe base64 token (8
+  characters for a full chunk), so a prefix scan can ask the server for ``<full chunks
+  of the prefix>.>`` and only the tail of the prefix is matched in Prism. The item
+  token is the unpadded URL-safe base64 of the item key, or ``=`` for the flat entry's
+  key "". The last token is always the item token, so the split is unambiguous, and
+  the longest ids and keys (1024 bytes each) still fit NATS's 4 KiB protocol line.
 * A message's payload is a msgpack array ``[etag, expires_at, content_type,
   updated_at, value]``; the expiry is repeated in the ``Prism-Expires`` header so a
   headers-only listing can tell live items from expired ones without the values.
@@ -18,8 +19,10 @@
 from __future__ import annotations
 
 import base64
+import binascii
 import hashlib
 import re
+from dataclasses import dataclass
 
 import msgspec
 
@@ -27,6 +30,7 @@ from prism.errors import DecodeError
 
 __all__ = [
     "EXPIRES_HEADER",
+    "Bucket",
     "Envelope",
     "bucket_name",
     "decode_envelope",
@@ -39,8 +43,8 @@ __all__ = [
 
 #: Header that repeats an item's expiry (epoch seconds) for headers-only listings.
 EXPIRES_HEADER = "Prism-Expires"
-#: Bytes of a record id per subject token: 5 bytes are exactly 8 base32 characters.
-CHUNK_BYTES = 5
+#: Bytes of a record id per subject token: 6 bytes are exactly 8 base64 characters.
+CHUNK_BYTES = 6
 _CHUNK_CHARS = 8
 _SAFE_NAME = re.compile(r"[A-Za-z0-9_-]{1,64}")
 _MAX_ENCODED_NAME_BYTES = 40
@@ -61,28 +65,56 @@ def _b32(raw: bytes) -> str:
     return base64.b32hexencode(raw).decode("ascii").rstrip("=")
 
 
-def _unb32(token: str) -> bytes:
-    return base64.b32hexdecode(token + "=" * (-len(token) % 8))
+def _b64(raw: bytes) -> str:
+    return base64.urlsafe_b64encode(raw).rstrip(b"=").decode("ascii")
+
+
+def _unb64(token: str) -> bytes:
+    if "=" in token or "+" in token or "/" in token:
+        raise ValueError(f"not a token Prism writes: {token[:40]!r}")
+    try:
+        return base64.urlsafe_b64decode(token + "=" * (-len(token) % 4))
+    except binascii.Error as exc:
+        raise ValueError(f"not a token Prism writes: {token[:40]!r}") from exc
 
 
 def record_tokens(record: str) -> str:
     """The dot-separated tokens of a (non-empty) record id."""
     raw = record.encode("utf-8")
     if len(raw) <= CHUNK_BYTES:
-        return _b32(raw)
-    return ".".join(_b32(raw[i : i + CHUNK_BYTES]) for i in range(0, len(raw), CHUNK_BYTES))
+        return _b64(raw)
+    if len(raw) % CHUNK_BYTES == 0:
+        encoded = _b64(raw)  # whole chunks encode independently: cut the one encoding
+        return ".".join(encoded[i : i + _CHUNK_CHARS] for i in range(0, len(encoded), _CHUNK_CHARS))
+    return ".".join(_b64(raw[i : i + CHUNK_BYTES]) for i in range(0, len(raw), CHUNK_BYTES))
 
 
 def item_token(key: str) -> str:
     """The single token of an item key ("" included)."""
-    return _b32(key.encode("utf-8")) if key else _EMPTY_ITEM
+    return _b64(key.encode("utf-8")) if key else _EMPTY_ITEM
 
 
 def scan_tokens(prefix: str) -> str:
     """The whole-chunk tokens every record starting with ``prefix`` shares ("" when none)."""
     raw = prefix.encode("utf-8")
     whole = len(raw) - len(raw) % CHUNK_BYTES
-    return ".".join(_b32(raw[i : i + CHUNK_BYTES]) for i in range(0, whole, CHUNK_BYTES))
+    return ".".join(_b64(raw[i : i + CHUNK_BYTES]) for i in range(0, whole, CHUNK_BYTES))
+
+
+@dataclass(frozen=True, slots=True)
+class Bucket:
+    """One namespace's bucket: its stream, its subject prefix, and whether it serves direct gets."""
+
+    stream: str
+    prefix: str
+    direct: bool
+
+    @classmethod
+    def named(cls, name: str, direct: bool) -> Bucket:
+        return cls(f"KV_{name}", f"$KV.{name}.", direct)
+
+    def subject(self, record: str, key: str) -> str:
+        return f"{self.prefix}{record_tokens(record)}.{item_token(key)}"
 
 
 def split_key(key: str) -> tuple[str, str]:
@@ -99,7 +131,7 @@ def decode_record(tokens: str) -> str:
     if any(len(p) != _CHUNK_CHARS for p in parts[:-1]):
         raise ValueError(f"not a record key: {tokens[:40]!r}")
     try:
-        return b"".join(_unb32(p) for p in parts).decode("utf-8")
+        return b"".join(_unb64(p) for p in parts).decode("utf-8")
     except (ValueError, UnicodeDecodeError) as exc:
         raise ValueError(f"not a record key: {tokens[:40]!r}") from exc
 
@@ -109,7 +141,7 @@ def decode_item(token: str) -> str:
     if token == _EMPTY_ITEM:
         return ""
     try:
-        return _unb32(token).decode("utf-8")
+        return _unb64(token).decode("utf-8")
     except (ValueError, UnicodeDecodeError) as exc:
         raise ValueError(f"not an item key: {token[:40]!r}") from exc
 

@@ -1,38 +1,35 @@
-"""An ephemeral NATS server with JetStream, started from the local ``nats-server`` binary.
+"""An ephemeral NATS server with JetStream for tests and benchmarks, from the local ``nats-server``.
 
-``NatsServer.launch()`` starts ``nats-server -js`` on a free loopback port with its
-JetStream store in a fresh temporary directory. ``stop()`` and ``start()`` take it
-down and bring it back on the same port with the same data (for outage tests);
-``close()`` stops it for good and removes the directory.
-
-``nats_url()`` is what test fixtures call: ``PRISM_TEST_NATS_URL`` when set,
-otherwise a freshly launched server, otherwise a skip (or a failure under
-``PRISM_REQUIRE_BACKENDS``) naming what to install.
+``nats_server()`` yields the server of a test run: ``PRISM_TEST_NATS_URL`` when set
+(an external server, never stopped or wiped), else a fresh ``nats-server -js`` on a
+free loopback port with its JetStream store in a temporary directory, else a skip
+naming what to install (a failure when ``PRISM_REQUIRE_BACKENDS`` asks for nats). A
+local server can be stopped and started again on the same port with its data, which
+is how the outage tests take it down.
 """
 
 from __future__ import annotations
 
-import atexit
 import os
 import shutil
 import subprocess
 import tempfile
 import time
-from pathlib import Path
-from types import TracebackType
+from collections.abc import Iterator
+from contextlib import contextmanager
 
 from prism.testing.servers._base import ServerUnavailable, env_url, free_port, require_or_skip, wait_for_port
 
-__all__ = ["INSTALL_HINT", "NatsServer", "find_binary", "nats_url"]
+__all__ = ["INSTALL_HINT", "NatsServer", "find_binary", "nats_server"]
 
 INSTALL_HINT = "install nats-server (apt-get install -y nats-server) or set PRISM_TEST_NATS_URL"
 #: Where Debian and most images put the binary when it is not on PATH.
 _KNOWN_PATHS = ("/usr/sbin/nats-server", "/usr/bin/nats-server", "/usr/local/bin/nats-server")
-#: Seconds to wait for the server to accept connections after it is started.
+#: Seconds to wait for the server to accept connections after a start.
 START_TIMEOUT = 20.0
 #: Seconds to wait for a clean shutdown before the process is killed.
 STOP_TIMEOUT = 10.0
-#: Attempts at starting on a fresh port when another process took the one picked.
+#: Fresh ports tried when another process takes the one picked before the server binds it.
 START_ATTEMPTS = 3
 
 
@@ -41,119 +38,148 @@ def find_binary() -> str | None:
     explicit = os.environ.get("PRISM_NATS_SERVER")
     if explicit:
         return explicit if os.access(explicit, os.X_OK) else None
-    found = shutil.which("nats-server")
-    if found:
-        return found
-    return next((p for p in _KNOWN_PATHS if os.access(p, os.X_OK)), None)
+    return shutil.which("nats-server") or next((p for p in _KNOWN_PATHS if os.access(p, os.X_OK)), None)
 
 
 class NatsServer:
-    """One ``nats-server -js`` process on 127.0.0.1, restartable on the same port and data."""
+    """One NATS server: a local ``nats-server -js`` this object owns, or an external URL it only uses.
 
-    def __init__(self, binary: str, port: int, store_dir: Path, *, owns_dir: bool = True) -> None:
-        self.binary = binary
-        self.port = port
-        self.store_dir = store_dir
-        self._owns_dir = owns_dir
+    ``stop()`` stops the process and keeps its JetStream data; ``start()`` brings it
+    back on the same port with that data. Both raise ServerUnavailable for an external
+    server. ``close()`` stops a local server for good and deletes its data.
+    """
+
+    def __init__(
+        self, *, binary: str | None = None, url: str | None = None, max_payload: int | None = None
+    ) -> None:
+        self.external = url is not None
+        #: The max_payload the local server is configured with (None: the server's default, 1 MiB).
+        self.max_payload = max_payload
+        self._url = url
+        self._binary = binary
         self._process: subprocess.Popen[bytes] | None = None
+        self._dir: tempfile.TemporaryDirectory[str] | None = None
+        self.port = 0
 
     @classmethod
-    def launch(cls, binary: str | None = None) -> NatsServer:
-        """Start a server on a free port with an empty JetStream store; raise ServerUnavailable if it cannot."""
-        binary = binary or find_binary()
+    def local(cls, *, max_payload: int | None = None) -> NatsServer:
+        """Start a private server on a free port (ServerUnavailable when it cannot start).
+
+        ``max_payload`` configures the largest message the server accepts (bytes).
+        """
+        binary = find_binary()
         if binary is None:
-            raise ServerUnavailable("no nats-server binary on PATH, in PRISM_NATS_SERVER or in /usr/sbin")
-        store_dir = Path(tempfile.mkdtemp(prefix="prism-nats-"))
-        last: ServerUnavailable | None = None
-        for _ in range(START_ATTEMPTS):
-            server = cls(binary, free_port(), store_dir)
+            raise ServerUnavailable(f"no nats-server binary: {INSTALL_HINT}")
+        server = cls(binary=binary, max_payload=max_payload)
+        server._dir = tempfile.TemporaryDirectory(prefix="prism-nats-")
+        for attempt in range(START_ATTEMPTS):
+            server.port = free_port()
             try:
                 server.start()
-            except ServerUnavailable as exc:
-                last = exc
-                continue
-            atexit.register(server.close)
-            return server
-        shutil.rmtree(store_dir, ignore_errors=True)
-        assert last is not None
-        raise last
+                return server
+            except ServerUnavailable:
+                if attempt == START_ATTEMPTS - 1:
+                    server.close()
+                    raise
+        raise AssertionError("unreachable")
 
     @property
     def url(self) -> str:
+        if self._url is not None:
+            return self._url
         return f"nats://127.0.0.1:{self.port}"
 
     @property
     def running(self) -> bool:
-        return self._process is not None and self._process.poll() is None
+        return self.external or (self._process is not None and self._process.poll() is None)
 
     def start(self) -> None:
-        """Start (or restart) the process on this server's port and store directory."""
+        """Start (or restart) the local process on its port and JetStream directory."""
+        if self.external:
+            raise ServerUnavailable("an external server (PRISM_TEST_NATS_URL) cannot be started here")
         if self.running:
             return
-        log = open(self.store_dir / "server.log", "ab")  # noqa: SIM115 - handed to the child process
-        try:
+        assert self._binary is not None and self._dir is not None
+        log_path = os.path.join(self._dir.name, "server.log")
+        args = [self._binary, "-js", "-a", "127.0.0.1", "-p", str(self.port), "-sd", self._dir.name]
+        if self.max_payload is not None:
+            config = os.path.join(self._dir.name, "server.conf")
+            with open(config, "w") as f:
+                f.write(f"max_payload: {int(self.max_payload)}\n")
+            args += ["-c", config]
+        with open(log_path, "ab") as log:
             self._process = subprocess.Popen(
-                [self.binary, "-js", "-a", "127.0.0.1", "-p", str(self.port), "-sd", str(self.store_dir)],
+                args,
                 stdin=subprocess.DEVNULL,
                 stdout=log,
                 stderr=subprocess.STDOUT,
                 start_new_session=True,
             )
-        finally:
-            log.close()
         deadline = time.monotonic() + START_TIMEOUT
         while True:
             if self._process.poll() is not None:
                 self._process = None
-                raise ServerUnavailable(f"nats-server exited at start; see {self.store_dir / 'server.log'}")
+                raise ServerUnavailable(
+                    f"nats-server exited while starting on port {self.port}; see {log_path}"
+                )
             try:
+                # JetStream restores its streams before the server accepts clients.
                 wait_for_port(self.port, timeout=0.2)
                 return
             except ServerUnavailable:
                 if time.monotonic() > deadline:
-                    self.stop()
+                    self._kill()
                     raise ServerUnavailable(
                         f"nats-server did not listen on port {self.port} within {START_TIMEOUT} s"
                     ) from None
 
     def stop(self) -> None:
-        """Stop the process (the data stays for a later ``start()``); safe when already stopped."""
-        process, self._process = self._process, None
+        """Stop the local process, keeping its data for ``start()``; a no-op when it is stopped."""
+        if self.external:
+            raise ServerUnavailable("an external server (PRISM_TEST_NATS_URL) cannot be stopped here")
+        process = self._process
         if process is None or process.poll() is not None:
+            self._process = None
             return
         process.terminate()
         try:
             process.wait(STOP_TIMEOUT)
         except subprocess.TimeoutExpired:
+            self._kill()
+        self._process = None
+
+    def _kill(self) -> None:
+        process, self._process = self._process, None
+        if process is not None and process.poll() is None:
             process.kill()
             process.wait(STOP_TIMEOUT)
 
     def close(self) -> None:
-        """Stop the process and delete its data; safe to call twice."""
+        """Stop a local server and delete its data; safe to call twice, a no-op when external."""
+        if self.external:
+            return
         self.stop()
-        if self._owns_dir:
-            shutil.rmtree(self.store_dir, ignore_errors=True)
-
-    def __enter__(self) -> NatsServer:
-        return self
-
-    def __exit__(
-        self, exc_type: type[BaseException] | None, exc: BaseException | None, tb: TracebackType | None
-    ) -> None:
-        self.close()
+        if self._dir is not None:
+            self._dir.cleanup()
+            self._dir = None
 
 
-def nats_url() -> tuple[str, NatsServer | None]:
-    """A NATS URL for tests and the server behind it when this process started one.
+@contextmanager
+def nats_server(*, max_payload: int | None = None) -> Iterator[NatsServer]:
+    """The NATS server of a test run: external, local, or a skip naming what to install.
 
-    ``PRISM_TEST_NATS_URL`` wins; otherwise a local server is launched. When neither
-    is possible the calling test skips (or fails under ``PRISM_REQUIRE_BACKENDS``).
+    ``max_payload`` applies to a local server only; an external one keeps its own (and
+    ``NatsServer.max_payload`` is then None).
     """
     url = env_url("nats")
     if url is not None:
-        return url, None
+        yield NatsServer(url=url)
+        return
     try:
-        server = NatsServer.launch()
+        server = NatsServer.local(max_payload=max_payload)
     except ServerUnavailable as exc:
-        require_or_skip("nats", f"{exc} ({INSTALL_HINT})")
-    return server.url, server
+        require_or_skip("nats", str(exc))
+    try:
+        yield server
+    finally:
+        server.close()

@@ -1,0 +1,550 @@
+"""The NATS JetStream KV backend: buckets per namespace, revision compare-and-set, Prism-side TTL."""
+
+from __future__ import annotations
+
+import asyncio
+import time
+from collections.abc import Awaitable, Callable, Sequence
+from dataclasses import replace
+from typing import Any, ClassVar, TypeVar
+
+import msgspec
+import nats.errors
+import nats.js.errors
+from nats.aio.msg import Msg
+from nats.js import api
+
+from prism.backends._retry import NetworkSettings, call_with_retry
+from prism.backends.base import Backend
+from prism.backends.nats.connection import (
+    EXPECTED_LAST_SEQ,
+    KV_OPERATION,
+    APIErrorBody,
+    Connection,
+    ConnectOptions,
+    Listed,
+    ListingGap,
+    NoResponders,
+    is_deleted,
+)
+from prism.backends.nats.layout import (
+    Bucket,
+    Envelope,
+    bucket_name,
+    decode_envelope,
+    decode_item,
+    decode_record,
+    record_tokens,
+    scan_tokens,
+    split_key,
+)
+from prism.backends.nats.options import (
+    DEFAULT_MAX_PAYLOAD,
+    MESSAGE_OVERHEAD,
+    STORAGE,
+    NatsOptions,
+    masked,
+    parse_url,
+)
+from prism.backends.nats.writes import (
+    ABSENT,
+    KeyQueue,
+    Known,
+    RevisionCache,
+    Transient,
+    WriteBatch,
+    WriteOne,
+    api_error,
+)
+from prism.errors import BackendUnavailable, InvalidArgument, PrismError, ValueTooLarge
+from prism.model import Capabilities, Item, StoredWrite, WriteOutcome, epoch_to_datetime
+
+__all__ = ["NatsBackend"]
+
+R = TypeVar("R")
+
+_STREAM_NOT_FOUND = 10059
+_NO_MESSAGE = 10037
+_STREAM_NAME_IN_USE = 10058
+#: Most requests one call pipelines at once (range reads, deletes of a range).
+PIPELINE_CHUNK = 256
+#: Most expired items one listing replaces with tombstones in passing.
+PURGE_PER_LISTING = 256
+
+
+class _StoredMessage(msgspec.Struct):
+    subject: str = ""
+    seq: int = 0
+    hdrs: bytes = b""
+    data: bytes = b""
+
+
+class _MessageReply(msgspec.Struct):
+    message: _StoredMessage | None = None
+    error: APIErrorBody | None = None
+
+
+_message_reply = msgspec.json.Decoder(_MessageReply)
+_json = msgspec.json.Encoder()
+
+
+def _is_transient(exc: BaseException) -> bool:
+    return isinstance(
+        exc,
+        NoResponders
+        | ListingGap
+        | Transient
+        | nats.errors.NoRespondersError
+        | nats.errors.OutboundBufferLimitError
+        | nats.errors.ConnectionReconnectingError
+        | nats.errors.StaleConnectionError
+        | nats.js.errors.ServiceUnavailableError
+        | ConnectionError,
+    )
+
+
+def _item(key: str, env: Envelope | None, now: float) -> Item | None:
+    """The live item an envelope holds (None when there is none or it expired)."""
+    if env is None or not env.live(now):
+        return None
+    expires, updated = epoch_to_datetime(env.expires_at), epoch_to_datetime(env.updated_at)
+    return Item(key, env.value, env.etag, expires, env.content_type, updated)
+
+
+def _parse_headers(raw: bytes) -> dict[str, str]:
+    """Headers of a stored message as the message-get API returns them (a ``NATS/1.0`` block)."""
+    out: dict[str, str] = {}
+    for line in raw.decode("utf-8", "replace").split("\r\n")[1:]:
+        name, sep, value = line.partition(":")
+        if sep:
+            out[name.strip()] = value.strip()
+    return out
+
+
+class NatsBackend(Backend):
+    """Prism on NATS JetStream KV (``prism.backends.nats`` documents the layout and options)."""
+
+    name: ClassVar[str] = "nats"
+    capabilities = Capabilities(
+        ttl=True,
+        etag=True,
+        transactions=False,
+        range_reads=True,
+        prefix_scan=True,
+        consistent_reads=True,
+        max_value_bytes=DEFAULT_MAX_PAYLOAD - MESSAGE_OVERHEAD,
+        multi_process=True,
+    )
+
+    def __init__(self, url: str, settings: NetworkSettings, options: NatsOptions) -> None:
+        self.url = url
+        self.settings = settings
+        self.options = options
+        self.capabilities = replace(self.capabilities, max_value_bytes=options.max_payload - MESSAGE_OVERHEAD)
+        self._describe = masked(url)
+        connect = ConnectOptions(
+            url,
+            settings.connect_timeout,
+            settings.operation_timeout,
+            options.reconnect_wait,
+            options.ping_interval,
+        )
+        self._conn = Connection(connect, self._describe)
+        self._buckets: dict[str, Bucket] = {}
+        self._bucket_locks: dict[str, asyncio.Lock] = {}
+        #: When each namespace's stream was created, to notice one deleted and created again.
+        self._born: dict[str, object] = {}
+        self._revisions = RevisionCache(options.revision_cache)
+        self._turns = KeyQueue()
+        self._open = False
+
+    def __repr__(self) -> str:
+        return f"<NatsBackend {self._describe}>"
+
+    @classmethod
+    def from_url(cls, url: str, **options: Any) -> NatsBackend:
+        """``nats://[user:password@]host[:port][?option=value...]`` (options: see the module docstring)."""
+        base, settings, nats_options = parse_url(url, options)
+        return cls(base, settings, nats_options)
+
+    # -- lifecycle ----------------------------------------------------------------
+
+    async def open(self) -> None:
+        """Connect within ``connect_timeout``; BackendUnavailable when the server cannot be reached."""
+        timeout = self.settings.connect_timeout
+        try:
+            async with asyncio.timeout(timeout):
+                await self._conn.open()
+        except TimeoutError as exc:
+            last = f" (last error: {self._conn.last_error})" if self._conn.last_error else ""
+            raise BackendUnavailable(
+                f"cannot connect to {self._describe} within {timeout} s{last}", cause=exc
+            ) from exc
+        except (nats.errors.Error, OSError) as exc:
+            raise BackendUnavailable(
+                f"cannot connect to {self._describe}: {type(exc).__name__}: {exc}", cause=exc
+            ) from exc
+        accepted = self._conn.nc.max_payload
+        if accepted < self.options.max_payload:
+            await self._conn.close()
+            raise InvalidArgument(
+                f"max_payload={self.options.max_payload} but {self._describe} accepts messages of at most "
+                f"{accepted} bytes: lower the option or raise the server's max_payload"
+            )
+        self._open = True
+
+    async def close(self) -> None:
+        self._open = False
+        await self._conn.close()
+
+    async def health(self) -> dict[str, Any]:
+        """Server version, JetStream account usage and the time of one API round trip."""
+
+        async def probe() -> dict[str, Any]:
+            start = time.perf_counter()
+            info = await self._conn.js.account_info()
+            latency = time.perf_counter() - start
+            nc = self._conn.nc
+            version = nc.connected_server_version
+            return {
+                "url": self._describe,
+                "server_version": f"{version.major}.{version.minor}.{version.patch}",
+                "latency_ms": round(latency * 1000, 3),
+                "max_payload": nc.max_payload,
+                "streams": info.streams,
+                "consumers": info.consumers,
+                "storage_bytes": info.storage,
+                "memory_bytes": info.memory,
+            }
+
+        return await self._call(probe, "health probe")
+
+    async def _call(self, op: Callable[[], Awaitable[R]], describe: str, ns: str | None = None) -> R:
+        """Run ``op`` under the deadline and retry policy; every driver error leaves as a PrismError.
+
+        When nothing answers for namespace ``ns``'s bucket, the retry looks the bucket up again.
+        """
+        if not self._open:
+            raise BackendUnavailable(f"nats {describe}: the connection to {self._describe} is not open")
+
+        async def attempt() -> R:
+            try:
+                return await op()
+            except NoResponders:
+                if ns is not None:
+                    self._forget_bucket(ns)
+                raise
+
+        try:
+            return await call_with_retry(
+                self.settings, attempt, is_transient=_is_transient, describe=f"nats {describe}"
+            )
+        except BackendUnavailable as exc:
+            if ns is not None and isinstance(exc.__cause__, TimeoutError):
+                # Requests to a deleted stream's API go unanswered: check the bucket next time.
+                self._forget_bucket(ns)
+            raise
+        except PrismError:
+            raise
+        except nats.errors.MaxPayloadError as exc:
+            raise ValueTooLarge(f"nats {describe}: the message is over the server's max_payload") from exc
+        except Exception as exc:
+            raise BackendUnavailable(f"nats {describe}: {type(exc).__name__}: {exc}", cause=exc) from exc
+
+    # -- buckets ------------------------------------------------------------------
+
+    async def _bucket(self, ns: str, create: bool) -> Bucket | None:
+        """The namespace's bucket, created when ``create``; None when it does not exist."""
+        bucket = self._buckets.get(ns)
+        if bucket is not None:
+            return bucket
+        async with self._bucket_locks.setdefault(ns, asyncio.Lock()):
+            bucket = self._buckets.get(ns)
+            if bucket is not None:
+                return bucket
+            name = bucket_name(ns)
+            try:
+                info = await self._conn.js.stream_info(f"KV_{name}")
+            except nats.js.errors.NotFoundError:
+                if not create:
+                    return None
+                info = await self._create_bucket(name)
+            if self._born.setdefault(ns, info.created) != info.created:
+                # A new stream under the old name: its revisions restarted, so no remembered one holds.
+                self._revisions.clear()
+                self._born[ns] = info.created
+            bucket = self._buckets[ns] = Bucket.named(name, bool(info.config.allow_direct))
+            return bucket
+
+    async def _create_bucket(self, name: str) -> api.StreamInfo:
+        js = self._conn.js
+        try:
+            await js.create_key_value(
+                bucket=name,
+                history=1,
+                direct=True,
+                storage=STORAGE[self.options.storage],
+                replicas=self.options.replicas,
+            )
+        except nats.js.errors.BadRequestError as exc:
+            # Created meanwhile by another client, maybe with other settings: use it as it is.
+            if exc.err_code != _STREAM_NAME_IN_USE:
+                raise
+        return await js.stream_info(f"KV_{name}")
+
+    def _forget_bucket(self, ns: str) -> None:
+        """The bucket may have vanished (deleted behind the store's back): look it up on the next call."""
+        self._buckets.pop(ns, None)
+
+    # -- reads --------------------------------------------------------------------
+
+    async def _fetch(
+        self, bucket: Bucket, subjects: Sequence[str], consistent: bool
+    ) -> list[tuple[int, Envelope | None]]:
+        """Revision and envelope (None: no item) of each subject's last message, pipelined.
+
+        Direct gets (served by any replica) for eventual reads; the stream leader's API for strong ones.
+        """
+        if bucket.direct and not consistent:
+            direct = f"$JS.API.DIRECT.GET.{bucket.stream}."
+            msgs = await self._conn.request_many([(direct + s, b"", None) for s in subjects])
+            return [self._direct_reply(s, m) for s, m in zip(subjects, msgs, strict=True)]
+        api_subject = f"$JS.API.STREAM.MSG.GET.{bucket.stream}"
+        msgs = await self._conn.request_many(
+            [(api_subject, _json.encode({"last_by_subj": s}), None) for s in subjects]
+        )
+        return [self._api_reply(s, m) for s, m in zip(subjects, msgs, strict=True)]
+
+    async def _read_states(self, bucket: Bucket, subjects: list[str]) -> list[Known]:
+        """The state of each key, for writes that found no usable hint."""
+        out = []
+        for rev, env in await self._fetch(bucket, subjects, False):
+            out.append(Known(rev, None, None) if env is None else Known(rev, env.etag, env.expires_at))
+        return out
+
+    def _direct_reply(self, subject: str, msg: Msg) -> tuple[int, Envelope | None]:
+        headers = msg.headers
+        if headers is None:
+            raise BackendUnavailable(f"nats direct get of {subject[:80]!r}: a reply without headers")
+        status = headers.get("Status")
+        if status is not None:
+            if status == "404":
+                self._revisions.put(subject, ABSENT)
+                return 0, None
+            raise Transient(f"direct get of {subject[:80]!r} answered {status} {headers.get('Description')}")
+        return self._entry(subject, int(headers["Nats-Sequence"]), headers, msg.data)
+
+    def _api_reply(self, subject: str, msg: Msg) -> tuple[int, Envelope | None]:
+        reply = _message_reply.decode(msg.data)
+        if reply.error is not None:
+            err = reply.error
+            if err.err_code == _NO_MESSAGE:
+                self._revisions.put(subject, ABSENT)
+                return 0, None
+            if err.err_code == _STREAM_NOT_FOUND:
+                raise NoResponders(subject)
+            raise api_error("message get", err.code, err.err_code, err.description)
+        stored = reply.message
+        if stored is None:
+            raise BackendUnavailable(f"nats message get of {subject[:80]!r}: an empty reply")
+        return self._entry(
+            subject, stored.seq, _parse_headers(stored.hdrs) if stored.hdrs else None, stored.data
+        )
+
+    def _entry(
+        self, subject: str, rev: int, headers: dict[str, str] | None, data: bytes
+    ) -> tuple[int, Envelope | None]:
+        if is_deleted(headers):
+            self._revisions.put(subject, Known(rev, None, None))
+            return rev, None
+        envelope = decode_envelope(data, subject)
+        self._revisions.put(subject, Known(rev, envelope.etag, envelope.expires_at))
+        return rev, envelope
+
+    async def _purge_expired(self, subject: str, rev: int) -> None:
+        """Replace an expired item by a tombstone, only if it is still that revision."""
+        self._revisions.forget(subject)
+        await self._conn.publish_unacked(subject, {KV_OPERATION: "DEL", EXPECTED_LAST_SEQ: str(rev)})
+
+    async def _items(
+        self, bucket: Bucket, keyed: Sequence[tuple[str, str]], consistent: bool
+    ) -> list[Item | None]:
+        """The live item for each (item key, subject); expired ones are purged in passing."""
+        fetched = await self._fetch(bucket, [s for _, s in keyed], consistent)
+        now = time.time()
+        out: list[Item | None] = []
+        for (key, subject), (rev, env) in zip(keyed, fetched, strict=True):
+            if env is not None and not env.live(now):
+                await self._purge_expired(subject, rev)
+            out.append(_item(key, env, now))
+        return out
+
+    async def get(self, ns: str, record: str, key: str, *, consistent: bool = False) -> Item | None:
+        async def op() -> Item | None:
+            bucket = self._buckets.get(ns) or await self._bucket(ns, create=False)
+            if bucket is None:
+                return None
+            subject = bucket.subject(record, key)
+            if bucket.direct and not consistent:
+                msg = await self._conn.request(f"$JS.API.DIRECT.GET.{bucket.stream}.{subject}")
+                rev, env = self._direct_reply(subject, msg)
+            else:
+                ((rev, env),) = await self._fetch(bucket, (subject,), consistent)
+            now = time.time()
+            if env is not None and not env.live(now):
+                await self._purge_expired(subject, rev)
+            return _item(key, env, now)
+
+        return await self._call(op, f"get from {ns!r}", ns)
+
+    async def get_many(
+        self, ns: str, addresses: Sequence[tuple[str, str]], *, consistent: bool = False
+    ) -> list[Item | None]:
+        """Every address in one pipelined round trip (duplicates read once)."""
+        if not addresses:
+            return []
+
+        async def op() -> list[Item | None]:
+            bucket = await self._bucket(ns, create=False)
+            if bucket is None:
+                return [None] * len(addresses)
+            unique = list(dict.fromkeys(addresses))
+            items = await self._items(bucket, [(k, bucket.subject(r, k)) for r, k in unique], consistent)
+            if len(unique) == len(addresses):
+                return items
+            found = dict(zip(unique, items, strict=True))
+            return [found[a] for a in addresses]
+
+        return await self._call(op, f"get_many from {ns!r}", ns)
+
+    # -- writes -------------------------------------------------------------------
+
+    async def write(self, ns: str, ops: Sequence[StoredWrite]) -> list[WriteOutcome]:
+        """Each op by compare-and-set on its key's revision; ops on one key apply in order."""
+        if not ops:
+            return []
+        batch = WriteOne(ops[0]) if len(ops) == 1 else WriteBatch(ops)
+        async with self._turns.turn([(ns, op.record, op.key) for op in ops]):
+            await self._call(lambda: self._run(ns, batch), f"write to {ns!r}", ns)
+        return batch.finished()
+
+    async def _run(self, ns: str, batch: WriteOne | WriteBatch) -> None:
+        bucket = await self._bucket(ns, create=batch.creates)
+        if bucket is None:
+            batch.settle_without_bucket()
+            return
+        await batch.run(bucket, self._conn, self._revisions, self._read_states, self.settings.backoff)
+
+    # -- listings -----------------------------------------------------------------
+
+    async def _list(self, ns: str, bucket: Bucket, filter_subject: str) -> list[Listed]:
+        """One headers-only listing; expired items met on the way are purged (a few per call)."""
+        listed = await self._conn.list_keys(bucket.stream, bucket.prefix, filter_subject)
+        if listed is None:
+            self._forget_bucket(ns)
+            return []
+        now = time.time()
+        purged = 0
+        for entry in listed:
+            if purged < PURGE_PER_LISTING and not entry.deleted and not entry.live(now):
+                await self._purge_expired(bucket.prefix + entry.key, entry.seq)
+                purged += 1
+        return listed
+
+    async def scan(self, ns: str, prefix: str, after: str | None, limit: int) -> list[str]:
+        """Record ids from one listing of the keys under the prefix's whole 5-byte chunks."""
+
+        async def op() -> list[str]:
+            bucket = await self._bucket(ns, create=False)
+            if bucket is None:
+                return []
+            head = scan_tokens(prefix)
+            listed = await self._list(ns, bucket, bucket.prefix + (f"{head}.>" if head else ">"))
+            now = time.time()
+            ids = []
+            for tokens in {split_key(e.key)[0] for e in listed if e.live(now)}:
+                try:
+                    record = decode_record(tokens)
+                except ValueError:
+                    continue  # a key Prism did not write
+                if record.startswith(prefix) and (after is None or record > after):
+                    ids.append(record)
+            ids.sort()
+            return ids[:limit]
+
+        return await self._call(op, f"scan of {ns!r}", ns)
+
+    async def _record_keys(
+        self, ns: str, bucket: Bucket, record: str, start: str | None, end: str | None
+    ) -> list[tuple[str, Listed]]:
+        """The record's keys in [start, end) whose last message is not a tombstone, by key."""
+        listed = await self._list(ns, bucket, f"{bucket.prefix}{record_tokens(record)}.*")
+        out = []
+        for entry in listed:
+            if entry.deleted:
+                continue
+            try:
+                key = decode_item(split_key(entry.key)[1])
+            except ValueError:
+                continue
+            if (start is None or key >= start) and (end is None or key < end):
+                out.append((key, entry))
+        out.sort(key=lambda pair: pair[0])
+        return out
+
+    async def get_range(
+        self,
+        ns: str,
+        record: str,
+        start: str | None,
+        end: str | None,
+        after: str | None,
+        limit: int,
+        *,
+        consistent: bool = False,
+    ) -> list[Item]:
+        """List the record's keys (headers only), then fetch the first ``limit`` live ones."""
+
+        async def op() -> list[Item]:
+            bucket = await self._bucket(ns, create=False)
+            if bucket is None:
+                return []
+            now = time.time()
+            keys = [
+                (key, bucket.prefix + entry.key)
+                for key, entry in await self._record_keys(ns, bucket, record, start, end)
+                if entry.live(now) and (after is None or key > after)
+            ]
+            out: list[Item] = []
+            while keys and len(out) < limit:
+                take = min(limit - len(out), PIPELINE_CHUNK)
+                chunk, keys = keys[:take], keys[take:]
+                out.extend(i for i in await self._items(bucket, chunk, consistent) if i is not None)
+            return out
+
+        return await self._call(op, f"get_items from {ns!r}", ns)
+
+    async def delete_range(self, ns: str, record: str, start: str | None, end: str | None) -> int:
+        """Tombstone each listed key by compare-and-set on its listed revision (not atomic as a whole)."""
+
+        deleted = 0  # kept across retries: a retry lists only what is still there
+
+        async def op() -> int:
+            nonlocal deleted
+            bucket = await self._bucket(ns, create=False)
+            if bucket is None:
+                return deleted
+            targets = await self._record_keys(ns, bucket, record, start, end)
+            for offset in range(0, len(targets), PIPELINE_CHUNK):
+                chunk = targets[offset : offset + PIPELINE_CHUNK]
+                # The listing saw an item at each revision; its etag is not needed to delete it.
+                seed = {bucket.prefix + e.key: Known(e.seq, "", e.expires_at) for _, e in chunk}
+                batch = WriteBatch([StoredWrite(record, key, None) for key, _ in chunk], seed)
+                async with self._turns.turn((ns, record, key) for key, _ in chunk):
+                    await batch.run(
+                        bucket, self._conn, self._revisions, self._read_states, self.settings.backoff
+                    )
+                deleted += sum(1 for o in batch.finished() if o.existed)
+            return deleted
+
+        return await self._call(op, f"delete_items from {ns!r}", ns)

@@ -1,0 +1,136 @@
+"""The options of a ``nats://`` store: URL query parameters or keyword arguments, checked up front."""
+
+from __future__ import annotations
+
+from collections.abc import Callable
+from dataclasses import dataclass, replace
+from typing import Any
+from urllib.parse import urlsplit
+
+from nats.js import api
+
+from prism.backends._retry import NetworkSettings, split_options
+from prism.errors import InvalidArgument
+
+__all__ = [
+    "DEFAULT_MAX_PAYLOAD",
+    "MESSAGE_OVERHEAD",
+    "STORAGE",
+    "NatsOptions",
+    "masked",
+    "parse_url",
+]
+
+#: Bytes kept for headers and envelope fields beside a value in one message.
+MESSAGE_OVERHEAD = 1024
+#: The server's default max_payload.
+DEFAULT_MAX_PAYLOAD = 1024 * 1024
+#: NATS advises against a max_payload above this.
+LARGEST_MAX_PAYLOAD = 64 * 1024 * 1024
+STORAGE = {"file": api.StorageType.FILE, "memory": api.StorageType.MEMORY}
+_OPTION_KINDS: dict[str, Callable[[Any], Any]] = {
+    "storage": str,
+    "replicas": int,
+    "reconnect_wait": float,
+    "ping_interval": float,
+    "revision_cache": int,
+    "max_payload": int,
+}
+
+
+@dataclass(frozen=True, slots=True)
+class NatsOptions:
+    """The NATS-specific options of a store (URL query parameters or keyword arguments)."""
+
+    #: Storage of the buckets this store creates: "file" or "memory".
+    storage: str = "file"
+    #: Replicas of the buckets this store creates (1 to 5; more than 1 needs a cluster).
+    replicas: int = 1
+    #: Seconds between reconnect attempts after the connection drops.
+    reconnect_wait: float = 1.0
+    #: Seconds between client pings that detect a dead connection.
+    ping_interval: float = 20.0
+    #: Keys whose last revision is remembered so a write takes one round trip (0 disables).
+    revision_cache: int = 50_000
+    #: Bytes one message may hold, as the server's ``max_payload`` is configured; values may
+    #: be up to this minus 1 KiB. Checked against the server when the store opens.
+    max_payload: int = DEFAULT_MAX_PAYLOAD
+
+    def __post_init__(self) -> None:
+        if self.storage not in STORAGE:
+            raise InvalidArgument(f"storage must be 'file' or 'memory', got {self.storage!r}")
+        replicas = self.replicas
+        if isinstance(replicas, bool) or not isinstance(replicas, int) or not 1 <= replicas <= 5:
+            raise InvalidArgument(f"replicas must be an int from 1 to 5, got {replicas!r}")
+        for name in ("reconnect_wait", "ping_interval"):
+            value = getattr(self, name)
+            if isinstance(value, bool) or not isinstance(value, int | float) or not value > 0:
+                raise InvalidArgument(f"{name} must be a positive number of seconds, got {value!r}")
+        cache = self.revision_cache
+        if isinstance(cache, bool) or not isinstance(cache, int) or cache < 0:
+            raise InvalidArgument(f"revision_cache must be a non-negative int, got {cache!r}")
+        size = self.max_payload
+        if (
+            isinstance(size, bool)
+            or not isinstance(size, int)
+            or not 2 * MESSAGE_OVERHEAD <= size <= LARGEST_MAX_PAYLOAD
+        ):
+            raise InvalidArgument(
+                f"max_payload must be an int of bytes from {2 * MESSAGE_OVERHEAD} to {LARGEST_MAX_PAYLOAD}, "
+                f"got {size!r}"
+            )
+
+    @classmethod
+    def from_options(cls, options: dict[str, Any]) -> NatsOptions:
+        """Pop this class's options out of ``options``, converting strings from a URL."""
+        values: dict[str, Any] = {}
+        for name, kind in _OPTION_KINDS.items():
+            if name in options:
+                raw = options.pop(name)
+                if isinstance(raw, str) and kind is not str:
+                    try:
+                        raw = kind(raw)
+                    except ValueError as exc:
+                        raise InvalidArgument(f"{name} must be a number, got {raw!r}") from exc
+                values[name] = raw
+        return replace(cls(), **values)
+
+
+def masked(url: str) -> str:
+    """The URL with any password or token replaced, for messages and logs."""
+    parts = urlsplit(url)
+    if not (parts.username or parts.password):
+        return url
+    host = parts.hostname or ""
+    if parts.port is not None:
+        host = f"{host}:{parts.port}"
+    user = f"{parts.username}:***" if parts.password else "***"
+    return parts._replace(netloc=f"{user}@{host}").geturl()
+
+
+def parse_url(url: str, options: dict[str, Any]) -> tuple[str, NetworkSettings, NatsOptions]:
+    """The server URL without its query, the timeouts and retries, and the NATS options.
+
+    Keyword ``options`` win over query parameters; anything unknown is refused by name.
+    """
+    base, merged = split_options(url, options)
+    parts = urlsplit(base)
+    shown = masked(base)
+    if parts.scheme.lower() != "nats":
+        raise InvalidArgument(f"a NATS URL starts with nats://, got {shown!r}")
+    try:
+        parts.port  # noqa: B018 - raises on a bad port
+    except ValueError as exc:
+        raise InvalidArgument(f"bad port in NATS URL {shown!r}") from exc
+    if not parts.hostname:
+        raise InvalidArgument(f"a NATS URL needs a host (nats://127.0.0.1:4222), got {shown!r}")
+    if parts.path not in ("", "/") or parts.fragment:
+        raise InvalidArgument(f"a NATS URL has no path or fragment: {shown!r}")
+    settings = NetworkSettings.from_options(merged)
+    nats_options = NatsOptions.from_options(merged)
+    if merged:
+        known = ["connect_timeout", "operation_timeout", "max_retries", "retry_base", "retry_cap"]
+        raise InvalidArgument(
+            f"unknown nats:// option(s) {sorted(merged)}; known: {', '.join(known + list(_OPTION_KINDS))}"
+        )
+    return parts._replace(path="").geturl(), settings, nats_options

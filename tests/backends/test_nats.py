@@ -1,0 +1,492 @@
+"""The NATS JetStream KV backend against a real ``nats-server -js`` started for this module.
+
+The conformance suite runs unchanged (on a server that accepts 8 MiB messages, so
+values of 1 MiB and more are covered too); the tests below cover what is NATS's own:
+outage and recovery, 256 concurrent tasks on one connection, hot keys, compare-and-set
+between two stores with stale revision caches, the bucket and key layout, TTL kept by
+Prism on a server without per-key TTL, buckets removed behind the store's back, and
+the URL options.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import base64
+import hashlib
+import time
+import uuid
+from collections.abc import AsyncIterator, Iterator
+from typing import Any
+
+import nats
+import pytest
+from nats.aio.client import Client
+from nats.js import api
+from nats.js.errors import KeyNotFoundError
+
+import prism
+from prism.errors import BackendUnavailable, DecodeError, InvalidArgument, PreconditionFailed
+from prism.kv.namespace import Namespace
+from prism.model import Put
+from prism.testing.conformance import ConformanceSuite
+from prism.testing.servers import free_port
+from prism.testing.servers.nats import NatsServer, nats_server
+
+MiB = 1024 * 1024
+#: The local test server accepts messages this large (NATS's own default is 1 MiB).
+SERVER_MAX_PAYLOAD = 8 * MiB
+#: Short timeouts so that the outage tests fail fast.
+FAST: dict[str, Any] = {
+    "connect_timeout": 0.5,
+    "operation_timeout": 1.0,
+    "max_retries": 3,
+    "retry_cap": 0.1,
+    "reconnect_wait": 0.2,
+}
+
+
+@pytest.fixture(scope="module")
+def server() -> Iterator[NatsServer]:
+    with nats_server(max_payload=SERVER_MAX_PAYLOAD) as s:
+        yield s
+
+
+@pytest.fixture
+def local_server(server: NatsServer) -> NatsServer:
+    if server.external:
+        pytest.skip("stopping the server needs a local nats-server, not PRISM_TEST_NATS_URL")
+    return server
+
+
+@pytest.fixture
+def options(server: NatsServer) -> dict[str, Any]:
+    """Store options matching the server (its larger max_payload, when this run started it)."""
+    return {} if server.max_payload is None else {"max_payload": server.max_payload}
+
+
+@pytest.fixture
+async def store(server: NatsServer, options: dict[str, Any]) -> AsyncIterator[prism.Store]:
+    async with prism.connect(server.url, **options) as s:
+        yield s
+
+
+@pytest.fixture
+async def raw(server: NatsServer) -> AsyncIterator[Client]:
+    client = await nats.connect(server.url)
+    yield client
+    await client.close()
+
+
+def _name() -> str:
+    return f"nats-{uuid.uuid4().hex[:12]}"
+
+
+def _b32(text: str) -> str:
+    return base64.b32hexencode(text.encode()).decode().rstrip("=")
+
+
+def _b64(raw: bytes) -> str:
+    return base64.urlsafe_b64encode(raw).decode().rstrip("=")
+
+
+class TestConformance(ConformanceSuite):
+    @pytest.fixture
+    def store_url(self, server: NatsServer) -> str:
+        return server.url
+
+    @pytest.fixture
+    def store_options(self, options: dict[str, Any]) -> dict[str, Any]:
+        return options
+
+
+# -- outage and recovery ----------------------------------------------------------
+
+
+async def test_outage_fails_fast_and_the_same_store_recovers(local_server: NatsServer) -> None:
+    async with prism.connect(local_server.url, **FAST) as store:
+        ns = store.namespace(_name())
+        await ns.put("before", b"1")
+        await ns.put_items("rec", [Put("a", b"x")])
+        local_server.stop()
+        try:
+            for call in (
+                lambda: ns.get("before"),
+                lambda: ns.put("during", b"2"),
+                lambda: ns.put_many([Put("m1", b"1"), Put("m2", b"2")]),
+                lambda: ns.get_many(["before", "x"]),
+                lambda: ns.delete("before"),
+                lambda: ns.scan(),
+                lambda: ns.get_items("rec"),
+                lambda: ns.delete_items("rec"),
+            ):
+                started = time.monotonic()
+                with pytest.raises(BackendUnavailable) as info:
+                    await call()
+                elapsed = time.monotonic() - started
+                assert elapsed < FAST["operation_timeout"] + 0.5, f"took {elapsed:.2f} s"
+                assert info.value.retryable and info.value.__cause__ is not None
+            health = await store.health()
+            assert health["status"] == "DOWN" and "nats" in health["details"]["error"]
+        finally:
+            local_server.start()
+        deadline = time.monotonic() + 15
+        while True:
+            try:
+                item = await ns.get("before")
+                break
+            except BackendUnavailable:
+                assert time.monotonic() < deadline, "the store did not reconnect"
+                await asyncio.sleep(0.1)
+        assert item is not None and item.value == b"1", "JetStream kept the data across the restart"
+        await ns.put("after", b"3")
+        assert [i.value if i else None for i in await ns.get_many(["before", "after", "during"])] == [
+            b"1",
+            b"3",
+            None,
+        ]
+        assert [i.key for i in await ns.get_items("rec")] == ["a"]
+        health = await store.health()
+        assert health["status"] == "UP" and health["details"]["server_version"].startswith("2.")
+
+
+async def test_unreachable_server_fails_within_the_connect_timeout() -> None:
+    store = prism.connect(f"nats://127.0.0.1:{free_port()}", **FAST)
+    started = time.monotonic()
+    with pytest.raises(BackendUnavailable, match="cannot connect"):
+        await store.open()
+    assert time.monotonic() - started < FAST["connect_timeout"] + 0.5
+    await store.close()
+
+
+async def test_credentials_are_never_shown() -> None:
+    url = f"nats://someone:s3cr3t-pw@127.0.0.1:{free_port()}"
+    store = prism.connect(url, **FAST)
+    with pytest.raises(BackendUnavailable) as info:
+        await store.open()
+    assert "s3cr3t-pw" not in str(info.value) and "s3cr3t-pw" not in repr(store.backend)
+    assert "someone:***@" in str(info.value)
+    token_store = prism.connect(f"nats://t0ken-value@127.0.0.1:{free_port()}?connect_timeout=0.3")
+    with pytest.raises(BackendUnavailable) as info:
+        await token_store.open()
+    assert "t0ken-value" not in str(info.value) and "***@" in str(info.value)
+
+
+# -- concurrency --------------------------------------------------------------------
+
+
+async def test_256_concurrent_tasks_share_one_connection(store: prism.Store) -> None:
+    ns = store.namespace(_name())
+
+    async def worker(i: int) -> tuple[bytes | None, int, list[str]]:
+        await ns.put(f"k{i}", str(i).encode())
+        results = await ns.put_many([Put(f"m{i}-{j}", b"v") for j in range(5)])
+        await ns.put_items(f"r{i}", [Put("a", b"1"), Put("b", b"2")])
+        item = await ns.get(f"k{i}")
+        many = await ns.get_many([f"m{i}-{j}" for j in range(5)])
+        items = await ns.get_items(f"r{i}")
+        assert all(r.ok for r in results) and all(m is not None for m in many)
+        return (None if item is None else item.value), len(items), [x.key for x in items]
+
+    got = await asyncio.gather(*(worker(i) for i in range(256)))
+    assert got == [(str(i).encode(), 2, ["a", "b"]) for i in range(256)]
+    page = await ns.scan("k", limit=1000)
+    assert len(page.keys) == 256
+
+
+async def test_a_hot_key_written_by_many_tasks_of_one_store(store: prism.Store) -> None:
+    """Writes of one store to one key take turns instead of racing their compare-and-set."""
+    ns = store.namespace(_name())
+    results = await asyncio.gather(*(ns.put_result(Put("hot", str(i).encode())) for i in range(200)))
+    assert all(r.ok for r in results)
+    assert sorted(r.existed for r in results) == [False] + [True] * 199
+    item = await ns.get("hot")
+    assert item is not None and item.value == b"199", "the last call is the last write"
+    batches = await asyncio.gather(*(ns.put_many([Put("hot", b"b"), Put(f"k{i}", b"v")]) for i in range(64)))
+    assert all(r.ok for batch in batches for r in batch)
+
+
+async def test_two_stores_never_lose_a_conditional_increment(server: NatsServer) -> None:
+    """Two stores (two processes, as far as the server knows) with their own revision caches."""
+    name = _name()
+    async with prism.connect(server.url) as first, prism.connect(server.url) as second:
+        namespaces = [first.namespace(name), second.namespace(name)]
+        await namespaces[0].put("counter", b"0")
+
+        async def increment(ns: Namespace, times: int) -> None:
+            for _ in range(times):
+                while True:
+                    item = await ns.get("counter")
+                    assert item is not None
+                    try:
+                        await ns.put("counter", str(int(item.value) + 1).encode(), if_match=item.etag)
+                        break
+                    except PreconditionFailed:
+                        continue
+
+        await asyncio.gather(*(increment(namespaces[i % 2], 10) for i in range(8)))
+        for ns in namespaces:
+            item = await ns.get("counter", consistency="strong")
+            assert item is not None and item.value == b"80"
+
+
+async def test_a_stale_revision_cache_is_only_a_hint(server: NatsServer) -> None:
+    name = _name()
+    async with prism.connect(server.url) as first, prism.connect(server.url) as second:
+        a, b = first.namespace(name), second.namespace(name)
+        old = await a.put("k", b"from a")
+        await b.put("k", b"from b")
+        with pytest.raises(PreconditionFailed):
+            await a.put("k", b"x", if_match=old)
+        result = await a.put_result(Put("k", b"again from a"))
+        assert result.ok and result.existed
+        assert await b.delete("k")
+        assert not await a.delete("k"), "a's cache still held a live item; the server said otherwise"
+        assert await a.get("k") is None
+
+        assert await a.get("fresh") is None  # a now remembers "fresh" as absent
+        await b.put("fresh", b"made by b")
+        assert await a.delete("fresh"), "a delete may not trust a remembered absence"
+        await b.put("once", b"by b")
+        with pytest.raises(PreconditionFailed):
+            await a.put("once", b"by a", if_absent=True)
+
+
+async def test_cancelled_calls_leave_the_connection_usable(store: prism.Store) -> None:
+    ns = store.namespace(_name())
+    await ns.put_many([Put(f"k{i}", f"value-{i}".encode()) for i in range(50)])
+    for round_ in range(5):
+        tasks: list[asyncio.Task[Any]] = [asyncio.create_task(ns.get(f"k{i % 50}")) for i in range(100)]
+        tasks += [asyncio.create_task(ns.put(f"w{i}", b"w")) for i in range(50)]
+        await asyncio.sleep(0.0005 * round_)
+        for task in tasks:
+            task.cancel()
+        await asyncio.gather(*tasks, return_exceptions=True)
+    got = await asyncio.gather(*(ns.get(f"k{i}") for i in range(50)))
+    assert [g.value if g else None for g in got] == [f"value-{i}".encode() for i in range(50)]
+    assert all(r.ok for r in await ns.put_many([Put(f"w{i}", b"final") for i in range(50)]))
+
+
+# -- layout ---------------------------------------------------------------------------
+
+
+async def test_buckets_and_keys_follow_the_documented_layout(store: prism.Store, raw: Client) -> None:
+    js = raw.jetstream()
+    name = _name()
+    ns = store.namespace(name)
+    await ns.put("user:1", b"flat")
+    await ns.put_items("order-12345678", [Put("line/1", b"item")])
+    info = await js.stream_info(f"KV_prism_{name}")
+    assert info.config.max_msgs_per_subject == 1 and info.config.allow_direct
+    kv = await js.key_value(f"prism_{name}")
+    flat = await kv.get(f"{_b64(b'user:1')}.=")
+    assert flat.value is not None and flat.value.endswith(b"flat")
+    record = b"order-12345678"
+    tokens = ".".join(_b64(record[i : i + 6]) for i in range(0, len(record), 6))
+    item = await kv.get(f"{tokens}.{_b64(b'line/1')}")
+    assert item.value is not None and item.value.endswith(b"item")
+
+    odd = store.namespace("a.b c/ü")
+    await odd.put("k", b"v")
+    await js.stream_info(f"KV_prism-x{_b32('a.b c/ü')}")
+    long_name = "n" * 300
+    await store.namespace(long_name).put("k", b"v")
+    await js.stream_info(f"KV_prism-h{hashlib.sha256(long_name.encode()).hexdigest()}")
+
+
+async def test_namespaces_with_similar_names_do_not_collide(store: prism.Store) -> None:
+    base = _name()
+    names = [f"{base}.x", f"{base}_x", f"{base}-x", f"{base} x", f"{base}/x", f"{base}X", f"{base}x"]
+    for i, name in enumerate(names):
+        await store.namespace(name).put("k", str(i).encode())
+    for i, name in enumerate(names):
+        item = await store.namespace(name).get("k")
+        assert item is not None and item.value == str(i).encode(), name
+        assert (await store.namespace(name).scan()).keys == ["k"]
+
+
+async def test_longest_record_ids_and_item_keys(store: prism.Store) -> None:
+    ns = store.namespace(_name())
+    record, key = "😀" * 256, "é" * 512  # 1024 UTF-8 bytes each: the longest subject Prism writes
+    await ns.put_items(record, [Put(key, b"v"), Put("", b"flat")])
+    assert [i.key for i in await ns.get_items(record)] == ["", key]
+    assert (await ns.get(record)) is not None
+    assert (await ns.scan("😀" * 100)).keys == [record]
+    assert await ns.delete_items(record) == 2
+    assert (await ns.scan()).keys == []
+
+
+async def test_prefix_scans_across_chunk_boundaries(store: prism.Store) -> None:
+    """Prefixes are matched a 5-byte chunk at a time by the server, the rest by Prism."""
+    ns = store.namespace(_name())
+    records = [
+        "abcd",
+        "abcde",
+        "abcdef",
+        "abcdf",
+        "abcdefghij",
+        "abcdefghijk",
+        "abcé",
+        "abcéx",
+        "ab😀cd",
+        "b",
+    ]
+    await ns.put_many([Put(r, b"v") for r in records])
+    prefixes = {r[:n] for r in records for n in range(len(r) + 1)}
+    for prefix in sorted(prefixes):
+        got = (await ns.scan(prefix, limit=1000)).keys
+        assert got == sorted(r for r in records if r.startswith(prefix)), prefix
+
+
+async def test_listings_page_through_thousands_of_keys_and_leave_no_consumers(
+    store: prism.Store, raw: Client
+) -> None:
+    ns = store.namespace(_name())
+    keys = [f"key-{i:05d}" for i in range(2500)]
+    for start in range(0, len(keys), 1000):
+        await ns.put_many([Put(k, b"v") for k in keys[start : start + 1000]])
+    await ns.delete_many(keys[::10])
+    seen: list[str] = []
+    token = None
+    while True:
+        page = await ns.scan(limit=1000, page_token=token)
+        seen += page.keys
+        token = page.next_page_token
+        if token is None:
+            break
+    assert seen == [k for i, k in enumerate(keys) if i % 10]
+    js = raw.jetstream()
+    deadline = time.monotonic() + 5
+    while (await js.account_info()).consumers:
+        assert time.monotonic() < deadline, "listing consumers were left on the server"
+        await asyncio.sleep(0.1)
+
+
+async def test_a_message_prism_did_not_write_is_a_decode_error(store: prism.Store, raw: Client) -> None:
+    name = _name()
+    ns = store.namespace(name)
+    await ns.put("k", b"v")
+    kv = await raw.jetstream().key_value(f"prism_{name}")
+    await kv.put(f"{_b64(b'k')}.=", b"not an envelope")
+    with pytest.raises(DecodeError):
+        await ns.get("k")
+
+
+# -- TTL kept by Prism ------------------------------------------------------------
+
+
+async def test_expired_items_stay_on_the_server_until_prism_meets_them(
+    store: prism.Store, raw: Client
+) -> None:
+    name = _name()
+    ns = store.namespace(name)
+    await ns.put("short", b"v", ttl=0.3)
+    await ns.put_items("rec", [Put("short", b"v", ttl=0.3), Put("long", b"v")])
+    await asyncio.sleep(0.5)
+    kv = await raw.jetstream().key_value(f"prism_{name}")
+    subject = f"{_b64(b'short')}.="
+    assert (await kv.get(subject)).value, "the 2.9 server has no per-key TTL: the message is still there"
+    assert await ns.get("short") is None
+    assert [i.key for i in await ns.get_items("rec")] == ["long"]
+    deadline = time.monotonic() + 5
+    while True:
+        try:
+            await kv.get(subject)
+        except KeyNotFoundError:
+            break  # replaced by a tombstone
+        assert time.monotonic() < deadline, "the expired item was not purged"
+        await asyncio.sleep(0.05)
+    assert await ns.put("short", b"again", if_absent=True)
+
+
+# -- buckets changed behind the store's back --------------------------------------
+
+
+async def test_a_bucket_deleted_behind_the_store_is_found_missing(server: NatsServer, raw: Client) -> None:
+    """Reads of a deleted stream go unanswered: the first one times out, the next ones look again."""
+    name = _name()
+    async with prism.connect(server.url, operation_timeout=0.5) as store:
+        ns = store.namespace(name)
+        await ns.put("k", b"v")
+        await ns.put("other", b"v")
+        await raw.jetstream().delete_key_value(f"prism_{name}")
+        with pytest.raises(BackendUnavailable):
+            await ns.get("k")
+        assert await ns.get("k") is None
+        assert (await ns.scan()).keys == []
+        result = await ns.put_result(Put("k", b"again"))
+        assert result.ok and not result.existed
+        item = await ns.get("k")
+        assert item is not None and item.value == b"again"
+        await raw.jetstream().delete_key_value(f"prism_{name}")
+        # A write whose revision the store knows publishes at once, finds nobody, and creates the bucket.
+        result = await ns.put_result(Put("k", b"third"))
+        assert result.ok and not result.existed
+        assert [i.value if i else None for i in await ns.get_many(["k", "other"])] == [b"third", None]
+
+
+async def test_a_bucket_without_direct_gets_is_read_through_the_api(store: prism.Store, raw: Client) -> None:
+    name = _name()
+    await raw.jetstream().create_key_value(bucket=f"prism_{name}", history=1, direct=False)
+    ns = store.namespace(name)
+    etag = await ns.put("k", b"v")
+    item = await ns.get("k")
+    assert item is not None and item.etag == etag
+    await ns.put("k", b"w", if_match=etag)
+    assert [i.value if i else None for i in await ns.get_many(["k", "missing"])] == [b"w", None]
+
+
+async def test_strong_reads(store: prism.Store) -> None:
+    ns = store.namespace(_name())
+    etag = await ns.put("k", b"v", content_type="text/plain", ttl=60)
+    strong = await ns.get("k", consistency="strong")
+    eventual = await ns.get("k")
+    assert strong == eventual and strong is not None and strong.etag == etag
+    await ns.delete("k")
+    assert await ns.get("k", consistency="strong") is None
+    assert await ns.get("never", consistency="strong") is None
+
+
+# -- options ------------------------------------------------------------------------
+
+
+def test_options_from_the_url_and_keywords() -> None:
+    backend = prism.connect(
+        "nats://127.0.0.1:4999?operation_timeout=0.5&storage=memory&revision_cache=0", replicas=1
+    ).backend
+    assert backend.settings.operation_timeout == 0.5  # type: ignore[attr-defined]
+    assert backend.options.storage == "memory" and backend.options.revision_cache == 0  # type: ignore[attr-defined]
+    keyword = prism.connect("nats://127.0.0.1:4999?operation_timeout=0.5", operation_timeout=2).backend
+    assert keyword.settings.operation_timeout == 2  # type: ignore[attr-defined]
+    assert prism.connect("nats://h:4999", max_payload=8 * MiB).capabilities.max_value_bytes == 8 * MiB - 1024
+    with pytest.raises(InvalidArgument, match="pool_size"):
+        prism.connect("nats://127.0.0.1:4999?pool_size=3")
+    for bad in ({"storage": "disk"}, {"replicas": 0}, {"replicas": "x"}, {"reconnect_wait": -1},
+                {"revision_cache": -5}, {"max_payload": 10}, {"operation_timeout": "soon"}):  # fmt: skip
+        with pytest.raises(InvalidArgument):
+            prism.connect("nats://127.0.0.1:4999", **bad)
+    for url in ("nats://", "nats://host:port", "nats://host:4222/path"):
+        with pytest.raises(InvalidArgument):
+            prism.connect(url)
+
+
+async def test_max_payload_over_the_servers_is_refused_at_open(server: NatsServer) -> None:
+    too_big = (server.max_payload or MiB) * 2
+    store = prism.connect(server.url, max_payload=too_big)
+    with pytest.raises(InvalidArgument, match="max_payload"):
+        await store.open()
+    await store.close()
+
+
+async def test_memory_storage_and_a_disabled_revision_cache(server: NatsServer, raw: Client) -> None:
+    name = _name()
+    async with prism.connect(server.url, storage="memory", revision_cache=0) as store:
+        ns = store.namespace(name)
+        etag = await ns.put("k", b"1")
+        assert (await ns.put_result(Put("k", b"2", if_match=etag))).ok
+        with pytest.raises(PreconditionFailed):
+            await ns.put("k", b"3", if_match=etag)
+        with pytest.raises(PreconditionFailed):
+            await ns.put("k", b"3", if_absent=True)
+        assert await ns.delete("k") and not await ns.delete("k")
+    info = await raw.jetstream().stream_info(f"KV_prism_{name}")
+    assert info.config.storage == api.StorageType.MEMORY
