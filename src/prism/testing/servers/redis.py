@@ -26,8 +26,11 @@ INSTALL_HINT = "install redis-server (apt-get install -y redis-server) or set PR
 START_TIMEOUT = 20.0
 #: Seconds to wait for the process to exit after SHUTDOWN before killing it.
 STOP_TIMEOUT = 10.0
+#: Free ports tried before giving up, in case another process takes the one picked.
+START_ATTEMPTS = 3
 
 _SHUTDOWN_SAVE = b"*2\r\n$8\r\nSHUTDOWN\r\n$4\r\nSAVE\r\n"
+_PING = b"*1\r\n$4\r\nPING\r\n"
 
 
 class RedisServer:
@@ -49,14 +52,23 @@ class RedisServer:
     @classmethod
     def local(cls) -> RedisServer:
         """Start a private server on a free port (ServerUnavailable when there is no binary)."""
-        binary = shutil.which("redis-server") or ("/usr/bin/redis-server" if Path("/usr/bin/redis-server").exists() else None)
+        binary = shutil.which("redis-server") or (
+            "/usr/bin/redis-server" if Path("/usr/bin/redis-server").exists() else None
+        )
         if binary is None:
             raise ServerUnavailable(f"no redis-server binary: {INSTALL_HINT}")
         server = cls(binary=binary)
         server._dir = tempfile.TemporaryDirectory(prefix="prism-redis-")
-        server.port = free_port()
-        server.start()
-        return server
+        failure = None
+        for _ in range(START_ATTEMPTS):
+            server.port = free_port()
+            try:
+                server.start()
+                return server
+            except ServerUnavailable as exc:
+                failure = exc
+        server.close()
+        raise ServerUnavailable(f"redis-server failed to start {START_ATTEMPTS} times: {failure}")
 
     @property
     def url(self) -> str:
@@ -102,12 +114,25 @@ class RedisServer:
         )  # fmt: skip
         try:
             wait_for_port(self.port, START_TIMEOUT)
+            self._check_ours()
         except ServerUnavailable:
             self._kill()
             raise
 
+    def _check_ours(self) -> None:
+        """Fail unless our process is alive and a Redis answers on its port (not a squatter)."""
+        try:
+            with socket.create_connection(("127.0.0.1", self.port), timeout=2) as sock:
+                sock.sendall(_PING)
+                reply = sock.recv(64)
+        except OSError:
+            reply = b""
+        process = self._process
+        if process is None or process.poll() is not None or not reply.startswith((b"+PONG", b"-LOADING")):
+            raise ServerUnavailable(f"redis-server did not start on port {self.port} (is the port taken?)")
+
     def stop(self) -> None:
-        """Save the data and stop the local process (the port stays reserved for ``start()``)."""
+        """Save the data and stop the local process; ``start()`` brings it back on the same port."""
         if self.external:
             raise ServerUnavailable("an external server (PRISM_TEST_REDIS_URL) cannot be stopped here")
         process = self._process

@@ -1,0 +1,368 @@
+"""`redis://host:port/db` and `rediss://` (TLS): Prism on a Redis server, via redis-py asyncio and hiredis.
+
+**URL and options.** `redis://[user:password@]host[:port][/db]`; every option below
+may be a query parameter or a keyword argument of `prism.connect`:
+
+| option | default | meaning |
+|---|---|---|
+| `connect_timeout` | 2 | seconds to open a connection |
+| `operation_timeout` | 5 | seconds for one operation, retries included |
+| `max_retries`, `retry_base`, `retry_cap` | 5, 0.02, 0.5 | capped exponential backoff with full jitter |
+| `max_connections` | 128 | connections in the store's pool; callers beyond wait for one |
+| `pool_timeout` | `operation_timeout` | seconds a caller waits for a free connection |
+| `key_prefix` | `prism` | first part of every key, to share a database with other data |
+| `expiry_grace` | 1 | seconds past the last expiry before Redis drops a record's keys itself |
+| `client_name` | none | the name shown by `CLIENT LIST` |
+| `ssl_ca_certs`, `ssl_certfile`, `ssl_keyfile` | none | TLS files (`rediss://` only) |
+| `ssl_cert_reqs`, `ssl_check_hostname` | `required`, true | TLS verification (`rediss://` only) |
+
+**Layout.** All keys of namespace `ns` share the hash tag `{ns}` (with `%` and `}`
+escaped), so a namespace lives in one slot. A record `r` is up to four keys:
+`prism:{ns}:e:r`, a string holding its flat entry (the item with the empty key) as
+metadata, a newline and the value, so that `get` is one `GET` and `get_many` one
+`MGET`; `prism:{ns}:h:r`, a hash holding each other item's value (`v<key>`) and
+metadata (`m<key>`); `prism:{ns}:z:r`, the sorted set of those item keys for range
+reads by `ZRANGEBYLEX`; and `prism:{ns}:x:r`, those that expire, scored by expiry.
+Metadata is the expiry, the etag, the update time and the content type.
+`prism:{ns}:ids` is the sorted set of the namespace's record ids that scans page
+through with `ZRANGEBYLEX` and an exclusive cursor; `prism:{ns}:exp` schedules the
+records whose items all expire, by when to look at them again.
+
+**Atomicity.** Every write is one Lua script (`EVALSHA`, loaded on `NOSCRIPT`): the
+etag compare-and-set, the value, the metadata, the indexes and the expiry of a record
+change together. `transact` is a single script that checks every condition, in order
+and seeing the effect of the earlier ops, before it applies any op: all or nothing,
+across any records of one namespace.
+
+**Expiry.** Each item carries its own expiry, judged by the client's clock on every
+read, scan and condition, so an expired item is absent at once. Redis then reclaims
+the space by itself: a flat entry's key gets `PXAT` at its expiry plus
+`expiry_grace`, and a record's hash and sorted sets get `PEXPIREAT` at the latest
+expiry of their items when all of them expire. Writes that set a TTL or delete also
+sweep a few records that are due (removing their ids from the index once nothing
+live is left) and drop the expired items of the record they touch; scans drop the
+records they find with nothing live left. Keep `expiry_grace` above the clock
+difference between clients and server.
+
+**Failures.** A call that cannot get a connection, or that the server refuses to
+run (`LOADING`, `BUSY`, `READONLY`, `TRYAGAIN`), is retried with backoff within
+`operation_timeout`. A connection lost after a write was sent is not resent, since
+the write may have been applied: the call raises `BackendUnavailable` at once. Reads
+are retried in both cases. A cancelled call drops its connection rather than
+returning it with an unread reply.
+
+**Not supported.** Redis Cluster: the layout is single-slot per namespace (every
+script, multi-record transactions included, touches one slot), but this backend
+speaks to one server, so use a standalone server or the primary of a replicated
+setup; a namespace is then bounded by that server. Reads always go to that server,
+so `consistency="strong"` costs nothing extra. Values are capped at 256 MiB, half of
+the server's default `proto-max-bulk-len`.
+"""
+
+from __future__ import annotations
+
+import time
+from collections.abc import Sequence
+from typing import Any, ClassVar
+
+from prism.backends.base import Backend
+from prism.backends.redis._connection import RedisLink, RedisSettings, masked
+from prism.backends.redis._lua import DELETE_RANGE, GET_MANY, GET_RANGE, SCAN, WRITE
+from prism.errors import DecodeError, PreconditionFailed
+from prism.model import Capabilities, Item, StoredWrite, WriteOutcome
+
+__all__ = ["RedisBackend"]
+
+#: Expired items one write drops from its record, at most.
+PURGE_LIMIT = 64
+#: Records scheduled to have expired that one write call looks at, at most.
+SWEEP_LIMIT = 16
+#: Index entries or item keys one scan or range script examines before it yields.
+EXAMINE_LIMIT = 1000
+#: Items one delete_range script deletes before it yields.
+DELETE_BATCH = 500
+#: Largest value: half of Redis's default proto-max-bulk-len (512 MiB), leaving room for
+#: the metadata stored with it and for the script arguments that carry it.
+MAX_VALUE_BYTES = 256 * 1024 * 1024
+
+
+def _item(key: str, meta: bytes, value: bytes, now: float) -> Item | None:
+    """The item stored as ``meta`` and ``value``, or None when it has expired."""
+    try:
+        expires, etag, updated, content_type = meta.split(b"\n", 3)
+        expires_at = float(expires) if expires else None
+        if expires_at is not None and expires_at <= now:
+            return None
+        return Item(
+            key,
+            value,
+            etag.decode(),
+            expires_at,
+            content_type.decode() if content_type else None,
+            float(updated),
+        )
+    except ValueError as exc:
+        raise DecodeError(f"item {key!r} holds metadata Prism did not write", key=key) from exc
+
+
+def _flat(key: str, stored: bytes, now: float) -> Item | None:
+    """The flat entry stored as metadata, newline, value; None when it has expired."""
+    try:
+        expires, etag, updated, content_type, value = stored.split(b"\n", 4)
+        expires_at = float(expires) if expires else None
+        if expires_at is not None and expires_at <= now:
+            return None
+        return Item(
+            key,
+            value,
+            etag.decode(),
+            expires_at,
+            content_type.decode() if content_type else None,
+            float(updated),
+        )
+    except ValueError as exc:
+        raise DecodeError(f"entry {key!r} holds data Prism did not write", key=key) from exc
+
+
+def _condition(op: StoredWrite) -> str:
+    """An op's condition as the write script reads it: '' (none), 'A' (absent) or 'M' + etag."""
+    if op.if_absent:
+        return "A"
+    return "" if op.if_match is None else "M" + op.if_match
+
+
+def _failed(op: StoredWrite) -> PreconditionFailed:
+    reason = "exists" if op.if_absent else "etag does not match"
+    return PreconditionFailed(f"{op.record!r}: {reason}", key=op.record)
+
+
+class RedisBackend(Backend):
+    """Records as Redis strings, hashes and sorted sets, written by Lua scripts."""
+
+    name: ClassVar[str] = "redis"
+    capabilities = Capabilities(max_value_bytes=MAX_VALUE_BYTES)
+
+    def __init__(self, settings: RedisSettings) -> None:
+        self.settings = settings
+        self._link = RedisLink(settings)
+        self._bases: dict[str, str] = {}
+        self._grace_ms = round(settings.expiry_grace * 1000)
+
+    @classmethod
+    def from_url(cls, url: str, **options: Any) -> RedisBackend:
+        """A backend for ``redis://host:port/db`` (options as query parameters or keywords)."""
+        return cls(RedisSettings.parse(url, options))
+
+    def __repr__(self) -> str:
+        return f"<RedisBackend {masked(self.settings.url)}>"
+
+    async def open(self) -> None:
+        """Build the pool and check that the server answers."""
+        self._link.open()
+        try:
+            await self._link.run("ping", ("PING",), idempotent=True)
+        except BaseException:
+            await self._link.close()
+            raise
+
+    async def close(self) -> None:
+        await self._link.close()
+
+    async def health(self) -> dict[str, Any]:
+        """Server version, mode and round-trip latency; BackendUnavailable when it does not answer."""
+        started = time.perf_counter()
+        await self._link.run("ping", ("PING",), idempotent=True)
+        latency = time.perf_counter() - started
+        info = await self._link.run("info", ("INFO", "server"), idempotent=True)
+        fields = dict(
+            line.split(":", 1) for line in bytes(info).decode(errors="replace").splitlines() if ":" in line
+        )
+        return {
+            "server_version": fields.get("redis_version", "unknown"),
+            "mode": fields.get("redis_mode", "unknown"),
+            "latency_ms": round(latency * 1000, 3),
+            "db": self.settings.db,
+            "max_connections": self.settings.max_connections,
+        }
+
+    def _base(self, ns: str) -> str:
+        """The prefix of every key of namespace ``ns``: its hash tag, with ``%`` and ``}`` escaped."""
+        base = self._bases.get(ns)
+        if base is None:
+            tag = ns.replace("%", "%25").replace("}", "%7D")
+            base = self._bases[ns] = f"{self.settings.key_prefix}:{{{tag}}}:"
+        return base
+
+    # -- reads ------------------------------------------------------------------------
+
+    async def get(self, ns: str, record: str, key: str, *, consistent: bool = False) -> Item | None:
+        base = self._base(ns)
+        if not key:
+            stored = await self._link.run("get", ("GET", f"{base}e:{record}"), idempotent=True)
+            return None if stored is None else _flat(record, stored, time.time())
+        meta, value = await self._link.run(
+            "get", ("HMGET", f"{base}h:{record}", "m" + key, "v" + key), idempotent=True
+        )
+        return None if meta is None or value is None else _item(key, meta, value, time.time())
+
+    async def get_many(
+        self, ns: str, addresses: Sequence[tuple[str, str]], *, consistent: bool = False
+    ) -> list[Item | None]:
+        if not addresses:
+            return []
+        base = self._base(ns)
+        first = addresses[0][0]
+        if all(not key for _, key in addresses):
+            found = await self._link.run(
+                "get_many", ("MGET", *(f"{base}e:{record}" for record, _ in addresses)), idempotent=True
+            )
+            now = time.time()
+            return [
+                None if s is None else _flat(r, s, now) for (r, _), s in zip(addresses, found, strict=True)
+            ]
+        if all(key and record == first for record, key in addresses):
+            fields: list[str] = []
+            for _, key in addresses:
+                fields += ("m" + key, "v" + key)
+            reply = await self._link.run("get_many", ("HMGET", f"{base}h:{first}", *fields), idempotent=True)
+        else:
+            args = [base, *(f"{record}\0{key}" for record, key in addresses)]
+            reply = await self._link.eval(GET_MANY, (f"{base}ids",), args, idempotent=True)
+        now = time.time()
+        out: list[Item | None] = []
+        for i, (record, key) in enumerate(addresses):
+            first_part, second = reply[2 * i], reply[2 * i + 1]
+            if first_part is None or second is None:
+                out.append(None)
+            elif not key:
+                out.append(_flat(record, first_part, now))
+            else:
+                out.append(_item(key, first_part, second, now))
+        return out
+
+    async def get_range(
+        self,
+        ns: str,
+        record: str,
+        start: str | None,
+        end: str | None,
+        after: str | None,
+        limit: int,
+        *,
+        consistent: bool = False,
+    ) -> list[Item]:
+        base = self._base(ns)
+        keys = (f"{base}e:{record}", f"{base}h:{record}", f"{base}z:{record}")
+        lo: str | bytes
+        if after is not None and (start is None or after >= start):
+            lo = "(" + after
+        else:
+            lo = "[" + start if start else "-"
+        hi = "+" if end is None else "(" + end
+        with_flat = start in (None, "") and after is None and end != ""
+        out: list[Item] = []
+        while True:
+            now = time.time()
+            args = (repr(now), lo, hi, limit - len(out), EXAMINE_LIMIT, "1" if with_flat else "")
+            reply = await self._link.eval(GET_RANGE, keys, args, idempotent=True)
+            for i in range(2, len(reply), 3):
+                key = reply[i].decode()
+                item = (
+                    _flat(key, reply[i + 1], now) if not key else _item(key, reply[i + 1], reply[i + 2], now)
+                )
+                if item is not None:
+                    out.append(item)
+            if reply[0] or len(out) >= limit:
+                return out
+            lo, with_flat = b"(" + reply[1], False
+
+    async def scan(self, ns: str, prefix: str, after: str | None, limit: int) -> list[str]:
+        base = self._base(ns)
+        lo: str | bytes = "[" + prefix if prefix else "-"
+        if after is not None and after >= prefix:
+            lo = "(" + after
+        # No UTF-8 string holds the byte 0xFF, so it bounds every id that starts with the prefix.
+        hi = b"(" + prefix.encode() + b"\xff" if prefix else "+"
+        out: list[str] = []
+        while True:
+            args = (repr(time.time()), lo, hi, limit - len(out), EXAMINE_LIMIT, base)
+            reply = await self._link.eval(SCAN, (f"{base}ids",), args, idempotent=True)
+            out.extend(rid.decode() for rid in reply[2:])
+            if reply[0] or len(out) >= limit:
+                return out
+            lo = b"(" + reply[1]
+
+    # -- writes -----------------------------------------------------------------------
+
+    def _write_args(
+        self, ns: str, ops: Sequence[StoredWrite], atomic: bool
+    ) -> tuple[tuple[str, str], list[Any]]:
+        base = self._base(ns)
+        plain = not atomic and all(
+            op.value is not None and not op.key and op.if_match is None and not op.if_absent for op in ops
+        )
+        mode = "p" if plain else ("1" if atomic else "0")
+        args: list[Any] = [repr(time.time()), mode, self._grace_ms, PURGE_LIMIT, 0, base]
+        expiring = False
+        for op in ops:
+            head = op.record if plain else f"{op.record}\0{op.key}\0{_condition(op)}"
+            if op.value is None:
+                expiring = True
+                args += (head, b"")
+            else:
+                expires = ""
+                if op.expires_at is not None:
+                    expiring = True
+                    expires = repr(float(op.expires_at))
+                meta = f"{expires}\n{op.etag}\n{float(op.updated_at)!r}\n{op.content_type or ''}\n"
+                args += (head, meta.encode() + op.value)
+        if expiring:
+            # Calls that schedule or may end expiries sweep the records due, so their
+            # ids leave the index; plain puts skip it.
+            args[4] = SWEEP_LIMIT
+        return (f"{base}ids", f"{base}exp"), args
+
+    async def write(self, ns: str, ops: Sequence[StoredWrite]) -> list[WriteOutcome]:
+        if not ops:
+            return []
+        keys, args = self._write_args(ns, ops, atomic=False)
+        codes = await self._link.eval(WRITE, keys, args, idempotent=False)
+        return [
+            WriteOutcome(code >= 2, bool(code & 1), None if code >= 2 else _failed(op))
+            for op, code in zip(ops, codes, strict=True)
+        ]
+
+    async def transact(self, ns: str, ops: Sequence[StoredWrite]) -> list[WriteOutcome]:
+        if not ops:
+            return []
+        keys, args = self._write_args(ns, ops, atomic=True)
+        reply = await self._link.eval(WRITE, keys, args, idempotent=False)
+        if reply[0] == 0:
+            raise _failed(ops[reply[1] - 1])
+        return [WriteOutcome(True, bool(code & 1)) for code in reply[1:]]
+
+    async def delete_range(self, ns: str, record: str, start: str | None, end: str | None) -> int:
+        base = self._base(ns)
+        keys = tuple(f"{base}{kind}{record}" for kind in ("e:", "h:", "z:", "x:"))
+        lo = "[" + start if start else "-"
+        hi = "+" if end is None else "(" + end
+        with_flat = start in (None, "") and end != ""
+        deleted = 0
+        while True:
+            args = (
+                repr(time.time()),
+                lo,
+                hi,
+                "1" if with_flat else "",
+                DELETE_BATCH,
+                record,
+                self._grace_ms,
+                base,
+            )
+            live, more = await self._link.eval(
+                DELETE_RANGE, (f"{base}ids", f"{base}exp", *keys), args, idempotent=False
+            )
+            deleted += int(live)
+            if not more:
+                return deleted
+            with_flat = False
