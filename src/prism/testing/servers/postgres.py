@@ -226,7 +226,9 @@ class PostgresServer:
                 raise ServerUnavailable(f"postgres exited at start: {self._log_tail()}")
             if time.monotonic() > deadline:
                 self.stop()
-                raise ServerUnavailable(f"postgres was not ready on port {self.port} within {START_TIMEOUT} s")
+                raise ServerUnavailable(
+                    f"postgres was not ready on port {self.port} within {START_TIMEOUT} s"
+                )
             time.sleep(0.05)
 
     def _log_tail(self) -> str:

@@ -1,0 +1,590 @@
+"""``postgresql://user:password@host:port/database`` (also ``postgres://``): items in one PostgreSQL table.
+
+Every namespace lives in one table (``prism_kv`` unless ``table`` says otherwise),
+keyed by (namespace, record, key) and created on first use. Its DDL, which an
+operator can run by hand (``python -m prism.backends.postgres [TABLE] | psql``)::
+
+    CREATE TABLE IF NOT EXISTS "prism_kv" (
+        namespace    text COLLATE "C" NOT NULL,
+        record       text COLLATE "C" NOT NULL,
+        key          text COLLATE "C" NOT NULL,   -- '' for a flat entry
+        value        bytea NOT NULL,
+        etag         text NOT NULL,
+        expires_at   timestamptz,                 -- NULL: never expires
+        content_type text,
+        updated_at   timestamptz NOT NULL,
+        PRIMARY KEY (namespace, record, key)
+    );
+    CREATE INDEX IF NOT EXISTS "prism_kv_expires_at" ON "prism_kv" (expires_at)
+        WHERE expires_at IS NOT NULL;
+
+The ``"C"`` collation makes the primary key's order the keys' code-point order, so
+scans by prefix and range reads are index range scans (``record >= prefix AND record
+< next(prefix)``), never ``LIKE``. The database must use the UTF8 encoding.
+
+Writes: a put is one ``INSERT ... ON CONFLICT DO UPDATE`` that replaces only a live
+row (a second statement when the stored item had expired, so ``existed`` is exact);
+if_match is a conditional ``UPDATE`` and if_absent an upsert that replaces only an
+expired row, so of two concurrent if_absent puts of one key exactly one wins. A batch
+of unconditional puts is one statement over ``unnest`` arrays, a batch lookup one
+statement probing the primary key once per address. Other batches, and transactions,
+run in one database transaction. Every batch and transaction locks its keys in
+code-point order, so concurrent writers do not deadlock. A transaction that meets a
+failed condition rolls back as a whole and raises the failure that comes first in
+the caller's order.
+An item whose ``expires_at`` has passed (by the database server's clock) is absent
+for every read, scan and condition; a background task deletes such rows every
+``purge_interval`` seconds.
+
+Connections: one pool per store, of asyncpg connections with prepared-statement
+caches. Idle connections are reused most-recent first, a released connection goes
+straight to the longest-waiting caller, and a connection interrupted by a deadline
+is closed rather than reused.
+
+Options (keyword arguments of ``prism.connect`` or URL query parameters):
+
+* ``connect_timeout`` (2 s), ``operation_timeout`` (5 s), ``max_retries`` (5),
+  ``retry_base`` (0.02 s), ``retry_cap`` (0.5 s): every call ends within its
+  operation timeout; dropped connections, restarts, deadlocks and serialization
+  failures are retried with capped exponential backoff and jitter inside it;
+* ``pool_min_size`` (1), ``pool_max_size`` (20): connections opened at start and kept,
+  and the most open at once; callers beyond ``pool_max_size`` wait for a free one
+  (within their operation timeout);
+* ``pool_idle_timeout`` (300 s; 0 keeps them): idle connections above the minimum are
+  closed after it;
+* ``statement_cache_size`` (100): prepared statements kept per connection;
+* ``table`` (``prism_kv``, or ``schema.table``) and ``create_table`` (true): with
+  ``create_table=false`` the table must exist (run the DDL above);
+* ``purge_interval`` (60 s; 0 disables the background purge) and ``purge_batch``
+  (1000 rows per delete statement);
+* ``sslmode`` (libpq's modes: disable, allow, prefer, require, verify-ca,
+  verify-full); keyword ``ssl`` takes an ``ssl.SSLContext`` instead.
+
+Supported: TTL, etags, atomic multi-key transactions, range reads, prefix scans and
+strongly consistent reads (every read goes to the server the URL names). Values up to
+64 MiB. A conditional write whose connection drops mid-statement is reported as
+BackendUnavailable, not retried, since it may or may not have been applied.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+import operator
+import ssl as ssl_module
+import time
+from collections.abc import Awaitable, Callable, Sequence
+from typing import Any, ClassVar, TypeVar
+from urllib.parse import urlsplit
+
+import asyncpg
+
+from prism.backends._retry import NetworkSettings, call_with_retry, split_options
+from prism.backends.base import Backend
+from prism.backends.postgres._errors import (
+    AmbiguousWrite,
+    ConnectTimedOut,
+    is_transient,
+    lost_connection,
+    map_error,
+)
+from prism.backends.postgres._pool import ConnectionPool
+from prism.backends.postgres._sql import BATCH_UNIFORM, DEFAULT_TABLE, Statements, ddl, prefix_end
+from prism.errors import BackendUnavailable, InvalidArgument, PreconditionFailed, PrismError
+from prism.model import Capabilities, Item, StoredWrite, WriteOutcome
+
+__all__ = ["DEFAULT_TABLE", "PostgresBackend", "Statements", "ddl"]
+
+R = TypeVar("R")
+log = logging.getLogger("prism.backends.postgres")
+
+#: The largest value this backend accepts (PostgreSQL itself allows 1 GB per bytea).
+MAX_VALUE_BYTES = 64 * 1024 * 1024
+SSL_MODES = ("disable", "allow", "prefer", "require", "verify-ca", "verify-full")
+
+
+async def _put(con: Any, sql: Statements, values: tuple[Any, ...]) -> bool:
+    """An unconditional put; whether a live item was replaced."""
+    while True:
+        inserted = await con.fetchval(sql.upsert, *values)
+        if inserted is not None:
+            return not inserted
+        # The stored item has expired: replace it unless another writer revived it meanwhile.
+        if await con.fetchval(sql.insert_if_absent, *values):
+            return False
+
+
+def _failed(op: StoredWrite, existed: bool, reason: str) -> WriteOutcome:
+    where = repr(op.record) if not op.key else f"{op.record!r} item {op.key!r}"
+    return WriteOutcome(False, existed, PreconditionFailed(f"{where}: {reason}", key=op.record))
+
+
+def _unconditional(op: StoredWrite) -> bool:
+    return op.if_match is None and not op.if_absent
+
+
+def _all_unconditional(ops: Sequence[StoredWrite]) -> bool:
+    return not any(map(_if_absent, ops)) and list(map(_if_match, ops)).count(None) == len(ops)
+
+
+_address = operator.attrgetter("record", "key")
+_if_absent = operator.attrgetter("if_absent")
+_if_match = operator.attrgetter("if_match")
+_REPLACED = WriteOutcome(True, True)
+_CREATED = WriteOutcome(True, False)
+
+
+def _key_order(ops: Sequence[StoredWrite]) -> list[int]:
+    """Op indexes sorted by address (stable): the lock order shared by every writer."""
+    addresses = list(map(_address, ops))
+    return sorted(range(len(ops)), key=addresses.__getitem__)
+
+
+def _option(options: dict[str, Any], name: str, default: Any, conv: Callable[[Any], Any]) -> Any:
+    if name not in options:
+        return default
+    raw = options.pop(name)
+    try:
+        return conv(raw)
+    except (TypeError, ValueError) as exc:
+        raise InvalidArgument(f"postgres option {name} has a bad value {raw!r}: {exc}") from exc
+
+
+def _as_bool(raw: Any) -> bool:
+    if isinstance(raw, bool):
+        return raw
+    text = str(raw).strip().lower()
+    if text in ("1", "true", "yes", "on"):
+        return True
+    if text in ("0", "false", "no", "off"):
+        return False
+    raise ValueError("expected true or false")
+
+
+def _as_int(raw: Any) -> int:
+    if isinstance(raw, bool) or (isinstance(raw, float) and not raw.is_integer()):
+        raise ValueError("expected an integer")
+    return int(raw)
+
+
+class PostgresBackend(Backend):
+    name = "postgres"
+    capabilities = Capabilities(max_value_bytes=MAX_VALUE_BYTES)
+    runs_inline: ClassVar[bool] = False
+
+    def __init__(
+        self,
+        dsn: str,
+        *,
+        settings: NetworkSettings | None = None,
+        pool_min_size: int = 1,
+        pool_max_size: int = 20,
+        pool_idle_timeout: float = 300.0,
+        statement_cache_size: int = 100,
+        table: str = DEFAULT_TABLE,
+        create_table: bool = True,
+        purge_interval: float = 60.0,
+        purge_batch: int = 1000,
+        ssl: str | ssl_module.SSLContext | None = None,
+    ) -> None:
+        if not 0 <= pool_min_size <= pool_max_size or pool_max_size < 1:
+            raise InvalidArgument(
+                f"pool sizes need 0 <= pool_min_size <= pool_max_size and pool_max_size >= 1, "
+                f"got {pool_min_size} and {pool_max_size}"
+            )
+        if pool_idle_timeout < 0 or statement_cache_size < 0 or purge_interval < 0 or purge_batch < 1:
+            raise InvalidArgument(
+                "pool_idle_timeout, statement_cache_size and purge_interval must be >= 0 and purge_batch >= 1"
+            )
+        if isinstance(ssl, str) and ssl not in SSL_MODES:
+            raise InvalidArgument(f"sslmode must be one of {', '.join(SSL_MODES)}, got {ssl!r}")
+        if ssl is not None and not isinstance(ssl, str | ssl_module.SSLContext):
+            raise InvalidArgument("ssl must be an ssl.SSLContext or an sslmode string")
+        parts = urlsplit(dsn)
+        try:
+            port = parts.port
+        except ValueError as exc:
+            raise InvalidArgument(f"bad port in the postgres URL: {exc}") from exc
+        self._dsn = dsn
+        #: Where the store points, without credentials (for messages and health).
+        self.target = (
+            f"{parts.hostname or 'localhost'}:{port or 5432}/{parts.path.lstrip('/') or '(default)'}"
+        )
+        self.settings = settings or NetworkSettings()
+        self.pool_min_size = pool_min_size
+        self.pool_max_size = pool_max_size
+        self.pool_idle_timeout = pool_idle_timeout
+        self.statement_cache_size = statement_cache_size
+        self.table = table
+        self.statements = Statements(table)
+        self.create_table = create_table
+        self.purge_interval = purge_interval
+        self.purge_batch = purge_batch
+        self._ssl = ssl
+        self._pool: ConnectionPool | None = None
+        self._purge_task: asyncio.Task[None] | None = None
+
+    @classmethod
+    def from_url(cls, url: str, **options: Any) -> PostgresBackend:
+        try:
+            dsn, opts = split_options(url, options)
+        except ValueError as exc:
+            raise InvalidArgument(f"malformed postgres URL: {exc}") from exc
+        settings = NetworkSettings.from_options(opts)
+        kwargs: dict[str, Any] = {
+            "pool_min_size": _option(opts, "pool_min_size", 1, _as_int),
+            "pool_max_size": _option(opts, "pool_max_size", 20, _as_int),
+            "pool_idle_timeout": _option(opts, "pool_idle_timeout", 300.0, float),
+            "statement_cache_size": _option(opts, "statement_cache_size", 100, _as_int),
+            "table": _option(opts, "table", DEFAULT_TABLE, str),
+            "create_table": _option(opts, "create_table", True, _as_bool),
+            "purge_interval": _option(opts, "purge_interval", 60.0, float),
+            "purge_batch": _option(opts, "purge_batch", 1000, _as_int),
+        }
+        sslmode = _option(opts, "sslmode", None, str)
+        context = opts.pop("ssl", None)
+        if sslmode is not None and context is not None:
+            raise InvalidArgument("give either sslmode or ssl, not both")
+        if opts:
+            raise InvalidArgument(
+                f"unknown postgres option(s) {sorted(opts)}; known: connect_timeout, operation_timeout, "
+                "max_retries, retry_base, retry_cap, pool_min_size, pool_max_size, pool_idle_timeout, "
+                "statement_cache_size, table, create_table, purge_interval, purge_batch, sslmode, ssl"
+            )
+        return cls(dsn, settings=settings, ssl=sslmode if context is None else context, **kwargs)
+
+    # -- running calls --------------------------------------------------------------
+
+    async def _run(self, what: str, fn: Callable[[Any], Awaitable[R]], *, idempotent: bool = True) -> R:
+        """Run ``fn`` on a pooled connection under the operation deadline, mapping driver errors."""
+        pool = self._pool
+        if pool is None:
+            raise BackendUnavailable(f"the postgres store at {self.target} is not open")
+
+        async def attempt() -> R:
+            con = await pool.acquire()
+            try:
+                return await fn(con)
+            except asyncio.CancelledError:
+                # Interrupted mid-statement (the deadline passed): drop the connection rather than
+                # wait for the server to acknowledge a cancel request.
+                con.terminate()
+                raise
+            except Exception as exc:
+                if not idempotent and lost_connection(exc):
+                    raise AmbiguousWrite(str(exc)) from exc
+                raise
+            finally:
+                pool.release(con)
+
+        describe = f"postgres {what} on {self.target}"
+        try:
+            return await call_with_retry(self.settings, attempt, is_transient=is_transient, describe=describe)
+        except PrismError:
+            raise
+        except Exception as exc:
+            raise map_error(exc, describe, self.table) from exc
+
+    # -- lifecycle ------------------------------------------------------------------
+
+    async def _connect(self) -> Any:
+        """One new connection, within connect_timeout."""
+        settings = self.settings
+        extra: dict[str, Any] = {} if self._ssl is None else {"ssl": self._ssl}
+        try:
+            return await asyncpg.connect(
+                self._dsn,
+                timeout=settings.connect_timeout,
+                statement_cache_size=self.statement_cache_size,
+                server_settings={
+                    "application_name": "prism",
+                    # A statement the client gave up on does not run on unattended.
+                    "statement_timeout": str(max(1, round(settings.operation_timeout * 1000))),
+                },
+                **extra,
+            )
+        except TimeoutError as exc:
+            raise ConnectTimedOut(f"no connection within {settings.connect_timeout} s") from exc
+
+    async def open(self) -> None:
+        pool = ConnectionPool(
+            self._connect,
+            min_size=self.pool_min_size,
+            max_size=self.pool_max_size,
+            idle_timeout=self.pool_idle_timeout,
+        )
+        describe = f"postgres connect to {self.target}"
+        try:
+            await call_with_retry(self.settings, pool.start, is_transient=is_transient, describe=describe)
+        except BaseException as exc:
+            await pool.close(grace=0)
+            if isinstance(exc, Exception) and not isinstance(exc, PrismError):
+                raise map_error(exc, describe, self.table) from exc
+            raise
+        self._pool = pool
+        try:
+            await self._run("prepare", self._prepare)
+        except BaseException:
+            await self.close()
+            raise
+        if self.purge_interval > 0:
+            self._purge_task = asyncio.get_running_loop().create_task(
+                self._purge_loop(), name=f"prism-postgres-purge-{self.table}"
+            )
+
+    async def _prepare(self, con: Any) -> None:
+        encoding, exists = await con.fetchrow(self.statements.prepare, self.statements.table)
+        if encoding != "UTF8":
+            raise InvalidArgument(f"the postgres database at {self.target} uses {encoding}; Prism needs UTF8")
+        if exists:
+            return
+        if not self.create_table:
+            raise BackendUnavailable(
+                f"table {self.table} does not exist at {self.target} and create_table is false: "
+                f"create it with the SQL of prism.backends.postgres.ddl({self.table!r})"
+            )
+        async with con.transaction():
+            # Concurrent first uses queue here instead of racing in the catalog.
+            await con.execute("SELECT pg_advisory_xact_lock(hashtext($1))", f"prism:{self.table}")
+            await con.execute(ddl(self.table))
+
+    async def close(self) -> None:
+        task, self._purge_task = self._purge_task, None
+        if task is not None:
+            task.cancel()
+            await asyncio.gather(task, return_exceptions=True)
+        pool, self._pool = self._pool, None
+        if pool is not None:
+            await pool.close(grace=self.settings.operation_timeout)
+
+    async def health(self) -> dict[str, Any]:
+        start = time.perf_counter()
+        version = await self._run(
+            "health", lambda con: con.fetchval("SELECT current_setting('server_version')")
+        )
+        pool = self._pool
+        return {
+            "server_version": version,
+            "latency_ms": round((time.perf_counter() - start) * 1000, 3),
+            "target": self.target,
+            "table": self.table,
+            "pool_size": 0 if pool is None else pool.size,
+            "pool_idle": 0 if pool is None else pool.idle,
+            "pool_max_size": self.pool_max_size,
+        }
+
+    # -- expiry ---------------------------------------------------------------------
+
+    async def purge_expired(self) -> int:
+        """Delete expired rows now, ``purge_batch`` per statement; the number deleted."""
+        total = 0
+        while True:
+            status = await self._run(
+                "purge", lambda con: con.execute(self.statements.purge, self.purge_batch)
+            )
+            deleted = int(status.rsplit(" ", 1)[-1])
+            total += deleted
+            if deleted < self.purge_batch:
+                return total
+
+    async def _purge_loop(self) -> None:
+        while True:
+            await asyncio.sleep(self.purge_interval)
+            try:
+                await self.purge_expired()
+            except PrismError as exc:
+                log.warning("purging expired postgres items failed: %s", exc)
+
+    # -- reads ----------------------------------------------------------------------
+
+    async def get(self, ns: str, record: str, key: str, *, consistent: bool = False) -> Item | None:
+        row = await self._run("get", lambda con: con.fetchrow(self.statements.get, ns, record, key))
+        return None if row is None else Item(key, *row)
+
+    async def get_many(
+        self, ns: str, addresses: Sequence[tuple[str, str]], *, consistent: bool = False
+    ) -> list[Item | None]:
+        if not addresses:
+            return []
+        sql = self.statements
+        # One row per address, in request order (all columns NULL where nothing live is stored).
+        keys = [key for _, key in addresses]
+        if not any(keys):
+            records = [record for record, _ in addresses]
+            rows = await self._run("get_many", lambda con: con.fetch(sql.get_flat, ns, records))
+            return [None if row[0] is None else Item("", *row) for row in rows]
+        record = addresses[0][0]
+        if all(r == record for r, _ in addresses):
+            rows = await self._run("get_many", lambda con: con.fetch(sql.get_keys, ns, record, keys))
+        else:
+            records = [r for r, _ in addresses]
+            rows = await self._run("get_many", lambda con: con.fetch(sql.get_pairs, ns, records, keys))
+        return [None if row[0] is None else Item(key, *row) for key, row in zip(keys, rows, strict=True)]
+
+    async def scan(self, ns: str, prefix: str, after: str | None, limit: int) -> list[str]:
+        upper = prefix_end(prefix)
+        if after is not None and after >= prefix:
+            lower, past = after, True
+        else:
+            lower, past = prefix, False
+        args: tuple[Any, ...] = (ns, lower, limit) if upper is None else (ns, lower, limit, upper)
+        sql = self.statements.scan[past, upper is not None]
+        rows = await self._run("scan", lambda con: con.fetch(sql, *args))
+        return [row[0] for row in rows]
+
+    async def get_range(
+        self,
+        ns: str,
+        record: str,
+        start: str | None,
+        end: str | None,
+        after: str | None,
+        limit: int,
+        *,
+        consistent: bool = False,
+    ) -> list[Item]:
+        if after is not None and (start is None or after >= start):
+            lower, past = after, True
+        else:
+            lower, past = start or "", False
+        args: tuple[Any, ...] = (ns, record, lower, limit) if end is None else (ns, record, lower, limit, end)
+        sql = self.statements.range[past, end is not None]
+        rows = await self._run("get_range", lambda con: con.fetch(sql, *args))
+        return [Item(*row) for row in rows]
+
+    # -- writes ---------------------------------------------------------------------
+
+    async def _apply(self, con: Any, ns: str, op: StoredWrite) -> WriteOutcome:
+        """One write as one statement (two when a failed condition must tell whether the item existed)."""
+        sql = self.statements
+        address = (ns, op.record, op.key)
+        if op.value is not None:
+            values = (*address, op.value, op.etag, op.expires_at, op.content_type, op.updated_at)
+            if op.if_absent and op.if_match is None:
+                if await con.fetchval(sql.insert_if_absent, *values):
+                    return _CREATED
+                return _failed(op, True, "already exists")
+            if op.if_match is not None and not op.if_absent:
+                if await con.fetchval(sql.update_if_match, *values, op.if_match):
+                    return _REPLACED
+                return _failed(op, bool(await con.fetchval(sql.live, *address)), "etag does not match")
+            if op.if_match is None:
+                return _REPLACED if await _put(con, sql, values) else _CREATED
+        elif _unconditional(op):
+            return _REPLACED if await con.fetchval(sql.delete, *address) else _CREATED
+        elif op.if_match is not None and not op.if_absent:
+            if await con.fetchval(sql.delete_if_match, *address, op.if_match):
+                return _REPLACED
+            return _failed(op, bool(await con.fetchval(sql.live, *address)), "etag does not match")
+        # if_absent on a delete, or both conditions at once: decide under the row's lock.
+        existed = bool(await con.fetchval(sql.live_for_update, *address))
+        if existed:
+            return _failed(op, True, "exists")
+        if op.if_match is not None:
+            return _failed(op, False, "etag does not match")
+        await con.execute(sql.delete, *address)
+        return WriteOutcome(True, False)
+
+    async def write(self, ns: str, ops: Sequence[StoredWrite]) -> list[WriteOutcome]:
+        if not ops:
+            return []
+        idempotent = _all_unconditional(ops)
+        if len(ops) == 1:
+            (op,) = ops
+            return [await self._run("write", lambda con: self._apply(con, ns, op), idempotent=idempotent)]
+        if idempotent and len(set(map(_address, ops))) == len(ops):
+            deletes = [op.value for op in ops].count(None)
+            if deletes == 0:
+                return await self._upsert_many(ns, ops)
+            if deletes == len(ops):
+                return await self._delete_many(ns, ops)
+        order = _key_order(ops)
+
+        async def body(con: Any) -> list[WriteOutcome]:
+            outcomes: list[WriteOutcome | None] = [None] * len(ops)
+            async with con.transaction():
+                for i in order:
+                    outcomes[i] = await self._apply(con, ns, ops[i])
+            return [o for o in outcomes if o is not None]
+
+        return await self._run("write", body, idempotent=idempotent)
+
+    async def _upsert_many(self, ns: str, ops: Sequence[StoredWrite]) -> list[WriteOutcome]:
+        order = _key_order(ops)
+        ordered = [ops[i] for i in order]
+        column = operator.attrgetter
+        args: list[Any] = [
+            ns,
+            list(map(column("record"), ordered)),
+            list(map(column("value"), ordered)),
+            list(map(column("etag"), ordered)),
+        ]
+        uniform = 0
+        for bit, name in enumerate(BATCH_UNIFORM):
+            values = list(map(column(name), ordered))
+            first = values[0]
+            if values.count(first) == len(values):
+                uniform |= 1 << bit
+                args.append(first)
+            else:
+                args.append(values)
+        sql = self.statements
+
+        async def body(con: Any) -> list[bool]:
+            inserted, records, keys = await con.fetchrow(sql.upsert_many[uniform], *args)
+            if inserted is not None and len(inserted) == len(ordered):
+                return list(inserted)
+            # Some rows found an expired item and were left alone: replace those one by one.
+            written = dict(zip(zip(records or (), keys or (), strict=True), inserted or (), strict=True))
+            flags = []
+            for op in ordered:
+                was_inserted = written.get((op.record, op.key))
+                if was_inserted is None:
+                    values = (ns, op.record, op.key, op.value, op.etag, op.expires_at, op.content_type)
+                    was_inserted = not await _put(con, sql, (*values, op.updated_at))
+                flags.append(was_inserted)
+            return flags
+
+        outcomes: list[WriteOutcome] = [_CREATED] * len(ops)
+        for i, was_inserted in zip(order, await self._run("write", body), strict=True):
+            if not was_inserted:
+                outcomes[i] = _REPLACED
+        return outcomes
+
+    async def _delete_many(self, ns: str, ops: Sequence[StoredWrite]) -> list[WriteOutcome]:
+        ordered = sorted(ops, key=_address)
+        records = [op.record for op in ordered]
+        keys = [op.key for op in ordered]
+        rows = await self._run("write", lambda con: con.fetch(self.statements.delete_many, ns, records, keys))
+        live = {(row[0], row[1]) for row in rows if row[2]}
+        return [WriteOutcome(True, (op.record, op.key) in live) for op in ops]
+
+    async def transact(self, ns: str, ops: Sequence[StoredWrite]) -> list[WriteOutcome]:
+        if not ops:
+            return []
+        # Ops on different keys commute, so running them in key order (same-key ops keep their
+        # order) gives the same result without deadlocks. Past a failed condition the rest still
+        # runs, only to find the failure that comes first in the caller's order; then all rolls back.
+        order = _key_order(ops)
+
+        async def body(con: Any) -> list[WriteOutcome]:
+            outcomes: list[WriteOutcome | None] = [None] * len(ops)
+            failed: list[int] = []
+            async with con.transaction():
+                for i in order:
+                    outcome = outcomes[i] = await self._apply(con, ns, ops[i])
+                    if not outcome.ok:
+                        failed.append(i)
+                if failed:
+                    error = outcomes[min(failed)]
+                    assert error is not None and error.error is not None
+                    raise error.error
+            return [o for o in outcomes if o is not None]
+
+        return await self._run("transact", body, idempotent=_all_unconditional(ops))
+
+    async def delete_range(self, ns: str, record: str, start: str | None, end: str | None) -> int:
+        sql = self.statements.delete_range[end is not None]
+        args: tuple[Any, ...] = (ns, record, start or "") if end is None else (ns, record, start or "", end)
+        count = await self._run("delete_range", lambda con: con.fetchval(sql, *args))
+        return int(count)

@@ -1,0 +1,179 @@
+"""The table's DDL and every SQL statement of the PostgreSQL backend, built once per table name."""
+
+from __future__ import annotations
+
+import re
+
+from prism.errors import InvalidArgument
+
+__all__ = ["BATCH_UNIFORM", "DEFAULT_TABLE", "Statements", "ddl", "prefix_end"]
+
+DEFAULT_TABLE = "prism_kv"
+_IDENT = re.compile(r"[A-Za-z_][A-Za-z0-9_]{0,50}")
+
+_LIVE = "(expires_at IS NULL OR expires_at > now())"
+_COLUMNS = "value, etag, expires_at, content_type, updated_at"
+_PK = "namespace = $1 AND record = $2 AND key = $3"
+_VALUES = "($1, $2, $3, $4, $5, to_timestamp($6::float8), $7, to_timestamp($8::float8))"
+_SET = (
+    "value = EXCLUDED.value, etag = EXCLUDED.etag, expires_at = EXCLUDED.expires_at, "
+    "content_type = EXCLUDED.content_type, updated_at = EXCLUDED.updated_at"
+)
+_INSERT = "(namespace, record, key, value, etag, expires_at, content_type, updated_at)"
+#: Columns of a batch upsert that are often one value for every row (a flat batch has key "",
+#: a batch is stamped with one updated_at): each is sent once when uniform, as an array otherwise.
+BATCH_UNIFORM = ("key", "expires_at", "content_type", "updated_at")
+_BATCH_PARAMS = ((5, "text"), (6, "float8"), (7, "text"), (8, "float8"))
+
+
+def _quote_table(table: str) -> tuple[str, str]:
+    """The quoted (schema-qualified) table name and the bare name, or InvalidArgument."""
+    parts = table.split(".") if isinstance(table, str) else []
+    if not 1 <= len(parts) <= 2 or not all(_IDENT.fullmatch(p) for p in parts):
+        raise InvalidArgument(
+            f"table must be NAME or SCHEMA.NAME of letters, digits and _ (at most 51 each), got {table!r}"
+        )
+    return ".".join(f'"{p}"' for p in parts), parts[-1]
+
+
+def ddl(table: str = DEFAULT_TABLE) -> str:
+    """The SQL that creates ``table`` and its expiry index (idempotent), for operators to run."""
+    quoted, bare = _quote_table(table)
+    return (
+        f"CREATE TABLE IF NOT EXISTS {quoted} (\n"
+        '    namespace    text COLLATE "C" NOT NULL,\n'
+        '    record       text COLLATE "C" NOT NULL,\n'
+        '    key          text COLLATE "C" NOT NULL,\n'
+        "    value        bytea NOT NULL,\n"
+        "    etag         text NOT NULL,\n"
+        "    expires_at   timestamptz,\n"
+        "    content_type text,\n"
+        "    updated_at   timestamptz NOT NULL,\n"
+        "    PRIMARY KEY (namespace, record, key)\n"
+        ");\n"
+        f'CREATE INDEX IF NOT EXISTS "{bare}_expires_at" ON {quoted} (expires_at) '
+        "WHERE expires_at IS NOT NULL;\n"
+    )
+
+
+class Statements:
+    """Every SQL statement the backend runs on one table (static text, so prepared once per connection)."""
+
+    def __init__(self, table: str) -> None:
+        t, _ = _quote_table(table)
+        self.table = t
+        self.get = f"SELECT {_COLUMNS} FROM {t} WHERE {_PK} AND {_LIVE}"
+        # Batch lookups: one row per requested address in request order (NULLs where nothing
+        # live is stored), each found by one unique-key index probe whatever the planner's
+        # statistics say (a LATERAL ... LIMIT 1 subquery is never flattened into a join).
+        self.get_flat = _lookup(t, "unnest($2::text[])", "record", "i.record", "''")
+        self.get_keys = _lookup(t, "unnest($3::text[])", "key", "$2", "i.key")
+        self.get_pairs = _lookup(t, "unnest($2::text[], $3::text[])", "record, key", "i.record", "i.key")
+        # An unconditional put is "insert, or replace a live row" (xmax = 0: inserted, so
+        # nothing live existed) and, when that finds an expired row, "replace it if still expired"
+        # (insert_if_absent); the row's lock makes each answer exact under concurrency.
+        self.upsert = (
+            f"INSERT INTO {t} AS t {_INSERT} VALUES {_VALUES} "
+            f"ON CONFLICT (namespace, record, key) DO UPDATE SET {_SET} "
+            "WHERE t.expires_at IS NULL OR t.expires_at > now() RETURNING t.xmax = 0"
+        )
+        self.insert_if_absent = (
+            f"INSERT INTO {t} AS t {_INSERT} VALUES {_VALUES} "
+            f"ON CONFLICT (namespace, record, key) DO UPDATE SET {_SET} "
+            "WHERE t.expires_at IS NOT NULL AND t.expires_at <= now() RETURNING true"
+        )
+        self.update_if_match = (
+            f"UPDATE {t} SET value = $4, etag = $5, expires_at = to_timestamp($6::float8), "
+            "content_type = $7, updated_at = to_timestamp($8::float8) "
+            f"WHERE {_PK} AND etag = $9 AND {_LIVE} RETURNING true"
+        )
+        self.delete = f"DELETE FROM {t} WHERE {_PK} RETURNING {_LIVE}"
+        self.delete_if_match = f"DELETE FROM {t} WHERE {_PK} AND etag = $4 AND {_LIVE} RETURNING true"
+        self.live = f"SELECT true FROM {t} WHERE {_PK} AND {_LIVE}"
+        self.live_for_update = f"SELECT {_LIVE} FROM {t} WHERE {_PK} FOR UPDATE"
+        #: Batch upserts by which of BATCH_UNIFORM are one value for the whole batch (bit i set:
+        #: column i is passed once instead of as an array).
+        self.upsert_many = {mask: _upsert_many(t, mask) for mask in range(1 << len(BATCH_UNIFORM))}
+        # Rows are locked in the arrays' order (sorted by the caller), then deleted.
+        self.delete_many = (
+            "WITH doomed AS (SELECT x.record, x.key FROM unnest($2::text[], $3::text[]) AS i(record, key) "
+            f"CROSS JOIN LATERAL (SELECT t.record, t.key FROM {t} t WHERE t.namespace = $1 "
+            "AND t.record = i.record AND t.key = i.key LIMIT 1 FOR UPDATE) x) "
+            f"DELETE FROM {t} t USING doomed d WHERE t.namespace = $1 AND t.record = d.record "
+            "AND t.key = d.key RETURNING t.record, t.key, t.expires_at IS NULL OR t.expires_at > now()"
+        )
+        self.purge = (
+            f"DELETE FROM {t} WHERE ctid = ANY(ARRAY(SELECT ctid FROM {t} WHERE expires_at <= now() "
+            "LIMIT $1 FOR UPDATE SKIP LOCKED)) AND expires_at <= now()"
+        )
+        self.prepare = "SELECT current_setting('server_encoding'), to_regclass($1) IS NOT NULL"
+        # Range statements: lower bound inclusive (>=) or after a cursor (>), upper bound or none.
+        self.scan: dict[tuple[bool, bool], str] = {}
+        self.range: dict[tuple[bool, bool], str] = {}
+        for after in (False, True):
+            for bounded in (False, True):
+                op = ">" if after else ">="
+                self.scan[after, bounded] = (
+                    f"SELECT DISTINCT record FROM {t} WHERE namespace = $1 AND record {op} $2"
+                    f"{' AND record < $4' if bounded else ''} AND {_LIVE} ORDER BY record LIMIT $3"
+                )
+                self.range[after, bounded] = (
+                    f"SELECT key, {_COLUMNS} FROM {t} WHERE namespace = $1 AND record = $2 AND key {op} $3"
+                    f"{' AND key < $5' if bounded else ''} AND {_LIVE} ORDER BY key LIMIT $4"
+                )
+        self.delete_range: dict[bool, str] = {
+            bounded: f"WITH gone AS (DELETE FROM {t} WHERE namespace = $1 AND record = $2 AND key >= $3"
+            f"{' AND key < $4' if bounded else ''} RETURNING expires_at) "
+            f"SELECT count(*) FROM gone WHERE {_LIVE}"
+            for bounded in (False, True)
+        }
+
+
+def _lookup(t: str, source: str, names: str, record: str, key: str) -> str:
+    return (
+        f"SELECT x.* FROM {source} WITH ORDINALITY AS i({names}, n) LEFT JOIN LATERAL "
+        f"(SELECT {_COLUMNS} FROM {t} t WHERE t.namespace = $1 AND t.record = {record} "
+        f"AND t.key = {key} AND {_LIVE} LIMIT 1) x ON true ORDER BY i.n"
+    )
+
+
+def _upsert_many(t: str, uniform: int) -> str:
+    """``upsert`` over rows given as arrays, in the arrays' order (the caller sorts them by key:
+    the order every writer locks in, so concurrent batches never deadlock).
+
+    Answers one row: ``inserted`` for each row written, and the written rows' records and
+    keys, all in key order. Rows whose stored item has expired are not written; the
+    caller finds them missing and replaces them with ``insert_if_absent``.
+    """
+    arrays = ["$2::text[]", "$3::bytea[]", "$4::text[]"]
+    names = ["record", "value", "etag"]
+    column: dict[str, str] = {}
+    for bit, (name, (number, kind)) in enumerate(zip(BATCH_UNIFORM, _BATCH_PARAMS, strict=True)):
+        if uniform & (1 << bit):
+            column[name] = f"${number}::{kind}"
+        else:
+            arrays.append(f"${number}::{kind}[]")
+            names.append(name)
+            column[name] = f"i.{name}"
+    return (
+        f"WITH w AS (INSERT INTO {t} AS t {_INSERT} "
+        f"SELECT $1, i.record, {column['key']}, i.value, i.etag, to_timestamp({column['expires_at']}), "
+        f"{column['content_type']}, to_timestamp({column['updated_at']}) "
+        f"FROM unnest({', '.join(arrays)}) AS i({', '.join(names)}) "
+        f"ON CONFLICT (namespace, record, key) DO UPDATE SET {_SET} "
+        "WHERE t.expires_at IS NULL OR t.expires_at > now() "
+        "RETURNING t.record, t.key, t.xmax = 0 AS inserted) "
+        "SELECT array_agg(inserted ORDER BY record, key), array_agg(record ORDER BY record, key), "
+        "array_agg(key ORDER BY record, key) FROM w"
+    )
+
+
+def prefix_end(prefix: str) -> str | None:
+    """The smallest string greater than every string starting with ``prefix`` (None: no bound)."""
+    while prefix:
+        last = ord(prefix[-1])
+        if last < 0x10FFFF:
+            nxt = 0xE000 if 0xD800 <= last + 1 <= 0xDFFF else last + 1  # skip the surrogates
+            return prefix[:-1] + chr(nxt)
+        prefix = prefix[:-1]
+    return None
