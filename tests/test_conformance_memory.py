@@ -20,11 +20,12 @@ class TestMemory(ConformanceSuite):
 
 
 class FewerCapabilitiesBackend(MemoryBackend):
-    """The memory engine, declaring only flat reads and writes with conditions."""
+    """The memory engine declaring plain reads and writes only: no ttl, conditions, listing, transactions."""
 
     name = "memory-limited"
     capabilities = Capabilities(
         ttl=False,
+        etag=False,
         transactions=False,
         range_reads=False,
         prefix_scan=False,

@@ -104,8 +104,7 @@ class Item:
         )
 
 
-@dataclass(frozen=True, slots=True)
-class Put:
+class Put(msgspec.Struct, frozen=True):
     """A write of ``value`` under ``key``, for put_many, put_items and transact.
 
     ``ttl`` is seconds (int, float or timedelta); ``if_match`` requires the current etag;
@@ -120,16 +119,14 @@ class Put:
     if_absent: bool = False
 
 
-@dataclass(frozen=True, slots=True)
-class Delete:
+class Delete(msgspec.Struct, frozen=True):
     """A delete of ``key``, optionally only when its etag is ``if_match``."""
 
     key: str
     if_match: str | None = None
 
 
-@dataclass(frozen=True, slots=True)
-class WriteResult:
+class WriteResult(msgspec.Struct, frozen=True):
     """The outcome of one op of a batch: ``ok`` and the new ``etag``, or the ``error``.
 
     ``existed`` tells whether a live item was there before the write (a put that

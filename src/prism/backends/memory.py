@@ -108,7 +108,8 @@ class MemoryBackend(Backend):
             op.if_absent and existed
         ):
             reason = "exists" if op.if_absent else "etag does not match"
-            return WriteOutcome(False, existed, PreconditionFailed(f"{op.record!r}: {reason}", key=op.record))
+            name = op.key or op.record
+            return WriteOutcome(False, existed, PreconditionFailed(f"{name!r}: {reason}", key=name))
         if op.value is None:
             if items is not None and op.key in items:
                 del items[op.key]

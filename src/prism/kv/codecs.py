@@ -5,6 +5,7 @@ from __future__ import annotations
 from typing import Any, Generic, Protocol, TypeVar, cast
 
 import msgspec
+import msgspec.inspect
 
 from prism.errors import DecodeError, InvalidArgument
 
@@ -104,6 +105,9 @@ def codec_for(type_: Any) -> Codec[Any]:
     if _is_pydantic(type_):
         return PydanticCodec(type_)
     try:
+        info = msgspec.inspect.type_info(type_)
+        if isinstance(info, msgspec.inspect.CustomType):
+            raise TypeError("not a Struct, dataclass, pydantic model, TypedDict or JSON type")
         return JsonCodec(type_)
     except TypeError as exc:
         raise InvalidArgument(f"no codec for type {type_!r}: {exc}") from exc

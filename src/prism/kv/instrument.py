@@ -146,7 +146,7 @@ REGISTRY.register(KV_METRICS)
 class _Op:
     """One instrumented call: a context manager that records its outcome on exit."""
 
-    __slots__ = ("_count", "_series", "_span", "_start", "hits", "misses")
+    __slots__ = ("_count", "_series", "_span", "_start", "failure", "hits", "misses")
 
     def __init__(self, series: Series, count: int) -> None:
         self._series = series
@@ -154,6 +154,8 @@ class _Op:
         self._span: Any = None
         self.hits = 0
         self.misses = 0
+        #: An error the call reports without raising it (a failed condition of a single write).
+        self.failure: BaseException | None = None
 
     def __enter__(self) -> _Op:
         next(self._series.started)
@@ -182,6 +184,8 @@ class _Op:
     ) -> None:
         elapsed = time.perf_counter() - self._start
         s = self._series
+        if exc is None and self.failure is not None:
+            exc = self.failure
         if exc is None:
             outcome = "ok"
             failed = False
@@ -216,7 +220,7 @@ class _Op:
         if self._span is not None:
             if exc is not None:
                 trace.get_current_span().set_status(Status(StatusCode.ERROR, type(exc).__name__))
-            self._span.__exit__(exc_type, exc, tb)
+            self._span.__exit__(exc_type, exc if exc_type else None, tb)
 
 
 class Instrumentation:

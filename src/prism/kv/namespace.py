@@ -20,6 +20,7 @@ from prism.kv.validation import (
 from prism.model import Delete, Item, Page, Put, StoredWrite, WriteOutcome, WriteResult
 
 if TYPE_CHECKING:
+    from prism.backends.base import Backend
     from prism.kv.store import Store
 
 __all__ = ["Consistency", "Namespace"]
@@ -32,10 +33,12 @@ MAX_PAGE_LIMIT = 1000
 MAX_BATCH = 1000
 
 
-def _consistent(consistency: str) -> bool:
+def _consistent(consistency: str, backend: Backend) -> bool:
     if consistency == "eventual":
         return False
     if consistency == "strong":
+        if not backend.capabilities.consistent_reads:
+            raise Unsupported(f"the {backend.name} backend has no strongly consistent reads")
         return True
     raise InvalidArgument(f"consistency must be 'eventual' or 'strong', got {consistency!r}")
 
@@ -74,7 +77,7 @@ class Namespace:
         check_id(key)
         self._check_open()
         with self._inst.op(self.name, "get") as op:
-            item = await self._backend.get(self.name, key, "", consistent=_consistent(consistency))
+            item = await self._backend.get(self.name, key, "", consistent=_consistent(consistency, self._backend))
             if item is None:
                 op.misses = 1
                 return None
@@ -111,8 +114,9 @@ class Namespace:
         """One put as a WriteResult (``existed`` tells created from replaced); raises only on bad input."""
         write = self._stored_put(put, time.time(), record)
         self._check_open()
-        with self._inst.op(self.name, "put"):
+        with self._inst.op(self.name, "put") as op:
             (outcome,) = await self._backend.write(self.name, (write,))
+            op.failure = outcome.error
         return _result(put.key, write, outcome)
 
     async def delete(self, key: str, *, if_match: str | None = None) -> bool:
@@ -128,8 +132,9 @@ class Namespace:
     async def delete_result(self, delete: Delete) -> WriteResult:
         write = self._stored_delete(delete)
         self._check_open()
-        with self._inst.op(self.name, "delete"):
+        with self._inst.op(self.name, "delete") as op:
             (outcome,) = await self._backend.write(self.name, (write,))
+            op.failure = outcome.error
         return _result(delete.key, write, outcome)
 
     # -- batches ------------------------------------------------------------------
@@ -145,7 +150,7 @@ class Namespace:
         self._check_open()
         with self._inst.op(self.name, "get_many", len(keys)) as op:
             found = await self._backend.get_many(
-                self.name, [(k, "") for k in keys], consistent=_consistent(consistency)
+                self.name, [(k, "") for k in keys], consistent=_consistent(consistency, self._backend)
             )
             out: list[Item | None] = []
             for key, item in zip(keys, found, strict=True):
@@ -266,7 +271,7 @@ class Namespace:
         check_limit(limit, MAX_PAGE_LIMIT)
         if page_size_bytes is not None:
             check_limit(page_size_bytes, 1 << 40, "page_size_bytes")
-        consistent = _consistent(consistency)
+        consistent = _consistent(consistency, self._backend)
         if keys is not None:
             return await self._get_listed_items(record, list(keys), consistent)
         for bound in (start, end):
@@ -338,25 +343,23 @@ class Namespace:
         else:
             rid, key = record, check_item_key(put.key)
         value = check_value(put.value, self.max_value_bytes, put.key)
-        if put.if_match is not None and put.if_absent:
-            raise InvalidArgument(f"{put.key!r}: if_match and if_absent cannot both be set")
-        _check_etag(put.if_match)
-        expires_at = expiry(put.ttl, self.default_ttl, now)
-        caps = self._backend.capabilities
-        if expires_at is not None and not caps.ttl:
-            raise Unsupported(f"the {self._backend.name} backend has no TTL")
-        if (put.if_match is not None or put.if_absent) and not caps.etag:
-            raise Unsupported(f"the {self._backend.name} backend has no conditional writes")
+        if put.ttl is None and self.default_ttl is None:
+            expires_at = None
+        else:
+            expires_at = expiry(put.ttl, self.default_ttl, now)
+            if not self._backend.capabilities.ttl:
+                raise Unsupported(f"the {self._backend.name} backend has no TTL")
+        if put.if_match is not None or put.if_absent:
+            if put.if_match is not None and put.if_absent:
+                raise InvalidArgument(f"{put.key!r}: if_match and if_absent cannot both be set")
+            _check_etag(put.if_match)
+            if not self._backend.capabilities.etag:
+                raise Unsupported(f"the {self._backend.name} backend has no conditional writes")
+        content_type = put.content_type
+        if content_type is not None:
+            check_content_type(content_type)
         return StoredWrite(
-            rid,
-            key,
-            value,
-            new_etag(),
-            expires_at,
-            check_content_type(put.content_type),
-            now,
-            put.if_match,
-            bool(put.if_absent),
+            rid, key, value, new_etag(), expires_at, content_type, now, put.if_match, bool(put.if_absent)
         )
 
     def _stored_delete(self, delete: Delete) -> StoredWrite:

@@ -20,6 +20,7 @@ from datetime import timedelta
 from types import TracebackType
 from typing import Any, Generic, TypeVar
 
+from prism.errors import StoreClosed
 from prism.kv.collection import Collection
 from prism.kv.namespace import Consistency, Namespace
 from prism.kv.store import Store, connect
@@ -39,6 +40,7 @@ class Portal:
 
     def __init__(self, inline: bool) -> None:
         self.inline = inline
+        self.closed = False
         self._local = threading.local()
         self._loops: list[asyncio.AbstractEventLoop] = []
         self._lock = threading.Lock()
@@ -51,6 +53,9 @@ class Portal:
             self._thread.start()
 
     def call(self, coro: Coroutine[Any, Any, R]) -> R:
+        if self.closed:
+            coro.close()
+            raise StoreClosed("the store is closed")
         if self._loop is not None:
             return asyncio.run_coroutine_threadsafe(coro, self._loop).result()
         return self._drive(coro)
@@ -90,6 +95,7 @@ class Portal:
                 _set_running_loop(outer)
 
     def close(self) -> None:
+        self.closed = True
         if self._loop is not None and self._thread is not None:
             self._loop.call_soon_threadsafe(self._loop.stop)
             self._thread.join(timeout=5)

@@ -20,7 +20,7 @@ from collections.abc import Coroutine
 from dataclasses import dataclass
 from typing import Any, ClassVar, TypeVar
 
-from hypothesis import HealthCheck, settings
+from hypothesis import HealthCheck, Phase, settings
 from hypothesis import strategies as st
 from hypothesis.stateful import RuleBasedStateMachine, precondition, rule, run_state_machine_as_test
 
@@ -42,7 +42,7 @@ R = TypeVar("R")
 #: Seconds one store call may take before the run fails (a hung backend must not hang the suite).
 STEP_TIMEOUT = 30.0
 #: Random programs tried per run.
-DEFAULT_MAX_EXAMPLES = 30
+DEFAULT_MAX_EXAMPLES = 40
 #: Most steps in one program.
 DEFAULT_STEP_COUNT = 30
 #: The long ttl given to some writes: never reached during a run, but reported as expires_at.
@@ -50,9 +50,9 @@ LONG_TTL = 3600
 
 # Few, overlapping names so that programs collide on keys; they include characters that
 # glob, subject and path syntaxes treat specially, and ones outside the BMP.
-RECORDS = ("a", "b", "ab", "a/b", "a.b", "a*", "a b", "é", "😀")
-ITEM_KEYS = ("", "x", "xy", "y", "z", "\uffff", "😀")
-PREFIXES = ("", "a", "a/", "a.", "a*", "b", "é", "z")
+RECORDS = ("a", "ab", "a.b", "a*", "b c", "😀")
+ITEM_KEYS = ("", "x", "xy", "y", "\uffff", "😀")
+PREFIXES = ("", "a", "a.", "a*", "b", "z")
 STALE_ETAG = "etag-that-was-never-issued"
 
 _records = st.sampled_from(RECORDS)
@@ -102,6 +102,7 @@ class KeyValueMachine(RuleBasedStateMachine):
         self.ns: Namespace = store.namespace(f"model-{uuid.uuid4().hex[:12]}")
         self.model: dict[str, dict[str, _Stored]] = {}
         self.replaced: list[str] = [STALE_ETAG]
+        self.touched: set[str] = set()
 
     # -- the model ----------------------------------------------------------------
 
@@ -111,7 +112,8 @@ class KeyValueMachine(RuleBasedStateMachine):
     def _condition(self, record: str, key: str, condition: str) -> tuple[str | None, bool, bool]:
         """(if_match, if_absent, expected to hold) for a condition on (record, key)."""
         current = self._current(record, key)
-        if not self.caps.etag and condition in ("current", "stale"):
+        self.touched.add(record)
+        if not self.caps.etag:  # no conditional writes at all
             condition = "none"
         if condition == "current":
             return (current.etag, False, True) if current else (self.replaced[-1], False, False)
@@ -123,8 +125,11 @@ class KeyValueMachine(RuleBasedStateMachine):
 
     def _store(self, record: str, key: str, stored: _Stored | None) -> None:
         current = self._current(record, key)
+        self.touched.add(record)
         if current is not None:
             self.replaced.append(current.etag)
+        if stored is not None and self.caps.etag:
+            assert stored.etag and stored.etag not in self.replaced, f"{record!r}/{key!r}: etag reused"
         if stored is not None:
             self.model.setdefault(record, {})[key] = stored
         elif current is not None:
@@ -152,7 +157,10 @@ class KeyValueMachine(RuleBasedStateMachine):
     # -- flat entries -------------------------------------------------------------
 
     @rule(record=_records, value=_values, content_type=_content_types, ttl=_ttls, condition=_conditions)
-    def put(self, record: str, value: bytes, content_type: str | None, ttl: int | None, condition: str) -> None:
+    def put(
+        self, record: str, value: bytes, content_type: str | None, ttl: int | None, condition: str
+    ) -> None:
+        ttl = ttl if self.caps.ttl else None
         if_match, if_absent, holds = self._condition(record, "", condition)
         call = self.ns.put(
             record, value, ttl=ttl, content_type=content_type, if_match=if_match, if_absent=if_absent
@@ -201,7 +209,9 @@ class KeyValueMachine(RuleBasedStateMachine):
         puts, expected = [], []
         for record, value, ttl, condition in ops:
             if_match, if_absent, holds = self._condition(record, "", condition)
-            puts.append(Put(record, value, ttl=ttl, if_match=if_match, if_absent=if_absent))
+            puts.append(
+                Put(record, value, ttl=ttl if self.caps.ttl else None, if_match=if_match, if_absent=if_absent)
+            )
             expected.append(holds)
         results = self.bridge.run(self.ns.put_many(puts))
         assert [r.key for r in results] == [p.key for p in puts]
@@ -228,7 +238,10 @@ class KeyValueMachine(RuleBasedStateMachine):
     @precondition(lambda self: self.caps.transactions)
     @rule(
         ops=st.lists(
-            st.tuples(_records, st.none() | _values, _conditions), min_size=1, max_size=4, unique_by=lambda o: o[0]
+            st.tuples(_records, st.none() | _values, _conditions),
+            min_size=1,
+            max_size=4,
+            unique_by=lambda o: o[0],
         )
     )
     def transact(self, ops: list[tuple[str, bytes | None, str]]) -> None:
@@ -239,7 +252,11 @@ class KeyValueMachine(RuleBasedStateMachine):
                 condition = "none"
             if_match, if_absent, holds = self._condition(record, "", condition)
             holds_all = holds_all and holds
-            batch.append(Delete(record, if_match) if value is None else Put(record, value, None, None, if_match, if_absent))
+            batch.append(
+                Delete(record, if_match)
+                if value is None
+                else Put(record, value, None, None, if_match, if_absent)
+            )
         if not holds_all:
             try:
                 self.bridge.run(self.ns.transact(batch))
@@ -262,13 +279,15 @@ class KeyValueMachine(RuleBasedStateMachine):
     def scan(self, prefix: str, limit: int) -> None:
         keys: list[str] = []
         token: str | None = None
-        while True:
+        for _ in range(len(RECORDS) + 2):
             page = self.bridge.run(self.ns.scan(prefix, limit=limit, page_token=token))
             assert len(page.keys) <= limit
             keys.extend(page.keys)
             token = page.next_page_token
             if token is None:
                 break
+        else:
+            raise AssertionError(f"scan {prefix!r} kept returning pages: {keys}")
         want = sorted(r for r in self.model if r.startswith(prefix))
         assert keys == want, f"scan {prefix!r}: {keys} != {want}"
 
@@ -294,7 +313,7 @@ class KeyValueMachine(RuleBasedStateMachine):
     def get_items(self, record: str, start: str | None, end: str | None, limit: int) -> None:
         got: list[Item] = []
         token: str | None = None
-        while True:
+        for _ in range(len(ITEM_KEYS) + 2):
             page = self.bridge.run(
                 self.ns.get_items(record, start=start, end=end, limit=limit, page_token=token)
             )
@@ -303,6 +322,8 @@ class KeyValueMachine(RuleBasedStateMachine):
             token = page.next_page_token
             if token is None:
                 break
+        else:
+            raise AssertionError(f"get_items {record!r} kept returning pages: {got}")
         want = _in_range(self.model.get(record, {}), start, end)
         assert [i.key for i in got] == want, f"get_items {record!r} [{start!r}, {end!r}): {got}"
         for item in got:
@@ -326,8 +347,8 @@ class KeyValueMachine(RuleBasedStateMachine):
             self._store(record, key, None)
 
     def teardown(self) -> None:
-        """Compare every address once more, then remove what the program wrote."""
-        for record in RECORDS:
+        """Compare every address written once more, then remove what the program wrote."""
+        for record in sorted(self.touched):
             listed = self.bridge.run(self.ns.get_items(record, keys=list(ITEM_KEYS)))
             assert [i.key for i in listed.items] == [k for k in ITEM_KEYS if k in self.model.get(record, {})]
             for item in listed.items:
@@ -345,10 +366,13 @@ async def check_against_model(
     max_examples: int = DEFAULT_MAX_EXAMPLES,
     step_count: int = DEFAULT_STEP_COUNT,
     step_timeout: float = STEP_TIMEOUT,
+    shrink: bool = False,
 ) -> None:
     """Run random programs on ``store`` and on the model; raise at the first disagreement.
 
-    Hypothesis shrinks a failure to a short program and prints it as the steps to replay.
+    The failing program is printed as the steps to replay. With ``shrink`` hypothesis
+    first shortens it, which makes it easier to read but can take minutes (thousands
+    of replays), longer than a test timeout; so it is off unless asked for.
     """
     bridge = LoopBridge(store, asyncio.get_running_loop(), step_timeout)
     machine = type("BoundKeyValueMachine", (KeyValueMachine,), {"bridge": bridge})
@@ -357,6 +381,7 @@ async def check_against_model(
         stateful_step_count=step_count,
         deadline=None,
         database=None,
+        phases=list(Phase) if shrink else [p for p in Phase if p is not Phase.shrink],
         # The machine is built per program from its own namespace; fixtures are never reused in it.
         suppress_health_check=[HealthCheck.function_scoped_fixture],
     )

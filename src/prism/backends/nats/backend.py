@@ -57,7 +57,7 @@ from prism.backends.nats.writes import (
     api_error,
 )
 from prism.errors import BackendUnavailable, InvalidArgument, PrismError, ValueTooLarge
-from prism.model import Capabilities, Item, StoredWrite, WriteOutcome, epoch_to_datetime
+from prism.model import Capabilities, Item, StoredWrite, WriteOutcome
 
 __all__ = ["NatsBackend"]
 
@@ -107,8 +107,7 @@ def _item(key: str, env: Envelope | None, now: float) -> Item | None:
     """The live item an envelope holds (None when there is none or it expired)."""
     if env is None or not env.live(now):
         return None
-    expires, updated = epoch_to_datetime(env.expires_at), epoch_to_datetime(env.updated_at)
-    return Item(key, env.value, env.etag, expires, env.content_type, updated)
+    return Item(key, env.value, env.etag, env.expires_at, env.content_type, env.updated_at)
 
 
 def _parse_headers(raw: bytes) -> dict[str, str]:

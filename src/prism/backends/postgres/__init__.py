@@ -399,7 +399,7 @@ class PostgresBackend(Backend):
 
     async def get(self, ns: str, record: str, key: str, *, consistent: bool = False) -> Item | None:
         row = await self._run("get", lambda con: con.fetchrow(self.statements.get, ns, record, key))
-        return None if row is None else Item(key, *row)
+        return None if row is None else Item(key or record, *row)
 
     async def get_many(
         self, ns: str, addresses: Sequence[tuple[str, str]], *, consistent: bool = False
@@ -412,7 +412,7 @@ class PostgresBackend(Backend):
         if not any(keys):
             records = [record for record, _ in addresses]
             rows = await self._run("get_many", lambda con: con.fetch(sql.get_flat, ns, records))
-            return [None if row[0] is None else Item("", *row) for row in rows]
+            return [None if row[0] is None else Item(r, *row) for r, row in zip(records, rows, strict=True)]
         record = addresses[0][0]
         if all(r == record for r, _ in addresses):
             rows = await self._run("get_many", lambda con: con.fetch(sql.get_keys, ns, record, keys))
