@@ -45,6 +45,8 @@ def _cell(value: object) -> str:
         return "no limit"
     if isinstance(value, int) and value >= 1024 * 1024:
         return f"{value / (1024 * 1024):g} MiB"
+    if isinstance(value, int) and value >= 1024:
+        return f"{value / 1024:g} KiB"
     return str(value)
 
 
@@ -64,7 +66,12 @@ def render() -> str:
     header = "| capability | " + " | ".join(cls.name for _, _, cls in backends) + " |"
     lines = [INTRO, "## Capability matrix", "", header, "|---|" + "---|" * len(backends)]
     for f in fields(Capabilities):
-        cells = " | ".join(_cell(getattr(cls.capabilities, f.name)) for _, _, cls in backends)
+        cells = " | ".join(
+            "n/a"
+            if f.name == "max_transaction_ops" and not cls.capabilities.transactions
+            else _cell(getattr(cls.capabilities, f.name))
+            for _, _, cls in backends
+        )
         lines.append(f"| {LABELS.get(f.name, f.name)} | {cells} |")
     for schemes, target, cls in backends:
         module = importlib.import_module(target.partition(":")[0])
