@@ -1,0 +1,129 @@
+"""The settings of a ``dynamodb://`` store, parsed from its URL and keyword options."""
+
+from __future__ import annotations
+
+import re
+from dataclasses import dataclass, field
+from typing import Any
+from urllib.parse import unquote, urlsplit
+
+from prism.backends._retry import NetworkSettings, split_options
+from prism.errors import InvalidArgument
+
+__all__ = ["DEFAULT_MAX_CONNECTIONS", "DEFAULT_TABLE_READY_TIMEOUT", "DynamoDBOptions", "mask_url"]
+
+#: HTTP connections the store's client keeps at most (one per request in flight).
+DEFAULT_MAX_CONNECTIONS = 128
+#: Seconds ``open()`` waits for a table it created to become ACTIVE.
+DEFAULT_TABLE_READY_TIMEOUT = 60.0
+
+_TABLE_NAME = re.compile(r"[A-Za-z0-9_.\-]{3,255}")
+_TRUE = {"true", "1", "yes", "on"}
+_FALSE = {"false", "0", "no", "off"}
+_OWN_OPTIONS = ("region", "endpoint", "profile", "create_table", "max_connections", "table_ready_timeout")
+
+
+def mask_url(url: str) -> str:
+    """``url`` with any password replaced by ``***`` (for messages and logs)."""
+    parts = urlsplit(url)
+    if parts.password is None:
+        return url
+    host = parts.hostname or ""
+    if parts.port is not None:
+        host = f"{host}:{parts.port}"
+    return parts._replace(netloc=f"{parts.username or ''}:***@{host}").geturl()
+
+
+def _flag(name: str, raw: object) -> bool:
+    if isinstance(raw, bool):
+        return raw
+    if isinstance(raw, str) and raw.lower() in _TRUE | _FALSE:
+        return raw.lower() in _TRUE
+    raise InvalidArgument(f"{name} must be true or false, got {raw!r}")
+
+
+def _text(name: str, raw: object) -> str:
+    if not isinstance(raw, str) or not raw:
+        raise InvalidArgument(f"{name} must be a non-empty string, got {raw!r}")
+    return raw
+
+
+@dataclass(frozen=True, slots=True)
+class DynamoDBOptions:
+    """Where the table lives and how the store talks to it.
+
+    Credentials are never options: they come from the standard AWS chain
+    (environment, shared config and credentials files, instance or task roles).
+    """
+
+    table: str
+    region: str | None = None
+    endpoint: str | None = None
+    profile: str | None = None
+    create_table: bool = False
+    max_connections: int = DEFAULT_MAX_CONNECTIONS
+    table_ready_timeout: float = DEFAULT_TABLE_READY_TIMEOUT
+    network: NetworkSettings = field(default_factory=NetworkSettings)
+
+    @classmethod
+    def parse(cls, url: str, options: dict[str, Any]) -> DynamoDBOptions:
+        """Options from ``dynamodb://TABLE?opt=value`` merged under keyword ``options``.
+
+        Raises InvalidArgument naming any unknown option or bad value.
+        """
+        base, merged = split_options(url, options)
+        parts = urlsplit(base)
+        if parts.scheme.lower() != "dynamodb":
+            raise InvalidArgument(f"a DynamoDB store URL starts with dynamodb://, not {parts.scheme}://")
+        if "@" in parts.netloc:
+            raise InvalidArgument(
+                "dynamodb:// URLs hold no credentials: they come from the AWS environment "
+                "(AWS_ACCESS_KEY_ID/AWS_SECRET_ACCESS_KEY, ~/.aws, or an instance role)"
+            )
+        if parts.path not in ("", "/"):
+            raise InvalidArgument(
+                "a DynamoDB store URL is dynamodb://TABLE?options, with no path after the table"
+            )
+        table = unquote(parts.netloc)
+        if not _TABLE_NAME.fullmatch(table):
+            raise InvalidArgument(
+                f"DynamoDB table names are 3-255 characters of A-Z a-z 0-9 _ . -, got {table!r}"
+            )
+        network = NetworkSettings.from_options(merged)
+        unknown = sorted(set(merged) - set(_OWN_OPTIONS))
+        if unknown:
+            known = sorted([*_OWN_OPTIONS, *NetworkSettings.__dataclass_fields__])
+            raise InvalidArgument(
+                f"unknown dynamodb:// option(s) {unknown}; known options: {', '.join(known)}"
+            )
+        region = _text("region", merged["region"]) if "region" in merged else None
+        endpoint = _text("endpoint", merged["endpoint"]) if "endpoint" in merged else None
+        if endpoint is not None and urlsplit(endpoint).scheme not in ("http", "https"):
+            raise InvalidArgument(f"endpoint must be an http:// or https:// URL, got {mask_url(endpoint)!r}")
+        profile = _text("profile", merged["profile"]) if "profile" in merged else None
+        create = _flag("create_table", merged.get("create_table", False))
+        connections = _positive_int("max_connections", merged.get("max_connections", DEFAULT_MAX_CONNECTIONS))
+        ready = _positive_float(
+            "table_ready_timeout", merged.get("table_ready_timeout", DEFAULT_TABLE_READY_TIMEOUT)
+        )
+        return cls(table, region, endpoint, profile, create, connections, ready, network)
+
+
+def _positive_int(name: str, raw: object) -> int:
+    try:
+        value = int(raw) if isinstance(raw, str | int) and not isinstance(raw, bool) else None
+    except ValueError:
+        value = None
+    if value is None or value < 1:
+        raise InvalidArgument(f"{name} must be a positive integer, got {raw!r}")
+    return value
+
+
+def _positive_float(name: str, raw: object) -> float:
+    try:
+        value = float(raw) if isinstance(raw, str | int | float) and not isinstance(raw, bool) else None
+    except ValueError:
+        value = None
+    if value is None or not value > 0 or value == float("inf"):
+        raise InvalidArgument(f"{name} must be a positive number of seconds, got {raw!r}")
+    return value
