@@ -3,18 +3,18 @@
 #   make test   runs the whole test suite
 PYTHON ?= python3
 VENV   := .venv
-UV     := $(shell command -v uv 2>/dev/null || echo $(VENV)/bootstrap/bin/uv)
+UV     := .tools/bin/uv
 STAMP  := $(VENV)/.installed
 export UV_PROJECT_ENVIRONMENT := $(VENV)
+export PYTHON
 
 .PHONY: run test lint bench docs fmt clean
 
-$(VENV)/bootstrap/bin/uv:
-	$(PYTHON) -m venv $(VENV)/bootstrap
-	$(VENV)/bootstrap/bin/pip install --quiet uv
+$(UV):
+	sh scripts/bootstrap-uv.sh
 
 $(STAMP): uv.lock pyproject.toml | $(UV)
-	$(UV) sync --frozen --all-extras
+	$(UV) sync --frozen --all-extras --python $(PYTHON)
 	@touch $(STAMP)
 
 run: $(STAMP)
@@ -39,4 +39,4 @@ docs: $(STAMP)
 	$(VENV)/bin/python -m prism.backends.matrix docs/backends.md
 
 clean:
-	rm -rf $(VENV) .prism .pytest_cache .mypy_cache
+	rm -rf $(VENV) .tools .prism .pytest_cache .mypy_cache

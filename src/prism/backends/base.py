@@ -69,7 +69,7 @@ class Backend(ABC):
 
     @abstractmethod
     async def scan(self, ns: str, prefix: str, after: str | None, limit: int) -> list[str]:
-        """Up to ``limit`` record ids starting with ``prefix`` that hold a live item and sort after ``after``."""
+        """Up to ``limit`` record ids with ``prefix``, holding a live item, sorting after ``after``."""
 
     @abstractmethod
     async def get_range(

@@ -77,7 +77,8 @@ class Namespace:
         check_id(key)
         self._check_open()
         with self._inst.op(self.name, "get") as op:
-            item = await self._backend.get(self.name, key, "", consistent=_consistent(consistency, self._backend))
+            consistent = _consistent(consistency, self._backend)
+            item = await self._backend.get(self.name, key, "", consistent=consistent)
             if item is None:
                 op.misses = 1
                 return None
