@@ -39,7 +39,13 @@ def epoch_to_datetime(ts: float | None) -> datetime | None:
     return None if ts is None else datetime.fromtimestamp(ts, UTC)
 
 
-class Item:
+def _when(value: datetime | float | None) -> datetime | None:
+    if value is None or isinstance(value, datetime):
+        return value
+    return datetime.fromtimestamp(value, UTC)
+
+
+class Item(msgspec.Struct, frozen=True):
     """One stored item: its key, its bytes, and their metadata.
 
     For a flat entry ``key`` is the entry's key; inside a record it is the item key.
@@ -48,41 +54,22 @@ class Item:
     then made only when read, which keeps batch reads cheap.
     """
 
-    __slots__ = ("_expires", "_updated", "content_type", "etag", "key", "value")
-
-    def __init__(
-        self,
-        key: str,
-        value: bytes,
-        etag: str,
-        expires_at: datetime | float | None = None,
-        content_type: str | None = None,
-        updated_at: datetime | float | None = None,
-    ) -> None:
-        self.key = key
-        self.value = value
-        self.etag = etag
-        self._expires = expires_at
-        self.content_type = content_type
-        self._updated = updated_at
+    key: str
+    value: bytes
+    etag: str
+    _expires: datetime | float | None = None
+    content_type: str | None = None
+    _updated: datetime | float | None = None
 
     @property
     def expires_at(self) -> datetime | None:
         """When the item expires (aware UTC), or None."""
-        value = self._expires
-        if value is None or isinstance(value, datetime):
-            return value
-        self._expires = converted = datetime.fromtimestamp(value, UTC)
-        return converted
+        return _when(self._expires)
 
     @property
     def updated_at(self) -> datetime | None:
         """When the item was last written (aware UTC), or None if the backend does not say."""
-        value = self._updated
-        if value is None or isinstance(value, datetime):
-            return value
-        self._updated = converted = datetime.fromtimestamp(value, UTC)
-        return converted
+        return _when(self._updated)
 
     def with_key(self, key: str) -> Item:
         """The same item under another key."""
@@ -98,9 +85,10 @@ class Item:
         return hash((self.key, self.etag))
 
     def __repr__(self) -> str:
+        value = repr(self.value[:64]) + ("..." if len(self.value) > 64 else "")
         return (
-            f"Item(key={self.key!r}, value={self.value[:64]!r}{'...' if len(self.value) > 64 else ''}, "
-            f"etag={self.etag!r}, expires_at={self.expires_at!r}, content_type={self.content_type!r})"
+            f"Item(key={self.key!r}, value={value}, etag={self.etag!r}, "
+            f"expires_at={self.expires_at!r}, content_type={self.content_type!r})"
         )
 
 

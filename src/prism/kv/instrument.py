@@ -40,6 +40,9 @@ _tracer = trace.get_tracer("prism.kv")
 #: Upper bounds (seconds) of the latency histogram's buckets.
 BUCKETS = (0.0001, 0.00025, 0.0005, 0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5, 5.0)
 
+_LOCK = threading.Lock()
+_bisect = bisect.bisect_left
+
 # Failed conditions and bad input are the caller's business, not an error of the store.
 _EXPECTED = (InvalidArgument, PreconditionFailed)
 
@@ -52,32 +55,77 @@ def _tracing_enabled() -> bool:
 class Series:
     """The counters of one (namespace, op, backend): outcomes, latency buckets, hits and misses."""
 
-    __slots__ = ("backend", "buckets", "hits", "misses", "namespace", "op", "outcomes", "started", "total")
+    __slots__ = (
+        "backend",
+        "buckets",
+        "failures",
+        "hits",
+        "misses",
+        "namespace",
+        "ok",
+        "op",
+        "started",
+        "total",
+    )
 
     def __init__(self, namespace: str, op: str, backend: str, started: Iterator[int]) -> None:
         self.started = started
         self.namespace = namespace
         self.op = op
         self.backend = backend
-        self.outcomes: dict[str, int] = {}
+        self.ok = 0
+        self.failures: dict[str, int] = {}
         self.buckets = [0] * (len(BUCKETS) + 1)  # the last one is +Inf
         self.total = 0.0
         self.hits = 0
         self.misses = 0
+
+    def observe(self, elapsed: float, exc: BaseException | None, hits: int = 0, misses: int = 0) -> None:
+        """Count one finished call: its outcome, latency, hits and misses; log it if it failed."""
+        if exc is None:
+            with _LOCK:
+                self.ok += 1
+                self.buckets[_bisect(BUCKETS, elapsed)] += 1
+                self.total += elapsed
+                self.hits += hits
+                self.misses += misses
+            return
+        if isinstance(exc, PrismError):
+            outcome = exc.code.lower()
+        else:
+            outcome = "cancelled" if isinstance(exc, asyncio.CancelledError) else "error"
+        failed = not isinstance(exc, _EXPECTED)
+        with _LOCK:
+            self.failures[outcome] = self.failures.get(outcome, 0) + 1
+            self.buckets[_bisect(BUCKETS, elapsed)] += 1
+            self.total += elapsed
+            if failed:
+                key = (self.namespace, self.backend)
+                KV_METRICS.errors[key] = KV_METRICS.errors.get(key, 0) + 1
+        if failed:
+            log.warning(
+                "kv operation failed",
+                extra={
+                    "namespace": self.namespace,
+                    "op": self.op,
+                    "backend": self.backend,
+                    "error": type(exc).__name__,
+                    "latency_ms": round(elapsed * 1000, 3),
+                },
+            )
 
 
 class KVMetrics(Collector):
     """The counters of every store in the process, exported at scrape time."""
 
     def __init__(self) -> None:
-        self.lock = threading.Lock()
+        self.lock = _LOCK
         self.series: dict[tuple[str, str, str], Series] = {}
         self.errors: dict[tuple[str, str], int] = {}
         # In flight = started - finished. ``started`` is an itertools.count per backend, whose
         # next() is atomic without a lock; reading it consumes a value, which ``peeks`` subtracts.
         self.started: dict[str, Iterator[int]] = {}
         self.peeks: dict[str, int] = {}
-        self.finished: dict[str, int] = {}
 
     def started_counter(self, backend: str) -> Iterator[int]:
         with self.lock:
@@ -111,9 +159,13 @@ class KVMetrics(Collector):
         )
         hits: dict[tuple[str, str], list[int]] = {}
         with self.lock:
+            finished: dict[str, int] = {}
             for s in self.series.values():
-                for outcome, count in s.outcomes.items():
+                if s.ok:
+                    ops.add_metric([s.namespace, s.op, s.backend, "ok"], s.ok)
+                for outcome, count in s.failures.items():
                     ops.add_metric([s.namespace, s.op, s.backend, outcome], count)
+                finished[s.backend] = finished.get(s.backend, 0) + s.ok + sum(s.failures.values())
                 cumulative, buckets = 0, []
                 for bound, count in zip((*map(str, BUCKETS), "+Inf"), s.buckets, strict=True):
                     cumulative += count
@@ -132,7 +184,7 @@ class KVMetrics(Collector):
             for backend, started in self.started.items():
                 peeks = self.peeks.get(backend, 0)
                 self.peeks[backend] = peeks + 1
-                gauge.add_metric([backend], next(started) - peeks - self.finished.get(backend, 0))
+                gauge.add_metric([backend], next(started) - peeks - finished.get(backend, 0))
         yield ops
         yield stat
         yield hist
@@ -183,40 +235,9 @@ class _Op:
         self, exc_type: type[BaseException] | None, exc: BaseException | None, tb: TracebackType | None
     ) -> None:
         elapsed = time.perf_counter() - self._start
-        s = self._series
         if exc is None and self.failure is not None:
             exc = self.failure
-        if exc is None:
-            outcome = "ok"
-            failed = False
-        else:
-            if isinstance(exc, PrismError):
-                outcome = exc.code.lower()
-            else:
-                outcome = "cancelled" if isinstance(exc, asyncio.CancelledError) else "error"
-            failed = not isinstance(exc, _EXPECTED)
-        m = KV_METRICS
-        with m.lock:
-            m.finished[s.backend] = m.finished.get(s.backend, 0) + 1
-            s.outcomes[outcome] = s.outcomes.get(outcome, 0) + 1
-            s.buckets[bisect.bisect_left(BUCKETS, elapsed)] += 1
-            s.total += elapsed
-            s.hits += self.hits
-            s.misses += self.misses
-            if failed:
-                key = (s.namespace, s.backend)
-                m.errors[key] = m.errors.get(key, 0) + 1
-        if failed:
-            log.warning(
-                "kv operation failed",
-                extra={
-                    "namespace": s.namespace,
-                    "op": s.op,
-                    "backend": s.backend,
-                    "error": type(exc).__name__,
-                    "latency_ms": round(elapsed * 1000, 3),
-                },
-            )
+        self._series.observe(elapsed, exc, self.hits, self.misses)
         if self._span is not None:
             if exc is not None:
                 trace.get_current_span().set_status(Status(StatusCode.ERROR, type(exc).__name__))
@@ -230,8 +251,16 @@ class Instrumentation:
         self.system = system
         self._series: dict[tuple[str, str], Series] = {}
 
+    def series(self, ns: str, name: str) -> Series:
+        found = self._series.get((ns, name))
+        if found is None:
+            found = self._series[(ns, name)] = KV_METRICS.series_for(ns, name, self.system)
+        return found
+
     def op(self, ns: str, name: str, count: int = 1) -> _Op:
-        series = self._series.get((ns, name))
-        if series is None:
-            series = self._series[(ns, name)] = KV_METRICS.series_for(ns, name, self.system)
-        return _Op(series, count)
+        return _Op(self.series(ns, name), count)
+
+    @staticmethod
+    def tracing() -> bool:
+        """Whether spans are being recorded (an OpenTelemetry SDK is installed)."""
+        return _tracing_enabled()
