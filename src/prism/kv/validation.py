@@ -83,6 +83,10 @@ def check_content_type(content_type: object) -> str | None:
     return content_type
 
 
+#: The longest ttl accepted (100 years): beyond it expiry times stop being representable datetimes.
+MAX_TTL_SECONDS = 100 * 365 * 24 * 3600
+
+
 def ttl_seconds(ttl: object) -> float | None:
     """A ttl as positive finite seconds (int, float or timedelta), or None."""
     if ttl is None:
@@ -95,6 +99,8 @@ def ttl_seconds(ttl: object) -> float | None:
         raise InvalidArgument(f"ttl must be seconds as int, float or timedelta, got {type(ttl).__name__}")
     if not (seconds > 0 and math.isfinite(seconds)):
         raise InvalidArgument(f"ttl must be a positive, finite number of seconds, got {ttl!r}")
+    if seconds > MAX_TTL_SECONDS:
+        raise InvalidArgument(f"ttl must be at most {MAX_TTL_SECONDS} seconds (100 years), got {ttl!r}")
     return seconds
 
 
