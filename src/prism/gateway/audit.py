@@ -21,7 +21,7 @@ import os
 import sys
 import time
 from abc import ABC, abstractmethod
-from datetime import UTC, datetime
+from datetime import datetime
 from pathlib import Path
 from typing import IO, Any
 
@@ -34,6 +34,7 @@ from prism.kv.namespace import Namespace
 from prism.model import Put
 
 __all__ = [
+    "AuditEvent",
     "AuditLog",
     "AuditSink",
     "AuditUnavailable",
@@ -41,24 +42,34 @@ __all__ = [
     "NamespaceSink",
     "NullSink",
     "StdoutSink",
-    "utc_timestamp",
 ]
 
 log = logging.getLogger("prism.gateway.audit")
 
-AUDIT_EVENTS = Counter(
-    "prism_audit_events_total", "Audit events by outcome (written, dropped).", ["outcome"]
-)
+AUDIT_EVENTS = Counter("prism_audit_events_total", "Audit events by outcome (written, dropped).", ["outcome"])
 AUDIT_BUFFERED = Gauge("prism_audit_buffered_events", "Audit events waiting to be written.")
 AUDIT_SINK_UP = Gauge("prism_audit_sink_up", "1 while the last write to the audit sink succeeded.")
 
 _encoder = msgspec.json.Encoder()
 
 
-def utc_timestamp(epoch: float | None = None) -> str:
-    """RFC 3339 UTC time with milliseconds."""
-    moment = datetime.fromtimestamp(time.time() if epoch is None else epoch, UTC)
-    return moment.isoformat(timespec="milliseconds").replace("+00:00", "Z")
+class AuditEvent(msgspec.Struct, kw_only=True, omit_defaults=True):
+    """One audit line. Optional fields are left out when unset."""
+
+    time: datetime
+    request_id: str | None
+    principal: str
+    principal_kind: str
+    tenant: str | None
+    namespace: str
+    operation: str
+    key: str | None = None
+    key_count: int | None = None
+    pii: str | None = None
+    values: dict[str, Any] | None = None
+    outcome: str
+    status: int
+    latency_ms: float
 
 
 class AuditUnavailable(Exception):
@@ -69,8 +80,8 @@ class AuditSink(ABC):
     """Where batches of audit lines go. ``write`` raises on failure; the log decides what follows."""
 
     @abstractmethod
-    async def write(self, lines: list[bytes]) -> None:
-        """Persist the lines (each a JSON object ending in a newline)."""
+    async def write(self, data: bytes) -> None:
+        """Persist a batch of events: JSON objects, one per line, each ending in a newline."""
 
     async def close(self) -> None:  # noqa: B027 - optional hook
         """Release resources."""
@@ -79,7 +90,7 @@ class AuditSink(ABC):
 class NullSink(AuditSink):
     """Discards events (``sink: none``)."""
 
-    async def write(self, lines: list[bytes]) -> None:
+    async def write(self, data: bytes) -> None:
         return None
 
 
@@ -93,26 +104,38 @@ class _StreamSink(AuditSink):
         self._stream.write(data)
         self._stream.flush()
 
-    async def write(self, lines: list[bytes]) -> None:
-        await asyncio.to_thread(self._write, b"".join(lines))
+    async def write(self, data: bytes) -> None:
+        await asyncio.to_thread(self._write, data)
 
 
 class StdoutSink(_StreamSink):
+    """Writes audit lines to the process's stdout (for container log collectors)."""
+
     def __init__(self) -> None:
         super().__init__(sys.stdout.buffer)
 
 
-class FileSink(_StreamSink):
-    """Appends to a file, created with mode 0600 (audit lines name principals)."""
+class FileSink(AuditSink):
+    """Appends to a file, created with mode 0600 (audit lines name principals), without buffering."""
 
     def __init__(self, path: Path) -> None:
         path.parent.mkdir(parents=True, exist_ok=True)
-        fd = os.open(path, os.O_WRONLY | os.O_APPEND | os.O_CREAT, 0o600)
-        super().__init__(os.fdopen(fd, "ab"))
+        self._fd = os.open(path, os.O_WRONLY | os.O_APPEND | os.O_CREAT, 0o600)
         self.path = path
 
+    def _write(self, data: bytes) -> None:
+        view = memoryview(data)
+        while view:
+            written = os.write(self._fd, view)
+            view = view[written:]
+
+    async def write(self, data: bytes) -> None:
+        await asyncio.to_thread(self._write, data)
+
     async def close(self) -> None:
-        await asyncio.to_thread(self._stream.close)
+        fd, self._fd = self._fd, -1
+        if fd >= 0:
+            os.close(fd)
 
 
 class NamespaceSink(AuditSink):
@@ -122,12 +145,14 @@ class NamespaceSink(AuditSink):
         self._ns = namespace
         self._seq = 0
 
-    async def write(self, lines: list[bytes]) -> None:
+    async def write(self, data: bytes) -> None:
         now = time.time_ns()
         puts = []
-        for line in lines:
+        for line in data.splitlines(keepends=True):
             self._seq = (self._seq + 1) % 1_000_000
-            puts.append(Put(f"{now:020d}-{os.getpid()}-{self._seq:06d}", line, content_type="application/json"))
+            puts.append(
+                Put(f"{now:020d}-{os.getpid()}-{self._seq:06d}", line, content_type="application/json")
+            )
         try:
             results = await self._ns.put_many(puts)
         except PrismError as exc:
@@ -143,7 +168,7 @@ class AuditLog:
         self.sink = sink
         self.config = config
         self.fail_closed = config.on_failure == "reject"
-        self._buffer: collections.deque[bytes] = collections.deque()
+        self._buffer: collections.deque[AuditEvent] = collections.deque()
         self._reserved = 0
         self._healthy = True
         self._wake: asyncio.Event | None = None
@@ -160,6 +185,7 @@ class AuditLog:
 
     @property
     def enabled(self) -> bool:
+        """False for ``sink: none``: nothing is recorded and nothing is reserved."""
         return not isinstance(self.sink, NullSink)
 
     def admit(self) -> None:
@@ -172,29 +198,30 @@ class AuditLog:
             raise AuditUnavailable("the audit buffer is full; retry later")
         self._reserved += 1
 
-    def record(self, event: dict[str, Any]) -> None:
+    def record(self, event: AuditEvent) -> None:
         """Queue one event (never blocks). Call exactly once per admitted request."""
         if self.fail_closed and self._reserved > 0:
             self._reserved -= 1
         elif len(self._buffer) >= self.config.buffer_size:
             self._dropped.inc()
             return
-        self._buffer.append(_encoder.encode(event) + b"\n")
+        self._buffer.append(event)
         if self._wake is not None and len(self._buffer) >= self.config.batch_size:
             self._wake.set()
 
     async def start(self) -> None:
+        """Start the background task that writes buffered events."""
         self._wake = asyncio.Event()
         self._task = asyncio.create_task(self._run(), name="prism-audit-writer")
 
-    async def stop(self, timeout: float) -> None:
-        """Write what is buffered (for at most ``timeout`` seconds), then close the sink."""
+    async def stop(self, drain_seconds: float) -> None:
+        """Write what is buffered (for at most ``drain_seconds``), then close the sink."""
         self._closing = True
         if self._task is not None:
             assert self._wake is not None
             self._wake.set()
             try:
-                async with asyncio.timeout(timeout):
+                async with asyncio.timeout(drain_seconds):
                     await self._task
             except TimeoutError:
                 self._task.cancel()
@@ -222,7 +249,7 @@ class AuditLog:
             batch = [self._buffer[i] for i in range(min(cfg.batch_size, len(self._buffer)))]
             AUDIT_BUFFERED.set(len(self._buffer))
             try:
-                await self.sink.write(batch)
+                await self.sink.write(_encoder.encode_lines(batch))
             except (OSError, PrismError) as exc:
                 self._failed(len(batch), exc)
                 if self._closing and self.fail_closed:

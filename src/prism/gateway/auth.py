@@ -37,6 +37,8 @@ log = logging.getLogger("prism.gateway.auth")
 MIN_HMAC_SECRET_BYTES = 32
 #: Least time between two JWKS fetches triggered by tokens naming an unknown key id.
 JWKS_MIN_REFRESH_SECONDS = 30.0
+#: Verified tokens remembered (until they expire) so a client's repeated token is checked once.
+JWT_CACHE_SIZE = 10_000
 
 PrincipalKind = Literal["api_key", "jwt", "anonymous"]
 
@@ -96,7 +98,9 @@ class Authenticator:
     ) -> None:
         self.config = config
         self.enabled = config.enabled
-        self._keys = {k.sha256: Principal(k.name, k.tenant, frozenset(k.roles), "api_key") for k in config.api_keys}
+        self._keys = {
+            k.sha256: Principal(k.name, k.tenant, frozenset(k.roles), "api_key") for k in config.api_keys
+        }
         self._jwt = config.jwt
         self._secret = hmac_secret
         self._public_key = public_key
@@ -105,6 +109,7 @@ class Authenticator:
         self._refresh_task: asyncio.Task[None] | None = None
         self._last_fetch = 0.0
         self._fetch_wanted: asyncio.Event | None = None
+        self._verified: dict[str, tuple[Principal, float]] = {}
         if self._jwt is not None:
             self._allowed = frozenset(self._jwt.algorithms)
             aud = self._jwt.audience
@@ -147,7 +152,9 @@ class Authenticator:
             try:
                 jwks = _parse_jwks(path.read_bytes())
             except OSError as exc:
-                raise ConfigError(src, "$.auth.jwt.jwks_file", f"cannot read {path}: {exc.strerror}") from None
+                raise ConfigError(
+                    src, "$.auth.jwt.jwks_file", f"cannot read {path}: {exc.strerror}"
+                ) from None
             except ValueError as exc:
                 raise ConfigError(src, "$.auth.jwt.jwks_file", str(exc)) from None
         return cls(config.auth, hmac_secret=secret, public_key=public_key, jwks=jwks)
@@ -168,6 +175,7 @@ class Authenticator:
         self._refresh_task = asyncio.create_task(self._refresh_loop(), name="prism-jwks-refresh")
 
     async def stop(self) -> None:
+        """Stop refreshing the JWKS."""
         task, self._refresh_task = self._refresh_task, None
         if task is not None:
             task.cancel()
@@ -181,6 +189,8 @@ class Authenticator:
             response = await client.get(self._jwt.jwks_url)
             response.raise_for_status()
         self._jwks = _parse_jwks(response.content)
+        # Keys may have been withdrawn: verify every token again against the new set.
+        self._verified.clear()
 
     async def _refresh_loop(self) -> None:
         assert self._jwt is not None and self._fetch_wanted is not None
@@ -203,25 +213,47 @@ class Authenticator:
         with lower-case keys both work). Without credentials the caller is anonymous
         when no auth is configured, and refused (401) otherwise.
         """
-        api_key = headers.get("x-api-key")
-        authorization = headers.get("authorization")
-        if api_key is not None and authorization is not None:
-            raise _unauthorized("AMBIGUOUS_CREDENTIALS", "send either X-API-Key or Authorization, not both")
+        return self.authenticate(headers.get("x-api-key"), headers.get("authorization"), query_token)
+
+    def authenticate(
+        self, api_key: str | None, authorization: str | None, query_token: str | None = None
+    ) -> Principal:
+        """The caller named by the values of ``X-API-Key`` and ``Authorization`` (None when absent)."""
         if not self.enabled:
             return self._anonymous
+        if api_key is not None and authorization is not None:
+            raise _unauthorized("AMBIGUOUS_CREDENTIALS", "send either X-API-Key or Authorization, not both")
         if api_key is not None:
             return self._api_key(api_key)
         token = query_token
         if authorization is not None:
             scheme, _, token = authorization.partition(" ")
             if scheme.lower() != "bearer" or not token.strip():
-                raise _unauthorized("INVALID_CREDENTIALS", "the Authorization header must be 'Bearer <token>'")
+                raise _unauthorized(
+                    "INVALID_CREDENTIALS", "the Authorization header must be 'Bearer <token>'"
+                )
             token = token.strip()
         if not token:
             raise _unauthorized("MISSING_CREDENTIALS", "send an API key (X-API-Key) or a bearer token")
         if self._jwt is not None and token.count(".") == 2:
-            return self._verify_jwt(token)
+            return self._jwt_principal(token)
         return self._api_key(token)
+
+    def _jwt_principal(self, token: str) -> Principal:
+        """A verified token's principal, from the cache while the token is unexpired."""
+        cached = self._verified.get(token)
+        now = time.time()
+        if cached is not None:
+            principal, expires = cached
+            if now < expires:
+                return principal
+            del self._verified[token]
+        principal, expires = self._verify_jwt(token)
+        if len(self._verified) >= JWT_CACHE_SIZE:
+            # Drop the oldest entry (dicts keep insertion order).
+            del self._verified[next(iter(self._verified))]
+        self._verified[token] = (principal, expires)
+        return principal
 
     def _api_key(self, key: str) -> Principal:
         principal = self._keys.get(hash_api_key(key))
@@ -229,7 +261,7 @@ class Authenticator:
             raise _unauthorized("INVALID_CREDENTIALS", "the API key is not valid")
         return principal
 
-    def _verify_jwt(self, token: str) -> Principal:
+    def _verify_jwt(self, token: str) -> tuple[Principal, float]:
         assert self._jwt is not None
         cfg = self._jwt
         try:
@@ -258,14 +290,20 @@ class Authenticator:
         except jwt.InvalidAudienceError:
             raise _unauthorized("INVALID_AUDIENCE", "the token is not meant for this service") from None
         except jwt.InvalidIssuerError:
-            raise _unauthorized("INVALID_ISSUER", "the token comes from an issuer this service does not trust") from None
+            raise _unauthorized(
+                "INVALID_ISSUER", "the token comes from an issuer this service does not trust"
+            ) from None
         except jwt.MissingRequiredClaimError as exc:
             raise _unauthorized("INVALID_TOKEN", f"the token lacks the {exc.claim!r} claim") from None
         except (jwt.PyJWTError, ValueError, TypeError):
             raise _unauthorized("INVALID_TOKEN", "the token signature or claims are not valid") from None
-        if cfg.max_age is not None and time.time() - float(claims["iat"]) > cfg.max_age + cfg.clock_skew:
-            raise _unauthorized("TOKEN_EXPIRED", "the token is older than the accepted maximum age")
-        return self._principal(claims, cfg)
+        expires = float(claims["exp"]) + cfg.clock_skew
+        if cfg.max_age is not None:
+            too_old = float(claims["iat"]) + cfg.max_age + cfg.clock_skew
+            if time.time() > too_old:
+                raise _unauthorized("TOKEN_EXPIRED", "the token is older than the accepted maximum age")
+            expires = min(expires, too_old)
+        return self._principal(claims, cfg), expires
 
     def _key_for(self, alg: str, kid: object) -> Any:
         if alg.startswith("HS"):
@@ -293,7 +331,9 @@ class Authenticator:
     def _principal(claims: Mapping[str, Any], cfg: JwtConfig) -> Principal:
         subject = claims.get(cfg.subject_claim)
         if not isinstance(subject, str) or not subject:
-            raise _unauthorized("INVALID_TOKEN", f"the {cfg.subject_claim!r} claim must be a non-empty string")
+            raise _unauthorized(
+                "INVALID_TOKEN", f"the {cfg.subject_claim!r} claim must be a non-empty string"
+            )
         tenant = claims.get(cfg.tenant_claim)
         if tenant is not None and (not isinstance(tenant, str) or not TOKEN_NAME.match(tenant)):
             raise _unauthorized("INVALID_TOKEN", f"the {cfg.tenant_claim!r} claim is not a valid tenant id")

@@ -53,8 +53,21 @@ TOKEN_NAME = re.compile(r"^[A-Za-z0-9][A-Za-z0-9_.:@-]{0,127}$")
 _ENV_REF = re.compile(r"\$\$\{|\$\{([A-Za-z_][A-Za-z0-9_]*)(?::-([^}]*))?\}")
 _SHA256_HEX = re.compile(r"^[0-9a-f]{64}$")
 _JWT_ALGORITHMS = frozenset(
-    {"HS256", "HS384", "HS512", "RS256", "RS384", "RS512", "PS256", "PS384", "PS512", "ES256", "ES384",
-     "ES512", "EdDSA"}
+    {
+        "HS256",
+        "HS384",
+        "HS512",
+        "RS256",
+        "RS384",
+        "RS512",
+        "PS256",
+        "PS384",
+        "PS512",
+        "ES256",
+        "ES384",
+        "ES512",
+        "EdDSA",
+    }
 )
 
 
@@ -72,7 +85,7 @@ class _Base(msgspec.Struct, forbid_unknown_fields=True, frozen=True, kw_only=Tru
     pass
 
 
-class StoreConfig(_Base):
+class StoreConfig(_Base, frozen=True):
     """A store: its URL, optional backend options (timeouts, pools) and an optional backend class."""
 
     url: str
@@ -80,7 +93,7 @@ class StoreConfig(_Base):
     backend: str | None = None
 
 
-class ApiKeyConfig(_Base):
+class ApiKeyConfig(_Base, frozen=True):
     """An API key, known only by the sha256 of its text."""
 
     name: str
@@ -89,7 +102,7 @@ class ApiKeyConfig(_Base):
     tenant: str | None = None
 
 
-class JwtConfig(_Base):
+class JwtConfig(_Base, frozen=True):
     """How JSON Web Tokens are verified.
 
     ``algorithms`` is the allow-list; each algorithm is checked against the key of its
@@ -113,7 +126,7 @@ class JwtConfig(_Base):
     jwks_timeout: float = 5.0
 
 
-class AuthConfig(_Base):
+class AuthConfig(_Base, frozen=True):
     """Credentials the gateway accepts. With neither keys nor JWT the gateway is open (loopback only)."""
 
     api_keys: list[ApiKeyConfig] = []
@@ -122,10 +135,11 @@ class AuthConfig(_Base):
 
     @property
     def enabled(self) -> bool:
+        """True when any credential (an API key or JWT) is configured."""
         return bool(self.api_keys) or self.jwt is not None
 
 
-class AccessConfig(_Base):
+class AccessConfig(_Base, frozen=True):
     """Roles allowed to read, write, and administer a namespace."""
 
     read: list[str] = msgspec.field(default_factory=lambda: ["reader", "writer", "admin"])
@@ -133,14 +147,14 @@ class AccessConfig(_Base):
     admin: list[str] = msgspec.field(default_factory=lambda: ["admin"])
 
 
-class PiiConfig(_Base):
+class PiiConfig(_Base, frozen=True):
     """Fields of JSON values holding personal data (``a.b`` for nested objects)."""
 
     fields: list[str] = []
     encrypt: bool = False
 
 
-class LimitsConfig(_Base):
+class LimitsConfig(_Base, frozen=True):
     """Per-namespace admission: requests per second (token bucket with ``burst``) and concurrency."""
 
     rate: float | None = None
@@ -148,7 +162,7 @@ class LimitsConfig(_Base):
     concurrency: int | None = None
 
 
-class NamespaceConfig(_Base):
+class NamespaceConfig(_Base, frozen=True):
     """A namespace served over HTTP and the store that holds it."""
 
     name: str
@@ -162,7 +176,7 @@ class NamespaceConfig(_Base):
     limits: LimitsConfig | None = None
 
 
-class PiiKeyConfig(_Base):
+class PiiKeyConfig(_Base, frozen=True):
     """One AES-256 key (32 bytes, base64) read from an env var or a key file."""
 
     id: str
@@ -170,14 +184,14 @@ class PiiKeyConfig(_Base):
     file: str | None = None
 
 
-class PiiKeysConfig(_Base):
+class PiiKeysConfig(_Base, frozen=True):
     """The PII keyring: ``active`` encrypts new values; every listed key decrypts."""
 
     active: str
     keys: list[PiiKeyConfig]
 
 
-class AuditConfig(_Base):
+class AuditConfig(_Base, frozen=True):
     """Where audit lines go and what happens when the sink cannot keep up.
 
     ``on_failure: reject`` fails closed (requests get 503 while events cannot be
@@ -196,7 +210,7 @@ class AuditConfig(_Base):
     include_values: bool = False
 
 
-class IdempotencyConfig(_Base):
+class IdempotencyConfig(_Base, frozen=True):
     """``Idempotency-Key`` handling: responses are kept ``ttl`` seconds in ``store``."""
 
     enabled: bool = True
@@ -206,7 +220,7 @@ class IdempotencyConfig(_Base):
     max_key_length: int = 255
 
 
-class ServerConfig(_Base):
+class ServerConfig(_Base, frozen=True):
     """Process-wide limits and timeouts."""
 
     request_timeout: float = 10.0
@@ -218,7 +232,7 @@ class ServerConfig(_Base):
     jwks_startup_timeout: float = 5.0
 
 
-class GatewayConfig(_Base):
+class GatewayConfig(_Base, frozen=True):
     """Everything ``prism serve`` needs. ``streaming`` and ``handlers`` belong to the streaming layer."""
 
     stores: dict[str, str | StoreConfig]
@@ -236,10 +250,12 @@ class GatewayConfig(_Base):
     base_dir: str = "."
 
     def store_url(self, name: str) -> str:
+        """The URL of store ``name``."""
         entry = self.stores[name]
         return entry if isinstance(entry, str) else entry.url
 
     def store_entry(self, name: str) -> StoreConfig:
+        """Store ``name`` as a StoreConfig (a bare URL becomes one without options)."""
         entry = self.stores[name]
         return StoreConfig(url=entry) if isinstance(entry, str) else entry
 
@@ -371,14 +387,18 @@ def _validate(config: GatewayConfig) -> None:
             fail(f"$.stores.{name}", "store names use letters, digits and _ . : @ -")
         url = config.store_url(name)
         if "://" not in url:
-            fail(f"$.stores.{name}", f"a store URL looks like 'sqlite:///path.db' or 'memory://', not {url!r}")
+            fail(
+                f"$.stores.{name}", f"a store URL looks like 'sqlite:///path.db' or 'memory://', not {url!r}"
+            )
     if not config.namespaces:
         fail("$.namespaces", "declare at least one namespace")
     seen: set[str] = set()
     for i, ns in enumerate(config.namespaces):
         at = f"$.namespaces[{i}]"
         if not NAMESPACE_NAME.match(ns.name):
-            fail(f"{at}.name", "a namespace name is 1-100 of letters, digits and _ . - (starting alphanumeric)")
+            fail(
+                f"{at}.name", "a namespace name is 1-100 of letters, digits and _ . - (starting alphanumeric)"
+            )
         if ns.name in seen:
             fail(f"{at}.name", f"namespace {ns.name!r} is declared twice")
         seen.add(ns.name)
@@ -445,7 +465,10 @@ def _validate_auth(config: GatewayConfig, fail: Any) -> None:
             fail(f"{at}.name", f"API key name {key.name!r} is used twice")
         names.add(key.name)
         if not _SHA256_HEX.match(key.sha256):
-            fail(f"{at}.sha256", "must be the 64 lowercase hex digits of the key's sha256 (never the key itself)")
+            fail(
+                f"{at}.sha256",
+                "must be the 64 lowercase hex digits of the key's sha256 (never the key itself)",
+            )
         if key.sha256 in hashes:
             fail(f"{at}.sha256", "the same key is listed twice")
         hashes.add(key.sha256)
@@ -464,7 +487,9 @@ def _validate_auth(config: GatewayConfig, fail: Any) -> None:
         fail("$.auth.jwt.algorithms", "list at least one algorithm")
     for j, alg in enumerate(jwt.algorithms):
         if alg not in _JWT_ALGORITHMS:
-            fail(f"$.auth.jwt.algorithms[{j}]", f"{alg!r} is not allowed; use one of {sorted(_JWT_ALGORITHMS)}")
+            fail(
+                f"$.auth.jwt.algorithms[{j}]", f"{alg!r} is not allowed; use one of {sorted(_JWT_ALGORITHMS)}"
+            )
     wants_hmac = any(a.startswith("HS") for a in jwt.algorithms)
     wants_public = any(not a.startswith("HS") for a in jwt.algorithms)
     has_public = bool(jwt.public_key_file or jwt.jwks_file or jwt.jwks_url)

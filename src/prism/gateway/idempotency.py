@@ -65,6 +65,7 @@ class IdempotencyCache:
         self._retry_after = retry_after
 
     def check_key(self, key: str) -> None:
+        """Raise a 400 problem unless ``key`` is 1 to max_key_length printable ASCII characters."""
         if not key or len(key) > self.config.max_key_length or not key.isascii() or not key.isprintable():
             raise HTTPProblem(
                 400,

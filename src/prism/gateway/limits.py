@@ -19,7 +19,9 @@ from prism.gateway.problem import HTTPProblem
 __all__ = ["NamespaceLimiter"]
 
 REJECTED = Counter(
-    "prism_http_rate_limited_total", "Requests refused with 429, by namespace and limit.", ["namespace", "limit"]
+    "prism_http_rate_limited_total",
+    "Requests refused with 429, by namespace and limit.",
+    ["namespace", "limit"],
 )
 
 

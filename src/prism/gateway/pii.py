@@ -69,7 +69,9 @@ class Keyring:
             if key.env is not None:
                 text = env.get(key.env)
                 if not text:
-                    raise ConfigError(config.source, f"{at}.env", f"environment variable {key.env} is not set")
+                    raise ConfigError(
+                        config.source, f"{at}.env", f"environment variable {key.env} is not set"
+                    )
                 where = f"environment variable {key.env}"
                 at += ".env"
             else:
@@ -86,6 +88,7 @@ class Keyring:
         return cls(keys, keys_config.active)
 
     def encrypt(self, plaintext: bytes, aad: bytes) -> dict[str, str]:
+        """The envelope of ``plaintext`` encrypted with the active key."""
         nonce = os.urandom(NONCE_BYTES)
         ct = self._ciphers[self.active].encrypt(nonce, plaintext, aad)
         return {
@@ -96,6 +99,7 @@ class Keyring:
         }
 
     def decrypt(self, envelope: Mapping[str, Any], aad: bytes) -> bytes:
+        """The plaintext of an envelope; PiiError when its key is unknown or it was altered or moved."""
         kid = envelope.get("kid")
         cipher = self._ciphers.get(kid) if isinstance(kid, str) else None
         if cipher is None:
@@ -105,7 +109,9 @@ class Keyring:
             ct = base64.b64decode(envelope["ct"], validate=True)
             return cipher.decrypt(nonce, ct, aad)
         except (KeyError, TypeError, binascii.Error, ValueError, InvalidTag):
-            raise PiiError(f"a field encrypted with key {kid!r} does not decrypt (altered or moved)") from None
+            raise PiiError(
+                f"a field encrypted with key {kid!r} does not decrypt (altered or moved)"
+            ) from None
 
 
 def _decode_key(text: str, where: str, source: str, at: str) -> bytes:

@@ -74,7 +74,9 @@ class HTTPProblem(Exception):
 
     def response(self, request_id: str | None = None) -> Response:
         """The problem+json response for this error."""
-        return problem_response(self.status, self.code, self.detail, headers=self.headers, request_id=request_id)
+        return problem_response(
+            self.status, self.code, self.detail, headers=self.headers, request_id=request_id
+        )
 
 
 def problem_response(
@@ -94,7 +96,9 @@ def problem_response(
         code=code,
         request_id=request_id,
     )
-    return Response(_encoder.encode(body), status, headers=dict(headers or {}), media_type=PROBLEM_CONTENT_TYPE)
+    return Response(
+        _encoder.encode(body), status, headers=dict(headers or {}), media_type=PROBLEM_CONTENT_TYPE
+    )
 
 
 def status_for(exc: PrismError) -> int:

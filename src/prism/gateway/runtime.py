@@ -10,7 +10,6 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import logging
-import sys
 from collections.abc import Mapping
 from typing import Any
 
@@ -21,6 +20,7 @@ from prism.gateway.auth import Authenticator
 from prism.gateway.config import ConfigError, GatewayConfig, LimitsConfig, NamespaceConfig
 from prism.gateway.idempotency import IDEMPOTENCY_NAMESPACE, IdempotencyCache
 from prism.gateway.limits import NamespaceLimiter
+from prism.gateway.logs import AccessLog
 from prism.gateway.pii import FieldProtector, Keyring
 from prism.gateway.tenancy import physical_namespace
 from prism.kv.namespace import Namespace
@@ -57,24 +57,41 @@ def _merged_limits(default: LimitsConfig, own: LimitsConfig | None) -> LimitsCon
 class ServedNamespace:
     """A configured namespace: its store, limits, PII rules, and per-tenant handles."""
 
-    def __init__(self, config: NamespaceConfig, store_name: str, store: Store, gateway_config: GatewayConfig,
-                 keyring: Keyring | None) -> None:
+    def __init__(
+        self,
+        config: NamespaceConfig,
+        store_name: str,
+        store: Store,
+        gateway_config: GatewayConfig,
+        keyring: Keyring | None,
+    ) -> None:
         self.config = config
         self.name = config.name
         self.store_name = store_name
         self.store = store
         self.tenant_scoped = config.tenant_scoped
+        #: True when the backend never waits on I/O (so a request on it cannot hang).
+        self.inline = store.backend.runs_inline
         self.limiter = NamespaceLimiter(config.name, _merged_limits(gateway_config.limits, config.limits))
-        self.pii = FieldProtector(config.pii, keyring) if config.pii is not None and config.pii.fields else None
+        self.pii = (
+            FieldProtector(config.pii, keyring) if config.pii is not None and config.pii.fields else None
+        )
         self._handles: dict[str | None, Namespace] = {}
 
     @property
     def max_value_bytes(self) -> int:
-        return self.config.max_value_bytes if self.config.max_value_bytes is not None else self.store.max_value_bytes
+        """Largest value accepted in this namespace."""
+        return (
+            self.config.max_value_bytes
+            if self.config.max_value_bytes is not None
+            else self.store.max_value_bytes
+        )
 
     def handle(self, tenant: str | None) -> Namespace:
         """The KeyValue namespace holding this caller's keys (the tenant's own when scoped)."""
         key = tenant if self.tenant_scoped else None
+        if self.tenant_scoped and key is None:
+            raise ValueError(f"namespace {self.name!r} is tenant-scoped: a tenant is required")
         ns = self._handles.get(key)
         if ns is None:
             ns = self.store.namespace(
@@ -89,44 +106,63 @@ class ServedNamespace:
 class Gateway:
     """Everything a request needs, with one lifecycle: ``await start()``, then ``await stop()``."""
 
-    def __init__(self, config: GatewayConfig, *, env: Mapping[str, str] | None = None,
-                 stores: Mapping[str, Store] | None = None) -> None:
+    def __init__(
+        self,
+        config: GatewayConfig,
+        *,
+        env: Mapping[str, str] | None = None,
+        stores: Mapping[str, Store] | None = None,
+    ) -> None:
         """Build (not yet open) from ``config``; ``stores`` may supply already-built stores by name."""
         self.config = config
         self.authenticator = Authenticator.from_config(config, env)
         self.keyring = Keyring.from_config(config, env)
+        self._given = dict(stores or {})
         self.stores: dict[str, Store] = {}
-        given = dict(stores or {})
+        self.namespaces: dict[str, ServedNamespace] = {}
+        self.idempotency: IdempotencyCache | None = None
+        self.access_log = AccessLog() if config.server.access_log else None
+        self._wire()
+        self.started = False
+        self._used = False
+        #: Why start() failed, in one line (for ``prism serve`` to report without a traceback).
+        self.startup_error: str | None = None
+
+    def _wire(self) -> None:
+        """(Re)build the stores and everything bound to them; a stopped gateway starts again this way."""
+        config = self.config
+        stores: dict[str, Store] = {}
         for name in config.stores:
-            if name in given:
-                self.stores[name] = given[name]
+            if name in self._given:
+                stores[name] = self._given[name]
                 continue
             entry = config.store_entry(name)
             try:
-                self.stores[name] = prism.connect(entry.url, backend=entry.backend, **entry.options)
+                stores[name] = prism.connect(entry.url, backend=entry.backend, **entry.options)
             except PrismError as exc:
-                raise ConfigError(config.source, f"$.stores.{name}", str(exc).replace(entry.url,
-                                  mask_url(entry.url))) from None
-        self.namespaces: dict[str, ServedNamespace] = {}
+                raise ConfigError(
+                    config.source, f"$.stores.{name}", str(exc).replace(entry.url, mask_url(entry.url))
+                ) from None
+        namespaces: dict[str, ServedNamespace] = {}
         for i, ns in enumerate(config.namespaces):
             store_name = config.namespace_store(ns)
-            store = self.stores[store_name]
+            store = stores[store_name]
             try:
                 served = ServedNamespace(ns, store_name, store, config, self.keyring)
-                served.handle(None if not ns.tenant_scoped else "probe")
+                store.namespace(ns.name, max_value_bytes=ns.max_value_bytes, default_ttl=ns.default_ttl)
             except (PrismError, ValueError) as exc:
                 raise ConfigError(config.source, f"$.namespaces[{i}]", str(exc)) from None
-            self.namespaces[ns.name] = served
+            namespaces[ns.name] = served
+        self.stores = stores
+        self.namespaces = namespaces
         self.audit = AuditLog(self._audit_sink(), config.audit)
         idem = config.idempotency
-        self.idempotency: IdempotencyCache | None = None
+        self.idempotency = None
         if idem.enabled:
-            store = self.stores[idem.store or next(iter(config.stores))]
+            store = stores[idem.store or next(iter(config.stores))]
             self.idempotency = IdempotencyCache(
                 store.namespace(IDEMPOTENCY_NAMESPACE), idem, config.server.retry_after
             )
-        self.started = False
-        self.extras: dict[str, Any] = {}
 
     def _audit_sink(self) -> AuditSink:
         cfg = self.config.audit
@@ -140,24 +176,35 @@ class Gateway:
             try:
                 return FileSink(path)
             except OSError as exc:
-                raise ConfigError(self.config.source, "$.audit.path", f"cannot open {path}: {exc.strerror}") from None
+                raise ConfigError(
+                    self.config.source, "$.audit.path", f"cannot open {path}: {exc.strerror}"
+                ) from None
         store = self.stores[cfg.store or next(iter(self.config.stores))]
         return NamespaceSink(store.namespace(cfg.namespace))
 
     async def start(self) -> None:
-        """Open every store and start the background tasks (audit writer, JWKS refresh)."""
+        """Open every store and start the background tasks (audit writer, JWKS refresh).
+
+        A gateway that was stopped can start again (as test clients do with an app's
+        lifespan): the stores it built itself are built anew.
+        """
         opened: list[Store] = []
         try:
+            if self._used:
+                self._wire()
+            self._used = True
             for name, store in self.stores.items():
                 try:
                     await store.open()
                 except PrismError as exc:
-                    raise RuntimeError(f"store {name!r} ({mask_url(self.config.store_url(name))}) did not open: "
-                                       f"{exc}") from exc
+                    raise RuntimeError(
+                        f"store {name!r} ({mask_url(self.config.store_url(name))}) did not open: {exc}"
+                    ) from exc
                 opened.append(store)
             await self.audit.start()
             await self.authenticator.start(self.config.server.jwks_startup_timeout)
-        except BaseException:
+        except BaseException as exc:
+            self.startup_error = str(exc) or type(exc).__name__
             for store in opened:
                 with contextlib.suppress(PrismError):
                     await store.close()
@@ -165,7 +212,9 @@ class Gateway:
         self.started = True
 
     async def stop(self) -> None:
-        """Flush the audit trail, stop background tasks, and close the stores."""
+        """Flush the audit trail and the access log, stop background tasks, and close the stores."""
+        if self.access_log is not None:
+            self.access_log.flush()
         if not self.started:
             return
         self.started = False
@@ -192,12 +241,11 @@ class Gateway:
         results = await asyncio.gather(*(probe(self.stores[n]) for n in names))
         stores = dict(zip(names, results, strict=True))
         ready = all(r.get("status") == "UP" for r in results)
-        audit = {"sink": self.config.audit.sink, "healthy": self.audit.healthy,
-                 "on_failure": self.config.audit.on_failure}
+        audit = {
+            "sink": self.config.audit.sink,
+            "healthy": self.audit.healthy,
+            "on_failure": self.config.audit.on_failure,
+        }
         if self.audit.fail_closed and not self.audit.healthy:
             ready = False
         return ready, {"stores": stores, "audit": audit}
-
-
-def _stderr(message: str) -> None:
-    print(message, file=sys.stderr)

@@ -1,0 +1,470 @@
+"""Gateway throughput and latency: ``GET /v1/kv/default/k`` (1 KiB) against a floor app.
+
+    python -m bench gateway [--duration 5] [--runs 3] [--connections 32] [--quick]
+
+Each target runs in its own server process on the same stack (uvicorn with uvloop
+and httptools, one worker); all are started first, then measured round-robin so
+that load from elsewhere on the machine falls on each of them alike:
+
+* ``floor``: a minimal ASGI app returning the same 1 KiB body;
+* ``prism memory`` / ``prism sqlite``: ``prism serve`` with its defaults (access log
+  on, audit trail on; streaming off), its store switched between ``memory://`` and SQLite;
+* ``prism memory, lean``: the same without access log and audit, to show their cost.
+
+Maximum throughput is measured closed-loop with wrk when it is installed, else
+with the asyncio load generator below (keep-alive connections, in its own
+process). Latency is then measured open-loop at half of each target's own maximum
+rate (requests are sent on a fixed schedule and timed from their scheduled send,
+so queueing is counted), which wrk cannot do.
+"""
+
+from __future__ import annotations
+
+import argparse
+import asyncio
+import json
+import os
+import re
+import shutil
+import signal
+import socket
+import statistics
+import subprocess
+import sys
+import tempfile
+import time
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any, cast
+
+from bench._report import environment, spread, write_section
+
+ROOT = Path(__file__).resolve().parent.parent
+PATH = "/v1/kv/default/k"
+VALUE = b"x" * 1024
+#: Targets: p99 latency at half of the max rate, and throughput relative to the floor.
+P99_TARGET_MS = 5.0
+RATIO_TARGET = 0.60
+#: Seconds a server may take to start listening.
+STARTUP_TIMEOUT = 60.0
+#: Seconds of load before measuring, so caches and JIT-free warm paths settle.
+WARMUP_SECONDS = 1.0
+
+
+# -- the floor app -----------------------------------------------------------------
+
+_FLOOR_HEADERS = [(b"content-type", b"application/octet-stream"), (b"content-length", b"1024")]
+
+
+async def floor_app(scope: dict[str, Any], receive: Any, send: Any) -> None:
+    """The least an ASGI app can do to answer with the same 1 KiB."""
+    if scope["type"] == "lifespan":
+        while True:
+            message = await receive()
+            if message["type"] == "lifespan.startup":
+                await send({"type": "lifespan.startup.complete"})
+            elif message["type"] == "lifespan.shutdown":
+                await send({"type": "lifespan.shutdown.complete"})
+                return
+    await send({"type": "http.response.start", "status": 200, "headers": _FLOOR_HEADERS})
+    await send({"type": "http.response.body", "body": VALUE})
+
+
+def _serve_floor(port: int) -> None:
+    import uvicorn
+
+    config = uvicorn.Config(
+        floor_app,
+        host="127.0.0.1",
+        port=port,
+        loop="uvloop",
+        http="httptools",
+        access_log=False,
+        log_level="warning",
+        lifespan="on",
+    )
+    uvicorn.Server(config).run()
+
+
+# -- the asyncio load generator -----------------------------------------------------
+
+
+class _Connection(asyncio.Protocol):
+    """One keep-alive HTTP/1.1 connection sending one request at a time."""
+
+    def __init__(self) -> None:
+        self.transport: asyncio.Transport | None = None
+        self.buffer = bytearray()
+        self.waiter: asyncio.Future[int] | None = None
+
+    def connection_made(self, transport: asyncio.BaseTransport) -> None:
+        # uvloop's transports implement the interface without subclassing asyncio.Transport.
+        self.transport = cast(asyncio.Transport, transport)
+
+    def data_received(self, data: bytes) -> None:
+        self.buffer += data
+        end = self.buffer.find(b"\r\n\r\n")
+        if end < 0:
+            return
+        head = bytes(self.buffer[:end]).lower()
+        match = re.search(rb"content-length:\s*(\d+)", head)
+        length = int(match.group(1)) if match else 0
+        if len(self.buffer) < end + 4 + length:
+            return
+        status = int(self.buffer[9:12])
+        del self.buffer[: end + 4 + length]
+        if self.waiter is not None and not self.waiter.done():
+            self.waiter.set_result(status)
+
+    def connection_lost(self, exc: Exception | None) -> None:
+        if self.waiter is not None and not self.waiter.done():
+            self.waiter.set_exception(ConnectionError("connection closed"))
+
+    async def request(self, raw: bytes) -> int:
+        assert self.transport is not None
+        self.waiter = asyncio.get_running_loop().create_future()
+        self.transport.write(raw)
+        return await self.waiter
+
+
+async def _connect(port: int, count: int) -> list[_Connection]:
+    loop = asyncio.get_running_loop()
+    conns = []
+    for _ in range(count):
+        _, conn = await loop.create_connection(_Connection, "127.0.0.1", port)
+        conns.append(conn)
+    return conns
+
+
+def _raw_request(port: int, path: str) -> bytes:
+    return f"GET {path} HTTP/1.1\r\nHost: 127.0.0.1:{port}\r\nUser-Agent: prism-bench\r\n\r\n".encode()
+
+
+async def _closed_loop(port: int, path: str, connections: int, duration: float) -> dict[str, Any]:
+    conns = await _connect(port, connections)
+    raw = _raw_request(port, path)
+    deadline = time.perf_counter() + duration
+    done = errors = 0
+
+    async def worker(conn: _Connection) -> None:
+        nonlocal done, errors
+        while time.perf_counter() < deadline:
+            status = await conn.request(raw)
+            done += 1
+            errors += status != 200
+
+    started = time.perf_counter()
+    await asyncio.gather(*(worker(c) for c in conns))
+    elapsed = time.perf_counter() - started
+    return {"rps": done / elapsed, "errors": errors, "requests": done}
+
+
+async def _open_loop(port: int, path: str, connections: int, rate: float, duration: float) -> dict[str, Any]:
+    """Requests on a fixed schedule (``rate`` per second); each is timed from its scheduled send.
+
+    Every connection runs a worker taking the next scheduled time; when all are busy the
+    next request waits, and that wait is part of its latency (no coordinated omission).
+    """
+    conns = await _connect(port, connections)
+    raw = _raw_request(port, path)
+    total = int(rate * duration)
+    latencies: list[float] = []
+    errors = 0
+    schedule = iter(range(total))
+    start = time.perf_counter() + 0.05
+
+    async def worker(conn: _Connection) -> None:
+        nonlocal errors
+        for i in schedule:
+            intended = start + i / rate
+            delay = intended - time.perf_counter()
+            if delay > 0.0005:
+                await asyncio.sleep(delay)
+            try:
+                status = await conn.request(raw)
+            except ConnectionError:
+                errors += 1
+                return
+            latencies.append(time.perf_counter() - intended)
+            errors += status != 200
+
+    await asyncio.gather(*(worker(c) for c in conns))
+    elapsed = time.perf_counter() - start
+    latencies.sort()
+
+    def pct(p: float) -> float:
+        return latencies[min(len(latencies) - 1, int(p * len(latencies)))] * 1000
+
+    return {
+        "p50_ms": pct(0.50),
+        "p99_ms": pct(0.99),
+        "max_ms": latencies[-1] * 1000,
+        "errors": errors,
+        "requests": len(latencies),
+        "achieved_rps": len(latencies) / elapsed,
+    }
+
+
+def _load_main(argv: list[str]) -> None:
+    """Entry of the load generator process: prints one JSON result line."""
+    import uvloop
+
+    mode, port, path, connections, duration = argv[0], int(argv[1]), argv[2], int(argv[3]), float(argv[4])
+    if mode == "closed":
+        result = uvloop.run(_closed_loop(port, path, connections, duration))
+    else:
+        result = uvloop.run(_open_loop(port, path, connections, float(argv[5]), duration))
+    print(json.dumps(result))
+
+
+# -- orchestration --------------------------------------------------------------------
+
+
+def _free_port() -> int:
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return int(s.getsockname()[1])
+
+
+def _wait_for_port(port: int, proc: subprocess.Popen[bytes]) -> None:
+    deadline = time.monotonic() + STARTUP_TIMEOUT
+    while time.monotonic() < deadline:
+        if proc.poll() is not None:
+            raise RuntimeError(f"the server exited with code {proc.returncode} before listening")
+        try:
+            with socket.create_connection(("127.0.0.1", port), timeout=0.5):
+                return
+        except OSError:
+            time.sleep(0.1)
+    raise RuntimeError(f"nothing listened on port {port} within {STARTUP_TIMEOUT} s")
+
+
+@dataclass
+class Target:
+    name: str
+    command: list[str]
+    seed: bool
+    port: int
+    rps: list[float] = field(default_factory=list)
+    p50: list[float] = field(default_factory=list)
+    p99: list[float] = field(default_factory=list)
+    proc: subprocess.Popen[bytes] | None = None
+
+
+def _prism_config(directory: Path, name: str, store_url: str, lean: bool) -> Path:
+    """A config like ``prism serve``'s default one, on ``store_url``.
+
+    Streaming (whose workers would share the process) is off: this measures the KeyValue API.
+    """
+    path = directory / f"{name}.yaml"
+    extra = "server: {access_log: false}\naudit: {sink: none}\n" if lean else ""
+    text = f'stores:\n  main: "{store_url}"\nnamespaces:\n  - name: default\nstreaming: {{enabled: false}}\n'
+    path.write_text(text + extra)
+    return path
+
+
+def _targets(directory: Path) -> list[Target]:
+    prism = str(Path(sys.executable).with_name("prism"))
+
+    def serve(name: str, url: str, port: int, lean: bool = False) -> list[str]:
+        return [
+            prism,
+            "serve",
+            "--config",
+            str(_prism_config(directory, name, url, lean)),
+            "--port",
+            str(port),
+        ]
+
+    ports = [_free_port() for _ in range(4)]
+    floor = [sys.executable, "-m", "bench.bench_gateway", "serve-floor", str(ports[0])]
+    return [
+        Target("floor (raw ASGI app)", floor, False, ports[0]),
+        Target("prism, memory store", serve("memory", "memory://", ports[1]), True, ports[1]),
+        Target(
+            "prism, sqlite store",
+            serve("sqlite", f"sqlite:///{directory}/bench.db", ports[2]),
+            True,
+            ports[2],
+        ),
+        Target(
+            "prism, memory store, no access log or audit",
+            serve("lean", "memory://", ports[3], lean=True),
+            True,
+            ports[3],
+        ),
+    ]
+
+
+def _seed(port: int) -> None:
+    request = (
+        f"PUT {PATH} HTTP/1.1\r\nHost: 127.0.0.1:{port}\r\nContent-Type: application/octet-stream\r\n"
+        f"Content-Length: {len(VALUE)}\r\nConnection: close\r\n\r\n"
+    ).encode() + VALUE
+    with socket.create_connection(("127.0.0.1", port), timeout=10) as s:
+        s.sendall(request)
+        answer = s.recv(4096)
+    if not answer.startswith((b"HTTP/1.1 201", b"HTTP/1.1 200")):
+        raise RuntimeError(f"seeding the value failed: {answer[:200]!r}")
+
+
+def _generator(args: list[str]) -> dict[str, Any]:
+    out = subprocess.run(
+        [sys.executable, "-m", "bench.bench_gateway", "load", *args],
+        cwd=ROOT,
+        capture_output=True,
+        text=True,
+        check=True,
+    )
+    return dict(json.loads(out.stdout.strip().splitlines()[-1]))
+
+
+def _wrk(port: int, connections: int, duration: float) -> float:
+    out = subprocess.run(
+        ["wrk", "-t1", f"-c{connections}", f"-d{max(1, round(duration))}s", f"http://127.0.0.1:{port}{PATH}"],
+        capture_output=True,
+        text=True,
+        check=True,
+    ).stdout
+    if "Non-2xx" in out:
+        raise RuntimeError(f"wrk saw error responses:\n{out}")
+    match = re.search(r"Requests/sec:\s+([0-9.]+)", out)
+    if match is None:
+        raise RuntimeError(f"cannot read wrk's output:\n{out}")
+    return float(match.group(1))
+
+
+def _max_rps(port: int, connections: int, duration: float, use_wrk: bool) -> float:
+    if use_wrk:
+        return _wrk(port, connections, duration)
+    result = _generator(["closed", str(port), PATH, str(connections), str(duration)])
+    if result["errors"]:
+        raise RuntimeError(f"{result['errors']} error responses during the throughput run")
+    return float(result["rps"])
+
+
+def _start(target: Target) -> None:
+    target.proc = subprocess.Popen(
+        target.command, cwd=ROOT, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL
+    )
+    _wait_for_port(target.port, target.proc)
+    if target.seed:
+        _seed(target.port)
+
+
+def _stop(target: Target) -> None:
+    proc = target.proc
+    if proc is None or proc.poll() is not None:
+        return
+    proc.send_signal(signal.SIGTERM)
+    try:
+        proc.wait(timeout=20)
+    except subprocess.TimeoutExpired:
+        proc.kill()
+        proc.wait()
+
+
+def _measure(targets: list[Target], opts: argparse.Namespace, use_wrk: bool) -> None:
+    """Throughput, then latency, each run round-robin over the targets (so outside load hits them alike)."""
+    for target in targets:
+        _max_rps(target.port, opts.connections, WARMUP_SECONDS, use_wrk)
+    for _ in range(opts.runs):
+        for target in targets:
+            target.rps.append(_max_rps(target.port, opts.connections, opts.duration, use_wrk))
+    for _ in range(opts.runs):
+        for target in targets:
+            rate = statistics.median(target.rps) / 2
+            args = ["open", str(target.port), PATH, str(opts.connections), str(opts.duration), str(rate)]
+            result = _generator(args)
+            if result["errors"]:
+                raise RuntimeError(f"{target.name}: {result['errors']} errors during the latency run")
+            target.p50.append(float(result["p50_ms"]))
+            target.p99.append(float(result["p99_ms"]))
+    for target in targets:
+        print(
+            f"  {target.name}: {statistics.median(target.rps):,.0f} req/s, "
+            f"p99 {statistics.median(target.p99):.2f} ms at half of it",
+            file=sys.stderr,
+        )
+
+
+def _report(targets: list[Target], opts: argparse.Namespace, use_wrk: bool, argv: list[str]) -> str:
+    floor = statistics.median(targets[0].rps)
+    generator = (
+        f"wrk {_wrk_version()} (`-t1 -c{opts.connections}`)"
+        if use_wrk
+        else f"the asyncio load generator of this module ({opts.connections} keep-alive connections)"
+    )
+    lines = [
+        "## Gateway: `GET /v1/kv/default/k` (1 KiB value)",
+        "",
+        f"Command: `{' '.join(['python -m bench gateway', *(a for a in argv if a.startswith('--'))])}`"
+        + "  ",
+        f"Environment: {environment('uvicorn', 'starlette', 'uvloop', 'httptools', 'msgspec')}, "
+        f"{os.cpu_count()} CPUs shared by the server and the load generator.  ",
+        f"Throughput: {generator}, {opts.runs} runs of {opts.duration:g} s per target, interleaved "
+        f"round-robin after a {WARMUP_SECONDS:g} s warm-up; median (min-max). Latency: open-loop at "
+        f"half of each target's own median rate, {opts.runs} runs of {opts.duration:g} s, timed from "
+        "each request's scheduled send; median of the runs' percentiles (p99 min-max).",
+        "",
+        "| target | req/s | vs floor | p50 at half rate | p99 at half rate |",
+        "|---|---|---|---|---|",
+    ]
+    for t in targets:
+        median, low, high = spread(t.rps)
+        lines.append(
+            f"| {t.name} | {median:,.0f} ({low:,.0f}-{high:,.0f}) | {median / floor:.0%} | "
+            f"{statistics.median(t.p50):.2f} ms | {statistics.median(t.p99):.2f} ms "
+            f"({min(t.p99):.2f}-{max(t.p99):.2f}) |"
+        )
+    prism = targets[1:3]
+    ratio_ok = all(statistics.median(t.rps) / floor >= RATIO_TARGET for t in prism)
+    p99_ok = all(statistics.median(t.p99) < P99_TARGET_MS for t in prism)
+    lines += [
+        "",
+        f"Targets (prism with its defaults, memory and sqlite): at least {RATIO_TARGET:.0%} of the floor's "
+        f"requests/s: **{'met' if ratio_ok else 'not met'}**; p99 under {P99_TARGET_MS:g} ms at half of the "
+        f"maximum rate: **{'met' if p99_ok else 'not met'}**.",
+    ]
+    return "\n".join(lines)
+
+
+def _wrk_version() -> str:
+    out = subprocess.run(["wrk", "--version"], capture_output=True, text=True).stdout
+    match = re.search(r"wrk (\S+)", out)
+    return match.group(1) if match else "(unknown version)"
+
+
+def main(argv: list[str]) -> None:
+    """Run the gateway benchmark and write its section of docs/benchmarks.md."""
+    parser = argparse.ArgumentParser(prog="python -m bench gateway")
+    parser.add_argument("names", nargs="*", help=argparse.SUPPRESS)
+    parser.add_argument("--duration", type=float, default=5.0, help="seconds per measurement (default 5)")
+    parser.add_argument("--runs", type=int, default=3, help="throughput runs per target (default 3)")
+    parser.add_argument("--connections", type=int, default=32, help="keep-alive connections (default 32)")
+    parser.add_argument("--quick", action="store_true", help="1 run of 2 s per target, for a smoke check")
+    parser.add_argument("--no-wrk", action="store_true", help="use the asyncio load generator even with wrk")
+    opts, _ = parser.parse_known_args(argv)
+    if opts.quick:
+        opts.duration, opts.runs = 2.0, 1
+    use_wrk = shutil.which("wrk") is not None and not opts.no_wrk
+    with tempfile.TemporaryDirectory(prefix="prism-bench-") as tmp:
+        targets = _targets(Path(tmp))
+        try:
+            for target in targets:
+                _start(target)
+            _measure(targets, opts, use_wrk)
+        finally:
+            for target in targets:
+                _stop(target)
+    write_section("gateway", _report(targets, opts, use_wrk, argv))
+
+
+if __name__ == "__main__":
+    role = sys.argv[1] if len(sys.argv) > 1 else ""
+    if role == "serve-floor":
+        _serve_floor(int(sys.argv[2]))
+    elif role == "load":
+        _load_main(sys.argv[2:])
+    else:
+        main(sys.argv[1:])

@@ -1,0 +1,199 @@
+"""The application factory: a Starlette app serving a :class:`GatewayConfig`.
+
+``create_app(config)`` builds the Gateway (reading keys and secrets, so a bad
+config fails here, before serving), the routes, the observability middleware and
+the lifespan that opens and closes the stores. Other Prism layers add their own
+routes and lifecycle hooks through ``extra_routes``, ``on_startup`` and
+``on_shutdown``, or by exposing an extension function that ``prism serve`` loads
+(see :data:`EXTENSION_POINTS`).
+"""
+
+from __future__ import annotations
+
+import contextlib
+import importlib
+import logging
+from collections.abc import AsyncIterator, Awaitable, Callable, Mapping, Sequence
+from dataclasses import dataclass
+from typing import Any
+
+from starlette.applications import Starlette
+from starlette.exceptions import HTTPException
+from starlette.middleware import Middleware
+from starlette.requests import Request
+from starlette.responses import Response
+from starlette.routing import BaseRoute, Route
+from starlette.types import Receive, Scope, Send
+
+from prism.gateway.config import GatewayConfig
+from prism.gateway.observability import InFlight, ObservabilityMiddleware
+from prism.gateway.problem import problem_response
+from prism.gateway.routes_admin import admin_routes
+from prism.gateway.routes_kv import kv_routes
+from prism.gateway.routes_records import records_routes
+from prism.gateway.runtime import Gateway
+from prism.kv.store import Store
+
+__all__ = ["EXTENSION_POINTS", "AppExtension", "GatewayApp", "Hook", "create_app", "load_extensions"]
+
+log = logging.getLogger("prism.gateway")
+
+#: A lifecycle hook: receives the running Gateway (config, stores, authenticator, audit).
+Hook = Callable[[Gateway], Awaitable[None]]
+
+#: ``"module:function"`` entries ``prism serve`` calls with the GatewayConfig; each returns an
+#: AppExtension (or None to add nothing). A module that is not installed is skipped.
+EXTENSION_POINTS: tuple[str, ...] = ("prism.streaming.gateway:extension",)
+
+
+@dataclass(frozen=True, slots=True)
+class AppExtension:
+    """Routes and lifecycle hooks another layer adds to the gateway app."""
+
+    routes: Sequence[BaseRoute] = ()
+    on_startup: Sequence[Hook] = ()
+    on_shutdown: Sequence[Hook] = ()
+
+
+def load_extensions(config: GatewayConfig, points: Sequence[str] = EXTENSION_POINTS) -> list[AppExtension]:
+    """The extensions the installed Prism layers provide for ``config``."""
+    found: list[AppExtension] = []
+    for point in points:
+        module_name, _, attr = point.partition(":")
+        try:
+            module = importlib.import_module(module_name)
+        except ModuleNotFoundError as exc:
+            if exc.name is not None and module_name.startswith(exc.name):
+                continue
+            raise
+        factory = getattr(module, attr, None)
+        if factory is None:
+            continue
+        extension = factory(config)
+        if extension is not None:
+            found.append(extension)
+    return found
+
+
+async def _not_found(request: Request, exc: Exception) -> Response:
+    return problem_response(
+        404, "NOT_FOUND", "no route matches this path", request_id=request.scope.get("prism.request_id")
+    )
+
+
+async def _method_not_allowed(request: Request, exc: Exception) -> Response:
+    headers = dict(exc.headers or {}) if isinstance(exc, HTTPException) else {}
+    return problem_response(
+        405,
+        "METHOD_NOT_ALLOWED",
+        f"{request.method} is not allowed on this path",
+        headers=headers,
+        request_id=request.scope.get("prism.request_id"),
+    )
+
+
+async def _http_error(request: Request, exc: Exception) -> Response:
+    status = exc.status_code if isinstance(exc, HTTPException) else 400
+    detail = exc.detail if isinstance(exc, HTTPException) else "bad request"
+    return problem_response(
+        status, "HTTP_ERROR", str(detail), request_id=request.scope.get("prism.request_id")
+    )
+
+
+async def _internal_error(request: Request, exc: Exception) -> Response:
+    log.error("unhandled error", exc_info=exc, extra={"request_id": request.scope.get("prism.request_id")})
+    return problem_response(
+        500,
+        "INTERNAL",
+        "the gateway failed to handle this request",
+        request_id=request.scope.get("prism.request_id"),
+    )
+
+
+class GatewayApp(Starlette):
+    """The gateway's Starlette app, with single-key reads dispatched before the generic stack.
+
+    ``GET``/``HEAD /v1/kv/{ns}/{key}`` goes straight to its endpoint (behind the same
+    observability middleware), skipping Starlette's exception handling and routing
+    layers; every other request takes the usual path.
+    """
+
+    def __init__(
+        self, *args: Any, gateway: Gateway, key_route: Route, in_flight: InFlight, **kwargs: Any
+    ) -> None:
+        super().__init__(*args, **kwargs)
+        self.state.gateway = gateway
+        self._key_route = key_route
+        self._key_read = ObservabilityMiddleware(
+            key_route.app, access_log=gateway.access_log, in_flight=in_flight, direct=True
+        )
+
+    async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
+        if scope["type"] == "http" and scope["method"] in _READS and not scope.get("root_path"):
+            path: str = scope["path"]
+            if path.startswith("/v1/kv/"):
+                ns, sep, key = path[7:].partition("/")
+                if sep and ns:
+                    scope["app"] = self
+                    scope["path_params"] = {"ns": ns, "key": key}
+                    scope["route"] = self._key_route
+                    await self._key_read(scope, receive, send)
+                    return
+        await super().__call__(scope, receive, send)
+
+
+_READS = frozenset({"GET", "HEAD"})
+
+
+def create_app(
+    config: GatewayConfig,
+    *,
+    extra_routes: Sequence[BaseRoute] = (),
+    on_startup: Sequence[Hook] = (),
+    on_shutdown: Sequence[Hook] = (),
+    stores: Mapping[str, Store] | None = None,
+    env: Mapping[str, str] | None = None,
+) -> GatewayApp:
+    """The ASGI app serving ``config``.
+
+    ``extra_routes`` are mounted after the gateway's own routes; ``on_startup`` hooks
+    run after the stores are open and ``on_shutdown`` hooks before they close.
+    ``stores`` may supply already-built (unopened) stores by name, and ``env`` the
+    environment to read secrets from (both default to the real thing).
+    Raises ConfigError when a secret, key file or store in the config is unusable.
+    """
+    gateway = Gateway(config, env=env, stores=stores)
+    routes = [*kv_routes(gateway), *records_routes(gateway), *admin_routes(gateway), *extra_routes]
+
+    @contextlib.asynccontextmanager
+    async def lifespan(app: Starlette) -> AsyncIterator[dict[str, Any]]:
+        await gateway.start()
+        try:
+            for hook in on_startup:
+                await hook(gateway)
+            yield {"gateway": gateway}
+        finally:
+            for hook in on_shutdown:
+                try:
+                    await hook(gateway)
+                except Exception:
+                    log.exception("a shutdown hook failed")
+            await gateway.stop()
+
+    key_route = next(r for r in routes if isinstance(r, Route) and r.name == "kv_get")
+    in_flight = InFlight()
+    app = GatewayApp(
+        gateway=gateway,
+        key_route=key_route,
+        in_flight=in_flight,
+        routes=routes,
+        lifespan=lifespan,
+        middleware=[Middleware(ObservabilityMiddleware, access_log=gateway.access_log, in_flight=in_flight)],
+        exception_handlers={
+            404: _not_found,
+            405: _method_not_allowed,
+            HTTPException: _http_error,
+            Exception: _internal_error,
+        },
+    )
+    return app

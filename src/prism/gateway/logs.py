@@ -1,0 +1,126 @@
+"""Structured logs: every record as one JSON object per line, extra fields included; the access log."""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+import sys
+import time
+from datetime import UTC, datetime
+from typing import Any
+
+import msgspec
+
+__all__ = ["AccessLog", "JsonFormatter", "configure_logging"]
+
+_STANDARD = frozenset(logging.LogRecord("", 0, "", 0, "", (), None).__dict__) | {
+    "message",
+    "asctime",
+    "taskName",
+    "color_message",
+}
+_encoder = msgspec.json.Encoder()
+
+
+def _default(obj: Any) -> Any:
+    return repr(obj)
+
+
+_fallback = msgspec.json.Encoder(enc_hook=_default)
+
+
+class JsonFormatter(logging.Formatter):
+    """``{"time", "level", "logger", "message", ...extra}`` on one line, times in UTC."""
+
+    converter = time.gmtime  # type: ignore[assignment]
+
+    def format(self, record: logging.LogRecord) -> str:
+        out: dict[str, Any] = {
+            "time": self.formatTime(record, "%Y-%m-%dT%H:%M:%S") + f".{int(record.msecs):03d}Z",
+            "level": record.levelname.lower(),
+            "logger": record.name,
+            "message": record.getMessage(),
+        }
+        out.update((k, v) for k, v in record.__dict__.items() if k not in _STANDARD and not k.startswith("_"))
+        if record.exc_info:
+            out["exception"] = self.formatException(record.exc_info)
+        try:
+            return _encoder.encode(out).decode("utf-8")
+        except TypeError:
+            return _fallback.encode(out).decode("utf-8")
+
+
+def configure_logging(level: str = "info") -> None:
+    """Send Prism's and uvicorn's logs to stderr as JSON lines at ``level``."""
+    handler = logging.StreamHandler(sys.stderr)
+    handler.setFormatter(JsonFormatter())
+    root = logging.getLogger()
+    root.handlers[:] = [handler]
+    root.setLevel(level.upper())
+    for name in ("uvicorn", "uvicorn.error"):
+        logger = logging.getLogger(name)
+        logger.handlers[:] = []
+        logger.propagate = True
+    # The gateway writes its own access log with request ids and route templates.
+    logging.getLogger("uvicorn.access").disabled = True
+
+
+class AccessLog:
+    """Request log lines (JSON, same shape as JsonFormatter's) written in batches to stderr.
+
+    One line per request is too hot a path for the logging module (a record, a lock, a
+    formatter and a flush each time), so lines are encoded once and written together
+    at most ``flush_interval`` seconds later, or as soon as ``max_buffer_bytes`` pile up.
+    """
+
+    def __init__(self, *, flush_interval: float = 0.1, max_buffer_bytes: int = 64 * 1024) -> None:
+        self.flush_interval = flush_interval
+        self.max_buffer_bytes = max_buffer_bytes
+        self._lines: list[bytes] = []
+        self._size = 0
+        self._timer: asyncio.TimerHandle | None = None
+
+    def write(self, fields: dict[str, Any]) -> None:
+        """Queue one line: ``fields`` after the time, level, logger and message."""
+        line = _encoder.encode(
+            {
+                "time": datetime.now(UTC),
+                "level": "info",
+                "logger": "prism.gateway.access",
+                "message": "request",
+                **fields,
+            }
+        )
+        self._lines.append(line)
+        self._size += len(line) + 1
+        if self._size >= self.max_buffer_bytes:
+            self.flush()
+        elif self._timer is None:
+            try:
+                loop = asyncio.get_running_loop()
+            except RuntimeError:
+                self.flush()
+                return
+            self._timer = loop.call_later(self.flush_interval, self.flush)
+
+    def flush(self) -> None:
+        """Write the queued lines now."""
+        if self._timer is not None:
+            self._timer.cancel()
+            self._timer = None
+        if not self._lines:
+            return
+        data = b"\n".join(self._lines) + b"\n"
+        self._lines.clear()
+        self._size = 0
+        stream = sys.stderr
+        try:
+            buffer = getattr(stream, "buffer", None)
+            if buffer is not None:
+                buffer.write(data)
+            else:
+                stream.write(data.decode("utf-8"))
+            stream.flush()
+        except (OSError, ValueError):
+            # A closed or broken stderr must not take requests down with it.
+            pass

@@ -1,0 +1,341 @@
+"""The steps every data request goes through, in one place.
+
+authenticate -> find the namespace -> reserve an audit slot -> authorize -> admit
+(rate and concurrency limits) -> read the body (bounded) -> run the operation under
+the request timeout (through the Idempotency-Key cache for writes) -> map errors to
+problems -> record the audit event (denied and failed attempts included). Route
+handlers only do their own operation on a :class:`Call`.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import time
+from collections.abc import Awaitable, Callable, MutableMapping
+from datetime import UTC, datetime
+from typing import Any
+
+from starlette.requests import Request
+from starlette.responses import Response
+from starlette.types import Receive, Scope, Send
+
+from prism.errors import PrismError
+from prism.gateway.audit import AuditEvent, AuditUnavailable
+from prism.gateway.auth import AuthError, Principal
+from prism.gateway.idempotency import fingerprint
+from prism.gateway.pii import PiiError, aad_prefix
+from prism.gateway.policy import PII_READ_ROLE, Action, authorize
+from prism.gateway.problem import HTTPProblem, from_prism_error
+from prism.gateway.runtime import Gateway, ServedNamespace
+from prism.kv.namespace import Namespace
+
+__all__ = ["Call", "DataEndpoint", "Handler", "auth_problem", "problem_for", "read_body", "record_access"]
+
+#: Request headers that are part of an idempotent request's identity.
+_FINGERPRINT_HEADERS = ("content-type", "if-match", "if-none-match")
+
+
+class Call:
+    """One data request on its way through the pipeline: who, which namespace, and what happened."""
+
+    __slots__ = (
+        "audit_values",
+        "body",
+        "error_code",
+        "gateway",
+        "key",
+        "key_count",
+        "kv",
+        "ns",
+        "principal",
+        "request",
+    )
+
+    def __init__(
+        self, request: Request, gateway: Gateway, principal: Principal, ns: ServedNamespace, kv: Namespace
+    ) -> None:
+        self.request = request
+        self.gateway = gateway
+        self.principal = principal
+        self.ns = ns
+        self.kv = kv
+        self.body = b""
+        self.key: str | None = None
+        self.key_count: int | None = None
+        self.audit_values: dict[str, Any] | None = None
+        self.error_code: str | None = None
+
+    @property
+    def clear_pii(self) -> bool:
+        """True when this caller may see PII fields in clear."""
+        return PII_READ_ROLE in self.principal.roles
+
+    def aad(self, record: str, item_key: str = "") -> bytes:
+        """What PII ciphertexts of this entry are bound to (see prism.gateway.pii)."""
+        return aad_prefix(
+            self.ns.name, self.principal.tenant if self.ns.tenant_scoped else None, record, item_key
+        )
+
+    def protect(self, record: str, value: bytes, item_key: str = "") -> bytes:
+        """The bytes to store for ``value`` (PII fields encrypted when the namespace asks)."""
+        pii = self.ns.pii
+        if self.gateway.config.audit.include_values:
+            self._audit_value(record if not item_key else f"{record}/{item_key}", value)
+        if pii is None:
+            return value
+        return pii.protect(value, self.aad(record, item_key))
+
+    def reveal(self, record: str, stored: bytes, item_key: str = "") -> bytes:
+        """The bytes this caller sees (PII decrypted for ``pii:read``, masked for others)."""
+        pii = self.ns.pii
+        if pii is None:
+            return stored
+        return pii.reveal(stored, self.aad(record, item_key), self.clear_pii)
+
+    def _audit_value(self, key: str, value: bytes) -> None:
+        if self.audit_values is None:
+            self.audit_values = {}
+        pii = self.ns.pii
+        if pii is not None:
+            masked = pii.masked(value)
+            self.audit_values[key] = masked if masked is not None else {"bytes": len(value)}
+        else:
+            self.audit_values[key] = {"bytes": len(value)}
+
+
+Handler = Callable[[Call], Awaitable[Response]]
+
+
+def auth_problem(exc: AuthError) -> HTTPProblem:
+    """The problem answering an AuthError (401s carry a Bearer challenge)."""
+    headers = {"WWW-Authenticate": 'Bearer realm="prism"'} if exc.status == 401 else None
+    return HTTPProblem(exc.status, exc.code, exc.detail, headers=headers)
+
+
+async def read_body(request: Request, limit: int) -> bytes:
+    """The request body, refusing (413) anything over ``limit`` bytes before reading it all."""
+    declared = request.headers.get("content-length")
+    if declared is not None:
+        try:
+            size = int(declared)
+        except ValueError:
+            raise HTTPProblem(400, "INVALID_CONTENT_LENGTH", "Content-Length is not a number") from None
+        if size > limit:
+            raise HTTPProblem(
+                413, "BODY_TOO_LARGE", f"the body is {size} bytes; at most {limit} are accepted"
+            )
+    chunks: list[bytes] = []
+    total = 0
+    async for chunk in request.stream():
+        total += len(chunk)
+        if total > limit:
+            raise HTTPProblem(413, "BODY_TOO_LARGE", f"the body is over the limit of {limit} bytes")
+        chunks.append(chunk)
+    return b"".join(chunks)
+
+
+class DataEndpoint:
+    """An ASGI endpoint running a handler behind the whole pipeline.
+
+    It is a plain ASGI callable (not a Starlette function endpoint), which keeps the
+    per-request overhead of the hottest routes to the pipeline itself.
+    """
+
+    def __init__(
+        self,
+        gateway: Gateway,
+        handler: Handler,
+        *,
+        op: str,
+        action: Action,
+        body_limit: Callable[[ServedNamespace], int] | None = None,
+    ) -> None:
+        self.gateway = gateway
+        self.handler = handler
+        self.op = op
+        self.action: Action = action
+        self.body_limit = body_limit
+        self.writes = action == "write"
+        self.timeout = gateway.config.server.request_timeout
+        self.retry_after = gateway.config.server.retry_after
+
+    async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
+        response = await self.respond(Request(scope, receive))
+        await response(scope, receive, send)
+
+    async def respond(self, request: Request) -> Response:
+        """The response to ``request``; expected failures become problem responses."""
+        gateway = self.gateway
+        scope = request.scope
+        started = time.perf_counter()
+        principal: Principal | None = None
+        served: ServedNamespace | None = None
+        call: Call | None = None
+        audited = False
+        response: Response | None = None
+        error_code: str | None = None
+        try:
+            principal = gateway.authenticator.authenticate_headers(request.headers)
+            scope["prism.principal"] = principal.subject
+            name = scope["path_params"]["ns"]
+            served = gateway.namespaces.get(name)
+            if served is None:
+                raise HTTPProblem(404, "NAMESPACE_NOT_FOUND", f"there is no namespace {name!r}")
+            scope["prism.namespace"] = name
+            audit = gateway.audit
+            if served.config.audit and audit.enabled:
+                # Reserved before the policy check, so denied attempts are audited too.
+                audit.admit()
+                audited = True
+            authorize(principal, served.config, self.action)
+            with served.limiter.admit():
+                call = Call(request, gateway, principal, served, served.handle(principal.tenant))
+                if self.body_limit is not None:
+                    call.body = await read_body(request, self.body_limit(served))
+                idem_key = request.headers.get("idempotency-key") if self.writes else None
+                if idem_key is not None and gateway.idempotency is not None:
+                    async with asyncio.timeout(self.timeout):
+                        response = await self._idempotent(call, idem_key)
+                elif served.inline:
+                    # Nothing in an inline backend waits on I/O, so there is nothing to time out.
+                    response = await _answer(self.handler, call, self.retry_after)
+                else:
+                    async with asyncio.timeout(self.timeout):
+                        response = await _answer(self.handler, call, self.retry_after)
+                error_code = call.error_code
+        except Exception as exc:
+            problem = problem_for(exc, self.timeout, self.retry_after)
+            if problem is None:
+                raise
+            error_code = problem.code
+            response = problem.response(scope.get("prism.request_id"))
+        finally:
+            if audited:
+                assert principal is not None and served is not None
+                if response is None:
+                    status, outcome = 499, "cancelled"
+                else:
+                    status = response.status_code
+                    outcome = "ok" if status < 400 else (error_code or f"http_{status}")
+                _record(gateway, scope, principal, served, call, self.op, status, outcome, started)
+        return response
+
+    async def _idempotent(self, call: Call, key: str) -> Response:
+        request = call.request
+        assert self.gateway.idempotency is not None
+        digest = fingerprint(
+            request.method,
+            request.url.path,
+            request.url.query,
+            [(h, request.headers.get(h, "")) for h in _FINGERPRINT_HEADERS],
+            call.body,
+        )
+        return await self.gateway.idempotency.run(
+            call.principal, key, digest, lambda: _answer(self.handler, call, self.retry_after)
+        )
+
+
+def problem_for(exc: Exception, timeout: float, retry_after: int) -> HTTPProblem | None:
+    """The problem that reports an expected failure, or None for an unexpected error."""
+    if isinstance(exc, AuthError):
+        return auth_problem(exc)
+    if isinstance(exc, HTTPProblem):
+        return exc
+    if isinstance(exc, AuditUnavailable):
+        return HTTPProblem(503, "AUDIT_UNAVAILABLE", str(exc), headers={"Retry-After": str(retry_after)})
+    if isinstance(exc, PrismError):
+        return from_prism_error(exc, retry_after)
+    if isinstance(exc, TimeoutError):
+        return HTTPProblem(
+            503,
+            "TIMEOUT",
+            f"the request did not finish within {timeout:g} s; retry later",
+            headers={"Retry-After": str(retry_after)},
+        )
+    if isinstance(exc, PiiError):
+        return HTTPProblem(500, "PII_DECRYPT_FAILED", str(exc))
+    return None
+
+
+async def _answer(handler: Handler, call: Call, retry_after: int) -> Response:
+    """The handler's response, with its expected failures turned into problem responses."""
+    try:
+        return await handler(call)
+    except (HTTPProblem, PrismError, PiiError) as exc:
+        if isinstance(exc, HTTPProblem):
+            problem = exc
+        elif isinstance(exc, PrismError):
+            problem = from_prism_error(exc, retry_after)
+        else:
+            problem = HTTPProblem(500, "PII_DECRYPT_FAILED", str(exc))
+        call.error_code = problem.code
+        return problem.response(call.request.scope.get("prism.request_id"))
+
+
+def _record(
+    gateway: Gateway,
+    scope: MutableMapping[str, Any],
+    principal: Principal,
+    served: ServedNamespace,
+    call: Call | None,
+    op: str,
+    status: int,
+    outcome: str,
+    started: float,
+) -> None:
+    if call is None:
+        record_access(gateway, scope, principal, served, op, status, outcome, started)
+        return
+    pii = None
+    if served.pii is not None and op.startswith(("bulk_get", "records_get")):
+        pii = "clear" if call.clear_pii else "masked"
+    record_access(
+        gateway,
+        scope,
+        principal,
+        served,
+        op,
+        status,
+        outcome,
+        started,
+        key=call.key,
+        key_count=call.key_count,
+        pii=pii,
+        values=call.audit_values,
+    )
+
+
+def record_access(
+    gateway: Gateway,
+    scope: MutableMapping[str, Any],
+    principal: Principal,
+    served: ServedNamespace,
+    op: str,
+    status: int,
+    outcome: str,
+    started: float,
+    *,
+    key: str | None = None,
+    key_count: int | None = None,
+    pii: str | None = None,
+    values: dict[str, Any] | None = None,
+) -> None:
+    """Queue the audit event of one data access."""
+    gateway.audit.record(
+        AuditEvent(
+            time=datetime.now(UTC),
+            request_id=scope.get("prism.request_id"),
+            principal=principal.subject,
+            principal_kind=principal.kind,
+            tenant=principal.tenant,
+            namespace=served.name,
+            operation=op,
+            key=key,
+            key_count=key_count,
+            pii=pii,
+            values=values,
+            outcome=outcome,
+            status=status,
+            latency_ms=round((time.perf_counter() - started) * 1000, 3),
+        )
+    )

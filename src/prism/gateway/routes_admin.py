@@ -1,0 +1,138 @@
+"""Namespaces, health, readiness, metrics and the API description.
+
+``/healthz``, ``/readyz``, ``/metrics``, ``/openapi.json`` and ``/docs`` need no
+credentials: they reveal no data. The namespace routes show only what the caller
+may see, and never a store URL or any secret.
+"""
+
+from __future__ import annotations
+
+import asyncio
+from typing import Any
+
+from prometheus_client import CONTENT_TYPE_LATEST, REGISTRY, generate_latest
+from starlette.requests import Request
+from starlette.responses import HTMLResponse, Response
+from starlette.routing import BaseRoute, Route
+
+from prism.gateway.auth import AuthError
+from prism.gateway.openapi import docs_html, openapi_document
+from prism.gateway.pipeline import auth_problem
+from prism.gateway.policy import can_see, may
+from prism.gateway.problem import HTTPProblem
+from prism.gateway.runtime import Gateway, ServedNamespace
+from prism.gateway.wire import JSON
+
+__all__ = ["admin_routes"]
+
+
+def _json(payload: Any, status: int = 200) -> Response:
+    return Response(JSON.encode(payload), status, media_type="application/json")
+
+
+def _summary(served: ServedNamespace, actions: list[str]) -> dict[str, Any]:
+    return {"name": served.name, "tenant_scoped": served.tenant_scoped, "actions": actions}
+
+
+def admin_routes(gateway: Gateway) -> list[BaseRoute]:
+    """Routes for namespaces and operations, bound to ``gateway``."""
+    config = gateway.config
+    openapi = openapi_document(config)
+    openapi_bytes = JSON.encode(openapi)
+    docs = docs_html(openapi)
+
+    def principal_of(request: Request) -> Any:
+        principal = gateway.authenticator.authenticate_headers(request.headers)
+        request.scope["prism.principal"] = principal.subject
+        return principal
+
+    async def list_namespaces(request: Request) -> Response:
+        try:
+            principal = principal_of(request)
+        except AuthError as exc:
+            return auth_problem(exc).response(request.scope.get("prism.request_id"))
+        visible = []
+        for served in gateway.namespaces.values():
+            if can_see(principal, served.config):
+                actions = [a for a in ("read", "write", "admin") if may(principal, served.config, a)]
+                visible.append(_summary(served, actions))
+        return _json({"namespaces": visible})
+
+    async def get_namespace(request: Request) -> Response:
+        request_id = request.scope.get("prism.request_id")
+        try:
+            principal = principal_of(request)
+            name = request.path_params["ns"]
+            served = gateway.namespaces.get(name)
+            if served is None:
+                raise HTTPProblem(404, "NAMESPACE_NOT_FOUND", f"there is no namespace {name!r}")
+            request.scope["prism.namespace"] = name
+            if not can_see(principal, served.config):
+                raise AuthError(403, "FORBIDDEN", f"{principal.subject!r} may not see namespace {name!r}")
+        except AuthError as exc:
+            return auth_problem(exc).response(request_id)
+        except HTTPProblem as exc:
+            return exc.response(request_id)
+        ns = served.config
+        try:
+            async with asyncio.timeout(config.server.request_timeout):
+                health = await served.store.health()
+        except TimeoutError:
+            health = {"status": "DOWN", "details": {"error": "the health check timed out"}}
+        limiter = served.limiter
+        return _json(
+            {
+                "name": ns.name,
+                "store": served.store_name,
+                "backend": served.store.backend.name,
+                "tenant_scoped": ns.tenant_scoped,
+                "max_value_bytes": served.max_value_bytes,
+                "default_ttl": ns.default_ttl,
+                "access": {"read": ns.access.read, "write": ns.access.write, "admin": ns.access.admin},
+                "pii": None if ns.pii is None else {"fields": ns.pii.fields, "encrypt": ns.pii.encrypt},
+                "audit": ns.audit,
+                "limits": {
+                    "rate": limiter.rate,
+                    "burst": limiter.burst if limiter.rate else None,
+                    "concurrency": limiter.concurrency,
+                },
+                "actions": [a for a in ("read", "write", "admin") if may(principal, ns, a)],
+                "capabilities": served.store.capabilities.as_dict(),
+                "health": {"status": health.get("status", "DOWN")},
+            }
+        )
+
+    async def healthz(request: Request) -> Response:
+        return _json({"status": "ok"})
+
+    async def readyz(request: Request) -> Response:
+        ready, details = await gateway.readiness()
+        stores = {name: {"status": h.get("status", "DOWN")} for name, h in details["stores"].items()}
+        for name, health in details["stores"].items():
+            error = health.get("details", {}).get("error")
+            if health.get("status") != "UP" and error:
+                stores[name]["error"] = str(error)
+        body = {"status": "ready" if ready else "unready", "stores": stores, "audit": details["audit"]}
+        headers = None if ready else {"Retry-After": str(config.server.retry_after)}
+        return Response(
+            JSON.encode(body), 200 if ready else 503, headers=headers, media_type="application/json"
+        )
+
+    async def metrics(request: Request) -> Response:
+        return Response(generate_latest(REGISTRY), 200, media_type=CONTENT_TYPE_LATEST)
+
+    async def openapi_json(request: Request) -> Response:
+        return Response(openapi_bytes, 200, media_type="application/json")
+
+    async def docs_page(request: Request) -> Response:
+        return HTMLResponse(docs)
+
+    return [
+        Route("/v1/namespaces", list_namespaces, methods=["GET"]),
+        Route("/v1/namespaces/{ns}", get_namespace, methods=["GET"]),
+        Route("/healthz", healthz, methods=["GET"]),
+        Route("/readyz", readyz, methods=["GET"]),
+        Route("/metrics", metrics, methods=["GET"]),
+        Route("/openapi.json", openapi_json, methods=["GET"]),
+        Route("/docs", docs_page, methods=["GET"]),
+    ]

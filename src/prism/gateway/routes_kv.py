@@ -1,0 +1,245 @@
+"""``/v1/kv/{ns}``: single keys (raw bodies), batches, transactions and key listing."""
+
+from __future__ import annotations
+
+from typing import Any, Literal
+
+import msgspec
+from starlette.datastructures import Headers
+from starlette.responses import Response
+from starlette.routing import BaseRoute, Route
+
+from prism.errors import PreconditionFailed
+from prism.gateway.key_read import KeyReadEndpoint
+from prism.gateway.pipeline import Call, DataEndpoint
+from prism.gateway.problem import HTTPProblem
+from prism.gateway.runtime import Gateway, ServedNamespace
+from prism.gateway.wire import (
+    JSON,
+    Ttl,
+    decode_body,
+    item_json,
+    parse_etag_header,
+    query_int,
+    result_json,
+    ttl_param,
+)
+from prism.model import Delete, Put
+
+__all__ = ["kv_routes"]
+
+
+class BulkGetRequest(msgspec.Struct, forbid_unknown_fields=True):
+    """Body of POST /_bulk/get."""
+
+    keys: list[str]
+
+
+class BulkPutItem(msgspec.Struct, forbid_unknown_fields=True):
+    """One entry of a batch or record write (``value`` is base64 on the wire)."""
+
+    key: str
+    value: bytes
+    ttl: Ttl | None = None
+    if_match: str | None = None
+    if_absent: bool = False
+    content_type: str | None = None
+
+
+class BulkPutRequest(msgspec.Struct, forbid_unknown_fields=True):
+    """Body of POST /_bulk/put."""
+
+    items: list[BulkPutItem]
+
+
+class BulkDeleteItem(msgspec.Struct, forbid_unknown_fields=True):
+    """One entry of POST /_bulk/delete."""
+
+    key: str
+    if_match: str | None = None
+
+
+class BulkDeleteRequest(msgspec.Struct, forbid_unknown_fields=True):
+    """Body of POST /_bulk/delete."""
+
+    items: list[BulkDeleteItem]
+
+
+class TransactOp(msgspec.Struct, forbid_unknown_fields=True):
+    """One op of POST /_transact."""
+
+    op: Literal["put", "delete"]
+    key: str
+    value: bytes | None = None
+    ttl: Ttl | None = None
+    if_match: str | None = None
+    if_absent: bool = False
+    content_type: str | None = None
+
+
+class TransactRequest(msgspec.Struct, forbid_unknown_fields=True):
+    """Body of POST /_transact."""
+
+    ops: list[TransactOp]
+
+
+def _json(payload: Any, status: int = 200) -> Response:
+    return Response(JSON.encode(payload), status, media_type="application/json")
+
+
+def _etag(etag: str) -> str:
+    return f'"{etag}"'
+
+
+def _put_of(call: Call, item: BulkPutItem | TransactOp, value: bytes) -> Put:
+    return Put(
+        item.key,
+        call.protect(item.key, value),
+        item.ttl,
+        item.content_type,
+        item.if_match,
+        item.if_absent,
+    )
+
+
+async def put_key(call: Call) -> Response:
+    """PUT one key: 201 when created, 200 when replaced, with the new ETag."""
+    request = call.request
+    key = request.scope["path_params"]["key"]
+    call.key = key
+    headers = request.headers
+    if_match = _single_etag(headers, "if-match")
+    if_absent = _if_absent(headers)
+    ttl = ttl_param(request.query_params.get("ttl"))
+    content_type = headers.get("content-type")
+    value = call.protect(key, call.body)
+    result = await call.kv.put_result(Put(key, value, ttl, content_type, if_match, if_absent))
+    if result.error is not None:
+        raise result.error
+    assert result.etag is not None
+    return Response(None, 200 if result.existed else 201, headers={"etag": _etag(result.etag)})
+
+
+async def delete_key(call: Call) -> Response:
+    """DELETE one key: 204 whether or not it existed; 412 when If-Match differs."""
+    key = call.request.scope["path_params"]["key"]
+    call.key = key
+    if_match = _single_etag(call.request.headers, "if-match")
+    result = await call.kv.delete_result(Delete(key, if_match))
+    if result.error is not None:
+        raise result.error
+    return Response(None, 204)
+
+
+async def scan_keys(call: Call) -> Response:
+    """GET /v1/kv/{ns}: one page of keys, optionally under a prefix."""
+    params = call.request.query_params
+    limit = query_int(params.get("limit"), "limit", default=100)
+    page = await call.kv.scan(
+        params.get("prefix", ""), limit=limit, page_token=params.get("page_token") or None
+    )
+    call.key_count = len(page.keys)
+    return _json({"keys": page.keys, "next_page_token": page.next_page_token})
+
+
+async def bulk_get(call: Call) -> Response:
+    """POST /_bulk/get: one entry per requested key, in order."""
+    request = decode_body(call.body, BulkGetRequest)
+    call.key_count = len(request.keys)
+    found = await call.kv.get_many(request.keys)
+    items = []
+    for key, item in zip(request.keys, found, strict=True):
+        if item is None:
+            items.append({"key": key, "found": False})
+        else:
+            items.append(item_json(item, call.reveal(key, item.value), found=True))
+    return _json({"items": items})
+
+
+async def bulk_put(call: Call) -> Response:
+    """POST /_bulk/put: independent puts, one result each."""
+    request = decode_body(call.body, BulkPutRequest)
+    call.key_count = len(request.items)
+    puts = [_put_of(call, item, item.value) for item in request.items]
+    results = await call.kv.put_many(puts)
+    return _json({"results": [result_json(r) for r in results]})
+
+
+async def bulk_delete(call: Call) -> Response:
+    """POST /_bulk/delete: independent deletes, one result each."""
+    request = decode_body(call.body, BulkDeleteRequest)
+    call.key_count = len(request.items)
+    results = await call.kv.delete_many([Delete(i.key, i.if_match) for i in request.items])
+    return _json({"results": [result_json(r) for r in results]})
+
+
+async def transact(call: Call) -> Response:
+    """POST /_transact: every op applied, or none (412 naming the failing key)."""
+    request = decode_body(call.body, TransactRequest)
+    call.key_count = len(request.ops)
+    ops: list[Put | Delete] = []
+    for i, op in enumerate(request.ops):
+        if op.op == "put":
+            if op.value is None:
+                raise HTTPProblem(400, "INVALID_BODY", f"ops[{i}]: a put needs `value` (base64)")
+            ops.append(_put_of(call, op, op.value))
+        else:
+            if op.value is not None or op.ttl is not None or op.if_absent or op.content_type is not None:
+                raise HTTPProblem(400, "INVALID_BODY", f"ops[{i}]: a delete takes only `key` and `if_match`")
+            ops.append(Delete(op.key, op.if_match))
+    try:
+        results = await call.kv.transact(ops)
+    except PreconditionFailed as exc:
+        which = f" for {exc.key!r}" if exc.key is not None else ""
+        raise HTTPProblem(412, exc.code, f"a condition failed{which}; nothing was applied") from exc
+    return _json({"results": [result_json(r) for r in results]})
+
+
+def _single_etag(headers: Headers, name: str) -> str | None:
+    raw = headers.get(name)
+    if raw is None:
+        return None
+    tags = parse_etag_header(raw, allow_star=False, many=False)
+    return tags[0]
+
+
+def _if_absent(headers: Headers) -> bool:
+    raw = headers.get("if-none-match")
+    if raw is None:
+        return False
+    if raw.strip() != "*":
+        raise HTTPProblem(400, "INVALID_HEADER", "on a write, If-None-Match only accepts *")
+    return True
+
+
+def _value_limit(served: ServedNamespace) -> int:
+    return served.max_value_bytes
+
+
+def _json_limit(gateway: Gateway) -> Any:
+    limit = gateway.config.server.max_body_bytes
+    return lambda served: limit
+
+
+def kv_routes(gateway: Gateway) -> list[BaseRoute]:
+    """The /v1/kv routes, bound to ``gateway``."""
+    json_limit = _json_limit(gateway)
+
+    def ep(handler: Any, op: str, action: Any, body: Any = None) -> DataEndpoint:
+        return DataEndpoint(gateway, handler, op=op, action=action, body_limit=body)
+
+    key_path = "/v1/kv/{ns}/{key:path}"
+    # Single-key routes come first: the router tries routes in order and these are the hottest.
+    # A POST to /_bulk/... only partially matches them (wrong method) and goes on to its own route.
+    return [
+        Route(key_path, KeyReadEndpoint(gateway), methods=["GET"], name="kv_get"),
+        Route(key_path, ep(put_key, "put", "write", _value_limit), methods=["PUT"]),
+        Route(key_path, ep(delete_key, "delete", "write"), methods=["DELETE"]),
+        Route("/v1/kv/{ns}/_bulk/get", ep(bulk_get, "bulk_get", "read", json_limit), methods=["POST"]),
+        Route("/v1/kv/{ns}/_bulk/put", ep(bulk_put, "bulk_put", "write", json_limit), methods=["POST"]),
+        Route(
+            "/v1/kv/{ns}/_bulk/delete", ep(bulk_delete, "bulk_delete", "write", json_limit), methods=["POST"]
+        ),
+        Route("/v1/kv/{ns}/_transact", ep(transact, "transact", "write", json_limit), methods=["POST"]),
+        Route("/v1/kv/{ns}", ep(scan_keys, "scan", "read"), methods=["GET"]),
+    ]
