@@ -411,7 +411,8 @@ async def test_readers_never_see_a_mixed_large_value(dynamodb: DynamoDBServer | 
 
 
 async def test_transactions_limits_and_collapsing(dynamodb: DynamoDBServer | ExternalDynamoDB) -> None:
-    async with prism.connect(dynamodb.url) as store:
+    # Megabytes through the single-threaded emulator on a busy machine take longer than the default 5 s.
+    async with prism.connect(dynamodb.url, operation_timeout=30) as store:
         assert store.capabilities.max_transaction_ops == 100
         ns = store.namespace(f"tx-{uuid.uuid4().hex[:8]}")
         with pytest.raises(InvalidArgument, match="100"):
