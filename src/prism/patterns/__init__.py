@@ -62,7 +62,9 @@ def _resolve(table: dict[str, str], scheme: str, what: str) -> type[Any]:
     if target is None:
         close = difflib.get_close_matches(scheme, sorted(table), n=1)
         hint = f" Did you mean {close[0]!r}?" if close else ""
-        raise InvalidArgument(f"no {what} engine for scheme {scheme!r}.{hint} Known: {', '.join(sorted(table))}")
+        raise InvalidArgument(
+            f"no {what} engine for scheme {scheme!r}.{hint} Known: {', '.join(sorted(table))}"
+        )
     module_name, _, attr = target.partition(":")
     try:
         module = importlib.import_module(module_name)
@@ -77,13 +79,15 @@ def _resolve(table: dict[str, str], scheme: str, what: str) -> type[Any]:
     return cls
 
 
-def open_queue(url: str, name: str = "requests", **options: Any) -> Queue:
+def open_queue(url: str, name: str = "requests", *, store: Any = None, **options: Any) -> Queue:
     """An unopened Queue named ``name`` on the engine of ``url``.
 
-    The embedded engine takes ``store=`` (an open Store to keep its messages in);
-    other engines take their own connection options.
+    ``store`` (an open Store on the same URL) is used by the engines that keep their
+    messages on the KeyValue layer (the embedded one) and ignored by the others.
     """
     cls = _resolve(QUEUES, _scheme(url), "queue")
+    if getattr(cls, "uses_store", False):
+        options["store"] = store
     queue: Queue = cls.from_url(url, name, **options)
     return queue
 

@@ -105,7 +105,9 @@ class _Lifecycle:
 
     def _check_open(self) -> None:
         if self._state is not _State.OPEN:
-            state = "closed" if self._state is _State.CLOSED else "not open: use `async with` or `await .open()`"
+            state = (
+                "closed" if self._state is _State.CLOSED else "not open: use `async with` or `await .open()`"
+            )
             raise StoreClosed(f"the {self.kind} is {state}")
 
     async def __aenter__(self) -> Self:

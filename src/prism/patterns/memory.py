@@ -13,7 +13,7 @@ import heapq
 import itertools
 import os
 import time
-from typing import Any
+from typing import Any, ClassVar
 
 import msgspec
 
@@ -45,10 +45,35 @@ _decode = msgspec.msgpack.Decoder(_Stored).decode
 _tokens = itertools.count(1)
 
 
+class _Schedule:
+    """The in-memory state of one embedded queue, shared by its handles in this process."""
+
+    def __init__(self) -> None:
+        self.messages: dict[str, _Message] = {}
+        self.heap: list[tuple[float, int, str]] = []
+        self.order = itertools.count()
+        self.wakeup = asyncio.Event()
+        self.users = 0
+        self.loaded = False
+
+    def push(self, message_id: str, msg: _Message) -> None:
+        self.messages[message_id] = msg
+        heapq.heappush(self.heap, (msg.visible_at, next(self.order), message_id))
+
+
+_schedules: dict[tuple[str, str], _Schedule] = {}
+
+
 class EmbeddedQueue(Queue):
-    """A one-node queue whose messages are stored in the namespace ``prism_queue_<name>``."""
+    """A one-node queue whose messages are stored in the namespace ``prism_queue_<name>``.
+
+    Handles opened in one process on the same named store (``memory://NAME``,
+    ``sqlite:///path``) and queue name share one schedule; other processes must not
+    consume the same queue.
+    """
 
     engine = "embedded"
+    uses_store: ClassVar[bool] = True
 
     def __init__(self, name: str, store: Store | None = None, url: str | None = None) -> None:
         super().__init__(name)
@@ -57,10 +82,8 @@ class EmbeddedQueue(Queue):
         self._store = store
         self._url = url
         self._owns_store = store is None
-        self._messages: dict[str, _Message] = {}
-        self._schedule: list[tuple[float, int, str]] = []
-        self._order = itertools.count()
-        self._wakeup = asyncio.Event()
+        named = url is not None and url.split("://", 1)[-1].strip("/") != ""
+        self._key = (url if named and url is not None else f"store-{id(store)}-{os.urandom(4).hex()}", name)
 
     @classmethod
     def from_url(cls, url: str, name: str, *, store: Store | None = None, **options: Any) -> EmbeddedQueue:
@@ -74,6 +97,11 @@ class EmbeddedQueue(Queue):
             self._store = connect(self._url)
         await self._store.open()
         self._ns = self._store.namespace(f"prism_queue_{self.name}")
+        self._s = _schedules.setdefault(self._key, _Schedule())
+        self._s.users += 1
+        if self._s.loaded:
+            return
+        self._s.loaded = True
         token: str | None = None
         while True:
             page = await self._ns.scan(limit=1000, page_token=token)
@@ -81,19 +109,18 @@ class EmbeddedQueue(Queue):
             for item in items:
                 if item is not None:
                     stored = _decode(item.value)
-                    self._schedule_message(item.key, _Message(stored.data, stored.visible_at, stored.deliveries))
+                    self._s.push(item.key, _Message(stored.data, stored.visible_at, stored.deliveries))
             token = page.next_page_token
             if token is None:
                 break
 
     async def _close(self) -> None:
-        self._wakeup.set()
+        self._s.wakeup.set()
+        self._s.users -= 1
+        if self._s.users == 0:
+            _schedules.pop(self._key, None)
         if self._owns_store and self._store is not None:
             await self._store.close()
-
-    def _schedule_message(self, message_id: str, msg: _Message) -> None:
-        self._messages[message_id] = msg
-        heapq.heappush(self._schedule, (msg.visible_at, next(self._order), message_id))
 
     async def enqueue(self, data: bytes, *, delay: float = 0.0) -> str:
         delay = check_seconds(delay, "delay")
@@ -104,25 +131,26 @@ class EmbeddedQueue(Queue):
         message_id = f"{time.time_ns():020d}-{os.urandom(4).hex()}"
         msg = _Message(data, now + delay, 0)
         await self._ns.put(message_id, _encode(_Stored(data, msg.visible_at, 0)))
-        self._schedule_message(message_id, msg)
-        self._wakeup.set()
+        self._s.push(message_id, msg)
+        self._s.wakeup.set()
         return message_id
 
     def _take(self, max_messages: int, lease_seconds: float) -> list[Lease]:
         now = time.time()
+        s = self._s
         out: list[Lease] = []
-        while self._schedule and len(out) < max_messages:
-            visible_at, _, message_id = self._schedule[0]
+        while s.heap and len(out) < max_messages:
+            visible_at, _, message_id = s.heap[0]
             if visible_at > now:
                 break
-            heapq.heappop(self._schedule)
-            msg = self._messages.get(message_id)
+            heapq.heappop(s.heap)
+            msg = s.messages.get(message_id)
             if msg is None or msg.visible_at != visible_at:
                 continue  # acknowledged or rescheduled since this entry was pushed
             msg.token = next(_tokens)
             msg.deliveries += 1
             msg.visible_at = now + lease_seconds
-            heapq.heappush(self._schedule, (msg.visible_at, next(self._order), message_id))
+            heapq.heappush(s.heap, (msg.visible_at, next(s.order), message_id))
             out.append(Lease(message_id, msg.data, msg.deliveries, msg.token))
         return out
 
@@ -139,16 +167,16 @@ class EmbeddedQueue(Queue):
             remaining = deadline - time.monotonic()
             if remaining <= 0:
                 return []
-            if self._schedule:
-                remaining = min(remaining, max(0.0, self._schedule[0][0] - time.time()))
-            self._wakeup.clear()
+            if self._s.heap:
+                remaining = min(remaining, max(0.0, self._s.heap[0][0] - time.time()))
+            self._s.wakeup.clear()
             try:
-                await asyncio.wait_for(self._wakeup.wait(), timeout=remaining)
+                await asyncio.wait_for(self._s.wakeup.wait(), timeout=remaining)
             except TimeoutError:
                 pass
 
     def _owned(self, lease: Lease) -> _Message | None:
-        msg = self._messages.get(lease.message_id)
+        msg = self._s.messages.get(lease.message_id)
         return msg if msg is not None and msg.token == lease.handle else None
 
     async def heartbeat(self, lease: Lease, lease_seconds: float) -> bool:
@@ -158,14 +186,14 @@ class EmbeddedQueue(Queue):
         if msg is None or msg.visible_at < time.time():
             return False
         msg.visible_at = time.time() + lease_seconds
-        heapq.heappush(self._schedule, (msg.visible_at, next(self._order), lease.message_id))
+        heapq.heappush(self._s.heap, (msg.visible_at, next(self._s.order), lease.message_id))
         return True
 
     async def ack(self, lease: Lease) -> None:
         self._check_open()
         if self._owned(lease) is None:
             return
-        del self._messages[lease.message_id]
+        del self._s.messages[lease.message_id]
         await self._ns.delete(lease.message_id)
 
     async def release(self, lease: Lease, delay: float = 0.0) -> None:
@@ -177,12 +205,12 @@ class EmbeddedQueue(Queue):
         msg.token = None
         msg.visible_at = time.time() + delay
         await self._ns.put(lease.message_id, _encode(_Stored(msg.data, msg.visible_at, msg.deliveries)))
-        heapq.heappush(self._schedule, (msg.visible_at, next(self._order), lease.message_id))
-        self._wakeup.set()
+        heapq.heappush(self._s.heap, (msg.visible_at, next(self._s.order), lease.message_id))
+        self._s.wakeup.set()
 
     async def depth(self) -> int:
         self._check_open()
-        return len(self._messages)
+        return len(self._s.messages)
 
 
 class _Bus:

@@ -14,7 +14,7 @@ import msgspec
 
 from prism.errors import InvalidArgument
 
-__all__ = ["StreamingConfig", "parse_config"]
+__all__ = ["StreamingConfig", "parse_config", "parse_setting"]
 
 DAY = 86400.0
 
@@ -24,6 +24,8 @@ class StreamingConfig(msgspec.Struct, kw_only=True, forbid_unknown_fields=True, 
 
     #: Serve /v1/stream and /v1/requests and run workers.
     enabled: bool = True
+    #: The gateway store that holds requests and events (default: the first store of the config).
+    store: str | None = None
     #: Prefix of the KeyValue namespaces that hold requests, events and connections.
     namespace_prefix: str = "streaming"
     #: Where the work queue lives (default: the store URL, which picks the engine by scheme).
@@ -56,6 +58,9 @@ class StreamingConfig(msgspec.Struct, kw_only=True, forbid_unknown_fields=True, 
     connection_touch_interval: float = 30.0
     #: A connection record not touched for this long is stale (its ttl) and swept.
     connection_stale_after: float = 900.0
+    #: A followed request with no event for this long is re-read from the store, in case a
+    #: publish was lost (pub/sub delivers at most once).
+    resync_interval: float = 5.0
     #: Outbound messages buffered per connection; a client that falls further behind is closed (1013).
     send_queue_size: int = 4096
     #: What a WebSocket disconnect does to the requests it started.
@@ -108,6 +113,7 @@ class StreamingConfig(msgspec.Struct, kw_only=True, forbid_unknown_fields=True, 
             "rate_limit",
             "handler_timeout",
             "sse_keepalive",
+            "resync_interval",
         )
         for name in positive:
             if not getattr(self, name) > 0:
@@ -146,6 +152,17 @@ class StreamingConfig(msgspec.Struct, kw_only=True, forbid_unknown_fields=True, 
     def namespace(self, kind: str) -> str:
         """The KeyValue namespace that holds ``kind`` (requests, events, connections, ...)."""
         return f"{self.namespace_prefix}_{kind}"
+
+
+def parse_setting(spec: str) -> tuple[str, Any]:
+    """``NAME=VALUE`` from a command line, VALUE read as JSON when it parses (numbers, booleans)."""
+    name, sep, value = spec.partition("=")
+    if not sep or not name:
+        raise ValueError(f"a setting is NAME=VALUE, not {spec!r}")
+    try:
+        return name, msgspec.json.decode(value)
+    except msgspec.DecodeError:
+        return name, value
 
 
 def parse_config(

@@ -80,7 +80,7 @@ class RetryableError(Exception):
 
 
 class Cancelled(Exception):
-    """Raised inside a handler (by ``progress.report`` or ``check_cancelled``) once its request is cancelled."""
+    """Raised in a handler (by ``progress.report`` or ``check_cancelled``) once its request is cancelled."""
 
 
 class OwnershipLost(Exception):

@@ -89,7 +89,9 @@ def decode_inbound(frame: bytes | str) -> Inbound:
     except msgspec.DecodeError as exc:
         raise StreamError("INVALID_MESSAGE", f"malformed JSON: {exc}") from None
     if msg.type is None and msg.action is None:
-        raise StreamError("INVALID_MESSAGE", 'a message needs "action" (a request) or "type" (a control message)')
+        raise StreamError(
+            "INVALID_MESSAGE", 'a message needs "action" (a request) or "type" (a control message)'
+        )
     if msg.type is not None and msg.type not in CONTROL_TYPES:
         raise StreamError(
             "INVALID_MESSAGE", f"unknown message type {msg.type!r}; expected one of {sorted(CONTROL_TYPES)}"
@@ -98,7 +100,9 @@ def decode_inbound(frame: bytes | str) -> Inbound:
         value = getattr(msg, name)
         if value is not None and not (0 < len(value) <= MAX_NAME_CHARS and value.isprintable()):
             raise StreamError(
-                "INVALID_MESSAGE", f'"{name}" must be 1-{MAX_NAME_CHARS} printable characters', details={"field": name}
+                "INVALID_MESSAGE",
+                f'"{name}" must be 1-{MAX_NAME_CHARS} printable characters',
+                details={"field": name},
             )
     payload = bytes(msg.payload)
     if payload in (b"", b"null"):

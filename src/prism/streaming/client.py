@@ -1,0 +1,528 @@
+"""``prism.StreamClient``: the Python SDK for /v1/stream, with automatic reconnect and resume.
+
+    async with StreamClient("ws://localhost:8080", token=TOKEN) as client:
+        result = await client.request("generate_report", {...}, on_progress=print)
+
+Every request is sent with an id, so after a dropped connection the client sends it
+again without running it twice (the server answers a repeat with the first request),
+and resubscribes to the requests it follows from the last event it saw. Each event
+reaches ``on_progress`` once.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import inspect
+import itertools
+import logging
+import os
+import random
+import time
+from collections.abc import Awaitable, Callable
+from dataclasses import dataclass, field
+from types import TracebackType
+from typing import Any, Self
+from urllib.parse import urlsplit, urlunsplit
+
+import msgspec
+
+from prism.streaming.errors import HTTP_STATUS, StreamError
+
+__all__ = ["ProgressUpdate", "RequestError", "RequestHandle", "StreamClient"]
+
+log = logging.getLogger("prism.streaming.client")
+
+CLOSE_POLICY_VIOLATION = 1008
+
+ProgressCallback = Callable[["ProgressUpdate"], Awaitable[None] | None]
+
+
+class RequestError(StreamError):
+    """A request failed on the server: ``code`` is the protocol error code."""
+
+    def __init__(self, code: str, message: str, *, request_id: str | None = None, **kwargs: Any) -> None:
+        if code not in HTTP_STATUS:
+            code = "INTERNAL_ERROR"
+        super().__init__(code, message, **kwargs)
+        self.request_id = request_id
+
+
+@dataclass(frozen=True, slots=True)
+class ProgressUpdate:
+    request_id: str
+    seq: int
+    percentage: float
+    message: str
+    timestamp: str
+    metadata: dict[str, Any] | None = None
+
+
+@dataclass(eq=False)
+class RequestHandle:
+    """A request this client sent or follows: await ``result()`` for its outcome."""
+
+    client_id: str
+    action: str | None
+    payload: dict[str, Any] | None
+    metadata: dict[str, Any] | None
+    on_progress: ProgressCallback | None
+    future: asyncio.Future[Any]
+    request_id: str | None = None
+    acknowledged: asyncio.Event = field(default_factory=asyncio.Event)
+    #: Every event number received, in arrival order (each once).
+    seqs: list[int] = field(default_factory=list)
+    _seen: set[int] = field(default_factory=set)
+
+    @property
+    def last_seq(self) -> int:
+        """The highest event number received with none missing before it."""
+        n = 0
+        while n + 1 in self._seen:
+            n += 1
+        return n
+
+    async def result(self, timeout: float | None = None) -> Any:  # noqa: ASYNC109 - part of the SDK's API
+        """The request's outcome (its result, or RequestError), waiting at most ``timeout`` seconds."""
+        return await asyncio.wait_for(asyncio.shield(self.future), timeout)
+
+
+def _error_from(body: dict[str, Any], request_id: str | None) -> RequestError:
+    return RequestError(
+        str(body.get("code", "INTERNAL_ERROR")),
+        str(body.get("message", "request failed")),
+        request_id=request_id,
+        details=body.get("details"),
+        retryable=bool(body.get("retryable", False)),
+        retry_after=body.get("retry_after"),
+    )
+
+
+def stream_url(url: str) -> str:
+    """``http(s)://host[:port]`` or ``ws(s)://...`` -> the ws(s) URL of /v1/stream."""
+    parts = urlsplit(url)
+    scheme = {"http": "ws", "https": "wss", "ws": "ws", "wss": "wss"}.get(parts.scheme)
+    if scheme is None or not parts.netloc:
+        raise ValueError(f"a stream URL looks like 'ws://host:8080' or 'https://host', not {url!r}")
+    path = parts.path if parts.path not in ("", "/") else "/v1/stream"
+    return urlunsplit((scheme, parts.netloc, path, parts.query, ""))
+
+
+class StreamClient:
+    """A WebSocket client of the streaming API (see the module docstring).
+
+    ``reconnect_delay`` is the first wait before reconnecting (doubling up to
+    ``max_reconnect_delay``); ``ping_interval`` sends an application ping so the
+    server's idle timeout never closes a quiet connection; ``connect_timeout`` bounds
+    each connection attempt, and ``max_reconnect_attempts`` (None: forever) how many
+    are made after a drop before pending requests fail.
+    """
+
+    def __init__(
+        self,
+        url: str,
+        *,
+        token: str | None = None,
+        reconnect: bool = True,
+        reconnect_delay: float = 0.1,
+        max_reconnect_delay: float = 5.0,
+        max_reconnect_attempts: int | None = None,
+        connect_timeout: float = 10.0,
+        ping_interval: float = 60.0,
+        max_message_bytes: int = 16 * 1024 * 1024,
+    ) -> None:
+        self.url = stream_url(url)
+        self._token = token
+        self.reconnect = reconnect
+        self.reconnect_delay = reconnect_delay
+        self.max_reconnect_delay = max_reconnect_delay
+        self.max_reconnect_attempts = max_reconnect_attempts
+        self.connect_timeout = connect_timeout
+        self.ping_interval = ping_interval
+        self.max_message_bytes = max_message_bytes
+        self._ws: Any = None
+        self._reader: asyncio.Task[None] | None = None
+        self._pinger: asyncio.Task[None] | None = None
+        self._by_id: dict[str, RequestHandle] = {}
+        self._by_rid: dict[str, RequestHandle] = {}
+        self._control: dict[tuple[str, str], list[asyncio.Future[Any]]] = {}
+        self._pongs: list[asyncio.Future[float]] = []
+        self._connected = asyncio.Event()
+        self._closed = False
+        #: Why the server refused this client for good (bad credentials): no reconnect helps.
+        self._fatal: RequestError | None = None
+        self._last_error: RequestError | None = None
+        self._ids = itertools.count(1)
+        self._prefix = os.urandom(6).hex()
+        self.reconnects = 0
+
+    def __repr__(self) -> str:
+        return f"<StreamClient {self.url} {'closed' if self._closed else 'open'}>"
+
+    # -- connection ----------------------------------------------------------------------
+
+    async def _connect(self) -> None:
+        import websockets
+
+        headers = {"Authorization": f"Bearer {self._token}"} if self._token else {}
+        self._ws = await websockets.connect(
+            self.url,
+            additional_headers=headers,
+            open_timeout=self.connect_timeout,
+            max_size=self.max_message_bytes,
+            compression=None,
+        )
+        self._connected.set()
+
+    async def connect(self) -> Self:
+        """Open the connection (``async with`` does this)."""
+        if self._closed:
+            raise RuntimeError("the client is closed")
+        if self._reader is None:
+            await self._connect()
+            self._reader = asyncio.get_running_loop().create_task(self._read_forever())
+            self._pinger = asyncio.get_running_loop().create_task(self._ping_forever())
+        return self
+
+    async def close(self) -> None:
+        """Close the connection; pending requests fail. Safe to call twice."""
+        if self._closed:
+            return
+        self._closed = True
+        for task in (self._pinger, self._reader):
+            if task is not None:
+                task.cancel()
+                with contextlib.suppress(asyncio.CancelledError, Exception):
+                    await task
+        if self._ws is not None:
+            with contextlib.suppress(Exception):
+                await self._ws.close()
+        self._fail_all(RequestError("INTERNAL_ERROR", "the client was closed"))
+
+    async def __aenter__(self) -> Self:
+        return await self.connect()
+
+    async def __aexit__(
+        self, exc_type: type[BaseException] | None, exc: BaseException | None, tb: TracebackType | None
+    ) -> None:
+        await self.close()
+
+    async def drop_connection(self) -> None:
+        """Close the socket under the client, as a network failure would (it reconnects and resumes)."""
+        if self._ws is not None:
+            await self._ws.close()
+
+    def _fail_all(self, exc: RequestError) -> None:
+        for handle in {*self._by_id.values(), *self._by_rid.values()}:
+            if not handle.future.done():
+                handle.future.set_exception(exc)
+        self._by_id.clear()
+        self._by_rid.clear()
+        self._fail_control(exc)
+
+    def _fail_control(self, exc: BaseException) -> None:
+        for waiters in self._control.values():
+            for fut in waiters:
+                if not fut.done():
+                    fut.set_exception(exc)
+        self._control.clear()
+        for pong in self._pongs:
+            if not pong.done():
+                pong.set_exception(exc)
+        self._pongs.clear()
+
+    def _future(self) -> asyncio.Future[Any]:
+        fut: asyncio.Future[Any] = asyncio.get_running_loop().create_future()
+        # An outcome nobody awaits (a fire-and-forget submit) is not an "unretrieved" error.
+        fut.add_done_callback(lambda f: f.cancelled() or f.exception())
+        return fut
+
+    async def _send(self, message: dict[str, Any]) -> None:
+        import websockets
+
+        if self._fatal is not None:
+            raise self._fatal
+        await self._connected.wait()
+        try:
+            await self._ws.send(msgspec.json.encode(message).decode())
+        except websockets.ConnectionClosed:
+            if self._fatal is not None:
+                raise self._fatal from None
+            raise RequestError("INTERNAL_ERROR", "the connection was lost", retryable=True) from None
+
+    async def _read_forever(self) -> None:
+        import websockets
+
+        while True:
+            refused = False
+            try:
+                async for frame in self._ws:
+                    await self._on_frame(frame)
+            except websockets.ConnectionClosed as exc:
+                refused = exc.rcvd is not None and exc.rcvd.code == CLOSE_POLICY_VIOLATION
+            if self._closed:
+                return
+            self._connected.clear()
+            last = self._last_error
+            if refused and last is not None and last.code in ("UNAUTHORIZED", "FORBIDDEN"):
+                self._fatal = last
+                self._fail_all(last)
+                return
+            self._fail_control(RequestError("INTERNAL_ERROR", "the connection was lost", retryable=True))
+            if not self.reconnect:
+                self._fail_all(RequestError("INTERNAL_ERROR", "the connection was lost", retryable=True))
+                return
+            if not await self._reconnect():
+                return
+
+    async def _reconnect(self) -> bool:
+        delay = self.reconnect_delay
+        attempt = 0
+        while not self._closed:
+            attempt += 1
+            try:
+                await self._connect()
+            except Exception as exc:
+                if self.max_reconnect_attempts is not None and attempt >= self.max_reconnect_attempts:
+                    self._fail_all(
+                        RequestError("INTERNAL_ERROR", f"could not reconnect: {exc}", retryable=True)
+                    )
+                    return False
+                await asyncio.sleep(delay * random.uniform(0.5, 1.5))
+                delay = min(delay * 2, self.max_reconnect_delay)
+                continue
+            self.reconnects += 1
+            await self._resume()
+            return True
+        return False
+
+    async def _resume(self) -> None:
+        """Send unacknowledged requests again (same ids) and resubscribe the followed ones."""
+        for handle in {*self._by_id.values(), *self._by_rid.values()}:
+            if handle.future.done():
+                continue
+            if handle.request_id is not None:
+                await self._send(
+                    {"type": "subscribe", "request_id": handle.request_id, "after_seq": handle.last_seq}
+                )
+            elif handle.action is not None:
+                await self._send(self._request_message(handle))
+
+    async def _ping_forever(self) -> None:
+        while True:
+            await asyncio.sleep(self.ping_interval)
+            if self._connected.is_set():
+                with contextlib.suppress(Exception):
+                    await self._send({"type": "ping"})
+
+    # -- incoming ------------------------------------------------------------------------
+
+    async def _on_frame(self, frame: str | bytes) -> None:
+        try:
+            msg = msgspec.json.decode(frame)
+        except msgspec.DecodeError:
+            log.warning("ignored a frame that is not JSON")
+            return
+        if not isinstance(msg, dict):
+            return
+        kind = msg.get("type")
+        rid = msg.get("request_id")
+        client_id = msg.get("id")
+        if kind == "acknowledgment":
+            handle = self._by_id.get(client_id) if client_id else None
+            if handle is not None and rid:
+                handle.request_id = rid
+                self._by_rid[rid] = handle
+                handle.acknowledged.set()
+        elif kind == "response":
+            handle = self._by_id.pop(client_id, None) if client_id else None
+            if handle is not None and not handle.future.done():
+                handle.request_id = rid
+                if msg.get("success"):
+                    handle.future.set_result(msg.get("data"))
+                else:
+                    handle.future.set_exception(_error_from(msg.get("error") or {}, rid))
+        elif kind in ("progress", "complete") or (kind == "error" and msg.get("seq") is not None):
+            await self._on_event(msg)
+        elif kind == "error":
+            self._on_error(msg)
+        elif kind in ("status", "subscribed"):
+            self._resolve_control(kind, rid, msg)
+        elif kind == "pong" and self._pongs:
+            fut = self._pongs.pop(0)
+            if not fut.done():
+                fut.set_result(time.monotonic())
+
+    async def _on_event(self, msg: dict[str, Any]) -> None:
+        rid = msg.get("request_id")
+        if not isinstance(rid, str):
+            return
+        handle = self._by_rid.get(rid)
+        if handle is None:
+            return
+        seq = msg.get("seq")
+        if not isinstance(seq, int) or seq in handle._seen:
+            return
+        handle._seen.add(seq)
+        handle.seqs.append(seq)
+        kind = msg["type"]
+        if kind == "progress":
+            if handle.on_progress is not None:
+                update = ProgressUpdate(
+                    rid,
+                    seq,
+                    msg.get("percentage", 0.0),
+                    msg.get("message", ""),
+                    msg.get("timestamp", ""),
+                    msg.get("metadata"),
+                )
+                try:
+                    outcome = handle.on_progress(update)
+                    if inspect.isawaitable(outcome):
+                        await outcome
+                except Exception:
+                    log.exception("on_progress callback failed")
+            return
+        self._by_rid.pop(rid, None)
+        self._by_id.pop(handle.client_id, None)
+        if handle.future.done():
+            return
+        if kind == "complete":
+            handle.future.set_result(msg.get("result"))
+        else:
+            handle.future.set_exception(_error_from(msg.get("error") or {}, rid))
+
+    def _on_error(self, msg: dict[str, Any]) -> None:
+        rid = msg.get("request_id")
+        client_id = msg.get("id")
+        error = _error_from(msg.get("error") or {}, rid)
+        if client_id and client_id in self._by_id:
+            handle = self._by_id.pop(client_id)
+            if handle.request_id:
+                self._by_rid.pop(handle.request_id, None)
+            if not handle.future.done():
+                handle.future.set_exception(error)
+            return
+        if rid:
+            for kind in ("status", "subscribed"):
+                waiters = self._control.get((kind, rid))
+                if waiters:
+                    fut = waiters.pop(0)
+                    if not fut.done():
+                        fut.set_exception(error)
+                    return
+        self._last_error = error
+        log.warning("server error: %s %s", error.code, error.message)
+
+    def _resolve_control(self, kind: str, rid: str | None, msg: dict[str, Any]) -> None:
+        waiters = self._control.get((kind, rid or ""))
+        if waiters:
+            fut = waiters.pop(0)
+            if not fut.done():
+                fut.set_result(msg)
+
+    # -- requests ------------------------------------------------------------------------
+
+    def _request_message(self, handle: RequestHandle) -> dict[str, Any]:
+        message: dict[str, Any] = {"action": handle.action, "id": handle.client_id}
+        if handle.payload is not None:
+            message["payload"] = handle.payload
+        if handle.metadata is not None:
+            message["metadata"] = handle.metadata
+        return message
+
+    async def submit(
+        self,
+        action: str,
+        payload: dict[str, Any] | None = None,
+        *,
+        id: str | None = None,
+        metadata: dict[str, Any] | None = None,
+        on_progress: ProgressCallback | None = None,
+    ) -> RequestHandle:
+        """Send a request and return its handle at once (``await handle.result()`` for the outcome)."""
+        if self._closed:
+            raise RuntimeError("the client is closed")
+        client_id = id or f"{self._prefix}-{next(self._ids)}"
+        if client_id in self._by_id:
+            raise ValueError(f"request id {client_id!r} is already in flight on this client")
+        handle = RequestHandle(client_id, action, payload, metadata, on_progress, self._future())
+        self._by_id[client_id] = handle
+        try:
+            await self._send(self._request_message(handle))
+        except RequestError:
+            # A dropped connection sends it again on reconnect; a refused client fails now.
+            if self._fatal is not None or not self.reconnect:
+                self._by_id.pop(client_id, None)
+                raise
+        return handle
+
+    async def request(
+        self,
+        action: str,
+        payload: dict[str, Any] | None = None,
+        *,
+        id: str | None = None,
+        metadata: dict[str, Any] | None = None,
+        on_progress: ProgressCallback | None = None,
+        timeout: float | None = None,  # noqa: ASYNC109 - part of the SDK's API
+    ) -> Any:
+        """Send a request and wait for its outcome: the ``data`` of a sync answer or the ``result``
+        of an async one. Raises RequestError with the server's code when it fails."""
+        handle = await self.submit(action, payload, id=id, metadata=metadata, on_progress=on_progress)
+        return await handle.result(timeout)
+
+    async def follow(
+        self, request_id: str, *, after_seq: int = 0, on_progress: ProgressCallback | None = None
+    ) -> RequestHandle:
+        """Follow a request (sent earlier, maybe by another client) from event ``after_seq`` on."""
+        handle = self._by_rid.get(request_id)
+        if handle is None:
+            handle = RequestHandle(
+                f"{self._prefix}-{next(self._ids)}",
+                None,
+                None,
+                None,
+                on_progress,
+                self._future(),
+                request_id=request_id,
+            )
+            handle._seen.update(range(1, after_seq + 1))
+            self._by_rid[request_id] = handle
+        reply = await self._control_call(
+            "subscribed", request_id, {"type": "subscribe", "request_id": request_id, "after_seq": after_seq}
+        )
+        if (
+            reply.get("status") in ("COMPLETED", "FAILED", "CANCELLED")
+            and reply.get("last_seq", 0) <= after_seq
+        ):
+            status = await self.status(request_id)
+            if not handle.future.done():
+                if status.get("status") == "COMPLETED":
+                    handle.future.set_result(status.get("result"))
+                else:
+                    handle.future.set_exception(_error_from(status.get("error") or {}, request_id))
+            self._by_rid.pop(request_id, None)
+        return handle
+
+    async def _control_call(self, kind: str, request_id: str, message: dict[str, Any]) -> dict[str, Any]:
+        fut: asyncio.Future[dict[str, Any]] = self._future()
+        self._control.setdefault((kind, request_id), []).append(fut)
+        await self._send(message)
+        return await fut
+
+    async def status(self, request_id: str) -> dict[str, Any]:
+        """The request as stored: status, progress, result or error."""
+        return await self._control_call("status", request_id, {"type": "status", "request_id": request_id})
+
+    async def cancel(self, request_id: str) -> dict[str, Any]:
+        """Cancel a request; the answer is its status afterwards."""
+        return await self._control_call("status", request_id, {"type": "cancel", "request_id": request_id})
+
+    async def ping(self) -> float:
+        """Round-trip time of an application ping, in seconds."""
+        fut: asyncio.Future[float] = self._future()
+        self._pongs.append(fut)
+        start = time.monotonic()
+        await self._send({"type": "ping"})
+        return await fut - start

@@ -1,0 +1,222 @@
+"""Request records on the KeyValue layer, and their state machine.
+
+A request is one record (JSON) in the ``<prefix>_requests`` namespace. Every change is
+a conditional write on the etag that was read (``if_match``), so two writers can never
+both win: no lost result, no double completion, no going back from a final status::
+
+    PENDING ──> PROCESSING ──> COMPLETED
+       │            │  ↑  └──> FAILED
+       │            ↓  │  └──> CANCELLED
+       │         RETRYING ──> FAILED | CANCELLED
+       └──> CANCELLED | FAILED
+
+The record is also the authority for the request's event numbers: ``seq`` is the last
+event's number and ``tail`` its newest events (see :mod:`prism.streaming.eventlog`),
+written in the same conditional write that changes the state, so no two events get
+the same number.
+"""
+
+from __future__ import annotations
+
+import enum
+import hashlib
+import os
+import time
+from dataclasses import dataclass
+from typing import Any
+from urllib.parse import quote
+
+import msgspec
+
+from prism.errors import InvalidArgument, PreconditionFailed
+from prism.kv.store import Store
+from prism.streaming.config import StreamingConfig
+from prism.streaming.eventlog import EventLog
+from prism.streaming.protocol import ErrorBody, ProgressState
+
+__all__ = [
+    "TERMINAL",
+    "RequestRecord",
+    "RequestStatus",
+    "RequestStore",
+    "Versioned",
+    "check_transition",
+    "fingerprint",
+    "new_request_id",
+]
+
+
+class RequestStatus(enum.StrEnum):
+    PENDING = "PENDING"
+    PROCESSING = "PROCESSING"
+    RETRYING = "RETRYING"
+    COMPLETED = "COMPLETED"
+    FAILED = "FAILED"
+    CANCELLED = "CANCELLED"
+
+
+TERMINAL = frozenset({RequestStatus.COMPLETED, RequestStatus.FAILED, RequestStatus.CANCELLED})
+
+_ALLOWED: dict[str, frozenset[str]] = {
+    RequestStatus.PENDING: frozenset({"PROCESSING", "CANCELLED", "FAILED"}),
+    RequestStatus.PROCESSING: frozenset({"PROCESSING", "RETRYING", "COMPLETED", "FAILED", "CANCELLED"}),
+    RequestStatus.RETRYING: frozenset({"PROCESSING", "CANCELLED", "FAILED"}),
+}
+
+
+class InvalidTransition(PreconditionFailed):
+    """A write would move a request to a status it may not reach from its current one."""
+
+
+def check_transition(old: str, new: str) -> None:
+    """Raise InvalidTransition unless ``old`` -> ``new`` is an edge of the state machine."""
+    if new not in _ALLOWED.get(old, frozenset()):
+        raise InvalidTransition(f"a request cannot go from {old} to {new}")
+
+
+class RequestRecord(msgspec.Struct, kw_only=True):
+    """Everything stored about one request."""
+
+    request_id: str
+    action: str
+    payload: msgspec.Raw
+    user: str
+    tenant: str
+    client_id: str | None = None
+    fingerprint: str = ""
+    status: str = RequestStatus.PENDING
+    attempts: int = 0
+    max_attempts: int = 1
+    progress: ProgressState = msgspec.field(default_factory=ProgressState)
+    result: Any = None
+    error: ErrorBody | None = None
+    metadata: dict[str, Any] | None = None
+    created_at: float = 0.0
+    updated_at: float = 0.0
+    started_at: float | None = None
+    finished_at: float | None = None
+    #: Number of the last event, and the JSON of the newest events, oldest first (tail[-1] is ``seq``).
+    seq: int = 0
+    tail: list[str] = msgspec.field(default_factory=list)
+    #: Who runs it ("worker:<node>:<n>" or "inline:<node>") and until when that claim holds.
+    owner: str | None = None
+    lease_until: float = 0.0
+    next_attempt_at: float = 0.0
+    #: Whether a queue message exists for it (inline runs have none until promoted).
+    queued: bool = False
+    cancelled_by: str | None = None
+
+    @property
+    def terminal(self) -> bool:
+        return self.status in TERMINAL
+
+
+@dataclass(frozen=True, slots=True)
+class Versioned:
+    """A record as read, with the etag that a conditional write must match."""
+
+    record: RequestRecord
+    etag: str
+
+
+_encode = msgspec.json.Encoder().encode
+_decode = msgspec.json.Decoder(RequestRecord).decode
+
+
+def new_request_id(tenant: str, user: str, client_id: str | None) -> str:
+    """A server-made id: derived from (tenant, user, client id) so a repeat finds the same record,
+    or random when the client gave no id."""
+    if client_id is None:
+        return "r" + os.urandom(16).hex()
+    return "r" + hashlib.sha256(f"{tenant}\x00{user}\x00{client_id}".encode()).hexdigest()[:32]
+
+
+def fingerprint(action: str, payload: bytes) -> str:
+    """What makes two submissions "the same request": the action and the canonical payload."""
+    canonical = msgspec.json.encode(msgspec.json.decode(payload), order="sorted")
+    return hashlib.sha256(action.encode() + b"\x00" + canonical).hexdigest()[:32]
+
+
+def _owner_key(tenant: str, user: str) -> str:
+    return f"{quote(tenant, safe='')}/{quote(user, safe='')}"
+
+
+_MAX_MS = 10**13
+
+
+class RequestStore:
+    """Reads and conditional writes of request records, and the per-user and dead-letter indexes."""
+
+    def __init__(self, store: Store, config: StreamingConfig) -> None:
+        self.config = config
+        self.records = store.namespace(config.namespace("requests"), default_ttl=config.request_ttl)
+        self.index = store.namespace(config.namespace("request_index"), default_ttl=config.request_ttl)
+        self.log = EventLog(store, config)
+
+    async def get(self, request_id: str) -> Versioned | None:
+        item = await self.records.get(request_id, consistency="strong")
+        return None if item is None else Versioned(_decode(item.value), item.etag)
+
+    async def create(self, record: RequestRecord) -> Versioned:
+        """Store a new record; PreconditionFailed when one with its id exists."""
+        now = time.time()
+        record.created_at = record.created_at or now
+        record.updated_at = now
+        etag = await self.records.put(record.request_id, _encode(record), if_absent=True)
+        inverted = _MAX_MS - int(record.created_at * 1000)
+        await self.index.put(
+            f"u/{_owner_key(record.tenant, record.user)}/{inverted:013d}/{record.request_id}", b""
+        )
+        return Versioned(record, etag)
+
+    async def replace(self, current: Versioned, new: RequestRecord) -> Versioned:
+        """Write ``new`` over ``current`` only if the stored etag is still ``current.etag``.
+
+        Raises InvalidTransition for a move the state machine forbids and
+        PreconditionFailed (nothing written) when the record changed since it was read.
+        """
+        old = current.record
+        if new.request_id != old.request_id:
+            raise InvalidArgument("a record replacement must keep its request_id")
+        if old.status in TERMINAL:
+            raise InvalidTransition(f"request {old.request_id} is {old.status} and cannot change")
+        if new.status != old.status or new.status == RequestStatus.PROCESSING:
+            check_transition(old.status, new.status)
+        if new.seq < old.seq:
+            raise InvalidArgument("a request's event number never goes back")
+        new.updated_at = time.time()
+        etag = await self.records.put(new.request_id, _encode(new), if_match=current.etag)
+        if new.status == RequestStatus.FAILED and new.error is not None and new.error.code != "CANCELLED":
+            await self.index.put(f"dead/{quote(new.tenant, safe='')}/{new.request_id}", b"")
+        return Versioned(new, etag)
+
+    async def list_for(
+        self, tenant: str, user: str, *, status: str | None, limit: int, page_token: str | None
+    ) -> tuple[list[RequestRecord], str | None]:
+        """The user's requests, newest first, optionally only those in ``status``."""
+        prefix = f"u/{_owner_key(tenant, user)}/"
+        found: list[RequestRecord] = []
+        token = page_token
+        while len(found) < limit:
+            page = await self.index.scan(prefix, limit=limit - len(found), page_token=token)
+            ids = [key.rsplit("/", 1)[1] for key in page.keys]
+            for item in await self.records.get_many(ids) if ids else []:
+                if item is None:
+                    continue
+                record = _decode(item.value)
+                if status is None or record.status == status:
+                    found.append(record)
+            token = page.next_page_token
+            if token is None:
+                break
+        return found, token
+
+    async def dead_letters(
+        self, tenant: str, *, limit: int, page_token: str | None
+    ) -> tuple[list[RequestRecord], str | None]:
+        """Requests of ``tenant`` that failed for good (after their last attempt)."""
+        page = await self.index.scan(f"dead/{quote(tenant, safe='')}/", limit=limit, page_token=page_token)
+        ids = [key.rsplit("/", 1)[1] for key in page.keys]
+        items = await self.records.get_many(ids) if ids else []
+        records = [_decode(i.value) for i in items if i is not None]
+        return [r for r in records if r.status == RequestStatus.FAILED], page.next_page_token

@@ -1,0 +1,244 @@
+"""The HTTP face of streaming: WebSocket /v1/stream, the /v1/requests API and its SSE event stream.
+
+    routes = streaming_routes(service)   # a list of Starlette routes to mount in any app
+
+Errors are ``application/problem+json`` bodies carrying the protocol error ``code``.
+"""
+
+from __future__ import annotations
+
+import asyncio
+from collections.abc import AsyncIterator
+from typing import Any
+
+import msgspec
+from starlette.requests import Request
+from starlette.responses import Response, StreamingResponse
+from starlette.routing import BaseRoute, Route, WebSocketRoute
+from starlette.websockets import WebSocket
+
+from prism.errors import PrismError
+from prism.streaming.auth import Principal, authenticate
+from prism.streaming.errors import StreamError
+from prism.streaming.hub import Follower
+from prism.streaming.protocol import decode_event_header, decode_inbound
+from prism.streaming.service import StreamingService
+from prism.streaming.session import serve_websocket
+
+__all__ = ["problem", "streaming_routes"]
+
+PROBLEM_TYPE_BASE = "https://prism.dev/problems/"
+_encoder = msgspec.json.Encoder()
+
+
+def problem(exc: StreamError) -> Response:
+    """An ``application/problem+json`` response for ``exc``."""
+    body: dict[str, Any] = {
+        "type": PROBLEM_TYPE_BASE + exc.code.lower().replace("_", "-"),
+        "title": exc.code.replace("_", " ").capitalize(),
+        "status": exc.http_status,
+        "detail": exc.message,
+        "code": exc.code,
+        "retryable": exc.retryable,
+    }
+    if exc.details is not None:
+        body["details"] = exc.details
+    headers = {}
+    if exc.retry_after is not None:
+        body["retry_after"] = exc.retry_after
+        headers["Retry-After"] = str(max(1, round(exc.retry_after)))
+    return Response(
+        _encoder.encode(body),
+        status_code=exc.http_status,
+        media_type="application/problem+json",
+        headers=headers,
+    )
+
+
+def _json(body: Any, status: int = 200, headers: dict[str, str] | None = None) -> Response:
+    return Response(_encoder.encode(body), status_code=status, media_type="application/json", headers=headers)
+
+
+def _int_param(request: Request, name: str, default: int) -> int:
+    raw = request.query_params.get(name)
+    if raw is None or raw == "":
+        return default
+    try:
+        value = int(raw)
+    except ValueError:
+        raise StreamError("VALIDATION_ERROR", f"{name} must be an integer", details={"field": name}) from None
+    if value < 0:
+        raise StreamError("VALIDATION_ERROR", f"{name} must be >= 0", details={"field": name})
+    return value
+
+
+class _Api:
+    def __init__(self, service: StreamingService) -> None:
+        self.service = service
+
+    async def _principal(self, request: Request) -> Principal:
+        if self.service.authenticator is None:
+            raise StreamError("UNAUTHORIZED", "this server has no authenticator configured")
+        return await authenticate(
+            self.service.authenticator, request.headers, request.query_params.get("token")
+        )
+
+    async def _guard(self, request: Request, handler: Any) -> Response:
+        try:
+            response: Response = await handler(request, await self._principal(request))
+            return response
+        except StreamError as exc:
+            return problem(exc)
+        except PrismError:
+            return problem(
+                StreamError("INTERNAL_ERROR", "the store could not be reached; try again", retry_after=1)
+            )
+
+    async def requests(self, request: Request) -> Response:
+        handler = self._submit if request.method == "POST" else self._list
+        return await self._guard(request, handler)
+
+    async def one(self, request: Request) -> Response:
+        return await self._guard(request, self._get)
+
+    async def cancel(self, request: Request) -> Response:
+        return await self._guard(request, self._cancel)
+
+    async def dead(self, request: Request) -> Response:
+        return await self._guard(request, self._dead)
+
+    async def events(self, request: Request) -> Response:
+        return await self._guard(request, self._events)
+
+    async def _submit(self, request: Request, principal: Principal) -> Response:
+        limit = self.service.config.max_frame_bytes
+        body = b""
+        async for chunk in request.stream():
+            body += chunk
+            if len(body) > limit:
+                raise StreamError("MESSAGE_TOO_LARGE", f"a request body holds at most {limit} bytes")
+        msg = decode_inbound(body or b"{}")
+        if msg.type is not None or msg.action is None:
+            raise StreamError("INVALID_MESSAGE", 'the body is {"action", "payload"?, "id"?, "metadata"?}')
+        client_id = msg.id
+        key = request.headers.get("idempotency-key")
+        if key is not None:
+            if not 0 < len(key) <= 128 or not key.isprintable():
+                raise StreamError("VALIDATION_ERROR", "Idempotency-Key is 1-128 printable characters")
+            if client_id is not None and client_id != key:
+                raise StreamError(
+                    "VALIDATION_ERROR", 'Idempotency-Key and "id" differ', details={"field": "id"}
+                )
+            client_id = key
+        submission = await self.service.submit(
+            principal, msg.action, bytes(msg.payload), client_id=client_id, metadata=msg.metadata
+        )
+        record = submission.record
+        headers = {"Location": f"/v1/requests/{record.request_id}"}
+        if not submission.created:
+            headers["Idempotent-Replayed"] = "true"
+        return _json({"request_id": record.request_id, "status": record.status}, 202, headers)
+
+    async def _list(self, request: Request, principal: Principal) -> Response:
+        status = request.query_params.get("status") or None
+        limit = _int_param(request, "limit", 20)
+        records, token = await self.service.list_requests(
+            principal, status=status, limit=limit, page_token=request.query_params.get("page_token") or None
+        )
+        body: dict[str, Any] = {"requests": [self.service.status_body(r) for r in records]}
+        if token is not None:
+            body["next_page_token"] = token
+        return _json(body)
+
+    async def _get(self, request: Request, principal: Principal) -> Response:
+        current = await self.service.lookup(principal, request.path_params["request_id"])
+        return _json(self.service.status_body(current.record))
+
+    async def _cancel(self, request: Request, principal: Principal) -> Response:
+        record = await self.service.cancel(principal, request.path_params["request_id"])
+        return _json(self.service.status_body(record))
+
+    async def _dead(self, request: Request, principal: Principal) -> Response:
+        records, token = await self.service.dead_letters(
+            principal,
+            limit=_int_param(request, "limit", 20),
+            page_token=request.query_params.get("page_token"),
+        )
+        body: dict[str, Any] = {"requests": [self.service.status_body(r) for r in records]}
+        if token is not None:
+            body["next_page_token"] = token
+        return _json(body)
+
+    async def _events(self, request: Request, principal: Principal) -> Response:
+        service = self.service
+        request_id = request.path_params["request_id"]
+        current = await service.lookup(principal, request_id)
+        header = request.headers.get("last-event-id")
+        if header:
+            try:
+                after = int(header)
+            except ValueError:
+                raise StreamError("VALIDATION_ERROR", "Last-Event-ID must be an event number") from None
+        else:
+            after = _int_param(request, "after_seq", 0)
+        chunks: asyncio.Queue[bytes | None] = asyncio.Queue()
+
+        async def send(data: bytes) -> None:
+            head = decode_event_header(data)
+            chunks.put_nowait(b"id: %d\nevent: %s\ndata: %s\n\n" % (head.seq, head.type.encode(), data))
+
+        follower = Follower(
+            service.log,
+            send,
+            queue_size=service.config.send_queue_size,
+            auto_follow=False,
+            on_terminal=lambda _rid: chunks.put_nowait(None),
+            on_overflow=lambda: chunks.put_nowait(None),
+        )
+        follower.start()
+        follower.hold(request_id)
+        await service.hub.watch(follower, service.owner_topic(current.record), request_id)
+        record = (await service.lookup(principal, request_id)).record
+        if record.terminal and after >= record.seq:
+            chunks.put_nowait(None)
+        follower.subscribe(request_id, after, record)
+        keepalive = service.config.sse_keepalive
+
+        async def stream() -> AsyncIterator[bytes]:
+            try:
+                yield b"retry: 1000\n\n"
+                while True:
+                    try:
+                        chunk = await asyncio.wait_for(chunks.get(), timeout=keepalive)
+                    except TimeoutError:
+                        yield b": keep-alive\n\n"
+                        continue
+                    if chunk is None:
+                        return
+                    yield chunk
+            finally:
+                await service.hub.remove(follower)
+                await follower.stop()
+
+        return StreamingResponse(
+            stream(),
+            media_type="text/event-stream",
+            headers={"Cache-Control": "no-cache", "X-Accel-Buffering": "no"},
+        )
+
+
+def streaming_routes(service: StreamingService) -> list[BaseRoute]:
+    """The routes of the streaming API, bound to ``service`` (which must be started before use)."""
+    api = _Api(service)
+
+    async def stream(websocket: WebSocket) -> None:
+        await serve_websocket(service, websocket)
+
+    return [
+        WebSocketRoute("/v1/stream", stream),
+        Route("/v1/requests", api.requests, methods=["GET", "POST"]),
+        Route("/v1/requests/{request_id}", api.one, methods=["GET"]),
+        Route("/v1/requests/{request_id}/cancel", api.cancel, methods=["POST"]),
+        Route("/v1/requests/{request_id}/events", api.events, methods=["GET"]),
+        Route("/v1/dead-letters", api.dead, methods=["GET"]),
+    ]
