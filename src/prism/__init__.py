@@ -5,6 +5,8 @@
         etag = await ns.put("user:1", b"...")
 """
 
+from typing import TYPE_CHECKING
+
 from prism.errors import (
     BackendUnavailable,
     DecodeError,
@@ -29,7 +31,20 @@ from prism.kv import (
 )
 from prism.model import Capabilities, Delete, Item, Page, Put, WriteResult
 
+if TYPE_CHECKING:
+    from prism.streaming.client import StreamClient
+
 __version__ = "0.1.0"
+
+
+def __getattr__(name: str) -> object:
+    # The streaming client pulls in websockets: imported only when asked for.
+    if name == "StreamClient":
+        from prism.streaming.client import StreamClient
+
+        return StreamClient
+    raise AttributeError(f"module 'prism' has no attribute {name!r}")
+
 
 __all__ = [
     "BackendUnavailable",
@@ -47,6 +62,7 @@ __all__ = [
     "Put",
     "Store",
     "StoreClosed",
+    "StreamClient",
     "SyncCollection",
     "SyncNamespace",
     "SyncStore",

@@ -136,17 +136,19 @@ class MemoryBackend(Backend):
             space = self._space(ns)
             # Undo log: the records touched, as they were, restored if a condition fails.
             saved = {op.record: dict(space.records.get(op.record, {})) for op in ops}
-            saved_ids = list(space.ids)
             outcomes = []
             for op in ops:
                 outcome = self._apply(space, op, now)
                 if not outcome.ok:
                     for record, items in saved.items():
+                        present = record in space.records
                         if items:
                             space.records[record] = items
-                        else:
-                            space.records.pop(record, None)
-                    space.ids[:] = saved_ids
+                            if not present:
+                                bisect.insort(space.ids, record)
+                        elif present:
+                            del space.records[record]
+                            del space.ids[bisect.bisect_left(space.ids, record)]
                     assert outcome.error is not None
                     raise outcome.error
                 outcomes.append(outcome)

@@ -161,6 +161,7 @@ def run(args: argparse.Namespace) -> int:
     import uvicorn
 
     from prism.gateway.config import ConfigError
+    from prism.streaming.app import UVICORN_OPTIONS
     from prism.gateway.logs import configure_logging
 
     try:
@@ -212,6 +213,8 @@ def run(args: argparse.Namespace) -> int:
         "access_log": False,
         "server_header": False,
         "timeout_graceful_shutdown": math.ceil(config.server.shutdown_timeout),
+        # WebSocket settings of /v1/stream: no per-connection compression state, protocol pings.
+        **UVICORN_OPTIONS,
     }
     _tune_gc()
     # uvicorn re-raises the signal it drained on; with a handler in place that ends in a clean exit 0.
