@@ -161,8 +161,8 @@ def run(args: argparse.Namespace) -> int:
     import uvicorn
 
     from prism.gateway.config import ConfigError
-    from prism.streaming.app import UVICORN_OPTIONS
     from prism.gateway.logs import configure_logging
+    from prism.streaming.app import UVICORN_OPTIONS
 
     try:
         config = _load(args.config)
