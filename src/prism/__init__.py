@@ -1,8 +1,8 @@
 """Prism: one KeyValue model over SQLite, DynamoDB, Redis, PostgreSQL and NATS.
 
-    async with prism.connect("sqlite:///data/prism.db") as store:
-        ns = store.namespace("default")
-        etag = await ns.put("user:1", b"...")
+Open a store with ``prism.connect(url)`` (async) or ``prism.connect_sync(url)``
+(blocking), take a namespace with ``store.namespace(name)``, and read and write
+keys, records and typed collections; see docs/library.md.
 """
 
 from typing import TYPE_CHECKING
