@@ -6,12 +6,15 @@ import asyncio
 import json
 import re
 import uuid
+from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any
 
 from gateway_helpers import build_app, client_for, full_config, headers, running
 
 import prism
+from prism.gateway.audit import AuditEvent, AuditLog, AuditSink
+from prism.gateway.config import AuditConfig
 
 
 def audit_config(tmp_path: Path, **audit: Any) -> dict[str, Any]:
@@ -147,3 +150,54 @@ async def test_stdout_sink(tmp_path: Path, capfd: Any) -> None:
     out = capfd.readouterr().out
     event = json.loads(out.strip().splitlines()[-1])
     assert event["key"] == "out" and event["operation"] == "put"
+
+
+class RecordingSink(AuditSink):
+    """Keeps the size of every batch it is given."""
+
+    def __init__(self) -> None:
+        self.batches: list[int] = []
+
+    async def write(self, data: bytes) -> None:
+        self.batches.append(data.count(b"\n"))
+
+
+def event(i: int) -> AuditEvent:
+    return AuditEvent(
+        time=datetime.now(UTC),
+        request_id=f"r{i}",
+        principal="p",
+        principal_kind="api_key",
+        tenant=None,
+        namespace="plain",
+        operation="get",
+        outcome="ok",
+        status=200,
+        latency_ms=0.1,
+    )
+
+
+async def test_the_writer_waits_for_full_batches_under_load() -> None:
+    sink = RecordingSink()
+    audit = AuditLog(sink, AuditConfig(batch_size=3, flush_interval=30))
+    await audit.start()
+    for i in range(7):
+        audit.record(event(i))
+        await asyncio.sleep(0)
+    await wait_for(lambda: sum(sink.batches) == 6)
+    await asyncio.sleep(0.05)
+    # Full batches only: the seventh event waits for its batch (or the flush interval).
+    assert sink.batches == [3, 3]
+    await audit.stop(1.0)
+    assert sink.batches == [3, 3, 1]
+
+
+async def test_a_partial_batch_is_written_after_the_flush_interval() -> None:
+    sink = RecordingSink()
+    audit = AuditLog(sink, AuditConfig(batch_size=100, flush_interval=0.05))
+    await audit.start()
+    audit.record(event(0))
+    audit.record(event(1))
+    await wait_for(lambda: sink.batches == [2])
+    await audit.stop(1.0)
+    assert sink.batches == [2]

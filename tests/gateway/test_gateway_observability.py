@@ -15,7 +15,7 @@ from opentelemetry.sdk.trace import TracerProvider
 from opentelemetry.sdk.trace.export import SimpleSpanProcessor
 from opentelemetry.sdk.trace.export.in_memory_span_exporter import InMemorySpanExporter
 
-from prism.gateway.logs import JsonFormatter
+from prism.gateway.logs import AccessLog, JsonFormatter
 
 W = headers("writer")
 
@@ -117,3 +117,50 @@ async def test_traceparent_parents_the_request_and_backend_spans(tmp_path: Path)
     backend = next(s for s in spans if s.name == "kv.put")
     assert backend.parent is not None and backend.parent.span_id == server.context.span_id
     assert backend.attributes is not None and backend.attributes["db.system"] == "memory"
+
+
+def sample(text: str, name: str, labels: str) -> float:
+    match = re.search(rf"^{re.escape(name)}\{{{re.escape(labels)}\}} ([0-9.e+]+)$", text, re.M)
+    return float(match.group(1)) if match else 0.0
+
+
+async def test_key_reads_are_counted_by_status_with_prometheus_bucket_labels(tmp_path: Path) -> None:
+    route = 'method="GET",namespace="plain",route="/v1/kv/{ns}/{key:path}"'
+    async with client_for(full_config(tmp_path)) as c:
+        before = (await c.get("/metrics")).text
+        await c.put("/v1/kv/plain/counted", content=b"x", headers=W)
+        for _ in range(3):
+            assert (await c.get("/v1/kv/plain/counted", headers=W)).status_code == 200
+        assert (await c.get("/v1/kv/plain/not-there", headers=W)).status_code == 404
+        text = (await c.get("/metrics")).text
+    for status, added in (("200", 3), ("404", 1)):
+        name, labels = "prism_http_requests_total", f'{route},status="{status}"'
+        assert sample(text, name, labels) == sample(before, name, labels) + added
+    count = "prism_http_request_duration_seconds_count"
+    assert sample(text, count, route) == sample(before, count, route) + 4
+    bucket = "prism_http_request_duration_seconds_bucket"
+    for le in ("0.0005", "1.0", "10.0", "+Inf"):
+        assert f'{bucket}{{le="{le}",{route}}}' in text
+    assert sample(text, bucket, f'le="+Inf",{route}') == sample(text, count, route)
+
+
+async def test_key_read_access_line_names_namespace_principal_and_status(tmp_path: Path, capfd: Any) -> None:
+    async with client_for(full_config(tmp_path)) as c:
+        await c.put("/v1/kv/plain/logged", content=b"x", headers=W)
+        r = await c.get("/v1/kv/plain/logged", headers=W)
+    line = access_lines(capfd.readouterr().err)[-1]
+    assert line["request_id"] == r.headers["x-request-id"] and line["method"] == "GET"
+    assert line["route"] == "/v1/kv/{ns}/{key:path}" and line["status"] == 200
+    assert line["namespace"] == "plain" and line["principal"] == "writer"
+    assert list(line)[:4] == ["time", "level", "logger", "message"]
+
+
+async def test_access_log_writes_once_max_buffer_lines_pile_up(capfd: Any) -> None:
+    log = AccessLog(flush_interval=60, max_buffer_lines=3)
+    for i in range(2):
+        log.request(f"r{i}", "GET", "/healthz", 200, 0.00123456, None, None, None)
+    assert access_lines(capfd.readouterr().err) == []
+    log.request("r2", "GET", "/healthz", 200, 0.00123456, None, None, None)
+    lines = access_lines(capfd.readouterr().err)
+    assert [line["request_id"] for line in lines] == ["r0", "r1", "r2"]
+    assert lines[0]["latency_ms"] == 1.235 and "namespace" not in lines[0] and "principal" not in lines[0]

@@ -53,7 +53,7 @@ AUDIT_SINK_UP = Gauge("prism_audit_sink_up", "1 while the last write to the audi
 _encoder = msgspec.json.Encoder()
 
 
-class AuditEvent(msgspec.Struct, kw_only=True, omit_defaults=True):
+class AuditEvent(msgspec.Struct, kw_only=True, omit_defaults=True, gc=False):
     """One audit line. Optional fields are left out when unset."""
 
     time: datetime
@@ -168,6 +168,8 @@ class AuditLog:
         self.sink = sink
         self.config = config
         self.fail_closed = config.on_failure == "reject"
+        #: False for ``sink: none``: nothing is recorded and nothing is reserved.
+        self.enabled = not isinstance(sink, NullSink)
         self._buffer: collections.deque[AuditEvent] = collections.deque()
         self._reserved = 0
         self._healthy = True
@@ -182,11 +184,6 @@ class AuditLog:
     def healthy(self) -> bool:
         """False after a failed write, until a write succeeds again."""
         return self._healthy
-
-    @property
-    def enabled(self) -> bool:
-        """False for ``sink: none``: nothing is recorded and nothing is reserved."""
-        return not isinstance(self.sink, NullSink)
 
     def admit(self) -> None:
         """Reserve room for one event; raise AuditUnavailable when failing closed and there is none."""
@@ -237,14 +234,20 @@ class AuditLog:
     async def _run(self) -> None:
         assert self._wake is not None
         cfg = self.config
+        retrying = False
         while True:
+            if len(self._buffer) < cfg.batch_size and not self._closing and not retrying:
+                # Wait for a full batch (or the flush interval): writing whatever trickled in since
+                # the last write would hand a handful of events at a time to the worker thread.
+                if not self._wake.is_set():
+                    with contextlib.suppress(TimeoutError):
+                        async with asyncio.timeout(cfg.flush_interval):
+                            await self._wake.wait()
+                self._wake.clear()
             if not self._buffer:
                 if self._closing:
                     return
-                with contextlib.suppress(TimeoutError):
-                    async with asyncio.timeout(cfg.flush_interval):
-                        await self._wake.wait()
-                self._wake.clear()
+                retrying = False
                 continue
             batch = [self._buffer[i] for i in range(min(cfg.batch_size, len(self._buffer)))]
             AUDIT_BUFFERED.set(len(self._buffer))
@@ -255,7 +258,9 @@ class AuditLog:
                 if self._closing and self.fail_closed:
                     return
                 await asyncio.sleep(cfg.retry_interval)
+                retrying = True
                 continue
+            retrying = False
             for _ in batch:
                 self._buffer.popleft()
             self._written.inc(len(batch))

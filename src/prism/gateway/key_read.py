@@ -13,12 +13,14 @@ from __future__ import annotations
 import asyncio
 import logging
 import time
+from datetime import UTC, datetime
 
 from starlette.types import Receive, Scope, Send
 
+from prism.gateway.audit import AuditEvent
 from prism.gateway.auth import Principal
 from prism.gateway.pii import aad_prefix
-from prism.gateway.pipeline import problem_for, record_access
+from prism.gateway.pipeline import problem_for
 from prism.gateway.policy import PII_READ_ROLE, authorize
 from prism.gateway.problem import HTTPProblem, problem_response
 from prism.gateway.runtime import Gateway, ServedNamespace
@@ -74,7 +76,8 @@ class KeyReadEndpoint:
                 audit = gateway.audit
                 if served.config.audit and audit.enabled:
                     # Reserved before the policy check, so denied attempts are audited too.
-                    audit.admit()
+                    if audit.fail_closed:
+                        audit.admit()
                     audited = True
                 authorize(principal, served.config, "read")
                 with served.limiter.admit():
@@ -132,8 +135,21 @@ class KeyReadEndpoint:
         finally:
             if audited:
                 assert principal is not None and served is not None
-                record_access(
-                    gateway, scope, principal, served, "get", status, outcome, started, key=key, pii=pii_mode
+                gateway.audit.record(
+                    AuditEvent(
+                        time=datetime.now(UTC),
+                        request_id=scope.get("prism.request_id"),
+                        principal=principal.subject,
+                        principal_kind=principal.kind,
+                        tenant=principal.tenant,
+                        namespace=served.name,
+                        operation="get",
+                        key=key,
+                        pii=pii_mode,
+                        outcome=outcome,
+                        status=status,
+                        latency_ms=round((time.perf_counter() - started) * 1000, 3),
+                    )
                 )
 
 

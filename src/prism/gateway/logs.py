@@ -65,54 +65,122 @@ def configure_logging(level: str = "info") -> None:
     logging.getLogger("uvicorn.access").disabled = True
 
 
+class _AccessLine(msgspec.Struct, omit_defaults=True, gc=False):
+    """One access log line, in the same field order as JsonFormatter's records."""
+
+    time: datetime
+    level: str
+    logger: str
+    message: str
+    request_id: str
+    method: str
+    route: str
+    status: int
+    latency_ms: float
+    namespace: str | None = None
+    principal: str | None = None
+    trace_id: str | None = None
+
+
+#: What the access log keeps per request until it is written: the epoch time, request id,
+#: method, route template, status, latency (seconds), namespace, principal and trace id.
+_Request = tuple[float, str, str, str, int, float, str | None, str | None, str | None]
+
+
 class AccessLog:
     """Request log lines (JSON, same shape as JsonFormatter's) written in batches to stderr.
 
     One line per request is too hot a path for the logging module (a record, a lock, a
-    formatter and a flush each time), so lines are encoded once and written together
-    at most ``flush_interval`` seconds later, or as soon as ``max_buffer_bytes`` pile up.
+    formatter and a flush each time), so a request only leaves a tuple of its fields;
+    the lines are built and written together at most ``flush_interval`` seconds later,
+    or as soon as ``max_buffer_lines`` pile up.
     """
 
-    def __init__(self, *, flush_interval: float = 0.1, max_buffer_bytes: int = 64 * 1024) -> None:
+    def __init__(self, *, flush_interval: float = 0.1, max_buffer_lines: int = 500) -> None:
         self.flush_interval = flush_interval
-        self.max_buffer_bytes = max_buffer_bytes
-        self._lines: list[bytes] = []
-        self._size = 0
+        self.max_buffer_lines = max_buffer_lines
+        self._entries: list[_Request | bytes] = []
         self._timer: asyncio.TimerHandle | None = None
+
+    def request(
+        self,
+        request_id: str,
+        method: str,
+        route: str,
+        status: int,
+        elapsed: float,
+        namespace: str | None,
+        principal: str | None,
+        trace_id: str | None,
+    ) -> None:
+        """Queue the line of one finished request (``elapsed`` in seconds)."""
+        entries = self._entries
+        entries.append(
+            (time.time(), request_id, method, route, status, elapsed, namespace, principal, trace_id)
+        )
+        if len(entries) >= self.max_buffer_lines:
+            self.flush()
+        elif self._timer is None:
+            self._schedule()
 
     def write(self, fields: dict[str, Any]) -> None:
         """Queue one line: ``fields`` after the time, level, logger and message."""
-        line = _encoder.encode(
-            {
-                "time": datetime.now(UTC),
-                "level": "info",
-                "logger": "prism.gateway.access",
-                "message": "request",
-                **fields,
-            }
+        self._entries.append(
+            _encoder.encode(
+                {
+                    "time": datetime.now(UTC),
+                    "level": "info",
+                    "logger": "prism.gateway.access",
+                    "message": "request",
+                    **fields,
+                }
+            )
         )
-        self._lines.append(line)
-        self._size += len(line) + 1
-        if self._size >= self.max_buffer_bytes:
+        if len(self._entries) >= self.max_buffer_lines:
             self.flush()
         elif self._timer is None:
-            try:
-                loop = asyncio.get_running_loop()
-            except RuntimeError:
-                self.flush()
-                return
-            self._timer = loop.call_later(self.flush_interval, self.flush)
+            self._schedule()
+
+    def _schedule(self) -> None:
+        try:
+            loop = asyncio.get_running_loop()
+        except RuntimeError:
+            self.flush()
+            return
+        self._timer = loop.call_later(self.flush_interval, self.flush)
 
     def flush(self) -> None:
         """Write the queued lines now."""
         if self._timer is not None:
             self._timer.cancel()
             self._timer = None
-        if not self._lines:
+        if not self._entries:
             return
-        data = b"\n".join(self._lines) + b"\n"
-        self._lines.clear()
-        self._size = 0
+        entries, self._entries = self._entries, []
+        lines: list[bytes] = []
+        fromtimestamp = datetime.fromtimestamp
+        for entry in entries:
+            if isinstance(entry, bytes):
+                lines.append(entry)
+                continue
+            at, request_id, method, route, status, elapsed, namespace, principal, trace_id = entry
+            line = _AccessLine(
+                fromtimestamp(at, UTC),
+                "info",
+                "prism.gateway.access",
+                "request",
+                request_id,
+                method,
+                route,
+                status,
+                round(elapsed * 1000, 3),
+                namespace,
+                principal,
+                trace_id,
+            )
+            lines.append(_encoder.encode(line))
+        lines.append(b"")
+        data = b"\n".join(lines)
         stream = sys.stderr
         try:
             buffer = getattr(stream, "buffer", None)

@@ -2,41 +2,42 @@
 
 A pure ASGI middleware (no per-request objects beyond a closure) so its cost stays
 in the microseconds. Metrics are labelled by the route *template* and the
-configured namespace, never by raw paths, so their cardinality stays bounded. The
-W3C ``traceparent`` of the caller becomes the parent of the request span, and the
+configured namespace, never by raw paths, so their cardinality stays bounded; they
+are counted in plain integers under one lock and turned into Prometheus families
+only when scraped (a custom collector on the default registry). The W3C
+``traceparent`` of the caller becomes the parent of the request span, and the
 KeyValue layer's spans are children of that, so a trace follows a request from the
 client to the backend.
 """
 
 from __future__ import annotations
 
+import bisect
 import itertools
 import os
+import threading
 import time
+from collections.abc import Iterator
 from typing import Any
 
 from opentelemetry import propagate, trace
 from opentelemetry.trace import ProxyTracerProvider, SpanKind, Status, StatusCode
-from prometheus_client import Counter, Gauge, Histogram
+from prometheus_client import REGISTRY, Gauge
+from prometheus_client.core import CounterMetricFamily, HistogramMetricFamily
+from prometheus_client.registry import Collector
 from starlette.types import ASGIApp, Message, Receive, Scope, Send
 
 from prism.gateway.logs import AccessLog
 
-__all__ = ["InFlight", "ObservabilityMiddleware"]
+__all__ = ["BUCKETS", "HTTP_METRICS", "HttpMetrics", "InFlight", "ObservabilityMiddleware"]
 
 _tracer = trace.get_tracer("prism.gateway")
 
-REQUESTS = Counter(
-    "prism_http_requests_total",
-    "HTTP requests by route template, method, status and namespace.",
-    ["route", "method", "status", "namespace"],
-)
-LATENCY = Histogram(
-    "prism_http_request_duration_seconds",
-    "HTTP request latency by route template, method and namespace.",
-    ["route", "method", "namespace"],
-    buckets=(0.0005, 0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1, 2.5, 5, 10),
-)
+#: Upper bounds (seconds) of the ``prism_http_request_duration_seconds`` buckets.
+BUCKETS = (0.0005, 0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5, 5.0, 10.0)
+_BUCKET_LABELS = (*map(str, BUCKETS), "+Inf")  # the labels Prometheus clients give them: 0.0005, 1.0, 10.0
+_bisect = bisect.bisect_left
+
 IN_FLIGHT = Gauge("prism_http_requests_in_flight", "HTTP requests being served.")
 
 _METHODS = frozenset({"GET", "HEAD", "PUT", "POST", "DELETE", "PATCH", "OPTIONS"})
@@ -66,12 +67,81 @@ class _RequestIds:
         self.prefix = os.urandom(6).hex()
         self.counter = itertools.count(1)
 
-    def next(self) -> bytes:
-        return f"{self.prefix}{next(self.counter):012x}".encode("ascii")
+    def next(self) -> str:
+        return f"{self.prefix}{next(self.counter):012x}"
 
 
 _request_ids = _RequestIds()
 os.register_at_fork(after_in_child=_request_ids.reset)
+
+
+class _Series:
+    """The counts of one (route, method, namespace): requests by status, and the latency histogram."""
+
+    __slots__ = ("buckets", "lock", "method", "namespace", "route", "statuses", "total")
+
+    def __init__(self, route: str, method: str, namespace: str, lock: threading.Lock) -> None:
+        self.route = route
+        self.method = method
+        self.namespace = namespace
+        self.lock = lock
+        self.statuses: dict[int, int] = {}
+        self.buckets = [0] * (len(BUCKETS) + 1)  # the last one is +Inf
+        self.total = 0.0
+
+    def observe(self, status: int, elapsed: float) -> None:
+        """Count one finished request."""
+        with self.lock:
+            statuses = self.statuses
+            statuses[status] = statuses.get(status, 0) + 1
+            self.buckets[_bisect(BUCKETS, elapsed)] += 1
+            self.total += elapsed
+
+
+class HttpMetrics(Collector):
+    """``prism_http_requests_total`` and ``prism_http_request_duration_seconds``, exported at scrape time."""
+
+    def __init__(self) -> None:
+        self.lock = threading.Lock()
+        self.series: dict[tuple[str, str, str], _Series] = {}
+
+    def series_for(self, route: str, method: str, namespace: str) -> _Series:
+        """The series of one route template, method and namespace (shared by every app in the process)."""
+        key = (route, method, namespace)
+        found = self.series.get(key)
+        if found is None:
+            with self.lock:
+                found = self.series.setdefault(key, _Series(route, method, namespace, self.lock))
+        return found
+
+    def collect(self) -> Iterator[Any]:
+        """The two families, built from the counts at the time of the scrape."""
+        requests = CounterMetricFamily(
+            "prism_http_requests",
+            "HTTP requests by route template, method, status and namespace.",
+            labels=["route", "method", "status", "namespace"],
+        )
+        latency = HistogramMetricFamily(
+            "prism_http_request_duration_seconds",
+            "HTTP request latency by route template, method and namespace.",
+            labels=["route", "method", "namespace"],
+        )
+        with self.lock:
+            for s in self.series.values():
+                for status, count in s.statuses.items():
+                    requests.add_metric([s.route, s.method, str(status), s.namespace], count)
+                cumulative, buckets = 0, []
+                for bound, count in zip(_BUCKET_LABELS, s.buckets, strict=True):
+                    cumulative += count
+                    buckets.append((bound, cumulative))
+                if cumulative:
+                    latency.add_metric([s.route, s.method, s.namespace], buckets, s.total)
+        yield requests
+        yield latency
+
+
+HTTP_METRICS = HttpMetrics()
+REGISTRY.register(HTTP_METRICS)
 
 
 class InFlight:
@@ -100,8 +170,7 @@ class ObservabilityMiddleware:
         self.direct = direct
         self.access_log = access_log
         self.in_flight = in_flight or InFlight()
-        self._counters: dict[tuple[str, str, str, str], Any] = {}
-        self._histograms: dict[tuple[str, str, str], Any] = {}
+        self._series: dict[tuple[str, str, str], _Series] = {}
         self._tracing = False
         self._tracing_checked = 0.0
 
@@ -110,26 +179,27 @@ class ObservabilityMiddleware:
             await self.app(scope, receive, send)
             return
         started = time.perf_counter()
-        request_id = b""
+        rid = ""
         for name, value in scope["headers"]:
             if name == b"x-request-id":
-                request_id = value if _valid_request_id(value) else b""
+                if _valid_request_id(value):
+                    rid = value.decode("ascii")
                 break
-        if not request_id:
-            request_id = _request_ids.next()
-        rid = request_id.decode("ascii")
+        if not rid:
+            rid = _request_ids.next()
         scope["prism.request_id"] = rid
         status = 500
         inner_send = send
         if self.direct:
-            scope["prism.request_id_header"] = request_id
+            scope["prism.request_id_header"] = rid.encode("ascii")
         else:
+            id_header = (b"x-request-id", rid.encode("ascii"))
 
             async def send_with_id(message: Message) -> None:
                 nonlocal status
                 if message["type"] == "http.response.start":
                     status = message["status"]
-                    message["headers"] = [*message.get("headers", ()), (b"x-request-id", request_id)]
+                    message["headers"] = [*message.get("headers", ()), id_header]
                 await send(message)
 
             inner_send = send_with_id
@@ -137,7 +207,8 @@ class ObservabilityMiddleware:
         if not self._tracing and started - self._tracing_checked > TRACING_CHECK_INTERVAL:
             self._tracing_checked = started
             self._tracing = _tracing_enabled()
-        self.in_flight.value += 1
+        in_flight = self.in_flight
+        in_flight.value += 1
         span = None
         try:
             if self._tracing:
@@ -154,7 +225,7 @@ class ObservabilityMiddleware:
             else:
                 await self.app(scope, receive, inner_send)
         finally:
-            self.in_flight.value -= 1
+            in_flight.value -= 1
             if self.direct:
                 status = scope.get("prism.status", 500)
             self._observe(scope, status, started, rid, span)
@@ -163,18 +234,16 @@ class ObservabilityMiddleware:
         elapsed = time.perf_counter() - started
         route_obj = scope.get("route")
         route = getattr(route_obj, "path", None) or "unmatched"
-        method = scope["method"] if scope["method"] in _METHODS else "OTHER"
+        method = scope["method"]
+        if method not in _METHODS:
+            method = "OTHER"
         namespace = scope.get("prism.namespace", "")
-        key = (route, method, str(status), namespace)
-        counter = self._counters.get(key)
-        if counter is None:
-            counter = self._counters[key] = REQUESTS.labels(*key)
-        counter.inc()
-        hkey = (route, method, namespace)
-        hist = self._histograms.get(hkey)
-        if hist is None:
-            hist = self._histograms[hkey] = LATENCY.labels(*hkey)
-        hist.observe(elapsed)
+        key = (route, method, namespace)
+        series = self._series.get(key)
+        if series is None:
+            series = self._series[key] = HTTP_METRICS.series_for(route, method, namespace)
+        series.observe(status, elapsed)
+        trace_id = None
         if span is not None:
             span.update_name(f"HTTP {method} {route}")
             span.set_attribute("http.route", route)
@@ -184,19 +253,8 @@ class ObservabilityMiddleware:
             if status >= 500:
                 span.set_status(Status(StatusCode.ERROR))
             span.end()
+            trace_id = format(span.get_span_context().trace_id, "032x")
         if self.access_log is not None:
-            fields: dict[str, Any] = {
-                "request_id": rid,
-                "method": method,
-                "route": route,
-                "status": status,
-                "latency_ms": round(elapsed * 1000, 3),
-            }
-            if namespace:
-                fields["namespace"] = namespace
-            principal = scope.get("prism.principal")
-            if principal is not None:
-                fields["principal"] = principal
-            if span is not None:
-                fields["trace_id"] = format(span.get_span_context().trace_id, "032x")
-            self.access_log.write(fields)
+            self.access_log.request(
+                rid, method, route, status, elapsed, namespace or None, scope.get("prism.principal"), trace_id
+            )
