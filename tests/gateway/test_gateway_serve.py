@@ -168,6 +168,13 @@ def test_store_that_cannot_open_fails_startup_cleanly(tmp_path: Path) -> None:
     assert "Traceback" not in proc.stderr
 
 
+def _in_flight(url: str) -> float:
+    for line in httpx.get(f"{url}/metrics", timeout=2).text.splitlines():
+        if line.startswith("prism_http_requests_in_flight "):
+            return float(line.split()[1])
+    raise AssertionError("/metrics has no prism_http_requests_in_flight")
+
+
 def test_sigterm_drains_in_flight_requests(serve: object, tmp_path: Path) -> None:
     (tmp_path / "slow.yaml").write_text(
         textwrap.dedent("""
@@ -190,12 +197,22 @@ def test_sigterm_drains_in_flight_requests(serve: object, tmp_path: Path) -> Non
 
     thread = threading.Thread(target=slow_put)
     thread.start()
-    time.sleep(0.5)
+    # SIGTERM only once the put is being served, whatever the machine's load.
+    deadline = time.monotonic() + 10
+    while _in_flight(served.url) < 2:  # the put, and this /metrics request itself
+        assert time.monotonic() < deadline, "the slow put never reached the server"
+        time.sleep(0.02)
     started = time.monotonic()
     served.proc.send_signal(signal.SIGTERM)
-    time.sleep(0.3)
-    with pytest.raises(httpx.ConnectError):
-        httpx.get(f"{served.url}/healthz", timeout=2)
+    # New connections are refused while the in-flight put drains.
+    while True:
+        try:
+            httpx.get(f"{served.url}/healthz", timeout=2)
+        except httpx.ConnectError:
+            break
+        assert time.monotonic() - started < 1.2, "still accepting connections after SIGTERM"
+        time.sleep(0.02)
+    assert thread.is_alive(), "the put finished before the drain began"
     thread.join(timeout=15)
     code, _, err = served.stop()
     assert result.get("status") == 201, (result, err)
