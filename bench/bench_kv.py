@@ -213,6 +213,12 @@ def main(argv: list[str]) -> None:
             rs = med["diskcache"][op] / med["prism sync"][op]
             lines.append(f"| {op} | {cells} | {ra:.2f} | {rs:.2f} |")
         sections.append("\n".join(lines))
+        for single, batch in (("get", "get_many(100)"), ("put", "put_many(100)")):
+            ceiling = med["raw sqlite3"][single] / med["raw sqlite3"][batch]
+            verdicts.append(
+                f"- {size} B, raw sqlite3 {batch}: {ceiling:.1f}x the per-key throughput of its own single "
+                f"{single} (the ceiling of the engine itself, for comparison)"
+            )
         for api in ("prism async", "prism sync"):
             for op in ("get", "put"):
                 ratio = med["diskcache"][op] / med[api][op]

@@ -47,7 +47,7 @@ _bisect = bisect.bisect_left
 _EXPECTED = (InvalidArgument, PreconditionFailed)
 
 
-def _tracing_enabled() -> bool:
+def tracing_enabled() -> bool:
     # Set once an SDK provider is installed (set_tracer_provider or OTEL_PYTHON_TRACER_PROVIDER).
     return getattr(trace, "_TRACER_PROVIDER", None) is not None
 
@@ -211,7 +211,7 @@ class _Op:
 
     def __enter__(self) -> _Op:
         next(self._series.started)
-        if _tracing_enabled():
+        if tracing_enabled():
             self._start_span()
         self._start = time.perf_counter()
         return self
@@ -259,8 +259,3 @@ class Instrumentation:
 
     def op(self, ns: str, name: str, count: int = 1) -> _Op:
         return _Op(self.series(ns, name), count)
-
-    @staticmethod
-    def tracing() -> bool:
-        """Whether spans are being recorded (an OpenTelemetry SDK is installed)."""
-        return _tracing_enabled()

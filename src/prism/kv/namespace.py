@@ -8,7 +8,7 @@ from time import perf_counter
 from typing import TYPE_CHECKING, Literal
 
 from prism.errors import InvalidArgument, PreconditionFailed, StoreClosed, Unsupported
-from prism.kv.instrument import Series
+from prism.kv.instrument import Series, tracing_enabled
 from prism.kv.tokens import decode_token, encode_token
 from prism.kv.validation import (
     check_content_type,
@@ -78,9 +78,10 @@ class Namespace:
     async def get(self, key: str, *, consistency: Consistency = "eventual") -> Item | None:
         """The live entry at ``key`` (None when missing or expired)."""
         check_id(key)
-        self._check_open()
+        if not self._store.is_open:
+            raise StoreClosed(self._store.state_message())
         consistent = False if consistency == "eventual" else _consistent(consistency, self._backend)
-        if self._inst.tracing():
+        if tracing_enabled():
             with self._inst.op(self.name, "get") as op:
                 item = await self._backend.get(self.name, key, "", consistent=consistent)
                 op.hits, op.misses = (0, 1) if item is None else (1, 0)

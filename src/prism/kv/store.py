@@ -35,6 +35,8 @@ class Store:
         self.instrumentation = Instrumentation(backend.name)
         self.max_value_bytes = min(max_value_bytes, backend.capabilities.max_value_bytes)
         self._state = StoreState.UNOPENED
+        #: True between open() and close(); a plain attribute, read on every call.
+        self.is_open = False
         self._namespaces: dict[tuple[str, int, float | None], Namespace] = {}
         self._open_lock: asyncio.Lock | None = None
 
@@ -42,8 +44,8 @@ class Store:
         return f"<Store {self.backend.name} {self._state.value}>"
 
     @property
-    def is_open(self) -> bool:
-        return self._state is StoreState.OPEN
+    def state(self) -> StoreState:
+        return self._state
 
     def state_message(self) -> str:
         if self._state is StoreState.CLOSED:
@@ -67,6 +69,7 @@ class Store:
             if self._state is StoreState.UNOPENED:
                 await self.backend.open()
                 self._state = StoreState.OPEN
+                self.is_open = True
         return self
 
     async def close(self) -> None:
@@ -75,6 +78,7 @@ class Store:
             return
         was_open = self._state is StoreState.OPEN
         self._state = StoreState.CLOSED
+        self.is_open = False
         if was_open:
             await self.backend.close()
 
