@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import time
 from collections.abc import Iterable, Sequence
+from datetime import timedelta
 from time import perf_counter
 from typing import TYPE_CHECKING, Literal
 
@@ -87,7 +88,9 @@ class Namespace:
                 op.hits, op.misses = (0, 1) if item is None else (1, 0)
         else:
             # The hottest call, instrumented inline: the same counts without a context manager.
-            series = self._get_series or self._series("get")
+            series = self._get_series
+            if series is None:
+                series = self._get_series = self._inst.series(self.name, "get")
             next(series.started)
             start = perf_counter()
             try:
@@ -100,12 +103,6 @@ class Namespace:
             return item
         return item.with_key(key)
 
-    def _series(self, op: str) -> Series:
-        series = self._inst.series(self.name, op)
-        if op == "get":
-            self._get_series = series
-        return series
-
     async def exists(self, key: str, *, consistency: Consistency = "eventual") -> bool:
         return await self.get(key, consistency=consistency) is not None
 
@@ -114,7 +111,7 @@ class Namespace:
         key: str,
         value: bytes,
         *,
-        ttl: float | object = None,
+        ttl: float | timedelta | None = None,
         content_type: str | None = None,
         if_match: str | None = None,
         if_absent: bool = False,
@@ -124,9 +121,7 @@ class Namespace:
         Raises PreconditionFailed when ``if_match`` differs from the live etag or
         ``if_absent`` finds a live entry. A put without ttl clears an earlier ttl.
         """
-        result = await self.put_result(
-            Put(key, value, ttl, content_type, if_match, if_absent)  # type: ignore[arg-type]
-        )
+        result = await self.put_result(Put(key, value, ttl, content_type, if_match, if_absent))
         if result.error is not None:
             raise result.error
         assert result.etag is not None
