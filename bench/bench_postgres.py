@@ -1,13 +1,8 @@
-"""PostgreSQL through Prism beside raw asyncpg doing the same operations, in one run.
+"""PostgreSQL through Prism beside raw asyncpg doing the same operations, in one run (method: bench._network).
 
 Starts its own PostgreSQL server (``prism.testing.servers.postgres``; fsync off, so
-the numbers measure the client and the statements, not the disk). Measures get,
-put, get_many(100) and put_many(100) with 100 B values at concurrency 1 and 64:
-``tasks`` coroutines share one store (or one raw pool of the same size) and run
-their share of the calls. Each round times Prism and raw back to back (the order
-alternating between rounds), so a ratio compares two runs made seconds apart; the
-table shows the median time per call with the spread over rounds, and the median of
-the per-round ratios.
+the numbers measure the client and the statements, not the disk), or uses
+``PRISM_TEST_POSTGRES_URL``.
 
 Two raw baselines, both hand-written asyncpg on a pool of the same size without
 asyncpg's reset query on release. "Same rows" writes what Prism writes, into Prism's
@@ -25,46 +20,25 @@ PostgreSQL backend (called directly with what the KeyValue layer would hand it).
 
 from __future__ import annotations
 
-import asyncio
-import os
 import secrets
 import statistics
-import sys
 import time
-from collections.abc import Awaitable, Callable
+from collections.abc import AsyncIterator, Sequence
+from contextlib import asynccontextmanager
 from typing import Any
 
 import asyncpg
 
 import prism
-from bench._report import environment, spread, write_section
+from bench._network import BATCH, VALUE, Baseline, Call, Calls, Keys, NetworkBench, table
+from bench._report import spread
 from prism.model import StoredWrite
-from prism.testing.servers._base import env_url
 from prism.testing.servers.postgres import PostgresServer
 
-COMMAND = "make bench ARGS=postgres"
-ROUNDS = 7
-VALUE = bytes(range(100))
-BATCH = 100
-KEYS = 1000
 POOL_SIZE = 20
-#: Calls per round for each (operation, concurrency): enough for ~0.1-0.3 s per side.
-CALLS = {
-    ("get", 1): 1500,
-    ("put", 1): 1200,
-    ("get_many(100)", 1): 200,
-    ("put_many(100)", 1): 60,
-    ("get", 64): 4000,
-    ("put", 64): 3000,
-    ("get_many(100)", 64): 400,
-    ("put_many(100)", 64): 120,
-}
 #: Calls per round of the client CPU breakdown (concurrency 1).
 CPU_CALLS = {"get": 600, "put": 500, "get_many(100)": 80, "put_many(100)": 40}
-#: Targets: Prism's time per call at most this multiple of raw's.
-TARGETS = {1: 1.3, 64: 1.15}
-
-SIDES = ("prism", "same rows", "plain")
+SAME_ROWS = Baseline("raw, same rows", "raw")
 PLAIN_TABLE = "bench_plain_kv"
 PLAIN_DDL = (
     f'CREATE TABLE IF NOT EXISTS {PLAIN_TABLE} (key text COLLATE "C" PRIMARY KEY, value bytea NOT NULL)'
@@ -104,105 +78,62 @@ ROWS_PUT_MANY = (
     f"ON CONFLICT (namespace, record, key) DO UPDATE SET {_SET}"
 )
 
-Call = Callable[[int], Awaitable[Any]]
-
 
 async def _no_reset(con: Any) -> None:
     """The raw pool skips asyncpg's per-release reset query, as Prism's pool does."""
 
 
-def _keys(i: int) -> list[str]:
-    start = (i * BATCH) % KEYS
-    return [f"key:{(start + j) % KEYS}" for j in range(BATCH)]
+def _in_order(rows: Sequence[Any], keys: list[str]) -> list[Any]:
+    """The rows of a batch read by key, in the order asked, as a client would hand them back."""
+    found = {row[0]: row for row in rows}
+    return [found.get(k) for k in keys]
 
 
-def prism_calls(ns: Any) -> dict[str, Call]:
-    async def get(i: int) -> None:
-        await ns.get(f"key:{i % KEYS}")
-
-    async def put(i: int) -> None:
-        await ns.put(f"key:{i % KEYS}", VALUE)
+def rows_calls(pool: Any, keys: Keys) -> Calls:
+    """Raw asyncpg writing and reading what Prism does, in Prism's table."""
 
     async def get_many(i: int) -> None:
-        await ns.get_many(_keys(i))
+        batch = keys.batch(i)
+        _in_order(await pool.fetch(ROWS_GET_MANY, ROWS_NAMESPACE, batch), batch)
 
-    async def put_many(i: int) -> None:
-        await ns.put_many([prism.Put(k, VALUE) for k in _keys(i)])
-
-    return {"get": get, "put": put, "get_many(100)": get_many, "put_many(100)": put_many}
-
-
-def rows_calls(pool: Any) -> dict[str, Call]:
-    async def get(i: int) -> None:
-        await pool.fetchrow(ROWS_GET, ROWS_NAMESPACE, f"key:{i % KEYS}")
-
-    async def put(i: int) -> None:
-        await pool.execute(ROWS_PUT, ROWS_NAMESPACE, f"key:{i % KEYS}", VALUE, secrets.token_hex(8))
-
-    async def get_many(i: int) -> None:
-        keys = _keys(i)
-        rows = await pool.fetch(ROWS_GET_MANY, ROWS_NAMESPACE, keys)
-        found = {row[0]: row for row in rows}
-        _ = [found.get(k) for k in keys]
-
-    async def put_many(i: int) -> None:
+    def put_many(i: int) -> Any:
         etags = [secrets.token_hex(8) for _ in range(BATCH)]
-        await pool.execute(ROWS_PUT_MANY, ROWS_NAMESPACE, _keys(i), [VALUE] * BATCH, etags)
+        return pool.execute(ROWS_PUT_MANY, ROWS_NAMESPACE, keys.batch(i), [VALUE] * BATCH, etags)
 
-    return {"get": get, "put": put, "get_many(100)": get_many, "put_many(100)": put_many}
+    return table(
+        get=lambda i: pool.fetchrow(ROWS_GET, ROWS_NAMESPACE, keys.one(i)),
+        put=lambda i: pool.execute(ROWS_PUT, ROWS_NAMESPACE, keys.one(i), VALUE, secrets.token_hex(8)),
+        get_many=get_many,
+        put_many=put_many,
+    )
 
 
-def plain_calls(pool: Any) -> dict[str, Call]:
-    async def get(i: int) -> None:
-        await pool.fetchval(PLAIN_GET, f"key:{i % KEYS}")
-
-    async def put(i: int) -> None:
-        await pool.execute(PLAIN_PUT, f"key:{i % KEYS}", VALUE)
+def plain_calls(pool: Any, keys: Keys) -> Calls:
+    """Raw asyncpg on a bare key-value table."""
 
     async def get_many(i: int) -> None:
-        keys = _keys(i)
-        rows = await pool.fetch(PLAIN_GET_MANY, keys)
-        found = {row[0]: row[1] for row in rows}
-        _ = [found.get(k) for k in keys]
+        batch = keys.batch(i)
+        _in_order(await pool.fetch(PLAIN_GET_MANY, batch), batch)
 
-    async def put_many(i: int) -> None:
-        await pool.execute(PLAIN_PUT_MANY, _keys(i), [VALUE] * BATCH)
-
-    return {"get": get, "put": put, "get_many(100)": get_many, "put_many(100)": put_many}
-
-
-async def run_calls(call: Call, calls: int, tasks: int) -> float:
-    """Seconds per call: ``calls`` calls split over ``tasks`` concurrent tasks."""
-
-    async def worker(first: int) -> None:
-        for i in range(first, calls, tasks):
-            await call(i)
-
-    start = time.perf_counter()
-    await asyncio.gather(*(worker(t) for t in range(tasks)))
-    return (time.perf_counter() - start) / calls
+    return table(
+        get=lambda i: pool.fetchval(PLAIN_GET, keys.one(i)),
+        put=lambda i: pool.execute(PLAIN_PUT, keys.one(i), VALUE),
+        get_many=get_many,
+        put_many=lambda i: pool.execute(PLAIN_PUT_MANY, keys.batch(i), [VALUE] * BATCH),
+    )
 
 
-def backend_calls(store: Any, namespace: str) -> dict[str, Call]:
+def backend_calls(store: prism.Store, namespace: str, keys: Keys) -> Calls:
     """The backend under the public API, handed what the KeyValue layer would hand it."""
     backend = store.backend
     now = time.time()
-    writes = [StoredWrite(f"key:{j}", "", VALUE, etag=f"etag{j}", updated_at=now) for j in range(KEYS)]
-
-    async def get(i: int) -> None:
-        await backend.get(namespace, f"key:{i % KEYS}", "")
-
-    async def put(i: int) -> None:
-        await backend.write(namespace, [writes[i % KEYS]])
-
-    async def get_many(i: int) -> None:
-        await backend.get_many(namespace, [(k, "") for k in _keys(i)])
-
-    async def put_many(i: int) -> None:
-        start = (i * BATCH) % KEYS
-        await backend.write(namespace, writes[start : start + BATCH])
-
-    return {"get": get, "put": put, "get_many(100)": get_many, "put_many(100)": put_many}
+    writes = {k: StoredWrite(k, "", VALUE, etag=f"etag-{k}", updated_at=now) for k in keys.all()}
+    return table(
+        get=lambda i: backend.get(namespace, keys.one(i), ""),
+        put=lambda i: backend.write(namespace, [writes[keys.one(i)]]),
+        get_many=lambda i: backend.get_many(namespace, [(k, "") for k in keys.batch(i)]),
+        put_many=lambda i: backend.write(namespace, [writes[k] for k in keys.batch(i)]),
+    )
 
 
 async def client_cpu(call: Call, calls: int) -> float:
@@ -213,87 +144,26 @@ async def client_cpu(call: Call, calls: int) -> float:
     return (time.process_time() - start) / calls
 
 
-def ratio(times: dict[str, list[float]], baseline: str) -> float:
-    """Median over rounds of Prism's time divided by ``baseline``'s in the same round."""
-    return statistics.median(p / q for p, q in zip(times["prism"], times[baseline], strict=True))
-
-
-Results = dict[tuple[str, int], dict[str, list[float]]]
-
-
-async def measure(url: str) -> tuple[Results, Results]:
-    """Wall time per call by (op, concurrency) and side; client CPU per call by (op, 1) and layer."""
-    results: Results = {}
-    cpu: Results = {}
-    pool = await asyncpg.create_pool(url, min_size=POOL_SIZE, max_size=POOL_SIZE, reset=_no_reset)
-    async with prism.connect(url, pool_min_size=POOL_SIZE, pool_max_size=POOL_SIZE) as store:
-        ns = store.namespace("bench")
-        await pool.execute(PLAIN_DDL)
-        await pool.execute(f"TRUNCATE {PLAIN_TABLE}")
-        sides = {"prism": prism_calls(ns), "same rows": rows_calls(pool), "plain": plain_calls(pool)}
-        for side_calls in sides.values():  # fill every key
-            for i in range(KEYS // BATCH):
-                await side_calls["put_many(100)"](i)
-        await pool.execute(f"ANALYZE prism_kv; ANALYZE {PLAIN_TABLE}")
-        for side_calls in sides.values():  # warm the pools and their statement caches
-            for name in ("get", "put", "get_many(100)", "put_many(100)"):
-                await run_calls(side_calls[name], 2 * POOL_SIZE, POOL_SIZE)
-        for (name, tasks), calls in CALLS.items():
-            times: dict[str, list[float]] = {side: [] for side in SIDES}
-            for r in range(ROUNDS):
-                for k in range(len(SIDES)):
-                    side = SIDES[(r + k) % len(SIDES)]
-                    times[side].append(await run_calls(sides[side][name], calls, tasks))
-            results[name, tasks] = times
-            print(
-                f"  {name:>14} x{tasks:<3} prism/same rows {ratio(times, 'same rows'):.3f} "
-                f"prism/plain {ratio(times, 'plain'):.3f}",
-                file=sys.stderr,
-            )
-        layers = {
-            "prism": sides["prism"],
-            "backend": backend_calls(store, "bench"),
-            "same rows": sides["same rows"],
-        }
-        for name, calls in CPU_CALLS.items():
-            cpu[name, 1] = {layer: [] for layer in layers}
-            for _ in range(ROUNDS):
-                for layer, layer_calls in layers.items():
-                    cpu[name, 1][layer].append(await client_cpu(layer_calls[name], calls))
-    await pool.close()
-    return results, cpu
-
-
-def report(results: Results, cpu: Results, loop_name: str) -> str:
-    lines = [
-        "## PostgreSQL: Prism vs raw asyncpg",
-        "",
-        f"Command: `{COMMAND}` ({environment('asyncpg', 'uvloop', 'msgspec')}, "
-        f"event loop {loop_name}, PostgreSQL from `prism.testing.servers.postgres` with fsync off, "
-        f"{os.cpu_count()} CPUs shared by the client, the server and whatever else ran).",
-        "",
-        f"100 B values, {ROUNDS} rounds; time per call in µs, median (min-max) over rounds; a ratio is the "
-        "median of the per-round ratios. Concurrency N = N tasks sharing one store / one raw pool, "
-        f"{POOL_SIZE} connections each. Targets, against raw asyncpg writing the same rows: Prism/raw "
-        f"<= {TARGETS[1]} at concurrency 1 and <= {TARGETS[64]} at concurrency 64.",
-        "",
-        "| op | concurrency | Prism | raw, same rows | Prism/raw | target | raw, plain table | Prism/plain |",
-        "|---|---|---|---|---|---|---|---|",
-    ]
-    for (name, tasks), times in results.items():
-        cells = {}
-        for side in SIDES:
-            median, lo, hi = spread([t * 1e6 for t in times[side]])
-            cells[side] = f"{median:.0f} ({lo:.0f}-{hi:.0f})"
-        same, plain = ratio(times, "same rows"), ratio(times, "plain")
-        target = TARGETS[tasks]
-        verdict = "met" if same <= target else "missed"
-        lines.append(
-            f"| {name} | {tasks} | {cells['prism']} | {cells['same rows']} | {same:.2f} "
-            f"| <= {target} {verdict} | {cells['plain']} | {plain:.2f} |"
-        )
-    lines += [
-        "",
+class PostgresBench(NetworkBench):
+    name = "postgres"
+    title = "PostgreSQL: Prism vs raw asyncpg"
+    packages = ("asyncpg",)
+    server = "PostgreSQL from `prism.testing.servers.postgres` with fsync off"
+    baselines = (SAME_ROWS, Baseline("raw, plain table", "plain"))
+    #: Enough calls for ~0.1-0.3 s per side and round.
+    calls = {
+        ("get", 1): 1500,
+        ("put", 1): 1200,
+        ("get_many(100)", 1): 200,
+        ("put_many(100)", 1): 60,
+        ("get", 64): 4000,
+        ("put", 64): 3000,
+        ("get_many(100)", 64): 400,
+        ("put_many(100)", 64): 120,
+    }
+    options = {"pool_min_size": POOL_SIZE, "pool_max_size": POOL_SIZE}
+    clients = f"Each side has one pool of {POOL_SIZE} connections."
+    notes = (
         "*Raw, same rows*: hand-written asyncpg storing what Prism stores in Prism's table (a value, a fresh "
         "etag, `updated_at`; reads filter expired rows): a primary-key `SELECT`, an `INSERT ... ON CONFLICT "
         "DO UPDATE`, `record = ANY($2)`, and that upsert over `unnest` arrays. *Raw, plain table*: the same "
@@ -301,42 +171,61 @@ def report(results: Results, cpu: Results, loop_name: str) -> str:
         "reset query switched off; Prism uses its own leaner pool of asyncpg connections. Prism also "
         "validates keys and values, reports whether a live item was replaced, and counts every call in "
         "its metrics.",
-        "",
-        f"Where Prism's time goes: client CPU per call at concurrency 1 (µs, median (min-max) of {ROUNDS} "
-        "rounds), for the public API, for the PostgreSQL backend alone (called with the writes and "
-        "addresses the KeyValue layer would hand it), and for raw asyncpg writing the same rows. The "
-        "difference between the first two is the KeyValue layer's validation, etags, results and metrics.",
-        "",
-        "| op | Prism API | backend alone | raw, same rows | KeyValue layer per call | backend/raw |",
-        "|---|---|---|---|---|---|",
-    ]
-    for (name, _), times in cpu.items():
-        cells = {}
-        for layer in ("prism", "backend", "same rows"):
-            median, lo, hi = spread([t * 1e6 for t in times[layer]])
-            cells[layer] = f"{median:.0f} ({lo:.0f}-{hi:.0f})"
-        above = statistics.median(times["prism"]) - statistics.median(times["backend"])
-        backend_ratio = statistics.median(times["backend"]) / statistics.median(times["same rows"])
-        lines.append(
-            f"| {name} | {cells['prism']} | {cells['backend']} | {cells['same rows']} | {above * 1e6:.0f} "
-            f"| {backend_ratio:.2f} |"
-        )
-    return "\n".join(lines)
+    )
+
+    def start_server(self) -> PostgresServer:
+        return PostgresServer.launch()
+
+    @asynccontextmanager
+    async def raw(self, url: str) -> AsyncIterator[list[Calls]]:
+        self._pool = await asyncpg.create_pool(url, min_size=POOL_SIZE, max_size=POOL_SIZE, reset=_no_reset)
+        try:
+            await self._pool.execute(PLAIN_DDL)
+            await self._pool.execute(f"TRUNCATE {PLAIN_TABLE}")
+            yield [rows_calls(self._pool, self.keys), plain_calls(self._pool, self.keys)]
+        finally:
+            await self._pool.close()
+
+    async def prepare(self) -> None:
+        await self._pool.execute(f"ANALYZE prism_kv; ANALYZE {PLAIN_TABLE}")
+
+    async def extra(self, store: prism.Store, namespace: str, sides: dict[str, Calls]) -> str:
+        """Client CPU per call at concurrency 1: the public API, the backend alone, raw same rows."""
+        layers = {
+            "prism": sides["prism"],
+            "backend": backend_calls(store, namespace, self.keys),
+            "same rows": sides[SAME_ROWS.label],
+        }
+        cpu: dict[str, dict[str, list[float]]] = {}
+        for op, calls in CPU_CALLS.items():
+            cpu[op] = {layer: [] for layer in layers}
+            for _ in range(self.rounds):
+                for layer, layer_calls in layers.items():
+                    cpu[op][layer].append(await client_cpu(layer_calls[op], calls))
+        lines = [
+            f"Where Prism's time goes: client CPU per call at concurrency 1 (µs, median (min-max) of "
+            f"{self.rounds} rounds), for the public API, for the PostgreSQL backend alone (called with the "
+            "writes and addresses the KeyValue layer would hand it), and for raw asyncpg writing the same "
+            "rows. The difference between the first two is the KeyValue layer's validation, etags, results "
+            "and metrics.",
+            "",
+            "| op | Prism API | backend alone | raw, same rows | KeyValue layer per call | backend/raw |",
+            "|---|---|---|---|---|---|",
+        ]
+        for op, times in cpu.items():
+            cells = {}
+            for layer, seconds in times.items():
+                median, lo, hi = spread([t * 1e6 for t in seconds])
+                cells[layer] = f"{median:.0f} ({lo:.0f}-{hi:.0f})"
+            medians = {layer: statistics.median(seconds) for layer, seconds in times.items()}
+            above = (medians["prism"] - medians["backend"]) * 1e6
+            lines.append(
+                f"| {op} | {cells['prism']} | {cells['backend']} | {cells['same rows']} | {above:.0f} "
+                f"| {medians['backend'] / medians['same rows']:.2f} |"
+            )
+        return "\n".join(lines)
 
 
 def main(argv: list[str]) -> None:
     """Measure Prism and raw asyncpg side by side and write the postgres section of docs/benchmarks.md."""
-    try:
-        import uvloop
-    except ImportError:
-        loop_name, runner = "asyncio", asyncio.run
-    else:
-        loop_name, runner = "uvloop", uvloop.run
-    url = env_url("postgres")
-    server = None if url else PostgresServer.launch()
-    try:
-        results, cpu = runner(measure(server.url if server is not None else str(url)))
-    finally:
-        if server is not None:
-            server.close()
-    write_section("postgres", report(results, cpu, loop_name))
+    PostgresBench().run()
