@@ -296,3 +296,138 @@ def test_authenticator_accepts_plain_dicts_and_query_tokens(tmp_path: Path) -> N
     with pytest.raises(AuthError, match="API key") as info:
         auth.authenticate_headers({}, query_token="wrong")
     assert (info.value.status, info.value.code) == (401, "INVALID_CREDENTIALS")
+
+
+def signed_claims(**changes: Any) -> str:
+    """An RS256 token with the usual claims, some replaced (None removes a claim)."""
+    claims = {**claims_of(token("RS256")), **changes}
+    payload = json.dumps({k: v for k, v in claims.items() if v is not None}).encode()
+    # Signed as raw JWS so that claims PyJWT's encoder would refuse can be sent.
+    return jwt.PyJWS().encode(payload, RSA_KEY, algorithm="RS256", headers={"typ": "JWT"})
+
+
+@pytest.mark.parametrize(
+    "changes",
+    [
+        {"tenant_id": 42},
+        {"tenant_id": ["acme"]},
+        {"tenant_id": "acme\n"},
+        {"tenant_id": ""},
+        {"tenant_id": "acme~t~globex"},
+        {"roles": {"admin": True}},
+        {"roles": ["writer", 7]},
+        {"roles": 1},
+        {"sub": 42},
+        {"sub": ""},
+        {"sub": None},
+        {"exp": "soon"},
+        {"nbf": "later"},
+        {"iat": "now"},
+        {"aud": ["other"]},
+        {"iss": ["https://id.example.test"]},
+    ],
+    ids=repr,
+)
+async def test_unexpected_claim_types_are_401(client: httpx.AsyncClient, changes: dict[str, Any]) -> None:
+    status, code = await status_and_code(client, bearer(signed_claims(**changes)))
+    assert status == 401, (changes, code)
+    assert code in {"INVALID_TOKEN", "INVALID_AUDIENCE", "INVALID_ISSUER", "TOKEN_NOT_YET_VALID"}
+
+
+async def test_huge_credentials_are_refused_unparsed(client: httpx.AsyncClient) -> None:
+    # Validly signed, but far over any real token's size.
+    huge = signed_claims(padding="x" * 100_000)
+    assert await status_and_code(client, bearer(huge)) == (401, "INVALID_CREDENTIALS")
+    r = await client.put("/v1/kv/plain/k", content=b"x", headers=bearer(huge))
+    assert r.status_code == 401 and "x" * 100 not in r.text
+    assert await status_and_code(client, {"X-API-Key": "k" * 100_000}) == (401, "INVALID_CREDENTIALS")
+
+
+ALL_ROUTES = [
+    ("GET", "/v1/kv/plain/k", None),
+    ("HEAD", "/v1/kv/plain/k", None),
+    ("PUT", "/v1/kv/plain/k", b"x"),
+    ("DELETE", "/v1/kv/plain/k", None),
+    ("GET", "/v1/kv/plain", None),
+    ("HEAD", "/v1/kv/plain", None),
+    ("POST", "/v1/kv/plain/_bulk/get", b'{"keys": ["k"]}'),
+    ("POST", "/v1/kv/plain/_bulk/put", b'{"items": [{"key": "k", "value": "eA=="}]}'),
+    ("POST", "/v1/kv/plain/_bulk/delete", b'{"items": [{"key": "k"}]}'),
+    ("POST", "/v1/kv/plain/_transact", b'{"ops": [{"op": "delete", "key": "k"}]}'),
+    ("GET", "/v1/records/plain/r", None),
+    ("PUT", "/v1/records/plain/r", b'{"items": [{"key": "i", "value": "eA=="}]}'),
+    ("DELETE", "/v1/records/plain/r", None),
+    ("GET", "/v1/namespaces", None),
+    ("GET", "/v1/namespaces/plain", None),
+]
+READS = {("GET", "/v1/kv/plain/k"), ("HEAD", "/v1/kv/plain/k"), ("GET", "/v1/kv/plain")}
+READS |= {("HEAD", "/v1/kv/plain"), ("POST", "/v1/kv/plain/_bulk/get"), ("GET", "/v1/records/plain/r")}
+
+
+@pytest.mark.parametrize(("method", "path", "body"), ALL_ROUTES)
+async def test_every_route_needs_a_verified_credential(
+    client: httpx.AsyncClient, method: str, path: str, body: bytes | None
+) -> None:
+    refused: list[dict[str, str]] = [
+        {},
+        {"X-API-Key": "key-wrong"},
+        bearer(token("RS256", exp_in=-60)),
+        bearer(alg_none()),
+        bearer(token("RS256", aud="someone-else")),
+        bearer(forged_rs256()),
+        # The same credential header twice is ambiguous, even when each copy is valid.
+        {"X-API-Key": "key-writer", "x-api-key": "key-admin"},
+    ]
+    for hdrs in refused:
+        raw = [(k.encode(), v.encode()) for k, v in hdrs.items()]
+        r = await client.request(method, path, content=body, headers=raw)
+        assert r.status_code == 401, (method, path, hdrs, r.status_code)
+        assert r.headers["www-authenticate"].startswith("Bearer")
+    # Identity never comes from the query string or the body.
+    r = await client.request(
+        method, path, content=body, params={"token": "key-writer", "api_key": "key-admin"}
+    )
+    assert r.status_code == 401
+
+
+@pytest.mark.parametrize(("method", "path", "body"), [r for r in ALL_ROUTES if "/namespaces" not in r[1]])
+async def test_each_data_route_enforces_its_action(
+    client: httpx.AsyncClient, method: str, path: str, body: bytes | None
+) -> None:
+    is_read = (method, path) in READS
+    # The default access lists: read [reader, writer, admin], write [writer, admin], admin [admin].
+    for who, allowed in (("reader", is_read), ("writer", True), ("admin", True), ("nobody", False)):
+        r = await client.request(method, path, content=body, headers=headers(who))
+        if allowed:
+            assert r.status_code < 400 or r.status_code == 404, (who, method, path, r.status_code)
+        else:
+            assert r.status_code == 403, (who, method, path, r.status_code)
+            if method != "HEAD":
+                assert r.json()["code"] == "FORBIDDEN"
+
+
+async def test_jwks_encryption_keys_never_verify_signatures(tmp_path: Path) -> None:
+    enc_key = ec.generate_private_key(ec.SECP256R1())
+    jwk = json.loads(jwt.algorithms.ECAlgorithm.to_jwk(enc_key.public_key()))
+    sig = json.loads(jwt.algorithms.ECAlgorithm.to_jwk(EC_KEY.public_key()))
+    (tmp_path / "jwks.json").write_text(
+        json.dumps({"keys": [{**sig, "kid": "sig-1", "use": "sig"}, {**jwk, "kid": "enc-1", "use": "enc"}]})
+    )
+    config = full_config(tmp_path)
+    config["auth"]["jwt"] = {"algorithms": ["ES256"], "jwks_file": "jwks.json", "audience": "prism"}
+    cfg = parse_config(config, source=str(tmp_path / "prism.yaml"), base_dir=str(tmp_path), env=ENV)
+    async with running(create_app(cfg, env=ENV)) as c:
+        ok = token("ES256", key=EC_KEY, iss=None, headers_={"kid": "sig-1"})
+        assert await status_and_code(c, bearer(ok)) == (404, "KEY_NOT_FOUND")
+        enc = token("ES256", key=enc_key, iss=None, headers_={"kid": "enc-1"})
+        assert await status_and_code(c, bearer(enc)) == (401, "UNKNOWN_KEY")
+
+
+def test_jwt_principal_never_takes_claims_it_cannot_trust(tmp_path: Path) -> None:
+    auth = Authenticator.from_config(parse_config(full_config(tmp_path), env=ENV), ENV)
+    principal = auth.authenticate(None, f"Bearer {signed_claims(roles='reader writer', tenant_id=None)}")
+    assert (principal.tenant, principal.roles) == (None, frozenset({"reader", "writer"}))
+    raw = [(b"authorization", b"Bearer key-writer"), (b"authorization", b"Bearer key-admin")]
+    with pytest.raises(AuthError) as info:
+        auth.authenticate_raw(raw)
+    assert (info.value.status, info.value.code) == (401, "AMBIGUOUS_CREDENTIALS")

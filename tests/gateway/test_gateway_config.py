@@ -237,3 +237,24 @@ def test_default_config_serves_sqlite_default_namespace() -> None:
 def test_parse_config_rejects_non_mapping() -> None:
     with pytest.raises(ConfigError):
         parse_config(["not", "a", "mapping"])
+
+
+@pytest.mark.parametrize(
+    ("change", "path"),
+    [
+        (lambda c: c["namespaces"].append({"name": "prism-idempotency"}), "$.namespaces[4].name"),
+        (
+            lambda c: c.update(audit={"sink": "namespace", "namespace": "prism-idempotency"}),
+            "$.audit.namespace",
+        ),
+        (lambda c: c["auth"]["api_keys"][0].update(tenant="acme\n"), "$.auth.api_keys[0].tenant"),
+        (lambda c: c["namespaces"].append({"name": "orders2\n"}), "$.namespaces[4].name"),
+        (lambda c: c["auth"]["api_keys"][0].update(roles=["admin\n"]), "$.auth.api_keys[0].roles[0]"),
+    ],
+)
+def test_reserved_names_and_trailing_newlines_are_refused(tmp_path: Path, change: Any, path: str) -> None:
+    config = full_config(tmp_path)
+    change(config)
+    with pytest.raises(ConfigError) as info:
+        parse_config(config, source="test.yaml", env=ENV)
+    assert info.value.path == path

@@ -146,3 +146,22 @@ async def test_a_timed_out_request_releases_its_key(tmp_path: Path) -> None:
     finally:
         gate.set()
         GATES.pop(name, None)
+
+
+async def test_keys_are_scoped_to_the_namespace(client: httpx.AsyncClient) -> None:
+    # One client, one key, two namespaces: two requests, each applied once.
+    a = await client.put("/v1/kv/plain/n", content=b"v", headers=idem("per-ns"))
+    b = await client.put("/v1/kv/small/n", content=b"v", headers=idem("per-ns"))
+    assert (a.status_code, b.status_code) == (201, 201)
+    assert "idempotent-replayed" not in b.headers
+    assert (await client.get("/v1/kv/small/n", headers=W)).content == b"v"
+
+
+async def test_another_tenant_never_gets_a_replay(client: httpx.AsyncClient) -> None:
+    # Same key, same path, same body: tenant B's request is its own and A's response stays A's.
+    a = await client.put("/v1/kv/orders/t", content=b"v", headers=idem("tenant-key", "acme"))
+    b = await client.put("/v1/kv/orders/t", content=b"v", headers=idem("tenant-key", "globex"))
+    assert (a.status_code, b.status_code) == (201, 201)
+    assert "idempotent-replayed" not in b.headers and a.headers["etag"] != b.headers["etag"]
+    globex = await client.get("/v1/kv/orders/t", headers=headers("globex"))
+    assert globex.headers["etag"] == b.headers["etag"]

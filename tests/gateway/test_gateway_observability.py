@@ -164,3 +164,20 @@ async def test_access_log_writes_once_max_buffer_lines_pile_up(capfd: Any) -> No
     lines = access_lines(capfd.readouterr().err)
     assert [line["request_id"] for line in lines] == ["r0", "r1", "r2"]
     assert lines[0]["latency_ms"] == 1.235 and "namespace" not in lines[0] and "principal" not in lines[0]
+
+
+def test_log_lines_never_hold_query_tokens() -> None:
+    # uvicorn logs every WebSocket handshake with its query string, where browsers send the token.
+    token_text = "eyJhbGciOiJIUzI1NiJ9.eyJzdWIiOiJ4In0.c2lnbmF0dXJl"
+    record = logging.LogRecord(
+        "uvicorn.error",
+        logging.INFO,
+        __file__,
+        1,
+        '%s - "WebSocket %s" [accepted]',
+        ("127.0.0.1:5555", f"/v1/stream?token={token_text}&x=1"),
+        None,
+    )
+    line = json.loads(JsonFormatter().format(record))
+    assert token_text not in line["message"]
+    assert line["message"] == '127.0.0.1:5555 - "WebSocket /v1/stream?token=***&x=1" [accepted]'

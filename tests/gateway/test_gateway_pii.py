@@ -193,3 +193,35 @@ def test_bad_keys_are_config_errors(
 def test_key_file_works(tmp_path: Path) -> None:
     (tmp_path / "k2.key").write_text(PII_KEY_2 + "\n")
     build_app(config_with_keys(tmp_path, "memory://", "k2", [{"id": "k2", "file": str(tmp_path / "k2.key")}]))
+
+
+async def test_fields_inside_arrays_are_protected(tmp_path: Path) -> None:
+    url = shared_url()
+    config = config_with_keys(tmp_path, url, "k1", [K1])
+    config["namespaces"][2]["pii"]["fields"] = ["email", "contacts.email"]
+    contacts = {"contacts": [{"email": "ann@example.com", "kind": "work"}, {"email": "bob@example.com"}]}
+    people = [PERSON, {"email": "cy@example.com"}]
+    async with running(build_app(config)) as c:
+        for key, doc in (("contacts", contacts), ("list", people)):
+            await c.put(f"/v1/kv/people/{key}", content=json.dumps(doc).encode(), headers=WRITER)
+            assert b"@example.com" not in await raw_value(url, "people~t~acme", key)
+            assert (await c.get(f"/v1/kv/people/{key}", headers=PII_READER)).json() == doc
+            masked = (await c.get(f"/v1/kv/people/{key}", headers=WRITER)).text
+            assert "@example.com" not in masked and "***" in masked
+        got = (await c.get("/v1/kv/people/contacts", headers=WRITER)).json()
+        assert got == {"contacts": [{"email": "***", "kind": "work"}, {"email": "***"}]}
+
+
+async def test_values_too_deep_to_check_are_refused_and_write_nothing(tmp_path: Path) -> None:
+    url = shared_url()
+    config = config_with_keys(tmp_path, url, "k1", [K1])
+    config["namespaces"].append({"name": "masked", "pii": {"fields": ["email"]}})
+    deep = b'{"email": "ann@example.com", "x": ' + b"[" * 5000 + b"]" * 5000 + b"}"
+    async with running(build_app(config)) as c:
+        for ns, who in (("people", WRITER), ("masked", headers("writer"))):
+            r = await c.put(f"/v1/kv/{ns}/deep", content=deep, headers=who)
+            assert r.status_code == 400, (ns, r.status_code)
+            assert (await c.get(f"/v1/kv/{ns}/deep", headers=who)).status_code == 404
+            bulk = {"items": [{"key": "deep", "value": b64(deep)}]}
+            assert (await c.post(f"/v1/kv/{ns}/_bulk/put", json=bulk, headers=who)).status_code == 400
+            assert (await c.get(f"/v1/kv/{ns}/deep", headers=who)).status_code == 404

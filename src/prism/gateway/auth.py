@@ -17,7 +17,7 @@ import json
 import logging
 import os
 import time
-from collections.abc import Mapping
+from collections.abc import Iterable, Mapping
 from dataclasses import dataclass
 from typing import Any, Literal
 
@@ -39,6 +39,8 @@ MIN_HMAC_SECRET_BYTES = 32
 JWKS_MIN_REFRESH_SECONDS = 30.0
 #: Verified tokens remembered (until they expire) so a client's repeated token is checked once.
 JWT_CACHE_SIZE = 10_000
+#: Longest credential header or query token looked at, in characters; longer ones are refused unparsed.
+MAX_CREDENTIAL_CHARS = 8192
 
 PrincipalKind = Literal["api_key", "jwt", "anonymous"]
 
@@ -206,6 +208,23 @@ class Authenticator:
 
     # -- authentication ---------------------------------------------------------------
 
+    def authenticate_raw(self, raw_headers: Iterable[tuple[bytes, bytes]]) -> Principal:
+        """The caller named by an ASGI scope's header list.
+
+        A credential header sent twice is refused (401): which of two values a proxy
+        or framework would pick differs, so neither is trusted.
+        """
+        api_key = authorization = None
+        for name, value in raw_headers:
+            if name == b"x-api-key" or name == b"authorization":
+                if self.enabled and (api_key if name == b"x-api-key" else authorization) is not None:
+                    raise _unauthorized("AMBIGUOUS_CREDENTIALS", "a credential header is sent more than once")
+                if name == b"x-api-key":
+                    api_key = value.decode("latin-1")
+                else:
+                    authorization = value.decode("latin-1")
+        return self.authenticate(api_key, authorization)
+
     def authenticate_headers(self, headers: Mapping[str, str], query_token: str | None = None) -> Principal:
         """The caller named by ``X-API-Key`` or ``Authorization: Bearer``, or by ``query_token``.
 
@@ -221,6 +240,11 @@ class Authenticator:
         """The caller named by the values of ``X-API-Key`` and ``Authorization`` (None when absent)."""
         if not self.enabled:
             return self._anonymous
+        for value in (api_key, authorization, query_token):
+            if value is not None and len(value) > MAX_CREDENTIAL_CHARS:
+                raise _unauthorized(
+                    "INVALID_CREDENTIALS", f"a credential is longer than {MAX_CREDENTIAL_CHARS} characters"
+                )
         if api_key is not None and authorization is not None:
             raise _unauthorized("AMBIGUOUS_CREDENTIALS", "send either X-API-Key or Authorization, not both")
         if api_key is not None:
@@ -380,6 +404,9 @@ def _parse_jwks(data: bytes) -> dict[str, JwkEntry]:
     for index, entry in enumerate(entries):
         if not isinstance(entry, dict) or entry.get("kty") == "oct":
             # Symmetric keys never come from a key set: the HS* secret is only read from the env.
+            continue
+        if entry.get("use", "sig") != "sig":
+            # An encryption key ("use": "enc") never verifies a signature (RFC 7517 section 4.2).
             continue
         try:
             jwk = jwt.PyJWK(entry)

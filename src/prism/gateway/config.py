@@ -23,6 +23,7 @@ import yaml
 
 __all__ = [
     "DEFAULT_STORE_URL",
+    "IDEMPOTENCY_NAMESPACE",
     "AccessConfig",
     "ApiKeyConfig",
     "AuditConfig",
@@ -47,11 +48,14 @@ __all__ = [
 DEFAULT_STORE_URL = "sqlite:///.prism/data.db"
 
 #: Logical namespace names: safe in URLs and never containing the tenant separator ``~``.
-NAMESPACE_NAME = re.compile(r"^[A-Za-z0-9][A-Za-z0-9_.-]{0,99}$")
+#: (``\Z``, not ``$``: ``$`` also matches before a trailing newline.)
+NAMESPACE_NAME = re.compile(r"\A[A-Za-z0-9][A-Za-z0-9_.-]{0,99}\Z")
 #: Tenant ids, role names and key ids share one conservative charset.
-TOKEN_NAME = re.compile(r"^[A-Za-z0-9][A-Za-z0-9_.:@-]{0,127}$")
+TOKEN_NAME = re.compile(r"\A[A-Za-z0-9][A-Za-z0-9_.:@-]{0,127}\Z")
 _ENV_REF = re.compile(r"\$\$\{|\$\{([A-Za-z_][A-Za-z0-9_]*)(?::-([^}]*))?\}")
-_SHA256_HEX = re.compile(r"^[0-9a-f]{64}$")
+_SHA256_HEX = re.compile(r"\A[0-9a-f]{64}\Z")
+#: Where Idempotency-Key responses are kept: never served as a data or audit namespace.
+IDEMPOTENCY_NAMESPACE = "prism-idempotency"
 _JWT_ALGORITHMS = frozenset(
     {
         "HS256",
@@ -401,6 +405,8 @@ def _validate(config: GatewayConfig) -> None:
             )
         if ns.name in seen:
             fail(f"{at}.name", f"namespace {ns.name!r} is declared twice")
+        if ns.name == IDEMPOTENCY_NAMESPACE:
+            fail(f"{at}.name", f"{IDEMPOTENCY_NAMESPACE!r} is reserved for Idempotency-Key responses")
         seen.add(ns.name)
         if ns.store is not None and ns.store not in config.stores:
             fail(f"{at}.store", f"unknown store {ns.store!r} (stores: {', '.join(config.stores)})")
@@ -543,6 +549,8 @@ def _validate_audit(config: GatewayConfig, fail: Any) -> None:
             fail("$.audit.namespace", "the audit namespace must not also be served as a data namespace")
         if not NAMESPACE_NAME.match(audit.namespace):
             fail("$.audit.namespace", "a namespace name is letters, digits and _ . -")
+        if audit.namespace == IDEMPOTENCY_NAMESPACE:
+            fail("$.audit.namespace", f"{IDEMPOTENCY_NAMESPACE!r} is reserved for Idempotency-Key responses")
     if audit.buffer_size < 1:
         fail("$.audit.buffer_size", "must be at least 1")
     if audit.batch_size < 1:

@@ -6,8 +6,8 @@ default). A retry with the same key and the same request gets the stored respons
 back with ``Idempotent-Replayed: true``; the same key with a different request is a
 client bug and gets 422; a retry while the first is still running gets 409.
 
-Keys are scoped to the caller (subject, kind and tenant), so two clients can never
-see each other's responses, and are kept through the KeyValue layer in the
+Keys are scoped to the caller (subject, kind and tenant) and to the namespace, so
+two clients can never see each other's responses, and are kept through the KeyValue layer in the
 ``prism-idempotency`` namespace of a configured store.
 """
 
@@ -21,13 +21,12 @@ from starlette.responses import Response
 
 from prism.errors import PreconditionFailed, PrismError
 from prism.gateway.auth import Principal
-from prism.gateway.config import IdempotencyConfig
+from prism.gateway.config import IDEMPOTENCY_NAMESPACE, IdempotencyConfig
 from prism.gateway.problem import HTTPProblem
 from prism.kv.namespace import Namespace
 
 __all__ = ["IDEMPOTENCY_NAMESPACE", "IdempotencyCache"]
 
-IDEMPOTENCY_NAMESPACE = "prism-idempotency"
 #: Response headers that are replayed; the rest (dates, request ids) belong to each response.
 _REPLAYED_HEADERS = frozenset({"etag", "content-type", "location", "x-prism-expires-at"})
 
@@ -41,6 +40,7 @@ class _Entry(msgspec.Struct, array_like=True):
 
 
 _encode = msgspec.msgpack.Encoder().encode
+_SCOPE_ENCODER = msgspec.json.Encoder()
 _decode = msgspec.msgpack.Decoder(_Entry).decode
 
 
@@ -74,20 +74,27 @@ class IdempotencyCache:
             )
 
     @staticmethod
-    def _storage_key(principal: Principal, key: str) -> str:
-        scope = f"{principal.kind}\x00{principal.subject}\x00{principal.tenant or ''}\x00{key}"
-        return hashlib.sha256(scope.encode("utf-8")).hexdigest()
+    def _storage_key(principal: Principal, namespace: str, key: str) -> str:
+        # A JSON array is unambiguous whatever the parts hold (a subject may contain any character).
+        scope = _SCOPE_ENCODER.encode([principal.kind, principal.subject, principal.tenant, namespace, key])
+        return hashlib.sha256(scope).hexdigest()
 
     async def run(
         self,
         principal: Principal,
+        namespace: str,
         key: str,
         request_fingerprint: str,
         handler: Callable[[], Awaitable[Response]],
     ) -> Response:
-        """The stored response for this key, or ``handler()``'s response, stored for replays."""
+        """The stored response for this key, or ``handler()``'s response, stored for replays.
+
+        Keys are scoped to the caller (kind, subject, tenant) and to the logical
+        ``namespace``, so the same key sent by another caller, or to another
+        namespace, is a different request.
+        """
         self.check_key(key)
-        storage_key = self._storage_key(principal, key)
+        storage_key = self._storage_key(principal, namespace, key)
         pending = _Entry(request_fingerprint, False)
         for _ in range(2):
             existing = await self._ns.get(storage_key, consistency="strong")

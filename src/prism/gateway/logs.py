@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import asyncio
 import logging
+import re
 import sys
 import time
 from datetime import UTC, datetime
@@ -11,7 +12,7 @@ from typing import Any
 
 import msgspec
 
-__all__ = ["AccessLog", "JsonFormatter", "configure_logging"]
+__all__ = ["AccessLog", "JsonFormatter", "configure_logging", "redact"]
 
 _STANDARD = frozenset(logging.LogRecord("", 0, "", 0, "", (), None).__dict__) | {
     "message",
@@ -20,6 +21,19 @@ _STANDARD = frozenset(logging.LogRecord("", 0, "", 0, "", (), None).__dict__) | 
     "color_message",
 }
 _encoder = msgspec.json.Encoder()
+#: Query parameters that carry credentials (the WebSocket ``?token=``); their values never reach a log.
+_SECRET_QUERY = re.compile(r"([?&](?:token|access_token|api_key|apikey|key)=)[^&\s\"']*", re.IGNORECASE)
+
+
+def redact(message: str) -> str:
+    """``message`` with the values of credential query parameters replaced by ``***``.
+
+    Servers log request lines with their query string (uvicorn does for every
+    WebSocket handshake), and a browser client can only send its token there.
+    """
+    if "=" not in message:
+        return message
+    return _SECRET_QUERY.sub(r"\1***", message)
 
 
 def _default(obj: Any) -> Any:
@@ -39,7 +53,7 @@ class JsonFormatter(logging.Formatter):
             "time": self.formatTime(record, "%Y-%m-%dT%H:%M:%S") + f".{int(record.msecs):03d}Z",
             "level": record.levelname.lower(),
             "logger": record.name,
-            "message": record.getMessage(),
+            "message": redact(record.getMessage()),
         }
         out.update((k, v) for k, v in record.__dict__.items() if k not in _STANDARD and not k.startswith("_"))
         if record.exc_info:

@@ -28,6 +28,7 @@ import msgspec
 from cryptography.exceptions import InvalidTag
 from cryptography.hazmat.primitives.ciphers.aead import AESGCM
 
+from prism.errors import InvalidArgument
 from prism.gateway.config import ConfigError, GatewayConfig, PiiConfig
 
 __all__ = ["MASK", "FieldProtector", "Keyring", "PiiError", "aad_prefix"]
@@ -134,43 +135,76 @@ def _is_envelope(value: Any) -> bool:
 
 
 class FieldProtector:
-    """Applies one namespace's PII rules to the bytes of its values."""
+    """Applies one namespace's PII rules to the bytes of its values.
+
+    A field path goes through arrays: ``contacts.email`` names the ``email`` of every
+    object in a ``contacts`` array, and a value that is a JSON array has its rules
+    applied to each element.
+    """
 
     def __init__(self, config: PiiConfig, keyring: Keyring | None) -> None:
         if config.encrypt and keyring is None:
             raise ValueError("PII encryption needs a keyring")
-        self.fields = [tuple(f.split(".")) for f in config.fields]
+        # Shorter paths first: a field inside another listed field is then part of the
+        # outer field's ciphertext, never an envelope nested inside it.
+        self.fields = sorted((tuple(f.split(".")) for f in config.fields), key=len)
         self.encrypt = config.encrypt
         self.keyring = keyring
 
-    def _fields_in(self, doc: dict[str, Any]) -> list[tuple[dict[str, Any], str, str]]:
-        """(parent object, last name, dotted path) for every configured field present in ``doc``."""
-        found = []
+    def _fields_in(self, doc: Any) -> list[tuple[dict[str, Any], str, str]]:
+        """(parent object, last name, concrete path) for every configured field present in ``doc``.
+
+        The concrete path is the dotted field path with ``[i]`` for array elements
+        (``contacts[0].email``); without arrays it is the configured path itself.
+        """
+        found: list[tuple[dict[str, Any], str, str]] = []
         for path in self.fields:
-            node: Any = doc
-            for part in path[:-1]:
-                node = node.get(part) if isinstance(node, dict) else None
-            if isinstance(node, dict) and path[-1] in node:
-                found.append((node, path[-1], ".".join(path)))
+            last = len(path) - 1
+            # An explicit stack: deeply nested arrays never exhaust the interpreter's stack.
+            stack: list[tuple[Any, int, str]] = [(doc, 0, "")]
+            while stack:
+                node, depth, at = stack.pop()
+                if isinstance(node, list):
+                    stack.extend((element, depth, f"{at}[{i}]") for i, element in enumerate(node))
+                    continue
+                name = path[depth]
+                if not isinstance(node, dict) or name not in node:
+                    continue
+                here = f"{at}.{name}" if at else name
+                if depth == last:
+                    found.append((node, name, here))
+                else:
+                    stack.append((node[name], depth + 1, here))
         return found
 
     @staticmethod
-    def _load(value: bytes) -> dict[str, Any] | None:
+    def _load(value: bytes) -> dict[str, Any] | list[Any] | None:
+        """The JSON object or array ``value`` holds; None for anything else (opaque bytes).
+
+        RecursionError when it nests deeper than the decoder can follow.
+        """
         stripped = value.lstrip()
-        if not stripped.startswith(b"{"):
+        if not stripped.startswith((b"{", b"[")):
             return None
         try:
             doc = _decode(value)
         except msgspec.DecodeError:
             return None
-        return doc if isinstance(doc, dict) else None
+        return doc if isinstance(doc, dict | list) else None
 
     def protect(self, value: bytes, aad: bytes) -> bytes:
-        """The bytes to store: fields encrypted when the namespace encrypts, else ``value`` unchanged."""
-        if not self.encrypt:
-            return value
-        doc = self._load(value)
-        if doc is None:
+        """The bytes to store: fields encrypted when the namespace encrypts, else ``value`` unchanged.
+
+        A JSON value nested too deeply to find its fields is refused (InvalidArgument):
+        it could neither be encrypted nor masked.
+        """
+        try:
+            doc = self._load(value)
+        except RecursionError:
+            raise InvalidArgument(
+                "the JSON value nests too deeply for its PII fields to be checked"
+            ) from None
+        if doc is None or not self.encrypt:
             return value
         found = self._fields_in(doc)
         if not found:
@@ -182,7 +216,10 @@ class FieldProtector:
 
     def reveal(self, stored: bytes, aad: bytes, clear: bool) -> bytes:
         """The bytes a reader sees: fields decrypted when ``clear``, masked otherwise."""
-        doc = self._load(stored)
+        try:
+            doc = self._load(stored)
+        except RecursionError:
+            raise PiiError("a stored JSON value nests too deeply for its PII fields to be masked") from None
         if doc is None:
             return stored
         found = self._fields_in(doc)
@@ -202,8 +239,11 @@ class FieldProtector:
         return _encode(doc) if changed else stored
 
     def masked(self, value: bytes) -> Any:
-        """The JSON value with every PII field masked, for logs and audit; None when not a JSON object."""
-        doc = self._load(value)
+        """The JSON value with every PII field masked, for logs and audit; None when not JSON."""
+        try:
+            doc = self._load(value)
+        except RecursionError:
+            return None
         if doc is None:
             return None
         for parent, name, _ in self._fields_in(doc):

@@ -175,7 +175,7 @@ class DataEndpoint:
         response: Response | None = None
         error_code: str | None = None
         try:
-            principal = gateway.authenticator.authenticate_headers(request.headers)
+            principal = gateway.authenticator.authenticate_raw(scope["headers"])
             scope["prism.principal"] = principal.subject
             name = scope["path_params"]["ns"]
             served = gateway.namespaces.get(name)
@@ -231,7 +231,7 @@ class DataEndpoint:
             call.body,
         )
         return await self.gateway.idempotency.run(
-            call.principal, key, digest, lambda: _answer(self.handler, call, self.retry_after)
+            call.principal, call.ns.name, key, digest, lambda: _answer(self.handler, call, self.retry_after)
         )
 
 
