@@ -94,7 +94,8 @@ async def authenticate(
     """The caller's identity; StreamError(UNAUTHORIZED or FORBIDDEN) when refused.
 
     A principal without a tenant (the gateway's anonymous caller, a key without one)
-    gets the tenant "" so it is kept apart from every named tenant.
+    gets the tenant "" so it is kept apart from every named tenant. A subject or tenant
+    holding a NUL character is refused, as it could pass for another identity.
     """
     try:
         result = authenticator.authenticate_headers(headers, query_token)
@@ -104,11 +105,17 @@ async def authenticate(
         status = getattr(exc, "status", 401)
         code = "FORBIDDEN" if status == 403 else "UNAUTHORIZED"
         raise StreamError(code, str(getattr(exc, "detail", "") or exc) or "unauthorized") from None
-    if isinstance(result, Identity):
-        return result
-    return Identity(
-        str(result.subject),
-        result.tenant or "",
-        frozenset(result.roles),
-        str(getattr(result, "kind", "user")),
+    identity = (
+        result
+        if isinstance(result, Identity)
+        else Identity(
+            str(result.subject),
+            result.tenant or "",
+            frozenset(result.roles),
+            str(getattr(result, "kind", "user")),
+        )
     )
+    if "\x00" in identity.subject or "\x00" in identity.tenant:
+        # Request ids and topics are derived from "tenant NUL user": a NUL would make them ambiguous.
+        raise StreamError("UNAUTHORIZED", "the credentials name a subject or tenant with a NUL character")
+    return identity

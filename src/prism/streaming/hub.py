@@ -24,6 +24,7 @@ import msgspec
 
 from prism.patterns.base import PubSub, Subscription
 from prism.streaming.eventlog import EventLog
+from prism.streaming.metrics import EVENTS_DELIVERED
 from prism.streaming.protocol import TERMINAL_TYPES, EventHeader, decode_event_header
 from prism.streaming.requests import RequestRecord
 
@@ -262,6 +263,7 @@ class Follower:
 
     async def _send_event(self, rid: str, seq: int, type_: str, data: bytes) -> None:
         await self._send(data)
+        EVENTS_DELIVERED.inc()
         if type_ in TERMINAL_TYPES:
             self._cursors.pop(rid, None)
             self._moved.pop(rid, None)

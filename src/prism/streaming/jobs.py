@@ -28,6 +28,7 @@ from prism.streaming.errors import Cancelled, OwnershipLost, RetryableError, Str
 from prism.streaming.eventlog import EventLog
 from prism.streaming.events import Emitter
 from prism.streaming.handlers import HandlerSpec, ProgressReporter, Router
+from prism.streaming.metrics import JOBS_RUNNING
 from prism.streaming.protocol import (
     Complete,
     ErrorBody,
@@ -264,6 +265,7 @@ class Job:
         if self._task is None:
             self._task = asyncio.get_running_loop().create_task(self._invoke())
         heartbeats = asyncio.get_running_loop().create_task(self._heartbeats())
+        JOBS_RUNNING.inc()
         try:
             try:
                 result = await self._await_handler()
@@ -278,6 +280,7 @@ class Job:
                 return
             await self._succeeded(result)
         finally:
+            JOBS_RUNNING.dec()
             heartbeats.cancel()
             await self.reporter.close()
             if self.rt.running.get(rid) is self:

@@ -18,9 +18,11 @@ the same number.
 
 from __future__ import annotations
 
+import contextlib
 import enum
 import hashlib
 import os
+import re
 import time
 from dataclasses import dataclass
 from typing import Any
@@ -28,10 +30,11 @@ from urllib.parse import quote
 
 import msgspec
 
-from prism.errors import InvalidArgument, PreconditionFailed
+from prism.errors import InvalidArgument, PreconditionFailed, PrismError
 from prism.kv.store import Store
 from prism.streaming.config import StreamingConfig
 from prism.streaming.eventlog import EventLog
+from prism.streaming.metrics import count_status
 from prism.streaming.protocol import ErrorBody, ProgressState
 
 __all__ = [
@@ -42,6 +45,7 @@ __all__ = [
     "Versioned",
     "check_transition",
     "fingerprint",
+    "is_request_id",
     "new_request_id",
 ]
 
@@ -131,6 +135,14 @@ def new_request_id(tenant: str, user: str, client_id: str | None) -> str:
     return "r" + hashlib.sha256(f"{tenant}\x00{user}\x00{client_id}".encode()).hexdigest()[:32]
 
 
+_REQUEST_ID = re.compile(r"r[0-9a-f]{32}")
+
+
+def is_request_id(text: str) -> bool:
+    """Whether ``text`` has the shape of a server-made request id (other keys share the namespace)."""
+    return _REQUEST_ID.fullmatch(text) is not None
+
+
 def fingerprint(action: str, payload: bytes) -> str:
     """What makes two submissions "the same request": the action and the canonical payload."""
     canonical = msgspec.json.encode(msgspec.json.decode(payload), order="sorted")
@@ -144,6 +156,21 @@ def _owner_key(tenant: str, user: str) -> str:
 _MAX_MS = 10**13
 
 
+def _index_key(record: RequestRecord) -> str:
+    inverted = _MAX_MS - int(record.created_at * 1000)
+    return f"u/{_owner_key(record.tenant, record.user)}/{inverted:013d}/{record.request_id}"
+
+
+def _dead_key(record: RequestRecord) -> str:
+    return f"dead/{quote(record.tenant, safe='')}/{record.request_id}"
+
+
+def _dead(record: RequestRecord) -> bool:
+    """Whether ``record`` failed for good (a dead letter): FAILED, and not by a cancel."""
+    error = record.error
+    return record.status == RequestStatus.FAILED and error is not None and error.code != "CANCELLED"
+
+
 class RequestStore:
     """Reads and conditional writes of request records, and the per-user and dead-letter indexes."""
 
@@ -154,19 +181,31 @@ class RequestStore:
         self.log = EventLog(store, config)
 
     async def get(self, request_id: str) -> Versioned | None:
+        """The record of ``request_id`` and its etag; None when there is none (log entries are no records)."""
+        if not request_id or "/" in request_id:
+            return None
         item = await self.records.get(request_id, consistency="strong")
         return None if item is None else Versioned(_decode(item.value), item.etag)
 
     async def create(self, record: RequestRecord) -> Versioned:
-        """Store a new record; PreconditionFailed when one with its id exists."""
+        """Store a new record; PreconditionFailed when one with its id exists.
+
+        The index entry is written first, so a stored request is always listed: a crash
+        between the two writes leaves only an entry without a record, or one that does not
+        match the record's ``created_at`` (a lost race for the same id), which listing skips.
+        """
         now = time.time()
         record.created_at = record.created_at or now
         record.updated_at = now
-        etag = await self.records.put(record.request_id, _encode(record), if_absent=True)
-        inverted = _MAX_MS - int(record.created_at * 1000)
-        await self.index.put(
-            f"u/{_owner_key(record.tenant, record.user)}/{inverted:013d}/{record.request_id}", b""
-        )
+        index_key = _index_key(record)
+        await self.index.put(index_key, b"")
+        try:
+            etag = await self.records.put(record.request_id, _encode(record), if_absent=True)
+        except PreconditionFailed:
+            with contextlib.suppress(PrismError):
+                await self.index.delete(index_key)
+            raise
+        count_status(record.action, record.status)
         return Versioned(record, etag)
 
     async def replace(self, current: Versioned, new: RequestRecord) -> Versioned:
@@ -185,9 +224,12 @@ class RequestStore:
         if new.seq < old.seq:
             raise InvalidArgument("a request's event number never goes back")
         new.updated_at = time.time()
+        if _dead(new):
+            # Indexed first, so a dead letter is always listed; listing skips a record not FAILED.
+            await self.index.put(_dead_key(new), b"")
         etag = await self.records.put(new.request_id, _encode(new), if_match=current.etag)
-        if new.status == RequestStatus.FAILED and new.error is not None and new.error.code != "CANCELLED":
-            await self.index.put(f"dead/{quote(new.tenant, safe='')}/{new.request_id}", b"")
+        if new.status != old.status or new.attempts != old.attempts:
+            count_status(new.action, new.status)
         return Versioned(new, etag)
 
     async def list_for(
@@ -200,10 +242,12 @@ class RequestStore:
         while len(found) < limit:
             page = await self.index.scan(prefix, limit=limit - len(found), page_token=token)
             ids = [key.rsplit("/", 1)[1] for key in page.keys]
-            for item in await self.records.get_many(ids) if ids else []:
+            for key, item in zip(page.keys, await self.records.get_many(ids) if ids else [], strict=True):
                 if item is None:
                     continue
                 record = _decode(item.value)
+                if _index_key(record) != key:
+                    continue  # left by a submission that lost the race for this id
                 if status is None or record.status == status:
                     found.append(record)
             token = page.next_page_token
@@ -219,4 +263,4 @@ class RequestStore:
         ids = [key.rsplit("/", 1)[1] for key in page.keys]
         items = await self.records.get_many(ids) if ids else []
         records = [_decode(i.value) for i in items if i is not None]
-        return [r for r in records if r.status == RequestStatus.FAILED], page.next_page_token
+        return [r for r in records if _dead(r)], page.next_page_token

@@ -21,6 +21,7 @@ from prism.errors import PrismError
 from prism.streaming.auth import Principal, authenticate
 from prism.streaming.errors import StreamError
 from prism.streaming.hub import Follower
+from prism.streaming.metrics import CONNECTIONS
 from prism.streaming.protocol import decode_event_header, decode_inbound
 from prism.streaming.service import StreamingService
 from prism.streaming.session import serve_websocket
@@ -178,7 +179,13 @@ class _Api:
             try:
                 after = int(header)
             except ValueError:
-                raise StreamError("VALIDATION_ERROR", "Last-Event-ID must be an event number") from None
+                after = -1
+            if after < 0:
+                raise StreamError(
+                    "VALIDATION_ERROR",
+                    "Last-Event-ID must be an event number",
+                    details={"field": "Last-Event-ID"},
+                )
         else:
             after = _int_param(request, "after_seq", 0)
         chunks: asyncio.Queue[bytes | None] = asyncio.Queue()
@@ -199,12 +206,16 @@ class _Api:
         follower.hold(request_id)
         await service.hub.watch(follower, service.owner_topic(current.record), request_id)
         record = (await service.lookup(principal, request_id)).record
+        # Nothing comes after the last event yet: a client ahead of it gets what follows.
+        after = min(after, record.seq)
         if record.terminal and after >= record.seq:
             chunks.put_nowait(None)
         follower.subscribe(request_id, after, record)
         keepalive = service.config.sse_keepalive
 
         async def stream() -> AsyncIterator[bytes]:
+            connections = CONNECTIONS.labels("sse")
+            connections.inc()
             try:
                 yield b"retry: 1000\n\n"
                 while True:
@@ -217,6 +228,7 @@ class _Api:
                         return
                     yield chunk
             finally:
+                connections.dec()
                 await service.hub.remove(follower)
                 await follower.stop()
 

@@ -39,6 +39,7 @@ from prism.streaming.events import Emitter, cancel_topic, topic_for_user
 from prism.streaming.handlers import HandlerSpec, ProgressReporter, Router, load_router
 from prism.streaming.hub import Hub
 from prism.streaming.jobs import Job, QueueMessage, Runtime, classify, encode_message
+from prism.streaming.metrics import count_status
 from prism.streaming.protocol import ErrorBody, ErrorMessage, Response, StatusMessage, encode, timestamp
 from prism.streaming.requests import (
     RequestRecord,
@@ -46,6 +47,7 @@ from prism.streaming.requests import (
     RequestStore,
     Versioned,
     fingerprint,
+    is_request_id,
     new_request_id,
 )
 from prism.streaming.workers import WorkerPool
@@ -255,7 +257,7 @@ class StreamingService:
 
     async def lookup(self, principal: Principal, request_id: str) -> Versioned:
         """The request, or NOT_FOUND (also for another user's request: its existence is not revealed)."""
-        current = await self.requests.get(request_id) if request_id else None
+        current = await self.requests.get(request_id) if is_request_id(request_id) else None
         if current is None or not self.visible(principal, current.record):
             raise StreamError("NOT_FOUND", f"no request {request_id!r}", details={"request_id": request_id})
         return current
@@ -318,6 +320,10 @@ class StreamingService:
         current = await self.requests.get(new_request_id(principal.tenant, principal.subject, client_id))
         if current is None:
             return None
+        if current.record.user != principal.subject or current.record.tenant != principal.tenant:
+            # Ids are derived from (tenant, user, id), so this is never another user's to return.
+            log.error("request %s is stored under another identity", current.record.request_id)
+            raise StreamError("INTERNAL_ERROR", f"id {client_id!r} cannot be used; choose another")
         if current.record.fingerprint != fingerprint(spec.action, payload):
             raise StreamError(
                 "DUPLICATE_REQUEST",
@@ -423,7 +429,7 @@ class StreamingService:
         if not task.done():
             await asyncio.wait({task}, timeout=self.config.inline_deadline)
         if task.done():
-            return await self._inline_answer(task, request_id, client_id, stored)
+            return await self._inline_answer(task, spec.action, request_id, client_id, stored)
         await self._promote(
             principal,
             spec,
@@ -441,7 +447,12 @@ class StreamingService:
         return None
 
     async def _inline_answer(
-        self, task: asyncio.Future[Any], request_id: str, client_id: str | None, stored: Versioned | None
+        self,
+        task: asyncio.Future[Any],
+        action: str,
+        request_id: str,
+        client_id: str | None,
+        stored: Versioned | None,
     ) -> bytes:
         error: ErrorBody | None = None
         body: bytes | None = None
@@ -474,6 +485,8 @@ class StreamingService:
                 await self.requests.replace(stored, new)
             except PreconditionFailed:
                 log.info("inline request %s changed while running; its answer is not stored", request_id)
+        else:
+            count_status(action, RequestStatus.COMPLETED if error is None else RequestStatus.FAILED)
         if error is not None:
             return encode(Response(request_id=request_id, success=False, error=error, id=client_id))
         assert body is not None

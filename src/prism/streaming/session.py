@@ -23,6 +23,7 @@ from prism.streaming.auth import Principal, authenticate
 from prism.streaming.connections import ConnectionRecord, new_connection_id
 from prism.streaming.errors import StreamError
 from prism.streaming.hub import Follower
+from prism.streaming.metrics import CONNECTIONS
 from prism.streaming.protocol import (
     Acknowledgment,
     ErrorMessage,
@@ -163,9 +164,12 @@ class _Session:
     async def run(self) -> None:
         service = self.service
         service.sessions.add(self)
+        connections = CONNECTIONS.labels("websocket")
+        connections.inc()
         try:
             await self._serve()
         finally:
+            connections.dec()
             service.sessions.discard(self)
 
     async def _serve(self) -> None:
@@ -310,7 +314,8 @@ class _Session:
             await service.hub.watch(self.follower, service.owner_topic(record), record.request_id)
             current = await service.lookup(self.principal, msg.request_id)
             record = current.record
-        after = msg.after_seq or 0
+        # Nothing comes after the last event yet: a client ahead of it gets what follows.
+        after = min(msg.after_seq or 0, record.seq)
         reply = encode(
             Subscribed(
                 request_id=record.request_id, after_seq=after, last_seq=record.seq, status=record.status
