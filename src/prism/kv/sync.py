@@ -58,30 +58,29 @@ class Portal:
             raise StoreClosed("the store is closed")
         if self._loop is not None:
             return asyncio.run_coroutine_threadsafe(coro, self._loop).result()
-        return self._drive(coro)
-
-    def _thread_loop(self) -> asyncio.AbstractEventLoop:
         loop: asyncio.AbstractEventLoop | None = getattr(self._local, "loop", None)
-        if loop is None or loop.is_closed():
+        if loop is None:
             loop = self._local.loop = asyncio.new_event_loop()
             with self._lock:
                 self._loops.append(loop)
-        return loop
-
-    def _drive(self, coro: Coroutine[Any, Any, R]) -> R:
-        loop = self._thread_loop()
         outer = _get_running_loop()  # a notebook's loop, say: restored afterwards
-        value: Any = None
-        error: BaseException | None = None
+        # The common case: the coroutine finishes without suspending.
+        _set_running_loop(loop)
+        try:
+            awaited = coro.send(None)
+        except StopIteration as stop:
+            return stop.value  # type: ignore[no-any-return]
+        finally:
+            _set_running_loop(outer)
+        return self._resume(coro, loop, outer, awaited)
+
+    def _resume(
+        self, coro: Coroutine[Any, Any, R], loop: asyncio.AbstractEventLoop, outer: Any, awaited: Any
+    ) -> R:
+        """Finish a coroutine that suspended, running the thread's private loop while it waits."""
         while True:
-            _set_running_loop(loop)
-            try:
-                awaited = coro.throw(error) if error is not None else coro.send(value)
-            except StopIteration as stop:
-                return stop.value  # type: ignore[no-any-return]
-            finally:
-                _set_running_loop(outer)
-            value, error = None, None
+            value: Any = None
+            error: BaseException | None = None
             if awaited is None:  # a bare yield (asyncio.sleep(0)): let the loop turn once
                 awaited = asyncio.sleep(0)
             else:
@@ -91,6 +90,13 @@ class Portal:
                 value = loop.run_until_complete(_settle(awaited))
             except BaseException as exc:  # delivered into the coroutine, as `await` would
                 error = exc
+            finally:
+                _set_running_loop(outer)
+            _set_running_loop(loop)
+            try:
+                awaited = coro.throw(error) if error is not None else coro.send(value)
+            except StopIteration as stop:
+                return stop.value  # type: ignore[no-any-return]
             finally:
                 _set_running_loop(outer)
 
