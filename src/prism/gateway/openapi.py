@@ -57,6 +57,24 @@ def _json_body(schema: dict[str, Any]) -> dict[str, Any]:
     return {"required": True, "content": {"application/json": {"schema": schema}}}
 
 
+def _batch_body(field: str, schema: str) -> dict[str, Any]:
+    """A JSON body holding one array ``field`` of up to MAX_BATCH ``schema`` objects."""
+    return _json_body(
+        {
+            "type": "object",
+            "required": [field],
+            "additionalProperties": False,
+            "properties": {
+                field: {
+                    "type": "array",
+                    "maxItems": MAX_BATCH,
+                    "items": {"$ref": f"#/components/schemas/{schema}"},
+                }
+            },
+        }
+    )
+
+
 def _header(name: str, description: str, schema: dict[str, Any] | None = None) -> dict[str, Any]:
     return {
         "name": name,
@@ -381,20 +399,7 @@ def openapi_document(config: GatewayConfig) -> dict[str, Any]:
                 "summary": "Write many entries (each on its own)",
                 "operationId": "bulkPut",
                 "parameters": [idem],
-                "requestBody": _json_body(
-                    {
-                        "type": "object",
-                        "required": ["items"],
-                        "additionalProperties": False,
-                        "properties": {
-                            "items": {
-                                "type": "array",
-                                "maxItems": MAX_BATCH,
-                                "items": {"$ref": "#/components/schemas/PutItem"},
-                            }
-                        },
-                    }
-                ),
+                "requestBody": _batch_body("items", "PutItem"),
                 "responses": {"200": results, **write_errors},
             },
         },
@@ -404,20 +409,7 @@ def openapi_document(config: GatewayConfig) -> dict[str, Any]:
                 "summary": "Delete many entries (each on its own)",
                 "operationId": "bulkDelete",
                 "parameters": [idem],
-                "requestBody": _json_body(
-                    {
-                        "type": "object",
-                        "required": ["items"],
-                        "additionalProperties": False,
-                        "properties": {
-                            "items": {
-                                "type": "array",
-                                "maxItems": MAX_BATCH,
-                                "items": {"$ref": "#/components/schemas/DeleteItem"},
-                            }
-                        },
-                    }
-                ),
+                "requestBody": _batch_body("items", "DeleteItem"),
                 "responses": {"200": results, **write_errors},
             },
         },
@@ -427,20 +419,7 @@ def openapi_document(config: GatewayConfig) -> dict[str, Any]:
                 "summary": "Apply puts and deletes all together, or none",
                 "operationId": "transact",
                 "parameters": [idem],
-                "requestBody": _json_body(
-                    {
-                        "type": "object",
-                        "required": ["ops"],
-                        "additionalProperties": False,
-                        "properties": {
-                            "ops": {
-                                "type": "array",
-                                "maxItems": MAX_BATCH,
-                                "items": {"$ref": "#/components/schemas/TransactOp"},
-                            }
-                        },
-                    }
-                ),
+                "requestBody": _batch_body("ops", "TransactOp"),
                 "responses": {"200": results, "412": _ERRORS["412"], "501": _ERRORS["501"], **write_errors},
             },
         },
@@ -478,20 +457,7 @@ def openapi_document(config: GatewayConfig) -> dict[str, Any]:
                 "summary": "Write items of a record (each on its own)",
                 "operationId": "putRecord",
                 "parameters": [idem],
-                "requestBody": _json_body(
-                    {
-                        "type": "object",
-                        "required": ["items"],
-                        "additionalProperties": False,
-                        "properties": {
-                            "items": {
-                                "type": "array",
-                                "maxItems": MAX_BATCH,
-                                "items": {"$ref": "#/components/schemas/PutItem"},
-                            }
-                        },
-                    }
-                ),
+                "requestBody": _batch_body("items", "PutItem"),
                 "responses": {"200": results, **write_errors},
             },
             "delete": {
