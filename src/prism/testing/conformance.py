@@ -570,7 +570,7 @@ class ConformanceSuite:
     async def test_invalid_ttl_is_rejected_and_writes_nothing(self, store: Store, ns: Namespace) -> None:
         for bad in INVALID_TTLS:
             with pytest.raises(InvalidArgument):
-                await ns.put("k", b"v", ttl=bad)
+                await ns.put("k", b"v", ttl=bad)  # type: ignore[arg-type]
             with pytest.raises(InvalidArgument):
                 await ns.put_many([Put("ok", b"v"), Put("k", b"v", ttl=bad)])  # type: ignore[arg-type]
             with pytest.raises(InvalidArgument):
