@@ -57,6 +57,18 @@ def _json_body(schema: dict[str, Any]) -> dict[str, Any]:
     return {"required": True, "content": {"application/json": {"schema": schema}}}
 
 
+def _page_response(description: str, field: str, entry: dict[str, Any]) -> dict[str, Any]:
+    """A page of ``field`` entries and the token of the next page."""
+    return _json_response(
+        description,
+        {
+            "type": "object",
+            "required": [field, "next_page_token"],
+            "properties": {field: {"type": "array", "items": entry}, "next_page_token": _NULLABLE_STR},
+        },
+    )
+
+
 def _batch_body(field: str, schema: str) -> dict[str, Any]:
     """A JSON body holding one array ``field`` of up to MAX_BATCH ``schema`` objects."""
     return _json_body(
@@ -345,17 +357,7 @@ def openapi_document(config: GatewayConfig) -> dict[str, Any]:
                     token,
                 ],
                 "responses": {
-                    "200": _json_response(
-                        "One page of keys.",
-                        {
-                            "type": "object",
-                            "required": ["keys", "next_page_token"],
-                            "properties": {
-                                "keys": {"type": "array", "items": {"type": "string"}},
-                                "next_page_token": _NULLABLE_STR,
-                            },
-                        },
-                    ),
+                    "200": _page_response("One page of keys.", "keys", {"type": "string"}),
                     **_errors(400, 401, 403, 404, 429, 501, 503),
                 },
             },
@@ -439,16 +441,8 @@ def openapi_document(config: GatewayConfig) -> dict[str, Any]:
                     token,
                 ],
                 "responses": {
-                    "200": _json_response(
-                        "One page of items.",
-                        {
-                            "type": "object",
-                            "required": ["items", "next_page_token"],
-                            "properties": {
-                                "items": {"type": "array", "items": {"$ref": "#/components/schemas/Item"}},
-                                "next_page_token": _NULLABLE_STR,
-                            },
-                        },
+                    "200": _page_response(
+                        "One page of items.", "items", {"$ref": "#/components/schemas/Item"}
                     ),
                     **_errors(400, 401, 403, 404, 429, 501, 503),
                 },

@@ -311,6 +311,35 @@ class StreamingService:
             **fields,
         )
 
+    def _inline_record(
+        self,
+        principal: Principal,
+        spec: HandlerSpec,
+        request_id: str,
+        payload: bytes,
+        client_id: str | None,
+        metadata: dict[str, Any] | None,
+        owner: str,
+        lease_until: float,
+        *,
+        queued: bool = False,
+    ) -> RequestRecord:
+        """A request being run right here by ``owner``, claimed until ``lease_until``."""
+        return self._new_record(
+            principal,
+            spec,
+            request_id,
+            payload,
+            client_id,
+            metadata,
+            status=RequestStatus.PROCESSING,
+            attempts=1,
+            owner=owner,
+            lease_until=lease_until,
+            started_at=time.time(),
+            queued=queued,
+        )
+
     async def existing(
         self, principal: Principal, spec: HandlerSpec, payload: bytes, client_id: str | None
     ) -> Versioned | None:
@@ -400,20 +429,11 @@ class StreamingService:
         else:
             request_id = new_request_id(principal.tenant, principal.subject, client_id)
             if client_id is not None:
-                record = self._new_record(
-                    principal,
-                    spec,
-                    request_id,
-                    payload,
-                    client_id,
-                    metadata,
-                    status=RequestStatus.PROCESSING,
-                    attempts=1,
-                    owner=owner,
-                    lease_until=claim,
-                    started_at=now,
+                stored = await self.requests.create(
+                    self._inline_record(
+                        principal, spec, request_id, payload, client_id, metadata, owner, claim
+                    )
                 )
-                stored = await self.requests.create(record)
         reporter = (
             ProgressReporter(request_id, rate=self.config.progress_rate) if spec.takes_progress else None
         )
@@ -513,19 +533,8 @@ class StreamingService:
             await self.queue.enqueue(encode_message(QueueMessage(request_id, now)))
             claim = now + self.config.lease_seconds
             if stored is None:
-                record = self._new_record(
-                    principal,
-                    spec,
-                    request_id,
-                    payload,
-                    client_id,
-                    metadata,
-                    status=RequestStatus.PROCESSING,
-                    attempts=1,
-                    owner=owner,
-                    lease_until=claim,
-                    started_at=now,
-                    queued=True,
+                record = self._inline_record(
+                    principal, spec, request_id, payload, client_id, metadata, owner, claim, queued=True
                 )
                 current = await self.requests.create(record)
             else:
