@@ -29,16 +29,19 @@ __all__ = [
     "AuditConfig",
     "AuthConfig",
     "ConfigError",
+    "ControlConfig",
     "GatewayConfig",
     "IdempotencyConfig",
     "JwtConfig",
     "LimitsConfig",
+    "MtlsIdentityConfig",
     "NamespaceConfig",
     "PiiConfig",
     "PiiKeyConfig",
     "PiiKeysConfig",
     "ServerConfig",
     "StoreConfig",
+    "TlsConfig",
     "default_config",
     "load_config",
     "parse_config",
@@ -130,17 +133,47 @@ class JwtConfig(_Base, frozen=True):
     jwks_timeout: float = 5.0
 
 
+class MtlsIdentityConfig(_Base, frozen=True):
+    """A client certificate identity: a principal for the certificate whose subject CN or SAN matches.
+
+    Give exactly one of ``subject_cn`` (the subject's common name), ``san_dns``,
+    ``san_uri`` (e.g. a SPIFFE id) or ``san_email``; ``name`` is the principal's subject.
+    """
+
+    name: str
+    subject_cn: str | None = None
+    san_dns: str | None = None
+    san_uri: str | None = None
+    san_email: str | None = None
+    roles: list[str] = []
+    tenant: str | None = None
+
+    @property
+    def match(self) -> tuple[str, str]:
+        """Which certificate name this entry matches, and its value."""
+        for field in MTLS_MATCH_FIELDS:
+            value = getattr(self, field)
+            if value is not None:
+                return field, value
+        raise ValueError("an mTLS identity names no certificate field")
+
+
+#: The certificate names an ``auth.mtls`` entry can match on.
+MTLS_MATCH_FIELDS = ("subject_cn", "san_dns", "san_uri", "san_email")
+
+
 class AuthConfig(_Base, frozen=True):
-    """Credentials the gateway accepts. With neither keys nor JWT the gateway is open (loopback only)."""
+    """Credentials the gateway accepts. With none configured the gateway is open (loopback only)."""
 
     api_keys: list[ApiKeyConfig] = []
     jwt: JwtConfig | None = None
+    mtls: list[MtlsIdentityConfig] = []
     anonymous_roles: list[str] = msgspec.field(default_factory=lambda: ["reader", "writer", "admin"])
 
     @property
     def enabled(self) -> bool:
-        """True when any credential (an API key or JWT) is configured."""
-        return bool(self.api_keys) or self.jwt is not None
+        """True when any credential (an API key, JWT or a client certificate identity) is configured."""
+        return bool(self.api_keys) or self.jwt is not None or bool(self.mtls)
 
 
 class AccessConfig(_Base, frozen=True):
@@ -224,6 +257,21 @@ class IdempotencyConfig(_Base, frozen=True):
     max_key_length: int = 255
 
 
+class TlsConfig(_Base, frozen=True):
+    """HTTPS (and WSS) for ``prism serve``; with ``client_ca_file``, client certificates too.
+
+    Client certificates are verified against ``client_ca_file`` during the handshake
+    (a wrong CA or an expired certificate never gets a connection); with
+    ``require_client_cert`` a client without one is refused as well. ``auth.mtls`` maps
+    a verified certificate to a principal.
+    """
+
+    cert_file: str
+    key_file: str
+    client_ca_file: str | None = None
+    require_client_cert: bool = False
+
+
 class ServerConfig(_Base, frozen=True):
     """Process-wide limits and timeouts."""
 
@@ -234,6 +282,29 @@ class ServerConfig(_Base, frozen=True):
     access_log: bool = True
     log_level: Literal["debug", "info", "warning", "error"] = "info"
     jwks_startup_timeout: float = 5.0
+    #: The request line and headers together, in bytes; more is answered 431 and the connection closed.
+    max_header_bytes: int = 16 * 1024
+    #: Seconds a client has to send the request line and headers (from its first byte, or from connecting).
+    header_timeout: float = 10.0
+    #: Seconds a client has to send the whole request body; a slower one gets 408.
+    body_timeout: float = 30.0
+    #: Open connections (HTTP and WebSocket) per process; more are answered 503 and closed at once.
+    max_connections: int = 10_000
+    tls: TlsConfig | None = None
+
+
+class ControlConfig(_Base, frozen=True):
+    """State every gateway process shares: the rate limits' token buckets.
+
+    ``store`` names a Redis or PostgreSQL store of ``stores``; without it each process
+    keeps its own buckets. ``timeout`` bounds one check; ``on_failure`` says what a
+    request gets when the store does not answer: ``reject`` (503, fail closed) or
+    ``local`` (this process's own bucket).
+    """
+
+    store: str | None = None
+    timeout: float = 0.5
+    on_failure: Literal["reject", "local"] = "reject"
 
 
 class GatewayConfig(_Base, frozen=True):
@@ -247,6 +318,7 @@ class GatewayConfig(_Base, frozen=True):
     idempotency: IdempotencyConfig = IdempotencyConfig()
     server: ServerConfig = ServerConfig()
     limits: LimitsConfig = LimitsConfig()
+    control: ControlConfig = ControlConfig()
     streaming: dict[str, Any] = {}
     handlers: list[str] = []
     #: Where the config came from (for messages) and the directory relative file paths start from.
@@ -427,6 +499,7 @@ def _validate(config: GatewayConfig) -> None:
         if ns.limits is not None:
             _validate_limits(ns.limits, f"{at}.limits", fail)
     _validate_limits(config.limits, "$.limits", fail)
+    _validate_control(config, fail)
     _validate_auth(config, fail)
     _validate_pii_keys(config, fail)
     _validate_audit(config, fail)
@@ -445,9 +518,59 @@ def _validate(config: GatewayConfig) -> None:
         fail("$.server.retry_after", "must be at least 1 second")
     if server.max_body_bytes < 1:
         fail("$.server.max_body_bytes", "must be a positive number of bytes")
+    _validate_transport(config, fail)
     for j, handler in enumerate(config.handlers):
         if not handler:
             fail(f"$.handlers[{j}]", "must be a non-empty string")
+
+
+def _validate_transport(config: GatewayConfig, fail: Any) -> None:
+    server = config.server
+    for field in ("header_timeout", "body_timeout"):
+        if not _positive(getattr(server, field)):
+            fail(f"$.server.{field}", "must be a positive number of seconds")
+    if not 1024 <= server.max_header_bytes <= 1024 * 1024:
+        fail("$.server.max_header_bytes", "must be from 1024 to 1048576 bytes")
+    if server.max_connections < 1:
+        fail("$.server.max_connections", "must be at least 1")
+    tls = server.tls
+    if tls is not None:
+        for field in ("cert_file", "key_file", "client_ca_file"):
+            value = getattr(tls, field)
+            if value is not None and not config.resolve_path(value).is_file():
+                fail(f"$.server.tls.{field}", f"no such file: {config.resolve_path(value)}")
+        if tls.require_client_cert and tls.client_ca_file is None:
+            fail(
+                "$.server.tls.require_client_cert",
+                "needs `client_ca_file`, the CA that signs client certificates",
+            )
+    mtls = config.auth.mtls
+    if mtls and (tls is None or tls.client_ca_file is None):
+        fail("$.auth.mtls", "client certificate identities need `server.tls` with `client_ca_file`")
+    names: set[str] = set()
+    matches: set[tuple[str, str]] = set()
+    for i, entry in enumerate(mtls):
+        at = f"$.auth.mtls[{i}]"
+        if not entry.name or not entry.name.isprintable():
+            fail(f"{at}.name", "must be a non-empty printable name")
+        if entry.name in names:
+            fail(f"{at}.name", f"mTLS identity name {entry.name!r} is used twice")
+        names.add(entry.name)
+        given = [f for f in MTLS_MATCH_FIELDS if getattr(entry, f) is not None]
+        if len(given) != 1:
+            fail(at, f"give exactly one of {', '.join(MTLS_MATCH_FIELDS)}")
+            continue
+        field, value = entry.match
+        if not value:
+            fail(f"{at}.{field}", "must not be empty")
+        if (field, value) in matches:
+            fail(f"{at}.{field}", f"{value!r} is mapped twice")
+        matches.add((field, value))
+        if entry.tenant is not None and not TOKEN_NAME.match(entry.tenant):
+            fail(f"{at}.tenant", "tenant ids use letters, digits and _ . : @ - (at most 128)")
+        for j, role in enumerate(entry.roles):
+            if not TOKEN_NAME.match(role):
+                fail(f"{at}.roles[{j}]", f"invalid role name {role!r}")
 
 
 def _validate_limits(limits: LimitsConfig, at: str, fail: Any) -> None:
@@ -459,6 +582,35 @@ def _validate_limits(limits: LimitsConfig, at: str, fail: Any) -> None:
         fail(f"{at}.burst", "needs `rate`")
     if limits.concurrency is not None and limits.concurrency < 1:
         fail(f"{at}.concurrency", "must be at least 1")
+
+
+def _validate_control(config: GatewayConfig, fail: Any) -> None:
+    control = config.control
+    if not _positive(control.timeout):
+        fail("$.control.timeout", "must be a positive number of seconds")
+    name = control.store
+    if name is None:
+        return
+    if name not in config.stores:
+        fail("$.control.store", f"unknown store {name!r} (stores: {', '.join(config.stores)})")
+    from prism.backends import SCHEMES, resolve
+    from prism.errors import PrismError
+
+    entry = config.store_entry(name)
+    scheme = entry.url.split("://", 1)[0].lower()
+    target = entry.backend or SCHEMES.get(scheme)
+    shares = False
+    if target is not None:
+        try:
+            shares = resolve(target, scheme).capabilities.token_buckets
+        except PrismError as exc:
+            fail("$.control.store", f"store {name!r}: {exc}")
+    if not shares:
+        fail(
+            "$.control.store",
+            f"store {name!r} ({scheme}://) cannot keep rate limits shared by several processes; "
+            "name a Redis (redis://) or PostgreSQL (postgresql://) store",
+        )
 
 
 def _validate_auth(config: GatewayConfig, fail: Any) -> None:
