@@ -163,6 +163,8 @@ class Capabilities:
     max_value_bytes: int = DEFAULT_MAX_VALUE_BYTES
     max_transaction_ops: int | None = None
     multi_process: bool = True
+    #: Atomic shared token buckets (``Backend.take_token``), for rate limits across processes.
+    token_buckets: bool = False
 
     def as_dict(self) -> dict[str, Any]:
         return {name: getattr(self, name) for name in self.__dataclass_fields__}

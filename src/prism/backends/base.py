@@ -67,6 +67,18 @@ class Backend(ABC):
 
         raise Unsupported(f"the {self.name} backend has no atomic multi-key transactions")
 
+    async def take_token(self, bucket: str, rate: float, burst: float) -> float:
+        """Take one token from the shared token bucket ``bucket``, atomically for every client.
+
+        The bucket refills at ``rate`` tokens per second up to ``burst`` (it starts full).
+        Returns 0.0 when a token was taken, else the seconds until one will be there
+        (nothing is taken then). Backends declaring ``capabilities.token_buckets``
+        implement it on their own connection, timed by the server's clock.
+        """
+        from prism.errors import Unsupported
+
+        raise Unsupported(f"the {self.name} backend has no shared token buckets")
+
     @abstractmethod
     async def scan(self, ns: str, prefix: str, after: str | None, limit: int) -> list[str]:
         """Up to ``limit`` record ids with ``prefix``, holding a live item, sorting after ``after``."""

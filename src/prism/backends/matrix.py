@@ -35,6 +35,7 @@ LABELS = {
     "max_value_bytes": "largest value",
     "max_transaction_ops": "most ops per transaction",
     "multi_process": "shared by several processes",
+    "token_buckets": "shared token buckets (gateway rate limits)",
 }
 
 

@@ -87,7 +87,7 @@ class KeyReadEndpoint:
                         audit.admit()
                     audited = True
                 authorize(principal, served.config, "read")
-                with served.limiter.admit():
+                async with served.limiter.admit():
                     kv = served.handle(principal.tenant)
                     if served.inline:
                         item = await kv.get(key)

@@ -188,7 +188,7 @@ class DataEndpoint:
                 audit.admit()
                 audited = True
             authorize(principal, served.config, self.action)
-            with served.limiter.admit():
+            async with served.limiter.admit():
                 call = Call(request, gateway, principal, served, served.handle(principal.tenant))
                 if self.body_limit is not None:
                     call.body = await read_body(request, self.body_limit(served))

@@ -19,7 +19,7 @@ from prism.gateway.audit import AuditLog, AuditSink, FileSink, NamespaceSink, Nu
 from prism.gateway.auth import Authenticator
 from prism.gateway.config import ConfigError, GatewayConfig, LimitsConfig, NamespaceConfig
 from prism.gateway.idempotency import IDEMPOTENCY_NAMESPACE, IdempotencyCache
-from prism.gateway.limits import NamespaceLimiter
+from prism.gateway.limits import NamespaceLimiter, SharedBuckets
 from prism.gateway.logs import AccessLog
 from prism.gateway.pii import FieldProtector, Keyring
 from prism.gateway.tenancy import physical_namespace
@@ -64,6 +64,7 @@ class ServedNamespace:
         store: Store,
         gateway_config: GatewayConfig,
         keyring: Keyring | None,
+        shared: SharedBuckets | None = None,
     ) -> None:
         self.config = config
         self.name = config.name
@@ -72,7 +73,9 @@ class ServedNamespace:
         self.tenant_scoped = config.tenant_scoped
         #: True when the backend never waits on I/O (so a request on it cannot hang).
         self.inline = store.backend.runs_inline
-        self.limiter = NamespaceLimiter(config.name, _merged_limits(gateway_config.limits, config.limits))
+        self.limiter = NamespaceLimiter(
+            config.name, _merged_limits(gateway_config.limits, config.limits), shared
+        )
         self.pii = (
             FieldProtector(config.pii, keyring) if config.pii is not None and config.pii.fields else None
         )
@@ -143,12 +146,24 @@ class Gateway:
                 raise ConfigError(
                     config.source, f"$.stores.{name}", str(exc).replace(entry.url, mask_url(entry.url))
                 ) from None
+        control = config.control
+        shared = (
+            SharedBuckets(
+                stores[control.store],
+                control.store,
+                timeout=control.timeout,
+                on_failure=control.on_failure,
+                retry_after=config.server.retry_after,
+            )
+            if control.store is not None
+            else None
+        )
         namespaces: dict[str, ServedNamespace] = {}
         for i, ns in enumerate(config.namespaces):
             store_name = config.namespace_store(ns)
             store = stores[store_name]
             try:
-                served = ServedNamespace(ns, store_name, store, config, self.keyring)
+                served = ServedNamespace(ns, store_name, store, config, self.keyring, shared)
                 store.namespace(ns.name, max_value_bytes=ns.max_value_bytes, default_ttl=ns.default_ttl)
             except (PrismError, ValueError) as exc:
                 raise ConfigError(config.source, f"$.namespaces[{i}]", str(exc)) from None

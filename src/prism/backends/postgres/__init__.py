@@ -60,6 +60,12 @@ Options (keyword arguments of ``prism.connect`` or URL query parameters):
 * ``sslmode`` (libpq's modes: disable, allow, prefer, require, verify-ca,
   verify-full); keyword ``ssl`` takes an ``ssl.SSLContext`` instead.
 
+Token buckets (the gateway's rate limits shared across processes, ``control.store``)
+are rows of a second table, ``TABLE_buckets`` (``prism_kv_buckets``), created on
+first use like the main table (``bucket_ddl(TABLE)`` prints its SQL). Taking a token
+is one ``INSERT ... ON CONFLICT DO UPDATE ... RETURNING`` statement: the row lock
+queues concurrent takers and the refill is timed by the server's clock.
+
 Supported: TTL, etags, atomic multi-key transactions, range reads, prefix scans and
 strongly consistent reads (every read goes to the server the URL names). Values up to
 64 MiB. A conditional write whose connection drops mid-statement is reported as
@@ -89,11 +95,19 @@ from prism.backends.postgres._errors import (
     map_error,
 )
 from prism.backends.postgres._pool import ConnectionPool
-from prism.backends.postgres._sql import BATCH_UNIFORM, DEFAULT_TABLE, Statements, ddl, prefix_end
+from prism.backends.postgres._sql import (
+    BATCH_UNIFORM,
+    DEFAULT_TABLE,
+    Statements,
+    bucket_ddl,
+    bucket_table,
+    ddl,
+    prefix_end,
+)
 from prism.errors import BackendUnavailable, InvalidArgument, PreconditionFailed, PrismError
 from prism.model import Capabilities, Item, StoredWrite, WriteOutcome
 
-__all__ = ["DEFAULT_TABLE", "PostgresBackend", "Statements", "ddl"]
+__all__ = ["DEFAULT_TABLE", "PostgresBackend", "Statements", "bucket_ddl", "ddl"]
 
 R = TypeVar("R")
 log = logging.getLogger("prism.backends.postgres")
@@ -169,7 +183,7 @@ def _as_int(raw: Any) -> int:
 
 class PostgresBackend(Backend):
     name = "postgres"
-    capabilities = Capabilities(max_value_bytes=MAX_VALUE_BYTES)
+    capabilities = Capabilities(max_value_bytes=MAX_VALUE_BYTES, token_buckets=True)
     runs_inline: ClassVar[bool] = False
 
     def __init__(
@@ -223,6 +237,7 @@ class PostgresBackend(Backend):
         self._ssl = ssl
         self._pool: ConnectionPool | None = None
         self._purge_task: asyncio.Task[None] | None = None
+        self._buckets_ready = False
 
     @classmethod
     def from_url(cls, url: str, **options: Any) -> PostgresBackend:
@@ -347,6 +362,32 @@ class PostgresBackend(Backend):
             # Concurrent first uses queue here instead of racing in the catalog.
             await con.execute("SELECT pg_advisory_xact_lock(hashtext($1))", f"prism:{self.table}")
             await con.execute(ddl(self.table))
+
+    async def _prepare_buckets(self, con: Any) -> None:
+        if await con.fetchval("SELECT to_regclass($1) IS NOT NULL", self.statements.buckets):
+            return
+        table = bucket_table(self.table)
+        if not self.create_table:
+            raise BackendUnavailable(
+                f"table {table} does not exist at {self.target} and create_table is false: "
+                f"create it with the SQL of prism.backends.postgres.bucket_ddl({self.table!r})"
+            )
+        async with con.transaction():
+            await con.execute("SELECT pg_advisory_xact_lock(hashtext($1))", f"prism:{table}")
+            await con.execute(bucket_ddl(self.table))
+
+    async def take_token(self, bucket: str, rate: float, burst: float) -> float:
+        """One token from ``bucket``, a row of ``TABLE_buckets`` taken by one upsert on the server's clock."""
+        if not (rate > 0 and burst >= 1):
+            raise InvalidArgument(f"a token bucket needs rate > 0 and burst >= 1, got {rate!r} and {burst!r}")
+        if not self._buckets_ready:
+            await self._run("prepare token buckets", self._prepare_buckets)
+            self._buckets_ready = True
+        sql = self.statements.take_token
+        granted, tokens = await self._run(
+            "take_token", lambda con: con.fetchrow(sql, bucket, float(rate), float(burst)), idempotent=False
+        )
+        return 0.0 if granted else (1.0 - tokens) / rate
 
     async def close(self) -> None:
         task, self._purge_task = self._purge_task, None

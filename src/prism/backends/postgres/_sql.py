@@ -6,7 +6,7 @@ import re
 
 from prism.errors import InvalidArgument
 
-__all__ = ["BATCH_UNIFORM", "DEFAULT_TABLE", "Statements", "ddl", "prefix_end"]
+__all__ = ["BATCH_UNIFORM", "DEFAULT_TABLE", "Statements", "bucket_ddl", "bucket_table", "ddl", "prefix_end"]
 
 DEFAULT_TABLE = "prism_kv"
 _IDENT = re.compile(r"[A-Za-z_][A-Za-z0-9_]{0,50}")
@@ -53,6 +53,25 @@ def ddl(table: str = DEFAULT_TABLE) -> str:
         ");\n"
         f'CREATE INDEX IF NOT EXISTS "{bare}_expires_at" ON {quoted} (expires_at) '
         "WHERE expires_at IS NOT NULL;\n"
+    )
+
+
+def bucket_table(table: str = DEFAULT_TABLE) -> str:
+    """The table of shared token buckets that goes with ``table`` (``prism_kv_buckets``)."""
+    _quote_table(table)
+    return f"{table}_buckets"
+
+
+def bucket_ddl(table: str = DEFAULT_TABLE) -> str:
+    """The SQL that creates the token-bucket table of ``table`` (idempotent), for operators to run."""
+    quoted, _ = _quote_table(bucket_table(table))
+    return (
+        f"CREATE TABLE IF NOT EXISTS {quoted} (\n"
+        '    name    text COLLATE "C" PRIMARY KEY,\n'
+        "    tokens  float8 NOT NULL,\n"
+        "    stamp   float8 NOT NULL,   -- server epoch seconds of the last refill\n"
+        "    granted boolean NOT NULL   -- whether the last call took a token\n"
+        ");\n"
     )
 
 
@@ -107,6 +126,20 @@ class Statements:
             "LIMIT $1 FOR UPDATE SKIP LOCKED)) AND expires_at <= now()"
         )
         self.prepare = "SELECT current_setting('server_encoding'), to_regclass($1) IS NOT NULL"
+        b, _ = _quote_table(bucket_table(table))
+        self.buckets = b
+        # One token from a shared bucket in one statement: the row lock of the upsert makes
+        # concurrent takers queue, the refill is timed by the server's clock (never backwards),
+        # and a new bucket starts full (burst) minus the token taken. $1 name, $2 rate, $3 burst.
+        self.take_token = (
+            f"INSERT INTO {b} AS b (name, tokens, stamp, granted) "
+            "VALUES ($1, $3::float8 - 1, extract(epoch FROM clock_timestamp())::float8, true) "
+            "ON CONFLICT (name) DO UPDATE SET (tokens, stamp, granted) = ("
+            "SELECT CASE WHEN l.level >= 1 THEN l.level - 1 ELSE l.level END, l.now, l.level >= 1 "
+            "FROM (SELECT least($3::float8, b.tokens + greatest(0, EXCLUDED.stamp - b.stamp) * $2::float8)"
+            " AS level, greatest(b.stamp, EXCLUDED.stamp) AS now) AS l) "
+            "RETURNING granted, tokens"
+        )
         # Range statements: lower bound inclusive (>=) or after a cursor (>), upper bound or none.
         self.scan: dict[tuple[bool, bool], str] = {}
         self.range: dict[tuple[bool, bool], str] = {}

@@ -44,6 +44,11 @@ live is left) and drop the expired items of the record they touch; scans drop th
 records they find with nothing live left. Keep `expiry_grace` above the clock
 difference between clients and server.
 
+**Token buckets.** `take_token` (the gateway's rate limits shared across processes,
+`control.store`) keeps each bucket in one hash, `prism:bucket:NAME`, refilled and
+taken from by one Lua script timed by the server's `TIME`, so every client shares one
+rate whatever its own clock says. A bucket expires once it would be full again.
+
 **Failures.** A call that cannot get a connection, or that the server refuses to
 run (`LOADING`, `BUSY`, `READONLY`, `TRYAGAIN`), is retried with backoff within
 `operation_timeout`. A connection lost after a write was sent is not resent, since
@@ -61,14 +66,15 @@ the server's default `proto-max-bulk-len`.
 
 from __future__ import annotations
 
+import math
 import time
 from collections.abc import Sequence
 from typing import Any, ClassVar
 
 from prism.backends.base import Backend
 from prism.backends.redis._connection import RedisLink, RedisSettings, masked
-from prism.backends.redis._lua import DELETE_RANGE, GET_MANY, GET_RANGE, SCAN, WRITE
-from prism.errors import DecodeError, PreconditionFailed
+from prism.backends.redis._lua import DELETE_RANGE, GET_MANY, GET_RANGE, SCAN, TAKE_TOKEN, WRITE
+from prism.errors import DecodeError, InvalidArgument, PreconditionFailed
 from prism.model import Capabilities, Item, StoredWrite, WriteOutcome
 
 __all__ = ["RedisBackend"]
@@ -140,7 +146,7 @@ class RedisBackend(Backend):
     """Records as Redis strings, hashes and sorted sets, written by Lua scripts."""
 
     name: ClassVar[str] = "redis"
-    capabilities = Capabilities(max_value_bytes=MAX_VALUE_BYTES)
+    capabilities = Capabilities(max_value_bytes=MAX_VALUE_BYTES, token_buckets=True)
 
     def __init__(self, settings: RedisSettings) -> None:
         self.settings = settings
@@ -192,6 +198,21 @@ class RedisBackend(Backend):
             tag = ns.replace("%", "%25").replace("}", "%7D")
             base = self._bases[ns] = f"{self.settings.key_prefix}:{{{tag}}}:"
         return base
+
+    # -- shared token buckets -----------------------------------------------------------
+
+    async def take_token(self, bucket: str, rate: float, burst: float) -> float:
+        """One token from ``bucket`` (``prefix:bucket:NAME``, a hash), by one script on the server's clock."""
+        if not (rate > 0 and burst >= 1):
+            raise InvalidArgument(f"a token bucket needs rate > 0 and burst >= 1, got {rate!r} and {burst!r}")
+        ttl_ms = min(10**12, max(1000, math.ceil(burst / rate * 1000) + 1000))
+        wait = await self._link.eval(
+            TAKE_TOKEN,
+            (f"{self.settings.key_prefix}:bucket:{bucket}",),
+            (repr(float(rate)), repr(float(burst)), str(ttl_ms)),
+            idempotent=False,
+        )
+        return float(wait)
 
     # -- reads ------------------------------------------------------------------------
 

@@ -26,7 +26,7 @@ from __future__ import annotations
 
 import hashlib
 
-__all__ = ["DELETE_RANGE", "GET_MANY", "GET_RANGE", "SCAN", "WRITE", "Script"]
+__all__ = ["DELETE_RANGE", "GET_MANY", "GET_RANGE", "SCAN", "TAKE_TOKEN", "WRITE", "Script"]
 
 
 class Script:
@@ -545,5 +545,39 @@ end
 call('ZADD', KEYS[2], ARGV[1], ARGV[6])
 settle(ARGV[8], ARGV[6], tonumber(ARGV[7]))
 return {live, #keys == batch and 1 or 0}
+""",
+)
+
+# A shared token bucket: KEYS[1] is a hash of ``tokens`` and ``stamp`` (server seconds at the
+# last refill); ARGV = rate (tokens per second), burst, and the key's time to live in ms (the
+# time a full refill takes, after which an absent bucket is the same as a full one). The
+# server's clock times the refill, so clients with skewed clocks share one rate. Returns the
+# seconds until a token is there as a string: "0" when one was taken.
+TAKE_TOKEN = Script(
+    "take_token",
+    r"""
+local rate = tonumber(ARGV[1])
+local burst = tonumber(ARGV[2])
+local clock = redis.call('TIME')
+local now = tonumber(clock[1]) + tonumber(clock[2]) / 1000000
+local state = redis.call('HMGET', KEYS[1], 'tokens', 'stamp')
+local tokens, stamp = burst, now
+if state[1] and state[2] then
+  tokens = math.min(burst, tonumber(state[1]))
+  stamp = tonumber(state[2])
+  if now > stamp then
+    tokens = math.min(burst, tokens + (now - stamp) * rate)
+    stamp = now
+  end
+end
+local wait = 0
+if tokens >= 1 then
+  tokens = tokens - 1
+else
+  wait = (1 - tokens) / rate
+end
+redis.call('HSET', KEYS[1], 'tokens', string.format('%.17g', tokens), 'stamp', string.format('%.6f', stamp))
+redis.call('PEXPIRE', KEYS[1], ARGV[3])
+return string.format('%.17g', wait)
 """,
 )
