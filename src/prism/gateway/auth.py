@@ -20,6 +20,7 @@ import time
 from collections.abc import Iterable, Mapping
 from dataclasses import dataclass
 from typing import Any, Literal
+from urllib.parse import parse_qsl
 
 import httpx
 import jwt
@@ -29,7 +30,15 @@ from cryptography.hazmat.primitives.serialization import load_pem_public_key
 
 from prism.gateway.config import TOKEN_NAME, AuthConfig, ConfigError, GatewayConfig, JwtConfig
 
-__all__ = ["AuthError", "Authenticator", "JwkEntry", "Principal", "hash_api_key"]
+__all__ = [
+    "AuthError",
+    "Authenticator",
+    "JwkEntry",
+    "Principal",
+    "hash_api_key",
+    "query_token",
+    "read_credentials",
+]
 
 log = logging.getLogger("prism.gateway.auth")
 
@@ -44,15 +53,44 @@ MAX_CREDENTIAL_CHARS = 8192
 
 PrincipalKind = Literal["api_key", "jwt", "anonymous"]
 
+#: How each kind of credential is named in an owner string (see :attr:`Principal.owner`).
+_OWNER_LABELS = {"api_key": "apikey"}
+
+
+def _owner_part(text: str) -> str:
+    # ":" separates the parts of an owner string, so it is escaped inside one (and "%" first).
+    return text.replace("%", "%25").replace(":", "%3A")
+
 
 @dataclass(frozen=True, slots=True)
 class Principal:
-    """The verified caller: a subject, its tenant (if any), its roles, and how it proved itself."""
+    """The verified caller: a subject, its tenant (if any), its roles, and how it proved itself.
+
+    ``issuer`` says who vouches for the subject when the kind has several (the ``iss``
+    of a JWT). Two principals are the same caller only when :attr:`owner` is equal:
+    an API key and a token whose subject is the key's name are different callers.
+    """
 
     subject: str
     tenant: str | None
     roles: frozenset[str]
     kind: PrincipalKind
+    issuer: str | None = None
+
+    @property
+    def owner(self) -> str:
+        """The caller's identity as one string: the credential kind, its issuer, the subject.
+
+        ``apikey:NAME``, ``jwt:ISSUER:SUB`` (``jwt::SUB`` for a token without ``iss``),
+        ``anonymous``; ``:`` and ``%`` inside a part are percent-escaped, so the string
+        is never ambiguous. Whatever belongs to a caller is stored under this string.
+        """
+        if self.kind == "anonymous":
+            return "anonymous"
+        label = _OWNER_LABELS.get(self.kind, self.kind)
+        if self.issuer is None and self.kind != "jwt":
+            return f"{label}:{_owner_part(self.subject)}"
+        return f"{label}:{_owner_part(self.issuer or '')}:{_owner_part(self.subject)}"
 
 
 class AuthError(Exception):
@@ -68,6 +106,54 @@ class AuthError(Exception):
 def hash_api_key(key: str) -> str:
     """The hex sha256 of an API key, as the config lists it."""
     return hashlib.sha256(key.encode("utf-8")).hexdigest()
+
+
+def query_token(query_string: bytes) -> str | None:
+    """The value of the ``token`` parameter of a raw query string (None when absent)."""
+    if not query_string or b"token=" not in query_string:
+        return None
+    for name, value in parse_qsl(query_string.decode("latin-1"), keep_blank_values=True):
+        if name == "token":
+            return value
+    return None
+
+
+def read_credentials(
+    raw_headers: Iterable[tuple[bytes, bytes]],
+    query_token: str | None = None,
+    *,
+    query_token_allowed: bool = False,
+) -> tuple[str | None, str | None, str | None]:
+    """``(X-API-Key, Authorization, ?token=)`` of a request: the one credential rule of every route.
+
+    A request carries at most one credential: ``X-API-Key`` or ``Authorization``,
+    each at most once, or, only where ``query_token_allowed`` (the WebSocket
+    handshake and SSE event streams, for clients that cannot set headers),
+    ``?token=``. Anything else is refused (401 AuthError): which of two credentials
+    a proxy or framework would pick differs, so neither is trusted, and a token in
+    a URL anywhere else would end up in logs and browser histories.
+    """
+    api_key = authorization = None
+    for name, value in raw_headers:
+        if name == b"x-api-key" or name == b"authorization":
+            if (api_key if name == b"x-api-key" else authorization) is not None:
+                raise _unauthorized("AMBIGUOUS_CREDENTIALS", "a credential header is sent more than once")
+            if name == b"x-api-key":
+                api_key = value.decode("latin-1")
+            else:
+                authorization = value.decode("latin-1")
+    if query_token is not None:
+        if not query_token_allowed:
+            raise _unauthorized(
+                "QUERY_TOKEN_NOT_ALLOWED",
+                "a credential in the query string (?token=) is accepted only by the WebSocket "
+                "handshake and SSE event streams; send X-API-Key or Authorization instead",
+            )
+        if api_key is not None or authorization is not None:
+            raise _unauthorized(
+                "AMBIGUOUS_CREDENTIALS", "send the credential either in a header or as ?token=, not both"
+            )
+    return api_key, authorization, query_token
 
 
 def _unauthorized(code: str, detail: str) -> AuthError:
@@ -208,31 +294,46 @@ class Authenticator:
 
     # -- authentication ---------------------------------------------------------------
 
-    def authenticate_raw(self, raw_headers: Iterable[tuple[bytes, bytes]]) -> Principal:
-        """The caller named by an ASGI scope's header list.
+    def authenticate_request(
+        self,
+        raw_headers: Iterable[tuple[bytes, bytes]],
+        query_token: str | None = None,
+        *,
+        query_token_allowed: bool = False,
+    ) -> Principal:
+        """The caller named by a request's credentials, read by :func:`read_credentials`.
 
-        A credential header sent twice is refused (401): which of two values a proxy
-        or framework would pick differs, so neither is trusted.
+        ``raw_headers`` is the ASGI header list and ``query_token`` the value of a
+        ``?token=`` query parameter (None when there is none), accepted only where
+        ``query_token_allowed``. Without credentials the caller is anonymous when no
+        auth is configured, and refused (401) otherwise.
         """
-        api_key = authorization = None
-        for name, value in raw_headers:
-            if name == b"x-api-key" or name == b"authorization":
-                if self.enabled and (api_key if name == b"x-api-key" else authorization) is not None:
-                    raise _unauthorized("AMBIGUOUS_CREDENTIALS", "a credential header is sent more than once")
-                if name == b"x-api-key":
-                    api_key = value.decode("latin-1")
-                else:
-                    authorization = value.decode("latin-1")
-        return self.authenticate(api_key, authorization)
+        if not self.enabled:
+            return self._anonymous
+        credentials = read_credentials(raw_headers, query_token, query_token_allowed=query_token_allowed)
+        return self.authenticate(*credentials)
+
+    def authenticate_raw(self, raw_headers: Iterable[tuple[bytes, bytes]]) -> Principal:
+        """The caller named by an ASGI scope's header list (no query token accepted)."""
+        return self.authenticate_request(raw_headers)
 
     def authenticate_headers(self, headers: Mapping[str, str], query_token: str | None = None) -> Principal:
         """The caller named by ``X-API-Key`` or ``Authorization: Bearer``, or by ``query_token``.
 
-        Header names are looked up in lower case (Starlette's Headers and plain dicts
-        with lower-case keys both work). Without credentials the caller is anonymous
-        when no auth is configured, and refused (401) otherwise.
+        For routes that authenticate on their own. Starlette's ``Headers`` keep repeated
+        headers, which are refused as in :meth:`authenticate_request`; plain dicts are
+        looked up in lower case. Passing ``query_token`` accepts it (when no header
+        credential is sent too). Without credentials the caller is anonymous when no
+        auth is configured, and refused (401) otherwise.
         """
-        return self.authenticate(headers.get("x-api-key"), headers.get("authorization"), query_token)
+        raw: Any = getattr(headers, "raw", None)
+        if raw is None:
+            raw = [
+                (name.lower().encode("latin-1"), value.encode("latin-1"))
+                for name, value in headers.items()
+                if name.lower() in ("x-api-key", "authorization")
+            ]
+        return self.authenticate_request(raw, query_token, query_token_allowed=query_token is not None)
 
     def authenticate(
         self, api_key: str | None, authorization: str | None, query_token: str | None = None
@@ -366,7 +467,10 @@ class Authenticator:
             raw_roles = raw_roles.split()
         if not isinstance(raw_roles, list) or not all(isinstance(r, str) for r in raw_roles):
             raise _unauthorized("INVALID_TOKEN", f"the {cfg.roles_claim!r} claim must be a list of strings")
-        return Principal(subject, tenant, frozenset(raw_roles), "jwt")
+        issuer = claims.get("iss")
+        if issuer is not None and not isinstance(issuer, str):
+            raise _unauthorized("INVALID_TOKEN", "the 'iss' claim must be a string")
+        return Principal(subject, tenant, frozenset(raw_roles), "jwt", issuer)
 
 
 def _load_public_key(config: GatewayConfig, name: str) -> Any:

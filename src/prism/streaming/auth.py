@@ -1,24 +1,40 @@
 """Who is calling: the principal the streaming service needs, and how it asks for one.
 
 The service takes any authenticator with the gateway's shape,
-``authenticate_headers(headers, query_token=None) -> Principal`` (sync or async),
-which raises an error carrying ``status``, ``code`` and ``detail`` when the
-credentials are missing or wrong. Identity always comes from there, never from a
-message. :class:`StaticTokens` is a small authenticator for tests, demos and the
-standalone server.
+``authenticate_request(raw_headers, query_token=None, *, query_token_allowed=False)
+-> Principal`` (sync or async), which raises an error carrying ``status``, ``code``
+and ``detail`` when the credentials are missing or wrong. Identity always comes
+from there, never from a message. Credentials are read by one rule everywhere
+(:func:`prism.gateway.auth.read_credentials`): one credential per request, and
+``?token=`` only on the WebSocket handshake and SSE event streams.
+:class:`StaticTokens` is a small authenticator for tests, demos and the standalone
+server.
+
+What a caller owns (its requests, their events, its connections) is kept under
+its ``owner``: the gateway's ``Principal.owner`` names the credential kind and
+issuer too, so an API key and a token with the key's name as subject never share
+anything.
 """
 
 from __future__ import annotations
 
 import hmac
 import inspect
-from collections.abc import Mapping
+from collections.abc import Iterable, Mapping
 from dataclasses import dataclass, field
 from typing import Any, Protocol
 
 from prism.streaming.errors import StreamError
 
-__all__ = ["AuthError", "Authenticator", "Identity", "Principal", "StaticTokens", "authenticate"]
+__all__ = [
+    "AuthError",
+    "Authenticator",
+    "Identity",
+    "Principal",
+    "StaticTokens",
+    "authenticate",
+    "query_token",
+]
 
 
 class Principal(Protocol):
@@ -33,19 +49,38 @@ class Principal(Protocol):
     @property
     def roles(self) -> frozenset[str]: ...
 
+    @property
+    def owner(self) -> str: ...
+
 
 class Authenticator(Protocol):
-    def authenticate_headers(self, headers: Mapping[str, str], query_token: str | None = None) -> Any: ...
+    def authenticate_request(
+        self,
+        raw_headers: Iterable[tuple[bytes, bytes]],
+        query_token: str | None = None,
+        *,
+        query_token_allowed: bool = False,
+    ) -> Any: ...
 
 
 @dataclass(frozen=True, slots=True)
 class Identity:
-    """A principal of the standalone server (same fields as the gateway's Principal)."""
+    """A principal as the streaming service sees it (the gateway's Principal, or a standalone one).
+
+    ``owner`` is what the caller's requests and connections are stored under; it
+    defaults to ``subject`` for the standalone server's identities, which all come
+    from one kind of credential.
+    """
 
     subject: str
     tenant: str = "default"
     roles: frozenset[str] = field(default_factory=frozenset)
     kind: str = "user"
+    owner: str = ""
+
+    def __post_init__(self) -> None:
+        if not self.owner:
+            object.__setattr__(self, "owner", self.subject)
 
 
 class AuthError(Exception):
@@ -64,17 +99,36 @@ class StaticTokens:
     def __init__(self, tokens: Mapping[str, Identity]) -> None:
         self._tokens = dict(tokens)
 
-    def authenticate_headers(self, headers: Mapping[str, str], query_token: str | None = None) -> Identity:
-        value = headers.get("authorization") or headers.get("Authorization") or ""
-        scheme, _, credential = value.partition(" ")
-        token = credential.strip() if scheme.lower() == "bearer" else ""
-        token = token or (query_token or "")
+    def authenticate_request(
+        self,
+        raw_headers: Iterable[tuple[bytes, bytes]],
+        query_token: str | None = None,
+        *,
+        query_token_allowed: bool = False,
+    ) -> Identity:
+        from prism.gateway.auth import read_credentials
+
+        api_key, authorization, token = read_credentials(
+            raw_headers, query_token, query_token_allowed=query_token_allowed
+        )
+        if api_key is not None:
+            raise AuthError(401, "UNAUTHORIZED", "this server takes 'Authorization: Bearer <token>' only")
+        if authorization is not None:
+            scheme, _, credential = authorization.partition(" ")
+            token = credential.strip() if scheme.lower() == "bearer" else ""
         if not token:
             raise AuthError(401, "UNAUTHORIZED", "missing credentials: send 'Authorization: Bearer <token>'")
         for known, identity in self._tokens.items():
             if hmac.compare_digest(known.encode(), token.encode()):
                 return identity
         raise AuthError(401, "UNAUTHORIZED", "invalid token")
+
+
+def query_token(query_string: bytes) -> str | None:
+    """The ``?token=`` of a raw query string (None when absent), as the gateway reads it."""
+    from prism.gateway.auth import query_token as read
+
+    return read(query_string)
 
 
 def _auth_error_types() -> tuple[type[BaseException], ...]:
@@ -89,33 +143,44 @@ def _auth_error_types() -> tuple[type[BaseException], ...]:
 
 
 async def authenticate(
-    authenticator: Authenticator, headers: Mapping[str, str], query_token: str | None
+    authenticator: Authenticator,
+    raw_headers: Iterable[tuple[bytes, bytes]],
+    query_token: str | None = None,
+    *,
+    query_token_allowed: bool = False,
 ) -> Identity:
     """The caller's identity; StreamError(UNAUTHORIZED or FORBIDDEN) when refused.
 
+    ``query_token`` (the ``?token=`` parameter, None when absent) is accepted only
+    where ``query_token_allowed``: the WebSocket handshake and SSE event streams.
     A principal without a tenant (the gateway's anonymous caller, a key without one)
-    gets the tenant "" so it is kept apart from every named tenant. A subject or tenant
-    holding a NUL character is refused, as it could pass for another identity.
+    gets the tenant "" so it is kept apart from every named tenant. A subject, owner
+    or tenant holding a NUL character is refused, as it could pass for another identity.
     """
     try:
-        result = authenticator.authenticate_headers(headers, query_token)
+        result = authenticator.authenticate_request(
+            raw_headers, query_token, query_token_allowed=query_token_allowed
+        )
         if inspect.isawaitable(result):
             result = await result
     except _auth_error_types() as exc:
         status = getattr(exc, "status", 401)
         code = "FORBIDDEN" if status == 403 else "UNAUTHORIZED"
         raise StreamError(code, str(getattr(exc, "detail", "") or exc) or "unauthorized") from None
-    identity = (
-        result
-        if isinstance(result, Identity)
-        else Identity(
-            str(result.subject),
+    if isinstance(result, Identity):
+        identity = result
+    else:
+        kind = str(getattr(result, "kind", "user"))
+        subject = str(result.subject)
+        owner = getattr(result, "owner", None)
+        identity = Identity(
+            subject,
             result.tenant or "",
             frozenset(result.roles),
-            str(getattr(result, "kind", "user")),
+            kind,
+            str(owner) if owner else f"{kind}:{subject}",
         )
-    )
-    if "\x00" in identity.subject or "\x00" in identity.tenant:
-        # Request ids and topics are derived from "tenant NUL user": a NUL would make them ambiguous.
+    if "\x00" in identity.owner or "\x00" in identity.subject or "\x00" in identity.tenant:
+        # Request ids and topics are derived from "tenant NUL owner": a NUL would make them ambiguous.
         raise StreamError("UNAUTHORIZED", "the credentials name a subject or tenant with a NUL character")
     return identity

@@ -25,6 +25,7 @@ __all__ = ["ConnectionRecord", "ConnectionRegistry", "new_connection_id"]
 
 class ConnectionRecord(msgspec.Struct, kw_only=True):
     id: str
+    #: The connected caller's ``owner`` (credential kind, issuer and subject).
     user: str
     tenant: str
     node: str

@@ -84,6 +84,7 @@ class RequestRecord(msgspec.Struct, kw_only=True):
     request_id: str
     action: str
     payload: msgspec.Raw
+    #: The owner of the request: the caller's ``owner`` (credential kind, issuer and subject).
     user: str
     tenant: str
     client_id: str | None = None

@@ -18,7 +18,7 @@ from starlette.routing import BaseRoute, Route, WebSocketRoute
 from starlette.websockets import WebSocket
 
 from prism.errors import PrismError
-from prism.streaming.auth import Principal, authenticate
+from prism.streaming.auth import Principal, authenticate, query_token
 from prism.streaming.errors import StreamError
 from prism.streaming.hub import Follower
 from prism.streaming.metrics import CONNECTIONS
@@ -77,16 +77,20 @@ class _Api:
     def __init__(self, service: StreamingService) -> None:
         self.service = service
 
-    async def _principal(self, request: Request) -> Principal:
+    async def _principal(self, request: Request, *, query_token_allowed: bool) -> Principal:
         if self.service.authenticator is None:
             raise StreamError("UNAUTHORIZED", "this server has no authenticator configured")
         return await authenticate(
-            self.service.authenticator, request.headers, request.query_params.get("token")
+            self.service.authenticator,
+            request.scope["headers"],
+            query_token(request.scope.get("query_string", b"")),
+            query_token_allowed=query_token_allowed,
         )
 
-    async def _guard(self, request: Request, handler: Any) -> Response:
+    async def _guard(self, request: Request, handler: Any, *, query_token_allowed: bool = False) -> Response:
         try:
-            response: Response = await handler(request, await self._principal(request))
+            principal = await self._principal(request, query_token_allowed=query_token_allowed)
+            response: Response = await handler(request, principal)
             return response
         except StreamError as exc:
             return problem(exc)
@@ -109,7 +113,8 @@ class _Api:
         return await self._guard(request, self._dead)
 
     async def events(self, request: Request) -> Response:
-        return await self._guard(request, self._events)
+        # The only route besides the WebSocket that takes ?token= (EventSource cannot set headers).
+        return await self._guard(request, self._events, query_token_allowed=True)
 
     async def _submit(self, request: Request, principal: Principal) -> Response:
         limit = self.service.config.max_frame_bytes
@@ -213,6 +218,13 @@ class _Api:
         follower.subscribe(request_id, after, record)
         keepalive = service.config.sse_keepalive
 
+        def on_shutdown() -> None:
+            # What is queued goes out first, then the event that sends the client elsewhere.
+            chunks.put_nowait(_reconnect_event(request_id))
+            chunks.put_nowait(None)
+
+        stop_listening = service.shutdown.subscribe(on_shutdown)
+
         async def stream() -> AsyncIterator[bytes]:
             connections = CONNECTIONS.labels("sse")
             connections.inc()
@@ -228,6 +240,7 @@ class _Api:
                         return
                     yield chunk
             finally:
+                stop_listening()
                 connections.dec()
                 await service.hub.remove(follower)
                 await follower.stop()
@@ -237,6 +250,18 @@ class _Api:
             media_type="text/event-stream",
             headers={"Cache-Control": "no-cache", "X-Accel-Buffering": "no"},
         )
+
+
+def _reconnect_event(request_id: str) -> bytes:
+    """The last event of an SSE stream ended by a server shutdown (it has no ``id:``, so
+    ``Last-Event-ID`` stays at the last event received and a reconnect resumes after it)."""
+    body = {
+        "type": "reconnect",
+        "request_id": request_id,
+        "reason": "shutdown",
+        "message": "the server is shutting down; reconnect with Last-Event-ID to resume",
+    }
+    return b"event: reconnect\ndata: %s\n\n" % _encoder.encode(body)
 
 
 def streaming_routes(service: StreamingService) -> list[BaseRoute]:

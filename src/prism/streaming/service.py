@@ -50,6 +50,7 @@ from prism.streaming.requests import (
     is_request_id,
     new_request_id,
 )
+from prism.streaming.shutdown import ShutdownNotice
 from prism.streaming.workers import WorkerPool
 
 __all__ = ["StreamingService", "Submission"]
@@ -116,6 +117,8 @@ class StreamingService:
         #: Open WebSocket sessions of this process (they expire through ``_expire_idle``).
         self.sessions: set[Any] = set()
         self.pool: WorkerPool | None = None
+        #: Flipped by SIGTERM/SIGINT while the service runs: SSE streams end at once on it.
+        self.shutdown = ShutdownNotice()
 
     # -- lifecycle ---------------------------------------------------------------------
 
@@ -165,6 +168,7 @@ class StreamingService:
         self._spawn(self._sweep_connections())
         self._spawn(self._expire_idle())
         self._spawn(self._check_quiet())
+        self.shutdown.watch_signals()
         self._started = True
         log.info(
             "streaming service %s started (queue %s, pubsub %s)",
@@ -181,6 +185,7 @@ class StreamingService:
         self._closed = True
         if not self._started:
             return
+        self.shutdown.unwatch_signals()
         if self.pool is not None:
             await self.pool.stop()
         for task in list(self._background):
@@ -253,7 +258,7 @@ class StreamingService:
         """Whether ``principal`` may read, follow and cancel ``record``."""
         if record.tenant != principal.tenant:
             return False
-        return record.user == principal.subject or self.is_admin(principal)
+        return record.user == principal.owner or self.is_admin(principal)
 
     async def lookup(self, principal: Principal, request_id: str) -> Versioned:
         """The request, or NOT_FOUND (also for another user's request: its existence is not revealed)."""
@@ -281,7 +286,7 @@ class StreamingService:
         return spec.estimated_duration < self.config.sync_threshold
 
     def topic_of(self, principal: Principal) -> str:
-        return topic_for_user(self.config, principal.tenant, principal.subject)
+        return topic_for_user(self.config, principal.tenant, principal.owner)
 
     def owner_topic(self, record: RequestRecord) -> str:
         return topic_for_user(self.config, record.tenant, record.user)
@@ -302,7 +307,7 @@ class StreamingService:
             request_id=request_id,
             action=spec.action,
             payload=msgspec.Raw(payload),
-            user=principal.subject,
+            user=principal.owner,
             tenant=principal.tenant,
             client_id=client_id,
             fingerprint=fingerprint(spec.action, payload) if client_id is not None else "",
@@ -346,10 +351,10 @@ class StreamingService:
         """The request a repeat of ``client_id`` refers to; DUPLICATE_REQUEST if it was for something else."""
         if client_id is None:
             return None
-        current = await self.requests.get(new_request_id(principal.tenant, principal.subject, client_id))
+        current = await self.requests.get(new_request_id(principal.tenant, principal.owner, client_id))
         if current is None:
             return None
-        if current.record.user != principal.subject or current.record.tenant != principal.tenant:
+        if current.record.user != principal.owner or current.record.tenant != principal.tenant:
             # Ids are derived from (tenant, user, id), so this is never another user's to return.
             log.error("request %s is stored under another identity", current.record.request_id)
             raise StreamError("INTERNAL_ERROR", f"id {client_id!r} cannot be used; choose another")
@@ -381,7 +386,7 @@ class StreamingService:
         found = await self.existing(principal, spec, payload, client_id)
         if found is not None:
             return Submission(found, False)
-        request_id = new_request_id(principal.tenant, principal.subject, client_id)
+        request_id = new_request_id(principal.tenant, principal.owner, client_id)
         if before_enqueue is not None:
             before_enqueue(request_id)
         # Queue first: a crash before the record is written leaves only a message the workers drop.
@@ -427,7 +432,7 @@ class StreamingService:
             )
             request_id = replace.record.request_id
         else:
-            request_id = new_request_id(principal.tenant, principal.subject, client_id)
+            request_id = new_request_id(principal.tenant, principal.owner, client_id)
             if client_id is not None:
                 stored = await self.requests.create(
                     self._inline_record(
@@ -567,7 +572,7 @@ class StreamingService:
             def update(record: RequestRecord, error: ErrorBody = error) -> RequestRecord:
                 record.status = RequestStatus.CANCELLED
                 record.error = error
-                record.cancelled_by = principal.subject
+                record.cancelled_by = principal.owner
                 record.finished_at = time.time()
                 record.lease_until = 0.0
                 return record
@@ -608,7 +613,7 @@ class StreamingService:
             )
         try:
             return await self.requests.list_for(
-                principal.tenant, principal.subject, status=status, limit=limit, page_token=page_token
+                principal.tenant, principal.owner, status=status, limit=limit, page_token=page_token
             )
         except InvalidArgument as exc:
             raise StreamError("VALIDATION_ERROR", str(exc), details={"field": "page_token"}) from None

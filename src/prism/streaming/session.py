@@ -19,7 +19,7 @@ from starlette.websockets import WebSocket, WebSocketState
 
 from prism.errors import PrismError
 from prism.streaming import eager
-from prism.streaming.auth import Principal, authenticate
+from prism.streaming.auth import Principal, authenticate, query_token
 from prism.streaming.connections import ConnectionRecord, new_connection_id
 from prism.streaming.errors import StreamError
 from prism.streaming.hub import Follower
@@ -87,7 +87,10 @@ async def serve_websocket(service: StreamingService, websocket: WebSocket) -> No
         if service.authenticator is None:
             raise StreamError("UNAUTHORIZED", "this server has no authenticator configured")
         principal = await authenticate(
-            service.authenticator, websocket.headers, websocket.query_params.get("token")
+            service.authenticator,
+            websocket.scope["headers"],
+            query_token(websocket.scope.get("query_string", b"")),
+            query_token_allowed=True,
         )
     except StreamError as exc:
         await websocket.accept()
@@ -115,7 +118,7 @@ class _Session:
         client = websocket.client
         self.record = ConnectionRecord(
             id=new_connection_id(),
-            user=principal.subject,
+            user=principal.owner,
             tenant=principal.tenant,
             node=service.node,
             connected_at=now,
@@ -310,7 +313,7 @@ class _Session:
         service = self.service
         current = await service.lookup(self.principal, msg.request_id)
         record = current.record
-        if record.user != self.principal.subject:
+        if record.user != self.principal.owner:
             await service.hub.watch(self.follower, service.owner_topic(record), record.request_id)
             current = await service.lookup(self.principal, msg.request_id)
             record = current.record
@@ -329,7 +332,7 @@ class _Session:
         payload = bytes(msg.payload)
         rid: str | None = None
         if msg.id is not None:
-            rid = new_request_id(principal.tenant, principal.subject, msg.id)
+            rid = new_request_id(principal.tenant, principal.owner, msg.id)
             follower.expect(rid)
         try:
             spec = service.handler_for(principal, msg.action)

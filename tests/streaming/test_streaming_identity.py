@@ -1,0 +1,189 @@
+"""Identity in streaming behind the gateway: how a caller authenticated is part of who it is.
+
+An API key named ``alice`` and a JWT whose ``sub`` is ``alice`` (in the same tenant)
+are two callers; so are tokens of two issuers with the same subject. None of them
+lists, reads, follows, cancels or reuses the client ids of another's requests, over
+HTTP, SSE or the WebSocket. Credentials follow one rule on every streaming route.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import json
+import os
+import time
+from collections.abc import AsyncIterator
+from typing import Any
+
+import httpx
+import jwt
+import pytest
+import uvicorn
+import websockets
+from streaming_helpers import FAST
+
+from prism.gateway import create_app, parse_config
+from prism.gateway.app import load_extensions
+from prism.gateway.auth import hash_api_key
+from prism.streaming.app import UVICORN_OPTIONS
+from prism.streaming.handlers import ProgressReporter, Router
+from prism.testing.servers import free_port
+
+router = Router()
+
+
+@router.handler("wait", estimated_duration=60.0)
+async def wait(payload: dict[str, float], progress: ProgressReporter) -> dict[str, float]:
+    """Sleep ``seconds`` (cancellable)."""
+    await progress.sleep(payload["seconds"])
+    return {"slept": payload["seconds"]}
+
+
+SECRET = "identity-tests-secret-0123456789abcdef"
+ENV = {"PRISM_IDENTITY_JWT_SECRET": SECRET}
+KEY = "key-alice-identity"
+
+
+def jwt_for(sub: str, *, iss: str | None = "https://id-one.example", roles: list[str] | None = None) -> str:
+    claims: dict[str, Any] = {
+        "sub": sub,
+        "tenant_id": "acme",
+        "roles": roles or ["writer"],
+        "exp": int(time.time()) + 300,
+        "iat": int(time.time()),
+    }
+    if iss is not None:
+        claims["iss"] = iss
+    return jwt.encode(claims, SECRET, algorithm="HS256")
+
+
+def config() -> dict[str, Any]:
+    return {
+        "stores": {"main": f"memory://identity-{os.urandom(4).hex()}"},
+        "namespaces": [{"name": "default", "store": "main"}],
+        "auth": {
+            "api_keys": [
+                {"name": "alice", "sha256": hash_api_key(KEY), "roles": ["writer"], "tenant": "acme"}
+            ],
+            "jwt": {"algorithms": ["HS256"], "secret_env": "PRISM_IDENTITY_JWT_SECRET"},
+        },
+        "audit": {"sink": "none"},
+        "streaming": {**FAST},
+        "handlers": ["test_streaming_identity:router"],
+    }
+
+
+@pytest.fixture
+async def gateway() -> AsyncIterator[str]:
+    parsed = parse_config(config(), env=ENV)
+    (extension,) = load_extensions(parsed)
+    app = create_app(
+        parsed,
+        env=ENV,
+        extra_routes=extension.routes,
+        on_startup=extension.on_startup,
+        on_shutdown=extension.on_shutdown,
+    )
+    port = free_port()
+    server = uvicorn.Server(
+        uvicorn.Config(app, host="127.0.0.1", port=port, log_level="warning", **UVICORN_OPTIONS)
+    )
+    task = asyncio.create_task(server.serve())
+    for _ in range(1000):
+        if server.started or task.done():
+            break
+        await asyncio.sleep(0.01)
+    try:
+        yield f"http://127.0.0.1:{port}"
+    finally:
+        server.should_exit = True
+        await task
+
+
+KEY_HEADERS = {"X-API-Key": KEY}
+
+
+def bearer(token: str) -> dict[str, str]:
+    return {"Authorization": f"Bearer {token}"}
+
+
+async def submit(client: httpx.AsyncClient, headers: dict[str, str], client_id: str, seconds: float) -> str:
+    r = await client.post(
+        "/v1/requests",
+        headers=headers,
+        json={"action": "wait", "id": client_id, "payload": {"seconds": seconds}},
+    )
+    assert r.status_code == 202, r.text
+    rid: str = r.json()["request_id"]
+    return rid
+
+
+async def assert_invisible(base: str, client: httpx.AsyncClient, headers: dict[str, str], rid: str) -> None:
+    """Everything ``headers`` may try on request ``rid`` answers as if it did not exist."""
+    assert (await client.get(f"/v1/requests/{rid}", headers=headers)).status_code == 404
+    assert (await client.get(f"/v1/requests/{rid}/events", headers=headers)).status_code == 404
+    assert (await client.post(f"/v1/requests/{rid}/cancel", headers=headers)).status_code == 404
+    listed = await client.get("/v1/requests", headers=headers)
+    assert listed.status_code == 200
+    assert rid not in [r["request_id"] for r in listed.json()["requests"]]
+    ws_url = base.replace("http://", "ws://") + "/v1/stream"
+    async with websockets.connect(ws_url, additional_headers=headers) as ws:
+        for kind in ("subscribe", "status", "cancel"):
+            await ws.send(json.dumps({"type": kind, "request_id": rid}))
+            reply = json.loads(await ws.recv())
+            assert reply["type"] == "error" and reply["error"]["code"] == "NOT_FOUND", (kind, reply)
+        await ws.send(json.dumps({"type": "ping"}))
+        while (msg := json.loads(await ws.recv()))["type"] != "pong":
+            assert msg.get("request_id") != rid
+
+
+async def test_a_token_with_the_key_name_as_subject_is_another_caller(gateway: str) -> None:
+    async with httpx.AsyncClient(base_url=gateway, timeout=10) as client:
+        rid = await submit(client, KEY_HEADERS, "same-id", 30)
+        # The key sees its request; a token with sub "alice" in the same tenant does not.
+        mine = await client.get("/v1/requests", headers=KEY_HEADERS)
+        assert [r["request_id"] for r in mine.json()["requests"]] == [rid]
+        token = jwt_for("alice")
+        await assert_invisible(gateway, client, bearer(token), rid)
+        # The same client id is the token's own: a new request, not a replay of the key's.
+        other = await submit(client, bearer(token), "same-id", 30)
+        assert other != rid
+        # ... and the key does not see the token's request either.
+        await assert_invisible(gateway, client, KEY_HEADERS, other)
+        still = await client.get(f"/v1/requests/{rid}", headers=KEY_HEADERS)
+        assert still.json()["status"] in ("PENDING", "PROCESSING")
+        for headers, request_id in ((KEY_HEADERS, rid), (bearer(token), other)):
+            cancelled = await client.post(f"/v1/requests/{request_id}/cancel", headers=headers)
+            assert cancelled.status_code == 200
+
+
+async def test_tokens_of_two_issuers_with_one_subject_are_two_callers(gateway: str) -> None:
+    one, two = jwt_for("bob", iss="https://id-one.example"), jwt_for("bob", iss="https://id-two.example")
+    async with httpx.AsyncClient(base_url=gateway, timeout=10) as client:
+        rid = await submit(client, bearer(one), "job", 30)
+        await assert_invisible(gateway, client, bearer(two), rid)
+        # A token of the same issuer and subject is the same caller.
+        again = jwt_for("bob", iss="https://id-one.example", roles=["writer", "extra"])
+        assert (await client.get(f"/v1/requests/{rid}", headers=bearer(again))).status_code == 200
+        await client.post(f"/v1/requests/{rid}/cancel", headers=bearer(one))
+
+
+async def test_events_reach_only_the_owner_websocket(gateway: str) -> None:
+    ws_url = gateway.replace("http://", "ws://") + "/v1/stream"
+    async with (
+        websockets.connect(ws_url, additional_headers=KEY_HEADERS) as key_ws,
+        websockets.connect(ws_url, additional_headers=bearer(jwt_for("alice"))) as jwt_ws,
+    ):
+        await asyncio.sleep(0.05)
+        await key_ws.send(json.dumps({"action": "wait", "id": "fan", "payload": {"seconds": 0.2}}))
+        ack = json.loads(await key_ws.recv())
+        rid = ack["request_id"]
+        while (msg := json.loads(await key_ws.recv()))["type"] not in ("complete", "error"):
+            pass
+        assert msg["request_id"] == rid
+        await jwt_ws.send(json.dumps({"type": "ping"}))
+        with contextlib.suppress(TimeoutError):
+            async with asyncio.timeout(1):
+                while (got := json.loads(await jwt_ws.recv()))["type"] != "pong":
+                    assert got.get("request_id") != rid
