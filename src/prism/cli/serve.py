@@ -25,6 +25,9 @@ __all__ = ["add_parser", "run", "worker_app"]
 
 #: Environment variables that carry the serve options to worker processes (``--workers N``).
 _ENV_CONFIG = "PRISM_SERVE_CONFIG"
+_ENV_URL = "PRISM_SERVE_URL"
+#: Where the zero-config gateway keeps its embedded SQLite store (the only directory serve creates).
+DEFAULT_DATA_DIR = ".prism"
 #: Allocations between young-generation garbage collections. Requests allocate many short-lived
 #: containers that reference counting already frees; collecting less often saves CPU per request.
 GC_GEN0_THRESHOLD = 20_000
@@ -75,16 +78,21 @@ def _fail(message: str, code: int) -> int:
     return code
 
 
-def _load(config_path: str | None) -> Any:
+def _load(config_path: str | None, *, announce: bool = False) -> Any:
+    """The config to serve; without a file, the zero-config default (creating ``./.prism/``)."""
     from prism.gateway.config import default_config, load_config
 
     if config_path is None:
-        Path(".prism").mkdir(exist_ok=True)
+        data_dir = Path(DEFAULT_DATA_DIR).resolve()
+        if not data_dir.is_dir():
+            data_dir.mkdir()
+            if announce:
+                print(f"Created the data directory {data_dir}", flush=True)
         return default_config()
     return load_config(config_path)
 
 
-def _build_app(config: Any) -> Any:
+def _build_app(config: Any, banner: list[str] | None = None) -> Any:
     from prism.gateway.app import create_app, load_extensions
 
     routes: list[Any] = []
@@ -95,14 +103,16 @@ def _build_app(config: Any) -> Any:
         on_startup.extend(extension.on_startup)
         on_shutdown.extend(extension.on_shutdown)
     app = create_app(config, extra_routes=routes, on_startup=on_startup, on_shutdown=on_shutdown)
-    return _QuietStartup(app)
+    return _QuietStartup(app, banner or [])
 
 
 class _QuietStartup:
-    """Reports a failed startup (a store that does not open) as one line instead of a traceback."""
+    """Reports a failed startup (a store that does not open) as one line instead of a traceback,
+    and prints the banner once startup succeeded (the stores are open)."""
 
-    def __init__(self, app: Any) -> None:
+    def __init__(self, app: Any, banner: list[str]) -> None:
         self.app = app
+        self.banner = banner
 
     async def __call__(self, scope: Any, receive: Any, send: Any) -> None:
         if scope["type"] != "lifespan":
@@ -113,6 +123,9 @@ class _QuietStartup:
             if message["type"] == "lifespan.startup.failed":
                 error = getattr(self.app.state.gateway, "startup_error", None)
                 message = {**message, "message": f"prism: error: {error or 'startup failed'}"}
+            elif message["type"] == "lifespan.startup.complete":
+                for line in self.banner:
+                    print(line, flush=True)
             await send(message)
 
         try:
@@ -129,7 +142,8 @@ def worker_app() -> Any:
     path = os.environ.get(_ENV_CONFIG) or None
     config = _load(path)
     configure_logging(os.environ.get("PRISM_SERVE_LOG_LEVEL", config.server.log_level))
-    app = _build_app(config)
+    url = os.environ.get(_ENV_URL, "")
+    app = _build_app(config, [f"Prism gateway worker {os.getpid()} listening on {url}"])
     _tune_gc()
     return app
 
@@ -156,16 +170,37 @@ def _bind(host: str, port: int) -> socket.socket:
     return sock
 
 
+def _banner(config: Any, base: str) -> list[str]:
+    ns = config.namespaces[0].name
+    auth = " -H 'X-API-Key: <your key>'" if config.auth.enabled else ""
+    insecure = " -k" if base.startswith("https:") else ""
+    lines = [f"Prism gateway listening on {base} (config: {config.source})"]
+    if config.source == "<default config>":
+        lines.append(f"Data directory: {Path(DEFAULT_DATA_DIR).resolve()} (embedded SQLite store)")
+    lines.append(
+        f"Try it:  curl{insecure} -X PUT{auth} --data-binary 'hello' {base}/v1/kv/{ns}/greeting && "
+        f"curl{insecure}{auth} {base}/v1/kv/{ns}/greeting"
+    )
+    lines.append(f"API docs: {base}/docs")
+    return lines
+
+
 def run(args: argparse.Namespace) -> int:
-    """Validate the config, bind, print how to try it, and serve until SIGTERM or Ctrl-C."""
+    """Validate the config, bind, and serve until SIGTERM or Ctrl-C.
+
+    The banner (where it listens, how to try it) is printed once the stores are open.
+    """
     import uvicorn
 
     from prism.gateway.config import ConfigError
     from prism.gateway.logs import configure_logging
+    from prism.gateway.server import HttpProtocol, effective_max_connections, tls_context, tls_context_factory
     from prism.streaming.app import UVICORN_OPTIONS
 
+    if not 0 <= args.port <= 65535:
+        return _fail(f"--port must be from 0 to 65535, not {args.port}", EXIT_CONFIG)
     try:
-        config = _load(args.config)
+        config = _load(args.config, announce=True)
     except ConfigError as exc:
         return _fail(str(exc), EXIT_CONFIG)
     level = args.log_level or config.server.log_level
@@ -184,30 +219,41 @@ def run(args: argparse.Namespace) -> int:
             return _fail(
                 f"store {shared[0]!r} is in-memory and cannot be shared by --workers > 1", EXIT_CONFIG
             )
+    server_config = config.server
+    tls = server_config.tls
     try:
-        # Built in the parent even with --workers, so a bad secret or key file fails here, once.
-        app = _build_app(config)
+        if tls is not None:
+            # Built here once so a bad certificate or key is reported before serving.
+            tls_context(tls, config.base_dir, config.source)
     except ConfigError as exc:
         return _fail(str(exc), EXIT_CONFIG)
     try:
         sock = _bind(args.host, args.port)
-    except OSError as exc:
-        return _fail(f"cannot listen on {args.host}:{args.port}: {exc.strerror or exc}", EXIT_STARTUP)
+    except (OSError, OverflowError) as exc:
+        reason = getattr(exc, "strerror", None) or exc
+        return _fail(f"cannot listen on {args.host}:{args.port}: {reason}", EXIT_STARTUP)
     port = sock.getsockname()[1]
     shown = f"[{args.host}]" if ":" in args.host else args.host
-    base = f"http://{shown}:{port}"
-    ns = config.namespaces[0].name
-    auth = " -H 'X-API-Key: <your key>'" if config.auth.enabled else ""
-    print(f"Prism gateway listening on {base} (config: {config.source})", flush=True)
-    print(
-        f"Try it:  curl -X PUT{auth} --data-binary 'hello' {base}/v1/kv/{ns}/greeting && "
-        f"curl{auth} {base}/v1/kv/{ns}/greeting",
-        flush=True,
-    )
-    print(f"API docs: {base}/docs", flush=True)
+    base = f"{'https' if tls is not None else 'http'}://{shown}:{port}"
+    try:
+        # Built in the parent even with --workers, so a bad secret or key file fails here, once.
+        app = _build_app(config, _banner(config, base))
+    except ConfigError as exc:
+        sock.close()
+        return _fail(str(exc), EXIT_CONFIG)
+    allowed = effective_max_connections(server_config.max_connections)
+    if allowed < server_config.max_connections:
+        print(
+            f"prism: warning: serving at most {allowed} connections per process, not "
+            f"server.max_connections={server_config.max_connections}: the open-file limit (ulimit -n) "
+            "is lower",
+            file=sys.stderr,
+            flush=True,
+        )
     common: dict[str, Any] = {
         "loop": "auto",
-        "http": "auto",
+        # Prism's protocol: caps on headers and connections, a header timeout, client certificates.
+        "http": HttpProtocol,
         "lifespan": "on",
         "log_config": None,
         "access_log": False,
@@ -216,6 +262,8 @@ def run(args: argparse.Namespace) -> int:
         # WebSocket settings of /v1/stream: no per-connection compression state, protocol pings.
         **UVICORN_OPTIONS,
     }
+    if tls is not None:
+        common["ssl_context_factory"] = tls_context_factory(tls, config.base_dir, config.source)
     _tune_gc()
     # uvicorn re-raises the signal it drained on; with a handler in place that ends in a clean exit 0.
     signal.signal(signal.SIGTERM, lambda signum, frame: None)
@@ -231,6 +279,7 @@ def run(args: argparse.Namespace) -> int:
             sock.close()
         return 0 if server.started else EXIT_STARTUP
     os.environ[_ENV_CONFIG] = args.config or ""
+    os.environ[_ENV_URL] = base
     os.environ["PRISM_SERVE_LOG_LEVEL"] = level
     from uvicorn.supervisors import Multiprocess
 

@@ -1,8 +1,8 @@
 """The steps every data request goes through, in one place.
 
-authenticate -> find the namespace -> reserve an audit slot -> authorize -> admit
-(rate and concurrency limits) -> read the body (bounded) -> run the operation under
-the request timeout (through the Idempotency-Key cache for writes) -> map errors to
+authenticate -> find the namespace -> reserve an audit slot -> authorize -> read the
+body (bounded in size and time) -> admit (rate and concurrency limits) -> run the
+operation under the request timeout (through the Idempotency-Key cache for writes) -> map errors to
 problems -> record the audit event (denied and failed attempts included). Route
 handlers only do their own operation on a :class:`Call`.
 """
@@ -10,6 +10,7 @@ handlers only do their own operation on a :class:`Call`.
 from __future__ import annotations
 
 import asyncio
+import logging
 import time
 from collections.abc import Awaitable, Callable, MutableMapping
 from datetime import UTC, datetime
@@ -30,6 +31,8 @@ from prism.gateway.runtime import Gateway, ServedNamespace
 from prism.kv.namespace import Namespace
 
 __all__ = ["Call", "DataEndpoint", "Handler", "auth_problem", "problem_for", "read_body", "record_access"]
+
+log = logging.getLogger("prism.gateway")
 
 #: Request headers that are part of an idempotent request's identity.
 _FINGERPRINT_HEADERS = ("content-type", "if-match", "if-none-match")
@@ -112,8 +115,27 @@ def auth_problem(exc: AuthError) -> HTTPProblem:
     return HTTPProblem(exc.status, exc.code, exc.detail, headers=headers)
 
 
-async def read_body(request: Request, limit: int) -> bytes:
-    """The request body, refusing (413) anything over ``limit`` bytes before reading it all."""
+async def read_body(request: Request, limit: int, within: float | None = None) -> bytes:
+    """The request body, refusing (413) anything over ``limit`` bytes before reading it all.
+
+    A body that has not fully arrived ``within`` seconds is refused with 408 and the
+    connection closed (a client that slow is not worth keeping).
+    """
+    if within is None:
+        return await _read_body(request, limit)
+    try:
+        async with asyncio.timeout(within):
+            return await _read_body(request, limit)
+    except TimeoutError:
+        raise HTTPProblem(
+            408,
+            "BODY_TIMEOUT",
+            f"the request body did not arrive within {within:g} s",
+            headers={"Connection": "close"},
+        ) from None
+
+
+async def _read_body(request: Request, limit: int) -> bytes:
     declared = request.headers.get("content-length")
     if declared is not None:
         try:
@@ -157,6 +179,7 @@ class DataEndpoint:
         self.body_limit = body_limit
         self.writes = action == "write"
         self.timeout = gateway.config.server.request_timeout
+        self.body_timeout = gateway.config.server.body_timeout
         self.retry_after = gateway.config.server.retry_after
 
     async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
@@ -188,10 +211,14 @@ class DataEndpoint:
                 audit.admit()
                 audited = True
             authorize(principal, served.config, self.action)
+            body = b""
+            if self.body_limit is not None:
+                # Read before a concurrency slot is taken, under its own timeout: a slow client
+                # holds its own connection, never a slot of the namespace.
+                body = await read_body(request, self.body_limit(served), self.body_timeout)
             async with served.limiter.admit():
                 call = Call(request, gateway, principal, served, served.handle(principal.tenant))
-                if self.body_limit is not None:
-                    call.body = await read_body(request, self.body_limit(served))
+                call.body = body
                 idem_key = request.headers.get("idempotency-key") if self.writes else None
                 if idem_key is not None and gateway.idempotency is not None:
                     async with asyncio.timeout(self.timeout):
@@ -206,7 +233,10 @@ class DataEndpoint:
         except Exception as exc:
             problem = problem_for(exc, self.timeout, self.retry_after)
             if problem is None:
-                raise
+                # Answered here, not left to the app: the audit then records what the client got.
+                rid = scope.get("prism.request_id")
+                log.error("unhandled error", exc_info=exc, extra={"request_id": rid})
+                problem = HTTPProblem(500, "INTERNAL", "the gateway failed to handle this request")
             error_code = problem.code
             response = problem.response(scope.get("prism.request_id"))
         finally:
@@ -253,7 +283,7 @@ def problem_for(exc: Exception, timeout: float, retry_after: int) -> HTTPProblem
             headers={"Retry-After": str(retry_after)},
         )
     if isinstance(exc, PiiError):
-        return HTTPProblem(500, "PII_DECRYPT_FAILED", str(exc))
+        return HTTPProblem(500, exc.code, str(exc))
     return None
 
 
@@ -267,7 +297,7 @@ async def _answer(handler: Handler, call: Call, retry_after: int) -> Response:
         elif isinstance(exc, PrismError):
             problem = from_prism_error(exc, retry_after)
         else:
-            problem = HTTPProblem(500, "PII_DECRYPT_FAILED", str(exc))
+            problem = HTTPProblem(500, exc.code, str(exc))
         call.error_code = problem.code
         return problem.response(call.request.scope.get("prism.request_id"))
 

@@ -40,6 +40,8 @@ class StreamingConfig(msgspec.Struct, kw_only=True, forbid_unknown_fields=True, 
     sync_deadline: float | None = None
     #: Largest accepted WebSocket frame, in bytes; larger frames get MESSAGE_TOO_LARGE.
     max_frame_bytes: int = 128 * 1024
+    #: Seconds a client has to send the whole body of POST /v1/requests; a slower one gets 408.
+    body_timeout: float = 30.0
     #: Invalid frames in a row after which the connection is closed with 1008.
     max_invalid_frames: int = 10
     #: Sustained client messages per second per connection before RATE_LIMITED.
@@ -114,6 +116,7 @@ class StreamingConfig(msgspec.Struct, kw_only=True, forbid_unknown_fields=True, 
             "handler_timeout",
             "sse_keepalive",
             "resync_interval",
+            "body_timeout",
         )
         for name in positive:
             if not getattr(self, name) > 0:

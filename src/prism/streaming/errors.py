@@ -33,6 +33,7 @@ HTTP_STATUS: dict[str, int] = {
     "CANCELLED": 409,
     "DUPLICATE_REQUEST": 409,
     "MESSAGE_TOO_LARGE": 413,
+    "REQUEST_TIMEOUT": 408,
     "INVALID_MESSAGE": 400,
 }
 

@@ -119,10 +119,17 @@ class _Api:
     async def _submit(self, request: Request, principal: Principal) -> Response:
         limit = self.service.config.max_frame_bytes
         body = b""
-        async for chunk in request.stream():
-            body += chunk
-            if len(body) > limit:
-                raise StreamError("MESSAGE_TOO_LARGE", f"a request body holds at most {limit} bytes")
+        body_timeout = self.service.config.body_timeout
+        try:
+            async with asyncio.timeout(body_timeout):
+                async for chunk in request.stream():
+                    body += chunk
+                    if len(body) > limit:
+                        raise StreamError("MESSAGE_TOO_LARGE", f"a request body holds at most {limit} bytes")
+        except TimeoutError:
+            raise StreamError(
+                "REQUEST_TIMEOUT", f"the request body did not arrive within {body_timeout:g} s"
+            ) from None
         msg = decode_inbound(body or b"{}")
         if msg.type is not None or msg.action is None:
             raise StreamError("INVALID_MESSAGE", 'the body is {"action", "payload"?, "id"?, "metadata"?}')
