@@ -1,0 +1,99 @@
+"""A draining ``prism serve`` ends its SSE streams at once, cleanly, and exits on time."""
+
+from __future__ import annotations
+
+import json
+import os
+import signal
+import subprocess
+import sys
+import time
+from collections.abc import Iterator
+from pathlib import Path
+
+import httpx
+import pytest
+
+from prism.testing.servers import free_port
+from prism.testing.servers._base import ServerUnavailable, wait_for_port
+
+PRISM = str(Path(sys.executable).with_name("prism"))
+#: server.shutdown_timeout of the zero-config gateway: what an SSE stream used to run into.
+SHUTDOWN_TIMEOUT = 10.0
+
+
+@pytest.fixture
+def served(tmp_path: Path) -> Iterator[tuple[subprocess.Popen[str], str]]:
+    """The zero-config gateway (streaming with its demo handlers and in-process workers)."""
+    port = free_port()
+    proc = subprocess.Popen(
+        [PRISM, "serve", "--port", str(port)],
+        cwd=tmp_path,
+        env={**os.environ, "PYTHONUNBUFFERED": "1"},
+        stdout=subprocess.DEVNULL,
+        stderr=subprocess.PIPE,
+        text=True,
+    )
+    try:
+        deadline = time.monotonic() + 30
+        while True:
+            if proc.poll() is not None or time.monotonic() > deadline:
+                raise AssertionError(f"prism serve did not start: {proc.communicate()[1]}")
+            try:
+                wait_for_port(port, timeout=0.2)
+                break
+            except ServerUnavailable:
+                continue
+        yield proc, f"http://127.0.0.1:{port}"
+    finally:
+        if proc.poll() is None:
+            proc.kill()
+            proc.communicate()
+
+
+def sse_events(lines: Iterator[str]) -> Iterator[dict[str, str]]:
+    """Server-Sent Events as {"id"?, "event", "data"} mappings (comments and retry skipped)."""
+    event: dict[str, str] = {}
+    for line in lines:
+        if line == "":
+            if "data" in event:
+                yield event
+            event = {}
+        elif not line.startswith(":"):
+            name, _, value = line.partition(":")
+            event[name] = value.removeprefix(" ")
+
+
+def test_sigterm_ends_an_open_sse_stream_at_once_with_a_reconnect_event(
+    served: tuple[subprocess.Popen[str], str],
+) -> None:
+    proc, url = served
+    with httpx.Client(base_url=url, timeout=30) as http:
+        rid = http.post("/v1/requests", json={"action": "delay", "payload": {"seconds": 60}}).json()[
+            "request_id"
+        ]
+        with http.stream("GET", f"/v1/requests/{rid}/events") as response:
+            assert response.status_code == 200
+            events = sse_events(response.iter_lines())
+            first = next(events)
+            assert first["event"] == "progress" and first["id"] == "1"
+            proc.send_signal(signal.SIGTERM)
+            signalled = time.monotonic()
+            rest = list(events)
+            ended = time.monotonic() - signalled
+    # The stream ends well before the shutdown timeout, with an event telling the client to reconnect.
+    assert ended < 3.0, f"the SSE stream ran {ended:.1f} s past SIGTERM"
+    assert rest, "the stream ended without a final event"
+    final = rest[-1]
+    assert final["event"] == "reconnect" and "id" not in final
+    assert json.loads(final["data"]) == {
+        "type": "reconnect",
+        "request_id": rid,
+        "reason": "shutdown",
+        "message": "the server is shutting down; reconnect with Last-Event-ID to resume",
+    }
+    _, err = proc.communicate(timeout=SHUTDOWN_TIMEOUT)
+    exited = time.monotonic() - signalled
+    assert proc.returncode == 0, err
+    assert exited < SHUTDOWN_TIMEOUT / 2, f"prism serve took {exited:.1f} s to exit"
+    assert "Traceback" not in err and '"level":"error"' not in err, err
