@@ -25,6 +25,8 @@ SCHEMES: dict[str, str] = {
     "postgres": "prism.backends.postgres:PostgresBackend",
     "nats": "prism.backends.nats:NatsBackend",
     "dynamodb": "prism.backends.dynamodb:DynamoDBBackend",
+    "prism+http": "prism.backends.gateway_http:GatewayHTTPBackend",
+    "prism+https": "prism.backends.gateway_http:GatewayHTTPBackend",
 }
 
 #: The extra that installs each scheme's driver.

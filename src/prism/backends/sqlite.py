@@ -2,7 +2,9 @@
 
 ``sqlite:///data/prism.db`` is relative to the working directory, ``sqlite:////var/lib/x.db``
 absolute, ``sqlite:///:memory:`` private to the store. The file is in WAL mode, so
-readers never wait for writers, and several processes may share it.
+readers never wait for writers, and several processes may share it. The file is
+created when missing, its directory never is: a wrong path fails with an error
+naming the directory instead of quietly starting an empty store somewhere else.
 
 Calls run directly on the caller's thread: a read or a write to a local WAL file
 takes microseconds, far less than a hop to a worker thread. Only when another
@@ -96,8 +98,14 @@ def _prefix_end(prefix: str) -> str | None:
     return None
 
 
-def _make_parent(path: str) -> None:
-    os.makedirs(os.path.dirname(os.path.abspath(path)), exist_ok=True)
+def _check_parent(path: str) -> None:
+    """Refuse a database whose directory is missing: creating it silently hides a wrong path."""
+    parent = os.path.dirname(os.path.abspath(path))
+    if not os.path.isdir(parent):
+        raise BackendUnavailable(
+            f"cannot open SQLite database {path!r}: the directory {parent!r} does not exist "
+            "(create it first; Prism does not create directories for a store)"
+        )
 
 
 def _range_clause(column: str, lo: str | None, hi: str | None, after: str | None) -> tuple[str, list[str]]:
@@ -207,7 +215,7 @@ class SQLiteBackend(Backend):
     async def open(self) -> None:
         try:
             if self.path != ":memory:":
-                _make_parent(self.path)
+                _check_parent(self.path)
             conn = self._connect(self.busy_timeout)
             if self.path != ":memory:":
                 conn.execute("PRAGMA journal_mode = WAL")

@@ -1,4 +1,4 @@
-"""The ``prism`` command: ``prism kv ...``, ``prism serve``, ``prism worker``, ``prism request ...``.
+"""The ``prism`` command: ``kv``, ``serve``, ``worker``, ``request``, ``config check`` and ``auth``.
 
 Each subcommand lives in its own module exposing ``add_parser(subparsers)``, which
 registers its arguments and sets ``func`` to a callable taking the parsed args and
@@ -11,17 +11,26 @@ import argparse
 import importlib
 import sys
 from collections.abc import Sequence
+from importlib import metadata
 
 from prism.errors import PrismError
 
 __all__ = ["main"]
 
 #: Subcommand modules, imported lazily so ``prism kv`` never loads the server stack.
-COMMANDS = ("kv", "serve", "worker", "request")
+COMMANDS = ("kv", "serve", "worker", "request", "config", "auth")
+
+
+def _version() -> str:
+    try:
+        return metadata.version("prism")
+    except metadata.PackageNotFoundError:
+        return "unknown (not installed)"
 
 
 def build_parser(argv: Sequence[str]) -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(prog="prism", description="Prism data-access layer")
+    parser.add_argument("--version", action="version", version=f"prism {_version()}")
     sub = parser.add_subparsers(dest="command", required=True, metavar="COMMAND")
     wanted = next((a for a in argv if not a.startswith("-")), None)
     for name in COMMANDS:
