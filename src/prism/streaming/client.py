@@ -7,6 +7,12 @@ Every request is sent with an id, so after a dropped connection the client sends
 again without running it twice (the server answers a repeat with the first request),
 and resubscribes to the requests it follows from the last event it saw. Each event
 reaches ``on_progress`` once.
+
+Every failure is a :class:`~prism.errors.PrismError`: a server that cannot be reached
+raises :class:`~prism.errors.BackendUnavailable`, and a refused or failed request
+:class:`RequestError` (with the protocol's ``code``). No call waits forever: each wait
+for the server's answer (an acknowledgment, a status, a subscription, a pong) gives
+up after ``reply_timeout`` seconds with ``RequestError("TIMEOUT")``.
 """
 
 from __future__ import annotations
@@ -27,6 +33,7 @@ from urllib.parse import urlsplit, urlunsplit
 
 import msgspec
 
+from prism.errors import BackendUnavailable, InvalidArgument, PrismError
 from prism.streaming.errors import HTTP_STATUS, StreamError
 
 __all__ = ["ProgressUpdate", "RequestError", "RequestHandle", "StreamClient"]
@@ -38,8 +45,9 @@ CLOSE_POLICY_VIOLATION = 1008
 ProgressCallback = Callable[["ProgressUpdate"], Awaitable[None] | None]
 
 
-class RequestError(StreamError):
-    """A request failed on the server: ``code`` is the protocol error code."""
+class RequestError(StreamError, PrismError):
+    """A request failed or was refused: ``code`` is the protocol error code, ``details`` its details
+    (for ``INVALID_ACTION``, ``details["actions"]`` lists the actions the server knows)."""
 
     def __init__(self, code: str, message: str, *, request_id: str | None = None, **kwargs: Any) -> None:
         if code not in HTTP_STATUS:
@@ -60,7 +68,11 @@ class ProgressUpdate:
 
 @dataclass(eq=False)
 class RequestHandle:
-    """A request this client sent or follows: await ``result()`` for its outcome."""
+    """A request this client sent or follows: await ``result()`` for its outcome.
+
+    ``request_id`` is the server's id of the request: set when ``submit()`` or ``follow()``
+    returns, so it can be passed to ``follow()``, ``status()`` or ``cancel()`` at once.
+    """
 
     client_id: str
     action: str | None
@@ -115,7 +127,9 @@ class StreamClient:
     ``max_reconnect_delay``); ``ping_interval`` sends an application ping so the
     server's idle timeout never closes a quiet connection; ``connect_timeout`` bounds
     each connection attempt, and ``max_reconnect_attempts`` (None: forever) how many
-    are made after a drop before pending requests fail.
+    are made after a drop before pending requests fail. ``reply_timeout`` bounds every
+    wait for an answer of the server (``submit()`` waiting for the acknowledgment,
+    ``status()``, ``cancel()``, ``follow()``, ``ping()``), reconnecting included.
     """
 
     def __init__(
@@ -128,9 +142,19 @@ class StreamClient:
         max_reconnect_delay: float = 5.0,
         max_reconnect_attempts: int | None = None,
         connect_timeout: float = 10.0,
+        reply_timeout: float = 30.0,
         ping_interval: float = 60.0,
         max_message_bytes: int = 16 * 1024 * 1024,
     ) -> None:
+        for name, value in (
+            ("reconnect_delay", reconnect_delay),
+            ("max_reconnect_delay", max_reconnect_delay),
+            ("connect_timeout", connect_timeout),
+            ("reply_timeout", reply_timeout),
+            ("ping_interval", ping_interval),
+        ):
+            if not value > 0:
+                raise InvalidArgument(f"StreamClient: {name} must be > 0 seconds, not {value!r}")
         self.url = stream_url(url)
         self._token = token
         self.reconnect = reconnect
@@ -138,6 +162,7 @@ class StreamClient:
         self.max_reconnect_delay = max_reconnect_delay
         self.max_reconnect_attempts = max_reconnect_attempts
         self.connect_timeout = connect_timeout
+        self.reply_timeout = reply_timeout
         self.ping_interval = ping_interval
         self.max_message_bytes = max_message_bytes
         self._ws: Any = None
@@ -151,6 +176,8 @@ class StreamClient:
         self._closed = False
         #: Why the server refused this client for good (bad credentials): no reconnect helps.
         self._fatal: RequestError | None = None
+        #: Why the connection is gone for good (no reconnect, or reconnecting gave up).
+        self._broken: RequestError | None = None
         self._last_error: RequestError | None = None
         self._ids = itertools.count(1)
         self._prefix = os.urandom(6).hex()
@@ -161,17 +188,40 @@ class StreamClient:
 
     # -- connection ----------------------------------------------------------------------
 
+    @property
+    def _shown_url(self) -> str:
+        """The URL without its query (which may carry ``?token=``), for messages."""
+        parts = urlsplit(self.url)
+        return urlunsplit((parts.scheme, parts.netloc, parts.path, "", ""))
+
     async def _connect(self) -> None:
         import websockets
 
         headers = {"Authorization": f"Bearer {self._token}"} if self._token else {}
-        self._ws = await websockets.connect(
-            self.url,
-            additional_headers=headers,
-            open_timeout=self.connect_timeout,
-            max_size=self.max_message_bytes,
-            compression=None,
-        )
+        try:
+            self._ws = await websockets.connect(
+                self.url,
+                additional_headers=headers,
+                open_timeout=self.connect_timeout,
+                max_size=self.max_message_bytes,
+                compression=None,
+            )
+        except websockets.InvalidStatus as exc:
+            status = exc.response.status_code
+            raise BackendUnavailable(
+                f"{self._shown_url} refused the WebSocket handshake with HTTP {status}"
+                + (" (is streaming enabled on that server?)" if status == 404 else ""),
+                cause=exc,
+            ) from exc
+        except TimeoutError as exc:
+            raise BackendUnavailable(
+                f"cannot reach {self._shown_url}: no answer within connect_timeout "
+                f"({self.connect_timeout:g} s)",
+                cause=exc,
+            ) from exc
+        except (OSError, websockets.InvalidHandshake, websockets.InvalidURI) as exc:
+            reason = os.strerror(exc.errno) if isinstance(exc, OSError) and exc.errno else str(exc)
+            raise BackendUnavailable(f"cannot reach {self._shown_url}: {reason}", cause=exc) from exc
         self._connected.set()
 
     async def connect(self) -> Self:
@@ -242,13 +292,27 @@ class StreamClient:
 
         if self._fatal is not None:
             raise self._fatal
-        await self._connected.wait()
+        if not self._connected.is_set():
+            await self._wait_connected()
         try:
             await self._ws.send(msgspec.json.encode(message).decode())
         except websockets.ConnectionClosed:
             if self._fatal is not None:
                 raise self._fatal from None
             raise RequestError("INTERNAL_ERROR", "the connection was lost", retryable=True) from None
+
+    async def _wait_connected(self) -> None:
+        """Wait while reconnecting; raise at once when the connection is gone for good."""
+        if self._reader is None:
+            raise RuntimeError("the client is not connected: use `async with StreamClient(...)` or connect()")
+        if not self._reader.done():
+            connected = asyncio.ensure_future(self._connected.wait())
+            try:
+                await asyncio.wait({connected, self._reader}, return_when=asyncio.FIRST_COMPLETED)
+            finally:
+                connected.cancel()
+        if not self._connected.is_set():
+            raise self._fatal or self._broken or RequestError("INTERNAL_ERROR", "the client was closed")
 
     async def _read_forever(self) -> None:
         import websockets
@@ -270,7 +334,8 @@ class StreamClient:
                 return
             self._fail_control(RequestError("INTERNAL_ERROR", "the connection was lost", retryable=True))
             if not self.reconnect:
-                self._fail_all(RequestError("INTERNAL_ERROR", "the connection was lost", retryable=True))
+                self._broken = RequestError("INTERNAL_ERROR", "the connection was lost", retryable=True)
+                self._fail_all(self._broken)
                 return
             if not await self._reconnect():
                 return
@@ -284,9 +349,12 @@ class StreamClient:
                 await self._connect()
             except Exception as exc:
                 if self.max_reconnect_attempts is not None and attempt >= self.max_reconnect_attempts:
-                    self._fail_all(
-                        RequestError("INTERNAL_ERROR", f"could not reconnect: {exc}", retryable=True)
+                    self._broken = RequestError(
+                        "INTERNAL_ERROR",
+                        f"the connection was lost and {attempt} reconnect attempts failed: {exc}",
+                        retryable=True,
                     )
+                    self._fail_all(self._broken)
                     return False
                 await asyncio.sleep(delay * random.uniform(0.5, 1.5))
                 delay = min(delay * 2, self.max_reconnect_delay)
@@ -440,7 +508,15 @@ class StreamClient:
         metadata: dict[str, Any] | None = None,
         on_progress: ProgressCallback | None = None,
     ) -> RequestHandle:
-        """Send a request and return its handle at once (``await handle.result()`` for the outcome)."""
+        """Send a request and return its handle once the server took it (``await handle.result()``
+        for the outcome).
+
+        It returns when the server acknowledged the request (or, for a quick one, answered
+        it), so ``handle.request_id`` is set. A request the server refuses (unknown action,
+        invalid payload, missing permission) raises RequestError here; no acknowledgment
+        within ``reply_timeout`` raises RequestError("TIMEOUT") (the request may still run:
+        submit it again with the same ``id`` to find it).
+        """
         if self._closed:
             raise RuntimeError("the client is closed")
         client_id = id or f"{self._prefix}-{next(self._ids)}"
@@ -448,14 +524,42 @@ class StreamClient:
             raise ValueError(f"request id {client_id!r} is already in flight on this client")
         handle = RequestHandle(client_id, action, payload, metadata, on_progress, self._future())
         self._by_id[client_id] = handle
+        acked = asyncio.ensure_future(handle.acknowledged.wait())
         try:
-            await self._send(self._request_message(handle))
-        except RequestError:
-            # A dropped connection sends it again on reconnect; a refused client fails now.
-            if self._fatal is not None or not self.reconnect:
-                self._by_id.pop(client_id, None)
-                raise
+            async with asyncio.timeout(self.reply_timeout):
+                try:
+                    await self._send(self._request_message(handle))
+                except RequestError:
+                    # A dropped connection sends it again on reconnect; a refused client fails now.
+                    if self._fatal is not None or self._broken is not None or not self.reconnect:
+                        raise
+                await asyncio.wait({acked, handle.future}, return_when=asyncio.FIRST_COMPLETED)
+        except TimeoutError:
+            self._forget(handle)
+            raise RequestError(
+                "TIMEOUT",
+                f"the server did not acknowledge request {client_id!r} within reply_timeout "
+                f"({self.reply_timeout:g} s); it may still run: submit it again with id={client_id!r} "
+                "to find it",
+                retryable=True,
+            ) from None
+        except BaseException:
+            self._forget(handle)
+            raise
+        finally:
+            acked.cancel()
+        if handle.request_id is None:
+            # Refused before it was stored: there is no request to return.
+            self._forget(handle)
+            handle.future.result()
+            raise RequestError("INTERNAL_ERROR", "the server answered without a request id")
         return handle
+
+    def _forget(self, handle: RequestHandle) -> None:
+        if self._by_id.get(handle.client_id) is handle:
+            del self._by_id[handle.client_id]
+        if handle.request_id is not None and self._by_rid.get(handle.request_id) is handle:
+            del self._by_rid[handle.request_id]
 
     async def request(
         self,
@@ -475,8 +579,16 @@ class StreamClient:
     async def follow(
         self, request_id: str, *, after_seq: int = 0, on_progress: ProgressCallback | None = None
     ) -> RequestHandle:
-        """Follow a request (sent earlier, maybe by another client) from event ``after_seq`` on."""
+        """Follow a request (sent earlier, maybe by another client) from event ``after_seq`` on.
+
+        Returns once the server confirmed the subscription (NOT_FOUND for an unknown
+        request or another user's); ``await handle.result()`` waits for the outcome.
+        """
+        _check_request_id("follow", request_id)
+        if isinstance(after_seq, bool) or not isinstance(after_seq, int) or after_seq < 0:
+            raise InvalidArgument(f"follow(): after_seq must be an int >= 0, not {after_seq!r}")
         handle = self._by_rid.get(request_id)
+        created = handle is None
         if handle is None:
             handle = RequestHandle(
                 f"{self._prefix}-{next(self._ids)}",
@@ -489,9 +601,16 @@ class StreamClient:
             )
             handle._seen.update(range(1, after_seq + 1))
             self._by_rid[request_id] = handle
-        reply = await self._control_call(
-            "subscribed", request_id, {"type": "subscribe", "request_id": request_id, "after_seq": after_seq}
-        )
+        try:
+            reply = await self._control_call(
+                "subscribed",
+                request_id,
+                {"type": "subscribe", "request_id": request_id, "after_seq": after_seq},
+            )
+        except BaseException:
+            if created:
+                self._forget(handle)
+            raise
         if (
             reply.get("status") in ("COMPLETED", "FAILED", "CANCELLED")
             and reply.get("last_seq", 0) <= after_seq
@@ -506,23 +625,62 @@ class StreamClient:
         return handle
 
     async def _control_call(self, kind: str, request_id: str, message: dict[str, Any]) -> dict[str, Any]:
+        if self._closed:
+            raise RuntimeError("the client is closed")
         fut: asyncio.Future[dict[str, Any]] = self._future()
-        self._control.setdefault((kind, request_id), []).append(fut)
-        await self._send(message)
-        return await fut
+        waiters = self._control.setdefault((kind, request_id), [])
+        waiters.append(fut)
+        try:
+            async with asyncio.timeout(self.reply_timeout):
+                await self._send(message)
+                return await fut
+        except TimeoutError:
+            raise RequestError(
+                "TIMEOUT",
+                f"no answer to {message['type']!r} of {request_id!r} within reply_timeout "
+                f"({self.reply_timeout:g} s)",
+                request_id=request_id,
+                retryable=True,
+            ) from None
+        finally:
+            if fut in waiters:
+                waiters.remove(fut)
+            if not waiters and self._control.get((kind, request_id)) is waiters:
+                del self._control[(kind, request_id)]
 
     async def status(self, request_id: str) -> dict[str, Any]:
         """The request as stored: status, progress, result or error."""
+        _check_request_id("status", request_id)
         return await self._control_call("status", request_id, {"type": "status", "request_id": request_id})
 
     async def cancel(self, request_id: str) -> dict[str, Any]:
         """Cancel a request; the answer is its status afterwards."""
+        _check_request_id("cancel", request_id)
         return await self._control_call("status", request_id, {"type": "cancel", "request_id": request_id})
 
     async def ping(self) -> float:
         """Round-trip time of an application ping, in seconds."""
+        if self._closed:
+            raise RuntimeError("the client is closed")
         fut: asyncio.Future[float] = self._future()
         self._pongs.append(fut)
         start = time.monotonic()
-        await self._send({"type": "ping"})
-        return await fut - start
+        try:
+            async with asyncio.timeout(self.reply_timeout):
+                await self._send({"type": "ping"})
+                return await fut - start
+        except TimeoutError:
+            raise RequestError(
+                "TIMEOUT", f"no pong within reply_timeout ({self.reply_timeout:g} s)", retryable=True
+            ) from None
+        finally:
+            if fut in self._pongs:
+                self._pongs.remove(fut)
+
+
+def _check_request_id(method: str, request_id: object) -> None:
+    if not isinstance(request_id, str) or not request_id:
+        raise InvalidArgument(
+            f"{method}() needs a request id (a non-empty str, e.g. the request_id of the handle "
+            f"submit() returned), not {request_id!r}"
+        )
