@@ -1,11 +1,13 @@
-"""Who is calling: API keys and JSON Web Tokens turned into a :class:`Principal`.
+"""Who is calling: API keys, JSON Web Tokens and client certificates turned into a :class:`Principal`.
 
 Identity only ever comes from a verified credential in the request headers (or, for
 clients that cannot set headers, a token passed separately by the caller), never
 from the body or query. API keys are compared by their sha256, so the config holds
 no key. JWTs are verified against the key of the algorithm's own family: HS* with
 the secret from the environment, RS/PS/ES/EdDSA with the configured public keys,
-which rules out ``alg: none`` and algorithm confusion.
+which rules out ``alg: none`` and algorithm confusion. A client certificate
+(mutual TLS) was verified by the TLS handshake; ``auth.mtls`` maps its subject CN or
+a SAN to a principal of kind ``mtls``.
 """
 
 from __future__ import annotations
@@ -28,7 +30,14 @@ from cryptography import x509
 from cryptography.hazmat.primitives.asymmetric import ec, ed448, ed25519, rsa
 from cryptography.hazmat.primitives.serialization import load_pem_public_key
 
-from prism.gateway.config import TOKEN_NAME, AuthConfig, ConfigError, GatewayConfig, JwtConfig
+from prism.gateway.config import (
+    TOKEN_NAME,
+    AuthConfig,
+    ConfigError,
+    GatewayConfig,
+    JwtConfig,
+    MtlsIdentityConfig,
+)
 
 __all__ = [
     "AuthError",
@@ -36,6 +45,7 @@ __all__ = [
     "JwkEntry",
     "Principal",
     "hash_api_key",
+    "peer_certificate",
     "query_token",
     "read_credentials",
 ]
@@ -51,7 +61,7 @@ JWT_CACHE_SIZE = 10_000
 #: Longest credential header or query token looked at, in characters; longer ones are refused unparsed.
 MAX_CREDENTIAL_CHARS = 8192
 
-PrincipalKind = Literal["api_key", "jwt", "anonymous"]
+PrincipalKind = Literal["api_key", "jwt", "mtls", "anonymous"]
 
 #: How each kind of credential is named in an owner string (see :attr:`Principal.owner`).
 _OWNER_LABELS = {"api_key": "apikey"}
@@ -194,6 +204,7 @@ class Authenticator:
         self._public_key = public_key
         self._jwks: dict[str, JwkEntry] = dict(jwks or {})
         self._anonymous = Principal("anonymous", None, frozenset(config.anonymous_roles), "anonymous")
+        self._mtls = ClientCertificates(config.mtls) if config.mtls else None
         self._refresh_task: asyncio.Task[None] | None = None
         self._last_fetch = 0.0
         self._fetch_wanted: asyncio.Event | None = None
@@ -300,18 +311,35 @@ class Authenticator:
         query_token: str | None = None,
         *,
         query_token_allowed: bool = False,
+        peer_cert: Mapping[str, Any] | None = None,
     ) -> Principal:
         """The caller named by a request's credentials, read by :func:`read_credentials`.
 
         ``raw_headers`` is the ASGI header list and ``query_token`` the value of a
         ``?token=`` query parameter (None when there is none), accepted only where
-        ``query_token_allowed``. Without credentials the caller is anonymous when no
-        auth is configured, and refused (401) otherwise.
+        ``query_token_allowed``. ``peer_cert`` is the client certificate the TLS
+        handshake verified (see :func:`peer_certificate`). Without credentials the
+        caller is anonymous when no auth is configured, and refused (401) otherwise.
         """
         if not self.enabled:
             return self._anonymous
         credentials = read_credentials(raw_headers, query_token, query_token_allowed=query_token_allowed)
+        if peer_cert is not None and self._mtls is not None:
+            return self._mtls.authenticate(peer_cert, any(c is not None for c in credentials)) or (
+                self.authenticate(*credentials)
+            )
         return self.authenticate(*credentials)
+
+    def authenticate_scope(self, scope: Mapping[str, Any]) -> Principal:
+        """The caller of an ASGI request (no ``?token=`` accepted): credential headers, client certificate."""
+        return self.authenticate_request(
+            scope["headers"], query_token(scope.get("query_string", b"")), peer_cert=peer_certificate(scope)
+        )
+
+    @property
+    def uses_client_certs(self) -> bool:
+        """True when ``auth.mtls`` maps client certificates to principals."""
+        return self._mtls is not None
 
     def authenticate_raw(self, raw_headers: Iterable[tuple[bytes, bytes]]) -> Principal:
         """The caller named by an ASGI scope's header list (no query token accepted)."""
@@ -471,6 +499,80 @@ class Authenticator:
         if issuer is not None and not isinstance(issuer, str):
             raise _unauthorized("INVALID_TOKEN", "the 'iss' claim must be a string")
         return Principal(subject, tenant, frozenset(raw_roles), "jwt", issuer)
+
+
+# -- mutual TLS -------------------------------------------------------------------------
+
+
+def peer_certificate(scope: Mapping[str, Any]) -> Mapping[str, Any] | None:
+    """The verified client certificate of an ASGI request (None without TLS or a certificate).
+
+    ``prism serve``'s transport puts it in the ASGI TLS extension as ``peer_cert``, in
+    the form :meth:`ssl.SSLSocket.getpeercert` returns; only a certificate that passed
+    the handshake's verification against ``server.tls.client_ca_file`` is there.
+    """
+    extensions = scope.get("extensions")
+    if not extensions:
+        return None
+    tls = extensions.get("tls")
+    if not tls:
+        return None
+    cert = tls.get("peer_cert")
+    return cert if cert else None
+
+
+def certificate_names(cert: Mapping[str, Any]) -> list[tuple[str, str]]:
+    """The names a certificate can be mapped by: ``(subject_cn|san_dns|san_uri|san_email, value)``."""
+    names: list[tuple[str, str]] = []
+    for rdn in cert.get("subject", ()):
+        for attr, value in rdn:
+            if attr == "commonName":
+                names.append(("subject_cn", value))
+    fields = {"DNS": "san_dns", "URI": "san_uri", "email": "san_email"}
+    for kind, value in cert.get("subjectAltName", ()):
+        field = fields.get(kind)
+        if field is not None:
+            names.append((field, value))
+    return names
+
+
+class ClientCertificates:
+    """``auth.mtls``: verified client certificates mapped to principals of kind ``mtls``.
+
+    A mapped certificate is the request's credential, so a request that also sends an
+    API key or a token is refused (AMBIGUOUS_CREDENTIALS), as two headers would be. A
+    certificate that maps to nothing is no credential: the request needs another one,
+    and without one it is refused (UNKNOWN_CLIENT_CERTIFICATE).
+    """
+
+    def __init__(self, entries: Iterable[MtlsIdentityConfig]) -> None:
+        self._by_name = {
+            entry.match: Principal(entry.name, entry.tenant, frozenset(entry.roles), "mtls")
+            for entry in entries
+        }
+
+    def authenticate(self, cert: Mapping[str, Any], other_credential: bool) -> Principal | None:
+        """The certificate's principal; None when it maps to nothing and another credential is sent."""
+        names = certificate_names(cert)
+        found = {self._by_name[name] for name in names if name in self._by_name}
+        if len(found) > 1:
+            raise _unauthorized(
+                "AMBIGUOUS_CREDENTIALS", "the client certificate matches more than one auth.mtls identity"
+            )
+        if found:
+            if other_credential:
+                raise _unauthorized(
+                    "AMBIGUOUS_CREDENTIALS",
+                    "the client certificate is a credential already; send no API key or token with it",
+                )
+            return found.pop()
+        if other_credential:
+            return None
+        shown = ", ".join(f"{field}={value}" for field, value in names) or "no subject CN or SAN"
+        raise _unauthorized(
+            "UNKNOWN_CLIENT_CERTIFICATE",
+            f"the client certificate ({shown}) is not mapped to an identity, and no other credential is sent",
+        )
 
 
 def _load_public_key(config: GatewayConfig, name: str) -> Any:

@@ -40,6 +40,7 @@ class KeyReadEndpoint:
     def __init__(self, gateway: Gateway) -> None:
         self.gateway = gateway
         self.timeout = gateway.config.server.request_timeout
+        self.client_certs = gateway.authenticator.uses_client_certs
         self.retry_after = gateway.config.server.retry_after
 
     async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
@@ -69,9 +70,10 @@ class KeyReadEndpoint:
         outcome = "cancelled"
         try:
             try:
-                if repeated:
-                    # A credential header sent twice: authenticate_raw gives the one answer for that.
-                    principal = gateway.authenticator.authenticate_raw(scope["headers"])
+                if repeated or self.client_certs:
+                    # A credential header sent twice, or a client certificate that may be the
+                    # credential: the general path gives the one answer for those.
+                    principal = gateway.authenticator.authenticate_scope(scope)
                 else:
                     principal = gateway.authenticator.authenticate(api_key, authorization)
                 scope["prism.principal"] = principal.subject

@@ -198,7 +198,7 @@ class DataEndpoint:
         response: Response | None = None
         error_code: str | None = None
         try:
-            principal = gateway.authenticator.authenticate_raw(scope["headers"])
+            principal = gateway.authenticator.authenticate_scope(scope)
             scope["prism.principal"] = principal.subject
             name = scope["path_params"]["ns"]
             served = gateway.namespaces.get(name)

@@ -42,7 +42,7 @@ def admin_routes(gateway: Gateway) -> list[BaseRoute]:
     docs = docs_html(openapi)
 
     def principal_of(request: Request) -> Any:
-        principal = gateway.authenticator.authenticate_raw(request.scope["headers"])
+        principal = gateway.authenticator.authenticate_scope(request.scope)
         request.scope["prism.principal"] = principal.subject
         return principal
 

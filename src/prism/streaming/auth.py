@@ -33,6 +33,7 @@ __all__ = [
     "Principal",
     "StaticTokens",
     "authenticate",
+    "peer_certificate",
     "query_token",
 ]
 
@@ -131,6 +132,13 @@ def query_token(query_string: bytes) -> str | None:
     return read(query_string)
 
 
+def peer_certificate(scope: Mapping[str, Any]) -> Mapping[str, Any] | None:
+    """The verified TLS client certificate of a request (None without one), as the gateway reads it."""
+    from prism.gateway.auth import peer_certificate as read
+
+    return read(scope)
+
+
 def _auth_error_types() -> tuple[type[BaseException], ...]:
     types: list[type[BaseException]] = [AuthError]
     try:
@@ -148,6 +156,7 @@ async def authenticate(
     query_token: str | None = None,
     *,
     query_token_allowed: bool = False,
+    peer_cert: Mapping[str, Any] | None = None,
 ) -> Identity:
     """The caller's identity; StreamError(UNAUTHORIZED or FORBIDDEN) when refused.
 
@@ -158,8 +167,11 @@ async def authenticate(
     or tenant holding a NUL character is refused, as it could pass for another identity.
     """
     try:
+        # The client certificate (mutual TLS) is passed only when there is one, so
+        # authenticators that know nothing of certificates keep working.
+        extra: dict[str, Any] = {"peer_cert": peer_cert} if peer_cert is not None else {}
         result = authenticator.authenticate_request(
-            raw_headers, query_token, query_token_allowed=query_token_allowed
+            raw_headers, query_token, query_token_allowed=query_token_allowed, **extra
         )
         if inspect.isawaitable(result):
             result = await result

@@ -18,7 +18,7 @@ from starlette.routing import BaseRoute, Route, WebSocketRoute
 from starlette.websockets import WebSocket
 
 from prism.errors import PrismError
-from prism.streaming.auth import Principal, authenticate, query_token
+from prism.streaming.auth import Principal, authenticate, peer_certificate, query_token
 from prism.streaming.errors import StreamError
 from prism.streaming.hub import Follower
 from prism.streaming.metrics import CONNECTIONS
@@ -85,6 +85,7 @@ class _Api:
             request.scope["headers"],
             query_token(request.scope.get("query_string", b"")),
             query_token_allowed=query_token_allowed,
+            peer_cert=peer_certificate(request.scope),
         )
 
     async def _guard(self, request: Request, handler: Any, *, query_token_allowed: bool = False) -> Response:

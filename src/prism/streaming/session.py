@@ -19,7 +19,7 @@ from starlette.websockets import WebSocket, WebSocketState
 
 from prism.errors import PrismError
 from prism.streaming import eager
-from prism.streaming.auth import Principal, authenticate, query_token
+from prism.streaming.auth import Principal, authenticate, peer_certificate, query_token
 from prism.streaming.connections import ConnectionRecord, new_connection_id
 from prism.streaming.errors import StreamError
 from prism.streaming.hub import Follower
@@ -91,6 +91,7 @@ async def serve_websocket(service: StreamingService, websocket: WebSocket) -> No
             websocket.scope["headers"],
             query_token(websocket.scope.get("query_string", b"")),
             query_token_allowed=True,
+            peer_cert=peer_certificate(websocket.scope),
         )
     except StreamError as exc:
         await websocket.accept()
