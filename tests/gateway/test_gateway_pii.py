@@ -109,10 +109,15 @@ async def test_nested_fields_and_non_json_values(tmp_path: Path) -> None:
         got = (await c.get("/v1/kv/people/n1", headers=WRITER)).json()
         assert got == {"address": {"street": "***", "city": "Springfield"}, "email": "***"}
         assert (await c.get("/v1/kv/people/n1", headers=PII_READER)).json() == doc
-        for raw in (b"plain text email ann@example.com", b"[1, 2]", b"{not json"):
+        for raw in (b"[1, 2]", b'"ann"', b"42"):
             await c.put("/v1/kv/people/raw", content=raw, headers=WRITER)
             assert await raw_value(url, "people~t~acme", "raw") == raw
-            assert (await c.get("/v1/kv/people/raw", headers=WRITER)).content == raw
+            assert (await c.get("/v1/kv/people/raw", headers=WRITER)).json() == json.loads(raw)
+        # Anything that is not JSON is refused: its fields could be neither encrypted nor masked.
+        for raw in (b"plain text email ann@example.com", b"{not json"):
+            r = await c.put("/v1/kv/people/opaque", content=raw, headers=WRITER)
+            assert r.status_code == 400 and r.json()["code"] == "PII_VALUE_NOT_JSON"
+            assert (await c.get("/v1/kv/people/opaque", headers=WRITER)).status_code == 404
 
 
 async def test_keys_rotate_without_losing_old_values(tmp_path: Path) -> None:

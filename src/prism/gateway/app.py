@@ -32,6 +32,7 @@ from prism.gateway.routes_admin import admin_routes
 from prism.gateway.routes_kv import kv_routes
 from prism.gateway.routes_records import records_routes
 from prism.gateway.runtime import Gateway
+from prism.gateway.wire import escape_problem
 from prism.kv.store import Store
 
 __all__ = ["EXTENSION_POINTS", "AppExtension", "GatewayApp", "Hook", "create_app", "load_extensions"]
@@ -127,8 +128,15 @@ class GatewayApp(Starlette):
         self._key_read = ObservabilityMiddleware(
             key_route.app, access_log=gateway.access_log, in_flight=in_flight, direct=True
         )
+        self._bad_escape = ObservabilityMiddleware(
+            _refuse_bad_escape, access_log=gateway.access_log, in_flight=in_flight
+        )
 
     async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
+        if scope["type"] == "http" and escape_problem(scope.get("raw_path") or b"", scope["query_string"]):
+            # Before routing: such escapes decode to U+FFFD, so different keys would alias.
+            await self._bad_escape(scope, receive, send)
+            return
         if scope["type"] == "http" and scope["method"] in _READS and not scope.get("root_path"):
             path: str = scope["path"]
             if path.startswith("/v1/kv/"):
@@ -143,6 +151,13 @@ class GatewayApp(Starlette):
 
 
 _READS = frozenset({"GET", "HEAD"})
+
+
+async def _refuse_bad_escape(scope: Scope, receive: Receive, send: Send) -> None:
+    """400 for a path or query string with percent-escapes that are not UTF-8 (they would alias)."""
+    problem = escape_problem(scope.get("raw_path") or b"", scope["query_string"])
+    assert problem is not None
+    await problem.response(scope.get("prism.request_id"))(scope, receive, send)
 
 
 def create_app(

@@ -108,9 +108,10 @@ class KeyReadEndpoint:
                     body = item.value
                     if served.pii is not None:
                         clear = PII_READ_ROLE in principal.roles
-                        pii_mode = "clear" if clear else "masked"
                         tenant = principal.tenant if served.tenant_scoped else None
                         body = served.pii.reveal(body, aad_prefix(served.name, tenant, key), clear)
+                        # Only once it holds: a value that could not be masked was not shown at all.
+                        pii_mode = "clear" if clear else "masked"
                     content_type = item.content_type.encode("latin-1") if item.content_type else _OCTET_STREAM
                     headers.append((b"content-type", content_type))
                     headers.append((b"content-length", str(len(body)).encode("ascii")))

@@ -14,13 +14,22 @@ another entry and decrypted there.
 
 On read, callers holding ``pii:read`` get the fields decrypted; everybody else gets
 ``"***"`` in their place. The same masking is applied to anything logged or audited.
+
+Protection fails closed. A value written to a PII namespace must be JSON exactly as
+RFC 8259 defines it (UTF-8 without a byte order mark, no ``NaN`` or ``Infinity``, no
+number beyond a 64-bit float, no lone surrogate escape, unique names in every object,
+nothing after the value): anything else is refused, because another parser might read
+fields out of it that Prism could neither encrypt nor mask. A stored value that is not
+such JSON is shown only to callers holding ``pii:read``.
 """
 
 from __future__ import annotations
 
 import base64
 import binascii
+import json
 import os
+import re
 from collections.abc import Mapping
 from typing import Any
 
@@ -31,7 +40,17 @@ from cryptography.hazmat.primitives.ciphers.aead import AESGCM
 from prism.errors import InvalidArgument
 from prism.gateway.config import ConfigError, GatewayConfig, PiiConfig
 
-__all__ = ["MASK", "FieldProtector", "Keyring", "PiiError", "aad_prefix"]
+__all__ = [
+    "MASK",
+    "FieldProtector",
+    "Keyring",
+    "NotJson",
+    "PiiError",
+    "PiiValueRejected",
+    "StoredValueNotJson",
+    "aad_prefix",
+    "parse_json",
+]
 
 MASK = "***"
 ENVELOPE_MARK = "prism:enc"
@@ -45,6 +64,117 @@ _decode = msgspec.json.decode
 
 class PiiError(Exception):
     """A stored PII field cannot be decrypted (unknown key id, or tampered ciphertext)."""
+
+    code = "PII_DECRYPT_FAILED"
+
+
+class StoredValueNotJson(PiiError):
+    """A stored value of a PII namespace is not JSON, so it cannot be masked for this caller."""
+
+    code = "PII_VALUE_NOT_JSON"
+
+
+class PiiValueRejected(InvalidArgument):
+    """A value written to a PII namespace is not RFC 8259 JSON; nothing was written."""
+
+    code = "PII_VALUE_NOT_JSON"
+
+
+class NotJson(ValueError):
+    """``value`` is not JSON as RFC 8259 defines it; the message says which rule it breaks."""
+
+
+_POSITION = re.compile(r"\(byte (\d+)\)")
+_SURROGATE_ESCAPE = re.compile(rb"(\\+)u[dD]([89a-fA-F])[0-9a-fA-F]{2}")
+_NON_NUMBERS = (b"NaN", b"Infinity")
+
+
+def _lone_surrogate(value: bytes) -> bool:
+    """Whether ``value`` holds a ``\\uD800``-``\\uDFFF`` escape that is not half of a pair."""
+    pending_high = -1  # end offset of a high-surrogate escape waiting for its low half
+    for match in _SURROGATE_ESCAPE.finditer(value):
+        if len(match.group(1)) % 2 == 0:
+            continue  # an escaped backslash followed by a literal "u..."
+        high = match.group(2) in b"89abAB"
+        if high:
+            if pending_high != -1:
+                return True
+            pending_high = match.end()
+        elif pending_high == match.start():
+            pending_high = -1
+        else:
+            return True
+    return pending_high != -1
+
+
+def _explain(value: bytes, message: str) -> str:
+    """The rule a value msgspec refused breaks, in words."""
+    if not value.strip():
+        return "it is empty"
+    found = _POSITION.search(message)
+    at = int(found.group(1)) if found else -1
+    if "trailing characters" in message:
+        return f"there is data after the JSON value (at byte {at})"
+    if _lone_surrogate(value):
+        return "it holds a lone UTF-16 surrogate escape (\\ud800 to \\udfff without its pair)"
+    if at >= 0 and any(value[i:].lstrip(b"-+").startswith(_NON_NUMBERS) for i in (at, max(0, at - 1))):
+        return "NaN and Infinity are not JSON numbers"
+    return f"it is not well-formed JSON ({message})"
+
+
+def _unique_names(pairs: list[tuple[str, Any]]) -> None:
+    if len(pairs) > 1 and len({name for name, _ in pairs}) != len(pairs):
+        seen: set[str] = set()
+        for name, _ in pairs:
+            if name in seen:
+                shown = name if len(name) <= 64 else name[:64] + "..."
+                raise NotJson(f"an object holds the name {shown!r} more than once")
+            seen.add(name)
+
+
+def _ignore(text: str) -> None:
+    return None
+
+
+def parse_json(value: bytes, *, unique_names: bool = True) -> Any:
+    """The JSON value ``value`` holds; NotJson naming the rule when it is not RFC 8259 JSON.
+
+    Refused: bytes that are not UTF-8, a byte order mark, ``NaN``/``Infinity``, numbers
+    beyond a 64-bit float, lone surrogate escapes, anything after the value, nesting
+    deeper than the parser follows, and (with ``unique_names``) an object naming one
+    member twice, which parsers disagree about.
+    """
+    if value.startswith(b"\xef\xbb\xbf"):
+        raise NotJson("it starts with a byte order mark (JSON values are UTF-8 without one)")
+    if value.startswith((b"\xff\xfe", b"\xfe\xff")):
+        raise NotJson("it starts with a UTF-16 byte order mark (JSON values are UTF-8)")
+    try:
+        text = value.decode("utf-8")
+    except UnicodeDecodeError as exc:
+        raise NotJson(f"it is not UTF-8 (byte {exc.start} is invalid)") from None
+    try:
+        doc = _decode(value)
+    except msgspec.ValidationError as exc:
+        reason = str(exc)
+        if "out of range" in reason:
+            reason = "a number is out of range (beyond a 64-bit float)"
+        raise NotJson(reason) from None
+    except msgspec.DecodeError as exc:
+        raise NotJson(_explain(value, str(exc))) from None
+    except RecursionError:
+        raise NotJson("it nests too deeply") from None
+    if unique_names and isinstance(doc, dict | list):
+        try:
+            json.loads(
+                text,
+                object_pairs_hook=_unique_names,
+                parse_float=_ignore,
+                parse_int=_ignore,
+                parse_constant=_ignore,
+            )
+        except RecursionError:
+            raise NotJson("it nests too deeply") from None
+    return doc
 
 
 class Keyring:
@@ -177,34 +307,19 @@ class FieldProtector:
                     stack.append((node[name], depth + 1, here))
         return found
 
-    @staticmethod
-    def _load(value: bytes) -> dict[str, Any] | list[Any] | None:
-        """The JSON object or array ``value`` holds; None for anything else (opaque bytes).
-
-        RecursionError when it nests deeper than the decoder can follow.
-        """
-        stripped = value.lstrip()
-        if not stripped.startswith((b"{", b"[")):
-            return None
-        try:
-            doc = _decode(value)
-        except msgspec.DecodeError:
-            return None
-        return doc if isinstance(doc, dict | list) else None
-
     def protect(self, value: bytes, aad: bytes) -> bytes:
         """The bytes to store: fields encrypted when the namespace encrypts, else ``value`` unchanged.
 
-        A JSON value nested too deeply to find its fields is refused (InvalidArgument):
-        it could neither be encrypted nor masked.
+        A value that is not RFC 8259 JSON is refused (PiiValueRejected, naming the rule):
+        its fields could neither be encrypted nor masked.
         """
         try:
-            doc = self._load(value)
-        except RecursionError:
-            raise InvalidArgument(
-                "the JSON value nests too deeply for its PII fields to be checked"
+            doc = parse_json(value)
+        except NotJson as exc:
+            raise PiiValueRejected(
+                f"a namespace with PII fields holds only JSON values (RFC 8259), and this one is not: {exc}"
             ) from None
-        if doc is None or not self.encrypt:
+        if not self.encrypt:
             return value
         found = self._fields_in(doc)
         if not found:
@@ -215,23 +330,30 @@ class FieldProtector:
         return _encode(doc)
 
     def reveal(self, stored: bytes, aad: bytes, clear: bool) -> bytes:
-        """The bytes a reader sees: fields decrypted when ``clear``, masked otherwise."""
+        """The bytes a reader sees: fields decrypted when ``clear``, masked otherwise.
+
+        Without ``clear`` the reader gets the value as Prism parsed it, re-encoded with
+        its fields masked, so no other reading of the stored bytes can show more; a
+        stored value that is not JSON is refused (StoredValueNotJson).
+        """
         try:
-            doc = self._load(stored)
-        except RecursionError:
-            raise PiiError("a stored JSON value nests too deeply for its PII fields to be masked") from None
-        if doc is None:
-            return stored
+            doc = parse_json(stored, unique_names=False)
+        except NotJson as exc:
+            if clear:
+                return stored
+            raise StoredValueNotJson(
+                f"the stored value is not JSON ({exc}), so its PII fields cannot be masked; "
+                "only callers with pii:read may read it"
+            ) from None
         found = self._fields_in(doc)
-        if not found:
-            return stored
+        if not clear:
+            for parent, name, _ in found:
+                parent[name] = MASK
+            return _encode(doc)
         changed = False
         for parent, name, path in found:
             current = parent[name]
-            if not clear:
-                parent[name] = MASK
-                changed = True
-            elif _is_envelope(current) and self.keyring is not None:
+            if _is_envelope(current) and self.keyring is not None:
                 parent[name] = _decode(self.keyring.decrypt(current, aad + path.encode("utf-8")))
                 changed = True
             elif _is_envelope(current):
@@ -241,10 +363,8 @@ class FieldProtector:
     def masked(self, value: bytes) -> Any:
         """The JSON value with every PII field masked, for logs and audit; None when not JSON."""
         try:
-            doc = self._load(value)
-        except RecursionError:
-            return None
-        if doc is None:
+            doc = parse_json(value, unique_names=False)
+        except NotJson:
             return None
         for parent, name, _ in self._fields_in(doc):
             parent[name] = MASK

@@ -11,6 +11,7 @@ from starlette.routing import BaseRoute, Route
 
 from prism.errors import PreconditionFailed
 from prism.gateway.key_read import KeyReadEndpoint
+from prism.gateway.pii import PiiValueRejected
 from prism.gateway.pipeline import Call, DataEndpoint
 from prism.gateway.problem import HTTPProblem
 from prism.gateway.runtime import Gateway, ServedNamespace
@@ -91,10 +92,18 @@ def _etag(etag: str) -> str:
     return f'"{etag}"'
 
 
-def _put_of(call: Call, item: BulkPutItem | TransactOp, value: bytes) -> Put:
+def protect_at(call: Call, where: str, record: str, value: bytes, item_key: str = "") -> bytes:
+    """``call.protect``, with a refused PII value reported at ``where`` in the body (``items[2].value``)."""
+    try:
+        return call.protect(record, value, item_key)
+    except PiiValueRejected as exc:
+        raise HTTPProblem(400, exc.code, f"{where}: {exc}") from None
+
+
+def _put_of(call: Call, item: BulkPutItem | TransactOp, value: bytes, where: str) -> Put:
     return Put(
         item.key,
-        call.protect(item.key, value),
+        protect_at(call, where, item.key, value),
         item.ttl,
         item.content_type,
         item.if_match,
@@ -160,7 +169,7 @@ async def bulk_put(call: Call) -> Response:
     """POST /_bulk/put: independent puts, one result each."""
     request = decode_body(call.body, BulkPutRequest)
     call.key_count = len(request.items)
-    puts = [_put_of(call, item, item.value) for item in request.items]
+    puts = [_put_of(call, item, item.value, f"items[{i}].value") for i, item in enumerate(request.items)]
     results = await call.kv.put_many(puts)
     return _json({"results": [result_json(r) for r in results]})
 
@@ -182,7 +191,7 @@ async def transact(call: Call) -> Response:
         if op.op == "put":
             if op.value is None:
                 raise HTTPProblem(400, "INVALID_BODY", f"ops[{i}]: a put needs `value` (base64)")
-            ops.append(_put_of(call, op, op.value))
+            ops.append(_put_of(call, op, op.value, f"ops[{i}].value"))
         else:
             if op.value is not None or op.ttl is not None or op.if_absent or op.content_type is not None:
                 raise HTTPProblem(400, "INVALID_BODY", f"ops[{i}]: a delete takes only `key` and `if_match`")

@@ -9,7 +9,7 @@ from starlette.responses import Response
 from starlette.routing import BaseRoute, Route
 
 from prism.gateway.pipeline import Call, DataEndpoint
-from prism.gateway.routes_kv import BulkPutItem
+from prism.gateway.routes_kv import BulkPutItem, protect_at
 from prism.gateway.runtime import Gateway, ServedNamespace
 from prism.gateway.wire import JSON, decode_body, item_json, query_int, result_json
 from prism.kv.namespace import MAX_PAGE_LIMIT
@@ -44,8 +44,15 @@ async def put_record(call: Call) -> Response:
     body = decode_body(call.body, RecordPutRequest)
     call.key_count = len(body.items)
     puts = [
-        Put(i.key, call.protect(record, i.value, i.key), i.ttl, i.content_type, i.if_match, i.if_absent)
-        for i in body.items
+        Put(
+            i.key,
+            protect_at(call, f"items[{n}].value", record, i.value, i.key),
+            i.ttl,
+            i.content_type,
+            i.if_match,
+            i.if_absent,
+        )
+        for n, i in enumerate(body.items)
     ]
     results = await call.kv.put_items(record, puts)
     return _json({"results": [result_json(r) for r in results]})

@@ -3,8 +3,10 @@
 from __future__ import annotations
 
 import math
+import re
 from datetime import UTC, datetime
 from typing import Annotated, Any, TypeVar
+from urllib.parse import unquote_to_bytes
 
 import msgspec
 
@@ -15,7 +17,9 @@ __all__ = [
     "JSON",
     "MAX_TTL_SECONDS",
     "Ttl",
+    "bad_escape",
     "decode_body",
+    "escape_problem",
     "expires_header",
     "item_json",
     "parse_etag_header",
@@ -44,6 +48,54 @@ def decode_body(body: bytes, type_: type[T]) -> T:
         raise HTTPProblem(400, "INVALID_BODY", str(exc).replace(" - at `$", " at `$")) from None
     except msgspec.DecodeError as exc:
         raise HTTPProblem(400, "INVALID_BODY", f"the body is not valid JSON: {exc}") from None
+    except UnicodeDecodeError:
+        raise HTTPProblem(400, "INVALID_BODY", f"the body is not valid JSON: {_not_utf8(body)}") from None
+    except RecursionError:
+        raise HTTPProblem(400, "INVALID_BODY", "the body is not valid JSON: it nests too deeply") from None
+
+
+def _not_utf8(data: bytes) -> str:
+    try:
+        data.decode("utf-8")
+    except UnicodeDecodeError as exc:
+        return f"it is not UTF-8 (byte {exc.start} is invalid)"
+    return "it is not UTF-8"
+
+
+def escape_problem(raw_path: bytes, query_string: bytes) -> HTTPProblem | None:
+    """The 400 for a path or query whose percent-escapes do not decode as UTF-8, else None.
+
+    Servers decode such escapes (``%FF``, ``%ED%A0%80``) to U+FFFD, which would make
+    different keys, record ids and names alias one another.
+    """
+    for where, code, raw in (
+        ("path", "INVALID_PATH", raw_path),
+        ("query string", "INVALID_QUERY", query_string),
+    ):
+        bad = bad_escape(raw)
+        if bad is not None:
+            return HTTPProblem(
+                400,
+                code,
+                f"the {where} holds {bad}, which is not UTF-8: keys, record ids, names and query values "
+                "are UTF-8 text, percent-encoded byte by byte",
+            )
+    return None
+
+
+_ESCAPES = re.compile(rb"(?:%[0-9A-Fa-f]{2})+")
+
+
+def bad_escape(raw: bytes) -> str | None:
+    """The first run of percent-escapes in ``raw`` that does not decode as UTF-8, or None."""
+    if b"%" not in raw:
+        return None
+    for run in _ESCAPES.finditer(raw):
+        try:
+            unquote_to_bytes(run.group()).decode("utf-8")
+        except UnicodeDecodeError:
+            return run.group().decode("ascii")
+    return None
 
 
 def expires_header(moment: datetime) -> str:

@@ -36,6 +36,7 @@ from prism.streaming.protocol import (
     Progress,
     ProgressState,
     encode,
+    encode_result,
     error_body,
     timestamp,
 )
@@ -290,9 +291,9 @@ class Job:
 
     async def _succeeded(self, result: Any) -> None:
         try:
-            body = msgspec.json.encode(result)
-        except (TypeError, ValueError, msgspec.EncodeError) as exc:
-            await self._failed(StreamError("PROCESSING_FAILED", f"the handler's result is not JSON: {exc}"))
+            body = encode_result(result)
+        except StreamError as exc:
+            await self._failed(exc)
             return
         rid = self.request_id
         stored = msgspec.json.decode(body)
@@ -308,7 +309,15 @@ class Job:
             record.lease_until = 0.0
             return record
 
-        await self._finish(make, update)
+        try:
+            await self._finish(make, update)
+        except PrismError as exc:
+            if exc.retryable:
+                raise
+            # The result cannot be stored (too large for the store, say): every attempt would
+            # end the same way, so the request fails now instead of being retried as a lost worker.
+            reason = f"the handler's result cannot be stored: {exc}"
+            await self._failed(StreamError("PROCESSING_FAILED", reason))
 
     async def _failed(self, exc: BaseException) -> None:
         error, retryable, retry_after = classify(exc)

@@ -9,9 +9,11 @@ handler decodes them, so relaying costs no re-encoding.
 
 from __future__ import annotations
 
+import re
 import time
 from datetime import UTC, datetime
 from typing import Any
+from urllib.parse import unquote_to_bytes
 
 import msgspec
 
@@ -33,8 +35,10 @@ __all__ = [
     "decode_event_header",
     "decode_inbound",
     "encode",
+    "encode_result",
     "error_body",
     "timestamp",
+    "undecodable_escape",
 ]
 
 #: Longest client id, action name and request id accepted.
@@ -81,13 +85,26 @@ EMPTY_OBJECT = msgspec.Raw(b"{}")
 
 
 def decode_inbound(frame: bytes | str) -> Inbound:
-    """Parse one client frame; raise StreamError(INVALID_MESSAGE) naming what is wrong."""
+    """Parse one client frame; raise StreamError(INVALID_MESSAGE) naming what is wrong.
+
+    Nothing else escapes: bytes that are not UTF-8 (anywhere, the payload included) and
+    JSON nested deeper than the parser follows are INVALID_MESSAGE too.
+    """
     try:
+        if isinstance(frame, bytes):
+            # The payload stays raw until a handler decodes it: check all of it here.
+            frame.decode("utf-8")
         msg = _inbound.decode(frame)
     except msgspec.ValidationError as exc:
         raise StreamError("INVALID_MESSAGE", f"invalid message: {exc}") from None
     except msgspec.DecodeError as exc:
         raise StreamError("INVALID_MESSAGE", f"malformed JSON: {exc}") from None
+    except UnicodeDecodeError as exc:
+        raise StreamError(
+            "INVALID_MESSAGE", f"the message is not UTF-8 (byte {exc.start} is invalid)"
+        ) from None
+    except RecursionError:
+        raise StreamError("INVALID_MESSAGE", "the message nests too deeply") from None
     if msg.type is None and msg.action is None:
         raise StreamError(
             "INVALID_MESSAGE", 'a message needs "action" (a request) or "type" (a control message)'
@@ -210,6 +227,38 @@ decode_event_header = msgspec.json.Decoder(EventHeader).decode
 def encode(message: msgspec.Struct) -> bytes:
     """JSON bytes of a server message."""
     return _encoder.encode(message)
+
+
+def encode_result(result: Any) -> bytes:
+    """JSON bytes of a handler's result; StreamError(PROCESSING_FAILED) saying why when it has none.
+
+    Such a result fails its request at once: another attempt would only produce it again.
+    """
+    try:
+        return msgspec.json.encode(result)
+    except RecursionError:
+        reason = "it nests too deeply"
+    except (TypeError, ValueError, msgspec.EncodeError) as exc:
+        reason = str(exc)
+    raise StreamError("PROCESSING_FAILED", f"the handler's result is not JSON: {reason}")
+
+
+_ESCAPES = re.compile(rb"(?:%[0-9A-Fa-f]{2})+")
+
+
+def undecodable_escape(raw: bytes) -> str | None:
+    """The first run of percent-escapes in a raw path or query that is not UTF-8 (``%FF``), or None.
+
+    Servers decode such escapes to U+FFFD, so different request ids would look alike.
+    """
+    if b"%" not in raw:
+        return None
+    for run in _ESCAPES.finditer(raw):
+        try:
+            unquote_to_bytes(run.group()).decode("utf-8")
+        except UnicodeDecodeError:
+            return run.group().decode("ascii")
+    return None
 
 
 def timestamp(ts: float | None = None) -> str:

@@ -8,6 +8,7 @@ Errors are ``application/problem+json`` bodies carrying the protocol error ``cod
 from __future__ import annotations
 
 import asyncio
+import logging
 from collections.abc import AsyncIterator
 from typing import Any
 
@@ -22,7 +23,7 @@ from prism.streaming.auth import Principal, authenticate, peer_certificate, quer
 from prism.streaming.errors import StreamError
 from prism.streaming.hub import Follower
 from prism.streaming.metrics import CONNECTIONS
-from prism.streaming.protocol import decode_event_header, decode_inbound
+from prism.streaming.protocol import decode_event_header, decode_inbound, undecodable_escape
 from prism.streaming.service import StreamingService
 from prism.streaming.session import serve_websocket
 
@@ -30,6 +31,7 @@ __all__ = ["problem", "streaming_routes"]
 
 PROBLEM_TYPE_BASE = "https://prism.dev/problems/"
 _encoder = msgspec.json.Encoder()
+log = logging.getLogger("prism.streaming")
 
 
 def problem(exc: StreamError) -> Response:
@@ -73,6 +75,19 @@ def _int_param(request: Request, name: str, default: int) -> int:
     return value
 
 
+def _check_escapes(request: Request) -> None:
+    """INVALID_MESSAGE for percent-escapes that are not UTF-8 in the path or the query string."""
+    scope = request.scope
+    for where, raw in (("path", scope.get("raw_path") or b""), ("query string", scope["query_string"])):
+        bad = undecodable_escape(raw)
+        if bad is not None:
+            raise StreamError(
+                "INVALID_MESSAGE",
+                f"the {where} holds {bad}, which is not UTF-8 (request ids and query values are UTF-8 text)",
+                details={"field": where},
+            )
+
+
 class _Api:
     def __init__(self, service: StreamingService) -> None:
         self.service = service
@@ -90,6 +105,7 @@ class _Api:
 
     async def _guard(self, request: Request, handler: Any, *, query_token_allowed: bool = False) -> Response:
         try:
+            _check_escapes(request)
             principal = await self._principal(request, query_token_allowed=query_token_allowed)
             response: Response = await handler(request, principal)
             return response
@@ -99,6 +115,9 @@ class _Api:
             return problem(
                 StreamError("INTERNAL_ERROR", "the store could not be reached; try again", retry_after=1)
             )
+        except Exception:
+            log.exception("a streaming request failed")
+            return problem(StreamError("INTERNAL_ERROR", "the request failed on the server", retryable=False))
 
     async def requests(self, request: Request) -> Response:
         handler = self._submit if request.method == "POST" else self._list

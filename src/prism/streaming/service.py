@@ -40,7 +40,16 @@ from prism.streaming.handlers import HandlerSpec, ProgressReporter, Router, load
 from prism.streaming.hub import Hub
 from prism.streaming.jobs import Job, QueueMessage, Runtime, classify, encode_message
 from prism.streaming.metrics import count_status
-from prism.streaming.protocol import ErrorBody, ErrorMessage, Response, StatusMessage, encode, timestamp
+from prism.streaming.protocol import (
+    ErrorBody,
+    ErrorMessage,
+    Response,
+    StatusMessage,
+    encode,
+    encode_result,
+    error_body,
+    timestamp,
+)
 from prism.streaming.requests import (
     RequestRecord,
     RequestStatus,
@@ -484,13 +493,9 @@ class StreamingService:
         exc = task.exception()
         if exc is None:
             try:
-                body = msgspec.json.encode(task.result())
-            except (TypeError, ValueError, msgspec.EncodeError) as bad:
-                error = ErrorBody(
-                    code="PROCESSING_FAILED",
-                    message=f"the handler's result is not JSON: {bad}",
-                    retryable=False,
-                )
+                body = encode_result(task.result())
+            except StreamError as bad:
+                error = error_body(bad)
         else:
             error, _, _ = classify(exc)
             if not isinstance(exc, StreamError):
@@ -510,6 +515,20 @@ class StreamingService:
                 await self.requests.replace(stored, new)
             except PreconditionFailed:
                 log.info("inline request %s changed while running; its answer is not stored", request_id)
+            except PrismError as bad:
+                if bad.retryable or error is not None:
+                    raise
+                # A result the store refuses (too large, say) fails the request instead of the message.
+                error = ErrorBody(
+                    code="PROCESSING_FAILED",
+                    message=f"the handler's result cannot be stored: {bad}",
+                    retryable=False,
+                )
+                new = msgspec.structs.replace(new, status=RequestStatus.FAILED, result=None, error=error)
+                try:
+                    await self.requests.replace(stored, new)
+                except PreconditionFailed:
+                    log.info("inline request %s changed while running; its answer is not stored", request_id)
         else:
             count_status(action, RequestStatus.COMPLETED if error is None else RequestStatus.FAILED)
         if error is not None:

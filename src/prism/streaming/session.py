@@ -308,6 +308,10 @@ class _Session:
                 "INTERNAL_ERROR", "the request could not be processed; try again", retry_after=1
             )
             self.follower.direct(_error(error, request_id=msg.request_id, client_id=msg.id))
+        except Exception as exc:
+            log.error("a WebSocket message failed", exc_info=exc)
+            error = StreamError("INTERNAL_ERROR", "the message failed on the server", retryable=False)
+            self.follower.direct(_error(error, request_id=msg.request_id, client_id=msg.id))
 
     async def _subscribe(self, msg: Inbound) -> None:
         assert msg.request_id is not None
@@ -385,16 +389,18 @@ class _Session:
                 metadata=msg.metadata,
                 before_enqueue=before_enqueue,
             )
-        except (StreamError, PrismError) as exc:
-            error = (
-                exc
-                if isinstance(exc, StreamError)
-                else StreamError(
+        except Exception as exc:
+            # Whatever goes wrong, the client gets an answer for this message and keeps its connection.
+            if isinstance(exc, StreamError):
+                error = exc
+            elif isinstance(exc, PrismError):
+                log.warning("store error while submitting: %s", exc)
+                error = StreamError(
                     "INTERNAL_ERROR", "the request could not be stored; try again", retry_after=1
                 )
-            )
-            if isinstance(exc, PrismError):
-                log.warning("store error while submitting: %s", exc)
+            else:
+                log.error("a request message failed", exc_info=exc)
+                error = StreamError("INTERNAL_ERROR", "the request failed on the server", retryable=False)
             reply = _error(error, request_id=None, client_id=msg.id)
             if rid is not None:
                 follower.forget(rid, reply)
