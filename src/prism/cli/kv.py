@@ -1,10 +1,18 @@
-"""``prism kv get|put|delete|ls NAMESPACE [KEY]``: the KeyValue API from a shell."""
+"""``prism kv get|put|delete|ls NAMESPACE [KEY]``: the KeyValue API from a shell.
+
+The store is, in order: ``--store URL``; a running gateway named by ``--url`` or the
+``PRISM_URL`` environment variable (reached through the ``prism+http://`` backend,
+with the token from ``PRISM_TOKEN``); otherwise the embedded SQLite store in
+``./.prism/``, created by the first ``put`` (which says so on stderr).
+"""
 
 from __future__ import annotations
 
 import argparse
 import base64
+import os
 import sys
+from pathlib import Path
 from typing import Any
 
 import msgspec
@@ -13,16 +21,36 @@ from prism.errors import InvalidArgument
 from prism.kv.sync import SyncNamespace, connect_sync
 from prism.model import Item
 
-__all__ = ["DEFAULT_STORE", "add_parser"]
+__all__ = ["DEFAULT_DATA_DIR", "DEFAULT_STORE", "add_parser", "store_url"]
 
-#: The embedded store used when ``--store`` is not given.
-DEFAULT_STORE = "sqlite:///.prism/data.db"
+#: The directory of the embedded store used when no store or gateway is given.
+DEFAULT_DATA_DIR = ".prism"
+#: The embedded store used when no store or gateway is given.
+DEFAULT_STORE = f"sqlite:///{DEFAULT_DATA_DIR}/data.db"
+#: Environment variable naming a running gateway (``http://host:port``).
+URL_ENV = "PRISM_URL"
+#: Keys read per request when ``ls --long`` shows sizes and expiry.
+LONG_LISTING_BATCH = 100
 
 
 def add_parser(sub: Any) -> None:
-    kv = sub.add_parser("kv", help="read and write keys", description="Read and write keys of a store.")
-    kv.add_argument("--store", default=DEFAULT_STORE, help=f"store URL (default: {DEFAULT_STORE})")
-    kv.add_argument("--json", action="store_true", help="print JSON (values base64) instead of raw bytes")
+    kv = sub.add_parser(
+        "kv",
+        help="read and write keys",
+        description=(
+            "Read and write keys of a store or of a running gateway. Without --store or --url "
+            f"(or {URL_ENV}) the embedded store in ./{DEFAULT_DATA_DIR}/ is used."
+        ),
+    )
+    where = kv.add_mutually_exclusive_group()
+    where.add_argument("--store", help=f"store URL (default: {DEFAULT_STORE})")
+    where.add_argument(
+        "--url",
+        help=f"a running gateway, http://host:port (default: ${URL_ENV}); token from $PRISM_TOKEN",
+    )
+    kv.add_argument(
+        "--json", action="store_true", help="print JSON (values base64) instead of raw bytes or tables"
+    )
     verbs = kv.add_subparsers(dest="verb", required=True, metavar="VERB")
 
     get = verbs.add_parser("get", help="print a key's value")
@@ -47,15 +75,53 @@ def add_parser(sub: Any) -> None:
     delete.add_argument("--if-match")
     delete.set_defaults(func=_delete)
 
-    ls = verbs.add_parser("ls", help="list keys")
+    ls = verbs.add_parser(
+        "ls",
+        help="list keys",
+        description=(
+            "List keys: a table on a terminal, one JSON object per line when piped, one JSON "
+            "document with --json. When more keys exist than --limit, the output says so."
+        ),
+    )
     ls.add_argument("namespace")
     ls.add_argument("prefix", nargs="?", default="")
     ls.add_argument("--limit", type=int, default=1000, help="most keys to list (default 1000)")
+    ls.add_argument("--page-token", help="continue a listing after its last key (from --json output)")
+    ls.add_argument("-l", "--long", action="store_true", help="also show size, content type and expiry")
     ls.set_defaults(func=_ls)
 
 
+def _gateway_url(url: str) -> str:
+    scheme, sep, rest = url.partition("://")
+    scheme = scheme.lower()
+    if sep and scheme in ("http", "https"):
+        return f"prism+{scheme}://{rest}"
+    if sep and scheme in ("prism+http", "prism+https"):
+        return url
+    raise InvalidArgument(f"a gateway URL looks like http://localhost:8080, not {url!r}")
+
+
+def store_url(args: argparse.Namespace) -> str:
+    """The store ``args`` names; the default data directory is created only by a write."""
+    if args.store is not None:
+        return str(args.store)
+    url = args.url or os.environ.get(URL_ENV)
+    if url:
+        return _gateway_url(url)
+    data = Path(DEFAULT_DATA_DIR)
+    if not data.is_dir():
+        if args.verb != "put":
+            raise InvalidArgument(
+                f"there is no data directory {data.resolve()}: nothing was stored from here yet "
+                "(run prism kv where ./.prism/ is, or pass --store or --url)"
+            )
+        data.mkdir()
+        print(f"prism: created the data directory {data.resolve()} for the embedded store", file=sys.stderr)
+    return DEFAULT_STORE
+
+
 def _namespace(args: argparse.Namespace) -> tuple[Any, SyncNamespace]:
-    store = connect_sync(args.store)
+    store = connect_sync(store_url(args))
     return store, store.namespace(args.namespace)
 
 
@@ -137,7 +203,8 @@ def _ls(args: argparse.Namespace) -> int:
         raise InvalidArgument("--limit must be at least 1")
     store, ns = _namespace(args)
     keys: list[str] = []
-    token = None
+    token = args.page_token
+    items: list[Item | None] = []
     with store:
         while len(keys) < args.limit:
             page = ns.scan(args.prefix, limit=min(1000, args.limit - len(keys)), page_token=token)
@@ -145,9 +212,57 @@ def _ls(args: argparse.Namespace) -> int:
             token = page.next_page_token
             if token is None:
                 break
+        if args.long:
+            for start in range(0, len(keys), LONG_LISTING_BATCH):
+                items += ns.get_many(keys[start : start + LONG_LISTING_BATCH])
+    rows = [_row(key, items[i] if args.long else None, args.long) for i, key in enumerate(keys)]
+    truncated = token is not None
     if args.json:
-        _emit({"keys": keys, "truncated": token is not None})
+        document: dict[str, Any] = {"keys": keys, "truncated": truncated, "next_page_token": token}
+        if args.long:
+            document["items"] = rows
+        _emit(document)
+    elif sys.stdout.isatty():
+        _table(rows)
+        if truncated:
+            more = f"raise --limit, narrow the prefix, or continue with --page-token {token}"
+            print(f"first {len(keys)} keys; more exist ({more})")
+        else:
+            print(f"{len(keys)} key{'' if len(keys) == 1 else 's'}")
     else:
-        for key in keys:
-            print(key)
+        for row in rows:
+            _emit(row)
+        if truncated:
+            more = "raise --limit, or use --json for the page token"
+            print(f"prism: listed the first {len(keys)} keys; more exist ({more})", file=sys.stderr)
     return 0
+
+
+def _row(key: str, item: Item | None, long: bool) -> dict[str, Any]:
+    if not long:
+        return {"key": key}
+    if item is None:  # deleted or expired between the listing and the read
+        return {"key": key, "bytes": None, "content_type": None, "expires_at": None}
+    return {
+        "key": key,
+        "bytes": len(item.value),
+        "content_type": item.content_type,
+        "expires_at": item.expires_at.isoformat() if item.expires_at else None,
+    }
+
+
+def _cell(value: Any) -> str:
+    text = "-" if value is None else str(value)
+    # A key may hold tabs or newlines; a table row stays one line.
+    return text.encode("unicode_escape").decode("ascii") if not text.isprintable() else text
+
+
+def _table(rows: list[dict[str, Any]]) -> None:
+    if not rows:
+        return
+    columns = list(rows[0])
+    cells = [[_cell(row[c]) for c in columns] for row in rows]
+    widths = [max(len(c), *(len(line[i]) for line in cells)) for i, c in enumerate(columns)]
+    header = [c.upper().replace("_", " ") for c in columns]
+    for line in (header, *cells):
+        print("  ".join(cell.ljust(width) for cell, width in zip(line, widths, strict=True)).rstrip())

@@ -16,6 +16,7 @@ from __future__ import annotations
 import asyncio
 import collections
 import contextlib
+import errno
 import logging
 import os
 import sys
@@ -119,7 +120,11 @@ class FileSink(AuditSink):
     """Appends to a file, created with mode 0600 (audit lines name principals), without buffering."""
 
     def __init__(self, path: Path) -> None:
-        path.parent.mkdir(parents=True, exist_ok=True)
+        # The directory is never created: a mistyped path must fail, not start a new log elsewhere.
+        if not path.parent.is_dir():
+            raise FileNotFoundError(
+                errno.ENOENT, f"the directory {path.parent} does not exist (create it first)", str(path)
+            )
         self._fd = os.open(path, os.O_WRONLY | os.O_APPEND | os.O_CREAT, 0o600)
         self.path = path
 
