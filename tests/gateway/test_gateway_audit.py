@@ -100,8 +100,9 @@ async def test_fail_closed_refuses_requests_while_the_sink_fails(tmp_path: Path)
     app = build_app(config)
     gateway = app.state.gateway
     async with running(app) as c:
-        # Admitted while the sink was believed healthy.
-        assert (await c.put("/v1/kv/plain/first", content=b"x", headers=headers("writer"))).status_code == 201
+        # Admitted while the sink was believed healthy, but not acknowledged: its event was not written.
+        r = await c.put("/v1/kv/plain/first", content=b"x", headers=headers("writer"))
+        assert r.status_code == 503 and r.json()["code"] == "AUDIT_UNAVAILABLE"
         await wait_for(lambda: not gateway.audit.healthy)
         r = await c.put("/v1/kv/plain/second", content=b"x", headers=headers("writer"))
         assert r.status_code == 503
@@ -128,20 +129,23 @@ async def test_fail_closed_bounds_the_buffer(tmp_path: Path) -> None:
     app = build_app(config)
     async with running(app) as c:
         statuses = []
+        # Reads are answered before their events are written, so they fill the buffer.
         for i in range(4):
-            r = await c.put(f"/v1/kv/plain/b{i}", content=b"x", headers=headers("writer"))
+            r = await c.get(f"/v1/kv/plain/b{i}", headers=headers("writer"))
             statuses.append(r.status_code)
-        assert statuses == [201, 201, 503, 503]
+        assert statuses == [404, 404, 503, 503]
     # Buffered events are flushed at shutdown.
     assert len((tmp_path / "a.log").read_text().splitlines()) == 2
 
 
-async def test_unauthenticated_requests_are_not_audited(tmp_path: Path) -> None:
+async def test_unauthenticated_requests_are_audited_without_a_principal(tmp_path: Path) -> None:
     log = tmp_path / "a.log"
     async with client_for(audit_config(tmp_path, sink="file", path=str(log))) as c:
         assert (await c.get("/v1/kv/plain/k")).status_code == 401
         assert (await c.get("/v1/kv/plain/k", headers=headers("writer"))).status_code == 404
-    assert [json.loads(line)["status"] for line in log.read_text().splitlines()] == [404]
+    events = [json.loads(line) for line in log.read_text().splitlines()]
+    assert [(e["status"], e["outcome"]) for e in events] == [(401, "MISSING_CREDENTIALS"), (404, "KEY_NOT_FOUND")]
+    assert "principal" not in events[0] and events[1]["principal"] == "writer"
 
 
 async def test_stdout_sink(tmp_path: Path, capfd: Any) -> None:

@@ -8,7 +8,10 @@ What happens when the sink fails or the buffer fills is a setting:
   ``prism_audit_events_total{outcome="dropped"}``.
 * ``on_failure: reject`` fails closed: a request is admitted only when a buffer slot
   is reserved for its event and the sink is healthy, else it gets 503 before anything
-  is read or written. Events that failed to write stay buffered and are retried.
+  is read or written. A write is answered only once its event is confirmed written
+  (:meth:`AuditLog.record_durable`); when that fails or takes longer than
+  ``confirm_timeout`` it gets 503 instead. Events that failed to write stay buffered
+  and are retried.
 """
 
 from __future__ import annotations
@@ -59,10 +62,12 @@ class AuditEvent(msgspec.Struct, kw_only=True, omit_defaults=True, gc=False):
 
     time: datetime
     request_id: str | None
-    principal: str
-    principal_kind: str
-    tenant: str | None
-    namespace: str
+    #: Who called (left out for a request refused before its caller was known: a 401).
+    principal: str | None = None
+    principal_kind: str | None = None
+    tenant: str | None = None
+    #: The namespace named by the request (left out for routes outside any namespace).
+    namespace: str | None = None
     operation: str
     key: str | None = None
     key_count: int | None = None
@@ -177,6 +182,11 @@ class AuditLog:
         self.enabled = not isinstance(sink, NullSink)
         self._buffer: collections.deque[AuditEvent] = collections.deque()
         self._reserved = 0
+        #: Events ever appended to the buffer, and the number of the last one confirmed written.
+        self._appended = 0
+        self._confirmed = 0
+        #: Requests waiting for their event to be written: (event number, future).
+        self._waiters: collections.deque[tuple[int, asyncio.Future[None]]] = collections.deque()
         self._healthy = True
         self._wake: asyncio.Event | None = None
         self._task: asyncio.Task[None] | None = None
@@ -201,15 +211,54 @@ class AuditLog:
         self._reserved += 1
 
     def record(self, event: AuditEvent) -> None:
-        """Queue one event (never blocks). Call exactly once per admitted request."""
+        """Queue one event (never blocks). Call at most once per admitted request."""
+        if self._append(event) and self._wake is not None and len(self._buffer) >= self.config.batch_size:
+            self._wake.set()
+
+    async def record_durable(self, event: AuditEvent) -> None:
+        """Queue one event and return once the sink confirmed writing it.
+
+        Raises AuditUnavailable when the write fails, the log is closing, or no
+        confirmation comes within ``confirm_timeout``. In ``reject`` mode the event
+        stays buffered and is written once the sink recovers, since what it records
+        did happen; the request that waited on it is answered 503 all the same.
+        """
+        if not self._append(event):
+            raise AuditUnavailable("the audit buffer is full; retry later")
+        if self._closing or self._task is None:
+            raise AuditUnavailable("the audit trail is not running")
+        future: asyncio.Future[None] = asyncio.get_running_loop().create_future()
+        self._waiters.append((self._appended, future))
+        assert self._wake is not None
+        self._wake.set()
+        try:
+            async with asyncio.timeout(self.config.confirm_timeout):
+                await asyncio.shield(future)
+        except TimeoutError:
+            raise AuditUnavailable(
+                f"the audit sink did not confirm the event within {self.config.confirm_timeout:g} s"
+            ) from None
+
+    def _append(self, event: AuditEvent) -> bool:
         if self.fail_closed and self._reserved > 0:
             self._reserved -= 1
         elif len(self._buffer) >= self.config.buffer_size:
             self._dropped.inc()
-            return
+            return False
         self._buffer.append(event)
-        if self._wake is not None and len(self._buffer) >= self.config.batch_size:
-            self._wake.set()
+        self._appended += 1
+        return True
+
+    def _settle(self, error: str | None = None) -> None:
+        """Resolve the waiters whose events are written; with ``error``, fail every waiter."""
+        waiters = self._waiters
+        while waiters and (error is not None or waiters[0][0] <= self._confirmed):
+            _, future = waiters.popleft()
+            if not future.done():
+                if error is None:
+                    future.set_result(None)
+                else:
+                    future.set_exception(AuditUnavailable(error))
 
     async def start(self) -> None:
         """Start the background task that writes buffered events."""
@@ -233,6 +282,7 @@ class AuditLog:
             self._dropped.inc(len(self._buffer))
             log.warning("audit events lost at shutdown", extra={"count": len(self._buffer)})
             self._buffer.clear()
+        self._settle("the audit trail stopped before the event was written")
         AUDIT_BUFFERED.set(0)
         await self.sink.close()
 
@@ -241,7 +291,12 @@ class AuditLog:
         cfg = self.config
         retrying = False
         while True:
-            if len(self._buffer) < cfg.batch_size and not self._closing and not retrying:
+            if (
+                len(self._buffer) < cfg.batch_size
+                and not self._closing
+                and not retrying
+                and not self._waiters
+            ):
                 # Wait for a full batch (or the flush interval): writing whatever trickled in since
                 # the last write would hand a handful of events at a time to the worker thread.
                 if not self._wake.is_set():
@@ -268,6 +323,8 @@ class AuditLog:
             retrying = False
             for _ in batch:
                 self._buffer.popleft()
+            self._confirmed += len(batch)
+            self._settle()
             self._written.inc(len(batch))
             if not self._healthy:
                 log.warning("the audit sink recovered")
@@ -280,7 +337,10 @@ class AuditLog:
             log.error("the audit sink failed", extra={"error": f"{type(exc).__name__}: {exc}"})
         self._healthy = False
         AUDIT_SINK_UP.set(0)
+        self._settle(f"the audit sink failed to write the event ({type(exc).__name__})")
         if not self.fail_closed:
             for _ in range(count):
                 self._buffer.popleft()
+            # Dropped events count as settled: no waiter waits for them any more.
+            self._confirmed += count
             self._dropped.inc(count)

@@ -43,6 +43,7 @@ __all__ = [
     "StoreConfig",
     "TlsConfig",
     "default_config",
+    "internal_namespace",
     "load_config",
     "parse_config",
 ]
@@ -59,6 +60,11 @@ _ENV_REF = re.compile(r"\$\$\{|\$\{([A-Za-z_][A-Za-z0-9_]*)(?::-([^}]*))?\}")
 _SHA256_HEX = re.compile(r"\A[0-9a-f]{64}\Z")
 #: Where Idempotency-Key responses are kept: never served as a data or audit namespace.
 IDEMPOTENCY_NAMESPACE = "prism-idempotency"
+#: Prefixes of the namespaces Prism keeps for itself: Idempotency-Key responses
+#: (``prism-idempotency``), the audit trail (``prism-audit``), embedded queues (``prism_queue_*``).
+PRISM_NAMESPACE_PREFIXES = ("prism-", "prism_", "prism.")
+#: Streaming keeps its request records, indexes and connections in ``<namespace_prefix>_*``.
+STREAMING_NAMESPACE_PREFIX = "streaming"
 _JWT_ALGORITHMS = frozenset(
     {
         "HS256",
@@ -244,6 +250,8 @@ class AuditConfig(_Base, frozen=True):
     flush_interval: float = 0.2
     retry_interval: float = 1.0
     on_failure: Literal["reject", "drop"] = "drop"
+    #: With ``on_failure: reject``, how long a write waits for its event to be confirmed written.
+    confirm_timeout: float = 5.0
     include_values: bool = False
 
 
@@ -346,10 +354,15 @@ class GatewayConfig(_Base, frozen=True):
 
 
 def default_config() -> GatewayConfig:
-    """The config ``prism serve`` runs without ``--config``: the embedded SQLite store and ``default``."""
+    """The config ``prism serve`` runs without ``--config``: the embedded SQLite store and ``default``.
+
+    It is the zero-config demo, so streaming's demo handlers (``delay``,
+    ``generate_report``) are on; a config file turns them on only when it asks.
+    """
     return GatewayConfig(
         stores={"main": DEFAULT_STORE_URL},
         namespaces=[NamespaceConfig(name="default", store="main")],
+        streaming={"demo_handlers": True},
         source="<default config>",
     )
 
@@ -450,6 +463,33 @@ def _positive(value: float | None) -> bool:
     return value is None or (value > 0 and math.isfinite(value))
 
 
+def internal_namespace(name: str, config: GatewayConfig | None = None) -> str | None:
+    """Why namespace ``name`` belongs to Prism itself, or None when it is free for data.
+
+    Prism's own stores (Idempotency-Key responses, the audit trail, embedded queues,
+    streaming's request records and connections) live in namespaces of the same
+    stores; serving one of them over HTTP would hand out other callers' data. The
+    comparison ignores case, as some stores do.
+    """
+    lowered = name.lower()
+    if lowered.startswith(PRISM_NAMESPACE_PREFIXES):
+        return (
+            "names starting with 'prism-', 'prism_' or 'prism.' are reserved for Prism's own "
+            "namespaces (Idempotency-Key responses, the audit trail, queues)"
+        )
+    prefixes = {STREAMING_NAMESPACE_PREFIX}
+    configured = config.streaming.get("namespace_prefix") if config is not None else None
+    if isinstance(configured, str) and configured:
+        prefixes.add(configured)
+    for prefix in sorted(prefixes):
+        if lowered.startswith(prefix.lower() + "_"):
+            return (
+                f"names starting with {prefix + '_'!r} are reserved for streaming's request records, "
+                "indexes and connections"
+            )
+    return None
+
+
 def _validate(config: GatewayConfig) -> None:
     src = config.source
 
@@ -477,8 +517,9 @@ def _validate(config: GatewayConfig) -> None:
             )
         if ns.name in seen:
             fail(f"{at}.name", f"namespace {ns.name!r} is declared twice")
-        if ns.name == IDEMPOTENCY_NAMESPACE:
-            fail(f"{at}.name", f"{IDEMPOTENCY_NAMESPACE!r} is reserved for Idempotency-Key responses")
+        reserved = internal_namespace(ns.name, config)
+        if reserved is not None:
+            fail(f"{at}.name", f"{ns.name!r} cannot be served: {reserved}")
         seen.add(ns.name)
         if ns.store is not None and ns.store not in config.stores:
             fail(f"{at}.store", f"unknown store {ns.store!r} (stores: {', '.join(config.stores)})")
@@ -703,10 +744,14 @@ def _validate_audit(config: GatewayConfig, fail: Any) -> None:
             fail("$.audit.namespace", "a namespace name is letters, digits and _ . -")
         if audit.namespace == IDEMPOTENCY_NAMESPACE:
             fail("$.audit.namespace", f"{IDEMPOTENCY_NAMESPACE!r} is reserved for Idempotency-Key responses")
+        elif not audit.namespace.lower().startswith("prism-audit"):
+            reserved = internal_namespace(audit.namespace, config)
+            if reserved is not None:
+                fail("$.audit.namespace", f"{audit.namespace!r} cannot hold the audit trail: {reserved}")
     if audit.buffer_size < 1:
         fail("$.audit.buffer_size", "must be at least 1")
     if audit.batch_size < 1:
         fail("$.audit.batch_size", "must be at least 1")
-    for field in ("flush_interval", "retry_interval"):
+    for field in ("flush_interval", "retry_interval", "confirm_timeout"):
         if not _positive(getattr(audit, field)):
             fail(f"$.audit.{field}", "must be a positive number of seconds")

@@ -13,14 +13,12 @@ from __future__ import annotations
 import asyncio
 import logging
 import time
-from datetime import UTC, datetime
 
 from starlette.types import Receive, Scope, Send
 
-from prism.gateway.audit import AuditEvent
 from prism.gateway.auth import Principal
 from prism.gateway.pii import aad_prefix
-from prism.gateway.pipeline import problem_for
+from prism.gateway.pipeline import access_event, problem_for
 from prism.gateway.policy import PII_READ_ROLE, authorize
 from prism.gateway.problem import HTTPProblem, problem_response
 from prism.gateway.runtime import Gateway, ServedNamespace
@@ -68,26 +66,28 @@ class KeyReadEndpoint:
         # Only a cancellation (the client went away) leaves without setting these.
         status = 499
         outcome = "cancelled"
+        ns_name: str = params["ns"]
+        found = gateway.namespaces.get(ns_name)
         try:
             try:
-                if repeated or self.client_certs:
-                    # A credential header sent twice, or a client certificate that may be the
-                    # credential: the general path gives the one answer for those.
+                audit = gateway.audit
+                if audit.enabled and (found is None or found.config.audit):
+                    # Reserved before anything is checked, so refused attempts (401, 403, 404) are audited.
+                    if audit.fail_closed:
+                        audit.admit()
+                    audited = True
+                if repeated or self.client_certs or scope["query_string"]:
+                    # A credential header sent twice, a client certificate that may be the
+                    # credential, or a query string that may hold ?token=: the general path
+                    # gives the one answer for those.
                     principal = gateway.authenticator.authenticate_scope(scope)
                 else:
                     principal = gateway.authenticator.authenticate(api_key, authorization)
                 scope["prism.principal"] = principal.subject
-                name = params["ns"]
-                served = gateway.namespaces.get(name)
-                if served is None:
-                    raise HTTPProblem(404, "NAMESPACE_NOT_FOUND", f"there is no namespace {name!r}")
-                scope["prism.namespace"] = name
-                audit = gateway.audit
-                if served.config.audit and audit.enabled:
-                    # Reserved before the policy check, so denied attempts are audited too.
-                    if audit.fail_closed:
-                        audit.admit()
-                    audited = True
+                if found is None:
+                    raise HTTPProblem(404, "NAMESPACE_NOT_FOUND", f"there is no namespace {ns_name!r}")
+                served = found
+                scope["prism.namespace"] = ns_name
                 authorize(principal, served.config, "read")
                 async with served.limiter.admit():
                     kv = served.handle(principal.tenant)
@@ -144,21 +144,9 @@ class KeyReadEndpoint:
             await send({"type": "http.response.body", "body": body})
         finally:
             if audited:
-                assert principal is not None and served is not None
                 gateway.audit.record(
-                    AuditEvent(
-                        time=datetime.now(UTC),
-                        request_id=scope.get("prism.request_id"),
-                        principal=principal.subject,
-                        principal_kind=principal.kind,
-                        tenant=principal.tenant,
-                        namespace=served.name,
-                        operation="get",
-                        key=key,
-                        pii=pii_mode,
-                        outcome=outcome,
-                        status=status,
-                        latency_ms=round((time.perf_counter() - started) * 1000, 3),
+                    access_event(
+                        scope, principal, ns_name, "get", status, outcome, started, key=key, pii=pii_mode
                     )
                 )
 

@@ -1,9 +1,10 @@
 """The steps every data request goes through, in one place.
 
-authenticate -> find the namespace -> reserve an audit slot -> authorize -> read the
+reserve an audit slot -> authenticate -> find the namespace -> authorize -> read the
 body (bounded in size and time) -> admit (rate and concurrency limits) -> run the
 operation under the request timeout (through the Idempotency-Key cache for writes) -> map errors to
-problems -> record the audit event (denied and failed attempts included). Route
+problems -> record the audit event (refused, denied and failed attempts included; with
+``audit.on_failure: reject`` a write is answered only once its event is written). Route
 handlers only do their own operation on a :class:`Call`.
 """
 
@@ -22,7 +23,7 @@ from starlette.types import Receive, Scope, Send
 
 from prism.errors import PrismError
 from prism.gateway.audit import AuditEvent, AuditUnavailable
-from prism.gateway.auth import AuthError, Principal
+from prism.gateway.auth import AuthError, Principal, peer_certificate, query_token
 from prism.gateway.idempotency import fingerprint
 from prism.gateway.pii import PiiError, aad_prefix
 from prism.gateway.policy import PII_READ_ROLE, Action, authorize
@@ -30,7 +31,16 @@ from prism.gateway.problem import HTTPProblem, from_prism_error
 from prism.gateway.runtime import Gateway, ServedNamespace
 from prism.kv.namespace import Namespace
 
-__all__ = ["Call", "DataEndpoint", "Handler", "auth_problem", "problem_for", "read_body", "record_access"]
+__all__ = [
+    "Call",
+    "DataEndpoint",
+    "Handler",
+    "access_event",
+    "auth_problem",
+    "problem_for",
+    "read_body",
+    "record_access",
+]
 
 log = logging.getLogger("prism.gateway")
 
@@ -197,19 +207,24 @@ class DataEndpoint:
         audited = False
         response: Response | None = None
         error_code: str | None = None
+        audit = gateway.audit
+        name: str = scope["path_params"]["ns"]
+        found = gateway.namespaces.get(name)
         try:
-            principal = gateway.authenticator.authenticate_scope(scope)
-            scope["prism.principal"] = principal.subject
-            name = scope["path_params"]["ns"]
-            served = gateway.namespaces.get(name)
-            if served is None:
-                raise HTTPProblem(404, "NAMESPACE_NOT_FOUND", f"there is no namespace {name!r}")
-            scope["prism.namespace"] = name
-            audit = gateway.audit
-            if served.config.audit and audit.enabled:
-                # Reserved before the policy check, so denied attempts are audited too.
+            if audit.enabled and (found is None or found.config.audit):
+                # Reserved before anything is checked, so refused attempts (401, 403, 404) are audited.
                 audit.admit()
                 audited = True
+            principal = gateway.authenticator.authenticate_request(
+                scope["headers"],
+                query_token(scope.get("query_string", b"")),
+                peer_cert=peer_certificate(scope),
+            )
+            scope["prism.principal"] = principal.subject
+            if found is None:
+                raise HTTPProblem(404, "NAMESPACE_NOT_FOUND", f"there is no namespace {name!r}")
+            served = found
+            scope["prism.namespace"] = name
             authorize(principal, served.config, self.action)
             body = b""
             if self.body_limit is not None:
@@ -240,14 +255,24 @@ class DataEndpoint:
             error_code = problem.code
             response = problem.response(scope.get("prism.request_id"))
         finally:
-            if audited:
-                assert principal is not None and served is not None
-                if response is None:
-                    status, outcome = 499, "cancelled"
-                else:
-                    status = response.status_code
-                    outcome = "ok" if status < 400 else (error_code or f"http_{status}")
-                _record(gateway, scope, principal, served, call, self.op, status, outcome, started)
+            if audited and response is None:
+                # Cancelled (the client went away): nothing runs after this block.
+                audit.record(_event(scope, principal, name, served, call, self.op, 499, "cancelled", started))
+        if audited:
+            status = response.status_code
+            outcome = "ok" if status < 400 else (error_code or f"http_{status}")
+            event = _event(scope, principal, name, served, call, self.op, status, outcome, started)
+            if self.writes and audit.fail_closed and status < 400:
+                # Failing closed, a write is acknowledged only once its event is written.
+                try:
+                    await audit.record_durable(event)
+                except AuditUnavailable as exc:
+                    problem = HTTPProblem(
+                        503, "AUDIT_UNAVAILABLE", str(exc), headers={"Retry-After": str(self.retry_after)}
+                    )
+                    response = problem.response(scope.get("prism.request_id"))
+            else:
+                audit.record(event)
         return response
 
     async def _idempotent(self, call: Call, key: str) -> Response:
@@ -302,28 +327,26 @@ async def _answer(handler: Handler, call: Call, retry_after: int) -> Response:
         return problem.response(call.request.scope.get("prism.request_id"))
 
 
-def _record(
-    gateway: Gateway,
+def _event(
     scope: MutableMapping[str, Any],
-    principal: Principal,
-    served: ServedNamespace,
+    principal: Principal | None,
+    namespace: str,
+    served: ServedNamespace | None,
     call: Call | None,
     op: str,
     status: int,
     outcome: str,
     started: float,
-) -> None:
+) -> AuditEvent:
     if call is None:
-        record_access(gateway, scope, principal, served, op, status, outcome, started)
-        return
+        return access_event(scope, principal, namespace, op, status, outcome, started)
     pii = None
-    if served.pii is not None and op.startswith(("bulk_get", "records_get")):
+    if served is not None and served.pii is not None and op.startswith(("bulk_get", "records_get")):
         pii = "clear" if call.clear_pii else "masked"
-    record_access(
-        gateway,
+    return access_event(
         scope,
         principal,
-        served,
+        namespace,
         op,
         status,
         outcome,
@@ -332,6 +355,39 @@ def _record(
         key_count=call.key_count,
         pii=pii,
         values=call.audit_values,
+    )
+
+
+def access_event(
+    scope: MutableMapping[str, Any],
+    principal: Principal | None,
+    namespace: str | None,
+    op: str,
+    status: int,
+    outcome: str,
+    started: float,
+    *,
+    key: str | None = None,
+    key_count: int | None = None,
+    pii: str | None = None,
+    values: dict[str, Any] | None = None,
+) -> AuditEvent:
+    """The audit event of one request; ``principal`` is None when it was refused before (401)."""
+    return AuditEvent(
+        time=datetime.now(UTC),
+        request_id=scope.get("prism.request_id"),
+        principal=None if principal is None else principal.subject,
+        principal_kind=None if principal is None else principal.kind,
+        tenant=None if principal is None else principal.tenant,
+        namespace=namespace,
+        operation=op,
+        key=key,
+        key_count=key_count,
+        pii=pii,
+        values=values,
+        outcome=outcome,
+        status=status,
+        latency_ms=round((time.perf_counter() - started) * 1000, 3),
     )
 
 
@@ -352,20 +408,17 @@ def record_access(
 ) -> None:
     """Queue the audit event of one data access."""
     gateway.audit.record(
-        AuditEvent(
-            time=datetime.now(UTC),
-            request_id=scope.get("prism.request_id"),
-            principal=principal.subject,
-            principal_kind=principal.kind,
-            tenant=principal.tenant,
-            namespace=served.name,
-            operation=op,
+        access_event(
+            scope,
+            principal,
+            served.name,
+            op,
+            status,
+            outcome,
+            started,
             key=key,
             key_count=key_count,
             pii=pii,
             values=values,
-            outcome=outcome,
-            status=status,
-            latency_ms=round((time.perf_counter() - started) * 1000, 3),
         )
     )

@@ -2,12 +2,15 @@
 
 ``/healthz``, ``/readyz``, ``/metrics``, ``/openapi.json`` and ``/docs`` need no
 credentials: they reveal no data. The namespace routes show only what the caller
-may see, and never a store URL or any secret.
+may see (a namespace's store, access lists and PII fields only to its admins), and
+never a store URL or any secret; each of their requests is audited.
 """
 
 from __future__ import annotations
 
 import asyncio
+import time
+from collections.abc import Awaitable, Callable
 from typing import Any
 
 from prometheus_client import CONTENT_TYPE_LATEST, REGISTRY, generate_latest
@@ -15,9 +18,10 @@ from starlette.requests import Request
 from starlette.responses import HTMLResponse, Response
 from starlette.routing import BaseRoute, Route
 
-from prism.gateway.auth import AuthError
+from prism.gateway.audit import AuditUnavailable
+from prism.gateway.auth import AuthError, Principal
 from prism.gateway.openapi import docs_html, openapi_document
-from prism.gateway.pipeline import auth_problem
+from prism.gateway.pipeline import access_event, auth_problem
 from prism.gateway.policy import can_see, may
 from prism.gateway.problem import HTTPProblem
 from prism.gateway.runtime import Gateway, ServedNamespace
@@ -41,38 +45,71 @@ def admin_routes(gateway: Gateway) -> list[BaseRoute]:
     openapi_bytes = JSON.encode(openapi)
     docs = docs_html(openapi)
 
-    def principal_of(request: Request) -> Any:
+    def principal_of(request: Request) -> Principal:
         principal = gateway.authenticator.authenticate_scope(request.scope)
         request.scope["prism.principal"] = principal.subject
         return principal
 
-    async def list_namespaces(request: Request) -> Response:
+    async def audited(
+        request: Request, op: str, namespace: str | None, answer: Callable[[Principal], Awaitable[Response]]
+    ) -> Response:
+        """``answer``'s response for the authenticated caller, with the request's audit event."""
+        request_id = request.scope.get("prism.request_id")
+        audit = gateway.audit
+        started = time.perf_counter()
+        principal: Principal | None = None
+        response: Response | None = None
+        outcome = "cancelled"
         try:
-            principal = principal_of(request)
-        except AuthError as exc:
-            return auth_problem(exc).response(request.scope.get("prism.request_id"))
-        visible = []
-        for served in gateway.namespaces.values():
-            if can_see(principal, served.config):
-                actions = [a for a in ("read", "write", "admin") if may(principal, served.config, a)]
-                visible.append(_summary(served, actions))
-        return _json({"namespaces": visible})
+            if audit.enabled:
+                audit.admit()
+        except AuditUnavailable as exc:
+            headers = {"Retry-After": str(config.server.retry_after)}
+            return HTTPProblem(503, "AUDIT_UNAVAILABLE", str(exc), headers=headers).response(request_id)
+        try:
+            try:
+                principal = principal_of(request)
+                response = await answer(principal)
+                outcome = "ok"
+            except AuthError as exc:
+                outcome = exc.code
+                response = auth_problem(exc).response(request_id)
+            except HTTPProblem as exc:
+                outcome = exc.code
+                response = exc.response(request_id)
+            return response
+        finally:
+            if audit.enabled:
+                status = 499 if response is None else response.status_code
+                audit.record(access_event(request.scope, principal, namespace, op, status, outcome, started))
+
+    async def list_namespaces(request: Request) -> Response:
+        async def answer(principal: Principal) -> Response:
+            visible = []
+            for served in gateway.namespaces.values():
+                if can_see(principal, served.config):
+                    actions = [a for a in ("read", "write", "admin") if may(principal, served.config, a)]
+                    visible.append(_summary(served, actions))
+            return _json({"namespaces": visible})
+
+        return await audited(request, "namespaces_list", None, answer)
 
     async def get_namespace(request: Request) -> Response:
-        request_id = request.scope.get("prism.request_id")
-        try:
-            principal = principal_of(request)
-            name = request.path_params["ns"]
+        name = request.path_params["ns"]
+
+        async def answer(principal: Principal) -> Response:
             served = gateway.namespaces.get(name)
             if served is None:
                 raise HTTPProblem(404, "NAMESPACE_NOT_FOUND", f"there is no namespace {name!r}")
             request.scope["prism.namespace"] = name
             if not can_see(principal, served.config):
                 raise AuthError(403, "FORBIDDEN", f"{principal.subject!r} may not see namespace {name!r}")
-        except AuthError as exc:
-            return auth_problem(exc).response(request_id)
-        except HTTPProblem as exc:
-            return exc.response(request_id)
+            return _json(await _detail(served, principal))
+
+        return await audited(request, "namespace_get", name, answer)
+
+    async def _detail(served: ServedNamespace, principal: Principal) -> dict[str, Any]:
+        """What the caller may know of a namespace: its settings only for its admins."""
         ns = served.config
         try:
             async with asyncio.timeout(config.server.request_timeout):
@@ -80,27 +117,33 @@ def admin_routes(gateway: Gateway) -> list[BaseRoute]:
         except TimeoutError:
             health = {"status": "DOWN", "details": {"error": "the health check timed out"}}
         limiter = served.limiter
-        return _json(
-            {
-                "name": ns.name,
-                "store": served.store_name,
-                "backend": served.store.backend.name,
-                "tenant_scoped": ns.tenant_scoped,
-                "max_value_bytes": served.max_value_bytes,
-                "default_ttl": ns.default_ttl,
-                "access": {"read": ns.access.read, "write": ns.access.write, "admin": ns.access.admin},
-                "pii": None if ns.pii is None else {"fields": ns.pii.fields, "encrypt": ns.pii.encrypt},
-                "audit": ns.audit,
-                "limits": {
-                    "rate": limiter.rate,
-                    "burst": limiter.burst if limiter.rate else None,
-                    "concurrency": limiter.concurrency,
-                },
-                "actions": [a for a in ("read", "write", "admin") if may(principal, ns, a)],
-                "capabilities": served.store.capabilities.as_dict(),
-                "health": {"status": health.get("status", "DOWN")},
-            }
-        )
+        actions = [a for a in ("read", "write", "admin") if may(principal, ns, a)]
+        body: dict[str, Any] = {
+            "name": ns.name,
+            "tenant_scoped": ns.tenant_scoped,
+            "max_value_bytes": served.max_value_bytes,
+            "default_ttl": ns.default_ttl,
+            "limits": {
+                "rate": limiter.rate,
+                "burst": limiter.burst if limiter.rate else None,
+                "concurrency": limiter.concurrency,
+            },
+            "actions": actions,
+            "health": {"status": health.get("status", "DOWN")},
+        }
+        if "admin" in actions:
+            # Who may do what, which fields are personal data and where they live: for admins only.
+            body.update(
+                {
+                    "store": served.store_name,
+                    "backend": served.store.backend.name,
+                    "access": {"read": ns.access.read, "write": ns.access.write, "admin": ns.access.admin},
+                    "pii": None if ns.pii is None else {"fields": ns.pii.fields, "encrypt": ns.pii.encrypt},
+                    "audit": ns.audit,
+                    "capabilities": served.store.capabilities.as_dict(),
+                }
+            )
+        return body
 
     async def healthz(request: Request) -> Response:
         return _json({"status": "ok"})

@@ -17,7 +17,13 @@ import prism
 from prism.errors import PrismError
 from prism.gateway.audit import AuditLog, AuditSink, FileSink, NamespaceSink, NullSink, StdoutSink
 from prism.gateway.auth import Authenticator
-from prism.gateway.config import ConfigError, GatewayConfig, LimitsConfig, NamespaceConfig
+from prism.gateway.config import (
+    ConfigError,
+    GatewayConfig,
+    LimitsConfig,
+    NamespaceConfig,
+    internal_namespace,
+)
 from prism.gateway.idempotency import IDEMPOTENCY_NAMESPACE, IdempotencyCache
 from prism.gateway.limits import NamespaceLimiter, SharedBuckets
 from prism.gateway.logs import AccessLog
@@ -160,6 +166,12 @@ class Gateway:
         )
         namespaces: dict[str, ServedNamespace] = {}
         for i, ns in enumerate(config.namespaces):
+            reserved = internal_namespace(ns.name, config)
+            if reserved is not None:
+                # Also for configs built in code, which parse_config never checked.
+                raise ConfigError(
+                    config.source, f"$.namespaces[{i}].name", f"{ns.name!r} cannot be served: {reserved}"
+                )
             store_name = config.namespace_store(ns)
             store = stores[store_name]
             try:
