@@ -114,6 +114,8 @@ def _prism_config(tmp: Path, clients: int) -> Path:
         "server": {"log_level": "warning", "access_log": False},
         "audit": {"sink": "none"},
         "streaming": {
+            # The benchmark drives the demo handler ``delay``.
+            "demo_handlers": True,
             "workers": clients + 16,
             "sync_threshold": 1.0,
             "rate_limit": 10_000,

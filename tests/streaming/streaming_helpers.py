@@ -28,8 +28,10 @@ IDENTITIES = {
     **{f"load-{i}": Identity(f"user-{i}", "load") for i in range(100)},
 }
 
-#: Settings that keep the tests fast: short leases, quick retries, no long waits.
+#: Settings that keep the tests fast: short leases, quick retries, no long waits; and the
+#: demo handlers (delay, generate_report) the tests drive.
 FAST: dict[str, Any] = {
+    "demo_handlers": True,
     "lease_seconds": 2.0,
     "heartbeat_interval": 0.5,
     "poll_interval": 0.2,

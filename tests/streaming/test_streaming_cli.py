@@ -76,6 +76,7 @@ async def test_prism_worker_runs_jobs_submitted_to_a_server_without_workers(
     worker = await asyncio.create_subprocess_exec(
         PRISM, "worker", "--store", redis_url, "--concurrency", "2",
         "-o", "lease_seconds=2", "-o", "heartbeat_interval=0.5", "-o", "poll_interval=0.2",
+        "-o", "demo_handlers=true",
         stdout=asyncio.subprocess.DEVNULL,
         stderr=asyncio.subprocess.PIPE,
     )  # fmt: skip

@@ -33,6 +33,7 @@ from prism.testing.servers import free_port
 ENGINES = ["redis", "postgres", "nats"]
 
 OPTIONS = {
+    "demo_handlers": True,
     "lease_seconds": 2,
     "heartbeat_interval": 0.5,
     "poll_interval": 0.2,

@@ -1,4 +1,13 @@
-"""The handlers every service registers by default: ``echo``, ``delay`` and ``generate_report``."""
+"""Handlers that ship with Prism: ``echo``, and the demo handlers ``delay`` and ``generate_report``.
+
+``echo`` answers at once with its payload (bounded by the frame and body limits), so it
+is registered by default (``builtin_handlers``) as a liveness and round-trip check.
+``delay`` and ``generate_report`` exist for the zero-config demo (``prism serve``
+without ``--config``, ``make run``) and for tests: ``generate_report`` returns a
+made-up URL, and ``delay`` holds a worker for as long as its caller asks (at most
+``max_delay_seconds``). With a config file they are registered only when
+``streaming.demo_handlers`` is true.
+"""
 
 from __future__ import annotations
 
@@ -6,47 +15,23 @@ import asyncio
 import hashlib
 import math
 from datetime import date
-from typing import Annotated, Literal
+from typing import Annotated, Any, Literal
 
 import msgspec
 
+from prism.streaming.config import StreamingConfig
 from prism.streaming.handlers import ProgressReporter, Router
 
-__all__ = ["DelayParams", "ReportParams", "router"]
+__all__ = ["ReportParams", "builtin_router", "demo_router", "router"]
 
+#: The handlers registered by default: ``echo`` only.
 router = Router()
-
-#: Longest ``delay`` accepted, in seconds.
-MAX_DELAY_SECONDS = 3600.0
 
 
 @router.handler("echo", estimated_duration=0.0)
 async def echo(payload: msgspec.Raw) -> msgspec.Raw:
     """Answer at once with the payload as ``data`` (a liveness and round-trip check)."""
     return payload
-
-
-class DelayParams(msgspec.Struct, forbid_unknown_fields=True):
-    seconds: Annotated[float, msgspec.Meta(ge=0, le=MAX_DELAY_SECONDS)]
-    #: Seconds between two progress reports.
-    step: Annotated[float, msgspec.Meta(ge=0.01, le=60)] = 1.0
-
-
-@router.handler("delay", estimated_duration=math.inf)
-async def delay(payload: DelayParams, progress: ProgressReporter) -> dict[str, float]:
-    """Sleep ``seconds``, reporting progress every ``step`` (1 s), then answer ``{"slept": seconds}``."""
-    loop = asyncio.get_running_loop()
-    start = loop.time()
-    done = 0.0
-    while done < payload.seconds:
-        # Sleep to the next step boundary measured from the start, so reports do not drift.
-        target = min(payload.seconds, done + payload.step)
-        await progress.sleep(start + target - loop.time())
-        done = target
-        await progress.report(
-            round(100 * done / payload.seconds, 2), f"slept {done:g} of {payload.seconds:g} s"
-        )
-    return {"slept": payload.seconds}
 
 
 class ReportParams(msgspec.Struct, forbid_unknown_fields=True):
@@ -69,9 +54,8 @@ _STEPS = (
 )
 
 
-@router.handler("generate_report", estimated_duration=120.0, retries=2)
 async def generate_report(payload: ReportParams, progress: ProgressReporter) -> dict[str, object]:
-    """A demo report: four steps with progress, then a download URL, the row and page counts."""
+    """A demo report: four steps with progress, then a made-up download URL, the row and page counts."""
     for percentage, message in _STEPS:
         await progress.report(percentage, message)
         await progress.sleep(payload.step_seconds)
@@ -83,3 +67,51 @@ async def generate_report(payload: ReportParams, progress: ProgressReporter) -> 
         "rows": days * 24,
         "pages": max(1, days // 7),
     }
+
+
+def demo_router(max_delay_seconds: float) -> Router:
+    """The demo handlers; ``delay`` refuses (VALIDATION_ERROR) more than ``max_delay_seconds``."""
+    demo = Router()
+    # The payload type carries the cap, so a longer delay is refused when it is submitted.
+    delay_params: Any = msgspec.defstruct(
+        "DelayParams",
+        [
+            ("seconds", Annotated[float, msgspec.Meta(ge=0, le=max_delay_seconds)]),
+            # Seconds between two progress reports.
+            ("step", Annotated[float, msgspec.Meta(ge=0.01, le=60)], 1.0),
+        ],
+        forbid_unknown_fields=True,
+    )
+
+    async def delay(payload: Any, progress: ProgressReporter) -> dict[str, float]:
+        """Sleep ``seconds``, reporting progress every ``step`` (1 s), then answer ``{"slept": seconds}``."""
+        seconds: float = payload.seconds
+        loop = asyncio.get_running_loop()
+        start = loop.time()
+        done = 0.0
+        while done < seconds:
+            # Sleep to the next step boundary measured from the start, so reports do not drift.
+            target = min(seconds, done + payload.step)
+            await progress.sleep(start + target - loop.time())
+            done = target
+            await progress.report(round(100 * done / seconds, 2), f"slept {done:g} of {seconds:g} s")
+        return {"slept": seconds}
+
+    delay.__annotations__ = {
+        "payload": delay_params,
+        "progress": ProgressReporter,
+        "return": dict[str, float],
+    }
+    demo.handler("delay", estimated_duration=math.inf)(delay)
+    demo.handler("generate_report", estimated_duration=120.0, retries=2)(generate_report)
+    return demo
+
+
+def builtin_router(config: StreamingConfig) -> Router:
+    """The handlers ``config`` asks for: ``echo`` (builtin_handlers) and the demo ones (demo_handlers)."""
+    selected = Router()
+    if config.builtin_handlers:
+        selected.include(router)
+    if config.demo_handlers:
+        selected.include(demo_router(config.max_delay_seconds))
+    return selected

@@ -7,6 +7,7 @@ and errors name the offending path (``at $.streaming.lease_seconds``).
 
 from __future__ import annotations
 
+import math
 from collections.abc import Mapping, Sequence
 from typing import Any, Literal
 
@@ -96,8 +97,13 @@ class StreamingConfig(msgspec.Struct, kw_only=True, forbid_unknown_fields=True, 
     admin_role: str = "admin"
     #: Seconds between SSE keep-alive comments.
     sse_keepalive: float = 15.0
-    #: Register echo, delay and generate_report.
+    #: Register ``echo`` (answers with its payload).
     builtin_handlers: bool = True
+    #: Register the demo handlers ``delay`` and ``generate_report`` (on in the zero-config
+    #: ``prism serve``; with a config file only when asked).
+    demo_handlers: bool = False
+    #: Longest ``delay`` the demo handler accepts.
+    max_delay_seconds: float = 60.0
     #: Extra handler routers, as "package.module:router".
     handlers: list[str] = msgspec.field(default_factory=list)
 
@@ -121,6 +127,8 @@ class StreamingConfig(msgspec.Struct, kw_only=True, forbid_unknown_fields=True, 
         for name in positive:
             if not getattr(self, name) > 0:
                 raise ValueError(f"{name} must be > 0")
+        if not 0 < self.max_delay_seconds < math.inf:
+            raise ValueError("max_delay_seconds must be a finite number of seconds > 0")
         non_negative = ("retry_backoff", "retry_backoff_max", "cancel_grace", "orphan_grace")
         for name in non_negative:
             if getattr(self, name) < 0:

@@ -31,7 +31,7 @@ from prism.patterns import open_pubsub, open_queue
 from prism.patterns.base import PubSub, Queue, Subscription
 from prism.streaming import eager
 from prism.streaming.auth import Authenticator, Principal
-from prism.streaming.builtin import router as builtin_router
+from prism.streaming.builtin import builtin_router
 from prism.streaming.config import StreamingConfig
 from prism.streaming.connections import ConnectionRegistry
 from prism.streaming.errors import StreamError
@@ -109,8 +109,7 @@ class StreamingService:
         self.authenticator = authenticator
         self.node = _node_id()
         self.router = Router()
-        if self.config.builtin_handlers:
-            self.router.include(builtin_router)
+        self.router.include(builtin_router(self.config))
         for target in self.config.handlers:
             self.router.include(load_router(target))
         if router is not None:
