@@ -14,6 +14,7 @@ import json
 import os
 import time
 from collections.abc import AsyncIterator
+from pathlib import Path
 from typing import Any
 
 import httpx
@@ -58,7 +59,7 @@ def jwt_for(sub: str, *, iss: str | None = "https://id-one.example", roles: list
     return jwt.encode(claims, SECRET, algorithm="HS256")
 
 
-def config() -> dict[str, Any]:
+def config(**extra: Any) -> dict[str, Any]:
     return {
         "stores": {"main": f"memory://identity-{os.urandom(4).hex()}"},
         "namespaces": [{"name": "default", "store": "main"}],
@@ -71,12 +72,14 @@ def config() -> dict[str, Any]:
         "audit": {"sink": "none"},
         "streaming": {**FAST},
         "handlers": ["test_streaming_identity:router"],
+        **extra,
     }
 
 
-@pytest.fixture
-async def gateway() -> AsyncIterator[str]:
-    parsed = parse_config(config(), env=ENV)
+@contextlib.asynccontextmanager
+async def serve(raw: dict[str, Any]) -> AsyncIterator[str]:
+    """``prism serve``'s app (gateway and streaming) for ``raw`` on a free port, until the block ends."""
+    parsed = parse_config(raw, env=ENV)
     (extension,) = load_extensions(parsed)
     app = create_app(
         parsed,
@@ -99,6 +102,12 @@ async def gateway() -> AsyncIterator[str]:
     finally:
         server.should_exit = True
         await task
+
+
+@pytest.fixture
+async def gateway() -> AsyncIterator[str]:
+    async with serve(config()) as base:
+        yield base
 
 
 KEY_HEADERS = {"X-API-Key": KEY}
@@ -187,3 +196,92 @@ async def test_events_reach_only_the_owner_websocket(gateway: str) -> None:
             async with asyncio.timeout(1):
                 while (got := json.loads(await jwt_ws.recv()))["type"] != "pong":
                     assert got.get("request_id") != rid
+
+
+async def test_streaming_routes_follow_the_one_credential_rule(gateway: str) -> None:
+    async with httpx.AsyncClient(base_url=gateway, timeout=10) as client:
+        rid = await submit(client, KEY_HEADERS, "rule", 30)
+        in_url = {"token": KEY}
+        # ?token= is refused on every route but the SSE event stream (and the WebSocket).
+        for method, path in (
+            ("POST", "/v1/requests"),
+            ("GET", "/v1/requests"),
+            ("GET", f"/v1/requests/{rid}"),
+            ("POST", f"/v1/requests/{rid}/cancel"),
+            ("GET", "/v1/dead-letters"),
+        ):
+            body = {"action": "wait", "payload": {"seconds": 0}} if path == "/v1/requests" else None
+            r = await client.request(method, path, params=in_url, json=body)
+            assert r.status_code == 401, (method, path)
+            assert r.json()["details"] == {"reason": "QUERY_TOKEN_NOT_ALLOWED"}
+            assert "?token=" in r.json()["detail"]
+        # A header and ?token= together, or a header twice, are refused everywhere.
+        events = f"/v1/requests/{rid}/events"
+        r = await client.get(events, params=in_url, headers=bearer(jwt_for("alice")))
+        assert r.status_code == 401 and r.json()["details"] == {"reason": "AMBIGUOUS_CREDENTIALS"}
+        twice = [("X-API-Key", KEY), ("X-API-Key", "another-key")]
+        for method, path in (
+            ("GET", "/v1/requests"),
+            ("GET", events),
+            ("POST", f"/v1/requests/{rid}/cancel"),
+        ):
+            r = await client.request(method, path, headers=twice)
+            assert r.status_code == 401 and r.json()["details"] == {"reason": "AMBIGUOUS_CREDENTIALS"}
+        # ?token= alone opens the event stream.
+        async with client.stream("GET", events, params=in_url) as stream:
+            assert stream.status_code == 200
+            assert stream.headers["content-type"].startswith("text/event-stream")
+        status = await client.get(f"/v1/requests/{rid}", headers=KEY_HEADERS)
+        assert status.json()["status"] in ("PENDING", "PROCESSING")
+        await client.post(f"/v1/requests/{rid}/cancel", headers=KEY_HEADERS)
+
+
+async def test_the_websocket_takes_one_credential(gateway: str) -> None:
+    ws_url = gateway.replace("http://", "ws://") + "/v1/stream"
+    async with websockets.connect(f"{ws_url}?token={KEY}") as ws:
+        await ws.send(json.dumps({"type": "ping"}))
+        assert json.loads(await ws.recv())["type"] == "pong"
+    for url, headers in (
+        (f"{ws_url}?token={KEY}", bearer(jwt_for("alice"))),
+        (ws_url, [("X-API-Key", KEY), ("X-API-Key", KEY)]),
+    ):
+        async with websockets.connect(url, additional_headers=headers) as ws:
+            reply = json.loads(await ws.recv())
+            assert reply["error"]["code"] == "UNAUTHORIZED"
+            assert reply["error"]["details"] == {"reason": "AMBIGUOUS_CREDENTIALS"}
+            with pytest.raises(websockets.ConnectionClosed) as info:
+                await ws.recv()
+            assert info.value.rcvd is not None and info.value.rcvd.code == 1008
+
+
+async def test_streaming_requests_are_audited(tmp_path: Path) -> None:
+    log = tmp_path / "audit.log"
+    audit = {"sink": "file", "path": str(log), "flush_interval": 0.02}
+    async with serve(config(audit=audit)) as base, httpx.AsyncClient(base_url=base, timeout=10) as client:
+        rid = await submit(client, KEY_HEADERS, "audited", 0)
+        assert (await client.get("/v1/requests")).status_code == 401
+        assert (await client.get(f"/v1/requests/{rid}", headers=bearer(jwt_for("alice")))).status_code == 404
+        ws_url = base.replace("http://", "ws://") + "/v1/stream"
+        async with websockets.connect(ws_url, additional_headers=KEY_HEADERS) as ws:
+            await ws.send(json.dumps({"type": "ping"}))
+            await ws.recv()
+    events = [json.loads(line) for line in log.read_text().splitlines()]
+    seen = [(e["operation"], e["status"], e["outcome"], e.get("principal_kind")) for e in events]
+    assert seen == [
+        ("requests_submit", 202, "ok", "api_key"),
+        ("requests_list", 401, "UNAUTHORIZED", None),
+        ("request_get", 404, "NOT_FOUND", "jwt"),
+        ("stream_connect", 101, "ok", "api_key"),
+    ]
+
+
+async def test_failing_closed_a_submission_is_acknowledged_only_once_audited(tmp_path: Path) -> None:
+    audit = {"sink": "file", "path": "/dev/full", "on_failure": "reject"}
+    async with serve(config(audit=audit)) as base, httpx.AsyncClient(base_url=base, timeout=10) as client:
+        r = await client.post(
+            "/v1/requests", headers=KEY_HEADERS, json={"action": "wait", "payload": {"seconds": 0}}
+        )
+        assert r.status_code == 503 and r.json()["code"] == "AUDIT_UNAVAILABLE"
+        # Known down: refused before anything is done.
+        r = await client.get("/v1/requests", headers=KEY_HEADERS)
+        assert r.status_code == 503 and r.json()["code"] == "AUDIT_UNAVAILABLE"

@@ -13,9 +13,9 @@ from __future__ import annotations
 import asyncio
 import logging
 import time
-from collections.abc import Awaitable, Callable, MutableMapping
+from collections.abc import Awaitable, Callable, Mapping, MutableMapping
 from datetime import UTC, datetime
-from typing import Any
+from typing import Any, Protocol
 
 from starlette.requests import Request
 from starlette.responses import Response
@@ -33,8 +33,10 @@ from prism.kv.namespace import Namespace
 
 __all__ = [
     "Call",
+    "Caller",
     "DataEndpoint",
     "Handler",
+    "RouteAudit",
     "access_event",
     "auth_problem",
     "problem_for",
@@ -46,6 +48,19 @@ log = logging.getLogger("prism.gateway")
 
 #: Request headers that are part of an idempotent request's identity.
 _FINGERPRINT_HEADERS = ("content-type", "if-match", "if-none-match")
+
+
+class Caller(Protocol):
+    """What an audit event names of the caller (the gateway's Principal, streaming's Identity)."""
+
+    @property
+    def subject(self) -> str: ...
+
+    @property
+    def kind(self) -> str: ...
+
+    @property
+    def tenant(self) -> str | None: ...
 
 
 class Call:
@@ -359,8 +374,8 @@ def _event(
 
 
 def access_event(
-    scope: MutableMapping[str, Any],
-    principal: Principal | None,
+    scope: Mapping[str, Any],
+    principal: Caller | None,
     namespace: str | None,
     op: str,
     status: int,
@@ -389,6 +404,44 @@ def access_event(
         status=status,
         latency_ms=round((time.perf_counter() - started) * 1000, 3),
     )
+
+
+class RouteAudit:
+    """The audit trail for routes outside the data pipeline (streaming), by the same rules.
+
+    ``admit`` reserves the event's slot before authentication (raising
+    AuditUnavailable when failing closed and the trail cannot take it) and says
+    whether the request is audited; ``record`` queues the outcome, and for a
+    successful write when failing closed returns only once the event is written.
+    """
+
+    def __init__(self, gateway: Gateway) -> None:
+        self.gateway = gateway
+
+    def admit(self) -> bool:
+        audit = self.gateway.audit
+        if not audit.enabled:
+            return False
+        audit.admit()
+        return True
+
+    async def record(
+        self,
+        scope: Mapping[str, Any],
+        principal: Any,
+        operation: str,
+        status: int,
+        outcome: str,
+        *,
+        started: float,
+        write: bool,
+    ) -> None:
+        audit = self.gateway.audit
+        event = access_event(scope, principal, None, operation, status, outcome, started)
+        if write and audit.fail_closed and status < 400:
+            await audit.record_durable(event)
+        else:
+            audit.record(event)
 
 
 def record_access(

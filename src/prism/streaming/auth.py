@@ -27,6 +27,7 @@ from typing import Any, Protocol
 from prism.streaming.errors import StreamError
 
 __all__ = [
+    "AccessAudit",
     "AuthError",
     "Authenticator",
     "Identity",
@@ -62,6 +63,31 @@ class Authenticator(Protocol):
         *,
         query_token_allowed: bool = False,
     ) -> Any: ...
+
+
+class AccessAudit(Protocol):
+    """Where the requests of the streaming routes are audited (the gateway's audit trail).
+
+    ``admit`` is called before authentication and raises (anything) to refuse the
+    request, when the trail cannot take its event; ``record`` gets every admitted
+    request's outcome (``principal`` is None when authentication refused it) and,
+    for a ``write`` that succeeded, returns only once the event is written when the
+    trail fails closed, raising when it could not be.
+    """
+
+    def admit(self) -> bool: ...
+
+    async def record(
+        self,
+        scope: Mapping[str, Any],
+        principal: Any,
+        operation: str,
+        status: int,
+        outcome: str,
+        *,
+        started: float,
+        write: bool,
+    ) -> None: ...
 
 
 @dataclass(frozen=True, slots=True)
@@ -178,7 +204,12 @@ async def authenticate(
     except _auth_error_types() as exc:
         status = getattr(exc, "status", 401)
         code = "FORBIDDEN" if status == 403 else "UNAUTHORIZED"
-        raise StreamError(code, str(getattr(exc, "detail", "") or exc) or "unauthorized") from None
+        reason = getattr(exc, "code", None)
+        raise StreamError(
+            code,
+            str(getattr(exc, "detail", "") or exc) or "unauthorized",
+            details={"reason": reason} if isinstance(reason, str) and reason != code else None,
+        ) from None
     if isinstance(result, Identity):
         identity = result
     else:

@@ -35,9 +35,10 @@ HTTP_STATUS: dict[str, int] = {
     "MESSAGE_TOO_LARGE": 413,
     "REQUEST_TIMEOUT": 408,
     "INVALID_MESSAGE": 400,
+    "AUDIT_UNAVAILABLE": 503,
 }
 
-_RETRYABLE = frozenset({"RATE_LIMITED", "TIMEOUT", "INTERNAL_ERROR"})
+_RETRYABLE = frozenset({"RATE_LIMITED", "TIMEOUT", "INTERNAL_ERROR", "AUDIT_UNAVAILABLE"})
 
 
 class StreamError(Exception):

@@ -23,6 +23,7 @@ def extension(config: Any) -> Any:
     """The routes and lifecycle hooks of streaming for a GatewayConfig (None when disabled)."""
     from prism.gateway.app import AppExtension
     from prism.gateway.config import ConfigError
+    from prism.gateway.pipeline import RouteAudit
 
     try:
         settings = parse_config(config.streaming, config.handlers)
@@ -39,6 +40,7 @@ def extension(config: Any) -> Any:
     async def start(gateway: Any) -> None:
         service.store = gateway.stores[store_name]
         service.authenticator = gateway.authenticator
+        service.audit = RouteAudit(gateway)
         await service.start()
 
     async def stop(gateway: Any) -> None:

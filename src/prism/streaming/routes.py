@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import asyncio
 import logging
+import time
 from collections.abc import AsyncIterator
 from typing import Any
 
@@ -23,6 +24,7 @@ from prism.streaming.auth import Principal, authenticate, peer_certificate, quer
 from prism.streaming.errors import StreamError
 from prism.streaming.hub import Follower
 from prism.streaming.metrics import CONNECTIONS
+from prism.streaming.openapi import describe_routes
 from prism.streaming.protocol import decode_event_header, decode_inbound, undecodable_escape
 from prism.streaming.service import StreamingService
 from prism.streaming.session import serve_websocket
@@ -103,38 +105,86 @@ class _Api:
             peer_cert=peer_certificate(request.scope),
         )
 
-    async def _guard(self, request: Request, handler: Any, *, query_token_allowed: bool = False) -> Response:
+    async def _guard(
+        self,
+        request: Request,
+        handler: Any,
+        *,
+        operation: str,
+        write: bool = False,
+        query_token_allowed: bool = False,
+    ) -> Response:
+        audit = self.service.audit
+        started = time.perf_counter()
+        audited = False
+        principal: Principal | None = None
+        response: Response | None = None
         try:
+            try:
+                # Reserved before authentication, so refused attempts are audited too.
+                audited = audit is not None and audit.admit()
+            except Exception as exc:
+                raise StreamError("AUDIT_UNAVAILABLE", str(exc) or "the audit trail is unavailable") from None
             _check_escapes(request)
             principal = await self._principal(request, query_token_allowed=query_token_allowed)
-            response: Response = await handler(request, principal)
-            return response
+            response = await handler(request, principal)
+            outcome = "ok"
         except StreamError as exc:
-            return problem(exc)
+            outcome = exc.code
+            response = problem(exc)
         except PrismError:
-            return problem(
+            outcome = "INTERNAL_ERROR"
+            response = problem(
                 StreamError("INTERNAL_ERROR", "the store could not be reached; try again", retry_after=1)
             )
         except Exception:
             log.exception("a streaming request failed")
-            return problem(StreamError("INTERNAL_ERROR", "the request failed on the server", retryable=False))
+            outcome = "INTERNAL_ERROR"
+            response = problem(
+                StreamError("INTERNAL_ERROR", "the request failed on the server", retryable=False)
+            )
+        finally:
+            if audited and response is None:
+                # Cancelled (the client went away): nothing runs after this block.
+                assert audit is not None
+                await audit.record(
+                    request.scope, principal, operation, 499, "cancelled", started=started, write=write
+                )
+        assert response is not None
+        if audited:
+            assert audit is not None
+            try:
+                await audit.record(
+                    request.scope,
+                    principal,
+                    operation,
+                    response.status_code,
+                    outcome,
+                    started=started,
+                    write=write,
+                )
+            except Exception as exc:
+                # Failing closed: a write whose event could not be written is not acknowledged.
+                response = problem(StreamError("AUDIT_UNAVAILABLE", str(exc), retry_after=1))
+        return response
 
     async def requests(self, request: Request) -> Response:
-        handler = self._submit if request.method == "POST" else self._list
-        return await self._guard(request, handler)
+        if request.method == "POST":
+            return await self._guard(request, self._submit, operation="requests_submit", write=True)
+        return await self._guard(request, self._list, operation="requests_list")
 
     async def one(self, request: Request) -> Response:
-        return await self._guard(request, self._get)
+        return await self._guard(request, self._get, operation="request_get")
 
     async def cancel(self, request: Request) -> Response:
-        return await self._guard(request, self._cancel)
+        return await self._guard(request, self._cancel, operation="request_cancel", write=True)
 
     async def dead(self, request: Request) -> Response:
-        return await self._guard(request, self._dead)
+        return await self._guard(request, self._dead, operation="dead_letters_list")
 
     async def events(self, request: Request) -> Response:
         # The only route besides the WebSocket that takes ?token= (EventSource cannot set headers).
-        return await self._guard(request, self._events, query_token_allowed=True)
+        return await self._guard(request, self._events, operation="request_events", query_token_allowed=True)
 
     async def _submit(self, request: Request, principal: Principal) -> Response:
         limit = self.service.config.max_frame_bytes
@@ -298,11 +348,13 @@ def streaming_routes(service: StreamingService) -> list[BaseRoute]:
     async def stream(websocket: WebSocket) -> None:
         await serve_websocket(service, websocket)
 
-    return [
-        WebSocketRoute("/v1/stream", stream),
-        Route("/v1/requests", api.requests, methods=["GET", "POST"]),
-        Route("/v1/requests/{request_id}", api.one, methods=["GET"]),
-        Route("/v1/requests/{request_id}/cancel", api.cancel, methods=["POST"]),
-        Route("/v1/requests/{request_id}/events", api.events, methods=["GET"]),
-        Route("/v1/dead-letters", api.dead, methods=["GET"]),
-    ]
+    return describe_routes(
+        [
+            WebSocketRoute("/v1/stream", stream),
+            Route("/v1/requests", api.requests, methods=["GET", "POST"]),
+            Route("/v1/requests/{request_id}", api.one, methods=["GET"]),
+            Route("/v1/requests/{request_id}/cancel", api.cancel, methods=["POST"]),
+            Route("/v1/requests/{request_id}/events", api.events, methods=["GET"]),
+            Route("/v1/dead-letters", api.dead, methods=["GET"]),
+        ]
+    )

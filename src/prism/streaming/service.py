@@ -30,7 +30,7 @@ from prism.kv.store import Store
 from prism.patterns import open_pubsub, open_queue
 from prism.patterns.base import PubSub, Queue, Subscription
 from prism.streaming import eager
-from prism.streaming.auth import Authenticator, Principal
+from prism.streaming.auth import AccessAudit, Authenticator, Principal
 from prism.streaming.builtin import builtin_router
 from prism.streaming.config import StreamingConfig
 from prism.streaming.connections import ConnectionRegistry
@@ -107,6 +107,8 @@ class StreamingService:
         self._store = store
         self.store_url = store_url
         self.authenticator = authenticator
+        #: Where requests of the streaming routes are audited (set by the gateway); None: not audited.
+        self.audit: AccessAudit | None = None
         self.node = _node_id()
         self.router = Router()
         self.router.include(builtin_router(self.config))

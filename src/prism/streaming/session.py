@@ -82,8 +82,15 @@ def _error(exc: StreamError, *, request_id: str | None = None, client_id: str | 
 
 
 async def serve_websocket(service: StreamingService, websocket: WebSocket) -> None:
-    """Run one WebSocket connection to its end."""
+    """Run one WebSocket connection to its end (its handshake is audited like an HTTP request)."""
+    audit = service.audit
+    started = time.perf_counter()
+    audited = False
     try:
+        try:
+            audited = audit is not None and audit.admit()
+        except Exception as exc:
+            raise StreamError("AUDIT_UNAVAILABLE", str(exc) or "the audit trail is unavailable") from None
         if service.authenticator is None:
             raise StreamError("UNAUTHORIZED", "this server has no authenticator configured")
         principal = await authenticate(
@@ -94,10 +101,26 @@ async def serve_websocket(service: StreamingService, websocket: WebSocket) -> No
             peer_cert=peer_certificate(websocket.scope),
         )
     except StreamError as exc:
+        if audited:
+            assert audit is not None
+            await audit.record(
+                websocket.scope,
+                None,
+                "stream_connect",
+                exc.http_status,
+                exc.code,
+                started=started,
+                write=False,
+            )
         await websocket.accept()
         await websocket.send_text(_error(exc).decode())
         await websocket.close(CLOSE_POLICY_VIOLATION, exc.code)
         return
+    if audited:
+        assert audit is not None
+        await audit.record(
+            websocket.scope, principal, "stream_connect", 101, "ok", started=started, write=False
+        )
     await websocket.accept()
     await _Session(service, websocket, principal).run()
 
