@@ -130,6 +130,11 @@ async def test_a_config_file_can_enable_them_with_its_own_cap(tmp_path: Path) ->
         r = await submit(client, "delay", {"seconds": 2.5})
         assert r.status_code == 422 and r.json()["details"]["field"] == "seconds"
         assert "<= 2" in r.json()["detail"]
+        # generate_report's four steps together are held to the same cap.
+        report = {"start_date": "2024-01-01", "end_date": "2024-01-02", "step_seconds": 0.6}
+        r = await submit(client, "generate_report", report)
+        assert r.status_code == 422 and r.json()["details"]["field"] == "step_seconds"
+        assert "<= 0.5" in r.json()["detail"]
 
 
 async def test_builtin_handlers_false_leaves_only_the_configured_ones(tmp_path: Path) -> None:

@@ -4,7 +4,7 @@
 is registered by default (``builtin_handlers``) as a liveness and round-trip check.
 ``delay`` and ``generate_report`` exist for the zero-config demo (``prism serve``
 without ``--config``, ``make run``) and for tests: ``generate_report`` returns a
-made-up URL, and ``delay`` holds a worker for as long as its caller asks (at most
+made-up URL, and ``delay`` holds a worker for as long as its caller asks (both at most
 ``max_delay_seconds``). With a config file they are registered only when
 ``streaming.demo_handlers`` is true.
 """
@@ -38,7 +38,8 @@ class ReportParams(msgspec.Struct, forbid_unknown_fields=True):
     start_date: date
     end_date: date
     format: Literal["pdf", "csv", "xlsx"] = "pdf"
-    #: Seconds each of the report's steps takes (a demo knob).
+    #: Seconds each of the report's four steps takes (a demo knob; all four together at most
+    #: ``max_delay_seconds``).
     step_seconds: Annotated[float, msgspec.Meta(ge=0, le=60)] = 1.0
 
     def __post_init__(self) -> None:
@@ -103,7 +104,24 @@ def demo_router(max_delay_seconds: float) -> Router:
         "return": dict[str, float],
     }
     demo.handler("delay", estimated_duration=math.inf)(delay)
-    demo.handler("generate_report", estimated_duration=120.0, retries=2)(generate_report)
+
+    # The report's steps together hold a worker no longer than a delay may.
+    report_params: Any = msgspec.defstruct(
+        "ReportParams",
+        [("step_seconds", Annotated[float, msgspec.Meta(ge=0, le=max_delay_seconds / len(_STEPS))], 1.0)],
+        bases=(ReportParams,),
+    )
+
+    async def report(payload: Any, progress: ProgressReporter) -> dict[str, object]:
+        return await generate_report(payload, progress)
+
+    report.__doc__ = generate_report.__doc__
+    report.__annotations__ = {
+        "payload": report_params,
+        "progress": ProgressReporter,
+        "return": dict[str, object],
+    }
+    demo.handler("generate_report", estimated_duration=120.0, retries=2)(report)
     return demo
 
 
