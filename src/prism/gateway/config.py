@@ -575,16 +575,9 @@ def _validate_transport(config: GatewayConfig, fail: Any) -> None:
     if server.max_connections < 1:
         fail("$.server.max_connections", "must be at least 1")
     tls = server.tls
-    if tls is not None:
-        for field in ("cert_file", "key_file", "client_ca_file"):
-            value = getattr(tls, field)
-            if value is not None and not config.resolve_path(value).is_file():
-                fail(f"$.server.tls.{field}", f"no such file: {config.resolve_path(value)}")
-        if tls.require_client_cert and tls.client_ca_file is None:
-            fail(
-                "$.server.tls.require_client_cert",
-                "needs `client_ca_file`, the CA that signs client certificates",
-            )
+    # The certificate files themselves are read (and reported) when the server starts.
+    if tls is not None and tls.require_client_cert and tls.client_ca_file is None:
+        fail("$.server.tls.require_client_cert", "needs `client_ca_file`, the CA of client certificates")
     mtls = config.auth.mtls
     if mtls and (tls is None or tls.client_ca_file is None):
         fail("$.auth.mtls", "client certificate identities need `server.tls` with `client_ca_file`")

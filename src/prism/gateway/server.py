@@ -340,6 +340,10 @@ def tls_context(tls: TlsConfig, base_dir: str = ".", source: str = "<config>") -
         p = Path(name)
         return str(p if p.is_absolute() else Path(base_dir) / p)
 
+    for field in ("cert_file", "key_file", "client_ca_file"):
+        name = getattr(tls, field)
+        if name is not None and not Path(path(name)).is_file():
+            raise ConfigError(source, f"$.server.tls.{field}", f"no such file: {path(name)}")
     context = ssl.SSLContext(ssl.PROTOCOL_TLS_SERVER)
     context.minimum_version = ssl.TLSVersion.TLSv1_2
     try:
