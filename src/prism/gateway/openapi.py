@@ -1,20 +1,74 @@
-"""The OpenAPI 3.0 description of the gateway, and a self-contained HTML page rendering it.
+"""The OpenAPI 3.0 description of a running gateway, and a self-contained HTML page rendering it.
 
-The document is built from the config (the ``ns`` parameter lists the served
-namespaces), so it is exact for this deployment. ``/docs`` is plain HTML with inline
-CSS: no scripts, no CDN, readable offline.
+The document is built from the app's own routes on first request, so it lists every
+route that is mounted (the gateway's, streaming's, any ``extra_routes``) with its
+methods. Request bodies are generated from the msgspec structs the handlers decode
+(``msgspec.json.schema_components``, turned into OpenAPI 3.0 schemas), never written
+twice. A route describes itself with :func:`describe` and one :class:`Operation` per
+method; the gateway's own routes are described here. The ``ns`` parameter lists the
+served namespaces, so the document is exact for this deployment. ``/docs`` is plain
+HTML with inline CSS: no scripts, no CDN, readable offline; descriptions are markdown.
 """
 
 from __future__ import annotations
 
-import html
+import re
+from collections.abc import Iterable, Mapping, Sequence
+from dataclasses import dataclass, field
 from typing import Any
 
-from prism.gateway.config import GatewayConfig
-from prism.gateway.wire import MAX_TTL_SECONDS
-from prism.kv.namespace import MAX_BATCH, MAX_PAGE_LIMIT
+import msgspec
+from starlette.routing import BaseRoute, Route, WebSocketRoute
 
-__all__ = ["docs_html", "openapi_document"]
+from prism.gateway.apidocs import docs_html
+from prism.gateway.config import GatewayConfig
+from prism.gateway.routes_kv import BulkDeleteRequest, BulkGetRequest, BulkPutRequest, TransactRequest
+from prism.gateway.routes_records import RecordPutRequest
+from prism.gateway.wire import MAX_TTL_SECONDS
+from prism.kv.namespace import MAX_PAGE_LIMIT
+
+__all__ = ["ApiDescription", "Operation", "describe", "docs_html", "openapi_document"]
+
+_ATTRIBUTE = "prism_openapi"
+_METHODS = ("get", "head", "put", "post", "delete", "patch")
+
+
+@dataclass(frozen=True, slots=True)
+class Operation:
+    """The description of one method of a route, for ``/openapi.json`` and ``/docs``.
+
+    ``body`` is the msgspec type the handler decodes its JSON body with (``body_fields``
+    keeps only some of its fields, ``body_required`` marks more of them required and
+    ``body_description`` says what the body is, for a struct shared by several messages).
+    ``response`` is the type of the success body. Texts are markdown. ``errors`` maps an
+    HTTP status to what it means here; they are answered as ``application/problem+json``.
+    """
+
+    operation_id: str
+    summary: str
+    description: str = ""
+    body: Any = None
+    body_fields: tuple[str, ...] = ()
+    body_required: tuple[str, ...] = ()
+    body_description: str = ""
+    status: int = 200
+    response: Any = None
+    response_description: str = "Success."
+    response_media: str = "application/json"
+    response_headers: Mapping[str, str] = field(default_factory=dict)
+    params: Sequence[Mapping[str, Any]] = ()
+    errors: Mapping[int, str] = field(default_factory=dict)
+    public: bool = False
+
+
+def describe(route: BaseRoute, **operations: Operation) -> BaseRoute:
+    """Attach the description of each method (``get=Operation(...)``) to ``route``; returns it."""
+    unknown = set(operations) - set(_METHODS)
+    if unknown:
+        raise ValueError(f"not HTTP methods: {sorted(unknown)}")
+    setattr(route, _ATTRIBUTE, dict(operations))
+    return route
+
 
 _PROBLEM = {"$ref": "#/components/schemas/Problem"}
 _NULLABLE_STR = {"type": "string", "nullable": True}
@@ -66,24 +120,6 @@ def _page_response(description: str, field: str, entry: dict[str, Any]) -> dict[
             "required": [field, "next_page_token"],
             "properties": {field: {"type": "array", "items": entry}, "next_page_token": _NULLABLE_STR},
         },
-    )
-
-
-def _batch_body(field: str, schema: str) -> dict[str, Any]:
-    """A JSON body holding one array ``field`` of up to MAX_BATCH ``schema`` objects."""
-    return _json_body(
-        {
-            "type": "object",
-            "required": [field],
-            "additionalProperties": False,
-            "properties": {
-                field: {
-                    "type": "array",
-                    "maxItems": MAX_BATCH,
-                    "items": {"$ref": f"#/components/schemas/{schema}"},
-                }
-            },
-        }
     )
 
 
@@ -146,51 +182,6 @@ def _schemas() -> dict[str, Any]:
                 "expires_at": time,
             },
         },
-        "PutItem": {
-            "type": "object",
-            "required": ["key", "value"],
-            "additionalProperties": False,
-            "properties": {
-                "key": {"type": "string"},
-                "value": base64,
-                "ttl": {
-                    "type": "number",
-                    "exclusiveMinimum": True,
-                    "minimum": 0,
-                    "maximum": MAX_TTL_SECONDS,
-                    "nullable": True,
-                },
-                "if_match": _NULLABLE_STR,
-                "if_absent": {"type": "boolean"},
-                "content_type": _NULLABLE_STR,
-            },
-        },
-        "DeleteItem": {
-            "type": "object",
-            "required": ["key"],
-            "additionalProperties": False,
-            "properties": {"key": {"type": "string"}, "if_match": _NULLABLE_STR},
-        },
-        "TransactOp": {
-            "type": "object",
-            "required": ["op", "key"],
-            "additionalProperties": False,
-            "properties": {
-                "op": {"type": "string", "enum": ["put", "delete"]},
-                "key": {"type": "string"},
-                "value": {**base64, "nullable": True},
-                "ttl": {
-                    "type": "number",
-                    "exclusiveMinimum": True,
-                    "minimum": 0,
-                    "maximum": MAX_TTL_SECONDS,
-                    "nullable": True,
-                },
-                "if_match": _NULLABLE_STR,
-                "if_absent": {"type": "boolean"},
-                "content_type": _NULLABLE_STR,
-            },
-        },
         "WriteResult": {
             "type": "object",
             "required": ["key", "ok"],
@@ -220,8 +211,8 @@ def _schemas() -> dict[str, Any]:
     }
 
 
-def openapi_document(config: GatewayConfig) -> dict[str, Any]:
-    """The OpenAPI 3.0.3 document for the gateway serving ``config``."""
+def _gateway_paths(config: GatewayConfig, schemas: _Schemas) -> dict[str, Any]:
+    """The path items of the gateway's own routes, by path template."""
     names = [ns.name for ns in config.namespaces]
     ns_param = {
         "name": "ns",
@@ -367,16 +358,7 @@ def openapi_document(config: GatewayConfig) -> dict[str, Any]:
             "post": {
                 "summary": "Read many entries",
                 "operationId": "bulkGet",
-                "requestBody": _json_body(
-                    {
-                        "type": "object",
-                        "required": ["keys"],
-                        "additionalProperties": False,
-                        "properties": {
-                            "keys": {"type": "array", "maxItems": MAX_BATCH, "items": {"type": "string"}}
-                        },
-                    }
-                ),
+                "requestBody": _json_body(schemas.ref(BulkGetRequest)),
                 "responses": {
                     "200": _json_response(
                         "One entry per requested key, in order.",
@@ -401,7 +383,7 @@ def openapi_document(config: GatewayConfig) -> dict[str, Any]:
                 "summary": "Write many entries (each on its own)",
                 "operationId": "bulkPut",
                 "parameters": [idem],
-                "requestBody": _batch_body("items", "PutItem"),
+                "requestBody": _json_body(schemas.ref(BulkPutRequest)),
                 "responses": {"200": results, **write_errors},
             },
         },
@@ -411,7 +393,7 @@ def openapi_document(config: GatewayConfig) -> dict[str, Any]:
                 "summary": "Delete many entries (each on its own)",
                 "operationId": "bulkDelete",
                 "parameters": [idem],
-                "requestBody": _batch_body("items", "DeleteItem"),
+                "requestBody": _json_body(schemas.ref(BulkDeleteRequest)),
                 "responses": {"200": results, **write_errors},
             },
         },
@@ -421,7 +403,7 @@ def openapi_document(config: GatewayConfig) -> dict[str, Any]:
                 "summary": "Apply puts and deletes all together, or none",
                 "operationId": "transact",
                 "parameters": [idem],
-                "requestBody": _batch_body("ops", "TransactOp"),
+                "requestBody": _json_body(schemas.ref(TransactRequest)),
                 "responses": {"200": results, "412": _ERRORS["412"], "501": _ERRORS["501"], **write_errors},
             },
         },
@@ -451,7 +433,7 @@ def openapi_document(config: GatewayConfig) -> dict[str, Any]:
                 "summary": "Write items of a record (each on its own)",
                 "operationId": "putRecord",
                 "parameters": [idem],
-                "requestBody": _batch_body("items", "PutItem"),
+                "requestBody": _json_body(schemas.ref(RecordPutRequest)),
                 "responses": {"200": results, **write_errors},
             },
             "delete": {
@@ -566,18 +548,206 @@ def openapi_document(config: GatewayConfig) -> dict[str, Any]:
         paths[path] = {
             "get": {"summary": summary, "operationId": op_id, "security": [], "responses": responses}
         }
+    return paths
+
+
+# -- schemas from msgspec types ---------------------------------------------------------
+
+_REF = "#/components/schemas/{name}"
+
+
+def _openapi30(schema: Any) -> Any:
+    """A msgspec (JSON Schema 2020-12) schema as an OpenAPI 3.0 schema."""
+    if isinstance(schema, list):
+        return [_openapi30(s) for s in schema]
+    if not isinstance(schema, dict):
+        return schema
+    out = {k: _openapi30(v) for k, v in schema.items()}
+    any_of = out.get("anyOf")
+    if isinstance(any_of, list) and {"type": "null"} in any_of:
+        rest = [s for s in any_of if s != {"type": "null"}]
+        del out["anyOf"]
+        if len(rest) == 1 and "$ref" in rest[0]:
+            out["allOf"] = rest
+        elif len(rest) == 1:
+            out = {**rest[0], **out}
+        else:
+            out["anyOf"] = rest
+        out["nullable"] = True
+    for bound, plain in (("exclusiveMinimum", "minimum"), ("exclusiveMaximum", "maximum")):
+        value = out.get(bound)
+        if isinstance(value, int | float) and not isinstance(value, bool):
+            out[plain] = value
+            out[bound] = True
+    if out.get("contentEncoding") == "base64":
+        del out["contentEncoding"]
+        out["format"] = "byte"
+    if "const" in out:
+        out["enum"] = [out.pop("const")]
+    enum = out.get("enum")
+    if isinstance(enum, list) and "type" not in out and all(isinstance(v, str) for v in enum):
+        out["type"] = "string"
+    return out
+
+
+class _Schemas:
+    """The msgspec types a document refers to; their schemas are generated all at once."""
+
+    def __init__(self) -> None:
+        self._types: list[Any] = []
+        self._uses: list[tuple[Any, dict[str, Any], tuple[str, ...], tuple[str, ...], str]] = []
+
+    def ref(
+        self,
+        type_: Any,
+        fields: tuple[str, ...] = (),
+        required: tuple[str, ...] = (),
+        description: str = "",
+    ) -> dict[str, Any]:
+        """A schema for ``type_``, filled in by :meth:`components` (only ``fields`` if given)."""
+        if type_ not in self._types:
+            self._types.append(type_)
+        slot: dict[str, Any] = {}
+        self._uses.append((type_, slot, fields, required, description))
+        return slot
+
+    def components(self) -> dict[str, Any]:
+        """Fill every schema handed out by :meth:`ref`; the named schemas they refer to."""
+        if not self._types:
+            return {}
+        roots, named = msgspec.json.schema_components(self._types, ref_template=_REF)
+        components = {name: _openapi30(schema) for name, schema in named.items()}
+        for type_, slot, fields, required, description in self._uses:
+            schema = _openapi30(roots[self._types.index(type_)])
+            if fields or required:
+                name = schema["$ref"].rsplit("/", 1)[-1] if "$ref" in schema else None
+                whole = components[name] if name is not None else schema
+                props = whole.get("properties", {})
+                keep = fields or tuple(props)
+                needed = [k for k in keep if k in required or k in whole.get("required", [])]
+                schema = {
+                    **{k: v for k, v in whole.items() if k not in ("properties", "required", "title")},
+                    "properties": {
+                        k: {n: v for n, v in props[k].items() if n not in ("nullable", "default")}
+                        if k in required
+                        else props[k]
+                        for k in keep
+                    },
+                    "required": needed,
+                    "additionalProperties": False,
+                }
+            if description:
+                schema["description"] = description
+            slot.update(schema)
+        return components
+
+
+# -- the document -----------------------------------------------------------------------
+
+
+def _template(route: BaseRoute) -> str:
+    path: str = getattr(route, "path", "")
+    return re.sub(r"\{(\w+):\w+\}", r"{\1}", path)
+
+
+def _methods(route: BaseRoute) -> list[str]:
+    if isinstance(route, WebSocketRoute):
+        return ["get"]
+    methods = getattr(route, "methods", None) or {"GET"}
+    return [m for m in _METHODS if m.upper() in methods]
+
+
+def _path_params(path: str, declared: Iterable[Mapping[str, Any]]) -> list[dict[str, Any]]:
+    names = {p["name"] for p in declared if p.get("in") == "path"}
+    return [
+        {"name": n, "in": "path", "required": True, "schema": {"type": "string", "minLength": 1}}
+        for n in re.findall(r"\{(\w+)\}", path)
+        if n not in names
+    ]
+
+
+def _render(op: Operation, path: str, schemas: _Schemas) -> dict[str, Any]:
+    out: dict[str, Any] = {"summary": op.summary, "operationId": op.operation_id}
+    if op.description:
+        out["description"] = op.description
+    params = [dict(p) for p in op.params]
+    params += _path_params(path, params)
+    if params:
+        out["parameters"] = params
+    if op.body is not None:
+        body = schemas.ref(op.body, op.body_fields, op.body_required, op.body_description)
+        out["requestBody"] = _json_body(body)
+    success: dict[str, Any] = {"description": op.response_description}
+    if op.response is not None:
+        success["content"] = {op.response_media: {"schema": schemas.ref(op.response)}}
+    elif op.response_media != "application/json":
+        success["content"] = {op.response_media: {"schema": {"type": "string"}}}
+    if op.response_headers:
+        success["headers"] = {
+            name: {"schema": {"type": "string"}, "description": text}
+            for name, text in op.response_headers.items()
+        }
+    out["responses"] = {
+        str(op.status): success,
+        **{str(code): _problem(text, retry=code in (429, 503)) for code, text in sorted(op.errors.items())},
+    }
+    if op.public:
+        out["security"] = []
+    return out
+
+
+def _undocumented(route: BaseRoute, path: str) -> dict[str, Any]:
+    endpoint = getattr(route, "endpoint", None)
+    summary = (getattr(endpoint, "__doc__", None) or "").strip().split("\n", 1)[0]
+    return {
+        "summary": summary or f"{path} (not described)",
+        "parameters": _path_params(path, []),
+        "responses": {"default": {"description": "Not described."}},
+    }
+
+
+def openapi_document(config: GatewayConfig, routes: Iterable[BaseRoute] = ()) -> dict[str, Any]:
+    """The OpenAPI 3.0.3 document of an app serving ``config`` with ``routes``.
+
+    Without ``routes``, the gateway's own routes are described.
+    """
+    schemas = _Schemas()
+    table = _gateway_paths(config, schemas)
+    paths: dict[str, Any] = {}
+    routes = list(routes)
+    if not routes:
+        paths = table
+    for route in routes:
+        if not isinstance(route, Route | WebSocketRoute):
+            continue
+        path = _template(route)
+        item = paths.setdefault(path, {})
+        operations: dict[str, Operation] | None = getattr(route, _ATTRIBUTE, None)
+        if operations is not None:
+            for method, op in operations.items():
+                item[method] = _render(op, path, schemas)
+            continue
+        known = table.get(path)
+        for method in _methods(route):
+            if known is not None and method in known:
+                item[method] = known[method]
+                if "parameters" in known:
+                    item["parameters"] = known["parameters"]
+            elif method != "head":
+                item[method] = _undocumented(route, path)
     doc: dict[str, Any] = {
         "openapi": "3.0.3",
         "info": {
             "title": "Prism gateway",
             "version": "1",
             "description": (
-                "The KeyValue model over HTTP. Errors are application/problem+json with a stable `code`."
+                "The KeyValue model over HTTP, and streaming requests. Errors are "
+                "`application/problem+json` with a stable `code`."
             ),
         },
         "paths": paths,
         "components": {
-            "schemas": _schemas(),
+            "schemas": {**_schemas(), **schemas.components()},
             "securitySchemes": {
                 "apiKey": {"type": "apiKey", "in": "header", "name": "X-API-Key"},
                 "bearer": {"type": "http", "scheme": "bearer", "description": "An API key or a JWT."},
@@ -589,50 +759,16 @@ def openapi_document(config: GatewayConfig) -> dict[str, Any]:
     return doc
 
 
-def docs_html(doc: dict[str, Any]) -> str:
-    """A standalone HTML page listing every operation, its parameters and its responses."""
-    esc = html.escape
-    parts = [
-        "<!doctype html><html lang=en><head><meta charset=utf-8>",
-        f"<title>{esc(doc['info']['title'])} API</title>",
-        "<style>body{font:15px/1.5 system-ui,sans-serif;max-width:960px;margin:2em auto;padding:0 1em;"
-        "color:#222}h2{margin-top:2em;border-bottom:1px solid #ddd}"
-        "code{background:#f4f4f4;padding:0 .3em;border-radius:3px}"
-        ".m{display:inline-block;min-width:4.5em;font-weight:bold;font-family:monospace}"
-        ".get{color:#0a6}.put{color:#a60}.post{color:#06a}.delete{color:#a00}.head{color:#666}"
-        "table{border-collapse:collapse;margin:.3em 0 1em}td,th{border:1px solid #ddd;padding:.2em .6em;"
-        "text-align:left;vertical-align:top}</style></head><body>",
-        f"<h1>{esc(doc['info']['title'])}</h1><p>{esc(doc['info']['description'])}</p>",
-        '<p>Machine-readable: <a href="/openapi.json">/openapi.json</a>. Authenticate with '
-        "<code>X-API-Key: &lt;key&gt;</code> or <code>Authorization: Bearer &lt;key or JWT&gt;</code>.</p>",
-    ]
-    for path, item in doc["paths"].items():
-        shared = item.get("parameters", [])
-        for method in ("get", "head", "put", "post", "delete"):
-            op = item.get(method)
-            if op is None:
-                continue
-            parts.append(
-                f"<h2><span class='m {method}'>{method.upper()}</span> <code>{esc(path)}</code></h2>"
-                f"<p>{esc(op.get('summary', ''))}</p>"
-            )
-            params = [*shared, *op.get("parameters", [])]
-            if params:
-                parts.append("<table><tr><th>parameter</th><th>in</th><th>description</th></tr>")
-                parts.extend(
-                    f"<tr><td><code>{esc(p['name'])}</code></td><td>{esc(p['in'])}</td>"
-                    f"<td>{esc(p.get('description', ''))}</td></tr>"
-                    for p in params
-                )
-                parts.append("</table>")
-            if "requestBody" in op:
-                types = ", ".join(op["requestBody"]["content"])
-                parts.append(f"<p>Body: <code>{esc(types)}</code></p>")
-            parts.append("<table><tr><th>status</th><th>meaning</th></tr>")
-            for status, response in op["responses"].items():
-                parts.append(
-                    f"<tr><td>{esc(status)}</td><td>{esc(response.get('description', ''))}</td></tr>"
-                )
-            parts.append("</table>")
-    parts.append("</body></html>")
-    return "".join(parts)
+class ApiDescription:
+    """``/openapi.json`` and ``/docs`` of one app, built from its routes on first request."""
+
+    def __init__(self, config: GatewayConfig) -> None:
+        self.config = config
+        self._pages: tuple[bytes, str] | None = None
+
+    def pages(self, routes: Iterable[BaseRoute]) -> tuple[bytes, str]:
+        """The JSON document and the HTML page."""
+        if self._pages is None:
+            doc = openapi_document(self.config, routes)
+            self._pages = (msgspec.json.encode(doc), docs_html(doc))
+        return self._pages

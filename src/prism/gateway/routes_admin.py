@@ -20,7 +20,7 @@ from starlette.routing import BaseRoute, Route
 
 from prism.gateway.audit import AuditUnavailable
 from prism.gateway.auth import AuthError, Principal
-from prism.gateway.openapi import docs_html, openapi_document
+from prism.gateway.openapi import ApiDescription
 from prism.gateway.pipeline import access_event, auth_problem
 from prism.gateway.policy import can_see, may
 from prism.gateway.problem import HTTPProblem
@@ -41,9 +41,7 @@ def _summary(served: ServedNamespace, actions: list[str]) -> dict[str, Any]:
 def admin_routes(gateway: Gateway) -> list[BaseRoute]:
     """Routes for namespaces and operations, bound to ``gateway``."""
     config = gateway.config
-    openapi = openapi_document(config)
-    openapi_bytes = JSON.encode(openapi)
-    docs = docs_html(openapi)
+    api = ApiDescription(config)
 
     def principal_of(request: Request) -> Principal:
         principal = gateway.authenticator.authenticate_scope(request.scope)
@@ -165,10 +163,10 @@ def admin_routes(gateway: Gateway) -> list[BaseRoute]:
         return Response(generate_latest(REGISTRY), 200, media_type=CONTENT_TYPE_LATEST)
 
     async def openapi_json(request: Request) -> Response:
-        return Response(openapi_bytes, 200, media_type="application/json")
+        return Response(api.pages(request.app.routes)[0], 200, media_type="application/json")
 
     async def docs_page(request: Request) -> Response:
-        return HTMLResponse(docs)
+        return HTMLResponse(api.pages(request.app.routes)[1])
 
     return [
         Route("/v1/namespaces", list_namespaces, methods=["GET"]),
