@@ -112,7 +112,7 @@ class KeyReadEndpoint:
                         body = served.pii.reveal(body, aad_prefix(served.name, tenant, key), clear)
                         # Only once it holds: a value that could not be masked was not shown at all.
                         pii_mode = "clear" if clear else "masked"
-                    content_type = item.content_type.encode("latin-1") if item.content_type else _OCTET_STREAM
+                    content_type = _header_bytes(item.content_type) if item.content_type else _OCTET_STREAM
                     headers.append((b"content-type", content_type))
                     headers.append((b"content-length", str(len(body)).encode("ascii")))
                     status = 200
@@ -149,6 +149,14 @@ class KeyReadEndpoint:
                         scope, principal, ns_name, "get", status, outcome, started, key=key, pii=pii_mode
                     )
                 )
+
+
+def _header_bytes(text: str) -> bytes:
+    """A stored content type as header bytes (Latin-1; UTF-8 for text written around the gateway)."""
+    try:
+        return text.encode("latin-1")
+    except UnicodeEncodeError:
+        return text.encode("utf-8")
 
 
 def _matches(item: Item, if_none_match: str) -> bool:

@@ -100,12 +100,26 @@ def protect_at(call: Call, where: str, record: str, value: bytes, item_key: str 
         raise HTTPProblem(400, exc.code, f"{where}: {exc}") from None
 
 
-def _put_of(call: Call, item: BulkPutItem | TransactOp, value: bytes, where: str) -> Put:
+def header_text(content_type: str | None, where: str) -> str | None:
+    """``content_type`` of a JSON body, refused (400) unless an HTTP header can carry it back."""
+    if content_type is not None:
+        try:
+            content_type.encode("latin-1")
+        except UnicodeEncodeError:
+            raise HTTPProblem(
+                400,
+                "INVALID_BODY",
+                f"{where}: content_type comes back as a Content-Type header, so it must be Latin-1 text",
+            ) from None
+    return content_type
+
+
+def _put_of(call: Call, item: BulkPutItem | TransactOp, value: bytes, at: str) -> Put:
     return Put(
         item.key,
-        protect_at(call, where, item.key, value),
+        protect_at(call, f"{at}.value", item.key, value),
         item.ttl,
-        item.content_type,
+        header_text(item.content_type, f"{at}.content_type"),
         item.if_match,
         item.if_absent,
     )
@@ -169,7 +183,7 @@ async def bulk_put(call: Call) -> Response:
     """POST /_bulk/put: independent puts, one result each."""
     request = decode_body(call.body, BulkPutRequest)
     call.key_count = len(request.items)
-    puts = [_put_of(call, item, item.value, f"items[{i}].value") for i, item in enumerate(request.items)]
+    puts = [_put_of(call, item, item.value, f"items[{i}]") for i, item in enumerate(request.items)]
     results = await call.kv.put_many(puts)
     return _json({"results": [result_json(r) for r in results]})
 
@@ -191,7 +205,7 @@ async def transact(call: Call) -> Response:
         if op.op == "put":
             if op.value is None:
                 raise HTTPProblem(400, "INVALID_BODY", f"ops[{i}]: a put needs `value` (base64)")
-            ops.append(_put_of(call, op, op.value, f"ops[{i}].value"))
+            ops.append(_put_of(call, op, op.value, f"ops[{i}]"))
         else:
             if op.value is not None or op.ttl is not None or op.if_absent or op.content_type is not None:
                 raise HTTPProblem(400, "INVALID_BODY", f"ops[{i}]: a delete takes only `key` and `if_match`")

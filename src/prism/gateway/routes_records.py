@@ -9,7 +9,7 @@ from starlette.responses import Response
 from starlette.routing import BaseRoute, Route
 
 from prism.gateway.pipeline import Call, DataEndpoint
-from prism.gateway.routes_kv import BulkPutItem, protect_at
+from prism.gateway.routes_kv import BulkPutItem, header_text, protect_at
 from prism.gateway.runtime import Gateway, ServedNamespace
 from prism.gateway.wire import JSON, decode_body, item_json, query_int, result_json
 from prism.kv.namespace import MAX_PAGE_LIMIT
@@ -48,7 +48,7 @@ async def put_record(call: Call) -> Response:
             i.key,
             protect_at(call, f"items[{n}].value", record, i.value, i.key),
             i.ttl,
-            i.content_type,
+            header_text(i.content_type, f"items[{n}].content_type"),
             i.if_match,
             i.if_absent,
         )
