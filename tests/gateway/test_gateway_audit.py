@@ -39,6 +39,7 @@ def metric(text: str, name: str, labels: str) -> float:
 
 async def test_each_data_access_is_one_json_line(tmp_path: Path) -> None:
     log = tmp_path / "audit" / "prism-audit.log"
+    log.parent.mkdir()  # Prism creates the file, never its directory
     async with client_for(audit_config(tmp_path, sink="file", path=str(log))) as c:
         put = await c.put("/v1/kv/orders/o1", content=b"x", headers=headers("acme"))
         await c.get("/v1/kv/orders/o1", headers=headers("acme"))

@@ -28,7 +28,10 @@ Options (keyword arguments or URL query parameters):
 What cannot be honoured is declared: the gateway offers no strongly consistent
 reads, so ``consistency="strong"`` raises Unsupported; ``existed`` of a write is
 reported for single keys and deletes, but not for the items of a record or the ops
-of a transaction (the gateway's batch answers do not carry it).
+of a transaction (the gateway's batch answers do not carry it). Transactions are
+declared; on a namespace whose store has none the gateway's 501 becomes Unsupported.
+Keys and record ids holding a newline are reached through the batch routes (the
+single-key routes cannot address them); record ids holding one are Unsupported.
 """
 
 from __future__ import annotations

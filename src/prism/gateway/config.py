@@ -13,7 +13,7 @@ from __future__ import annotations
 import math
 import os
 import re
-from collections.abc import Mapping
+from collections.abc import Callable, Mapping
 from pathlib import Path
 from typing import Any, Literal
 from urllib.parse import urlsplit
@@ -42,6 +42,7 @@ __all__ = [
     "ServerConfig",
     "StoreConfig",
     "TlsConfig",
+    "check_config",
     "default_config",
     "internal_namespace",
     "load_config",
@@ -369,6 +370,105 @@ def default_config() -> GatewayConfig:
 
 def load_config(path: str | os.PathLike[str], env: Mapping[str, str] | None = None) -> GatewayConfig:
     """Read, interpolate and validate the YAML config at ``path``."""
+    data = _read_yaml(path)
+    base_dir = str(Path(path).resolve().parent)
+    return parse_config(data, source=str(path), base_dir=base_dir, env=env)
+
+
+def check_config(
+    path: str | os.PathLike[str], env: Mapping[str, str] | None = None
+) -> tuple[GatewayConfig | None, list[ConfigError]]:
+    """The config at ``path`` as far as it can be read, and every error it has (not only the first).
+
+    Nothing is opened or started. A field whose shape is wrong is reported once and
+    replaced by a stand-in (its default, or an empty namespace), so the rules that span
+    fields still run and one mistake is one line. The config is None only when its
+    file, YAML, ``stores`` or ``namespaces`` cannot be read at all; it is valid when
+    the list is empty.
+    """
+    try:
+        data = _read_yaml(path)
+    except ConfigError as exc:
+        return None, [exc]
+    source = str(path)
+    if not isinstance(data, dict):
+        return None, [
+            ConfigError(source, "$", "the config must be a mapping with at least `stores` and `namespaces`")
+        ]
+    errors: list[ConfigError] = []
+    _check_literal_secrets(data, source, errors)
+    data = _interpolate(data, "$", source, os.environ if env is None else env, errors)
+    shaped, broken = _shape(data, source, errors)
+    if shaped is None:
+        return None, errors
+    # A value left as ${NAME} (its variable unset) would only repeat that error in other words.
+    broken |= {error.path for error in errors}
+
+    def report(at: str, message: str) -> None:
+        if not any(at == b or at.startswith((b + ".", b + "[")) for b in broken):
+            errors.append(ConfigError(source, at, message))
+
+    config = msgspec.convert(
+        {**shaped, "source": source, "base_dir": str(Path(path).resolve().parent)}, GatewayConfig
+    )
+    _validate(config, report)
+    return config, errors
+
+
+def _shape(
+    data: dict[str, Any], source: str, errors: list[ConfigError]
+) -> tuple[dict[str, Any] | None, set[str]]:
+    """``data`` with each malformed part reported and replaced by a stand-in, and the paths replaced."""
+    fields = {
+        f.name: f for f in msgspec.structs.fields(GatewayConfig) if f.name not in ("source", "base_dir")
+    }
+    shaped: dict[str, Any] = {}
+    broken: set[str] = set()
+
+    def convert(value: Any, type_: Any, at: str) -> bool:
+        try:
+            msgspec.convert(value, type_)
+        except msgspec.ValidationError as exc:
+            message, _, where = str(exc).partition(" - at `")
+            errors.append(ConfigError(source, at + where.rstrip("`").removeprefix("$"), message))
+            broken.add(at)
+            return False
+        return True
+
+    for key, value in data.items():
+        field = fields.get(key)
+        at = f"$.{key}"
+        if field is None:
+            errors.append(ConfigError(source, at, f"unknown field; the config takes {', '.join(fields)}"))
+        elif key == "stores" and isinstance(value, dict):
+            shaped[key] = {
+                name: entry if convert(entry, str | StoreConfig, f"{at}.{name}") else "memory://"
+                for name, entry in value.items()
+            }
+        elif key == "namespaces" and isinstance(value, list):
+            shaped[key] = [
+                entry if convert(entry, NamespaceConfig, f"{at}[{i}]") else _stand_in_namespace(entry, i)
+                for i, entry in enumerate(value)
+            ]
+        elif convert(value, field.type, at):
+            shaped[key] = value
+    for name in ("stores", "namespaces"):
+        if name not in data:
+            errors.append(ConfigError(source, "$", f"the config needs `{name}`"))
+        elif name not in shaped:
+            return None, broken
+    if "stores" not in shaped or "namespaces" not in shaped:
+        return None, broken
+    return shaped, broken
+
+
+def _stand_in_namespace(entry: Any, i: int) -> dict[str, Any]:
+    """A valid namespace in place of a malformed one, keeping its name when that is usable."""
+    name = entry.get("name") if isinstance(entry, dict) else None
+    return {"name": name if isinstance(name, str) and NAMESPACE_NAME.match(name) else f"invalid-{i}"}
+
+
+def _read_yaml(path: str | os.PathLike[str]) -> Any:
     source = str(path)
     try:
         text = Path(path).read_text(encoding="utf-8")
@@ -381,8 +481,7 @@ def load_config(path: str | os.PathLike[str], env: Mapping[str, str] | None = No
         where = f"line {mark.line + 1}, column {mark.column + 1}" if mark is not None else ""
         problem = getattr(exc, "problem", None) or str(exc)
         raise ConfigError(source, where, f"invalid YAML: {problem}") from None
-    base_dir = str(Path(path).resolve().parent)
-    return parse_config(data, source=source, base_dir=base_dir, env=env)
+    return data
 
 
 def parse_config(
@@ -411,17 +510,21 @@ def parse_config(
     return config
 
 
-def _interpolate(node: Any, path: str, source: str, env: Mapping[str, str]) -> Any:
+def _interpolate(
+    node: Any, path: str, source: str, env: Mapping[str, str], errors: list[ConfigError] | None = None
+) -> Any:
     if isinstance(node, str):
-        return _substitute(node, path, source, env)
+        return _substitute(node, path, source, env, errors)
     if isinstance(node, dict):
-        return {k: _interpolate(v, f"{path}.{k}", source, env) for k, v in node.items()}
+        return {k: _interpolate(v, f"{path}.{k}", source, env, errors) for k, v in node.items()}
     if isinstance(node, list):
-        return [_interpolate(v, f"{path}[{i}]", source, env) for i, v in enumerate(node)]
+        return [_interpolate(v, f"{path}[{i}]", source, env, errors) for i, v in enumerate(node)]
     return node
 
 
-def _substitute(text: str, path: str, source: str, env: Mapping[str, str]) -> str:
+def _substitute(
+    text: str, path: str, source: str, env: Mapping[str, str], errors: list[ConfigError] | None = None
+) -> str:
     if "$" not in text:
         return text
 
@@ -432,14 +535,20 @@ def _substitute(text: str, path: str, source: str, env: Mapping[str, str]) -> st
         value = env.get(name)
         if value is None or (value == "" and default is not None):
             if default is None:
-                raise ConfigError(source, path, f"environment variable {name} is not set")
+                error = ConfigError(source, path, f"environment variable {name} is not set")
+                if errors is None:
+                    raise error
+                errors.append(error)
+                return match.group(0)
             return default
         return value
 
     return _ENV_REF.sub(replace, text)
 
 
-def _check_literal_secrets(data: dict[str, Any], source: str) -> None:
+def _check_literal_secrets(
+    data: dict[str, Any], source: str, errors: list[ConfigError] | None = None
+) -> None:
     """Refuse store URLs that spell out a password instead of referencing ``${ENV}``."""
     stores = data.get("stores")
     if not isinstance(stores, dict):
@@ -454,9 +563,12 @@ def _check_literal_secrets(data: dict[str, Any], source: str) -> None:
             continue
         if password and not re.fullmatch(r"\$\{[A-Za-z_][A-Za-z0-9_]*(:-[^}]*)?\}", password):
             where = f"$.stores.{name}" + (".url" if isinstance(entry, dict) else "")
-            raise ConfigError(
+            error = ConfigError(
                 source, where, "the URL holds a literal password; write it as ${ENV_VAR} and set the variable"
             )
+            if errors is None:
+                raise error
+            errors.append(error)
 
 
 def _positive(value: float | None) -> bool:
@@ -490,10 +602,14 @@ def internal_namespace(name: str, config: GatewayConfig | None = None) -> str | 
     return None
 
 
-def _validate(config: GatewayConfig) -> None:
+def _validate(config: GatewayConfig, report: Callable[[str, str], None] | None = None) -> None:
+    """Check the rules that span fields: raise the first broken one, or give each to ``report``."""
     src = config.source
 
     def fail(path: str, message: str) -> None:
+        if report is not None:
+            report(path, message)
+            return
         raise ConfigError(src, path, message)
 
     if not config.stores:
