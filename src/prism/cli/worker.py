@@ -5,7 +5,8 @@
 
 Workers lease queued requests, run their handlers, publish progress and write the
 results. SIGTERM or Ctrl-C stops leasing; running jobs are interrupted and freed at
-once for other workers (they restart from the beginning there).
+once for other workers (they restart from the beginning there). The worker says which
+requests it released (each by its id) and exits 0.
 """
 
 from __future__ import annotations
@@ -103,10 +104,16 @@ async def _serve(url: str, connect_options: dict[str, Any], raw: dict[str, Any],
     config = parse_config(raw, handlers)
     service = StreamingService(connect(url, **connect_options), config, store_url=url, owns_store=True)
     stop = asyncio.Event()
+    received: list[signal.Signals] = []
     loop = asyncio.get_running_loop()
+
+    def on_signal(sig: signal.Signals) -> None:
+        received.append(sig)
+        stop.set()
+
     for sig in (signal.SIGTERM, signal.SIGINT):
         with contextlib.suppress(NotImplementedError):
-            loop.add_signal_handler(sig, stop.set)
+            loop.add_signal_handler(sig, on_signal, sig)
     async with service:
         if service.queue.engine == "embedded":
             print(
@@ -121,4 +128,13 @@ async def _serve(url: str, connect_options: dict[str, Any], raw: dict[str, Any],
             flush=True,
         )
         await stop.wait()
+        running = service.pool.running_jobs if service.pool is not None else []
+        why = received[0].name if received else "stop"
+        jobs = (
+            f"releasing {len(running)} running job(s) for other workers: {', '.join(running)}"
+            if running
+            else "no job running"
+        )
+        print(f"prism worker: {why} received, stopping; {jobs}", file=sys.stderr, flush=True)
+    print("prism worker: stopped", file=sys.stderr, flush=True)
     return 0

@@ -44,6 +44,8 @@ class WorkerPool:
         self.name = name
         self._loop_task: asyncio.Task[None] | None = None
         self._active: set[asyncio.Task[None]] = set()
+        #: The job each delivery task is running, once it claimed its request.
+        self._jobs: dict[asyncio.Task[None], Job] = {}
         self._counter = 0
         self.completed = 0
 
@@ -59,16 +61,55 @@ class WorkerPool:
         if self._loop_task is None:
             self._loop_task = asyncio.get_running_loop().create_task(self._run(), name=f"prism-{self.name}")
 
+    @property
+    def running_jobs(self) -> list[str]:
+        """The request ids this pool is running an attempt of."""
+        return [job.request_id for job in self._jobs.values()]
+
     async def stop(self) -> None:
-        """Stop leasing; interrupt running jobs, which free their requests for other workers."""
+        """Stop leasing; interrupt running jobs, which free their requests for other workers.
+
+        Each job stopped this way is logged with its request id: released (another
+        worker restarts it at once), finished (it ended while stopping), or not
+        released (the store could not be written; another worker takes it over once
+        its lease expires).
+        """
         if self._loop_task is not None:
             self._loop_task.cancel()
             await asyncio.wait([self._loop_task])
             self._loop_task = None
+        jobs = list(self._jobs.values())
         for task in list(self._active):
             task.cancel()
         if self._active:
             await asyncio.wait(list(self._active))
+        for job in jobs:
+            self._report_stopped(job)
+
+    def _report_stopped(self, job: Job) -> None:
+        record = job.current.record
+        rid, action = record.request_id, job.spec.action
+        if record.terminal:
+            log.info("%s: request %s (%s) ended %s while stopping", self.owner, rid, action, record.status)
+        elif record.owner == job.owner and record.lease_until == 0.0:
+            log.warning(
+                "%s: stopped before request %s (%s, attempt %d) finished; released it for another worker, "
+                "which runs it again from the start",
+                self.owner,
+                rid,
+                action,
+                record.attempts,
+            )
+        else:
+            log.warning(
+                "%s: stopped before request %s (%s, attempt %d) finished and could not release it; another "
+                "worker takes it over when its lease expires (lease_seconds=%g)",
+                self.owner,
+                rid,
+                action,
+                record.attempts,
+                self.rt.config.lease_seconds,
+            )
 
     async def _run(self) -> None:
         config = self.rt.config
@@ -162,7 +203,15 @@ class WorkerPool:
         if claimed is None:
             await rt.queue.release(lease, ORPHAN_RETRY_SECONDS)
             return
-        await Job(rt, claimed, spec, lease=lease).execute()
+        job = Job(rt, claimed, spec, lease=lease)
+        task = asyncio.current_task()
+        if task is not None:
+            self._jobs[task] = job
+        try:
+            await job.execute()
+        finally:
+            if task is not None:
+                self._jobs.pop(task, None)
         self.completed += 1
 
     async def _claim(self, current: Versioned) -> Versioned | None:
