@@ -80,6 +80,22 @@ async def test_query_tokens_are_refused_outside_websocket_and_sse(
         assert check.status_code == 404
 
 
+async def test_idempotency_keys_belong_to_one_issuer_and_subject(tmp_path: Path) -> None:
+    config = full_config(tmp_path)
+    del config["auth"]["jwt"]["issuer"]
+    one = bearer(token(sub="svc", iss="https://one.example"))
+    two = bearer(token(sub="svc", iss="https://two.example"))
+    async with client_for(config) as c:
+        first = await c.put("/v1/kv/orders/k", content=b"a", headers={**one, "Idempotency-Key": "same"})
+        assert first.status_code == 201
+        # The same key and request from another issuer's "svc" is its own write, not a replay.
+        second = await c.put("/v1/kv/orders/k", content=b"a", headers={**two, "Idempotency-Key": "same"})
+        assert second.status_code == 200 and "idempotent-replayed" not in second.headers
+        assert second.headers["etag"] != first.headers["etag"]
+        again = await c.put("/v1/kv/orders/k", content=b"a", headers={**one, "Idempotency-Key": "same"})
+        assert again.headers["idempotent-replayed"] == "true"
+
+
 # -- reserved namespaces -----------------------------------------------------------------
 
 
@@ -210,7 +226,8 @@ async def test_refused_requests_are_audited_on_every_route(tmp_path: Path) -> No
         ("namespaces_list", None, 200, "ok"),
     ]
     assert "principal" not in events[0] and "principal" not in events[1]
-    assert events[2]["principal"] == "writer" and events[4]["principal_kind"] == "jwt"
+    assert events[2]["principal"] == "writer" and "issuer" not in events[2]
+    assert events[4]["principal_kind"] == "jwt" and events[4]["issuer"] == "https://id.example.test"
     assert "wrong" not in log.read_text()
 
 

@@ -65,6 +65,8 @@ class AuditEvent(msgspec.Struct, kw_only=True, omit_defaults=True, gc=False):
     #: Who called (left out for a request refused before its caller was known: a 401).
     principal: str | None = None
     principal_kind: str | None = None
+    #: Who vouches for the principal when its kind has several (a JWT's ``iss``).
+    issuer: str | None = None
     tenant: str | None = None
     #: The namespace named by the request (left out for routes outside any namespace).
     namespace: str | None = None

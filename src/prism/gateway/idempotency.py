@@ -75,8 +75,9 @@ class IdempotencyCache:
 
     @staticmethod
     def _storage_key(principal: Principal, namespace: str, key: str) -> str:
-        # A JSON array is unambiguous whatever the parts hold (a subject may contain any character).
-        scope = _SCOPE_ENCODER.encode([principal.kind, principal.subject, principal.tenant, namespace, key])
+        # A JSON array is unambiguous whatever the parts hold (a subject may contain any character);
+        # the owner names the credential kind and issuer, so only the same caller replays.
+        scope = _SCOPE_ENCODER.encode([principal.owner, principal.tenant, namespace, key])
         return hashlib.sha256(scope).hexdigest()
 
     async def run(

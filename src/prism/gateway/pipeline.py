@@ -357,7 +357,8 @@ def _event(
         return access_event(scope, principal, namespace, op, status, outcome, started)
     pii = None
     if served is not None and served.pii is not None and op.startswith(("bulk_get", "records_get")):
-        pii = "clear" if call.clear_pii else "masked"
+        # Only what was shown: a read refused (a value that could not be masked) showed nothing.
+        pii = ("clear" if call.clear_pii else "masked") if status < 999 else None
     return access_event(
         scope,
         principal,
@@ -393,6 +394,7 @@ def access_event(
         request_id=scope.get("prism.request_id"),
         principal=None if principal is None else principal.subject,
         principal_kind=None if principal is None else principal.kind,
+        issuer=getattr(principal, "issuer", None),
         tenant=None if principal is None else principal.tenant,
         namespace=namespace,
         operation=op,

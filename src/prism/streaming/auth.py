@@ -104,6 +104,8 @@ class Identity:
     roles: frozenset[str] = field(default_factory=frozenset)
     kind: str = "user"
     owner: str = ""
+    #: Who vouches for the subject when the kind has several (a JWT's ``iss``).
+    issuer: str | None = None
 
     def __post_init__(self) -> None:
         if not self.owner:
@@ -222,6 +224,7 @@ async def authenticate(
             frozenset(result.roles),
             kind,
             str(owner) if owner else f"{kind}:{subject}",
+            getattr(result, "issuer", None),
         )
     if "\x00" in identity.owner or "\x00" in identity.subject or "\x00" in identity.tenant:
         # Request ids and topics are derived from "tenant NUL owner": a NUL would make them ambiguous.
