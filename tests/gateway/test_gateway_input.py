@@ -207,6 +207,8 @@ async def test_stored_values_that_are_not_json_are_withheld_unless_pii_read(tmp_
     assert [(e["status"], e["outcome"], e.get("pii")) for e in withheld] == [
         (500, "PII_VALUE_NOT_JSON", None)
     ]
+    batches = [e for e in gw.audit() if e.get("operation") in ("bulk_get", "records_get")]
+    assert [(e["status"], e.get("pii")) for e in batches] == [(500, None), (500, None)]
 
 
 def _bodies(route: str) -> list[bytes]:

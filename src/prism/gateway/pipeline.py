@@ -358,7 +358,7 @@ def _event(
     pii = None
     if served is not None and served.pii is not None and op.startswith(("bulk_get", "records_get")):
         # Only what was shown: a read refused (a value that could not be masked) showed nothing.
-        pii = ("clear" if call.clear_pii else "masked") if status < 999 else None
+        pii = ("clear" if call.clear_pii else "masked") if status < 400 else None
     return access_event(
         scope,
         principal,
