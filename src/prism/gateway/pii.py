@@ -122,6 +122,14 @@ def _explain(value: bytes, message: str) -> str:
     return f"it is not well-formed JSON ({message})"
 
 
+def _not_utf8(value: bytes) -> str:
+    try:
+        value.decode("utf-8")
+    except UnicodeDecodeError as exc:
+        return f"it is not UTF-8 (byte {exc.start} is invalid)"
+    return "it is not UTF-8"
+
+
 def _unique_names(pairs: list[tuple[str, Any]]) -> None:
     if len(pairs) > 1 and len({name for name, _ in pairs}) != len(pairs):
         seen: set[str] = set()
@@ -149,11 +157,9 @@ def parse_json(value: bytes, *, unique_names: bool = True) -> Any:
     if value.startswith((b"\xff\xfe", b"\xfe\xff")):
         raise NotJson("it starts with a UTF-16 byte order mark (JSON values are UTF-8)")
     try:
-        text = value.decode("utf-8")
-    except UnicodeDecodeError as exc:
-        raise NotJson(f"it is not UTF-8 (byte {exc.start} is invalid)") from None
-    try:
         doc = _decode(value)
+    except UnicodeDecodeError:
+        raise NotJson(_not_utf8(value)) from None
     except msgspec.ValidationError as exc:
         reason = str(exc)
         if "out of range" in reason:
@@ -166,7 +172,7 @@ def parse_json(value: bytes, *, unique_names: bool = True) -> Any:
     if unique_names and isinstance(doc, dict | list):
         try:
             json.loads(
-                text,
+                value.decode("utf-8"),
                 object_pairs_hook=_unique_names,
                 parse_float=_ignore,
                 parse_int=_ignore,
