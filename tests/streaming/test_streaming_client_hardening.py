@@ -136,3 +136,26 @@ async def test_calls_after_reconnecting_gave_up_fail_instead_of_waiting() -> Non
         assert time.monotonic() - started < 1
     finally:
         await client.close()
+
+
+async def test_result_past_its_timeout_is_a_request_error_and_the_request_goes_on(server: Server) -> None:
+    async with StreamClient(server.http, token="alice-token") as client:
+        handle = await client.submit("delay", {"seconds": 0.6, "step": 0.1})
+        with pytest.raises(RequestError) as waited:
+            await handle.result(timeout=0.05)
+        assert waited.value.code == "TIMEOUT" and "keeps running" in waited.value.message
+        assert waited.value.request_id == handle.request_id
+        assert await handle.result(timeout=10) == {"slept": 0.6}
+
+
+async def test_misuse_raises_invalid_argument(server: Server) -> None:
+    with pytest.raises(InvalidArgument, match="a stream URL looks like"):
+        StreamClient("localhost:8080")
+    with pytest.raises(InvalidArgument, match="reply_timeout must be > 0"):
+        StreamClient(server.http, reply_timeout=0)
+    async with StreamClient(server.http, token="alice-token") as client:
+        first = asyncio.create_task(client.submit("delay", {"seconds": 0.1}, id="twice"))
+        await asyncio.sleep(0)
+        with pytest.raises(InvalidArgument, match="already in flight"):
+            await client.submit("delay", {"seconds": 0.1}, id="twice")
+        assert await (await first).result(timeout=10) == {"slept": 0.1}

@@ -294,7 +294,8 @@ async def _attach(args: argparse.Namespace, start: Any, *, wait: bool, request_i
         return _usage(f"--url: {exc}")
     with _Watch(args.timeout) as watch:
         try:
-            async with client:
+            try:
+                await watch.until(client.connect())
                 handle = await watch.until(start(client, progress))
                 if handle.future.done() or wait:
                     result = await watch.until(handle.result())
@@ -307,6 +308,8 @@ async def _attach(args: argparse.Namespace, start: Any, *, wait: bool, request_i
                     file=sys.stderr,
                 )
                 return 0
+            finally:
+                await client.close()
         except _Stopped as stop:
             bar.done()
             rid = handle.request_id if handle is not None else request_id

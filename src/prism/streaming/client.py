@@ -95,8 +95,21 @@ class RequestHandle:
         return n
 
     async def result(self, timeout: float | None = None) -> Any:  # noqa: ASYNC109 - part of the SDK's API
-        """The request's outcome (its result, or RequestError), waiting at most ``timeout`` seconds."""
-        return await asyncio.wait_for(asyncio.shield(self.future), timeout)
+        """The request's outcome (its result, or RequestError), waiting at most ``timeout`` seconds.
+
+        Past ``timeout`` it raises RequestError("TIMEOUT"); the request itself goes on (await
+        ``result()`` again, or follow it by ``request_id``).
+        """
+        try:
+            return await asyncio.wait_for(asyncio.shield(self.future), timeout)
+        except TimeoutError:
+            raise RequestError(
+                "TIMEOUT",
+                f"no outcome of request {self.request_id or self.client_id!r} within {timeout:g} s; "
+                "it keeps running",
+                request_id=self.request_id,
+                retryable=True,
+            ) from None
 
 
 def _error_from(body: dict[str, Any], request_id: str | None) -> RequestError:
@@ -115,7 +128,7 @@ def stream_url(url: str) -> str:
     parts = urlsplit(url)
     scheme = {"http": "ws", "https": "wss", "ws": "ws", "wss": "wss"}.get(parts.scheme)
     if scheme is None or not parts.netloc:
-        raise ValueError(f"a stream URL looks like 'ws://host:8080' or 'https://host', not {url!r}")
+        raise InvalidArgument(f"a stream URL looks like 'ws://host:8080' or 'https://host', not {url!r}")
     path = parts.path if parts.path not in ("", "/") else "/v1/stream"
     return urlunsplit((scheme, parts.netloc, path, parts.query, ""))
 
@@ -521,7 +534,7 @@ class StreamClient:
             raise RuntimeError("the client is closed")
         client_id = id or f"{self._prefix}-{next(self._ids)}"
         if client_id in self._by_id:
-            raise ValueError(f"request id {client_id!r} is already in flight on this client")
+            raise InvalidArgument(f"request id {client_id!r} is already in flight on this client")
         handle = RequestHandle(client_id, action, payload, metadata, on_progress, self._future())
         self._by_id[client_id] = handle
         acked = asyncio.ensure_future(handle.acknowledged.wait())
