@@ -194,7 +194,7 @@ def run(args: argparse.Namespace) -> int:
 
     from prism.gateway.config import ConfigError
     from prism.gateway.logs import configure_logging
-    from prism.gateway.server import HttpProtocol, effective_max_connections, tls_context, tls_context_factory
+    from prism.gateway.server import effective_max_connections, tls_context, tls_context_factory
     from prism.streaming.app import UVICORN_OPTIONS
 
     if not 0 <= args.port <= 65535:
@@ -252,14 +252,13 @@ def run(args: argparse.Namespace) -> int:
         )
     common: dict[str, Any] = {
         "loop": "auto",
-        # Prism's protocol: caps on headers and connections, a header timeout, client certificates.
-        "http": HttpProtocol,
         "lifespan": "on",
         "log_config": None,
         "access_log": False,
         "server_header": False,
         "timeout_graceful_shutdown": math.ceil(config.server.shutdown_timeout),
-        # WebSocket settings of /v1/stream: no per-connection compression state, protocol pings.
+        # Prism's HTTP protocol (caps on headers and connections, a header timeout, client
+        # certificates) and the WebSocket settings of /v1/stream.
         **UVICORN_OPTIONS,
     }
     if tls is not None:

@@ -26,8 +26,10 @@ __all__ = ["UVICORN_OPTIONS", "create_streaming_app", "open_service"]
 
 #: uvicorn settings that suit many long-lived WebSockets: no per-connection compression state,
 #: protocol pings to find dead peers, and frames larger than the protocol limit reach the app
-#: (which answers MESSAGE_TOO_LARGE instead of dropping the connection).
+#: (which answers MESSAGE_TOO_LARGE instead of dropping the connection). HTTP goes through
+#: Prism's protocol, which caps headers and connections and times out slow clients.
 UVICORN_OPTIONS: Mapping[str, Any] = {
+    "http": "prism.gateway.server:HttpProtocol",
     "ws": "websockets-sansio",
     "ws_per_message_deflate": False,
     "ws_ping_interval": 20.0,
