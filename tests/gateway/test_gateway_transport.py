@@ -264,3 +264,25 @@ def test_a_config_file_creates_no_data_directory(tmp_path: Path) -> None:
     with serving(tmp_path, small_config()) as served:
         assert "Data directory" not in served.stdout()
     assert not (tmp_path / ".prism").exists()
+
+
+def test_an_unread_body_trickling_after_the_response_does_not_keep_the_connection(tmp_path: Path) -> None:
+    with serving(tmp_path) as served:
+        head = b"GET /healthz HTTP/1.1\r\nHost: x\r\nContent-Length: 1000\r\n\r\n"
+        with raw(served.port, head + b"abcd") as sock:
+            status, _, _ = read_response_or_first(sock)
+            assert status == 200
+            started = time.monotonic()
+            closed = False
+            while time.monotonic() - started < 15:
+                try:
+                    sock.sendall(b"x")
+                    sock.settimeout(1)
+                    closed = sock.recv(100) == b""
+                except TimeoutError:
+                    continue
+                except OSError:
+                    closed = True
+                if closed:
+                    break
+            assert closed and time.monotonic() - started < 8

@@ -222,7 +222,10 @@ class HttpProtocol(HttpToolsProtocol):
             self.data_received(rest)
 
     def _feed(self, data: bytes) -> None:
-        self._unset_keepalive_if_required()
+        if self.in_head or self.cycle is None or not self.cycle.response_complete:
+            # Once a request is answered, the rest of a body nobody reads does not keep the
+            # connection alive: the keep-alive timeout runs until the next request begins.
+            self._unset_keepalive_if_required()
         try:
             self.parser.feed_data(data)
         except httptools.HttpParserUpgrade:
