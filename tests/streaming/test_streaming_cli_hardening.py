@@ -13,7 +13,7 @@ import sys
 from pathlib import Path
 
 import httpx
-from streaming_helpers import Server, ServerFactory
+from streaming_helpers import Server, ServerFactory, make_service, running
 
 PRISM = str(Path(sys.executable).parent / "prism")
 REATTACH = re.compile(r"re-attach with: (prism request follow .*)$", re.M)
@@ -107,6 +107,32 @@ async def test_ctrl_c_while_following_leaves_the_request_running_and_says_how_to
         status = (await http.get(f"/v1/requests/{rid.group(1)}")).json()
         assert status["status"] == "PROCESSING"
         await http.post(f"/v1/requests/{rid.group(1)}/cancel")
+
+
+async def test_a_server_lost_while_following_leaves_the_way_back_to_the_request() -> None:
+    stopped = False
+    service = running(make_service())
+    server = await service.__aenter__()
+    try:
+        process = await asyncio.create_subprocess_exec(
+            PRISM, "request", "delay", "-d", '{"seconds": 30, "step": 0.1}', "--follow", *common(server),
+            stdout=asyncio.subprocess.PIPE, stderr=asyncio.subprocess.PIPE,
+        )  # fmt: skip
+        assert process.stderr is not None
+        first = await asyncio.wait_for(process.stderr.readline(), 30)
+        assert PROGRESS_LINE.match(first.decode()), first
+        await service.__aexit__(None, None, None)
+        stopped = True
+        out, rest = await asyncio.wait_for(process.communicate(), 30)
+    finally:
+        if not stopped:
+            await service.__aexit__(None, None, None)
+    err = (first + rest).decode()
+    assert process.returncode == 1 and out == b"" and "Traceback" not in err
+    assert "reconnect attempts failed" in err
+    assert re.search(
+        r"request (r[0-9a-f]+) may still be running; re-attach with: prism request follow \1 ", err
+    ), err
 
 
 async def test_follow_of_a_finished_request_prints_its_result_and_unknown_ids_fail(server: Server) -> None:

@@ -316,7 +316,16 @@ async def _attach(args: argparse.Namespace, start: Any, *, wait: bool, request_i
             return _stopped(args, stop, rid, handle.last_seq if handle is not None else args.after_seq)
         except RequestError as exc:
             bar.done()
-            return _failed(exc.code, exc.message, exc.details)
+            code = _failed(exc.code, exc.message, exc.details)
+            if handle is not None and handle.request_id is not None and exc.request_id is None:
+                # The connection failed, not the request: it may well run on.
+                reattach = _command(args, "follow", handle.request_id, "--after-seq", str(handle.last_seq))
+                rid = handle.request_id
+                print(
+                    f"prism request: request {rid} may still be running; re-attach with: {reattach}",
+                    file=sys.stderr,
+                )
+            return code
         except PrismError as exc:
             bar.done()
             return _failed("UNAVAILABLE", str(exc))
