@@ -124,6 +124,7 @@ NOT_JSON: list[tuple[bytes, str]] = [
     (b'{"email": "ann@example.com\\ud800"}', "lone UTF-16 surrogate escape"),
     (b'{"email": "ann@example.com"} {"email": 1}', "data after the JSON value"),
     (b'{"email": "ann@example.com", "email": "x"}', "the name 'email' more than once"),
+    (b'{"email": "ann@example.com", "em\\u0061il": "x"}', "the name 'email' more than once"),
     (b'{"address": {"street": "1 Main St"}, "address": 5}', "the name 'address' more than once"),
     (b'{"email": "ann@example.com \xff"}', "not UTF-8"),
     (b"plain text ann@example.com", "not well-formed JSON"),
