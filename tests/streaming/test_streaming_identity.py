@@ -285,3 +285,55 @@ async def test_failing_closed_a_submission_is_acknowledged_only_once_audited(tmp
         # Known down: refused before anything is done.
         r = await client.get("/v1/requests", headers=KEY_HEADERS)
         assert r.status_code == 503 and r.json()["code"] == "AUDIT_UNAVAILABLE"
+
+
+async def test_websocket_messages_are_audited(tmp_path: Path) -> None:
+    log = tmp_path / "audit.log"
+    audit = {"sink": "file", "path": str(log), "flush_interval": 0.02}
+    async with serve(config(audit=audit)) as base:
+        ws_url = base.replace("http://", "ws://") + "/v1/stream"
+        async with websockets.connect(ws_url, additional_headers=KEY_HEADERS) as ws:
+            await ws.send(json.dumps({"action": "wait", "id": "w1", "payload": {"seconds": 30}}))
+            ack = json.loads(await ws.recv())
+            assert ack["type"] == "acknowledgment"
+            rid = ack["request_id"]
+            await ws.send(json.dumps({"type": "status", "request_id": rid}))
+            while json.loads(await ws.recv())["type"] != "status":
+                pass
+            await ws.send(json.dumps({"type": "status", "request_id": "r" + "0" * 32}))
+            while json.loads(await ws.recv())["type"] != "error":
+                pass
+            await ws.send(json.dumps({"type": "cancel", "request_id": rid}))
+            while json.loads(await ws.recv())["type"] != "status":
+                pass
+    events = [json.loads(line) for line in log.read_text().splitlines()]
+    seen = [(e["operation"], e["status"], e["outcome"]) for e in events]
+    assert seen == [
+        ("stream_connect", 101, "ok"),
+        ("stream_submit", 202, "ok"),
+        ("stream_status", 200, "ok"),
+        ("stream_status", 404, "NOT_FOUND"),
+        ("stream_cancel", 200, "ok"),
+    ]
+    assert all(e["principal"] == "alice" and e["principal_kind"] == "api_key" for e in events)
+
+
+async def test_failing_closed_a_websocket_submission_is_acknowledged_only_once_audited(
+    tmp_path: Path,
+) -> None:
+    # A long flush interval: the sink is not yet known to fail when the request comes.
+    audit = {"sink": "file", "path": "/dev/full", "on_failure": "reject", "flush_interval": 30}
+    async with serve(config(audit=audit)) as base:
+        ws_url = base.replace("http://", "ws://") + "/v1/stream"
+        async with websockets.connect(ws_url, additional_headers=KEY_HEADERS) as ws:
+            await ws.send(json.dumps({"action": "wait", "id": "w1", "payload": {"seconds": 0}}))
+            reply = json.loads(await ws.recv())
+            assert reply["type"] == "error" and reply["error"]["code"] == "AUDIT_UNAVAILABLE"
+            # Known down now: refused before anything is done, and the connection stays usable.
+            await ws.send(json.dumps({"action": "wait", "id": "w2", "payload": {"seconds": 0}}))
+            # (The first request was stored before its event failed: its own events may come first.)
+            while (reply := json.loads(await ws.recv())).get("id") != "w2":
+                assert reply["type"] != "acknowledgment"
+            assert reply["type"] == "error" and reply["error"]["code"] == "AUDIT_UNAVAILABLE"
+            await ws.send(json.dumps({"type": "ping"}))
+            assert json.loads(await ws.recv())["type"] == "pong"

@@ -11,6 +11,7 @@ ones in a row close it with 1008.
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import logging
 import time
 from typing import Any
@@ -123,6 +124,10 @@ async def serve_websocket(service: StreamingService, websocket: WebSocket) -> No
         )
     await websocket.accept()
     await _Session(service, websocket, principal).run()
+
+
+#: Audit operations of the WebSocket messages (a request message is ``stream_submit``).
+_OPERATIONS = {"cancel": "stream_cancel", "status": "stream_status", "subscribe": "stream_subscribe"}
 
 
 class _Session:
@@ -306,10 +311,17 @@ class _Session:
         self._spawn(self._handle(msg), eagerly=msg.type is None)
 
     async def _handle(self, msg: Inbound) -> None:
+        if msg.type is None:
+            await self._request(msg)
+            return
+        operation = _OPERATIONS.get(msg.type)
+        started = time.perf_counter()
+        audited = False
+        outcome: tuple[int, str] | None = None
         try:
-            if msg.type is None:
-                await self._request(msg)
-            elif msg.type == "subscribe":
+            if operation is not None:
+                audited = self._admit()
+            if msg.type == "subscribe":
                 await self._subscribe(msg)
             elif msg.type == "status":
                 assert msg.request_id is not None
@@ -318,8 +330,14 @@ class _Session:
             elif msg.type == "cancel":
                 assert msg.request_id is not None
                 record = await self.service.cancel(self.principal, msg.request_id)
+                outcome = (200, "ok")
+                if audited:
+                    audited = False
+                    await self._audit("stream_cancel", 200, "ok", started, write=True)
                 self.follower.direct(encode(self.service.status_message(record)))
+            outcome = (200, "ok")
         except StreamError as exc:
+            outcome = (exc.http_status, exc.code)
             reply = _error(exc, request_id=msg.request_id, client_id=msg.id)
             if msg.type == "subscribe" and msg.request_id is not None:
                 self.follower.forget(msg.request_id, reply)
@@ -335,6 +353,36 @@ class _Session:
             log.error("a WebSocket message failed", exc_info=exc)
             error = StreamError("INTERNAL_ERROR", "the message failed on the server", retryable=False)
             self.follower.direct(_error(error, request_id=msg.request_id, client_id=msg.id))
+        finally:
+            if audited and operation is not None:
+                status, code = outcome or (500, "INTERNAL_ERROR")
+                with contextlib.suppress(StreamError):
+                    await self._audit(operation, status, code, started, write=False)
+
+    def _admit(self) -> bool:
+        """Reserve the audit event of one message; AUDIT_UNAVAILABLE when the trail cannot take it."""
+        audit = self.service.audit
+        if audit is None:
+            return False
+        try:
+            return audit.admit()
+        except Exception as exc:
+            raise StreamError("AUDIT_UNAVAILABLE", str(exc) or "the audit trail is unavailable") from None
+
+    async def _audit(self, operation: str, status: int, outcome: str, started: float, *, write: bool) -> None:
+        """Record one message's event; for a write that succeeded, failing closed, once it is written.
+
+        Raises StreamError(AUDIT_UNAVAILABLE) when that event could not be written: the
+        write is then not acknowledged.
+        """
+        audit = self.service.audit
+        assert audit is not None
+        try:
+            await audit.record(
+                self.ws.scope, self.principal, operation, status, outcome, started=started, write=write
+            )
+        except Exception as exc:
+            raise StreamError("AUDIT_UNAVAILABLE", str(exc) or "the audit trail is unavailable") from None
 
     async def _subscribe(self, msg: Inbound) -> None:
         assert msg.request_id is not None
@@ -362,17 +410,24 @@ class _Session:
         if msg.id is not None:
             rid = new_request_id(principal.tenant, principal.owner, msg.id)
             follower.expect(rid)
+        started = time.perf_counter()
+        audited = False
         try:
+            audited = self._admit()
             spec = service.handler_for(principal, msg.action)
             if service.is_sync(spec):
                 existing = await service.existing(principal, spec, payload, msg.id)
                 if existing is not None:
                     existing = await self._settled(existing)
                     if not self._stale_inline(existing.record):
+                        if audited:
+                            audited = False
+                            await self._audit("stream_submit", 200, "ok", started, write=True)
                         self._repeat(existing.record, msg)
                         return
 
                 def promoted(record: RequestRecord) -> None:
+                    nonlocal audited
                     follower.expect(record.request_id)
                     self.started.add(record.request_id)
                     ack = Acknowledgment(
@@ -381,7 +436,14 @@ class _Session:
                         message=f"still running after {self.config.inline_deadline:g} s; continuing as async",
                         id=msg.id,
                     )
-                    follower.acknowledge(record.request_id, encode(ack))
+                    if not audited:
+                        follower.acknowledge(record.request_id, encode(ack))
+                        return
+                    audited = False
+                    # Acknowledged only once its audit event is written (when failing closed).
+                    task = asyncio.ensure_future(self._acknowledge_audited(record.request_id, ack, started))
+                    self.tasks.add(task)
+                    task.add_done_callback(self.tasks.discard)
 
                 response = await service.run_inline(
                     principal,
@@ -393,6 +455,9 @@ class _Session:
                     on_promoted=promoted,
                 )
                 if response is not None:
+                    if audited:
+                        audited = False
+                        await self._audit("stream_submit", 200, "ok", started, write=True)
                     if rid is not None:
                         follower.forget(rid, response)
                     else:
@@ -424,6 +489,9 @@ class _Session:
             else:
                 log.error("a request message failed", exc_info=exc)
                 error = StreamError("INTERNAL_ERROR", "the request failed on the server", retryable=False)
+            if audited:
+                with contextlib.suppress(StreamError):
+                    await self._audit("stream_submit", error.http_status, error.code, started, write=False)
             reply = _error(error, request_id=None, client_id=msg.id)
             if rid is not None:
                 follower.forget(rid, reply)
@@ -434,9 +502,26 @@ class _Session:
         self.started.add(record.request_id)
         message = "request queued" if submission.created else f"already submitted (status {record.status})"
         ack = Acknowledgment(request_id=record.request_id, status="queued", message=message, id=msg.id)
+        if audited:
+            try:
+                await self._audit("stream_submit", 202, "ok", started, write=True)
+            except StreamError as exc:
+                follower.forget(
+                    record.request_id, _error(exc, request_id=record.request_id, client_id=msg.id)
+                )
+                return
         follower.acknowledge(
             record.request_id, encode(ack), replay_from=None if submission.created else record
         )
+
+    async def _acknowledge_audited(self, request_id: str, ack: Acknowledgment, started: float) -> None:
+        """Send the acknowledgment of a promoted inline request once its audit event is written."""
+        try:
+            await self._audit("stream_submit", 202, "ok", started, write=True)
+        except StreamError as exc:
+            self.follower.forget(request_id, _error(exc, request_id=request_id, client_id=ack.id))
+            return
+        self.follower.acknowledge(request_id, encode(ack))
 
     @staticmethod
     def _stale_inline(record: RequestRecord) -> bool:
