@@ -13,6 +13,7 @@ import sys
 from pathlib import Path
 
 import httpx
+import pytest
 from streaming_helpers import Server, ServerFactory, make_service, running
 
 PRISM = str(Path(sys.executable).parent / "prism")
@@ -81,8 +82,12 @@ async def test_timeout_while_following_prints_how_to_reattach_and_follow_prints_
     assert f"slept {round(0.2 * (seen + 1), 1):g} of 2 s" in err.splitlines()[0]
 
 
-async def test_ctrl_c_while_following_leaves_the_request_running_and_says_how_to_reattach(
-    server: Server,
+@pytest.mark.parametrize(
+    ("sig", "said", "exit_code"),
+    [(signal.SIGINT, "interrupted", 130), (signal.SIGTERM, "stopped by SIGTERM", 143)],
+)
+async def test_ctrl_c_or_sigterm_while_following_leaves_the_request_running_and_says_how_to_reattach(
+    server: Server, sig: signal.Signals, said: str, exit_code: int
 ) -> None:
     process = await asyncio.create_subprocess_exec(
         PRISM, "request", "delay", "-d", '{"seconds": 30, "step": 0.1}', "--follow", *common(server),
@@ -91,13 +96,13 @@ async def test_ctrl_c_while_following_leaves_the_request_running_and_says_how_to
     assert process.stderr is not None and process.stdout is not None
     first = await asyncio.wait_for(process.stderr.readline(), 30)
     assert PROGRESS_LINE.match(first.decode()), first
-    process.send_signal(signal.SIGINT)
+    process.send_signal(sig)
     rest = await asyncio.wait_for(process.stderr.read(), 10)
     out = await process.stdout.read()
-    assert await asyncio.wait_for(process.wait(), 10) == 130
+    assert await asyncio.wait_for(process.wait(), 10) == exit_code
     err = (first + rest).decode()
     assert out == b"" and "Traceback" not in err
-    rid = re.search(r"interrupted; request (r[0-9a-f]+) keeps running on the server", err)
+    rid = re.search(rf"{said}; request (r[0-9a-f]+) keeps running on the server", err)
     assert rid is not None, err
     command = reattach_command(err, server)
     assert command[:3] == ["request", "follow", rid.group(1)]

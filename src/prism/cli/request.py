@@ -11,8 +11,8 @@ credential ``--token`` (or ``PRISM_TOKEN``: an API key or a bearer token). Resul
 and records print as JSON on stdout; the progress bar goes to stderr. ``list`` prints
 a table on a terminal and JSON when piped (or with ``--json``), and says on stderr
 when more requests exist than it printed. A request that fails prints its error code
-and message and exits 1. Ctrl-C or ``--timeout`` while following leaves the request
-running and prints the command that re-attaches to it (``prism request follow``).
+and message and exits 1. Ctrl-C, SIGTERM or ``--timeout`` while following leave the
+request running and print the command that re-attaches to it (``prism request follow``).
 """
 
 from __future__ import annotations
@@ -42,7 +42,8 @@ RECONNECT_ATTEMPTS = 5
 ACTION_WIDTH = 24
 EXIT_FAILED = 1
 EXIT_USAGE = 2
-EXIT_INTERRUPTED = 130
+#: Signals that stop following (Ctrl-C, and what ``kill`` or ``timeout(1)`` send); the exit code is 128 + it.
+STOP_SIGNALS = (signal.SIGINT, signal.SIGTERM)
 VERBS = ("status", "cancel", "list", "follow")
 
 T = TypeVar("T")
@@ -188,11 +189,15 @@ def _failed(code: str, message: str, details: Any = None) -> int:
 
 
 class _Stopped(Exception):
-    """Following ended before the request did: Ctrl-C (``interrupted``) or ``--timeout``."""
+    """Following ended before the request did: a signal (Ctrl-C, SIGTERM) or ``--timeout``."""
 
-    def __init__(self, interrupted: bool) -> None:
-        super().__init__("interrupted" if interrupted else "timed out")
-        self.interrupted = interrupted
+    def __init__(self, signal_received: signal.Signals | None) -> None:
+        super().__init__("interrupted" if signal_received is not None else "timed out")
+        self.signal = signal_received
+
+    @property
+    def interrupted(self) -> bool:
+        return self.signal is not None
 
 
 class _Watch:
@@ -202,15 +207,22 @@ class _Watch:
         self.loop = asyncio.get_running_loop()
         self.deadline = None if timeout is None else self.loop.time() + timeout
         self.interrupted = asyncio.Event()
+        self.signal: signal.Signals | None = None
+
+    def _on_signal(self, sig: signal.Signals) -> None:
+        self.signal = self.signal or sig
+        self.interrupted.set()
 
     def __enter__(self) -> _Watch:
-        with contextlib.suppress(NotImplementedError, RuntimeError):
-            self.loop.add_signal_handler(signal.SIGINT, self.interrupted.set)
+        for sig in STOP_SIGNALS:
+            with contextlib.suppress(NotImplementedError, RuntimeError):
+                self.loop.add_signal_handler(sig, self._on_signal, sig)
         return self
 
     def __exit__(self, *exc: object) -> None:
-        with contextlib.suppress(NotImplementedError, RuntimeError):
-            self.loop.remove_signal_handler(signal.SIGINT)
+        for sig in STOP_SIGNALS:
+            with contextlib.suppress(NotImplementedError, RuntimeError):
+                self.loop.remove_signal_handler(sig)
 
     async def until(self, aw: Awaitable[T]) -> T:
         task = asyncio.ensure_future(aw)
@@ -225,7 +237,7 @@ class _Watch:
         task.cancel()
         with contextlib.suppress(BaseException):
             await task
-        raise _Stopped(self.interrupted.is_set())
+        raise _Stopped(self.signal)
 
 
 def _command(args: argparse.Namespace, *words: str) -> str:
@@ -238,7 +250,10 @@ def _command(args: argparse.Namespace, *words: str) -> str:
 
 def _stopped(args: argparse.Namespace, stop: _Stopped, request_id: str | None, last_seq: int) -> int:
     """Say why following stopped, that the request goes on, and how to re-attach."""
-    why = "interrupted" if stop.interrupted else f"TIMEOUT: no result within {args.timeout:g} s"
+    if stop.signal is None:
+        why = f"TIMEOUT: no result within {args.timeout:g} s"
+    else:
+        why = "interrupted" if stop.signal == signal.SIGINT else f"stopped by {stop.signal.name}"
     if request_id is None:
         hint = (
             f"; it may have been stored: send it again with --id {shlex.quote(args.id)} to find it"
@@ -250,7 +265,7 @@ def _stopped(args: argparse.Namespace, stop: _Stopped, request_id: str | None, l
         print(f"prism request: {why}; request {request_id} keeps running on the server", file=sys.stderr)
         reattach = _command(args, "follow", request_id, "--after-seq", str(last_seq))
         print(f"prism request: re-attach with: {reattach}", file=sys.stderr)
-    return EXIT_INTERRUPTED if stop.interrupted else EXIT_FAILED
+    return EXIT_FAILED if stop.signal is None else 128 + stop.signal
 
 
 async def _send(args: argparse.Namespace, action: str, payload: dict[str, Any] | None) -> int:
