@@ -20,6 +20,7 @@ API only, so a third-party backend runs exactly what Prism's own backends run.
 from __future__ import annotations
 
 import asyncio
+import inspect
 import json
 import math
 import random
@@ -36,6 +37,7 @@ from prism.errors import InvalidArgument, InvalidKey, PreconditionFailed, Unsupp
 from prism.kv.namespace import Namespace
 from prism.kv.store import Store
 from prism.model import Delete, Item, Put
+from prism.testing.plugin import async_fixture
 
 __all__ = ["ConformanceSuite"]
 
@@ -203,7 +205,7 @@ class ConformanceSuite:
     def store_options(self) -> dict[str, Any]:
         return {}
 
-    @pytest.fixture
+    @async_fixture
     async def store(self, store_url: str, store_options: dict[str, Any]) -> AsyncIterator[Store]:
         async with prism.connect(store_url, **store_options) as store:
             yield store
@@ -831,3 +833,10 @@ class ConformanceSuite:
             step_count=self.stateful_steps,
             shrink=self.stateful_shrink,
         )
+
+
+# The suite's tests are coroutines: marked, they run in pytest-asyncio's strict mode too
+# (a subclass's own synchronous tests stay unmarked).
+for _name, _test in list(vars(ConformanceSuite).items()):
+    if _name.startswith("test_") and inspect.iscoroutinefunction(_test):
+        setattr(ConformanceSuite, _name, pytest.mark.asyncio(_test))

@@ -18,19 +18,21 @@ from prism.kv.store import Store, connect
 try:
     import pytest_asyncio
 except ImportError:  # pragma: no cover - without pytest-asyncio, async fixtures need another plugin
-    _async_fixture: Callable[[Any], Any] = pytest.fixture
+    async_fixture: Callable[[Any], Any] = pytest.fixture
 else:
-    _async_fixture = pytest_asyncio.fixture
+    async_fixture = pytest_asyncio.fixture
+
+__all__ = ["async_fixture", "prism_namespace", "prism_store"]
 
 
-@_async_fixture
+@async_fixture
 async def prism_store() -> AsyncIterator[Store]:
     """An open in-memory Store, private to the test."""
     async with connect("memory://") as store:
         yield store
 
 
-@_async_fixture
+@async_fixture
 async def prism_namespace(prism_store: Store) -> Namespace:
     """The ``test`` namespace of ``prism_store``."""
     return prism_store.namespace("test")
