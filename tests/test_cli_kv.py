@@ -15,6 +15,7 @@ from pathlib import Path
 import httpx
 import pytest
 
+from prism import Put, connect_sync
 from prism.gateway.auth import hash_api_key
 from prism.testing.servers import free_port
 
@@ -211,3 +212,23 @@ def test_kv_talks_to_a_running_gateway(tmp_path: Path, gateway: str) -> None:
     # --store wins over PRISM_URL, so a local store stays reachable with PRISM_URL set.
     local = run("--store", "memory://", "ls", "default", PRISM_URL=gateway)
     assert local.returncode == 0 and local.stdout == b""
+
+
+def test_a_reader_that_stops_early_ends_the_listing_quietly(tmp_path: Path) -> None:
+    (tmp_path / ".prism").mkdir()
+    with connect_sync(f"sqlite:///{tmp_path}/.prism/data.db") as store:
+        ns = store.namespace("many")
+        for start in range(0, 3000, 1000):
+            ns.put_many([Put(f"{i:05d}-" + "k" * 100, b"v") for i in range(start, start + 1000)])
+    proc = subprocess.Popen(
+        [sys.executable, "-m", "prism", "kv", "ls", "many", "--limit", "3000"],
+        stdout=subprocess.PIPE,
+        stderr=subprocess.PIPE,
+        cwd=tmp_path,
+    )
+    assert proc.stdout is not None and proc.stderr is not None
+    assert json.loads(proc.stdout.readline())["key"].startswith("00000-")
+    proc.stdout.close()  # like `prism kv ls many | head -1`
+    assert proc.wait(timeout=60) == 141
+    with proc.stderr:
+        assert proc.stderr.read() == b""
