@@ -266,7 +266,12 @@ def test_tls_and_mtls_settings_are_checked(tmp_path: Path, pki: Pki) -> None:
     no_ca = tls_config(pki, client_ca=False)
     no_ca["server"]["tls"]["require_client_cert"] = True
     assert "$.server.tls.require_client_cert: needs `client_ca_file`" in error(no_ca)
-    for field, value in (("header_timeout", 0), ("body_timeout", -1), ("max_connections", 0)):
+    for field, value in (
+        ("header_timeout", 0),
+        ("body_timeout", -1),
+        ("keep_alive_timeout", 0),
+        ("max_connections", 0),
+    ):
         assert f"$.server.{field}:" in error({**no_ca, "server": {field: value}})
 
 

@@ -267,14 +267,14 @@ def test_a_config_file_creates_no_data_directory(tmp_path: Path) -> None:
 
 
 def test_an_unread_body_trickling_after_the_response_does_not_keep_the_connection(tmp_path: Path) -> None:
-    with serving(tmp_path) as served:
+    with serving(tmp_path, small_config(keep_alive_timeout=1)) as served:
         head = b"GET /healthz HTTP/1.1\r\nHost: x\r\nContent-Length: 1000\r\n\r\n"
         with raw(served.port, head + b"abcd") as sock:
             status, _, _ = read_response_or_first(sock)
             assert status == 200
             started = time.monotonic()
             closed = False
-            while time.monotonic() - started < 15:
+            while time.monotonic() - started < 10:
                 try:
                     sock.sendall(b"x")
                     sock.settimeout(1)
@@ -285,4 +285,4 @@ def test_an_unread_body_trickling_after_the_response_does_not_keep_the_connectio
                     closed = True
                 if closed:
                     break
-            assert closed and time.monotonic() - started < 8
+            assert closed and time.monotonic() - started < 3

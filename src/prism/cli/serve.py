@@ -257,6 +257,7 @@ def run(args: argparse.Namespace) -> int:
         "access_log": False,
         "server_header": False,
         "timeout_graceful_shutdown": math.ceil(config.server.shutdown_timeout),
+        "timeout_keep_alive": server_config.keep_alive_timeout,
         # Prism's HTTP protocol (caps on headers and connections, a header timeout, client
         # certificates) and the WebSocket settings of /v1/stream.
         **UVICORN_OPTIONS,

@@ -297,6 +297,8 @@ class ServerConfig(_Base, frozen=True):
     header_timeout: float = 10.0
     #: Seconds a client has to send the whole request body; a slower one gets 408.
     body_timeout: float = 30.0
+    #: Seconds an answered connection stays open waiting for the client's next request.
+    keep_alive_timeout: float = 5.0
     #: Open connections (HTTP and WebSocket) per process; more are answered 503 and closed at once.
     max_connections: int = 10_000
     tls: TlsConfig | None = None
@@ -683,7 +685,7 @@ def _validate(config: GatewayConfig, report: Callable[[str, str], None] | None =
 
 def _validate_transport(config: GatewayConfig, fail: Any) -> None:
     server = config.server
-    for field in ("header_timeout", "body_timeout"):
+    for field in ("header_timeout", "body_timeout", "keep_alive_timeout"):
         if not _positive(getattr(server, field)):
             fail(f"$.server.{field}", "must be a positive number of seconds")
     if not 1024 <= server.max_header_bytes <= 1024 * 1024:
