@@ -25,6 +25,9 @@ Options (keyword arguments or URL query parameters):
 * ``ca_file``: a PEM bundle of the CAs to trust for ``prism+https://``;
 * ``max_value_bytes`` (4 MiB): the largest value, as the gateway's namespaces allow.
 
+Redirects are not followed and proxy environment variables are ignored, so the
+token only ever goes to the gateway named in the URL.
+
 What cannot be honoured is declared: the gateway offers no strongly consistent
 reads, so ``consistency="strong"`` raises Unsupported; ``existed`` of a write is
 reported for single keys and deletes, but not for the items of a record or the ops
