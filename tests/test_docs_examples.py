@@ -553,3 +553,24 @@ def test_annotations_shape_the_run() -> None:
         "serve": "true",
     }
     assert shutil.which("bash") is not None
+
+
+def test_a_failing_block_names_its_file_and_line(environment: Environment) -> None:
+    """The harness itself: a block that fails fails its test, naming the markdown file and line."""
+    readme = ROOT / "README.md"
+    python = Block(readme, 40, "python", "value = 1\nraise ValueError(f'boom {value}')\n")
+    with pytest.raises(pytest.fail.Exception) as failed:
+        run_python(python, environment)
+    assert str(failed.value).startswith("README.md:40: exited with 1")
+    assert 'File "README.md", line 41' in str(failed.value) and "ValueError: boom 1" in str(failed.value)
+    shell = Block(readme, 7, "sh", "true\ncurl http://127.0.0.1:8080/v1/kv/default/no-such-key\n")
+    shell.options["gateway"] = "default"
+    with pytest.raises(pytest.fail.Exception) as failed:
+        run_sh(shell, environment)
+    message = str(failed.value)
+    assert message.startswith("README.md:7: exited with 22") and "KEY_NOT_FOUND" in message
+    config = Block(readme, 3, "yaml", "stores: {main: 'memory://'}\nnamespaces: [{name: a, store: mian}]\n")
+    with pytest.raises(pytest.fail.Exception) as failed:
+        run_yaml(config, environment)
+    message = str(failed.value)
+    assert message.startswith("README.md:3: not a valid gateway config") and "mian" in message
