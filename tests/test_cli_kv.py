@@ -22,9 +22,18 @@ from prism.testing.servers import free_port
 API_KEY = "k-cli-0123456789abcdef"
 
 
+#: The environment of the commands: no gateway named by the caller's environment.
+LOCAL = {k: v for k, v in os.environ.items() if k not in ("PRISM_URL", "PRISM_TOKEN")}
+
+
 def prism(tmp: Path, *args: str, stdin: bytes = b"") -> subprocess.CompletedProcess[bytes]:
     return subprocess.run(
-        [sys.executable, "-m", "prism", "kv", *args], input=stdin, capture_output=True, cwd=tmp, timeout=60
+        [sys.executable, "-m", "prism", "kv", *args],
+        input=stdin,
+        capture_output=True,
+        cwd=tmp,
+        timeout=60,
+        env=LOCAL,
     )
 
 
@@ -78,6 +87,7 @@ def on_a_terminal(cwd: Path, *args: str) -> str:
             stderr=subprocess.PIPE,
             cwd=cwd,
             timeout=60,
+            env=LOCAL,
         )
         os.close(follower)
         follower = -1
@@ -197,7 +207,7 @@ def test_kv_talks_to_a_running_gateway(tmp_path: Path, gateway: str) -> None:
             capture_output=True,
             cwd=elsewhere,
             timeout=60,
-            env={**os.environ, "PRISM_TOKEN": API_KEY, **env},
+            env={**LOCAL, "PRISM_TOKEN": API_KEY, **env},
         )
 
     assert run("--url", gateway, "put", "default", "greeting", "hello").returncode == 0
@@ -225,6 +235,7 @@ def test_a_reader_that_stops_early_ends_the_listing_quietly(tmp_path: Path) -> N
         stdout=subprocess.PIPE,
         stderr=subprocess.PIPE,
         cwd=tmp_path,
+        env=LOCAL,
     )
     assert proc.stdout is not None and proc.stderr is not None
     assert json.loads(proc.stdout.readline())["key"].startswith("00000-")
