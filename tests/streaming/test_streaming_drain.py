@@ -13,6 +13,7 @@ from pathlib import Path
 
 import httpx
 import pytest
+from streaming_helpers import Server, make_service
 
 from prism.testing.servers import free_port
 from prism.testing.servers._base import ServerUnavailable, wait_for_port
@@ -97,3 +98,33 @@ def test_sigterm_ends_an_open_sse_stream_at_once_with_a_reconnect_event(
     assert proc.returncode == 0, err
     assert exited < SHUTDOWN_TIMEOUT / 2, f"prism serve took {exited:.1f} s to exit"
     assert "Traceback" not in err and '"level":"error"' not in err, err
+
+
+async def test_sse_streams_opened_while_shutting_down_end_at_once(server: Server) -> None:
+    headers = {"Authorization": "Bearer alice-token"}
+    async with httpx.AsyncClient(base_url=server.http, headers=headers, timeout=10) as http:
+        rid = (await http.post("/v1/requests", json={"action": "delay", "payload": {"seconds": 30}})).json()[
+            "request_id"
+        ]
+        async with http.stream("GET", f"/v1/requests/{rid}/events") as open_stream:
+            lines = open_stream.aiter_lines()
+            assert await anext(lines) == "retry: 1000"
+            server.service.shutdown.request()
+            rest = [line async for line in lines]
+        assert rest[-3:] == ["event: reconnect", rest[-2], ""] and rid in rest[-2]
+        started = time.monotonic()
+        late = await http.get(f"/v1/requests/{rid}/events", params={"after_seq": 0})
+        assert time.monotonic() - started < 2
+        assert late.status_code == 200 and late.text.rstrip().split("\n")[-2] == "event: reconnect"
+        await http.post(f"/v1/requests/{rid}/cancel")
+
+
+async def test_services_stopped_in_any_order_give_the_signal_handlers_back() -> None:
+    original = {sig: signal.getsignal(sig) for sig in (signal.SIGTERM, signal.SIGINT)}
+    one, two = make_service(), make_service()
+    await one.start()
+    await two.start()
+    assert signal.getsignal(signal.SIGTERM) not in (original[signal.SIGTERM], None)
+    await one.stop()
+    await two.stop()
+    assert {sig: signal.getsignal(sig) for sig in original} == original

@@ -107,6 +107,12 @@ class ShutdownNotice:
             return
         for sig, previous in list(self._previous.items()):
             if signal.getsignal(sig) == self._handler:
+                # Skip notices stopped out of order: they only pass the signal on.
+                while isinstance(getattr(previous, "__self__", None), ShutdownNotice):
+                    notice: ShutdownNotice = previous.__self__
+                    if notice._active or sig not in notice._previous:
+                        break
+                    previous = notice._previous[sig]
                 signal.signal(sig, previous)
                 del self._previous[sig]
             # Otherwise a later handler chains onto this one, which now only passes the signal on.
