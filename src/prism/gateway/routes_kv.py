@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from typing import Any, Literal
+from typing import Annotated, Any, Literal
 
 import msgspec
 from starlette.datastructures import Headers
@@ -25,63 +25,77 @@ from prism.gateway.wire import (
     result_json,
     ttl_param,
 )
+from prism.kv.namespace import MAX_BATCH
 from prism.model import Delete, Put
 
 __all__ = ["kv_routes"]
 
 
+def _doc(text: str) -> msgspec.Meta:
+    """A field's description, for the OpenAPI document generated from these structs."""
+    return msgspec.Meta(description=text)
+
+
+Key = Annotated[str, _doc("The key: 1-1024 bytes of UTF-8, no NUL.")]
+Value = Annotated[bytes, _doc("The value, base64-encoded.")]
+OptionalTtl = Annotated[Ttl | None, _doc("Seconds until the entry expires; none keeps it until deleted.")]
+IfMatch = Annotated[str | None, _doc("Apply only when the entry's current etag is this one.")]
+IfAbsent = Annotated[bool, _doc("Apply only when there is no live entry at the key.")]
+ContentType = Annotated[str | None, _doc("Stored with the value and returned with it.")]
+
+
 class BulkGetRequest(msgspec.Struct, forbid_unknown_fields=True):
     """Body of POST /_bulk/get."""
 
-    keys: list[str]
+    keys: Annotated[list[str], _doc(f"The keys (at most {MAX_BATCH}); one answer each, in order.")]
 
 
 class BulkPutItem(msgspec.Struct, forbid_unknown_fields=True):
     """One entry of a batch or record write (``value`` is base64 on the wire)."""
 
-    key: str
-    value: bytes
-    ttl: Ttl | None = None
-    if_match: str | None = None
-    if_absent: bool = False
-    content_type: str | None = None
+    key: Key
+    value: Value
+    ttl: OptionalTtl = None
+    if_match: IfMatch = None
+    if_absent: IfAbsent = False
+    content_type: ContentType = None
 
 
 class BulkPutRequest(msgspec.Struct, forbid_unknown_fields=True):
     """Body of POST /_bulk/put."""
 
-    items: list[BulkPutItem]
+    items: Annotated[list[BulkPutItem], _doc(f"The entries (at most {MAX_BATCH}), each applied on its own.")]
 
 
 class BulkDeleteItem(msgspec.Struct, forbid_unknown_fields=True):
     """One entry of POST /_bulk/delete."""
 
-    key: str
-    if_match: str | None = None
+    key: Key
+    if_match: IfMatch = None
 
 
 class BulkDeleteRequest(msgspec.Struct, forbid_unknown_fields=True):
     """Body of POST /_bulk/delete."""
 
-    items: list[BulkDeleteItem]
+    items: Annotated[list[BulkDeleteItem], _doc(f"The keys (at most {MAX_BATCH}), each deleted on its own.")]
 
 
 class TransactOp(msgspec.Struct, forbid_unknown_fields=True):
     """One op of POST /_transact."""
 
-    op: Literal["put", "delete"]
-    key: str
-    value: bytes | None = None
-    ttl: Ttl | None = None
-    if_match: str | None = None
-    if_absent: bool = False
-    content_type: str | None = None
+    op: Annotated[Literal["put", "delete"], _doc("A delete takes only `key` and `if_match`.")]
+    key: Key
+    value: Annotated[bytes | None, _doc("The value of a put, base64-encoded.")] = None
+    ttl: OptionalTtl = None
+    if_match: IfMatch = None
+    if_absent: IfAbsent = False
+    content_type: ContentType = None
 
 
 class TransactRequest(msgspec.Struct, forbid_unknown_fields=True):
     """Body of POST /_transact."""
 
-    ops: list[TransactOp]
+    ops: Annotated[list[TransactOp], _doc(f"Applied in order, all or none (at most {MAX_BATCH}).")]
 
 
 def _json(payload: Any, status: int = 200) -> Response:

@@ -12,7 +12,7 @@ from __future__ import annotations
 import re
 import time
 from datetime import UTC, datetime
-from typing import Any
+from typing import Annotated, Any
 from urllib.parse import unquote_to_bytes
 
 import msgspec
@@ -68,16 +68,23 @@ class ProgressState(msgspec.Struct, kw_only=True):
 # -- client -> server -----------------------------------------------------------------
 
 
+def _doc(text: str) -> msgspec.Meta:
+    """A field's description, for the gateway's OpenAPI document."""
+    return msgspec.Meta(description=text)
+
+
 class Inbound(msgspec.Struct, kw_only=True):
     """Any client message: a request (``action``) or a control message (``type``)."""
 
-    type: str | None = None
-    action: str | None = None
-    id: str | None = None
-    payload: msgspec.Raw = msgspec.field(default_factory=msgspec.Raw)
-    metadata: dict[str, Any] | None = None
-    request_id: str | None = None
-    after_seq: int | None = None
+    type: Annotated[str | None, _doc("A control message: subscribe, cancel, status or ping.")] = None
+    action: Annotated[str | None, _doc("A request: the handler to run (1-128 printable characters).")] = None
+    id: Annotated[str | None, _doc("The client's id: a repeat returns the same request.")] = None
+    payload: Annotated[msgspec.Raw, _doc("The handler's input: a JSON object.")] = msgspec.field(
+        default_factory=msgspec.Raw
+    )
+    metadata: Annotated[dict[str, Any] | None, _doc("Free data kept with the request.")] = None
+    request_id: Annotated[str | None, _doc("The request a control message is about.")] = None
+    after_seq: Annotated[int | None, _doc("subscribe: send the events after this number.")] = None
 
 
 _inbound = msgspec.json.Decoder(Inbound)
