@@ -5,6 +5,7 @@ from __future__ import annotations
 import contextlib
 import io
 import re
+import subprocess
 from pathlib import Path
 
 import pytest
@@ -19,6 +20,18 @@ def python_blocks(path: Path) -> list[str]:
 def test_readme_shows_the_two_commands_first() -> None:
     first_screen = "\n".join(ROOT.joinpath("README.md").read_text().splitlines()[:20])
     assert "make run" in first_screen and "make test" in first_screen
+
+
+def test_readme_says_how_to_serve_make_run_on_another_port() -> None:
+    readme = ROOT.joinpath("README.md").read_text()
+    assert 'make run ARGS="--port 9000"' in readme
+    plan = subprocess.run(
+        ["make", "-s", "-n", "-C", str(ROOT), "run", "ARGS=--port 9000"],
+        capture_output=True,
+        text=True,
+        check=True,
+    ).stdout
+    assert ".venv/bin/prism serve --port 9000" in plan.splitlines()
 
 
 def test_readme_example_runs_and_prints_what_it_says() -> None:
