@@ -11,9 +11,10 @@ How each fenced block is run
 * ```yaml: a gateway config, parsed and validated with
   ``prism.gateway.config.parse_config`` (every ``${VAR}`` it references is given a
   value). The block with ``id=complete`` is also served and exercised.
-* Other fences (```json, bare fences holding output) are illustrations. A bare fence
-  whose first line is a command (``prism``, ``curl``, ``make``, ``python``) fails the
-  test: label it ``sh`` so it runs.
+* ```json, ```text and bare fences are illustrations (payloads, output, diagrams). A
+  bare or text fence whose first line is a command (``prism``, ``curl``, ``make``,
+  ``python``) fails the test: label it ``sh`` so it runs. Other labels (``py``,
+  ``bash``, ``yml``...) fail too, since they would never run.
 
 An HTML comment on the line right before a fence changes how it runs; its words are
 ``key=value`` (quote values holding spaces) or flags:
@@ -464,6 +465,13 @@ def test_commands_are_in_runnable_blocks() -> None:
         and b.text.split(None, 1)[0] in COMMAND_WORDS
     ]
     assert hidden == []
+
+
+def test_every_fence_says_what_it_holds() -> None:
+    """``py``, ``bash`` or ``yml`` blocks would silently never run: only these labels are used."""
+    labels = {"python", "sh", "yaml", "json", "text", ""}
+    odd = [(b.where, b.lang) for b in ALL_BLOCKS if b.lang not in labels]
+    assert odd == []
 
 
 def test_every_annotation_is_understood() -> None:
