@@ -17,7 +17,7 @@ from starlette.routing import Route, WebSocketRoute
 from prism.gateway import create_app, load_extensions, parse_config
 from prism.gateway.routes_kv import BulkDeleteItem, BulkGetRequest, BulkPutItem, TransactOp
 from prism.streaming.openapi import Accepted, RequestPage, RequestState
-from prism.streaming.protocol import Inbound
+from prism.streaming.protocol import Inbound, Progress
 
 CONFIG: dict[str, Any] = {
     "stores": {"main": "memory://"},
@@ -112,6 +112,14 @@ async def test_request_bodies_are_the_handlers_structs() -> None:
     assert "nullable" not in submit["properties"]["action"]
     accepted = doc["paths"]["/v1/requests"]["post"]["responses"]["202"]["content"]["application/json"]
     assert set(resolve(doc, accepted["schema"])["properties"]) == fields(Accepted)
+    # the WebSocket's messages, both ways
+    messages = doc["paths"]["/v1/stream"]["get"]["x-websocket-messages"]
+    assert set(resolve(doc, messages["client"])["properties"]) == fields(Inbound)
+    server = {
+        resolve(doc, m)["properties"]["type"]["enum"][0]: resolve(doc, m) for m in messages["server"]["anyOf"]
+    }
+    assert {"acknowledgment", "response", "progress", "complete", "error", "status", "pong"} <= set(server)
+    assert set(server["progress"]["properties"]) == fields(Progress) | {"type"}
 
 
 class _Text(HTMLParser):
@@ -148,6 +156,7 @@ async def test_docs_page_renders_markdown_and_lists_body_fields() -> None:
     for name in fields:
         assert name in page.code, name
     assert "/v1/stream" in page.code
+    assert "WebSocket messages from the server:" in text and "percentage" in page.code
 
 
 async def test_streaming_answers_have_the_documented_shape() -> None:

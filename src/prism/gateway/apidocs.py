@@ -83,6 +83,8 @@ def _rules(schema: Mapping[str, Any]) -> str:
 
 def _body_tables(doc: dict[str, Any], schema: Mapping[str, Any], seen: set[str]) -> list[str]:
     """Tables of the fields of a body schema and of the objects its fields hold."""
+    if "anyOf" in schema and "$ref" not in schema:
+        return [part for member in schema["anyOf"] for part in _body_tables(doc, member, seen)]
     name, target = _resolve(doc, schema)
     if name is not None:
         if name in seen:
@@ -151,6 +153,9 @@ def docs_html(doc: dict[str, Any]) -> str:
                 parts.append(f"<p>Body: {', '.join(f'<code>{esc(t)}</code>' for t in content)}</p>")
                 for media in content.values():
                     parts.extend(_body_tables(doc, media.get("schema", {}), set()))
+            for way, schema in op.get("x-websocket-messages", {}).items():
+                parts.append(f"<p>WebSocket messages from the {esc(way)}:</p>")
+                parts.extend(_body_tables(doc, schema, set()))
             parts.append("<table><tr><th>status</th><th>meaning</th></tr>")
             for status, response in op["responses"].items():
                 parts.append(

@@ -42,6 +42,8 @@ class Operation:
     ``body_description`` says what the body is, for a struct shared by several messages).
     ``response`` is the type of the success body. Texts are markdown. ``errors`` maps an
     HTTP status to what it means here; they are answered as ``application/problem+json``.
+    ``messages`` maps a direction (``client``, ``server``) to the msgspec type of the
+    WebSocket messages sent that way (``x-websocket-messages`` in the document).
     """
 
     operation_id: str
@@ -59,6 +61,7 @@ class Operation:
     params: Sequence[Mapping[str, Any]] = ()
     errors: Mapping[int, str] = field(default_factory=dict)
     public: bool = False
+    messages: Mapping[str, Any] = field(default_factory=dict)
 
 
 def describe(route: BaseRoute, **operations: Operation) -> BaseRoute:
@@ -693,6 +696,8 @@ def _render(op: Operation, path: str, schemas: _Schemas) -> dict[str, Any]:
     }
     if op.public:
         out["security"] = []
+    if op.messages:
+        out["x-websocket-messages"] = {way: schemas.ref(type_) for way, type_ in op.messages.items()}
     return out
 
 

@@ -13,7 +13,19 @@ from typing import Any
 import msgspec
 from starlette.routing import BaseRoute
 
-from prism.streaming.protocol import ErrorBody, Inbound, ProgressState
+from prism.streaming.protocol import (
+    Acknowledgment,
+    Complete,
+    ErrorBody,
+    ErrorMessage,
+    Inbound,
+    Pong,
+    Progress,
+    ProgressState,
+    Response,
+    StatusMessage,
+    Subscribed,
+)
 from prism.streaming.requests import RequestStatus
 
 __all__ = ["Accepted", "RequestPage", "RequestState", "describe_routes"]
@@ -51,6 +63,11 @@ class RequestPage(msgspec.Struct, forbid_unknown_fields=True, omit_defaults=True
 
 
 _REQUEST_FIELDS = ("action", "id", "payload", "metadata")
+
+#: Every message the server sends on the WebSocket, told apart by ``type``.
+ServerMessage = (
+    Acknowledgment | Response | Progress | Complete | ErrorMessage | StatusMessage | Subscribed | Pong
+)
 
 
 def _operations() -> dict[str, dict[str, Any]]:
@@ -109,6 +126,7 @@ def _operations() -> dict[str, dict[str, Any]]:
                 params=[
                     query("token", "A credential, for clients that cannot set headers.", {"type": "string"})
                 ],
+                messages={"client": Inbound, "server": ServerMessage},
             )
         },
         "/v1/requests": {
