@@ -71,7 +71,7 @@ BIN = Path(sys.executable).parent
 BLOCK_TIMEOUT = 90.0
 COMMAND_WORDS = ("prism", "curl", "make", "python")
 
-_FENCE = re.compile(r"^```([\w-]*)\s*$")
+_FENCE = re.compile(r"^(\s*)```([\w-]*)\s*$")
 _ANNOTATION = re.compile(r"^<!--\s*doc-test:(.*?)-->\s*$")
 
 
@@ -118,8 +118,9 @@ def blocks_of(path: Path) -> list[Block]:
             k -= 1
         if k >= 0 and (note := _ANNOTATION.match(lines[k].strip())):
             options = _options(note.group(1))
-        body = "\n".join(lines[start + 1 : j]) + "\n"
-        found.append(Block(path, start + 2, match.group(1), body, options))
+        indent = len(match.group(1))  # a fence inside a list item is indented
+        body = "\n".join(line[indent:] for line in lines[start + 1 : j]) + "\n"
+        found.append(Block(path, start + 2, match.group(2), body, options))
         i = j + 1
     return found
 
