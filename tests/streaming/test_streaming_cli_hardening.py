@@ -216,7 +216,7 @@ async def test_list_prints_a_table_on_a_terminal_json_otherwise_and_says_when_mo
     )
     assert code == 0, err
     lines = table.splitlines()
-    assert lines[0].split() == ["REQUEST_ID", "ACTION", "STATUS", "PROGRESS", "CREATED"]
+    assert lines[0].split() == ["REQUEST", "ID", "ACTION", "STATUS", "PROGRESS", "CREATED"]
     assert len(lines) == 3 and all(
         re.match(r"r[0-9a-f]+ +delay +[A-Z]+ +\d+% +20\d\d-", row) for row in lines[1:]
     )

@@ -17,6 +17,7 @@ from typing import Any
 
 import msgspec
 
+from prism.cli.tables import format_table
 from prism.errors import InvalidArgument
 from prism.kv.sync import SyncNamespace, connect_sync
 from prism.model import Item
@@ -251,18 +252,7 @@ def _row(key: str, item: Item | None, long: bool) -> dict[str, Any]:
     }
 
 
-def _cell(value: Any) -> str:
-    text = "-" if value is None else str(value)
-    # A key may hold tabs or newlines; a table row stays one line.
-    return text.encode("unicode_escape").decode("ascii") if not text.isprintable() else text
-
-
 def _table(rows: list[dict[str, Any]]) -> None:
-    if not rows:
-        return
-    columns = list(rows[0])
-    cells = [[_cell(row[c]) for c in columns] for row in rows]
-    widths = [max(len(c), *(len(line[i]) for line in cells)) for i, c in enumerate(columns)]
-    header = [c.upper().replace("_", " ") for c in columns]
-    for line in (header, *cells):
-        print("  ".join(cell.ljust(width) for cell, width in zip(line, widths, strict=True)).rstrip())
+    # A key may hold tabs or newlines: format_table escapes them, so a row stays one line.
+    if rows:
+        print(format_table(rows))

@@ -348,26 +348,24 @@ async def _attach(args: argparse.Namespace, start: Any, *, wait: bool, request_i
 
 def _table(requests: list[dict[str, Any]]) -> str:
     """The requests as a table: the columns a person scans first, the full id to copy."""
-    header = ("REQUEST_ID", "ACTION", "STATUS", "PROGRESS", "CREATED")
-    rows = [header]
+    from prism.cli.tables import format_table
+
+    rows = []
     for r in requests:
         action = str(r.get("action", ""))
         if len(action) > ACTION_WIDTH:
             action = action[: ACTION_WIDTH - 3] + "..."
         percentage = (r.get("progress") or {}).get("percentage", 0.0)
         rows.append(
-            (
-                str(r.get("request_id", "")),
-                action,
-                str(r.get("status", "")),
-                f"{percentage:.0f}%",
-                str(r.get("created_at", "")),
-            )
+            {
+                "request_id": r.get("request_id"),
+                "action": action,
+                "status": r.get("status"),
+                "progress": f"{percentage:.0f}%",
+                "created": r.get("created_at"),
+            }
         )
-    widths = [max(len(row[i]) for row in rows) for i in range(len(header))]
-    return "\n".join(
-        "  ".join(cell.ljust(w) for cell, w in zip(row, widths, strict=True)).rstrip() for row in rows
-    )
+    return format_table(rows)
 
 
 def _http(args: argparse.Namespace, verb: str, request_id: str | None) -> int:
