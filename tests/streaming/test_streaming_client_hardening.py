@@ -159,3 +159,16 @@ async def test_misuse_raises_invalid_argument(server: Server) -> None:
         with pytest.raises(InvalidArgument, match="already in flight"):
             await client.submit("delay", {"seconds": 0.1}, id="twice")
         assert await (await first).result(timeout=10) == {"slept": 0.1}
+
+
+async def test_follow_after_an_event_not_reached_yet_still_gets_the_outcome(server: Server) -> None:
+    """An ``after_seq`` past the last event counts as the last (as on the server): no event is lost."""
+    async with (
+        StreamClient(server.http, token="alice-token") as one,
+        StreamClient(server.http, token="alice-token") as two,
+    ):
+        handle = await one.submit("delay", {"seconds": 0.5, "step": 0.1})
+        assert handle.request_id is not None
+        followed = await two.follow(handle.request_id, after_seq=100)
+        assert await followed.result(timeout=10) == {"slept": 0.5}
+        assert followed.seqs and followed.seqs[-1] == max(handle.seqs)

@@ -442,11 +442,13 @@ class StreamClient:
         if handle is None:
             return
         seq = msg.get("seq")
-        if not isinstance(seq, int) or seq in handle._seen:
+        kind = msg["type"]
+        if not isinstance(seq, int) or (seq in handle._seen and (kind == "progress" or seq in handle.seqs)):
+            # A repeat. The final event is taken even when numbered within follow()'s after_seq:
+            # an after_seq past the last event must not hide the outcome.
             return
         handle._seen.add(seq)
         handle.seqs.append(seq)
-        kind = msg["type"]
         if kind == "progress":
             if handle.on_progress is not None:
                 update = ProgressUpdate(
