@@ -195,10 +195,6 @@ class _Stopped(Exception):
         super().__init__("interrupted" if signal_received is not None else "timed out")
         self.signal = signal_received
 
-    @property
-    def interrupted(self) -> bool:
-        return self.signal is not None
-
 
 class _Watch:
     """Races each wait of a command against Ctrl-C and the ``--timeout`` deadline."""
