@@ -5,6 +5,7 @@ from __future__ import annotations
 import argparse
 import logging
 import os
+import signal
 import sys
 from collections.abc import Sequence
 
@@ -65,6 +66,8 @@ def main(argv: Sequence[str] | None = None) -> int:
         return 2
     import uvicorn
 
+    # uvicorn re-raises the signal it drained on; with a handler in place a drained server exits 0.
+    signal.signal(signal.SIGTERM, lambda signum, frame: None)
     uvicorn.run(
         create_streaming_app(service),
         host=args.host,
