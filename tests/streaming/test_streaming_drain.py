@@ -96,7 +96,7 @@ def test_sigterm_ends_an_open_sse_stream_at_once_with_a_reconnect_event(
             rest = list(events)
             ended = time.monotonic() - signalled
     # The stream ends well before the shutdown timeout, with an event telling the client to reconnect.
-    assert ended < 3.0, f"the SSE stream ran {ended:.1f} s past SIGTERM"
+    assert ended < SHUTDOWN_TIMEOUT / 2, f"the SSE stream ran {ended:.1f} s past SIGTERM"
     assert rest, "the stream ended without a final event"
     final = rest[-1]
     assert final["event"] == "reconnect" and "id" not in final
@@ -109,7 +109,7 @@ def test_sigterm_ends_an_open_sse_stream_at_once_with_a_reconnect_event(
     _, err = proc.communicate(timeout=SHUTDOWN_TIMEOUT)
     exited = time.monotonic() - signalled
     assert proc.returncode == 0, err
-    assert exited < SHUTDOWN_TIMEOUT / 2, f"the server took {exited:.1f} s to exit"
+    assert exited < SHUTDOWN_TIMEOUT * 0.75, f"the server took {exited:.1f} s to exit"
     assert "Traceback" not in err and '"level":"error"' not in err and " ERROR " not in err, err
 
 
