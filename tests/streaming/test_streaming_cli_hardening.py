@@ -54,16 +54,16 @@ async def test_timeout_while_following_prints_how_to_reattach_and_follow_prints_
         "request",
         "delay",
         "-d",
-        '{"seconds": 2, "step": 0.2}',
+        '{"seconds": 3, "step": 0.25}',
         "--follow",
         "--timeout",
-        "0.7",
+        "2",
         *common(server),
     )
     assert code == 1 and out == ""
     rid = re.search(r"request (r[0-9a-f]+) keeps running on the server", err)
     assert rid is not None, err
-    assert "TIMEOUT: no result within 0.7 s" in err
+    assert "TIMEOUT: no result within 2 s" in err
     command = reattach_command(err, server)
     assert command[:3] == ["request", "follow", rid.group(1)]
     assert command[3:7] == ["--after-seq", command[4], "--url", server.http]
@@ -71,7 +71,7 @@ async def test_timeout_while_following_prints_how_to_reattach_and_follow_prints_
     assert seen == len(PROGRESS_LINE.findall(err)) and seen >= 1
     code, out, err = await prism(*command)
     assert code == 0, err
-    assert json.loads(out) == {"slept": 2.0}
+    assert json.loads(out) == {"slept": 3.0}
     # Only the events after the ones already shown: every progress event is shown once in all.
     async with httpx.AsyncClient(
         base_url=server.http, headers={"Authorization": "Bearer alice-token"}
@@ -79,7 +79,6 @@ async def test_timeout_while_following_prints_how_to_reattach_and_follow_prints_
         last_seq = (await http.get(f"/v1/requests/{rid.group(1)}")).json()["last_seq"]
     shown = PROGRESS_LINE.findall(err)
     assert len(shown) == last_seq - 1 - seen, err
-    assert f"slept {round(0.2 * (seen + 1), 1):g} of 2 s" in err.splitlines()[0]
 
 
 @pytest.mark.parametrize(
