@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import re
 from typing import Annotated, Any, Literal
 
 import msgspec
@@ -258,6 +259,17 @@ def _json_limit(gateway: Gateway) -> Any:
     return lambda served: limit
 
 
+def path_route(path: str, endpoint: Any, *, methods: list[str], name: str | None = None) -> Route:
+    """A route whose trailing ``{...:path}`` parameter matches every key, line breaks included.
+
+    Starlette's ``path`` convertor is ``.*``, which stops at a newline; keys and record ids
+    may contain one, and must not answer "no route" on one method and work on another.
+    """
+    route = Route(path, endpoint, methods=methods, name=name)
+    route.path_regex = re.compile(route.path_regex.pattern, re.DOTALL)
+    return route
+
+
 def kv_routes(gateway: Gateway) -> list[BaseRoute]:
     """The /v1/kv routes, bound to ``gateway``."""
     json_limit = _json_limit(gateway)
@@ -269,9 +281,9 @@ def kv_routes(gateway: Gateway) -> list[BaseRoute]:
     # Single-key routes come first: the router tries routes in order and these are the hottest.
     # A POST to /_bulk/... only partially matches them (wrong method) and goes on to its own route.
     return [
-        Route(key_path, KeyReadEndpoint(gateway), methods=["GET"], name="kv_get"),
-        Route(key_path, ep(put_key, "put", "write", _value_limit), methods=["PUT"]),
-        Route(key_path, ep(delete_key, "delete", "write"), methods=["DELETE"]),
+        path_route(key_path, KeyReadEndpoint(gateway), methods=["GET"], name="kv_get"),
+        path_route(key_path, ep(put_key, "put", "write", _value_limit), methods=["PUT"]),
+        path_route(key_path, ep(delete_key, "delete", "write"), methods=["DELETE"]),
         Route("/v1/kv/{ns}/_bulk/get", ep(bulk_get, "bulk_get", "read", json_limit), methods=["POST"]),
         Route("/v1/kv/{ns}/_bulk/put", ep(bulk_put, "bulk_put", "write", json_limit), methods=["POST"]),
         Route(

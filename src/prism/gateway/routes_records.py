@@ -6,10 +6,10 @@ from typing import Any
 
 import msgspec
 from starlette.responses import Response
-from starlette.routing import BaseRoute, Route
+from starlette.routing import BaseRoute
 
 from prism.gateway.pipeline import Call, DataEndpoint
-from prism.gateway.routes_kv import BulkPutItem, header_text, protect_at
+from prism.gateway.routes_kv import BulkPutItem, header_text, path_route, protect_at
 from prism.gateway.runtime import Gateway, ServedNamespace
 from prism.gateway.wire import JSON, decode_body, item_json, query_int, result_json
 from prism.kv.namespace import MAX_PAGE_LIMIT
@@ -100,13 +100,13 @@ def records_routes(gateway: Gateway) -> list[BaseRoute]:
 
     path = "/v1/records/{ns}/{id:path}"
     return [
-        Route(path, DataEndpoint(gateway, get_record, op="records_get", action="read"), methods=["GET"]),
-        Route(
+        path_route(path, DataEndpoint(gateway, get_record, op="records_get", action="read"), methods=["GET"]),
+        path_route(
             path,
             DataEndpoint(gateway, put_record, op="records_put", action="write", body_limit=body_limit),
             methods=["PUT"],
         ),
-        Route(
+        path_route(
             path,
             DataEndpoint(gateway, delete_record, op="records_delete", action="write"),
             methods=["DELETE"],
