@@ -10,7 +10,8 @@ How each fenced block is run
   (``--fail-with-body``), so every command must succeed.
 * ```yaml: a gateway config, parsed and validated with
   ``prism.gateway.config.parse_config`` (every ``${VAR}`` it references is given a
-  value). The block with ``id=complete`` is also served and exercised.
+  value), and each store's URL and options read by its backend (nothing connects).
+  The block with ``id=complete`` is also served and exercised.
 * ```json, ```text and bare fences are illustrations (payloads, output, diagrams). A
   bare or text fence whose first line is a command (``prism``, ``curl``, ``make``,
   ``python``) fails the test: label it ``sh`` so it runs. Other labels (``py``,
@@ -62,6 +63,8 @@ from pathlib import Path
 import pytest
 import yaml
 
+from prism.backends import open_backend
+from prism.errors import PrismError
 from prism.gateway.config import parse_config
 from prism.testing.servers import free_port
 
@@ -442,9 +445,17 @@ def run_yaml(block: Block, environment: Environment) -> None:
     raw = yaml.safe_load(block.text)
     env = {var: "x" * 48 for var in re.findall(r"\$\{(\w+)\}", block.text)}
     try:
-        parse_config(raw, source=block.where, env=env)
+        config = parse_config(raw, source=block.where, env=env)
     except Exception as exc:
         _fail(block, f"not a valid gateway config: {exc}")
+        return
+    # each store's URL and options as its backend reads them (nothing is connected)
+    for name in config.stores:
+        entry = config.store_entry(name)
+        try:
+            open_backend(entry.url, entry.backend, **entry.options)
+        except PrismError as exc:
+            _fail(block, f"$.stores.{name}: {exc}")
 
 
 @pytest.mark.parametrize("block", RUNNABLE, ids=[b.where for b in RUNNABLE])
