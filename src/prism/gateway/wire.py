@@ -3,21 +3,19 @@
 from __future__ import annotations
 
 import math
-import re
 from datetime import UTC, datetime
 from typing import Annotated, Any, TypeVar
-from urllib.parse import unquote_to_bytes
 
 import msgspec
 
 from prism.gateway.problem import HTTPProblem
+from prism.kv.validation import undecodable_escape
 from prism.model import Item, WriteResult
 
 __all__ = [
     "JSON",
     "MAX_TTL_SECONDS",
     "Ttl",
-    "bad_escape",
     "decode_body",
     "escape_problem",
     "expires_header",
@@ -72,7 +70,7 @@ def escape_problem(raw_path: bytes, query_string: bytes) -> HTTPProblem | None:
         ("path", "INVALID_PATH", raw_path),
         ("query string", "INVALID_QUERY", query_string),
     ):
-        bad = bad_escape(raw)
+        bad = undecodable_escape(raw)
         if bad is not None:
             return HTTPProblem(
                 400,
@@ -80,21 +78,6 @@ def escape_problem(raw_path: bytes, query_string: bytes) -> HTTPProblem | None:
                 f"the {where} holds {bad}, which is not UTF-8: keys, record ids, names and query values "
                 "are UTF-8 text, percent-encoded byte by byte",
             )
-    return None
-
-
-_ESCAPES = re.compile(rb"(?:%[0-9A-Fa-f]{2})+")
-
-
-def bad_escape(raw: bytes) -> str | None:
-    """The first run of percent-escapes in ``raw`` that does not decode as UTF-8, or None."""
-    if b"%" not in raw:
-        return None
-    for run in _ESCAPES.finditer(raw):
-        try:
-            unquote_to_bytes(run.group()).decode("utf-8")
-        except UnicodeDecodeError:
-            return run.group().decode("ascii")
     return None
 
 

@@ -4,9 +4,11 @@ from __future__ import annotations
 
 import math
 import os
+import re
 import time
 from datetime import timedelta
 from itertools import count
+from urllib.parse import unquote_to_bytes
 
 from prism.errors import InvalidArgument, InvalidKey, ValueTooLarge
 from prism.model import MAX_KEY_BYTES
@@ -20,6 +22,7 @@ __all__ = [
     "expiry",
     "new_etag",
     "ttl_seconds",
+    "undecodable_escape",
 ]
 
 
@@ -135,3 +138,22 @@ os.register_at_fork(after_in_child=_etags.reset)
 
 def new_etag() -> str:
     return f"{_etags.prefix}{next(_etags.counter):x}"
+
+
+_ESCAPES = re.compile(rb"(?:%[0-9A-Fa-f]{2})+")
+
+
+def undecodable_escape(raw: bytes) -> str | None:
+    """The first run of percent-escapes in a raw URL path or query that is not UTF-8 (``%FF``), or None.
+
+    Servers decode such escapes to U+FFFD, so different keys, record ids and names would
+    alias one another; every transport refuses them with this one check.
+    """
+    if b"%" not in raw:
+        return None
+    for run in _ESCAPES.finditer(raw):
+        try:
+            unquote_to_bytes(run.group()).decode("utf-8")
+        except UnicodeDecodeError:
+            return run.group().decode("ascii")
+    return None

@@ -9,11 +9,9 @@ handler decodes them, so relaying costs no re-encoding.
 
 from __future__ import annotations
 
-import re
 import time
 from datetime import UTC, datetime
 from typing import Annotated, Any
-from urllib.parse import unquote_to_bytes
 
 import msgspec
 
@@ -38,7 +36,6 @@ __all__ = [
     "encode_result",
     "error_body",
     "timestamp",
-    "undecodable_escape",
 ]
 
 #: Longest client id, action name and request id accepted.
@@ -248,24 +245,6 @@ def encode_result(result: Any) -> bytes:
     except (TypeError, ValueError, msgspec.EncodeError) as exc:
         reason = str(exc)
     raise StreamError("PROCESSING_FAILED", f"the handler's result is not JSON: {reason}")
-
-
-_ESCAPES = re.compile(rb"(?:%[0-9A-Fa-f]{2})+")
-
-
-def undecodable_escape(raw: bytes) -> str | None:
-    """The first run of percent-escapes in a raw path or query that is not UTF-8 (``%FF``), or None.
-
-    Servers decode such escapes to U+FFFD, so different request ids would look alike.
-    """
-    if b"%" not in raw:
-        return None
-    for run in _ESCAPES.finditer(raw):
-        try:
-            unquote_to_bytes(run.group()).decode("utf-8")
-        except UnicodeDecodeError:
-            return run.group().decode("ascii")
-    return None
 
 
 def timestamp(ts: float | None = None) -> str:

@@ -20,12 +20,13 @@ from starlette.routing import BaseRoute, Route, WebSocketRoute
 from starlette.websockets import WebSocket
 
 from prism.errors import PrismError
+from prism.kv.validation import undecodable_escape
 from prism.streaming.auth import Principal, authenticate, peer_certificate, query_token
 from prism.streaming.errors import StreamError
 from prism.streaming.hub import Follower
 from prism.streaming.metrics import CONNECTIONS
 from prism.streaming.openapi import describe_routes
-from prism.streaming.protocol import decode_event_header, decode_inbound, undecodable_escape
+from prism.streaming.protocol import decode_event_header, decode_inbound
 from prism.streaming.service import StreamingService
 from prism.streaming.session import serve_websocket
 
