@@ -2,7 +2,8 @@
 
 Every public method, property and attribute of each async class must exist on its
 blocking twin with the same parameters, defaults and annotations (the async class
-names mapped to their twins), the async docstring, and a value of the twin's type.
+names mapped to their twins), the async docstring, and a value of the twin's type;
+and each blocking method must hand every argument, unchanged, to its async twin.
 The blocking bridge's inline runner is checked against the asyncio internals it
 needs, and falls back to a background event loop where they differ.
 """
@@ -144,6 +145,70 @@ def test_blocking_attributes_hold_the_async_values(twins: list[tuple[object, obj
                 assert type(sync_value) is type(async_value), where
             else:
                 assert sync_value == async_value, where
+
+
+class AsyncRecorder:
+    """Stands in for an async Namespace, Collection or Store: notes each call and its arguments."""
+
+    def __init__(self, cls: type, calls: list[tuple[str, dict[str, Any]]]) -> None:
+        self.cls = cls
+        self.calls = calls
+        if cls is Collection:
+            self.namespace = AsyncRecorder(Namespace, calls)
+        if cls is Store:
+            self.is_open = True
+
+    def __getattr__(self, name: str) -> Any:
+        func = inspect.getattr_static(self.cls, name)
+        signature = inspect.signature(func)
+
+        def record(*args: Any, **kwargs: Any) -> Any:
+            bound = signature.bind(self, *args, **kwargs)
+            self.calls.append((name, dict(list(bound.arguments.items())[1:])))
+            if not inspect.iscoroutinefunction(func):  # namespace() and collection() return a handle
+                twin = {"namespace": Namespace, "collection": Collection}.get(name)
+                return None if twin is None else AsyncRecorder(twin, self.calls)
+
+            async def finished() -> None:
+                return None
+
+            return finished()
+
+        return record
+
+
+def _blocking(sync_cls: type, recorder: AsyncRecorder, blocking_portal: portal.Portal) -> Any:
+    if sync_cls is SyncStore:  # built around an open store: give it the stand-in directly
+        store = object.__new__(SyncStore)
+        store.__dict__.update(_store=recorder, _portal=blocking_portal)
+        return store
+    return sync_cls(recorder, blocking_portal)
+
+
+@pytest.mark.parametrize("async_cls", list(TWINS), ids=lambda cls: cls.__name__)
+def test_blocking_methods_pass_every_argument_on_unchanged(async_cls: type) -> None:
+    sync_cls = TWINS[async_cls]
+    for name, func in sorted(vars(async_cls).items()):
+        if name.startswith("_") or not inspect.isfunction(func):
+            continue
+        calls: list[tuple[str, dict[str, Any]]] = []
+        blocking_portal = portal.Portal(inline=True)
+        try:
+            sync_obj = _blocking(sync_cls, AsyncRecorder(async_cls, calls), blocking_portal)
+            # A distinct value for every parameter, named as the caller would name it.
+            params = list(inspect.signature(func).parameters.values())[1:]
+            args = [object() for p in params if p.kind is p.POSITIONAL_OR_KEYWORD]
+            kwargs = {p.name: object() for p in params if p.kind is p.KEYWORD_ONLY}
+            if any(p.kind is p.VAR_KEYWORD for p in params):
+                kwargs["some_option"] = object()
+            getattr(sync_obj, name)(*args, **kwargs)
+            expected = dict(zip([p.name for p in params], args, strict=False))
+            expected.update({k: v for k, v in kwargs.items() if k != "some_option"})
+            if "some_option" in kwargs:
+                expected["options"] = {"some_option": kwargs["some_option"]}
+            assert calls[:1] == [(name, expected)], f"{sync_cls.__name__}.{name}"
+        finally:
+            blocking_portal.close()
 
 
 # -- what the parity brings, used the blocking way ----------------------------------
