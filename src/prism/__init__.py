@@ -8,7 +8,9 @@ keys, records and typed collections; see docs/library.md.
 from typing import TYPE_CHECKING
 
 from prism.errors import (
+    AuthError,
     BackendUnavailable,
+    ConfigError,
     DecodeError,
     InvalidArgument,
     InvalidKey,
@@ -47,9 +49,11 @@ def __getattr__(name: str) -> object:
 
 
 __all__ = [
+    "AuthError",
     "BackendUnavailable",
     "Capabilities",
     "Collection",
+    "ConfigError",
     "DecodeError",
     "Delete",
     "InvalidArgument",

@@ -30,6 +30,7 @@ from cryptography import x509
 from cryptography.hazmat.primitives.asymmetric import ec, ed448, ed25519, rsa
 from cryptography.hazmat.primitives.serialization import load_pem_public_key
 
+from prism.errors import AuthError
 from prism.gateway.config import (
     TOKEN_NAME,
     AuthConfig,
@@ -101,16 +102,6 @@ class Principal:
         if self.issuer is None and self.kind != "jwt":
             return f"{label}:{_owner_part(self.subject)}"
         return f"{label}:{_owner_part(self.issuer or '')}:{_owner_part(self.subject)}"
-
-
-class AuthError(Exception):
-    """Authentication or authorization failed: 401 (who are you?) or 403 (not allowed)."""
-
-    def __init__(self, status: int, code: str, detail: str) -> None:
-        super().__init__(detail)
-        self.status = status
-        self.code = code
-        self.detail = detail
 
 
 def hash_api_key(key: str) -> str:

@@ -25,7 +25,7 @@ from prism.errors import PrismError
 from prism.gateway.audit import AuditEvent, AuditUnavailable
 from prism.gateway.auth import AuthError, Principal, peer_certificate, query_token
 from prism.gateway.idempotency import fingerprint
-from prism.gateway.pii import PiiError, aad_prefix
+from prism.gateway.pii import aad_prefix
 from prism.gateway.policy import PII_READ_ROLE, Action, authorize
 from prism.gateway.problem import HTTPProblem, from_prism_error
 from prism.gateway.runtime import Gateway, ServedNamespace
@@ -136,8 +136,7 @@ Handler = Callable[[Call], Awaitable[Response]]
 
 def auth_problem(exc: AuthError) -> HTTPProblem:
     """The problem answering an AuthError (401s carry a Bearer challenge)."""
-    headers = {"WWW-Authenticate": 'Bearer realm="prism"'} if exc.status == 401 else None
-    return HTTPProblem(exc.status, exc.code, exc.detail, headers=headers)
+    return from_prism_error(exc, 0)
 
 
 async def read_body(request: Request, limit: int, within: float | None = None) -> bytes:
@@ -307,8 +306,6 @@ class DataEndpoint:
 
 def problem_for(exc: Exception, timeout: float, retry_after: int) -> HTTPProblem | None:
     """The problem that reports an expected failure, or None for an unexpected error."""
-    if isinstance(exc, AuthError):
-        return auth_problem(exc)
     if isinstance(exc, HTTPProblem):
         return exc
     if isinstance(exc, AuditUnavailable):
@@ -322,8 +319,6 @@ def problem_for(exc: Exception, timeout: float, retry_after: int) -> HTTPProblem
             f"the request did not finish within {timeout:g} s; retry later",
             headers={"Retry-After": str(retry_after)},
         )
-    if isinstance(exc, PiiError):
-        return HTTPProblem(500, exc.code, str(exc))
     return None
 
 
@@ -331,13 +326,8 @@ async def _answer(handler: Handler, call: Call, retry_after: int) -> Response:
     """The handler's response, with its expected failures turned into problem responses."""
     try:
         return await handler(call)
-    except (HTTPProblem, PrismError, PiiError) as exc:
-        if isinstance(exc, HTTPProblem):
-            problem = exc
-        elif isinstance(exc, PrismError):
-            problem = from_prism_error(exc, retry_after)
-        else:
-            problem = HTTPProblem(500, exc.code, str(exc))
+    except (HTTPProblem, PrismError) as exc:
+        problem = exc if isinstance(exc, HTTPProblem) else from_prism_error(exc, retry_after)
         call.error_code = problem.code
         return problem.response(call.request.scope.get("prism.request_id"))
 

@@ -12,6 +12,7 @@ import msgspec
 from starlette.responses import Response
 
 from prism.errors import (
+    AuthError,
     BackendUnavailable,
     DecodeError,
     InvalidArgument,
@@ -22,6 +23,7 @@ from prism.errors import (
     Unsupported,
     ValueTooLarge,
 )
+from prism.gateway.pii import PiiError
 
 __all__ = ["PROBLEM_TYPE_BASE", "HTTPProblem", "from_prism_error", "problem_response"]
 
@@ -105,6 +107,8 @@ def problem_response(
 
 def status_for(exc: PrismError) -> int:
     """The HTTP status that reports ``exc``."""
+    if isinstance(exc, AuthError):
+        return exc.status
     if isinstance(exc, ValueTooLarge):
         return 413
     if isinstance(exc, InvalidArgument):
@@ -125,8 +129,14 @@ def from_prism_error(exc: PrismError, retry_after: int) -> HTTPProblem:
 
     Unavailable backends, timeouts and a closed store are retryable, so they carry
     ``Retry-After``. The message of a backend failure never includes the driver's
-    text, which may hold a connection URL.
+    text, which may hold a connection URL. An AuthError answers with its own status
+    (a 401 carries a Bearer challenge); a PiiError is a 500 that names its code.
     """
+    if isinstance(exc, AuthError):
+        challenge = {"WWW-Authenticate": 'Bearer realm="prism"'} if exc.status == 401 else None
+        return HTTPProblem(exc.status, exc.code, exc.detail, headers=challenge)
+    if isinstance(exc, PiiError):
+        return HTTPProblem(500, exc.code, str(exc))
     status = status_for(exc)
     headers: dict[str, str] = {}
     detail = str(exc)

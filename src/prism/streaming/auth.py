@@ -2,8 +2,8 @@
 
 The service takes any authenticator with the gateway's shape,
 ``authenticate_request(raw_headers, query_token=None, *, query_token_allowed=False)
--> Principal`` (sync or async), which raises an error carrying ``status``, ``code``
-and ``detail`` when the credentials are missing or wrong. Identity always comes
+-> Principal`` (sync or async), which raises :class:`prism.errors.AuthError` (its
+``status``, ``code`` and ``detail``) when the credentials are missing or wrong. Identity always comes
 from there, never from a message. Credentials are read by one rule everywhere
 (:func:`prism.gateway.auth.read_credentials`): one credential per request, and
 ``?token=`` only on the WebSocket handshake and SSE event streams.
@@ -24,6 +24,7 @@ from collections.abc import Iterable, Mapping
 from dataclasses import dataclass, field
 from typing import Any, Protocol
 
+from prism.errors import AuthError
 from prism.streaming.errors import StreamError
 
 __all__ = [
@@ -112,16 +113,6 @@ class Identity:
             object.__setattr__(self, "owner", self.subject)
 
 
-class AuthError(Exception):
-    """Credentials missing or refused (the same shape as the gateway's AuthError)."""
-
-    def __init__(self, status: int, code: str, detail: str) -> None:
-        super().__init__(detail)
-        self.status = status
-        self.code = code
-        self.detail = detail
-
-
 class StaticTokens:
     """Bearer tokens mapped to identities, compared in constant time."""
 
@@ -167,17 +158,6 @@ def peer_certificate(scope: Mapping[str, Any]) -> Mapping[str, Any] | None:
     return read(scope)
 
 
-def _auth_error_types() -> tuple[type[BaseException], ...]:
-    types: list[type[BaseException]] = [AuthError]
-    try:
-        from prism.gateway.auth import AuthError as GatewayAuthError
-    except ImportError:
-        pass
-    else:
-        types.append(GatewayAuthError)
-    return tuple(types)
-
-
 async def authenticate(
     authenticator: Authenticator,
     raw_headers: Iterable[tuple[bytes, bytes]],
@@ -203,7 +183,7 @@ async def authenticate(
         )
         if inspect.isawaitable(result):
             result = await result
-    except _auth_error_types() as exc:
+    except AuthError as exc:
         status = getattr(exc, "status", 401)
         code = "FORBIDDEN" if status == 403 else "UNAUTHORIZED"
         reason = getattr(exc, "code", None)

@@ -33,7 +33,7 @@ from urllib.parse import urlsplit, urlunsplit
 
 import msgspec
 
-from prism.errors import BackendUnavailable, InvalidArgument, PrismError
+from prism.errors import BackendUnavailable, InvalidArgument
 from prism.streaming.errors import HTTP_STATUS, StreamError
 
 __all__ = ["ProgressUpdate", "RequestError", "RequestHandle", "StreamClient"]
@@ -45,7 +45,7 @@ CLOSE_POLICY_VIOLATION = 1008
 ProgressCallback = Callable[["ProgressUpdate"], Awaitable[None] | None]
 
 
-class RequestError(StreamError, PrismError):
+class RequestError(StreamError):
     """A request failed or was refused: ``code`` is the protocol error code, ``details`` its details
     (for ``INVALID_ACTION``, ``details["actions"]`` lists the actions the server knows)."""
 
