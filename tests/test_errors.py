@@ -2,14 +2,18 @@
 
 from __future__ import annotations
 
+import asyncio
 import os
+import time
 
 import pytest
 
 import prism
+from prism.backends._retry import NetworkSettings, call_with_retry
 from prism.gateway.auth import Authenticator
 from prism.gateway.config import parse_config
 from prism.gateway.pii import Keyring
+from prism.gateway.pipeline import RequestDeadline, problem_for
 from prism.streaming.auth import Identity, StaticTokens, authenticate
 from prism.streaming.client import RequestError
 from prism.streaming.errors import StreamError
@@ -88,3 +92,42 @@ def test_the_tree_in_the_docstring_names_every_error_class() -> None:
     for name in prism.errors.__all__:
         assert issubclass(getattr(prism.errors, name), prism.PrismError)
         assert f" {name} " in prism.errors.__doc__ or name == "PrismError", name
+
+
+async def test_a_backend_call_past_its_deadline_raises_timeout() -> None:
+    settings = NetworkSettings(operation_timeout=0.05)
+    started = time.monotonic()
+    with pytest.raises(prism.Timeout) as info:
+        await call_with_retry(
+            settings, lambda: asyncio.sleep(5), is_transient=lambda _: True, describe="slow op"
+        )
+    assert time.monotonic() - started < 1
+    assert isinstance(info.value, prism.BackendTimeout) and isinstance(info.value, prism.BackendUnavailable)
+    assert (str(info.value), info.value.code, info.value.retryable) == (
+        "slow op: no answer within 0.05 s",
+        "TIMEOUT",
+        True,
+    )
+
+
+async def test_a_gateway_request_past_request_timeout_raises_timeout() -> None:
+    with pytest.raises(prism.Timeout) as info:
+        async with RequestDeadline(0.05):
+            await asyncio.sleep(5)
+    assert str(info.value) == "the request did not finish within 0.05 s; retry later"
+    problem = problem_for(info.value, 0.05, 1)
+    assert problem is not None and (problem.status, problem.code, problem.detail) == (
+        503,
+        "TIMEOUT",
+        "the request did not finish within 0.05 s; retry later",
+    )
+    assert problem.headers == {"Retry-After": "1"}
+
+
+def test_a_backend_timeout_answers_503_timeout_without_driver_text() -> None:
+    problem = problem_for(prism.BackendTimeout("redis get on redis://secret@host: no answer"), 10, 2)
+    assert problem is not None and (problem.status, problem.code, problem.detail) == (
+        503,
+        "TIMEOUT",
+        "the backend did not answer in time; retry later",
+    )

@@ -9,6 +9,7 @@ from typing import TYPE_CHECKING
 
 from prism.errors import (
     AuthError,
+    BackendTimeout,
     BackendUnavailable,
     ConfigError,
     DecodeError,
@@ -50,6 +51,7 @@ def __getattr__(name: str) -> object:
 
 __all__ = [
     "AuthError",
+    "BackendTimeout",
     "BackendUnavailable",
     "Capabilities",
     "Collection",

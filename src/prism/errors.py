@@ -11,6 +11,7 @@ mapped at the backend boundary and chained as ``__cause__``::
     ├── Unsupported              the backend does not honour this operation
     ├── DecodeError              a stored value does not decode to the requested type
     ├── Timeout                  the operation's deadline passed
+    │   └── BackendTimeout       a backend did not answer within its deadline (also BackendUnavailable)
     ├── BackendUnavailable       the backend cannot be reached (retryable)
     ├── StoreClosed              the store was used after close() or before open
     ├── ConfigError              a configuration file breaks a rule (names the file and field)
@@ -30,6 +31,7 @@ from __future__ import annotations
 
 __all__ = [
     "AuthError",
+    "BackendTimeout",
     "BackendUnavailable",
     "ConfigError",
     "DecodeError",
@@ -114,6 +116,16 @@ class BackendUnavailable(PrismError):
     def __init__(self, message: str, *, cause: BaseException | None = None) -> None:
         super().__init__(message)
         self.cause = cause
+
+
+class BackendTimeout(Timeout, BackendUnavailable):
+    """A backend did not answer within its deadline (``operation_timeout``, ``connect_timeout``).
+
+    A :class:`Timeout` and, as the backend could not be used, a :class:`BackendUnavailable`:
+    whether a write sent before the deadline was applied is unknown.
+    """
+
+    code = "TIMEOUT"
 
 
 class StoreClosed(PrismError):

@@ -25,7 +25,9 @@ __all__ = [
     "StoredWrite",
     "WriteOutcome",
     "WriteResult",
+    "condition_failed",
     "epoch_to_datetime",
+    "transaction_refused",
 ]
 
 MAX_KEY_BYTES = 1024
@@ -189,8 +191,27 @@ class StoredWrite(msgspec.Struct):
 
 
 class WriteOutcome(msgspec.Struct):
-    """A backend's answer for one StoredWrite: applied or not, and whether a live item existed."""
+    """A backend's answer for one StoredWrite: applied or not, and whether a live item existed.
+
+    A failed condition (``if_match`` / ``if_absent``) is data, not an exception:
+    ``condition_failed`` is set (see :func:`condition_failed`), and the KeyValue layer
+    alone turns it into ``PreconditionFailed``, with one message for every backend.
+    ``error`` is any other failure of this op (a value too large, say). An op of a
+    transaction that was not applied because another op's condition failed is
+    ``WriteOutcome(False)``.
+    """
 
     ok: bool
     existed: bool = False
     error: PrismError | None = None
+    condition_failed: bool = False
+
+
+def condition_failed(existed: bool) -> WriteOutcome:
+    """The outcome of an op whose condition did not hold (nothing written)."""
+    return WriteOutcome(False, existed, None, True)
+
+
+def transaction_refused(count: int, index: int, existed: bool) -> list[WriteOutcome]:
+    """The outcomes of ``count`` ops of a transaction that applied none: op ``index``'s condition failed."""
+    return [condition_failed(existed) if i == index else WriteOutcome(False) for i in range(count)]

@@ -25,7 +25,7 @@ from prism.errors import (
 )
 from prism.gateway.pii import PiiError
 
-__all__ = ["PROBLEM_TYPE_BASE", "HTTPProblem", "from_prism_error", "problem_response"]
+__all__ = ["PROBLEM_TYPE_BASE", "HTTPProblem", "RequestTimeout", "from_prism_error", "problem_response"]
 
 PROBLEM_TYPE_BASE = "https://prism.dev/problems/"
 PROBLEM_CONTENT_TYPE = "application/problem+json"
@@ -48,6 +48,14 @@ _TITLES = {
     501: "Not Implemented",
     503: "Service Unavailable",
 }
+
+
+class RequestTimeout(Timeout):
+    """A request did not finish within the gateway's ``server.request_timeout`` (answered 503 TIMEOUT)."""
+
+    def __init__(self, seconds: float) -> None:
+        super().__init__(f"the request did not finish within {seconds:g} s; retry later")
+        self.seconds = seconds
 
 
 class Problem(msgspec.Struct, omit_defaults=True):
@@ -142,10 +150,12 @@ def from_prism_error(exc: PrismError, retry_after: int) -> HTTPProblem:
     detail = str(exc)
     if status == 503:
         headers["Retry-After"] = str(retry_after)
-        if isinstance(exc, BackendUnavailable):
-            detail = "the backend is unavailable; retry later"
+        if isinstance(exc, RequestTimeout):
+            detail = str(exc)
         elif isinstance(exc, Timeout):
             detail = "the backend did not answer in time; retry later"
+        elif isinstance(exc, BackendUnavailable):
+            detail = "the backend is unavailable; retry later"
         else:
             detail = "the store is not open; retry later"
     elif status == 500:
