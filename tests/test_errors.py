@@ -10,10 +10,13 @@ import pytest
 
 import prism
 from prism.backends._retry import NetworkSettings, call_with_retry
-from prism.gateway.auth import Authenticator
+from prism.gateway import auth as gateway_auth
+from prism.gateway.auth import Authenticator, hash_api_key
 from prism.gateway.config import parse_config
 from prism.gateway.pii import Keyring
 from prism.gateway.pipeline import RequestDeadline, problem_for
+from prism.model import Principal
+from prism.streaming import auth as streaming_auth
 from prism.streaming.auth import Identity, StaticTokens, authenticate
 from prism.streaming.client import RequestError
 from prism.streaming.errors import StreamError
@@ -131,3 +134,26 @@ def test_a_backend_timeout_answers_503_timeout_without_driver_text() -> None:
         "TIMEOUT",
         "the backend did not answer in time; retry later",
     )
+
+
+async def test_gateway_and_streaming_share_one_principal() -> None:
+    assert gateway_auth.Principal is streaming_auth.Principal is streaming_auth.Identity is Principal
+    keyed = Authenticator.from_config(
+        parse_config(
+            {
+                **CONFIG,
+                "auth": {"api_keys": [{"name": "svc", "sha256": hash_api_key("k-1"), "roles": ["reader"]}]},
+            }
+        ),
+        {},
+    )
+    principal = keyed.authenticate_headers({"x-api-key": "k-1"})
+    assert type(principal) is Principal and (principal.owner, principal.tenant) == ("apikey:svc", None)
+    # The streaming service keeps the same class, a caller without a tenant under the tenant "".
+    seen = await authenticate(keyed, [(b"x-api-key", b"k-1")])
+    assert type(seen) is Principal and (seen.subject, seen.tenant, seen.owner) == ("svc", "", "apikey:svc")
+    # Owners: credential kind and issuer for the gateway's kinds; the subject for a one-kind authenticator.
+    assert Principal("a:b", None, frozenset(), "jwt", "https://idp").owner == "jwt:https%3A//idp:a%3Ab"
+    assert Principal("sub", None, frozenset(), "jwt").owner == "jwt::sub"
+    assert Principal("anonymous", None, frozenset(), "anonymous").owner == "anonymous"
+    assert Principal("alice", "acme").owner == "alice"

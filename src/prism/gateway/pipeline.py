@@ -53,7 +53,7 @@ _FINGERPRINT_HEADERS = ("content-type", "if-match", "if-none-match")
 
 
 class Caller(Protocol):
-    """What an audit event names of the caller (the gateway's Principal, streaming's Identity)."""
+    """What an audit event names of the caller (a ``prism.model.Principal``, or another with these fields)."""
 
     @property
     def subject(self) -> str: ...
