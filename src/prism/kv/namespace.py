@@ -231,11 +231,10 @@ class Namespace:
             return []
         with self._inst.op(self.name, "transact", len(writes)):
             outcomes = await self._backend.transact(self.name, writes)
-            results = [_result(o.key, w, out) for o, w, out in zip(ops, writes, outcomes, strict=True)]
-            if not all(r.ok for r in results):
+            if not all(o.ok for o in outcomes):
                 # Nothing was applied: the first failed condition (or error) says why.
-                raise _transaction_error(writes, outcomes, results)
-        return results
+                raise _transaction_error(writes, outcomes)
+        return [_result(o.key, w, out) for o, w, out in zip(ops, writes, outcomes, strict=True)]
 
     # -- listing ------------------------------------------------------------------
 
@@ -432,14 +431,10 @@ def precondition_failed(write: StoredWrite, existed: bool) -> PreconditionFailed
     return PreconditionFailed(f"{where}: {reason}", key=write.record)
 
 
-def _transaction_error(
-    writes: Sequence[StoredWrite], outcomes: Sequence[WriteOutcome], results: Sequence[WriteResult]
-) -> PrismError:
+def _transaction_error(writes: Sequence[StoredWrite], outcomes: Sequence[WriteOutcome]) -> PrismError:
     """What a transaction that applied nothing raises: its first failed condition, else its first error."""
     for write, outcome in zip(writes, outcomes, strict=True):
         if outcome.condition_failed:
             return precondition_failed(write, outcome.existed)
-    for result in results:
-        if result.error is not None and not isinstance(result.error, PreconditionFailed):
-            return result.error
-    return PrismError("the transaction was not applied")
+    errors = [o.error for o in outcomes if o.error is not None]
+    return errors[0] if errors else PrismError("the transaction was not applied")
