@@ -24,7 +24,10 @@ mapped at the backend boundary and chained as ``__cause__``::
 The gateway and streaming errors live in their own modules (they carry HTTP and
 protocol codes); they subclass :class:`PrismError`, so one ``except PrismError``
 catches every failure Prism reports. The gateway and the streaming service share
-one :class:`AuthError`.
+one :class:`AuthError`. Streaming's ``Cancelled`` and ``OwnershipLost`` stay outside
+the tree on purpose: they are signals that stop a handler (an ``except PrismError``
+in a handler must not swallow them), and ``RetryableError`` is what a handler raises
+to Prism, not a failure Prism reports.
 """
 
 from __future__ import annotations
