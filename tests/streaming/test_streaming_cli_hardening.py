@@ -19,6 +19,7 @@ from streaming_helpers import Server, ServerFactory, make_service, running
 PRISM = str(Path(sys.executable).parent / "prism")
 REATTACH = re.compile(r"re-attach with: (prism request follow .*)$", re.M)
 PROGRESS_LINE = re.compile(r"^\[[#.]+\] +[\d.]+% ", re.M)
+PERCENTAGE = re.compile(r"^\[[#.]+\] +([\d.]+)% ", re.M)
 
 
 async def prism(*args: str) -> tuple[int, str, str]:
@@ -69,6 +70,7 @@ async def test_timeout_while_following_prints_how_to_reattach_and_follow_prints_
     assert command[3:7] == ["--after-seq", command[4], "--url", server.http]
     seen = int(command[4])
     assert seen == len(PROGRESS_LINE.findall(err)) and seen >= 1
+    before = err
     code, out, err = await prism(*command)
     assert code == 0, err
     assert json.loads(out) == {"slept": 3.0}
@@ -79,6 +81,9 @@ async def test_timeout_while_following_prints_how_to_reattach_and_follow_prints_
         last_seq = (await http.get(f"/v1/requests/{rid.group(1)}")).json()["last_seq"]
     shown = PROGRESS_LINE.findall(err)
     assert len(shown) == last_seq - 1 - seen, err
+    # In order across both commands (the percentage of the delay handler only goes up).
+    percentages = [float(p) for p in PERCENTAGE.findall(before + err)]
+    assert percentages == sorted(set(percentages)), before + err
 
 
 @pytest.mark.parametrize(

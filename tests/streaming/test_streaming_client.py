@@ -95,6 +95,34 @@ async def test_follow_a_request_from_another_client(server: Server) -> None:
     assert followed.seqs == list(range(3, 7))
 
 
+async def test_follow_gets_every_event_after_after_seq_even_those_the_connection_already_got(
+    server: Server,
+) -> None:
+    """A connection gets every event of its user's requests; the ones that came before ``follow()``
+    asked for the request are sent again, so none is lost and each reaches on_progress once, in order."""
+    async with (
+        StreamClient(server.http, token="alice-token") as one,
+        StreamClient(server.http, token="alice-token") as two,
+    ):
+        third = asyncio.Event()
+
+        def on_progress(update: ProgressUpdate) -> None:
+            if update.seq >= 3:
+                third.set()
+
+        handle = await one.submit("delay", {"seconds": 1.0, "step": 0.1}, on_progress=on_progress)
+        assert handle.request_id is not None
+        # Events 2 and 3 reach connection two too, which follows nothing yet.
+        await asyncio.wait_for(third.wait(), 10)
+        await asyncio.sleep(0.05)
+        updates: list[ProgressUpdate] = []
+        followed = await two.follow(handle.request_id, after_seq=1, on_progress=updates.append)
+        assert await followed.result(timeout=10) == {"slept": 1.0}
+        assert await handle.result(timeout=10) == {"slept": 1.0}
+    assert followed.seqs == list(range(2, max(handle.seqs) + 1))
+    assert [u.seq for u in updates] == followed.seqs[:-1]
+
+
 async def test_lost_publishes_are_recovered_from_the_store(
     server_factory: ServerFactory, redis_url: str
 ) -> None:

@@ -338,6 +338,22 @@ async def test_messages_are_valid_protocol_structs(server: Server) -> None:
     assert json.dumps(messages)
 
 
+async def test_subscribe_sends_every_event_after_after_seq_even_those_already_sent(server: Server) -> None:
+    """Another connection of the user got events of the request unasked; its subscribe still gets
+    every event after ``after_seq``, in order, then the live ones."""
+    async with server.connect() as one, server.connect() as two:
+        await send_json(one, {"action": "delay", "id": "seen", "payload": {"seconds": 0.6, "step": 0.1}})
+        rid = (await recv_json(one))["request_id"]
+        unasked = [await recv_json(two), await recv_json(two)]
+        assert [(m["type"], m["seq"]) for m in unasked] == [("progress", 1), ("progress", 2)]
+        await send_json(two, {"type": "subscribe", "request_id": rid, "after_seq": 0})
+        while (msg := await recv_json(two))["type"] != "subscribed":
+            assert msg["type"] == "progress"  # sent before the subscribe was read
+        events = await until_terminal(two, rid)
+    assert [m["seq"] for m in events] == list(range(1, len(events) + 1))
+    assert events[-1]["type"] == "complete"
+
+
 async def test_disconnect_policy_cancel_stops_the_connections_requests(server_factory: ServerFactory) -> None:
     server = await server_factory(disconnect_policy="cancel")
     async with server.connect() as ws:

@@ -92,6 +92,10 @@ class RequestHandle:
     #: Every event number received, in arrival order (each once).
     seqs: list[int] = field(default_factory=list)
     _seen: set[int] = field(default_factory=set)
+    #: Followed but not subscribed yet: events wait for the ``subscribed`` answer, after which
+    #: the server sends every event after ``after_seq`` in order (one that came sooner may be
+    #: ahead of the ones the server sends then).
+    _subscribing: bool = False
 
     @property
     def last_seq(self) -> int:
@@ -435,6 +439,8 @@ class StreamClient:
         elif kind == "error":
             self._on_error(msg)
         elif kind in ("status", "subscribed"):
+            if kind == "subscribed" and isinstance(rid, str) and rid in self._by_rid:
+                self._by_rid[rid]._subscribing = False
             self._resolve_control(kind, rid, msg)
         elif kind == "pong" and self._pongs:
             fut = self._pongs.pop(0)
@@ -446,7 +452,7 @@ class StreamClient:
         if not isinstance(rid, str):
             return
         handle = self._by_rid.get(rid)
-        if handle is None:
+        if handle is None or handle._subscribing:
             return
         seq = msg.get("seq")
         kind = msg["type"]
@@ -620,6 +626,7 @@ class StreamClient:
                 on_progress,
                 self._future(),
                 request_id=request_id,
+                _subscribing=True,
             )
             handle._seen.update(range(1, after_seq + 1))
             self._by_rid[request_id] = handle

@@ -43,8 +43,8 @@ class Follower:
 
     Per request it keeps the next ``seq`` it owes the client. A WebSocket follower
     also follows, from the first event it sees, every request of its user that it was
-    not told about (``auto_follow``); an explicit ``subscribe`` later sends what came
-    before that point, so each event still reaches the client once.
+    not told about (``auto_follow``); a ``subscribe`` later sends every event after its
+    ``after_seq`` again, in order (a client that kept them drops the numbers it has).
     """
 
     def __init__(
@@ -215,19 +215,13 @@ class Follower:
             await self._deliver(*event)
 
     async def _catch_up(self, rid: str, after_seq: int, record: RequestRecord) -> None:
-        first_seen = self._auto_start.pop(rid, None)
-        if first_seen is not None:
-            # Followed automatically from ``first_seen``: send what came before, never what was sent.
-            if after_seq + 1 < first_seen:
-                for _, data in await self._log.read(rid, after_seq, first_seen - 1):
-                    await self._send(data)
-            if rid in self._finished:
-                return
-            start = max(after_seq + 1, self._cursors.get(rid, first_seen))
-        else:
-            # An explicit (re)subscribe: the client asks for everything after ``after_seq``.
-            self._finished.pop(rid, None)
-            start = after_seq + 1
+        # The client asks for every event after ``after_seq``, in order: also those this connection
+        # already sent while following the request unasked (``auto_follow``). A client keeps the
+        # events of the requests it follows only, so it may have dropped them; it drops a number
+        # it has.
+        self._auto_start.pop(rid, None)
+        self._finished.pop(rid, None)
+        start = after_seq + 1
         self._cursors[rid] = start
         self._moved[rid] = time.monotonic()
         events = await self._log.read(rid, start - 1, record.seq, tail=(record.seq, record.tail))
