@@ -27,6 +27,7 @@ from nats.errors import TimeoutError as NatsTimeout
 from nats.js.api import ConsumerConfig, RetentionPolicy, StreamConfig
 from nats.js.errors import NotFoundError
 
+from prism.backends.urls import mask_url
 from prism.errors import BackendUnavailable, InvalidArgument
 from prism.patterns.base import Lease, PubSub, Queue, check_seconds
 
@@ -48,14 +49,10 @@ def _server(url: str) -> str:
     return urlunsplit((parts.scheme, parts.netloc, "", "", ""))
 
 
-def _masked(url: str) -> str:
-    parts = urlsplit(url)
-    netloc = parts.netloc.rsplit("@", 1)[-1]
-    return urlunsplit((parts.scheme, netloc, "", "", ""))
-
-
 def _unavailable(what: str, url: str, exc: BaseException) -> BackendUnavailable:
-    return BackendUnavailable(f"nats {what} failed at {_masked(url)}: {type(exc).__name__}: {exc}", cause=exc)
+    return BackendUnavailable(
+        f"nats {what} failed at {mask_url(url)}: {type(exc).__name__}: {exc}", cause=exc
+    )
 
 
 _ERRORS = (NatsError, OSError, asyncio.TimeoutError)

@@ -34,6 +34,7 @@ from urllib.parse import parse_qs, urlencode, urlsplit, urlunsplit
 
 import asyncpg
 
+from prism.backends.urls import mask_url
 from prism.errors import BackendUnavailable, InvalidArgument
 from prism.patterns.base import Lease, PubSub, Queue, check_seconds
 
@@ -78,18 +79,9 @@ def _dsn(url: str) -> str:
     return urlunsplit((scheme, parts.netloc, parts.path, urlencode(kept), ""))
 
 
-def _masked(url: str) -> str:
-    parts = urlsplit(url)
-    if parts.password:
-        return urlunsplit(
-            (parts.scheme, parts.netloc.replace(f":{parts.password}@", ":***@"), parts.path, "", "")
-        )
-    return urlunsplit((parts.scheme, parts.netloc, parts.path, "", ""))
-
-
 def _unavailable(what: str, url: str, exc: BaseException) -> BackendUnavailable:
     return BackendUnavailable(
-        f"postgres {what} failed at {_masked(url)}: {type(exc).__name__}: {exc}", cause=exc
+        f"postgres {what} failed at {mask_url(url)}: {type(exc).__name__}: {exc}", cause=exc
     )
 
 

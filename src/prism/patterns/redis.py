@@ -27,6 +27,7 @@ from urllib.parse import parse_qs, urlsplit, urlunsplit
 import redis.asyncio as aioredis
 from redis.exceptions import RedisError, ResponseError
 
+from prism.backends.urls import mask_url
 from prism.errors import BackendUnavailable, InvalidArgument
 from prism.patterns.base import Lease, PubSub, Queue, check_seconds
 
@@ -116,17 +117,9 @@ def _split(url: str) -> tuple[str, str]:
     return urlunsplit((parts.scheme, parts.netloc, parts.path, "", "")), prefix
 
 
-def _masked(url: str) -> str:
-    parts = urlsplit(url)
-    if parts.password:
-        netloc = parts.netloc.replace(f":{parts.password}@", ":***@")
-        return urlunsplit((parts.scheme, netloc, parts.path, "", ""))
-    return url
-
-
 def _unavailable(what: str, url: str, exc: BaseException) -> BackendUnavailable:
     return BackendUnavailable(
-        f"redis {what} failed at {_masked(url)}: {type(exc).__name__}: {exc}", cause=exc
+        f"redis {what} failed at {mask_url(url)}: {type(exc).__name__}: {exc}", cause=exc
     )
 
 

@@ -39,7 +39,7 @@ from prism.backends.dynamodb.layout import (
     partition_key,
     sort_key,
 )
-from prism.backends.dynamodb.options import DynamoDBOptions, mask_url
+from prism.backends.dynamodb.options import DynamoDBOptions
 from prism.backends.dynamodb.table import ensure_table
 from prism.backends.dynamodb.transaction import (
     chunked_in_transaction,
@@ -47,6 +47,7 @@ from prism.backends.dynamodb.transaction import (
     precondition_failed,
     simulate,
 )
+from prism.backends.urls import mask_url
 from prism.errors import BackendUnavailable, InvalidArgument, InvalidKey, PreconditionFailed, PrismError
 from prism.model import Capabilities, Item, StoredWrite, WriteOutcome
 

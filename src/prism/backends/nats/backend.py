@@ -43,7 +43,6 @@ from prism.backends.nats.options import (
     MESSAGE_OVERHEAD,
     STORAGE,
     NatsOptions,
-    masked,
     parse_url,
 )
 from prism.backends.nats.writes import (
@@ -56,6 +55,7 @@ from prism.backends.nats.writes import (
     WriteOne,
     api_error,
 )
+from prism.backends.urls import mask_url
 from prism.errors import BackendUnavailable, InvalidArgument, PrismError, ValueTooLarge
 from prism.model import Capabilities, Item, StoredWrite, WriteOutcome
 
@@ -140,7 +140,7 @@ class NatsBackend(Backend):
         self.settings = settings
         self.options = options
         self.capabilities = replace(self.capabilities, max_value_bytes=options.max_payload - MESSAGE_OVERHEAD)
-        self._describe = masked(url)
+        self._describe = mask_url(url)
         connect = ConnectOptions(
             url,
             settings.connect_timeout,

@@ -10,6 +10,7 @@ from urllib.parse import urlsplit
 from nats.js import api
 
 from prism.backends._retry import NetworkSettings, split_options
+from prism.backends.urls import mask_url
 from prism.errors import InvalidArgument
 
 __all__ = [
@@ -17,7 +18,6 @@ __all__ = [
     "MESSAGE_OVERHEAD",
     "STORAGE",
     "NatsOptions",
-    "masked",
     "parse_url",
 ]
 
@@ -96,18 +96,6 @@ class NatsOptions:
         return replace(cls(), **values)
 
 
-def masked(url: str) -> str:
-    """The URL with any password or token replaced, for messages and logs."""
-    parts = urlsplit(url)
-    if not (parts.username or parts.password):
-        return url
-    host = parts.hostname or ""
-    if parts.port is not None:
-        host = f"{host}:{parts.port}"
-    user = f"{parts.username}:***" if parts.password else "***"
-    return parts._replace(netloc=f"{user}@{host}").geturl()
-
-
 def parse_url(url: str, options: dict[str, Any]) -> tuple[str, NetworkSettings, NatsOptions]:
     """The server URL without its query, the timeouts and retries, and the NATS options.
 
@@ -115,7 +103,7 @@ def parse_url(url: str, options: dict[str, Any]) -> tuple[str, NetworkSettings, 
     """
     base, merged = split_options(url, options)
     parts = urlsplit(base)
-    shown = masked(base)
+    shown = mask_url(base)
     if parts.scheme.lower() != "nats":
         raise InvalidArgument(f"a NATS URL starts with nats://, got {shown!r}")
     try:
