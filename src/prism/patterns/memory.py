@@ -13,13 +13,13 @@ import heapq
 import itertools
 import os
 import time
-from typing import Any, ClassVar
+from typing import Any
 
 import msgspec
 
+from prism.backends.messaging import Lease, PubSub, Queue, check_seconds
 from prism.errors import InvalidArgument
 from prism.kv.store import Store, connect
-from prism.patterns.base import Lease, PubSub, Queue, check_seconds
 
 __all__ = ["EmbeddedQueue", "LocalPubSub"]
 
@@ -73,7 +73,6 @@ class EmbeddedQueue(Queue):
     """
 
     engine = "embedded"
-    uses_store: ClassVar[bool] = True
 
     def __init__(self, name: str, store: Store | None = None, url: str | None = None) -> None:
         super().__init__(name)
@@ -237,7 +236,7 @@ class LocalPubSub(PubSub):
         self._bus = _buses.setdefault(bus_name, _Bus()) if bus_name else _Bus()
 
     @classmethod
-    def from_url(cls, url: str, **options: Any) -> LocalPubSub:
+    def from_url(cls, url: str, *, store: Any = None, **options: Any) -> LocalPubSub:
         if options:
             raise InvalidArgument(f"the local pubsub takes no options, got {sorted(options)}")
         rest = url.split("://", 1)[1].strip("/")

@@ -163,6 +163,11 @@ class RedisBackend(Backend):
     def __repr__(self) -> str:
         return f"<RedisBackend {mask_url(self.settings.url)}>"
 
+    @property
+    def link(self) -> RedisLink:
+        """The connection pool every command of this store goes through (its queue and pub/sub too)."""
+        return self._link
+
     async def open(self) -> None:
         """Build the pool and check that the server answers."""
         self._link.open()

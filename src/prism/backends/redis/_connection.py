@@ -11,7 +11,7 @@ from __future__ import annotations
 
 import math
 from collections.abc import Sequence
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from typing import Any
 from urllib.parse import urlsplit
 
@@ -266,12 +266,25 @@ class RedisLink:
             await pool.aclose()
 
     async def run(
-        self, describe: str, args: Sequence[Any], *, idempotent: bool, script: Script | None = None
+        self,
+        describe: str,
+        args: Sequence[Any],
+        *,
+        idempotent: bool,
+        script: Script | None = None,
+        blocks_for: float = 0.0,
     ) -> Any:
-        """Send one command and return its raw reply, retrying what is safe to retry."""
+        """Send one command and return its raw reply, retrying what is safe to retry.
+
+        ``blocks_for`` is how long the command may wait on the server by design (a
+        blocking read); the operation deadline is extended by it.
+        """
+        network = self.settings.network
+        if blocks_for > 0:
+            network = replace(network, operation_timeout=network.operation_timeout + blocks_for)
         try:
             return await call_with_retry(
-                self.settings.network,
+                network,
                 lambda: self._once(args, script),
                 is_transient=_transient_read if idempotent else _refused,
                 describe=f"redis {describe}",

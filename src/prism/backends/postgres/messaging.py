@@ -34,9 +34,9 @@ from urllib.parse import parse_qs, urlencode, urlsplit, urlunsplit
 
 import asyncpg
 
+from prism.backends.messaging import Lease, PubSub, Queue, check_seconds
 from prism.backends.urls import mask_url
 from prism.errors import BackendUnavailable, InvalidArgument
-from prism.patterns.base import Lease, PubSub, Queue, check_seconds
 
 __all__ = ["PostgresPubSub", "PostgresQueue"]
 
@@ -107,7 +107,7 @@ class PostgresQueue(Queue):
         self._listener: Any = None
 
     @classmethod
-    def from_url(cls, url: str, name: str, **options: Any) -> PostgresQueue:
+    def from_url(cls, url: str, name: str, *, store: Any = None, **options: Any) -> PostgresQueue:
         if options:
             raise InvalidArgument(f"the postgres queue takes no options, got {sorted(options)}")
         return cls(name, url)
@@ -233,7 +233,7 @@ class PostgresPubSub(PubSub):
         self._watch: asyncio.Task[None] | None = None
 
     @classmethod
-    def from_url(cls, url: str, **options: Any) -> PostgresPubSub:
+    def from_url(cls, url: str, *, store: Any = None, **options: Any) -> PostgresPubSub:
         if options:
             raise InvalidArgument(f"the postgres pubsub takes no options, got {sorted(options)}")
         return cls(url)

@@ -27,9 +27,9 @@ from nats.errors import TimeoutError as NatsTimeout
 from nats.js.api import ConsumerConfig, RetentionPolicy, StreamConfig
 from nats.js.errors import NotFoundError
 
+from prism.backends.messaging import Lease, PubSub, Queue, check_seconds
 from prism.backends.urls import mask_url
 from prism.errors import BackendUnavailable, InvalidArgument
-from prism.patterns.base import Lease, PubSub, Queue, check_seconds
 
 __all__ = ["NatsPubSub", "NatsQueue"]
 
@@ -87,7 +87,7 @@ class NatsQueue(Queue):
         self._ack_wait: float | None = None
 
     @classmethod
-    def from_url(cls, url: str, name: str, **options: Any) -> NatsQueue:
+    def from_url(cls, url: str, name: str, *, store: Any = None, **options: Any) -> NatsQueue:
         if options:
             raise InvalidArgument(f"the nats queue takes no options, got {sorted(options)}")
         return cls(name, url)
@@ -231,7 +231,7 @@ class NatsPubSub(PubSub):
         self._subs: dict[str, Any] = {}
 
     @classmethod
-    def from_url(cls, url: str, **options: Any) -> NatsPubSub:
+    def from_url(cls, url: str, *, store: Any = None, **options: Any) -> NatsPubSub:
         if options:
             raise InvalidArgument(f"the nats pubsub takes no options, got {sorted(options)}")
         return cls(url)

@@ -30,8 +30,8 @@ from urllib.parse import parse_qs, unquote, urlsplit
 from aiobotocore.session import AioSession
 from botocore.exceptions import BotoCoreError, ClientError
 
+from prism.backends.messaging import Lease, Queue, check_seconds
 from prism.errors import BackendUnavailable, InvalidArgument
-from prism.patterns.base import Lease, Queue, check_seconds
 
 __all__ = ["DynamoDBQueue"]
 
@@ -78,7 +78,7 @@ class DynamoDBQueue(Queue):
         self._stack: contextlib.AsyncExitStack | None = None
 
     @classmethod
-    def from_url(cls, url: str, name: str, **options: Any) -> DynamoDBQueue:
+    def from_url(cls, url: str, name: str, *, store: Any = None, **options: Any) -> DynamoDBQueue:
         if options:
             raise InvalidArgument(f"the dynamodb queue takes no options, got {sorted(options)}")
         return cls(name, url)
