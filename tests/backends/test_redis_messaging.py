@@ -1,8 +1,9 @@
-"""The Redis queue and pub/sub ride on the Redis backend's settings and, given a store, its pool.
+"""The Redis queue and pub/sub against a real ``redis-server``.
 
-Their contract (lease, heartbeat, ack, fan-out...) is the shipped suite run in
-``test_redis.py``; these tests cover what the engine adds: URL options reach the
-queue's and pub/sub's connections, and a store's own options reach them too.
+The shipped queue and pub/sub suites run unchanged; the tests below cover what the
+engine adds: URL options reach the queue's and pub/sub's connections, a store's own
+options and pool are used by the queue and pub/sub opened on it, and a killed pub/sub
+connection resubscribes.
 """
 
 from __future__ import annotations
@@ -20,6 +21,7 @@ import redis.asyncio as aioredis
 import prism
 from prism.errors import BackendUnavailable, InvalidArgument, StoreClosed
 from prism.patterns import open_pubsub, open_queue
+from prism.testing.messaging import PubSubSuite, QueueSuite
 from prism.testing.servers.redis import RedisServer, redis_server
 
 
@@ -46,6 +48,18 @@ def silent_port() -> Iterator[int]:
         yield listener.getsockname()[1]
     finally:
         listener.close()
+
+
+class TestQueue(QueueSuite):
+    @pytest.fixture
+    def queue_url(self, server: RedisServer) -> str:
+        return server.url
+
+
+class TestPubSub(PubSubSuite):
+    @pytest.fixture
+    def pubsub_url(self, server: RedisServer) -> str:
+        return server.url
 
 
 def _name() -> str:
@@ -144,3 +158,18 @@ async def test_the_queue_repr_shows_no_password(server: RedisServer) -> None:
     url = server.url.replace("redis://", "redis://:s3cret@", 1)
     queue = open_queue(url, "jobs")
     assert "s3cret" not in repr(queue) and "***" in repr(queue)
+
+
+async def test_the_pubsub_resubscribes_after_its_connection_is_killed(
+    server: RedisServer, raw: aioredis.Redis
+) -> None:
+    got: list[bytes] = []
+    async with open_pubsub(server.url) as listener, open_pubsub(server.url) as publisher:
+        await listener.subscribe("t.kill", lambda topic, data: got.append(data))
+        await raw.execute_command("CLIENT", "KILL", "TYPE", "pubsub")
+        for i in range(50):
+            await publisher.publish("t.kill", b"after-%d" % i)
+            if got:
+                break
+            await asyncio.sleep(0.1)
+    assert got and got[0].startswith(b"after-")
