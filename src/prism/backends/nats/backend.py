@@ -218,7 +218,21 @@ class NatsBackend(Backend):
 
         return await self._call(probe, "health probe")
 
-    async def _call(self, op: Callable[[], Awaitable[R]], describe: str, ns: str | None = None) -> R:
+    @property
+    def connection(self) -> Connection:
+        """The one client connection of this store (its queue and pub/sub ride on it too)."""
+        return self._conn
+
+    async def call(self, op: Callable[[], Awaitable[R]], describe: str, *, blocks_for: float = 0.0) -> R:
+        """Run ``op`` on this store's connection with its deadline, retries and error mapping.
+
+        ``blocks_for`` extends the deadline for a call that waits on the server by design.
+        """
+        return await self._call(op, describe, blocks_for=blocks_for)
+
+    async def _call(
+        self, op: Callable[[], Awaitable[R]], describe: str, ns: str | None = None, *, blocks_for: float = 0.0
+    ) -> R:
         """Run ``op`` under the deadline and retry policy; every driver error leaves as a PrismError.
 
         When nothing answers for namespace ``ns``'s bucket, the retry looks the bucket up again.
@@ -235,8 +249,11 @@ class NatsBackend(Backend):
                 raise
 
         try:
+            settings = self.settings
+            if blocks_for > 0:
+                settings = replace(settings, operation_timeout=settings.operation_timeout + blocks_for)
             return await call_with_retry(
-                self.settings, attempt, is_transient=_is_transient, describe=f"nats {describe}"
+                settings, attempt, is_transient=_is_transient, describe=f"nats {describe}"
             )
         except BackendUnavailable as exc:
             if ns is not None and isinstance(exc.__cause__, TimeoutError):

@@ -1,7 +1,10 @@
 """NATS engines: a Queue on a JetStream work-queue stream with ack wait, and PubSub on core subjects.
 
-Both open their own connection from the store URL (``nats://host:4222``; Prism's
-query options are dropped). Queue ``q`` is the stream ``PRISM_Q_<q>`` on subject
+Both read the same URL and options as the NATS store (``connect_timeout``,
+``operation_timeout``, retries, ``reconnect_wait``, ``ping_interval``...) and run every
+call on a ``NatsBackend``'s connection with its deadlines, retries and error mapping:
+given an open store on the same URL (and no options of their own) that store's
+connection, otherwise one of their own. Queue ``q`` is the stream ``PRISM_Q_<q>`` on subject
 ``prism.q.<q>`` with work-queue retention, consumed by the durable pull consumer
 ``prism_q_<q>`` whose ack wait is the lease: a message not acknowledged (or marked
 in progress by a heartbeat) within it is delivered again. A delayed enqueue carries a
@@ -16,22 +19,24 @@ own deadline: past it, heartbeat reports the lease lost and ack/release do nothi
 from __future__ import annotations
 
 import asyncio
+import functools
 import logging
+import os
 import time
 from typing import Any, ClassVar
-from urllib.parse import urlsplit, urlunsplit
+from urllib.parse import urlsplit
 
-import nats
 from nats.errors import Error as NatsError
 from nats.errors import TimeoutError as NatsTimeout
 from nats.js.api import ConsumerConfig, RetentionPolicy, StreamConfig
 from nats.js.errors import NotFoundError
 
 from prism.backends.messaging import Lease, PubSub, Queue, check_seconds
+from prism.backends.nats.backend import NatsBackend
 from prism.backends.urls import mask_url
-from prism.errors import BackendUnavailable, InvalidArgument
+from prism.errors import InvalidArgument
 
-__all__ = ["NatsPubSub", "NatsQueue"]
+__all__ = ["NatsPubSub", "NatsQueue", "shared_backend"]
 
 log = logging.getLogger("prism.patterns")
 
@@ -40,28 +45,48 @@ NOT_BEFORE = "Prism-Not-Before"
 MAX_ACK_PENDING = 10_000
 #: Shortest wait of one fetch (JetStream needs a positive expiry).
 MIN_FETCH_SECONDS = 0.05
-#: Seconds one connection attempt may take.
-CONNECT_TIMEOUT = 5.0
+#: JetStream drops a second publish with the same id within its duplicate window.
+MSG_ID = "Nats-Msg-Id"
 
 
-def _server(url: str) -> str:
-    parts = urlsplit(url)
-    return urlunsplit((parts.scheme, parts.netloc, "", "", ""))
+def shared_backend(url: str, store: Any, options: dict[str, Any]) -> tuple[NatsBackend, bool]:
+    """The NATS backend to run on, and whether this object owns it.
+
+    ``store``'s backend is shared when it points at the same server and the URL carries
+    no options of its own; otherwise a backend is built from ``url`` and ``options``
+    (validated like a store's) and opened by its user.
+    """
+    own = NatsBackend.from_url(url, **options)
+    backend = getattr(store, "backend", None)
+    plain = not options and not urlsplit(url).query
+    if plain and isinstance(backend, NatsBackend) and backend.url == own.url:
+        return backend, False
+    return own, True
 
 
-def _unavailable(what: str, url: str, exc: BaseException) -> BackendUnavailable:
-    return BackendUnavailable(
-        f"nats {what} failed at {mask_url(url)}: {type(exc).__name__}: {exc}", cause=exc
-    )
+class _OnBackend:
+    """Runs calls on a NatsBackend's connection; owns it or borrows an open store's."""
+
+    _backend: NatsBackend
+    _owns: bool
+
+    def _bind(self, backend: NatsBackend, owns: bool) -> None:
+        self._backend = backend
+        self._owns = owns
+
+    async def _open_backend(self) -> None:
+        if self._owns:
+            await self._backend.open()
+        else:
+            await self._backend.call(_nothing, "connect")  # refused unless the shared store is open
+
+    async def _close_backend(self) -> None:
+        if self._owns:
+            await self._backend.close()
 
 
-_ERRORS = (NatsError, OSError, asyncio.TimeoutError)
-
-
-async def _connect(url: str) -> Any:
-    return await nats.connect(
-        _server(url), connect_timeout=CONNECT_TIMEOUT, allow_reconnect=True, max_reconnect_attempts=-1
-    )
+async def _nothing() -> None:
+    return None
 
 
 class _Delivery:
@@ -72,14 +97,14 @@ class _Delivery:
         self.deadline = deadline
 
 
-class NatsQueue(Queue):
+class NatsQueue(_OnBackend, Queue):
     """A Queue on a JetStream work-queue stream (see the module docstring)."""
 
     engine = "nats"
 
-    def __init__(self, name: str, url: str) -> None:
+    def __init__(self, name: str, backend: NatsBackend, owns: bool = True) -> None:
         super().__init__(name)
-        self._url = url
+        self._bind(backend, owns)
         self._stream = f"PRISM_Q_{name}"
         self._subject = f"prism.q.{name}"
         self._durable = f"prism_q_{name}"
@@ -88,32 +113,41 @@ class NatsQueue(Queue):
 
     @classmethod
     def from_url(cls, url: str, name: str, *, store: Any = None, **options: Any) -> NatsQueue:
-        if options:
-            raise InvalidArgument(f"the nats queue takes no options, got {sorted(options)}")
-        return cls(name, url)
+        """A queue on ``nats://`` with the NATS store's options."""
+        return cls(name, *shared_backend(url, store, options))
+
+    def __repr__(self) -> str:
+        return f"<NatsQueue {self.name!r} {mask_url(self._backend.url)} {self._state.value}>"
+
+    @property
+    def _js(self) -> Any:
+        return self._backend.connection.js
 
     async def _open(self) -> None:
+        await self._open_backend()
         try:
-            self._nc: Any = await _connect(self._url)
-            self._js = self._nc.jetstream()
-            try:
-                await self._js.stream_info(self._stream)
-            except NotFoundError:
-                await self._js.add_stream(
-                    StreamConfig(
-                        name=self._stream, subjects=[self._subject], retention=RetentionPolicy.WORK_QUEUE
-                    )
-                )
-        except _ERRORS as exc:
-            raise _unavailable("queue setup", self._url, exc) from exc
+            await self._backend.call(self._ensure_stream, "queue setup")
+        except BaseException:
+            await self._close_backend()
+            raise
+
+    async def _ensure_stream(self) -> None:
+        try:
+            await self._js.stream_info(self._stream)
+        except NotFoundError:
+            config = StreamConfig(
+                name=self._stream, subjects=[self._subject], retention=RetentionPolicy.WORK_QUEUE
+            )
+            await self._js.add_stream(config)
 
     async def _close(self) -> None:
-        if self._sub is not None:
+        sub, self._sub = self._sub, None
+        if sub is not None:
             try:
-                await self._sub.unsubscribe()
-            except _ERRORS:
+                await sub.unsubscribe()
+            except (NatsError, OSError):
                 pass
-        await self._nc.close()
+        await self._close_backend()
 
     async def _subscription(self, lease_seconds: float) -> Any:
         if self._sub is None:
@@ -129,36 +163,45 @@ class NatsQueue(Queue):
         if not isinstance(data, bytes):
             raise InvalidArgument(f"a message is bytes, got {type(data).__name__}")
         self._check_open()
-        headers = {NOT_BEFORE: f"{time.time() + delay:.6f}"} if delay > 0 else None
-        try:
-            ack = await self._js.publish(self._subject, data, headers=headers)
-        except _ERRORS as exc:
-            raise _unavailable("enqueue", self._url, exc) from exc
+        # The message id makes a resend after a lost reply a duplicate JetStream drops.
+        headers = {MSG_ID: os.urandom(12).hex()}
+        if delay > 0:
+            headers[NOT_BEFORE] = f"{time.time() + delay:.6f}"
+        ack = await self._backend.call(
+            lambda: self._js.publish(self._subject, data, headers=headers), "enqueue"
+        )
         return str(ack.seq)
 
     async def lease(self, max_messages: int, lease_seconds: float, wait: float) -> list[Lease]:
         lease_seconds = check_seconds(lease_seconds, "lease_seconds", positive=True)
         wait = check_seconds(wait, "wait")
-        if max_messages < 1:
-            raise InvalidArgument("max_messages must be >= 1")
+        if isinstance(max_messages, bool) or not isinstance(max_messages, int) or max_messages < 1:
+            raise InvalidArgument(f"max_messages must be an integer >= 1, got {max_messages!r}")
         self._check_open()
         loop = asyncio.get_running_loop()
         deadline = loop.time() + wait
         while True:
-            try:
+            fetch_for = max(MIN_FETCH_SECONDS, deadline - loop.time())
+
+            async def fetch(fetch_for: float = fetch_for) -> list[Any]:
                 sub = await self._subscription(lease_seconds)
-                msgs = await sub.fetch(max_messages, timeout=max(MIN_FETCH_SECONDS, deadline - loop.time()))
-            except (TimeoutError, NatsTimeout):
+                try:
+                    msgs: list[Any] = await sub.fetch(max_messages, timeout=fetch_for)
+                except (TimeoutError, NatsTimeout):
+                    # The fetch's own wait ended with nothing (the call's deadline cancels, not this).
+                    return []
+                return msgs
+
+            msgs = await self._backend.call(fetch, "lease", blocks_for=fetch_for)
+            if not msgs:
                 return []
-            except _ERRORS as exc:
-                raise _unavailable("lease", self._url, exc) from exc
             ack_wait = self._ack_wait or lease_seconds
             leases: list[Lease] = []
             now = time.time()
             for msg in msgs:
                 not_before = float((msg.headers or {}).get(NOT_BEFORE, 0) or 0)
                 if not_before > now:
-                    await msg.nak(delay=not_before - now)
+                    await self._backend.call(functools.partial(msg.nak, delay=not_before - now), "lease")
                     continue
                 meta = msg.metadata
                 leases.append(
@@ -182,10 +225,7 @@ class NatsQueue(Queue):
         delivery = self._live(lease)
         if delivery is None:
             return False
-        try:
-            await delivery.msg.in_progress()
-        except _ERRORS as exc:
-            raise _unavailable("heartbeat", self._url, exc) from exc
+        await self._backend.call(delivery.msg.in_progress, "heartbeat")
         delivery.deadline = time.monotonic() + (self._ack_wait or lease_seconds)
         return True
 
@@ -194,10 +234,7 @@ class NatsQueue(Queue):
         delivery = self._live(lease)
         if delivery is None:
             return
-        try:
-            await delivery.msg.ack_sync()
-        except _ERRORS as exc:
-            raise _unavailable("ack", self._url, exc) from exc
+        await self._backend.call(delivery.msg.ack_sync, "ack")
 
     async def release(self, lease: Lease, delay: float = 0.0) -> None:
         delay = check_seconds(delay, "delay")
@@ -205,36 +242,36 @@ class NatsQueue(Queue):
         delivery = self._live(lease)
         if delivery is None:
             return
-        try:
-            await delivery.msg.nak(delay=delay if delay > 0 else None)
-        except _ERRORS as exc:
-            raise _unavailable("release", self._url, exc) from exc
+        await self._backend.call(lambda: delivery.msg.nak(delay=delay if delay > 0 else None), "release")
 
     async def depth(self) -> int:
         self._check_open()
-        try:
-            info = await self._js.stream_info(self._stream)
-        except _ERRORS as exc:
-            raise _unavailable("depth", self._url, exc) from exc
+        info = await self._backend.call(lambda: self._js.stream_info(self._stream), "depth")
         return int(info.state.messages)
 
 
-class NatsPubSub(PubSub):
+class NatsPubSub(_OnBackend, PubSub):
     """Fan-out over core NATS subjects ``prism.ps.<topic>``."""
 
     engine = "nats"
     max_message_bytes: ClassVar[int] = 1024 * 1024
 
-    def __init__(self, url: str) -> None:
+    def __init__(self, backend: NatsBackend, owns: bool = True) -> None:
         super().__init__()
-        self._url = url
+        self._bind(backend, owns)
         self._subs: dict[str, Any] = {}
 
     @classmethod
     def from_url(cls, url: str, *, store: Any = None, **options: Any) -> NatsPubSub:
-        if options:
-            raise InvalidArgument(f"the nats pubsub takes no options, got {sorted(options)}")
-        return cls(url)
+        """A pub/sub on ``nats://`` with the NATS store's options."""
+        return cls(*shared_backend(url, store, options))
+
+    def __repr__(self) -> str:
+        return f"<NatsPubSub {mask_url(self._backend.url)} {self._state.value}>"
+
+    @property
+    def _nc(self) -> Any:
+        return self._backend.connection.nc
 
     @staticmethod
     def _subject(topic: str) -> str:
@@ -243,38 +280,45 @@ class NatsPubSub(PubSub):
         return f"prism.ps.{topic}"
 
     async def _open(self) -> None:
-        try:
-            self._nc: Any = await _connect(self._url)
-        except _ERRORS as exc:
-            raise _unavailable("pubsub connect", self._url, exc) from exc
+        await self._open_backend()
 
     async def _close(self) -> None:
-        await self._nc.close()
+        subs, self._subs = self._subs, {}
+        if not self._owns:
+            for sub in subs.values():
+                try:
+                    await sub.unsubscribe()
+                except (NatsError, OSError) as exc:
+                    log.debug("nats unsubscribe failed: %s", exc)
+        await self._close_backend()
 
     async def _publish(self, topic: str, data: bytes) -> None:
-        if len(data) > self._nc.max_payload:
-            raise InvalidArgument(
-                f"this NATS server carries at most {self._nc.max_payload} bytes per message"
-            )
-        try:
-            await self._nc.publish(self._subject(topic), data)
-        except _ERRORS as exc:
-            raise _unavailable("publish", self._url, exc) from exc
+        subject = self._subject(topic)
+
+        async def publish() -> None:
+            nc = self._nc
+            if len(data) > nc.max_payload:
+                raise InvalidArgument(f"this NATS server carries at most {nc.max_payload} bytes per message")
+            await nc.publish(subject, data)
+
+        await self._backend.call(publish, "publish")
 
     async def _listen(self, topic: str) -> None:
         async def deliver(msg: Any) -> None:
             self._dispatch(topic, msg.data)
 
-        try:
-            self._subs[topic] = await self._nc.subscribe(self._subject(topic), cb=deliver)
+        subject = self._subject(topic)
+
+        async def subscribe() -> None:
+            self._subs[topic] = await self._nc.subscribe(subject, cb=deliver)
             await self._nc.flush()
-        except _ERRORS as exc:
-            raise _unavailable("subscribe", self._url, exc) from exc
+
+        await self._backend.call(subscribe, "subscribe")
 
     async def _unlisten(self, topic: str) -> None:
         sub = self._subs.pop(topic, None)
         if sub is not None:
             try:
                 await sub.unsubscribe()
-            except _ERRORS as exc:
+            except (NatsError, OSError) as exc:
                 log.warning("nats unsubscribe of %s failed: %s", topic, exc)
