@@ -49,8 +49,8 @@ SCHEMES: dict[str, str] = {
 
 #: The queue of each engine.
 QUEUES: dict[str, str] = {
-    "memory": "prism.patterns.memory:EmbeddedQueue",
-    "sqlite": "prism.patterns.memory:EmbeddedQueue",
+    "memory": "prism.backends.embedded:EmbeddedQueue",
+    "sqlite": "prism.backends.embedded:EmbeddedQueue",
     "redis": "prism.backends.redis.messaging:RedisQueue",
     "rediss": "prism.backends.redis.messaging:RedisQueue",
     "postgresql": "prism.backends.postgres.messaging:PostgresQueue",
@@ -61,15 +61,15 @@ QUEUES: dict[str, str] = {
 
 #: The pub/sub of each engine.
 PUBSUBS: dict[str, str] = {
-    "memory": "prism.patterns.memory:LocalPubSub",
-    "sqlite": "prism.patterns.memory:LocalPubSub",
+    "memory": "prism.backends.embedded:LocalPubSub",
+    "sqlite": "prism.backends.embedded:LocalPubSub",
     "redis": "prism.backends.redis.messaging:RedisPubSub",
     "rediss": "prism.backends.redis.messaging:RedisPubSub",
     "postgresql": "prism.backends.postgres.messaging:PostgresPubSub",
     "postgres": "prism.backends.postgres.messaging:PostgresPubSub",
     "nats": "prism.backends.nats.messaging:NatsPubSub",
     # DynamoDB has no fan-out: one node publishes in-process unless a pubsub URL is configured.
-    "dynamodb": "prism.patterns.memory:LocalPubSub",
+    "dynamodb": "prism.backends.embedded:LocalPubSub",
 }
 
 #: The extra that installs each scheme's driver.

@@ -19,7 +19,7 @@ consumer whose lease expired and was taken over changes nothing. Consumers poll
 clocks; keep them in sync (NTP) as for any lease.
 
 DynamoDB has no fan-out, so its PubSub is the in-process one (see
-:mod:`prism.patterns`); several replicas need a ``pubsub_url`` on another engine.
+:mod:`prism.backends.embedded`); several replicas need a ``pubsub_url`` on another engine.
 """
 
 from __future__ import annotations
