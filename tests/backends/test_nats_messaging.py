@@ -91,3 +91,19 @@ async def test_a_queue_and_pubsub_on_a_store_ride_on_its_connection(server: Nats
         await pubsub.close()
         await queue.close()
         await store.close()
+
+
+async def test_a_queue_on_the_store_url_with_its_options_shares_the_store_connection(
+    server: NatsServer,
+) -> None:
+    url = f"{server.url}?operation_timeout=4&revision_cache=10"
+    store = await prism.connect(url).open()
+    queue = await open_queue(url, "sameopts", store=store).open()
+    try:
+        await queue.enqueue(b"x")
+        await store.close()
+        with pytest.raises(BackendUnavailable, match="not open"):
+            await queue.enqueue(b"y")
+    finally:
+        await queue.close()
+        await store.close()

@@ -114,3 +114,18 @@ async def test_a_queue_and_pubsub_on_a_store_run_on_its_pool(pg_url: str) -> Non
         await pubsub.close()
         await queue.close()
         await store.close()
+
+
+async def test_a_queue_on_the_store_url_with_its_options_shares_the_store_pool(pg_url: str) -> None:
+    sep = "&" if "?" in pg_url else "?"
+    url = f"{pg_url}{sep}pool_max_size=3&operation_timeout=4"
+    store = await prism.connect(url).open()
+    queue = await open_queue(url, "sameopts", store=store).open()
+    try:
+        await queue.enqueue(b"x")
+        await store.close()
+        with pytest.raises(BackendUnavailable, match="not open"):
+            await queue.enqueue(b"y")
+    finally:
+        await queue.close()
+        await store.close()

@@ -52,14 +52,16 @@ MSG_ID = "Nats-Msg-Id"
 def shared_backend(url: str, store: Any, options: dict[str, Any]) -> tuple[NatsBackend, bool]:
     """The NATS backend to run on, and whether this object owns it.
 
-    ``store``'s backend is shared when it points at the same server and the URL carries
-    no options of its own; otherwise a backend is built from ``url`` and ``options``
-    (validated like a store's) and opened by its user.
+    ``store``'s backend is shared when it points at the same server and the URL
+    carries no options of its own or the same as the store's; otherwise a backend is
+    built from ``url`` and ``options`` (validated like a store's) and opened by its user.
     """
     own = NatsBackend.from_url(url, **options)
     backend = getattr(store, "backend", None)
+    if not isinstance(backend, NatsBackend) or backend.url != own.url:
+        return own, True
     plain = not options and not urlsplit(url).query
-    if plain and isinstance(backend, NatsBackend) and backend.url == own.url:
+    if plain or (own.settings, own.options) == (backend.settings, backend.options):
         return backend, False
     return own, True
 

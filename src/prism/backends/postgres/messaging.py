@@ -87,15 +87,24 @@ def shared_backend(url: str, store: Any, options: dict[str, Any]) -> tuple[Postg
     """The PostgreSQL backend to run on, and whether this object owns it.
 
     ``store``'s backend is shared when it points at the same server and database and
-    the URL carries no options of its own; otherwise a backend is built from ``url``
-    and ``options`` (validated like a store's), of which only the pool is opened.
+    the URL carries no options of its own or the same as the store's; otherwise a
+    backend is built from ``url`` and ``options`` (validated like a store's), of which
+    only the pool is opened.
     """
     own = PostgresBackend.from_url(url, **options)
     backend = getattr(store, "backend", None)
-    plain = not options and not urlsplit(url).query
-    if plain and isinstance(backend, PostgresBackend) and _server(backend) == _server(own):
+    if not isinstance(backend, PostgresBackend) or _server(backend) != _server(own):
+        return own, True
+    if (not options and not urlsplit(url).query) or _config(own) == _config(backend):
         return backend, False
     return own, True
+
+
+def _config(backend: PostgresBackend) -> tuple[Any, ...]:
+    """Everything the URL and options of a PostgreSQL store configure."""
+    b = backend
+    return (b._dsn, b.settings, b.pool_min_size, b.pool_max_size, b.pool_idle_timeout, b.statement_cache_size,
+            b.table, b.create_table, b.purge_interval, b.purge_batch, b._ssl)  # fmt: skip
 
 
 def _server(backend: PostgresBackend) -> tuple[str, str]:
