@@ -8,7 +8,6 @@ URL options reach the queue's client, and given a store the queue uses its clien
 from __future__ import annotations
 
 import asyncio
-import socket
 import time
 from collections.abc import Iterator
 
@@ -48,18 +47,6 @@ class TestPubSub(PubSubSuite):
     @pytest.fixture
     def pubsub_url(self, dynamodb: DynamoDBServer | ExternalDynamoDB) -> str:
         return dynamodb.url
-
-
-@pytest.fixture
-def silent_port() -> Iterator[int]:
-    """A local port that accepts connections and never answers."""
-    listener = socket.socket()
-    listener.bind(("127.0.0.1", 0))
-    listener.listen(16)
-    try:
-        yield listener.getsockname()[1]
-    finally:
-        listener.close()
 
 
 async def test_the_operation_timeout_of_the_url_bounds_a_queue_call(

@@ -8,7 +8,6 @@ they ride on its connection.
 from __future__ import annotations
 
 import asyncio
-import socket
 import time
 from collections.abc import Iterator
 
@@ -37,18 +36,6 @@ class TestPubSub(PubSubSuite):
     @pytest.fixture
     def pubsub_url(self, server: NatsServer) -> str:
         return server.url
-
-
-@pytest.fixture
-def silent_port() -> Iterator[int]:
-    """A local port that accepts connections and never answers."""
-    listener = socket.socket()
-    listener.bind(("127.0.0.1", 0))
-    listener.listen(16)
-    try:
-        yield listener.getsockname()[1]
-    finally:
-        listener.close()
 
 
 async def test_the_connect_timeout_of_the_url_bounds_opening_a_queue_and_a_pubsub(silent_port: int) -> None:

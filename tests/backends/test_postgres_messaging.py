@@ -8,7 +8,6 @@ they run on its pool.
 from __future__ import annotations
 
 import asyncio
-import socket
 import time
 from collections.abc import AsyncIterator, Iterator
 from typing import Any
@@ -50,18 +49,6 @@ async def raw(pg_url: str) -> AsyncIterator[Any]:
     con = await asyncpg.connect(pg_url)
     yield con
     await con.close()
-
-
-@pytest.fixture
-def silent_port() -> Iterator[int]:
-    """A local port that accepts connections and never answers."""
-    listener = socket.socket()
-    listener.bind(("127.0.0.1", 0))
-    listener.listen(16)
-    try:
-        yield listener.getsockname()[1]
-    finally:
-        listener.close()
 
 
 async def test_queue_and_pubsub_connections_carry_the_store_settings(pg_url: str, raw: Any) -> None:
