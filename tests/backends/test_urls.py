@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import pytest
 
-from prism.backends.urls import mask_url
+from prism.backends.urls import mask_query, mask_url
 
 
 @pytest.mark.parametrize(
@@ -39,3 +39,8 @@ def test_credentials_are_masked_and_everything_else_kept(url: str, shown: str) -
 
 def test_a_password_with_an_at_sign_in_the_query_is_not_mistaken_for_credentials() -> None:
     assert mask_url("redis://host/0?client_name=a@b") == "redis://host/0?client_name=a@b"
+
+
+def test_credential_query_parameters_are_masked_in_free_text_too() -> None:
+    line = 'GET /v1/stream?x=1&token=abc.def HTTP/1.1" 101 and ?api_key=k1 and key_prefix=p'
+    assert mask_query(line) == 'GET /v1/stream?x=1&token=*** HTTP/1.1" 101 and ?api_key=*** and key_prefix=p'

@@ -17,11 +17,31 @@ from __future__ import annotations
 
 import re
 
-__all__ = ["mask_url"]
+__all__ = ["SECRET_QUERY_NAMES", "mask_query", "mask_url"]
 
-#: Query parameters whose values are credentials.
-SECRET_QUERY_NAMES = ("password", "passwd", "token", "auth_token", "secret", "api_key", "ssl_password")
-_SECRET_QUERY = re.compile(r"([?&](?:" + "|".join(SECRET_QUERY_NAMES) + r")=)[^&#]*", re.IGNORECASE)
+#: Query parameters whose values are credentials (a store's ``password=``, a WebSocket's ``token=``).
+SECRET_QUERY_NAMES = (
+    "password",
+    "passwd",
+    "token",
+    "access_token",
+    "auth_token",
+    "secret",
+    "api_key",
+    "apikey",
+    "key",
+    "ssl_password",
+)
+_SECRET_QUERY = re.compile(r"([?&](?:" + "|".join(SECRET_QUERY_NAMES) + r")=)[^&#\s\"']*", re.IGNORECASE)
+
+
+def mask_query(text: str) -> str:
+    """``text`` with the values of credential query parameters (anywhere in it) replaced by ``***``."""
+    if "=" not in text:
+        return text
+    return _SECRET_QUERY.sub(r"\1***", text)
+
+
 #: Schemes whose lone user part (no ``:password``) is itself a credential.
 _TOKEN_SCHEMES = frozenset({"nats", "tls"})
 
@@ -44,6 +64,4 @@ def mask_url(url: str) -> str:
             authority = f"{user}:***@{host}"
         elif scheme.lower() in _TOKEN_SCHEMES:
             authority = f"***@{host}"
-    if "=" in tail:
-        tail = _SECRET_QUERY.sub(r"\1***", tail)
-    return f"{scheme}://{authority}{tail}"
+    return f"{scheme}://{authority}{mask_query(tail)}"
