@@ -53,7 +53,7 @@ def serve(home: Path, config: str) -> Iterator[str]:
             pass
         if proc.poll() is not None or time.monotonic() > deadline:
             proc.kill()
-            pytest.fail(f"prism serve did not start: {proc.communicate()[1]}")
+            pytest.fail(f"prism serve did not start: {proc.communicate()[1].decode(errors='replace')}")
         time.sleep(0.1)
     try:
         yield url

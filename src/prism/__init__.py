@@ -8,7 +8,10 @@ keys, records and typed collections; see docs/library.md.
 from typing import TYPE_CHECKING
 
 from prism.errors import (
+    AuthError,
+    BackendTimeout,
     BackendUnavailable,
+    ConfigError,
     DecodeError,
     InvalidArgument,
     InvalidKey,
@@ -47,9 +50,12 @@ def __getattr__(name: str) -> object:
 
 
 __all__ = [
+    "AuthError",
+    "BackendTimeout",
     "BackendUnavailable",
     "Capabilities",
     "Collection",
+    "ConfigError",
     "DecodeError",
     "Delete",
     "InvalidArgument",

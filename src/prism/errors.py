@@ -11,14 +11,32 @@ mapped at the backend boundary and chained as ``__cause__``::
     ├── Unsupported              the backend does not honour this operation
     ├── DecodeError              a stored value does not decode to the requested type
     ├── Timeout                  the operation's deadline passed
+    │   └── BackendTimeout       a backend did not answer within its deadline (also BackendUnavailable)
     ├── BackendUnavailable       the backend cannot be reached (retryable)
-    └── StoreClosed              the store was used after close() or before open
+    ├── StoreClosed              the store was used after close() or before open
+    ├── ConfigError              a configuration file breaks a rule (names the file and field)
+    ├── AuthError                credentials missing or refused (401) or not allowed (403)
+    ├── PiiError                 prism.gateway.pii: a stored PII field cannot be revealed
+    │   └── StoredValueNotJson   a stored value of a PII namespace is not JSON
+    └── StreamError              prism.streaming.errors: a streaming failure with a protocol code
+        └── RequestError         prism.streaming.client: a request failed or was refused
+
+The gateway and streaming errors live in their own modules (they carry HTTP and
+protocol codes); they subclass :class:`PrismError`, so one ``except PrismError``
+catches every failure Prism reports. The gateway and the streaming service share
+one :class:`AuthError`. Streaming's ``Cancelled`` and ``OwnershipLost`` stay outside
+the tree on purpose: they are signals that stop a handler (an ``except PrismError``
+in a handler must not swallow them), and ``RetryableError`` is what a handler raises
+to Prism, not a failure Prism reports.
 """
 
 from __future__ import annotations
 
 __all__ = [
+    "AuthError",
+    "BackendTimeout",
     "BackendUnavailable",
+    "ConfigError",
     "DecodeError",
     "InvalidArgument",
     "InvalidKey",
@@ -103,7 +121,45 @@ class BackendUnavailable(PrismError):
         self.cause = cause
 
 
+class BackendTimeout(Timeout, BackendUnavailable):
+    """A backend did not answer within its deadline (``operation_timeout``, ``connect_timeout``).
+
+    A :class:`Timeout` and, as the backend could not be used, a :class:`BackendUnavailable`:
+    whether a write sent before the deadline was applied is unknown.
+    """
+
+    code = "TIMEOUT"
+
+
 class StoreClosed(PrismError):
     """The store was used after ``close()``."""
 
     code = "STORE_CLOSED"
+
+
+class ConfigError(PrismError):
+    """A configuration file breaks a rule: names the file, the field path and the problem."""
+
+    code = "CONFIG_ERROR"
+
+    def __init__(self, source: str, path: str, message: str) -> None:
+        self.source = source
+        self.path = path
+        self.message = message
+        super().__init__(f"{source}: {path}: {message}" if path else f"{source}: {message}")
+
+
+class AuthError(PrismError):
+    """Authentication or authorization failed: 401 (who are you?) or 403 (not allowed).
+
+    ``code`` names the reason (``UNAUTHORIZED``, ``FORBIDDEN``, ``INVALID_TOKEN``...),
+    ``detail`` says it to the caller; the gateway and the streaming service both raise it.
+    """
+
+    code = "UNAUTHORIZED"
+
+    def __init__(self, status: int, code: str, detail: str) -> None:
+        super().__init__(detail)
+        self.status = status
+        self.code = code
+        self.detail = detail

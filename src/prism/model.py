@@ -21,11 +21,14 @@ __all__ = [
     "Delete",
     "Item",
     "Page",
+    "Principal",
     "Put",
     "StoredWrite",
     "WriteOutcome",
     "WriteResult",
+    "condition_failed",
     "epoch_to_datetime",
+    "transaction_refused",
 ]
 
 MAX_KEY_BYTES = 1024
@@ -189,8 +192,77 @@ class StoredWrite(msgspec.Struct):
 
 
 class WriteOutcome(msgspec.Struct):
-    """A backend's answer for one StoredWrite: applied or not, and whether a live item existed."""
+    """A backend's answer for one StoredWrite: applied or not, and whether a live item existed.
+
+    A failed condition (``if_match`` / ``if_absent``) is data, not an exception:
+    ``condition_failed`` is set (see :func:`condition_failed`), and the KeyValue layer
+    alone turns it into ``PreconditionFailed``, with one message for every backend.
+    ``error`` is any other failure of this op (a value too large, say). An op of a
+    transaction that was not applied because another op's condition failed is
+    ``WriteOutcome(False)``.
+    """
 
     ok: bool
     existed: bool = False
     error: PrismError | None = None
+    condition_failed: bool = False
+
+
+def condition_failed(existed: bool) -> WriteOutcome:
+    """The outcome of an op whose condition did not hold (nothing written)."""
+    return WriteOutcome(False, existed, None, True)
+
+
+def transaction_refused(count: int, index: int, existed: bool) -> list[WriteOutcome]:
+    """The outcomes of ``count`` ops of a transaction that applied none: op ``index``'s condition failed."""
+    return [condition_failed(existed) if i == index else WriteOutcome(False) for i in range(count)]
+
+
+#: How each kind of credential is named in an owner string (see :class:`Principal`).
+_OWNER_LABELS = {"api_key": "apikey", "jwt": "jwt", "mtls": "mtls"}
+
+
+def _owner_part(text: str) -> str:
+    # ":" separates the parts of an owner string, so it is escaped inside one (and "%" first).
+    return text.replace("%", "%25").replace(":", "%3A")
+
+
+@dataclass(frozen=True, slots=True)
+class Principal:
+    """The verified caller, for the gateway and the streaming service alike.
+
+    A subject, its tenant (None: none), its roles, and how it proved itself: ``kind``
+    is ``api_key``, ``jwt``, ``mtls`` or ``anonymous`` for the gateway's credentials,
+    anything else for an authenticator of one kind of credential (the standalone
+    streaming server's tokens are ``user``). ``issuer`` says who vouches for the
+    subject when the kind has several (the ``iss`` of a JWT).
+
+    ``owner`` is the caller's identity as one string, and whatever belongs to a
+    caller is stored under it: ``apikey:NAME``, ``jwt:ISSUER:SUB`` (``jwt::SUB`` for a
+    token without ``iss``), ``mtls:NAME``, ``anonymous``, with ``:`` and ``%`` inside a
+    part percent-escaped so it is never ambiguous; for other kinds the subject. Two
+    principals are the same caller only when their owners are equal: an API key and
+    a token whose subject is the key's name are different callers.
+    """
+
+    subject: str
+    tenant: str | None = None
+    roles: frozenset[str] = frozenset()
+    kind: str = "user"
+    issuer: str | None = None
+    owner: str = ""
+
+    def __post_init__(self) -> None:
+        if not self.owner:
+            object.__setattr__(self, "owner", _owner_of(self.kind, self.issuer, self.subject))
+
+
+def _owner_of(kind: str, issuer: str | None, subject: str) -> str:
+    if kind == "anonymous":
+        return "anonymous"
+    label = _OWNER_LABELS.get(kind)
+    if label is None:
+        return subject
+    if issuer is None and kind != "jwt":
+        return f"{label}:{_owner_part(subject)}"
+    return f"{label}:{_owner_part(issuer or '')}:{_owner_part(subject)}"

@@ -409,8 +409,9 @@ async def test_a_bucket_deleted_behind_the_store_is_found_missing(server: NatsSe
         await ns.put("k", b"v")
         await ns.put("other", b"v")
         await raw.jetstream().delete_key_value(f"prism_{name}")
-        with pytest.raises(BackendUnavailable):
+        with pytest.raises(prism.Timeout) as info:
             await ns.get("k")
+        assert isinstance(info.value, BackendUnavailable) and "no answer within 0.5 s" in str(info.value)
         assert await ns.get("k") is None
         assert (await ns.scan()).keys == []
         result = await ns.put_result(Put("k", b"again"))

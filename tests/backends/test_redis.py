@@ -372,7 +372,8 @@ async def test_backend_reads_mixed_addresses_and_long_etags(store: Store) -> Non
     fresh = StoredWrite("a", "", b"y", "newer", if_match=long_etag)
     outcomes = await backend.write(name, [stale, fresh])
     assert [(o.ok, o.existed) for o in outcomes] == [(False, True), (True, True)]
-    assert isinstance(outcomes[0].error, PreconditionFailed)
+    # A failed condition is data: the KeyValue layer turns it into PreconditionFailed.
+    assert outcomes[0].condition_failed and outcomes[0].error is None
 
 
 async def test_foreign_data_under_the_prefix_is_a_prism_error(ns: Namespace, raw: aioredis.Redis) -> None:

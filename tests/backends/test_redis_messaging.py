@@ -153,7 +153,7 @@ async def test_the_pubsub_resubscribes_after_its_connection_is_killed(
     got: list[bytes] = []
     async with open_pubsub(server.url) as listener, open_pubsub(server.url) as publisher:
         await listener.subscribe("t.kill", lambda topic, data: got.append(data))
-        await raw.execute_command("CLIENT", "KILL", "TYPE", "pubsub")
+        await raw.execute_command("CLIENT", "KILL", "TYPE", "pubsub")  # type: ignore[no-untyped-call]
         for i in range(50):
             await publisher.publish("t.kill", b"after-%d" % i)
             if got:

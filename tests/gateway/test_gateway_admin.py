@@ -75,8 +75,8 @@ async def test_operational_routes_need_no_credentials(tmp_path: Path) -> None:
         doc = r.json()
         assert doc["openapi"].startswith("3.")
         assert "/v1/kv/{ns}/{key}" in doc["paths"] and "/v1/records/{ns}/{id}" in doc["paths"]
-        ns_enum = doc["paths"]["/v1/kv/{ns}"]["parameters"][0]["schema"]["enum"]
-        assert ns_enum == ["plain", "orders", "people", "small"]
+        # Without credentials the description names no namespace (see test_gateway_openapi.py).
+        assert "enum" not in doc["paths"]["/v1/kv/{ns}"]["parameters"][0]["schema"]
         r = await c.get("/docs")
         assert r.status_code == 200 and r.headers["content-type"].startswith("text/html")
         assert "/v1/kv/{ns}/{key}" in r.text

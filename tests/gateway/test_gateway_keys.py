@@ -45,5 +45,5 @@ async def test_record_ids_with_line_breaks_work_on_every_record_route(client: ht
 async def test_timeouts_have_their_own_title(client: httpx.AsyncClient) -> None:
     from prism.gateway.problem import HTTPProblem
 
-    assert HTTPProblem(408, "BODY_TIMEOUT", "slow").response(None).body.count(b"Request Timeout") == 1
+    assert bytes(HTTPProblem(408, "BODY_TIMEOUT", "slow").response(None).body).count(b"Request Timeout") == 1
     assert b"Request Header Fields Too Large" in HTTPProblem(431, "X", "big").response(None).body

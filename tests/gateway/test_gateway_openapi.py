@@ -88,7 +88,7 @@ async def test_request_bodies_are_the_handlers_structs() -> None:
     async with serving() as (_, client):
         doc = (await client.get("/openapi.json")).json()
 
-    def fields(struct: type) -> set[str]:
+    def fields(struct: type[msgspec.Struct]) -> set[str]:
         return set(struct.__struct_fields__)
 
     bulk_put = body_schema(doc, "/v1/kv/{ns}/_bulk/put", "post")
@@ -182,3 +182,25 @@ async def test_streaming_answers_have_the_documented_shape() -> None:
         assert msgspec.json.decode(cancelled.content, type=RequestState).status == "COMPLETED"
         dead = await client.get("/v1/dead-letters", headers=headers("admin"))
         assert msgspec.json.decode(dead.content, type=RequestPage).requests == []
+
+
+def ns_enum(doc: dict[str, Any]) -> list[str] | None:
+    params = doc["paths"]["/v1/kv/{ns}/{key}"]["parameters"]
+    schema: dict[str, Any] = next(p for p in params if p["name"] == "ns")["schema"]
+    enum: list[str] | None = schema.get("enum")
+    return enum
+
+
+async def test_the_api_description_names_only_the_namespaces_the_caller_may_see() -> None:
+    async with serving() as (_, client):
+        anonymous = await client.get("/openapi.json")
+        page = await client.get("/docs")
+        bad_key = await client.get("/openapi.json", headers={"X-API-Key": "not-a-key"})
+        writer = (await client.get("/openapi.json", headers=headers("writer"))).json()
+        tenant = (await client.get("/openapi.json", headers=headers("acme"))).json()
+    assert anonymous.status_code == 200 and ns_enum(anonymous.json()) is None
+    assert b'"orders"' not in anonymous.content and "orders" not in page.text
+    assert ns_enum(bad_key.json()) is None
+    # A caller without a tenant cannot use the tenant-scoped namespace, so it is not named to it.
+    assert ns_enum(writer) == ["plain"]
+    assert ns_enum(tenant) == ["plain", "orders"]

@@ -88,6 +88,7 @@ async def test_hung_backend_is_503_within_the_request_timeout(
         r = await c.get("/v1/kv/slow/k", headers=W)
         elapsed = time.monotonic() - started
         assert r.status_code == 503 and r.json()["code"] == "TIMEOUT"
+        assert r.json()["detail"] == "the request did not finish within 0.3 s; retry later"
         assert r.headers["retry-after"] == "1"
         assert 0.25 < elapsed < 2
         # The other store's namespaces are unaffected.

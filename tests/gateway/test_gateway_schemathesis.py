@@ -45,7 +45,7 @@ CONFIG = {
 }
 
 app = create_app(parse_config(CONFIG, source="schemathesis.yaml", env=ENV), env=ENV)
-schema = schemathesis.openapi.from_asgi("/openapi.json", app)
+schema = schemathesis.openapi.from_asgi("/openapi.json", app, headers={"X-API-Key": FUZZ_KEY})
 
 CHECKS = [
     not_a_server_error,

@@ -11,7 +11,7 @@ import pytest
 import websockets
 from streaming_helpers import Server, make_service, running
 
-from prism.errors import BackendUnavailable, InvalidArgument, PrismError
+from prism.errors import BackendUnavailable, InvalidArgument, PrismError, Timeout
 from prism.streaming.client import RequestError, StreamClient
 from prism.testing.servers import free_port
 
@@ -65,6 +65,7 @@ async def test_a_server_that_never_answers_the_handshake_times_out_as_backend_un
                 pass
     assert time.monotonic() - started < 5
     assert "connect_timeout (0.5 s)" in str(timed_out.value)
+    assert isinstance(timed_out.value, Timeout)
 
 
 async def test_a_handshake_refused_by_http_status_is_backend_unavailable(server: Server) -> None:
@@ -111,6 +112,7 @@ async def test_no_wait_for_the_server_outlasts_reply_timeout(silent_server: str)
             with pytest.raises(RequestError) as timed_out:
                 await asyncio.wait_for(call(), 5)
             assert timed_out.value.code == "TIMEOUT" and "reply_timeout (0.3 s)" in timed_out.value.message
+            assert isinstance(timed_out.value, Timeout) and timed_out.value.retryable
             assert time.monotonic() - started < 2
 
 
@@ -144,6 +146,7 @@ async def test_result_past_its_timeout_is_a_request_error_and_the_request_goes_o
         with pytest.raises(RequestError) as waited:
             await handle.result(timeout=0.05)
         assert waited.value.code == "TIMEOUT" and "keeps running" in waited.value.message
+        assert isinstance(waited.value, Timeout)
         assert waited.value.request_id == handle.request_id
         assert await handle.result(timeout=10) == {"slept": 0.6}
 

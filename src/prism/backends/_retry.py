@@ -2,7 +2,8 @@
 
 Every network call runs under ``Deadline`` (default 5 s per operation); transient
 failures are retried with capped exponential backoff and full jitter while the
-deadline allows, then surface as BackendUnavailable (or Timeout). The settings are
+deadline allows, then surface as BackendUnavailable, or BackendTimeout (a
+``prism.Timeout``) when the deadline passes without an answer. The settings are
 ``connect_timeout``, ``operation_timeout``, ``max_retries``, ``retry_base`` and
 ``retry_cap``, accepted as keyword options and URL query parameters by each backend.
 """
@@ -17,7 +18,7 @@ from dataclasses import dataclass, fields, replace
 from typing import Any, TypeVar
 from urllib.parse import parse_qsl, urlsplit
 
-from prism.errors import BackendUnavailable, InvalidArgument, PrismError
+from prism.errors import BackendTimeout, BackendUnavailable, InvalidArgument, PrismError
 
 __all__ = ["NetworkSettings", "call_with_retry", "split_options"]
 
@@ -79,7 +80,7 @@ async def call_with_retry(
 
     PrismErrors raised by ``op`` pass through untouched; a transient driver failure
     that outlives the retries becomes BackendUnavailable chained to the last cause;
-    a deadline that passes becomes BackendUnavailable.
+    a deadline that passes becomes BackendTimeout (a Timeout that is also BackendUnavailable).
     """
     deadline = time.monotonic() + settings.operation_timeout
     attempt = 0
@@ -91,7 +92,7 @@ async def call_with_retry(
         except PrismError:
             raise
         except TimeoutError as exc:
-            raise BackendUnavailable(
+            raise BackendTimeout(
                 f"{describe}: no answer within {settings.operation_timeout} s", cause=exc
             ) from exc
         except Exception as exc:

@@ -7,7 +7,10 @@ stores and answers. Its obligations, checked by ``prism.testing``'s conformance 
 
 * expired items are never returned, listed, or treated as present by a condition;
 * ``write`` applies each op independently (one failing condition fails only that op);
-* ``transact`` applies all ops in order or none (raising PreconditionFailed);
+* ``transact`` applies all ops in order or none;
+* a failed condition is an outcome (``prism.model.condition_failed``), never an
+  exception: the KeyValue layer alone turns it into PreconditionFailed, with one
+  message for every backend;
 * ``scan`` and ``get_range`` order by code point and resume strictly after a cursor;
 * driver exceptions leave only as ``prism.errors`` types.
 """
@@ -20,7 +23,18 @@ from typing import Any, ClassVar
 
 from prism.model import Capabilities, Item, StoredWrite, WriteOutcome
 
-__all__ = ["Backend", "Capabilities"]
+__all__ = ["Backend", "Capabilities", "RolledBack"]
+
+
+class RolledBack(Exception):
+    """Raised inside a backend's transaction body to roll it back; ``outcomes`` is what ``transact`` returns.
+
+    It never leaves the backend: ``transact`` catches it and returns its outcomes.
+    """
+
+    def __init__(self, outcomes: list[WriteOutcome]) -> None:
+        super().__init__("transaction rolled back")
+        self.outcomes = outcomes
 
 
 class Backend(ABC):
@@ -62,7 +76,11 @@ class Backend(ABC):
         """Apply each op on its own; one outcome per op, in order."""
 
     async def transact(self, ns: str, ops: Sequence[StoredWrite]) -> list[WriteOutcome]:
-        """Apply all ops in order or none; raise PreconditionFailed naming the failing key."""
+        """Apply all ops in order or none; one outcome per op, in order.
+
+        When a condition fails nothing is applied, and the outcomes say which op failed
+        (``prism.model.transaction_refused``).
+        """
         from prism.errors import Unsupported
 
         raise Unsupported(f"the {self.name} backend has no atomic multi-key transactions")

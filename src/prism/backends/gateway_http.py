@@ -53,17 +53,25 @@ import msgspec
 from prism.backends._retry import NetworkSettings, call_with_retry, split_options
 from prism.backends.base import Backend
 from prism.errors import (
+    BackendTimeout,
     BackendUnavailable,
     InvalidArgument,
     InvalidKey,
     PreconditionFailed,
     PrismError,
-    Timeout,
     Unsupported,
     ValueTooLarge,
 )
 from prism.kv.tokens import encode_token
-from prism.model import DEFAULT_MAX_VALUE_BYTES, Capabilities, Item, StoredWrite, WriteOutcome
+from prism.model import (
+    DEFAULT_MAX_VALUE_BYTES,
+    Capabilities,
+    Item,
+    StoredWrite,
+    WriteOutcome,
+    condition_failed,
+    transaction_refused,
+)
 
 __all__ = ["DEFAULT_TOKEN_ENV", "GatewayHTTPBackend"]
 
@@ -306,7 +314,9 @@ class GatewayHTTPBackend(Backend):
                 raise self._error(exc.__cause__.response) from None
             raise
         except httpx.TimeoutException as exc:
-            raise Timeout(f"{describe} did not answer within {self.network.operation_timeout:g} s") from exc
+            raise BackendTimeout(
+                f"{describe} did not answer within {self.network.operation_timeout:g} s", cause=exc
+            ) from exc
         except httpx.TransportError as exc:
             raise BackendUnavailable(f"{describe}: {type(exc).__name__}: {exc}", cause=exc) from exc
 
@@ -330,7 +340,7 @@ class GatewayHTTPBackend(Backend):
         if status == 501:
             return Unsupported(detail)
         if code == "TIMEOUT":
-            return Timeout(f"the Prism gateway at {self.base_url} answered: {detail}")
+            return BackendTimeout(f"the Prism gateway at {self.base_url} answered: {detail}")
         if status in (502, 503, 504, 429):
             return BackendUnavailable(f"the Prism gateway at {self.base_url} answered {status}: {detail}")
         error = PrismError(f"the Prism gateway at {self.base_url} answered {status} {code}: {detail}")
@@ -491,7 +501,7 @@ class GatewayHTTPBackend(Backend):
             headers=headers,
         )
         if response.status_code == 412:
-            return WriteOutcome(False, op.if_absent, self._error(response, op.record))
+            return condition_failed(op.if_absent)
         self._check(response, 200, 201, key=op.record)
         op.etag = response.headers["etag"].strip('"')
         return WriteOutcome(True, response.status_code == 200)
@@ -508,7 +518,7 @@ class GatewayHTTPBackend(Backend):
             headers={"if-match": f'"{op.if_match}"'},
         )
         if response.status_code == 412:
-            return WriteOutcome(False, False, self._error(response, op.record))
+            return condition_failed(False)
         self._check(response, 204, key=op.record)
         return WriteOutcome(True, True)
 
@@ -536,7 +546,7 @@ class GatewayHTTPBackend(Backend):
                 return WriteOutcome(True, False)
             attempt = StoredWrite(op.record, "", None, if_match=current.etag)
             (outcome,) = await self._put_batch(ns, attempt)
-            if outcome.ok or not isinstance(outcome.error, PreconditionFailed):
+            if not outcome.condition_failed:
                 return outcome
 
     async def _put_batch(self, ns: str, op: StoredWrite) -> list[WriteOutcome]:
@@ -557,6 +567,8 @@ class GatewayHTTPBackend(Backend):
         )
         (result,) = msgspec.json.decode(response.content, type=_Results).results
         outcome = self._outcome(op, result)
+        if outcome.condition_failed:
+            return [outcome]
         return [WriteOutcome(outcome.ok, outcome.ok and op.value is None, outcome.error)]
 
     async def _put_items(self, ns: str, ops: Sequence[StoredWrite]) -> list[WriteOutcome]:
@@ -580,9 +592,8 @@ class GatewayHTTPBackend(Backend):
                 op.etag = result.etag
             return WriteOutcome(True, False)
         error = result.error or _ResultError("PRECONDITION_FAILED", "the condition failed")
-        name = op.key or op.record
         if error.code == "PRECONDITION_FAILED":
-            return WriteOutcome(False, op.if_absent, PreconditionFailed(error.detail, key=name))
+            return condition_failed(op.if_absent)
         failure = PrismError(error.detail)
         failure.code = error.code
         return WriteOutcome(False, False, failure)
@@ -604,6 +615,14 @@ class GatewayHTTPBackend(Backend):
             headers=_JSON,
         )
         if response.status_code == 412:
+            # The gateway names the op whose condition failed: "a condition failed for 'KEY'; ...".
+            try:
+                detail = msgspec.json.decode(response.content, type=_Problem).detail
+            except msgspec.DecodeError:
+                detail = ""
+            for i, op in enumerate(ops):
+                if detail.startswith(f"a condition failed for {op.record!r};"):
+                    return transaction_refused(len(ops), i, op.if_absent)
             raise self._error(response)
         self._check(response, 200)
         results = msgspec.json.decode(response.content, type=_Results).results

@@ -13,8 +13,8 @@ from collections.abc import Sequence
 from typing import Any, ClassVar, NamedTuple
 
 from prism.backends.base import Backend
-from prism.errors import InvalidArgument, PreconditionFailed
-from prism.model import Capabilities, Item, StoredWrite, WriteOutcome
+from prism.errors import InvalidArgument
+from prism.model import Capabilities, Item, StoredWrite, WriteOutcome, condition_failed, transaction_refused
 
 __all__ = ["MemoryBackend"]
 
@@ -107,9 +107,7 @@ class MemoryBackend(Backend):
         if (op.if_match is not None and (current is None or current.etag != op.if_match)) or (
             op.if_absent and existed
         ):
-            reason = "exists" if op.if_absent else "etag does not match"
-            name = op.key or op.record
-            return WriteOutcome(False, existed, PreconditionFailed(f"{name!r}: {reason}", key=name))
+            return condition_failed(existed)
         if op.value is None:
             if items is not None and op.key in items:
                 del items[op.key]
@@ -137,7 +135,7 @@ class MemoryBackend(Backend):
             # Undo log: the records touched, as they were, restored if a condition fails.
             saved = {op.record: dict(space.records.get(op.record, {})) for op in ops}
             outcomes = []
-            for op in ops:
+            for i, op in enumerate(ops):
                 outcome = self._apply(space, op, now)
                 if not outcome.ok:
                     for record, items in saved.items():
@@ -149,8 +147,7 @@ class MemoryBackend(Backend):
                         elif present:
                             del space.records[record]
                             del space.ids[bisect.bisect_left(space.ids, record)]
-                    assert outcome.error is not None
-                    raise outcome.error
+                    return transaction_refused(len(ops), i, outcome.existed)
                 outcomes.append(outcome)
             return outcomes
 

@@ -36,9 +36,9 @@ from collections.abc import Callable, Sequence
 from typing import Any, ClassVar, TypeVar
 
 from prism.backends._retry import split_options
-from prism.backends.base import Backend
-from prism.errors import BackendUnavailable, InvalidArgument, PreconditionFailed, PrismError
-from prism.model import Capabilities, Item, StoredWrite, WriteOutcome
+from prism.backends.base import Backend, RolledBack
+from prism.errors import BackendUnavailable, InvalidArgument
+from prism.model import Capabilities, Item, StoredWrite, WriteOutcome, condition_failed, transaction_refused
 
 __all__ = ["SQLiteBackend"]
 
@@ -130,11 +130,9 @@ def _apply(conn: sqlite3.Connection, ns: str, op: StoredWrite, now: float) -> Wr
     row = conn.execute(_CURRENT, (ns, op.record, op.key)).fetchone()
     existed = row is not None and (row[1] is None or row[1] > now)
     if op.if_absent and existed:
-        return WriteOutcome(False, True, PreconditionFailed(f"{op.record!r} already exists", key=op.record))
+        return condition_failed(True)
     if op.if_match is not None and not (existed and row[0] == op.if_match):
-        return WriteOutcome(
-            False, existed, PreconditionFailed(f"{op.record!r}: etag does not match", key=op.record)
-        )
+        return condition_failed(existed)
     if op.value is None:
         if row is not None:
             conn.execute(_DELETE, (ns, op.record, op.key))
@@ -418,15 +416,17 @@ class SQLiteBackend(Backend):
     async def transact(self, ns: str, ops: Sequence[StoredWrite]) -> list[WriteOutcome]:
         def body(conn: sqlite3.Connection, now: float) -> list[WriteOutcome]:
             outcomes = []
-            for op in ops:
+            for i, op in enumerate(ops):
                 outcome = _apply(conn, ns, op, now)
                 if not outcome.ok:
-                    assert isinstance(outcome.error, PrismError)
-                    raise outcome.error  # rolls the whole transaction back
+                    raise RolledBack(transaction_refused(len(ops), i, outcome.existed))  # rolls back
                 outcomes.append(outcome)
             return outcomes
 
-        return await self._run(self._write_txn(body))
+        try:
+            return await self._run(self._write_txn(body))
+        except RolledBack as refused:
+            return refused.outcomes
 
     async def delete_range(self, ns: str, record: str, start: str | None, end: str | None) -> int:
         clause, bounds = _range_clause("ikey", start, end, None)

@@ -30,6 +30,7 @@ from cryptography import x509
 from cryptography.hazmat.primitives.asymmetric import ec, ed448, ed25519, rsa
 from cryptography.hazmat.primitives.serialization import load_pem_public_key
 
+from prism.errors import AuthError
 from prism.gateway.config import (
     TOKEN_NAME,
     AuthConfig,
@@ -38,6 +39,7 @@ from prism.gateway.config import (
     JwtConfig,
     MtlsIdentityConfig,
 )
+from prism.model import Principal
 
 __all__ = [
     "AuthError",
@@ -62,55 +64,6 @@ JWT_CACHE_SIZE = 10_000
 MAX_CREDENTIAL_CHARS = 8192
 
 PrincipalKind = Literal["api_key", "jwt", "mtls", "anonymous"]
-
-#: How each kind of credential is named in an owner string (see :attr:`Principal.owner`).
-_OWNER_LABELS = {"api_key": "apikey"}
-
-
-def _owner_part(text: str) -> str:
-    # ":" separates the parts of an owner string, so it is escaped inside one (and "%" first).
-    return text.replace("%", "%25").replace(":", "%3A")
-
-
-@dataclass(frozen=True, slots=True)
-class Principal:
-    """The verified caller: a subject, its tenant (if any), its roles, and how it proved itself.
-
-    ``issuer`` says who vouches for the subject when the kind has several (the ``iss``
-    of a JWT). Two principals are the same caller only when :attr:`owner` is equal:
-    an API key and a token whose subject is the key's name are different callers.
-    """
-
-    subject: str
-    tenant: str | None
-    roles: frozenset[str]
-    kind: PrincipalKind
-    issuer: str | None = None
-
-    @property
-    def owner(self) -> str:
-        """The caller's identity as one string: the credential kind, its issuer, the subject.
-
-        ``apikey:NAME``, ``jwt:ISSUER:SUB`` (``jwt::SUB`` for a token without ``iss``),
-        ``anonymous``; ``:`` and ``%`` inside a part are percent-escaped, so the string
-        is never ambiguous. Whatever belongs to a caller is stored under this string.
-        """
-        if self.kind == "anonymous":
-            return "anonymous"
-        label = _OWNER_LABELS.get(self.kind, self.kind)
-        if self.issuer is None and self.kind != "jwt":
-            return f"{label}:{_owner_part(self.subject)}"
-        return f"{label}:{_owner_part(self.issuer or '')}:{_owner_part(self.subject)}"
-
-
-class AuthError(Exception):
-    """Authentication or authorization failed: 401 (who are you?) or 403 (not allowed)."""
-
-    def __init__(self, status: int, code: str, detail: str) -> None:
-        super().__init__(detail)
-        self.status = status
-        self.code = code
-        self.detail = detail
 
 
 def hash_api_key(key: str) -> str:

@@ -21,6 +21,8 @@ from urllib.parse import urlsplit
 import msgspec
 import yaml
 
+from prism.errors import ConfigError
+
 __all__ = [
     "DEFAULT_STORE_URL",
     "IDEMPOTENCY_NAMESPACE",
@@ -83,16 +85,6 @@ _JWT_ALGORITHMS = frozenset(
         "EdDSA",
     }
 )
-
-
-class ConfigError(Exception):
-    """A configuration file breaks a rule: names the file, the field path and the problem."""
-
-    def __init__(self, source: str, path: str, message: str) -> None:
-        self.source = source
-        self.path = path
-        self.message = message
-        super().__init__(f"{source}: {path}: {message}" if path else f"{source}: {message}")
 
 
 class _Base(msgspec.Struct, forbid_unknown_fields=True, frozen=True, kw_only=True):

@@ -10,7 +10,6 @@ reveal or mask PII, answer, and record the audit event.
 
 from __future__ import annotations
 
-import asyncio
 import logging
 import time
 
@@ -18,7 +17,7 @@ from starlette.types import Receive, Scope, Send
 
 from prism.gateway.auth import Principal
 from prism.gateway.pii import aad_prefix
-from prism.gateway.pipeline import access_event, problem_for
+from prism.gateway.pipeline import RequestDeadline, access_event, problem_for
 from prism.gateway.policy import PII_READ_ROLE, authorize
 from prism.gateway.problem import HTTPProblem, problem_response
 from prism.gateway.runtime import Gateway, ServedNamespace
@@ -94,7 +93,7 @@ class KeyReadEndpoint:
                     if served.inline:
                         item = await kv.get(key)
                     else:
-                        async with asyncio.timeout(self.timeout):
+                        async with RequestDeadline(self.timeout):
                             item = await kv.get(key)
                 if item is None:
                     raise HTTPProblem(404, "KEY_NOT_FOUND", "no live entry at this key")

@@ -6,7 +6,8 @@ methods. Request bodies are generated from the msgspec structs the handlers deco
 (``msgspec.json.schema_components``, turned into OpenAPI 3.0 schemas), never written
 twice. A route describes itself with :func:`describe` and one :class:`Operation` per
 method; the gateway's own routes are described here. The ``ns`` parameter lists the
-served namespaces, so the document is exact for this deployment. ``/docs`` is plain
+namespaces the caller may see (every one on an open gateway, none for a caller without
+credentials), so the document is exact for its reader and names nothing to strangers. ``/docs`` is plain
 HTML with inline CSS: no scripts, no CDN, readable offline; descriptions are markdown.
 """
 
@@ -214,15 +215,14 @@ def _schemas() -> dict[str, Any]:
     }
 
 
-def _gateway_paths(config: GatewayConfig, schemas: _Schemas) -> dict[str, Any]:
+def _gateway_paths(config: GatewayConfig, schemas: _Schemas, names: Sequence[str]) -> dict[str, Any]:
     """The path items of the gateway's own routes, by path template."""
-    names = [ns.name for ns in config.namespaces]
     ns_param = {
         "name": "ns",
         "in": "path",
         "required": True,
-        "description": "A configured namespace.",
-        "schema": {"type": "string", "enum": names},
+        "description": "A namespace (those listed are the ones your credentials may use).",
+        "schema": {"type": "string", "enum": list(names)} if names else {"type": "string", "minLength": 1},
     }
     key_param = {
         "name": "key",
@@ -711,13 +711,17 @@ def _undocumented(route: BaseRoute, path: str) -> dict[str, Any]:
     }
 
 
-def openapi_document(config: GatewayConfig, routes: Iterable[BaseRoute] = ()) -> dict[str, Any]:
+def openapi_document(
+    config: GatewayConfig, routes: Iterable[BaseRoute] = (), namespaces: Sequence[str] | None = None
+) -> dict[str, Any]:
     """The OpenAPI 3.0.3 document of an app serving ``config`` with ``routes``.
 
-    Without ``routes``, the gateway's own routes are described.
+    Without ``routes``, the gateway's own routes are described. ``namespaces`` are the
+    names the ``ns`` parameter lists (default: every configured namespace).
     """
     schemas = _Schemas()
-    table = _gateway_paths(config, schemas)
+    names = [ns.name for ns in config.namespaces] if namespaces is None else namespaces
+    table = _gateway_paths(config, schemas, names)
     paths: dict[str, Any] = {}
     routes = list(routes)
     if not routes:
@@ -765,15 +769,21 @@ def openapi_document(config: GatewayConfig, routes: Iterable[BaseRoute] = ()) ->
 
 
 class ApiDescription:
-    """``/openapi.json`` and ``/docs`` of one app, built from its routes on first request."""
+    """``/openapi.json`` and ``/docs`` of one app, built from its routes on first request.
+
+    One document is kept per set of visible namespaces; there are at most as many sets
+    as distinct roles-and-tenant combinations among the configured credentials.
+    """
 
     def __init__(self, config: GatewayConfig) -> None:
         self.config = config
-        self._pages: tuple[bytes, str] | None = None
+        self._pages: dict[tuple[str, ...], tuple[bytes, str]] = {}
 
-    def pages(self, routes: Iterable[BaseRoute]) -> tuple[bytes, str]:
-        """The JSON document and the HTML page."""
-        if self._pages is None:
-            doc = openapi_document(self.config, routes)
-            self._pages = (msgspec.json.encode(doc), docs_html(doc))
-        return self._pages
+    def pages(self, routes: Iterable[BaseRoute], namespaces: Sequence[str]) -> tuple[bytes, str]:
+        """The JSON document and the HTML page listing ``namespaces``."""
+        names = tuple(namespaces)
+        pages = self._pages.get(names)
+        if pages is None:
+            doc = openapi_document(self.config, routes, names)
+            pages = self._pages[names] = (msgspec.json.encode(doc), docs_html(doc))
+        return pages

@@ -37,7 +37,7 @@ import msgspec
 from cryptography.exceptions import InvalidTag
 from cryptography.hazmat.primitives.ciphers.aead import AESGCM
 
-from prism.errors import InvalidArgument
+from prism.errors import InvalidArgument, PrismError
 from prism.gateway.config import ConfigError, GatewayConfig, PiiConfig
 
 __all__ = [
@@ -62,7 +62,7 @@ _encode = msgspec.json.encode
 _decode = msgspec.json.decode
 
 
-class PiiError(Exception):
+class PiiError(PrismError):
     """A stored PII field cannot be decrypted (unknown key id, or tampered ciphertext)."""
 
     code = "PII_DECRYPT_FAILED"

@@ -15,6 +15,7 @@ import logging
 import time
 from collections.abc import Awaitable, Callable, Mapping, MutableMapping
 from datetime import UTC, datetime
+from types import TracebackType
 from typing import Any, Protocol
 
 from starlette.requests import Request
@@ -25,9 +26,9 @@ from prism.errors import PrismError
 from prism.gateway.audit import AuditEvent, AuditUnavailable
 from prism.gateway.auth import AuthError, Principal, peer_certificate, query_token
 from prism.gateway.idempotency import fingerprint
-from prism.gateway.pii import PiiError, aad_prefix
+from prism.gateway.pii import aad_prefix
 from prism.gateway.policy import PII_READ_ROLE, Action, authorize
-from prism.gateway.problem import HTTPProblem, from_prism_error
+from prism.gateway.problem import HTTPProblem, RequestTimeout, from_prism_error
 from prism.gateway.runtime import Gateway, ServedNamespace
 from prism.kv.namespace import Namespace
 
@@ -36,6 +37,7 @@ __all__ = [
     "Caller",
     "DataEndpoint",
     "Handler",
+    "RequestDeadline",
     "RouteAudit",
     "access_event",
     "auth_problem",
@@ -51,7 +53,7 @@ _FINGERPRINT_HEADERS = ("content-type", "if-match", "if-none-match")
 
 
 class Caller(Protocol):
-    """What an audit event names of the caller (the gateway's Principal, streaming's Identity)."""
+    """What an audit event names of the caller (a ``prism.model.Principal``, or another with these fields)."""
 
     @property
     def subject(self) -> str: ...
@@ -134,10 +136,30 @@ class Call:
 Handler = Callable[[Call], Awaitable[Response]]
 
 
+class RequestDeadline:
+    """``async with RequestDeadline(seconds):`` raises RequestTimeout (a ``prism.Timeout``) past it."""
+
+    __slots__ = ("_seconds", "_timeout")
+
+    def __init__(self, seconds: float) -> None:
+        self._seconds = seconds
+
+    async def __aenter__(self) -> None:
+        self._timeout = asyncio.timeout(self._seconds)
+        await self._timeout.__aenter__()
+
+    async def __aexit__(
+        self, exc_type: type[BaseException] | None, exc: BaseException | None, tb: TracebackType | None
+    ) -> None:
+        try:
+            await self._timeout.__aexit__(exc_type, exc, tb)
+        except TimeoutError as passed:
+            raise RequestTimeout(self._seconds) from passed
+
+
 def auth_problem(exc: AuthError) -> HTTPProblem:
     """The problem answering an AuthError (401s carry a Bearer challenge)."""
-    headers = {"WWW-Authenticate": 'Bearer realm="prism"'} if exc.status == 401 else None
-    return HTTPProblem(exc.status, exc.code, exc.detail, headers=headers)
+    return from_prism_error(exc, 0)
 
 
 async def read_body(request: Request, limit: int, within: float | None = None) -> bytes:
@@ -251,13 +273,13 @@ class DataEndpoint:
                 call.body = body
                 idem_key = request.headers.get("idempotency-key") if self.writes else None
                 if idem_key is not None and gateway.idempotency is not None:
-                    async with asyncio.timeout(self.timeout):
+                    async with RequestDeadline(self.timeout):
                         response = await self._idempotent(call, idem_key)
                 elif served.inline:
                     # Nothing in an inline backend waits on I/O, so there is nothing to time out.
                     response = await _answer(self.handler, call, self.retry_after)
                 else:
-                    async with asyncio.timeout(self.timeout):
+                    async with RequestDeadline(self.timeout):
                         response = await _answer(self.handler, call, self.retry_after)
                 error_code = call.error_code
         except Exception as exc:
@@ -307,8 +329,6 @@ class DataEndpoint:
 
 def problem_for(exc: Exception, timeout: float, retry_after: int) -> HTTPProblem | None:
     """The problem that reports an expected failure, or None for an unexpected error."""
-    if isinstance(exc, AuthError):
-        return auth_problem(exc)
     if isinstance(exc, HTTPProblem):
         return exc
     if isinstance(exc, AuditUnavailable):
@@ -316,14 +336,7 @@ def problem_for(exc: Exception, timeout: float, retry_after: int) -> HTTPProblem
     if isinstance(exc, PrismError):
         return from_prism_error(exc, retry_after)
     if isinstance(exc, TimeoutError):
-        return HTTPProblem(
-            503,
-            "TIMEOUT",
-            f"the request did not finish within {timeout:g} s; retry later",
-            headers={"Retry-After": str(retry_after)},
-        )
-    if isinstance(exc, PiiError):
-        return HTTPProblem(500, exc.code, str(exc))
+        return from_prism_error(RequestTimeout(timeout), retry_after)
     return None
 
 
@@ -331,13 +344,8 @@ async def _answer(handler: Handler, call: Call, retry_after: int) -> Response:
     """The handler's response, with its expected failures turned into problem responses."""
     try:
         return await handler(call)
-    except (HTTPProblem, PrismError, PiiError) as exc:
-        if isinstance(exc, HTTPProblem):
-            problem = exc
-        elif isinstance(exc, PrismError):
-            problem = from_prism_error(exc, retry_after)
-        else:
-            problem = HTTPProblem(500, exc.code, str(exc))
+    except (HTTPProblem, PrismError) as exc:
+        problem = exc if isinstance(exc, HTTPProblem) else from_prism_error(exc, retry_after)
         call.error_code = problem.code
         return problem.response(call.request.scope.get("prism.request_id"))
 

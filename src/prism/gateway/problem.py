@@ -12,6 +12,7 @@ import msgspec
 from starlette.responses import Response
 
 from prism.errors import (
+    AuthError,
     BackendUnavailable,
     DecodeError,
     InvalidArgument,
@@ -22,8 +23,9 @@ from prism.errors import (
     Unsupported,
     ValueTooLarge,
 )
+from prism.gateway.pii import PiiError
 
-__all__ = ["PROBLEM_TYPE_BASE", "HTTPProblem", "from_prism_error", "problem_response"]
+__all__ = ["PROBLEM_TYPE_BASE", "HTTPProblem", "RequestTimeout", "from_prism_error", "problem_response"]
 
 PROBLEM_TYPE_BASE = "https://prism.dev/problems/"
 PROBLEM_CONTENT_TYPE = "application/problem+json"
@@ -46,6 +48,14 @@ _TITLES = {
     501: "Not Implemented",
     503: "Service Unavailable",
 }
+
+
+class RequestTimeout(Timeout):
+    """A request did not finish within the gateway's ``server.request_timeout`` (answered 503 TIMEOUT)."""
+
+    def __init__(self, seconds: float) -> None:
+        super().__init__(f"the request did not finish within {seconds:g} s; retry later")
+        self.seconds = seconds
 
 
 class Problem(msgspec.Struct, omit_defaults=True):
@@ -105,6 +115,8 @@ def problem_response(
 
 def status_for(exc: PrismError) -> int:
     """The HTTP status that reports ``exc``."""
+    if isinstance(exc, AuthError):
+        return exc.status
     if isinstance(exc, ValueTooLarge):
         return 413
     if isinstance(exc, InvalidArgument):
@@ -125,17 +137,25 @@ def from_prism_error(exc: PrismError, retry_after: int) -> HTTPProblem:
 
     Unavailable backends, timeouts and a closed store are retryable, so they carry
     ``Retry-After``. The message of a backend failure never includes the driver's
-    text, which may hold a connection URL.
+    text, which may hold a connection URL. An AuthError answers with its own status
+    (a 401 carries a Bearer challenge); a PiiError is a 500 that names its code.
     """
+    if isinstance(exc, AuthError):
+        challenge = {"WWW-Authenticate": 'Bearer realm="prism"'} if exc.status == 401 else None
+        return HTTPProblem(exc.status, exc.code, exc.detail, headers=challenge)
+    if isinstance(exc, PiiError):
+        return HTTPProblem(500, exc.code, str(exc))
     status = status_for(exc)
     headers: dict[str, str] = {}
     detail = str(exc)
     if status == 503:
         headers["Retry-After"] = str(retry_after)
-        if isinstance(exc, BackendUnavailable):
-            detail = "the backend is unavailable; retry later"
+        if isinstance(exc, RequestTimeout):
+            detail = str(exc)
         elif isinstance(exc, Timeout):
             detail = "the backend did not answer in time; retry later"
+        elif isinstance(exc, BackendUnavailable):
+            detail = "the backend is unavailable; retry later"
         else:
             detail = "the store is not open; retry later"
     elif status == 500:

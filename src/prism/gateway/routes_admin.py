@@ -1,7 +1,8 @@
 """Namespaces, health, readiness, metrics and the API description.
 
 ``/healthz``, ``/readyz``, ``/metrics``, ``/openapi.json`` and ``/docs`` need no
-credentials: they reveal no data. The namespace routes show only what the caller
+credentials: they reveal no data, and the API description names only the namespaces
+the caller's credentials may see. The namespace routes show only what the caller
 may see (a namespace's store, access lists and PII fields only to its admins), and
 never a store URL or any secret; each of their requests is audited.
 """
@@ -162,11 +163,22 @@ def admin_routes(gateway: Gateway) -> list[BaseRoute]:
     async def metrics(request: Request) -> Response:
         return Response(generate_latest(REGISTRY), 200, media_type=CONTENT_TYPE_LATEST)
 
+    def visible_names(request: Request) -> list[str]:
+        """The namespaces the API description may name for this caller: none without credentials."""
+        if not config.auth.enabled:
+            return list(gateway.namespaces)
+        try:
+            principal = gateway.authenticator.authenticate_scope(request.scope)
+        except AuthError:
+            return []
+        return [name for name, served in gateway.namespaces.items() if can_see(principal, served.config)]
+
     async def openapi_json(request: Request) -> Response:
-        return Response(api.pages(request.app.routes)[0], 200, media_type="application/json")
+        doc = api.pages(request.app.routes, visible_names(request))[0]
+        return Response(doc, 200, media_type="application/json")
 
     async def docs_page(request: Request) -> Response:
-        return HTMLResponse(api.pages(request.app.routes)[1])
+        return HTMLResponse(api.pages(request.app.routes, visible_names(request))[1])
 
     return [
         Route("/v1/namespaces", list_namespaces, methods=["GET"]),

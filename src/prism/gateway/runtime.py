@@ -165,6 +165,8 @@ class Gateway:
             try:
                 served = ServedNamespace(ns, store_name, store, config, self.keyring, shared)
                 store.namespace(ns.name, max_value_bytes=ns.max_value_bytes, default_ttl=ns.default_ttl)
+            except ConfigError:
+                raise
             except (PrismError, ValueError) as exc:
                 raise ConfigError(config.source, f"$.namespaces[{i}]", str(exc)) from None
             namespaces[ns.name] = served

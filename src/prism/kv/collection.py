@@ -46,14 +46,14 @@ class Collection(Generic[T]):
         item = await self.namespace.get(key, consistency=consistency)
         return None if item is None else self._decode(key, item.value)
 
-    async def get_with_etag(self, key: str) -> tuple[T, str] | None:
+    async def get_with_etag(self, key: str, *, consistency: Consistency = "eventual") -> tuple[T, str] | None:
         """The object and its etag, for a later ``put(..., if_match=etag)``."""
-        item = await self.namespace.get(key)
+        item = await self.namespace.get(key, consistency=consistency)
         return None if item is None else (self._decode(key, item.value), item.etag)
 
-    async def get_many(self, keys: Sequence[str]) -> dict[str, T]:
+    async def get_many(self, keys: Sequence[str], *, consistency: Consistency = "eventual") -> dict[str, T]:
         """The found keys and their objects (missing keys are left out)."""
-        items = await self.namespace.get_many(keys)
+        items = await self.namespace.get_many(keys, consistency=consistency)
         return {item.key: self._decode(item.key, item.value) for item in items if item is not None}
 
     async def put(
@@ -84,8 +84,8 @@ class Collection(Generic[T]):
     async def delete(self, key: str, *, if_match: str | None = None) -> bool:
         return await self.namespace.delete(key, if_match=if_match)
 
-    async def exists(self, key: str) -> bool:
-        return await self.namespace.exists(key)
+    async def exists(self, key: str, *, consistency: Consistency = "eventual") -> bool:
+        return await self.namespace.exists(key, consistency=consistency)
 
     async def scan(self, prefix: str = "", *, limit: int = 100, page_token: str | None = None) -> Page[str]:
         return await self.namespace.scan(prefix, limit=limit, page_token=page_token)

@@ -8,7 +8,7 @@ from datetime import timedelta
 from time import perf_counter
 from typing import TYPE_CHECKING, Literal
 
-from prism.errors import InvalidArgument, PreconditionFailed, StoreClosed, Unsupported
+from prism.errors import InvalidArgument, PreconditionFailed, PrismError, StoreClosed, Unsupported
 from prism.kv.instrument import Series, tracing_enabled
 from prism.kv.tokens import decode_token, encode_token
 from prism.kv.validation import (
@@ -133,8 +133,9 @@ class Namespace:
         self._check_open()
         with self._inst.op(self.name, "put") as op:
             (outcome,) = await self._backend.write(self.name, (write,))
-            op.failure = outcome.error
-        return _result(put.key, write, outcome)
+            result = _result(put.key, write, outcome)
+            op.failure = result.error
+        return result
 
     async def delete(self, key: str, *, if_match: str | None = None) -> bool:
         """Delete ``key``; True when a live entry was deleted, False when there was none.
@@ -151,8 +152,9 @@ class Namespace:
         self._check_open()
         with self._inst.op(self.name, "delete") as op:
             (outcome,) = await self._backend.write(self.name, (write,))
-            op.failure = outcome.error
-        return _result(delete.key, write, outcome)
+            result = _result(delete.key, write, outcome)
+            op.failure = result.error
+        return result
 
     # -- batches ------------------------------------------------------------------
 
@@ -229,6 +231,9 @@ class Namespace:
             return []
         with self._inst.op(self.name, "transact", len(writes)):
             outcomes = await self._backend.transact(self.name, writes)
+            if not all(o.ok for o in outcomes):
+                # Nothing was applied: the first failed condition (or error) says why.
+                raise _transaction_error(writes, outcomes)
         return [_result(o.key, w, out) for o, w, out in zip(ops, writes, outcomes, strict=True)]
 
     # -- listing ------------------------------------------------------------------
@@ -411,5 +416,25 @@ def _as_delete(op: object) -> Delete:
 def _result(key: str, write: StoredWrite, outcome: WriteOutcome) -> WriteResult:
     if outcome.ok:
         return WriteResult(key, True, write.etag or None, None, outcome.existed)
-    error = outcome.error or PreconditionFailed(f"condition failed for {key!r}", key=key)
+    error = outcome.error or precondition_failed(write, outcome.existed)
     return WriteResult(key, False, None, error, outcome.existed)
+
+
+def precondition_failed(write: StoredWrite, existed: bool) -> PreconditionFailed:
+    """The one PreconditionFailed every backend's failed condition becomes.
+
+    ``'ID': already exists`` for an ``if_absent`` that found a live item, else
+    ``'ID': etag does not match`` (an item of a record is named ``'ID' item 'KEY'``).
+    """
+    where = repr(write.record) if not write.key else f"{write.record!r} item {write.key!r}"
+    reason = "already exists" if write.if_absent and existed else "etag does not match"
+    return PreconditionFailed(f"{where}: {reason}", key=write.record)
+
+
+def _transaction_error(writes: Sequence[StoredWrite], outcomes: Sequence[WriteOutcome]) -> PrismError:
+    """What a transaction that applied nothing raises: its first failed condition, else its first error."""
+    for write, outcome in zip(writes, outcomes, strict=True):
+        if outcome.condition_failed:
+            return precondition_failed(write, outcome.existed)
+    errors = [o.error for o in outcomes if o.error is not None]
+    return errors[0] if errors else PrismError("the transaction was not applied")

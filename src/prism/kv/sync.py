@@ -1,139 +1,82 @@
-"""The blocking API: the async implementation, driven from ordinary code.
+"""The blocking API: every class here is the blocking twin of an async one.
 
-There is one implementation of every operation (the coroutines in ``namespace``
-and ``collection``). ``Portal.call`` runs a coroutine to completion:
-
-* for backends that never suspend on I/O (memory, sqlite), it steps the coroutine
-  directly in the calling thread, so a blocking ``get`` costs no thread hop; if the
-  coroutine does suspend (sqlite waiting out another process's lock), the rest runs
-  on a private event loop of the calling thread;
-* for network backends, it submits the coroutine to an event loop in a background
-  thread that owns the connections.
+There is one implementation of every operation (the coroutines in ``namespace``,
+``collection`` and ``store``); each blocking method hands the coroutine of its
+async twin to a :class:`~prism.kv.portal.Portal`, which runs it to completion.
+Each method keeps its twin's name, parameters, defaults and docstring (copied
+from the async method), and tests/test_sync_parity.py fails on any difference.
 """
 
 from __future__ import annotations
 
-import asyncio
-import threading
-from collections.abc import Coroutine, Iterable, Mapping, Sequence
+from collections.abc import Callable, Iterable, Mapping, Sequence
 from datetime import timedelta
 from types import TracebackType
 from typing import Any, Generic, TypeVar
 
-from prism.errors import StoreClosed
+from prism.backends import Backend
+from prism.kv.codecs import Codec
 from prism.kv.collection import Collection
+from prism.kv.instrument import Instrumentation
 from prism.kv.namespace import Consistency, Namespace
-from prism.kv.store import Store, connect
+from prism.kv.portal import Portal
+from prism.kv.store import Store, StoreState, connect
 from prism.model import DEFAULT_MAX_VALUE_BYTES, Capabilities, Delete, Item, Page, Put, WriteResult
 
 __all__ = ["SyncCollection", "SyncNamespace", "SyncStore", "connect_sync"]
 
 T = TypeVar("T")
-R = TypeVar("R")
-
-_get_running_loop = asyncio.events._get_running_loop
-_set_running_loop = asyncio.events._set_running_loop
+C = TypeVar("C", bound=type)
 
 
-class Portal:
-    """Runs coroutines to completion for blocking callers."""
+def _twin_of(async_cls: type) -> Callable[[C], C]:
+    """Give each method and property of the decorated class its async twin's docstring."""
 
-    def __init__(self, inline: bool) -> None:
-        self.inline = inline
-        self.closed = False
-        self._local = threading.local()
-        self._loops: list[asyncio.AbstractEventLoop] = []
-        self._lock = threading.Lock()
-        self._thread: threading.Thread | None = None
-        self._loop: asyncio.AbstractEventLoop | None = None
-        if not inline:
-            loop = asyncio.new_event_loop()
-            self._loop = loop
-            self._thread = threading.Thread(target=loop.run_forever, name="prism-sync", daemon=True)
-            self._thread.start()
+    def copy_docs(cls: C) -> C:
+        for name, attr in list(vars(cls).items()):
+            source = getattr(async_cls, name, None)
+            if name.startswith("_") or source is None or getattr(attr, "__doc__", None):
+                continue
+            doc = getattr(source, "__doc__", None)
+            if isinstance(attr, property):
+                setattr(cls, name, property(attr.fget, attr.fset, attr.fdel, doc))
+            elif callable(attr):
+                attr.__doc__ = doc
+        return cls
 
-    def call(self, coro: Coroutine[Any, Any, R]) -> R:
-        if self.closed:
-            coro.close()
-            raise StoreClosed("the store is closed")
-        if self._loop is not None:
-            return asyncio.run_coroutine_threadsafe(coro, self._loop).result()
-        loop: asyncio.AbstractEventLoop | None = getattr(self._local, "loop", None)
-        if loop is None:
-            loop = self._local.loop = asyncio.new_event_loop()
-            with self._lock:
-                self._loops.append(loop)
-        outer = _get_running_loop()  # a notebook's loop, say: restored afterwards
-        # The common case: the coroutine finishes without suspending.
-        _set_running_loop(loop)
-        try:
-            awaited = coro.send(None)
-        except StopIteration as stop:
-            return stop.value  # type: ignore[no-any-return]
-        finally:
-            _set_running_loop(outer)
-        return self._resume(coro, loop, outer, awaited)
-
-    def _resume(
-        self, coro: Coroutine[Any, Any, R], loop: asyncio.AbstractEventLoop, outer: Any, awaited: Any
-    ) -> R:
-        """Finish a coroutine that suspended, running the thread's private loop while it waits."""
-        while True:
-            value: Any = None
-            error: BaseException | None = None
-            if awaited is None:  # a bare yield (asyncio.sleep(0)): let the loop turn once
-                awaited = asyncio.sleep(0)
-            else:
-                awaited._asyncio_future_blocking = False
-            _set_running_loop(None)
-            try:
-                value = loop.run_until_complete(_settle(awaited))
-            except BaseException as exc:  # delivered into the coroutine, as `await` would
-                error = exc
-            finally:
-                _set_running_loop(outer)
-            _set_running_loop(loop)
-            try:
-                awaited = coro.throw(error) if error is not None else coro.send(value)
-            except StopIteration as stop:
-                return stop.value  # type: ignore[no-any-return]
-            finally:
-                _set_running_loop(outer)
-
-    def close(self) -> None:
-        self.closed = True
-        if self._loop is not None and self._thread is not None:
-            self._loop.call_soon_threadsafe(self._loop.stop)
-            self._thread.join(timeout=5)
-            self._loop.close()
-            self._loop = None
-        with self._lock:
-            for loop in self._loops:
-                if not loop.is_running():
-                    loop.close()
-            self._loops.clear()
+    return copy_docs
 
 
-async def _settle(awaitable: Any) -> Any:
-    return await awaitable
-
-
+@_twin_of(Namespace)
 class SyncNamespace:
     """The blocking twin of :class:`Namespace`; every method runs the async one."""
 
     def __init__(self, ns: Namespace, portal: Portal) -> None:
         self._ns = ns
         self._portal = portal
-        self.name = ns.name
 
     def __repr__(self) -> str:
         return f"<SyncNamespace {self.name!r}>"
 
+    @property
+    def name(self) -> str:
+        return self._ns.name
+
+    @property
+    def max_value_bytes(self) -> int:
+        """Largest value a put in this namespace accepts."""
+        return self._ns.max_value_bytes
+
+    @property
+    def default_ttl(self) -> float | None:
+        """Seconds a put without ``ttl`` lives (None: forever)."""
+        return self._ns.default_ttl
+
     def get(self, key: str, *, consistency: Consistency = "eventual") -> Item | None:
         return self._portal.call(self._ns.get(key, consistency=consistency))
 
-    def exists(self, key: str) -> bool:
-        return self._portal.call(self._ns.exists(key))
+    def exists(self, key: str, *, consistency: Consistency = "eventual") -> bool:
+        return self._portal.call(self._ns.exists(key, consistency=consistency))
 
     def put(
         self,
@@ -151,8 +94,14 @@ class SyncNamespace:
             )
         )
 
+    def put_result(self, put: Put, record: str | None = None) -> WriteResult:
+        return self._portal.call(self._ns.put_result(put, record))
+
     def delete(self, key: str, *, if_match: str | None = None) -> bool:
         return self._portal.call(self._ns.delete(key, if_match=if_match))
+
+    def delete_result(self, delete: Delete) -> WriteResult:
+        return self._portal.call(self._ns.delete_result(delete))
 
     def get_many(self, keys: Sequence[str], *, consistency: Consistency = "eventual") -> list[Item | None]:
         return self._portal.call(self._ns.get_many(keys, consistency=consistency))
@@ -172,42 +121,110 @@ class SyncNamespace:
     def put_items(self, record: str, items: Iterable[Put]) -> list[WriteResult]:
         return self._portal.call(self._ns.put_items(record, items))
 
-    def get_items(self, record: str, **options: Any) -> Page[Item]:
-        return self._portal.call(self._ns.get_items(record, **options))
+    def get_items(
+        self,
+        record: str,
+        *,
+        start: str | None = None,
+        end: str | None = None,
+        keys: Sequence[str] | None = None,
+        limit: int = 100,
+        page_size_bytes: int | None = None,
+        page_token: str | None = None,
+        consistency: Consistency = "eventual",
+    ) -> Page[Item]:
+        return self._portal.call(
+            self._ns.get_items(
+                record,
+                start=start,
+                end=end,
+                keys=keys,
+                limit=limit,
+                page_size_bytes=page_size_bytes,
+                page_token=page_token,
+                consistency=consistency,
+            )
+        )
 
-    def delete_items(self, record: str, **options: Any) -> int:
-        return self._portal.call(self._ns.delete_items(record, **options))
+    def delete_items(
+        self,
+        record: str,
+        *,
+        start: str | None = None,
+        end: str | None = None,
+        keys: Sequence[str] | None = None,
+    ) -> int:
+        return self._portal.call(self._ns.delete_items(record, start=start, end=end, keys=keys))
 
 
+@_twin_of(Collection)
 class SyncCollection(Generic[T]):
     """The blocking twin of :class:`Collection`."""
 
     def __init__(self, collection: Collection[T], portal: Portal) -> None:
         self._c = collection
         self._portal = portal
-        self.name = collection.name
+        #: The blocking namespace holding the encoded values.
+        self.namespace = SyncNamespace(collection.namespace, portal)
 
-    def get(self, key: str) -> T | None:
-        return self._portal.call(self._c.get(key))
+    def __repr__(self) -> str:
+        return "<Sync" + repr(self._c)[1:]
 
-    def get_many(self, keys: Sequence[str]) -> dict[str, T]:
-        return self._portal.call(self._c.get_many(keys))
+    @property
+    def name(self) -> str:
+        return self._c.name
 
-    def put(self, key: str, obj: T, **options: Any) -> str:
-        return self._portal.call(self._c.put(key, obj, **options))
+    @property
+    def type(self) -> type[T]:
+        """The type values decode to."""
+        return self._c.type
 
-    def put_many(self, objs: Mapping[str, T] | Iterable[tuple[str, T]], **options: Any) -> list[WriteResult]:
-        return self._portal.call(self._c.put_many(objs, **options))
+    @property
+    def codec(self) -> Codec[T]:
+        """How values of ``type`` are encoded and decoded."""
+        return self._c.codec
+
+    def get(self, key: str, *, consistency: Consistency = "eventual") -> T | None:
+        return self._portal.call(self._c.get(key, consistency=consistency))
+
+    def get_with_etag(self, key: str, *, consistency: Consistency = "eventual") -> tuple[T, str] | None:
+        return self._portal.call(self._c.get_with_etag(key, consistency=consistency))
+
+    def get_many(self, keys: Sequence[str], *, consistency: Consistency = "eventual") -> dict[str, T]:
+        return self._portal.call(self._c.get_many(keys, consistency=consistency))
+
+    def put(
+        self,
+        key: str,
+        obj: T,
+        *,
+        ttl: float | timedelta | None = None,
+        if_match: str | None = None,
+        if_absent: bool = False,
+    ) -> str:
+        return self._portal.call(self._c.put(key, obj, ttl=ttl, if_match=if_match, if_absent=if_absent))
+
+    def put_many(
+        self, objs: Mapping[str, T] | Iterable[tuple[str, T]], *, ttl: float | timedelta | None = None
+    ) -> list[WriteResult]:
+        return self._portal.call(self._c.put_many(objs, ttl=ttl))
 
     def delete(self, key: str, *, if_match: str | None = None) -> bool:
         return self._portal.call(self._c.delete(key, if_match=if_match))
 
-    def exists(self, key: str) -> bool:
-        return self._portal.call(self._c.exists(key))
+    def exists(self, key: str, *, consistency: Consistency = "eventual") -> bool:
+        return self._portal.call(self._c.exists(key, consistency=consistency))
+
+    def scan(self, prefix: str = "", *, limit: int = 100, page_token: str | None = None) -> Page[str]:
+        return self._portal.call(self._c.scan(prefix, limit=limit, page_token=page_token))
 
 
+@_twin_of(Store)
 class SyncStore:
-    """A blocking Store: ``with prism.connect_sync(url) as store: store.namespace("x").get("k")``."""
+    """A blocking Store: ``with prism.connect_sync(url) as store: store.namespace("x").get("k")``.
+
+    It is open once built; closing it twice is safe.
+    """
 
     def __init__(self, store: Store) -> None:
         self._store = store
@@ -218,17 +235,55 @@ class SyncStore:
             self._portal.close()
             raise
 
-    @property
-    def capabilities(self) -> Capabilities:
-        return self._store.capabilities
+    def __repr__(self) -> str:
+        return "<Sync" + repr(self._store)[1:]
 
     @property
     def store(self) -> Store:
         """The async Store underneath (same connections)."""
         return self._store
 
-    def namespace(self, name: str, **options: Any) -> SyncNamespace:
-        return SyncNamespace(self._store.namespace(name, **options), self._portal)
+    @property
+    def backend(self) -> Backend:
+        """The backend this store talks to."""
+        return self._store.backend
+
+    @property
+    def instrumentation(self) -> Instrumentation:
+        """The metrics and traces of this store's operations."""
+        return self._store.instrumentation
+
+    @property
+    def max_value_bytes(self) -> int:
+        """Largest value a namespace of this store accepts by default."""
+        return self._store.max_value_bytes
+
+    @property
+    def is_open(self) -> bool:
+        """True between open and close."""
+        return self._store.is_open
+
+    @property
+    def state(self) -> StoreState:
+        return self._store.state
+
+    @property
+    def capabilities(self) -> Capabilities:
+        return self._store.capabilities
+
+    def state_message(self) -> str:
+        """Why the store cannot be used now (it is closed, or not open yet)."""
+        return self._store.state_message()
+
+    def open(self) -> SyncStore:
+        self._portal.call(self._store.open())
+        return self
+
+    def namespace(
+        self, name: str, *, max_value_bytes: int | None = None, default_ttl: float | None = None
+    ) -> SyncNamespace:
+        ns = self._store.namespace(name, max_value_bytes=max_value_bytes, default_ttl=default_ttl)
+        return SyncNamespace(ns, self._portal)
 
     def collection(self, name: str, type_: type[T], **options: Any) -> SyncCollection[T]:
         return SyncCollection(self._store.collection(name, type_, **options), self._portal)
@@ -237,7 +292,6 @@ class SyncStore:
         return self._portal.call(self._store.health())
 
     def close(self) -> None:
-        """Close the store; safe to call twice."""
         if self._store.is_open:
             self._portal.call(self._store.close())
         self._portal.close()

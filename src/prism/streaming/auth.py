@@ -2,9 +2,11 @@
 
 The service takes any authenticator with the gateway's shape,
 ``authenticate_request(raw_headers, query_token=None, *, query_token_allowed=False)
--> Principal`` (sync or async), which raises an error carrying ``status``, ``code``
-and ``detail`` when the credentials are missing or wrong. Identity always comes
-from there, never from a message. Credentials are read by one rule everywhere
+-> Principal`` (sync or async), which raises :class:`prism.errors.AuthError` (its
+``status``, ``code`` and ``detail``) when the credentials are missing or wrong.
+Gateway and streaming share one :class:`prism.model.Principal` (``Identity`` is
+another name for it). Identity always comes from there, never from a message.
+Credentials are read by one rule everywhere
 (:func:`prism.gateway.auth.read_credentials`): one credential per request, and
 ``?token=`` only on the WebSocket handshake and SSE event streams.
 :class:`StaticTokens` is a small authenticator for tests, demos and the standalone
@@ -21,9 +23,11 @@ from __future__ import annotations
 import hmac
 import inspect
 from collections.abc import Iterable, Mapping
-from dataclasses import dataclass, field
+from dataclasses import replace
 from typing import Any, Protocol
 
+from prism.errors import AuthError
+from prism.model import Principal
 from prism.streaming.errors import StreamError
 
 __all__ = [
@@ -36,23 +40,8 @@ __all__ = [
     "authenticate",
     "peer_certificate",
     "query_token",
+    "tenant_of",
 ]
-
-
-class Principal(Protocol):
-    """The fields of ``prism.gateway.auth.Principal`` the streaming service reads."""
-
-    @property
-    def subject(self) -> str: ...
-
-    @property
-    def tenant(self) -> str: ...
-
-    @property
-    def roles(self) -> frozenset[str]: ...
-
-    @property
-    def owner(self) -> str: ...
 
 
 class Authenticator(Protocol):
@@ -90,36 +79,13 @@ class AccessAudit(Protocol):
     ) -> None: ...
 
 
-@dataclass(frozen=True, slots=True)
-class Identity:
-    """A principal as the streaming service sees it (the gateway's Principal, or a standalone one).
-
-    ``owner`` is what the caller's requests and connections are stored under; it
-    defaults to ``subject`` for the standalone server's identities, which all come
-    from one kind of credential.
-    """
-
-    subject: str
-    tenant: str = "default"
-    roles: frozenset[str] = field(default_factory=frozenset)
-    kind: str = "user"
-    owner: str = ""
-    #: Who vouches for the subject when the kind has several (a JWT's ``iss``).
-    issuer: str | None = None
-
-    def __post_init__(self) -> None:
-        if not self.owner:
-            object.__setattr__(self, "owner", self.subject)
+#: The standalone server's name for :class:`prism.model.Principal` (one class for gateway and streaming).
+Identity = Principal
 
 
-class AuthError(Exception):
-    """Credentials missing or refused (the same shape as the gateway's AuthError)."""
-
-    def __init__(self, status: int, code: str, detail: str) -> None:
-        super().__init__(detail)
-        self.status = status
-        self.code = code
-        self.detail = detail
+def tenant_of(principal: Principal) -> str:
+    """The tenant a principal's requests and connections are kept under: "" for one without a tenant."""
+    return principal.tenant or ""
 
 
 class StaticTokens:
@@ -167,17 +133,6 @@ def peer_certificate(scope: Mapping[str, Any]) -> Mapping[str, Any] | None:
     return read(scope)
 
 
-def _auth_error_types() -> tuple[type[BaseException], ...]:
-    types: list[type[BaseException]] = [AuthError]
-    try:
-        from prism.gateway.auth import AuthError as GatewayAuthError
-    except ImportError:
-        pass
-    else:
-        types.append(GatewayAuthError)
-    return tuple(types)
-
-
 async def authenticate(
     authenticator: Authenticator,
     raw_headers: Iterable[tuple[bytes, bytes]],
@@ -203,7 +158,7 @@ async def authenticate(
         )
         if inspect.isawaitable(result):
             result = await result
-    except _auth_error_types() as exc:
+    except AuthError as exc:
         status = getattr(exc, "status", 401)
         code = "FORBIDDEN" if status == 403 else "UNAUTHORIZED"
         reason = getattr(exc, "code", None)
@@ -212,21 +167,20 @@ async def authenticate(
             str(getattr(exc, "detail", "") or exc) or "unauthorized",
             details={"reason": reason} if isinstance(reason, str) and reason != code else None,
         ) from None
-    if isinstance(result, Identity):
-        identity = result
+    if isinstance(result, Principal):
+        identity = result if result.tenant is not None else replace(result, tenant="")
     else:
-        kind = str(getattr(result, "kind", "user"))
-        subject = str(result.subject)
+        # An authenticator of another shape: its principal's fields, under the same owner rule.
         owner = getattr(result, "owner", None)
-        identity = Identity(
-            subject,
+        identity = Principal(
+            str(result.subject),
             result.tenant or "",
             frozenset(result.roles),
-            kind,
-            str(owner) if owner else f"{kind}:{subject}",
+            str(getattr(result, "kind", "user")),
             getattr(result, "issuer", None),
+            str(owner) if owner else f"{getattr(result, 'kind', 'user')}:{result.subject}",
         )
-    if "\x00" in identity.owner or "\x00" in identity.subject or "\x00" in identity.tenant:
+    if "\x00" in identity.owner or "\x00" in identity.subject or "\x00" in (identity.tenant or ""):
         # Request ids and topics are derived from "tenant NUL owner": a NUL would make them ambiguous.
         raise StreamError("UNAUTHORIZED", "the credentials name a subject or tenant with a NUL character")
     return identity

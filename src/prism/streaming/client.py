@@ -33,10 +33,10 @@ from urllib.parse import urlsplit, urlunsplit
 
 import msgspec
 
-from prism.errors import BackendUnavailable, InvalidArgument, PrismError
+from prism.errors import BackendTimeout, BackendUnavailable, InvalidArgument, Timeout
 from prism.streaming.errors import HTTP_STATUS, StreamError
 
-__all__ = ["ProgressUpdate", "RequestError", "RequestHandle", "StreamClient"]
+__all__ = ["ProgressUpdate", "RequestError", "RequestHandle", "RequestTimeout", "StreamClient"]
 
 log = logging.getLogger("prism.streaming.client")
 
@@ -45,7 +45,7 @@ CLOSE_POLICY_VIOLATION = 1008
 ProgressCallback = Callable[["ProgressUpdate"], Awaitable[None] | None]
 
 
-class RequestError(StreamError, PrismError):
+class RequestError(StreamError):
     """A request failed or was refused: ``code`` is the protocol error code, ``details`` its details
     (for ``INVALID_ACTION``, ``details["actions"]`` lists the actions the server knows)."""
 
@@ -54,6 +54,13 @@ class RequestError(StreamError, PrismError):
             code = "INTERNAL_ERROR"
         super().__init__(code, message, **kwargs)
         self.request_id = request_id
+
+
+class RequestTimeout(RequestError, Timeout):
+    """No answer within the client's deadline (``result(timeout)``, ``reply_timeout``): code ``TIMEOUT``.
+
+    Both a :class:`RequestError` and a :class:`prism.Timeout`; the request itself may go on.
+    """
 
 
 @dataclass(frozen=True, slots=True)
@@ -103,7 +110,7 @@ class RequestHandle:
         try:
             return await asyncio.wait_for(asyncio.shield(self.future), timeout)
         except TimeoutError:
-            raise RequestError(
+            raise RequestTimeout(
                 "TIMEOUT",
                 f"no outcome of request {self.request_id or self.client_id!r} within {timeout:g} s; "
                 "it keeps running",
@@ -227,7 +234,7 @@ class StreamClient:
                 cause=exc,
             ) from exc
         except TimeoutError as exc:
-            raise BackendUnavailable(
+            raise BackendTimeout(
                 f"cannot reach {self._shown_url}: no answer within connect_timeout "
                 f"({self.connect_timeout:g} s)",
                 cause=exc,
@@ -551,7 +558,7 @@ class StreamClient:
                 await asyncio.wait({acked, handle.future}, return_when=asyncio.FIRST_COMPLETED)
         except TimeoutError:
             self._forget(handle)
-            raise RequestError(
+            raise RequestTimeout(
                 "TIMEOUT",
                 f"the server did not acknowledge request {client_id!r} within reply_timeout "
                 f"({self.reply_timeout:g} s); it may still run: submit it again with id={client_id!r} "
@@ -650,7 +657,7 @@ class StreamClient:
                 await self._send(message)
                 return await fut
         except TimeoutError:
-            raise RequestError(
+            raise RequestTimeout(
                 "TIMEOUT",
                 f"no answer to {message['type']!r} of {request_id!r} within reply_timeout "
                 f"({self.reply_timeout:g} s)",
@@ -685,7 +692,7 @@ class StreamClient:
                 await self._send({"type": "ping"})
                 return await fut - start
         except TimeoutError:
-            raise RequestError(
+            raise RequestTimeout(
                 "TIMEOUT", f"no pong within reply_timeout ({self.reply_timeout:g} s)", retryable=True
             ) from None
         finally:

@@ -11,6 +11,8 @@ from __future__ import annotations
 
 from typing import Any
 
+from prism.errors import PrismError
+
 __all__ = [
     "HTTP_STATUS",
     "Cancelled",
@@ -41,8 +43,8 @@ HTTP_STATUS: dict[str, int] = {
 _RETRYABLE = frozenset({"RATE_LIMITED", "TIMEOUT", "INTERNAL_ERROR", "AUDIT_UNAVAILABLE"})
 
 
-class StreamError(Exception):
-    """A failure with a protocol error code, safe to show to the client."""
+class StreamError(PrismError):
+    """A failure with a protocol error code, safe to show to the client (a :class:`prism.PrismError`)."""
 
     def __init__(
         self,

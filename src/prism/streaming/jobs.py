@@ -21,7 +21,7 @@ from typing import Any
 
 import msgspec
 
-from prism.errors import PreconditionFailed, PrismError
+from prism.errors import PreconditionFailed, PrismError, Timeout
 from prism.patterns.base import Lease, PubSub, Queue
 from prism.streaming.config import StreamingConfig
 from prism.streaming.errors import Cancelled, OwnershipLost, RetryableError, StreamError
@@ -73,8 +73,8 @@ class Runtime:
     running: dict[str, Job] = field(default_factory=dict)
 
 
-class HandlerTimeout(Exception):
-    """An attempt ran past its handler's timeout."""
+class HandlerTimeout(Timeout):
+    """An attempt ran past its handler's timeout (a ``prism.Timeout``; the request fails with TIMEOUT)."""
 
 
 def backoff(config: StreamingConfig, attempt: int, retry_after: float | None = None) -> float:

@@ -30,7 +30,7 @@ from prism.kv.store import Store
 from prism.patterns import open_pubsub, open_queue
 from prism.patterns.base import PubSub, Queue, Subscription
 from prism.streaming import eager
-from prism.streaming.auth import AccessAudit, Authenticator, Principal
+from prism.streaming.auth import AccessAudit, Authenticator, Principal, tenant_of
 from prism.streaming.builtin import builtin_router
 from prism.streaming.config import StreamingConfig
 from prism.streaming.connections import ConnectionRegistry
@@ -296,7 +296,7 @@ class StreamingService:
         return spec.estimated_duration < self.config.sync_threshold
 
     def topic_of(self, principal: Principal) -> str:
-        return topic_for_user(self.config, principal.tenant, principal.owner)
+        return topic_for_user(self.config, tenant_of(principal), principal.owner)
 
     def owner_topic(self, record: RequestRecord) -> str:
         return topic_for_user(self.config, record.tenant, record.user)
@@ -318,7 +318,7 @@ class StreamingService:
             action=spec.action,
             payload=msgspec.Raw(payload),
             user=principal.owner,
-            tenant=principal.tenant,
+            tenant=tenant_of(principal),
             client_id=client_id,
             fingerprint=fingerprint(spec.action, payload) if client_id is not None else "",
             max_attempts=spec.max_attempts(self.config.max_attempts),
@@ -361,10 +361,10 @@ class StreamingService:
         """The request a repeat of ``client_id`` refers to; DUPLICATE_REQUEST if it was for something else."""
         if client_id is None:
             return None
-        current = await self.requests.get(new_request_id(principal.tenant, principal.owner, client_id))
+        current = await self.requests.get(new_request_id(tenant_of(principal), principal.owner, client_id))
         if current is None:
             return None
-        if current.record.user != principal.owner or current.record.tenant != principal.tenant:
+        if current.record.user != principal.owner or current.record.tenant != tenant_of(principal):
             # Ids are derived from (tenant, user, id), so this is never another user's to return.
             log.error("request %s is stored under another identity", current.record.request_id)
             raise StreamError("INTERNAL_ERROR", f"id {client_id!r} cannot be used; choose another")
@@ -396,7 +396,7 @@ class StreamingService:
         found = await self.existing(principal, spec, payload, client_id)
         if found is not None:
             return Submission(found, False)
-        request_id = new_request_id(principal.tenant, principal.owner, client_id)
+        request_id = new_request_id(tenant_of(principal), principal.owner, client_id)
         if before_enqueue is not None:
             before_enqueue(request_id)
         # Queue first: a crash before the record is written leaves only a message the workers drop.
@@ -442,7 +442,7 @@ class StreamingService:
             )
             request_id = replace.record.request_id
         else:
-            request_id = new_request_id(principal.tenant, principal.owner, client_id)
+            request_id = new_request_id(tenant_of(principal), principal.owner, client_id)
             if client_id is not None:
                 stored = await self.requests.create(
                     self._inline_record(
@@ -633,7 +633,7 @@ class StreamingService:
             )
         try:
             return await self.requests.list_for(
-                principal.tenant, principal.owner, status=status, limit=limit, page_token=page_token
+                tenant_of(principal), principal.owner, status=status, limit=limit, page_token=page_token
             )
         except InvalidArgument as exc:
             raise StreamError("VALIDATION_ERROR", str(exc), details={"field": "page_token"}) from None
@@ -651,7 +651,7 @@ class StreamingService:
                 details={"field": "limit"},
             )
         try:
-            return await self.requests.dead_letters(principal.tenant, limit=limit, page_token=page_token)
+            return await self.requests.dead_letters(tenant_of(principal), limit=limit, page_token=page_token)
         except InvalidArgument as exc:
             raise StreamError("VALIDATION_ERROR", str(exc), details={"field": "page_token"}) from None
 

@@ -20,7 +20,7 @@ from starlette.websockets import WebSocket, WebSocketState
 
 from prism.errors import PrismError
 from prism.streaming import eager
-from prism.streaming.auth import Principal, authenticate, peer_certificate, query_token
+from prism.streaming.auth import Principal, authenticate, peer_certificate, query_token, tenant_of
 from prism.streaming.connections import ConnectionRecord, new_connection_id
 from prism.streaming.errors import StreamError
 from prism.streaming.hub import Follower
@@ -148,7 +148,7 @@ class _Session:
         self.record = ConnectionRecord(
             id=new_connection_id(),
             user=principal.owner,
-            tenant=principal.tenant,
+            tenant=tenant_of(principal),
             node=service.node,
             connected_at=now,
             last_seen=now,
@@ -408,7 +408,7 @@ class _Session:
         payload = bytes(msg.payload)
         rid: str | None = None
         if msg.id is not None:
-            rid = new_request_id(principal.tenant, principal.owner, msg.id)
+            rid = new_request_id(tenant_of(principal), principal.owner, msg.id)
             follower.expect(rid)
         started = time.perf_counter()
         audited = False

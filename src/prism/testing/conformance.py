@@ -450,6 +450,33 @@ class ConformanceSuite:
         assert await ns.delete("k", if_match=etag2) is True
         assert await ns.get("k") is None
 
+    async def test_a_failed_condition_reads_the_same_on_every_backend(
+        self, store: Store, ns: Namespace
+    ) -> None:
+        _require(store, "etag")
+        etag = await ns.put("k", b"v1")
+        await ns.put_items("rec", [Put("i", b"1")])
+        mismatch, exists = "'k': etag does not match", "'k': already exists"
+        calls = [
+            (ns.put("k", b"bad", if_match="not-the-etag"), mismatch),
+            (ns.delete("k", if_match="not-the-etag"), mismatch),
+            (ns.put("k", b"again", if_absent=True), exists),
+            (ns.put("missing", b"v", if_match=etag), "'missing': etag does not match"),
+        ]
+        for call, message in calls:
+            with pytest.raises(PreconditionFailed) as info:
+                await call
+            assert (str(info.value), info.value.key, info.value.code) == (
+                message,
+                message.split("'")[1],
+                "PRECONDITION_FAILED",
+            )
+        bad, _ = await ns.put_many([Put("k", b"x", if_absent=True), Put("other", b"y")])
+        assert isinstance(bad.error, PreconditionFailed) and (str(bad.error), bad.error.key) == (exists, "k")
+        (item,) = await ns.put_items("rec", [Put("i", b"2", if_absent=True)])
+        assert isinstance(item.error, PreconditionFailed)
+        assert (str(item.error), item.error.key) == ("'rec' item 'i': already exists", "rec")
+
     async def test_bulk_put_fails_only_the_key_whose_etag_is_wrong(self, store: Store, ns: Namespace) -> None:
         _require(store, "etag")
         etag_a = await ns.put("a", b"a1")
@@ -632,9 +659,16 @@ class ConformanceSuite:
             [Delete("a"), Delete("b", if_match="not-the-etag")],
             [Put("c", b"c"), Delete("missing", if_match=etag_a)],
         ]
-        for ops in failing:
-            with pytest.raises(PreconditionFailed):
+        messages = [
+            "'a': already exists",
+            "'a': etag does not match",
+            "'b': etag does not match",
+            "'missing': etag does not match",
+        ]
+        for ops, message in zip(failing, messages, strict=True):
+            with pytest.raises(PreconditionFailed) as info:
                 await ns.transact(ops)
+            assert (str(info.value), info.value.key) == (message, message.split("'")[1]), ops
             a, b, c = await ns.get_many(["a", "b", "c"])
             assert a is not None and (a.value, a.etag) == (b"a1", etag_a), ops
             assert b is not None and (b.value, b.etag) == (b"b1", etag_b) and c is None, ops

@@ -44,12 +44,11 @@ from prism.backends.dynamodb.table import ensure_table
 from prism.backends.dynamodb.transaction import (
     chunked_in_transaction,
     pinned_action,
-    precondition_failed,
     simulate,
 )
 from prism.backends.urls import mask_url
-from prism.errors import BackendUnavailable, InvalidArgument, InvalidKey, PreconditionFailed, PrismError
-from prism.model import Capabilities, Item, StoredWrite, WriteOutcome
+from prism.errors import BackendUnavailable, InvalidArgument, InvalidKey, PrismError
+from prism.model import Capabilities, Item, StoredWrite, WriteOutcome, condition_failed
 
 __all__ = ["DynamoDBBackend"]
 
@@ -399,9 +398,7 @@ class DynamoDBBackend(Backend):
                 self._write_plain(ns, ops, keys, plain, now, deadline, outcomes),
             )
         done = [o for o in outcomes if o is not None]
-        failures = [
-            o.error for o in done if o.error is not None and not isinstance(o.error, PreconditionFailed)
-        ]
+        failures = [o.error for o in done if o.error is not None]
         if len(failures) == len(done):
             raise failures[0]
         return done
@@ -524,6 +521,8 @@ class DynamoDBBackend(Backend):
                     deadline=deadline,
                 )
                 outcomes = simulate(ops, addresses, state, now)
+                if not all(o.ok for o in outcomes):
+                    break  # a condition failed: nothing is sent
                 actions = []
                 for address, i in final.items():
                     op = ops[i]
@@ -542,15 +541,23 @@ class DynamoDBBackend(Backend):
                 break
         except BaseException as exc:
             if not (sent and isinstance(exc, BackendUnavailable)):
-                await asyncio.gather(
-                    *(
-                        chunks.drop_chunks(calls, v, chunk_count(len(ops[i].value or b"")))
-                        for i, v in versions.items()
-                    )
-                )
+                await self._drop_versions(ops, versions)
             raise
+        if not all(o.ok for o in outcomes):
+            await self._drop_versions(ops, versions)
+            return outcomes
         await asyncio.gather(*(chunks.drop_replaced(calls, state.get(a)) for a in final))
         return outcomes
+
+    async def _drop_versions(self, ops: Sequence[StoredWrite], versions: dict[int, str]) -> None:
+        """Drop the chunks written for a transaction that was not applied."""
+        calls = self._calls
+        await asyncio.gather(
+            *(
+                chunks.drop_chunks(calls, v, chunk_count(len(ops[i].value or b"")))
+                for i, v in versions.items()
+            )
+        )
 
     async def delete_range(self, ns: str, record: str, start: str | None, end: str | None) -> int:
         """Query the range's keys, delete them with BatchWriteItem (and their chunks); count the live ones."""
@@ -596,5 +603,4 @@ def _condition_outcome(op: StoredWrite, old: Attrs | None, now: float) -> WriteO
         # The item already holds this very write: an earlier attempt of the same request
         # succeeded before its answer was lost, and the retry found its own result.
         return WriteOutcome(True, op.if_match is not None)
-    existed = old is not None and is_live(old, now)
-    return WriteOutcome(False, existed, precondition_failed(op))
+    return condition_failed(old is not None and is_live(old, now))

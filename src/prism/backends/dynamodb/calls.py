@@ -29,7 +29,7 @@ from botocore.exceptions import ConnectionError as BotoConnectionError
 
 from prism.backends._retry import NetworkSettings, call_with_retry
 from prism.backends.dynamodb.layout import PK, SK, Attrs
-from prism.errors import BackendUnavailable, InvalidArgument, PrismError
+from prism.errors import BackendTimeout, BackendUnavailable, InvalidArgument, PrismError
 
 __all__ = [
     "MAX_BATCH_GET",
@@ -173,7 +173,7 @@ class Calls:
             return self.settings
         remaining = deadline - time.monotonic()
         if remaining <= 0:
-            raise BackendUnavailable(f"{what}: no answer within {self.settings.operation_timeout} s")
+            raise BackendTimeout(f"{what}: no answer within {self.settings.operation_timeout} s")
         return replace(self.settings, operation_timeout=remaining)
 
     async def call(self, operation: str, params: dict[str, Any], deadline: float | None = None) -> Any:
@@ -302,10 +302,10 @@ class Calls:
             attempt += 1
 
     async def pause(self, attempt: int, deadline: float, what: str) -> None:
-        """Back off before retry ``attempt``, or raise BackendUnavailable if the deadline would pass."""
+        """Back off before retry ``attempt``, or raise BackendTimeout if the deadline would pass."""
         pause = self.settings.backoff(attempt)
         if time.monotonic() + pause >= deadline:
-            raise BackendUnavailable(f"DynamoDB: {what} within {self.settings.operation_timeout} s")
+            raise BackendTimeout(f"DynamoDB: {what} within {self.settings.operation_timeout} s")
         await asyncio.sleep(pause)
 
 

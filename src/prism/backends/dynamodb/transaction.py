@@ -22,8 +22,7 @@ from prism.backends.dynamodb.layout import (
     condition,
     is_live,
 )
-from prism.errors import PreconditionFailed
-from prism.model import StoredWrite, WriteOutcome
+from prism.model import StoredWrite, WriteOutcome, transaction_refused
 
 __all__ = ["TRANSACTION_INLINE_BYTES", "chunked_in_transaction", "pinned_action", "simulate"]
 
@@ -35,25 +34,19 @@ TRANSACTION_INLINE_BYTES = 500_000
 Address = tuple[str, str]
 
 
-def precondition_failed(op: StoredWrite) -> PreconditionFailed:
-    where = op.record if not op.key else f"{op.record}/{op.key}"
-    reason = "exists" if op.if_absent else "etag does not match"
-    return PreconditionFailed(f"{where!r}: {reason}", key=op.record)
-
-
 def simulate(
     ops: Sequence[StoredWrite], addresses: Sequence[Address], state: dict[Address, Attrs], now: float
 ) -> list[WriteOutcome]:
-    """The outcome of each op applied in order to ``state``; PreconditionFailed for the first that fails."""
+    """The outcome of each op applied in order to ``state``; none applied when a condition fails."""
     etags: dict[Address, str | None] = {}
     for address in dict.fromkeys(addresses):
         attrs = state.get(address)
         etags[address] = attrs[ETAG]["S"] if attrs is not None and is_live(attrs, now) else None
     outcomes = []
-    for op, address in zip(ops, addresses, strict=True):
+    for i, (op, address) in enumerate(zip(ops, addresses, strict=True)):
         current = etags[address]
         if (op.if_match is not None and current != op.if_match) or (op.if_absent and current is not None):
-            raise precondition_failed(op)
+            return transaction_refused(len(ops), i, current is not None)
         outcomes.append(WriteOutcome(True, current is not None))
         etags[address] = op.etag if op.value is not None else None
     return outcomes

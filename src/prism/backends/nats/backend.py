@@ -56,7 +56,7 @@ from prism.backends.nats.writes import (
     api_error,
 )
 from prism.backends.urls import mask_url
-from prism.errors import BackendUnavailable, InvalidArgument, PrismError, ValueTooLarge
+from prism.errors import BackendTimeout, BackendUnavailable, InvalidArgument, PrismError, ValueTooLarge
 from prism.model import Capabilities, Item, StoredWrite, WriteOutcome
 
 __all__ = ["NatsBackend"]
@@ -176,7 +176,7 @@ class NatsBackend(Backend):
                 await self._conn.open()
         except TimeoutError as exc:
             last = f" (last error: {self._conn.last_error})" if self._conn.last_error else ""
-            raise BackendUnavailable(
+            raise BackendTimeout(
                 f"cannot connect to {self._describe} within {timeout} s{last}", cause=exc
             ) from exc
         except (nats.errors.Error, OSError) as exc:

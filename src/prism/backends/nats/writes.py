@@ -22,8 +22,8 @@ from typing import NamedTuple
 
 from prism.backends.nats.connection import EXPECTED_LAST_SEQ, KV_OPERATION, Connection, decode_puback
 from prism.backends.nats.layout import EXPIRES_HEADER, Bucket, Envelope, encode_envelope
-from prism.errors import BackendUnavailable, PreconditionFailed, ValueTooLarge
-from prism.model import StoredWrite, WriteOutcome
+from prism.errors import BackendUnavailable, ValueTooLarge
+from prism.model import StoredWrite, WriteOutcome, condition_failed
 
 __all__ = ["ABSENT", "KeyQueue", "Known", "RevisionCache", "Transient", "WriteBatch", "api_error"]
 
@@ -194,16 +194,12 @@ def decide(
     if op.value is not None and verified and op.etag and state.etag == op.etag:
         # Our own earlier attempt, whose acknowledgement was lost, did apply.
         return WriteOutcome(True, live if before is None else before)
-    failure = None
-    if op.if_match is not None and (not live or state.etag != op.if_match):
-        failure = "etag does not match"
-    elif op.if_absent and live:
-        failure = "exists"
-    if failure is not None or (op.value is None and state.etag is None):
+    failed = (op.if_match is not None and (not live or state.etag != op.if_match)) or (op.if_absent and live)
+    if failed or (op.value is None and state.etag is None):
         if not verified:
             return READ_FIRST  # a hint never fails a condition nor skips a delete
-        if failure is not None:
-            return WriteOutcome(False, live, PreconditionFailed(f"{op.record!r}: {failure}", key=op.record))
+        if failed:
+            return condition_failed(live)
         return WriteOutcome(True, False)
     headers = {EXPECTED_LAST_SEQ: str(state.rev)}
     if op.value is None:
@@ -251,9 +247,7 @@ def _where(op: StoredWrite) -> str:
 
 def _missing(op: StoredWrite) -> WriteOutcome:
     if op.if_match is not None:
-        return WriteOutcome(
-            False, False, PreconditionFailed(f"{op.record!r}: etag does not match", key=op.record)
-        )
+        return condition_failed(False)
     return WriteOutcome(True, False)
 
 

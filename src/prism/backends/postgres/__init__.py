@@ -86,7 +86,7 @@ from urllib.parse import urlsplit
 import asyncpg
 
 from prism.backends._retry import NetworkSettings, call_with_retry, split_options
-from prism.backends.base import Backend
+from prism.backends.base import Backend, RolledBack
 from prism.backends.postgres._errors import (
     AmbiguousWrite,
     ConnectTimedOut,
@@ -104,8 +104,8 @@ from prism.backends.postgres._sql import (
     ddl,
     prefix_end,
 )
-from prism.errors import BackendUnavailable, InvalidArgument, PreconditionFailed, PrismError
-from prism.model import Capabilities, Item, StoredWrite, WriteOutcome
+from prism.errors import BackendUnavailable, InvalidArgument, PrismError
+from prism.model import Capabilities, Item, StoredWrite, WriteOutcome, condition_failed, transaction_refused
 
 __all__ = ["DEFAULT_TABLE", "PostgresBackend", "Statements", "bucket_ddl", "ddl"]
 
@@ -126,11 +126,6 @@ async def _put(con: Any, sql: Statements, values: tuple[Any, ...]) -> bool:
         # The stored item has expired: replace it unless another writer revived it meanwhile.
         if await con.fetchval(sql.insert_if_absent, *values):
             return False
-
-
-def _failed(op: StoredWrite, existed: bool, reason: str) -> WriteOutcome:
-    where = repr(op.record) if not op.key else f"{op.record!r} item {op.key!r}"
-    return WriteOutcome(False, existed, PreconditionFailed(f"{where}: {reason}", key=op.record))
 
 
 def _unconditional(op: StoredWrite) -> bool:
@@ -295,7 +290,7 @@ class PostgresBackend(Backend):
         describe = f"postgres {what} on {self.target}"
         try:
             return await call_with_retry(self.settings, attempt, is_transient=is_transient, describe=describe)
-        except PrismError:
+        except (PrismError, RolledBack):
             raise
         except Exception as exc:
             raise map_error(exc, describe, self.table) from exc
@@ -524,11 +519,11 @@ class PostgresBackend(Backend):
             if op.if_absent and op.if_match is None:
                 if await con.fetchval(sql.insert_if_absent, *values):
                     return _CREATED
-                return _failed(op, True, "already exists")
+                return condition_failed(True)
             if op.if_match is not None and not op.if_absent:
                 if await con.fetchval(sql.update_if_match, *values, op.if_match):
                     return _REPLACED
-                return _failed(op, bool(await con.fetchval(sql.live, *address)), "etag does not match")
+                return condition_failed(bool(await con.fetchval(sql.live, *address)))
             if op.if_match is None:
                 return _REPLACED if await _put(con, sql, values) else _CREATED
         elif _unconditional(op):
@@ -536,13 +531,13 @@ class PostgresBackend(Backend):
         elif op.if_match is not None and not op.if_absent:
             if await con.fetchval(sql.delete_if_match, *address, op.if_match):
                 return _REPLACED
-            return _failed(op, bool(await con.fetchval(sql.live, *address)), "etag does not match")
+            return condition_failed(bool(await con.fetchval(sql.live, *address)))
         # if_absent on a delete, or both conditions at once: decide under the row's lock.
         existed = bool(await con.fetchval(sql.live_for_update, *address))
         if existed:
-            return _failed(op, True, "exists")
+            return condition_failed(True)
         if op.if_match is not None:
-            return _failed(op, False, "etag does not match")
+            return condition_failed(False)
         await con.execute(sql.delete, *address)
         return WriteOutcome(True, False)
 
@@ -637,12 +632,18 @@ class PostgresBackend(Backend):
                     if not outcome.ok:
                         failed.append(i)
                 if failed:
-                    error = outcomes[min(failed)]
-                    assert error is not None and error.error is not None
-                    raise error.error
+                    first = min(failed)
+                    refused = outcomes[first]
+                    assert refused is not None
+                    if refused.error is not None:
+                        raise refused.error
+                    raise RolledBack(transaction_refused(len(ops), first, refused.existed))
             return [o for o in outcomes if o is not None]
 
-        return await self._run("transact", body, idempotent=_all_unconditional(ops))
+        try:
+            return await self._run("transact", body, idempotent=_all_unconditional(ops))
+        except RolledBack as refused:
+            return refused.outcomes
 
     async def delete_range(self, ns: str, record: str, start: str | None, end: str | None) -> int:
         sql = self.statements.delete_range[end is not None]

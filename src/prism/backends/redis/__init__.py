@@ -75,8 +75,8 @@ from prism.backends.base import Backend
 from prism.backends.redis._connection import RedisLink, RedisSettings
 from prism.backends.redis._lua import DELETE_RANGE, GET_MANY, GET_RANGE, SCAN, TAKE_TOKEN, WRITE
 from prism.backends.urls import mask_url
-from prism.errors import DecodeError, InvalidArgument, PreconditionFailed
-from prism.model import Capabilities, Item, StoredWrite, WriteOutcome
+from prism.errors import DecodeError, InvalidArgument
+from prism.model import Capabilities, Item, StoredWrite, WriteOutcome, condition_failed, transaction_refused
 
 __all__ = ["RedisBackend"]
 
@@ -136,11 +136,6 @@ def _condition(op: StoredWrite) -> str:
     if op.if_absent:
         return "A"
     return "" if op.if_match is None else "M" + op.if_match
-
-
-def _failed(op: StoredWrite) -> PreconditionFailed:
-    reason = "exists" if op.if_absent else "etag does not match"
-    return PreconditionFailed(f"{op.record!r}: {reason}", key=op.record)
 
 
 class RedisBackend(Backend):
@@ -355,8 +350,8 @@ class RedisBackend(Backend):
         keys, args = self._write_args(ns, ops, atomic=False)
         codes = await self._link.eval(WRITE, keys, args, idempotent=False)
         return [
-            WriteOutcome(code >= 2, bool(code & 1), None if code >= 2 else _failed(op))
-            for op, code in zip(ops, codes, strict=True)
+            WriteOutcome(True, bool(code & 1)) if code >= 2 else condition_failed(bool(code & 1))
+            for code in codes
         ]
 
     async def transact(self, ns: str, ops: Sequence[StoredWrite]) -> list[WriteOutcome]:
@@ -365,7 +360,7 @@ class RedisBackend(Backend):
         keys, args = self._write_args(ns, ops, atomic=True)
         reply = await self._link.eval(WRITE, keys, args, idempotent=False)
         if reply[0] == 0:
-            raise _failed(ops[reply[1] - 1])
+            return transaction_refused(len(ops), reply[1] - 1, bool(reply[2]))
         return [WriteOutcome(True, bool(code & 1)) for code in reply[1:]]
 
     async def delete_range(self, ns: str, record: str, start: str | None, end: str | None) -> int:

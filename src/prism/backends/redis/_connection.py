@@ -37,7 +37,7 @@ from redis.exceptions import TimeoutError as RedisTimeoutError
 from prism.backends._retry import NetworkSettings, call_with_retry, split_options
 from prism.backends.redis._lua import Script
 from prism.backends.urls import mask_url
-from prism.errors import BackendUnavailable, InvalidArgument, PrismError, StoreClosed
+from prism.errors import BackendTimeout, BackendUnavailable, InvalidArgument, PrismError, StoreClosed
 
 __all__ = ["NoConnection", "RedisLink", "RedisSettings", "pack"]
 
@@ -297,7 +297,13 @@ class RedisLink:
             raise BackendUnavailable(
                 f"redis {describe}: the server is out of memory: {exc}", cause=exc
             ) from exc
-        except (RedisConnectionError, RedisTimeoutError) as exc:
+        except RedisTimeoutError as exc:
+            raise BackendTimeout(
+                f"redis {describe}: no answer after the write was sent, so it may or may not have "
+                f"been applied: {type(exc).__name__}: {exc}",
+                cause=exc,
+            ) from exc
+        except RedisConnectionError as exc:
             raise BackendUnavailable(
                 f"redis {describe}: the connection failed after the write was sent, so it may or may "
                 f"not have been applied: {type(exc).__name__}: {exc}",
