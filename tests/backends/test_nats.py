@@ -47,7 +47,7 @@ FAST: dict[str, Any] = {
 
 @pytest.fixture(scope="module")
 def server() -> Iterator[NatsServer]:
-    with nats_server(max_payload=SERVER_MAX_PAYLOAD) as s:
+    with nats_server() as s:
         yield s
 
 
