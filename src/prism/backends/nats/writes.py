@@ -344,6 +344,11 @@ class ChunkSets:
         elif applied is not None and replaced_chunked:
             self._purges.append((bucket, bucket.chunk_root(subject), applied.rev, ""))
 
+    @property
+    def owed(self) -> bool:
+        """Whether settled ops owe purges that ``flush`` has not sent yet."""
+        return bool(self._purges)
+
     async def flush(self, conn: Connection) -> None:
         """Send the purges the settled ops owe (without waiting for their answers)."""
         purges, self._purges = self._purges, []
@@ -387,7 +392,8 @@ class WriteOne:
         backoff: Callable[[int], float],
     ) -> None:
         op, sets = self.op, self._chunks
-        await sets.flush(conn)  # owed by an earlier attempt that failed half-way
+        if sets.owed:
+            await sets.flush(conn)  # owed by an earlier attempt that failed half-way
         subject = bucket.subject(op.record, op.key)
         state = None if self._must_read else cache.get(subject)
         verified = False
@@ -425,7 +431,8 @@ class WriteOne:
                 continue
             self.outcome, applied = answer
             sets.settled(bucket, subject, 0, op, self.outcome, applied, step.replaces_chunked)
-        await sets.flush(conn)
+        if sets.owed:
+            await sets.flush(conn)
 
 
 class WriteBatch:
@@ -502,7 +509,8 @@ class WriteBatch:
         backoff: Callable[[int], float],
     ) -> None:
         """Apply every op still pending, round after round."""
-        await self._chunks.flush(conn)  # owed by an earlier attempt that failed half-way
+        if self._chunks.owed:
+            await self._chunks.flush(conn)  # owed by an earlier attempt that failed half-way
         self._bucket = bucket
         if self._queues is None:
             self._queues = {}
@@ -511,7 +519,8 @@ class WriteBatch:
         while self._queues:
             await self._learn(bucket, cache, read_states)
             lost_race = await self._publish(conn, bucket, cache, self._decide(conn.nc.max_payload))
-            await self._chunks.flush(conn)
+            if self._chunks.owed:
+                await self._chunks.flush(conn)
             if lost_race:
                 # Another writer won a compare-and-set on fresh state: back off before trying again.
                 await asyncio.sleep(backoff(self._contention))
