@@ -20,6 +20,7 @@ import uuid
 from collections.abc import AsyncIterator, Iterator
 from typing import Any
 
+import msgspec
 import nats
 import pytest
 from nats.aio.client import Client
@@ -438,7 +439,7 @@ async def test_large_values_are_chunks_behind_a_manifest(store: prism.Store, raw
     assert await ns.get_many(["a", "b"]) == [None, None] and (await ns.scan()).keys == ["k"]
 
 
-async def test_readers_of_other_stores_see_only_whole_values(server: NatsServer) -> None:
+async def test_readers_of_other_stores_see_only_whole_values(server: NatsServer, raw: Client) -> None:
     """Readers on other connections, eventual and strong, while two stores overwrite one key."""
     name = _name()
     values = [_value(3 * MiB, seed) for seed in range(4)]
@@ -475,6 +476,11 @@ async def test_readers_of_other_stores_see_only_whole_values(server: NatsServer)
         assert len(seen) > 1, "the readers saw no write happen"
         final = await reader.namespace(name).get("k", consistency="strong")
         assert final is not None and final.value in (values[1], values[3])
+    # Writes that lost a compare-and-set to the other store gave their chunks up or reused them.
+    key = f"{_b64(b'k')}.="
+    manifest = await raw.jetstream().get_last_msg(f"KV_prism_{name}", f"$KV.prism_{name}.{key}")
+    version = msgspec.msgpack.decode(manifest.data)[5]
+    await _until_chunks(raw, name, {f"{key}.~.{version}": 4}, "chunks after two stores raced")
 
 
 async def test_a_write_that_stopped_half_way_is_never_read(store: prism.Store, raw: Client) -> None:
