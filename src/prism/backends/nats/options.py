@@ -21,7 +21,8 @@ __all__ = [
     "parse_url",
 ]
 
-#: Bytes kept for headers and envelope fields beside a value in one message.
+#: Bytes kept for headers and envelope fields beside a value in one message (and the
+#: room left in each chunk message of a large value).
 MESSAGE_OVERHEAD = 1024
 #: The server's default max_payload.
 DEFAULT_MAX_PAYLOAD = 1024 * 1024
@@ -52,8 +53,9 @@ class NatsOptions:
     ping_interval: float = 20.0
     #: Keys whose last revision is remembered so a write takes one round trip (0 disables).
     revision_cache: int = 50_000
-    #: Bytes one message may hold, as the server's ``max_payload`` is configured; values may
-    #: be up to this minus 1 KiB. Checked against the server when the store opens.
+    #: Bytes one message may hold, as the server's ``max_payload`` is configured; values of
+    #: up to this minus 1 KiB take one message, larger ones are chunked. Checked against the
+    #: server when the store opens.
     max_payload: int = DEFAULT_MAX_PAYLOAD
 
     def __post_init__(self) -> None:
