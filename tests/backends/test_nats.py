@@ -1,11 +1,12 @@
 """The NATS JetStream KV backend against a real ``nats-server -js`` started for this module.
 
-The conformance suite runs unchanged (on a server that accepts 8 MiB messages, so
-values of 1 MiB and more are covered too); the tests below cover what is NATS's own:
-outage and recovery, 256 concurrent tasks on one connection, hot keys, compare-and-set
-between two stores with stale revision caches, the bucket and key layout, TTL kept by
-Prism on a server without per-key TTL, buckets removed behind the store's back, and
-the URL options.
+The conformance suite runs unchanged on a server with NATS's default 1 MiB
+max_payload, so its 1 MiB and 4 MiB values are stored in chunks; the tests below cover
+what is NATS's own: outage and recovery, 256 concurrent tasks on one connection, hot
+keys, compare-and-set between two stores with stale revision caches, the bucket and key
+layout, chunked values (whole values only, chunks cleaned up, writes that stopped
+half-way), TTL kept by Prism on a server without per-key TTL, buckets removed behind
+the store's back, and the URL options.
 """
 
 from __future__ import annotations
@@ -13,11 +14,13 @@ from __future__ import annotations
 import asyncio
 import base64
 import hashlib
+import random
 import time
 import uuid
 from collections.abc import AsyncIterator, Iterator
 from typing import Any
 
+import msgspec
 import nats
 import pytest
 from nats.aio.client import Client
@@ -33,8 +36,10 @@ from prism.testing.servers import free_port
 from prism.testing.servers.nats import NatsServer, nats_server
 
 MiB = 1024 * 1024
-#: The local test server accepts messages this large (NATS's own default is 1 MiB).
-SERVER_MAX_PAYLOAD = 8 * MiB
+#: A second local server accepts messages this large (NATS's own default is 1 MiB).
+LARGE_MAX_PAYLOAD = 8 * MiB
+#: Seconds the tests wait for purges the store sends without waiting for their answers.
+PURGE_WAIT = 5.0
 #: Short timeouts so that the outage tests fail fast.
 FAST: dict[str, Any] = {
     "connect_timeout": 0.5,
@@ -47,7 +52,7 @@ FAST: dict[str, Any] = {
 
 @pytest.fixture(scope="module")
 def server() -> Iterator[NatsServer]:
-    with nats_server(max_payload=SERVER_MAX_PAYLOAD) as s:
+    with nats_server() as s:
         yield s
 
 
@@ -369,6 +374,206 @@ async def test_a_message_prism_did_not_write_is_a_decode_error(store: prism.Stor
     await kv.put(f"{_b64(b'k')}.=", b"not an envelope")
     with pytest.raises(DecodeError):
         await ns.get("k")
+
+
+# -- values larger than one message -------------------------------------------------
+
+
+def _value(size: int, seed: int) -> bytes:
+    return random.Random(seed).randbytes(size)
+
+
+async def _subjects(raw: Client, name: str) -> dict[str, int]:
+    """Every subject holding a message in the namespace's bucket (tombstones included)."""
+    info = await raw.jetstream().stream_info(f"KV_prism_{name}", subjects_filter=">")
+    return info.state.subjects or {}
+
+
+async def _chunk_versions(raw: Client, name: str) -> dict[str, int]:
+    """Chunk messages per (item key, version) in the namespace's bucket."""
+    out: dict[str, int] = {}
+    for subject in await _subjects(raw, name):
+        parts = subject.split(".")
+        if parts[2] == "~c":
+            head = ".".join(parts[3:-1])
+            out[head] = out.get(head, 0) + 1
+    return out
+
+
+async def _until_chunks(raw: Client, name: str, want: dict[str, int], what: str) -> None:
+    deadline = time.monotonic() + PURGE_WAIT
+    while (got := await _chunk_versions(raw, name)) != want:
+        assert time.monotonic() < deadline, f"{what}: chunks {got}, wanted {want}"
+        await asyncio.sleep(0.05)
+
+
+async def test_large_values_are_chunks_behind_a_manifest(store: prism.Store, raw: Client) -> None:
+    name = _name()
+    ns = store.namespace(name)
+    big, other = _value(4 * MiB, 1), _value(3 * MiB, 2)
+    await ns.put("k", big)
+    versions = await _chunk_versions(raw, name)
+    ((head, count),) = versions.items()
+    key = f"{_b64(b'k')}.="
+    assert head.startswith(f"{key}.~.") and count == 5, "4 MiB in chunks of 1 MiB less 1 KiB"
+    manifest = await raw.jetstream().get_last_msg(f"KV_prism_{name}", f"$KV.prism_{name}.{key}")
+    assert manifest.headers is not None and manifest.headers["Prism-Chunks"] == "5"
+    assert manifest.data is not None and len(manifest.data) < 200, "the item's message holds no value"
+    assert (await ns.scan()).keys == ["k"], "chunks are never listed"
+
+    await ns.put("k", other)
+    (new_head,) = [h for h in await _chunk_versions(raw, name) if h != head]
+    await _until_chunks(raw, name, {new_head: 4}, "a replaced value's chunks")
+    assert (item := await ns.get("k")) is not None and item.value == other
+    await ns.put("k", b"small")
+    await _until_chunks(raw, name, {}, "chunks of a value replaced by a small one")
+    assert (item := await ns.get("k")) is not None and item.value == b"small"
+
+    await ns.put_many([Put("a", big), Put("b", other)])
+    await ns.put_items("rec", [Put("x", big), Put("y", b"y")])
+    assert len(await _chunk_versions(raw, name)) == 3
+    assert await ns.delete("a")
+    assert [r.existed for r in await ns.delete_many(["b", "missing"])] == [True, False]
+    assert await ns.delete_items("rec") == 2
+    await _until_chunks(raw, name, {}, "chunks of deleted values")
+    assert await ns.get_many(["a", "b"]) == [None, None] and (await ns.scan()).keys == ["k"]
+
+
+async def test_readers_of_other_stores_see_only_whole_values(server: NatsServer, raw: Client) -> None:
+    """Readers on other connections, eventual and strong, while two stores overwrite one key."""
+    name = _name()
+    values = [_value(3 * MiB, seed) for seed in range(4)]
+    async with (
+        prism.connect(server.url) as first,
+        prism.connect(server.url) as second,
+        prism.connect(server.url) as reader,
+    ):
+        await first.namespace(name).put("k", values[0])
+        writing = 2
+        seen: set[int] = set()
+
+        async def write(ns: Namespace, mine: list[bytes]) -> None:
+            nonlocal writing
+            try:
+                for n in range(6):
+                    await ns.put("k", mine[n % 2])
+            finally:
+                writing -= 1
+
+        async def read(strong: bool) -> None:
+            ns = reader.namespace(name)
+            while writing:
+                item = await ns.get("k", consistency="strong" if strong else "eventual")
+                assert item is not None and item.value in values, "a torn or partial value"
+                seen.add(values.index(item.value))
+
+        await asyncio.gather(
+            write(first.namespace(name), values[:2]),
+            write(second.namespace(name), values[2:]),
+            read(False),
+            read(True),
+        )
+        assert len(seen) > 1, "the readers saw no write happen"
+        final = await reader.namespace(name).get("k", consistency="strong")
+        assert final is not None and final.value in (values[1], values[3])
+    # Writes that lost a compare-and-set to the other store gave their chunks up or reused them.
+    key = f"{_b64(b'k')}.="
+    manifest = await raw.jetstream().get_last_msg(f"KV_prism_{name}", f"$KV.prism_{name}.{key}")
+    assert manifest.data is not None
+    version = msgspec.msgpack.decode(manifest.data)[5]
+    await _until_chunks(raw, name, {f"{key}.~.{version}": 4}, "chunks after two stores raced")
+
+
+async def test_a_write_that_stopped_half_way_is_never_read(store: prism.Store, raw: Client) -> None:
+    """Chunks published by a writer that died before its manifest: invisible, then cleaned up."""
+    name = _name()
+    ns = store.namespace(name)
+    old = _value(2 * MiB, 5)
+    await ns.put("k", old)
+    await ns.put_items("rec", [Put("i", b"v")])
+    ((old_head, _),) = (await _chunk_versions(raw, name)).items()
+    root = old_head.rsplit(".", 1)[0]  # <item key>.~
+    js = raw.jetstream()
+    for n in range(3):
+        await js.publish(f"$KV.prism_{name}.~c.{root}.deadwriter000.{n}", b"half" * 1000)
+    await js.publish(f"$KV.prism_{name}.~c.{_b64(b'never')}.=.~.deadwriter001.0", b"half")
+    assert (item := await ns.get("k")) is not None and item.value == old
+    assert await ns.get("never") is None and not await ns.exists("never")
+    assert (await ns.scan()).keys == ["k", "rec"]
+    assert [i.key for i in await ns.get_items("rec")] == ["i"]
+
+    new = _value(2 * MiB, 6)
+    await ns.put("k", new)
+    dead = f"{root}.deadwriter000"
+    (new_head,) = [
+        h for h in await _chunk_versions(raw, name) if h.startswith(root) and h not in (old_head, dead)
+    ]
+    await _until_chunks(
+        raw, name, {new_head: 3, f"{_b64(b'never')}.=.~.deadwriter001": 1}, "the next write of the key"
+    )
+    assert (item := await ns.get("k")) is not None and item.value == new
+
+
+async def test_cancelled_large_writes_leave_the_old_or_the_new_value(store: prism.Store, raw: Client) -> None:
+    name = _name()
+    ns = store.namespace(name)
+    values = [_value(2 * MiB, seed) for seed in (7, 8)]
+    await ns.put("k", values[0])
+    for delay in (0, 0.001, 0.003, 0.01, 0.03):
+        task = asyncio.create_task(ns.put("k", values[1]))
+        await asyncio.sleep(delay)
+        task.cancel()
+        await asyncio.gather(task, return_exceptions=True)
+        item = await ns.get("k", consistency="strong")
+        assert item is not None and item.value in values, f"cancelled after {delay} s"
+        await ns.put("k", values[0])
+    await ns.put("k", b"small")
+    await _until_chunks(raw, name, {}, "the chunks of cancelled writes, at the next write")
+
+
+async def test_a_failed_condition_keeps_no_chunks(server: NatsServer, raw: Client) -> None:
+    """A store whose remembered revision is stale publishes chunks, loses the compare-and-set, purges them."""
+    name = _name()
+    async with prism.connect(server.url) as first, prism.connect(server.url) as second:
+        a, b = first.namespace(name), second.namespace(name)
+        etag = await a.put("k", b"from a")
+        await b.put("k", b"from b")
+        with pytest.raises(PreconditionFailed):
+            await a.put("k", _value(2 * MiB, 9), if_match=etag)
+        await _until_chunks(raw, name, {}, "the chunks of a put whose condition failed")
+        assert (item := await a.get("k")) is not None and item.value == b"from b"
+
+
+async def test_expired_large_values_lose_their_chunks(store: prism.Store, raw: Client) -> None:
+    name = _name()
+    ns = store.namespace(name)
+    await ns.put("k", _value(2 * MiB, 10), ttl=0.3)
+    await ns.put("kept", _value(2 * MiB, 11))
+    (kept_head,) = [h for h in await _chunk_versions(raw, name) if h.startswith(_b64(b"kept"))]
+    await asyncio.sleep(0.5)
+    assert await ns.get("k") is None
+    await _until_chunks(raw, name, {kept_head: 3}, "the chunks of an expired value read once")
+    assert (await ns.scan()).keys == ["kept"]
+
+
+async def test_a_larger_max_payload_keeps_values_in_one_message() -> None:
+    with nats_server(max_payload=LARGE_MAX_PAYLOAD) as large:
+        if large.max_payload is None:
+            pytest.skip("an external server keeps its own max_payload")
+        options: dict[str, Any] = {"max_payload": LARGE_MAX_PAYLOAD, "max_value_bytes": LARGE_MAX_PAYLOAD}
+        async with prism.connect(large.url, **options) as store:
+            assert store.capabilities.max_value_bytes == LARGE_MAX_PAYLOAD - 1024
+            ns = store.namespace(_name())
+            limit = LARGE_MAX_PAYLOAD - 1024
+            biggest = _value(limit, 12)
+            await ns.put("k", biggest)
+            assert (item := await ns.get("k")) is not None and item.value == biggest
+            client = await nats.connect(large.url)
+            try:
+                subjects = (await _subjects(client, ns.name)).keys()
+            finally:
+                await client.close()
+            assert list(subjects) == [f"$KV.prism_{ns.name}.{_b64(b'k')}.="], "one message, no chunks"
 
 
 # -- TTL kept by Prism ------------------------------------------------------------

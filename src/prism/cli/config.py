@@ -67,11 +67,11 @@ def _unopened_errors(config: Any, reported: set[str]) -> list[Any]:
     Sections with an error already ``reported`` are left out (one mistake, one line).
     """
     from prism.backends import open_backend
+    from prism.backends.urls import mask_url
     from prism.errors import PrismError
     from prism.gateway.auth import Authenticator
     from prism.gateway.config import ConfigError
     from prism.gateway.pii import Keyring
-    from prism.gateway.runtime import mask_url
 
     def clean(at: str) -> bool:
         return not any(path == at or path.startswith((at + ".", at + "[")) for path in reported)
@@ -117,7 +117,7 @@ def _missing_sqlite_directory(url: str) -> str | None:
 
 
 def _summary(config: Any) -> list[str]:
-    from prism.gateway.runtime import mask_url
+    from prism.backends.urls import mask_url
 
     stores = ", ".join(
         f"{name} ({mask_url(config.store_url(name)).split('://', 1)[0]})" for name in config.stores

@@ -4,13 +4,14 @@ from __future__ import annotations
 
 import asyncio
 import logging
-import re
 import sys
 import time
 from datetime import UTC, datetime
 from typing import Any
 
 import msgspec
+
+from prism.backends.urls import mask_query
 
 __all__ = ["AccessLog", "JsonFormatter", "configure_logging", "redact"]
 
@@ -21,8 +22,6 @@ _STANDARD = frozenset(logging.LogRecord("", 0, "", 0, "", (), None).__dict__) | 
     "color_message",
 }
 _encoder = msgspec.json.Encoder()
-#: Query parameters that carry credentials (the WebSocket ``?token=``); their values never reach a log.
-_SECRET_QUERY = re.compile(r"([?&](?:token|access_token|api_key|apikey|key)=)[^&\s\"']*", re.IGNORECASE)
 
 
 def redact(message: str) -> str:
@@ -31,9 +30,7 @@ def redact(message: str) -> str:
     Servers log request lines with their query string (uvicorn does for every
     WebSocket handshake), and a browser client can only send its token there.
     """
-    if "=" not in message:
-        return message
-    return _SECRET_QUERY.sub(r"\1***", message)
+    return mask_query(message)
 
 
 def _default(obj: Any) -> Any:

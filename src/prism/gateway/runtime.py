@@ -14,6 +14,7 @@ from collections.abc import Mapping
 from typing import Any
 
 import prism
+from prism.backends.urls import mask_url
 from prism.errors import PrismError
 from prism.gateway.audit import AuditLog, AuditSink, FileSink, NamespaceSink, NullSink, StdoutSink
 from prism.gateway.auth import Authenticator
@@ -32,22 +33,9 @@ from prism.gateway.tenancy import physical_namespace
 from prism.kv.namespace import Namespace
 from prism.kv.store import Store
 
-__all__ = ["Gateway", "ServedNamespace", "mask_url"]
+__all__ = ["Gateway", "ServedNamespace"]
 
 log = logging.getLogger("prism.gateway")
-
-
-def mask_url(url: str) -> str:
-    """``url`` with any password replaced by ``***`` (for messages and logs)."""
-    scheme, sep, rest = url.partition("://")
-    if not sep:
-        return url
-    authority, slash, path = rest.partition("/")
-    userinfo, at, host = authority.rpartition("@")
-    if at and ":" in userinfo:
-        user = userinfo.split(":", 1)[0]
-        authority = f"{user}:***@{host}"
-    return f"{scheme}://{authority}{slash}{path}"
 
 
 def _merged_limits(default: LimitsConfig, own: LimitsConfig | None) -> LimitsConfig:

@@ -161,7 +161,7 @@ class StreamingService:
         if self._queue is None:
             self._queue = open_queue(queue_url, config.queue_name, store=self.store)
         if self._pubsub is None:
-            self._pubsub = open_pubsub(pubsub_url)
+            self._pubsub = open_pubsub(pubsub_url, store=self.store)
         await self._queue.open()
         await self._pubsub.open()
         self.queue: Queue = self._queue

@@ -58,6 +58,10 @@ CAS_BACKOFF = 0.01
 MAX_PAGES = 1000
 #: Slack allowed between a reported expires_at and the one computed around the call.
 CLOCK_SLACK = 2.0
+#: Times the large-value test rewrites one key while readers read it.
+LARGE_REWRITES = 8
+#: The ttl of the large values the suite waits out (moving 4 MiB takes longer than SHORT_TTL).
+LARGE_TTL = 2.0
 
 ALL_BYTES = bytes(range(256))
 SPECIAL_KEYS = (
@@ -117,6 +121,20 @@ INVALID_TTLS: tuple[object, ...] = (
 def _require(store: Store, capability: str) -> None:
     if not getattr(store.capabilities, capability):
         pytest.skip(f"the {store.backend.name} backend does not declare {capability}")
+
+
+def _require_values_of(store: Store, ns: Namespace, size: int) -> None:
+    """Skip, naming the declared limit, when the backend does not store values of ``size`` bytes."""
+    declared = store.capabilities.max_value_bytes
+    if declared < size:
+        pytest.skip(f"the {store.backend.name} backend declares max_value_bytes={declared}, below {size} B")
+    if ns.max_value_bytes < size:
+        pytest.skip(f"the store was opened with max_value_bytes={ns.max_value_bytes}, below {size} B")
+
+
+def _large_value(size: int, seed: int) -> bytes:
+    """``size`` pseudo-random bytes: a value with a chunk missing, repeated or swapped never matches."""
+    return random.Random(seed).randbytes(size)
 
 
 async def _scan_all(ns: Namespace, prefix: str = "", limit: int = 1000) -> list[str]:
@@ -246,10 +264,7 @@ class ConformanceSuite:
         assert await ns.exists("empty")
 
     async def test_one_mib_values(self, store: Store, ns: Namespace) -> None:
-        if store.capabilities.max_value_bytes < MiB:
-            pytest.skip(
-                f"the {store.backend.name} backend stores at most {store.capabilities.max_value_bytes} B"
-            )
+        _require_values_of(store, ns, MiB)
         big = (ALL_BYTES * (MiB // 256))[:MiB]
         other = big[::-1]
         await ns.put("big", big)
@@ -257,6 +272,110 @@ class ConformanceSuite:
         assert all(r.ok for r in results)
         got = await ns.get_many(["big", "big2", "big3"])
         assert [i.value if i else None for i in got] == [big, other, big]
+
+    async def test_four_mib_values(self, store: Store, ns: Namespace) -> None:
+        _require_values_of(store, ns, 4 * MiB)
+        big, other = _large_value(4 * MiB, 1), _large_value(4 * MiB, 2)
+        await ns.put("big", big, content_type="application/octet-stream")
+        item = await ns.get("big")
+        assert item is not None and item.value == big and item.content_type == "application/octet-stream"
+        results = await ns.put_many([Put("big2", other), Put("small", b"s"), Put("big", other)])
+        assert [(r.ok, r.existed) for r in results] == [(True, False), (True, False), (True, True)]
+        got = await ns.get_many(["big", "small", "big2", "missing"])
+        assert [i.value if i else None for i in got] == [other, b"s", other, None]
+        await ns.put("big", b"small now")
+        assert (item := await ns.get("big")) is not None and item.value == b"small now"
+        await ns.put("big", big)
+        assert (item := await ns.get("big")) is not None and item.value == big
+        await ns.put_items("rec", [Put("a", big), Put("b", b"b"), Put("c", other)])
+        by_keys = await ns.get_items("rec", keys=["c", "a"])
+        assert [(i.key, i.value) for i in by_keys.items] == [("c", other), ("a", big)]
+        if store.capabilities.range_reads:
+            items, _ = await _items_all(ns, "rec")
+            assert [(i.key, i.value) for i in items] == [("a", big), ("b", b"b"), ("c", other)]
+        if store.capabilities.prefix_scan:
+            assert await _scan_all(ns) == ["big", "big2", "rec", "small"]
+        assert await ns.delete("big") and not await ns.exists("big")
+        assert await ns.delete_items("rec", keys=["a", "c"]) == 2
+        assert await ns.get_many(["big"]) == [None]
+        assert [i.key for i in (await ns.get_items("rec", keys=["a", "b", "c"])).items] == ["b"]
+
+    async def test_large_values_keep_conditions(self, store: Store, ns: Namespace) -> None:
+        _require(store, "etag")
+        _require_values_of(store, ns, 4 * MiB)
+        first, second = _large_value(4 * MiB, 3), _large_value(4 * MiB - 1, 4)
+        etag = await ns.put("k", first, if_absent=True)
+        with pytest.raises(PreconditionFailed):
+            await ns.put("k", second, if_absent=True)
+        with pytest.raises(PreconditionFailed):
+            await ns.put("k", second, if_match="not-the-etag")
+        with pytest.raises(PreconditionFailed):
+            await ns.delete("k", if_match="not-the-etag")
+        assert (item := await ns.get("k")) is not None and (item.value, item.etag) == (first, etag)
+        new_etag = await ns.put("k", second, if_match=etag)
+        results = await ns.put_many([Put("k", first, if_match=etag), Put("other", first, if_absent=True)])
+        assert [r.ok for r in results] == [False, True]
+        assert (item := await ns.get("k")) is not None and (item.value, item.etag) == (second, new_etag)
+        with pytest.raises(PreconditionFailed):
+            await ns.delete("k", if_match=etag)
+        assert await ns.delete("k", if_match=new_etag)
+        assert await ns.get("k") is None
+        assert (other := await ns.get("other")) is not None and other.value == first
+
+    async def test_large_values_expire(self, store: Store, ns: Namespace) -> None:
+        _require(store, "ttl")
+        _require_values_of(store, ns, 4 * MiB)
+        big = _large_value(4 * MiB, 5)
+        await ns.put_items("rec", [Put("gone", big, ttl=LARGE_TTL), Put("kept", big)])
+        start = time.time()
+        await ns.put("gone", big, ttl=LARGE_TTL)
+        deadline = time.monotonic() + LARGE_TTL + EXPIRY_GRACE
+        item = await ns.get("gone")
+        assert item is not None and item.value == big and _close_to(item.expires_at, start + LARGE_TTL)
+        while True:
+            # Moving 4 MiB takes a while: only a look that began after the bound may fail.
+            began = time.monotonic()
+            page = await ns.get_items("rec", keys=["gone", "kept"])
+            if await ns.get("gone") is None and [i.key for i in page.items] == ["kept"]:
+                break
+            if began > deadline:
+                pytest.fail(f"a large value was still visible {EXPIRY_GRACE} s after its ttl")
+            await asyncio.sleep(POLL_INTERVAL)
+        assert not await ns.exists("gone")
+        page = await ns.get_items("rec", keys=["gone", "kept"])
+        assert [(i.key, i.value) for i in page.items] == [("kept", big)]
+        if store.capabilities.etag:
+            assert await ns.put("gone", b"again", if_absent=True)
+
+    async def test_readers_see_whole_large_values(self, store: Store, ns: Namespace) -> None:
+        _require_values_of(store, ns, 2 * MiB)
+        values = [_large_value(2 * MiB, seed) for seed in (6, 7)]
+        await ns.put("k", values[0])
+        writing = True
+        reads = 0
+
+        async def write() -> None:
+            nonlocal writing
+            try:
+                for n in range(1, LARGE_REWRITES + 1):
+                    await ns.put("k", values[n % 2])
+                    await asyncio.sleep(0)
+            finally:
+                writing = False
+
+        async def read() -> None:
+            nonlocal reads
+            while True:
+                still_writing = writing
+                got = await ns.get("k") if reads % 2 else (await ns.get_many(["k"]))[0]
+                assert got is not None and got.value in values, "a torn or partial value"
+                reads += 1
+                if not still_writing:
+                    return
+                await asyncio.sleep(0)  # a backend that never waits would not let the writer run
+
+        await asyncio.gather(write(), *(read() for _ in range(3)))
+        assert (item := await ns.get("k")) is not None and item.value == values[LARGE_REWRITES % 2]
 
     async def test_value_at_declared_limit(self, store: Store, ns: Namespace) -> None:
         limit = ns.max_value_bytes

@@ -6,7 +6,7 @@ import asyncio
 import contextlib
 import time
 import uuid
-from collections.abc import Sequence
+from collections.abc import Awaitable, Callable, Sequence
 from typing import Any, ClassVar
 
 from aiobotocore.config import AioConfig
@@ -39,13 +39,14 @@ from prism.backends.dynamodb.layout import (
     partition_key,
     sort_key,
 )
-from prism.backends.dynamodb.options import DynamoDBOptions, mask_url
+from prism.backends.dynamodb.options import DynamoDBOptions
 from prism.backends.dynamodb.table import ensure_table
 from prism.backends.dynamodb.transaction import (
     chunked_in_transaction,
     pinned_action,
     simulate,
 )
+from prism.backends.urls import mask_url
 from prism.errors import BackendUnavailable, InvalidArgument, InvalidKey, PrismError
 from prism.model import Capabilities, Item, StoredWrite, WriteOutcome, condition_failed
 
@@ -118,8 +119,22 @@ class DynamoDBBackend(Backend):
 
     # -- lifecycle ----------------------------------------------------------------
 
+    @property
+    def calls(self) -> Calls:
+        """The store's one client and its retrying requests (its queue runs on them too)."""
+        return self._calls
+
     async def open(self) -> None:
         """Create the store's one client (pool sized by ``max_connections``) and check the table."""
+        opts = self.options
+        await self.open_client(
+            lambda calls: ensure_table(
+                calls, create=opts.create_table, ready_timeout=opts.table_ready_timeout
+            )
+        )
+
+    async def open_client(self, prepare: Callable[[Calls], Awaitable[None]] | None = None) -> None:
+        """Create the client only, then run ``prepare`` on it (the queue needs no KV table)."""
         opts = self.options
         net = opts.network
         config = AioConfig(
@@ -138,7 +153,8 @@ class DynamoDBBackend(Backend):
                 )
             )
             calls = Calls(client, self._table, net)
-            await ensure_table(calls, create=opts.create_table, ready_timeout=opts.table_ready_timeout)
+            if prepare is not None:
+                await prepare(calls)
         except BaseException as exc:
             await stack.aclose()
             if isinstance(exc, NoRegionError):

@@ -8,9 +8,10 @@ from typing import Any
 from urllib.parse import unquote, urlsplit
 
 from prism.backends._retry import NetworkSettings, split_options
+from prism.backends.urls import mask_url
 from prism.errors import InvalidArgument
 
-__all__ = ["DEFAULT_MAX_CONNECTIONS", "DEFAULT_TABLE_READY_TIMEOUT", "DynamoDBOptions", "mask_url"]
+__all__ = ["DEFAULT_MAX_CONNECTIONS", "DEFAULT_TABLE_READY_TIMEOUT", "DynamoDBOptions"]
 
 #: HTTP connections the store's client keeps at most (one per request in flight).
 DEFAULT_MAX_CONNECTIONS = 128
@@ -21,17 +22,6 @@ _TABLE_NAME = re.compile(r"[A-Za-z0-9_.\-]{3,255}")
 _TRUE = {"true", "1", "yes", "on"}
 _FALSE = {"false", "0", "no", "off"}
 _OWN_OPTIONS = ("region", "endpoint", "profile", "create_table", "max_connections", "table_ready_timeout")
-
-
-def mask_url(url: str) -> str:
-    """``url`` with any password replaced by ``***`` (for messages and logs)."""
-    parts = urlsplit(url)
-    if parts.password is None:
-        return url
-    host = parts.hostname or ""
-    if parts.port is not None:
-        host = f"{host}:{parts.port}"
-    return parts._replace(netloc=f"{parts.username or ''}:***@{host}").geturl()
 
 
 def _flag(name: str, raw: object) -> bool:

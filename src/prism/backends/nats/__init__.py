@@ -15,14 +15,29 @@ query parameters or keyword arguments of ``prism.connect`` (keywords win):
 * ``ping_interval`` (20 s): client pings that detect a dead connection.
 * ``revision_cache`` (50,000 keys): the last revision seen per key, so a write
   compares-and-sets in one round trip; a stale entry only costs a re-read.
-* ``max_payload`` (1 MiB): the server's ``max_payload``; values may be up to this minus
-  1 KiB. The store refuses to open when the server accepts less.
+* ``max_payload`` (1 MiB): the server's ``max_payload``. A value of up to this minus
+  1 KiB is stored in one message; a larger one in chunks of that size (below). The
+  store refuses to open when the server accepts less. The largest value is 4 MiB
+  (Prism's default limit), or this minus 1 KiB when that is more.
 
 Layout: one KV bucket per namespace (``prism_<name>``, or an encoded name, created on
 the first write with history 1 and direct gets), one key per item: the record id's
 UTF-8 bytes in 6-byte URL-safe base64 tokens, then a token for the item key (details
 in ``prism.backends.nats.layout``). Each message holds a msgpack envelope of etag,
 expiry, content type, update time and value; the expiry is repeated in a header.
+
+Large values: the value's chunks are published first, each under a key of its own
+(``~c.<item key>.~.<version>.<n>``), then the item's message, a manifest naming them,
+by the same compare-and-set as any write; so a reader sees the old value or the new
+one, whole, never a part (a reader that finds a chunk gone follows the newer manifest).
+Conditions, ``existed`` and TTL work as for small values. Once a write or delete of
+the key is applied, the chunks it made dead (the replaced value's, and those of
+writes that lost their condition) are purged, without waiting for the answer; an
+expired chunked value loses its chunks when a read or listing meets it. A writer
+that stops between its chunks and its manifest (a crash, a cancelled call, a lost
+connection) leaves chunks that nothing references and no read ever returns; they
+are removed by the key's next write of a large value, or by the next write or
+delete that replaces a large value of it. Details in ``prism.backends.nats.chunks``.
 
 Supported: etags and ``if_absent`` by revision compare-and-set
 (``Nats-Expected-Last-Subject-Sequence``; a lost race re-reads and tries again, and
@@ -40,7 +55,8 @@ the next call finds it gone.
 
 Cost: ``scan`` lists, headers only, every key of the namespace under the prefix's
 whole 6-byte chunks (a short or empty prefix lists the whole bucket) on every page,
-so it is linear in the size of the namespace, tombstones included; ``get_items`` over
+so it is linear in the size of the namespace, tombstones (and, for a listing of the
+whole bucket, the chunks of large values) included; ``get_items`` over
 a range lists the record's keys the same way, then fetches only the page it returns.
 Deleted keys leave a small tombstone each, as in NATS KV.
 """

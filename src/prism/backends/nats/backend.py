@@ -9,6 +9,7 @@ from dataclasses import replace
 from typing import Any, ClassVar, TypeVar
 
 import msgspec
+import msgspec.structs
 import nats.errors
 import nats.js.errors
 from nats.aio.msg import Msg
@@ -16,6 +17,7 @@ from nats.js import api
 
 from prism.backends._retry import NetworkSettings, call_with_retry
 from prism.backends.base import Backend
+from prism.backends.nats import chunks
 from prism.backends.nats.connection import (
     EXPECTED_LAST_SEQ,
     KV_OPERATION,
@@ -34,6 +36,7 @@ from prism.backends.nats.layout import (
     decode_envelope,
     decode_item,
     decode_record,
+    is_chunk_key,
     record_tokens,
     scan_tokens,
     split_key,
@@ -43,7 +46,6 @@ from prism.backends.nats.options import (
     MESSAGE_OVERHEAD,
     STORAGE,
     NatsOptions,
-    masked,
     parse_url,
 )
 from prism.backends.nats.writes import (
@@ -56,8 +58,9 @@ from prism.backends.nats.writes import (
     WriteOne,
     api_error,
 )
+from prism.backends.urls import mask_url
 from prism.errors import BackendTimeout, BackendUnavailable, InvalidArgument, PrismError, ValueTooLarge
-from prism.model import Capabilities, Item, StoredWrite, WriteOutcome
+from prism.model import DEFAULT_MAX_VALUE_BYTES, Capabilities, Item, StoredWrite, WriteOutcome
 
 __all__ = ["NatsBackend"]
 
@@ -70,6 +73,11 @@ _STREAM_NAME_IN_USE = 10058
 PIPELINE_CHUNK = 256
 #: Most expired items one listing replaces with tombstones in passing.
 PURGE_PER_LISTING = 256
+
+
+def max_value_bytes(max_payload: int) -> int:
+    """The largest value: what fits one message inline, and at least Prism's default limit in chunks."""
+    return max(DEFAULT_MAX_VALUE_BYTES, max_payload - MESSAGE_OVERHEAD)
 
 
 class _StoredMessage(msgspec.Struct):
@@ -120,6 +128,35 @@ def _parse_headers(raw: bytes) -> dict[str, str]:
     return out
 
 
+def _direct_message(subject: str, msg: Msg) -> tuple[int, dict[str, str] | None, bytes] | None:
+    """Sequence, headers and payload of a direct get's reply; None when the subject has no message."""
+    headers = msg.headers
+    if headers is None:
+        raise BackendUnavailable(f"nats direct get of {subject[:80]!r}: a reply without headers")
+    status = headers.get("Status")
+    if status is not None:
+        if status == "404":
+            return None
+        raise Transient(f"direct get of {subject[:80]!r} answered {status} {headers.get('Description')}")
+    return int(headers["Nats-Sequence"]), headers, msg.data
+
+
+def _api_message(subject: str, msg: Msg) -> tuple[int, dict[str, str] | None, bytes] | None:
+    """Sequence, headers and payload of a message-get API reply; None when the subject has no message."""
+    reply = _message_reply.decode(msg.data)
+    if reply.error is not None:
+        err = reply.error
+        if err.err_code == _NO_MESSAGE:
+            return None
+        if err.err_code == _STREAM_NOT_FOUND:
+            raise NoResponders(subject)
+        raise api_error("message get", err.code, err.err_code, err.description)
+    stored = reply.message
+    if stored is None:
+        raise BackendUnavailable(f"nats message get of {subject[:80]!r}: an empty reply")
+    return stored.seq, _parse_headers(stored.hdrs) if stored.hdrs else None, stored.data
+
+
 class NatsBackend(Backend):
     """Prism on NATS JetStream KV (``prism.backends.nats`` documents the layout and options)."""
 
@@ -131,7 +168,7 @@ class NatsBackend(Backend):
         range_reads=True,
         prefix_scan=True,
         consistent_reads=True,
-        max_value_bytes=DEFAULT_MAX_PAYLOAD - MESSAGE_OVERHEAD,
+        max_value_bytes=max_value_bytes(DEFAULT_MAX_PAYLOAD),
         multi_process=True,
     )
 
@@ -139,8 +176,8 @@ class NatsBackend(Backend):
         self.url = url
         self.settings = settings
         self.options = options
-        self.capabilities = replace(self.capabilities, max_value_bytes=options.max_payload - MESSAGE_OVERHEAD)
-        self._describe = masked(url)
+        self.capabilities = replace(self.capabilities, max_value_bytes=max_value_bytes(options.max_payload))
+        self._describe = mask_url(url)
         connect = ConnectOptions(
             url,
             settings.connect_timeout,
@@ -218,7 +255,21 @@ class NatsBackend(Backend):
 
         return await self._call(probe, "health probe")
 
-    async def _call(self, op: Callable[[], Awaitable[R]], describe: str, ns: str | None = None) -> R:
+    @property
+    def connection(self) -> Connection:
+        """The one client connection of this store (its queue and pub/sub ride on it too)."""
+        return self._conn
+
+    async def call(self, op: Callable[[], Awaitable[R]], describe: str, *, blocks_for: float = 0.0) -> R:
+        """Run ``op`` on this store's connection with its deadline, retries and error mapping.
+
+        ``blocks_for`` extends the deadline for a call that waits on the server by design.
+        """
+        return await self._call(op, describe, blocks_for=blocks_for)
+
+    async def _call(
+        self, op: Callable[[], Awaitable[R]], describe: str, ns: str | None = None, *, blocks_for: float = 0.0
+    ) -> R:
         """Run ``op`` under the deadline and retry policy; every driver error leaves as a PrismError.
 
         When nothing answers for namespace ``ns``'s bucket, the retry looks the bucket up again.
@@ -235,8 +286,11 @@ class NatsBackend(Backend):
                 raise
 
         try:
+            settings = self.settings
+            if blocks_for > 0:
+                settings = replace(settings, operation_timeout=settings.operation_timeout + blocks_for)
             return await call_with_retry(
-                self.settings, attempt, is_transient=_is_transient, describe=f"nats {describe}"
+                settings, attempt, is_transient=_is_transient, describe=f"nats {describe}"
             )
         except BackendUnavailable as exc:
             if ns is not None and isinstance(exc.__cause__, TimeoutError):
@@ -318,37 +372,24 @@ class NatsBackend(Backend):
         """The state of each key, for writes that found no usable hint."""
         out = []
         for rev, env in await self._fetch(bucket, subjects, False):
-            out.append(Known(rev, None, None) if env is None else Known(rev, env.etag, env.expires_at))
+            out.append(
+                Known(rev, None, None) if env is None else Known(rev, env.etag, env.expires_at, env.chunked)
+            )
         return out
 
     def _direct_reply(self, subject: str, msg: Msg) -> tuple[int, Envelope | None]:
-        headers = msg.headers
-        if headers is None:
-            raise BackendUnavailable(f"nats direct get of {subject[:80]!r}: a reply without headers")
-        status = headers.get("Status")
-        if status is not None:
-            if status == "404":
-                self._revisions.put(subject, ABSENT)
-                return 0, None
-            raise Transient(f"direct get of {subject[:80]!r} answered {status} {headers.get('Description')}")
-        return self._entry(subject, int(headers["Nats-Sequence"]), headers, msg.data)
+        stored = _direct_message(subject, msg)
+        if stored is None:
+            self._revisions.put(subject, ABSENT)
+            return 0, None
+        return self._entry(subject, *stored)
 
     def _api_reply(self, subject: str, msg: Msg) -> tuple[int, Envelope | None]:
-        reply = _message_reply.decode(msg.data)
-        if reply.error is not None:
-            err = reply.error
-            if err.err_code == _NO_MESSAGE:
-                self._revisions.put(subject, ABSENT)
-                return 0, None
-            if err.err_code == _STREAM_NOT_FOUND:
-                raise NoResponders(subject)
-            raise api_error("message get", err.code, err.err_code, err.description)
-        stored = reply.message
+        stored = _api_message(subject, msg)
         if stored is None:
-            raise BackendUnavailable(f"nats message get of {subject[:80]!r}: an empty reply")
-        return self._entry(
-            subject, stored.seq, _parse_headers(stored.hdrs) if stored.hdrs else None, stored.data
-        )
+            self._revisions.put(subject, ABSENT)
+            return 0, None
+        return self._entry(subject, *stored)
 
     def _entry(
         self, subject: str, rev: int, headers: dict[str, str] | None, data: bytes
@@ -357,24 +398,98 @@ class NatsBackend(Backend):
             self._revisions.put(subject, Known(rev, None, None))
             return rev, None
         envelope = decode_envelope(data, subject)
-        self._revisions.put(subject, Known(rev, envelope.etag, envelope.expires_at))
+        self._revisions.put(subject, Known(rev, envelope.etag, envelope.expires_at, envelope.chunked))
         return rev, envelope
 
-    async def _purge_expired(self, subject: str, rev: int) -> None:
-        """Replace an expired item by a tombstone, only if it is still that revision."""
+    async def _chunk_data(self, bucket: Bucket, subjects: list[str], consistent: bool) -> list[bytes | None]:
+        """The payload of each chunk subject's message (None: not there), pipelined."""
+        if bucket.direct and not consistent:
+            direct = f"$JS.API.DIRECT.GET.{bucket.stream}."
+            msgs = await self._conn.request_many([(direct + s, b"", None) for s in subjects])
+            found = [_direct_message(s, m) for s, m in zip(subjects, msgs, strict=True)]
+        else:
+            api_subject = f"$JS.API.STREAM.MSG.GET.{bucket.stream}"
+            msgs = await self._conn.request_many(
+                [(api_subject, _json.encode({"last_by_subj": s}), None) for s in subjects]
+            )
+            found = [_api_message(s, m) for s, m in zip(subjects, msgs, strict=True)]
+        return [None if f is None else f[2] for f in found]
+
+    async def _with_values(
+        self, bucket: Bucket, fetched: list[tuple[str, int, Envelope | None]], consistent: bool, now: float
+    ) -> list[tuple[int, Envelope | None]]:
+        """``fetched`` (subject, revision, envelope) with the value of every live chunked item loaded.
+
+        Chunks of all the items come in one pipelined round trip. An item whose chunks are
+        gone was replaced meanwhile: its manifest is read again from the stream leader and
+        followed, until a complete value or no item is found.
+        """
+        out = [(rev, env) for _, rev, env in fetched]
+        todo: dict[int, tuple[str, int, Envelope]] = {
+            i: (subject, rev, env)
+            for i, (subject, rev, env) in enumerate(fetched)
+            if env is not None and env.chunked and env.live(now)
+        }
+        while todo:
+            wanted = [
+                s
+                for subject, _, env in todo.values()
+                for s in chunks.chunk_subjects(bucket.chunk_root(subject), env.version, env.chunks)
+            ]
+            data = await self._chunk_data(bucket, wanted, consistent)
+            again: dict[int, tuple[str, int, Envelope]] = {}
+            offset = 0
+            for i, (subject, rev, env) in todo.items():
+                value = chunks.assemble(env, data[offset : offset + env.chunks], subject)
+                offset += env.chunks
+                if value is not None:
+                    out[i] = (rev, msgspec.structs.replace(env, value=value))
+                else:
+                    again[i] = (subject, rev, env)
+            todo = {}
+            if not again:
+                break
+            fresh = await self._fetch(bucket, [subject for subject, _, _ in again.values()], True)
+            for (i, (subject, rev, env)), (new_rev, new_env) in zip(again.items(), fresh, strict=True):
+                if new_rev == rev and not consistent:
+                    todo[i] = (subject, rev, env)  # a replica behind the leader: ask the leader
+                elif new_rev == rev:
+                    # The same manifest without its chunks: purged after another client found it expired.
+                    if env.expires_at is None:
+                        raise BackendUnavailable(
+                            f"nats item {subject[:80]!r} names chunks of version {env.version} "
+                            "that are missing"
+                        )
+                    out[i] = (rev, None)
+                elif new_env is not None and new_env.chunked and new_env.live(now):
+                    todo[i] = (subject, new_rev, new_env)
+                else:
+                    out[i] = (new_rev, new_env)
+            consistent = True
+        return out
+
+    async def _purge_expired(self, bucket: Bucket, subject: str, rev: int, chunked: bool) -> None:
+        """Replace an expired item by a tombstone, only if it is still that revision (chunks go too)."""
         self._revisions.forget(subject)
         await self._conn.publish_unacked(subject, {KV_OPERATION: "DEL", EXPECTED_LAST_SEQ: str(rev)})
+        if chunked:
+            # Chunks below an item's revision are its own or dead ones (prism.backends.nats.chunks).
+            await chunks.purge_before(self._conn, bucket, bucket.chunk_root(subject), rev)
 
     async def _items(
         self, bucket: Bucket, keyed: Sequence[tuple[str, str]], consistent: bool
     ) -> list[Item | None]:
         """The live item for each (item key, subject); expired ones are purged in passing."""
-        fetched = await self._fetch(bucket, [s for _, s in keyed], consistent)
+        subjects = [s for _, s in keyed]
+        fetched = await self._fetch(bucket, subjects, consistent)
         now = time.time()
+        if any(env is not None and env.chunked for _, env in fetched):
+            triples = [(s, rev, env) for s, (rev, env) in zip(subjects, fetched, strict=True)]
+            fetched = await self._with_values(bucket, triples, consistent, now)
         out: list[Item | None] = []
         for (key, subject), (rev, env) in zip(keyed, fetched, strict=True):
             if env is not None and not env.live(now):
-                await self._purge_expired(subject, rev)
+                await self._purge_expired(bucket, subject, rev, env.chunked)
             out.append(_item(key, env, now))
         return out
 
@@ -390,8 +505,10 @@ class NatsBackend(Backend):
             else:
                 ((rev, env),) = await self._fetch(bucket, (subject,), consistent)
             now = time.time()
+            if env is not None and env.chunked:
+                ((rev, env),) = await self._with_values(bucket, [(subject, rev, env)], consistent, now)
             if env is not None and not env.live(now):
-                await self._purge_expired(subject, rev)
+                await self._purge_expired(bucket, subject, rev, env.chunked)
             return _item(key, env, now)
 
         return await self._call(op, f"get from {ns!r}", ns)
@@ -442,11 +559,12 @@ class NatsBackend(Backend):
         if listed is None:
             self._forget_bucket(ns)
             return []
+        listed = [entry for entry in listed if not is_chunk_key(entry.key)]
         now = time.time()
         purged = 0
         for entry in listed:
             if purged < PURGE_PER_LISTING and not entry.deleted and not entry.live(now):
-                await self._purge_expired(bucket.prefix + entry.key, entry.seq)
+                await self._purge_expired(bucket, bucket.prefix + entry.key, entry.seq, entry.chunked)
                 purged += 1
         return listed
 
@@ -537,7 +655,7 @@ class NatsBackend(Backend):
             for offset in range(0, len(targets), PIPELINE_CHUNK):
                 chunk = targets[offset : offset + PIPELINE_CHUNK]
                 # The listing saw an item at each revision; its etag is not needed to delete it.
-                seed = {bucket.prefix + e.key: Known(e.seq, "", e.expires_at) for _, e in chunk}
+                seed = {bucket.prefix + e.key: Known(e.seq, "", e.expires_at, e.chunked) for _, e in chunk}
                 batch = WriteBatch([StoredWrite(record, key, None) for key, _ in chunk], seed)
                 async with self._turns.turn((ns, record, key) for key, _ in chunk):
                     await batch.run(

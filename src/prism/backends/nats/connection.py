@@ -23,7 +23,7 @@ from nats.aio.client import Client
 from nats.aio.msg import Msg
 from nats.js import JetStreamContext, api
 
-from prism.backends.nats.layout import EXPIRES_HEADER
+from prism.backends.nats.layout import CHUNKS_HEADER, EXPIRES_HEADER
 from prism.errors import StoreClosed
 
 __all__ = ["APIErrorBody", "Connection", "Listed", "ListingGap", "NoResponders", "PubAck", "decode_puback"]
@@ -82,6 +82,8 @@ class Listed:
     seq: int
     deleted: bool
     expires_at: float | None
+    #: Whether the message is the manifest of a chunked value.
+    chunked: bool = False
 
     def live(self, now: float) -> bool:
         return not self.deleted and (self.expires_at is None or self.expires_at > now)
@@ -99,6 +101,10 @@ def parse_expiry(headers: dict[str, str] | None) -> float | None:
 
 def is_deleted(headers: dict[str, str] | None) -> bool:
     return headers is not None and headers.get(KV_OPERATION) in _DELETED
+
+
+def is_chunked(headers: dict[str, str] | None) -> bool:
+    return headers is not None and CHUNKS_HEADER in headers
 
 
 @dataclass(frozen=True, slots=True)
@@ -246,6 +252,16 @@ class Connection:
         except nats.errors.Error as exc:
             log.debug("nats housekeeping publish dropped: %s", exc)
 
+    async def request_unawaited(self, subject: str, payload: bytes) -> None:
+        """Best-effort housekeeping request: the reply comes back to the inbox and is dropped."""
+        nc = self._nc
+        if nc is None or not nc.is_connected:
+            return
+        try:
+            await nc.publish(subject, payload, reply=f"{self._inbox}x{next(self._tokens)}")
+        except nats.errors.Error as exc:
+            log.debug("nats housekeeping request dropped: %s", exc)
+
     async def list_keys(self, stream: str, prefix: str, filter_subject: str) -> list[Listed] | None:
         """The last message of every subject matching ``filter_subject`` (headers only).
 
@@ -274,7 +290,11 @@ class Connection:
                 return
             expected += 1
             headers = msg.headers
-            out.append(Listed(msg.subject[cut:], sseq, is_deleted(headers), parse_expiry(headers)))
+            out.append(
+                Listed(
+                    msg.subject[cut:], sseq, is_deleted(headers), parse_expiry(headers), is_chunked(headers)
+                )
+            )
             if pending == 0:
                 done.set_result(None)
 

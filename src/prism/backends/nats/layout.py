@@ -14,6 +14,14 @@
 * A message's payload is a msgpack array ``[etag, expires_at, content_type,
   updated_at, value]``; the expiry is repeated in the ``Prism-Expires`` header so a
   headers-only listing can tell live items from expired ones without the values.
+* A value too large for one message is stored in chunk messages, and the item's
+  message is a manifest ``[etag, expires_at, content_type, updated_at, b"", version,
+  chunks, size]`` (marked by the ``Prism-Chunks`` header, the chunk count). The chunks
+  of item key ``K`` (``<record tokens>.<item token>``) are the raw bytes of the value
+  under ``~c.K.~.<version>.<n>``, ``n`` from 0, a fresh random ``version`` per write.
+  The ``~`` tokens never occur in an item key, so the chunks of one key are exactly
+  ``~c.K.~.>`` and never appear in a record's or a prefix's listing
+  (``prism.backends.nats.chunks`` explains how they are written and read atomically).
 """
 
 from __future__ import annotations
@@ -29,12 +37,15 @@ import msgspec
 from prism.errors import DecodeError
 
 __all__ = [
+    "CHUNKS_HEADER",
     "EXPIRES_HEADER",
     "Bucket",
     "Envelope",
     "bucket_name",
+    "chunk_root",
     "decode_envelope",
     "encode_envelope",
+    "is_chunk_key",
     "item_token",
     "record_tokens",
     "scan_tokens",
@@ -43,6 +54,11 @@ __all__ = [
 
 #: Header that repeats an item's expiry (epoch seconds) for headers-only listings.
 EXPIRES_HEADER = "Prism-Expires"
+#: Header of a manifest: the number of chunk messages holding its value.
+CHUNKS_HEADER = "Prism-Chunks"
+#: First token of every chunk message's key, and the token that ends the item key in it.
+CHUNK_KEY = "~c"
+_CHUNK_END = "~"
 #: Bytes of a record id per subject token: 6 bytes are exactly 8 base64 characters.
 CHUNK_BYTES = 6
 _CHUNK_CHARS = 8
@@ -116,6 +132,20 @@ class Bucket:
     def subject(self, record: str, key: str) -> str:
         return f"{self.prefix}{record_tokens(record)}.{item_token(key)}"
 
+    def chunk_root(self, subject: str) -> str:
+        """The subject prefix of the chunks of the item at ``subject`` (``<root>.<version>.<n>``)."""
+        return chunk_root(self.prefix, subject)
+
+
+def chunk_root(prefix: str, subject: str) -> str:
+    """``<prefix>~c.<item key>.~``: the chunks of the item at ``subject`` all start so."""
+    return f"{prefix}{CHUNK_KEY}.{subject[len(prefix) :]}.{_CHUNK_END}"
+
+
+def is_chunk_key(key: str) -> bool:
+    """Whether a KV key (the subject after the bucket's prefix) is a chunk message's."""
+    return key.startswith(CHUNK_KEY + ".")
+
 
 def split_key(key: str) -> tuple[str, str]:
     """``(record tokens, item token)`` of a KV key (the part of the subject after the bucket)."""
@@ -147,16 +177,27 @@ def decode_item(token: str) -> str:
 
 
 class Envelope(msgspec.Struct, array_like=True, frozen=True):
-    """One stored item: the value and the metadata Prism keeps beside it."""
+    """One stored item: the value and the metadata Prism keeps beside it.
+
+    A manifest of a chunked value has an empty ``value`` and names the ``version``,
+    the number of ``chunks`` and the ``size`` of the value they hold.
+    """
 
     etag: str
     expires_at: float | None
     content_type: str | None
     updated_at: float
     value: bytes
+    version: str = ""
+    chunks: int = 0
+    size: int = 0
 
     def live(self, now: float) -> bool:
         return self.expires_at is None or self.expires_at > now
+
+    @property
+    def chunked(self) -> bool:
+        return self.chunks > 0
 
 
 _encoder = msgspec.msgpack.Encoder()
@@ -164,7 +205,11 @@ _decoder = msgspec.msgpack.Decoder(Envelope)
 
 
 def encode_envelope(envelope: Envelope) -> bytes:
-    return _encoder.encode(envelope)
+    """The payload of an item's message (an inline value keeps the five-field form)."""
+    if envelope.chunked:
+        return _encoder.encode(envelope)
+    e = envelope
+    return _encoder.encode((e.etag, e.expires_at, e.content_type, e.updated_at, e.value))
 
 
 def decode_envelope(data: bytes, what: str) -> Envelope:

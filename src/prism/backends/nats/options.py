@@ -10,6 +10,7 @@ from urllib.parse import urlsplit
 from nats.js import api
 
 from prism.backends._retry import NetworkSettings, split_options
+from prism.backends.urls import mask_url
 from prism.errors import InvalidArgument
 
 __all__ = [
@@ -17,11 +18,11 @@ __all__ = [
     "MESSAGE_OVERHEAD",
     "STORAGE",
     "NatsOptions",
-    "masked",
     "parse_url",
 ]
 
-#: Bytes kept for headers and envelope fields beside a value in one message.
+#: Bytes kept for headers and envelope fields beside a value in one message (and the
+#: room left in each chunk message of a large value).
 MESSAGE_OVERHEAD = 1024
 #: The server's default max_payload.
 DEFAULT_MAX_PAYLOAD = 1024 * 1024
@@ -52,8 +53,9 @@ class NatsOptions:
     ping_interval: float = 20.0
     #: Keys whose last revision is remembered so a write takes one round trip (0 disables).
     revision_cache: int = 50_000
-    #: Bytes one message may hold, as the server's ``max_payload`` is configured; values may
-    #: be up to this minus 1 KiB. Checked against the server when the store opens.
+    #: Bytes one message may hold, as the server's ``max_payload`` is configured; values of
+    #: up to this minus 1 KiB take one message, larger ones are chunked. Checked against the
+    #: server when the store opens.
     max_payload: int = DEFAULT_MAX_PAYLOAD
 
     def __post_init__(self) -> None:
@@ -96,18 +98,6 @@ class NatsOptions:
         return replace(cls(), **values)
 
 
-def masked(url: str) -> str:
-    """The URL with any password or token replaced, for messages and logs."""
-    parts = urlsplit(url)
-    if not (parts.username or parts.password):
-        return url
-    host = parts.hostname or ""
-    if parts.port is not None:
-        host = f"{host}:{parts.port}"
-    user = f"{parts.username}:***" if parts.password else "***"
-    return parts._replace(netloc=f"{user}@{host}").geturl()
-
-
 def parse_url(url: str, options: dict[str, Any]) -> tuple[str, NetworkSettings, NatsOptions]:
     """The server URL without its query, the timeouts and retries, and the NATS options.
 
@@ -115,7 +105,7 @@ def parse_url(url: str, options: dict[str, Any]) -> tuple[str, NetworkSettings, 
     """
     base, merged = split_options(url, options)
     parts = urlsplit(base)
-    shown = masked(base)
+    shown = mask_url(base)
     if parts.scheme.lower() != "nats":
         raise InvalidArgument(f"a NATS URL starts with nats://, got {shown!r}")
     try:

@@ -9,7 +9,9 @@ lost compare-and-set forgets it and reads the truth in the next round.
 
 A call runs in rounds: each round takes the next op of every key still pending,
 reads the keys whose state is unknown (pipelined), then publishes every write it
-decided on (pipelined). Ops on the same key stay in call order.
+decided on (pipelined). Ops on the same key stay in call order. A value too large
+for one message has its chunks published first, and its compare-and-set publishes
+the manifest (``prism.backends.nats.chunks``).
 """
 
 from __future__ import annotations
@@ -20,8 +22,10 @@ from collections import deque
 from collections.abc import Awaitable, Callable, Hashable, Iterable, Sequence
 from typing import NamedTuple
 
+from prism.backends.nats import chunks
 from prism.backends.nats.connection import EXPECTED_LAST_SEQ, KV_OPERATION, Connection, decode_puback
-from prism.backends.nats.layout import EXPIRES_HEADER, Bucket, Envelope, encode_envelope
+from prism.backends.nats.layout import CHUNKS_HEADER, EXPIRES_HEADER, Bucket, Envelope, encode_envelope
+from prism.backends.nats.options import MESSAGE_OVERHEAD
 from prism.errors import BackendUnavailable, ValueTooLarge
 from prism.model import StoredWrite, WriteOutcome, condition_failed
 
@@ -34,11 +38,15 @@ MESSAGE_TOO_LARGE = frozenset({10054})
 
 
 class Known(NamedTuple):
-    """A key's last message: its revision, and the item's etag and expiry (etag None: no item)."""
+    """A key's last message: its revision, and the item's etag and expiry (etag None: no item).
+
+    ``chunked`` says the message is the manifest of a chunked value.
+    """
 
     rev: int
     etag: str | None
     expires_at: float | None
+    chunked: bool = False
 
     def live(self, now: float) -> bool:
         return self.etag is not None and (self.expires_at is None or self.expires_at > now)
@@ -170,11 +178,18 @@ ReadStates = Callable[[Bucket, list[str]], Awaitable[list[Known]]]
 
 
 class Send(NamedTuple):
-    """A write decided on: what to publish, and whether a live item was there."""
+    """A write decided on: what to publish, and what it replaces.
+
+    ``chunked``: the value goes to chunks first and ``payload`` is empty until they are written.
+    """
 
     payload: bytes
     headers: dict[str, str]
     live: bool
+    #: The revision the compare-and-set expects, and whether that message is a manifest.
+    rev: int
+    replaces_chunked: bool
+    chunked: bool = False
 
 
 #: ``decide``'s answer when the key's state must be read from the server first.
@@ -204,16 +219,14 @@ def decide(
     headers = {EXPECTED_LAST_SEQ: str(state.rev)}
     if op.value is None:
         headers[KV_OPERATION] = "DEL"
-        return Send(b"", headers, live)
-    payload = encode_envelope(Envelope(op.etag, op.expires_at, op.content_type, op.updated_at, op.value))
+        return Send(b"", headers, live, state.rev, state.chunked)
     if op.expires_at is not None:
         headers[EXPIRES_HEADER] = repr(op.expires_at)
-    if len(payload) + header_bytes(headers) > max_payload:
-        error = ValueTooLarge(
-            f"value for {_where(op)} does not fit the server's max_payload ({max_payload} B)"
-        )
-        return WriteOutcome(False, live, error)
-    return Send(payload, headers, live)
+    if len(op.value) < max_payload:
+        payload = encode_envelope(Envelope(op.etag, op.expires_at, op.content_type, op.updated_at, op.value))
+        if len(payload) + header_bytes(headers) <= max_payload:
+            return Send(payload, headers, live, state.rev, state.chunked)
+    return Send(b"", headers, live, state.rev, state.chunked, chunked=True)
 
 
 #: ``acknowledged``'s answer when the compare-and-set lost to another writer.
@@ -221,7 +234,7 @@ LOST_RACE = None
 
 
 def acknowledged(
-    op: StoredWrite, subject: str, data: bytes, live: bool, cache: RevisionCache
+    op: StoredWrite, subject: str, data: bytes, live: bool, cache: RevisionCache, chunked: bool
 ) -> tuple[WriteOutcome, Known | None] | None:
     """The outcome a publish's reply gives ``op`` and the key's new state, or LOST_RACE (None).
 
@@ -229,7 +242,7 @@ def acknowledged(
     """
     ack = decode_puback(data)
     if ack.error is None:
-        new = Known(ack.seq, op.etag if op.value is not None else None, op.expires_at)
+        new = Known(ack.seq, op.etag if op.value is not None else None, op.expires_at, chunked)
         cache.put(subject, new)
         return WriteOutcome(True, live), new
     err = ack.error
@@ -251,16 +264,106 @@ def _missing(op: StoredWrite) -> WriteOutcome:
     return WriteOutcome(True, False)
 
 
+class ChunkSets:
+    """The chunks a write call published for its large puts, from their writing until the op settles.
+
+    A put keeps its chunks across rounds and retries while the revision it compares
+    against stays below its first chunk; otherwise they are purged and written anew
+    (the rule ``prism.backends.nats.chunks`` relies on). Purges owed by settled ops are
+    sent by ``flush``.
+    """
+
+    __slots__ = ("_purges", "_written")
+
+    def __init__(self) -> None:
+        self._written: dict[int, tuple[Bucket, chunks.Written]] = {}
+        #: (bucket, chunk root, purge below this sequence, or None: purge ``version``, version).
+        self._purges: list[tuple[Bucket, str, int | None, str]] = []
+
+    async def manifests(
+        self, conn: Connection, bucket: Bucket, sends: Sequence[tuple[str, int, StoredWrite, Send]]
+    ) -> dict[int, tuple[bytes, dict[str, str]]]:
+        """The manifest and headers to publish for each chunked send, writing chunks where needed."""
+        fresh: list[tuple[str, int, bytes]] = []
+        for subject, i, op, step in sends:
+            held = self._written.get(i)
+            if held is not None and (held[0] != bucket or held[1].first <= step.rev):
+                # The key moved past these chunks: a manifest naming them now could outlive a purge.
+                self._give_up(i, subject)
+            if i not in self._written:
+                assert op.value is not None
+                fresh.append((subject, i, op.value))
+        if fresh:
+            chunk_bytes = conn.nc.max_payload - MESSAGE_OVERHEAD
+            written = await chunks.write_chunk_sets(
+                conn, [(bucket, subject, value) for subject, _, value in fresh], chunk_bytes
+            )
+            for (_, i, _), w in zip(fresh, written, strict=True):
+                self._written[i] = (bucket, w)
+        out = {}
+        for _, i, op, step in sends:
+            w = self._written[i][1]
+            size = len(op.value or b"")
+            manifest = Envelope(
+                op.etag, op.expires_at, op.content_type, op.updated_at, b"", w.version, w.count, size
+            )
+            out[i] = (encode_envelope(manifest), {**step.headers, CHUNKS_HEADER: str(w.count)})
+        return out
+
+    def _give_up(self, i: int, subject: str) -> None:
+        held = self._written.pop(i, None)
+        if held is not None:
+            bucket, w = held
+            self._purges.append((bucket, bucket.chunk_root(subject), None, w.version))
+
+    def settled(
+        self,
+        bucket: Bucket,
+        subject: str,
+        i: int,
+        op: StoredWrite,
+        outcome: WriteOutcome,
+        applied: Known | None = None,
+        replaced_chunked: bool = False,
+    ) -> None:
+        """Op ``i`` has its outcome (``applied``: the key's state after the publish that applied it)."""
+        held = self._written.get(i)
+        if held is not None and outcome.ok and op.value is not None:
+            del self._written[i]
+            written_bucket, w = held
+            # The put applied with these chunks: everything of the key below them is dead.
+            self._purges.append((written_bucket, written_bucket.chunk_root(subject), w.first, ""))
+        elif held is not None:
+            self._give_up(i, subject)
+        elif applied is not None and replaced_chunked:
+            self._purges.append((bucket, bucket.chunk_root(subject), applied.rev, ""))
+
+    @property
+    def owed(self) -> bool:
+        """Whether settled ops owe purges that ``flush`` has not sent yet."""
+        return bool(self._purges)
+
+    async def flush(self, conn: Connection) -> None:
+        """Send the purges the settled ops owe (without waiting for their answers)."""
+        purges, self._purges = self._purges, []
+        for bucket, root, before, version in purges:
+            if before is not None:
+                await chunks.purge_before(conn, bucket, root, before)
+            else:
+                await chunks.purge_version(conn, bucket, root, version)
+
+
 class WriteOne:
     """One op on its own (the common case, without a batch's bookkeeping); ``run`` may run again."""
 
-    __slots__ = ("_before", "_must_read", "op", "outcome")
+    __slots__ = ("_before", "_chunks", "_must_read", "op", "outcome")
 
     def __init__(self, op: StoredWrite) -> None:
         self.op = op
         self.outcome: WriteOutcome | None = None
         self._before: bool | None = None
         self._must_read = False
+        self._chunks = ChunkSets()
 
     @property
     def creates(self) -> bool:
@@ -282,7 +385,9 @@ class WriteOne:
         read_states: ReadStates,
         backoff: Callable[[int], float],
     ) -> None:
-        op = self.op
+        op, sets = self.op, self._chunks
+        if sets.owed:
+            await sets.flush(conn)  # owed by an earlier attempt that failed half-way
         subject = bucket.subject(op.record, op.key)
         state = None if self._must_read else cache.get(subject)
         verified = False
@@ -299,11 +404,17 @@ class WriteOne:
                 continue
             if isinstance(step, WriteOutcome):
                 self.outcome = step
-                return
+                sets.settled(bucket, subject, 0, op, step)
+                break
             if self._before is None:
                 self._before = step.live
-            reply = await conn.request(subject, step.payload, step.headers)
-            answer = acknowledged(op, subject, reply.data, step.live, cache)
+            payload, headers = step.payload, step.headers
+            if step.chunked:
+                (payload, headers), *_ = (
+                    await sets.manifests(conn, bucket, [(subject, 0, op, step)])
+                ).values()
+            reply = await conn.request(subject, payload, headers)
+            answer = acknowledged(op, subject, reply.data, step.live, cache, step.chunked)
             if answer is LOST_RACE:
                 self._must_read = True
                 if verified:
@@ -312,7 +423,10 @@ class WriteOne:
                     contention += 1
                 state = None
                 continue
-            self.outcome = answer[0]
+            self.outcome, applied = answer
+            sets.settled(bucket, subject, 0, op, self.outcome, applied, step.replaces_chunked)
+        if sets.owed:
+            await sets.flush(conn)
 
 
 class WriteBatch:
@@ -321,7 +435,17 @@ class WriteBatch:
     ``seed`` gives states already known (from a listing), used like cached hints.
     """
 
-    __slots__ = ("_before", "_contention", "_known", "_must_read", "_queues", "ops", "outcomes")
+    __slots__ = (
+        "_before",
+        "_bucket",
+        "_chunks",
+        "_contention",
+        "_known",
+        "_must_read",
+        "_queues",
+        "ops",
+        "outcomes",
+    )
 
     def __init__(self, ops: Sequence[StoredWrite], seed: dict[str, Known] | None = None) -> None:
         self.ops = ops
@@ -335,6 +459,8 @@ class WriteBatch:
         #: Whether each published op found a live item, for an ack that was lost and is found applied.
         self._before: dict[int, bool] = {}
         self._contention = 0
+        self._chunks = ChunkSets()
+        self._bucket: Bucket | None = None
 
     @property
     def creates(self) -> bool:
@@ -353,10 +479,18 @@ class WriteBatch:
         assert len(out) == len(self.outcomes), "a write batch ended with ops left"
         return out
 
-    def _done(self, subject: str, outcome: WriteOutcome) -> None:
-        assert self._queues is not None
+    def _done(
+        self,
+        subject: str,
+        outcome: WriteOutcome,
+        applied: Known | None = None,
+        replaced_chunked: bool = False,
+    ) -> None:
+        assert self._queues is not None and self._bucket is not None
         queue = self._queues[subject]
-        self.outcomes[queue.popleft()] = outcome
+        i = queue.popleft()
+        self.outcomes[i] = outcome
+        self._chunks.settled(self._bucket, subject, i, self.ops[i], outcome, applied, replaced_chunked)
         if not queue:
             del self._queues[subject]
 
@@ -369,13 +503,19 @@ class WriteBatch:
         backoff: Callable[[int], float],
     ) -> None:
         """Apply every op still pending, round after round."""
+        if self._chunks.owed:
+            await self._chunks.flush(conn)  # owed by an earlier attempt that failed half-way
+        self._bucket = bucket
         if self._queues is None:
             self._queues = {}
             for i, op in enumerate(self.ops):
                 self._queues.setdefault(bucket.subject(op.record, op.key), deque()).append(i)
         while self._queues:
             await self._learn(bucket, cache, read_states)
-            if await self._publish(conn, cache, self._decide(conn.nc.max_payload)):
+            lost_race = await self._publish(conn, bucket, cache, self._decide(conn.nc.max_payload))
+            if self._chunks.owed:
+                await self._chunks.flush(conn)
+            if lost_race:
                 # Another writer won a compare-and-set on fresh state: back off before trying again.
                 await asyncio.sleep(backoff(self._contention))
                 self._contention += 1
@@ -419,19 +559,21 @@ class WriteBatch:
         return sends
 
     async def _publish(
-        self, conn: Connection, cache: RevisionCache, sends: list[tuple[str, int, Send]]
+        self, conn: Connection, bucket: Bucket, cache: RevisionCache, sends: list[tuple[str, int, Send]]
     ) -> bool:
         """Publish the decided writes; True when a compare-and-set on fresh state lost a race."""
         if not sends:
             return False
+        chunked = [(subject, i, self.ops[i], step) for subject, i, step in sends if step.chunked]
+        manifests = await self._chunks.manifests(conn, bucket, chunked) if chunked else {}
         replies = await conn.request_many(
-            [(subject, step.payload, step.headers) for subject, _, step in sends]
+            [(subject, *manifests.get(i, (step.payload, step.headers))) for subject, i, step in sends]
         )
         failed: Exception | None = None
         lost_race = False
         for (subject, i, step), msg in zip(sends, replies, strict=True):
             try:
-                answer = acknowledged(self.ops[i], subject, msg.data, step.live, cache)
+                answer = acknowledged(self.ops[i], subject, msg.data, step.live, cache, step.chunked)
             except Exception as exc:  # a JetStream error: report it once every reply is accounted for
                 failed = failed or exc
                 continue
@@ -443,7 +585,7 @@ class WriteBatch:
             outcome, new = answer
             if new is not None:
                 self._known[subject] = (new, False)  # what the next op on this key starts from
-            self._done(subject, outcome)
+            self._done(subject, outcome, new, step.replaces_chunked)
         if failed is not None:
             raise failed
         return lost_race

@@ -317,6 +317,19 @@ class PostgresBackend(Backend):
             raise ConnectTimedOut(f"no connection within {settings.connect_timeout} s") from exc
 
     async def open(self) -> None:
+        await self.open_pool()
+        try:
+            await self._run("prepare", self._prepare)
+        except BaseException:
+            await self.close()
+            raise
+        if self.purge_interval > 0:
+            self._purge_task = asyncio.get_running_loop().create_task(
+                self._purge_loop(), name=f"prism-postgres-purge-{self.table}"
+            )
+
+    async def open_pool(self) -> None:
+        """Start the connection pool only (the queue and pub/sub of this engine need no KV table)."""
         pool = ConnectionPool(
             self._connect,
             min_size=self.pool_min_size,
@@ -332,15 +345,22 @@ class PostgresBackend(Backend):
                 raise map_error(exc, describe, self.table) from exc
             raise
         self._pool = pool
+
+    async def connect(self, what: str) -> Any:
+        """One connection of its own (a LISTEN connection), with this store's settings and error mapping."""
+        describe = f"postgres {what} on {self.target}"
         try:
-            await self._run("prepare", self._prepare)
-        except BaseException:
-            await self.close()
-            raise
-        if self.purge_interval > 0:
-            self._purge_task = asyncio.get_running_loop().create_task(
-                self._purge_loop(), name=f"prism-postgres-purge-{self.table}"
+            return await call_with_retry(
+                self.settings, self._connect, is_transient=is_transient, describe=describe
             )
+        except PrismError:
+            raise
+        except Exception as exc:
+            raise map_error(exc, describe, self.table) from exc
+
+    async def run(self, what: str, fn: Callable[[Any], Awaitable[R]], *, idempotent: bool = True) -> R:
+        """Run ``fn(connection)`` on the pool under the deadline, retried and mapped like every store call."""
+        return await self._run(what, fn, idempotent=idempotent)
 
     async def _prepare(self, con: Any) -> None:
         encoding, exists = await con.fetchrow(self.statements.prepare, self.statements.table)

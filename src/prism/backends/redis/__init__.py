@@ -72,8 +72,9 @@ from collections.abc import Sequence
 from typing import Any, ClassVar
 
 from prism.backends.base import Backend
-from prism.backends.redis._connection import RedisLink, RedisSettings, masked
+from prism.backends.redis._connection import RedisLink, RedisSettings
 from prism.backends.redis._lua import DELETE_RANGE, GET_MANY, GET_RANGE, SCAN, TAKE_TOKEN, WRITE
+from prism.backends.urls import mask_url
 from prism.errors import DecodeError, InvalidArgument
 from prism.model import Capabilities, Item, StoredWrite, WriteOutcome, condition_failed, transaction_refused
 
@@ -155,7 +156,12 @@ class RedisBackend(Backend):
         return cls(RedisSettings.parse(url, options))
 
     def __repr__(self) -> str:
-        return f"<RedisBackend {masked(self.settings.url)}>"
+        return f"<RedisBackend {mask_url(self.settings.url)}>"
+
+    @property
+    def link(self) -> RedisLink:
+        """The connection pool every command of this store goes through (its queue and pub/sub too)."""
+        return self._link
 
     async def open(self) -> None:
         """Build the pool and check that the server answers."""

@@ -11,9 +11,9 @@ from __future__ import annotations
 
 import math
 from collections.abc import Sequence
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from typing import Any
-from urllib.parse import urlsplit, urlunsplit
+from urllib.parse import urlsplit
 
 from redis.asyncio.connection import BlockingConnectionPool
 from redis.asyncio.retry import Retry
@@ -36,9 +36,10 @@ from redis.exceptions import TimeoutError as RedisTimeoutError
 
 from prism.backends._retry import NetworkSettings, call_with_retry, split_options
 from prism.backends.redis._lua import Script
+from prism.backends.urls import mask_url
 from prism.errors import BackendTimeout, BackendUnavailable, InvalidArgument, PrismError, StoreClosed
 
-__all__ = ["NoConnection", "RedisLink", "RedisSettings", "masked", "pack"]
+__all__ = ["NoConnection", "RedisLink", "RedisSettings", "pack"]
 
 #: Connections per store unless ``max_connections`` says otherwise.
 DEFAULT_MAX_CONNECTIONS = 128
@@ -56,19 +57,6 @@ _SSL_OPTIONS = {
 _CERT_REQS = ("none", "optional", "required")
 _TRUE = ("1", "true", "yes", "on")
 _FALSE = ("0", "false", "no", "off")
-
-
-def masked(url: str) -> str:
-    """``url`` with its password replaced by ``***`` (for messages and logs)."""
-    parts = urlsplit(url)
-    if parts.password is None:
-        return url
-    user = parts.username or ""
-    host = parts.hostname or ""
-    if ":" in host:
-        host = f"[{host}]"
-    netloc = f"{user}:***@{host}" + (f":{parts.port}" if parts.port else "")
-    return urlunsplit(parts._replace(netloc=netloc))
 
 
 @dataclass(frozen=True, slots=True)
@@ -90,7 +78,7 @@ class RedisSettings:
         """Validate ``url`` and the options (keyword or query); unknown options are refused by name."""
         base, opts = split_options(url, options)
         parts = urlsplit(base)
-        shown = masked(base)
+        shown = mask_url(base)
         if parts.scheme not in ("redis", "rediss"):
             raise InvalidArgument(f"a Redis URL starts with redis:// or rediss://, not {shown!r}")
         try:
@@ -270,7 +258,7 @@ class RedisLink:
                 **kwargs,
             )
         except (ValueError, TypeError, RedisError) as exc:
-            raise InvalidArgument(f"cannot use {masked(s.url)!r}: {exc}") from exc
+            raise InvalidArgument(f"cannot use {mask_url(s.url)!r}: {exc}") from exc
 
     async def close(self) -> None:
         pool, self._pool = self._pool, None
@@ -278,12 +266,25 @@ class RedisLink:
             await pool.aclose()
 
     async def run(
-        self, describe: str, args: Sequence[Any], *, idempotent: bool, script: Script | None = None
+        self,
+        describe: str,
+        args: Sequence[Any],
+        *,
+        idempotent: bool,
+        script: Script | None = None,
+        blocks_for: float = 0.0,
     ) -> Any:
-        """Send one command and return its raw reply, retrying what is safe to retry."""
+        """Send one command and return its raw reply, retrying what is safe to retry.
+
+        ``blocks_for`` is how long the command may wait on the server by design (a
+        blocking read); the operation deadline is extended by it.
+        """
+        network = self.settings.network
+        if blocks_for > 0:
+            network = replace(network, operation_timeout=network.operation_timeout + blocks_for)
         try:
             return await call_with_retry(
-                self.settings.network,
+                network,
                 lambda: self._once(args, script),
                 is_transient=_transient_read if idempotent else _refused,
                 describe=f"redis {describe}",

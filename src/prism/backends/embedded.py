@@ -1,9 +1,12 @@
-"""Embedded engines for one node: a Queue kept on the KeyValue store, and in-process PubSub.
+"""The embedded engines' (``memory://``, ``sqlite://``) queue and pub/sub, for one node.
 
-The queue keeps every message in a namespace of the store (so a ``sqlite://`` store
-keeps queued work across restarts) and its schedule in memory, so only one process
-may consume it. Leases live in memory: after a restart every unacknowledged message
-is deliverable again at its scheduled time.
+The queue keeps every message as an entry of the namespace ``prism_queue_<name>`` of
+its engine's backend (so a ``sqlite://`` store keeps queued work across restarts) and
+its schedule in memory, so only one process may consume it. Given an open store, it
+writes through that store's backend; otherwise it opens a backend of its own from the
+URL. Leases live in memory: after a restart every unacknowledged message is
+deliverable again at its scheduled time. The pub/sub is in-process fan-out (also what
+a ``dynamodb://`` URL gets, having no fan-out of its own).
 """
 
 from __future__ import annotations
@@ -13,15 +16,21 @@ import heapq
 import itertools
 import os
 import time
-from typing import Any, ClassVar
+from typing import Any
 
 import msgspec
 
+from prism.backends import open_backend
+from prism.backends.base import Backend
+from prism.backends.messaging import Lease, PubSub, Queue, check_seconds
 from prism.errors import InvalidArgument
-from prism.kv.store import Store, connect
-from prism.patterns.base import Lease, PubSub, Queue, check_seconds
+from prism.model import StoredWrite
 
 __all__ = ["EmbeddedQueue", "LocalPubSub"]
+
+
+#: Stored messages read per page when a queue's schedule is loaded.
+LOAD_PAGE = 1000
 
 
 class _Stored(msgspec.Struct, array_like=True):
@@ -73,54 +82,63 @@ class EmbeddedQueue(Queue):
     """
 
     engine = "embedded"
-    uses_store: ClassVar[bool] = True
 
-    def __init__(self, name: str, store: Store | None = None, url: str | None = None) -> None:
+    def __init__(self, name: str, store: Any = None, url: str | None = None, **options: Any) -> None:
         super().__init__(name)
         if store is None and url is None:
             raise InvalidArgument("an embedded queue needs a store or a store URL")
         self._store = store
-        self._url = url
-        self._owns_store = store is None
+        self._owns_backend = store is None
+        # The store's backend, or one of its own built (and its options checked) now.
+        self._backend: Backend = store.backend if store is not None else open_backend(str(url), **options)
         named = url is not None and url.split("://", 1)[-1].strip("/") != ""
         self._key = (url if named and url is not None else f"store-{id(store)}-{os.urandom(4).hex()}", name)
+        self._ns = f"prism_queue_{name}"
 
     @classmethod
-    def from_url(cls, url: str, name: str, *, store: Store | None = None, **options: Any) -> EmbeddedQueue:
-        if options:
-            raise InvalidArgument(f"the embedded queue takes only store=, got {sorted(options)}")
-        return cls(name, store=store, url=url)
+    def from_url(cls, url: str, name: str, *, store: Any = None, **options: Any) -> EmbeddedQueue:
+        """A queue on ``memory://`` or ``sqlite://`` (``options`` as for the store, when no ``store``)."""
+        if store is not None and options:
+            raise InvalidArgument(
+                f"a queue on an open store takes no options of its own, got {sorted(options)}"
+            )
+        return cls(name, store=store, url=url, **options)
+
+    async def _put(self, message_id: str, stored: _Stored) -> None:
+        write = StoredWrite(message_id, "", _encode(stored), os.urandom(8).hex(), updated_at=time.time())
+        (outcome,) = await self._backend.write(self._ns, (write,))
+        if outcome.error is not None:
+            raise outcome.error
 
     async def _open(self) -> None:
-        if self._store is None:
-            assert self._url is not None
-            self._store = connect(self._url)
-        await self._store.open()
-        self._ns = self._store.namespace(f"prism_queue_{self.name}")
+        if self._owns_backend:
+            await self._backend.open()
+        else:
+            await self._store.open()
         self._s = _schedules.setdefault(self._key, _Schedule())
         self._s.users += 1
         if self._s.loaded:
             return
         self._s.loaded = True
-        token: str | None = None
+        after: str | None = None
         while True:
-            page = await self._ns.scan(limit=1000, page_token=token)
-            items = await self._ns.get_many(page.keys)
-            for item in items:
+            ids = await self._backend.scan(self._ns, "", after, LOAD_PAGE)
+            items = await self._backend.get_many(self._ns, [(message_id, "") for message_id in ids])
+            for message_id, item in zip(ids, items, strict=True):
                 if item is not None:
                     stored = _decode(item.value)
-                    self._s.push(item.key, _Message(stored.data, stored.visible_at, stored.deliveries))
-            token = page.next_page_token
-            if token is None:
+                    self._s.push(message_id, _Message(stored.data, stored.visible_at, stored.deliveries))
+            if len(ids) < LOAD_PAGE:
                 break
+            after = ids[-1]
 
     async def _close(self) -> None:
         self._s.wakeup.set()
         self._s.users -= 1
         if self._s.users == 0:
             _schedules.pop(self._key, None)
-        if self._owns_store and self._store is not None:
-            await self._store.close()
+        if self._owns_backend:
+            await self._backend.close()
 
     async def enqueue(self, data: bytes, *, delay: float = 0.0) -> str:
         delay = check_seconds(delay, "delay")
@@ -130,7 +148,7 @@ class EmbeddedQueue(Queue):
         now = time.time()
         message_id = f"{time.time_ns():020d}-{os.urandom(4).hex()}"
         msg = _Message(data, now + delay, 0)
-        await self._ns.put(message_id, _encode(_Stored(data, msg.visible_at, 0)))
+        await self._put(message_id, _Stored(data, msg.visible_at, 0))
         self._s.push(message_id, msg)
         self._s.wakeup.set()
         return message_id
@@ -157,8 +175,8 @@ class EmbeddedQueue(Queue):
     async def lease(self, max_messages: int, lease_seconds: float, wait: float) -> list[Lease]:
         lease_seconds = check_seconds(lease_seconds, "lease_seconds", positive=True)
         deadline = time.monotonic() + check_seconds(wait, "wait")
-        if max_messages < 1:
-            raise InvalidArgument("max_messages must be >= 1")
+        if isinstance(max_messages, bool) or not isinstance(max_messages, int) or max_messages < 1:
+            raise InvalidArgument(f"max_messages must be an integer >= 1, got {max_messages!r}")
         while True:
             self._check_open()
             leased = self._take(max_messages, lease_seconds)
@@ -194,7 +212,7 @@ class EmbeddedQueue(Queue):
         if self._owned(lease) is None:
             return
         del self._s.messages[lease.message_id]
-        await self._ns.delete(lease.message_id)
+        await self._backend.write(self._ns, (StoredWrite(lease.message_id, "", None),))
 
     async def release(self, lease: Lease, delay: float = 0.0) -> None:
         delay = check_seconds(delay, "delay")
@@ -204,7 +222,7 @@ class EmbeddedQueue(Queue):
             return
         msg.token = None
         msg.visible_at = time.time() + delay
-        await self._ns.put(lease.message_id, _encode(_Stored(msg.data, msg.visible_at, msg.deliveries)))
+        await self._put(lease.message_id, _Stored(msg.data, msg.visible_at, msg.deliveries))
         heapq.heappush(self._s.heap, (msg.visible_at, next(self._s.order), lease.message_id))
         self._s.wakeup.set()
 
@@ -237,7 +255,7 @@ class LocalPubSub(PubSub):
         self._bus = _buses.setdefault(bus_name, _Bus()) if bus_name else _Bus()
 
     @classmethod
-    def from_url(cls, url: str, **options: Any) -> LocalPubSub:
+    def from_url(cls, url: str, *, store: Any = None, **options: Any) -> LocalPubSub:
         if options:
             raise InvalidArgument(f"the local pubsub takes no options, got {sorted(options)}")
         rest = url.split("://", 1)[1].strip("/")
