@@ -2,14 +2,14 @@
 
 from __future__ import annotations
 
-import math
 from datetime import UTC, datetime
 from typing import Annotated, Any, TypeVar
 
 import msgspec
 
+from prism.errors import InvalidArgument
 from prism.gateway.problem import HTTPProblem
-from prism.kv.validation import undecodable_escape
+from prism.kv.validation import MAX_TTL_SECONDS, ttl_seconds, undecodable_escape
 from prism.model import Item, WriteResult
 
 __all__ = [
@@ -29,7 +29,6 @@ __all__ = [
 T = TypeVar("T")
 
 #: Longest ttl accepted (100 years): expiry times must stay within what datetimes can hold.
-MAX_TTL_SECONDS = 100 * 365 * 86400
 #: A ttl field of a JSON body: positive seconds, at most MAX_TTL_SECONDS.
 Ttl = Annotated[float, msgspec.Meta(gt=0, le=MAX_TTL_SECONDS)]
 
@@ -151,8 +150,7 @@ def ttl_param(raw: str | None) -> float | None:
         ttl = float(raw)
     except ValueError:
         raise HTTPProblem(400, "INVALID_TTL", "ttl must be a number of seconds") from None
-    if not (ttl > 0 and math.isfinite(ttl)):
-        raise HTTPProblem(400, "INVALID_TTL", "ttl must be a positive, finite number of seconds")
-    if ttl > MAX_TTL_SECONDS:
-        raise HTTPProblem(400, "INVALID_TTL", f"ttl must be at most {MAX_TTL_SECONDS} seconds (100 years)")
-    return ttl
+    try:
+        return ttl_seconds(ttl)
+    except InvalidArgument as exc:
+        raise HTTPProblem(400, "INVALID_TTL", str(exc)) from None
