@@ -195,9 +195,15 @@ def test_bad_keys_are_config_errors(
     assert info.value.path == path
 
 
-def test_key_file_works(tmp_path: Path) -> None:
+async def test_a_key_file_encrypts_and_decrypts(tmp_path: Path) -> None:
     (tmp_path / "k2.key").write_text(PII_KEY_2 + "\n")
-    build_app(config_with_keys(tmp_path, "memory://", "k2", [{"id": "k2", "file": str(tmp_path / "k2.key")}]))
+    url = shared_url()
+    config = config_with_keys(tmp_path, url, "k2", [{"id": "k2", "file": str(tmp_path / "k2.key")}])
+    async with running(build_app(config)) as c:
+        r = await c.put("/v1/kv/people/p1", content=json.dumps(PERSON).encode(), headers=WRITER)
+        assert r.status_code == 201
+        assert b"ann@example.com" not in await raw_value(url, "people~t~acme", "p1")
+        assert (await c.get("/v1/kv/people/p1", headers=PII_READER)).json() == PERSON
 
 
 async def test_fields_inside_arrays_are_protected(tmp_path: Path) -> None:
