@@ -119,7 +119,7 @@ async def test_a_gateway_request_past_request_timeout_raises_timeout() -> None:
             await asyncio.sleep(5)
     assert str(info.value) == "the request did not finish within 0.05 s; retry later"
     problem = problem_for(info.value, 0.05, 1)
-    assert problem is not None and (problem.status, problem.code, problem.detail) == (
+    assert (problem.status, problem.code, problem.detail) == (
         503,
         "TIMEOUT",
         "the request did not finish within 0.05 s; retry later",
@@ -129,7 +129,7 @@ async def test_a_gateway_request_past_request_timeout_raises_timeout() -> None:
 
 def test_a_backend_timeout_answers_503_timeout_without_driver_text() -> None:
     problem = problem_for(prism.BackendTimeout("redis get on redis://secret@host: no answer"), 10, 2)
-    assert problem is not None and (problem.status, problem.code, problem.detail) == (
+    assert (problem.status, problem.code, problem.detail) == (
         503,
         "TIMEOUT",
         "the backend did not answer in time; retry later",

@@ -10,7 +10,6 @@ reveal or mask PII, answer, and record the audit event.
 
 from __future__ import annotations
 
-import logging
 import time
 
 from starlette.types import Receive, Scope, Send
@@ -26,7 +25,6 @@ from prism.model import Item
 
 __all__ = ["KeyReadEndpoint"]
 
-log = logging.getLogger("prism.gateway")
 
 _OCTET_STREAM = b"application/octet-stream"
 
@@ -118,10 +116,7 @@ class KeyReadEndpoint:
                     if scope["method"] == "HEAD":
                         body = b""
             except Exception as exc:
-                problem = problem_for(exc, self.timeout, self.retry_after)
-                if problem is None:
-                    log.exception("unhandled error", extra={"request_id": scope.get("prism.request_id")})
-                    problem = HTTPProblem(500, "INTERNAL", "the gateway failed to handle this request")
+                problem = problem_for(exc, self.timeout, self.retry_after, scope.get("prism.request_id"))
                 status, outcome = problem.status, problem.code
                 scope["prism.status"] = status
                 extra = dict(problem.headers)

@@ -43,7 +43,6 @@ __all__ = [
     "auth_problem",
     "problem_for",
     "read_body",
-    "record_access",
 ]
 
 log = logging.getLogger("prism.gateway")
@@ -283,12 +282,7 @@ class DataEndpoint:
                         response = await _answer(self.handler, call, self.retry_after)
                 error_code = call.error_code
         except Exception as exc:
-            problem = problem_for(exc, self.timeout, self.retry_after)
-            if problem is None:
-                # Answered here, not left to the app: the audit then records what the client got.
-                rid = scope.get("prism.request_id")
-                log.error("unhandled error", exc_info=exc, extra={"request_id": rid})
-                problem = HTTPProblem(500, "INTERNAL", "the gateway failed to handle this request")
+            problem = problem_for(exc, self.timeout, self.retry_after, scope.get("prism.request_id"))
             error_code = problem.code
             response = problem.response(scope.get("prism.request_id"))
         finally:
@@ -327,8 +321,10 @@ class DataEndpoint:
         )
 
 
-def problem_for(exc: Exception, timeout: float, retry_after: int) -> HTTPProblem | None:
-    """The problem that reports an expected failure, or None for an unexpected error."""
+def problem_for(
+    exc: Exception, timeout: float, retry_after: int, request_id: str | None = None
+) -> HTTPProblem:
+    """The problem that reports ``exc``: its own for an expected failure, else a logged 500."""
     if isinstance(exc, HTTPProblem):
         return exc
     if isinstance(exc, AuditUnavailable):
@@ -337,7 +333,9 @@ def problem_for(exc: Exception, timeout: float, retry_after: int) -> HTTPProblem
         return from_prism_error(exc, retry_after)
     if isinstance(exc, TimeoutError):
         return from_prism_error(RequestTimeout(timeout), retry_after)
-    return None
+    # Answered by the pipeline, not left to the app, so the audit records what the client got.
+    log.error("unhandled error", exc_info=exc, extra={"request_id": request_id})
+    return HTTPProblem(500, "INTERNAL", "the gateway failed to handle this request")
 
 
 async def _answer(handler: Handler, call: Call, retry_after: int) -> Response:
@@ -452,36 +450,3 @@ class RouteAudit:
             await audit.record_durable(event)
         else:
             audit.record(event)
-
-
-def record_access(
-    gateway: Gateway,
-    scope: MutableMapping[str, Any],
-    principal: Principal,
-    served: ServedNamespace,
-    op: str,
-    status: int,
-    outcome: str,
-    started: float,
-    *,
-    key: str | None = None,
-    key_count: int | None = None,
-    pii: str | None = None,
-    values: dict[str, Any] | None = None,
-) -> None:
-    """Queue the audit event of one data access."""
-    gateway.audit.record(
-        access_event(
-            scope,
-            principal,
-            served.name,
-            op,
-            status,
-            outcome,
-            started,
-            key=key,
-            key_count=key_count,
-            pii=pii,
-            values=values,
-        )
-    )
