@@ -429,5 +429,5 @@ def test_jwt_principal_never_takes_claims_it_cannot_trust(tmp_path: Path) -> Non
     assert (principal.tenant, principal.roles) == (None, frozenset({"reader", "writer"}))
     raw = [(b"authorization", b"Bearer key-writer"), (b"authorization", b"Bearer key-admin")]
     with pytest.raises(AuthError) as info:
-        auth.authenticate_raw(raw)
+        auth.authenticate_request(raw)
     assert (info.value.status, info.value.code) == (401, "AMBIGUOUS_CREDENTIALS")

@@ -294,10 +294,6 @@ class Authenticator:
         """True when ``auth.mtls`` maps client certificates to principals."""
         return self._mtls is not None
 
-    def authenticate_raw(self, raw_headers: Iterable[tuple[bytes, bytes]]) -> Principal:
-        """The caller named by an ASGI scope's header list (no query token accepted)."""
-        return self.authenticate_request(raw_headers)
-
     def authenticate_headers(self, headers: Mapping[str, str], query_token: str | None = None) -> Principal:
         """The caller named by ``X-API-Key`` or ``Authorization: Bearer``, or by ``query_token``.
 

@@ -116,11 +116,6 @@ class NamespaceLimiter:
         #: Where this namespace's tokens come from when several processes share them (else None).
         self.shared = shared if self.rate is not None else None
 
-    @property
-    def scope(self) -> str:
-        """``shared`` when the rate holds across processes, ``process`` when each process has its own."""
-        return "shared" if self.shared is not None else "process"
-
     def admit(self) -> NamespaceLimiter:
         """The async context manager of one request's admission (the limiter itself: nothing to allocate)."""
         return self

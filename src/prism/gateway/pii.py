@@ -39,6 +39,7 @@ from cryptography.hazmat.primitives.ciphers.aead import AESGCM
 
 from prism.errors import InvalidArgument, PrismError
 from prism.gateway.config import ConfigError, GatewayConfig, PiiConfig
+from prism.kv.validation import not_utf8
 
 __all__ = [
     "MASK",
@@ -122,14 +123,6 @@ def _explain(value: bytes, message: str) -> str:
     return f"it is not well-formed JSON ({message})"
 
 
-def _not_utf8(value: bytes) -> str:
-    try:
-        value.decode("utf-8")
-    except UnicodeDecodeError as exc:
-        return f"it is not UTF-8 (byte {exc.start} is invalid)"
-    return "it is not UTF-8"
-
-
 def _unique_names(pairs: list[tuple[str, Any]]) -> None:
     if len(pairs) > 1 and len({name for name, _ in pairs}) != len(pairs):
         seen: set[str] = set()
@@ -159,7 +152,7 @@ def parse_json(value: bytes, *, unique_names: bool = True) -> Any:
     try:
         doc = _decode(value)
     except UnicodeDecodeError:
-        raise NotJson(_not_utf8(value)) from None
+        raise NotJson(not_utf8(value)) from None
     except msgspec.ValidationError as exc:
         reason = str(exc)
         if "out of range" in reason:

@@ -9,7 +9,7 @@ import msgspec
 
 from prism.errors import InvalidArgument
 from prism.gateway.problem import HTTPProblem
-from prism.kv.validation import MAX_TTL_SECONDS, ttl_seconds, undecodable_escape
+from prism.kv.validation import MAX_TTL_SECONDS, not_utf8, ttl_seconds, undecodable_escape
 from prism.model import Item, WriteResult
 
 __all__ = [
@@ -46,17 +46,9 @@ def decode_body(body: bytes, type_: type[T]) -> T:
     except msgspec.DecodeError as exc:
         raise HTTPProblem(400, "INVALID_BODY", f"the body is not valid JSON: {exc}") from None
     except UnicodeDecodeError:
-        raise HTTPProblem(400, "INVALID_BODY", f"the body is not valid JSON: {_not_utf8(body)}") from None
+        raise HTTPProblem(400, "INVALID_BODY", f"the body is not valid JSON: {not_utf8(body)}") from None
     except RecursionError:
         raise HTTPProblem(400, "INVALID_BODY", "the body is not valid JSON: it nests too deeply") from None
-
-
-def _not_utf8(data: bytes) -> str:
-    try:
-        data.decode("utf-8")
-    except UnicodeDecodeError as exc:
-        return f"it is not UTF-8 (byte {exc.start} is invalid)"
-    return "it is not UTF-8"
 
 
 def escape_problem(raw_path: bytes, query_string: bytes) -> HTTPProblem | None:

@@ -21,6 +21,7 @@ __all__ = [
     "check_value",
     "expiry",
     "new_etag",
+    "not_utf8",
     "ttl_seconds",
     "undecodable_escape",
 ]
@@ -157,3 +158,12 @@ def undecodable_escape(raw: bytes) -> str | None:
         except UnicodeDecodeError:
             return run.group().decode("ascii")
     return None
+
+
+def not_utf8(data: bytes) -> str:
+    """Why ``data`` is not UTF-8, naming the first invalid byte (for error messages)."""
+    try:
+        data.decode("utf-8")
+    except UnicodeDecodeError as exc:
+        return f"it is not UTF-8 (byte {exc.start} is invalid)"
+    return "it is not UTF-8"
