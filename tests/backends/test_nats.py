@@ -25,12 +25,11 @@ import nats
 import pytest
 from nats.aio.client import Client
 from nats.js import api
-from nats.js.errors import KeyNotFoundError
 
 import prism
 from prism.errors import BackendUnavailable, DecodeError, InvalidArgument, PreconditionFailed
 from prism.kv.namespace import Namespace
-from prism.model import Put
+from prism.model import Delete, Put
 from prism.testing.conformance import ConformanceSuite
 from prism.testing.servers import free_port
 from prism.testing.servers.nats import NatsServer, nats_server
@@ -576,47 +575,70 @@ async def test_a_larger_max_payload_keeps_values_in_one_message() -> None:
             assert list(subjects) == [f"$KV.prism_{ns.name}.{_b64(b'k')}.="], "one message, no chunks"
 
 
-# -- TTL kept by Prism ------------------------------------------------------------
+# -- what a current server adds -------------------------------------------------
 
 
-async def test_expired_items_stay_on_the_server_until_prism_meets_them(
-    store: prism.Store, raw: Client
-) -> None:
+async def test_capabilities_follow_the_server_version(store: prism.Store) -> None:
+    version = (await store.health())["details"]["server_version"]
+    assert tuple(int(p) for p in version.split(".")[:2]) >= (2, 12), "the tests run the current server"
+    assert store.capabilities.transactions and store.capabilities.max_transaction_ops == 1000
+
+
+async def test_the_server_removes_expired_items(store: prism.Store, raw: Client) -> None:
+    """Per-message TTL: an expired item (chunks included) is gone from the stream without a read."""
     name = _name()
     ns = store.namespace(name)
     await ns.put("short", b"v", ttl=0.3)
-    await ns.put_items("rec", [Put("short", b"v", ttl=0.3), Put("long", b"v")])
-    await asyncio.sleep(0.5)
-    kv = await raw.jetstream().key_value(f"prism_{name}")
-    subject = f"{_b64(b'short')}.="
-    assert (await kv.get(subject)).value, "the 2.9 server has no per-key TTL: the message is still there"
-    assert await ns.get("short") is None
-    assert [i.key for i in await ns.get_items("rec")] == ["long"]
-    deadline = time.monotonic() + 5
-    while True:
-        try:
-            await kv.get(subject)
-        except KeyNotFoundError:
-            break  # replaced by a tombstone
-        assert time.monotonic() < deadline, "the expired item was not purged"
-        await asyncio.sleep(0.05)
+    await ns.put("big", _value(2 * MiB, 13), ttl=0.3)
+    await ns.transact([Put("tx", b"v", ttl=0.3), Put("kept", b"v")])
+    info = await raw.jetstream().stream_info(f"KV_prism_{name}")
+    assert info.config.allow_msg_ttl and info.state.messages == 7, "short, tx, kept, big and its 3 chunks"
+    deadline = time.monotonic() + 10
+    while (await raw.jetstream().stream_info(f"KV_prism_{name}")).state.messages != 1:
+        assert time.monotonic() < deadline, "the server kept expired messages"
+        await asyncio.sleep(0.1)
+    assert (await ns.scan()).keys == ["kept"]
     assert await ns.put("short", b"again", if_absent=True)
+
+
+async def test_a_transaction_is_one_atomic_batch(server: NatsServer, store: prism.Store, raw: Client) -> None:
+    """A transaction's messages are stored together; one refused by the server stores none."""
+    name = _name()
+    ns = store.namespace(name)
+    await ns.put("a", b"1")
+    await ns.transact([Put("a", b"2"), Put("b", b"2"), Delete("c"), Put("b", b"3")])
+    js = raw.jetstream()
+    info = await js.stream_info(f"KV_prism_{name}")
+    assert info.config.allow_atomic and info.state.last_seq == 4, "one message per key: a, b, c"
+    a, b = await ns.get_many(["a", "b"])
+    assert a is not None and b is not None and (a.value, b.value) == (b"2", b"3")
+    # Another client moves "b" while a transaction of this store runs: it reads again and wins.
+    async with prism.connect(server.url) as other:
+        batches = [ns.transact([Put("a", b"x%d" % n), Put("b", b"x%d" % n)]) for n in range(5)]
+        puts = [other.namespace(name).put("b", b"y%d" % n) for n in range(5)]
+        results = await asyncio.gather(*batches, *puts)
+    assert all(r.ok for batch in results[:5] for r in batch)  # type: ignore[union-attr]
+    a = await ns.get("a", consistency="strong")
+    assert a is not None and a.value.startswith(b"x")
 
 
 # -- buckets changed behind the store's back --------------------------------------
 
 
 async def test_a_bucket_deleted_behind_the_store_is_found_missing(server: NatsServer, raw: Client) -> None:
-    """Reads of a deleted stream go unanswered: the first one times out, the next ones look again."""
+    """A read of a deleted stream finds it gone (on 2.9 the first read goes unanswered, the next finds it)."""
     name = _name()
     async with prism.connect(server.url, operation_timeout=0.5) as store:
         ns = store.namespace(name)
         await ns.put("k", b"v")
         await ns.put("other", b"v")
         await raw.jetstream().delete_key_value(f"prism_{name}")
-        with pytest.raises(prism.Timeout) as info:
-            await ns.get("k")
-        assert isinstance(info.value, BackendUnavailable) and "no answer within 0.5 s" in str(info.value)
+        try:
+            first = await ns.get("k")
+        except prism.Timeout as exc:
+            assert isinstance(exc, BackendUnavailable) and "no answer within 0.5 s" in str(exc)
+        else:
+            assert first is None
         assert await ns.get("k") is None
         assert (await ns.scan()).keys == []
         result = await ns.put_result(Put("k", b"again"))

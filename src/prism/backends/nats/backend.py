@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import asyncio
+import logging
 import time
 from collections.abc import Awaitable, Callable, Sequence
 from dataclasses import replace
@@ -29,6 +30,7 @@ from prism.backends.nats.connection import (
     NoResponders,
     is_deleted,
 )
+from prism.backends.nats.features import MAX_BATCH_MESSAGES, OLDEST, ServerFeatures
 from prism.backends.nats.layout import (
     Bucket,
     Envelope,
@@ -48,6 +50,7 @@ from prism.backends.nats.options import (
     NatsOptions,
     parse_url,
 )
+from prism.backends.nats.transactions import run_transaction
 from prism.backends.nats.writes import (
     ABSENT,
     KeyQueue,
@@ -59,12 +62,20 @@ from prism.backends.nats.writes import (
     api_error,
 )
 from prism.backends.urls import mask_url
-from prism.errors import BackendTimeout, BackendUnavailable, InvalidArgument, PrismError, ValueTooLarge
+from prism.errors import (
+    BackendTimeout,
+    BackendUnavailable,
+    InvalidArgument,
+    PrismError,
+    Unsupported,
+    ValueTooLarge,
+)
 from prism.model import DEFAULT_MAX_VALUE_BYTES, Capabilities, Item, StoredWrite, WriteOutcome
 
 __all__ = ["NatsBackend"]
 
 R = TypeVar("R")
+log = logging.getLogger("prism.backends.nats")
 
 _STREAM_NOT_FOUND = 10059
 _NO_MESSAGE = 10037
@@ -164,7 +175,8 @@ class NatsBackend(Backend):
     capabilities = Capabilities(
         ttl=True,
         etag=True,
-        transactions=False,
+        transactions=True,
+        max_transaction_ops=MAX_BATCH_MESSAGES,
         range_reads=True,
         prefix_scan=True,
         consistent_reads=True,
@@ -193,6 +205,8 @@ class NatsBackend(Backend):
         self._revisions = RevisionCache(options.revision_cache)
         self._turns = KeyQueue()
         self._open = False
+        #: What the connected server can do (the oldest supported server's until connected).
+        self.features = OLDEST
 
     def __repr__(self) -> str:
         return f"<NatsBackend {self._describe}>"
@@ -227,6 +241,9 @@ class NatsBackend(Backend):
                 f"max_payload={self.options.max_payload} but {self._describe} accepts messages of at most "
                 f"{accepted} bytes: lower the option or raise the server's max_payload"
             )
+        version = self._conn.nc.connected_server_version
+        self.features = ServerFeatures.of(version.major, version.minor, version.patch)
+        self.capabilities = replace(self.capabilities, transactions=self.features.atomic_batch)
         self._open = True
 
     async def close(self) -> None:
@@ -326,19 +343,58 @@ class NatsBackend(Backend):
                 # A new stream under the old name: its revisions restarted, so no remembered one holds.
                 self._revisions.clear()
                 self._born[ns] = info.created
-            bucket = self._buckets[ns] = Bucket.named(name, bool(info.config.allow_direct))
+            config = await self._upgraded(info.config)
+            bucket = self._buckets[ns] = Bucket.named(
+                name,
+                bool(config.allow_direct),
+                ttl=self.features.message_ttl and bool(config.allow_msg_ttl),
+                atomic=self.features.atomic_batch and bool(config.allow_atomic),
+            )
             return bucket
 
-    async def _create_bucket(self, name: str) -> api.StreamInfo:
-        js = self._conn.js
+    async def _upgraded(self, config: api.StreamConfig) -> api.StreamConfig:
+        """A bucket made on an older server, given what this server adds (per-message TTL, atomic batches).
+
+        Both can be turned on for an existing stream; when the update is refused (a
+        permission, a stream in a mixed-version cluster) the bucket is used as it is.
+        """
+        want_ttl = self.features.message_ttl and not config.allow_msg_ttl
+        want_atomic = self.features.atomic_batch and not config.allow_atomic
+        if not (want_ttl or want_atomic):
+            return config
+        new = replace(
+            config,
+            allow_msg_ttl=True if self.features.message_ttl else config.allow_msg_ttl,
+            allow_atomic=True if self.features.atomic_batch else config.allow_atomic,
+        )
         try:
-            await js.create_key_value(
-                bucket=name,
-                history=1,
-                direct=True,
-                storage=STORAGE[self.options.storage],
-                replicas=self.options.replicas,
-            )
+            return (await self._conn.js.update_stream(new)).config
+        except nats.js.errors.APIError as exc:
+            log.warning("nats: cannot enable per-message TTL / atomic batches on %s: %s", config.name, exc)
+            return config
+
+    async def _create_bucket(self, name: str) -> api.StreamInfo:
+        """The namespace's KV bucket: history 1, direct gets, and what the server adds beside."""
+        js = self._conn.js
+        features = self.features
+        config = api.StreamConfig(
+            name=f"KV_{name}",
+            subjects=[f"$KV.{name}.>"],
+            allow_direct=True,
+            allow_rollup_hdrs=True,
+            deny_delete=True,
+            discard=api.DiscardPolicy.NEW,
+            duplicate_window=120.0,
+            max_consumers=-1,
+            max_msgs=-1,
+            max_msgs_per_subject=1,
+            num_replicas=self.options.replicas,
+            storage=STORAGE[self.options.storage],
+            allow_msg_ttl=True if features.message_ttl else None,
+            allow_atomic=True if features.atomic_batch else None,
+        )
+        try:
+            await js.add_stream(config)
         except nats.js.errors.BadRequestError as exc:
             # Created meanwhile by another client, maybe with other settings: use it as it is.
             if exc.err_code != _STREAM_NAME_IN_USE:
@@ -469,8 +525,13 @@ class NatsBackend(Backend):
         return out
 
     async def _purge_expired(self, bucket: Bucket, subject: str, rev: int, chunked: bool) -> None:
-        """Replace an expired item by a tombstone, only if it is still that revision (chunks go too)."""
+        """Replace an expired item by a tombstone, only if it is still that revision (chunks go too).
+
+        Nothing to do on a bucket with per-message TTL: the server removes the item itself.
+        """
         self._revisions.forget(subject)
+        if bucket.ttl:
+            return
         await self._conn.publish_unacked(subject, {KV_OPERATION: "DEL", EXPECTED_LAST_SEQ: str(rev)})
         if chunked:
             # Chunks below an item's revision are its own or dead ones (prism.backends.nats.chunks).
@@ -551,6 +612,40 @@ class NatsBackend(Backend):
             return
         await batch.run(bucket, self._conn, self._revisions, self._read_states, self.settings.backoff)
 
+    async def transact(self, ns: str, ops: Sequence[StoredWrite]) -> list[WriteOutcome]:
+        """All ops or none, as one atomic batch publish (``prism.backends.nats.transactions``)."""
+        if not ops:
+            return []
+        if not self.features.atomic_batch:
+            raise Unsupported(
+                f"the nats backend has no atomic multi-key transactions on nats-server {self.features.label} "
+                "(2.12 or newer has atomic batch publish)"
+            )
+
+        async def op() -> list[WriteOutcome]:
+            bucket = await self._bucket(ns, create=any(o.value is not None for o in ops))
+            if bucket is None:
+                bucket = await self._bucket(ns, create=True)
+                assert bucket is not None
+            if not bucket.atomic:
+                raise Unsupported(
+                    f"the bucket of namespace {ns!r} does not allow atomic batch publish and cannot be "
+                    "changed to (stream option allow_atomic)"
+                )
+            return await run_transaction(
+                self._conn, bucket, ops, self._revisions, self._read_strong, self.settings.backoff
+            )
+
+        async with self._turns.turn([(ns, o.record, o.key) for o in ops]):
+            return await self._call(op, f"transact on {ns!r}", ns)
+
+    async def _read_strong(self, bucket: Bucket, subjects: list[str]) -> list[Known]:
+        """The state of each key, from the stream leader."""
+        return [
+            Known(rev, None, None) if env is None else Known(rev, env.etag, env.expires_at, env.chunked)
+            for rev, env in await self._fetch(bucket, subjects, True)
+        ]
+
     # -- listings -----------------------------------------------------------------
 
     async def _list(self, ns: str, bucket: Bucket, filter_subject: str) -> list[Listed]:
@@ -563,7 +658,7 @@ class NatsBackend(Backend):
         now = time.time()
         purged = 0
         for entry in listed:
-            if purged < PURGE_PER_LISTING and not entry.deleted and not entry.live(now):
+            if purged < PURGE_PER_LISTING and not bucket.ttl and not entry.deleted and not entry.live(now):
                 await self._purge_expired(bucket, bucket.prefix + entry.key, entry.seq, entry.chunked)
                 purged += 1
         return listed

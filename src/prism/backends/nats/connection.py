@@ -242,6 +242,43 @@ class Connection:
             raise NoResponders(msg.subject)
         return msg
 
+    async def publish_batch(
+        self, messages: Sequence[tuple[str, bytes, dict[str, str]]], batch_id: str
+    ) -> Msg:
+        """Publish ``messages`` as one atomic batch (ADR-50); the commit's reply (a pub ack) is returned.
+
+        The first and the last message ask for a reply (the first's is empty unless the
+        batch is refused at once); those between are sent without one. The caller owns
+        the deadline.
+        """
+        nc, loop, inbox = self.nc, asyncio.get_running_loop(), self._inbox
+        last = len(messages)
+        started: list[tuple[str, asyncio.Future[Msg]]] = []
+        try:
+            for n, (subject, payload, headers) in enumerate(messages, 1):
+                batch = {**headers, "Nats-Batch-Id": batch_id, "Nats-Batch-Sequence": str(n)}
+                if n == last:
+                    batch["Nats-Batch-Commit"] = "1"
+                reply = ""
+                if n == 1 or n == last:
+                    token = str(next(self._tokens))
+                    future: asyncio.Future[Msg] = loop.create_future()
+                    self._waiting[token] = future
+                    started.append((token, future))
+                    reply = inbox + token
+                await nc.publish(subject, payload, reply=reply, headers=batch)
+            replies = [await future for _, future in started]
+        finally:
+            for token, _ in started:
+                self._waiting.pop(token, None)
+        for msg in replies:
+            if not msg.data and msg.headers is not None and msg.headers.get("Status") == "503":
+                raise NoResponders(msg.subject)
+        first = replies[0]
+        if first.data and len(replies) > 1 and decode_puback(first.data).error is not None:
+            return first  # refused at its first message (the commit's reply then says the same or less)
+        return replies[-1]
+
     async def publish_unacked(self, subject: str, headers: dict[str, str] | None = None) -> None:
         """Best-effort housekeeping publish (nobody waits for it; failures are ignored)."""
         nc = self._nc
