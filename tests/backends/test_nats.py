@@ -616,10 +616,42 @@ async def test_a_transaction_is_one_atomic_batch(server: NatsServer, store: pris
     async with prism.connect(server.url) as other:
         batches = [ns.transact([Put("a", b"x%d" % n), Put("b", b"x%d" % n)]) for n in range(5)]
         puts = [other.namespace(name).put("b", b"y%d" % n) for n in range(5)]
-        results = await asyncio.gather(*batches, *puts)
-    assert all(r.ok for batch in results[:5] for r in batch)  # type: ignore[union-attr]
+        results, _ = await asyncio.gather(asyncio.gather(*batches), asyncio.gather(*puts))
+    assert all(r.ok for batch in results for r in batch)
     a = await ns.get("a", consistency="strong")
     assert a is not None and a.value.startswith(b"x")
+
+
+async def test_pages_of_one_scan_served_by_two_stores(server: NatsServer) -> None:
+    """Two gateway replicas serve alternate pages: each keeps its own listing and catches it up."""
+    name = _name()
+    async with prism.connect(server.url) as first, prism.connect(server.url, listing_cache=0) as second:
+        a, b = first.namespace(name), second.namespace(name)
+        await a.put_many([Put(f"k{n:03d}", b"v") for n in range(0, 60, 2)])
+        await a.put_items("k001", [Put("x", b"v")])
+        seen: list[str] = []
+        removed_ahead: set[str] = set()
+        token: str | None = None
+        for turn in range(40):
+            page = await (a if turn % 2 else b).scan("k", limit=5, page_token=token)
+            seen.extend(page.keys)
+            token = page.next_page_token
+            if token is None:
+                break
+            await b.put(f"k{2 * turn + 3:03d}", b"inserted")
+            victim = f"k{58 - 2 * turn:03d}"
+            if victim > seen[-1]:
+                await a.delete(victim)
+                removed_ahead.add(victim)
+            await a.put_items(f"k{59 - 2 * turn:03d}", [Put("i", b"v")])
+            await a.delete_items(f"k{59 - 2 * turn:03d}")
+        assert seen == sorted(set(seen)), "in order, none twice"
+        assert removed_ahead and not removed_ahead & set(seen), "a key deleted before its page was listed"
+        assert {f"k{n:03d}" for n in range(0, 60, 2)} - removed_ahead <= set(seen), "a key was missed"
+        assert not any(int(k[1:]) % 2 and int(k[1:]) > 40 for k in seen), "a record emptied before its page"
+        assert "k001" in seen
+        items = await a.get_items("k001")
+        assert [i.key for i in items.items] == ["x"]
 
 
 # -- buckets changed behind the store's back --------------------------------------
@@ -686,10 +718,13 @@ def test_options_from_the_url_and_keywords() -> None:
     keyword = prism.connect("nats://127.0.0.1:4999?operation_timeout=0.5", operation_timeout=2).backend
     assert keyword.settings.operation_timeout == 2  # type: ignore[attr-defined]
     assert prism.connect("nats://h:4999", max_payload=8 * MiB).capabilities.max_value_bytes == 8 * MiB - 1024
+    listing = prism.connect("nats://h:4999?listing_cache=3&listing_max_age=5").backend
+    assert (listing.options.listing_cache, listing.options.listing_max_age) == (3, 5.0)  # type: ignore[attr-defined]
     with pytest.raises(InvalidArgument, match="pool_size"):
         prism.connect("nats://127.0.0.1:4999?pool_size=3")
     for bad in ({"storage": "disk"}, {"replicas": 0}, {"replicas": "x"}, {"reconnect_wait": -1},
-                {"revision_cache": -5}, {"max_payload": 10}, {"operation_timeout": "soon"}):  # fmt: skip
+                {"revision_cache": -5}, {"max_payload": 10}, {"operation_timeout": "soon"},
+                {"listing_cache": -1}, {"listing_max_age": 0}):  # fmt: skip
         with pytest.raises(InvalidArgument):
             prism.connect("nats://127.0.0.1:4999", **bad)
     for url in ("nats://", "nats://host:port", "nats://host:4222/path"):

@@ -3,9 +3,10 @@
 from __future__ import annotations
 
 import asyncio
+import itertools
 import logging
 import time
-from collections.abc import Awaitable, Callable, Sequence
+from collections.abc import Awaitable, Callable, Iterator, Sequence
 from dataclasses import replace
 from typing import Any, ClassVar, TypeVar
 
@@ -43,6 +44,7 @@ from prism.backends.nats.layout import (
     scan_tokens,
     split_key,
 )
+from prism.backends.nats.listings import Listing, ListingCache
 from prism.backends.nats.options import (
     DEFAULT_MAX_PAYLOAD,
     MESSAGE_OVERHEAD,
@@ -120,6 +122,24 @@ def _is_transient(exc: BaseException) -> bool:
         | nats.js.errors.ServiceUnavailableError
         | ConnectionError,
     )
+
+
+def _record_of(key: str) -> str | None:
+    """The record id of a KV key Prism wrote (None: a chunk or a foreign key)."""
+    if is_chunk_key(key):
+        return None
+    try:
+        return decode_record(split_key(key)[0])
+    except ValueError:
+        return None
+
+
+def _item_of(key: str) -> str | None:
+    """The item key of a KV key of one record's listing (None: a foreign key)."""
+    try:
+        return decode_item(split_key(key)[1])
+    except ValueError:
+        return None
 
 
 def _item(key: str, env: Envelope | None, now: float) -> Item | None:
@@ -203,6 +223,7 @@ class NatsBackend(Backend):
         #: When each namespace's stream was created, to notice one deleted and created again.
         self._born: dict[str, object] = {}
         self._revisions = RevisionCache(options.revision_cache)
+        self._listings = ListingCache(options.listing_cache, options.listing_max_age)
         self._turns = KeyQueue()
         self._open = False
         #: What the connected server can do (the oldest supported server's until connected).
@@ -648,61 +669,86 @@ class NatsBackend(Backend):
 
     # -- listings -----------------------------------------------------------------
 
-    async def _list(self, ns: str, bucket: Bucket, filter_subject: str) -> list[Listed]:
-        """One headers-only listing; expired items met on the way are purged (a few per call)."""
-        listed = await self._conn.list_keys(bucket.stream, bucket.prefix, filter_subject)
-        if listed is None:
-            self._forget_bucket(ns)
-            return []
-        listed = [entry for entry in listed if not is_chunk_key(entry.key)]
-        now = time.time()
-        purged = 0
-        for entry in listed:
-            if purged < PURGE_PER_LISTING and not bucket.ttl and not entry.deleted and not entry.live(now):
-                await self._purge_expired(bucket, bucket.prefix + entry.key, entry.seq, entry.chunked)
-                purged += 1
-        return listed
+    async def _listing(
+        self, ns: str, bucket: Bucket, filter_subject: str, name_of: Callable[[str], str | None]
+    ) -> Listing | None:
+        """The keys under ``filter_subject`` as of now: a kept listing caught up, or a new one.
+
+        None when the bucket is gone (``prism.backends.nats.listings`` explains the cache).
+        """
+        born = self._born.get(ns)
+        listing = self._listings.get(bucket.stream, filter_subject, born)
+        if listing is not None:
+            async with listing.lock:
+                changed = await self._conn.list_keys(
+                    bucket.stream, bucket.prefix, filter_subject, listing.seq
+                )
+                if changed is not None:
+                    listing.apply(changed)
+                    return listing
+        else:
+            listed = await self._conn.list_keys(bucket.stream, bucket.prefix, filter_subject)
+            if listed is not None:
+                listing = Listing(name_of, born)
+                listing.apply(listed)
+                self._listings.put(bucket.stream, filter_subject, listing)
+                return listing
+        self._forget_bucket(ns)
+        self._listings.forget(bucket.stream)
+        return None
+
+    async def _purge_met(self, bucket: Bucket, expired: list[Listed]) -> None:
+        """Replace expired items a listing met by tombstones (a few per call; old servers only)."""
+        if bucket.ttl:
+            return
+        for entry in expired[:PURGE_PER_LISTING]:
+            await self._purge_expired(bucket, bucket.prefix + entry.key, entry.seq, entry.chunked)
 
     async def scan(self, ns: str, prefix: str, after: str | None, limit: int) -> list[str]:
-        """Record ids from one listing of the keys under the prefix's whole 5-byte chunks."""
+        """Record ids in order from the kept listing of the prefix's whole 6-byte chunks, caught up."""
 
         async def op() -> list[str]:
             bucket = await self._bucket(ns, create=False)
             if bucket is None:
                 return []
             head = scan_tokens(prefix)
-            listed = await self._list(ns, bucket, bucket.prefix + (f"{head}.>" if head else ">"))
+            listing = await self._listing(
+                ns, bucket, bucket.prefix + (f"{head}.>" if head else ">"), _record_of
+            )
+            if listing is None:
+                return []
             now = time.time()
-            ids = []
-            for tokens in {split_key(e.key)[0] for e in listed if e.live(now)}:
-                try:
-                    record = decode_record(tokens)
-                except ValueError:
-                    continue  # a key Prism did not write
-                if record.startswith(prefix) and (after is None or record > after):
+            ids: list[str] = []
+            expired: list[Listed] = []
+            for record, members in listing.after(after, start=prefix):
+                if not record.startswith(prefix):
+                    break
+                live = False
+                for entry in members.values():
+                    if entry.live(now):
+                        live = True
+                    elif len(expired) < PURGE_PER_LISTING:
+                        expired.append(entry)
+                if live:
                     ids.append(record)
-            ids.sort()
-            return ids[:limit]
+                    if len(ids) >= limit:
+                        break
+            await self._purge_met(bucket, expired)
+            return ids
 
         return await self._call(op, f"scan of {ns!r}", ns)
 
     async def _record_keys(
-        self, ns: str, bucket: Bucket, record: str, start: str | None, end: str | None
-    ) -> list[tuple[str, Listed]]:
-        """The record's keys in [start, end) whose last message is not a tombstone, by key."""
-        listed = await self._list(ns, bucket, f"{bucket.prefix}{record_tokens(record)}.*")
-        out = []
-        for entry in listed:
-            if entry.deleted:
-                continue
-            try:
-                key = decode_item(split_key(entry.key)[1])
-            except ValueError:
-                continue
-            if (start is None or key >= start) and (end is None or key < end):
-                out.append((key, entry))
-        out.sort(key=lambda pair: pair[0])
-        return out
+        self, ns: str, bucket: Bucket, record: str, start: str | None, after: str | None = None
+    ) -> Iterator[tuple[str, Listed]] | None:
+        """The record's keys from ``start`` (and after ``after``) whose last message is not a tombstone.
+
+        In key order, from the kept listing of the record caught up; None when the bucket is gone.
+        """
+        listing = await self._listing(ns, bucket, f"{bucket.prefix}{record_tokens(record)}.*", _item_of)
+        if listing is None:
+            return None
+        return ((key, entry) for key, members in listing.after(after, start) for entry in members.values())
 
     async def get_range(
         self,
@@ -715,23 +761,37 @@ class NatsBackend(Backend):
         *,
         consistent: bool = False,
     ) -> list[Item]:
-        """List the record's keys (headers only), then fetch the first ``limit`` live ones."""
+        """The record's live keys in order from its kept listing, then the first ``limit`` items fetched."""
 
         async def op() -> list[Item]:
             bucket = await self._bucket(ns, create=False)
             if bucket is None:
                 return []
+            keys = await self._record_keys(ns, bucket, record, start, after)
+            if keys is None:
+                return []
             now = time.time()
-            keys = [
-                (key, bucket.prefix + entry.key)
-                for key, entry in await self._record_keys(ns, bucket, record, start, end)
-                if entry.live(now) and (after is None or key > after)
-            ]
             out: list[Item] = []
-            while keys and len(out) < limit:
-                take = min(limit - len(out), PIPELINE_CHUNK)
-                chunk, keys = keys[:take], keys[take:]
-                out.extend(i for i in await self._items(bucket, chunk, consistent) if i is not None)
+            expired: list[Listed] = []
+            ended = False
+            while not ended and len(out) < limit:
+                chunk: list[tuple[str, str]] = []
+                want = min(limit - len(out), PIPELINE_CHUNK)
+                for key, entry in keys:
+                    if end is not None and key >= end:
+                        ended = True
+                        break
+                    if entry.live(now):
+                        chunk.append((key, bucket.prefix + entry.key))
+                        if len(chunk) >= want:
+                            break
+                    elif len(expired) < PURGE_PER_LISTING:
+                        expired.append(entry)
+                else:
+                    ended = True
+                if chunk:
+                    out.extend(i for i in await self._items(bucket, chunk, consistent) if i is not None)
+            await self._purge_met(bucket, expired)
             return out
 
         return await self._call(op, f"get_items from {ns!r}", ns)
@@ -746,7 +806,10 @@ class NatsBackend(Backend):
             bucket = await self._bucket(ns, create=False)
             if bucket is None:
                 return deleted
-            targets = await self._record_keys(ns, bucket, record, start, end)
+            keys = await self._record_keys(ns, bucket, record, start)
+            if keys is None:
+                return deleted
+            targets = list(itertools.takewhile(lambda pair: end is None or pair[0] < end, keys))
             for offset in range(0, len(targets), PIPELINE_CHUNK):
                 chunk = targets[offset : offset + PIPELINE_CHUNK]
                 # The listing saw an item at each revision; its etag is not needed to delete it.

@@ -299,10 +299,14 @@ class Connection:
         except nats.errors.Error as exc:
             log.debug("nats housekeeping request dropped: %s", exc)
 
-    async def list_keys(self, stream: str, prefix: str, filter_subject: str) -> list[Listed] | None:
-        """The last message of every subject matching ``filter_subject`` (headers only).
+    async def list_keys(
+        self, stream: str, prefix: str, filter_subject: str, after_seq: int | None = None
+    ) -> list[Listed] | None:
+        """The last message of every subject matching ``filter_subject`` (headers only), by sequence.
 
-        None when the stream does not exist. The caller owns the deadline.
+        With ``after_seq``, every matching message stored after that stream sequence
+        instead (what changed since a listing). None when the stream does not exist.
+        The caller owns the deadline.
         """
         nc, js = self.nc, self.js
         out: list[Listed] = []
@@ -340,7 +344,10 @@ class Connection:
         try:
             config = api.ConsumerConfig(
                 deliver_subject=sub.subject,
-                deliver_policy=api.DeliverPolicy.LAST_PER_SUBJECT,
+                deliver_policy=api.DeliverPolicy.LAST_PER_SUBJECT
+                if after_seq is None
+                else api.DeliverPolicy.BY_START_SEQUENCE,
+                opt_start_seq=None if after_seq is None else after_seq + 1,
                 ack_policy=api.AckPolicy.NONE,
                 filter_subject=filter_subject,
                 headers_only=True,
