@@ -128,6 +128,8 @@ class Connection:
         self._js: JetStreamContext | None = None
         self._inbox = ""
         self._waiting: dict[str, asyncio.Future[Msg]] = {}
+        #: Requests answered by several messages: the replies so far, and the future of the whole.
+        self._streams: dict[str, tuple[list[Msg], asyncio.Future[list[Msg]]]] = {}
         self._tokens = itertools.count(1)
         self._closing = False
         #: The driver's latest complaint (connection refused, authorization...), for error messages.
@@ -177,6 +179,10 @@ class Connection:
             if not future.done():
                 future.set_exception(StoreClosed("the store was closed while this call waited for NATS"))
         self._waiting.clear()
+        for _, whole in self._streams.values():
+            if not whole.done():
+                whole.set_exception(StoreClosed("the store was closed while this call waited for NATS"))
+        self._streams.clear()
         if nc is not None:
             await _close_quietly(nc)
 
@@ -193,9 +199,38 @@ class Connection:
         log.warning("nats %s: reconnected", self._describe_url)
 
     async def _on_reply(self, msg: Msg) -> None:
-        future = self._waiting.pop(msg.subject[len(self._inbox) :], None)
-        if future is not None and not future.done():
-            future.set_result(msg)
+        token = msg.subject[len(self._inbox) :]
+        future = self._waiting.pop(token, None)
+        if future is not None:
+            if not future.done():
+                future.set_result(msg)
+            return
+        stream = self._streams.get(token)
+        if stream is not None:
+            replies, whole = stream
+            replies.append(msg)
+            if msg.headers is not None and "Status" in msg.headers and not whole.done():
+                del self._streams[token]
+                whole.set_result(replies)
+
+    async def request_stream(self, subject: str, payload: bytes) -> list[Msg]:
+        """One request answered by several messages, up to and including one with a status header.
+
+        For batched direct gets: the messages, then an end-of-batch status (204), or only
+        a status (404: nothing found). The caller owns the deadline.
+        """
+        token = str(next(self._tokens))
+        whole: asyncio.Future[list[Msg]] = asyncio.get_running_loop().create_future()
+        self._streams[token] = ([], whole)
+        try:
+            await self.nc.publish(subject, payload, reply=self._inbox + token)
+            replies = await whole
+        finally:
+            self._streams.pop(token, None)
+        last = replies[-1]
+        if not last.data and last.headers is not None and last.headers.get("Status") == "503":
+            raise NoResponders(last.subject)
+        return replies
 
     async def request_many(self, requests: Sequence[Request]) -> list[Msg]:
         """Send every request, then wait for every reply, in order (the caller owns the deadline).
