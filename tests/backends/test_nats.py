@@ -622,6 +622,24 @@ async def test_a_transaction_is_one_atomic_batch(server: NatsServer, store: pris
     assert a is not None and a.value.startswith(b"x")
 
 
+async def test_a_bucket_made_by_an_older_server_gains_ttl_and_atomic_batches(
+    store: prism.Store, raw: Client
+) -> None:
+    name = _name()
+    js = raw.jetstream()
+    config = api.StreamConfig(
+        name=f"KV_prism_{name}", subjects=[f"$KV.prism_{name}.>"], max_msgs_per_subject=1, allow_direct=True
+    )
+    await js.add_stream(config)
+    before = (await js.stream_info(f"KV_prism_{name}")).config
+    assert not before.allow_atomic and not before.allow_msg_ttl
+    ns = store.namespace(name)
+    await ns.transact([Put("a", b"1"), Put("b", b"2", ttl=60)])
+    after = (await js.stream_info(f"KV_prism_{name}")).config
+    assert after.allow_atomic and after.allow_msg_ttl
+    assert [i.value if i else None for i in await ns.get_many(["a", "b"])] == [b"1", b"2"]
+
+
 async def test_pages_of_one_scan_served_by_two_stores(server: NatsServer) -> None:
     """Two gateway replicas serve alternate pages: each keeps its own listing and catches it up."""
     name = _name()
