@@ -622,6 +622,18 @@ async def test_a_transaction_is_one_atomic_batch(server: NatsServer, store: pris
     assert a is not None and a.value.startswith(b"x")
 
 
+async def test_get_many_past_one_batched_reads_byte_limit(store: prism.Store) -> None:
+    """A batched direct get ends at 8 MiB: the keys it did not reach are read too, in order."""
+    ns = store.namespace(_name())
+    values = {f"k{n}": _value(1_000_000, 20 + n) for n in range(10)}
+    await ns.put_many([Put(k, v) for k, v in values.items()])
+    await ns.put("gone", b"v")
+    await ns.delete("gone")
+    keys = ["missing", *reversed(values), "k3", "gone"]
+    got = await ns.get_many(keys)
+    assert [i.value if i else None for i in got] == [None, *reversed(values.values()), values["k3"], None]
+
+
 async def test_a_bucket_made_by_an_older_server_gains_ttl_and_atomic_batches(
     store: prism.Store, raw: Client
 ) -> None:

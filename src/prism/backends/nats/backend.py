@@ -86,6 +86,8 @@ _STREAM_NAME_IN_USE = 10058
 PIPELINE_CHUNK = 256
 #: Most subjects of one batched direct get (the server refuses more, ADR-31).
 MULTI_GET_SUBJECTS = 1024
+#: Most bytes one batched direct get returns; the keys it did not reach are read one by one.
+MULTI_GET_MAX_BYTES = 8 * 1024 * 1024
 #: Most expired items one listing replaces with tombstones in passing.
 PURGE_PER_LISTING = 256
 
@@ -454,14 +456,15 @@ class NatsBackend(Backend):
     ) -> list[tuple[int, Envelope | None]]:
         """``_fetch`` of an eventual read as batched direct gets (``multi_last``, 2.11+), 1,024 subjects each.
 
-        Subjects the batch did not reach (its byte limit ended it early) are read one by one.
+        Subjects a batch did not reach (``MULTI_GET_MAX_BYTES`` ended it early) are read one by one.
         """
         request = f"$JS.API.DIRECT.GET.{bucket.stream}"
         found: dict[str, tuple[int, Envelope | None]] = {}
         unique = list(dict.fromkeys(subjects))
         for start in range(0, len(unique), MULTI_GET_SUBJECTS):
             part = unique[start : start + MULTI_GET_SUBJECTS]
-            replies = await self._conn.request_stream(request, _json.encode({"multi_last": part}))
+            ask = {"multi_last": part, "max_bytes": MULTI_GET_MAX_BYTES}
+            replies = await self._conn.request_stream(request, _json.encode(ask))
             *messages, end = replies
             status = end.headers.get("Status") if end.headers is not None else None
             if status not in ("204", "404"):
