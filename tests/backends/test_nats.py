@@ -634,6 +634,25 @@ async def test_get_many_past_one_batched_reads_byte_limit(store: prism.Store) ->
     assert [i.value if i else None for i in got] == [None, *reversed(values.values()), values["k3"], None]
 
 
+async def test_a_scan_after_the_bucket_was_made_again_by_another_store(server: NatsServer) -> None:
+    """The kept listing of a bucket deleted and made again elsewhere is not caught up: it is taken anew."""
+    name = _name()
+    async with prism.connect(server.url) as first, prism.connect(server.url) as second:
+        a, b = first.namespace(name), second.namespace(name)
+        await a.put_many([Put(f"k{n}", b"v") for n in range(8)])
+        page = await a.scan(limit=3)
+        assert page.keys == ["k0", "k1", "k2"]
+        await a.get_items("k0")
+        client = await nats.connect(server.url)
+        try:
+            await client.jetstream().delete_key_value(f"prism_{name}")
+        finally:
+            await client.close()
+        await b.put_many([Put(f"n{n}", b"v") for n in range(8)])  # the same sequences as before
+        assert (await a.scan()).keys == [f"n{n}" for n in range(8)]
+        assert (await a.get_items("k0")).items == []
+
+
 async def test_a_bucket_made_by_an_older_server_gains_ttl_and_atomic_batches(
     store: prism.Store, raw: Client
 ) -> None:

@@ -110,6 +110,14 @@ class _MessageReply(msgspec.Struct):
 
 
 _message_reply = msgspec.json.Decoder(_MessageReply)
+
+
+class _StreamInfoReply(msgspec.Struct):
+    created: str = ""
+    error: APIErrorBody | None = None
+
+
+_stream_info_reply = msgspec.json.Decoder(_StreamInfoReply)
 _json = msgspec.json.Encoder()
 
 
@@ -723,8 +731,10 @@ class NatsBackend(Backend):
 
         None when the bucket is gone (``prism.backends.nats.listings`` explains the cache).
         """
-        born = self._born.get(ns)
-        listing = self._listings.get(bucket.stream, filter_subject, born)
+        # The stream's creation time tells a listing of a bucket deleted and made again meanwhile
+        # (by another client) from a current one: its sequences would not carry over.
+        born = await self._stream_created(bucket.stream)
+        listing = None if born is None else self._listings.get(bucket.stream, filter_subject, born)
         if listing is not None:
             async with listing.lock:
                 changed = await self._conn.list_keys(
@@ -733,7 +743,7 @@ class NatsBackend(Backend):
                 if changed is not None:
                     listing.apply(changed)
                     return listing
-        else:
+        elif born is not None:
             listed = await self._conn.list_keys(bucket.stream, bucket.prefix, filter_subject)
             if listed is not None:
                 listing = Listing(name_of, born)
@@ -743,6 +753,15 @@ class NatsBackend(Backend):
         self._forget_bucket(ns)
         self._listings.forget(bucket.stream)
         return None
+
+    async def _stream_created(self, stream: str) -> str | None:
+        """When the stream was created (None: it does not exist), from one stream-info request."""
+        reply = _stream_info_reply.decode((await self._conn.request(f"$JS.API.STREAM.INFO.{stream}")).data)
+        if reply.error is not None:
+            if reply.error.err_code == _STREAM_NOT_FOUND:
+                return None
+            raise api_error("stream info", reply.error.code, reply.error.err_code, reply.error.description)
+        return reply.created
 
     async def _purge_met(self, bucket: Bucket, expired: list[Listed]) -> None:
         """Replace expired items a listing met by tombstones (a few per call; old servers only)."""

@@ -15,7 +15,8 @@ listing with their expiry and are filtered by time when a page is read.
 The cache is only an accelerator: a listing is taken from scratch when none is kept
 (another replica of the gateway served the previous page, say), when it is older
 than ``listing_max_age`` (messages removed without a new message, such as an
-operator's purge, are only noticed then), or when the bucket was created anew.
+operator's purge, are only noticed then), or when the bucket's stream was created
+anew (its creation time is asked for on every page).
 """
 
 from __future__ import annotations
@@ -43,7 +44,7 @@ class Listing:
 
     __slots__ = ("_name_of", "born", "groups", "lock", "names", "seq", "taken")
 
-    def __init__(self, name_of: Callable[[str], str | None], born: object) -> None:
+    def __init__(self, name_of: Callable[[str], str | None], born: str) -> None:
         self._name_of = name_of
         self.born = born
         #: The stream sequence this listing is current to.
@@ -108,7 +109,7 @@ class ListingCache:
         self.max_age = max_age
         self._entries: OrderedDict[tuple[str, str], Listing] = OrderedDict()
 
-    def get(self, stream: str, filter_subject: str, born: object) -> Listing | None:
+    def get(self, stream: str, filter_subject: str, born: str) -> Listing | None:
         key = (stream, filter_subject)
         listing = self._entries.get(key)
         if listing is None:
