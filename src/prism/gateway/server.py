@@ -276,7 +276,8 @@ class HttpProtocol(HttpToolsProtocol):
 
     def on_headers_complete(self) -> None:
         if self.head_unchecked and self._head_size() > self.max_header_bytes:
-            # The parser holds at most one chunk, so this head was never buffered beyond that.
+            # Only the part in the chunk where it began went uncounted: at most one chunk of it
+            # was held beyond the limit.
             self.head_too_large = True
             raise ValueError("request head too large")
         self.in_head = False
