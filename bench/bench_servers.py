@@ -1,6 +1,9 @@
 """HTTP servers side by side: ``GET /v1/kv/default/k`` (1 KiB) on uvicorn and on Granian.
 
-    python -m bench servers [--duration 5] [--runs 3] [--connections 32] [--quick]
+    python -m bench servers [--duration=5] [--runs=3] [--connections=32] [--quick] [--no-granian]
+
+(Options take their values after `=`: `python -m bench` reads every word without a leading
+dash as a benchmark name.)
 
 All targets are started first, then measured with wrk round-robin (so load from
 elsewhere on the machine falls on each alike):
