@@ -223,7 +223,8 @@ async def measure_floor(redis_url: str, clients: int, events: int) -> dict[str, 
     """
     import redis.asyncio as aioredis
 
-    client = aioredis.Redis.from_url(redis_url, max_connections=64)
+    pool = aioredis.BlockingConnectionPool.from_url(redis_url, max_connections=64)
+    client = aioredis.Redis(connection_pool=pool)
     sha = await client.script_load(_CAS)
     value = os.urandom(1024).hex().encode()
     event = os.urandom(100).hex().encode()

@@ -60,3 +60,24 @@ async def test_concurrent_record_writes_share_store_calls(redis_url: str) -> Non
         results = await asyncio.gather(*(advance(c) for c in fresh), take(stale), return_exceptions=True)
         assert isinstance(results[-1], PreconditionFailed)
         assert [r.record.seq for r in results[:-1]] == [1] * 5  # type: ignore[union-attr]
+
+
+async def test_the_event_log_keeps_one_entry_per_chunk_and_its_window() -> None:
+    """Events are copied in chunks of the tail's size; a replay reads them back in order, each once."""
+    from prism.streaming.eventlog import TAIL_EVENTS, EventLog
+
+    config = parse_config({"event_log_size": 40})
+    async with connect("memory://") as store:
+        log = EventLog(store, config)
+        rid = new_request_id("t", "u", None)
+        events = [(seq, b'{"seq":%d}' % seq) for seq in range(1, 5 * TAIL_EVENTS + 1)]
+        for at in range(0, len(events), TAIL_EVENTS):
+            await log.copy(rid, events[at : at + TAIL_EVENTS])
+        page = await log.ns.scan(rid + "/")
+        # 80 events in 5 chunks; those wholly older than the last 40 events are deleted.
+        assert page.keys == [log.key(rid, first) for first in (33, 49, 65)]
+        assert await log.read(rid, 0, 80) == events[40:]
+        assert await log.read(rid, 50, 60) == events[50:60]
+        # Copying a chunk again (a crash before the record dropped it from its tail) changes nothing.
+        await log.copy(rid, events[64:80])
+        assert await log.read(rid, 62, 80) == events[62:80]
