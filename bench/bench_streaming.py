@@ -377,7 +377,7 @@ def _report(
         "",
         f"`{COMMAND}`" + (f" (`{' '.join(flags)}`)" if flags else ""),
         "",
-        environment("msgspec", "starlette", "uvicorn", "websockets", "uvloop"),
+        environment("msgspec", "starlette", "uvicorn", "websockets", "uvloop", "redis"),
         "",
         f"A local `redis-server` {opts.redis_version} (requests, queue and pub/sub); one `prism serve` "
         f"process serving {opts.clients} WebSocket clients, one API key each, with no workers inside; "
@@ -411,11 +411,12 @@ def _report(
         "Delivery latency by number of clients (each follows one job), and the CPU each process spent "
         "per delivered event while the jobs ran (share: of one core):",
         "",
-        "| clients | events/s | p50 | p90 | p99 | max | errors | worker CPU/event (share) "
+        "| clients | events/s delivered (asked) | p50 | p90 | p99 | max | errors | worker CPU/event (share) "
         "| serve CPU/event (share) |",
         "|---|---|---|---|---|---|---|---|---|",
         *(
-            f"| {count} | {r['rate']:,.0f} | {r['p50_ms']:.1f} ms | {r['p90_ms']:.1f} ms "
+            f"| {count} | {r['rate']:,.0f} ({count / STEP_SECONDS:,.0f}) | {r['p50_ms']:.1f} ms "
+            f"| {r['p90_ms']:.1f} ms "
             f"| {r['p99_ms']:.1f} ms | {r['max_ms']:.1f} ms | {len(r['errors'])} "
             f"| {r['cpu_us_per_event']['prism worker']:.0f} us ({r['cpu_share']['prism worker']:.0%}) "
             f"| {r['cpu_us_per_event']['prism serve']:.0f} us ({r['cpu_share']['prism serve']:.0%}) |"
@@ -430,7 +431,8 @@ def _report(
         f"{opts.clients / STEP_SECONDS:,.0f} events/s: "
         f"{opts.clients / STEP_SECONDS * floor['cpu_us_per_event'] / 1e6:.2f} cores for that floor alone, "
         f"{opts.clients / STEP_SECONDS * latency['cpu_us_per_event']['prism worker'] / 1e6:.2f} cores at "
-        f"the worker's measured cost, before the gateway, Redis and the clients take theirs.",
+        f"the worker's measured cost, before the gateway, Redis and the clients take theirs. "
+        f"Load average when the run ended: {os.getloadavg()[0]:.1f}.",
     ]
     return "\n".join(lines)
 
@@ -475,8 +477,8 @@ def main(argv: list[str]) -> None:
     parser.add_argument("--runs", type=int, default=3, help="echo rounds (default 3)")
     parser.add_argument(
         "--sweep",
-        default="250,500,750",
-        help="also measure latency at these client counts (default 250,500,750)",
+        default="100,250,500,750",
+        help="also measure latency at these client counts (default 100,250,500,750)",
     )
     parser.add_argument("--quick", action="store_true", help="200 clients, 2 s jobs, 1 echo round of 1 s")
     opts, _ = parser.parse_known_args(argv)
