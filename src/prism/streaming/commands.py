@@ -42,7 +42,7 @@ from prism.streaming.requests import (
     new_request_id,
 )
 
-__all__ = ["CANCEL_ATTEMPTS", "Commands", "Submission"]
+__all__ = ["CANCEL_ATTEMPTS", "Commands", "Draft", "Submission"]
 
 log = logging.getLogger("prism.streaming")
 
@@ -60,6 +60,48 @@ class Submission:
     @property
     def record(self) -> RequestRecord:
         return self.current.record
+
+
+@dataclass(frozen=True, slots=True)
+class Draft:
+    """A request as its caller asked for it, before it is stored: who, what, and its id."""
+
+    principal: Principal
+    spec: HandlerSpec
+    request_id: str
+    payload: bytes
+    client_id: str | None
+    metadata: dict[str, Any] | None
+
+    def record(self, max_attempts: int, **fields: Any) -> RequestRecord:
+        """The record of this request, with ``fields`` set (``max_attempts`` unless the handler sets it)."""
+        principal, spec, payload = self.principal, self.spec, self.payload
+        return RequestRecord(
+            request_id=self.request_id,
+            action=spec.action,
+            payload=msgspec.Raw(payload),
+            user=principal.owner,
+            tenant=tenant_of(principal),
+            client_id=self.client_id,
+            fingerprint=fingerprint(spec.action, payload) if self.client_id is not None else "",
+            max_attempts=spec.max_attempts(max_attempts),
+            metadata=self.metadata,
+            **fields,
+        )
+
+    def running(
+        self, max_attempts: int, owner: str, lease_until: float, *, queued: bool = False
+    ) -> RequestRecord:
+        """The record of this request being run right here by ``owner``, claimed until ``lease_until``."""
+        return self.record(
+            max_attempts,
+            status=RequestStatus.PROCESSING,
+            attempts=1,
+            owner=owner,
+            lease_until=lease_until,
+            started_at=time.time(),
+            queued=queued,
+        )
 
 
 class Commands:
@@ -84,58 +126,6 @@ class Commands:
         #: Runs a promoted inline job in the background of the service (stopped with it).
         self._spawn = spawn
         self._inline_counter = 0
-
-    def _new_record(
-        self,
-        principal: Principal,
-        spec: HandlerSpec,
-        request_id: str,
-        payload: bytes,
-        client_id: str | None,
-        metadata: dict[str, Any] | None,
-        **fields: Any,
-    ) -> RequestRecord:
-        return RequestRecord(
-            request_id=request_id,
-            action=spec.action,
-            payload=msgspec.Raw(payload),
-            user=principal.owner,
-            tenant=tenant_of(principal),
-            client_id=client_id,
-            fingerprint=fingerprint(spec.action, payload) if client_id is not None else "",
-            max_attempts=spec.max_attempts(self.config.max_attempts),
-            metadata=metadata,
-            **fields,
-        )
-
-    def _inline_record(
-        self,
-        principal: Principal,
-        spec: HandlerSpec,
-        request_id: str,
-        payload: bytes,
-        client_id: str | None,
-        metadata: dict[str, Any] | None,
-        owner: str,
-        lease_until: float,
-        *,
-        queued: bool = False,
-    ) -> RequestRecord:
-        """A request being run right here by ``owner``, claimed until ``lease_until``."""
-        return self._new_record(
-            principal,
-            spec,
-            request_id,
-            payload,
-            client_id,
-            metadata,
-            status=RequestStatus.PROCESSING,
-            attempts=1,
-            owner=owner,
-            lease_until=lease_until,
-            started_at=time.time(),
-            queued=queued,
-        )
 
     async def existing(
         self, principal: Principal, spec: HandlerSpec, payload: bytes, client_id: str | None
@@ -183,7 +173,8 @@ class Commands:
             before_enqueue(request_id)
         # Queue first: a crash before the record is written leaves only a message the workers drop.
         await self.queue.enqueue(encode_message(QueueMessage(request_id, time.time())))
-        record = self._new_record(principal, spec, request_id, payload, client_id, metadata, queued=True)
+        draft = Draft(principal, spec, request_id, payload, client_id, metadata)
+        record = draft.record(self.config.max_attempts, queued=True)
         try:
             return Submission(await self.requests.create(record), True)
         except PreconditionFailed:
@@ -225,12 +216,9 @@ class Commands:
             request_id = replace.record.request_id
         else:
             request_id = new_request_id(tenant_of(principal), principal.owner, client_id)
-            if client_id is not None:
-                stored = await self.requests.create(
-                    self._inline_record(
-                        principal, spec, request_id, payload, client_id, metadata, owner, claim
-                    )
-                )
+        draft = Draft(principal, spec, request_id, payload, client_id, metadata)
+        if replace is None and client_id is not None:
+            stored = await self.requests.create(draft.running(self.config.max_attempts, owner, claim))
         reporter = (
             ProgressReporter(request_id, rate=self.config.progress_rate) if spec.takes_progress else None
         )
@@ -247,20 +235,7 @@ class Commands:
             await asyncio.wait({task}, timeout=self.config.inline_deadline)
         if task.done():
             return await self._inline_answer(task, spec.action, request_id, client_id, stored)
-        await self._promote(
-            principal,
-            spec,
-            payload,
-            request_id,
-            client_id,
-            metadata,
-            stored,
-            owner,
-            task,
-            reporter,
-            started,
-            on_promoted,
-        )
+        await self._promote(draft, stored, owner, task, reporter, started, on_promoted)
         return None
 
     async def _inline_answer(
@@ -321,12 +296,7 @@ class Commands:
 
     async def _promote(
         self,
-        principal: Principal,
-        spec: HandlerSpec,
-        payload: bytes,
-        request_id: str,
-        client_id: str | None,
-        metadata: dict[str, Any] | None,
+        draft: Draft,
         stored: Versioned | None,
         owner: str,
         task: asyncio.Future[Any],
@@ -337,12 +307,10 @@ class Commands:
         now = time.time()
         try:
             # A watchdog message: if this node dies, a worker finds the claim expired and reruns it.
-            await self.queue.enqueue(encode_message(QueueMessage(request_id, now)))
+            await self.queue.enqueue(encode_message(QueueMessage(draft.request_id, now)))
             claim = now + self.config.lease_seconds
             if stored is None:
-                record = self._inline_record(
-                    principal, spec, request_id, payload, client_id, metadata, owner, claim, queued=True
-                )
+                record = draft.running(self.config.max_attempts, owner, claim, queued=True)
                 current = await self.requests.create(record)
             else:
                 current = await self.requests.replace(
@@ -352,7 +320,7 @@ class Commands:
             task.cancel()
             raise
         on_promoted(current.record)
-        job = Job(self.rt, current, spec, task=task, reporter=reporter, started=started)
+        job = Job(self.rt, current, draft.spec, task=task, reporter=reporter, started=started)
         self._spawn(job.execute())
 
     async def cancel(self, principal: Principal, request_id: str) -> RequestRecord:
