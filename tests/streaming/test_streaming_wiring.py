@@ -84,3 +84,15 @@ def test_the_gateway_finds_streaming_through_its_entry_point() -> None:
     (extension,) = load_extensions(config)
     assert {getattr(r, "path", None) for r in extension.routes} >= {"/v1/stream", "/v1/requests"}
     assert load_extensions(config, group="prism.no-such-group") == []
+
+
+async def test_streaming_routes_answer_while_the_gateway_has_not_started_streaming() -> None:
+    import httpx
+    from starlette.applications import Starlette
+
+    (extension,) = load_extensions(parse_config(gateway_config()))
+    app = Starlette(routes=list(extension.routes))
+    async with httpx.AsyncClient(transport=httpx.ASGITransport(app=app), base_url="http://t") as client:
+        r = await client.get("/v1/requests")
+    assert r.status_code == 500 and r.headers["content-type"] == "application/problem+json"
+    assert r.json()["code"] == "INTERNAL_ERROR" and "not running" in r.json()["detail"]
