@@ -36,7 +36,7 @@ from prism.streaming.session import serve_websocket
 
 __all__ = ["ServiceSource", "problem", "streaming_routes"]
 
-#: Returns the running service (raises StreamError UNAVAILABLE when there is none).
+#: Returns the running service (raises StreamError INTERNAL_ERROR, retryable, when there is none).
 ServiceSource = Callable[[], StreamingService]
 
 PROBLEM_TYPE_BASE = "https://prism.dev/problems/"
