@@ -5,16 +5,16 @@ config fails here, before serving), the routes, the observability middleware and
 the lifespan that opens and closes the stores. Other Prism layers add their own
 routes and lifecycle hooks through ``extra_routes``, ``on_startup`` and
 ``on_shutdown``, or by exposing an extension function that ``prism serve`` loads
-(see :data:`EXTENSION_POINTS`).
+(see :data:`EXTENSION_GROUP`).
 """
 
 from __future__ import annotations
 
 import contextlib
-import importlib
 import logging
 from collections.abc import AsyncIterator, Awaitable, Callable, Mapping, Sequence
 from dataclasses import dataclass
+from importlib.metadata import entry_points
 from typing import Any
 
 from starlette.applications import Starlette
@@ -35,16 +35,16 @@ from prism.gateway.runtime import Gateway
 from prism.gateway.wire import escape_problem
 from prism.kv.store import Store
 
-__all__ = ["EXTENSION_POINTS", "AppExtension", "GatewayApp", "Hook", "create_app", "load_extensions"]
+__all__ = ["EXTENSION_GROUP", "AppExtension", "GatewayApp", "Hook", "create_app", "load_extensions"]
 
 log = logging.getLogger("prism.gateway")
 
 #: A lifecycle hook: receives the running Gateway (config, stores, authenticator, audit).
 Hook = Callable[[Gateway], Awaitable[None]]
 
-#: ``"module:function"`` entries ``prism serve`` calls with the GatewayConfig; each returns an
-#: AppExtension (or None to add nothing). A module that is not installed is skipped.
-EXTENSION_POINTS: tuple[str, ...] = ("prism.streaming.gateway:extension",)
+#: The entry point group of gateway extensions: each names a function ``prism serve`` calls with
+#: the GatewayConfig, which returns an AppExtension (or None to add nothing).
+EXTENSION_GROUP = "prism.gateway"
 
 
 @dataclass(frozen=True, slots=True)
@@ -56,21 +56,11 @@ class AppExtension:
     on_shutdown: Sequence[Hook] = ()
 
 
-def load_extensions(config: GatewayConfig, points: Sequence[str] = EXTENSION_POINTS) -> list[AppExtension]:
-    """The extensions the installed Prism layers provide for ``config``."""
+def load_extensions(config: GatewayConfig, group: str = EXTENSION_GROUP) -> list[AppExtension]:
+    """The extensions the installed packages declare in the entry point ``group`` for ``config``."""
     found: list[AppExtension] = []
-    for point in points:
-        module_name, _, attr = point.partition(":")
-        try:
-            module = importlib.import_module(module_name)
-        except ModuleNotFoundError as exc:
-            if exc.name is not None and module_name.startswith(exc.name):
-                continue
-            raise
-        factory = getattr(module, attr, None)
-        if factory is None:
-            continue
-        extension = factory(config)
+    for point in sorted(entry_points(group=group), key=lambda p: p.name):
+        extension = point.load()(config)
         if extension is not None:
             found.append(extension)
     return found
