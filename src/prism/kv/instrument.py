@@ -80,6 +80,17 @@ class Series:
         self.hits = 0
         self.misses = 0
 
+    def read(self, elapsed: float, found: bool) -> None:
+        """Count one successful single-key read (a hit or a miss): ``observe``'s hot case."""
+        with _LOCK:
+            self.ok += 1
+            self.buckets[_bisect(BUCKETS, elapsed)] += 1
+            self.total += elapsed
+            if found:
+                self.hits += 1
+            else:
+                self.misses += 1
+
     def observe(self, elapsed: float, exc: BaseException | None, hits: int = 0, misses: int = 0) -> None:
         """Count one finished call: its outcome, latency, hits and misses; log it if it failed."""
         if exc is None:
