@@ -412,11 +412,16 @@ class Namespace:
     # -- building writes ----------------------------------------------------------
 
     def _stored_put(self, put: Put, now: float, record: str | None = None) -> StoredWrite:
+        rid = put.key
         if record is None:
-            rid, key = check_id(put.key), ""
+            if type(rid) is not str or not rid.isascii() or not 0 < len(rid) <= SHORT_ID or "\x00" in rid:
+                check_id(rid)  # the full rule, for what the quick test cannot pass at once
+            key = ""
         else:
             rid, key = record, check_item_key(put.key)
-        value = check_value(put.value, self.max_value_bytes, put.key)
+        value = put.value
+        if type(value) is not bytes or len(value) > self.max_value_bytes:
+            value = check_value(value, self.max_value_bytes, put.key)
         if put.ttl is None and self.default_ttl is None:
             expires_at = None
         else:

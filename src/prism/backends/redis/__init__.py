@@ -421,15 +421,23 @@ class RedisBackend(Backend):
                 PUT, keys, (repr(now), op.record, stamp.stored(op)), idempotent=False
             )
             return [WriteOutcome(True, bool(live))]
-        zadd: list[Any] = ["ZADD", index]
-        mget: list[Any] = ["MGET"]
-        mset: list[Any] = ["MSET"]
+        # The three commands written out in the Redis protocol at once: each entry's key is
+        # encoded once for MGET and MSET.
+        count = len(ops)
+        index_bytes = index.encode()
+        zadd = [b"*%d\r\n$4\r\nZADD\r\n$%d\r\n%b\r\n" % (2 + 2 * count, len(index_bytes), index_bytes)]
+        mget = [b"*%d\r\n$4\r\nMGET\r\n" % (1 + count)]
+        mset = [b"*%d\r\n$4\r\nMSET\r\n" % (1 + 2 * count)]
+        prefix = f"{base}e:".encode()
         for op in ops:
-            entry = f"{base}e:{op.record}"
-            zadd += (0, op.record)
+            record = op.record.encode()
+            entry = b"$%d\r\n%b%b\r\n" % (len(prefix) + len(record), prefix, record)
+            zadd.append(b"$1\r\n0\r\n$%d\r\n%b\r\n" % (len(record), record))
             mget.append(entry)
-            mset += (entry, stamp.stored(op))
-        _, replaced, _ = await self._link.transaction("put_many", (zadd, mget, mset))
+            stored = stamp.stored(op)
+            mset += (entry, b"$%d\r\n" % len(stored), stored, b"\r\n")
+        commands = (b"".join(zadd), b"".join(mget), b"".join(mset))
+        _, replaced, _ = await self._link.transaction("put_many", commands)
         outcomes = []
         written: set[str] = set()
         for op, old in zip(ops, replaced, strict=True):

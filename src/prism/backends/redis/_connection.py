@@ -199,6 +199,10 @@ def pack(args: Sequence[str | bytes | int]) -> list[bytes]:
     return chunks
 
 
+_MULTI = b"*1\r\n$5\r\nMULTI\r\n"
+_EXEC = b"*1\r\n$4\r\nEXEC\r\n"
+
+
 class NoConnection(Exception):
     """No connection could be had, so the command was never sent (safe to retry)."""
 
@@ -284,8 +288,10 @@ class RedisLink:
             network = replace(network, operation_timeout=network.operation_timeout + blocks_for)
         return await self._call(describe, network, lambda: self._once(args, script), idempotent)
 
-    async def transaction(self, describe: str, commands: Sequence[Sequence[Any]]) -> list[Any]:
+    async def transaction(self, describe: str, commands: Sequence[Sequence[Any] | bytes]) -> list[Any]:
         """Run ``commands`` as one ``MULTI``/``EXEC`` transaction in one round trip; their replies.
+
+        A command is its arguments, or bytes already in the Redis protocol.
 
         They run one after another with no other client's command in between; a
         command refused while queueing (out of memory, a read-only replica) aborts the
@@ -348,7 +354,7 @@ class RedisLink:
         finally:
             await pool.release(conn)
 
-    async def _once_atomic(self, commands: Sequence[Sequence[Any]]) -> list[Any]:
+    async def _once_atomic(self, commands: Sequence[Sequence[Any] | bytes]) -> list[Any]:
         pool = self.pool
         try:
             conn = await pool.get_connection()  # type: ignore[no-untyped-call]
@@ -357,10 +363,13 @@ class RedisLink:
         except (RedisError, OSError) as exc:
             raise NoConnection(str(exc)) from exc
         try:
-            packed = pack(("MULTI",))
+            packed = [_MULTI]
             for command in commands:
-                packed += pack(command)
-            packed += pack(("EXEC",))
+                if isinstance(command, bytes):
+                    packed.append(command)
+                else:
+                    packed += pack(command)
+            packed.append(_EXEC)
             await conn.send_packed_command(packed, check_health=False)
             # +OK for MULTI, then +QUEUED per command or the error that refused it; every
             # reply is read, so the connection goes back to the pool with none left over.
