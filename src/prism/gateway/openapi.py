@@ -23,6 +23,7 @@ from starlette.routing import BaseRoute, Route, WebSocketRoute
 
 from prism.gateway.apidocs import docs_html
 from prism.gateway.config import GatewayConfig
+from prism.gateway.pipeline import DataRoute
 from prism.gateway.routes_kv import BulkDeleteRequest, BulkGetRequest, BulkPutRequest, TransactRequest
 from prism.gateway.routes_records import RecordPutRequest
 from prism.gateway.wire import MAX_TTL_SECONDS
@@ -648,14 +649,16 @@ class _Schemas:
 # -- the document -----------------------------------------------------------------------
 
 
-def _template(route: BaseRoute) -> str:
+def _template(route: BaseRoute | DataRoute) -> str:
     path: str = getattr(route, "path", "")
     return re.sub(r"\{(\w+):\w+\}", r"{\1}", path)
 
 
-def _methods(route: BaseRoute) -> list[str]:
+def _methods(route: BaseRoute | DataRoute) -> list[str]:
     if isinstance(route, WebSocketRoute):
         return ["get"]
+    if isinstance(route, DataRoute):
+        return ["get", "head"] if route.method == "GET" else [route.method.lower()]
     methods = getattr(route, "methods", None) or {"GET"}
     return [m for m in _METHODS if m.upper() in methods]
 
@@ -701,8 +704,8 @@ def _render(op: Operation, path: str, schemas: _Schemas) -> dict[str, Any]:
     return out
 
 
-def _undocumented(route: BaseRoute, path: str) -> dict[str, Any]:
-    endpoint = getattr(route, "endpoint", None)
+def _undocumented(route: BaseRoute | DataRoute, path: str) -> dict[str, Any]:
+    endpoint = getattr(route, "endpoint", None) or getattr(route, "handler", None)
     summary = (getattr(endpoint, "__doc__", None) or "").strip().split("\n", 1)[0]
     return {
         "summary": summary or f"{path} (not described)",
@@ -712,7 +715,9 @@ def _undocumented(route: BaseRoute, path: str) -> dict[str, Any]:
 
 
 def openapi_document(
-    config: GatewayConfig, routes: Iterable[BaseRoute] = (), namespaces: Sequence[str] | None = None
+    config: GatewayConfig,
+    routes: Iterable[BaseRoute | DataRoute] = (),
+    namespaces: Sequence[str] | None = None,
 ) -> dict[str, Any]:
     """The OpenAPI 3.0.3 document of an app serving ``config`` with ``routes``.
 
@@ -727,7 +732,7 @@ def openapi_document(
     if not routes:
         paths = table
     for route in routes:
-        if not isinstance(route, Route | WebSocketRoute):
+        if not isinstance(route, Route | WebSocketRoute | DataRoute):
             continue
         path = _template(route)
         item = paths.setdefault(path, {})
@@ -779,7 +784,7 @@ class ApiDescription:
         self.config = config
         self._pages: dict[tuple[str, ...], tuple[bytes, str]] = {}
 
-    def pages(self, routes: Iterable[BaseRoute], namespaces: Sequence[str]) -> tuple[bytes, str]:
+    def pages(self, routes: Iterable[BaseRoute | DataRoute], namespaces: Sequence[str]) -> tuple[bytes, str]:
         """The JSON document and the HTML page listing ``namespaces``."""
         names = tuple(namespaces)
         pages = self._pages.get(names)

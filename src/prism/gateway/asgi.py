@@ -1,0 +1,199 @@
+"""The HTTP transport of the data pipeline: one dispatch table, a Call from the scope, the Reply sent.
+
+:class:`RouteTable` is built from the :class:`~prism.gateway.pipeline.DataRoute`
+declarations and finds a request's route by splitting its path once (no regular
+expressions), so every data route costs the same to reach. :class:`DataTransport`
+is the thin ASGI adapter: it builds the :class:`~prism.gateway.pipeline.Call` from
+the scope (no Starlette request object), runs the :class:`Pipeline`, and sends the
+:class:`~prism.gateway.reply.Reply` as it is. HEAD answers a GET's headers
+(``Content-Length`` included) without its body.
+"""
+
+from __future__ import annotations
+
+import re
+from collections.abc import Sequence
+from dataclasses import dataclass
+
+from starlette.types import Receive, Scope, Send
+
+from prism.gateway.auth import peer_certificate
+from prism.gateway.pipeline import BodyReader, Call, DataRoute, Pipeline
+from prism.gateway.problem import HTTPProblem
+from prism.gateway.reply import Reply
+
+__all__ = ["DataTransport", "RouteMatch", "RouteTable"]
+
+#: ``/prefix/{ns}``, then nothing, a literal tail, or one ``{name:path}`` parameter.
+_TEMPLATE = re.compile(r"^(?P<prefix>/(?:[\w.-]+/)+)\{ns\}(?:/(?P<tail>[\w./-]+)|/\{(?P<param>\w+):path\})?$")
+_METHOD_ORDER = ("GET", "HEAD", "PUT", "POST", "DELETE", "PATCH")
+
+
+@dataclass(frozen=True, slots=True)
+class _Entry:
+    route: DataRoute
+    tail: str | None  # the literal tail, when there is one
+    param: str | None  # the name of the parameter taking the rest of the path
+
+
+@dataclass(frozen=True, slots=True)
+class RouteMatch:
+    """The route a request goes to (None: the path exists, not with this method) and its parameters."""
+
+    route: DataRoute | None
+    params: dict[str, str]
+    allow: tuple[str, ...] = ()
+    #: A route of this path, for the metrics label of a 405.
+    template: DataRoute | None = None
+
+
+class RouteTable:
+    """The data routes by path template, matched by splitting the path once."""
+
+    def __init__(self, routes: Sequence[DataRoute]) -> None:
+        self.routes = list(routes)
+        self._prefixes: dict[str, list[_Entry]] = {}
+        for route in routes:
+            found = _TEMPLATE.match(route.path)
+            if found is None:
+                raise ValueError(
+                    f"data route {route.path!r}: a template is /prefix/{{ns}}, optionally followed by "
+                    "/literal or /{name:path}"
+                )
+            entry = _Entry(route, found["tail"], found["param"])
+            self._prefixes.setdefault(found["prefix"], []).append(entry)
+
+    def match(self, path: str, method: str) -> RouteMatch | None:
+        """The route of ``method`` on ``path``; None when no data route has this path."""
+        for prefix, candidates in self._prefixes.items():
+            if path.startswith(prefix):
+                entries = candidates
+                break
+        else:
+            return None
+        ns, sep, rest = path[len(prefix) :].partition("/")
+        if not ns:
+            return None
+        allowed: list[DataRoute] = []
+        for entry in entries:
+            if entry.param is not None:
+                if not sep:
+                    continue
+            elif entry.tail is not None:
+                if rest != entry.tail:
+                    continue
+            elif sep:
+                continue
+            route = entry.route
+            if route.method == method or (method == "HEAD" and route.method == "GET"):
+                params = {"ns": ns} if entry.param is None else {"ns": ns, entry.param: rest}
+                return RouteMatch(route, params)
+            allowed.append(route)
+        if not allowed:
+            return None
+        methods = {r.method for r in allowed}
+        if "GET" in methods:
+            methods.add("HEAD")
+        allow = tuple(m for m in _METHOD_ORDER if m in methods)
+        return RouteMatch(None, {"ns": ns}, allow, allowed[0])
+
+
+class DataTransport:
+    """The ASGI app running a matched data route (``scope["prism.match"]``) through the pipeline.
+
+    It reports to the observability middleware directly: it adds the X-Request-ID
+    header itself and leaves the status in ``scope["prism.status"]``.
+    """
+
+    def __init__(self, pipeline: Pipeline) -> None:
+        self.pipeline = pipeline
+        self.gateway = pipeline.gateway
+
+    async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
+        match: RouteMatch = scope["prism.match"]
+        request_id: str | None = scope.get("prism.request_id")
+        route = match.route
+        method: str = scope["method"]
+        if route is None:
+            reply = HTTPProblem(
+                405,
+                "METHOD_NOT_ALLOWED",
+                f"{method} is not allowed on this path",
+                headers={"Allow": ", ".join(match.allow)},
+            ).reply(request_id)
+        else:
+            headers: list[tuple[bytes, bytes]] = scope["headers"]
+            call = Call(
+                self.gateway,
+                method,
+                scope["path"],
+                match.params,
+                headers,
+                scope["query_string"],
+                request_id=request_id,
+                peer_cert=peer_certificate(scope) if self.gateway.authenticator.uses_client_certs else None,
+                read_body=_body_reader(receive, headers) if route.body_limit is not None else _no_body,
+            )
+            try:
+                reply = await self.pipeline.run(route, call)
+            finally:
+                principal = getattr(call, "principal", None)
+                if principal is not None:
+                    scope["prism.principal"] = principal.subject
+                served = getattr(call, "ns", None)
+                if served is not None:
+                    scope["prism.namespace"] = served.name
+        await send_reply(reply, scope, send)
+
+
+async def send_reply(reply: Reply, scope: Scope, send: Send) -> None:
+    """Send ``reply`` (with Content-Length and X-Request-ID); HEAD gets the headers only."""
+    status = reply.status
+    scope["prism.status"] = status
+    headers = reply.headers
+    body = reply.body
+    if status >= 200 and status not in (204, 304):
+        headers.append((b"content-length", str(len(body)).encode("ascii")))
+    request_id = scope.get("prism.request_id")
+    if request_id is not None:
+        headers.append((b"x-request-id", request_id.encode("ascii")))
+    await send({"type": "http.response.start", "status": status, "headers": headers})
+    await send({"type": "http.response.body", "body": b"" if scope["method"] == "HEAD" else body})
+
+
+async def _no_body(limit: int) -> bytes:
+    return b""
+
+
+def _body_reader(receive: Receive, headers: list[tuple[bytes, bytes]]) -> BodyReader:
+    async def read(limit: int) -> bytes:
+        for name, value in headers:
+            if name == b"content-length":
+                try:
+                    size = int(value)
+                except ValueError:
+                    raise HTTPProblem(
+                        400, "INVALID_CONTENT_LENGTH", "Content-Length is not a number"
+                    ) from None
+                if size > limit:
+                    raise HTTPProblem(
+                        413, "BODY_TOO_LARGE", f"the body is {size} bytes; at most {limit} are accepted"
+                    )
+                break
+        chunks: list[bytes] = []
+        total = 0
+        while True:
+            message = await receive()
+            if message["type"] == "http.disconnect":
+                raise HTTPProblem(
+                    400, "BODY_INCOMPLETE", "the connection closed before the whole body arrived"
+                )
+            chunk: bytes = message.get("body", b"")
+            total += len(chunk)
+            if total > limit:
+                raise HTTPProblem(413, "BODY_TOO_LARGE", f"the body is over the limit of {limit} bytes")
+            chunks.append(chunk)
+            if not message.get("more_body", False):
+                return b"".join(chunks)
+
+    return read
