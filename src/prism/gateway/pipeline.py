@@ -308,7 +308,7 @@ class Pipeline:
         within = self.body_timeout
         try:
             async with asyncio.timeout(within):
-                return await call.read_body(limit)
+                body = await call.read_body(limit)
         except TimeoutError:
             raise HTTPProblem(
                 408,
@@ -316,6 +316,10 @@ class Pipeline:
                 f"the request body did not arrive within {within:g} s",
                 headers={"Connection": "close"},
             ) from None
+        if len(body) > limit:
+            # A transport that has the whole message already (no streaming) leaves the check here.
+            raise HTTPProblem(413, "BODY_TOO_LARGE", f"the body is over the limit of {limit} bytes")
+        return body
 
     async def _idempotent(self, route: DataRoute, call: Call, key: str) -> Reply:
         assert self.gateway.idempotency is not None

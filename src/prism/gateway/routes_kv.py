@@ -15,11 +15,11 @@ from prism.gateway.problem import HTTPProblem
 from prism.gateway.reply import Reply
 from prism.gateway.runtime import Gateway, ServedNamespace
 from prism.gateway.wire import (
+    BatchResults,
     BulkGetItem,
     BulkGetResponse,
     KeyPage,
     Ttl,
-    WriteResults,
     decode_body,
     expires_header,
     parse_etag_header,
@@ -213,7 +213,7 @@ async def bulk_put(call: Call) -> Reply:
     call.key_count = len(request.items)
     puts = [_put_of(call, item, item.value, f"items[{i}]") for i, item in enumerate(request.items)]
     results = await call.kv.put_many(puts)
-    return Reply.json(WriteResults([result_out(r) for r in results]))
+    return Reply.json(BatchResults([result_out(r) for r in results]))
 
 
 async def bulk_delete(call: Call) -> Reply:
@@ -221,7 +221,7 @@ async def bulk_delete(call: Call) -> Reply:
     request = decode_body(call.body, BulkDeleteRequest)
     call.key_count = len(request.items)
     results = await call.kv.delete_many([Delete(i.key, i.if_match) for i in request.items])
-    return Reply.json(WriteResults([result_out(r) for r in results]))
+    return Reply.json(BatchResults([result_out(r) for r in results]))
 
 
 async def transact(call: Call) -> Reply:
@@ -243,7 +243,7 @@ async def transact(call: Call) -> Reply:
     except PreconditionFailed as exc:
         which = f" for {exc.key!r}" if exc.key is not None else ""
         raise HTTPProblem(412, exc.code, f"a condition failed{which}; nothing was applied") from exc
-    return Reply.json(WriteResults([result_out(r) for r in results]))
+    return Reply.json(BatchResults([result_out(r) for r in results]))
 
 
 def _etag(etag: str) -> bytes:

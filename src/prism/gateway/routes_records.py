@@ -9,9 +9,9 @@ from prism.gateway.reply import Reply
 from prism.gateway.routes_kv import BulkPutItem, header_text, json_limit, protect_at
 from prism.gateway.runtime import Gateway
 from prism.gateway.wire import (
+    BatchResults,
     DeletedCount,
     ItemPage,
-    WriteResults,
     decode_body,
     item_out,
     query_int,
@@ -55,7 +55,7 @@ async def put_record(call: Call) -> Reply:
         for n, i in enumerate(body.items)
     ]
     results = await call.kv.put_items(record, puts)
-    return Reply.json(WriteResults([result_out(r) for r in results]))
+    return Reply.json(BatchResults([result_out(r) for r in results]))
 
 
 async def get_record(call: Call) -> Reply:

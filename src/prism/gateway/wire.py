@@ -20,18 +20,18 @@ from prism.model import Item, WriteResult
 __all__ = [
     "JSON",
     "MAX_TTL_SECONDS",
+    "BatchResult",
+    "BatchResults",
     "BulkGetItem",
     "BulkGetResponse",
     "DeletedCount",
-    "ItemOut",
+    "Entry",
     "ItemPage",
     "KeyPage",
     "NamespaceList",
     "NamespaceSummary",
     "Ttl",
     "WriteError",
-    "WriteResultOut",
-    "WriteResults",
     "decode_body",
     "escape_problem",
     "expires_header",
@@ -61,7 +61,7 @@ Moment = Annotated[
 ]
 
 
-class ItemOut(msgspec.Struct):
+class Entry(msgspec.Struct):
     """One entry as the JSON routes return it."""
 
     key: str
@@ -95,7 +95,7 @@ class WriteError(msgspec.Struct):
     detail: str
 
 
-class WriteResultOut(msgspec.Struct):
+class BatchResult(msgspec.Struct):
     """One entry of a batch write's ``results``."""
 
     key: str
@@ -104,10 +104,10 @@ class WriteResultOut(msgspec.Struct):
     error: WriteError | UnsetType = UNSET
 
 
-class WriteResults(msgspec.Struct):
+class BatchResults(msgspec.Struct):
     """One result per entry, in order."""
 
-    results: list[WriteResultOut]
+    results: list[BatchResult]
 
 
 class KeyPage(msgspec.Struct):
@@ -120,7 +120,7 @@ class KeyPage(msgspec.Struct):
 class ItemPage(msgspec.Struct):
     """One page of a record's items, and the token of the next page (null on the last)."""
 
-    items: list[ItemOut]
+    items: list[Entry]
     next_page_token: str | None
 
 
@@ -186,15 +186,15 @@ def expires_header(moment: datetime) -> str:
     return moment.astimezone(UTC).isoformat(timespec="milliseconds").replace("+00:00", "Z")
 
 
-def item_out(item: Item, value: bytes) -> ItemOut:
+def item_out(item: Item, value: bytes) -> Entry:
     """An item as the JSON routes return it, showing ``value`` (the value base64 by msgspec)."""
     expires = expires_header(item.expires_at) if item.expires_at is not None else None
-    return ItemOut(item.key, value, item.etag, item.content_type, expires)
+    return Entry(item.key, value, item.etag, item.content_type, expires)
 
 
-def result_out(result: WriteResult) -> WriteResultOut:
+def result_out(result: WriteResult) -> BatchResult:
     """One entry of a batch write's ``results``."""
-    return WriteResultOut(
+    return BatchResult(
         result.key,
         result.ok,
         UNSET if result.etag is None else result.etag,
