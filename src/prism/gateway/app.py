@@ -156,8 +156,8 @@ class GatewayApp(Starlette):
             match = self.data_routes.match(path, scope["method"])
             if match is not None:
                 scope["prism.match"] = match
-                scope["route"] = match.route or match.template
-                scope["path_params"] = match.params
+                scope["route"] = match[3]
+                scope["path_params"] = match[1]
                 await self._data(scope, receive, send)
                 return
         await super().__call__(scope, receive, send)

@@ -22,7 +22,7 @@ from prism.gateway.pipeline import BodyReader, Call, DataRoute, Pipeline
 from prism.gateway.problem import HTTPProblem
 from prism.gateway.reply import Reply
 
-__all__ = ["DataTransport", "RouteMatch", "RouteTable"]
+__all__ = ["DataTransport", "RouteMatch", "RouteTable", "send_reply"]
 
 #: ``/prefix/{ns}``, then nothing, a literal tail, or one ``{name:path}`` parameter.
 _TEMPLATE = re.compile(r"^(?P<prefix>/(?:[\w.-]+/)+)\{ns\}(?:/(?P<tail>[\w./-]+)|/\{(?P<param>\w+):path\})?$")
@@ -36,15 +36,10 @@ class _Entry:
     param: str | None  # the name of the parameter taking the rest of the path
 
 
-@dataclass(frozen=True, slots=True)
-class RouteMatch:
-    """The route a request goes to (None: the path exists, not with this method) and its parameters."""
-
-    route: DataRoute | None
-    params: dict[str, str]
-    allow: tuple[str, ...] = ()
-    #: A route of this path, for the metrics label of a 405.
-    template: DataRoute | None = None
+#: What :meth:`RouteTable.match` finds: the route (None: the path exists, not with this method), the
+#: path parameters, the methods the path allows (for a 405), and a route of the path (its metrics label).
+#: A plain tuple: it is built on every request.
+RouteMatch = tuple[DataRoute | None, dict[str, str], tuple[str, ...], DataRoute]
 
 
 class RouteTable:
@@ -52,7 +47,10 @@ class RouteTable:
 
     def __init__(self, routes: Sequence[DataRoute]) -> None:
         self.routes = list(routes)
+        #: prefix -> every entry under it, in declaration order
         self._prefixes: dict[str, list[_Entry]] = {}
+        #: prefix -> method -> the entries answering that method (HEAD: the GET ones)
+        self._methods: dict[str, dict[str, list[_Entry]]] = {}
         for route in routes:
             found = _TEMPLATE.match(route.path)
             if found is None:
@@ -61,41 +59,45 @@ class RouteTable:
                     "/literal or /{name:path}"
                 )
             entry = _Entry(route, found["tail"], found["param"])
-            self._prefixes.setdefault(found["prefix"], []).append(entry)
+            prefix = found["prefix"]
+            self._prefixes.setdefault(prefix, []).append(entry)
+            by_method = self._methods.setdefault(prefix, {})
+            for method in ("GET", "HEAD") if route.method == "GET" else (route.method,):
+                by_method.setdefault(method, []).append(entry)
 
     def match(self, path: str, method: str) -> RouteMatch | None:
         """The route of ``method`` on ``path``; None when no data route has this path."""
-        for prefix, candidates in self._prefixes.items():
+        for prefix, methods_here in self._methods.items():
             if path.startswith(prefix):
-                entries = candidates
+                by_method = methods_here
                 break
         else:
             return None
         ns, sep, rest = path[len(prefix) :].partition("/")
         if not ns:
             return None
-        allowed: list[DataRoute] = []
-        for entry in entries:
-            if entry.param is not None:
-                if not sep:
-                    continue
-            elif entry.tail is not None:
-                if rest != entry.tail:
-                    continue
-            elif sep:
-                continue
-            route = entry.route
-            if route.method == method or (method == "HEAD" and route.method == "GET"):
+        for entry in by_method.get(method, ()):
+            if _fits(entry, sep, rest):
+                route = entry.route
                 params = {"ns": ns} if entry.param is None else {"ns": ns, entry.param: rest}
-                return RouteMatch(route, params)
-            allowed.append(route)
+                return route, params, (), route
+        allowed = [e.route for e in self._prefixes[prefix] if _fits(e, sep, rest)]
         if not allowed:
             return None
         methods = {r.method for r in allowed}
         if "GET" in methods:
             methods.add("HEAD")
         allow = tuple(m for m in _METHOD_ORDER if m in methods)
-        return RouteMatch(None, {"ns": ns}, allow, allowed[0])
+        return None, {"ns": ns}, allow, allowed[0]
+
+
+def _fits(entry: _Entry, sep: str, rest: str) -> bool:
+    """True when what follows ``/prefix/{ns}`` (``sep``, ``rest``) has the shape of ``entry``'s template."""
+    if entry.param is not None:
+        return bool(sep)
+    if entry.tail is not None:
+        return rest == entry.tail
+    return not sep
 
 
 class DataTransport:
@@ -110,16 +112,15 @@ class DataTransport:
         self.gateway = pipeline.gateway
 
     async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
-        match: RouteMatch = scope["prism.match"]
+        route, params, allow, _ = scope["prism.match"]
         request_id: str | None = scope.get("prism.request_id")
-        route = match.route
         method: str = scope["method"]
         if route is None:
             reply = HTTPProblem(
                 405,
                 "METHOD_NOT_ALLOWED",
                 f"{method} is not allowed on this path",
-                headers={"Allow": ", ".join(match.allow)},
+                headers={"Allow": ", ".join(allow)},
             ).reply(request_id)
         else:
             headers: list[tuple[bytes, bytes]] = scope["headers"]
@@ -127,7 +128,7 @@ class DataTransport:
                 self.gateway,
                 method,
                 scope["path"],
-                match.params,
+                params,
                 headers,
                 scope["query_string"],
                 request_id=request_id,

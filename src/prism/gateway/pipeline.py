@@ -300,7 +300,13 @@ class Pipeline:
                 # Cancelled (the client went away): nothing runs after this block.
                 audit.record(self._event(route, call, principal, served, 499, "cancelled", started))
         if audited:
-            reply = await self._audit(route, call, principal, served, reply, started)
+            status = reply.status
+            outcome = "ok" if status < 400 else (call.error_code or f"http_{status}")
+            event = self._event(route, call, principal, served, status, outcome, started)
+            if route.writes and audit.fail_closed and status < 400:
+                reply = await self._record_durable(call, event, reply)
+            else:
+                audit.record(event)
         return reply
 
     async def _read_body(self, call: Call, limit: int) -> bytes:
@@ -342,30 +348,15 @@ class Pipeline:
 
         return await self.gateway.idempotency.run(call.principal, call.ns.name, key, digest, answer)
 
-    async def _audit(
-        self,
-        route: DataRoute,
-        call: Call,
-        principal: Principal | None,
-        served: ServedNamespace | None,
-        reply: Reply,
-        started: float,
-    ) -> Reply:
-        audit = self.gateway.audit
-        status = reply.status
-        outcome = "ok" if status < 400 else (call.error_code or f"http_{status}")
-        event = self._event(route, call, principal, served, status, outcome, started)
-        if route.writes and audit.fail_closed and status < 400:
-            # Failing closed, a write is acknowledged only once its event is written.
-            try:
-                await audit.record_durable(event)
-            except AuditUnavailable as exc:
-                problem = HTTPProblem(
-                    503, "AUDIT_UNAVAILABLE", str(exc), headers={"Retry-After": str(self.retry_after)}
-                )
-                return problem.reply(call.request_id)
-        else:
-            audit.record(event)
+    async def _record_durable(self, call: Call, event: AuditEvent, reply: Reply) -> Reply:
+        """Failing closed, a write is acknowledged only once its event is written."""
+        try:
+            await self.gateway.audit.record_durable(event)
+        except AuditUnavailable as exc:
+            problem = HTTPProblem(
+                503, "AUDIT_UNAVAILABLE", str(exc), headers={"Retry-After": str(self.retry_after)}
+            )
+            return problem.reply(call.request_id)
         return reply
 
     @staticmethod
@@ -427,7 +418,8 @@ def audit_event(
         values=values,
         outcome=outcome,
         status=status,
-        latency_ms=round((time.perf_counter() - started) * 1000, 3),
+        # Microseconds rounded by int(), which costs a fraction of round(x, 3) on the hot path.
+        latency_ms=int((time.perf_counter() - started) * 1_000_000 + 0.5) / 1000,
     )
 
 
