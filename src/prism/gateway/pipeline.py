@@ -266,7 +266,8 @@ class Pipeline:
         try:
             if audit.enabled and (found is None or found.config.audit):
                 # Reserved before anything is checked, so refused attempts (401, 403, 404) are audited.
-                audit.admit()
+                if audit.fail_closed:
+                    audit.admit()
                 audited = True
             principal = call.principal = gateway.authenticator.authenticate_request(
                 call.headers, query_token(call.query_string), peer_cert=call.peer_cert
@@ -279,7 +280,12 @@ class Pipeline:
                 # Read before a concurrency slot is taken, under its own timeout: a slow client
                 # holds its own connection, never a slot of the namespace.
                 call.body = await self._read_body(call, route.body_limit(served))
-            async with served.limiter.admit():
+            limiter = served.limiter
+            # Admission is skipped where the namespace sets no limit (the limiter would do nothing).
+            limited = limiter.active
+            if limited:
+                await limiter.__aenter__()
+            try:
                 call.kv = served.handle(principal.tenant)
                 idem_key = call.header(b"idempotency-key") if route.idempotent else None
                 if idem_key is not None and gateway.idempotency is not None:
@@ -291,6 +297,9 @@ class Pipeline:
                 else:
                     async with RequestDeadline(self.timeout):
                         reply = await route.handler(call)
+            finally:
+                if limited:
+                    await limiter.__aexit__(None, None, None)
         except Exception as exc:
             problem = problem_for(exc, self.timeout, self.retry_after, call.request_id)
             call.error_code = problem.code
