@@ -241,6 +241,86 @@ def _load_main(argv: list[str]) -> None:
     print(json.dumps(result))
 
 
+# -- in-process cost: the app alone, no server -----------------------------------------
+
+#: Requests per in-process measurement (the app's own CPU per request, without HTTP).
+APP_COST_REQUESTS = 20_000
+
+
+async def _app_cost(
+    config_path: str, headers: dict[str, str], value: bytes, requests: int
+) -> dict[str, float]:
+    """CPU microseconds per ``GET`` the app spends on its own (ASGI calls in-process, no server).
+
+    Background work (the audit writer, the access log) runs in between, as it would
+    between requests, and counts: this is process CPU time, not wall time.
+    """
+    from prism.gateway import create_app
+    from prism.gateway.config import load_config
+
+    app = create_app(load_config(config_path))
+    raw_headers = [(b"host", b"bench"), *((k.lower().encode(), v.encode()) for k, v in headers.items())]
+    sent: list[Any] = []
+
+    async def send(message: Any) -> None:
+        sent.append(message)
+
+    def scope(method: str, extra: list[tuple[bytes, bytes]]) -> dict[str, Any]:
+        return {
+            "type": "http",
+            "asgi": {"version": "3.0"},
+            "http_version": "1.1",
+            "method": method,
+            "scheme": "http",
+            "path": PATH,
+            "raw_path": PATH.encode(),
+            "query_string": b"",
+            "root_path": "",
+            "headers": raw_headers + extra,
+            "client": ("127.0.0.1", 1),
+            "server": ("127.0.0.1", 2),
+        }
+
+    async def body() -> dict[str, Any]:
+        return {"type": "http.request", "body": value, "more_body": False}
+
+    async def floor_receive() -> dict[str, Any]:
+        return {"type": "http.request", "body": b"", "more_body": False}
+
+    async def measure(target: Any) -> float:
+        get = scope("GET", [])
+        for _ in range(1000):
+            await target(dict(get), floor_receive, send)
+        started = time.process_time()
+        for i in range(requests):
+            sent.clear()
+            await target(dict(get), floor_receive, send)
+            if i % 100 == 0:
+                await asyncio.sleep(0)  # let the background tasks (audit, access log) run
+        return (time.process_time() - started) / requests * 1e6
+
+    async with app.router.lifespan_context(app):
+        content_type = b"application/json" if value is PII_VALUE else b"application/octet-stream"
+        put = scope("PUT", [(b"content-type", content_type), (b"content-length", str(len(value)).encode())])
+        await app(put, body, send)
+        if sent[0]["status"] not in (200, 201):
+            raise RuntimeError(f"seeding in-process failed: {sent}")
+        prism_us = await measure(app)
+        floor_us = await measure(floor_app)
+    return {"prism_us": prism_us, "floor_us": floor_us}
+
+
+def _app_cost_main(argv: list[str]) -> None:
+    import uvloop
+
+    config_path, kind = argv[0], argv[1]
+    headers = {"X-API-Key": API_KEY} if kind == "pii" else {}
+    value = PII_VALUE if kind == "pii" else VALUE
+    result = uvloop.run(_app_cost(config_path, headers, value, APP_COST_REQUESTS))
+    sys.stderr.flush()
+    print("RESULT " + json.dumps(result), flush=True)
+
+
 # -- orchestration --------------------------------------------------------------------
 
 
@@ -446,7 +526,13 @@ def _measure(targets: list[Target], opts: argparse.Namespace, use_wrk: bool) -> 
         )
 
 
-def _report(targets: list[Target], opts: argparse.Namespace, use_wrk: bool, argv: list[str]) -> str:
+def _report(
+    targets: list[Target],
+    opts: argparse.Namespace,
+    use_wrk: bool,
+    argv: list[str],
+    costs: dict[str, list[float]],
+) -> str:
     floor = statistics.median(targets[0].rps)
     generator = (
         f"wrk {_wrk_version()} (`-t1 -c{opts.connections}`)"
@@ -492,8 +578,36 @@ def _report(targets: list[Target], opts: argparse.Namespace, use_wrk: bool, argv
         f"requests/s, {verdict(memory_ratio, RATIO_TARGET)}; with an API key, a PII namespace and audit at "
         f"least {AUTH_RATIO_TARGET:.0%}, {verdict(auth_ratio, AUTH_RATIO_TARGET)}; p99 under "
         f"{P99_TARGET_MS:g} ms at half of the maximum rate: **{'met' if p99_ok else 'not met'}**.",
+        "",
+        *_where_time_goes(floor, costs),
     ]
     return "\n".join(lines)
+
+
+def _where_time_goes(floor_rps: float, costs: dict[str, list[float]]) -> list[str]:
+    """The app's own CPU per request (measured in-process), and the ratio it allows on this server."""
+    floor_us = statistics.median(costs["floor"])
+    server_us = 1e6 / floor_rps  # what one request of the floor costs, server and all
+    lines = [
+        "Where the time goes: the app alone, called in-process without a server (CPU µs per request, "
+        f"median of {len(costs['floor'])} interleaved runs of {APP_COST_REQUESTS:,} requests; audit and "
+        "access log included):",
+        "",
+        "| app | CPU µs per request | ratio it allows (estimate) |",
+        "|---|---|---|",
+        f"| floor (raw ASGI app) | {floor_us:.1f} | 100% |",
+    ]
+    for kind, name in (("memory", "prism, memory store (defaults)"), ("pii", "prism, API key, PII, audit")):
+        prism_us = statistics.median(costs[kind])
+        allowed = server_us / (server_us + prism_us - floor_us)
+        lines.append(f"| {name} | {prism_us:.1f} | {allowed:.0%} |")
+    lines += [
+        "",
+        f"The estimate takes one floor request on this server ({server_us:.1f} µs at the floor's median "
+        "rate, the HTTP server's parsing and writing included) and adds what the app costs beyond the "
+        "floor app.",
+    ]
+    return lines
 
 
 def _wrk_version() -> str:
@@ -525,13 +639,44 @@ def main(argv: list[str]) -> None:
         finally:
             for target in targets:
                 _stop(target)
-    write_section("gateway", _report(targets, opts, use_wrk, argv))
+        costs = _costs(Path(tmp), opts.runs)
+    write_section("gateway", _report(targets, opts, use_wrk, argv, costs))
+
+
+def _costs(directory: Path, runs: int) -> dict[str, list[float]]:
+    """In-process CPU µs per request, ``runs`` times interleaved: the floor, prism (defaults), prism (PII)."""
+    costs: dict[str, list[float]] = {"floor": [], "memory": [], "pii": []}
+    env = {**os.environ, "PRISM_BENCH_PII_KEY": PII_KEY}
+    for _ in range(runs):
+        for kind in ("memory", "pii"):
+            out = subprocess.run(
+                [
+                    sys.executable,
+                    "-m",
+                    "bench.bench_gateway",
+                    "app-cost",
+                    str(directory / f"{kind}.yaml"),
+                    kind,
+                ],
+                cwd=ROOT,
+                capture_output=True,
+                text=True,
+                check=True,
+                env=env,
+            ).stdout
+            line = next(x for x in reversed(out.splitlines()) if x.startswith("RESULT "))
+            result = json.loads(line[len("RESULT ") :])
+            costs[kind].append(float(result["prism_us"]))
+            costs["floor"].append(float(result["floor_us"]))
+    return costs
 
 
 if __name__ == "__main__":
     role = sys.argv[1] if len(sys.argv) > 1 else ""
     if role == "serve-floor":
         _serve_floor(int(sys.argv[2]))
+    elif role == "app-cost":
+        _app_cost_main(sys.argv[2:])
     elif role == "load":
         _load_main(sys.argv[2:])
     else:

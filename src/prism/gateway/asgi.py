@@ -110,6 +110,8 @@ class DataTransport:
     def __init__(self, pipeline: Pipeline) -> None:
         self.pipeline = pipeline
         self.gateway = pipeline.gateway
+        #: Client certificates are looked up only where they can name the caller.
+        self.client_certs = pipeline.gateway.authenticator.uses_client_certs
 
     async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
         route, params, allow, _ = scope["prism.match"]
@@ -132,7 +134,7 @@ class DataTransport:
                 headers,
                 scope["query_string"],
                 request_id=request_id,
-                peer_cert=peer_certificate(scope) if self.gateway.authenticator.uses_client_certs else None,
+                peer_cert=peer_certificate(scope) if self.client_certs else None,
                 read_body=_body_reader(receive, headers) if route.body_limit is not None else _no_body,
             )
             try:
