@@ -571,8 +571,8 @@ def _report(
 
     def verdict(ratio: float, target: float) -> str:
         if ratio >= target:
-            return f"{ratio:.0%}: **met**"
-        return f"{ratio:.0%}: **not met** (by {(target - ratio) * 100:.0f} points)"
+            return f"{ratio:.1%}: **met**"
+        return f"{ratio:.1%}: **not met** (by {(target - ratio) * 100:.1f} points)"
 
     lines += [
         "",
