@@ -11,7 +11,7 @@ from __future__ import annotations
 
 import asyncio
 import time
-from collections.abc import Awaitable, Callable
+from collections.abc import Awaitable, Callable, Sequence
 from typing import Any
 
 from prometheus_client import CONTENT_TYPE_LATEST, REGISTRY, generate_latest
@@ -22,11 +22,11 @@ from starlette.routing import BaseRoute, Route
 from prism.gateway.audit import AuditUnavailable
 from prism.gateway.auth import AuthError, Principal
 from prism.gateway.openapi import ApiDescription
-from prism.gateway.pipeline import access_event, auth_problem
+from prism.gateway.pipeline import DataRoute, access_event
 from prism.gateway.policy import can_see, may
-from prism.gateway.problem import HTTPProblem
+from prism.gateway.problem import HTTPProblem, problem_for
 from prism.gateway.runtime import Gateway, ServedNamespace
-from prism.gateway.wire import JSON
+from prism.gateway.wire import JSON, NamespaceList, NamespaceSummary
 
 __all__ = ["admin_routes"]
 
@@ -35,12 +35,8 @@ def _json(payload: Any, status: int = 200) -> Response:
     return Response(JSON.encode(payload), status, media_type="application/json")
 
 
-def _summary(served: ServedNamespace, actions: list[str]) -> dict[str, Any]:
-    return {"name": served.name, "tenant_scoped": served.tenant_scoped, "actions": actions}
-
-
-def admin_routes(gateway: Gateway) -> list[BaseRoute]:
-    """Routes for namespaces and operations, bound to ``gateway``."""
+def admin_routes(gateway: Gateway, data_routes: Sequence[DataRoute] = ()) -> list[BaseRoute]:
+    """Routes for namespaces and operations; the API description names ``data_routes`` too."""
     config = gateway.config
     api = ApiDescription(config)
 
@@ -70,12 +66,12 @@ def admin_routes(gateway: Gateway) -> list[BaseRoute]:
                 principal = principal_of(request)
                 response = await answer(principal)
                 outcome = "ok"
-            except AuthError as exc:
-                outcome = exc.code
-                response = auth_problem(exc).response(request_id)
-            except HTTPProblem as exc:
-                outcome = exc.code
-                response = exc.response(request_id)
+            except (AuthError, HTTPProblem) as exc:
+                problem = problem_for(
+                    exc, config.server.request_timeout, config.server.retry_after, request_id
+                )
+                outcome = problem.code
+                response = problem.response(request_id)
             return response
         finally:
             if audit.enabled:
@@ -87,9 +83,11 @@ def admin_routes(gateway: Gateway) -> list[BaseRoute]:
             visible = []
             for served in gateway.namespaces.values():
                 if can_see(principal, served.config):
-                    actions = [a for a in ("read", "write", "admin") if may(principal, served.config, a)]
-                    visible.append(_summary(served, actions))
-            return _json({"namespaces": visible})
+                    actions: list[Any] = [
+                        a for a in ("read", "write", "admin") if may(principal, served.config, a)
+                    ]
+                    visible.append(NamespaceSummary(served.name, served.tenant_scoped, actions))
+            return _json(NamespaceList(visible))
 
         return await audited(request, "namespaces_list", None, answer)
 
@@ -174,11 +172,11 @@ def admin_routes(gateway: Gateway) -> list[BaseRoute]:
         return [name for name, served in gateway.namespaces.items() if can_see(principal, served.config)]
 
     async def openapi_json(request: Request) -> Response:
-        doc = api.pages(request.app.routes, visible_names(request))[0]
+        doc = api.pages([*data_routes, *request.app.routes], visible_names(request))[0]
         return Response(doc, 200, media_type="application/json")
 
     async def docs_page(request: Request) -> Response:
-        return HTMLResponse(api.pages(request.app.routes, visible_names(request))[1])
+        return HTMLResponse(api.pages([*data_routes, *request.app.routes], visible_names(request))[1])
 
     return [
         Route("/v1/namespaces", list_namespaces, methods=["GET"]),
