@@ -2,7 +2,7 @@
 
 The ``.proto`` files under ``proto/`` are the source of truth of the gRPC API; their
 modules are checked in under ``prism/grpc/_gen`` so an installed Prism needs no
-compiler. ``tests/grpc/test_codegen.py`` regenerates them into a temporary folder
+compiler. ``tests/grpc_api/test_grpc_codegen.py`` regenerates them into a temporary folder
 and fails when the checked-in copies differ.
 
 The generated modules import each other by their proto package (``prism.v1``,
