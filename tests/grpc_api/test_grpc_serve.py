@@ -32,10 +32,7 @@ KEY = (("x-api-key", API_KEY),)
 
 @pytest.fixture(scope="module")
 def served(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Served]:
-    auth = (
-        f"auth: {{api_keys: [{{name: node, sha256: {hash_api_key(API_KEY)}, roles: [writer]}}]}}\n"
-        "idempotency: {enabled: true}\n"
-    )
+    auth = f"auth: {{api_keys: [{{name: node, sha256: {hash_api_key(API_KEY)}, roles: [writer]}}]}}\n"
     yield from start_serve(tmp_path_factory.mktemp("grpc-serve"), extra=auth)
 
 

@@ -119,6 +119,10 @@ async def get(call: Call) -> Reply:
 async def put(call: Call) -> Reply:
     op = message_of(call).put
     call.key = op.key
+    limit = call.ns.max_value_bytes
+    if len(op.value) > limit:
+        # As over HTTP, where the value is the body of the PUT.
+        raise HTTPProblem(413, "BODY_TOO_LARGE", f"the body is over the limit of {limit} bytes")
     result = await call.kv.put_result(_put(call, op, "put"))
     if result.error is not None:
         raise result.error
