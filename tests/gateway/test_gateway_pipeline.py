@@ -7,9 +7,11 @@ from pathlib import Path
 from typing import Any
 
 import msgspec
+import pytest
 from gateway_helpers import ENV, build_app, client_for, full_config, headers, running
 
 from prism.gateway import parse_config
+from prism.gateway.asgi import RouteTable
 from prism.gateway.pipeline import Call, DataRoute, Pipeline
 from prism.gateway.reply import Reply
 from prism.gateway.runtime import Gateway
@@ -139,7 +141,9 @@ async def test_json_bodies_are_the_wire_structs(tmp_path: Path) -> None:
 
 async def test_the_pipeline_runs_without_asgi(tmp_path: Path) -> None:
     """A transport only builds a Call and sends the Reply: the steps know nothing of HTTP servers."""
-    config = parse_config(full_config(tmp_path, audit={"sink": "file", "path": str(tmp_path / "a.log")}), env=ENV)
+    config = parse_config(
+        full_config(tmp_path, audit={"sink": "file", "path": str(tmp_path / "a.log")}), env=ENV
+    )
     gateway = Gateway(config, env=ENV)
 
     async def echo(call: Call) -> Reply:
@@ -170,3 +174,17 @@ async def test_the_pipeline_runs_without_asgi(tmp_path: Path) -> None:
         await gateway.stop()
     events = [json.loads(line) for line in (tmp_path / "a.log").read_text().splitlines()]
     assert [(e["status"], e.get("key")) for e in events] == [(200, "k"), (403, None), (413, None)]
+
+
+def test_a_route_template_the_table_cannot_split_is_refused_by_name() -> None:
+    async def nothing(call: Call) -> Reply:
+        return Reply(204)
+
+    with pytest.raises(ValueError, match=r"'/v1/kv/\{key\}': a template is /prefix/\{ns\}"):
+        RouteTable([DataRoute("GET", "/v1/kv/{key}", nothing, "get", "read")])
+    table = RouteTable([DataRoute("GET", "/v2/things/{ns}/{id:path}", nothing, "get", "read")])
+    found = table.match("/v2/things/a/b/c", "HEAD")
+    assert found is not None and found[1] == {"ns": "a", "id": "b/c"}
+    assert table.match("/v2/things/a", "GET") is None
+    missing = table.match("/v2/things/a/b", "PUT")
+    assert missing is not None and missing[0] is None and missing[2] == ("GET", "HEAD")

@@ -46,7 +46,7 @@ __all__ = [
     "Pipeline",
     "RequestDeadline",
     "RouteAudit",
-    "access_event",
+    "audit_event",
     "problem_for",
 ]
 
@@ -432,19 +432,6 @@ def audit_event(
     )
 
 
-def access_event(
-    scope: Mapping[str, Any],
-    principal: Caller | None,
-    namespace: str | None,
-    op: str,
-    status: int,
-    outcome: str,
-    started: float,
-) -> AuditEvent:
-    """The audit event of a request outside the data routes (``scope`` holds its request id)."""
-    return audit_event(scope.get("prism.request_id"), principal, namespace, op, status, outcome, started)
-
-
 class RouteAudit:
     """The audit trail for routes outside the data pipeline (streaming), by the same rules.
 
@@ -476,7 +463,9 @@ class RouteAudit:
         write: bool,
     ) -> None:
         audit = self.gateway.audit
-        event = access_event(scope, principal, None, operation, status, outcome, started)
+        event = audit_event(
+            scope.get("prism.request_id"), principal, None, operation, status, outcome, started
+        )
         if write and audit.fail_closed and status < 400:
             await audit.record_durable(event)
         else:

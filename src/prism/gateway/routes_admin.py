@@ -22,7 +22,7 @@ from starlette.routing import BaseRoute, Route
 from prism.gateway.audit import AuditUnavailable
 from prism.gateway.auth import AuthError, Principal
 from prism.gateway.openapi import ApiDescription
-from prism.gateway.pipeline import DataRoute, access_event
+from prism.gateway.pipeline import DataRoute, audit_event
 from prism.gateway.policy import can_see, may
 from prism.gateway.problem import HTTPProblem, problem_for
 from prism.gateway.runtime import Gateway, ServedNamespace
@@ -76,7 +76,8 @@ def admin_routes(gateway: Gateway, data_routes: Sequence[DataRoute] = ()) -> lis
         finally:
             if audit.enabled:
                 status = 499 if response is None else response.status_code
-                audit.record(access_event(request.scope, principal, namespace, op, status, outcome, started))
+                event = audit_event(request_id, principal, namespace, op, status, outcome, started)
+                audit.record(event)
 
     async def list_namespaces(request: Request) -> Response:
         async def answer(principal: Principal) -> Response:
