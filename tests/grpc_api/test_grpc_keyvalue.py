@@ -7,6 +7,7 @@ import pytest
 from google.rpc import error_details_pb2, status_pb2
 from grpc_helpers import api_key, base_config, serving
 
+import prism
 from prism.grpc._gen.prism.v1 import keyvalue_pb2 as pb
 from prism.grpc._gen.prism.v1 import keyvalue_pb2_grpc as stubs
 
@@ -190,3 +191,19 @@ async def test_scan_and_record_items() -> None:
             metadata=auth(),
         )
         assert deleted.deleted == 1
+
+
+async def test_prism_backend_retries_refused_writes_only_with_tokens() -> None:
+    config = base_config(limits={"rate": 20, "burst": 1})
+    async with serving(config) as s:
+        url = f"prism://127.0.0.1:{s.port}?max_retries=20&retry_base=0.05&retry_cap=0.1"
+        async with prism.connect(url, token=api_key("writer")) as store:
+            ns = store.namespace("plain")
+            for i in range(3):
+                await ns.put(f"k{i}", b"v")  # the bucket is empty after the first: retried
+            assert [(await ns.get(f"k{i}")) is not None for i in range(3)] == [True] * 3
+        async with prism.connect(f"{url}&retry_writes=false", token=api_key("writer")) as store:
+            ns = store.namespace("plain")
+            with pytest.raises(prism.BackendUnavailable, match="RESOURCE_EXHAUSTED"):
+                for i in range(3):
+                    await ns.put(f"n{i}", b"v")

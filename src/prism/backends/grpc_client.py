@@ -37,8 +37,9 @@ import os
 import secrets
 import time
 from collections.abc import Awaitable, Callable, Sequence
+from dataclasses import replace
 from pathlib import Path
-from typing import Any, TypeVar
+from typing import Any, TypeVar, cast
 from urllib.parse import urlsplit
 
 # Without the grpc extra these fail, and the scheme registry names `pip install 'prism[grpc]'`.
@@ -293,49 +294,72 @@ class GatewayGrpcBackend(Backend):
         return stub
 
     async def _call(self, method: str, request: Any, response_type: Any, *, safe: bool) -> Any:
-        """One call, retried where that is safe, under the operation deadline (sent to the gateway)."""
-        stub = self._stub(method, response_type)
+        """One call, retried where that is safe, under the operation deadline (sent to the gateway).
+
+        The first attempt runs bare, its deadline enforced by gRPC itself; only a failure
+        enters the retry loop, with what is left of the deadline.
+        """
+        stub = self._calls.get(method) or self._stub(method, response_type)
         metadata = self._metadata
-        deadline = time.monotonic() + self.network.operation_timeout
+        started = time.monotonic()
+        try:
+            return await stub(request, timeout=self.network.operation_timeout, metadata=metadata)
+        except aio.AioRpcError as exc:
+            first = self._classify(exc)
         retry = safe or self.retry_writes
+        if not retry or not isinstance(first, _Refused | aio.AioRpcError) or not self._transient(first):
+            raise self._final(first)
+        left = self.network.operation_timeout - (time.monotonic() - started)
+        if left <= 0 or self.network.max_retries == 0:
+            raise self._final(first)
+        deadline = time.monotonic() + left
+        await asyncio.sleep(self.network.backoff(0))
 
         async def attempt() -> Any:
             try:
                 return await stub(request, timeout=max(deadline - time.monotonic(), 0.001), metadata=metadata)
             except aio.AioRpcError as exc:
-                trailers = dict(exc.trailing_metadata() or ())
-                error_code = str(trailers.get("prism-error-code", ""))
-                code = exc.code()
-                if code in _RETRYABLE and error_code:
-                    # The gateway answered: retried when safe, else reported as it is.
-                    raise _Refused(code, exc.details() or "", error_code) from None
-                if error_code:
-                    raise self._error(code, exc.details() or "", error_code) from None
-                if code == grpc.StatusCode.DEADLINE_EXCEEDED:
-                    raise TimeoutError from exc
-                raise
+                raise self._classify(exc) from None
 
-        def transient(exc: BaseException) -> bool:
-            if isinstance(exc, _Refused):
-                return retry
-            # Without an error code the call never reached the gateway's handlers (no connection).
-            return isinstance(exc, aio.AioRpcError) and exc.code() in _RETRYABLE and retry
-
+        settings = replace(self.network, operation_timeout=left, max_retries=self.network.max_retries - 1)
         try:
             return await call_with_retry(
-                self.network, attempt, is_transient=transient, describe=self._describe
+                settings, attempt, is_transient=self._transient, describe=self._describe
             )
-        except _Refused as exc:
-            raise self._error(exc.code, exc.detail, exc.error_code) from None
+        except (_Refused, aio.AioRpcError) as exc:
+            raise self._final(exc) from None
         except BackendUnavailable as exc:
-            if isinstance(exc.__cause__, _Refused):
-                cause = exc.__cause__
-                raise self._error(cause.code, cause.detail, cause.error_code) from None
+            if isinstance(exc.__cause__, _Refused | aio.AioRpcError):
+                raise self._final(exc.__cause__) from None
             raise
-        except aio.AioRpcError as exc:
-            raise BackendUnavailable(
-                f"{self._describe}: {exc.code().name}: {exc.details()}", cause=exc
-            ) from exc
+
+    def _classify(self, exc: Any) -> BaseException:
+        """A failed attempt: _Refused (the gateway answered a retryable status), a Prism error, or ``exc``."""
+        trailers = dict(exc.trailing_metadata() or ())
+        error_code = str(trailers.get("prism-error-code", ""))
+        code = exc.code()
+        if code in _RETRYABLE and error_code:
+            return _Refused(code, exc.details() or "", error_code)
+        if error_code:
+            return self._error(code, exc.details() or "", error_code)
+        if code == grpc.StatusCode.DEADLINE_EXCEEDED:
+            return BackendTimeout(
+                f"{self._describe} did not answer within {self.network.operation_timeout:g} s", cause=exc
+            )
+        return cast(BaseException, exc)
+
+    @staticmethod
+    def _transient(exc: BaseException) -> bool:
+        # A status without an error code never reached the gateway's handlers (no connection).
+        return isinstance(exc, _Refused) or (isinstance(exc, aio.AioRpcError) and exc.code() in _RETRYABLE)
+
+    def _final(self, exc: BaseException) -> BaseException:
+        """What a caller sees of a failed call."""
+        if isinstance(exc, _Refused):
+            return self._error(exc.code, exc.detail, exc.error_code)
+        if isinstance(exc, aio.AioRpcError):
+            return BackendUnavailable(f"{self._describe}: {exc.code().name}: {exc.details()}", cause=exc)
+        return exc
 
     def _error(self, code: Any, detail: str, error_code: str, key: str | None = None) -> PrismError:
         """The Prism error a gRPC status from the gateway stands for."""
