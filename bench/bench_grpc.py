@@ -205,7 +205,7 @@ def main(argv: list[str]) -> None:
         f"--{k.replace('_', '-')}={v}" for k, v in sorted(vars(args).items())
     )
     lat_row = (
-        f"{lat_row}
+        f"| `get` latency: `prism://` vs raw stub `Get` | {fmt_us(latency['prism'])} | "
         f"{fmt_us(latency['raw'])} | {latency_ratio:.2f}x | <= 1.3x |"
     )
     rate_row = (
