@@ -2,14 +2,16 @@
 
 from __future__ import annotations
 
+import asyncio
 import contextlib
 from collections.abc import AsyncIterator
 from dataclasses import dataclass
-from typing import Any
+from typing import Any, ClassVar
 
 import httpx
 from grpc import aio
 
+from prism.backends.memory import MemoryBackend
 from prism.gateway import create_app, parse_config
 from prism.gateway.auth import hash_api_key
 from prism.gateway.runtime import Gateway
@@ -48,6 +50,25 @@ def base_config(**overrides: Any) -> dict[str, Any]:
     }
     config.update(overrides)
     return config
+
+
+class StalledBackend(MemoryBackend):
+    """A memory backend whose writes wait until cancelled, counting the cancellations."""
+
+    runs_inline: ClassVar[bool] = False
+    cancelled: ClassVar[int] = 0
+
+    @classmethod
+    def from_url(cls, url: str, **options: Any) -> StalledBackend:
+        return cls()
+
+    async def write(self, ns: str, ops: Any) -> Any:
+        try:
+            await asyncio.Event().wait()
+        except asyncio.CancelledError:
+            StalledBackend.cancelled += 1
+            raise
+        return await super().write(ns, ops)
 
 
 @dataclass

@@ -2,10 +2,12 @@
 
 from __future__ import annotations
 
+import asyncio
+
 import grpc
 import pytest
 from google.rpc import error_details_pb2, status_pb2
-from grpc_helpers import api_key, base_config, serving
+from grpc_helpers import StalledBackend, api_key, base_config, serving
 
 import prism
 from prism.grpc._gen.prism.v1 import keyvalue_pb2 as pb
@@ -207,3 +209,19 @@ async def test_prism_backend_retries_refused_writes_only_with_tokens() -> None:
             with pytest.raises(prism.BackendUnavailable, match="RESOURCE_EXHAUSTED"):
                 for i in range(3):
                     await ns.put(f"n{i}", b"v")
+
+
+async def test_prism_backend_deadline_reaches_the_gateway() -> None:
+    config = base_config(stores={"main": {"url": "memory://", "backend": "grpc_helpers:StalledBackend"}})
+    async with serving(config) as s:
+        before = StalledBackend.cancelled
+        url = f"prism://127.0.0.1:{s.port}?operation_timeout=0.5"
+        async with prism.connect(url, token=api_key("writer")) as store:
+            with pytest.raises(prism.Timeout):
+                await store.namespace("plain").put("k", b"v")
+        for _ in range(100):
+            if StalledBackend.cancelled > before:
+                break
+            await asyncio.sleep(0.05)
+        # The gateway stopped the write when the caller's deadline passed, not at its own request timeout.
+        assert StalledBackend.cancelled == before + 1

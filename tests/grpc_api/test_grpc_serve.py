@@ -153,3 +153,15 @@ def test_an_explicit_grpc_port_that_is_taken_fails_the_startup(tmp_path: Path) -
         )
     assert done.returncode != 0
     assert f"cannot listen on 127.0.0.1:{taken}" in done.stdout + done.stderr
+
+
+def test_a_grpc_port_out_of_range_is_refused(tmp_path: Path) -> None:
+    done = subprocess.run(
+        [PRISM, "serve", "--port", "0", "--grpc-port", "70000"],
+        cwd=tmp_path,
+        capture_output=True,
+        text=True,
+        timeout=60,
+    )
+    assert done.returncode == 2
+    assert "--grpc-port must be from 0 (no gRPC) to 65535, not 70000" in done.stderr
