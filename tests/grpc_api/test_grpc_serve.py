@@ -4,8 +4,10 @@ from __future__ import annotations
 
 import json
 import shutil
+import signal
 import socket
 import subprocess
+import time
 from collections.abc import Iterator
 from pathlib import Path
 
@@ -165,3 +167,31 @@ def test_a_grpc_port_out_of_range_is_refused(tmp_path: Path) -> None:
     )
     assert done.returncode == 2
     assert "--grpc-port must be from 0 (no gRPC) to 65535, not 70000" in done.stderr
+
+
+def test_workers_share_a_named_grpc_port(tmp_path: Path) -> None:
+    config = tmp_path / "prism.yaml"
+    config.write_text(
+        f"stores: {{main: 'sqlite:///{tmp_path / 'data.db'}'}}\nnamespaces: [{{name: plain}}]\n"
+        "audit: {sink: none}\nserver: {access_log: false}\n"
+    )
+    port, grpc_port = free_port(), free_port()
+    argv = [PRISM, "serve", "--config", str(config), "--port", str(port), "--grpc-port", str(grpc_port)]
+    log = tmp_path / "serve.log"
+    with log.open("wb") as out:
+        proc = subprocess.Popen([*argv, "--workers", "2"], stdout=out, stderr=subprocess.STDOUT)
+    try:
+        for _ in range(900):  # a loaded machine starts workers slowly
+            if log.read_bytes().count(b"Prism gRPC listening") == 2 or proc.poll() is not None:
+                break
+            time.sleep(0.1)
+        assert log.read_bytes().count(b"Prism gRPC listening") == 2, log.read_text()
+        with grpc.insecure_channel(f"127.0.0.1:{grpc_port}") as channel:
+            kv = basic_grpc.KeyValueBasicInterfaceStub(channel)
+            ns = (("x-prism-namespace", "plain"),)
+            assert kv.Set(basic.SetRequest(key="k", value=b"v"), metadata=ns).success
+            for _ in range(4):
+                assert kv.Get(basic.GetRequest(key="k"), metadata=ns).value == b"v"
+    finally:
+        proc.send_signal(signal.SIGTERM)
+        assert proc.wait(timeout=30) == 0, log.read_text()

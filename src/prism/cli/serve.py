@@ -330,7 +330,17 @@ def run(args: argparse.Namespace) -> int:
     os.environ[_ENV_CONFIG] = args.config or ""
     os.environ[_ENV_URL] = base
     os.environ[_ENV_HOST] = args.host
-    os.environ[_ENV_GRPC_PORT] = "" if args.grpc_port is None else str(args.grpc_port)
+    grpc_port = args.grpc_port
+    if grpc_port is None and config.server.grpc_port is None:
+        # Workers share their gRPC port (SO_REUSEPORT): only a port named on purpose, so two
+        # unrelated gateways never end up answering on the same default port.
+        print(
+            "prism: note: not serving gRPC: with --workers, name its port (server.grpc_port or --grpc-port)",
+            file=sys.stderr,
+            flush=True,
+        )
+        grpc_port = 0
+    os.environ[_ENV_GRPC_PORT] = "" if grpc_port is None else str(grpc_port)
     os.environ["PRISM_SERVE_LOG_LEVEL"] = level
     from uvicorn.supervisors import Multiprocess
 
