@@ -15,7 +15,7 @@ from prism.gateway.asgi import RouteTable
 from prism.gateway.pipeline import Call, DataRoute, Pipeline
 from prism.gateway.reply import Reply
 from prism.gateway.runtime import Gateway
-from prism.gateway.wire import BatchResults, Entry, KeyPage
+from prism.gateway.wire import BatchResults, Entry, KeyPage, NamespaceDetail
 
 W = headers("writer")
 
@@ -132,7 +132,12 @@ async def test_json_bodies_are_the_wire_structs(tmp_path: Path) -> None:
         assert [(x.key, x.ok) for x in results.results] == [("a", True), ("b", True)]
         page = msgspec.json.decode((await c.get("/v1/kv/plain", headers=W)).content, type=KeyPage)
         assert page.keys == ["a", "b"] and page.next_page_token is None
-        doc = (await c.get("/openapi.json")).json()
+        detail = (await c.get("/v1/namespaces/plain", headers=headers("reader"))).json()
+        doc = (await c.get("/openapi.json", headers=W)).json()
+    # Only admins see where a namespace lives; the schema requires only what every caller gets.
+    assert "store" not in detail and msgspec.convert(detail, NamespaceDetail).name == "plain"
+    required = doc["components"]["schemas"]["NamespaceDetail"]["required"]
+    assert "store" not in required and set(required) <= set(detail)
     entry = doc["components"]["schemas"]["Entry"]
     assert set(entry["properties"]) == set(Entry.__struct_fields__)
     listing = doc["paths"]["/v1/kv/{ns}"]["get"]["responses"]["200"]["content"]["application/json"]["schema"]

@@ -34,6 +34,7 @@ from prism.gateway.wire import (
     DeletedCount,
     ItemPage,
     KeyPage,
+    NamespaceDetail,
     NamespaceList,
 )
 from prism.kv.namespace import MAX_PAGE_LIMIT
@@ -376,28 +377,7 @@ def _gateway_paths(config: GatewayConfig, schemas: _Schemas, names: Sequence[str
                 "summary": "A namespace's settings, capabilities and health",
                 "operationId": "getNamespace",
                 "responses": {
-                    "200": _json_response(
-                        "The namespace (no secrets).",
-                        {
-                            "type": "object",
-                            "required": [
-                                "name",
-                                "store",
-                                "backend",
-                                "tenant_scoped",
-                                "capabilities",
-                                "health",
-                            ],
-                            "properties": {
-                                "name": {"type": "string"},
-                                "store": {"type": "string"},
-                                "backend": {"type": "string"},
-                                "tenant_scoped": {"type": "boolean"},
-                                "capabilities": {"type": "object"},
-                                "health": {"type": "object"},
-                            },
-                        },
-                    ),
+                    "200": _json_response("The namespace (no secrets).", schemas.ref(NamespaceDetail)),
                     **_errors(401, 403, 404),
                 },
             },

@@ -26,7 +26,16 @@ from prism.gateway.pipeline import DataRoute, audit_event
 from prism.gateway.policy import can_see, may
 from prism.gateway.problem import HTTPProblem, problem_for
 from prism.gateway.runtime import Gateway, ServedNamespace
-from prism.gateway.wire import JSON, NamespaceList, NamespaceSummary
+from prism.gateway.wire import (
+    JSON,
+    NamespaceAccess,
+    NamespaceDetail,
+    NamespaceHealth,
+    NamespaceLimits,
+    NamespaceList,
+    NamespacePii,
+    NamespaceSummary,
+)
 
 __all__ = ["admin_routes"]
 
@@ -106,7 +115,7 @@ def admin_routes(gateway: Gateway, data_routes: Sequence[DataRoute] = ()) -> lis
 
         return await audited(request, "namespace_get", name, answer)
 
-    async def _detail(served: ServedNamespace, principal: Principal) -> dict[str, Any]:
+    async def _detail(served: ServedNamespace, principal: Principal) -> NamespaceDetail:
         """What the caller may know of a namespace: its settings only for its admins."""
         ns = served.config
         try:
@@ -115,33 +124,25 @@ def admin_routes(gateway: Gateway, data_routes: Sequence[DataRoute] = ()) -> lis
         except TimeoutError:
             health = {"status": "DOWN", "details": {"error": "the health check timed out"}}
         limiter = served.limiter
-        actions = [a for a in ("read", "write", "admin") if may(principal, ns, a)]
-        body: dict[str, Any] = {
-            "name": ns.name,
-            "tenant_scoped": ns.tenant_scoped,
-            "max_value_bytes": served.max_value_bytes,
-            "default_ttl": ns.default_ttl,
-            "limits": {
-                "rate": limiter.rate,
-                "burst": limiter.burst if limiter.rate else None,
-                "concurrency": limiter.concurrency,
-            },
-            "actions": actions,
-            "health": {"status": health.get("status", "DOWN")},
-        }
+        actions: list[Any] = [a for a in ("read", "write", "admin") if may(principal, ns, a)]
+        detail = NamespaceDetail(
+            ns.name,
+            ns.tenant_scoped,
+            served.max_value_bytes,
+            ns.default_ttl,
+            NamespaceLimits(limiter.rate, limiter.burst if limiter.rate else None, limiter.concurrency),
+            actions,
+            NamespaceHealth(health.get("status", "DOWN")),
+        )
         if "admin" in actions:
             # Who may do what, which fields are personal data and where they live: for admins only.
-            body.update(
-                {
-                    "store": served.store_name,
-                    "backend": served.store.backend.name,
-                    "access": {"read": ns.access.read, "write": ns.access.write, "admin": ns.access.admin},
-                    "pii": None if ns.pii is None else {"fields": ns.pii.fields, "encrypt": ns.pii.encrypt},
-                    "audit": ns.audit,
-                    "capabilities": served.store.capabilities.as_dict(),
-                }
-            )
-        return body
+            detail.store = served.store_name
+            detail.backend = served.store.backend.name
+            detail.access = NamespaceAccess(ns.access.read, ns.access.write, ns.access.admin)
+            detail.pii = None if ns.pii is None else NamespacePii(ns.pii.fields, ns.pii.encrypt)
+            detail.audit = ns.audit
+            detail.capabilities = served.store.capabilities.as_dict()
+        return detail
 
     async def healthz(request: Request) -> Response:
         return _json({"status": "ok"})

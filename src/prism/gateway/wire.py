@@ -7,7 +7,7 @@ msgspec encodes them, and ``/openapi.json`` describes them from the same classes
 from __future__ import annotations
 
 from datetime import UTC, datetime
-from typing import Annotated, Literal, TypeVar
+from typing import Annotated, Any, Literal, TypeVar
 
 import msgspec
 from msgspec import UNSET, UnsetType
@@ -28,7 +28,12 @@ __all__ = [
     "Entry",
     "ItemPage",
     "KeyPage",
+    "NamespaceAccess",
+    "NamespaceDetail",
+    "NamespaceHealth",
+    "NamespaceLimits",
     "NamespaceList",
+    "NamespacePii",
     "NamespaceSummary",
     "Ttl",
     "WriteError",
@@ -142,6 +147,53 @@ class NamespaceList(msgspec.Struct):
     """The namespaces the caller may see."""
 
     namespaces: list[NamespaceSummary]
+
+
+class NamespaceLimits(msgspec.Struct):
+    """Admission limits of a namespace (null: none)."""
+
+    rate: float | None
+    burst: float | None
+    concurrency: int | None
+
+
+class NamespaceHealth(msgspec.Struct):
+    """The health of the store holding a namespace."""
+
+    status: str
+
+
+class NamespaceAccess(msgspec.Struct):
+    """The roles that may read, write and administer a namespace."""
+
+    read: list[str]
+    write: list[str]
+    admin: list[str]
+
+
+class NamespacePii(msgspec.Struct):
+    """The PII fields of a namespace's values, and whether they are encrypted at rest."""
+
+    fields: list[str]
+    encrypt: bool
+
+
+class NamespaceDetail(msgspec.Struct):
+    """A namespace's settings, what the caller may do, and its health; the rest only for its admins."""
+
+    name: str
+    tenant_scoped: bool
+    max_value_bytes: int
+    default_ttl: float | None
+    limits: NamespaceLimits
+    actions: list[Literal["read", "write", "admin"]]
+    health: NamespaceHealth
+    store: str | UnsetType = UNSET
+    backend: str | UnsetType = UNSET
+    access: NamespaceAccess | UnsetType = UNSET
+    pii: NamespacePii | UnsetType | None = UNSET
+    audit: bool | UnsetType = UNSET
+    capabilities: dict[str, Any] | UnsetType = UNSET
 
 
 def decode_body(body: bytes, type_: type[T]) -> T:
