@@ -36,15 +36,15 @@ import time
 from collections.abc import Awaitable, Callable, Sequence
 from typing import Any
 
+import grpc
 import msgspec
 from google.protobuf import duration_pb2
 from google.rpc import code_pb2, error_details_pb2, status_pb2
+from grpc import aio
 from grpc_health.v1 import health, health_pb2, health_pb2_grpc
 from grpc_reflection.v1alpha import reflection
 from prometheus_client import Counter, Histogram
 
-import grpc
-from grpc import aio
 from prism.gateway.config import DEFAULT_GRPC_PORT, ConfigError, GatewayConfig
 from prism.gateway.pipeline import Pipeline
 from prism.gateway.problem import HTTPProblem
