@@ -1,0 +1,137 @@
+"""Delivery scope: a connection gets the events of the requests it asked about, and only those.
+
+Also the submission burst: every submission is either accepted, or refused and never
+run, or answered with an error that says its outcome is unknown.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import json
+from typing import Any
+
+import pytest
+from streaming_helpers import Server, ServerFactory, recv_json, send_json, until_terminal
+
+from prism.streaming.requests import RequestStatus, new_request_id
+
+DELAY = {"seconds": 0.3, "step": 0.1}
+
+
+async def _submit(ws: Any, client_id: str, payload: dict[str, Any] | None = None) -> str:
+    await send_json(ws, {"action": "delay", "payload": payload or DELAY, "id": client_id})
+    while True:
+        msg = await recv_json(ws)
+        if msg["type"] == "acknowledgment" and msg.get("id") == client_id:
+            return str(msg["request_id"])
+
+
+async def _drain(ws: Any, seconds: float) -> list[dict[str, Any]]:
+    """Every message that arrives within ``seconds``."""
+    out: list[dict[str, Any]] = []
+    loop = asyncio.get_running_loop()
+    end = loop.time() + seconds
+    while (left := end - loop.time()) > 0:
+        try:
+            out.append(json.loads(await asyncio.wait_for(ws.recv(), left)))
+        except TimeoutError:
+            break
+    return out
+
+
+async def test_a_connection_does_not_get_the_events_of_another_connection_of_the_same_user(
+    server: Server,
+) -> None:
+    async with server.connect() as first, server.connect() as second:
+        mine = await _submit(first, "scope-1")
+        theirs = await _submit(second, "scope-2")
+        events = await until_terminal(first, mine)
+        assert events[-1]["type"] == "complete"
+        assert [m for m in await _drain(first, 0.5) if m.get("request_id") == theirs] == []
+        other = await until_terminal(second, theirs)
+        assert other[-1]["type"] == "complete"
+        assert [m for m in await _drain(second, 0.2) if m.get("request_id") == mine] == []
+
+
+async def test_a_subscribe_routes_another_connections_request_here(server: Server) -> None:
+    async with server.connect() as first, server.connect() as second:
+        rid = await _submit(first, "sub-1", {"seconds": 0.5, "step": 0.1})
+        await send_json(second, {"type": "subscribe", "request_id": rid})
+        events = await until_terminal(second, rid)
+        assert events[0]["type"] == "subscribed"
+        assert events[-1]["type"] == "complete"
+        seqs = [m["seq"] for m in events if m.get("seq") is not None]
+        assert seqs == list(range(1, len(seqs) + 1))
+
+
+async def test_the_feed_is_an_explicit_opt_in_that_gets_every_request_of_the_user(
+    server_factory: ServerFactory,
+) -> None:
+    server = await server_factory(feed_connections=1)
+    async with server.connect() as dashboard, server.connect() as worker, server.connect() as third:
+        await send_json(dashboard, {"type": "feed"})
+        reply = await recv_json(dashboard)
+        assert reply == {"type": "feed", "connections": 1, "limit": 1}
+        await send_json(third, {"type": "feed"})
+        refused = await recv_json(third)
+        assert refused["type"] == "error"
+        assert refused["error"]["code"] == "FORBIDDEN"
+        rid = await _submit(worker, "feed-1")
+        events = await until_terminal(dashboard, rid)
+        assert events[-1]["type"] == "complete"
+        assert [m for m in await _drain(third, 0.3) if m.get("request_id") == rid] == []
+
+
+async def test_the_feed_can_be_turned_off(server_factory: ServerFactory) -> None:
+    server = await server_factory(feed_connections=0)
+    async with server.connect() as ws:
+        await send_json(ws, {"type": "feed"})
+        reply = await recv_json(ws)
+        assert reply["type"] == "error"
+        assert reply["error"]["code"] == "FORBIDDEN"
+
+
+BURST = 1000
+CONNECTIONS = 10
+
+
+@pytest.mark.parametrize("store", ["redis"])
+async def test_a_burst_of_submissions_never_runs_a_request_answered_with_an_error(
+    server_factory: ServerFactory, redis_url: str, store: str
+) -> None:
+    # An operation deadline this short makes writes time out under the burst while the
+    # server still applies them: the outcome of such a write is unknown to the submitter.
+    url = f"{redis_url}?operation_timeout=0.1&max_retries=0"
+    server = await server_factory(url, run_workers=True, rate_burst=BURST)
+    answers: dict[str, dict[str, Any]] = {}
+
+    async def one(index: int, ws: Any) -> None:
+        ids = [f"burst-{index}-{j}" for j in range(BURST // CONNECTIONS)]
+        for client_id in ids:
+            await send_json(ws, {"action": "delay", "payload": {"seconds": 0.05}, "id": client_id})
+        while not all(i in answers for i in ids):
+            msg = await recv_json(ws, 60)
+            if msg["type"] in ("acknowledgment", "error") and msg.get("id") in ids:
+                answers.setdefault(msg["id"], msg)
+
+    async with contextlib.AsyncExitStack() as stack:
+        # Connected before the burst: a connection's own record is written when it opens.
+        sockets = [await stack.enter_async_context(server.connect()) for _ in range(CONNECTIONS)]
+        await asyncio.gather(*(one(i, ws) for i, ws in enumerate(sockets)))
+    assert len(answers) == BURST
+    await asyncio.sleep(2.0)  # let what was accepted run
+    requests = server.service.requests
+    ran_after_error = []
+    for client_id, answer in answers.items():
+        if answer["type"] != "error":
+            continue
+        if (answer["error"].get("details") or {}).get("status") == "unknown":
+            continue  # the answer says it may be running
+        assert answer["error"]["code"] in ("INTERNAL_ERROR", "RATE_LIMITED")
+        stored = await requests.get(new_request_id("acme", "alice", client_id))
+        if stored is not None and stored.record.status != RequestStatus.FAILED:
+            ran_after_error.append((client_id, stored.record.status))
+        elif stored is not None:
+            assert stored.record.attempts == 0, client_id
+    assert ran_after_error == []
