@@ -228,9 +228,21 @@ class _Session:
 
     async def _serve(self) -> None:
         service = self.service
-        await service.connections.save(self.record)
+        try:
+            await service.connections.save(self.record)
+        except PrismError as exc:
+            await self._refuse(exc)
+            return
         self.follower.start()
-        await service.hub.listen(self.follower, service.access.topic_of(self.principal))
+        try:
+            await service.hub.listen(self.follower, service.access.topic_of(self.principal))
+        except PrismError as exc:
+            await service.hub.remove(self.follower)
+            await self.follower.stop()
+            with contextlib.suppress(PrismError):
+                await service.connections.remove(self.record)
+            await self._refuse(exc)
+            return
         try:
             await self._read()
         finally:
@@ -246,6 +258,15 @@ class _Session:
                 await service.connections.remove(self.record)
             except PrismError as exc:
                 log.warning("could not remove connection %s: %s", self.record.id, exc)
+
+    async def _refuse(self, exc: PrismError) -> None:
+        """The store failed while the connection was being set up: answer and close it (1013)."""
+        # Answered and closed, never dropped: the client learns to come back.
+        log.warning("could not set up connection %s: %s", self.record.id, exc)
+        error = StreamError("INTERNAL_ERROR", "the connection could not be set up; try again", retry_after=1)
+        with contextlib.suppress(RuntimeError, OSError):
+            await self.ws.send_text(_error(error).decode())
+        await self._close(CLOSE_TRY_AGAIN_LATER, "try again later")
 
     async def _read(self) -> None:
         config = self.config
