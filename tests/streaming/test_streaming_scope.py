@@ -97,11 +97,15 @@ BURST = 1000
 CONNECTIONS = 10
 
 
+@pytest.mark.parametrize("store", ["redis_url", "postgres_url", "nats_url"])
 async def test_a_burst_of_submissions_never_runs_a_request_answered_with_an_error(
-    server_factory: ServerFactory, redis_url: str
+    server_factory: ServerFactory, store: str, request: pytest.FixtureRequest
 ) -> None:
     # 1,000 submissions of one principal within a second, over ten connections.
-    server = await server_factory(redis_url, run_workers=True, rate_burst=BURST)
+    url = request.getfixturevalue(store)
+    server = await server_factory(
+        url, run_workers=True, rate_burst=BURST, namespace_prefix="burst", queue_name="burst"
+    )
     answers: dict[str, dict[str, Any]] = {}
 
     async def one(index: int, ws: Any) -> None:
