@@ -13,7 +13,7 @@ from typing import Any
 
 import pytest
 import websockets
-from streaming_helpers import Server, ServerFactory, recv_json, send_json, until_terminal
+from streaming_helpers import FAST, Server, ServerFactory, recv_json, send_json, until_terminal
 
 from prism.streaming.requests import RequestStatus, new_request_id
 
@@ -203,3 +203,52 @@ async def test_a_record_write_without_an_answer_that_did_not_land_never_runs(
         assert ack["type"] == "acknowledgment" and ack["message"] == "request queued"
         events = await until_terminal(ws, record.request_id)
     assert events[-1]["type"] == "complete"
+
+
+async def test_anonymous_callers_of_the_gateway_get_no_feed_and_only_their_own_requests() -> None:
+    """With auth off every caller is the same anonymous principal: each connection still gets
+    the events of its own requests only, and the feed is refused."""
+    import uvicorn
+
+    from prism.gateway import create_app, parse_config
+    from prism.gateway.app import load_extensions
+    from prism.streaming.app import UVICORN_OPTIONS
+    from prism.testing.servers import free_port
+
+    config = parse_config(
+        {
+            "stores": {"main": "memory://anonymous-scope"},
+            "namespaces": [{"name": "default", "store": "main"}],
+            "streaming": {**FAST},
+        }
+    )
+    (extension,) = load_extensions(config)
+    app = create_app(
+        config,
+        extra_routes=extension.routes,
+        on_startup=extension.on_startup,
+        on_shutdown=extension.on_shutdown,
+    )
+    port = free_port()
+    server = uvicorn.Server(
+        uvicorn.Config(app, host="127.0.0.1", port=port, log_level="warning", **UVICORN_OPTIONS)
+    )
+    task = asyncio.create_task(server.serve())
+    for _ in range(1000):
+        if server.started or task.done():
+            break
+        await asyncio.sleep(0.01)
+    url = f"ws://127.0.0.1:{port}/v1/stream"
+    try:
+        async with websockets.connect(url) as first, websockets.connect(url) as second:
+            await send_json(first, {"type": "feed"})
+            refused = await recv_json(first)
+            assert refused["type"] == "error" and refused["error"]["code"] == "FORBIDDEN"
+            mine = await _submit(first, "anon-1")
+            theirs = await _submit(second, "anon-2")
+            assert (await until_terminal(first, mine))[-1]["type"] == "complete"
+            assert (await until_terminal(second, theirs))[-1]["type"] == "complete"
+            assert [m for m in await _drain(first, 0.3) if m.get("request_id") == theirs] == []
+    finally:
+        server.should_exit = True
+        await task
