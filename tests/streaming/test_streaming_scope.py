@@ -252,3 +252,18 @@ async def test_anonymous_callers_of_the_gateway_get_no_feed_and_only_their_own_r
     finally:
         server.should_exit = True
         await task
+
+
+async def test_a_settling_write_that_landed_without_an_answer_still_settles(
+    server_factory: ServerFactory,
+) -> None:
+    from prism.errors import BackendTimeout
+    from prism.streaming.errors import StreamError
+
+    server = await server_factory()
+    record = await _draft_record(server, "settled-twice")
+    with pytest.raises(StreamError):
+        await server.service.commands._settle(record, BackendTimeout("no answer"))
+    with pytest.raises(StreamError) as again:
+        await server.service.commands._settle(record, BackendTimeout("no answer"))
+    assert again.value.retryable and again.value.details is None

@@ -225,10 +225,10 @@ class Commands:
                     continue
                 if found is None:
                     continue
-                if found.record.owner == UNSTORED:
-                    break
-                # The first write landed (or a repeat of the same id beat it): that is the request.
-                return Submission(found, found.record.created_at == record.created_at)
+                if found.record.owner != UNSTORED:
+                    # The first write landed (or a repeat of the same id beat it): that is the request.
+                    return Submission(found, found.record.created_at == record.created_at)
+                # An earlier settling write landed although it got no answer either: settled.
             except PrismError:
                 continue
             log.warning("submission %s was not stored (%s); it will not run", rid, cause)
