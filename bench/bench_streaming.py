@@ -1,4 +1,5 @@
-"""Streaming: 1,000 WebSocket clients following live jobs, idle-connection memory, and sync echo vs a floor.
+"""Streaming: 1,000 WebSocket clients following live jobs (one key each, and one key for all),
+idle-connection memory, and sync echo vs a floor.
 
     python -m bench streaming [--clients 1000] [--worker-processes 1] [--job-seconds 5] [--runs 3] [--quick]
 
@@ -171,7 +172,8 @@ async def _wait_ws(url: str, headers: dict[str, str], process: subprocess.Popen[
 # -- measurements ------------------------------------------------------------------------
 
 
-async def _open_many(url: str, count: int) -> list[Any]:
+async def _open_many(url: str, count: int, *, one_key: bool = False) -> list[Any]:
+    """``count`` WebSockets, one API key each (``one_key``: all on the first key, one principal)."""
     import websockets
 
     sockets: list[Any] = []
@@ -179,7 +181,10 @@ async def _open_many(url: str, count: int) -> list[Any]:
         batch = await asyncio.gather(
             *(
                 websockets.connect(
-                    url, additional_headers={"X-API-Key": f"key-{i}"}, compression=None, max_size=None
+                    url,
+                    additional_headers={"X-API-Key": "key-0" if one_key else f"key-{i}"},
+                    compression=None,
+                    max_size=None,
                 )
                 for i in range(start, min(count, start + CONNECT_BURST))
             )
@@ -266,16 +271,23 @@ def _cpu_seconds(pid: int) -> float:
 
 
 async def measure_latency(
-    url: str, clients: int, job_seconds: float, pids: dict[str, list[int]]
+    url: str, clients: int, job_seconds: float, pids: dict[str, list[int]], *, one_key: bool = False
 ) -> dict[str, Any]:
-    sockets = await _open_many(url, clients)
+    """Each of ``clients`` connections submits one job and follows it to its end.
+
+    ``one_key``: every connection is the same principal, so each must get the events
+    of its own job only; an event of another job counts as ``foreign``.
+    """
+    sockets = await _open_many(url, clients, one_key=one_key)
     cpu_before = {name: sum(_cpu_seconds(p) for p in group) for name, group in pids.items()}
     run = os.urandom(4).hex()
     latencies: list[float] = []
     errors: list[str] = []
     counts: list[int] = []
+    foreign = 0
 
     async def follow(i: int, ws: Any) -> None:
+        nonlocal foreign
         await asyncio.sleep(i * STEP_SECONDS / clients)  # spread the ticks of the jobs over one step
         frame = {
             "action": "delay",
@@ -284,9 +296,16 @@ async def measure_latency(
         }
         await ws.send(json.dumps(frame))
         seen = 0
+        mine: str | None = None
         while True:
             msg = json.loads(await ws.recv())
             kind = msg["type"]
+            if kind == "acknowledgment":
+                mine = msg["request_id"]
+                continue
+            if msg.get("request_id") != mine and msg.get("seq") is not None:
+                foreign += 1
+                continue
             if kind == "progress":
                 latencies.append(time.time() - _epoch(msg["timestamp"]))
                 seen += 1
@@ -315,6 +334,8 @@ async def measure_latency(
         "p99_ms": pct(0.99),
         "max_ms": 1000 * ordered[-1],
         "errors": errors,
+        "completed": len(counts),
+        "foreign": foreign,
         "per_job": statistics.median(counts) if counts else 0,
         # CPU microseconds each process spent per delivered event (all of its work, not only events).
         "cpu_us_per_event": {name: 1e6 * used / max(1, len(latencies)) for name, used in cpu.items()},
@@ -378,6 +399,8 @@ def _report(
 ) -> str:
     latency = sweep[opts.clients]
     floor = opts.floor
+    one = opts.one_key
+    clean = one["completed"] == opts.clients and not one["errors"] and not one["foreign"]
 
     def verdict(ok: bool) -> str:
         return "met" if ok else "**missed**"
@@ -408,6 +431,13 @@ def _report(
         f"| progress delivery latency, max | {latency['max_ms']:.1f} ms | | |",
         f"| progress events delivered | {latency['events']} ({latency['rate']:.0f}/s, "
         f"{latency['per_job']:g} per job), errors: {len(latency['errors'])} | | |",
+        f"| same, {opts.clients} connections of ONE principal, p50 / p90 | {one['p50_ms']:.1f} ms / "
+        f"{one['p90_ms']:.1f} ms | | |",
+        f"| same, ONE principal, p99 | {one['p99_ms']:.1f} ms | < {P99_TARGET_MS:g} ms | "
+        f"{verdict(one['p99_ms'] < P99_TARGET_MS)} |",
+        f"| same, ONE principal: jobs completed, errors, events of other jobs received "
+        f"| {one['completed']} of {opts.clients}, {len(one['errors'])}, {one['foreign']} | "
+        f"{opts.clients}, 0, 0 | {verdict(clean)} |",
         f"| memory per idle connection | {memory['per_connection_kib']:.1f} KiB "
         f"(RSS {memory['before_kib'] / 1024:.0f} -> {memory['after_kib'] / 1024:.0f} MiB) "
         f"| < {IDLE_TARGET_KIB:g} KiB "
@@ -420,6 +450,10 @@ def _report(
         "",
         f"Jobs: `delay` of {opts.job_seconds:g} s reporting every {STEP_SECONDS} s; echo: "
         f"{opts.echo_connections} connections x {opts.echo_seconds:g} s per round, {opts.runs} rounds.",
+        "",
+        f"The ONE-principal rows: the same {opts.clients} connections all present the same API key, each "
+        "submits one job and must receive that job's events only (a connection gets the requests it "
+        "submitted or subscribed to; see docs/streaming.md), measured after the sweep below.",
         "",
         "Delivery latency by number of clients (each follows one job), and the CPU each process spent "
         "per delivered event while the jobs ran (share: of one core):",
@@ -466,6 +500,10 @@ async def _run(
         latency[count] = result = await measure_latency(prism_url, count, opts.job_seconds, pids)
         shown = {k: round(v, 1) if isinstance(v, float) else v for k, v in result.items() if k != "errors"}
         print(f"latency with {count} clients: {shown} errors={len(result['errors'])}", file=sys.stderr)
+    await asyncio.sleep(SETTLE_SECONDS)
+    opts.one_key = await measure_latency(prism_url, opts.clients, opts.job_seconds, pids, one_key=True)
+    shown = {k: round(v, 1) if isinstance(v, float) else v for k, v in opts.one_key.items() if k != "errors"}
+    print(f"latency, one principal: {shown} errors={len(opts.one_key['errors'])}", file=sys.stderr)
     echo = await measure_echo(prism_url, floor_url, opts)
     print(f"echo: {echo}", file=sys.stderr)
     return memory, latency, echo

@@ -343,9 +343,11 @@ async def test_messages_are_valid_protocol_structs(server: Server) -> None:
 
 
 async def test_subscribe_sends_every_event_after_after_seq_even_those_already_sent(server: Server) -> None:
-    """Another connection of the user got events of the request unasked; its subscribe still gets
-    every event after ``after_seq``, in order, then the live ones."""
+    """Another connection of the user got events of the request unasked (its feed); its subscribe
+    still gets every event after ``after_seq``, in order, then the live ones."""
     async with server.connect() as one, server.connect() as two:
+        await send_json(two, {"type": "feed"})
+        assert (await recv_json(two))["type"] == "feed"
         await send_json(one, {"action": "delay", "id": "seen", "payload": {"seconds": 0.6, "step": 0.1}})
         rid = (await recv_json(one))["request_id"]
         unasked = [await recv_json(two), await recv_json(two)]

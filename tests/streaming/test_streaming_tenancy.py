@@ -41,9 +41,10 @@ async def test_other_users_cannot_see_follow_or_cancel_a_request(server: Server)
     assert current is not None and current.record.status in ("PENDING", "PROCESSING")
 
 
-async def test_every_connection_of_the_user_gets_their_events(server: Server) -> None:
+async def test_a_connection_taking_the_feed_gets_every_request_of_the_user(server: Server) -> None:
     async with server.connect("alice-token") as one, server.connect("alice-token") as two:
-        await asyncio.sleep(0.05)
+        await send_json(two, {"type": "feed"})
+        assert (await recv_json(two))["type"] == "feed"
         await send_json(one, {"action": "delay", "id": "fan", "payload": {"seconds": 0.3, "step": 0.1}})
         ack = await recv_json(one)
         first = await until_terminal(one, ack["request_id"])

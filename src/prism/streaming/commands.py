@@ -35,6 +35,7 @@ from prism.streaming.protocol import (
 )
 from prism.streaming.queries import Queries
 from prism.streaming.requests import (
+    UNSTORED,
     RequestRecord,
     RequestStatus,
     Versioned,
@@ -140,6 +141,10 @@ class Commands:
             # Ids are derived from (tenant, user, id), so this is never another user's to return.
             log.error("request %s is stored under another identity", current.record.request_id)
             raise StreamError("INTERNAL_ERROR", f"id {client_id!r} cannot be used; choose another")
+        if current.record.owner == UNSTORED:
+            # A submission of this id that was never stored: a repeat submits it afresh.
+            await self.requests.forget_unstored(current)
+            return None
         if current.record.fingerprint != fingerprint(spec.action, payload):
             raise StreamError(
                 "DUPLICATE_REQUEST",
@@ -182,6 +187,61 @@ class Commands:
             if found is None:
                 raise StreamError("INTERNAL_ERROR", "the request vanished while being submitted") from None
             return Submission(found, False)
+        except PrismError as exc:
+            if not exc.retryable:
+                raise
+            # A timeout or a lost connection: the write may still land, and the queued message
+            # would then run it. Settle which it is before answering.
+            return await self._settle(record, exc)
+
+    async def _settle(self, record: RequestRecord, cause: PrismError) -> Submission:
+        """Decide the outcome of a record write that had none: stored (accepted), or never to run.
+
+        A terminal record written if absent settles it: when it lands, the first write can
+        no longer (and a worker drops the queued message); when the first write was there
+        already, it is the request, accepted. Only when no write gets an answer within
+        ``submit_settle_attempts`` does the client hear that the outcome is unknown.
+        """
+        rid = record.request_id
+        unstored = msgspec.structs.replace(
+            record,
+            status=RequestStatus.FAILED,
+            queued=False,
+            owner=UNSTORED,
+            error=ErrorBody(
+                code="INTERNAL_ERROR", message="the request could not be stored; it never ran", retryable=True
+            ),
+            finished_at=time.time(),
+        )
+        for attempt in range(self.config.submit_settle_attempts):
+            if attempt:
+                await asyncio.sleep(self.config.retry_backoff)
+            try:
+                await self.requests.create(unstored)
+            except PreconditionFailed:
+                try:
+                    found = await self.requests.get(rid)
+                except PrismError:
+                    continue
+                if found is None:
+                    continue
+                if found.record.owner != UNSTORED:
+                    # The first write landed (or a repeat of the same id beat it): that is the request.
+                    return Submission(found, found.record.created_at == record.created_at)
+                # An earlier settling write landed although it got no answer either: settled.
+            except PrismError:
+                continue
+            log.warning("submission %s was not stored (%s); it will not run", rid, cause)
+            raise StreamError(
+                "INTERNAL_ERROR", "the request could not be stored and will not run; try again", retry_after=1
+            ) from cause
+        log.error("submission %s: could not tell whether it was stored (%s)", rid, cause)
+        raise StreamError(
+            "INTERNAL_ERROR",
+            "the request may have been stored and may run: ask its status before sending it again",
+            retryable=False,
+            details={"request_id": rid, "status": "unknown"},
+        ) from cause
 
     async def run_inline(
         self,

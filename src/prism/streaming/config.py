@@ -69,6 +69,12 @@ class StreamingConfig(msgspec.Struct, kw_only=True, forbid_unknown_fields=True, 
     resync_interval: float = 5.0
     #: Outbound messages buffered per connection; a client that falls further behind is closed (1013).
     send_queue_size: int = 4096
+    #: Connections of one principal on one node that may take its whole feed (the ``feed``
+    #: message: the events of all its requests); 0 turns the feed off. Never for the anonymous caller.
+    feed_connections: int = 8
+    #: Attempts at settling a submission whose record write had no clear outcome (a timeout)
+    #: before it is answered INTERNAL_ERROR with its request_id and status unknown.
+    submit_settle_attempts: int = 3
     #: What a WebSocket disconnect does to the requests it started.
     disconnect_policy: Literal["continue", "cancel"] = "continue"
     #: Run workers inside the serving process.
@@ -132,7 +138,13 @@ class StreamingConfig(msgspec.Struct, kw_only=True, forbid_unknown_fields=True, 
                 raise ValueError(f"{name} must be > 0")
         if not 0 < self.max_delay_seconds < math.inf:
             raise ValueError("max_delay_seconds must be a finite number of seconds > 0")
-        non_negative = ("retry_backoff", "retry_backoff_max", "cancel_grace", "orphan_grace")
+        non_negative = (
+            "retry_backoff",
+            "retry_backoff_max",
+            "cancel_grace",
+            "orphan_grace",
+            "feed_connections",
+        )
         for name in non_negative:
             if getattr(self, name) < 0:
                 raise ValueError(f"{name} must be >= 0")
@@ -143,6 +155,7 @@ class StreamingConfig(msgspec.Struct, kw_only=True, forbid_unknown_fields=True, 
             "event_log_size",
             "send_queue_size",
             "record_batch",
+            "submit_settle_attempts",
             "workers",
             "max_attempts",
             "max_list_limit",

@@ -6,9 +6,11 @@ is a duplicate and dropped; one above it means events were missed (a pubsub blip
 replay racing live delivery) and the gap is filled from the event log first. So a
 client sees every event of a request once, in order, however events reach the node.
 
-The hub subscribes once per topic that has a local follower: a user's topic for every
-WebSocket of that user (all their requests' events reach all their connections), and
-the owner's topic for a follower that watches one request (SSE, or an admin).
+Events are published on their owner's topic. The hub subscribes once per topic that
+has a local follower and routes each event by its request: a follower gets the
+events of the requests it follows (a WebSocket: those it submitted or subscribed to;
+an SSE stream: its one request), and only a follower that asked for its user's
+whole feed gets every event of that topic.
 """
 
 from __future__ import annotations
@@ -41,10 +43,11 @@ _DIRECT, _EVENT, _ACK, _SUBSCRIBE, _FORGET, _CHECK, _STOP = range(7)
 class Follower:
     """One client that receives events: a WebSocket connection or an SSE stream.
 
-    Per request it keeps the next ``seq`` it owes the client. A WebSocket follower
-    also follows, from the first event it sees, every request of its user that it was
-    not told about (``auto_follow``); a ``subscribe`` later sends every event after its
-    ``after_seq`` again, in order (a client that kept them drops the numbers it has).
+    Per request it keeps the next ``seq`` it owes the client. A follower of a user's
+    whole feed also follows, from the first event it sees, every request of that user
+    it was not told about (``auto_follow``); a ``subscribe`` later sends every event
+    after its ``after_seq`` again, in order (a client that kept them drops the numbers
+    it has).
     """
 
     def __init__(
@@ -53,9 +56,10 @@ class Follower:
         send: Callable[[bytes], Awaitable[None]],
         *,
         queue_size: int,
-        auto_follow: bool = True,
+        auto_follow: bool = False,
         on_overflow: Callable[[], None] | None = None,
         on_terminal: Callable[[str], None] | None = None,
+        on_forget: Callable[[str], None] | None = None,
     ) -> None:
         self._log = log
         self._send = send
@@ -63,6 +67,7 @@ class Follower:
         self._auto = auto_follow
         self._on_overflow = on_overflow
         self._on_terminal = on_terminal
+        self._on_forget = on_forget
         self._cursors: dict[str, int] = {}
         #: When each followed request last moved (monotonic), to notice one that went quiet.
         self._moved: dict[str, float] = {}
@@ -142,6 +147,14 @@ class Follower:
         """A live event (``data`` None: too large for pubsub, read it from the log)."""
         self._put((_EVENT, header.request_id, header.seq, header.type, data))
 
+    def follow_all(self) -> None:
+        """Also follow, from the first event seen, every request routed here unasked (a user's feed)."""
+        self._auto = True
+
+    @property
+    def follows_all(self) -> bool:
+        return self._auto
+
     def following(self, request_id: str) -> bool:
         return request_id in self._cursors
 
@@ -191,6 +204,8 @@ class Follower:
                         await self._send(reply)
                     if self._cursors.get(rid) == 1 and rid not in self._auto_start:
                         del self._cursors[rid]
+                        if self._on_forget is not None:
+                            self._on_forget(rid)
                     await self._release(rid)
                 else:
                     return
@@ -272,11 +287,20 @@ class Follower:
 
 
 class Hub:
-    """Routes published events to the local followers of their topic or request."""
+    """Routes published events to the local followers of their request, and to the feeds of their topic.
+
+    Events are published on their owner's topic; the hub subscribes to a topic once,
+    while a local follower needs it, and hands each event only to the followers of its
+    request (and to the followers that asked for the owner's whole feed). So the work
+    per event is proportional to who follows that request, not to how many connections
+    its owner has.
+    """
 
     def __init__(self, pubsub: PubSub) -> None:
         self._pubsub = pubsub
+        #: The followers that asked for every event of a topic (a user's feed).
         self._by_topic: dict[str, set[Follower]] = {}
+        #: The followers of each request.
         self._watchers: dict[str, set[Follower]] = {}
         self._subs: dict[str, Subscription] = {}
         self._refs: dict[str, int] = {}
@@ -284,7 +308,7 @@ class Hub:
 
     @property
     def followers(self) -> int:
-        return sum(len(f) for f in self._by_topic.values())
+        return len(self.followers_set())
 
     async def _ref(self, topic: str) -> None:
         async with self._lock:
@@ -303,31 +327,44 @@ class Hub:
         if sub is not None:
             await sub.close()
 
-    async def add(self, follower: Follower, topic: str) -> None:
-        """``follower`` gets every event published on ``topic`` (a user's topic)."""
-        self._by_topic.setdefault(topic, set()).add(follower)
+    async def listen(self, follower: Follower, topic: str) -> None:
+        """Keep ``topic`` subscribed while ``follower`` is here, so :meth:`route` needs no round trip."""
         if topic not in follower.topics:
             follower.topics.add(topic)
             await self._ref(topic)
+
+    async def add(self, follower: Follower, topic: str) -> None:
+        """``follower`` gets every event published on ``topic`` (a user's feed)."""
+        await self.listen(follower, topic)
+        self._by_topic.setdefault(topic, set()).add(follower)
+
+    def feeds(self, topic: str) -> int:
+        """How many local followers get the whole feed of ``topic``."""
+        return len(self._by_topic.get(topic, ()))
+
+    def route(self, follower: Follower, request_id: str) -> None:
+        """``follower`` gets the events of ``request_id`` (its topic already listened to)."""
+        self._watchers.setdefault(request_id, set()).add(follower)
+        follower.watched.add(request_id)
+
+    def unroute(self, follower: Follower, request_id: str) -> None:
+        """``follower`` no longer gets the events of ``request_id`` (unless it takes the whole feed)."""
+        follower.watched.discard(request_id)
+        watchers = self._watchers.get(request_id)
+        if watchers is not None:
+            watchers.discard(follower)
+            if not watchers:
+                del self._watchers[request_id]
 
     async def watch(self, follower: Follower, topic: str, request_id: str) -> None:
         """``follower`` gets the events of one request, published on its owner's ``topic``."""
-        if follower in self._by_topic.get(topic, ()):
-            return
-        self._watchers.setdefault(request_id, set()).add(follower)
-        follower.watched.add(request_id)
-        if topic not in follower.topics:
-            follower.topics.add(topic)
-            await self._ref(topic)
+        self.route(follower, request_id)
+        await self.listen(follower, topic)
 
     async def remove(self, follower: Follower) -> None:
         """Stop routing to ``follower``."""
-        for rid in follower.watched:
-            watchers = self._watchers.get(rid)
-            if watchers is not None:
-                watchers.discard(follower)
-                if not watchers:
-                    del self._watchers[rid]
+        for rid in list(follower.watched):
+            self.unroute(follower, rid)
         for topic in follower.topics:
             followers = self._by_topic.get(topic)
             if followers is not None:
@@ -336,7 +373,6 @@ class Hub:
                     del self._by_topic[topic]
             await self._unref(topic)
         follower.topics.clear()
-        follower.watched.clear()
 
     def followers_set(self) -> set[Follower]:
         """Every follower routed by this hub."""
@@ -364,9 +400,9 @@ class Hub:
         if header.type == "ref":
             payload = None
             header = EventHeader("ref", header.request_id, header.seq)
-        for follower in self._by_topic.get(topic, ()):
+        watchers = self._watchers.get(header.request_id, ())
+        for follower in watchers:
             follower.offer(header, payload)
-        routed = self._by_topic.get(topic, ())
-        for follower in self._watchers.get(header.request_id, ()):
-            if follower not in routed:
+        for follower in self._by_topic.get(topic, ()):
+            if follower not in watchers:
                 follower.offer(header, payload)

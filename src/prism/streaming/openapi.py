@@ -18,6 +18,7 @@ from prism.streaming.protocol import (
     Complete,
     ErrorBody,
     ErrorMessage,
+    Feed,
     Inbound,
     Pong,
     Progress,
@@ -66,7 +67,7 @@ _REQUEST_FIELDS = ("action", "id", "payload", "metadata")
 
 #: Every message the server sends on the WebSocket, told apart by ``type``.
 ServerMessage = (
-    Acknowledgment | Response | Progress | Complete | ErrorMessage | StatusMessage | Subscribed | Pong
+    Acknowledgment | Response | Progress | Complete | ErrorMessage | StatusMessage | Subscribed | Feed | Pong
 )
 
 

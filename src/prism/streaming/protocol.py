@@ -24,6 +24,7 @@ __all__ = [
     "ErrorBody",
     "ErrorMessage",
     "EventHeader",
+    "Feed",
     "Inbound",
     "Pong",
     "Progress",
@@ -42,7 +43,7 @@ __all__ = [
 #: Longest client id, action name and request id accepted.
 MAX_NAME_CHARS = 128
 
-CONTROL_TYPES = frozenset({"subscribe", "cancel", "status", "ping"})
+CONTROL_TYPES = frozenset({"subscribe", "feed", "cancel", "status", "ping"})
 TERMINAL_TYPES = frozenset({"complete", "error"})
 
 
@@ -74,7 +75,7 @@ def _doc(text: str) -> msgspec.Meta:
 class Inbound(msgspec.Struct, kw_only=True):
     """Any client message: a request (``action``) or a control message (``type``)."""
 
-    type: Annotated[str | None, _doc("A control message: subscribe, cancel, status or ping.")] = None
+    type: Annotated[str | None, _doc("A control message: subscribe, feed, cancel, status or ping.")] = None
     action: Annotated[str | None, _doc("A request: the handler to run (1-128 printable characters).")] = None
     id: Annotated[str | None, _doc("The client's id: a repeat returns the same request.")] = None
     payload: Annotated[msgspec.Raw, _doc("The handler's input: a JSON object.")] = msgspec.field(
@@ -215,6 +216,15 @@ class Subscribed(_Out, tag="subscribed"):
     after_seq: int
     last_seq: int
     status: str
+
+
+class Feed(_Out, tag="feed"):
+    """A ``feed`` took effect: the events of every request of the caller follow on this connection."""
+
+    #: Connections of the caller on this server taking the feed, this one included.
+    connections: int
+    #: The most that may (``feed_connections``).
+    limit: int
 
 
 class EventHeader(msgspec.Struct):

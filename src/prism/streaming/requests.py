@@ -42,6 +42,7 @@ from prism.streaming.protocol import ErrorBody, ProgressState
 
 __all__ = [
     "TERMINAL",
+    "UNSTORED",
     "RecordWrites",
     "RequestRecord",
     "RequestStatus",
@@ -52,6 +53,11 @@ __all__ = [
     "is_request_id",
     "new_request_id",
 ]
+
+
+#: The ``owner`` of the record that settles a submission never stored: it never runs, and a
+#: repeat of its client id submits it afresh.
+UNSTORED = "unstored"
 
 
 class RequestStatus(enum.StrEnum):
@@ -276,6 +282,13 @@ class RequestStore:
             raise
         count_status(record.action, record.status)
         return Versioned(record, etag)
+
+    async def forget_unstored(self, current: Versioned) -> None:
+        """Delete the record of a submission that was never stored (owner ``UNSTORED``), if unchanged."""
+        if current.record.owner != UNSTORED:
+            raise InvalidArgument(f"request {current.record.request_id} was stored; it is not forgotten")
+        with contextlib.suppress(PreconditionFailed):
+            await self.records.delete(current.record.request_id, if_match=current.etag)
 
     async def replace(self, current: Versioned, new: RequestRecord) -> Versioned:
         """Write ``new`` over ``current`` only if the stored etag is still ``current.etag``.

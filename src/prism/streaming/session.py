@@ -29,6 +29,7 @@ from prism.streaming.metrics import CONNECTIONS
 from prism.streaming.protocol import (
     Acknowledgment,
     ErrorMessage,
+    Feed,
     Inbound,
     Pong,
     Response,
@@ -137,7 +138,12 @@ async def serve_websocket(source: Callable[[], StreamingService], websocket: Web
 
 
 #: Audit operations of the WebSocket messages (a request message is ``stream_submit``).
-_OPERATIONS = {"cancel": "stream_cancel", "status": "stream_status", "subscribe": "stream_subscribe"}
+_OPERATIONS = {
+    "cancel": "stream_cancel",
+    "status": "stream_status",
+    "subscribe": "stream_subscribe",
+    "feed": "stream_feed",
+}
 
 
 class _Session:
@@ -146,8 +152,14 @@ class _Session:
         self.config = service.config
         self.ws = websocket
         self.principal = principal
-        self.follower = Follower(
-            service.log, self._send, queue_size=self.config.send_queue_size, on_overflow=self._overflowed
+        hub = service.hub
+        self.follower = follower = Follower(
+            service.log,
+            self._send,
+            queue_size=self.config.send_queue_size,
+            on_overflow=self._overflowed,
+            on_terminal=lambda rid: hub.unroute(follower, rid),
+            on_forget=lambda rid: hub.unroute(follower, rid),
         )
         self.tasks: set[asyncio.Future[None]] = set()
         self.started: set[str] = set()
@@ -216,9 +228,21 @@ class _Session:
 
     async def _serve(self) -> None:
         service = self.service
-        await service.connections.save(self.record)
+        try:
+            await service.connections.save(self.record)
+        except PrismError as exc:
+            await self._refuse(exc)
+            return
         self.follower.start()
-        await service.hub.add(self.follower, service.access.topic_of(self.principal))
+        try:
+            await service.hub.listen(self.follower, service.access.topic_of(self.principal))
+        except PrismError as exc:
+            await service.hub.remove(self.follower)
+            await self.follower.stop()
+            with contextlib.suppress(PrismError):
+                await service.connections.remove(self.record)
+            await self._refuse(exc)
+            return
         try:
             await self._read()
         finally:
@@ -234,6 +258,15 @@ class _Session:
                 await service.connections.remove(self.record)
             except PrismError as exc:
                 log.warning("could not remove connection %s: %s", self.record.id, exc)
+
+    async def _refuse(self, exc: PrismError) -> None:
+        """The store failed while the connection was being set up: answer and close it (1013)."""
+        # Answered and closed, never dropped: the client learns to come back.
+        log.warning("could not set up connection %s: %s", self.record.id, exc)
+        error = StreamError("INTERNAL_ERROR", "the connection could not be set up; try again", retry_after=1)
+        with contextlib.suppress(RuntimeError, OSError):
+            await self.ws.send_text(_error(error).decode())
+        await self._close(CLOSE_TRY_AGAIN_LATER, "try again later")
 
     async def _read(self) -> None:
         config = self.config
@@ -333,6 +366,8 @@ class _Session:
                 audited = self._admit()
             if msg.type == "subscribe":
                 await self._subscribe(msg)
+            elif msg.type == "feed":
+                await self._feed()
             elif msg.type == "status":
                 assert msg.request_id is not None
                 current = await self.service.queries.lookup(self.principal, msg.request_id)
@@ -398,11 +433,10 @@ class _Session:
         assert msg.request_id is not None
         service = self.service
         current = await service.queries.lookup(self.principal, msg.request_id)
+        # Routed only once the caller may see it; read again, so no event between falls through.
+        await service.hub.watch(self.follower, service.access.owner_topic(current.record), msg.request_id)
+        current = await service.queries.lookup(self.principal, msg.request_id)
         record = current.record
-        if record.user != self.principal.owner:
-            await service.hub.watch(self.follower, service.access.owner_topic(record), record.request_id)
-            current = await service.queries.lookup(self.principal, msg.request_id)
-            record = current.record
         # Nothing comes after the last event yet: a client ahead of it gets what follows.
         after = min(msg.after_seq or 0, record.seq)
         reply = encode(
@@ -412,6 +446,33 @@ class _Session:
         )
         self.follower.subscribe(record.request_id, after, record, reply)
 
+    async def _feed(self) -> None:
+        """Send this connection the events of every request of its caller (capped, never anonymous)."""
+        service, principal = self.service, self.principal
+        limit = self.config.feed_connections
+        if principal.kind == "anonymous":
+            raise StreamError(
+                "FORBIDDEN", "the anonymous caller has no feed; subscribe to each request instead"
+            )
+        topic = service.access.topic_of(principal)
+        if not self.follower.follows_all:
+            if service.hub.feeds(topic) >= limit:
+                raise StreamError(
+                    "FORBIDDEN",
+                    f"at most {limit} connections of a caller take its feed on this server"
+                    if limit
+                    else "the feed is turned off on this server",
+                    details={"limit": limit},
+                )
+            self.follower.follow_all()
+            await service.hub.add(self.follower, topic)
+        self.follower.direct(encode(Feed(connections=service.hub.feeds(topic), limit=limit)))
+
+    def _expect(self, request_id: str) -> None:
+        """This connection submits ``request_id``: route its events here, held until the answer."""
+        self.follower.expect(request_id)
+        self.service.hub.route(self.follower, request_id)
+
     async def _request(self, msg: Inbound) -> None:
         assert msg.action is not None
         service, principal, follower = self.service, self.principal, self.follower
@@ -419,7 +480,7 @@ class _Session:
         rid: str | None = None
         if msg.id is not None:
             rid = new_request_id(tenant_of(principal), principal.owner, msg.id)
-            follower.expect(rid)
+            self._expect(rid)
         started = time.perf_counter()
         audited = False
         try:
@@ -438,7 +499,7 @@ class _Session:
 
                 def promoted(record: RequestRecord) -> None:
                     nonlocal audited
-                    follower.expect(record.request_id)
+                    self._expect(record.request_id)
                     self.started.add(record.request_id)
                     ack = Acknowledgment(
                         request_id=record.request_id,
@@ -477,7 +538,7 @@ class _Session:
             def before_enqueue(request_id: str) -> None:
                 nonlocal rid
                 rid = request_id
-                follower.expect(request_id)
+                self._expect(request_id)
 
             submission = await service.commands.submit(
                 principal,
@@ -502,7 +563,8 @@ class _Session:
             if audited:
                 with contextlib.suppress(StreamError):
                     await self._audit("stream_submit", error.http_status, error.code, started, write=False)
-            reply = _error(error, request_id=None, client_id=msg.id)
+            details = error.details if isinstance(error.details, dict) else {}
+            reply = _error(error, request_id=details.get("request_id"), client_id=msg.id)
             if rid is not None:
                 follower.forget(rid, reply)
             else:
