@@ -163,26 +163,24 @@ class TimeSeries:
         await self._housekeep(now)
         if not stored:
             return []
-        unique: dict[Identity, StoredEvent] = {}
-        for event in stored:
-            unique.setdefault(event.identity, event)
+        # Identities repeated within the batch go in later rounds, each compared with what
+        # the earlier rounds left stored (rare: one more round trip per repeat).
+        rounds: list[dict[Identity, int]] = []
+        for i, event in enumerate(stored):
+            for round_ in rounds:
+                if event.identity not in round_:
+                    round_[event.identity] = i
+                    break
+            else:
+                rounds.append({event.identity: i})
+        outcomes: list[EventWrite] = [EventWrite.CREATED] * len(stored)
         with self._inst.op(self.name, "ts_write", len(stored)):
-            outcomes = dict(
-                zip(unique, await self._driver.write(self._spec, series, list(unique.values())), strict=True)
-            )
-        results: list[EventResult] = []
-        seen: set[Identity] = set()
-        for event in stored:
-            identity = event.identity
-            outcome = outcomes[identity]
-            if identity in seen:  # a repeat within the batch: compared with the first one
-                first = unique[identity]
-                same = first.same_content(event.value, event.content_type)
-                outcome = (
-                    EventWrite.EXISTED if same and outcome is not EventWrite.CONFLICT else EventWrite.CONFLICT
-                )
-            seen.add(identity)
-            results.append(self._result(event, outcome))
+            for round_ in rounds:
+                indexes = list(round_.values())
+                got = await self._driver.write(self._spec, series, [stored[i] for i in indexes])
+                for i, outcome in zip(indexes, got, strict=True):
+                    outcomes[i] = outcome
+        results = [self._result(event, outcome) for event, outcome in zip(stored, outcomes, strict=True)]
         return results
 
     @staticmethod
