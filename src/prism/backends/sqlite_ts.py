@@ -46,8 +46,9 @@ def _table(spec: SeriesSpec, slice_no: int) -> str:
 
 def _create(table: str) -> str:
     return (
-        f"CREATE TABLE IF NOT EXISTS {table} (series TEXT NOT NULL, t INTEGER NOT NULL, id TEXT NOT NULL, "
-        "ikey TEXT NOT NULL, value BLOB NOT NULL, ctype TEXT, PRIMARY KEY (series, t, id, ikey)) WITHOUT ROWID"
+        f"CREATE TABLE IF NOT EXISTS {table} (series TEXT NOT NULL, t INTEGER NOT NULL, "
+        "id TEXT NOT NULL, ikey TEXT NOT NULL, value BLOB NOT NULL, ctype TEXT, "
+        "PRIMARY KEY (series, t, id, ikey)) WITHOUT ROWID"
     )
 
 
