@@ -51,5 +51,8 @@ def test_the_blocking_twin_writes_reads_and_flushes_on_close(tmp_path: Path) -> 
 
 
 def test_backends_without_timeseries_say_why() -> None:
-    store = prism.connect("prism+http://127.0.0.1:1")
-    check_unsupported(store)
+    check_unsupported(prism.connect("prism+http://127.0.0.1:1"))
+    nats = prism.connect("nats://127.0.0.1:1")
+    check_unsupported(nats)
+    with pytest.raises(prism.Unsupported, match="JetStream KV buckets cannot read"):
+        nats.timeseries("clicks")

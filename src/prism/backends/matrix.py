@@ -79,6 +79,8 @@ def render() -> str:
         module = importlib.import_module(target.partition(":")[0])
         doc = inspect.cleandoc(module.__doc__ or "").strip()
         lines += ["", f"## {cls.name} ({schemes})", "", doc]
+        if not cls.capabilities.timeseries and cls.timeseries_unsupported:
+            lines += ["", f"No TimeSeries: {cls.timeseries_unsupported}."]
     return "\n".join(lines).rstrip() + "\n"
 
 

@@ -135,6 +135,9 @@ def slice_label(slice_no: int) -> str:
 class TimeSeriesDriver(ABC):
     """Stores the events of TimeSeries namespaces on one open backend's connection."""
 
+    #: Most UTF-8 bytes of an event id and item key together (None: only each one's own limit).
+    max_identity_bytes: int | None = None
+
     def __init__(self, backend: Backend) -> None:
         self.backend = backend
 

@@ -156,12 +156,19 @@ class TimeSeriesSuite:
 
     async def test_special_ids_keys_and_series_round_trip(self, ts: TimeSeries) -> None:
         t = _now()
-        events = [Event(time=t, id=name, key=name, value=name.encode()) for name in SPECIAL_IDS]
+        limit = ts.max_identity_bytes
+        names = [n for n in SPECIAL_IDS if limit is None or 2 * len(n.encode()) <= limit]
+        events = [Event(time=t, id=name, key=name, value=name.encode()) for name in names]
+        events.append(Event(time=t, id="x" * 1024, value=b"longest id"))
+        if limit is not None:
+            with pytest.raises(InvalidKey, match="together"):
+                await ts.write("s", [Event(time=t, id="x" * limit, key="k", value=b"")])
+            events[-1] = Event(time=t, id="x" * (limit - 1), key="k", value=b"longest id")
         for series in SPECIAL_IDS[:4]:
             await ts.write(series, events)
             got = await ts.read(series, newest_first=False)
             assert [(e.id, e.key, e.value) for e in got.events] == sorted(
-                (n, n, n.encode()) for n in SPECIAL_IDS
+                (e.id, e.key, e.value) for e in events
             )
 
     # -- immutability ------------------------------------------------------------------

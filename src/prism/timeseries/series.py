@@ -11,7 +11,7 @@ from datetime import UTC, datetime, timedelta
 from typing import TYPE_CHECKING
 
 from prism.backends.timeseries import EventWrite, Identity, SeriesSpec, StoredEvent, TimeSeriesDriver
-from prism.errors import InvalidArgument, PreconditionFailed, PrismError, StoreClosed
+from prism.errors import InvalidArgument, InvalidKey, PreconditionFailed, PrismError, StoreClosed
 from prism.kv.tokens import decode_token, encode_token
 from prism.kv.validation import check_content_type, check_id, check_item_key, check_limit, check_value
 from prism.model import Event, EventPage, EventResult
@@ -91,6 +91,8 @@ class TimeSeries:
         self.name = name
         self.settings = settings
         self.max_value_bytes = store.max_value_bytes
+        #: Most UTF-8 bytes an event id and item key take together on this backend (None: no joint limit).
+        self.max_identity_bytes = driver.max_identity_bytes
         self._spec = SeriesSpec(name, settings.slice_seconds, settings.retention_seconds)
         self._buffer: list[tuple[str, StoredEvent]] = []
         self._buffered_since = 0.0
@@ -132,6 +134,13 @@ class TimeSeries:
             micros = to_micros(event.time, f"events[{i}].time")
             check_id(event.id, f"events[{i}].id")
             check_item_key(event.key)
+            if self.max_identity_bytes is not None:
+                size = len(event.id.encode()) + len(event.key.encode())
+                if size > self.max_identity_bytes:
+                    raise InvalidKey(
+                        f"events[{i}]: the event id and item key take {size} bytes of UTF-8; the "
+                        f"{self._store.backend.name} backend allows {self.max_identity_bytes} together"
+                    )
             value = check_value(event.value, self.max_value_bytes, event.id)
             content_type = check_content_type(event.content_type)
             if oldest is not None and micros < oldest:

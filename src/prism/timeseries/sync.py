@@ -38,6 +38,11 @@ class SyncTimeSeries:
         return self._ts.settings
 
     @property
+    def max_identity_bytes(self) -> int | None:
+        """Most UTF-8 bytes an event id and item key take together on this backend (None: no joint limit)."""
+        return self._ts.max_identity_bytes
+
+    @property
     def max_value_bytes(self) -> int:
         """Largest event value the namespace accepts."""
         return self._ts.max_value_bytes
