@@ -49,17 +49,7 @@ def to_micros(when: object, what: str) -> int:
 
 def from_micros(micros: int) -> datetime:
     """Microseconds since the epoch as an aware UTC datetime."""
-    return _EPOCH + timedelta(microseconds=micros)
-
-
-def _event(stored: StoredEvent) -> Event:
-    return Event(
-        time=from_micros(stored.time),
-        id=stored.id,
-        value=stored.value,
-        key=stored.key,
-        content_type=stored.content_type,
-    )
+    return _EPOCH + timedelta(0, 0, micros)
 
 
 def _last(identity: Identity) -> str:
@@ -314,7 +304,18 @@ class TimeSeries:
                 more = True
                 break
         token = encode_token("ts", scope, _last(page[-1].identity)) if more and page else None
-        return EventPage([_event(e) for e in page], token)
+        epoch, delta = _EPOCH, timedelta
+        events = [
+            Event(
+                time=epoch + delta(0, 0, e.time),
+                id=e.id,
+                value=e.value,
+                key=e.key,
+                content_type=e.content_type,
+            )
+            for e in page
+        ]
+        return EventPage(events, token)
 
     # -- deletes and retention -----------------------------------------------------------
 
