@@ -42,6 +42,8 @@ from prism.testing.servers.redis import redis_server
 BATCH = 1000
 VALUE = b"x" * 100
 DAY = 86400
+#: Seconds the raw Redis client waits for a reply (copying a million-member sorted set is slow).
+RAW_TIMEOUT = 300.0
 PLAIN_DDL = (
     "CREATE TABLE IF NOT EXISTS bench_ts_plain (series text NOT NULL, t bigint NOT NULL, id text NOT NULL, "
     "value bytea NOT NULL, PRIMARY KEY (series, t, id))"
@@ -163,7 +165,7 @@ async def bench_postgres(url: str, events: int, rounds: int, calls: int) -> dict
 
 async def bench_redis(url: str, events: int, rounds: int, calls: int) -> dict[str, Any]:
     out: dict[str, Any] = {}
-    raw = aioredis.Redis.from_url(url)
+    raw = aioredis.Redis.from_url(url, socket_timeout=RAW_TIMEOUT)
     ns = f"bench-{uuid.uuid4().hex[:8]}"
     async with prism.connect(url) as store:
         ts = store.timeseries(ns, slice_seconds=DAY)
