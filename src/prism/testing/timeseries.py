@@ -358,6 +358,20 @@ class TimeSeriesSuite:
         async with prism.connect(store_url, **store_options) as store:
             assert _ids(await store.timeseries(name).read("s")) == ["buffered"]
 
+    async def test_a_namespace_keeps_its_slice_length(
+        self, store: Store, store_url: str, store_options: dict[str, Any]
+    ) -> None:
+        name = f"tsconf-{uuid.uuid4().hex[:12]}"
+        await store.timeseries(name, slice_seconds=60).write("s", [Event(time=_now(), id="e", value=b"")])
+        if not self.stores_share_data:
+            pytest.skip(f"{store_url} keeps nothing past its store")
+        async with prism.connect(store_url, **store_options) as other:
+            with pytest.raises(InvalidArgument, match="slice_seconds=60"):
+                await other.timeseries(name, slice_seconds=3600).read("s")
+            assert _ids(await other.timeseries(name + "-x", slice_seconds=3600).read("s")) == []
+        async with prism.connect(store_url, **store_options) as other:
+            assert _ids(await other.timeseries(name, slice_seconds=60).read("s")) == ["e"]
+
     # -- bad input ------------------------------------------------------------------------
 
     async def test_bad_input_is_refused_and_writes_nothing(self, ts: TimeSeries) -> None:

@@ -30,6 +30,8 @@ MAX_PAGE_LIMIT = 1000
 MAX_BATCH = 1000
 #: Most value bytes one page holds unless the read asks for fewer (always at least one event).
 DEFAULT_PAGE_BYTES = 4 * 1024 * 1024
+#: The KeyValue namespace that keeps each TimeSeries namespace's slice length.
+LAYOUT_NAMESPACE = "prism.timeseries.layouts"
 #: Bounds standing in for "no start" and "no end" (far outside any datetime).
 _NO_START = -(1 << 62)
 _NO_END = 1 << 62
@@ -91,13 +93,37 @@ class TimeSeries:
         #: False when no event loop runs between calls (the inline blocking API): housekeeping then
         #: happens inside the calls instead of in a background task.
         self._background = True
+        self._layout_checked = False
+        self._strong = store.backend.capabilities.consistent_reads
 
     def __repr__(self) -> str:
         return f"<TimeSeries {self.name!r} on {self._store.backend.name}>"
 
-    def _check_open(self) -> None:
+    async def _ready(self) -> None:
+        """Check that the store is open and, once, that the namespace's slices are this handle's."""
         if not self._store.is_open:
             raise StoreClosed(self._store.state_message())
+        if not self._layout_checked:
+            await self._check_layout()
+            self._layout_checked = True
+
+    async def _check_layout(self) -> None:
+        # Slice numbers mean times only with the slice length they were made with: the
+        # namespace's length is kept in the store on first use and every handle must match it.
+        layouts = self._store.namespace(LAYOUT_NAMESPACE)
+        wanted = str(self.settings.slice_seconds).encode()
+        found = await layouts.get(self.name, consistency="strong" if self._strong else "eventual")
+        if found is None:
+            try:
+                await layouts.put(self.name, wanted, if_absent=True)
+                return
+            except PreconditionFailed:
+                found = await layouts.get(self.name)
+        if found is not None and found.value != wanted:
+            raise InvalidArgument(
+                f"time series namespace {self.name!r} stores slices of {found.value.decode()} s; "
+                f"open it with slice_seconds={found.value.decode()} (not {self.settings.slice_seconds})"
+            )
 
     # -- writes -----------------------------------------------------------------------
 
@@ -158,7 +184,7 @@ class TimeSeries:
         check_id(series, "series id")
         now = time.time()
         stored = self._stored(events, now)
-        self._check_open()
+        await self._ready()
         await self._housekeep(now)
         if not stored:
             return []
@@ -205,7 +231,7 @@ class TimeSeries:
         check_id(series, "series id")
         now = time.time()
         stored = self._stored(events, now)
-        self._check_open()
+        await self._ready()
         if not self._buffer:
             self._buffered_since = now
         self._buffer.extend((series, event) for event in stored)
@@ -282,7 +308,7 @@ class TimeSeries:
         scope = f"{series}\x00{start_us}\x00{end_us}\x00{'desc' if newest_first else 'asc'}"
         last = decode_token(page_token, "ts", scope)
         after = None if last is None else _parse_last(last)
-        self._check_open()
+        await self._ready()
         now = time.time()
         await self._housekeep(now)
         if self.settings.retention_seconds is not None:
@@ -322,14 +348,14 @@ class TimeSeries:
     async def delete_series(self, series: str) -> None:
         """Delete every event of ``series`` (including events ``write_nowait`` still buffers)."""
         check_id(series, "series id")
-        self._check_open()
+        await self._ready()
         self._buffer = [(s, e) for s, e in self._buffer if s != series]
         with self._inst.op(self.name, "ts_delete_series"):
             await self._driver.delete_series(self._spec, series)
 
     async def drop_expired(self) -> int:
         """Drop the slices past retention now (this also runs in the background); the number dropped."""
-        self._check_open()
+        await self._ready()
         if self.settings.retention_seconds is None:
             return 0
         before = self._spec.slice_of(self._horizon(time.time()))
