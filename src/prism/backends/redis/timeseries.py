@@ -14,8 +14,8 @@ slot per namespace, so one script may touch them together):
 
 A write is one script per slice touched: for each event a ``ZRANGEBYLEX`` finds a
 stored event of the same identity, and a ``ZADD`` adds it when there is none.
-Retention ``UNLINK``s a slice's sorted sets whole (the server frees them in the
-background), never event by event. Commands go through the backend's ``RedisLink``.
+Retention is one script that ``UNLINK``s each old slice's sorted sets whole (the
+server frees them in the background), never event by event. Commands go through the backend's ``RedisLink``.
 """
 
 from __future__ import annotations
@@ -68,6 +68,27 @@ for i = 3, #ARGV, 2 do
   end
 end
 return out
+""",
+)
+
+# KEYS: namespace slices. ARGV: the namespace's key base, the first slice kept. Unlinks each
+# older slice's sorted sets whole (keys of one hash tag: one slot) and forgets the slices.
+_DROP = Script(
+    "ts_drop",
+    """
+local call = redis.call
+local base = ARGV[1]
+local slices = call('ZRANGEBYSCORE', KEYS[1], '-inf', '(' .. ARGV[2])
+for _, s in ipairs(slices) do
+  local members = base .. ':n:' .. s
+  for _, name in ipairs(call('SMEMBERS', members)) do
+    call('UNLINK', base .. ':e:' .. s .. ':' .. name)
+    call('ZREM', base .. ':s:' .. name, s)
+  end
+  call('UNLINK', members)
+end
+call('ZREMRANGEBYSCORE', KEYS[1], '-inf', '(' .. ARGV[2])
+return #slices
 """,
 )
 
@@ -182,18 +203,5 @@ class RedisTimeSeries(TimeSeriesDriver):
 
     async def drop_slices(self, spec: SeriesSpec, before: int) -> int:
         base = self._base(spec)
-        index = f"{base}:slices"
-        slices = await self._link.run(
-            "ts_drop", ("ZRANGEBYSCORE", index, "-inf", f"({before}"), idempotent=True
-        )
-        for raw in slices:
-            slice_no = int(raw)
-            members_key = f"{base}:n:{slice_no}"
-            names = await self._link.run("ts_drop", ("SMEMBERS", members_key), idempotent=True)
-            series_names = [n.decode() for n in names]
-            doomed = [self._events_key(spec, slice_no, s) for s in series_names]
-            await self._link.run("ts_drop", ("UNLINK", *doomed, members_key), idempotent=True)
-            for name in series_names:
-                await self._link.run("ts_drop", ("ZREM", f"{base}:s:{name}", slice_no), idempotent=True)
-            await self._link.run("ts_drop", ("ZREM", index, slice_no), idempotent=True)
-        return len(slices)
+        dropped = await self._link.eval(_DROP, [f"{base}:slices"], [base, before], idempotent=True)
+        return int(dropped)
