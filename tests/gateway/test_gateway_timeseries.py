@@ -1,4 +1,4 @@
-"""``kind: timeseries`` namespaces: their config, and ``/v1/ts/{ns}/{series}`` with the gateway's auth, tenants, PII and audit."""
+"""``kind: timeseries`` namespaces: their config, and ``/v1/ts/{ns}/{series}`` through the gateway."""
 
 from __future__ import annotations
 
