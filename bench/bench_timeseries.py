@@ -22,6 +22,7 @@ from __future__ import annotations
 
 import argparse
 import asyncio
+import os
 import statistics
 import time
 import uuid
@@ -279,7 +280,8 @@ def _section(results: dict[str, dict[str, Any]], args: argparse.Namespace, comma
         "",
         f"Command: `{command}` ({environment('prism', 'asyncpg', 'redis', 'msgspec')}, PostgreSQL and "
         "redis-server from `prism.testing.servers` (fsync off, no persistence), 2 CPUs shared by the "
-        "client, the servers and whatever else ran).",
+        "client, the servers and whatever else ran; 1-minute load average "
+        f"{results['load']['before']:.1f} before and {results['load']['after']:.1f} after the run).",
         "",
         f"{args.rounds} rounds of {args.calls} calls per side, the first side alternating; times are per "
         "call, median (min-max) over rounds; a ratio is the median of the per-round ratios. Writes are "
@@ -342,6 +344,7 @@ def main(argv: list[str]) -> None:
     parser.add_argument("--calls", type=int, default=20, help="calls per side and round (20)")
     args, _ = parser.parse_known_args(argv)
     results: dict[str, dict[str, Any]] = {}
+    load_before = os.getloadavg()[0]
     pg = PostgresServer.launch()
     try:
         results["postgres"] = asyncio.run(bench_postgres(pg.url, args.events, args.rounds, args.calls))
@@ -349,6 +352,7 @@ def main(argv: list[str]) -> None:
         pg.close()
     with redis_server() as server:
         results["redis"] = asyncio.run(bench_redis(server.url, args.events, args.rounds, args.calls))
+    results["load"] = {"before": load_before, "after": os.getloadavg()[0]}
     extra = "" if args.events == 1_000_000 else f" --events={args.events}"
     command = f".venv/bin/python -m bench timeseries{extra}"
     write_section("timeseries", _section(results, args, command))
