@@ -16,7 +16,7 @@ from starlette.types import Receive, Scope, Send
 
 from prism.gateway.auth import Principal
 from prism.gateway.pii import aad_prefix
-from prism.gateway.pipeline import RequestDeadline, access_event, problem_for
+from prism.gateway.pipeline import RequestDeadline, access_event, problem_for, wrong_kind
 from prism.gateway.policy import PII_READ_ROLE, authorize
 from prism.gateway.problem import HTTPProblem, problem_response
 from prism.gateway.runtime import Gateway, ServedNamespace
@@ -85,6 +85,8 @@ class KeyReadEndpoint:
                     raise HTTPProblem(404, "NAMESPACE_NOT_FOUND", f"there is no namespace {ns_name!r}")
                 served = found
                 scope["prism.namespace"] = ns_name
+                if served.kind != "kv":
+                    raise wrong_kind(ns_name, served.kind)
                 authorize(principal, served.config, "read")
                 async with served.limiter.admit():
                     kv = served.handle(principal.tenant)

@@ -43,9 +43,13 @@ __all__ = [
     "auth_problem",
     "problem_for",
     "read_body",
+    "wrong_kind",
 ]
 
 log = logging.getLogger("prism.gateway")
+
+#: Where each kind of namespace is served, for a request that went to the wrong routes.
+_ROUTES = {"kv": "use /v1/kv or /v1/records", "timeseries": "use /v1/ts/{ns}/{series}"}
 
 #: Request headers that are part of an idempotent request's identity.
 _FINGERPRINT_HEADERS = ("content-type", "if-match", "if-none-match")
@@ -156,6 +160,13 @@ class RequestDeadline:
             raise RequestTimeout(self._seconds) from passed
 
 
+def wrong_kind(name: str, kind: str) -> HTTPProblem:
+    """The 404 of a request for a namespace of another kind than its route serves."""
+    return HTTPProblem(
+        404, "NAMESPACE_NOT_FOUND", f"namespace {name!r} is a {kind} namespace: {_ROUTES[kind]}"
+    )
+
+
 def auth_problem(exc: AuthError) -> HTTPProblem:
     """The problem answering an AuthError (401s carry a Bearer challenge)."""
     return from_prism_error(exc, 0)
@@ -217,8 +228,11 @@ class DataEndpoint:
         op: str,
         action: Action,
         body_limit: Callable[[ServedNamespace], int] | None = None,
+        kind: str = "kv",
     ) -> None:
         self.gateway = gateway
+        #: The kind of namespace the route serves (``kv`` or ``timeseries``); others answer 404.
+        self.kind = kind
         self.handler = handler
         self.op = op
         self.action: Action = action
@@ -261,6 +275,12 @@ class DataEndpoint:
                 raise HTTPProblem(404, "NAMESPACE_NOT_FOUND", f"there is no namespace {name!r}")
             served = found
             scope["prism.namespace"] = name
+            if served.kind != self.kind:
+                raise HTTPProblem(
+                    404,
+                    "NAMESPACE_NOT_FOUND",
+                    f"namespace {name!r} is a {served.kind} namespace: {_ROUTES[served.kind]}",
+                )
             authorize(principal, served.config, self.action)
             body = b""
             if self.body_limit is not None:
