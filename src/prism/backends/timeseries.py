@@ -39,13 +39,14 @@ if TYPE_CHECKING:
 
 __all__ = [
     "EventWrite",
+    "Identity",
     "SeriesSpec",
     "StoredEvent",
     "TimeSeriesDriver",
     "compare_existing",
     "driver_for",
-    "identity_after",
     "short_name",
+    "slice_label",
 ]
 
 #: An event's place in a series: (microseconds, event id, item key).
@@ -115,13 +116,6 @@ def compare_existing(found: StoredEvent | None, event: StoredEvent) -> EventWrit
     return EventWrite.CONFLICT
 
 
-def identity_after(identity: Identity, after: Identity | None, newest_first: bool) -> bool:
-    """True when ``identity`` comes strictly after ``after`` in the read order."""
-    if after is None:
-        return True
-    return identity < after if newest_first else identity > after
-
-
 def short_name(ns: str, length: int = 16) -> str:
     """A fixed-length identifier-safe name for namespace ``ns`` (table, partition and key names)."""
     return hashlib.sha256(ns.encode("utf-8")).hexdigest()[:length]
@@ -175,10 +169,6 @@ class TimeSeriesDriver(ABC):
     @abstractmethod
     async def drop_slices(self, spec: SeriesSpec, before: int) -> int:
         """Drop every slice numbered below ``before`` as a whole; the number of slices dropped."""
-
-
-def in_read_order(events: Sequence[StoredEvent], newest_first: bool) -> list[StoredEvent]:
-    return sorted(events, key=lambda e: e.identity, reverse=newest_first)
 
 
 def driver_for(backend: Backend) -> TimeSeriesDriver:
