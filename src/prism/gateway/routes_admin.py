@@ -11,7 +11,7 @@ from __future__ import annotations
 
 import asyncio
 import time
-from collections.abc import Awaitable, Callable
+from collections.abc import Awaitable, Callable, Sequence
 from typing import Any
 
 from prometheus_client import CONTENT_TYPE_LATEST, REGISTRY, generate_latest
@@ -22,11 +22,20 @@ from starlette.routing import BaseRoute, Route
 from prism.gateway.audit import AuditUnavailable
 from prism.gateway.auth import AuthError, Principal
 from prism.gateway.openapi import ApiDescription
-from prism.gateway.pipeline import access_event, auth_problem
+from prism.gateway.pipeline import DataRoute, audit_event
 from prism.gateway.policy import can_see, may
-from prism.gateway.problem import HTTPProblem
+from prism.gateway.problem import HTTPProblem, problem_for
 from prism.gateway.runtime import Gateway, ServedNamespace
-from prism.gateway.wire import JSON
+from prism.gateway.wire import (
+    JSON,
+    NamespaceAccess,
+    NamespaceDetail,
+    NamespaceHealth,
+    NamespaceLimits,
+    NamespaceList,
+    NamespacePii,
+    NamespaceSummary,
+)
 
 __all__ = ["admin_routes"]
 
@@ -35,12 +44,8 @@ def _json(payload: Any, status: int = 200) -> Response:
     return Response(JSON.encode(payload), status, media_type="application/json")
 
 
-def _summary(served: ServedNamespace, actions: list[str]) -> dict[str, Any]:
-    return {"name": served.name, "tenant_scoped": served.tenant_scoped, "actions": actions}
-
-
-def admin_routes(gateway: Gateway) -> list[BaseRoute]:
-    """Routes for namespaces and operations, bound to ``gateway``."""
+def admin_routes(gateway: Gateway, data_routes: Sequence[DataRoute] = ()) -> list[BaseRoute]:
+    """Routes for namespaces and operations; the API description names ``data_routes`` too."""
     config = gateway.config
     api = ApiDescription(config)
 
@@ -70,26 +75,29 @@ def admin_routes(gateway: Gateway) -> list[BaseRoute]:
                 principal = principal_of(request)
                 response = await answer(principal)
                 outcome = "ok"
-            except AuthError as exc:
-                outcome = exc.code
-                response = auth_problem(exc).response(request_id)
-            except HTTPProblem as exc:
-                outcome = exc.code
-                response = exc.response(request_id)
+            except (AuthError, HTTPProblem) as exc:
+                problem = problem_for(
+                    exc, config.server.request_timeout, config.server.retry_after, request_id
+                )
+                outcome = problem.code
+                response = problem.response(request_id)
             return response
         finally:
             if audit.enabled:
                 status = 499 if response is None else response.status_code
-                audit.record(access_event(request.scope, principal, namespace, op, status, outcome, started))
+                event = audit_event(request_id, principal, namespace, op, status, outcome, started)
+                audit.record(event)
 
     async def list_namespaces(request: Request) -> Response:
         async def answer(principal: Principal) -> Response:
             visible = []
             for served in gateway.namespaces.values():
                 if can_see(principal, served.config):
-                    actions = [a for a in ("read", "write", "admin") if may(principal, served.config, a)]
-                    visible.append(_summary(served, actions))
-            return _json({"namespaces": visible})
+                    actions: list[Any] = [
+                        a for a in ("read", "write", "admin") if may(principal, served.config, a)
+                    ]
+                    visible.append(NamespaceSummary(served.name, served.tenant_scoped, actions))
+            return _json(NamespaceList(visible))
 
         return await audited(request, "namespaces_list", None, answer)
 
@@ -107,7 +115,7 @@ def admin_routes(gateway: Gateway) -> list[BaseRoute]:
 
         return await audited(request, "namespace_get", name, answer)
 
-    async def _detail(served: ServedNamespace, principal: Principal) -> dict[str, Any]:
+    async def _detail(served: ServedNamespace, principal: Principal) -> NamespaceDetail:
         """What the caller may know of a namespace: its settings only for its admins."""
         ns = served.config
         try:
@@ -116,33 +124,25 @@ def admin_routes(gateway: Gateway) -> list[BaseRoute]:
         except TimeoutError:
             health = {"status": "DOWN", "details": {"error": "the health check timed out"}}
         limiter = served.limiter
-        actions = [a for a in ("read", "write", "admin") if may(principal, ns, a)]
-        body: dict[str, Any] = {
-            "name": ns.name,
-            "tenant_scoped": ns.tenant_scoped,
-            "max_value_bytes": served.max_value_bytes,
-            "default_ttl": ns.default_ttl,
-            "limits": {
-                "rate": limiter.rate,
-                "burst": limiter.burst if limiter.rate else None,
-                "concurrency": limiter.concurrency,
-            },
-            "actions": actions,
-            "health": {"status": health.get("status", "DOWN")},
-        }
+        actions: list[Any] = [a for a in ("read", "write", "admin") if may(principal, ns, a)]
+        detail = NamespaceDetail(
+            ns.name,
+            ns.tenant_scoped,
+            served.max_value_bytes,
+            ns.default_ttl,
+            NamespaceLimits(limiter.rate, limiter.burst if limiter.rate else None, limiter.concurrency),
+            actions,
+            NamespaceHealth(health.get("status", "DOWN")),
+        )
         if "admin" in actions:
             # Who may do what, which fields are personal data and where they live: for admins only.
-            body.update(
-                {
-                    "store": served.store_name,
-                    "backend": served.store.backend.name,
-                    "access": {"read": ns.access.read, "write": ns.access.write, "admin": ns.access.admin},
-                    "pii": None if ns.pii is None else {"fields": ns.pii.fields, "encrypt": ns.pii.encrypt},
-                    "audit": ns.audit,
-                    "capabilities": served.store.capabilities.as_dict(),
-                }
-            )
-        return body
+            detail.store = served.store_name
+            detail.backend = served.store.backend.name
+            detail.access = NamespaceAccess(ns.access.read, ns.access.write, ns.access.admin)
+            detail.pii = None if ns.pii is None else NamespacePii(ns.pii.fields, ns.pii.encrypt)
+            detail.audit = ns.audit
+            detail.capabilities = served.store.capabilities.as_dict()
+        return detail
 
     async def healthz(request: Request) -> Response:
         return _json({"status": "ok"})
@@ -174,11 +174,11 @@ def admin_routes(gateway: Gateway) -> list[BaseRoute]:
         return [name for name, served in gateway.namespaces.items() if can_see(principal, served.config)]
 
     async def openapi_json(request: Request) -> Response:
-        doc = api.pages(request.app.routes, visible_names(request))[0]
+        doc = api.pages([*data_routes, *request.app.routes], visible_names(request))[0]
         return Response(doc, 200, media_type="application/json")
 
     async def docs_page(request: Request) -> Response:
-        return HTMLResponse(api.pages(request.app.routes, visible_names(request))[1])
+        return HTMLResponse(api.pages([*data_routes, *request.app.routes], visible_names(request))[1])
 
     return [
         Route("/v1/namespaces", list_namespaces, methods=["GET"]),

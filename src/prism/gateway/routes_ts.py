@@ -12,13 +12,12 @@ from __future__ import annotations
 from datetime import datetime
 
 import msgspec
-from starlette.responses import Response
-from starlette.routing import BaseRoute
 
-from prism.gateway.pipeline import Call, DataEndpoint
+from prism.gateway.pipeline import Call, DataRoute
 from prism.gateway.problem import HTTPProblem
-from prism.gateway.routes_kv import path_route, protect_at
-from prism.gateway.runtime import Gateway, ServedNamespace
+from prism.gateway.reply import Reply
+from prism.gateway.routes_kv import json_limit, protect_at
+from prism.gateway.runtime import Gateway
 from prism.gateway.wire import decode_body, query_int
 from prism.model import Event
 from prism.timeseries.series import MAX_PAGE_LIMIT, to_micros
@@ -37,11 +36,6 @@ __all__ = ["MAX_PAGE_SIZE_BYTES", "TS_PATH", "ts_routes"]
 MAX_PAGE_SIZE_BYTES = 64 * 1024 * 1024
 TS_PATH = "/v1/ts/{ns}/{series:path}"
 TS = "timeseries"
-_encode = msgspec.json.Encoder().encode
-
-
-def _json(payload: object) -> Response:
-    return Response(_encode(payload), 200, media_type="application/json")
 
 
 def _item_key(event: Event) -> str:
@@ -61,15 +55,9 @@ def _time(raw: str | None, name: str) -> datetime | None:
     return when
 
 
-def _series(call: Call) -> str:
-    series: str = call.request.scope["path_params"]["series"]
-    call.key = series
-    return series
-
-
-async def write_events(call: Call) -> Response:
-    """POST events to a series; each event succeeds or fails on its own (events are immutable)."""
-    series = _series(call)
+async def write_events(call: Call) -> Reply:
+    """POST events to a series; each event succeeds or fails on its own (immutability)."""
+    series = call.key = call.params["series"]
     body = decode_body(call.body, WireWrite)
     call.key_count = len(body.events)
     events = []
@@ -78,13 +66,13 @@ async def write_events(call: Call) -> Response:
         value = protect_at(call, f"events[{n}].value", series, event.value, _item_key(event))
         events.append(msgspec.structs.replace(event, value=value))
     results = await call.ns.timeseries(call.principal.tenant).write(series, events)
-    return _json(WireWriteResults([result_to_wire(r) for r in results]))
+    return Reply.json(WireWriteResults([result_to_wire(r) for r in results]))
 
 
-async def read_events(call: Call) -> Response:
+async def read_events(call: Call) -> Reply:
     """GET one page of a series' events in a time range, newest first unless ``order=asc``."""
-    series = _series(call)
-    params = call.request.query_params
+    series = call.key = call.params["series"]
+    params = call.query
     order = params.get("order") or "desc"
     if order not in ("desc", "asc"):
         raise HTTPProblem(400, "INVALID_ARGUMENT", f"order must be desc or asc, got {order!r}")
@@ -105,37 +93,22 @@ async def read_events(call: Call) -> Response:
         event_to_wire(msgspec.structs.replace(e, value=call.reveal(series, e.value, _item_key(e))))
         for e in page.events
     ]
-    return _json(WirePage(shown, page.next_page_token))
+    return Reply.json(WirePage(shown, page.next_page_token))
 
 
-async def delete_series(call: Call) -> Response:
+async def delete_series(call: Call) -> Reply:
     """DELETE every event of a series."""
-    series = _series(call)
+    series = call.key = call.params["series"]
     await call.ns.timeseries(call.principal.tenant).delete_series(series)
-    return Response(status_code=204)
+    return Reply(204)
 
 
-def ts_routes(gateway: Gateway) -> list[BaseRoute]:
+def ts_routes(gateway: Gateway) -> list[DataRoute]:
     """The /v1/ts routes, bound to ``gateway``."""
-    limit = gateway.config.server.max_body_bytes
-
-    def body_limit(served: ServedNamespace) -> int:
-        return limit
-
     return [
-        path_route(
-            TS_PATH, DataEndpoint(gateway, read_events, op="ts_read", action="read", kind=TS), methods=["GET"]
+        DataRoute("GET", TS_PATH, read_events, "ts_read", "read", reveals=True, kind=TS),
+        DataRoute(
+            "POST", TS_PATH, write_events, "ts_write", "write", json_limit(gateway), idempotent=True, kind=TS
         ),
-        path_route(
-            TS_PATH,
-            DataEndpoint(
-                gateway, write_events, op="ts_write", action="write", body_limit=body_limit, kind=TS
-            ),
-            methods=["POST"],
-        ),
-        path_route(
-            TS_PATH,
-            DataEndpoint(gateway, delete_series, op="ts_delete_series", action="write", kind=TS),
-            methods=["DELETE"],
-        ),
+        DataRoute("DELETE", TS_PATH, delete_series, "ts_delete_series", "write", idempotent=True, kind=TS),
     ]
