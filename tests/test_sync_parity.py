@@ -34,6 +34,8 @@ from prism import (
     SyncCollection,
     SyncNamespace,
     SyncStore,
+    SyncTimeSeries,
+    TimeSeries,
     Unsupported,
 )
 from prism.backends.base import NOT_NOW
@@ -42,7 +44,12 @@ from prism.kv import portal
 from prism.model import Item
 
 #: Each public async class and its blocking twin.
-TWINS: dict[type, type] = {Store: SyncStore, Namespace: SyncNamespace, Collection: SyncCollection}
+TWINS: dict[type, type] = {
+    Store: SyncStore,
+    Namespace: SyncNamespace,
+    Collection: SyncCollection,
+    TimeSeries: SyncTimeSeries,
+}
 #: Public names only the blocking class has, and why.
 SYNC_ONLY: dict[type, dict[str, str]] = {
     SyncStore: {"store": "the async Store underneath, for code that mixes both"}
@@ -81,10 +88,12 @@ def twins() -> Iterator[list[tuple[object, object]]]:
     with prism.connect_sync("memory://") as store:
         ns = store.namespace("parity", default_ttl=60)
         collection = store.collection("parity", dict)
+        ts = store.timeseries("parity-ts", retention_seconds=86400)
         yield [
             (store.store, store),
             (store.store.namespace("parity", default_ttl=60), ns),
             (store.store.collection("parity", dict), collection),
+            (store.store.timeseries("parity-ts", retention_seconds=86400), ts),
         ]
 
 
@@ -171,7 +180,7 @@ class AsyncRecorder:
             bound = signature.bind(self, *args, **kwargs)
             self.calls.append((name, dict(list(bound.arguments.items())[1:])))
             if not inspect.iscoroutinefunction(func):  # namespace() and collection() return a handle
-                twin = {"namespace": Namespace, "collection": Collection}.get(name)
+                twin = {"namespace": Namespace, "collection": Collection, "timeseries": TimeSeries}.get(name)
                 return None if twin is None else AsyncRecorder(twin, self.calls)
 
             async def finished() -> None:

@@ -1,8 +1,9 @@
-"""Prism: one KeyValue model over SQLite, DynamoDB, Redis, PostgreSQL and NATS.
+"""Prism: one KeyValue model over SQLite, DynamoDB, Redis, PostgreSQL and NATS, and TimeSeries.
 
 Open a store with ``prism.connect(url)`` (async) or ``prism.connect_sync(url)``
 (blocking), take a namespace with ``store.namespace(name)``, and read and write
-keys, records and typed collections; see docs/library.md.
+keys, records and typed collections; see docs/library.md. Event streams go to
+``store.timeseries(name)``; see docs/timeseries.md.
 """
 
 from typing import TYPE_CHECKING
@@ -32,7 +33,8 @@ from prism.kv import (
     connect,
     connect_sync,
 )
-from prism.model import Capabilities, Delete, Item, Page, Put, WriteResult
+from prism.model import Capabilities, Delete, Event, EventPage, EventResult, Item, Page, Put, WriteResult
+from prism.timeseries import SyncTimeSeries, TimeSeries
 
 if TYPE_CHECKING:
     from prism.streaming.client import StreamClient
@@ -58,6 +60,9 @@ __all__ = [
     "ConfigError",
     "DecodeError",
     "Delete",
+    "Event",
+    "EventPage",
+    "EventResult",
     "InvalidArgument",
     "InvalidKey",
     "Item",
@@ -72,6 +77,8 @@ __all__ = [
     "SyncCollection",
     "SyncNamespace",
     "SyncStore",
+    "SyncTimeSeries",
+    "TimeSeries",
     "Timeout",
     "Unsupported",
     "ValueTooLarge",

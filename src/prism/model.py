@@ -19,6 +19,9 @@ __all__ = [
     "MAX_KEY_BYTES",
     "Capabilities",
     "Delete",
+    "Event",
+    "EventPage",
+    "EventResult",
     "Item",
     "Page",
     "Principal",
@@ -168,6 +171,8 @@ class Capabilities:
     multi_process: bool = True
     #: Atomic shared token buckets (``Backend.take_token``), for rate limits across processes.
     token_buckets: bool = False
+    #: A TimeSeries store (``Backend.timeseries_driver``) on the same connection.
+    timeseries: bool = False
 
     def as_dict(self) -> dict[str, Any]:
         return {name: getattr(self, name) for name in self.__dataclass_fields__}
@@ -266,3 +271,46 @@ def _owner_of(kind: str, issuer: str | None, subject: str) -> str:
     if issuer is None and kind != "jwt":
         return f"{label}:{_owner_part(subject)}"
     return f"{label}:{_owner_part(issuer or '')}:{_owner_part(subject)}"
+
+
+class Event(msgspec.Struct, frozen=True, kw_only=True):
+    """One immutable event of a time series: ``(time, id, key) -> value``.
+
+    ``time`` is an aware datetime (microsecond precision); ``id`` names the event
+    and ``key`` an item within it ("" for the whole event). Writing the same
+    ``(time, id, key)`` again is a no-op when ``value`` and ``content_type`` are equal.
+    """
+
+    time: datetime
+    id: str
+    value: bytes
+    key: str = ""
+    content_type: str | None = None
+
+
+class EventResult(msgspec.Struct, frozen=True):
+    """The outcome of writing one event: ``ok``, whether it ``existed`` already, or the ``error``.
+
+    ``error`` is ``PreconditionFailed`` when the event's identity holds a different value.
+    """
+
+    id: str
+    time: datetime
+    key: str
+    ok: bool
+    existed: bool = False
+    error: PrismError | None = None
+
+
+@dataclass(frozen=True, slots=True)
+class EventPage:
+    """One page of a time-series read; ``next_page_token`` is None on the last page."""
+
+    events: list[Event] = field(default_factory=list)
+    next_page_token: str | None = None
+
+    def __iter__(self) -> Any:
+        return iter(self.events)
+
+    def __len__(self) -> int:
+        return len(self.events)

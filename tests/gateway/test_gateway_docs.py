@@ -18,7 +18,7 @@ def test_the_complete_example_is_a_valid_config() -> None:
     (block,) = re.findall(r"<!-- doc-test: id=complete -->\n```yaml\n(.*?)```", DOC.read_text(), re.S)
     config = parse_config(yaml.safe_load(block), env={"REDIS_PASSWORD": "x"})
     assert isinstance(config, GatewayConfig)
-    assert [ns.name for ns in config.namespaces] == ["orders", "sessions"]
+    assert [ns.name for ns in config.namespaces] == ["orders", "sessions", "clicks"]
 
 
 def test_every_config_field_is_documented() -> None:

@@ -55,6 +55,10 @@ class Backend(ABC):
     capabilities: Capabilities = Capabilities()
     #: True when no call ever suspends on I/O (the blocking API can drive it inline).
     runs_inline: ClassVar[bool] = False
+    #: ``"module:Class"`` of the engine's TimeSeries driver (``capabilities.timeseries``).
+    timeseries_driver: ClassVar[str | None] = None
+    #: Why the engine has no TimeSeries, when it has none (told by ``Unsupported`` and the docs).
+    timeseries_unsupported: ClassVar[str] = ""
 
     @classmethod
     @abstractmethod

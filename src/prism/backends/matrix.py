@@ -36,6 +36,7 @@ LABELS = {
     "max_transaction_ops": "most ops per transaction",
     "multi_process": "shared by several processes",
     "token_buckets": "shared token buckets (gateway rate limits)",
+    "timeseries": "TimeSeries (docs/timeseries.md)",
 }
 
 
@@ -78,6 +79,8 @@ def render() -> str:
         module = importlib.import_module(target.partition(":")[0])
         doc = inspect.cleandoc(module.__doc__ or "").strip()
         lines += ["", f"## {cls.name} ({schemes})", "", doc]
+        if not cls.capabilities.timeseries and cls.timeseries_unsupported:
+            lines += ["", f"No TimeSeries: {cls.timeseries_unsupported}."]
     return "\n".join(lines).rstrip() + "\n"
 
 

@@ -49,7 +49,8 @@ _shared_lock = threading.Lock()
 
 class MemoryBackend(Backend):
     name = "memory"
-    capabilities = Capabilities(multi_process=False)
+    capabilities = Capabilities(multi_process=False, timeseries=True)
+    timeseries_driver = "prism.backends.memory_ts:MemoryTimeSeries"
     runs_inline: ClassVar[bool] = True
 
     def __init__(self, shared_name: str = "") -> None:

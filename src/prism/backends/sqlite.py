@@ -149,8 +149,9 @@ def _apply(conn: sqlite3.Connection, ns: str, op: StoredWrite, now: float) -> Wr
 
 class SQLiteBackend(Backend):
     name = "sqlite"
-    capabilities = Capabilities()
+    capabilities = Capabilities(timeseries=True)
     runs_inline: ClassVar[bool] = True
+    timeseries_driver = "prism.backends.sqlite_ts:SQLiteTimeSeries"
 
     def __init__(
         self,

@@ -202,10 +202,21 @@ class LimitsConfig(_Base, frozen=True):
     concurrency: int | None = None
 
 
+class TimeSeriesConfig(_Base, frozen=True):
+    """The settings of a ``kind: timeseries`` namespace (see docs/timeseries.md)."""
+
+    slice_seconds: int = 3600
+    retention_seconds: int | None = None
+    accept_window_seconds: float | None = None
+    future_skew_seconds: float = 60.0
+
+
 class NamespaceConfig(_Base, frozen=True):
     """A namespace served over HTTP and the store that holds it."""
 
     name: str
+    #: ``kv`` (keys and records, /v1/kv and /v1/records) or ``timeseries`` (/v1/ts).
+    kind: Literal["kv", "timeseries"] = "kv"
     store: str | None = None
     tenant_scoped: bool = False
     max_value_bytes: int | None = None
@@ -214,6 +225,8 @@ class NamespaceConfig(_Base, frozen=True):
     pii: PiiConfig | None = None
     audit: bool = True
     limits: LimitsConfig | None = None
+    #: The settings of a ``kind: timeseries`` namespace (defaults when omitted).
+    timeseries: TimeSeriesConfig | None = None
 
 
 class PiiKeyConfig(_Base, frozen=True):
@@ -667,6 +680,7 @@ def _validate(config: GatewayConfig, report: Callable[[str, str], None] | None =
                 fail(f"{at}.pii.encrypt", "encryption needs a `pii_keys` section with at least one key")
         if ns.limits is not None:
             _validate_limits(ns.limits, f"{at}.limits", fail)
+        _validate_kind(ns, at, fail)
     _validate_limits(config.limits, "$.limits", fail)
     _validate_control(config, fail)
     _validate_auth(config, fail)
@@ -691,6 +705,25 @@ def _validate(config: GatewayConfig, report: Callable[[str, str], None] | None =
     for j, handler in enumerate(config.handlers):
         if not handler:
             fail(f"$.handlers[{j}]", "must be a non-empty string")
+
+
+def _validate_kind(ns: NamespaceConfig, at: str, fail: Any) -> None:
+    """A timeseries namespace's settings, and no KeyValue-only setting on it (or the reverse)."""
+    if ns.kind == "kv":
+        if ns.timeseries is not None:
+            fail(f"{at}.timeseries", "only a namespace of kind: timeseries takes timeseries settings")
+        return
+    if ns.default_ttl is not None:
+        fail(f"{at}.default_ttl", "a timeseries namespace expires events by timeseries.retention_seconds")
+    if ns.timeseries is None:
+        return
+    from prism.errors import InvalidArgument
+    from prism.timeseries.settings import TimeSeriesSettings
+
+    try:
+        TimeSeriesSettings(**msgspec.structs.asdict(ns.timeseries))
+    except InvalidArgument as exc:
+        fail(f"{at}.timeseries", str(exc))
 
 
 def _validate_transport(config: GatewayConfig, fail: Any) -> None:

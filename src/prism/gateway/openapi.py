@@ -38,6 +38,8 @@ from prism.gateway.wire import (
     NamespaceList,
 )
 from prism.kv.namespace import MAX_PAGE_LIMIT
+from prism.timeseries.series import MAX_PAGE_LIMIT as MAX_EVENTS
+from prism.timeseries.wire import WirePage, WireWrite, WireWriteResults
 
 __all__ = ["ApiDescription", "Operation", "describe", "docs_html", "openapi_document"]
 
@@ -137,6 +139,62 @@ def _header(name: str, description: str, schema: dict[str, Any] | None = None) -
 
 def _query(name: str, description: str, schema: dict[str, Any]) -> dict[str, Any]:
     return {"name": name, "in": "query", "required": False, "description": description, "schema": schema}
+
+
+def _timeseries_path(
+    ns_param: dict[str, Any], idem: dict[str, Any], write_errors: dict[str, Any], schemas: _Schemas
+) -> dict[str, Any]:
+    """``/v1/ts/{ns}/{series}``: the events of a series of a ``kind: timeseries`` namespace."""
+    series_param = {
+        "name": "series",
+        "in": "path",
+        "required": True,
+        "description": "The series id (1-1024 UTF-8 bytes, no NUL; may contain '/').",
+        "schema": {"type": "string", "minLength": 1},
+    }
+    time_schema = {"type": "string", "format": "date-time"}
+    order = {"type": "string", "enum": ["desc", "asc"]}
+    return {
+        "parameters": [ns_param, series_param],
+        "get": {
+            "summary": "Read events of a series in a time range, one page at a time",
+            "operationId": "readEvents",
+            "parameters": [
+                _query("start", "First time (inclusive, RFC 3339).", time_schema),
+                _query("end", "Time to stop before (exclusive, RFC 3339).", time_schema),
+                _query("order", "desc (newest first, the default) or asc.", order),
+                _query(
+                    "limit", "Most events per page.", {"type": "integer", "minimum": 1, "maximum": MAX_EVENTS}
+                ),
+                _query(
+                    "page_size_bytes",
+                    "Stop a page before its values pass this many bytes.",
+                    {"type": "integer", "minimum": 1},
+                ),
+                _query("page_token", "The next_page_token of the previous page.", {"type": "string"}),
+            ],
+            "responses": {
+                "200": _json_response("One page of events.", schemas.ref(WirePage)),
+                **_errors(400, 401, 403, 404, 429, 503),
+            },
+        },
+        "post": {
+            "summary": "Write events to a series (each on its own; events are immutable)",
+            "operationId": "writeEvents",
+            "parameters": [idem],
+            "requestBody": _json_body(schemas.ref(WireWrite)),
+            "responses": {
+                "200": _json_response("One result per event, in order.", schemas.ref(WireWriteResults)),
+                **write_errors,
+            },
+        },
+        "delete": {
+            "summary": "Delete every event of a series",
+            "operationId": "deleteSeries",
+            "parameters": [idem],
+            "responses": {"204": {"description": "The series is empty."}, **write_errors},
+        },
+    }
 
 
 def _gateway_paths(config: GatewayConfig, schemas: _Schemas, names: Sequence[str]) -> dict[str, Any]:
@@ -361,6 +419,7 @@ def _gateway_paths(config: GatewayConfig, schemas: _Schemas, names: Sequence[str
                 },
             },
         },
+        "/v1/ts/{ns}/{series}": _timeseries_path(ns_param, idem, write_errors, schemas),
         "/v1/namespaces": {
             "get": {
                 "summary": "Namespaces the caller may see",

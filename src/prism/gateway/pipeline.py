@@ -48,7 +48,11 @@ __all__ = [
     "RouteAudit",
     "audit_event",
     "problem_for",
+    "wrong_kind",
 ]
+
+#: Where each kind of namespace is served, for a request that went to the wrong routes.
+_ROUTES = {"kv": "use /v1/kv or /v1/records", "timeseries": "use /v1/ts/{ns}/{series}"}
 
 #: Request headers that are part of an idempotent request's identity.
 _FINGERPRINT_HEADERS = (b"content-type", b"if-match", b"if-none-match")
@@ -214,11 +218,20 @@ class DataRoute:
     idempotent: bool = False
     reveals: bool = False
     name: str | None = None
+    #: The kind of namespace the route serves (``kv`` or ``timeseries``); the others answer 404.
+    kind: str = "kv"
 
     @property
     def writes(self) -> bool:
         """True for routes that change data (a durable audit event when failing closed)."""
         return self.action == "write"
+
+
+def wrong_kind(name: str, kind: str) -> HTTPProblem:
+    """The 404 of a request for a namespace of another kind than its route serves."""
+    return HTTPProblem(
+        404, "NAMESPACE_NOT_FOUND", f"namespace {name!r} is a {kind} namespace: {_ROUTES[kind]}"
+    )
 
 
 class RequestDeadline:
@@ -275,6 +288,8 @@ class Pipeline:
             if found is None:
                 raise HTTPProblem(404, "NAMESPACE_NOT_FOUND", f"there is no namespace {name!r}")
             served = call.ns = found
+            if served.kind != route.kind:
+                raise wrong_kind(name, served.kind)
             authorize(principal, served.config, route.action)
             if route.body_limit is not None:
                 # Read before a concurrency slot is taken, under its own timeout: a slow client

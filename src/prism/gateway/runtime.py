@@ -23,6 +23,7 @@ from prism.gateway.config import (
     GatewayConfig,
     LimitsConfig,
     NamespaceConfig,
+    TimeSeriesConfig,
     internal_namespace,
 )
 from prism.gateway.idempotency import IDEMPOTENCY_NAMESPACE, IdempotencyCache
@@ -32,6 +33,7 @@ from prism.gateway.pii import FieldProtector, Keyring
 from prism.gateway.tenancy import physical_namespace
 from prism.kv.namespace import Namespace
 from prism.kv.store import Store
+from prism.timeseries import TimeSeries
 
 __all__ = ["Gateway", "ServedNamespace"]
 
@@ -74,6 +76,9 @@ class ServedNamespace:
             FieldProtector(config.pii, keyring) if config.pii is not None and config.pii.fields else None
         )
         self._handles: dict[str | None, Namespace] = {}
+        #: ``kv`` or ``timeseries``: which routes serve this namespace.
+        self.kind = config.kind
+        self._series: dict[str | None, TimeSeries] = {}
 
     @property
     def max_value_bytes(self) -> int:
@@ -98,6 +103,24 @@ class ServedNamespace:
             )
             self._handles[key] = ns
         return ns
+
+    def timeseries(self, tenant: str | None) -> TimeSeries:
+        """The TimeSeries namespace holding this caller's series (the tenant's own when scoped)."""
+        key = tenant if self.tenant_scoped else None
+        if self.tenant_scoped and key is None:
+            raise ValueError(f"namespace {self.name!r} is tenant-scoped: a tenant is required")
+        ts = self._series.get(key)
+        if ts is None:
+            settings = self.config.timeseries or TimeSeriesConfig()
+            ts = self.store.timeseries(
+                physical_namespace(self.name, key),
+                slice_seconds=settings.slice_seconds,
+                retention_seconds=settings.retention_seconds,
+                accept_window_seconds=settings.accept_window_seconds,
+                future_skew_seconds=settings.future_skew_seconds,
+            )
+            self._series[key] = ts
+        return ts
 
 
 class Gateway:
@@ -165,6 +188,14 @@ class Gateway:
             try:
                 served = ServedNamespace(ns, store_name, store, config, self.keyring, shared)
                 store.namespace(ns.name, max_value_bytes=ns.max_value_bytes, default_ttl=ns.default_ttl)
+                if ns.kind == "timeseries" and not store.capabilities.timeseries:
+                    backend = type(store.backend)
+                    reason = backend.timeseries_unsupported or "it declares no TimeSeries store"
+                    raise ConfigError(
+                        config.source,
+                        f"$.namespaces[{i}].kind",
+                        f"store {store_name!r} ({backend.name}) has no TimeSeries: {reason}",
+                    )
             except ConfigError:
                 raise
             except (PrismError, ValueError) as exc:

@@ -6,7 +6,7 @@ import asyncio
 import enum
 from collections.abc import Generator
 from types import TracebackType
-from typing import Any, TypeVar
+from typing import TYPE_CHECKING, Any, TypeVar
 
 from prism.backends import Backend, open_backend
 from prism.errors import InvalidArgument, PrismError, StoreClosed
@@ -15,6 +15,9 @@ from prism.kv.instrument import Instrumentation
 from prism.kv.namespace import Namespace
 from prism.kv.validation import check_id, ttl_seconds
 from prism.model import DEFAULT_MAX_VALUE_BYTES, Capabilities
+
+if TYPE_CHECKING:
+    from prism.timeseries import TimeSeries, TimeSeriesHub
 
 __all__ = ["Store", "connect"]
 
@@ -39,6 +42,7 @@ class Store:
         self.is_open = False
         self._namespaces: dict[tuple[str, int, float | None], Namespace] = {}
         self._open_lock: asyncio.Lock | None = None
+        self._timeseries: TimeSeriesHub | None = None
 
     def __repr__(self) -> str:
         return f"<Store {self.backend.name} {self._state.value}>"
@@ -77,6 +81,8 @@ class Store:
         if self._state is StoreState.CLOSED:
             return
         was_open = self._state is StoreState.OPEN
+        if was_open and self._timeseries is not None:
+            await self._timeseries.close()  # buffered events go out while the backend is open
         self._state = StoreState.CLOSED
         self.is_open = False
         if was_open:
@@ -116,6 +122,31 @@ class Store:
     def collection(self, name: str, type_: type[T], **options: Any) -> Collection[T]:
         """A typed view of namespace ``name`` whose values encode and decode as ``type_``."""
         return Collection(self.namespace(name, **options), type_)
+
+    def timeseries(
+        self,
+        name: str,
+        *,
+        slice_seconds: int = 3600,
+        retention_seconds: int | None = None,
+        accept_window_seconds: float | None = None,
+        future_skew_seconds: float = 60.0,
+    ) -> TimeSeries:
+        """A handle on TimeSeries namespace ``name`` (see ``prism.timeseries.TimeSeriesSettings``).
+
+        Raises Unsupported when the backend has no TimeSeries store (``capabilities.timeseries``).
+        """
+        if self._timeseries is None:
+            from prism.timeseries import TimeSeriesHub
+
+            self._timeseries = TimeSeriesHub(self)
+        return self._timeseries.handle(
+            name,
+            slice_seconds=slice_seconds,
+            retention_seconds=retention_seconds,
+            accept_window_seconds=accept_window_seconds,
+            future_skew_seconds=future_skew_seconds,
+        )
 
     async def health(self) -> dict[str, Any]:
         """``{"status": "UP"|"DOWN", "details": {...}}``; never raises for a backend failure."""

@@ -12,7 +12,7 @@ from __future__ import annotations
 from collections.abc import Callable, Iterable, Mapping, Sequence
 from datetime import timedelta
 from types import TracebackType
-from typing import Any, Generic, TypeVar
+from typing import TYPE_CHECKING, Any, Generic, TypeVar
 
 from prism.backends import Backend
 from prism.backends.base import NOT_NOW
@@ -23,6 +23,9 @@ from prism.kv.namespace import Consistency, Namespace
 from prism.kv.portal import Portal
 from prism.kv.store import Store, StoreState, connect
 from prism.model import DEFAULT_MAX_VALUE_BYTES, Capabilities, Delete, Item, Page, Put, WriteResult
+
+if TYPE_CHECKING:
+    from prism.timeseries.sync import SyncTimeSeries
 
 __all__ = ["SyncCollection", "SyncNamespace", "SyncStore", "connect_sync"]
 
@@ -300,6 +303,26 @@ class SyncStore:
 
     def collection(self, name: str, type_: type[T], **options: Any) -> SyncCollection[T]:
         return SyncCollection(self._store.collection(name, type_, **options), self._portal)
+
+    def timeseries(
+        self,
+        name: str,
+        *,
+        slice_seconds: int = 3600,
+        retention_seconds: int | None = None,
+        accept_window_seconds: float | None = None,
+        future_skew_seconds: float = 60.0,
+    ) -> SyncTimeSeries:
+        from prism.timeseries.sync import SyncTimeSeries
+
+        ts = self._store.timeseries(
+            name,
+            slice_seconds=slice_seconds,
+            retention_seconds=retention_seconds,
+            accept_window_seconds=accept_window_seconds,
+            future_skew_seconds=future_skew_seconds,
+        )
+        return SyncTimeSeries(ts, self._portal)
 
     def health(self) -> dict[str, Any]:
         return self._portal.call(self._store.health())

@@ -98,8 +98,9 @@ def _read_key(ns: str, record: str, key: str) -> Attrs | None:
 
 class DynamoDBBackend(Backend):
     name = "dynamodb"
-    capabilities = Capabilities(max_transaction_ops=100)
+    capabilities = Capabilities(max_transaction_ops=100, timeseries=True)
     runs_inline: ClassVar[bool] = False
+    timeseries_driver = "prism.backends.dynamodb.timeseries:DynamoDBTimeSeries"
 
     def __init__(self, options: DynamoDBOptions) -> None:
         self.options = options

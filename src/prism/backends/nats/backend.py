@@ -204,6 +204,10 @@ class NatsBackend(Backend):
     """Prism on NATS JetStream KV (``prism.backends.nats`` documents the layout and options)."""
 
     name: ClassVar[str] = "nats"
+    timeseries_unsupported: ClassVar[str] = (
+        "JetStream KV buckets cannot read a series' events in time order or drop a time slice whole, "
+        "and a stream per series would cost a consumer per read"
+    )
     capabilities = Capabilities(
         ttl=True,
         etag=True,

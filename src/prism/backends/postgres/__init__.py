@@ -178,8 +178,9 @@ def _as_int(raw: Any) -> int:
 
 class PostgresBackend(Backend):
     name = "postgres"
-    capabilities = Capabilities(max_value_bytes=MAX_VALUE_BYTES, token_buckets=True)
+    capabilities = Capabilities(max_value_bytes=MAX_VALUE_BYTES, token_buckets=True, timeseries=True)
     runs_inline: ClassVar[bool] = False
+    timeseries_driver = "prism.backends.postgres.timeseries:PostgresTimeSeries"
 
     def __init__(
         self,

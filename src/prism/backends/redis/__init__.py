@@ -181,7 +181,8 @@ class RedisBackend(Backend):
     """Records as Redis strings, hashes and sorted sets, written by Lua scripts."""
 
     name: ClassVar[str] = "redis"
-    capabilities = Capabilities(max_value_bytes=MAX_VALUE_BYTES, token_buckets=True)
+    capabilities = Capabilities(max_value_bytes=MAX_VALUE_BYTES, token_buckets=True, timeseries=True)
+    timeseries_driver: ClassVar[str | None] = "prism.backends.redis.timeseries:RedisTimeSeries"
 
     def __init__(self, settings: RedisSettings) -> None:
         self.settings = settings
