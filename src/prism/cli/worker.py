@@ -25,7 +25,7 @@ from collections.abc import Coroutine
 from typing import TYPE_CHECKING, Any
 
 if TYPE_CHECKING:
-    from prism.streaming.shutdown import ProcessStop
+    from prism.streaming.shutdown import ProcessStop, StopReport
 
 __all__ = ["add_parser"]
 
@@ -102,13 +102,20 @@ def run(args: argparse.Namespace) -> int:
         )
         return 0
     try:
-        return _run_loop(_serve(service, stop))
+        report = _run_loop(_serve(service, stop))
     except PrismError as exc:
         print(f"{PROG}: error: {exc}", file=sys.stderr)
         return EXIT_CONFIG
+    finally:
+        stop.finish()
+    if report is None:
+        return 0
+    # Last, once the event loop is closed: nothing it still had to cancel logs after it.
+    print(f"{PROG}: stopped: {report}", file=sys.stderr, flush=True)
+    return report.exit_code
 
 
-def _run_loop(main: Coroutine[Any, Any, int]) -> int:
+def _run_loop(main: Coroutine[Any, Any, StopReport | None]) -> StopReport | None:
     """Run ``main`` on uvloop when it is installed (it sends and receives faster), else on asyncio's loop."""
     try:
         import uvloop
@@ -117,7 +124,8 @@ def _run_loop(main: Coroutine[Any, Any, int]) -> int:
     return uvloop.run(main)
 
 
-async def _serve(service: Any, stop: ProcessStop) -> int:
+async def _serve(service: Any, stop: ProcessStop) -> StopReport | None:
+    """Run the workers until a stop signal; what became of their jobs (None: stopped while starting)."""
     from prism.streaming.shutdown import StopReport
 
     config = service.config
@@ -141,7 +149,7 @@ async def _serve(service: Any, stop: ProcessStop) -> int:
             flush=True,
         )
         await _close(service, stop)
-        return 0
+        return None
     starting.result()
     if service.queue.engine == "embedded":
         print(
@@ -167,8 +175,7 @@ async def _serve(service: Any, stop: ProcessStop) -> int:
     if service.pool is not None:
         report = await service.pool.stop(stop.remaining())
     await _close(service, stop)
-    print(f"{PROG}: stopped: {report}", file=sys.stderr, flush=True)
-    return report.exit_code
+    return report
 
 
 async def _close(service: Any, stop: ProcessStop) -> None:

@@ -161,6 +161,16 @@ class ProcessStop:
     def signal_name(self) -> str:
         return self.signal.name if self.signal is not None else "a stop request"
 
+    def finish(self) -> None:
+        """The process is done and about to exit: ignore later stop signals (the watchdog stays armed).
+
+        Without this, a signal during interpreter shutdown (when Python has put the default
+        handlers back) would end the process with that signal instead of its exit status.
+        """
+        if threading.current_thread() is threading.main_thread():
+            for sig in SIGNALS:
+                signal.signal(sig, signal.SIG_IGN)
+
     def disarm(self) -> None:
         """Cancel the watchdog (the process is about to exit on its own)."""
         if self._watchdog is not None:
