@@ -19,6 +19,7 @@ from __future__ import annotations
 
 import argparse
 import asyncio
+import gc
 import logging
 import sys
 from collections.abc import Coroutine
@@ -110,7 +111,9 @@ def run(args: argparse.Namespace) -> int:
         stop.finish()
     if report is None:
         return 0
-    # Last, once the event loop is closed: nothing it still had to cancel logs after it.
+    # Last, once the event loop is closed and the tasks it gave up on are collected (asyncio
+    # logs an exception nobody retrieved when its task is collected): nothing logs after it.
+    gc.collect()
     print(f"{PROG}: stopped: {report}", file=sys.stderr, flush=True)
     return report.exit_code
 

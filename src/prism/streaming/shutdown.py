@@ -45,6 +45,9 @@ SIGNALS: tuple[signal.Signals, ...] = (signal.SIGTERM, signal.SIGINT)
 EXIT_ABANDONED = 3
 #: Exit status of a process that did not drain: a second signal, or ``shutdown_timeout`` ran out.
 EXIT_FORCED = 4
+#: A second signal this soon after the first is the same stop delivered twice (to a process
+#: group and forwarded by a parent such as ``make``), not a request to exit at once.
+REPEAT_WINDOW_SECONDS = 0.5
 #: Part of the shutdown budget kept back for closing connections after the drain.
 CLOSE_SHARE = 0.1
 #: Most time kept back for closing connections, in seconds.
@@ -134,6 +137,8 @@ class ProcessStop:
     def _on_signal(self, signum: int, frame: FrameType | None) -> None:
         sig = signal.Signals(signum)
         if self.signal is not None:
+            if time.monotonic() - self._since < REPEAT_WINDOW_SECONDS:
+                return
             _say(f"{self.prog}: second {sig.name} received, exiting at once without finishing the drain")
             os._exit(EXIT_FORCED)
         self.signal = sig
