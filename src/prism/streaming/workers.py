@@ -17,6 +17,7 @@ from __future__ import annotations
 import asyncio
 import logging
 import time
+from typing import Literal
 
 import msgspec
 
@@ -106,29 +107,22 @@ class WorkerPool:
         if pending:
             _, pending = await asyncio.wait(pending, timeout=max(0.0, deadline - loop.time()))
         for task, job in jobs.items():
-            if task in pending:
-                report.abandoned += 1
-                self._report_stopped(job, handed_back=False)
-            elif task.cancelled():
-                if self._report_stopped(job):
-                    report.released += 1
-                else:
-                    report.abandoned += 1
-            else:
-                report.finished += 1
-                self._report_stopped(job)
+            outcome = self._report_stopped(job, handed_back=task not in pending)
+            setattr(report, outcome, getattr(report, outcome) + 1)
         for task in pending:
             # Still waiting on the store: given up on, so the process can exit.
             task.cancel()
         return report
 
-    def _report_stopped(self, job: Job, *, handed_back: bool = True) -> bool:
-        """Log what became of ``job``; whether it was released for another worker."""
+    def _report_stopped(
+        self, job: Job, *, handed_back: bool = True
+    ) -> Literal["finished", "released", "abandoned"]:
+        """Log what became of ``job`` as its record says: finished, released, or abandoned."""
         record = job.current.record
         rid, action = record.request_id, job.spec.action
         if handed_back and (record.terminal or record.owner != job.owner):
             log.info("%s: request %s (%s) ended %s while stopping", self.owner, rid, action, record.status)
-            return False
+            return "finished"
         if handed_back and record.lease_until == 0.0:
             log.warning(
                 "%s: stopped before request %s (%s, attempt %d) finished; released it for another worker, "
@@ -138,7 +132,7 @@ class WorkerPool:
                 action,
                 record.attempts,
             )
-            return True
+            return "released"
         log.warning(
             "%s: stopped before request %s (%s, attempt %d) finished and could not release it; another "
             "worker takes it over when its lease expires (lease_seconds=%g)",
@@ -148,7 +142,7 @@ class WorkerPool:
             record.attempts,
             self.rt.config.lease_seconds,
         )
-        return False
+        return "abandoned"
 
     async def _run(self) -> None:
         config = self.rt.config
