@@ -50,7 +50,6 @@ class WorkerPool:
         self._jobs: dict[asyncio.Task[None], Job] = {}
         #: Delivery tasks whose request was claimed (their job hands the lease back itself).
         self._claimed: set[asyncio.Task[None]] = set()
-        self._stopping = False
         self._counter = 0
         self.completed = 0
 
@@ -88,7 +87,6 @@ class WorkerPool:
         budget = drain_budget(config.shutdown_timeout if within is None else within)
         deadline = loop.time() + budget
         report = StopReport()
-        self._stopping = True
         if self._loop_task is not None:
             self._loop_task.cancel()
             await asyncio.wait([self._loop_task], timeout=max(0.0, deadline - loop.time()))
