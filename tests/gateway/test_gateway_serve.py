@@ -214,7 +214,9 @@ def test_sigterm_drains_in_flight_requests(serve: object, tmp_path: Path) -> Non
         time.sleep(0.02)
     assert thread.is_alive(), "the put finished before the drain began"
     thread.join(timeout=15)
+    # The process exits on its own once drained (a second SIGTERM would skip the drain).
+    served.proc.wait(timeout=15)
     code, _, err = served.stop()
     assert result.get("status") == 201, (result, err)
-    assert code == 0
+    assert code == 0, err
     assert time.monotonic() - started < 10

@@ -248,7 +248,7 @@ async def test_a_worker_stopped_with_ctrl_c_releases_its_job_and_says_so(
 ) -> None:
     server = await server_factory(redis_url, run_workers=False)
     options = ["-o", "demo_handlers=true", "-o", "lease_seconds=2", "-o", "heartbeat_interval=0.5"]
-    options += ["-o", "poll_interval=0.2"]
+    options += ["-o", "poll_interval=0.2", "-o", "cancel_grace=0"]
 
     async def worker() -> asyncio.subprocess.Process:
         return await asyncio.create_subprocess_exec(
@@ -284,7 +284,9 @@ async def test_a_worker_stopped_with_ctrl_c_releases_its_job_and_says_so(
         assert (
             f"stopped before request {rid} (delay, attempt 1) finished; released it for another worker" in err
         )
-        assert "Traceback" not in err and err.rstrip().endswith("prism worker: stopped")
+        assert "Traceback" not in err and err.rstrip().endswith(
+            "prism worker: stopped: 0 job(s) finished, 1 released, 0 abandoned"
+        )
         # Released, not failed: the next worker runs it at once (a second attempt, from the start).
         record = await server.service.requests.get(rid)
         assert record is not None and record.record.lease_until == 0.0

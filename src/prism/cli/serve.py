@@ -4,18 +4,22 @@ Without ``--config`` it serves the embedded SQLite store under ``./.prism/`` wit
 ``default`` namespace on 127.0.0.1:8080. A bad config is reported as one line
 naming the file, the field and the problem (exit code 2). Binding to a
 non-loopback address without any auth configured is refused unless ``--insecure``.
-SIGTERM stops accepting connections and lets in-flight requests finish (up to
-``server.shutdown_timeout``, 10 s by default).
+SIGTERM or Ctrl-C stops accepting connections, lets in-flight requests finish, stops
+the streaming workers and flushes the audit trail, all within
+``server.shutdown_timeout`` (10 s by default): a process still running then exits
+with status 4, and so does one that gets a second signal. A signal that comes while
+the server starts (before the stores are open, while they open, or right after the
+socket is bound) stops it as soon as the start can be abandoned.
 """
 
 from __future__ import annotations
 
 import argparse
+import asyncio
 import gc
 import ipaddress
 import math
 import os
-import signal
 import socket
 import sys
 from pathlib import Path
@@ -237,12 +241,39 @@ def run(args: argparse.Namespace) -> int:
 
     The banner (where it listens, how to try it) is printed once the stores are open.
     """
+    from prism.gateway.config import ServerConfig
+    from prism.streaming.shutdown import ProcessStop
+
+    # Installed first, so that a signal while starting is honoured rather than lost.
+    stop = ProcessStop("prism serve", ServerConfig().shutdown_timeout).install()
+    try:
+        return _run(args, stop)
+    except (asyncio.CancelledError, KeyboardInterrupt):
+        if not stop.requested:
+            raise
+        print(
+            f"prism serve: {stop.signal_name} received while starting; stopped", file=sys.stderr, flush=True
+        )
+        return 0
+
+
+def _stopped_while_starting(stop: Any) -> None:
+    print(f"prism serve: {stop.signal_name} received while starting; stopped", file=sys.stderr, flush=True)
+
+
+def _run(args: argparse.Namespace, stop: Any) -> int:
     import uvicorn
 
     from prism.gateway.config import ConfigError
     from prism.gateway.logs import configure_logging
-    from prism.gateway.server import effective_max_connections, tls_context, tls_context_factory
+    from prism.gateway.server import (
+        BoundedServer,
+        effective_max_connections,
+        tls_context,
+        tls_context_factory,
+    )
     from prism.streaming.app import UVICORN_OPTIONS
+    from prism.streaming.shutdown import drain_budget
 
     if not 0 <= args.port <= 65535:
         return _fail(f"--port must be from 0 to 65535, not {args.port}", EXIT_CONFIG)
@@ -252,6 +283,7 @@ def run(args: argparse.Namespace) -> int:
         config = _load(args.config, announce=True)
     except ConfigError as exc:
         return _fail(str(exc), EXIT_CONFIG)
+    stop.timeout = config.server.shutdown_timeout
     level = args.log_level or config.server.log_level
     configure_logging(level)
     if not _is_loopback(args.host) and not config.auth.enabled and not args.insecure:
@@ -305,7 +337,8 @@ def run(args: argparse.Namespace) -> int:
         "log_config": None,
         "access_log": False,
         "server_header": False,
-        "timeout_graceful_shutdown": math.ceil(config.server.shutdown_timeout),
+        # What is left of the budget stops the workers and flushes the audit trail.
+        "timeout_graceful_shutdown": max(1, math.floor(drain_budget(config.server.shutdown_timeout))),
         "timeout_keep_alive": server_config.keep_alive_timeout,
         # Prism's HTTP protocol (caps on headers and connections, a header timeout, client
         # certificates) and the WebSocket settings of /v1/stream.
@@ -314,18 +347,21 @@ def run(args: argparse.Namespace) -> int:
     if tls is not None:
         common["ssl_context_factory"] = tls_context_factory(tls, config.base_dir, config.source)
     _tune_gc()
-    # uvicorn re-raises the signal it drained on; with a handler in place that ends in a clean exit 0.
-    signal.signal(signal.SIGTERM, lambda signum, frame: None)
     if args.workers == 1:
-        server = uvicorn.Server(uvicorn.Config(app, **common))
+        if stop.requested:
+            sock.close()
+            _stopped_while_starting(stop)
+            return 0
+        server = BoundedServer(uvicorn.Config(app, **common), stop)
         try:
             server.run(sockets=[sock])
         except SystemExit:
             pass
-        except KeyboardInterrupt:
-            return 130
         finally:
             sock.close()
+        if server.abandoned_startup:
+            _stopped_while_starting(stop)
+            return 0
         return 0 if server.started else EXIT_STARTUP
     os.environ[_ENV_CONFIG] = args.config or ""
     os.environ[_ENV_URL] = base

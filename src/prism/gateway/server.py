@@ -17,11 +17,17 @@ as ``scope["extensions"]["tls"]`` (the ASGI TLS extension, plus ``peer_cert``: t
 certificate as :meth:`ssl.SSLSocket.getpeercert` returns it), on HTTP requests and on
 WebSocket handshakes alike. The settings come from the gateway the app's lifespan
 started (``app_state["gateway"]``); a server without one uses the defaults.
+
+:class:`BoundedServer` is the uvicorn server of ``prism serve``: it leaves SIGTERM and
+SIGINT to a :class:`~prism.streaming.shutdown.ProcessStop`, which bounds the whole
+shutdown by ``server.shutdown_timeout`` and exits at once on a second signal, and it
+abandons a startup that is still opening the stores when the signal comes.
 """
 
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import functools
 import http
 import logging
@@ -29,7 +35,7 @@ import resource
 import ssl
 import time
 from asyncio import TimerHandle
-from collections.abc import Mapping
+from collections.abc import Generator, Mapping
 from pathlib import Path
 from typing import Any
 
@@ -38,13 +44,14 @@ import msgspec
 from prometheus_client import Counter
 from uvicorn.config import Config
 from uvicorn.protocols.http.httptools_impl import HttpToolsProtocol
-from uvicorn.server import ServerState
+from uvicorn.server import Server, ServerState
 
 from prism.gateway.config import ConfigError, ServerConfig, TlsConfig
 from prism.gateway.problem import PROBLEM_CONTENT_TYPE, PROBLEM_TYPE_BASE, Problem
 
 __all__ = [
     "CONNECTION_HEADROOM",
+    "BoundedServer",
     "HttpProtocol",
     "effective_max_connections",
     "tls_context",
@@ -330,6 +337,40 @@ class HttpProtocol(HttpToolsProtocol):
                 )
             )
         self.transport.close()
+
+
+class BoundedServer(Server):
+    """uvicorn's server, stopped by a ProcessStop (see the module docs) instead of its own handlers."""
+
+    def __init__(self, config: Config, stop: Any) -> None:
+        super().__init__(config)
+        self.stop = stop
+        self.abandoned_startup = False
+        self._main: asyncio.Task[Any] | None = None
+        self._loop: asyncio.AbstractEventLoop | None = None
+
+    @contextlib.contextmanager
+    def capture_signals(self) -> Generator[None, None, None]:
+        # The ProcessStop installed before the server was built handles the signals.
+        yield
+
+    async def serve(self, sockets: list[Any] | None = None) -> None:
+        self._loop = asyncio.get_running_loop()
+        self._main = asyncio.current_task()
+        self.stop.on_stop(self._on_stop_signal)
+        await super().serve(sockets)
+
+    def _on_stop_signal(self, sig: Any) -> None:
+        loop = self._loop
+        if loop is not None and not loop.is_closed():
+            loop.call_soon_threadsafe(self._stop_now)
+
+    def _stop_now(self) -> None:
+        self.should_exit = True
+        if not self.started and self._main is not None and not self._main.done():
+            # Still starting (a store that does not answer may keep it there): abandon it.
+            self.abandoned_startup = True
+            self._main.cancel()
 
 
 # -- TLS ---------------------------------------------------------------------------------

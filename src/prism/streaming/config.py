@@ -98,6 +98,10 @@ class StreamingConfig(msgspec.Struct, kw_only=True, forbid_unknown_fields=True, 
     handler_timeout: float = 3600.0
     #: After a cancel, how long a handler may take to stop on its own before it is interrupted.
     cancel_grace: float = 5.0
+    #: After SIGTERM or SIGINT, the longest a worker process takes to stop: running handlers
+    #: get up to ``cancel_grace`` to finish, the rest are interrupted and their requests handed
+    #: back; whatever is still pending then is abandoned and the process exits anyway.
+    shutdown_timeout: float = 20.0
     #: A queued message whose request record never appeared is dropped after this long.
     orphan_grace: float = 30.0
     #: Largest ``limit`` of GET /v1/requests.
@@ -132,6 +136,7 @@ class StreamingConfig(msgspec.Struct, kw_only=True, forbid_unknown_fields=True, 
             "sse_keepalive",
             "resync_interval",
             "body_timeout",
+            "shutdown_timeout",
         )
         for name in positive:
             if not getattr(self, name) > 0:

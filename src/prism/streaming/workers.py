@@ -17,6 +17,7 @@ from __future__ import annotations
 import asyncio
 import logging
 import time
+from typing import Literal
 
 import msgspec
 
@@ -25,6 +26,7 @@ from prism.patterns.base import Lease
 from prism.streaming.jobs import Job, Runtime, decode_message
 from prism.streaming.protocol import ErrorBody, ErrorMessage, encode, timestamp
 from prism.streaming.requests import RequestRecord, RequestStatus, Versioned
+from prism.streaming.shutdown import StopReport, drain_budget
 
 __all__ = ["WorkerPool"]
 
@@ -46,6 +48,8 @@ class WorkerPool:
         self._active: set[asyncio.Task[None]] = set()
         #: The job each delivery task is running, once it claimed its request.
         self._jobs: dict[asyncio.Task[None], Job] = {}
+        #: Delivery tasks whose request was claimed (their job hands the lease back itself).
+        self._claimed: set[asyncio.Task[None]] = set()
         self._counter = 0
         self.completed = 0
 
@@ -66,32 +70,58 @@ class WorkerPool:
         """The request ids this pool is running an attempt of."""
         return [job.request_id for job in self._jobs.values()]
 
-    async def stop(self) -> None:
-        """Stop leasing; interrupt running jobs, which free their requests for other workers.
+    async def stop(self, within: float | None = None) -> StopReport:
+        """Stop leasing, let running jobs finish, interrupt the rest, and say what became of each.
 
-        Each job stopped this way is logged with its request id: released (another
-        worker restarts it at once), finished (it ended while stopping), or not
-        released (the store could not be written; another worker takes it over once
-        its lease expires).
+        Running handlers get up to ``cancel_grace`` seconds to finish; the rest are
+        interrupted and hand their requests back: the record's lease is cleared and the
+        queue message released, so another worker restarts them at once. All of it
+        takes at most ``within`` seconds (default: ``shutdown_timeout``) minus a
+        reserve for closing connections, also when the store does not answer: a job
+        whose hand-back is still pending then is abandoned, and another worker takes it
+        over once its lease expires (``lease_seconds``). Each stopped job is logged
+        with its request id. Stopping twice returns an empty report the second time.
         """
+        config = self.rt.config
+        loop = asyncio.get_running_loop()
+        budget = drain_budget(config.shutdown_timeout if within is None else within)
+        deadline = loop.time() + budget
+        report = StopReport()
         if self._loop_task is not None:
             self._loop_task.cancel()
-            await asyncio.wait([self._loop_task])
+            await asyncio.wait([self._loop_task], timeout=max(0.0, deadline - loop.time()))
             self._loop_task = None
-        jobs = list(self._jobs.values())
-        for task in list(self._active):
+        active = set(self._active)
+        if not active:
+            return report
+        jobs = dict(self._jobs)
+        grace = min(config.cancel_grace, max(0.0, deadline - loop.time()) / 2)
+        if grace > 0:
+            await asyncio.wait(active, timeout=grace)
+        for task in active:
+            if not task.done():
+                task.cancel()
+        pending = {task for task in active if not task.done()}
+        if pending:
+            _, pending = await asyncio.wait(pending, timeout=max(0.0, deadline - loop.time()))
+        for task, job in jobs.items():
+            outcome = self._report_stopped(job, handed_back=task not in pending)
+            setattr(report, outcome, getattr(report, outcome) + 1)
+        for task in pending:
+            # Still waiting on the store: given up on, so the process can exit.
             task.cancel()
-        if self._active:
-            await asyncio.wait(list(self._active))
-        for job in jobs:
-            self._report_stopped(job)
+        return report
 
-    def _report_stopped(self, job: Job) -> None:
+    def _report_stopped(
+        self, job: Job, *, handed_back: bool = True
+    ) -> Literal["finished", "released", "abandoned"]:
+        """Log what became of ``job`` as its record says: finished, released, or abandoned."""
         record = job.current.record
         rid, action = record.request_id, job.spec.action
-        if record.terminal:
+        if handed_back and (record.terminal or record.owner != job.owner):
             log.info("%s: request %s (%s) ended %s while stopping", self.owner, rid, action, record.status)
-        elif record.owner == job.owner and record.lease_until == 0.0:
+            return "finished"
+        if handed_back and record.lease_until == 0.0:
             log.warning(
                 "%s: stopped before request %s (%s, attempt %d) finished; released it for another worker, "
                 "which runs it again from the start",
@@ -100,16 +130,17 @@ class WorkerPool:
                 action,
                 record.attempts,
             )
-        else:
-            log.warning(
-                "%s: stopped before request %s (%s, attempt %d) finished and could not release it; another "
-                "worker takes it over when its lease expires (lease_seconds=%g)",
-                self.owner,
-                rid,
-                action,
-                record.attempts,
-                self.rt.config.lease_seconds,
-            )
+            return "released"
+        log.warning(
+            "%s: stopped before request %s (%s, attempt %d) finished and could not release it; another "
+            "worker takes it over when its lease expires (lease_seconds=%g)",
+            self.owner,
+            rid,
+            action,
+            record.attempts,
+            self.rt.config.lease_seconds,
+        )
+        return "abandoned"
 
     async def _run(self) -> None:
         config = self.rt.config
@@ -140,9 +171,13 @@ class WorkerPool:
                 task.add_done_callback(done)
 
     async def _deliver(self, lease: Lease) -> None:
+        task = asyncio.current_task()
         try:
             await self.handle(lease)
         except asyncio.CancelledError:
+            if task not in self._claimed:
+                # Stopping before the request was looked at: the message goes back at once.
+                await asyncio.shield(self._release_now(lease))
             raise
         except Exception:
             log.exception("%s: delivery %s failed; it will be retried", self.owner, lease.message_id)
@@ -150,6 +185,15 @@ class WorkerPool:
                 await self.rt.queue.release(lease, self.rt.config.retry_backoff)
             except PrismError:
                 pass
+        finally:
+            if task is not None:
+                self._claimed.discard(task)
+
+    async def _release_now(self, lease: Lease) -> None:
+        try:
+            await self.rt.queue.release(lease, 0.0)
+        except PrismError as exc:
+            log.info("%s: could not give back queue message %s: %s", self.owner, lease.message_id, exc)
 
     async def handle(self, lease: Lease) -> None:
         """Decide what one delivery means and act on it (see the module docstring)."""
@@ -207,6 +251,7 @@ class WorkerPool:
         task = asyncio.current_task()
         if task is not None:
             self._jobs[task] = job
+            self._claimed.add(task)
         try:
             await job.execute()
         finally:
