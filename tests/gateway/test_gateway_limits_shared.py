@@ -157,12 +157,14 @@ async def test_shared_bucket_refills_at_the_configured_rate(control_url: str) ->
     async with store:
         backend = store.backend
         name = f"refill-{uuid.uuid4().hex[:8]}"
-        waits = await asyncio.gather(*(backend.take_token(name, 20.0, 2) for _ in range(6)))
+        # A slow rate (2 per second), so a loaded machine's round trips cannot refill a token unseen.
+        waits = await asyncio.gather(*(backend.take_token(name, 2.0, 2) for _ in range(6)))
         assert waits.count(0.0) == 2
-        assert all(0 < w <= 0.05 + 0.01 for w in waits if w)
-        await asyncio.sleep(0.1)
-        # 0.1 s at 20 per second is two tokens back (never more than the burst).
-        later = [await backend.take_token(name, 20.0, 2) for _ in range(3)]
+        assert all(0 < w <= 0.5 + 0.01 for w in waits if w)
+        await asyncio.sleep(1.2)
+        # 1.2 s at 2 per second is 2.4 tokens, capped at the burst of 2: two takes pass, the third waits
+        # (it would pass only if another 0.5 s went by between them).
+        later = [await backend.take_token(name, 2.0, 2) for _ in range(3)]
         assert later[:2] == [0.0, 0.0] and later[2] > 0
 
 
