@@ -168,6 +168,8 @@ class Capabilities:
     multi_process: bool = True
     #: Atomic shared token buckets (``Backend.take_token``), for rate limits across processes.
     token_buckets: bool = False
+    #: Items written with their given etag and times (``Backend.restore_items``), for live migration.
+    restore: bool = True
 
     def as_dict(self) -> dict[str, Any]:
         return {name: getattr(self, name) for name in self.__dataclass_fields__}

@@ -36,6 +36,7 @@ LABELS = {
     "max_transaction_ops": "most ops per transaction",
     "multi_process": "shared by several processes",
     "token_buckets": "shared token buckets (gateway rate limits)",
+    "restore": "copies keeping etags and times (live migration)",
 }
 
 
