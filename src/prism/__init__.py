@@ -46,6 +46,10 @@ def __getattr__(name: str) -> object:
         from prism.streaming.client import StreamClient
 
         return StreamClient
+    if name == "migrate":
+        from prism.migration import migrate
+
+        return migrate
     raise AttributeError(f"module 'prism' has no attribute {name!r}")
 
 
@@ -78,4 +82,5 @@ __all__ = [
     "WriteResult",
     "connect",
     "connect_sync",
+    "migrate",
 ]
