@@ -35,6 +35,7 @@ from prism.kv import (
 from prism.model import Capabilities, Delete, Item, Page, Put, WriteResult
 
 if TYPE_CHECKING:
+    from prism.migration import migrate
     from prism.streaming.client import StreamClient
 
 __version__ = "0.1.0"

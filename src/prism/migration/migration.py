@@ -17,6 +17,7 @@ from types import TracebackType
 from typing import Any
 
 from prism.backends import Backend, open_backend
+from prism.backends.urls import mask_url
 from prism.errors import PrismError
 from prism.kv.namespace import Namespace
 from prism.kv.store import Store
@@ -461,4 +462,12 @@ def migrate(
             raise MigrationRefused(
                 f"the store at {url} cannot keep etags of copied items (capability restore)"
             )
-    return Migration(source, target, namespace, control=control, settings=settings)
+    return Migration(
+        source,
+        target,
+        namespace,
+        control=control,
+        settings=settings,
+        source_name=mask_url(source_url),
+        target_name=mask_url(target_url),
+    )
