@@ -138,11 +138,18 @@ class Migration:
                 await self.router.refresh()
                 return state
 
-    async def _await_replicas(self, state: MigrationState, deadline: float) -> list[str]:
-        """Wait until every live process has applied ``state``; the ones that have not, at the deadline."""
+    async def _await_replicas(
+        self, state: MigrationState, deadline: float, *, version: int | None = None
+    ) -> list[str]:
+        """Wait until every live process has applied ``version`` of ``state`` (default: its current one).
+
+        The ones that have not, at the deadline. A process that applied any version of
+        this migration shadows writes; a switch needs the fenced version itself.
+        """
+        want = state.version if version is None else version
         while True:
             replicas = await self.records.replicas()
-            behind = sorted(r for r, (mid, v) in replicas.items() if mid != state.id or v < state.version)
+            behind = sorted(r for r, (mid, v) in replicas.items() if mid != state.id or v < want)
             if not behind or time.time() >= deadline:
                 return behind
             await asyncio.sleep(min(0.05, self.settings.poll_interval / 4))
@@ -204,7 +211,7 @@ class Migration:
         restart = state.phase in (Phase.BACKFILLED, Phase.VERIFIED)
         state = await self._transition("backfill", begin)
         behind = await self._await_replicas(
-            state, time.time() + settings.fence_timeout + settings.poll_interval * 2
+            state, time.time() + settings.fence_timeout + settings.poll_interval * 2, version=1
         )
         if behind:
             await self._fail_backfill(
