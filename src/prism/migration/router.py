@@ -162,6 +162,9 @@ class MigratingBackend(Backend):
     # -- lifecycle -----------------------------------------------------------------
 
     async def open(self) -> None:
+        # Registered before the first look at the state: a process that may write without
+        # shadowing is always known, and counts as behind until it has applied the state.
+        await self.records.heartbeat(self.replica, "", 0, self.settings.heartbeat_ttl)
         await self.refresh()
         self._follower = asyncio.create_task(self._follow(), name=f"prism-migration-{self.namespace}")
 
@@ -212,6 +215,7 @@ class MigratingBackend(Backend):
                 return
             self._apply(state)
             if state is None:
+                await self.records.heartbeat(self.replica, "", 0, self.settings.heartbeat_ttl)
                 return
             if self._route.fenced:
                 # The process running the switch waits for this heartbeat: only once no write is in flight.
