@@ -54,7 +54,7 @@ class MigrationSettings:
     * ``fence_timeout`` (2 s): how long a cutover or rollback may hold writes back;
       past it the switch is refused and writes go on to the old primary;
     * ``repair_interval`` (1 s): how often logged shadow failures are retried;
-    * ``parallelism`` (4) and ``rps`` (None: unthrottled): the backfill's concurrent
+    * ``parallelism`` (16) and ``rps`` (None: unthrottled): the backfill's concurrent
       record reads and its items copied per second;
     * ``page_size`` (200): records the backfill reads per page (one checkpoint each);
     * ``max_sync_rounds`` (10): attempts to bring one address in step while it keeps changing;
@@ -65,7 +65,7 @@ class MigrationSettings:
     heartbeat_ttl: float = 5.0
     fence_timeout: float = 2.0
     repair_interval: float = 1.0
-    parallelism: int = 4
+    parallelism: int = 16
     rps: float | None = None
     page_size: int = 200
     max_sync_rounds: int = 10

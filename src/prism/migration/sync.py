@@ -1,10 +1,10 @@
 """Bringing addresses of the shadow store in step with the primary, safely under concurrent writes.
 
-Every copy is conditional on what the copier last saw in the destination (its etag,
-or its absence) and is followed by a fresh read of the source: when the source
-changed in between, the address goes round again. A copy therefore never
-overwrites a newer shadow write, and a key deleted while it was being copied is
-deleted again instead of coming back.
+Every copy is followed by a fresh read of the source: when the source changed since
+the item was read, the address goes round again, now with copies conditional on what
+the copier last saw in the destination (its etag, or its absence). A key written or
+deleted while it was being copied therefore ends as the source has it: a newer
+shadow write is not lost, and a deleted key does not come back.
 """
 
 from __future__ import annotations
@@ -154,11 +154,13 @@ async def copy_items(
 ) -> tuple[int, int, list[Address]]:
     """Copy items read from ``src`` (record, item) into ``dst``: (copied, skipped, unresolved).
 
-    The first attempt assumes the destination lacks the item (the common case of a
-    backfill); where it does not, or the source changed meanwhile, the address is
-    brought in step by :func:`sync_addresses`.
+    The first pass writes them unconditionally, in batches (the common case of a
+    backfill: the destination lacks them). That may briefly overwrite a newer shadow
+    write, but only one made after the item was read from ``src``: the re-read of
+    ``src`` that follows finds the change, and :func:`sync_addresses` brings those
+    addresses in step, a key deleted meanwhile included.
     """
-    ops = [restore_op(record, item, if_absent=True) for record, item in items]
+    ops = [restore_op(record, item) for record, item in items]
     applied = await _write_checked(dst, ns, ops)
     check = [((r, i.key), i) for (r, i), ok in zip(items, applied, strict=True) if ok]
     changed = await _changed_since(src, ns, check)
