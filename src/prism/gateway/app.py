@@ -30,6 +30,7 @@ from prism.gateway.observability import InFlight, ObservabilityMiddleware
 from prism.gateway.problem import problem_response
 from prism.gateway.routes_admin import admin_routes
 from prism.gateway.routes_kv import kv_routes
+from prism.gateway.routes_migration import migration_routes
 from prism.gateway.routes_records import records_routes
 from prism.gateway.runtime import Gateway
 from prism.gateway.wire import escape_problem
@@ -178,7 +179,13 @@ def create_app(
     Raises ConfigError when a secret, key file or store in the config is unusable.
     """
     gateway = Gateway(config, env=env, stores=stores)
-    routes = [*kv_routes(gateway), *records_routes(gateway), *admin_routes(gateway), *extra_routes]
+    routes = [
+        *kv_routes(gateway),
+        *records_routes(gateway),
+        *admin_routes(gateway),
+        *migration_routes(gateway),
+        *extra_routes,
+    ]
 
     @contextlib.asynccontextmanager
     async def lifespan(app: Starlette) -> AsyncIterator[dict[str, Any]]:

@@ -28,10 +28,12 @@ from prism.gateway.config import (
 from prism.gateway.idempotency import IDEMPOTENCY_NAMESPACE, IdempotencyCache
 from prism.gateway.limits import NamespaceLimiter, SharedBuckets
 from prism.gateway.logs import AccessLog
+from prism.gateway.migrations import GatewayMigrations
 from prism.gateway.pii import FieldProtector, Keyring
 from prism.gateway.tenancy import physical_namespace
 from prism.kv.namespace import Namespace
 from prism.kv.store import Store
+from prism.migration import MigrationSettings
 
 __all__ = ["Gateway", "ServedNamespace"]
 
@@ -153,6 +155,7 @@ class Gateway:
             else None
         )
         namespaces: dict[str, ServedNamespace] = {}
+        migrations = self.migrations = GatewayMigrations(config, stores, MigrationSettings())
         for i, ns in enumerate(config.namespaces):
             reserved = internal_namespace(ns.name, config)
             if reserved is not None:
@@ -161,7 +164,7 @@ class Gateway:
                     config.source, f"$.namespaces[{i}].name", f"{ns.name!r} cannot be served: {reserved}"
                 )
             store_name = config.namespace_store(ns)
-            store = stores[store_name]
+            store = migrations.wrap(ns.name, store_name, stores[store_name], tenant_scoped=ns.tenant_scoped)
             try:
                 served = ServedNamespace(ns, store_name, store, config, self.keyring, shared)
                 store.namespace(ns.name, max_value_bytes=ns.max_value_bytes, default_ttl=ns.default_ttl)
@@ -218,6 +221,7 @@ class Gateway:
                         f"store {name!r} ({mask_url(self.config.store_url(name))}) did not open: {exc}"
                     ) from exc
                 opened.append(store)
+            await self.migrations.start()
             await self.audit.start()
             await self.authenticator.start(self.config.server.jwks_startup_timeout)
         except BaseException as exc:
@@ -237,6 +241,7 @@ class Gateway:
         self.started = False
         await self.authenticator.stop()
         await self.audit.stop(self.config.server.shutdown_timeout)
+        await self.migrations.stop()
         for store in self.stores.values():
             try:
                 await store.close()

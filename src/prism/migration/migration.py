@@ -85,6 +85,23 @@ class Migration:
         self.store = Store(self.router)
         self._opened: list[Backend] = []
 
+    @classmethod
+    def attached(
+        cls, router: MigratingBackend, store: Store, source_name: str, target_name: str
+    ) -> Migration:
+        """A migration driven through a router (and its open Store) owned by someone else: the gateway."""
+        migration = cls.__new__(cls)
+        migration.namespace = router.namespace
+        migration.source_name = source_name
+        migration.target_name = target_name
+        migration.settings = router.settings
+        migration._own = []
+        migration.router = router
+        migration.records = router.records
+        migration.store = store
+        migration._opened = []
+        return migration
+
     # -- lifecycle ----------------------------------------------------------------
 
     async def open(self) -> Migration:

@@ -19,7 +19,7 @@ import contextlib
 import logging
 import random
 import time
-from collections.abc import Sequence
+from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
 from typing import Any
 
@@ -118,9 +118,13 @@ class MigratingBackend(Backend):
         control: Backend,
         namespace: str,
         settings: MigrationSettings | None = None,
+        *,
+        targets: Mapping[str, Backend] | None = None,
     ) -> None:
         self.source = source
         self.target = target
+        #: Stores a migration may name as its target (a gateway's stores); None: ``target`` only.
+        self.targets = targets
         self.control = control
         self.namespace = namespace
         self.settings = settings or MigrationSettings()
@@ -154,6 +158,7 @@ class MigratingBackend(Backend):
         self._unlogged: set[RepairEntry] = set()
         self._background: set[asyncio.Task[Any]] = set()
         self._applied: tuple[str, int] | None = None
+        self._next_heartbeat = 0.0
 
     @classmethod
     def from_url(cls, url: str, **options: Any) -> Backend:
@@ -215,7 +220,7 @@ class MigratingBackend(Backend):
                 return
             self._apply(state)
             if state is None:
-                await self.records.heartbeat(self.replica, "", 0, self.settings.heartbeat_ttl)
+                await self._heartbeat("", 0)
                 return
             if self._route.fenced:
                 # The process running the switch waits for this heartbeat: only once no write is in flight.
@@ -224,11 +229,16 @@ class MigratingBackend(Backend):
                     await asyncio.wait_for(self._drained.wait(), max(remaining, 0.0))
                 if not self._drained.is_set():
                     return
-            if state.shadowing or self._applied != (state.id, state.version):
-                await self.records.heartbeat(
-                    self.replica, state.id, state.version, self.settings.heartbeat_ttl
-                )
-                self._applied = (state.id, state.version)
+            await self._heartbeat(state.id, state.version)
+
+    async def _heartbeat(self, migration: str, version: int) -> None:
+        # At once when a new state was applied, else often enough to stay within the ttl.
+        now = time.monotonic()
+        if self._applied == (migration, version) and now < self._next_heartbeat:
+            return
+        await self.records.heartbeat(self.replica, migration, version, self.settings.heartbeat_ttl)
+        self._applied = (migration, version)
+        self._next_heartbeat = now + self.settings.heartbeat_ttl / 3
 
     async def _lift_stale_fence(self, state: MigrationState, etag: str | None) -> None:
         # The process that raised the fence is gone (or too slow): writes go on to the old primary.
@@ -242,6 +252,13 @@ class MigratingBackend(Backend):
         self._apply(self.state)
 
     def _apply(self, state: MigrationState | None) -> None:
+        if state is not None and self.targets is not None:
+            target = self.targets.get(state.target)
+            if target is None:
+                self.last_error = f"the migration's target store {state.target!r} is not configured here"
+                state = None
+            else:
+                self.target = target
         if state is None or state.phase == Phase.ABORTED:
             route = _Route(self.source, None, False, 0)
         elif state.phase == Phase.COMPLETE:
