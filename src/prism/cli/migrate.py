@@ -172,7 +172,6 @@ def _act(args: argparse.Namespace) -> int:
 
 def _follow(http: httpx.Client, args: argparse.Namespace) -> dict[str, Any] | None:
     """Poll the status until the backfill or verify finished, with progress on stderr."""
-    running = {"backfill": "backfilling", "verify": "verifying"}[args.action]
     while True:
         status = _answer(http.get(_path(args.namespace)))
         if status is None:
@@ -182,7 +181,7 @@ def _follow(http: httpx.Client, args: argparse.Namespace) -> dict[str, Any] | No
             print(f"\rbackfill: {b['copied']} copied, {b['skipped']} skipped", end="", file=sys.stderr)
         else:
             print(f"\rverify: {status['verify']['checked']} checked", end="", file=sys.stderr)
-        if status["phase"] != running or status.get("error"):
+        if status[args.action]["done"] or status.get("error"):
             print(file=sys.stderr)
             return status
         time.sleep(POLL_INTERVAL)

@@ -242,31 +242,27 @@ def migration_routes(gateway: Gateway) -> list[BaseRoute]:
             raw = await read_body(request, MAX_BODY)
             step = decode_body(raw, MigrationStep) if raw.strip() else MigrationStep()
             migration = await current(served)
-            if action == "backfill":
-                found = await migration.records.read_state()
-                phase = found[0].phase if found else None
-                if phase not in (Phase.SHADOWING, Phase.BACKFILLING, Phase.BACKFILLED, Phase.VERIFIED):
-                    raise MigrationRefused(f"backfill is not allowed in phase {phase}")
-                work = migration.backfill(rps=step.rps, parallelism=step.parallelism)
-            elif action == "verify":
-                found = await migration.records.read_state()
-                if found is None or not found[0].backfill_done:
-                    raise MigrationRefused("verify needs a finished backfill first")
-                work = migration.verify()
-            else:
-                if action == "cutover":
-                    return _json(await migration.cutover(force=step.force))
+            if action == "cutover":
+                return _json(await migration.cutover(force=step.force))
+            if action not in BACKGROUND:
                 run = {
                     "rollback": migration.rollback,
                     "complete": migration.complete,
                     "abort": migration.abort,
                 }
                 return _json(await run[action]())
-            if not gateway.migrations.run(served.name, work):
+            running = gateway.migrations.tasks.get(served.name)
+            if running is not None and not running.done():
                 raise MigrationRefused(
                     f"a backfill or verify of namespace {served.name!r} is already running here"
                 )
-            return _json(await migration.status(), 202)
+            status = await migration.begin(action)
+            if action == "backfill":
+                work = migration.backfill(rps=step.rps, parallelism=step.parallelism)
+            else:
+                work = migration.verify()
+            gateway.migrations.run(served.name, work)
+            return _json(status, 202)
 
         return await audited(request, f"migration_{action}", answer)
 

@@ -155,7 +155,14 @@ class Gateway:
             else None
         )
         namespaces: dict[str, ServedNamespace] = {}
-        migrations = self.migrations = GatewayMigrations(config, stores, MigrationSettings())
+        timings = config.control.migration
+        settings = MigrationSettings(
+            poll_interval=timings.poll_interval,
+            heartbeat_ttl=timings.heartbeat_ttl,
+            fence_timeout=timings.fence_timeout,
+            repair_interval=timings.repair_interval,
+        )
+        migrations = self.migrations = GatewayMigrations(config, stores, settings)
         for i, ns in enumerate(config.namespaces):
             reserved = internal_namespace(ns.name, config)
             if reserved is not None:

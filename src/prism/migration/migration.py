@@ -220,13 +220,7 @@ class Migration:
         workers = settings.parallelism if parallelism is None else parallelism
         MigrationSettings(rps=rate, parallelism=workers)  # validates both
 
-        def begin(state: MigrationState) -> None:
-            state.phase = Phase.BACKFILLING
-            state.error = None
-
-        state, _ = await self._current()
-        restart = state.phase in (Phase.BACKFILLED, Phase.VERIFIED)
-        state = await self._transition("backfill", begin)
+        state = await self._transition("backfill", _begin_backfill)
         behind = await self._await_replicas(
             state, time.time() + settings.fence_timeout + settings.poll_interval * 2, version=1
         )
@@ -234,8 +228,9 @@ class Migration:
             await self._fail_backfill(
                 f"processes {', '.join(behind)} do not shadow writes yet; run backfill again"
             )
-        checkpoint = BackfillProgress() if restart else await self.records.read_progress()
+        checkpoint = await self.records.read_progress()
         if checkpoint.done:
+            # The last backfill finished: this one starts over (and skips what is already there).
             checkpoint = BackfillProgress()
         pacer = Pacer(rate)
         semaphore = asyncio.Semaphore(workers)
@@ -250,7 +245,11 @@ class Migration:
                 ids = await src.scan(ns, "", checkpoint.cursor, settings.page_size)
                 if not ids:
                     break
-                batches = await asyncio.gather(*(read(r) for r in ids))
+                if src.runs_inline:
+                    # Its calls never wait on I/O: running them one after another is fastest.
+                    batches = [[(r, i) for i in await record_items(src, ns, r)] for r in ids]
+                else:
+                    batches = await asyncio.gather(*(read(r) for r in ids))
                 items = [pair for batch in batches for pair in batch]
                 await pacer.take(len(items))
                 if items:
@@ -281,6 +280,17 @@ class Migration:
         await self._transition("backfill", finish, allowed={Phase.BACKFILLING})
         return await self.status()
 
+    async def begin(self, action: str) -> dict[str, Any]:
+        """Enter the running phase of ``backfill`` or ``verify`` now, before the work itself.
+
+        The gateway answers with this status and then runs the work in the background,
+        so a client following the status never sees the phase from before.
+        """
+        if action not in ("backfill", "verify"):
+            raise MigrationRefused(f"{action} has no running phase to begin")
+        await self._transition(action, _begin_backfill if action == "backfill" else _begin_verify)
+        return await self.status()
+
     async def _fail_backfill(self, reason: str, cause: PrismError | None = None) -> None:
         def record(state: MigrationState) -> None:
             state.error = reason
@@ -291,14 +301,7 @@ class Migration:
     async def verify(self) -> dict[str, Any]:
         """Compare every item in both stores; ``verified`` when nothing is missing, extra or different."""
 
-        def begin(state: MigrationState) -> None:
-            if state.phase != Phase.CUT_OVER:
-                state.phase = Phase.VERIFYING
-            state.verify = VerifyReport()
-
-        state = await self._transition("verify", begin)
-        if not state.backfill_done:
-            raise MigrationRefused("verify needs a finished backfill first")
+        await self._transition("verify", _begin_verify)
         report = await verify_namespace(
             self.router.source,
             self.router.target,
@@ -448,6 +451,21 @@ class Migration:
             "shadow_reads": {"compared": counters.compared, "mismatches": counters.mismatches},
             "error": state.error or self.router.last_error,
         }
+
+
+def _begin_backfill(state: MigrationState) -> None:
+    state.phase = Phase.BACKFILLING
+    state.backfill_done = False
+    state.error = None
+
+
+def _begin_verify(state: MigrationState) -> None:
+    if not state.backfill_done:
+        raise MigrationRefused("verify needs a finished backfill first")
+    if state.phase != Phase.CUT_OVER:
+        state.phase = Phase.VERIFYING
+    state.verify = VerifyReport()
+    state.error = None
 
 
 def _refusal(action: str, state: MigrationState) -> str:

@@ -23,6 +23,8 @@ from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
 from typing import Any
 
+from prometheus_client import Counter
+
 from prism.backends.base import Backend
 from prism.errors import BackendUnavailable, InvalidArgument, PrismError
 from prism.migration.state import (
@@ -39,6 +41,17 @@ from prism.model import Capabilities, Item, StoredWrite, WriteOutcome
 __all__ = ["MigratingBackend", "MigrationSettings", "ShadowCounters"]
 
 log = logging.getLogger("prism.migration")
+
+SHADOW_WRITES = Counter(
+    "prism_migration_shadow_writes",
+    "Writes of a migrating namespace also applied to the other store, by outcome (ok, failed).",
+    ["namespace", "outcome"],
+)
+SHADOW_READ_MISMATCHES = Counter(
+    "prism_migration_shadow_read_mismatches",
+    "Sampled live reads whose answer differed in the other store of a migrating namespace.",
+    ["namespace"],
+)
 
 #: Stripes of the per-key locks that keep one process's shadow writes of a key in order.
 _STRIPES = 256
@@ -339,11 +352,14 @@ class MigratingBackend(Backend):
         except PrismError as exc:
             failed = [RepairEntry(c.record, c.key) for c in copies]
             error = str(exc)
+        if len(failed) < len(copies):
+            SHADOW_WRITES.labels(ns, "ok").inc(len(copies) - len(failed))
         if failed:
             await self._log_repairs(failed, error)
 
     async def _log_repairs(self, entries: Sequence[RepairEntry], error: str | None) -> None:
         self.counters.failed += len(entries)
+        SHADOW_WRITES.labels(self.namespace, "failed").inc(len(entries))
         self.last_error = f"shadow write failed: {error}"
         try:
             await self.records.add_repairs(entries)
@@ -404,6 +420,7 @@ class MigratingBackend(Backend):
             self.counters.compared += 1
             if not same(seen, other):
                 self.counters.mismatches += 1
+                SHADOW_READ_MISMATCHES.labels(ns).inc()
 
     async def get_many(
         self, ns: str, addresses: Sequence[tuple[str, str]], *, consistent: bool = False
