@@ -471,9 +471,7 @@ def _begin_verify(state: MigrationState) -> None:
 def _refusal(action: str, state: MigrationState) -> str:
     name = action.removesuffix("_forced")
     if name == "cutover" and state.phase in _ALLOWED["cutover_forced"]:
-        return (
-            f"cutover needs a clean verify first (phase is {state.phase}); pass force=True to cut over anyway"
-        )
+        return f"cutover needs a clean verify first (phase is {state.phase}); force it to cut over anyway"
     if name == "abort" and state.phase == Phase.CUT_OVER:
         return "the migration is cut over: roll back first, or complete it"
     return f"{name} is not allowed in phase {state.phase}"
