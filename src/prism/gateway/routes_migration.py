@@ -268,11 +268,34 @@ def migration_routes(gateway: Gateway) -> list[BaseRoute]:
 
     errors = {
         400: "Bad body, unknown store, or a store lacking a capability the namespace uses.",
+        401: "Missing or invalid credentials.",
         403: "The caller does not hold the namespace's admin role.",
         404: "No such namespace (or no migration).",
         409: "The phase does not allow it; the body names the reason.",
+        413: "The body is too large.",
+        503: "The control store or the audit trail is unavailable.",
     }
     status_doc = "The migration's status."
+
+    def step(action: str, summary: str, description: str, status: int) -> Operation:
+        return Operation(
+            f"migration{action.title()}",
+            summary,
+            description,
+            body=MigrationStep,
+            status=status,
+            response=MigrationStatus,
+            response_description=status_doc,
+            errors=errors,
+        )
+
+    def act_on(action: str) -> Callable[[Request], Awaitable[Response]]:
+        async def route(request: Request) -> Response:
+            request.path_params["action"] = action
+            return await act(request)
+
+        return route
+
     return [
         describe(
             Route("/v1/namespaces/{ns}/migration", start, methods=["POST"]),
@@ -297,18 +320,26 @@ def migration_routes(gateway: Gateway) -> list[BaseRoute]:
                 errors=errors,
             ),
         ),
+        *(
+            describe(
+                Route(f"/v1/namespaces/{{ns}}/migration/{name}", act_on(name), methods=["POST"]),
+                post=step(
+                    name,
+                    f"Start the migration's {name}",
+                    f"Enters the `{name}` phase and runs it in the background of this process (`rps` and "
+                    "`parallelism` throttle a backfill); follow it with the status.",
+                    202,
+                ),
+            )
+            for name in BACKGROUND
+        ),
         describe(
             Route("/v1/namespaces/{ns}/migration/{action}", act, methods=["POST"]),
-            post=Operation(
-                "migrationAction",
-                "Run a migration step",
-                "`action` is `backfill` or `verify` (started in the background: 202), or `cutover`, "
-                "`rollback`, `complete`, `abort` (200). A cutover before a clean verify needs `force`.",
-                body=MigrationStep,
-                status=200,
-                response=MigrationStatus,
-                response_description=status_doc,
-                errors=errors,
+            post=step(
+                "action",
+                "Cut over, roll back, complete or abort a migration",
+                "`action`: `cutover` (`force` skips the clean-verify rule), `rollback`, `complete`, `abort`.",
+                200,
             ),
         ),
     ]
