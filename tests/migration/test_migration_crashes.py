@@ -80,21 +80,25 @@ async def test_backfill_killed_resumes_from_its_checkpoint(
         await m.start()
     out = tmp_path / "backfill.jsonl"
     proc = _spawn("backfill", sqlite_url, redis, namespace, out)
-    lines = await _wait_for(proc, out, lambda lines: any(line.get("copied", 0) >= 80 for line in lines))
+    await _wait_for(proc, out, lambda lines: any(line.get("copied", 0) >= 80 for line in lines))
     _kill(proc)
-    copied_before = max(line.get("copied", 0) for line in lines)
-    assert not any(line.get("done") for line in lines)
+    assert not any(line.get("done") for line in _lines(out))
 
     async with prism.migrate(sqlite_url, redis, namespace, settings=SETTINGS) as m:
         status = await m.status()
-        assert status["phase"] == "backfilling" and status["backfill"]["copied"] >= copied_before
-        resumed: list[int] = []
-        status = await m.backfill(progress=lambda p: resumed.append(p.copied))
-        # The first page after the restart continues the count instead of starting over.
-        assert resumed and resumed[0] > copied_before
-        # At most the one page in flight at the kill is looked at twice.
-        assert status["backfill"]["skipped"] <= SETTINGS.page_size, status
-        assert status["backfill"]["copied"] + status["backfill"]["skipped"] >= 300
+        checkpoint = await m.records.read_progress()
+        assert status["phase"] == "backfilling", status
+        assert checkpoint.cursor is not None and checkpoint.copied >= 80, checkpoint
+        resumed: list[tuple[int, str | None]] = []
+        status = await m.backfill(progress=lambda p: resumed.append((p.copied, p.cursor)))
+        # The first page after the restart starts after the checkpoint, and counts on from it.
+        assert resumed and resumed[0][1] is not None and resumed[0][1] > checkpoint.cursor, (
+            resumed,
+            checkpoint,
+        )
+        assert resumed[0][0] > checkpoint.copied
+        # Nothing before the checkpoint was copied again: at most the page in flight at the kill.
+        assert 300 <= status["backfill"]["copied"] <= 300 + SETTINGS.page_size, status
         status = await m.verify()
         assert status["phase"] == "verified" and status["verify"]["checked"] == 300, status
 
