@@ -17,6 +17,7 @@ from __future__ import annotations
 
 import asyncio
 import os
+import statistics
 import tempfile
 import time
 import uuid
@@ -154,6 +155,20 @@ def _fmt(values: list[float], scale: float = 1.0, digits: int = 2) -> str:
     return f"{mid:.{digits}f} ({lo:.{digits}f}-{hi:.{digits}f})"
 
 
+def _verdicts(r: dict[str, list[float]]) -> list[str]:
+    out = []
+    for label, key, target, higher in (
+        ("backfill", "ratio", 0.5, True),
+        ("write p50", "p50x", 1.2, False),
+        ("write p99", "p99x", 1.5, False),
+    ):
+        got = statistics.median(r[key])
+        met = got >= target if higher else got <= target
+        how = "met" if met else f"missed by {abs(got - target) / target:.0%}"
+        out.append(f"{label} {got:.2f}x vs {'>=' if higher else '<='} {target}x: {how}")
+    return out
+
+
 def _render(results: dict[str, dict[str, list[float]]], load: str) -> str:
     lines = [
         "## Live migration",
@@ -185,6 +200,9 @@ def _render(results: dict[str, dict[str, list[float]]], load: str) -> str:
             f"| {_fmt(r['p50x'])} | {_fmt(r['plain_p99'], 1000, 3)} | {_fmt(r['shadow_p99'], 1000, 3)} "
             f"| {_fmt(r['p99x'])} |"
         )
+    lines += ["", "Against the targets (medians):", ""]
+    for name, r in results.items():
+        lines.append(f"* {name}: " + "; ".join(_verdicts(r)) + ".")
     lines += [
         "",
         "A shadowed write is acknowledged only once both stores hold it, so its latency is the primary's "
