@@ -18,6 +18,10 @@ from gateway_helpers import api_keys_config, client_for, headers
 from test_gateway_limits_shared import two_gateways
 
 import prism
+from prism.migration import MigrationSettings
+from prism.migration.state import ControlRecords
+from prism.model import Put
+from prism.testing.servers import free_port
 from prism.testing.servers.redis import redis_server
 
 PRISM = str(Path(sys.executable).with_name("prism"))
@@ -182,3 +186,82 @@ async def test_two_processes_follow_the_phases_driven_by_the_cli(tmp_path: Path,
         for key, etag in acknowledged.items():
             item = await handle.get(key)
             assert item is not None and f'"{item.etag}"' in (etag, f'"{etag}"'), f"{key}: a write is lost"
+
+
+def _serve(tmp_path: Path, port: int) -> subprocess.Popen[str]:
+    with open(tmp_path / f"serve-{port}.err", "w") as err:
+        return subprocess.Popen(
+            [PRISM, "serve", "--config", str(tmp_path / "prism.yaml"), "--port", str(port)],
+            cwd=tmp_path,
+            stdout=subprocess.DEVNULL,
+            stderr=err,
+            text=True,
+        )
+
+
+async def _up(http: httpx.AsyncClient, url: str, proc: subprocess.Popen[str]) -> None:
+    loop = asyncio.get_running_loop()
+    deadline = loop.time() + 30
+    while loop.time() < deadline:
+        assert proc.poll() is None, "prism serve exited: see its serve-PORT.err"
+        try:
+            if (await http.get(f"{url}/healthz")).status_code == 200:
+                return
+        except httpx.TransportError:
+            pass
+        await asyncio.sleep(0.1)
+    raise AssertionError("prism serve did not start")
+
+
+async def test_a_gateway_killed_during_backfill_resumes_from_its_checkpoint(
+    tmp_path: Path, redis_url: str
+) -> None:
+    ns = f"users-{uuid.uuid4().hex[:8]}"
+    (tmp_path / "prism.yaml").write_text(
+        json.dumps(gateway_config(tmp_path, redis_url, ns, audit={"sink": "none"}))
+    )
+    count, page = 1000, MigrationSettings().page_size
+    path = f"/v1/namespaces/{ns}/migration"
+    async with prism.connect(f"sqlite:///{tmp_path}/data.db") as store:
+        await store.namespace(ns).put_many([Put(f"k{i:05d}", b"v") for i in range(count)])
+    async with httpx.AsyncClient(timeout=10) as http:
+        url = f"http://127.0.0.1:{free_port()}"
+        proc = _serve(tmp_path, int(url.rsplit(":", 1)[1]))
+        try:
+            await _up(http, url, proc)
+            assert (await http.post(f"{url}{path}", json={"to": "redis_main"})).status_code == 201
+            assert (await http.post(f"{url}{path}/backfill", json={"rps": 200})).status_code == 202
+            loop = asyncio.get_running_loop()
+            deadline = loop.time() + STEP_DEADLINE
+            while (await http.get(f"{url}{path}")).json()["backfill"]["copied"] < 2 * page:
+                assert loop.time() < deadline
+                await asyncio.sleep(0.02)
+        finally:
+            proc.kill()  # SIGKILL: no shutdown, the backfill stops mid-page
+            proc.wait()
+        url = f"http://127.0.0.1:{free_port()}"
+        proc = _serve(tmp_path, int(url.rsplit(":", 1)[1]))
+        try:
+            await _up(http, url, proc)
+            status = (await http.get(f"{url}{path}")).json()
+            assert status["phase"] == "backfilling" and status["backfill"]["copied"] >= 2 * page, status
+            async with prism.connect(redis_url) as control:
+                records = ControlRecords(control.backend, ns)
+                killed_at = (await records.read_progress()).cursor
+                assert killed_at is not None
+                r = await http.post(f"{url}{path}/backfill", json={"rps": 200})
+                assert r.status_code == 202
+                cursors: list[str] = []
+                loop = asyncio.get_running_loop()
+                deadline = loop.time() + STEP_DEADLINE
+                while not (status := (await http.get(f"{url}{path}")).json())["backfill"]["done"]:
+                    assert loop.time() < deadline and not status["error"], status
+                    cursors.append((await records.read_progress()).cursor or "")
+                    await asyncio.sleep(0.02)
+        finally:
+            proc.terminate()
+            proc.wait()
+    # Every checkpoint of the resumed backfill lies past the one it was killed after:
+    # it went on from there instead of starting over.
+    assert cursors and min(cursors) >= killed_at, (killed_at, sorted(set(cursors)))
+    assert count <= status["backfill"]["copied"] < count + page, status
