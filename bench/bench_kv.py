@@ -2,18 +2,21 @@
 
 Measures get / put / get_many(100) / put_many(100) with 100 B and 1 KiB values, in
 one process and one run, through Prism's async and blocking APIs, diskcache, and
-plain ``sqlite3`` doing the same work on a table of the same shape. Reports the
-median time per key over several rounds with the spread, and the ratios the
-targets are stated in.
+plain ``sqlite3`` doing the same work on a table of the same shape. The sides take
+turns round by round (see ``interleaved``); it reports the median time per key with
+the spread, and the ratios the targets are stated in, as medians of per-round ratios.
 """
 
 from __future__ import annotations
 
 import asyncio
+import os
 import sqlite3
+import statistics
 import tempfile
 import time
 from collections.abc import Awaitable, Callable
+from contextlib import ExitStack
 from pathlib import Path
 
 import diskcache
@@ -21,31 +24,48 @@ import diskcache
 import prism
 from bench._report import environment, spread, write_section
 
-ROUNDS = 7
-SINGLE_OPS = 4000
-BATCH_CALLS = 80
+ROUNDS = 9
+SINGLE_OPS = 3000
+BATCH_CALLS = 60
 BATCH = 100
 COMMAND = "make bench ARGS=kv"
+OPS = ("get", "put", "get_many(100)", "put_many(100)")
+KEYS = {
+    "get": SINGLE_OPS,
+    "put": SINGLE_OPS,
+    "get_many(100)": BATCH_CALLS * BATCH,
+    "put_many(100)": BATCH_CALLS * BATCH,
+}
+
+#: One side of the comparison: for each op, a callable that runs one round of it.
+Side = dict[str, Callable[[], None]]
 
 
-def timed(fn: Callable[[], None], keys: int) -> list[float]:
-    """Microseconds per key for each round."""
-    out = []
-    fn()  # warm-up
-    for _ in range(ROUNDS):
-        start = time.perf_counter()
-        fn()
-        out.append((time.perf_counter() - start) / keys * 1e6)
+def interleaved(sides: dict[str, Side]) -> dict[str, dict[str, list[float]]]:
+    """Microseconds per key for each side, op and round.
+
+    Within a round every side runs the op once, the side going first rotating from
+    round to round, so load that comes and goes on a shared machine falls on all
+    sides alike; ratios are then taken round by round.
+    """
+    names = list(sides)
+    out: dict[str, dict[str, list[float]]] = {name: {op: [] for op in OPS} for name in names}
+    for op in OPS:
+        for name in names:
+            sides[name][op]()  # warm-up
+        for r in range(ROUNDS):
+            for name in names[r % len(names) :] + names[: r % len(names)]:
+                start = time.perf_counter()
+                sides[name][op]()
+                out[name][op].append((time.perf_counter() - start) / KEYS[op] * 1e6)
     return out
 
 
-def timed_async(loop: asyncio.AbstractEventLoop, fn: Callable[[], Awaitable[None]], keys: int) -> list[float]:
-    return timed(lambda: loop.run_until_complete(fn()), keys)
-
-
-def bench_prism_async(path: Path, value: bytes) -> dict[str, list[float]]:
+def prism_async(stack: ExitStack, path: Path, value: bytes) -> Side:
     loop = asyncio.new_event_loop()
+    stack.callback(loop.close)
     store = loop.run_until_complete(prism.connect(f"sqlite:///{path}"))
+    stack.callback(lambda: loop.run_until_complete(store.close()))
     ns = store.namespace("bench")
     keys = [f"key:{i}" for i in range(BATCH)]
     puts = [prism.Put(k, value) for k in keys]
@@ -66,51 +86,42 @@ def bench_prism_async(path: Path, value: bytes) -> dict[str, list[float]]:
         for _ in range(BATCH_CALLS):
             await ns.put_many(puts)
 
-    loop.run_until_complete(put_many())
-    result = {
-        "get": timed_async(loop, get, SINGLE_OPS),
-        "put": timed_async(loop, put, SINGLE_OPS),
-        "get_many(100)": timed_async(loop, get_many, BATCH_CALLS * BATCH),
-        "put_many(100)": timed_async(loop, put_many, BATCH_CALLS * BATCH),
-    }
-    loop.run_until_complete(store.close())
-    loop.close()
-    return result
+    def run(fn: Callable[[], Awaitable[None]]) -> Callable[[], None]:
+        return lambda: loop.run_until_complete(fn())
+
+    loop.run_until_complete(ns.put_many(puts))
+    return {"get": run(get), "put": run(put), "get_many(100)": run(get_many), "put_many(100)": run(put_many)}
 
 
-def bench_prism_sync(path: Path, value: bytes) -> dict[str, list[float]]:
-    with prism.connect_sync(f"sqlite:///{path}") as store:
-        ns = store.namespace("bench")
-        keys = [f"key:{i}" for i in range(BATCH)]
-        puts = [prism.Put(k, value) for k in keys]
-        ns.put_many(puts)
+def prism_sync(stack: ExitStack, path: Path, value: bytes) -> Side:
+    store = stack.enter_context(prism.connect_sync(f"sqlite:///{path}"))
+    ns = store.namespace("bench")
+    keys = [f"key:{i}" for i in range(BATCH)]
+    puts = [prism.Put(k, value) for k in keys]
+    ns.put_many(puts)
 
-        def get() -> None:
-            for _ in range(SINGLE_OPS):
-                ns.get("key:1")
+    def get() -> None:
+        for _ in range(SINGLE_OPS):
+            ns.get("key:1")
 
-        def put() -> None:
-            for i in range(SINGLE_OPS):
-                ns.put(keys[i % BATCH], value)
+    def put() -> None:
+        for i in range(SINGLE_OPS):
+            ns.put(keys[i % BATCH], value)
 
-        def get_many() -> None:
-            for _ in range(BATCH_CALLS):
-                ns.get_many(keys)
+    def get_many() -> None:
+        for _ in range(BATCH_CALLS):
+            ns.get_many(keys)
 
-        def put_many() -> None:
-            for _ in range(BATCH_CALLS):
-                ns.put_many(puts)
+    def put_many() -> None:
+        for _ in range(BATCH_CALLS):
+            ns.put_many(puts)
 
-        return {
-            "get": timed(get, SINGLE_OPS),
-            "put": timed(put, SINGLE_OPS),
-            "get_many(100)": timed(get_many, BATCH_CALLS * BATCH),
-            "put_many(100)": timed(put_many, BATCH_CALLS * BATCH),
-        }
+    return {"get": get, "put": put, "get_many(100)": get_many, "put_many(100)": put_many}
 
 
-def bench_diskcache(path: Path, value: bytes) -> dict[str, list[float]]:
+def disk_cache(stack: ExitStack, path: Path, value: bytes) -> Side:
     cache = diskcache.Cache(str(path))
+    stack.callback(cache.close)
     keys = [f"key:{i}" for i in range(BATCH)]
     for k in keys:
         cache.set(k, value)
@@ -134,18 +145,12 @@ def bench_diskcache(path: Path, value: bytes) -> dict[str, list[float]]:
                 for k in keys:
                     cache.set(k, value)
 
-    result = {
-        "get": timed(get, SINGLE_OPS),
-        "put": timed(put, SINGLE_OPS),
-        "get_many(100)": timed(get_many, BATCH_CALLS * BATCH),
-        "put_many(100)": timed(put_many, BATCH_CALLS * BATCH),
-    }
-    cache.close()
-    return result
+    return {"get": get, "put": put, "get_many(100)": get_many, "put_many(100)": put_many}
 
 
-def bench_sqlite3(path: Path, value: bytes) -> dict[str, list[float]]:
+def raw_sqlite3(stack: ExitStack, path: Path, value: bytes) -> Side:
     conn = sqlite3.connect(str(path), isolation_level=None)
+    stack.callback(conn.close)
     conn.execute("PRAGMA journal_mode = WAL")
     conn.execute("PRAGMA synchronous = NORMAL")
     conn.execute("CREATE TABLE kv (key TEXT PRIMARY KEY, value BLOB NOT NULL)")
@@ -171,14 +176,7 @@ def bench_sqlite3(path: Path, value: bytes) -> dict[str, list[float]]:
             conn.executemany("INSERT OR REPLACE INTO kv VALUES (?, ?)", [(k, value) for k in keys])
             conn.execute("COMMIT")
 
-    result = {
-        "get": timed(get, SINGLE_OPS),
-        "put": timed(put, SINGLE_OPS),
-        "get_many(100)": timed(get_many, BATCH_CALLS * BATCH),
-        "put_many(100)": timed(put_many, BATCH_CALLS * BATCH),
-    }
-    conn.close()
-    return result
+    return {"get": get, "put": put, "get_many(100)": get_many, "put_many(100)": put_many}
 
 
 def fmt(values: list[float]) -> str:
@@ -186,20 +184,26 @@ def fmt(values: list[float]) -> str:
     return f"{median:.2f} ({lo:.2f}-{hi:.2f})"
 
 
+def speed_vs_diskcache(results: dict[str, dict[str, list[float]]], side: str, op: str) -> float:
+    """diskcache's time over the side's, median of the per-round ratios (above 1: the side is faster)."""
+    return statistics.median(d / p for d, p in zip(results["diskcache"][op], results[side][op], strict=True))
+
+
 def main(argv: list[str]) -> None:
     sections = []
     verdicts = []
     for size in (100, 1024):
         value = bytes(range(256)) * (size // 256) + bytes(size % 256)
-        with tempfile.TemporaryDirectory() as tmp:
+        with tempfile.TemporaryDirectory() as tmp, ExitStack() as stack:
             base = Path(tmp)
-            results = {
-                "prism async": bench_prism_async(base / "a.db", value),
-                "prism sync": bench_prism_sync(base / "s.db", value),
-                "diskcache": bench_diskcache(base / "dc", value),
-                "raw sqlite3": bench_sqlite3(base / "raw.db", value),
-            }
-        ops = list(results["diskcache"])
+            results = interleaved(
+                {
+                    "prism async": prism_async(stack, base / "a.db", value),
+                    "prism sync": prism_sync(stack, base / "s.db", value),
+                    "diskcache": disk_cache(stack, base / "dc", value),
+                    "raw sqlite3": raw_sqlite3(stack, base / "raw.db", value),
+                }
+            )
         lines = [
             f"#### {size} B values: µs per key, median of {ROUNDS} rounds (min-max)",
             "",
@@ -207,10 +211,10 @@ def main(argv: list[str]) -> None:
             "|---|" + "---|" * (len(results) + 2),
         ]
         med = {name: {op: spread(v)[0] for op, v in r.items()} for name, r in results.items()}
-        for op in ops:
+        for op in OPS:
             cells = " | ".join(fmt(results[name][op]) for name in results)
-            ra = med["diskcache"][op] / med["prism async"][op]
-            rs = med["diskcache"][op] / med["prism sync"][op]
+            ra = speed_vs_diskcache(results, "prism async", op)
+            rs = speed_vs_diskcache(results, "prism sync", op)
             lines.append(f"| {op} | {cells} | {ra:.2f} | {rs:.2f} |")
         sections.append("\n".join(lines))
         for single, batch in (("get", "get_many(100)"), ("put", "put_many(100)")):
@@ -221,7 +225,7 @@ def main(argv: list[str]) -> None:
             )
         for api in ("prism async", "prism sync"):
             for op in ("get", "put"):
-                ratio = med["diskcache"][op] / med[api][op]
+                ratio = speed_vs_diskcache(results, api, op)
                 verdicts.append(
                     f"- {size} B, {api} {op}: {ratio:.2f}x diskcache's speed "
                     f"(target >= 1.0: {'met' if ratio >= 1.0 else 'missed'})"
@@ -232,10 +236,14 @@ def main(argv: list[str]) -> None:
                     f"- {size} B, {api} {batch}: {gain:.1f}x the per-key throughput of single {single} "
                     f"(target >= 10: {'met' if gain >= 10 else 'missed'})"
                 )
+    load = os.getloadavg()[0]
     markdown = "\n\n".join(
         [
             "## Embedded store (SQLite) through the public API",
-            f"Command: `{COMMAND}`. Measured {environment('prism', 'diskcache')}.",
+            f"Command: `{COMMAND}`. Measured {environment('prism', 'diskcache')}; 1-minute load average "
+            f"{load:.1f} on {os.cpu_count()} CPUs when the run ended.",
+            "Each round runs every side once, the side going first rotating from round to round; "
+            "a ratio is the median of the per-round ratios.",
             *sections,
             "Targets:",
             "\n".join(verdicts),

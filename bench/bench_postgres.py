@@ -171,6 +171,12 @@ class PostgresBench(NetworkBench):
         "reset query switched off; Prism uses its own leaner pool of asyncpg connections. Prism also "
         "validates keys and values, reports whether a live item was replaced, and counts every call in "
         "its metrics.",
+        "Prism's put_many(100) is one statement too, the same upsert over `unnest` arrays, with no round "
+        "trip more than the raw one: what it adds is per row. On conflict it replaces only a live row (an "
+        "expired one is replaced apart, so that `existed` is exact), every written row is returned as "
+        "`xmax = 0` (inserted or replaced) and gathered into arrays for the client, and the client builds "
+        "each row's etag and metadata and, after the call, one result per key (the KeyValue layer's part "
+        "in the table below).",
     )
 
     def start_server(self) -> PostgresServer:

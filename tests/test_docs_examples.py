@@ -25,8 +25,9 @@ An HTML comment on the line right before a fence changes how it runs; its words 
   ``prism serve`` (working directory: the gateway's); ``gateway=NAME`` beside
   ``prism serve --config prism.yaml`` serving the yaml block ``NAME``, with the files
   and environment variables it expects; ``PRISM_URL`` names the gateway. The addresses the examples use
-  (``127.0.0.1:8080``, ``localhost:8080``, ``localhost:6379``) are rewritten to the
-  harness's gateway and Redis server, which run on free ports.
+  (``127.0.0.1:8080``, ``localhost:8080``, ``localhost:6379``, and ``:8081`` for the
+  gateway's gRPC port) are rewritten to the harness's gateway and Redis server, which
+  run on free ports.
 * ``<!-- doc-test: serve -->`` the commands of this sh block start servers: each is
   started with a free port (``--port P``, or ``ARGS="--port P"`` for ``make run``),
   must answer ``/healthz``, and is then stopped with SIGTERM and must exit 0.
@@ -159,8 +160,11 @@ def _clean_env(**extra: str) -> dict[str, str]:
 class Served:
     """A ``prism serve`` process (or ``make run``) on a free port, answering /readyz."""
 
-    def __init__(self, argv: list[str], cwd: Path, env: dict[str, str], port: int) -> None:
+    def __init__(
+        self, argv: list[str], cwd: Path, env: dict[str, str], port: int, grpc_port: int | None = None
+    ) -> None:
         self.port = port
+        self.grpc_port = grpc_port
         self.cwd = cwd
         self.env = env
         self.log = cwd / f"serve-{port}.log"
@@ -266,8 +270,12 @@ class Environment:
         return self.redis_address
 
     def rewrite(self, text: str, port: int | None) -> str:
+        # The gRPC port of the gateway serving HTTP on ``port`` (8081 in the examples).
+        grpc_port = next((g.grpc_port for g in self.gateways.values() if g.port == port), None)
         if port is not None:
             text = re.sub(r"(127\.0\.0\.1|localhost):8080\b", f"127.0.0.1:{port}", text)
+        if grpc_port is not None:
+            text = re.sub(r"(127\.0\.0\.1|localhost):8081\b", f"127.0.0.1:{grpc_port}", text)
         if "localhost:6379" in text:
             text = text.replace("localhost:6379", self.redis())
         return text
@@ -311,8 +319,8 @@ class Environment:
         if name not in self.gateways:
             workdir = self.base / f"gateway-{name}"
             workdir.mkdir(parents=True, exist_ok=True)
-            port = free_port()
-            argv = [str(BIN / "prism"), "serve", "--port", str(port)]
+            port, grpc_port = free_port(), free_port()
+            argv = [str(BIN / "prism"), "serve", "--port", str(port), "--grpc-port", str(grpc_port)]
             env = _clean_env()
             if name != "default":
                 if name not in NAMED:
@@ -320,7 +328,7 @@ class Environment:
                 env.update(self.config_files(name, workdir))
                 argv += ["--config", "prism.yaml"]
             try:
-                self.gateways[name] = Served(argv, workdir, env, port)
+                self.gateways[name] = Served(argv, workdir, env, port, grpc_port)
             except RuntimeError as exc:
                 self.broken[name] = f"the gateway {name!r} does not start: {exc}"
                 pytest.fail(self.broken[name], pytrace=False)

@@ -39,6 +39,7 @@ from prism import (
     ValueTooLarge,
 )
 from prism.backends import EXTRAS, SCHEMES
+from prism.backends.base import NOT_NOW, NotNow
 from prism.backends.memory import MemoryBackend
 from prism.kv.namespace import MAX_BATCH, MAX_PAGE_LIMIT, Namespace
 from prism.kv.store import Store
@@ -91,6 +92,21 @@ class CountingBackend(MemoryBackend):
     async def get(self, ns: str, record: str, key: str, *, consistent: bool = False) -> Item | None:
         if self.gate is not None:
             await self.gate.wait()
+        return await super().get(ns, record, key, consistent=consistent)
+
+
+class AnswerNowBackend(MemoryBackend):
+    """Answers reads in the calling thread (``get_now``), but sends keys starting "wait-" to ``get``."""
+
+    name = "memory-answer-now"
+    waited: ClassVar[list[str]] = []
+
+    def get_now(self, ns: str, record: str, key: str, consistent: bool = False) -> Item | NotNow | None:
+        return NOT_NOW if record.startswith("wait-") else super().get_now(ns, record, key, consistent)
+
+    async def get(self, ns: str, record: str, key: str, *, consistent: bool = False) -> Item | None:
+        self.waited.append(record)
+        await asyncio.sleep(0)
         return await super().get(ns, record, key, consistent=consistent)
 
 
@@ -541,6 +557,33 @@ async def test_operation_metrics(ns: Namespace) -> None:
     assert _sample("prism_kv_latency_seconds_count", op="put", **labels) == 3
     assert _sample("prism_kv_latency_seconds_bucket", op="get", le="+Inf", **labels) == 2
     assert _sample("prism_kv_latency_seconds_sum", op="get", **labels) > 0
+
+
+def test_reads_answered_now_skip_the_coroutine_and_are_counted_once() -> None:
+    AnswerNowBackend.waited.clear()
+    labels = {"namespace": "answer-now", "backend": "memory-answer-now"}
+    in_flight = _sample("prism_kv_in_flight", backend="memory-answer-now")
+    with prism.connect_sync("memory://", backend=_backend(AnswerNowBackend)) as store:
+        ns = store.namespace("answer-now")
+        ns.put("k", b"v")
+        ns.put("wait-k", b"w")
+        assert (item := ns.get("k")) is not None and (item.key, item.value) == ("k", b"v")
+        assert ns.exists("k") and ns.get("missing") is None
+        assert AnswerNowBackend.waited == [], "a read answered now went through get"
+        assert (item := ns.get("wait-k")) is not None and (item.key, item.value) == ("wait-k", b"w")
+        assert ns.exists("wait-k") and ns.get("wait-missing") is None
+        assert AnswerNowBackend.waited == ["wait-k", "wait-k", "wait-missing"]
+
+        async def async_reads() -> list[Item | None]:
+            return [await store.store.namespace("answer-now").get(k) for k in ("k", "wait-k")]
+
+        assert [i.key if i else None for i in asyncio.run(async_reads())] == ["k", "wait-k"]
+        assert AnswerNowBackend.waited == ["wait-k", "wait-k", "wait-missing", "wait-k"]
+    assert _sample("prism_kv_operations_total", op="get", outcome="ok", **labels) == 8
+    assert _sample("prism_kv_stats_total", stat="hit", **labels) == 6
+    assert _sample("prism_kv_stats_total", stat="miss", **labels) == 2
+    assert _sample("prism_kv_latency_seconds_count", op="get", **labels) == 8
+    assert _sample("prism_kv_in_flight", backend="memory-answer-now") == in_flight
 
 
 async def test_in_flight_gauge_counts_running_operations() -> None:

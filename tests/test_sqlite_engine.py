@@ -157,3 +157,21 @@ async def test_an_unwritable_path_is_backend_unavailable(tmp_path: Path) -> None
     blocker.write_text("not a directory")
     with pytest.raises(prism.BackendUnavailable, match="cannot open"):
         await prism.connect(f"sqlite:///{blocker}/db.sqlite")
+
+
+def test_reads_leave_no_read_transaction_open(tmp_path: Path) -> None:
+    """A get ends its read at once: another process's checkpoint can empty the WAL right after it."""
+    path = tmp_path / "wal.db"
+    with prism.connect_sync(f"sqlite:///{path}") as store:
+        ns = store.namespace("n")
+        ns.put("k", b"v")
+        other = sqlite3.connect(path, isolation_level=None)
+        try:
+            for read in (lambda: ns.get("k"), lambda: ns.get("missing"), lambda: ns.exists("k")):
+                read()
+                other.execute("INSERT INTO prism_items VALUES ('x', 'y', '', x'00', 'e', NULL, NULL, 0)")
+                other.execute("DELETE FROM prism_items WHERE ns = 'x'")
+                busy, _, _ = other.execute("PRAGMA wal_checkpoint(TRUNCATE)").fetchone()
+                assert busy == 0, "a read transaction was left open"
+        finally:
+            other.close()

@@ -23,7 +23,7 @@ from aiohttp import web
 
 import prism
 from prism.backends.dynamodb.layout import INLINE_VALUE_BYTES, key_of
-from prism.errors import BackendUnavailable, InvalidArgument, PreconditionFailed
+from prism.errors import BackendUnavailable, InvalidArgument, PreconditionFailed, ValueTooLarge
 from prism.kv.store import Store
 from prism.model import Delete, Put
 from prism.testing.conformance import ConformanceSuite
@@ -105,6 +105,7 @@ class TestConformance(ConformanceSuite):
         ("dynamodb://prism?operation_timeout=soon", {}, "operation_timeout"),
         ("dynamodb://prism?max_connections=0", {}, "max_connections"),
         ("dynamodb://prism?endpoint=ftp://host", {}, "endpoint"),
+        ("dynamodb://prism?blind_batch_puts=sometimes", {}, "blind_batch_puts"),
     ],
 )
 def test_bad_urls_and_options_are_refused(url: str, options: dict[str, Any], message: str) -> None:
@@ -292,6 +293,28 @@ async def test_throttling_is_retried_then_reported(proxy: FaultProxy) -> None:
         with pytest.raises(BackendUnavailable, match="ThrottlingException"):
             await ns.get("k")
         assert time.monotonic() - started < float(SHORT["operation_timeout"]) + FAILURE_SLACK
+
+
+async def test_blind_batch_puts_skip_the_read_of_what_they_replace(proxy: FaultProxy) -> None:
+    async with prism.connect(_through(proxy, blind_batch_puts="true")) as store:
+        assert store.max_value_bytes == INLINE_VALUE_BYTES, "a blind store never writes chunked values"
+        ns = store.namespace(f"blind-{uuid.uuid4().hex[:8]}")
+        await ns.put_many([Put("a", b"1"), Put("b", b"2")])
+        proxy.requests.clear()
+        results = await ns.put_many([Put("a", b"x"), Put("b", b"y"), Put("c", b"z")])
+        assert [(r.ok, r.existed) for r in results] == [(True, False)] * 3, "existed is not looked up"
+        assert proxy.requests == ["BatchWriteItem"]
+        assert [i.value if i else None for i in await ns.get_many(["a", "b", "c"])] == [b"x", b"y", b"z"]
+        assert (await ns.put_result(Put("a", b"again"))).existed, "a single put still tells"
+        deleted = await ns.delete_many(["a", "never-there"])
+        assert [r.existed for r in deleted] == [True, False], "deletes still read first"
+        with pytest.raises(ValueTooLarge):
+            await ns.put_many([Put("big", b"x" * (INLINE_VALUE_BYTES + 1)), Put("d", b"1")])
+    async with prism.connect(_through(proxy)) as store:
+        ns = store.namespace(f"reads-{uuid.uuid4().hex[:8]}")
+        proxy.requests.clear()
+        await ns.put_many([Put("a", b"1"), Put("b", b"2")])
+        assert proxy.requests == ["BatchGetItem", "BatchWriteItem"]
 
 
 async def test_unprocessed_batch_entries_are_resent(proxy: FaultProxy) -> None:

@@ -25,12 +25,11 @@ import nats
 import pytest
 from nats.aio.client import Client
 from nats.js import api
-from nats.js.errors import KeyNotFoundError
 
 import prism
 from prism.errors import BackendUnavailable, DecodeError, InvalidArgument, PreconditionFailed
 from prism.kv.namespace import Namespace
-from prism.model import Put
+from prism.model import Delete, Put
 from prism.testing.conformance import ConformanceSuite
 from prism.testing.servers import free_port
 from prism.testing.servers.nats import NatsServer, nats_server
@@ -576,47 +575,151 @@ async def test_a_larger_max_payload_keeps_values_in_one_message() -> None:
             assert list(subjects) == [f"$KV.prism_{ns.name}.{_b64(b'k')}.="], "one message, no chunks"
 
 
-# -- TTL kept by Prism ------------------------------------------------------------
+# -- what a current server adds -------------------------------------------------
 
 
-async def test_expired_items_stay_on_the_server_until_prism_meets_them(
-    store: prism.Store, raw: Client
-) -> None:
+async def test_capabilities_follow_the_server_version(store: prism.Store) -> None:
+    version = (await store.health())["details"]["server_version"]
+    assert tuple(int(p) for p in version.split(".")[:2]) >= (2, 12), "the tests run the current server"
+    assert store.capabilities.transactions and store.capabilities.max_transaction_ops == 1000
+
+
+async def test_the_server_removes_expired_items(store: prism.Store, raw: Client) -> None:
+    """Per-message TTL: an expired item (chunks included) is gone from the stream without a read."""
     name = _name()
     ns = store.namespace(name)
     await ns.put("short", b"v", ttl=0.3)
-    await ns.put_items("rec", [Put("short", b"v", ttl=0.3), Put("long", b"v")])
-    await asyncio.sleep(0.5)
-    kv = await raw.jetstream().key_value(f"prism_{name}")
-    subject = f"{_b64(b'short')}.="
-    assert (await kv.get(subject)).value, "the 2.9 server has no per-key TTL: the message is still there"
-    assert await ns.get("short") is None
-    assert [i.key for i in await ns.get_items("rec")] == ["long"]
-    deadline = time.monotonic() + 5
-    while True:
-        try:
-            await kv.get(subject)
-        except KeyNotFoundError:
-            break  # replaced by a tombstone
-        assert time.monotonic() < deadline, "the expired item was not purged"
-        await asyncio.sleep(0.05)
+    await ns.put("big", _value(2 * MiB, 13), ttl=0.3)
+    await ns.transact([Put("tx", b"v", ttl=0.3), Put("kept", b"v")])
+    info = await raw.jetstream().stream_info(f"KV_prism_{name}")
+    assert info.config.allow_msg_ttl and info.state.messages == 7, "short, tx, kept, big and its 3 chunks"
+    deadline = time.monotonic() + 10
+    while (await raw.jetstream().stream_info(f"KV_prism_{name}")).state.messages != 1:
+        assert time.monotonic() < deadline, "the server kept expired messages"
+        await asyncio.sleep(0.1)
+    assert (await ns.scan()).keys == ["kept"]
     assert await ns.put("short", b"again", if_absent=True)
+
+
+async def test_a_transaction_is_one_atomic_batch(server: NatsServer, store: prism.Store, raw: Client) -> None:
+    """A transaction's messages are stored together; one refused by the server stores none."""
+    name = _name()
+    ns = store.namespace(name)
+    await ns.put("a", b"1")
+    await ns.transact([Put("a", b"2"), Put("b", b"2"), Delete("c"), Put("b", b"3")])
+    js = raw.jetstream()
+    info = await js.stream_info(f"KV_prism_{name}")
+    assert info.config.allow_atomic and info.state.last_seq == 4, "one message per key: a, b, c"
+    a, b = await ns.get_many(["a", "b"])
+    assert a is not None and b is not None and (a.value, b.value) == (b"2", b"3")
+    # Another client moves "b" while a transaction of this store runs: it reads again and wins.
+    async with prism.connect(server.url) as other:
+        batches = [ns.transact([Put("a", b"x%d" % n), Put("b", b"x%d" % n)]) for n in range(5)]
+        puts = [other.namespace(name).put("b", b"y%d" % n) for n in range(5)]
+        results, _ = await asyncio.gather(asyncio.gather(*batches), asyncio.gather(*puts))
+    assert all(r.ok for batch in results for r in batch)
+    a = await ns.get("a", consistency="strong")
+    assert a is not None and a.value.startswith(b"x")
+
+
+async def test_get_many_past_one_batched_reads_byte_limit(store: prism.Store) -> None:
+    """A batched direct get ends at 8 MiB: the keys it did not reach are read too, in order."""
+    ns = store.namespace(_name())
+    values = {f"k{n}": _value(1_000_000, 20 + n) for n in range(10)}
+    await ns.put_many([Put(k, v) for k, v in values.items()])
+    await ns.put("gone", b"v")
+    await ns.delete("gone")
+    keys = ["missing", *reversed(values), "k3", "gone"]
+    got = await ns.get_many(keys)
+    assert [i.value if i else None for i in got] == [None, *reversed(values.values()), values["k3"], None]
+
+
+async def test_a_scan_after_the_bucket_was_made_again_by_another_store(server: NatsServer) -> None:
+    """The kept listing of a bucket deleted and made again elsewhere is not caught up: it is taken anew."""
+    name = _name()
+    async with prism.connect(server.url) as first, prism.connect(server.url) as second:
+        a, b = first.namespace(name), second.namespace(name)
+        await a.put_many([Put(f"k{n}", b"v") for n in range(8)])
+        page = await a.scan(limit=3)
+        assert page.keys == ["k0", "k1", "k2"]
+        await a.get_items("k0")
+        client = await nats.connect(server.url)
+        try:
+            await client.jetstream().delete_key_value(f"prism_{name}")
+        finally:
+            await client.close()
+        await b.put_many([Put(f"n{n}", b"v") for n in range(8)])  # the same sequences as before
+        assert (await a.scan()).keys == [f"n{n}" for n in range(8)]
+        assert (await a.get_items("k0")).items == []
+
+
+async def test_a_bucket_made_by_an_older_server_gains_ttl_and_atomic_batches(
+    store: prism.Store, raw: Client
+) -> None:
+    name = _name()
+    js = raw.jetstream()
+    config = api.StreamConfig(
+        name=f"KV_prism_{name}", subjects=[f"$KV.prism_{name}.>"], max_msgs_per_subject=1, allow_direct=True
+    )
+    await js.add_stream(config)
+    before = (await js.stream_info(f"KV_prism_{name}")).config
+    assert not before.allow_atomic and not before.allow_msg_ttl
+    ns = store.namespace(name)
+    await ns.transact([Put("a", b"1"), Put("b", b"2", ttl=60)])
+    after = (await js.stream_info(f"KV_prism_{name}")).config
+    assert after.allow_atomic and after.allow_msg_ttl
+    assert [i.value if i else None for i in await ns.get_many(["a", "b"])] == [b"1", b"2"]
+
+
+async def test_pages_of_one_scan_served_by_two_stores(server: NatsServer) -> None:
+    """Two gateway replicas serve alternate pages: each keeps its own listing and catches it up."""
+    name = _name()
+    async with prism.connect(server.url) as first, prism.connect(server.url, listing_cache=0) as second:
+        a, b = first.namespace(name), second.namespace(name)
+        await a.put_many([Put(f"k{n:03d}", b"v") for n in range(0, 60, 2)])
+        await a.put_items("k001", [Put("x", b"v")])
+        seen: list[str] = []
+        removed_ahead: set[str] = set()
+        token: str | None = None
+        for turn in range(40):
+            page = await (a if turn % 2 else b).scan("k", limit=5, page_token=token)
+            seen.extend(page.keys)
+            token = page.next_page_token
+            if token is None:
+                break
+            await b.put(f"k{2 * turn + 3:03d}", b"inserted")
+            victim = f"k{58 - 2 * turn:03d}"
+            if victim > seen[-1]:
+                await a.delete(victim)
+                removed_ahead.add(victim)
+            await a.put_items(f"k{59 - 2 * turn:03d}", [Put("i", b"v")])
+            await a.delete_items(f"k{59 - 2 * turn:03d}")
+        assert seen == sorted(set(seen)), "in order, none twice"
+        assert removed_ahead and not removed_ahead & set(seen), "a key deleted before its page was listed"
+        assert {f"k{n:03d}" for n in range(0, 60, 2)} - removed_ahead <= set(seen), "a key was missed"
+        assert not any(int(k[1:]) % 2 and int(k[1:]) > 40 for k in seen), "a record emptied before its page"
+        assert "k001" in seen
+        items = await a.get_items("k001")
+        assert [i.key for i in items.items] == ["x"]
 
 
 # -- buckets changed behind the store's back --------------------------------------
 
 
 async def test_a_bucket_deleted_behind_the_store_is_found_missing(server: NatsServer, raw: Client) -> None:
-    """Reads of a deleted stream go unanswered: the first one times out, the next ones look again."""
+    """A read of a deleted stream finds it gone (on 2.9 the first read goes unanswered, the next finds it)."""
     name = _name()
     async with prism.connect(server.url, operation_timeout=0.5) as store:
         ns = store.namespace(name)
         await ns.put("k", b"v")
         await ns.put("other", b"v")
         await raw.jetstream().delete_key_value(f"prism_{name}")
-        with pytest.raises(prism.Timeout) as info:
-            await ns.get("k")
-        assert isinstance(info.value, BackendUnavailable) and "no answer within 0.5 s" in str(info.value)
+        try:
+            first = await ns.get("k")
+        except prism.Timeout as exc:
+            assert isinstance(exc, BackendUnavailable) and "no answer within 0.5 s" in str(exc)
+        else:
+            assert first is None
         assert await ns.get("k") is None
         assert (await ns.scan()).keys == []
         result = await ns.put_result(Put("k", b"again"))
@@ -664,10 +767,13 @@ def test_options_from_the_url_and_keywords() -> None:
     keyword = prism.connect("nats://127.0.0.1:4999?operation_timeout=0.5", operation_timeout=2).backend
     assert keyword.settings.operation_timeout == 2  # type: ignore[attr-defined]
     assert prism.connect("nats://h:4999", max_payload=8 * MiB).capabilities.max_value_bytes == 8 * MiB - 1024
+    listing = prism.connect("nats://h:4999?listing_cache=3&listing_max_age=5").backend
+    assert (listing.options.listing_cache, listing.options.listing_max_age) == (3, 5.0)  # type: ignore[attr-defined]
     with pytest.raises(InvalidArgument, match="pool_size"):
         prism.connect("nats://127.0.0.1:4999?pool_size=3")
     for bad in ({"storage": "disk"}, {"replicas": 0}, {"replicas": "x"}, {"reconnect_wait": -1},
-                {"revision_cache": -5}, {"max_payload": 10}, {"operation_timeout": "soon"}):  # fmt: skip
+                {"revision_cache": -5}, {"max_payload": 10}, {"operation_timeout": "soon"},
+                {"listing_cache": -1}, {"listing_max_age": 0}):  # fmt: skip
         with pytest.raises(InvalidArgument):
             prism.connect("nats://127.0.0.1:4999", **bad)
     for url in ("nats://", "nats://host:port", "nats://host:4222/path"):

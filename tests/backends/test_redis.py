@@ -18,7 +18,7 @@ import pytest
 import redis.asyncio as aioredis
 
 import prism
-from prism.backends.redis import RedisBackend
+from prism.backends.redis import PLAIN_VALUE_BYTES, RedisBackend
 from prism.errors import BackendUnavailable, DecodeError, InvalidArgument, PreconditionFailed, PrismError
 from prism.kv.namespace import Namespace
 from prism.kv.store import Store
@@ -292,6 +292,32 @@ async def test_writes_sweep_the_ids_of_records_that_expired_untouched(
     assert await raw.zrange(base + "ids", 0, -1) == [b"live0", b"live1", b"live2", b"plain"]
     assert await raw.zrange(base + "exp", 0, -1) == [b"live0", b"live1", b"live2"]
     assert not await raw.exists(base + "h:rec", base + "e:session0")
+
+
+@pytest.mark.parametrize("size", [100, PLAIN_VALUE_BYTES + 1], ids=["small", "large"])
+async def test_plain_puts_report_what_they_replaced_and_list_new_records(
+    ns: Namespace, raw: aioredis.Redis, size: int
+) -> None:
+    base = f"prism:{{{ns.name}}}:"
+    value = b"v" * size
+    await ns.put("old", b"x")
+    await ns.put("dying", b"x", ttl=0.05)
+    await asyncio.sleep(0.1)  # expired, but Redis keeps the key for expiry_grace
+    assert await raw.exists(base + "e:dying")
+    results = await ns.put_many([Put(k, value) for k in ("old", "dying", "new", "new", "old")])
+    assert [r.existed for r in results] == [True, False, False, True, True]
+    assert [r.ok for r in results] == [True] * 5
+    assert [(await ns.get(k)) is not None for k in ("old", "dying", "new")] == [True] * 3
+    assert await raw.pttl(base + "e:dying") == -1, "a put without ttl clears the native expiry"
+    assert (await ns.scan()).keys == ["dying", "new", "old"]
+    first = await ns.put_result(Put("single", value))
+    second = await ns.put_result(Put("single", value))
+    await ns.put("dying-single", b"x", ttl=0.05)
+    await asyncio.sleep(0.1)
+    third = await ns.put_result(Put("dying-single", value))
+    assert (first.existed, second.existed, third.existed) == (False, True, False)
+    assert (await ns.scan(prefix="single")).keys == ["single"]
+    assert (await ns.get("dying-single")) is not None
 
 
 async def test_scan_skips_many_expired_records_across_script_calls(store: Store, ns: Namespace) -> None:

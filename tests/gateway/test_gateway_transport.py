@@ -131,6 +131,17 @@ def test_a_half_sent_request_is_closed_after_the_header_timeout(tmp_path: Path) 
         assert 0.8 < time.monotonic() - started < 5
 
 
+def test_a_half_sent_second_request_on_a_kept_alive_connection_gets_408(tmp_path: Path) -> None:
+    with serving(tmp_path, small_config(header_timeout=1, keep_alive_timeout=30)) as served:
+        with raw(served.port, b"GET /healthz HTTP/1.1\r\nHost: x\r\n\r\n") as sock:
+            status, _, _ = read_response_or_first(sock)
+            assert status == 200
+            sock.sendall(b"GET /healthz HTTP/1.1\r\nHost: x\r\nX-Slow: 1")
+            status, headers, body = read_response(sock)
+        assert status == 408 and headers["connection"] == "close"
+        assert problem_code(body) == "HEADER_TIMEOUT"
+
+
 def test_slowloris_does_not_stop_a_normal_client(tmp_path: Path) -> None:
     with serving(tmp_path, small_config(header_timeout=3)) as served:
         sockets = [raw(served.port, b"GET / HTTP/1.1\r\nHost: x\r\nX-Slow: ") for _ in range(2000)]
@@ -286,3 +297,20 @@ def test_an_unread_body_trickling_after_the_response_does_not_keep_the_connectio
                 if closed:
                     break
             assert closed and time.monotonic() - started < 3
+
+
+def test_a_head_that_begins_mid_chunk_is_held_to_the_limit(tmp_path: Path) -> None:
+    with serving(tmp_path, small_config(max_header_bytes=4096)) as served:
+        with raw(
+            served.port, b"PUT /v1/kv/default/k HTTP/1.1\r\nHost: x\r\nContent-Length: 5\r\n\r\n"
+        ) as sock:
+            time.sleep(0.3)
+            # One chunk: the rest of the first request's body, then a pipelined head of 6 KiB.
+            sock.sendall(
+                b"hello" + b"GET /healthz HTTP/1.1\r\nHost: x\r\nX-Big: " + b"a" * 6000 + b"\r\n\r\n"
+            )
+            data = b""
+            while chunk := sock.recv(65536):
+                data += chunk
+        assert b"HTTP/1.1 431 " in data and b"HEADERS_TOO_LARGE" in data
+        assert b"HTTP/1.1 200 " not in data

@@ -16,7 +16,6 @@ async def test_a_coroutine_that_never_waits_finishes_at_once() -> None:
 
     fut = eager.start(quick())
     assert fut.done() and fut.result() == 7
-    assert not isinstance(fut, asyncio.Task)
 
 
 async def test_an_immediate_exception_is_in_the_future() -> None:
@@ -92,3 +91,26 @@ async def test_the_coroutine_has_its_own_context_across_the_suspension() -> None
     assert _var.get() == "outer"
     assert await fut == "inner"
     assert _var.get() == "outer"
+
+
+def test_the_way_to_start_depends_on_the_python() -> None:
+    """3.12+ uses asyncio's public eager start; 3.11 steps by hand only while asyncio has the flag."""
+
+    class WithoutFlag:
+        pass
+
+    assert eager.how_to_start((3, 12)) == "asyncio"
+    assert eager.how_to_start((3, 14)) == "asyncio"
+    assert eager.how_to_start((3, 11)) == "stepped"
+    assert eager.how_to_start((3, 11), WithoutFlag) == "task"
+    assert eager.how_to_start((3, 10)) == "task"
+
+
+async def test_without_eager_start_a_plain_task_runs_the_coroutine(monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.setattr(eager, "HOW", "task")
+
+    async def waits() -> int:
+        await asyncio.sleep(0.01)
+        return 3
+
+    assert await eager.start(waits()) == 3

@@ -80,7 +80,7 @@ async def test_after_max_attempts_the_request_is_dead_lettered(server_factory: S
     root = server.service
     from prism.streaming.auth import Identity
 
-    dead, _ = await root.dead_letters(
+    dead, _ = await root.queries.dead_letters(
         Identity("root", "acme", frozenset({"admin"})), limit=10, page_token=None
     )
     assert [r.request_id for r in dead] == [ack["request_id"]]

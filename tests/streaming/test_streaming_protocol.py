@@ -4,13 +4,17 @@ from __future__ import annotations
 
 import asyncio
 import json
+from datetime import UTC, datetime
 
 import msgspec
 import pytest
 import websockets
+from hypothesis import given
+from hypothesis import strategies as st
 from streaming_helpers import Server, ServerFactory, recv_json, send_json, until_terminal
 
 from prism.streaming.handlers import ProgressReporter, Router
+from prism.streaming.protocol import timestamp
 
 
 async def test_echo_answers_with_the_payload_as_data(server: Server) -> None:
@@ -376,3 +380,9 @@ async def test_by_default_a_disconnect_leaves_the_job_running(server: Server) ->
         await send_json(ws, {"type": "subscribe", "request_id": rid, "after_seq": 0})
         events = await until_terminal(ws, rid)
     assert events[-1]["type"] == "complete"
+
+
+@given(st.floats(min_value=0, max_value=2**33, allow_nan=False, allow_infinity=False))
+def test_event_timestamps_are_rfc3339_utc_milliseconds(ts: float) -> None:
+    expected = datetime.fromtimestamp(ts, UTC).isoformat(timespec="milliseconds").replace("+00:00", "Z")
+    assert timestamp(ts) == expected

@@ -45,6 +45,7 @@ SCHEMES: dict[str, str] = {
     "dynamodb": "prism.backends.dynamodb:DynamoDBBackend",
     "prism+http": "prism.backends.gateway_http:GatewayHTTPBackend",
     "prism+https": "prism.backends.gateway_http:GatewayHTTPBackend",
+    "prism": "prism.backends.grpc_client:GatewayGrpcBackend",
 }
 
 #: The queue of each engine.
@@ -80,6 +81,7 @@ EXTRAS: dict[str, str] = {
     "postgres": "postgres",
     "nats": "nats",
     "dynamodb": "dynamodb",
+    "prism": "grpc",
 }
 
 

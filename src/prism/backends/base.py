@@ -17,15 +17,25 @@ stores and answers. Its obligations, checked by ``prism.testing``'s conformance 
 
 from __future__ import annotations
 
+import enum
 import time
 from abc import ABC, abstractmethod
 from collections.abc import Sequence
 from datetime import datetime
-from typing import Any, ClassVar
+from typing import Any, ClassVar, Final
 
 from prism.model import Capabilities, Item, StoredWrite, WriteOutcome
 
-__all__ = ["Backend", "Capabilities", "RolledBack", "restore_op"]
+__all__ = ["NOT_NOW", "Backend", "Capabilities", "NotNow", "RolledBack", "reads_now", "restore_op"]
+
+
+class NotNow(enum.Enum):
+    """What ``Backend.get_now`` answers when the read has to wait (for I/O, or another process's lock)."""
+
+    NOT_NOW = "not now"
+
+
+NOT_NOW: Final = NotNow.NOT_NOW
 
 
 def restore_op(
@@ -89,6 +99,17 @@ class Backend(ABC):
     @abstractmethod
     async def get(self, ns: str, record: str, key: str, *, consistent: bool = False) -> Item | None:
         """The live item at (record, key). Its ``key`` may be ``key`` or ``record``: callers set it."""
+
+    def get_now(self, ns: str, record: str, key: str, consistent: bool = False) -> Item | NotNow | None:
+        """``get`` answered without waiting, or ``NOT_NOW`` when answering has to wait.
+
+        An engine whose reads usually finish in the calling thread (memory, SQLite)
+        overrides it, and the KeyValue layer then reads without a coroutine, an event
+        loop or, for the blocking API, a trip through the portal; ``NOT_NOW`` (a lock
+        held by another process, say) sends the read on to ``get``. Only used when the
+        class that defines ``get`` also defines ``get_now`` (see :func:`reads_now`).
+        """
+        return NOT_NOW
 
     async def get_many(
         self, ns: str, addresses: Sequence[tuple[str, str]], *, consistent: bool = False
@@ -156,3 +177,19 @@ class Backend(ABC):
     @abstractmethod
     async def delete_range(self, ns: str, record: str, start: str | None, end: str | None) -> int:
         """Delete the record's items with start <= key < end; the number of live items deleted."""
+
+
+def reads_now(backend: Backend) -> bool:
+    """Whether the KeyValue layer may try ``backend.get_now`` before ``get``.
+
+    True when the most derived class defining either method defines ``get_now``: a
+    subclass that overrides only ``get`` (to wrap or stand in for reads) keeps every
+    read going through its ``get``.
+    """
+    for cls in type(backend).__mro__:
+        defined = vars(cls)
+        if "get_now" in defined:
+            return cls is not Backend
+        if "get" in defined:
+            return False
+    return False

@@ -12,7 +12,7 @@ import time
 from collections.abc import Sequence
 from typing import Any, ClassVar, NamedTuple
 
-from prism.backends.base import Backend
+from prism.backends.base import Backend, NotNow
 from prism.errors import InvalidArgument
 from prism.model import Capabilities, Item, StoredWrite, WriteOutcome, condition_failed, transaction_refused
 
@@ -84,9 +84,13 @@ class MemoryBackend(Backend):
         entry = None if items is None else items.get(key)
         return entry if entry is not None and entry.live(now) else None
 
+    def get_now(self, ns: str, record: str, key: str, consistent: bool = False) -> Item | NotNow | None:
+        entry = self._live(ns, record, key, time.time())
+        return None if entry is None else entry.item(key or record)
+
     async def get(self, ns: str, record: str, key: str, *, consistent: bool = False) -> Item | None:
         entry = self._live(ns, record, key, time.time())
-        return None if entry is None else entry.item(key)
+        return None if entry is None else entry.item(key or record)
 
     async def get_many(
         self, ns: str, addresses: Sequence[tuple[str, str]], *, consistent: bool = False

@@ -36,7 +36,7 @@ from collections.abc import Callable, Sequence
 from typing import Any, ClassVar, TypeVar
 
 from prism.backends._retry import split_options
-from prism.backends.base import Backend, RolledBack
+from prism.backends.base import NOT_NOW, Backend, NotNow, RolledBack
 from prism.errors import BackendUnavailable, InvalidArgument
 from prism.model import Capabilities, Item, StoredWrite, WriteOutcome, condition_failed, transaction_refused
 
@@ -62,6 +62,9 @@ CREATE INDEX IF NOT EXISTS prism_items_expiry ON prism_items (expires_at) WHERE 
 _LIVE = "(expires_at IS NULL OR expires_at > ?)"
 _COLUMNS = "value, etag, expires_at, content_type, updated_at"
 _GET = f"SELECT {_COLUMNS} FROM prism_items WHERE ns = ? AND rid = ? AND ikey = ? AND {_LIVE}"
+# The item whether live or not: the caller compares expires_at with the time (one bound
+# parameter less, and no clock read for items without a ttl).
+_GET_ANY = f"SELECT {_COLUMNS} FROM prism_items WHERE ns = ? AND rid = ? AND ikey = ?"
 _CURRENT = "SELECT etag, expires_at FROM prism_items WHERE ns = ? AND rid = ? AND ikey = ?"
 _UPSERT = (
     "INSERT INTO prism_items (ns, rid, ikey, value, etag, expires_at, content_type, updated_at) "
@@ -168,6 +171,7 @@ class SQLiteBackend(Backend):
         self.purge_batch = purge_batch
         self.synchronous = synchronous.upper()
         self._conn: sqlite3.Connection | None = None
+        self._get_cursor: sqlite3.Cursor | None = None
         self._slow_conn: sqlite3.Connection | None = None
         # The blocking API may share one store between threads; the event loop holds
         # the lock only for the microseconds of one statement batch.
@@ -224,6 +228,7 @@ class SQLiteBackend(Backend):
         # The inline connection never waits for a lock: it hands the call to a thread instead.
         conn.execute("PRAGMA busy_timeout = 0")
         self._conn = conn
+        self._get_cursor = conn.cursor()
         if self.path != ":memory:":
             self._slow_conn = self._connect(self.busy_timeout)
 
@@ -231,7 +236,7 @@ class SQLiteBackend(Backend):
         for conn in (self._conn, self._slow_conn):
             if conn is not None:
                 conn.close()
-        self._conn = self._slow_conn = None
+        self._conn = self._slow_conn = self._get_cursor = None
 
     async def health(self) -> dict[str, Any]:
         def probe(conn: sqlite3.Connection) -> dict[str, Any]:
@@ -305,23 +310,35 @@ class SQLiteBackend(Backend):
 
     # -- reads ----------------------------------------------------------------------
 
+    def get_now(self, ns: str, record: str, key: str, consistent: bool = False) -> Item | NotNow | None:
+        cursor = self._get_cursor
+        if cursor is None:
+            raise BackendUnavailable("the SQLite store is closed")
+        # The hot path: one indexed lookup under the thread lock, never waiting for a lock
+        # of another process (busy_timeout is 0 on this connection): that wait is get's.
+        with self._lock:
+            try:
+                # One cursor for these lookups (under the lock): fetchone steps a primary-key
+                # lookup to its end, which resets the statement and ends the read.
+                row = cursor.execute(_GET_ANY, (ns, record, key)).fetchone()
+            except sqlite3.OperationalError as exc:
+                if _is_busy(exc):
+                    return NOT_NOW
+                raise BackendUnavailable(f"SQLite error: {exc}", cause=exc) from exc
+            except sqlite3.Error as exc:
+                raise BackendUnavailable(f"SQLite error: {exc}", cause=exc) from exc
+        if row is None or (row[2] is not None and row[2] <= time.time()):  # absent, or expired
+            return None
+        return Item(key or record, *row)
+
     async def get(self, ns: str, record: str, key: str, *, consistent: bool = False) -> Item | None:
-        conn = self._conn
-        if conn is not None:
-            # The hot path, written out: one indexed lookup under the thread lock.
-            with self._lock:
-                try:
-                    row = conn.execute(_GET, (ns, record, key, time.time())).fetchone()
-                    return None if row is None else _item(key, row)
-                except sqlite3.OperationalError as exc:
-                    if not _is_busy(exc):
-                        raise BackendUnavailable(f"SQLite error: {exc}", cause=exc) from exc
-                except sqlite3.Error as exc:
-                    raise BackendUnavailable(f"SQLite error: {exc}", cause=exc) from exc
+        item = self.get_now(ns, record, key)
+        if item is not NOT_NOW:
+            return item
 
         def read(conn: sqlite3.Connection) -> Item | None:
             row = conn.execute(_GET, (ns, record, key, time.time())).fetchone()
-            return None if row is None else _item(key, row)
+            return None if row is None else Item(key or record, *row)
 
         return await self._run(read)
 

@@ -26,6 +26,8 @@ __all__ = ["add_parser", "run", "worker_app"]
 #: Environment variables that carry the serve options to worker processes (``--workers N``).
 _ENV_CONFIG = "PRISM_SERVE_CONFIG"
 _ENV_URL = "PRISM_SERVE_URL"
+_ENV_HOST = "PRISM_SERVE_HOST"
+_ENV_GRPC_PORT = "PRISM_SERVE_GRPC_PORT"
 #: Where the zero-config gateway keeps its embedded SQLite store (the only directory serve creates).
 DEFAULT_DATA_DIR = ".prism"
 #: Allocations between young-generation garbage collections. Requests allocate many short-lived
@@ -49,6 +51,12 @@ def add_parser(subparsers: Any) -> None:
     parser.add_argument("--host", default="127.0.0.1", help="address to bind (default: 127.0.0.1)")
     parser.add_argument(
         "--port", "-p", type=int, default=8080, help="port to bind (default: 8080; 0 picks one)"
+    )
+    parser.add_argument(
+        "--grpc-port",
+        type=int,
+        default=None,
+        help="port to serve gRPC on (default: server.grpc_port, else 8081; 0 turns gRPC off)",
     )
     parser.add_argument(
         "--insecure",
@@ -92,7 +100,14 @@ def _load(config_path: str | None, *, announce: bool = False) -> Any:
     return load_config(config_path)
 
 
-def _build_app(config: Any, banner: list[str] | None = None) -> Any:
+def _build_app(
+    config: Any,
+    banner: list[str] | None = None,
+    *,
+    host: str = "127.0.0.1",
+    grpc_port: int | None = None,
+    shared_port: bool = False,
+) -> Any:
     from prism.gateway.app import create_app, load_extensions
 
     routes: list[Any] = []
@@ -102,8 +117,33 @@ def _build_app(config: Any, banner: list[str] | None = None) -> Any:
         routes.extend(extension.routes)
         on_startup.extend(extension.on_startup)
         on_shutdown.extend(extension.on_shutdown)
+    grpc_hooks = _grpc_hooks(config, host, grpc_port, shared_port)
+    if grpc_hooks is not None:
+        on_startup.append(grpc_hooks[0])
+        on_shutdown.insert(0, grpc_hooks[1])
     app = create_app(config, extra_routes=routes, on_startup=on_startup, on_shutdown=on_shutdown)
     return _QuietStartup(app, banner or [])
+
+
+def _grpc_hooks(config: Any, host: str, override: int | None, shared: bool) -> tuple[Any, Any] | None:
+    """The hooks serving gRPC beside HTTP, or None when it is off (port 0, or grpc not installed)."""
+    port = override if override is not None else config.server.grpc_port
+    if port == 0:
+        return None
+    try:
+        from prism.grpc.server import serve_grpc
+    except ImportError as exc:
+        if port is not None:
+            raise SystemExit(
+                f"prism: error: serving gRPC needs the {exc.name!r} package: pip install 'prism[grpc]'"
+            ) from None
+        return None
+    from prism.gateway.config import DEFAULT_GRPC_PORT
+
+    port = DEFAULT_GRPC_PORT if port is None else port
+    return serve_grpc(
+        host, port, explicit=override is not None or config.server.grpc_port is not None, shared=shared
+    )
 
 
 class _QuietStartup:
@@ -143,7 +183,14 @@ def worker_app() -> Any:
     config = _load(path)
     configure_logging(os.environ.get("PRISM_SERVE_LOG_LEVEL", config.server.log_level))
     url = os.environ.get(_ENV_URL, "")
-    app = _build_app(config, [f"Prism gateway worker {os.getpid()} listening on {url}"])
+    grpc = os.environ.get(_ENV_GRPC_PORT) or None
+    app = _build_app(
+        config,
+        [f"Prism gateway worker {os.getpid()} listening on {url}"],
+        host=os.environ.get(_ENV_HOST, "127.0.0.1"),
+        grpc_port=None if grpc is None else int(grpc),
+        shared_port=True,
+    )
     _tune_gc()
     return app
 
@@ -199,6 +246,8 @@ def run(args: argparse.Namespace) -> int:
 
     if not 0 <= args.port <= 65535:
         return _fail(f"--port must be from 0 to 65535, not {args.port}", EXIT_CONFIG)
+    if args.grpc_port is not None and not 0 <= args.grpc_port <= 65535:
+        return _fail(f"--grpc-port must be from 0 (no gRPC) to 65535, not {args.grpc_port}", EXIT_CONFIG)
     try:
         config = _load(args.config, announce=True)
     except ConfigError as exc:
@@ -237,7 +286,7 @@ def run(args: argparse.Namespace) -> int:
     base = f"{'https' if tls is not None else 'http'}://{shown}:{port}"
     try:
         # Built in the parent even with --workers, so a bad secret or key file fails here, once.
-        app = _build_app(config, _banner(config, base))
+        app = _build_app(config, _banner(config, base), host=args.host, grpc_port=args.grpc_port)
     except ConfigError as exc:
         sock.close()
         return _fail(str(exc), EXIT_CONFIG)
@@ -280,6 +329,18 @@ def run(args: argparse.Namespace) -> int:
         return 0 if server.started else EXIT_STARTUP
     os.environ[_ENV_CONFIG] = args.config or ""
     os.environ[_ENV_URL] = base
+    os.environ[_ENV_HOST] = args.host
+    grpc_port = args.grpc_port
+    if grpc_port is None and config.server.grpc_port is None:
+        # Workers share their gRPC port (SO_REUSEPORT): only a port named on purpose, so two
+        # unrelated gateways never end up answering on the same default port.
+        print(
+            "prism: note: not serving gRPC: with --workers, name its port (server.grpc_port or --grpc-port)",
+            file=sys.stderr,
+            flush=True,
+        )
+        grpc_port = 0
+    os.environ[_ENV_GRPC_PORT] = "" if grpc_port is None else str(grpc_port)
     os.environ["PRISM_SERVE_LOG_LEVEL"] = level
     from uvicorn.supervisors import Multiprocess
 

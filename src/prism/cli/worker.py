@@ -17,6 +17,7 @@ import contextlib
 import logging
 import signal
 import sys
+from collections.abc import Coroutine
 from typing import Any
 
 __all__ = ["add_parser"]
@@ -44,30 +45,21 @@ def add_parser(subparsers: Any) -> None:
     parser.set_defaults(func=run)
 
 
-def _settings(args: argparse.Namespace) -> tuple[str, dict[str, Any], dict[str, Any], list[str]]:
-    """(store URL, store connect options, raw streaming settings, handler routers)."""
-    from prism.streaming.config import parse_setting
+def _service(args: argparse.Namespace) -> Any:
+    """The StreamingService of the worker: settings from the config file and the command line."""
+    from prism.streaming.config import parse_config, parse_setting
+    from prism.streaming.stores import choose_store, open_service
 
     raw: dict[str, Any] = {}
     handlers = list(args.handlers)
-    connect_options: dict[str, Any] = {}
+    config = None
     if args.config:
         from prism.gateway.config import load_config
 
         config = load_config(args.config)
         raw = dict(config.streaming)
         handlers = [*config.handlers, *handlers]
-        name = raw.get("store") or next(iter(config.stores))
-        if name not in config.stores:
-            raise ValueError(f"$.streaming.store names no store of $.stores: {name!r}")
-        entry = config.store_entry(name)
-        url = entry.url
-        connect_options = (
-            {"backend": entry.backend, **entry.options} if entry.backend else dict(entry.options)
-        )
-    elif args.store:
-        url = args.store
-    else:
+    elif not args.store:
         raise ValueError("give --config FILE or --store URL")
     for spec in args.option:
         key, value = parse_setting(spec)
@@ -75,34 +67,39 @@ def _settings(args: argparse.Namespace) -> tuple[str, dict[str, Any], dict[str, 
     if args.concurrency is not None:
         raw["workers"] = args.concurrency
     raw["run_workers"] = True
-    return url, connect_options, raw, handlers
+    settings = parse_config(raw, handlers)
+    choice = choose_store(settings, config=config) if config is not None else None
+    return open_service(choice or choose_store(settings, url=args.store), settings)
 
 
 def run(args: argparse.Namespace) -> int:
     """Start the workers and run until SIGTERM or Ctrl-C."""
     from prism.errors import PrismError
-    from prism.gateway.config import ConfigError
 
     logging.basicConfig(level=args.log_level.upper(), format="%(asctime)s %(levelname)s %(name)s %(message)s")
     try:
-        url, connect_options, raw, handlers = _settings(args)
-    except (ValueError, ConfigError, PrismError) as exc:
+        service = _service(args)
+    except (ValueError, PrismError) as exc:
         print(f"prism worker: error: {exc}", file=sys.stderr)
         return EXIT_CONFIG
     try:
-        return asyncio.run(_serve(url, connect_options, raw, handlers))
+        return _run_loop(_serve(service))
     except PrismError as exc:
         print(f"prism worker: error: {exc}", file=sys.stderr)
         return EXIT_CONFIG
 
 
-async def _serve(url: str, connect_options: dict[str, Any], raw: dict[str, Any], handlers: list[str]) -> int:
-    from prism.kv.store import connect
-    from prism.streaming.config import parse_config
-    from prism.streaming.service import StreamingService
+def _run_loop(main: Coroutine[Any, Any, int]) -> int:
+    """Run ``main`` on uvloop when it is installed (it sends and receives faster), else on asyncio's loop."""
+    try:
+        import uvloop
+    except ImportError:
+        return asyncio.run(main)
+    return uvloop.run(main)
 
-    config = parse_config(raw, handlers)
-    service = StreamingService(connect(url, **connect_options), config, store_url=url, owns_store=True)
+
+async def _serve(service: Any) -> int:
+    config = service.config
     stop = asyncio.Event()
     received: list[signal.Signals] = []
     loop = asyncio.get_running_loop()

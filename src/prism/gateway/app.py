@@ -5,16 +5,16 @@ config fails here, before serving), the routes, the observability middleware and
 the lifespan that opens and closes the stores. Other Prism layers add their own
 routes and lifecycle hooks through ``extra_routes``, ``on_startup`` and
 ``on_shutdown``, or by exposing an extension function that ``prism serve`` loads
-(see :data:`EXTENSION_POINTS`).
+(see :data:`EXTENSION_GROUP`).
 """
 
 from __future__ import annotations
 
 import contextlib
-import importlib
 import logging
 from collections.abc import AsyncIterator, Awaitable, Callable, Mapping, Sequence
 from dataclasses import dataclass
+from importlib.metadata import entry_points
 from typing import Any
 
 from starlette.applications import Starlette
@@ -22,11 +22,13 @@ from starlette.exceptions import HTTPException
 from starlette.middleware import Middleware
 from starlette.requests import Request
 from starlette.responses import Response
-from starlette.routing import BaseRoute, Route
+from starlette.routing import BaseRoute
 from starlette.types import Receive, Scope, Send
 
+from prism.gateway.asgi import DataTransport, RouteTable
 from prism.gateway.config import GatewayConfig
 from prism.gateway.observability import InFlight, ObservabilityMiddleware
+from prism.gateway.pipeline import DataRoute, Pipeline
 from prism.gateway.problem import problem_response
 from prism.gateway.routes_admin import admin_routes
 from prism.gateway.routes_kv import kv_routes
@@ -36,16 +38,16 @@ from prism.gateway.runtime import Gateway
 from prism.gateway.wire import escape_problem
 from prism.kv.store import Store
 
-__all__ = ["EXTENSION_POINTS", "AppExtension", "GatewayApp", "Hook", "create_app", "load_extensions"]
+__all__ = ["EXTENSION_GROUP", "AppExtension", "GatewayApp", "Hook", "create_app", "load_extensions"]
 
 log = logging.getLogger("prism.gateway")
 
 #: A lifecycle hook: receives the running Gateway (config, stores, authenticator, audit).
 Hook = Callable[[Gateway], Awaitable[None]]
 
-#: ``"module:function"`` entries ``prism serve`` calls with the GatewayConfig; each returns an
-#: AppExtension (or None to add nothing). A module that is not installed is skipped.
-EXTENSION_POINTS: tuple[str, ...] = ("prism.streaming.gateway:extension",)
+#: The entry point group of gateway extensions: each names a function ``prism serve`` calls with
+#: the GatewayConfig, which returns an AppExtension (or None to add nothing).
+EXTENSION_GROUP = "prism.gateway"
 
 
 @dataclass(frozen=True, slots=True)
@@ -57,21 +59,11 @@ class AppExtension:
     on_shutdown: Sequence[Hook] = ()
 
 
-def load_extensions(config: GatewayConfig, points: Sequence[str] = EXTENSION_POINTS) -> list[AppExtension]:
-    """The extensions the installed Prism layers provide for ``config``."""
+def load_extensions(config: GatewayConfig, group: str = EXTENSION_GROUP) -> list[AppExtension]:
+    """The extensions the installed packages declare in the entry point ``group`` for ``config``."""
     found: list[AppExtension] = []
-    for point in points:
-        module_name, _, attr = point.partition(":")
-        try:
-            module = importlib.import_module(module_name)
-        except ModuleNotFoundError as exc:
-            if exc.name is not None and module_name.startswith(exc.name):
-                continue
-            raise
-        factory = getattr(module, attr, None)
-        if factory is None:
-            continue
-        extension = factory(config)
+    for point in sorted(entry_points(group=group), key=lambda p: p.name):
+        extension = point.load()(config)
         if extension is not None:
             found.append(extension)
     return found
@@ -113,45 +105,53 @@ async def _internal_error(request: Request, exc: Exception) -> Response:
 
 
 class GatewayApp(Starlette):
-    """The gateway's Starlette app, with single-key reads dispatched before the generic stack.
+    """The gateway's Starlette app, with the data routes dispatched from one table before the generic stack.
 
-    ``GET``/``HEAD /v1/kv/{ns}/{key}`` goes straight to its endpoint (behind the same
+    Every data route (``/v1/kv``, ``/v1/records``) is found in :attr:`data_routes` by
+    splitting the path once and runs through the one pipeline (behind the same
     observability middleware), skipping Starlette's exception handling and routing
-    layers; every other request takes the usual path.
+    layers; every other request (operations, the admin API, streaming, extensions)
+    takes the usual Starlette path.
     """
 
     def __init__(
-        self, *args: Any, gateway: Gateway, key_route: Route, in_flight: InFlight, **kwargs: Any
+        self,
+        *args: Any,
+        gateway: Gateway,
+        data_routes: Sequence[DataRoute],
+        in_flight: InFlight,
+        **kwargs: Any,
     ) -> None:
         super().__init__(*args, **kwargs)
         self.state.gateway = gateway
-        self._key_route = key_route
-        self._key_read = ObservabilityMiddleware(
-            key_route.app, access_log=gateway.access_log, in_flight=in_flight, direct=True
+        self.data_routes = RouteTable(data_routes)
+        self._data = ObservabilityMiddleware(
+            DataTransport(Pipeline(gateway)), access_log=gateway.access_log, in_flight=in_flight, direct=True
         )
         self._bad_escape = ObservabilityMiddleware(
             _refuse_bad_escape, access_log=gateway.access_log, in_flight=in_flight
         )
 
     async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
-        if scope["type"] == "http" and escape_problem(scope.get("raw_path") or b"", scope["query_string"]):
-            # Before routing: such escapes decode to U+FFFD, so different keys would alias.
-            await self._bad_escape(scope, receive, send)
-            return
-        if scope["type"] == "http" and scope["method"] in _READS and not scope.get("root_path"):
+        if scope["type"] == "http":
+            raw_path: bytes = scope.get("raw_path") or b""
+            query: bytes = scope["query_string"]
+            if (b"%" in raw_path or b"%" in query) and escape_problem(raw_path, query) is not None:
+                # Before routing: such escapes decode to U+FFFD, so different keys would alias.
+                await self._bad_escape(scope, receive, send)
+                return
             path: str = scope["path"]
-            if path.startswith("/v1/kv/"):
-                ns, sep, key = path[7:].partition("/")
-                if sep and ns:
-                    scope["app"] = self
-                    scope["path_params"] = {"ns": ns, "key": key}
-                    scope["route"] = self._key_route
-                    await self._key_read(scope, receive, send)
-                    return
+            root = scope.get("root_path")
+            if root and path.startswith(root):
+                path = path[len(root) :]
+            match = self.data_routes.match(path, scope["method"])
+            if match is not None:
+                scope["prism.match"] = match
+                scope["route"] = match[3]
+                scope["path_params"] = match[1]
+                await self._data(scope, receive, send)
+                return
         await super().__call__(scope, receive, send)
-
-
-_READS = frozenset({"GET", "HEAD"})
 
 
 async def _refuse_bad_escape(scope: Scope, receive: Receive, send: Send) -> None:
@@ -179,13 +179,8 @@ def create_app(
     Raises ConfigError when a secret, key file or store in the config is unusable.
     """
     gateway = Gateway(config, env=env, stores=stores)
-    routes = [
-        *kv_routes(gateway),
-        *records_routes(gateway),
-        *admin_routes(gateway),
-        *migration_routes(gateway),
-        *extra_routes,
-    ]
+    data_routes = [*kv_routes(gateway), *records_routes(gateway)]
+    routes = [*admin_routes(gateway, data_routes), *migration_routes(gateway), *extra_routes]
 
     @contextlib.asynccontextmanager
     async def lifespan(app: Starlette) -> AsyncIterator[dict[str, Any]]:
@@ -202,11 +197,10 @@ def create_app(
                     log.exception("a shutdown hook failed")
             await gateway.stop()
 
-    key_route = next(r for r in routes if isinstance(r, Route) and r.name == "kv_get")
     in_flight = InFlight()
     app = GatewayApp(
         gateway=gateway,
-        key_route=key_route,
+        data_routes=data_routes,
         in_flight=in_flight,
         routes=routes,
         lifespan=lifespan,

@@ -152,6 +152,8 @@ class Authenticator:
         self._keys = {
             k.sha256: Principal(k.name, k.tenant, frozenset(k.roles), "api_key") for k in config.api_keys
         }
+        #: Key text -> principal, for keys already verified (spares a sha256 per request).
+        self._known_keys: dict[str, Principal] = {}
         self._jwt = config.jwt
         self._secret = hmac_secret
         self._public_key = public_key
@@ -358,9 +360,15 @@ class Authenticator:
         return principal
 
     def _api_key(self, key: str) -> Principal:
+        # Valid keys only are remembered, so the map holds at most one entry per configured key.
+        principal = self._known_keys.get(key)
+        if principal is not None:
+            return principal
         principal = self._keys.get(hash_api_key(key))
         if principal is None:
             raise _unauthorized("INVALID_CREDENTIALS", "the API key is not valid")
+        if len(self._known_keys) < len(self._keys):
+            self._known_keys[key] = principal
         return principal
 
     def _verify_jwt(self, token: str) -> tuple[Principal, float]:

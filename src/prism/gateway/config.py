@@ -24,12 +24,14 @@ import yaml
 from prism.errors import ConfigError
 
 __all__ = [
+    "DEFAULT_GRPC_PORT",
     "DEFAULT_STORE_URL",
     "IDEMPOTENCY_NAMESPACE",
     "AccessConfig",
     "ApiKeyConfig",
     "AuditConfig",
     "AuthConfig",
+    "CompatConfig",
     "ConfigError",
     "ControlConfig",
     "GatewayConfig",
@@ -52,6 +54,8 @@ __all__ = [
     "parse_config",
 ]
 
+#: The port ``prism serve`` serves gRPC on when ``server.grpc_port`` is not set.
+DEFAULT_GRPC_PORT = 8081
 #: The embedded store ``prism serve`` uses without a config file.
 DEFAULT_STORE_URL = "sqlite:///.prism/data.db"
 
@@ -295,6 +299,9 @@ class ServerConfig(_Base, frozen=True):
     #: Open connections (HTTP and WebSocket) per process; more are answered 503 and closed at once.
     max_connections: int = 10_000
     tls: TlsConfig | None = None
+    #: The gRPC port served beside HTTP (``prism serve``): 0 turns gRPC off; unset means
+    #: DEFAULT_GRPC_PORT, skipped with a warning when that port is taken.
+    grpc_port: int | None = None
 
 
 class MigrationConfig(_Base, frozen=True):
@@ -321,6 +328,16 @@ class ControlConfig(_Base, frozen=True):
     migration: MigrationConfig = MigrationConfig()
 
 
+class CompatConfig(_Base, frozen=True):
+    """The Prism seed's KeyValue interfaces over gRPC: the namespace their flat keys live in.
+
+    A call may name another with the ``x-prism-namespace`` metadata; without either it
+    is refused (INVALID_ARGUMENT).
+    """
+
+    namespace: str | None = None
+
+
 class GatewayConfig(_Base, frozen=True):
     """Everything ``prism serve`` needs. ``streaming`` and ``handlers`` belong to the streaming layer."""
 
@@ -333,6 +350,7 @@ class GatewayConfig(_Base, frozen=True):
     server: ServerConfig = ServerConfig()
     limits: LimitsConfig = LimitsConfig()
     control: ControlConfig = ControlConfig()
+    compat: CompatConfig = CompatConfig()
     streaming: dict[str, Any] = {}
     handlers: list[str] = []
     #: Where the config came from (for messages) and the directory relative file paths start from.
@@ -695,6 +713,11 @@ def _validate_transport(config: GatewayConfig, fail: Any) -> None:
         fail("$.server.max_header_bytes", "must be from 1024 to 1048576 bytes")
     if server.max_connections < 1:
         fail("$.server.max_connections", "must be at least 1")
+    if server.grpc_port is not None and not 0 <= server.grpc_port <= 65535:
+        fail("$.server.grpc_port", "must be from 0 (no gRPC) to 65535")
+    compat = config.compat.namespace
+    if compat is not None and compat not in {ns.name for ns in config.namespaces}:
+        fail("$.compat.namespace", f"unknown namespace {compat!r}")
     tls = server.tls
     # The certificate files themselves are read (and reported) when the server starts.
     if tls is not None and tls.require_client_cert and tls.client_ca_file is None:

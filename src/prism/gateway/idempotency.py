@@ -17,18 +17,18 @@ import hashlib
 from collections.abc import Awaitable, Callable, Iterable
 
 import msgspec
-from starlette.responses import Response
 
 from prism.errors import PreconditionFailed, PrismError
 from prism.gateway.auth import Principal
 from prism.gateway.config import IDEMPOTENCY_NAMESPACE, IdempotencyConfig
 from prism.gateway.problem import HTTPProblem
+from prism.gateway.reply import Reply
 from prism.kv.namespace import Namespace
 
 __all__ = ["IDEMPOTENCY_NAMESPACE", "IdempotencyCache"]
 
 #: Response headers that are replayed; the rest (dates, request ids) belong to each response.
-_REPLAYED_HEADERS = frozenset({"etag", "content-type", "location", "x-prism-expires-at"})
+_REPLAYED_HEADERS = frozenset({b"etag", b"content-type", b"location", b"x-prism-expires-at"})
 
 
 class _Entry(msgspec.Struct, array_like=True):
@@ -57,7 +57,7 @@ def fingerprint(method: str, path: str, query: str, headers: Iterable[tuple[str,
 
 
 class IdempotencyCache:
-    """Stored responses by (caller, Idempotency-Key)."""
+    """Stored replies by (caller, Idempotency-Key)."""
 
     def __init__(self, namespace: Namespace, config: IdempotencyConfig, retry_after: int) -> None:
         self._ns = namespace
@@ -86,8 +86,8 @@ class IdempotencyCache:
         namespace: str,
         key: str,
         request_fingerprint: str,
-        handler: Callable[[], Awaitable[Response]],
-    ) -> Response:
+        handler: Callable[[], Awaitable[Reply]],
+    ) -> Reply:
         """The stored response for this key, or ``handler()``'s response, stored for replays.
 
         Keys are scoped to the caller (kind, subject, tenant) and to the logical
@@ -109,17 +109,19 @@ class IdempotencyCache:
         else:
             raise self._in_progress()
         try:
-            response = await handler()
+            reply = await handler()
         except BaseException:
             await self._release(storage_key)
             raise
-        if response.status_code >= 500:
+        if reply.status >= 500:
             await self._release(storage_key)
-            return response
-        headers = [(k, v) for k, v in response.headers.items() if k in _REPLAYED_HEADERS]
-        done = _Entry(request_fingerprint, True, response.status_code, headers, bytes(response.body))
+            return reply
+        headers = [
+            (k.decode("latin-1"), v.decode("latin-1")) for k, v in reply.headers if k in _REPLAYED_HEADERS
+        ]
+        done = _Entry(request_fingerprint, True, reply.status, headers, reply.body)
         await self._ns.put(storage_key, _encode(done), ttl=self.config.ttl)
-        return response
+        return reply
 
     async def _release(self, storage_key: str) -> None:
         try:
@@ -128,7 +130,7 @@ class IdempotencyCache:
             # The pending marker expires on its own after pending_ttl.
             pass
 
-    def _replay(self, entry: _Entry, request_fingerprint: str) -> Response:
+    def _replay(self, entry: _Entry, request_fingerprint: str) -> Reply:
         if entry.fingerprint != request_fingerprint:
             raise HTTPProblem(
                 422,
@@ -137,11 +139,9 @@ class IdempotencyCache:
             )
         if not entry.done:
             raise self._in_progress()
-        response = Response(entry.body, entry.status)
-        for name, value in entry.headers:
-            response.headers[name] = value
-        response.headers["idempotent-replayed"] = "true"
-        return response
+        headers = [(name.encode("latin-1"), value.encode("latin-1")) for name, value in entry.headers]
+        headers.append((b"idempotent-replayed", b"true"))
+        return Reply(entry.status, entry.body, headers)
 
     def _in_progress(self) -> HTTPProblem:
         return HTTPProblem(

@@ -23,9 +23,20 @@ from starlette.routing import BaseRoute, Route, WebSocketRoute
 
 from prism.gateway.apidocs import docs_html
 from prism.gateway.config import GatewayConfig
+from prism.gateway.pipeline import DataRoute
+from prism.gateway.problem import Problem
 from prism.gateway.routes_kv import BulkDeleteRequest, BulkGetRequest, BulkPutRequest, TransactRequest
 from prism.gateway.routes_records import RecordPutRequest
-from prism.gateway.wire import MAX_TTL_SECONDS
+from prism.gateway.wire import (
+    MAX_TTL_SECONDS,
+    BatchResults,
+    BulkGetResponse,
+    DeletedCount,
+    ItemPage,
+    KeyPage,
+    NamespaceDetail,
+    NamespaceList,
+)
 from prism.kv.namespace import MAX_PAGE_LIMIT
 
 __all__ = ["ApiDescription", "Operation", "describe", "docs_html", "openapi_document"]
@@ -75,7 +86,6 @@ def describe(route: BaseRoute, **operations: Operation) -> BaseRoute:
 
 
 _PROBLEM = {"$ref": "#/components/schemas/Problem"}
-_NULLABLE_STR = {"type": "string", "nullable": True}
 
 
 def _problem(description: str, retry: bool = False) -> dict[str, Any]:
@@ -115,18 +125,6 @@ def _json_body(schema: dict[str, Any]) -> dict[str, Any]:
     return {"required": True, "content": {"application/json": {"schema": schema}}}
 
 
-def _page_response(description: str, field: str, entry: dict[str, Any]) -> dict[str, Any]:
-    """A page of ``field`` entries and the token of the next page."""
-    return _json_response(
-        description,
-        {
-            "type": "object",
-            "required": [field, "next_page_token"],
-            "properties": {field: {"type": "array", "items": entry}, "next_page_token": _NULLABLE_STR},
-        },
-    )
-
-
 def _header(name: str, description: str, schema: dict[str, Any] | None = None) -> dict[str, Any]:
     return {
         "name": name,
@@ -139,80 +137,6 @@ def _header(name: str, description: str, schema: dict[str, Any] | None = None) -
 
 def _query(name: str, description: str, schema: dict[str, Any]) -> dict[str, Any]:
     return {"name": name, "in": "query", "required": False, "description": description, "schema": schema}
-
-
-def _schemas() -> dict[str, Any]:
-    base64 = {"type": "string", "format": "byte", "description": "The value, base64-encoded."}
-    etag = {"type": "string"}
-    time = {"type": "string", "format": "date-time", "nullable": True}
-    error = {
-        "type": "object",
-        "required": ["code", "detail"],
-        "properties": {"code": {"type": "string"}, "detail": {"type": "string"}},
-    }
-    return {
-        "Problem": {
-            "type": "object",
-            "required": ["type", "title", "status", "detail", "code"],
-            "properties": {
-                "type": {"type": "string"},
-                "title": {"type": "string"},
-                "status": {"type": "integer"},
-                "detail": {"type": "string"},
-                "code": {"type": "string"},
-                "request_id": {"type": "string"},
-            },
-        },
-        "Item": {
-            "type": "object",
-            "required": ["key", "value", "etag", "content_type", "expires_at"],
-            "properties": {
-                "key": {"type": "string"},
-                "value": base64,
-                "etag": etag,
-                "content_type": _NULLABLE_STR,
-                "expires_at": time,
-            },
-        },
-        "BulkGetItem": {
-            "type": "object",
-            "required": ["key", "found"],
-            "properties": {
-                "key": {"type": "string"},
-                "found": {"type": "boolean"},
-                "value": base64,
-                "etag": etag,
-                "content_type": _NULLABLE_STR,
-                "expires_at": time,
-            },
-        },
-        "WriteResult": {
-            "type": "object",
-            "required": ["key", "ok"],
-            "properties": {
-                "key": {"type": "string"},
-                "ok": {"type": "boolean"},
-                "etag": etag,
-                "error": error,
-            },
-        },
-        "Results": {
-            "type": "object",
-            "required": ["results"],
-            "properties": {
-                "results": {"type": "array", "items": {"$ref": "#/components/schemas/WriteResult"}}
-            },
-        },
-        "NamespaceSummary": {
-            "type": "object",
-            "required": ["name", "tenant_scoped", "actions"],
-            "properties": {
-                "name": {"type": "string"},
-                "tenant_scoped": {"type": "boolean"},
-                "actions": {"type": "array", "items": {"type": "string", "enum": ["read", "write", "admin"]}},
-            },
-        },
-    }
 
 
 def _gateway_paths(config: GatewayConfig, schemas: _Schemas, names: Sequence[str]) -> dict[str, Any]:
@@ -253,7 +177,7 @@ def _gateway_paths(config: GatewayConfig, schemas: _Schemas, names: Sequence[str
             "description": "When the entry expires (RFC 3339), if it has a ttl.",
         }
     }
-    results = _json_response("One result per entry, in order.", {"$ref": "#/components/schemas/Results"})
+    results = _json_response("One result per entry, in order.", schemas.ref(BatchResults))
     write_errors = _errors(400, 401, 403, 404, 409, 413, 422, 429, 503)
     binary = {"type": "string", "format": "binary"}
     limit = _query(
@@ -351,7 +275,7 @@ def _gateway_paths(config: GatewayConfig, schemas: _Schemas, names: Sequence[str
                     token,
                 ],
                 "responses": {
-                    "200": _page_response("One page of keys.", "keys", {"type": "string"}),
+                    "200": _json_response("One page of keys.", schemas.ref(KeyPage)),
                     **_errors(400, 401, 403, 404, 429, 501, 503),
                 },
             },
@@ -364,17 +288,7 @@ def _gateway_paths(config: GatewayConfig, schemas: _Schemas, names: Sequence[str
                 "requestBody": _json_body(schemas.ref(BulkGetRequest)),
                 "responses": {
                     "200": _json_response(
-                        "One entry per requested key, in order.",
-                        {
-                            "type": "object",
-                            "required": ["items"],
-                            "properties": {
-                                "items": {
-                                    "type": "array",
-                                    "items": {"$ref": "#/components/schemas/BulkGetItem"},
-                                }
-                            },
-                        },
+                        "One entry per requested key, in order.", schemas.ref(BulkGetResponse)
                     ),
                     **_errors(400, 401, 403, 404, 413, 429, 503),
                 },
@@ -426,9 +340,7 @@ def _gateway_paths(config: GatewayConfig, schemas: _Schemas, names: Sequence[str
                     token,
                 ],
                 "responses": {
-                    "200": _page_response(
-                        "One page of items.", "items", {"$ref": "#/components/schemas/Item"}
-                    ),
+                    "200": _json_response("One page of items.", schemas.ref(ItemPage)),
                     **_errors(400, 401, 403, 404, 429, 501, 503),
                 },
             },
@@ -444,14 +356,7 @@ def _gateway_paths(config: GatewayConfig, schemas: _Schemas, names: Sequence[str
                 "operationId": "deleteRecord",
                 "parameters": [*range_params, idem],
                 "responses": {
-                    "200": _json_response(
-                        "How many live items were deleted.",
-                        {
-                            "type": "object",
-                            "required": ["deleted"],
-                            "properties": {"deleted": {"type": "integer", "minimum": 0}},
-                        },
-                    ),
+                    "200": _json_response("How many live items were deleted.", schemas.ref(DeletedCount)),
                     **write_errors,
                 },
             },
@@ -461,19 +366,7 @@ def _gateway_paths(config: GatewayConfig, schemas: _Schemas, names: Sequence[str
                 "summary": "Namespaces the caller may see",
                 "operationId": "listNamespaces",
                 "responses": {
-                    "200": _json_response(
-                        "The visible namespaces.",
-                        {
-                            "type": "object",
-                            "required": ["namespaces"],
-                            "properties": {
-                                "namespaces": {
-                                    "type": "array",
-                                    "items": {"$ref": "#/components/schemas/NamespaceSummary"},
-                                }
-                            },
-                        },
-                    ),
+                    "200": _json_response("The visible namespaces.", schemas.ref(NamespaceList)),
                     **_errors(401),
                 },
             },
@@ -484,28 +377,7 @@ def _gateway_paths(config: GatewayConfig, schemas: _Schemas, names: Sequence[str
                 "summary": "A namespace's settings, capabilities and health",
                 "operationId": "getNamespace",
                 "responses": {
-                    "200": _json_response(
-                        "The namespace (no secrets).",
-                        {
-                            "type": "object",
-                            "required": [
-                                "name",
-                                "store",
-                                "backend",
-                                "tenant_scoped",
-                                "capabilities",
-                                "health",
-                            ],
-                            "properties": {
-                                "name": {"type": "string"},
-                                "store": {"type": "string"},
-                                "backend": {"type": "string"},
-                                "tenant_scoped": {"type": "boolean"},
-                                "capabilities": {"type": "object"},
-                                "health": {"type": "object"},
-                            },
-                        },
-                    ),
+                    "200": _json_response("The namespace (no secrets).", schemas.ref(NamespaceDetail)),
                     **_errors(401, 403, 404),
                 },
             },
@@ -648,14 +520,16 @@ class _Schemas:
 # -- the document -----------------------------------------------------------------------
 
 
-def _template(route: BaseRoute) -> str:
+def _template(route: BaseRoute | DataRoute) -> str:
     path: str = getattr(route, "path", "")
     return re.sub(r"\{(\w+):\w+\}", r"{\1}", path)
 
 
-def _methods(route: BaseRoute) -> list[str]:
+def _methods(route: BaseRoute | DataRoute) -> list[str]:
     if isinstance(route, WebSocketRoute):
         return ["get"]
+    if isinstance(route, DataRoute):
+        return ["get", "head"] if route.method == "GET" else [route.method.lower()]
     methods = getattr(route, "methods", None) or {"GET"}
     return [m for m in _METHODS if m.upper() in methods]
 
@@ -701,8 +575,8 @@ def _render(op: Operation, path: str, schemas: _Schemas) -> dict[str, Any]:
     return out
 
 
-def _undocumented(route: BaseRoute, path: str) -> dict[str, Any]:
-    endpoint = getattr(route, "endpoint", None)
+def _undocumented(route: BaseRoute | DataRoute, path: str) -> dict[str, Any]:
+    endpoint = getattr(route, "endpoint", None) or getattr(route, "handler", None)
     summary = (getattr(endpoint, "__doc__", None) or "").strip().split("\n", 1)[0]
     return {
         "summary": summary or f"{path} (not described)",
@@ -712,7 +586,9 @@ def _undocumented(route: BaseRoute, path: str) -> dict[str, Any]:
 
 
 def openapi_document(
-    config: GatewayConfig, routes: Iterable[BaseRoute] = (), namespaces: Sequence[str] | None = None
+    config: GatewayConfig,
+    routes: Iterable[BaseRoute | DataRoute] = (),
+    namespaces: Sequence[str] | None = None,
 ) -> dict[str, Any]:
     """The OpenAPI 3.0.3 document of an app serving ``config`` with ``routes``.
 
@@ -720,6 +596,7 @@ def openapi_document(
     names the ``ns`` parameter lists (default: every configured namespace).
     """
     schemas = _Schemas()
+    schemas.ref(Problem)  # every error answer refers to it
     names = [ns.name for ns in config.namespaces] if namespaces is None else namespaces
     table = _gateway_paths(config, schemas, names)
     paths: dict[str, Any] = {}
@@ -727,7 +604,7 @@ def openapi_document(
     if not routes:
         paths = table
     for route in routes:
-        if not isinstance(route, Route | WebSocketRoute):
+        if not isinstance(route, Route | WebSocketRoute | DataRoute):
             continue
         path = _template(route)
         item = paths.setdefault(path, {})
@@ -756,7 +633,7 @@ def openapi_document(
         },
         "paths": paths,
         "components": {
-            "schemas": {**_schemas(), **schemas.components()},
+            "schemas": schemas.components(),
             "securitySchemes": {
                 "apiKey": {"type": "apiKey", "in": "header", "name": "X-API-Key"},
                 "bearer": {"type": "http", "scheme": "bearer", "description": "An API key or a JWT."},
@@ -779,7 +656,7 @@ class ApiDescription:
         self.config = config
         self._pages: dict[tuple[str, ...], tuple[bytes, str]] = {}
 
-    def pages(self, routes: Iterable[BaseRoute], namespaces: Sequence[str]) -> tuple[bytes, str]:
+    def pages(self, routes: Iterable[BaseRoute | DataRoute], namespaces: Sequence[str]) -> tuple[bytes, str]:
         """The JSON document and the HTML page listing ``namespaces``."""
         names = tuple(namespaces)
         pages = self._pages.get(names)

@@ -1,54 +1,60 @@
-"""The steps every data request goes through, in one place.
+"""The steps every data request goes through, in one place, for every transport.
 
-reserve an audit slot -> authenticate -> find the namespace -> authorize -> read the
+reserve an audit slot -> authenticate -> resolve the namespace -> authorize -> read the
 body (bounded in size and time) -> admit (rate and concurrency limits) -> run the
-operation under the request timeout (through the Idempotency-Key cache for writes) -> map errors to
-problems -> record the audit event (refused, denied and failed attempts included; with
-``audit.on_failure: reject`` a write is answered only once its event is written). Route
-handlers only do their own operation on a :class:`Call`.
+handler under the request timeout (through the Idempotency-Key cache for writes) ->
+map errors to problems -> record the audit event (refused, denied and failed attempts
+included; with ``audit.on_failure: reject`` a write is answered only once its event
+is written) -> respond.
+
+A route declares what it needs (:class:`DataRoute`: a body and its limit, the
+Idempotency-Key, read or write, whether it shows stored values) and the
+:class:`Pipeline` skips only what a request does not need. Nothing here knows ASGI:
+a transport builds a :class:`Call` (headers, query string, path parameters and a
+way to read the body), runs it, and sends the :class:`~prism.gateway.reply.Reply`.
 """
 
 from __future__ import annotations
 
 import asyncio
-import logging
 import time
-from collections.abc import Awaitable, Callable, Mapping, MutableMapping
+from collections.abc import Awaitable, Callable, Mapping
+from dataclasses import dataclass
 from datetime import UTC, datetime
 from types import TracebackType
 from typing import Any, Protocol
 
-from starlette.requests import Request
-from starlette.responses import Response
-from starlette.types import Receive, Scope, Send
+from starlette.datastructures import QueryParams
 
 from prism.errors import PrismError
 from prism.gateway.audit import AuditEvent, AuditUnavailable
-from prism.gateway.auth import AuthError, Principal, peer_certificate, query_token
+from prism.gateway.auth import Principal, query_token
 from prism.gateway.idempotency import fingerprint
 from prism.gateway.pii import aad_prefix
 from prism.gateway.policy import PII_READ_ROLE, Action, authorize
-from prism.gateway.problem import HTTPProblem, RequestTimeout, from_prism_error
+from prism.gateway.problem import HTTPProblem, RequestTimeout, problem_for
+from prism.gateway.reply import Reply
 from prism.gateway.runtime import Gateway, ServedNamespace
 from prism.kv.namespace import Namespace
 
 __all__ = [
+    "BodyReader",
     "Call",
     "Caller",
-    "DataEndpoint",
+    "DataRoute",
     "Handler",
+    "Pipeline",
     "RequestDeadline",
     "RouteAudit",
-    "access_event",
-    "auth_problem",
+    "audit_event",
     "problem_for",
-    "read_body",
 ]
 
-log = logging.getLogger("prism.gateway")
-
 #: Request headers that are part of an idempotent request's identity.
-_FINGERPRINT_HEADERS = ("content-type", "if-match", "if-none-match")
+_FINGERPRINT_HEADERS = (b"content-type", b"if-match", b"if-none-match")
+
+#: Reads a request's body, refusing (413) more than the given number of bytes.
+BodyReader = Callable[[int], Awaitable[bytes]]
 
 
 class Caller(Protocol):
@@ -64,35 +70,86 @@ class Caller(Protocol):
     def tenant(self) -> str | None: ...
 
 
+async def _no_body(limit: int) -> bytes:
+    return b""
+
+
 class Call:
-    """One data request on its way through the pipeline: who, which namespace, and what happened."""
+    """One data request on its way through the pipeline: what was asked, by whom, and what happened.
+
+    The transport fills in the request (``method``, ``path``, ``params``, ``headers`` as
+    lower-case byte pairs, ``query_string``, ``request_id``, ``peer_cert`` and a body
+    reader); the pipeline adds the caller, the namespace and the body; handlers add
+    what the audit event names (``key``, ``key_count``).
+    """
 
     __slots__ = (
+        "_query",
         "audit_values",
         "body",
         "error_code",
         "gateway",
+        "headers",
         "key",
         "key_count",
         "kv",
+        "method",
         "ns",
+        "params",
+        "path",
+        "peer_cert",
         "principal",
-        "request",
+        "query_string",
+        "read_body",
+        "request_id",
     )
 
+    principal: Principal
+    ns: ServedNamespace
+    kv: Namespace
+
     def __init__(
-        self, request: Request, gateway: Gateway, principal: Principal, ns: ServedNamespace, kv: Namespace
+        self,
+        gateway: Gateway,
+        method: str,
+        path: str,
+        params: dict[str, str],
+        headers: list[tuple[bytes, bytes]],
+        query_string: bytes = b"",
+        *,
+        request_id: str | None = None,
+        peer_cert: Mapping[str, Any] | None = None,
+        read_body: BodyReader = _no_body,
     ) -> None:
-        self.request = request
         self.gateway = gateway
-        self.principal = principal
-        self.ns = ns
-        self.kv = kv
+        self.method = method
+        self.path = path
+        self.params = params
+        self.headers = headers
+        self.query_string = query_string
+        self.request_id = request_id
+        self.peer_cert = peer_cert
+        self.read_body = read_body
         self.body = b""
         self.key: str | None = None
         self.key_count: int | None = None
         self.audit_values: dict[str, Any] | None = None
         self.error_code: str | None = None
+        self._query: QueryParams | None = None
+
+    def header(self, name: bytes) -> str | None:
+        """The first value of request header ``name`` (lower case), or None."""
+        for key, value in self.headers:
+            if key == name:
+                return value.decode("latin-1")
+        return None
+
+    @property
+    def query(self) -> QueryParams:
+        """The query parameters (parsed on first use)."""
+        if self._query is None:
+            self._query = QueryParams(self.query_string)
+        return self._query
 
     @property
     def clear_pii(self) -> bool:
@@ -132,7 +189,36 @@ class Call:
             self.audit_values[key] = {"bytes": len(value)}
 
 
-Handler = Callable[[Call], Awaitable[Response]]
+Handler = Callable[[Call], Awaitable[Reply]]
+
+
+@dataclass(frozen=True, slots=True)
+class DataRoute:
+    """One data route: where it is, what it runs, and which steps of the pipeline it needs.
+
+    ``path`` is a template whose first parameter is ``{ns}`` (the namespace), optionally
+    followed by a literal tail or one ``{name:path}`` parameter that takes the rest of
+    the path (slashes and line breaks included). A GET route answers HEAD too.
+    ``body_limit`` gives the most bytes of body accepted in a namespace; None means the
+    route reads no body at all. ``idempotent`` routes honour ``Idempotency-Key``;
+    ``reveals`` marks routes that show stored values (their audit events say whether
+    PII was shown in clear or masked).
+    """
+
+    method: str
+    path: str
+    handler: Handler
+    op: str
+    action: Action
+    body_limit: Callable[[ServedNamespace], int] | None = None
+    idempotent: bool = False
+    reveals: bool = False
+    name: str | None = None
+
+    @property
+    def writes(self) -> bool:
+        """True for routes that change data (a durable audit event when failing closed)."""
+        return self.action == "write"
 
 
 class RequestDeadline:
@@ -156,232 +242,163 @@ class RequestDeadline:
             raise RequestTimeout(self._seconds) from passed
 
 
-def auth_problem(exc: AuthError) -> HTTPProblem:
-    """The problem answering an AuthError (401s carry a Bearer challenge)."""
-    return from_prism_error(exc, 0)
+class Pipeline:
+    """The steps of a data request, run by :meth:`run` for every route and transport."""
 
-
-async def read_body(request: Request, limit: int, within: float | None = None) -> bytes:
-    """The request body, refusing (413) anything over ``limit`` bytes before reading it all.
-
-    A body that has not fully arrived ``within`` seconds is refused with 408 and the
-    connection closed (a client that slow is not worth keeping).
-    """
-    if within is None:
-        return await _read_body(request, limit)
-    try:
-        async with asyncio.timeout(within):
-            return await _read_body(request, limit)
-    except TimeoutError:
-        raise HTTPProblem(
-            408,
-            "BODY_TIMEOUT",
-            f"the request body did not arrive within {within:g} s",
-            headers={"Connection": "close"},
-        ) from None
-
-
-async def _read_body(request: Request, limit: int) -> bytes:
-    declared = request.headers.get("content-length")
-    if declared is not None:
-        try:
-            size = int(declared)
-        except ValueError:
-            raise HTTPProblem(400, "INVALID_CONTENT_LENGTH", "Content-Length is not a number") from None
-        if size > limit:
-            raise HTTPProblem(
-                413, "BODY_TOO_LARGE", f"the body is {size} bytes; at most {limit} are accepted"
-            )
-    chunks: list[bytes] = []
-    total = 0
-    async for chunk in request.stream():
-        total += len(chunk)
-        if total > limit:
-            raise HTTPProblem(413, "BODY_TOO_LARGE", f"the body is over the limit of {limit} bytes")
-        chunks.append(chunk)
-    return b"".join(chunks)
-
-
-class DataEndpoint:
-    """An ASGI endpoint running a handler behind the whole pipeline.
-
-    It is a plain ASGI callable (not a Starlette function endpoint), which keeps the
-    per-request overhead of the hottest routes to the pipeline itself.
-    """
-
-    def __init__(
-        self,
-        gateway: Gateway,
-        handler: Handler,
-        *,
-        op: str,
-        action: Action,
-        body_limit: Callable[[ServedNamespace], int] | None = None,
-    ) -> None:
+    def __init__(self, gateway: Gateway) -> None:
         self.gateway = gateway
-        self.handler = handler
-        self.op = op
-        self.action: Action = action
-        self.body_limit = body_limit
-        self.writes = action == "write"
-        self.timeout = gateway.config.server.request_timeout
-        self.body_timeout = gateway.config.server.body_timeout
-        self.retry_after = gateway.config.server.retry_after
+        server = gateway.config.server
+        self.timeout = server.request_timeout
+        self.body_timeout = server.body_timeout
+        self.retry_after = server.retry_after
 
-    async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
-        response = await self.respond(Request(scope, receive))
-        await response(scope, receive, send)
-
-    async def respond(self, request: Request) -> Response:
-        """The response to ``request``; expected failures become problem responses."""
+    async def run(self, route: DataRoute, call: Call) -> Reply:
+        """The reply to ``call`` on ``route``; expected failures become problem replies."""
         gateway = self.gateway
-        scope = request.scope
+        audit = gateway.audit
         started = time.perf_counter()
         principal: Principal | None = None
         served: ServedNamespace | None = None
-        call: Call | None = None
         audited = False
-        response: Response | None = None
-        error_code: str | None = None
-        audit = gateway.audit
-        name: str = scope["path_params"]["ns"]
+        reply: Reply | None = None
+        name = call.params["ns"]
         found = gateway.namespaces.get(name)
         try:
             if audit.enabled and (found is None or found.config.audit):
                 # Reserved before anything is checked, so refused attempts (401, 403, 404) are audited.
-                audit.admit()
+                if audit.fail_closed:
+                    audit.admit()
                 audited = True
-            principal = gateway.authenticator.authenticate_request(
-                scope["headers"],
-                query_token(scope.get("query_string", b"")),
-                peer_cert=peer_certificate(scope),
+            principal = call.principal = gateway.authenticator.authenticate_request(
+                call.headers, query_token(call.query_string), peer_cert=call.peer_cert
             )
-            scope["prism.principal"] = principal.subject
             if found is None:
                 raise HTTPProblem(404, "NAMESPACE_NOT_FOUND", f"there is no namespace {name!r}")
-            served = found
-            scope["prism.namespace"] = name
-            authorize(principal, served.config, self.action)
-            body = b""
-            if self.body_limit is not None:
+            served = call.ns = found
+            authorize(principal, served.config, route.action)
+            if route.body_limit is not None:
                 # Read before a concurrency slot is taken, under its own timeout: a slow client
                 # holds its own connection, never a slot of the namespace.
-                body = await read_body(request, self.body_limit(served), self.body_timeout)
-            async with served.limiter.admit():
-                call = Call(request, gateway, principal, served, served.handle(principal.tenant))
-                call.body = body
-                idem_key = request.headers.get("idempotency-key") if self.writes else None
+                call.body = await self._read_body(call, route.body_limit(served))
+            limiter = served.limiter
+            # Admission is skipped where the namespace sets no limit (the limiter would do nothing).
+            limited = limiter.active
+            if limited:
+                await limiter.__aenter__()
+            try:
+                call.kv = served.handle(principal.tenant)
+                idem_key = call.header(b"idempotency-key") if route.idempotent else None
                 if idem_key is not None and gateway.idempotency is not None:
                     async with RequestDeadline(self.timeout):
-                        response = await self._idempotent(call, idem_key)
+                        reply = await self._idempotent(route, call, idem_key)
                 elif served.inline:
                     # Nothing in an inline backend waits on I/O, so there is nothing to time out.
-                    response = await _answer(self.handler, call, self.retry_after)
+                    reply = await route.handler(call)
                 else:
                     async with RequestDeadline(self.timeout):
-                        response = await _answer(self.handler, call, self.retry_after)
-                error_code = call.error_code
+                        reply = await route.handler(call)
+            finally:
+                if limited:
+                    await limiter.__aexit__(None, None, None)
         except Exception as exc:
-            problem = problem_for(exc, self.timeout, self.retry_after, scope.get("prism.request_id"))
-            error_code = problem.code
-            response = problem.response(scope.get("prism.request_id"))
+            problem = problem_for(exc, self.timeout, self.retry_after, call.request_id)
+            call.error_code = problem.code
+            reply = problem.reply(call.request_id)
         finally:
-            if audited and response is None:
+            if audited and reply is None:
                 # Cancelled (the client went away): nothing runs after this block.
-                audit.record(_event(scope, principal, name, served, call, self.op, 499, "cancelled", started))
+                audit.record(self._event(route, call, principal, served, 499, "cancelled", started))
         if audited:
-            status = response.status_code
-            outcome = "ok" if status < 400 else (error_code or f"http_{status}")
-            event = _event(scope, principal, name, served, call, self.op, status, outcome, started)
-            if self.writes and audit.fail_closed and status < 400:
-                # Failing closed, a write is acknowledged only once its event is written.
-                try:
-                    await audit.record_durable(event)
-                except AuditUnavailable as exc:
-                    problem = HTTPProblem(
-                        503, "AUDIT_UNAVAILABLE", str(exc), headers={"Retry-After": str(self.retry_after)}
-                    )
-                    response = problem.response(scope.get("prism.request_id"))
+            status = reply.status
+            outcome = "ok" if status < 400 else (call.error_code or f"http_{status}")
+            event = self._event(route, call, principal, served, status, outcome, started)
+            if route.writes and audit.fail_closed and status < 400:
+                reply = await self._record_durable(call, event, reply)
             else:
                 audit.record(event)
-        return response
+        return reply
 
-    async def _idempotent(self, call: Call, key: str) -> Response:
-        request = call.request
+    async def _read_body(self, call: Call, limit: int) -> bytes:
+        """The body, refusing (413) more than ``limit`` bytes and (408) one that is too slow."""
+        within = self.body_timeout
+        try:
+            async with asyncio.timeout(within):
+                body = await call.read_body(limit)
+        except TimeoutError:
+            raise HTTPProblem(
+                408,
+                "BODY_TIMEOUT",
+                f"the request body did not arrive within {within:g} s",
+                headers={"Connection": "close"},
+            ) from None
+        if len(body) > limit:
+            # A transport that has the whole message already (no streaming) leaves the check here.
+            raise HTTPProblem(413, "BODY_TOO_LARGE", f"the body is over the limit of {limit} bytes")
+        return body
+
+    async def _idempotent(self, route: DataRoute, call: Call, key: str) -> Reply:
         assert self.gateway.idempotency is not None
         digest = fingerprint(
-            request.method,
-            request.url.path,
-            request.url.query,
-            [(h, request.headers.get(h, "")) for h in _FINGERPRINT_HEADERS],
+            call.method,
+            call.path,
+            call.query_string.decode("latin-1"),
+            [(h.decode("ascii"), call.header(h) or "") for h in _FINGERPRINT_HEADERS],
             call.body,
         )
-        return await self.gateway.idempotency.run(
-            call.principal, call.ns.name, key, digest, lambda: _answer(self.handler, call, self.retry_after)
+
+        async def answer() -> Reply:
+            # An expected failure is an answer like any other, kept for replays.
+            try:
+                return await route.handler(call)
+            except (HTTPProblem, PrismError) as exc:
+                problem = problem_for(exc, self.timeout, self.retry_after, call.request_id)
+                call.error_code = problem.code
+                return problem.reply(call.request_id)
+
+        return await self.gateway.idempotency.run(call.principal, call.ns.name, key, digest, answer)
+
+    async def _record_durable(self, call: Call, event: AuditEvent, reply: Reply) -> Reply:
+        """Failing closed, a write is acknowledged only once its event is written."""
+        try:
+            await self.gateway.audit.record_durable(event)
+        except AuditUnavailable as exc:
+            problem = HTTPProblem(
+                503, "AUDIT_UNAVAILABLE", str(exc), headers={"Retry-After": str(self.retry_after)}
+            )
+            return problem.reply(call.request_id)
+        return reply
+
+    @staticmethod
+    def _event(
+        route: DataRoute,
+        call: Call,
+        principal: Principal | None,
+        served: ServedNamespace | None,
+        status: int,
+        outcome: str,
+        started: float,
+    ) -> AuditEvent:
+        pii = None
+        if served is not None and served.pii is not None and route.reveals and status < 400 and status != 304:
+            # Only what was shown: a read refused (a value that could not be masked) showed nothing.
+            pii = "clear" if PII_READ_ROLE in call.principal.roles else "masked"
+        return audit_event(
+            call.request_id,
+            principal,
+            call.params["ns"],
+            route.op,
+            status,
+            outcome,
+            started,
+            key=call.key,
+            key_count=call.key_count,
+            pii=pii,
+            values=call.audit_values,
         )
 
 
-def problem_for(
-    exc: Exception, timeout: float, retry_after: int, request_id: str | None = None
-) -> HTTPProblem:
-    """The problem that reports ``exc``: its own for an expected failure, else a logged 500."""
-    if isinstance(exc, HTTPProblem):
-        return exc
-    if isinstance(exc, AuditUnavailable):
-        return HTTPProblem(503, "AUDIT_UNAVAILABLE", str(exc), headers={"Retry-After": str(retry_after)})
-    if isinstance(exc, PrismError):
-        return from_prism_error(exc, retry_after)
-    if isinstance(exc, TimeoutError):
-        return from_prism_error(RequestTimeout(timeout), retry_after)
-    # Answered by the pipeline, not left to the app, so the audit records what the client got.
-    log.error("unhandled error", exc_info=exc, extra={"request_id": request_id})
-    return HTTPProblem(500, "INTERNAL", "the gateway failed to handle this request")
-
-
-async def _answer(handler: Handler, call: Call, retry_after: int) -> Response:
-    """The handler's response, with its expected failures turned into problem responses."""
-    try:
-        return await handler(call)
-    except (HTTPProblem, PrismError) as exc:
-        problem = exc if isinstance(exc, HTTPProblem) else from_prism_error(exc, retry_after)
-        call.error_code = problem.code
-        return problem.response(call.request.scope.get("prism.request_id"))
-
-
-def _event(
-    scope: MutableMapping[str, Any],
-    principal: Principal | None,
-    namespace: str,
-    served: ServedNamespace | None,
-    call: Call | None,
-    op: str,
-    status: int,
-    outcome: str,
-    started: float,
-) -> AuditEvent:
-    if call is None:
-        return access_event(scope, principal, namespace, op, status, outcome, started)
-    pii = None
-    if served is not None and served.pii is not None and op.startswith(("bulk_get", "records_get")):
-        # Only what was shown: a read refused (a value that could not be masked) showed nothing.
-        pii = ("clear" if call.clear_pii else "masked") if status < 400 else None
-    return access_event(
-        scope,
-        principal,
-        namespace,
-        op,
-        status,
-        outcome,
-        started,
-        key=call.key,
-        key_count=call.key_count,
-        pii=pii,
-        values=call.audit_values,
-    )
-
-
-def access_event(
-    scope: Mapping[str, Any],
+def audit_event(
+    request_id: str | None,
     principal: Caller | None,
     namespace: str | None,
     op: str,
@@ -397,7 +414,7 @@ def access_event(
     """The audit event of one request; ``principal`` is None when it was refused before (401)."""
     return AuditEvent(
         time=datetime.now(UTC),
-        request_id=scope.get("prism.request_id"),
+        request_id=request_id,
         principal=None if principal is None else principal.subject,
         principal_kind=None if principal is None else principal.kind,
         issuer=getattr(principal, "issuer", None),
@@ -410,7 +427,8 @@ def access_event(
         values=values,
         outcome=outcome,
         status=status,
-        latency_ms=round((time.perf_counter() - started) * 1000, 3),
+        # Microseconds rounded by int(), which costs a fraction of round(x, 3) on the hot path.
+        latency_ms=int((time.perf_counter() - started) * 1_000_000 + 0.5) / 1000,
     )
 
 
@@ -445,7 +463,9 @@ class RouteAudit:
         write: bool,
     ) -> None:
         audit = self.gateway.audit
-        event = access_event(scope, principal, None, operation, status, outcome, started)
+        event = audit_event(
+            scope.get("prism.request_id"), principal, None, operation, status, outcome, started
+        )
         if write and audit.fail_closed and status < 400:
             await audit.record_durable(event)
         else:

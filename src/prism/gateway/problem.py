@@ -6,6 +6,7 @@ get the same shape: ``type``, ``title``, ``status``, ``detail`` and a stable ``c
 
 from __future__ import annotations
 
+import logging
 from collections.abc import Mapping
 
 import msgspec
@@ -23,9 +24,22 @@ from prism.errors import (
     Unsupported,
     ValueTooLarge,
 )
+from prism.gateway.audit import AuditUnavailable
 from prism.gateway.pii import PiiError
+from prism.gateway.reply import Reply
 
-__all__ = ["PROBLEM_TYPE_BASE", "HTTPProblem", "RequestTimeout", "from_prism_error", "problem_response"]
+__all__ = [
+    "PROBLEM_TYPE_BASE",
+    "HTTPProblem",
+    "Problem",
+    "RequestTimeout",
+    "from_prism_error",
+    "problem_body",
+    "problem_for",
+    "problem_response",
+]
+
+log = logging.getLogger("prism.gateway")
 
 PROBLEM_TYPE_BASE = "https://prism.dev/problems/"
 PROBLEM_CONTENT_TYPE = "application/problem+json"
@@ -85,10 +99,35 @@ class HTTPProblem(Exception):
         self.headers = dict(headers or {})
 
     def response(self, request_id: str | None = None) -> Response:
-        """The problem+json response for this error."""
+        """The problem+json response for this error (for Starlette routes)."""
         return problem_response(
             self.status, self.code, self.detail, headers=self.headers, request_id=request_id
         )
+
+    def reply(self, request_id: str | None = None) -> Reply:
+        """The problem+json :class:`Reply` for this error (for data routes)."""
+        headers = [
+            (name.lower().encode("latin-1"), value.encode("latin-1")) for name, value in self.headers.items()
+        ]
+        headers.append((b"content-type", _PROBLEM_CONTENT_TYPE))
+        return Reply(self.status, problem_body(self.status, self.code, self.detail, request_id), headers)
+
+
+_PROBLEM_CONTENT_TYPE = PROBLEM_CONTENT_TYPE.encode("ascii")
+
+
+def problem_body(status: int, code: str, detail: str, request_id: str | None = None) -> bytes:
+    """The JSON of a problem: the one place its fields are filled in."""
+    return _encoder.encode(
+        Problem(
+            type=PROBLEM_TYPE_BASE + code.lower().replace("_", "-"),
+            title=_TITLES.get(status, "Error"),
+            status=status,
+            detail=detail,
+            code=code,
+            request_id=request_id,
+        )
+    )
 
 
 def problem_response(
@@ -100,16 +139,11 @@ def problem_response(
     request_id: str | None = None,
 ) -> Response:
     """Build an ``application/problem+json`` response."""
-    body = Problem(
-        type=PROBLEM_TYPE_BASE + code.lower().replace("_", "-"),
-        title=_TITLES.get(status, "Error"),
-        status=status,
-        detail=detail,
-        code=code,
-        request_id=request_id,
-    )
     return Response(
-        _encoder.encode(body), status, headers=dict(headers or {}), media_type=PROBLEM_CONTENT_TYPE
+        problem_body(status, code, detail, request_id),
+        status,
+        headers=dict(headers or {}),
+        media_type=PROBLEM_CONTENT_TYPE,
     )
 
 
@@ -161,3 +195,23 @@ def from_prism_error(exc: PrismError, retry_after: int) -> HTTPProblem:
     elif status == 500:
         detail = "the stored value could not be decoded"
     return HTTPProblem(status, exc.code, detail, headers=headers)
+
+
+def problem_for(
+    exc: Exception, timeout: float, retry_after: int, request_id: str | None = None
+) -> HTTPProblem:
+    """The problem that reports ``exc``: its own for an expected failure, else a logged 500.
+
+    The one map from an exception to what a client is answered; ``timeout`` is the
+    request timeout a bare TimeoutError stands for.
+    """
+    if isinstance(exc, HTTPProblem):
+        return exc
+    if isinstance(exc, AuditUnavailable):
+        return HTTPProblem(503, "AUDIT_UNAVAILABLE", str(exc), headers={"Retry-After": str(retry_after)})
+    if isinstance(exc, PrismError):
+        return from_prism_error(exc, retry_after)
+    if isinstance(exc, TimeoutError):
+        return from_prism_error(RequestTimeout(timeout), retry_after)
+    log.error("unhandled error", exc_info=exc, extra={"request_id": request_id})
+    return HTTPProblem(500, "INTERNAL", "the gateway failed to handle this request")

@@ -11,7 +11,7 @@ from __future__ import annotations
 
 import asyncio
 import time
-from collections.abc import Awaitable, Callable
+from collections.abc import Awaitable, Callable, Sequence
 from typing import Any
 
 from prometheus_client import CONTENT_TYPE_LATEST, REGISTRY, generate_latest
@@ -19,77 +19,52 @@ from starlette.requests import Request
 from starlette.responses import HTMLResponse, Response
 from starlette.routing import BaseRoute, Route
 
+from prism.errors import PrismError
 from prism.gateway.audit import AuditUnavailable
 from prism.gateway.auth import AuthError, Principal
 from prism.gateway.openapi import ApiDescription
-from prism.gateway.pipeline import access_event, auth_problem
+from prism.gateway.pipeline import DataRoute, audit_event
 from prism.gateway.policy import can_see, may
-from prism.gateway.problem import HTTPProblem
+from prism.gateway.problem import HTTPProblem, problem_for
 from prism.gateway.runtime import Gateway, ServedNamespace
-from prism.gateway.wire import JSON
+from prism.gateway.wire import (
+    JSON,
+    NamespaceAccess,
+    NamespaceDetail,
+    NamespaceHealth,
+    NamespaceLimits,
+    NamespaceList,
+    NamespacePii,
+    NamespaceSummary,
+)
 
-__all__ = ["admin_routes"]
+__all__ = ["admin_routes", "audited_call"]
 
 
 def _json(payload: Any, status: int = 200) -> Response:
     return Response(JSON.encode(payload), status, media_type="application/json")
 
 
-def _summary(served: ServedNamespace, actions: list[str]) -> dict[str, Any]:
-    return {"name": served.name, "tenant_scoped": served.tenant_scoped, "actions": actions}
-
-
-def admin_routes(gateway: Gateway) -> list[BaseRoute]:
-    """Routes for namespaces and operations, bound to ``gateway``."""
+def admin_routes(gateway: Gateway, data_routes: Sequence[DataRoute] = ()) -> list[BaseRoute]:
+    """Routes for namespaces and operations; the API description names ``data_routes`` too."""
     config = gateway.config
     api = ApiDescription(config)
-
-    def principal_of(request: Request) -> Principal:
-        principal = gateway.authenticator.authenticate_scope(request.scope)
-        request.scope["prism.principal"] = principal.subject
-        return principal
 
     async def audited(
         request: Request, op: str, namespace: str | None, answer: Callable[[Principal], Awaitable[Response]]
     ) -> Response:
-        """``answer``'s response for the authenticated caller, with the request's audit event."""
-        request_id = request.scope.get("prism.request_id")
-        audit = gateway.audit
-        started = time.perf_counter()
-        principal: Principal | None = None
-        response: Response | None = None
-        outcome = "cancelled"
-        try:
-            if audit.enabled:
-                audit.admit()
-        except AuditUnavailable as exc:
-            headers = {"Retry-After": str(config.server.retry_after)}
-            return HTTPProblem(503, "AUDIT_UNAVAILABLE", str(exc), headers=headers).response(request_id)
-        try:
-            try:
-                principal = principal_of(request)
-                response = await answer(principal)
-                outcome = "ok"
-            except AuthError as exc:
-                outcome = exc.code
-                response = auth_problem(exc).response(request_id)
-            except HTTPProblem as exc:
-                outcome = exc.code
-                response = exc.response(request_id)
-            return response
-        finally:
-            if audit.enabled:
-                status = 499 if response is None else response.status_code
-                audit.record(access_event(request.scope, principal, namespace, op, status, outcome, started))
+        return await audited_call(gateway, request, op, namespace, answer)
 
     async def list_namespaces(request: Request) -> Response:
         async def answer(principal: Principal) -> Response:
             visible = []
             for served in gateway.namespaces.values():
                 if can_see(principal, served.config):
-                    actions = [a for a in ("read", "write", "admin") if may(principal, served.config, a)]
-                    visible.append(_summary(served, actions))
-            return _json({"namespaces": visible})
+                    actions: list[Any] = [
+                        a for a in ("read", "write", "admin") if may(principal, served.config, a)
+                    ]
+                    visible.append(NamespaceSummary(served.name, served.tenant_scoped, actions))
+            return _json(NamespaceList(visible))
 
         return await audited(request, "namespaces_list", None, answer)
 
@@ -107,7 +82,7 @@ def admin_routes(gateway: Gateway) -> list[BaseRoute]:
 
         return await audited(request, "namespace_get", name, answer)
 
-    async def _detail(served: ServedNamespace, principal: Principal) -> dict[str, Any]:
+    async def _detail(served: ServedNamespace, principal: Principal) -> NamespaceDetail:
         """What the caller may know of a namespace: its settings only for its admins."""
         ns = served.config
         try:
@@ -116,33 +91,25 @@ def admin_routes(gateway: Gateway) -> list[BaseRoute]:
         except TimeoutError:
             health = {"status": "DOWN", "details": {"error": "the health check timed out"}}
         limiter = served.limiter
-        actions = [a for a in ("read", "write", "admin") if may(principal, ns, a)]
-        body: dict[str, Any] = {
-            "name": ns.name,
-            "tenant_scoped": ns.tenant_scoped,
-            "max_value_bytes": served.max_value_bytes,
-            "default_ttl": ns.default_ttl,
-            "limits": {
-                "rate": limiter.rate,
-                "burst": limiter.burst if limiter.rate else None,
-                "concurrency": limiter.concurrency,
-            },
-            "actions": actions,
-            "health": {"status": health.get("status", "DOWN")},
-        }
+        actions: list[Any] = [a for a in ("read", "write", "admin") if may(principal, ns, a)]
+        detail = NamespaceDetail(
+            ns.name,
+            ns.tenant_scoped,
+            served.max_value_bytes,
+            ns.default_ttl,
+            NamespaceLimits(limiter.rate, limiter.burst if limiter.rate else None, limiter.concurrency),
+            actions,
+            NamespaceHealth(health.get("status", "DOWN")),
+        )
         if "admin" in actions:
             # Who may do what, which fields are personal data and where they live: for admins only.
-            body.update(
-                {
-                    "store": served.store_name,
-                    "backend": served.store.backend.name,
-                    "access": {"read": ns.access.read, "write": ns.access.write, "admin": ns.access.admin},
-                    "pii": None if ns.pii is None else {"fields": ns.pii.fields, "encrypt": ns.pii.encrypt},
-                    "audit": ns.audit,
-                    "capabilities": served.store.capabilities.as_dict(),
-                }
-            )
-        return body
+            detail.store = served.store_name
+            detail.backend = served.store.backend.name
+            detail.access = NamespaceAccess(ns.access.read, ns.access.write, ns.access.admin)
+            detail.pii = None if ns.pii is None else NamespacePii(ns.pii.fields, ns.pii.encrypt)
+            detail.audit = ns.audit
+            detail.capabilities = served.store.capabilities.as_dict()
+        return detail
 
     async def healthz(request: Request) -> Response:
         return _json({"status": "ok"})
@@ -174,11 +141,11 @@ def admin_routes(gateway: Gateway) -> list[BaseRoute]:
         return [name for name, served in gateway.namespaces.items() if can_see(principal, served.config)]
 
     async def openapi_json(request: Request) -> Response:
-        doc = api.pages(request.app.routes, visible_names(request))[0]
+        doc = api.pages([*data_routes, *request.app.routes], visible_names(request))[0]
         return Response(doc, 200, media_type="application/json")
 
     async def docs_page(request: Request) -> Response:
-        return HTMLResponse(api.pages(request.app.routes, visible_names(request))[1])
+        return HTMLResponse(api.pages([*data_routes, *request.app.routes], visible_names(request))[1])
 
     return [
         Route("/v1/namespaces", list_namespaces, methods=["GET"]),
@@ -189,3 +156,46 @@ def admin_routes(gateway: Gateway) -> list[BaseRoute]:
         Route("/openapi.json", openapi_json, methods=["GET"]),
         Route("/docs", docs_page, methods=["GET"]),
     ]
+
+
+async def audited_call(
+    gateway: Gateway,
+    request: Request,
+    op: str,
+    namespace: str | None,
+    answer: Callable[[Principal], Awaitable[Response]],
+) -> Response:
+    """``answer``'s response for the authenticated caller, with the request's audit event.
+
+    The audit slot is reserved before the caller is authenticated, so refused attempts
+    are audited too; an expected failure (``HTTPProblem``, ``AuthError``, any ``PrismError``)
+    becomes its problem response.
+    """
+    server = gateway.config.server
+    request_id = request.scope.get("prism.request_id")
+    audit = gateway.audit
+    started = time.perf_counter()
+    principal: Principal | None = None
+    response: Response | None = None
+    outcome = "cancelled"
+    try:
+        if audit.enabled:
+            audit.admit()
+    except AuditUnavailable as exc:
+        headers = {"Retry-After": str(server.retry_after)}
+        return HTTPProblem(503, "AUDIT_UNAVAILABLE", str(exc), headers=headers).response(request_id)
+    try:
+        try:
+            principal = gateway.authenticator.authenticate_scope(request.scope)
+            request.scope["prism.principal"] = principal.subject
+            response = await answer(principal)
+            outcome = "ok"
+        except (HTTPProblem, PrismError) as exc:
+            problem = problem_for(exc, server.request_timeout, server.retry_after, request_id)
+            outcome = problem.code
+            response = problem.response(request_id)
+        return response
+    finally:
+        if audit.enabled:
+            status = 499 if response is None else response.status_code
+            audit.record(audit_event(request_id, principal, namespace, op, status, outcome, started))

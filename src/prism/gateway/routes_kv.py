@@ -2,32 +2,33 @@
 
 from __future__ import annotations
 
-import re
-from typing import Annotated, Any, Literal
+from collections.abc import Awaitable, Callable
+from typing import Annotated, Literal
 
 import msgspec
-from starlette.datastructures import Headers
-from starlette.responses import Response
-from starlette.routing import BaseRoute, Route
 
 from prism.errors import PreconditionFailed
-from prism.gateway.key_read import KeyReadEndpoint
 from prism.gateway.pii import PiiValueRejected
-from prism.gateway.pipeline import Call, DataEndpoint
+from prism.gateway.pipeline import Call, DataRoute
+from prism.gateway.policy import Action
 from prism.gateway.problem import HTTPProblem
+from prism.gateway.reply import Reply
 from prism.gateway.runtime import Gateway, ServedNamespace
 from prism.gateway.wire import (
-    JSON,
+    BatchResults,
+    BulkGetItem,
+    BulkGetResponse,
+    KeyPage,
     Ttl,
     decode_body,
-    item_json,
+    expires_header,
     parse_etag_header,
     query_int,
-    result_json,
+    result_out,
     ttl_param,
 )
 from prism.kv.namespace import MAX_BATCH
-from prism.model import Delete, Put
+from prism.model import Delete, Item, Put
 
 __all__ = ["kv_routes"]
 
@@ -99,14 +100,6 @@ class TransactRequest(msgspec.Struct, forbid_unknown_fields=True):
     ops: Annotated[list[TransactOp], _doc(f"Applied in order, all or none (at most {MAX_BATCH}).")]
 
 
-def _json(payload: Any, status: int = 200) -> Response:
-    return Response(JSON.encode(payload), status, media_type="application/json")
-
-
-def _etag(etag: str) -> str:
-    return f'"{etag}"'
-
-
 def protect_at(call: Call, where: str, record: str, value: bytes, item_key: str = "") -> bytes:
     """``call.protect``, with a refused PII value reported at ``where`` in the body (``items[2].value``)."""
     try:
@@ -140,47 +133,65 @@ def _put_of(call: Call, item: BulkPutItem | TransactOp, value: bytes, at: str) -
     )
 
 
-async def put_key(call: Call) -> Response:
+_OCTET_STREAM = b"application/octet-stream"
+
+
+async def get_key(call: Call) -> Reply:
+    """GET (and HEAD) one key: the raw value with its ETag; 304 when If-None-Match still holds."""
+    key = call.key = call.params["key"]
+    item = await call.kv.get(key)
+    if item is None:
+        raise HTTPProblem(404, "KEY_NOT_FOUND", "no live entry at this key")
+    headers = [(b"etag", f'"{item.etag}"'.encode("latin-1"))]
+    if item.expires_at is not None:
+        headers.append((b"x-prism-expires-at", expires_header(item.expires_at).encode("ascii")))
+    if_none_match = call.header(b"if-none-match")
+    if if_none_match is not None and _matches(item, if_none_match):
+        return Reply(304, b"", headers)
+    body = call.reveal(key, item.value)
+    headers.append(
+        (b"content-type", _header_bytes(item.content_type) if item.content_type else _OCTET_STREAM)
+    )
+    return Reply(200, body, headers)
+
+
+async def put_key(call: Call) -> Reply:
     """PUT one key: 201 when created, 200 when replaced, with the new ETag."""
-    request = call.request
-    key = request.scope["path_params"]["key"]
-    call.key = key
-    headers = request.headers
-    if_match = _single_etag(headers, "if-match")
-    if_absent = _if_absent(headers)
-    ttl = ttl_param(request.query_params.get("ttl"))
-    content_type = headers.get("content-type")
+    key = call.key = call.params["key"]
+    if_match = _single_etag(call, b"if-match")
+    if_absent = _if_absent(call)
+    ttl = ttl_param(call.query.get("ttl"))
+    content_type = call.header(b"content-type")
     value = call.protect(key, call.body)
     result = await call.kv.put_result(Put(key, value, ttl, content_type, if_match, if_absent))
     if result.error is not None:
         raise result.error
     assert result.etag is not None
-    return Response(None, 200 if result.existed else 201, headers={"etag": _etag(result.etag)})
+    return Reply(200 if result.existed else 201, b"", [(b"etag", _etag(result.etag))])
 
 
-async def delete_key(call: Call) -> Response:
+async def delete_key(call: Call) -> Reply:
     """DELETE one key: 204 whether or not it existed; 412 when If-Match differs."""
-    key = call.request.scope["path_params"]["key"]
-    call.key = key
-    if_match = _single_etag(call.request.headers, "if-match")
+    key = call.key = call.params["key"]
+    if_match = _single_etag(call, b"if-match")
     result = await call.kv.delete_result(Delete(key, if_match))
     if result.error is not None:
         raise result.error
-    return Response(None, 204)
+    return Reply(204)
 
 
-async def scan_keys(call: Call) -> Response:
+async def scan_keys(call: Call) -> Reply:
     """GET /v1/kv/{ns}: one page of keys, optionally under a prefix."""
-    params = call.request.query_params
+    params = call.query
     limit = query_int(params.get("limit"), "limit", default=100)
     page = await call.kv.scan(
         params.get("prefix", ""), limit=limit, page_token=params.get("page_token") or None
     )
     call.key_count = len(page.keys)
-    return _json({"keys": page.keys, "next_page_token": page.next_page_token})
+    return Reply.json(KeyPage(page.keys, page.next_page_token))
 
 
-async def bulk_get(call: Call) -> Response:
+async def bulk_get(call: Call) -> Reply:
     """POST /_bulk/get: one entry per requested key, in order."""
     request = decode_body(call.body, BulkGetRequest)
     call.key_count = len(request.keys)
@@ -188,30 +199,32 @@ async def bulk_get(call: Call) -> Response:
     items = []
     for key, item in zip(request.keys, found, strict=True):
         if item is None:
-            items.append({"key": key, "found": False})
+            items.append(BulkGetItem(key, False))
         else:
-            items.append(item_json(item, call.reveal(key, item.value), found=True))
-    return _json({"items": items})
+            expires = expires_header(item.expires_at) if item.expires_at is not None else None
+            value = call.reveal(key, item.value)
+            items.append(BulkGetItem(item.key, True, value, item.etag, item.content_type, expires))
+    return Reply.json(BulkGetResponse(items))
 
 
-async def bulk_put(call: Call) -> Response:
+async def bulk_put(call: Call) -> Reply:
     """POST /_bulk/put: independent puts, one result each."""
     request = decode_body(call.body, BulkPutRequest)
     call.key_count = len(request.items)
     puts = [_put_of(call, item, item.value, f"items[{i}]") for i, item in enumerate(request.items)]
     results = await call.kv.put_many(puts)
-    return _json({"results": [result_json(r) for r in results]})
+    return Reply.json(BatchResults([result_out(r) for r in results]))
 
 
-async def bulk_delete(call: Call) -> Response:
+async def bulk_delete(call: Call) -> Reply:
     """POST /_bulk/delete: independent deletes, one result each."""
     request = decode_body(call.body, BulkDeleteRequest)
     call.key_count = len(request.items)
     results = await call.kv.delete_many([Delete(i.key, i.if_match) for i in request.items])
-    return _json({"results": [result_json(r) for r in results]})
+    return Reply.json(BatchResults([result_out(r) for r in results]))
 
 
-async def transact(call: Call) -> Response:
+async def transact(call: Call) -> Reply:
     """POST /_transact: every op applied, or none (412 naming the failing key)."""
     request = decode_body(call.body, TransactRequest)
     call.key_count = len(request.ops)
@@ -230,19 +243,36 @@ async def transact(call: Call) -> Response:
     except PreconditionFailed as exc:
         which = f" for {exc.key!r}" if exc.key is not None else ""
         raise HTTPProblem(412, exc.code, f"a condition failed{which}; nothing was applied") from exc
-    return _json({"results": [result_json(r) for r in results]})
+    return Reply.json(BatchResults([result_out(r) for r in results]))
 
 
-def _single_etag(headers: Headers, name: str) -> str | None:
-    raw = headers.get(name)
+def _etag(etag: str) -> bytes:
+    return f'"{etag}"'.encode("latin-1")
+
+
+def _header_bytes(text: str) -> bytes:
+    """A stored content type as header bytes (Latin-1; UTF-8 for text written around the gateway)."""
+    try:
+        return text.encode("latin-1")
+    except UnicodeEncodeError:
+        return text.encode("utf-8")
+
+
+def _matches(item: Item, if_none_match: str) -> bool:
+    tags = parse_etag_header(if_none_match, allow_star=True, many=True)
+    return "*" in tags or item.etag in tags
+
+
+def _single_etag(call: Call, name: bytes) -> str | None:
+    raw = call.header(name)
     if raw is None:
         return None
     tags = parse_etag_header(raw, allow_star=False, many=False)
     return tags[0]
 
 
-def _if_absent(headers: Headers) -> bool:
-    raw = headers.get("if-none-match")
+def _if_absent(call: Call) -> bool:
+    raw = call.header(b"if-none-match")
     if raw is None:
         return False
     if raw.strip() != "*":
@@ -254,41 +284,38 @@ def _value_limit(served: ServedNamespace) -> int:
     return served.max_value_bytes
 
 
-def _json_limit(gateway: Gateway) -> Any:
+def json_limit(gateway: Gateway) -> Callable[[ServedNamespace], int]:
+    """The body limit of JSON routes: ``server.max_body_bytes`` whatever the namespace."""
     limit = gateway.config.server.max_body_bytes
     return lambda served: limit
 
 
-def path_route(path: str, endpoint: Any, *, methods: list[str], name: str | None = None) -> Route:
-    """A route whose trailing ``{...:path}`` parameter matches every key, line breaks included.
-
-    Starlette's ``path`` convertor is ``.*``, which stops at a newline; keys and record ids
-    may contain one, and must not answer "no route" on one method and work on another.
-    """
-    route = Route(path, endpoint, methods=methods, name=name)
-    route.path_regex = re.compile(route.path_regex.pattern, re.DOTALL)
-    return route
-
-
-def kv_routes(gateway: Gateway) -> list[BaseRoute]:
+def kv_routes(gateway: Gateway) -> list[DataRoute]:
     """The /v1/kv routes, bound to ``gateway``."""
-    json_limit = _json_limit(gateway)
+    json_body = json_limit(gateway)
 
-    def ep(handler: Any, op: str, action: Any, body: Any = None) -> DataEndpoint:
-        return DataEndpoint(gateway, handler, op=op, action=action, body_limit=body)
+    def route(
+        method: str,
+        path: str,
+        handler: Callable[[Call], Awaitable[Reply]],
+        op: str,
+        action: Action,
+        body: Callable[[ServedNamespace], int] | None = None,
+        *,
+        reveals: bool = False,
+    ) -> DataRoute:
+        return DataRoute(
+            method, path, handler, op, action, body, idempotent=action == "write", reveals=reveals
+        )
 
     key_path = "/v1/kv/{ns}/{key:path}"
-    # Single-key routes come first: the router tries routes in order and these are the hottest.
-    # A POST to /_bulk/... only partially matches them (wrong method) and goes on to its own route.
     return [
-        path_route(key_path, KeyReadEndpoint(gateway), methods=["GET"], name="kv_get"),
-        path_route(key_path, ep(put_key, "put", "write", _value_limit), methods=["PUT"]),
-        path_route(key_path, ep(delete_key, "delete", "write"), methods=["DELETE"]),
-        Route("/v1/kv/{ns}/_bulk/get", ep(bulk_get, "bulk_get", "read", json_limit), methods=["POST"]),
-        Route("/v1/kv/{ns}/_bulk/put", ep(bulk_put, "bulk_put", "write", json_limit), methods=["POST"]),
-        Route(
-            "/v1/kv/{ns}/_bulk/delete", ep(bulk_delete, "bulk_delete", "write", json_limit), methods=["POST"]
-        ),
-        Route("/v1/kv/{ns}/_transact", ep(transact, "transact", "write", json_limit), methods=["POST"]),
-        Route("/v1/kv/{ns}", ep(scan_keys, "scan", "read"), methods=["GET"]),
+        route("GET", key_path, get_key, "get", "read", reveals=True),
+        route("PUT", key_path, put_key, "put", "write", _value_limit),
+        route("DELETE", key_path, delete_key, "delete", "write"),
+        route("POST", "/v1/kv/{ns}/_bulk/get", bulk_get, "bulk_get", "read", json_body, reveals=True),
+        route("POST", "/v1/kv/{ns}/_bulk/put", bulk_put, "bulk_put", "write", json_body),
+        route("POST", "/v1/kv/{ns}/_bulk/delete", bulk_delete, "bulk_delete", "write", json_body),
+        route("POST", "/v1/kv/{ns}/_transact", transact, "transact", "write", json_body),
+        route("GET", "/v1/kv/{ns}", scan_keys, "scan", "read"),
     ]

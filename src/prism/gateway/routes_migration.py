@@ -7,7 +7,7 @@ a refused action is a 409 naming the reason.
 
 from __future__ import annotations
 
-import time
+import asyncio
 from collections.abc import Awaitable, Callable
 from typing import Any
 
@@ -16,13 +16,11 @@ from starlette.requests import Request
 from starlette.responses import Response
 from starlette.routing import BaseRoute, Route
 
-from prism.errors import InvalidArgument, PrismError
-from prism.gateway.audit import AuditUnavailable
-from prism.gateway.auth import AuthError, Principal
+from prism.gateway.auth import Principal
 from prism.gateway.openapi import Operation, describe
-from prism.gateway.pipeline import access_event, auth_problem, read_body
 from prism.gateway.policy import authorize
-from prism.gateway.problem import HTTPProblem, from_prism_error
+from prism.gateway.problem import HTTPProblem
+from prism.gateway.routes_admin import audited_call
 from prism.gateway.runtime import Gateway, ServedNamespace
 from prism.gateway.wire import JSON, decode_body
 from prism.migration import Migration, MigrationRefused
@@ -99,6 +97,27 @@ def _json(payload: Any, status: int = 200) -> Response:
     return Response(JSON.encode(payload), status, media_type="application/json")
 
 
+async def read_body(request: Request, limit: int, within: float) -> bytes:
+    """The request body: 413 past ``limit`` bytes, 408 when it has not arrived ``within`` seconds."""
+    chunks: list[bytes] = []
+    size = 0
+    try:
+        async with asyncio.timeout(within):
+            async for chunk in request.stream():
+                size += len(chunk)
+                if size > limit:
+                    raise HTTPProblem(413, "BODY_TOO_LARGE", f"the body is over the limit of {limit} bytes")
+                chunks.append(chunk)
+    except TimeoutError:
+        raise HTTPProblem(
+            408,
+            "BODY_TIMEOUT",
+            f"the request body did not arrive within {within:g} s",
+            headers={"Connection": "close"},
+        ) from None
+    return b"".join(chunks)
+
+
 def migration_routes(gateway: Gateway) -> list[BaseRoute]:
     """The migration routes, bound to ``gateway``."""
     config = gateway.config
@@ -108,50 +127,19 @@ def migration_routes(gateway: Gateway) -> list[BaseRoute]:
     ) -> Response:
         """``answer``'s response for an admin of the namespace, with the request's audit event."""
         name = request.path_params["ns"]
-        request_id = request.scope.get("prism.request_id")
-        audit = gateway.audit
-        started = time.perf_counter()
-        principal: Principal | None = None
-        response: Response | None = None
-        outcome = "cancelled"
-        try:
-            if audit.enabled:
-                audit.admit()
-        except AuditUnavailable as exc:
-            headers = {"Retry-After": str(config.server.retry_after)}
-            return HTTPProblem(503, "AUDIT_UNAVAILABLE", str(exc), headers=headers).response(request_id)
-        try:
+
+        async def checked(principal: Principal) -> Response:
+            served = gateway.namespaces.get(name)
+            if served is None:
+                raise HTTPProblem(404, "NAMESPACE_NOT_FOUND", f"there is no namespace {name!r}")
+            request.scope["prism.namespace"] = name
+            authorize(principal, served.config, "admin")
             try:
-                principal = gateway.authenticator.authenticate_scope(request.scope)
-                request.scope["prism.principal"] = principal.subject
-                served = gateway.namespaces.get(name)
-                if served is None:
-                    raise HTTPProblem(404, "NAMESPACE_NOT_FOUND", f"there is no namespace {name!r}")
-                request.scope["prism.namespace"] = name
-                authorize(principal, served.config, "admin")
-                response = await answer(principal, served)
-                outcome = "ok"
-            except AuthError as exc:
-                outcome = exc.code
-                response = auth_problem(exc).response(request_id)
-            except HTTPProblem as exc:
-                outcome = exc.code
-                response = exc.response(request_id)
+                return await answer(principal, served)
             except MigrationRefused as exc:
-                outcome = exc.code
-                response = HTTPProblem(409, exc.code, str(exc)).response(request_id)
-            except InvalidArgument as exc:
-                outcome = exc.code
-                response = HTTPProblem(400, exc.code, str(exc)).response(request_id)
-            except PrismError as exc:
-                problem = from_prism_error(exc, config.server.retry_after)
-                outcome = problem.code
-                response = problem.response(request_id)
-            return response
-        finally:
-            if audit.enabled:
-                status = 499 if response is None else response.status_code
-                audit.record(access_event(request.scope, principal, name, op, status, outcome, started))
+                raise HTTPProblem(409, exc.code, str(exc)) from None
+
+        return await audited_call(gateway, request, op, name, checked)
 
     def handle(served: ServedNamespace, target: str) -> Migration:
         migration = gateway.migrations.migration(served.name, target)
@@ -204,7 +192,7 @@ def migration_routes(gateway: Gateway) -> list[BaseRoute]:
 
     async def start(request: Request) -> Response:
         async def answer(principal: Principal, served: ServedNamespace) -> Response:
-            body = decode_body(await read_body(request, MAX_BODY), MigrationStart)
+            body = decode_body(await read_body(request, MAX_BODY, config.server.body_timeout), MigrationStart)
             check_target(served, body.to)
             migration = handle(served, body.to)
             found = await migration.records.read_state()
@@ -239,7 +227,7 @@ def migration_routes(gateway: Gateway) -> list[BaseRoute]:
                 raise HTTPProblem(
                     404, "NOT_FOUND", f"unknown migration action {action!r} (actions: {', '.join(ACTIONS)})"
                 )
-            raw = await read_body(request, MAX_BODY)
+            raw = await read_body(request, MAX_BODY, config.server.body_timeout)
             step = decode_body(raw, MigrationStep) if raw.strip() else MigrationStep()
             migration = await current(served)
             if action == "cutover":

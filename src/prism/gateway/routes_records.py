@@ -2,16 +2,21 @@
 
 from __future__ import annotations
 
-from typing import Any
-
 import msgspec
-from starlette.responses import Response
-from starlette.routing import BaseRoute
 
-from prism.gateway.pipeline import Call, DataEndpoint
-from prism.gateway.routes_kv import BulkPutItem, header_text, path_route, protect_at
-from prism.gateway.runtime import Gateway, ServedNamespace
-from prism.gateway.wire import JSON, decode_body, item_json, query_int, result_json
+from prism.gateway.pipeline import Call, DataRoute
+from prism.gateway.reply import Reply
+from prism.gateway.routes_kv import BulkPutItem, header_text, json_limit, protect_at
+from prism.gateway.runtime import Gateway
+from prism.gateway.wire import (
+    BatchResults,
+    DeletedCount,
+    ItemPage,
+    decode_body,
+    item_out,
+    query_int,
+    result_out,
+)
 from prism.kv.namespace import MAX_PAGE_LIMIT
 from prism.model import Put
 
@@ -27,20 +32,15 @@ class RecordPutRequest(msgspec.Struct, forbid_unknown_fields=True):
     items: list[BulkPutItem]
 
 
-def _json(payload: Any) -> Response:
-    return Response(JSON.encode(payload), 200, media_type="application/json")
-
-
 def _bounds(call: Call) -> tuple[str | None, str | None, list[str] | None]:
-    params = call.request.query_params
+    params = call.query
     keys = params.getlist("keys") if "keys" in params else None
     return params.get("start"), params.get("end"), keys
 
 
-async def put_record(call: Call) -> Response:
+async def put_record(call: Call) -> Reply:
     """PUT items of a record; each item succeeds or fails on its own condition."""
-    record = call.request.scope["path_params"]["id"]
-    call.key = record
+    record = call.key = call.params["id"]
     body = decode_body(call.body, RecordPutRequest)
     call.key_count = len(body.items)
     puts = [
@@ -55,14 +55,13 @@ async def put_record(call: Call) -> Response:
         for n, i in enumerate(body.items)
     ]
     results = await call.kv.put_items(record, puts)
-    return _json({"results": [result_json(r) for r in results]})
+    return Reply.json(BatchResults([result_out(r) for r in results]))
 
 
-async def get_record(call: Call) -> Response:
+async def get_record(call: Call) -> Reply:
     """GET items of a record by range or by keys, one page at a time."""
-    record = call.request.scope["path_params"]["id"]
-    call.key = record
-    params = call.request.query_params
+    record = call.key = call.params["id"]
+    params = call.query
     start, end, keys = _bounds(call)
     page = await call.kv.get_items(
         record,
@@ -77,38 +76,24 @@ async def get_record(call: Call) -> Response:
         page_token=params.get("page_token") or None,
     )
     call.key_count = len(page.items)
-    items = [item_json(item, call.reveal(record, item.value, item.key)) for item in page.items]
-    return _json({"items": items, "next_page_token": page.next_page_token})
+    items = [item_out(item, call.reveal(record, item.value, item.key)) for item in page.items]
+    return Reply.json(ItemPage(items, page.next_page_token))
 
 
-async def delete_record(call: Call) -> Response:
+async def delete_record(call: Call) -> Reply:
     """DELETE items of a record (a range, listed keys, or all of them)."""
-    record = call.request.scope["path_params"]["id"]
-    call.key = record
+    record = call.key = call.params["id"]
     start, end, keys = _bounds(call)
     deleted = await call.kv.delete_items(record, start=start, end=end, keys=keys)
     call.key_count = deleted
-    return _json({"deleted": deleted})
+    return Reply.json(DeletedCount(deleted))
 
 
-def records_routes(gateway: Gateway) -> list[BaseRoute]:
+def records_routes(gateway: Gateway) -> list[DataRoute]:
     """The /v1/records routes, bound to ``gateway``."""
-    limit = gateway.config.server.max_body_bytes
-
-    def body_limit(served: ServedNamespace) -> int:
-        return limit
-
     path = "/v1/records/{ns}/{id:path}"
     return [
-        path_route(path, DataEndpoint(gateway, get_record, op="records_get", action="read"), methods=["GET"]),
-        path_route(
-            path,
-            DataEndpoint(gateway, put_record, op="records_put", action="write", body_limit=body_limit),
-            methods=["PUT"],
-        ),
-        path_route(
-            path,
-            DataEndpoint(gateway, delete_record, op="records_delete", action="write"),
-            methods=["DELETE"],
-        ),
+        DataRoute("GET", path, get_record, "records_get", "read", reveals=True),
+        DataRoute("PUT", path, put_record, "records_put", "write", json_limit(gateway), idempotent=True),
+        DataRoute("DELETE", path, delete_record, "records_delete", "write", idempotent=True),
     ]

@@ -151,7 +151,10 @@ class HttpProtocol(HttpToolsProtocol):
         self.head_bytes = 0
         self.head_started = False
         self.head_timer: TimerHandle | None = None
-        self.head_seen = 0
+        # Whether the next head begins at the start of a chunk (counted by data_received), and
+        # whether the current one began mid-chunk, after a pipelined request (measured whole).
+        self.chunk_begins_head = False
+        self.head_unchecked = False
         self.heads_completed = 0
         self.head_too_large = False
         self.refused = False
@@ -195,8 +198,10 @@ class HttpProtocol(HttpToolsProtocol):
         if self.refused or self.parser is None:
             return
         if not self.in_head:
+            self.chunk_begins_head = False
             self._feed(data)
             return
+        self.chunk_begins_head = not self.head_started
         if data:
             self.head_started = True
         room = self.max_header_bytes - self.head_bytes
@@ -228,6 +233,10 @@ class HttpProtocol(HttpToolsProtocol):
             self._unset_keepalive_if_required()
         try:
             self.parser.feed_data(data)
+            if self.in_head and self.head_started and self.head_timer is None:
+                # A head left incomplete by this chunk: its clock starts now. A head that arrives
+                # whole (the usual case) never needs a timer, which keeps the timer off the hot path.
+                self._arm_head_timer()
         except httptools.HttpParserUpgrade:
             if self._should_upgrade():
                 self.handle_websocket_upgrade()
@@ -259,31 +268,25 @@ class HttpProtocol(HttpToolsProtocol):
         super().on_message_begin()
         if self.tls is not None:
             self.scope["extensions"] = {"tls": self.tls}  # type: ignore[dict-item]
-        self.head_seen = 0
+        # A head that begins at the start of a chunk is counted chunk by chunk in data_received;
+        # one that begins mid-chunk (after a pipelined request) is measured once it is complete.
+        self.head_unchecked = not self.chunk_begins_head
+        self.chunk_begins_head = False
         self.head_started = True
-        self._arm_head_timer()
-
-    def on_url(self, url: bytes) -> None:
-        self._count(len(url))
-        super().on_url(url)
-
-    def on_header(self, name: bytes, value: bytes) -> None:
-        self._count(len(name) + len(value) + 4)
-        super().on_header(name, value)
-
-    def _count(self, size: int) -> None:
-        # Catches what the per-chunk count in data_received cannot see: a head that starts
-        # mid-chunk after a pipelined request (the parser never holds more than one chunk).
-        self.head_seen += size
-        if self.head_seen > self.max_header_bytes:
-            self.head_too_large = True
-            raise ValueError("request head too large")
 
     def on_headers_complete(self) -> None:
+        if self.head_unchecked and self._head_size() > self.max_header_bytes:
+            # Only the part in the chunk where it began went uncounted: at most one chunk of it
+            # was held beyond the limit.
+            self.head_too_large = True
+            raise ValueError("request head too large")
         self.in_head = False
         self.heads_completed += 1
         self._cancel_head_timer()
         super().on_headers_complete()
+
+    def _head_size(self) -> int:
+        return len(self.url) + sum(len(name) + len(value) + 4 for name, value in self.headers)
 
     def handle_websocket_upgrade(self) -> None:
         super().handle_websocket_upgrade()

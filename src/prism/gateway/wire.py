@@ -1,11 +1,16 @@
-"""How values cross the wire: JSON bodies, base64 values, etag headers, times and query numbers."""
+"""How values cross the wire: JSON bodies, base64 values, etag headers, times and query numbers.
+
+The structs here are the response bodies of the data routes: handlers return them,
+msgspec encodes them, and ``/openapi.json`` describes them from the same classes.
+"""
 
 from __future__ import annotations
 
 from datetime import UTC, datetime
-from typing import Annotated, Any, TypeVar
+from typing import Annotated, Any, Literal, TypeVar
 
 import msgspec
+from msgspec import UNSET, UnsetType
 
 from prism.errors import InvalidArgument
 from prism.gateway.problem import HTTPProblem
@@ -15,14 +20,30 @@ from prism.model import Item, WriteResult
 __all__ = [
     "JSON",
     "MAX_TTL_SECONDS",
+    "BatchResult",
+    "BatchResults",
+    "BulkGetItem",
+    "BulkGetResponse",
+    "DeletedCount",
+    "Entry",
+    "ItemPage",
+    "KeyPage",
+    "NamespaceAccess",
+    "NamespaceDetail",
+    "NamespaceHealth",
+    "NamespaceLimits",
+    "NamespaceList",
+    "NamespacePii",
+    "NamespaceSummary",
     "Ttl",
+    "WriteError",
     "decode_body",
     "escape_problem",
     "expires_header",
-    "item_json",
+    "item_out",
     "parse_etag_header",
     "query_int",
-    "result_json",
+    "result_out",
     "ttl_param",
 ]
 
@@ -33,6 +54,146 @@ T = TypeVar("T")
 Ttl = Annotated[float, msgspec.Meta(gt=0, le=MAX_TTL_SECONDS)]
 
 JSON = msgspec.json.Encoder()
+
+
+def _doc(text: str, **extra: object) -> msgspec.Meta:
+    return msgspec.Meta(description=text, extra_json_schema=extra or None)
+
+
+Base64 = Annotated[bytes, _doc("The value, base64-encoded.")]
+Moment = Annotated[
+    str, _doc("When the entry expires (RFC 3339, UTC); null without a ttl.", format="date-time")
+]
+
+
+class Entry(msgspec.Struct):
+    """One entry as the JSON routes return it."""
+
+    key: str
+    value: Base64
+    etag: str
+    content_type: str | None
+    expires_at: Moment | None
+
+
+class BulkGetItem(msgspec.Struct):
+    """One answer of POST /_bulk/get: the entry, or only ``found: false``."""
+
+    key: str
+    found: bool
+    value: Base64 | UnsetType = UNSET
+    etag: str | UnsetType = UNSET
+    content_type: str | UnsetType | None = UNSET
+    expires_at: Moment | UnsetType | None = UNSET
+
+
+class BulkGetResponse(msgspec.Struct):
+    """Body answering POST /_bulk/get: one entry per requested key, in order."""
+
+    items: list[BulkGetItem]
+
+
+class WriteError(msgspec.Struct):
+    """Why one write of a batch was not applied."""
+
+    code: str
+    detail: str
+
+
+class BatchResult(msgspec.Struct):
+    """One entry of a batch write's ``results``."""
+
+    key: str
+    ok: bool
+    etag: str | UnsetType = UNSET
+    error: WriteError | UnsetType = UNSET
+
+
+class BatchResults(msgspec.Struct):
+    """One result per entry, in order."""
+
+    results: list[BatchResult]
+
+
+class KeyPage(msgspec.Struct):
+    """One page of keys, and the token of the next page (null on the last)."""
+
+    keys: list[str]
+    next_page_token: str | None
+
+
+class ItemPage(msgspec.Struct):
+    """One page of a record's items, and the token of the next page (null on the last)."""
+
+    items: list[Entry]
+    next_page_token: str | None
+
+
+class DeletedCount(msgspec.Struct):
+    """How many live items were deleted."""
+
+    deleted: Annotated[int, msgspec.Meta(ge=0)]
+
+
+class NamespaceSummary(msgspec.Struct):
+    """A namespace the caller may see, and what the caller may do in it."""
+
+    name: str
+    tenant_scoped: bool
+    actions: list[Literal["read", "write", "admin"]]
+
+
+class NamespaceList(msgspec.Struct):
+    """The namespaces the caller may see."""
+
+    namespaces: list[NamespaceSummary]
+
+
+class NamespaceLimits(msgspec.Struct):
+    """Admission limits of a namespace (null: none)."""
+
+    rate: float | None
+    burst: float | None
+    concurrency: int | None
+
+
+class NamespaceHealth(msgspec.Struct):
+    """The health of the store holding a namespace."""
+
+    status: str
+
+
+class NamespaceAccess(msgspec.Struct):
+    """The roles that may read, write and administer a namespace."""
+
+    read: list[str]
+    write: list[str]
+    admin: list[str]
+
+
+class NamespacePii(msgspec.Struct):
+    """The PII fields of a namespace's values, and whether they are encrypted at rest."""
+
+    fields: list[str]
+    encrypt: bool
+
+
+class NamespaceDetail(msgspec.Struct):
+    """A namespace's settings, what the caller may do, and its health; the rest only for its admins."""
+
+    name: str
+    tenant_scoped: bool
+    max_value_bytes: int
+    default_ttl: float | None
+    limits: NamespaceLimits
+    actions: list[Literal["read", "write", "admin"]]
+    health: NamespaceHealth
+    store: str | UnsetType = UNSET
+    backend: str | UnsetType = UNSET
+    access: NamespaceAccess | UnsetType = UNSET
+    pii: NamespacePii | UnsetType | None = UNSET
+    audit: bool | UnsetType = UNSET
+    capabilities: dict[str, Any] | UnsetType = UNSET
 
 
 def decode_body(body: bytes, type_: type[T]) -> T:
@@ -77,26 +238,20 @@ def expires_header(moment: datetime) -> str:
     return moment.astimezone(UTC).isoformat(timespec="milliseconds").replace("+00:00", "Z")
 
 
-def item_json(item: Item, value: bytes, **extra: Any) -> dict[str, Any]:
-    """An item as the JSON routes return it (the value base64 by msgspec)."""
-    return {
-        "key": item.key,
-        **extra,
-        "value": value,
-        "etag": item.etag,
-        "content_type": item.content_type,
-        "expires_at": expires_header(item.expires_at) if item.expires_at is not None else None,
-    }
+def item_out(item: Item, value: bytes) -> Entry:
+    """An item as the JSON routes return it, showing ``value`` (the value base64 by msgspec)."""
+    expires = expires_header(item.expires_at) if item.expires_at is not None else None
+    return Entry(item.key, value, item.etag, item.content_type, expires)
 
 
-def result_json(result: WriteResult) -> dict[str, Any]:
+def result_out(result: WriteResult) -> BatchResult:
     """One entry of a batch write's ``results``."""
-    out: dict[str, Any] = {"key": result.key, "ok": result.ok}
-    if result.etag is not None:
-        out["etag"] = result.etag
-    if result.error is not None:
-        out["error"] = {"code": result.error.code, "detail": str(result.error)}
-    return out
+    return BatchResult(
+        result.key,
+        result.ok,
+        UNSET if result.etag is None else result.etag,
+        UNSET if result.error is None else WriteError(result.error.code, str(result.error)),
+    )
 
 
 def parse_etag_header(raw: str, *, allow_star: bool, many: bool) -> list[str]:

@@ -8,10 +8,14 @@ from datetime import timedelta
 from time import perf_counter
 from typing import TYPE_CHECKING, Literal
 
+from opentelemetry import trace as _trace
+
+from prism.backends.base import NOT_NOW, NotNow, reads_now
 from prism.errors import InvalidArgument, PreconditionFailed, PrismError, StoreClosed, Unsupported
 from prism.kv.instrument import Series, tracing_enabled
 from prism.kv.tokens import decode_token, encode_token
 from prism.kv.validation import (
+    SHORT_ID,
     check_content_type,
     check_id,
     check_item_key,
@@ -54,7 +58,16 @@ class Namespace:
     nothing) and instrumented once here for all backends.
     """
 
-    __slots__ = ("_backend", "_get_series", "_inst", "_store", "default_ttl", "max_value_bytes", "name")
+    __slots__ = (
+        "_backend",
+        "_get_series",
+        "_inst",
+        "_reads_now",
+        "_store",
+        "default_ttl",
+        "max_value_bytes",
+        "name",
+    )
 
     def __init__(
         self, store: Store, name: str, *, max_value_bytes: int, default_ttl: float | None = None
@@ -63,6 +76,7 @@ class Namespace:
         self._backend = store.backend
         self._inst = store.instrumentation
         self._get_series: Series | None = None
+        self._reads_now = reads_now(self._backend)
         self.name = name
         self.max_value_bytes = max_value_bytes
         self.default_ttl = default_ttl
@@ -78,16 +92,57 @@ class Namespace:
 
     async def get(self, key: str, *, consistency: Consistency = "eventual") -> Item | None:
         """The live entry at ``key`` (None when missing or expired)."""
-        check_id(key)
+        item = self._get_now(key, consistency)
+        if item is NOT_NOW:
+            item = await self._get_waiting(key, consistency)
+        return item
+
+    async def exists(self, key: str, *, consistency: Consistency = "eventual") -> bool:
+        return await self.get(key, consistency=consistency) is not None
+
+    # The two steps of get; the blocking twin runs the first itself.
+
+    def _get_now(self, key: str, consistency: str) -> Item | NotNow | None:
+        """Check a get and, on a backend that answers in the calling thread, read and count it.
+
+        NOT_NOW, with nothing counted, when the backend has to wait (or reads only
+        through ``get``) or a trace span is wanted: ``_get_waiting`` then reads.
+        """
+        if type(key) is not str or not key.isascii() or not 0 < len(key) <= SHORT_ID or "\x00" in key:
+            check_id(key)  # the full rule, for what the quick test above cannot pass at once
         if not self._store.is_open:
             raise StoreClosed(self._store.state_message())
         consistent = False if consistency == "eventual" else _consistent(consistency, self._backend)
+        if not self._reads_now or _trace._TRACER_PROVIDER is not None:  # tracing_enabled(), inline
+            return NOT_NOW
+        series = self._get_series
+        if series is None:
+            series = self._get_series = self._inst.series(self.name, "get")
+        start = perf_counter()
+        try:
+            item = self._backend.get_now(self.name, key, "", consistent)
+        except BaseException as exc:
+            next(series.started)
+            series.observe(perf_counter() - start, exc)
+            raise
+        if item is NOT_NOW:
+            return item
+        # Started and finished at once: the call never left this thread.
+        next(series.started)
+        if item is None:
+            series.read(perf_counter() - start, False)
+            return None
+        series.read(perf_counter() - start, True)
+        return item if item.key == key else item.with_key(key)
+
+    async def _get_waiting(self, key: str, consistency: str) -> Item | None:
+        """The read through the backend's coroutine, counted and traced (``key`` checked already)."""
+        consistent = consistency != "eventual"
         if tracing_enabled():
             with self._inst.op(self.name, "get") as op:
                 item = await self._backend.get(self.name, key, "", consistent=consistent)
                 op.hits, op.misses = (0, 1) if item is None else (1, 0)
         else:
-            # The hottest call, instrumented inline: the same counts without a context manager.
             series = self._get_series
             if series is None:
                 series = self._get_series = self._inst.series(self.name, "get")
@@ -98,13 +153,10 @@ class Namespace:
             except BaseException as exc:
                 series.observe(perf_counter() - start, exc)
                 raise
-            series.observe(perf_counter() - start, None, *((0, 1) if item is None else (1, 0)))
+            series.read(perf_counter() - start, item is not None)
         if item is None or item.key == key:
             return item
         return item.with_key(key)
-
-    async def exists(self, key: str, *, consistency: Consistency = "eventual") -> bool:
-        return await self.get(key, consistency=consistency) is not None
 
     async def put(
         self,
@@ -360,11 +412,16 @@ class Namespace:
     # -- building writes ----------------------------------------------------------
 
     def _stored_put(self, put: Put, now: float, record: str | None = None) -> StoredWrite:
+        rid = put.key
         if record is None:
-            rid, key = check_id(put.key), ""
+            if type(rid) is not str or not rid.isascii() or not 0 < len(rid) <= SHORT_ID or "\x00" in rid:
+                check_id(rid)  # the full rule, for what the quick test cannot pass at once
+            key = ""
         else:
             rid, key = record, check_item_key(put.key)
-        value = check_value(put.value, self.max_value_bytes, put.key)
+        value = put.value
+        if type(value) is not bytes or len(value) > self.max_value_bytes:
+            value = check_value(value, self.max_value_bytes, put.key)
         if put.ttl is None and self.default_ttl is None:
             expires_at = None
         else:

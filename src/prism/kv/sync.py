@@ -15,6 +15,7 @@ from types import TracebackType
 from typing import Any, Generic, TypeVar
 
 from prism.backends import Backend
+from prism.backends.base import NOT_NOW
 from prism.kv.codecs import Codec
 from prism.kv.collection import Collection
 from prism.kv.instrument import Instrumentation
@@ -54,6 +55,8 @@ class SyncNamespace:
     def __init__(self, ns: Namespace, portal: Portal) -> None:
         self._ns = ns
         self._portal = portal
+        #: Reads may be answered in the calling thread (the portal steps coroutines there too).
+        self._inline = portal.inline
 
     def __repr__(self) -> str:
         return f"<SyncNamespace {self.name!r}>"
@@ -73,9 +76,19 @@ class SyncNamespace:
         return self._ns.default_ttl
 
     def get(self, key: str, *, consistency: Consistency = "eventual") -> Item | None:
+        if self._inline:
+            # The async get's first step, run here: on an engine that answers in this thread
+            # the read needs no coroutine and no event loop.
+            item = self._ns._get_now(key, consistency)
+            if item is not NOT_NOW:
+                return item
         return self._portal.call(self._ns.get(key, consistency=consistency))
 
     def exists(self, key: str, *, consistency: Consistency = "eventual") -> bool:
+        if self._inline:
+            item = self._ns._get_now(key, consistency)
+            if item is not NOT_NOW:
+                return item is not None
         return self._portal.call(self._ns.exists(key, consistency=consistency))
 
     def put(

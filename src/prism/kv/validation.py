@@ -14,6 +14,7 @@ from prism.errors import InvalidArgument, InvalidKey, ValueTooLarge
 from prism.model import MAX_KEY_BYTES
 
 __all__ = [
+    "SHORT_ID",
     "check_content_type",
     "check_id",
     "check_item_key",
@@ -25,6 +26,10 @@ __all__ = [
     "ttl_seconds",
     "undecodable_escape",
 ]
+
+
+#: An ASCII id of at most this many characters, without NUL, is within every limit.
+SHORT_ID = MAX_KEY_BYTES // 4
 
 
 def check_id(key: object, what: str = "key") -> str:
@@ -44,7 +49,7 @@ def check_item_key(key: object) -> str:
 
 
 def _check_text(key: str, what: str) -> str:
-    if len(key) > MAX_KEY_BYTES // 4 or "\x00" in key:
+    if len(key) > SHORT_ID or "\x00" in key:
         # Only long keys pay for the encode; NUL is refused outright.
         if "\x00" in key:
             raise InvalidKey(f"{what} must not contain NUL: {key[:40]!r}")

@@ -10,9 +10,10 @@ import sys
 from collections.abc import Sequence
 
 from prism.errors import PrismError
-from prism.streaming.app import UVICORN_OPTIONS, create_streaming_app, open_service
+from prism.streaming.app import UVICORN_OPTIONS, create_streaming_app
 from prism.streaming.auth import Identity, StaticTokens
 from prism.streaming.config import parse_config, parse_setting
+from prism.streaming.stores import choose_store, open_service
 
 
 def parse_token(spec: str) -> tuple[str, Identity]:
@@ -60,7 +61,8 @@ def main(argv: Sequence[str] | None = None) -> int:
     logging.basicConfig(level=args.log_level.upper(), format="%(asctime)s %(levelname)s %(name)s %(message)s")
     try:
         config = parse_config(dict(args.option), args.handlers)
-        service = open_service(args.store, config, authenticator=StaticTokens(dict(args.token)))
+        choice = choose_store(config, url=args.store)
+        service = open_service(choice, config, authenticator=StaticTokens(dict(args.token)))
     except PrismError as exc:
         print(f"prism.streaming: error: {exc}", file=sys.stderr)
         return 2

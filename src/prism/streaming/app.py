@@ -15,14 +15,10 @@ from starlette.requests import Request
 from starlette.responses import JSONResponse
 from starlette.routing import Route
 
-from prism.kv.store import connect
-from prism.streaming.auth import Authenticator
-from prism.streaming.config import StreamingConfig
-from prism.streaming.handlers import Router
 from prism.streaming.routes import streaming_routes
 from prism.streaming.service import StreamingService
 
-__all__ = ["UVICORN_OPTIONS", "create_streaming_app", "open_service"]
+__all__ = ["UVICORN_OPTIONS", "create_streaming_app"]
 
 #: uvicorn settings that suit many long-lived WebSockets: no per-connection compression state,
 #: protocol pings to find dead peers, and frames larger than the protocol limit reach the app
@@ -36,24 +32,6 @@ UVICORN_OPTIONS: Mapping[str, Any] = {
     "ws_ping_timeout": 20.0,
     "ws_max_size": 4 * 1024 * 1024,
 }
-
-
-def open_service(
-    store_url: str,
-    config: StreamingConfig | None = None,
-    *,
-    authenticator: Authenticator | None = None,
-    router: Router | None = None,
-) -> StreamingService:
-    """A StreamingService on its own store at ``store_url`` (closed with the service)."""
-    return StreamingService(
-        connect(store_url),
-        config,
-        store_url=store_url,
-        authenticator=authenticator,
-        router=router,
-        owns_store=True,
-    )
 
 
 def create_streaming_app(service: StreamingService) -> Starlette:
@@ -76,4 +54,5 @@ def create_streaming_app(service: StreamingService) -> Starlette:
         }
         return JSONResponse(body, status_code=200 if store["status"] == "UP" else 503)
 
-    return Starlette(routes=[*streaming_routes(service), Route("/healthz", health)], lifespan=lifespan)
+    routes = [*streaming_routes(lambda: service), Route("/healthz", health)]
+    return Starlette(routes=routes, lifespan=lifespan)

@@ -55,6 +55,9 @@ class StreamingConfig(msgspec.Struct, kw_only=True, forbid_unknown_fields=True, 
     event_log_size: int = 1000
     #: Progress events per second per request; reports in between are coalesced (latest wins).
     progress_rate: float = 10.0
+    #: Most request records one store call writes: record writes that come while one call is
+    #: under way go together in the next (each keeps its own condition and outcome).
+    record_batch: int = 64
     #: A WebSocket with no client message for this long is closed (a ``ping`` counts).
     idle_timeout: float = 300.0
     #: Least time between two last_seen writes of one connection record.
@@ -139,6 +142,7 @@ class StreamingConfig(msgspec.Struct, kw_only=True, forbid_unknown_fields=True, 
             "rate_burst",
             "event_log_size",
             "send_queue_size",
+            "record_batch",
             "workers",
             "max_attempts",
             "max_list_limit",

@@ -1,22 +1,55 @@
-"""Run a coroutine eagerly: up to its first real suspension in the caller, without a Task.
+"""Run a coroutine eagerly: up to its first real suspension in the caller, then in a Task.
 
-A quick handler (``echo``) usually finishes without ever waiting; running it as a
-Task costs a task object and a trip around the event loop for nothing. ``start``
-steps the coroutine at once and returns a finished Future when it completed; only a
-coroutine that does suspend continues in a Task, which drives it exactly as asyncio
-would (Python 3.12's eager task factory does the same).
+A quick handler (``echo``) usually finishes without ever waiting; scheduling it as a
+Task first costs a trip around the event loop for nothing. ``start`` runs the
+coroutine at once and returns a finished Future when it completed; a coroutine that
+does suspend continues in a Task.
+
+How, depends on the Python (``HOW`` says which):
+
+* ``"asyncio"``, Python 3.12 and later: asyncio's own public eager start
+  (``asyncio.Task(..., eager_start=True)``);
+* ``"stepped"``, Python 3.11: no public way exists, so ``start`` steps the coroutine
+  itself and, at its first suspension, hands it to a Task that waits on what it
+  yielded. That needs one private asyncio name, ``Future._asyncio_future_blocking``
+  (the flag a Task clears before it waits on a future; left set, the next ``await``
+  of that future fails). This module is the only one in streaming that touches it,
+  and only after checking, at import, that the Python is one it was written against
+  (``STEPPED_PYTHONS``) and that asyncio still has the flag;
+* ``"task"``, anything else: a plain Task (public asyncio, one loop trip slower).
 """
 
 from __future__ import annotations
 
 import asyncio
 import contextvars
+import sys
 from collections.abc import Coroutine
-from typing import Any, TypeVar
+from typing import Any, Literal, TypeVar
 
-__all__ = ["start"]
+__all__ = ["HOW", "STEPPED_PYTHONS", "how_to_start", "start"]
 
 T = TypeVar("T")
+
+#: The Python versions (oldest, newest; inclusive) whose asyncio the hand-stepping was written against.
+STEPPED_PYTHONS: tuple[tuple[int, int], tuple[int, int]] = ((3, 11), (3, 11))
+_FUTURE_FLAG = "_asyncio_future_blocking"
+
+
+def how_to_start(
+    version: tuple[int, int] = sys.version_info[:2], future: type = asyncio.Future
+) -> Literal["asyncio", "stepped", "task"]:
+    """How ``start`` runs coroutines on this Python (see the module docstring)."""
+    if version >= (3, 12):
+        return "asyncio"
+    oldest, newest = STEPPED_PYTHONS
+    if oldest <= version <= newest and hasattr(future, _FUTURE_FLAG):
+        return "stepped"
+    return "task"
+
+
+#: How ``start`` runs coroutines here: "asyncio", "stepped" or "task".
+HOW = how_to_start()
 
 
 def start(coro: Coroutine[Any, Any, T]) -> asyncio.Future[T]:
@@ -24,6 +57,13 @@ def start(coro: Coroutine[Any, Any, T]) -> asyncio.Future[T]:
     loop = asyncio.get_running_loop()
     # Like a Task, the coroutine runs in its own copy of the context, from its first step on.
     context = contextvars.copy_context()
+    if HOW == "asyncio":
+        task: asyncio.Future[T] = asyncio.Task(  # type: ignore[call-arg,unused-ignore]
+            coro, loop=loop, context=context, eager_start=True
+        )
+        return task
+    if HOW == "task":
+        return loop.create_task(coro, context=context)
     try:
         yielded = context.run(coro.send, None)
     except StopIteration as stop:
@@ -38,14 +78,14 @@ def start(coro: Coroutine[Any, Any, T]) -> asyncio.Future[T]:
 
 
 async def _resume(coro: Coroutine[Any, Any, T], yielded: Any) -> T:
+    """Go on stepping ``coro`` from a Task, waiting on each future it yields as a Task would."""
     loop = asyncio.get_running_loop()
     while True:
         try:
             if yielded is None:
                 await asyncio.sleep(0)
             else:
-                # What a Task does with an awaited future: wait for it, let the coroutine read its outcome.
-                yielded._asyncio_future_blocking = False
+                setattr(yielded, _FUTURE_FLAG, False)
                 waiter: asyncio.Future[None] = loop.create_future()
 
                 def wake(_: Any, waiter: asyncio.Future[None] = waiter) -> None:
@@ -58,6 +98,7 @@ async def _resume(coro: Coroutine[Any, Any, T], yielded: Any) -> T:
                 finally:
                     yielded.remove_done_callback(wake)
         except asyncio.CancelledError as exc:
+            # This Task was cancelled while the coroutine waited: cancel what it waited on and tell it.
             if yielded is not None and not yielded.done():
                 yielded.cancel()
             try:

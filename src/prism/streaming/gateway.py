@@ -1,10 +1,13 @@
-"""How ``prism serve`` mounts streaming: the gateway calls :func:`extension` with its config.
+"""How ``prism serve`` mounts streaming: the gateway finds :func:`extension` through the
+``prism.gateway`` entry point group and calls it with its config.
 
 The gateway's config keeps a raw ``streaming:`` mapping and a ``handlers:`` list; they
 become a :class:`~prism.streaming.config.StreamingConfig`. The service runs on the
-store named by ``streaming.store`` (default: the config's first store), uses the
-gateway's authenticator, and, unless ``streaming.run_workers`` is false, runs its
-workers inside the serving process. ``streaming.enabled: false`` mounts nothing.
+store :func:`~prism.streaming.stores.choose_store` picks (``streaming.store``, default:
+the config's first store), on the gateway's own opened instance of it, with the
+gateway's authenticator and audit trail; it is built whole when the gateway starts.
+Unless ``streaming.run_workers`` is false, its workers run inside the serving
+process. ``streaming.enabled: false`` mounts nothing.
 """
 
 from __future__ import annotations
@@ -13,8 +16,10 @@ from typing import Any
 
 from prism.errors import InvalidArgument
 from prism.streaming.config import parse_config
+from prism.streaming.errors import StreamError
 from prism.streaming.routes import streaming_routes
 from prism.streaming.service import StreamingService
+from prism.streaming.stores import choose_store
 
 __all__ = ["extension"]
 
@@ -31,19 +36,29 @@ def extension(config: Any) -> Any:
         raise ConfigError(config.source, "$.streaming", str(exc)) from None
     if not settings.enabled:
         return None
-    names = list(config.stores)
-    store_name = settings.store or (names[0] if names else None)
-    if store_name is None or store_name not in config.stores:
-        raise ConfigError(config.source, "$.streaming.store", f"names no store of $.stores: {store_name!r}")
-    service = StreamingService(None, settings, store_url=config.store_url(store_name))
+    choice = choose_store(settings, config=config)
+    running: list[StreamingService] = []
+
+    def current() -> StreamingService:
+        if not running:
+            raise StreamError("INTERNAL_ERROR", "streaming is not running: the server starts or stops")
+        return running[0]
 
     async def start(gateway: Any) -> None:
-        service.store = gateway.stores[store_name]
-        service.authenticator = gateway.authenticator
-        service.audit = RouteAudit(gateway)
+        assert choice.name is not None
+        service = StreamingService(
+            gateway.stores[choice.name],
+            settings,
+            store_url=choice.url,
+            authenticator=gateway.authenticator,
+            audit=RouteAudit(gateway),
+        )
         await service.start()
+        running[:] = [service]
 
     async def stop(gateway: Any) -> None:
-        await service.stop()
+        if running:
+            service = running.pop()
+            await service.stop()
 
-    return AppExtension(routes=streaming_routes(service), on_startup=[start], on_shutdown=[stop])
+    return AppExtension(routes=streaming_routes(current), on_startup=[start], on_shutdown=[stop])

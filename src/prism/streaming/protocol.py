@@ -9,6 +9,7 @@ handler decodes them, so relaying costs no re-encoding.
 
 from __future__ import annotations
 
+import math
 import time
 from datetime import UTC, datetime
 from typing import Annotated, Any
@@ -247,10 +248,27 @@ def encode_result(result: Any) -> bytes:
     raise StreamError("PROCESSING_FAILED", f"the handler's result is not JSON: {reason}")
 
 
+#: The last whole second formatted by ``timestamp``, and its text (events come many a second).
+_second: list[Any] = [None, ""]
+
+
 def timestamp(ts: float | None = None) -> str:
-    """RFC 3339 UTC time with milliseconds, as every event carries."""
-    moment = datetime.fromtimestamp(time.time() if ts is None else ts, UTC)
-    return moment.isoformat(timespec="milliseconds").replace("+00:00", "Z")
+    """RFC 3339 UTC time with milliseconds, as every event carries.
+
+    The same text as ``datetime.fromtimestamp(ts, UTC).isoformat(timespec="milliseconds")``
+    with ``Z``; the date and time of day are formatted once per second.
+    """
+    if ts is None:
+        ts = time.time()
+    whole = math.floor(ts)
+    micros = round((ts - whole) * 1_000_000)
+    if micros >= 1_000_000:
+        whole += 1
+        micros -= 1_000_000
+    if _second[0] != whole:
+        moment = datetime.fromtimestamp(whole, UTC)
+        _second[0], _second[1] = whole, moment.strftime("%Y-%m-%dT%H:%M:%S")
+    return f"{_second[1]}.{micros // 1000:03d}Z"
 
 
 def error_body(exc: StreamError) -> ErrorBody:

@@ -18,6 +18,7 @@ the same number.
 
 from __future__ import annotations
 
+import asyncio
 import contextlib
 import enum
 import hashlib
@@ -31,7 +32,9 @@ from urllib.parse import quote
 import msgspec
 
 from prism.errors import InvalidArgument, PreconditionFailed, PrismError
+from prism.kv.namespace import Namespace
 from prism.kv.store import Store
+from prism.model import Put, WriteResult
 from prism.streaming.config import StreamingConfig
 from prism.streaming.eventlog import EventLog
 from prism.streaming.metrics import count_status
@@ -39,6 +42,7 @@ from prism.streaming.protocol import ErrorBody, ProgressState
 
 __all__ = [
     "TERMINAL",
+    "RecordWrites",
     "RequestRecord",
     "RequestStatus",
     "RequestStore",
@@ -172,12 +176,76 @@ def _dead(record: RequestRecord) -> bool:
     return record.status == RequestStatus.FAILED and error is not None and error.code != "CANCELLED"
 
 
+class RecordWrites:
+    """Conditional writes of request records, combined into as few store calls as the load allows.
+
+    A write that finds no call under way goes out at once, on its own. Writes that
+    come while one is under way wait and then go together, up to ``batch`` per call,
+    in one ``put_many``: on Redis one round trip instead of one each. Each keeps its
+    own condition and gets its own outcome (a failed condition fails only its record).
+    So a lone write costs what it did, and many jobs reporting progress at once share
+    the calls instead of queueing for the connection pool.
+    """
+
+    def __init__(self, records: Namespace, batch: int) -> None:
+        self._records = records
+        self._batch = batch
+        self._waiting: list[tuple[Put, asyncio.Future[WriteResult]]] = []
+        self._busy = False
+        self._drainer: asyncio.Task[None] | None = None
+
+    async def put(self, put: Put) -> str:
+        """Write ``put``; its new etag, or its error raised (PreconditionFailed when its condition failed)."""
+        if self._busy:
+            done: asyncio.Future[WriteResult] = asyncio.get_running_loop().create_future()
+            self._waiting.append((put, done))
+            result = await done
+        else:
+            self._busy = True
+            try:
+                result = await self._records.put_result(put)
+            finally:
+                if self._waiting:
+                    self._drainer = asyncio.get_running_loop().create_task(self._drain())
+                else:
+                    self._busy = False
+        if result.error is not None:
+            raise result.error
+        assert result.etag is not None
+        return result.etag
+
+    async def _drain(self) -> None:
+        """Write what waits, a batch per call, until nothing does."""
+        try:
+            while self._waiting:
+                batch, self._waiting = self._waiting[: self._batch], self._waiting[self._batch :]
+                try:
+                    results = await self._records.put_many([put for put, _ in batch])
+                except BaseException as exc:
+                    for _, done in batch:
+                        if not done.done():
+                            done.set_exception(exc)
+                    if not isinstance(exc, Exception):
+                        raise
+                    continue
+                for (_, done), result in zip(batch, results, strict=True):
+                    if not done.done():
+                        done.set_result(result)
+        finally:
+            self._busy = False
+            for _, done in self._waiting:
+                if not done.done():
+                    done.cancel()
+            self._waiting = []
+
+
 class RequestStore:
     """Reads and conditional writes of request records, and the per-user and dead-letter indexes."""
 
     def __init__(self, store: Store, config: StreamingConfig) -> None:
         self.config = config
         self.records = store.namespace(config.namespace("requests"), default_ttl=config.request_ttl)
+        self._writes = RecordWrites(self.records, config.record_batch)
         self.index = store.namespace(config.namespace("request_index"), default_ttl=config.request_ttl)
         self.log = EventLog(store, config)
 
@@ -228,7 +296,7 @@ class RequestStore:
         if _dead(new):
             # Indexed first, so a dead letter is always listed; listing skips a record not FAILED.
             await self.index.put(_dead_key(new), b"")
-        etag = await self.records.put(new.request_id, _encode(new), if_match=current.etag)
+        etag = await self._writes.put(Put(new.request_id, _encode(new), if_match=current.etag))
         if new.status != old.status or new.attempts != old.attempts:
             count_status(new.action, new.status)
         return Versioned(new, etag)

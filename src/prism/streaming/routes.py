@@ -1,6 +1,9 @@
 """The HTTP face of streaming: WebSocket /v1/stream, the /v1/requests API and its SSE event stream.
 
-    routes = streaming_routes(service)   # a list of Starlette routes to mount in any app
+    routes = streaming_routes(lambda: service)   # a list of Starlette routes to mount in any app
+
+The routes ask their ``ServiceSource`` for the running service on every request: the
+gateway builds the service when it starts (on its opened store), after the routes.
 
 Errors are ``application/problem+json`` bodies carrying the protocol error ``code``.
 """
@@ -10,7 +13,7 @@ from __future__ import annotations
 import asyncio
 import logging
 import time
-from collections.abc import AsyncIterator
+from collections.abc import AsyncIterator, Callable
 from typing import Any
 
 import msgspec
@@ -27,10 +30,14 @@ from prism.streaming.hub import Follower
 from prism.streaming.metrics import CONNECTIONS
 from prism.streaming.openapi import describe_routes
 from prism.streaming.protocol import decode_event_header, decode_inbound
+from prism.streaming.queries import status_body
 from prism.streaming.service import StreamingService
 from prism.streaming.session import serve_websocket
 
-__all__ = ["problem", "streaming_routes"]
+__all__ = ["ServiceSource", "problem", "streaming_routes"]
+
+#: Returns the running service (raises StreamError INTERNAL_ERROR, retryable, when there is none).
+ServiceSource = Callable[[], StreamingService]
 
 PROBLEM_TYPE_BASE = "https://prism.dev/problems/"
 _encoder = msgspec.json.Encoder()
@@ -92,8 +99,12 @@ def _check_escapes(request: Request) -> None:
 
 
 class _Api:
-    def __init__(self, service: StreamingService) -> None:
-        self.service = service
+    def __init__(self, source: ServiceSource) -> None:
+        self._source = source
+
+    @property
+    def service(self) -> StreamingService:
+        return self._source()
 
     async def _principal(self, request: Request, *, query_token_allowed: bool) -> Principal:
         if self.service.authenticator is None:
@@ -115,7 +126,10 @@ class _Api:
         write: bool = False,
         query_token_allowed: bool = False,
     ) -> Response:
-        audit = self.service.audit
+        try:
+            audit = self.service.audit
+        except StreamError as exc:
+            return problem(exc)
         started = time.perf_counter()
         audited = False
         principal: Principal | None = None
@@ -214,7 +228,7 @@ class _Api:
                     "VALIDATION_ERROR", 'Idempotency-Key and "id" differ', details={"field": "id"}
                 )
             client_id = key
-        submission = await self.service.submit(
+        submission = await self.service.commands.submit(
             principal, msg.action, bytes(msg.payload), client_id=client_id, metadata=msg.metadata
         )
         record = submission.record
@@ -226,29 +240,29 @@ class _Api:
     async def _list(self, request: Request, principal: Principal) -> Response:
         status = request.query_params.get("status") or None
         limit = _int_param(request, "limit", 20)
-        records, token = await self.service.list_requests(
+        records, token = await self.service.queries.list_requests(
             principal, status=status, limit=limit, page_token=request.query_params.get("page_token") or None
         )
-        body: dict[str, Any] = {"requests": [self.service.status_body(r) for r in records]}
+        body: dict[str, Any] = {"requests": [status_body(r) for r in records]}
         if token is not None:
             body["next_page_token"] = token
         return _json(body)
 
     async def _get(self, request: Request, principal: Principal) -> Response:
-        current = await self.service.lookup(principal, request.path_params["request_id"])
-        return _json(self.service.status_body(current.record))
+        current = await self.service.queries.lookup(principal, request.path_params["request_id"])
+        return _json(status_body(current.record))
 
     async def _cancel(self, request: Request, principal: Principal) -> Response:
-        record = await self.service.cancel(principal, request.path_params["request_id"])
-        return _json(self.service.status_body(record))
+        record = await self.service.commands.cancel(principal, request.path_params["request_id"])
+        return _json(status_body(record))
 
     async def _dead(self, request: Request, principal: Principal) -> Response:
-        records, token = await self.service.dead_letters(
+        records, token = await self.service.queries.dead_letters(
             principal,
             limit=_int_param(request, "limit", 20),
             page_token=request.query_params.get("page_token"),
         )
-        body: dict[str, Any] = {"requests": [self.service.status_body(r) for r in records]}
+        body: dict[str, Any] = {"requests": [status_body(r) for r in records]}
         if token is not None:
             body["next_page_token"] = token
         return _json(body)
@@ -256,7 +270,7 @@ class _Api:
     async def _events(self, request: Request, principal: Principal) -> Response:
         service = self.service
         request_id = request.path_params["request_id"]
-        current = await service.lookup(principal, request_id)
+        current = await service.queries.lookup(principal, request_id)
         header = request.headers.get("last-event-id")
         if header:
             try:
@@ -287,8 +301,8 @@ class _Api:
         )
         follower.start()
         follower.hold(request_id)
-        await service.hub.watch(follower, service.owner_topic(current.record), request_id)
-        record = (await service.lookup(principal, request_id)).record
+        await service.hub.watch(follower, service.access.owner_topic(current.record), request_id)
+        record = (await service.queries.lookup(principal, request_id)).record
         # Nothing comes after the last event yet: a client ahead of it gets what follows.
         after = min(after, record.seq)
         if record.terminal and after >= record.seq:
@@ -342,12 +356,12 @@ def _reconnect_event(request_id: str) -> bytes:
     return b"event: reconnect\ndata: %s\n\n" % _encoder.encode(body)
 
 
-def streaming_routes(service: StreamingService) -> list[BaseRoute]:
-    """The routes of the streaming API, bound to ``service`` (which must be started before use)."""
-    api = _Api(service)
+def streaming_routes(source: ServiceSource) -> list[BaseRoute]:
+    """The routes of the streaming API, serving the service ``source`` returns (started before use)."""
+    api = _Api(source)
 
     async def stream(websocket: WebSocket) -> None:
-        await serve_websocket(service, websocket)
+        await serve_websocket(source, websocket)
 
     return describe_routes(
         [

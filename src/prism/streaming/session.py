@@ -14,6 +14,7 @@ import asyncio
 import contextlib
 import logging
 import time
+from collections.abc import Callable
 from typing import Any
 
 from starlette.websockets import WebSocket, WebSocketState
@@ -37,6 +38,7 @@ from prism.streaming.protocol import (
     error_body,
     timestamp,
 )
+from prism.streaming.queries import status_message
 from prism.streaming.requests import RequestRecord, RequestStatus, Versioned, new_request_id
 from prism.streaming.service import StreamingService
 
@@ -82,8 +84,16 @@ def _error(exc: StreamError, *, request_id: str | None = None, client_id: str | 
     return encode(ErrorMessage(error=error_body(exc), request_id=request_id, id=client_id))
 
 
-async def serve_websocket(service: StreamingService, websocket: WebSocket) -> None:
-    """Run one WebSocket connection to its end (its handshake is audited like an HTTP request)."""
+async def serve_websocket(source: Callable[[], StreamingService], websocket: WebSocket) -> None:
+    """Run one WebSocket connection to the service ``source`` returns, to its end (its handshake is
+    audited like an HTTP request)."""
+    try:
+        service = source()
+    except StreamError as exc:
+        await websocket.accept()
+        await websocket.send_text(_error(exc).decode())
+        await websocket.close(CLOSE_TRY_AGAIN_LATER, exc.code)
+        return
     audit = service.audit
     started = time.perf_counter()
     audited = False
@@ -208,7 +218,7 @@ class _Session:
         service = self.service
         await service.connections.save(self.record)
         self.follower.start()
-        await service.hub.add(self.follower, service.topic_of(self.principal))
+        await service.hub.add(self.follower, service.access.topic_of(self.principal))
         try:
             await self._read()
         finally:
@@ -216,7 +226,7 @@ class _Session:
             if self.config.disconnect_policy == "cancel":
                 for rid in self.started:
                     try:
-                        await service.cancel(self.principal, rid)
+                        await service.commands.cancel(self.principal, rid)
                     except (StreamError, PrismError) as exc:
                         log.info("could not cancel %s on disconnect: %s", rid, exc)
             await self.follower.stop()
@@ -325,16 +335,16 @@ class _Session:
                 await self._subscribe(msg)
             elif msg.type == "status":
                 assert msg.request_id is not None
-                current = await self.service.lookup(self.principal, msg.request_id)
-                self.follower.direct(encode(self.service.status_message(current.record)))
+                current = await self.service.queries.lookup(self.principal, msg.request_id)
+                self.follower.direct(encode(status_message(current.record)))
             elif msg.type == "cancel":
                 assert msg.request_id is not None
-                record = await self.service.cancel(self.principal, msg.request_id)
+                record = await self.service.commands.cancel(self.principal, msg.request_id)
                 outcome = (200, "ok")
                 if audited:
                     audited = False
                     await self._audit("stream_cancel", 200, "ok", started, write=True)
-                self.follower.direct(encode(self.service.status_message(record)))
+                self.follower.direct(encode(status_message(record)))
             outcome = (200, "ok")
         except StreamError as exc:
             outcome = (exc.http_status, exc.code)
@@ -387,11 +397,11 @@ class _Session:
     async def _subscribe(self, msg: Inbound) -> None:
         assert msg.request_id is not None
         service = self.service
-        current = await service.lookup(self.principal, msg.request_id)
+        current = await service.queries.lookup(self.principal, msg.request_id)
         record = current.record
         if record.user != self.principal.owner:
-            await service.hub.watch(self.follower, service.owner_topic(record), record.request_id)
-            current = await service.lookup(self.principal, msg.request_id)
+            await service.hub.watch(self.follower, service.access.owner_topic(record), record.request_id)
+            current = await service.queries.lookup(self.principal, msg.request_id)
             record = current.record
         # Nothing comes after the last event yet: a client ahead of it gets what follows.
         after = min(msg.after_seq or 0, record.seq)
@@ -414,9 +424,9 @@ class _Session:
         audited = False
         try:
             audited = self._admit()
-            spec = service.handler_for(principal, msg.action)
-            if service.is_sync(spec):
-                existing = await service.existing(principal, spec, payload, msg.id)
+            spec = service.access.handler_for(principal, msg.action)
+            if service.access.is_sync(spec):
+                existing = await service.commands.existing(principal, spec, payload, msg.id)
                 if existing is not None:
                     existing = await self._settled(existing)
                     if not self._stale_inline(existing.record):
@@ -445,7 +455,7 @@ class _Session:
                     self.tasks.add(task)
                     task.add_done_callback(self.tasks.discard)
 
-                response = await service.run_inline(
+                response = await service.commands.run_inline(
                     principal,
                     spec,
                     payload,
@@ -469,7 +479,7 @@ class _Session:
                 rid = request_id
                 follower.expect(request_id)
 
-            submission = await service.submit(
+            submission = await service.commands.submit(
                 principal,
                 msg.action,
                 payload,

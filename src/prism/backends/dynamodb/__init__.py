@@ -5,7 +5,8 @@
 for a local server), ``profile`` (a named AWS profile), ``create_table`` (``true``
 creates the table on open, with its index and TTL; default ``false``),
 ``max_connections`` (HTTP connection pool, default 128), ``table_ready_timeout``
-(seconds to wait for a new table, default 60), and the network settings shared by
+(seconds to wait for a new table, default 60), ``blind_batch_puts`` (default
+``false``; see *Semantics*), and the network settings shared by
 the server backends: ``connect_timeout`` (2 s), ``operation_timeout`` (5 s per
 operation, retries included), ``max_retries`` (5), ``retry_base`` (0.02 s) and
 ``retry_cap`` (0.5 s). Credentials never go in the URL: they come from the standard
@@ -32,7 +33,12 @@ item, so ``existed`` is exact. Batches (``put_many``, ``delete_many``, ``put_ite
 send conditional and large writes one by one and the rest with BatchWriteItem in
 groups of 25, after one consistent BatchGetItem that tells ``existed`` (as of that read)
 and finds replaced chunked values; unprocessed items are resent with backoff until
-the operation deadline, then reported per key as ``BackendUnavailable``.
+the operation deadline, then reported per key as ``BackendUnavailable``. With
+``blind_batch_puts=true`` the unconditional puts of a batch skip that read, one round
+trip less, and report ``existed=False``; the store then refuses values over 390,000
+bytes, so that it never writes a chunked value (deletes still read first, their
+``existed`` stays exact). Set it on every store of a table that holds no chunked
+values: a blind put that replaces one leaves its chunk items unreferenced.
 ``get_many`` is BatchGetItem in groups of 100, deduplicated. ``transact`` is one
 TransactWriteItems (at most 100 ops; several ops on one key collapse to their final
 effect, each conditioned on the state read at the start, and replanned if that

@@ -7,6 +7,7 @@ import contextlib
 import time
 import uuid
 from collections.abc import Awaitable, Callable, Sequence
+from dataclasses import replace
 from typing import Any, ClassVar
 
 from aiobotocore.config import AioConfig
@@ -103,6 +104,10 @@ class DynamoDBBackend(Backend):
     def __init__(self, options: DynamoDBOptions) -> None:
         self.options = options
         self._table = options.table
+        if options.blind_batch_puts:
+            # No value of this store is ever chunked, so a blind put never replaces chunks
+            # it would have to clean up (nor does any store on the table that also sets it).
+            self.capabilities = replace(self.capabilities, max_value_bytes=INLINE_VALUE_BYTES)
         self._stack: contextlib.AsyncExitStack | None = None
         self._calls_or_none: Calls | None = None
 
@@ -461,13 +466,22 @@ class DynamoDBBackend(Backend):
         deadline: float,
         outcomes: list[WriteOutcome | None],
     ) -> None:
-        """Unconditional small writes: one consistent read of their items, then BatchWriteItem."""
+        """Unconditional small writes: one consistent read of their items, then BatchWriteItem.
+
+        With ``blind_batch_puts`` the puts skip the read: they report existed=False.
+        """
         if not indexes:
             return
         calls = self._calls
+        blind = self.options.blind_batch_puts
+        read = [i for i in indexes if ops[i].value is None] if blind else indexes
         try:
-            old = await calls.batch_get(
-                [keys[i] for i in indexes], consistent=True, projection=_BATCH_OLD_STATE, deadline=deadline
+            old = (
+                await calls.batch_get(
+                    [keys[i] for i in read], consistent=True, projection=_BATCH_OLD_STATE, deadline=deadline
+                )
+                if read
+                else {}
             )
         except PrismError as exc:
             for i in indexes:

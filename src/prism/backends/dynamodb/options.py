@@ -21,7 +21,15 @@ DEFAULT_TABLE_READY_TIMEOUT = 60.0
 _TABLE_NAME = re.compile(r"[A-Za-z0-9_.\-]{3,255}")
 _TRUE = {"true", "1", "yes", "on"}
 _FALSE = {"false", "0", "no", "off"}
-_OWN_OPTIONS = ("region", "endpoint", "profile", "create_table", "max_connections", "table_ready_timeout")
+_OWN_OPTIONS = (
+    "region",
+    "endpoint",
+    "profile",
+    "create_table",
+    "max_connections",
+    "table_ready_timeout",
+    "blind_batch_puts",
+)
 
 
 def _flag(name: str, raw: object) -> bool:
@@ -54,6 +62,9 @@ class DynamoDBOptions:
     max_connections: int = DEFAULT_MAX_CONNECTIONS
     table_ready_timeout: float = DEFAULT_TABLE_READY_TIMEOUT
     network: NetworkSettings = field(default_factory=NetworkSettings)
+    #: put_many writes its unconditional puts without first reading the items they replace
+    #: (one round trip less; see ``DynamoDBBackend``).
+    blind_batch_puts: bool = False
 
     @classmethod
     def parse(cls, url: str, options: dict[str, Any]) -> DynamoDBOptions:
@@ -96,7 +107,8 @@ class DynamoDBOptions:
         ready = _positive_float(
             "table_ready_timeout", merged.get("table_ready_timeout", DEFAULT_TABLE_READY_TIMEOUT)
         )
-        return cls(table, region, endpoint, profile, create, connections, ready, network)
+        blind = _flag("blind_batch_puts", merged.get("blind_batch_puts", False))
+        return cls(table, region, endpoint, profile, create, connections, ready, network, blind)
 
 
 def _positive_int(name: str, raw: object) -> int:

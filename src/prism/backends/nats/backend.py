@@ -3,8 +3,10 @@
 from __future__ import annotations
 
 import asyncio
+import itertools
+import logging
 import time
-from collections.abc import Awaitable, Callable, Sequence
+from collections.abc import Awaitable, Callable, Iterator, Sequence
 from dataclasses import replace
 from typing import Any, ClassVar, TypeVar
 
@@ -29,6 +31,7 @@ from prism.backends.nats.connection import (
     NoResponders,
     is_deleted,
 )
+from prism.backends.nats.features import MAX_BATCH_MESSAGES, OLDEST, ServerFeatures
 from prism.backends.nats.layout import (
     Bucket,
     Envelope,
@@ -41,6 +44,7 @@ from prism.backends.nats.layout import (
     scan_tokens,
     split_key,
 )
+from prism.backends.nats.listings import Listing, ListingCache
 from prism.backends.nats.options import (
     DEFAULT_MAX_PAYLOAD,
     MESSAGE_OVERHEAD,
@@ -48,6 +52,7 @@ from prism.backends.nats.options import (
     NatsOptions,
     parse_url,
 )
+from prism.backends.nats.transactions import run_transaction
 from prism.backends.nats.writes import (
     ABSENT,
     KeyQueue,
@@ -59,18 +64,30 @@ from prism.backends.nats.writes import (
     api_error,
 )
 from prism.backends.urls import mask_url
-from prism.errors import BackendTimeout, BackendUnavailable, InvalidArgument, PrismError, ValueTooLarge
+from prism.errors import (
+    BackendTimeout,
+    BackendUnavailable,
+    InvalidArgument,
+    PrismError,
+    Unsupported,
+    ValueTooLarge,
+)
 from prism.model import DEFAULT_MAX_VALUE_BYTES, Capabilities, Item, StoredWrite, WriteOutcome
 
 __all__ = ["NatsBackend"]
 
 R = TypeVar("R")
+log = logging.getLogger("prism.backends.nats")
 
 _STREAM_NOT_FOUND = 10059
 _NO_MESSAGE = 10037
 _STREAM_NAME_IN_USE = 10058
 #: Most requests one call pipelines at once (range reads, deletes of a range).
 PIPELINE_CHUNK = 256
+#: Most subjects of one batched direct get (the server refuses more, ADR-31).
+MULTI_GET_SUBJECTS = 1024
+#: Most bytes one batched direct get returns; the keys it did not reach are read one by one.
+MULTI_GET_MAX_BYTES = 8 * 1024 * 1024
 #: Most expired items one listing replaces with tombstones in passing.
 PURGE_PER_LISTING = 256
 
@@ -93,6 +110,14 @@ class _MessageReply(msgspec.Struct):
 
 
 _message_reply = msgspec.json.Decoder(_MessageReply)
+
+
+class _StreamInfoReply(msgspec.Struct):
+    created: str = ""
+    error: APIErrorBody | None = None
+
+
+_stream_info_reply = msgspec.json.Decoder(_StreamInfoReply)
 _json = msgspec.json.Encoder()
 
 
@@ -109,6 +134,24 @@ def _is_transient(exc: BaseException) -> bool:
         | nats.js.errors.ServiceUnavailableError
         | ConnectionError,
     )
+
+
+def _record_of(key: str) -> str | None:
+    """The record id of a KV key Prism wrote (None: a chunk or a foreign key)."""
+    if is_chunk_key(key):
+        return None
+    try:
+        return decode_record(split_key(key)[0])
+    except ValueError:
+        return None
+
+
+def _item_of(key: str) -> str | None:
+    """The item key of a KV key of one record's listing (None: a foreign key)."""
+    try:
+        return decode_item(split_key(key)[1])
+    except ValueError:
+        return None
 
 
 def _item(key: str, env: Envelope | None, now: float) -> Item | None:
@@ -164,7 +207,8 @@ class NatsBackend(Backend):
     capabilities = Capabilities(
         ttl=True,
         etag=True,
-        transactions=False,
+        transactions=True,
+        max_transaction_ops=MAX_BATCH_MESSAGES,
         range_reads=True,
         prefix_scan=True,
         consistent_reads=True,
@@ -191,8 +235,11 @@ class NatsBackend(Backend):
         #: When each namespace's stream was created, to notice one deleted and created again.
         self._born: dict[str, object] = {}
         self._revisions = RevisionCache(options.revision_cache)
+        self._listings = ListingCache(options.listing_cache, options.listing_max_age)
         self._turns = KeyQueue()
         self._open = False
+        #: What the connected server can do (the oldest supported server's until connected).
+        self.features = OLDEST
 
     def __repr__(self) -> str:
         return f"<NatsBackend {self._describe}>"
@@ -227,6 +274,9 @@ class NatsBackend(Backend):
                 f"max_payload={self.options.max_payload} but {self._describe} accepts messages of at most "
                 f"{accepted} bytes: lower the option or raise the server's max_payload"
             )
+        version = self._conn.nc.connected_server_version
+        self.features = ServerFeatures.of(version.major, version.minor, version.patch)
+        self.capabilities = replace(self.capabilities, transactions=self.features.atomic_batch)
         self._open = True
 
     async def close(self) -> None:
@@ -326,19 +376,58 @@ class NatsBackend(Backend):
                 # A new stream under the old name: its revisions restarted, so no remembered one holds.
                 self._revisions.clear()
                 self._born[ns] = info.created
-            bucket = self._buckets[ns] = Bucket.named(name, bool(info.config.allow_direct))
+            config = await self._upgraded(info.config)
+            bucket = self._buckets[ns] = Bucket.named(
+                name,
+                bool(config.allow_direct),
+                ttl=self.features.message_ttl and bool(config.allow_msg_ttl),
+                atomic=self.features.atomic_batch and bool(config.allow_atomic),
+            )
             return bucket
 
-    async def _create_bucket(self, name: str) -> api.StreamInfo:
-        js = self._conn.js
+    async def _upgraded(self, config: api.StreamConfig) -> api.StreamConfig:
+        """A bucket made on an older server, given what this server adds (per-message TTL, atomic batches).
+
+        Both can be turned on for an existing stream; when the update is refused (a
+        permission, a stream in a mixed-version cluster) the bucket is used as it is.
+        """
+        want_ttl = self.features.message_ttl and not config.allow_msg_ttl
+        want_atomic = self.features.atomic_batch and not config.allow_atomic
+        if not (want_ttl or want_atomic):
+            return config
+        new = replace(
+            config,
+            allow_msg_ttl=True if self.features.message_ttl else config.allow_msg_ttl,
+            allow_atomic=True if self.features.atomic_batch else config.allow_atomic,
+        )
         try:
-            await js.create_key_value(
-                bucket=name,
-                history=1,
-                direct=True,
-                storage=STORAGE[self.options.storage],
-                replicas=self.options.replicas,
-            )
+            return (await self._conn.js.update_stream(new)).config
+        except nats.js.errors.APIError as exc:
+            log.warning("nats: cannot enable per-message TTL / atomic batches on %s: %s", config.name, exc)
+            return config
+
+    async def _create_bucket(self, name: str) -> api.StreamInfo:
+        """The namespace's KV bucket: history 1, direct gets, and what the server adds beside."""
+        js = self._conn.js
+        features = self.features
+        config = api.StreamConfig(
+            name=f"KV_{name}",
+            subjects=[f"$KV.{name}.>"],
+            allow_direct=True,
+            allow_rollup_hdrs=True,
+            deny_delete=True,
+            discard=api.DiscardPolicy.NEW,
+            duplicate_window=120.0,
+            max_consumers=-1,
+            max_msgs=-1,
+            max_msgs_per_subject=1,
+            num_replicas=self.options.replicas,
+            storage=STORAGE[self.options.storage],
+            allow_msg_ttl=True if features.message_ttl else None,
+            allow_atomic=True if features.atomic_batch else None,
+        )
+        try:
+            await js.add_stream(config)
         except nats.js.errors.BadRequestError as exc:
             # Created meanwhile by another client, maybe with other settings: use it as it is.
             if exc.err_code != _STREAM_NAME_IN_USE:
@@ -359,6 +448,8 @@ class NatsBackend(Backend):
         Direct gets (served by any replica) for eventual reads; the stream leader's API for strong ones.
         """
         if bucket.direct and not consistent:
+            if self.features.batch_get and len(subjects) > 1:
+                return await self._fetch_batched(bucket, subjects)
             direct = f"$JS.API.DIRECT.GET.{bucket.stream}."
             msgs = await self._conn.request_many([(direct + s, b"", None) for s in subjects])
             return [self._direct_reply(s, m) for s, m in zip(subjects, msgs, strict=True)]
@@ -367,6 +458,47 @@ class NatsBackend(Backend):
             [(api_subject, _json.encode({"last_by_subj": s}), None) for s in subjects]
         )
         return [self._api_reply(s, m) for s, m in zip(subjects, msgs, strict=True)]
+
+    async def _fetch_batched(
+        self, bucket: Bucket, subjects: Sequence[str]
+    ) -> list[tuple[int, Envelope | None]]:
+        """``_fetch`` of an eventual read as batched direct gets (``multi_last``, 2.11+), 1,024 subjects each.
+
+        Subjects a batch did not reach (``MULTI_GET_MAX_BYTES`` ended it early) are read one by one.
+        """
+        request = f"$JS.API.DIRECT.GET.{bucket.stream}"
+        found: dict[str, tuple[int, Envelope | None]] = {}
+        unique = list(dict.fromkeys(subjects))
+        for start in range(0, len(unique), MULTI_GET_SUBJECTS):
+            part = unique[start : start + MULTI_GET_SUBJECTS]
+            ask = {"multi_last": part, "max_bytes": MULTI_GET_MAX_BYTES}
+            replies = await self._conn.request_stream(request, _json.encode(ask))
+            *messages, end = replies
+            status = end.headers.get("Status") if end.headers is not None else None
+            if status not in ("204", "404"):
+                description = end.headers.get("Description") if end.headers is not None else None
+                raise Transient(f"batched direct get from {bucket.stream} answered {status} {description}")
+            for msg in messages:
+                headers = msg.headers or {}
+                subject = headers.get("Nats-Subject")
+                if subject is None or "Status" in headers:
+                    raise BackendUnavailable(
+                        f"nats batched direct get from {bucket.stream}: a malformed reply"
+                    )
+                found[subject] = self._entry(subject, int(headers["Nats-Sequence"]), headers, msg.data)
+            if status == "204" and int((end.headers or {}).get("Nats-Num-Pending", "0") or 0) > 0:
+                rest = [s for s in part if s not in found]
+                direct = f"$JS.API.DIRECT.GET.{bucket.stream}."
+                msgs = await self._conn.request_many([(direct + s, b"", None) for s in rest])
+                found.update((s, self._direct_reply(s, m)) for s, m in zip(rest, msgs, strict=True))
+        out = []
+        for subject in subjects:
+            got = found.get(subject)
+            if got is None:
+                self._revisions.put(subject, ABSENT)
+                got = (0, None)
+            out.append(got)
+        return out
 
     async def _read_states(self, bucket: Bucket, subjects: list[str]) -> list[Known]:
         """The state of each key, for writes that found no usable hint."""
@@ -469,8 +601,13 @@ class NatsBackend(Backend):
         return out
 
     async def _purge_expired(self, bucket: Bucket, subject: str, rev: int, chunked: bool) -> None:
-        """Replace an expired item by a tombstone, only if it is still that revision (chunks go too)."""
+        """Replace an expired item by a tombstone, only if it is still that revision (chunks go too).
+
+        Nothing to do on a bucket with per-message TTL: the server removes the item itself.
+        """
         self._revisions.forget(subject)
+        if bucket.ttl:
+            return
         await self._conn.publish_unacked(subject, {KV_OPERATION: "DEL", EXPECTED_LAST_SEQ: str(rev)})
         if chunked:
             # Chunks below an item's revision are its own or dead ones (prism.backends.nats.chunks).
@@ -551,63 +688,133 @@ class NatsBackend(Backend):
             return
         await batch.run(bucket, self._conn, self._revisions, self._read_states, self.settings.backoff)
 
+    async def transact(self, ns: str, ops: Sequence[StoredWrite]) -> list[WriteOutcome]:
+        """All ops or none, as one atomic batch publish (``prism.backends.nats.transactions``)."""
+        if not ops:
+            return []
+        if not self.features.atomic_batch:
+            raise Unsupported(
+                f"the nats backend has no atomic multi-key transactions on nats-server {self.features.label} "
+                "(2.12 or newer has atomic batch publish)"
+            )
+
+        async def op() -> list[WriteOutcome]:
+            bucket = await self._bucket(ns, create=any(o.value is not None for o in ops))
+            if bucket is None:
+                bucket = await self._bucket(ns, create=True)
+                assert bucket is not None
+            if not bucket.atomic:
+                raise Unsupported(
+                    f"the bucket of namespace {ns!r} does not allow atomic batch publish and cannot be "
+                    "changed to (stream option allow_atomic)"
+                )
+            return await run_transaction(
+                self._conn, bucket, ops, self._revisions, self._read_strong, self.settings.backoff
+            )
+
+        async with self._turns.turn([(ns, o.record, o.key) for o in ops]):
+            return await self._call(op, f"transact on {ns!r}", ns)
+
+    async def _read_strong(self, bucket: Bucket, subjects: list[str]) -> list[Known]:
+        """The state of each key, from the stream leader."""
+        return [
+            Known(rev, None, None) if env is None else Known(rev, env.etag, env.expires_at, env.chunked)
+            for rev, env in await self._fetch(bucket, subjects, True)
+        ]
+
     # -- listings -----------------------------------------------------------------
 
-    async def _list(self, ns: str, bucket: Bucket, filter_subject: str) -> list[Listed]:
-        """One headers-only listing; expired items met on the way are purged (a few per call)."""
-        listed = await self._conn.list_keys(bucket.stream, bucket.prefix, filter_subject)
-        if listed is None:
-            self._forget_bucket(ns)
-            return []
-        listed = [entry for entry in listed if not is_chunk_key(entry.key)]
-        now = time.time()
-        purged = 0
-        for entry in listed:
-            if purged < PURGE_PER_LISTING and not entry.deleted and not entry.live(now):
-                await self._purge_expired(bucket, bucket.prefix + entry.key, entry.seq, entry.chunked)
-                purged += 1
-        return listed
+    async def _listing(
+        self, ns: str, bucket: Bucket, filter_subject: str, name_of: Callable[[str], str | None]
+    ) -> Listing | None:
+        """The keys under ``filter_subject`` as of now: a kept listing caught up, or a new one.
+
+        None when the bucket is gone (``prism.backends.nats.listings`` explains the cache).
+        """
+        # The stream's creation time tells a listing of a bucket deleted and made again meanwhile
+        # (by another client) from a current one: its sequences would not carry over.
+        born = await self._stream_created(bucket.stream)
+        listing = None if born is None else self._listings.get(bucket.stream, filter_subject, born)
+        if listing is not None:
+            async with listing.lock:
+                changed = await self._conn.list_keys(
+                    bucket.stream, bucket.prefix, filter_subject, listing.seq
+                )
+                if changed is not None:
+                    listing.apply(changed)
+                    return listing
+        elif born is not None:
+            listed = await self._conn.list_keys(bucket.stream, bucket.prefix, filter_subject)
+            if listed is not None:
+                listing = Listing(name_of, born)
+                listing.apply(listed)
+                self._listings.put(bucket.stream, filter_subject, listing)
+                return listing
+        self._forget_bucket(ns)
+        self._listings.forget(bucket.stream)
+        return None
+
+    async def _stream_created(self, stream: str) -> str | None:
+        """When the stream was created (None: it does not exist), from one stream-info request."""
+        reply = _stream_info_reply.decode((await self._conn.request(f"$JS.API.STREAM.INFO.{stream}")).data)
+        if reply.error is not None:
+            if reply.error.err_code == _STREAM_NOT_FOUND:
+                return None
+            raise api_error("stream info", reply.error.code, reply.error.err_code, reply.error.description)
+        return reply.created
+
+    async def _purge_met(self, bucket: Bucket, expired: list[Listed]) -> None:
+        """Replace expired items a listing met by tombstones (a few per call; old servers only)."""
+        if bucket.ttl:
+            return
+        for entry in expired[:PURGE_PER_LISTING]:
+            await self._purge_expired(bucket, bucket.prefix + entry.key, entry.seq, entry.chunked)
 
     async def scan(self, ns: str, prefix: str, after: str | None, limit: int) -> list[str]:
-        """Record ids from one listing of the keys under the prefix's whole 5-byte chunks."""
+        """Record ids in order from the kept listing of the prefix's whole 6-byte chunks, caught up."""
 
         async def op() -> list[str]:
             bucket = await self._bucket(ns, create=False)
             if bucket is None:
                 return []
             head = scan_tokens(prefix)
-            listed = await self._list(ns, bucket, bucket.prefix + (f"{head}.>" if head else ">"))
+            listing = await self._listing(
+                ns, bucket, bucket.prefix + (f"{head}.>" if head else ">"), _record_of
+            )
+            if listing is None:
+                return []
             now = time.time()
-            ids = []
-            for tokens in {split_key(e.key)[0] for e in listed if e.live(now)}:
-                try:
-                    record = decode_record(tokens)
-                except ValueError:
-                    continue  # a key Prism did not write
-                if record.startswith(prefix) and (after is None or record > after):
+            ids: list[str] = []
+            expired: list[Listed] = []
+            for record, members in listing.after(after, start=prefix):
+                if not record.startswith(prefix):
+                    break
+                live = False
+                for entry in members.values():
+                    if entry.live(now):
+                        live = True
+                    elif len(expired) < PURGE_PER_LISTING:
+                        expired.append(entry)
+                if live:
                     ids.append(record)
-            ids.sort()
-            return ids[:limit]
+                    if len(ids) >= limit:
+                        break
+            await self._purge_met(bucket, expired)
+            return ids
 
         return await self._call(op, f"scan of {ns!r}", ns)
 
     async def _record_keys(
-        self, ns: str, bucket: Bucket, record: str, start: str | None, end: str | None
-    ) -> list[tuple[str, Listed]]:
-        """The record's keys in [start, end) whose last message is not a tombstone, by key."""
-        listed = await self._list(ns, bucket, f"{bucket.prefix}{record_tokens(record)}.*")
-        out = []
-        for entry in listed:
-            if entry.deleted:
-                continue
-            try:
-                key = decode_item(split_key(entry.key)[1])
-            except ValueError:
-                continue
-            if (start is None or key >= start) and (end is None or key < end):
-                out.append((key, entry))
-        out.sort(key=lambda pair: pair[0])
-        return out
+        self, ns: str, bucket: Bucket, record: str, start: str | None, after: str | None = None
+    ) -> Iterator[tuple[str, Listed]] | None:
+        """The record's keys from ``start`` (and after ``after``) whose last message is not a tombstone.
+
+        In key order, from the kept listing of the record caught up; None when the bucket is gone.
+        """
+        listing = await self._listing(ns, bucket, f"{bucket.prefix}{record_tokens(record)}.*", _item_of)
+        if listing is None:
+            return None
+        return ((key, entry) for key, members in listing.after(after, start) for entry in members.values())
 
     async def get_range(
         self,
@@ -620,23 +827,37 @@ class NatsBackend(Backend):
         *,
         consistent: bool = False,
     ) -> list[Item]:
-        """List the record's keys (headers only), then fetch the first ``limit`` live ones."""
+        """The record's live keys in order from its kept listing, then the first ``limit`` items fetched."""
 
         async def op() -> list[Item]:
             bucket = await self._bucket(ns, create=False)
             if bucket is None:
                 return []
+            keys = await self._record_keys(ns, bucket, record, start, after)
+            if keys is None:
+                return []
             now = time.time()
-            keys = [
-                (key, bucket.prefix + entry.key)
-                for key, entry in await self._record_keys(ns, bucket, record, start, end)
-                if entry.live(now) and (after is None or key > after)
-            ]
             out: list[Item] = []
-            while keys and len(out) < limit:
-                take = min(limit - len(out), PIPELINE_CHUNK)
-                chunk, keys = keys[:take], keys[take:]
-                out.extend(i for i in await self._items(bucket, chunk, consistent) if i is not None)
+            expired: list[Listed] = []
+            ended = False
+            while not ended and len(out) < limit:
+                chunk: list[tuple[str, str]] = []
+                want = min(limit - len(out), PIPELINE_CHUNK)
+                for key, entry in keys:
+                    if end is not None and key >= end:
+                        ended = True
+                        break
+                    if entry.live(now):
+                        chunk.append((key, bucket.prefix + entry.key))
+                        if len(chunk) >= want:
+                            break
+                    elif len(expired) < PURGE_PER_LISTING:
+                        expired.append(entry)
+                else:
+                    ended = True
+                if chunk:
+                    out.extend(i for i in await self._items(bucket, chunk, consistent) if i is not None)
+            await self._purge_met(bucket, expired)
             return out
 
         return await self._call(op, f"get_items from {ns!r}", ns)
@@ -651,7 +872,10 @@ class NatsBackend(Backend):
             bucket = await self._bucket(ns, create=False)
             if bucket is None:
                 return deleted
-            targets = await self._record_keys(ns, bucket, record, start, end)
+            keys = await self._record_keys(ns, bucket, record, start)
+            if keys is None:
+                return deleted
+            targets = list(itertools.takewhile(lambda pair: end is None or pair[0] < end, keys))
             for offset in range(0, len(targets), PIPELINE_CHUNK):
                 chunk = targets[offset : offset + PIPELINE_CHUNK]
                 # The listing saw an item at each revision; its etag is not needed to delete it.

@@ -59,19 +59,25 @@ def chunk_subjects(root: str, version: str, count: int) -> list[str]:
 
 
 async def write_chunk_sets(
-    conn: Connection, sets: Sequence[tuple[Bucket, str, bytes]], chunk_bytes: int
+    conn: Connection,
+    sets: Sequence[tuple[Bucket, str, bytes]],
+    chunk_bytes: int,
+    headers: Sequence[dict[str, str] | None] | None = None,
 ) -> list[Written]:
     """Publish the chunks of each ``(bucket, item subject, value)``, all pipelined at once.
 
-    Every chunk is acknowledged or the call raises (and purges what it wrote).
+    ``headers`` (one per set) go on every chunk of a set: a per-message TTL that makes
+    the chunks outlive their manifest. Every chunk is acknowledged or the call raises
+    (and purges what it wrote).
     """
     requests: list[tuple[str, bytes, dict[str, str] | None]] = []
     planned: list[tuple[Bucket, str, str, int]] = []
-    for bucket, subject, value in sets:
+    for index, (bucket, subject, value) in enumerate(sets):
         root, version = bucket.chunk_root(subject), secrets.token_urlsafe(12)
         count = max(1, -(-len(value) // chunk_bytes))
+        extra = None if headers is None else headers[index]
         for n, chunk_subject in enumerate(chunk_subjects(root, version, count)):
-            requests.append((chunk_subject, value[n * chunk_bytes : (n + 1) * chunk_bytes], None))
+            requests.append((chunk_subject, value[n * chunk_bytes : (n + 1) * chunk_bytes], extra))
         planned.append((bucket, root, version, count))
     try:
         replies = await conn.request_many(requests)

@@ -128,6 +128,8 @@ class Connection:
         self._js: JetStreamContext | None = None
         self._inbox = ""
         self._waiting: dict[str, asyncio.Future[Msg]] = {}
+        #: Requests answered by several messages: the replies so far, and the future of the whole.
+        self._streams: dict[str, tuple[list[Msg], asyncio.Future[list[Msg]]]] = {}
         self._tokens = itertools.count(1)
         self._closing = False
         #: The driver's latest complaint (connection refused, authorization...), for error messages.
@@ -177,6 +179,10 @@ class Connection:
             if not future.done():
                 future.set_exception(StoreClosed("the store was closed while this call waited for NATS"))
         self._waiting.clear()
+        for _, whole in self._streams.values():
+            if not whole.done():
+                whole.set_exception(StoreClosed("the store was closed while this call waited for NATS"))
+        self._streams.clear()
         if nc is not None:
             await _close_quietly(nc)
 
@@ -193,9 +199,38 @@ class Connection:
         log.warning("nats %s: reconnected", self._describe_url)
 
     async def _on_reply(self, msg: Msg) -> None:
-        future = self._waiting.pop(msg.subject[len(self._inbox) :], None)
-        if future is not None and not future.done():
-            future.set_result(msg)
+        token = msg.subject[len(self._inbox) :]
+        future = self._waiting.pop(token, None)
+        if future is not None:
+            if not future.done():
+                future.set_result(msg)
+            return
+        stream = self._streams.get(token)
+        if stream is not None:
+            replies, whole = stream
+            replies.append(msg)
+            if msg.headers is not None and "Status" in msg.headers and not whole.done():
+                del self._streams[token]
+                whole.set_result(replies)
+
+    async def request_stream(self, subject: str, payload: bytes) -> list[Msg]:
+        """One request answered by several messages, up to and including one with a status header.
+
+        For batched direct gets: the messages, then an end-of-batch status (204), or only
+        a status (404: nothing found). The caller owns the deadline.
+        """
+        token = str(next(self._tokens))
+        whole: asyncio.Future[list[Msg]] = asyncio.get_running_loop().create_future()
+        self._streams[token] = ([], whole)
+        try:
+            await self.nc.publish(subject, payload, reply=self._inbox + token)
+            replies = await whole
+        finally:
+            self._streams.pop(token, None)
+        last = replies[-1]
+        if not last.data and last.headers is not None and last.headers.get("Status") == "503":
+            raise NoResponders(last.subject)
+        return replies
 
     async def request_many(self, requests: Sequence[Request]) -> list[Msg]:
         """Send every request, then wait for every reply, in order (the caller owns the deadline).
@@ -242,6 +277,43 @@ class Connection:
             raise NoResponders(msg.subject)
         return msg
 
+    async def publish_batch(
+        self, messages: Sequence[tuple[str, bytes, dict[str, str]]], batch_id: str
+    ) -> Msg:
+        """Publish ``messages`` as one atomic batch (ADR-50); the commit's reply (a pub ack) is returned.
+
+        The first and the last message ask for a reply (the first's is empty unless the
+        batch is refused at once); those between are sent without one. The caller owns
+        the deadline.
+        """
+        nc, loop, inbox = self.nc, asyncio.get_running_loop(), self._inbox
+        last = len(messages)
+        started: list[tuple[str, asyncio.Future[Msg]]] = []
+        try:
+            for n, (subject, payload, headers) in enumerate(messages, 1):
+                batch = {**headers, "Nats-Batch-Id": batch_id, "Nats-Batch-Sequence": str(n)}
+                if n == last:
+                    batch["Nats-Batch-Commit"] = "1"
+                reply = ""
+                if n == 1 or n == last:
+                    token = str(next(self._tokens))
+                    future: asyncio.Future[Msg] = loop.create_future()
+                    self._waiting[token] = future
+                    started.append((token, future))
+                    reply = inbox + token
+                await nc.publish(subject, payload, reply=reply, headers=batch)
+            replies = [await future for _, future in started]
+        finally:
+            for token, _ in started:
+                self._waiting.pop(token, None)
+        for msg in replies:
+            if not msg.data and msg.headers is not None and msg.headers.get("Status") == "503":
+                raise NoResponders(msg.subject)
+        first = replies[0]
+        if first.data and len(replies) > 1 and decode_puback(first.data).error is not None:
+            return first  # refused at its first message (the commit's reply then says the same or less)
+        return replies[-1]
+
     async def publish_unacked(self, subject: str, headers: dict[str, str] | None = None) -> None:
         """Best-effort housekeeping publish (nobody waits for it; failures are ignored)."""
         nc = self._nc
@@ -262,10 +334,14 @@ class Connection:
         except nats.errors.Error as exc:
             log.debug("nats housekeeping request dropped: %s", exc)
 
-    async def list_keys(self, stream: str, prefix: str, filter_subject: str) -> list[Listed] | None:
-        """The last message of every subject matching ``filter_subject`` (headers only).
+    async def list_keys(
+        self, stream: str, prefix: str, filter_subject: str, after_seq: int | None = None
+    ) -> list[Listed] | None:
+        """The last message of every subject matching ``filter_subject`` (headers only), by sequence.
 
-        None when the stream does not exist. The caller owns the deadline.
+        With ``after_seq``, every matching message stored after that stream sequence
+        instead (what changed since a listing). None when the stream does not exist.
+        The caller owns the deadline.
         """
         nc, js = self.nc, self.js
         out: list[Listed] = []
@@ -303,7 +379,10 @@ class Connection:
         try:
             config = api.ConsumerConfig(
                 deliver_subject=sub.subject,
-                deliver_policy=api.DeliverPolicy.LAST_PER_SUBJECT,
+                deliver_policy=api.DeliverPolicy.LAST_PER_SUBJECT
+                if after_seq is None
+                else api.DeliverPolicy.BY_START_SEQUENCE,
+                opt_start_seq=None if after_seq is None else after_seq + 1,
                 ack_policy=api.AckPolicy.NONE,
                 filter_subject=filter_subject,
                 headers_only=True,

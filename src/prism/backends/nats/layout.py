@@ -119,15 +119,21 @@ def scan_tokens(prefix: str) -> str:
 
 @dataclass(frozen=True, slots=True)
 class Bucket:
-    """One namespace's bucket: its stream, its subject prefix, and whether it serves direct gets."""
+    """One namespace's bucket: its stream, its subject prefix, and what its stream allows.
+
+    ``direct``: direct gets; ``ttl``: per-message TTL (``allow_msg_ttl``, so the server
+    removes expired items); ``atomic``: atomic batch publish (``allow_atomic``).
+    """
 
     stream: str
     prefix: str
     direct: bool
+    ttl: bool = False
+    atomic: bool = False
 
     @classmethod
-    def named(cls, name: str, direct: bool) -> Bucket:
-        return cls(f"KV_{name}", f"$KV.{name}.", direct)
+    def named(cls, name: str, direct: bool, ttl: bool = False, atomic: bool = False) -> Bucket:
+        return cls(f"KV_{name}", f"$KV.{name}.", direct, ttl, atomic)
 
     def subject(self, record: str, key: str) -> str:
         return f"{self.prefix}{record_tokens(record)}.{item_token(key)}"

@@ -36,6 +36,8 @@ _OPTION_KINDS: dict[str, Callable[[Any], Any]] = {
     "ping_interval": float,
     "revision_cache": int,
     "max_payload": int,
+    "listing_cache": int,
+    "listing_max_age": float,
 }
 
 
@@ -57,6 +59,12 @@ class NatsOptions:
     #: up to this minus 1 KiB take one message, larger ones are chunked. Checked against the
     #: server when the store opens.
     max_payload: int = DEFAULT_MAX_PAYLOAD
+    #: Key listings (one per namespace and scan prefix or record) kept between pages and
+    #: caught up from the stream, so a page costs what changed since the last one (0: list
+    #: every page again).
+    listing_cache: int = 16
+    #: Seconds a kept listing is caught up before it is taken again from scratch.
+    listing_max_age: float = 60.0
 
     def __post_init__(self) -> None:
         if self.storage not in STORAGE:
@@ -68,9 +76,13 @@ class NatsOptions:
             value = getattr(self, name)
             if isinstance(value, bool) or not isinstance(value, int | float) or not value > 0:
                 raise InvalidArgument(f"{name} must be a positive number of seconds, got {value!r}")
-        cache = self.revision_cache
-        if isinstance(cache, bool) or not isinstance(cache, int) or cache < 0:
-            raise InvalidArgument(f"revision_cache must be a non-negative int, got {cache!r}")
+        for name in ("revision_cache", "listing_cache"):
+            cache = getattr(self, name)
+            if isinstance(cache, bool) or not isinstance(cache, int) or cache < 0:
+                raise InvalidArgument(f"{name} must be a non-negative int, got {cache!r}")
+        age = self.listing_max_age
+        if isinstance(age, bool) or not isinstance(age, int | float) or not age > 0:
+            raise InvalidArgument(f"listing_max_age must be a positive number of seconds, got {age!r}")
         size = self.max_payload
         if (
             isinstance(size, bool)

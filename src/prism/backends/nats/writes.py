@@ -17,6 +17,7 @@ the manifest (``prism.backends.nats.chunks``).
 from __future__ import annotations
 
 import asyncio
+import math
 import time
 from collections import deque
 from collections.abc import Awaitable, Callable, Hashable, Iterable, Sequence
@@ -29,7 +30,26 @@ from prism.backends.nats.options import MESSAGE_OVERHEAD
 from prism.errors import BackendUnavailable, ValueTooLarge
 from prism.model import StoredWrite, WriteOutcome, condition_failed
 
-__all__ = ["ABSENT", "KeyQueue", "Known", "RevisionCache", "Transient", "WriteBatch", "api_error"]
+__all__ = [
+    "ABSENT",
+    "TTL_HEADER",
+    "KeyQueue",
+    "Known",
+    "RevisionCache",
+    "Transient",
+    "WriteBatch",
+    "api_error",
+    "ttl_header",
+]
+
+#: Per-message TTL (ADR-43), in whole seconds.
+TTL_HEADER = "Nats-TTL"
+
+
+def ttl_header(expires_at: float, now: float, extra: int = 0) -> str:
+    """The ``Nats-TTL`` of a message that must outlive ``expires_at`` (whole seconds, at least 1)."""
+    return str(max(1, math.ceil(expires_at - now)) + extra)
+
 
 #: JetStream's "wrong last sequence" error codes (a compare-and-set lost the race).
 WRONG_LAST_SEQUENCE = frozenset({10071, 10164})
@@ -197,13 +217,20 @@ READ_FIRST = None
 
 
 def decide(
-    op: StoredWrite, state: Known, verified: bool, now: float, max_payload: int, before: bool | None
+    op: StoredWrite,
+    state: Known,
+    verified: bool,
+    now: float,
+    max_payload: int,
+    before: bool | None,
+    native_ttl: bool = False,
 ) -> WriteOutcome | Send | None:
     """What to do with ``op`` given the key's ``state``: settle it, publish it, or read first (None).
 
     ``verified`` says the state comes from the server just now (not a hint); ``before``
     is what an earlier attempt of this op saw, should its lost acknowledgement turn out
-    to have been applied.
+    to have been applied. ``native_ttl``: the bucket removes expired messages itself
+    (``Nats-TTL``).
     """
     live = state.live(now)
     if op.value is not None and verified and op.etag and state.etag == op.etag:
@@ -222,6 +249,8 @@ def decide(
         return Send(b"", headers, live, state.rev, state.chunked)
     if op.expires_at is not None:
         headers[EXPIRES_HEADER] = repr(op.expires_at)
+        if native_ttl:
+            headers[TTL_HEADER] = ttl_header(op.expires_at, now)
     if len(op.value) < max_payload:
         payload = encode_envelope(Envelope(op.etag, op.expires_at, op.content_type, op.updated_at, op.value))
         if len(payload) + header_bytes(headers) <= max_payload:
@@ -284,7 +313,7 @@ class ChunkSets:
         self, conn: Connection, bucket: Bucket, sends: Sequence[tuple[str, int, StoredWrite, Send]]
     ) -> dict[int, tuple[bytes, dict[str, str]]]:
         """The manifest and headers to publish for each chunked send, writing chunks where needed."""
-        fresh: list[tuple[str, int, bytes]] = []
+        fresh: list[tuple[str, int, StoredWrite]] = []
         for subject, i, op, step in sends:
             held = self._written.get(i)
             if held is not None and (held[0] != bucket or held[1].first <= step.rev):
@@ -292,11 +321,19 @@ class ChunkSets:
                 self._give_up(i, subject)
             if i not in self._written:
                 assert op.value is not None
-                fresh.append((subject, i, op.value))
+                fresh.append((subject, i, op))
         if fresh:
             chunk_bytes = conn.nc.max_payload - MESSAGE_OVERHEAD
+            now = time.time()
+            # With per-message TTL the chunks expire too, a second after their manifest.
+            ttls = [
+                {TTL_HEADER: ttl_header(op.expires_at, now, extra=1)}
+                if bucket.ttl and op.expires_at is not None
+                else None
+                for _, _, op in fresh
+            ]
             written = await chunks.write_chunk_sets(
-                conn, [(bucket, subject, value) for subject, _, value in fresh], chunk_bytes
+                conn, [(bucket, subject, op.value or b"") for subject, _, op in fresh], chunk_bytes, ttls
             )
             for (_, i, _), w in zip(fresh, written, strict=True):
                 self._written[i] = (bucket, w)
@@ -398,7 +435,7 @@ class WriteOne:
             if state is None:
                 (state,) = await read_states(bucket, [subject])
                 verified, self._must_read = True, False
-            step = decide(op, state, verified, time.time(), conn.nc.max_payload, self._before)
+            step = decide(op, state, verified, time.time(), conn.nc.max_payload, self._before, bucket.ttl)
             if step is READ_FIRST:
                 state = None
                 continue
@@ -512,7 +549,9 @@ class WriteBatch:
                 self._queues.setdefault(bucket.subject(op.record, op.key), deque()).append(i)
         while self._queues:
             await self._learn(bucket, cache, read_states)
-            lost_race = await self._publish(conn, bucket, cache, self._decide(conn.nc.max_payload))
+            lost_race = await self._publish(
+                conn, bucket, cache, self._decide(conn.nc.max_payload, bucket.ttl)
+            )
             if self._chunks.owed:
                 await self._chunks.flush(conn)
             if lost_race:
@@ -539,7 +578,7 @@ class WriteBatch:
                 known[subject] = (state, True)
                 self._must_read.discard(subject)
 
-    def _decide(self, max_payload: int) -> list[tuple[str, int, Send]]:
+    def _decide(self, max_payload: int, native_ttl: bool) -> list[tuple[str, int, Send]]:
         """Settle the ops whose outcome is certain; return the writes to publish."""
         assert self._queues is not None
         now = time.time()
@@ -547,7 +586,7 @@ class WriteBatch:
         for subject, queue in list(self._queues.items()):
             i = queue[0]
             state, verified = self._known[subject]
-            step = decide(self.ops[i], state, verified, now, max_payload, self._before.get(i))
+            step = decide(self.ops[i], state, verified, now, max_payload, self._before.get(i), native_ttl)
             if step is READ_FIRST:
                 del self._known[subject]
                 self._must_read.add(subject)

@@ -588,10 +588,10 @@ class PostgresBackend(Backend):
 
         async def body(con: Any) -> list[bool]:
             inserted, records, keys = await con.fetchrow(sql.upsert_many[uniform], *args)
-            if inserted is not None and len(inserted) == len(ordered):
-                return list(inserted)
-            # Some rows found an expired item and were left alone: replace those one by one.
             written = dict(zip(zip(records or (), keys or (), strict=True), inserted or (), strict=True))
+            if len(written) == len(ordered):
+                return [written[op.record, op.key] for op in ordered]
+            # Some rows found an expired item and were left alone: replace those one by one.
             flags = []
             for op in ordered:
                 was_inserted = written.get((op.record, op.key))

@@ -175,8 +175,9 @@ def _upsert_many(t: str, uniform: int) -> str:
     the order every writer locks in, so concurrent batches never deadlock).
 
     Answers one row: ``inserted`` for each row written, and the written rows' records and
-    keys, all in key order. Rows whose stored item has expired are not written; the
-    caller finds them missing and replaces them with ``insert_if_absent``.
+    keys, in one (unspecified) order, so no sort is needed. Rows whose stored item has
+    expired are not written; the caller finds them missing and replaces them with
+    ``insert_if_absent``.
     """
     arrays = ["$2::text[]", "$3::bytea[]", "$4::text[]"]
     names = ["record", "value", "etag"]
@@ -196,8 +197,7 @@ def _upsert_many(t: str, uniform: int) -> str:
         f"ON CONFLICT (namespace, record, key) DO UPDATE SET {_SET} "
         "WHERE t.expires_at IS NULL OR t.expires_at > now() "
         "RETURNING t.record, t.key, t.xmax = 0 AS inserted) "
-        "SELECT array_agg(inserted ORDER BY record, key), array_agg(record ORDER BY record, key), "
-        "array_agg(key ORDER BY record, key) FROM w"
+        "SELECT array_agg(inserted), array_agg(record), array_agg(key) FROM w"
     )
 
 

@@ -73,7 +73,7 @@ from typing import Any, ClassVar
 
 from prism.backends.base import Backend
 from prism.backends.redis._connection import RedisLink, RedisSettings
-from prism.backends.redis._lua import DELETE_RANGE, GET_MANY, GET_RANGE, SCAN, TAKE_TOKEN, WRITE
+from prism.backends.redis._lua import DELETE_RANGE, GET_MANY, GET_RANGE, PUT, SCAN, TAKE_TOKEN, WRITE
 from prism.backends.urls import mask_url
 from prism.errors import DecodeError, InvalidArgument
 from prism.model import Capabilities, Item, StoredWrite, WriteOutcome, condition_failed, transaction_refused
@@ -88,6 +88,10 @@ SWEEP_LIMIT = 16
 EXAMINE_LIMIT = 1000
 #: Items one delete_range script deletes before it yields.
 DELETE_BATCH = 500
+#: Largest value of a put_many without conditions or expiry that goes through plain
+#: commands (``_put_plain``, which reads back the entries it replaces); one with larger
+#: values goes through the write script, which inspects them on the server.
+PLAIN_VALUE_BYTES = 64 * 1024
 #: Largest value: half of Redis's default proto-max-bulk-len (512 MiB), leaving room for
 #: the metadata stored with it and for the script arguments that carry it.
 MAX_VALUE_BYTES = 256 * 1024 * 1024
@@ -129,6 +133,41 @@ def _flat(key: str, stored: bytes, now: float) -> Item | None:
         )
     except ValueError as exc:
         raise DecodeError(f"entry {key!r} holds data Prism did not write", key=key) from exc
+
+
+def _live_head(record: str, head: bytes, now: float) -> bool:
+    """Whether the flat entry stored as ``head`` (or starting so; b"" for none) is live."""
+    if not head:
+        return False
+    expires, newline, _ = head.partition(b"\n")
+    try:
+        if not newline:
+            raise ValueError("no expiry field")
+        return not expires or float(expires) > now
+    except ValueError as exc:
+        raise DecodeError(f"entry {record!r} holds data Prism did not write", key=record) from exc
+
+
+class _Stamp:
+    """Builds the stored form of puts: metadata (expiry, etag, update time, content type), newline, value.
+
+    The update time of one call's puts is one value, so its text is made once.
+    """
+
+    __slots__ = ("_updated", "_updated_text")
+
+    def __init__(self) -> None:
+        self._updated: float | None = None
+        self._updated_text = ""
+
+    def stored(self, op: StoredWrite) -> bytes:
+        assert op.value is not None
+        if op.updated_at != self._updated:
+            self._updated = op.updated_at
+            self._updated_text = repr(float(op.updated_at))
+        expires = "" if op.expires_at is None else repr(float(op.expires_at))
+        meta = f"{expires}\n{op.etag}\n{self._updated_text}\n{op.content_type or ''}\n"
+        return meta.encode() + op.value
 
 
 def _condition(op: StoredWrite) -> str:
@@ -326,18 +365,15 @@ class RedisBackend(Backend):
         mode = "p" if plain else ("1" if atomic else "0")
         args: list[Any] = [repr(time.time()), mode, self._grace_ms, PURGE_LIMIT, 0, base]
         expiring = False
+        stamp = _Stamp()
         for op in ops:
             head = op.record if plain else f"{op.record}\0{op.key}\0{_condition(op)}"
             if op.value is None:
                 expiring = True
                 args += (head, b"")
             else:
-                expires = ""
-                if op.expires_at is not None:
-                    expiring = True
-                    expires = repr(float(op.expires_at))
-                meta = f"{expires}\n{op.etag}\n{float(op.updated_at)!r}\n{op.content_type or ''}\n"
-                args += (head, meta.encode() + op.value)
+                expiring = expiring or op.expires_at is not None
+                args += (head, stamp.stored(op))
         if expiring:
             # Calls that schedule or may end expiries sweep the records due, so their
             # ids leave the index; plain puts skip it.
@@ -347,12 +383,71 @@ class RedisBackend(Backend):
     async def write(self, ns: str, ops: Sequence[StoredWrite]) -> list[WriteOutcome]:
         if not ops:
             return []
+        if all(
+            op.value is not None
+            and not op.key
+            and op.expires_at is None
+            and op.if_match is None
+            and not op.if_absent
+            and (len(op.value) <= PLAIN_VALUE_BYTES or len(ops) == 1)
+            for op in ops
+        ):
+            return await self._put_plain(ns, ops)
         keys, args = self._write_args(ns, ops, atomic=False)
         codes = await self._link.eval(WRITE, keys, args, idempotent=False)
         return [
             WriteOutcome(True, bool(code & 1)) if code >= 2 else condition_failed(bool(code & 1))
             for code in codes
         ]
+
+    async def _put_plain(self, ns: str, ops: Sequence[StoredWrite]) -> list[WriteOutcome]:
+        """Unconditional puts of flat entries without expiry, with the least work on the server.
+
+        One put is the small PUT script: the entry's ``SET ... GET``, and the record's
+        ZADD to the namespace index when it had no entry. Several are plain commands in
+        one MULTI/EXEC, each once for all of them: ZADD every record to the index (a
+        no-op for one listed already), MGET the entries they replace (to tell whether
+        each was live) and MSET the new ones. Nothing else runs in between, so the index
+        never misses a record; a script would cost the server several times more per key.
+        """
+        base = self._base(ns)
+        index = f"{base}ids"
+        now = time.time()
+        stamp = _Stamp()
+        if len(ops) == 1:
+            op = ops[0]
+            keys = (index, f"{base}e:{op.record}")
+            live = await self._link.eval(
+                PUT, keys, (repr(now), op.record, stamp.stored(op)), idempotent=False
+            )
+            return [WriteOutcome(True, bool(live))]
+        # The three commands written out in the Redis protocol at once: each entry's key is
+        # encoded once for MGET and MSET.
+        count = len(ops)
+        index_bytes = index.encode()
+        zadd = [b"*%d\r\n$4\r\nZADD\r\n$%d\r\n%b\r\n" % (2 + 2 * count, len(index_bytes), index_bytes)]
+        mget = [b"*%d\r\n$4\r\nMGET\r\n" % (1 + count)]
+        mset = [b"*%d\r\n$4\r\nMSET\r\n" % (1 + 2 * count)]
+        prefix = f"{base}e:".encode()
+        for op in ops:
+            record = op.record.encode()
+            entry = b"$%d\r\n%b%b\r\n" % (len(prefix) + len(record), prefix, record)
+            zadd.append(b"$1\r\n0\r\n$%d\r\n%b\r\n" % (len(record), record))
+            mget.append(entry)
+            stored = stamp.stored(op)
+            mset += (entry, b"$%d\r\n" % len(stored), stored, b"\r\n")
+        commands = (b"".join(zadd), b"".join(mget), b"".join(mset))
+        _, replaced, _ = await self._link.transaction("put_many", commands)
+        outcomes = []
+        written: set[str] = set()
+        for op, old in zip(ops, replaced, strict=True):
+            # A record put earlier in the same call holds the live entry that put left.
+            existed = op.record in written or (
+                old is not None and (old[:1] == b"\n" or _live_head(op.record, old, now))
+            )
+            outcomes.append(WriteOutcome(True, existed))
+            written.add(op.record)
+        return outcomes
 
     async def transact(self, ns: str, ops: Sequence[StoredWrite]) -> list[WriteOutcome]:
         if not ops:

@@ -10,7 +10,7 @@ What is left becomes a ``prism.errors`` type, never a driver exception.
 from __future__ import annotations
 
 import math
-from collections.abc import Sequence
+from collections.abc import Awaitable, Callable, Sequence
 from dataclasses import dataclass, replace
 from typing import Any
 from urllib.parse import urlsplit
@@ -199,6 +199,10 @@ def pack(args: Sequence[str | bytes | int]) -> list[bytes]:
     return chunks
 
 
+_MULTI = b"*1\r\n$5\r\nMULTI\r\n"
+_EXEC = b"*1\r\n$4\r\nEXEC\r\n"
+
+
 class NoConnection(Exception):
     """No connection could be had, so the command was never sent (safe to retry)."""
 
@@ -282,10 +286,28 @@ class RedisLink:
         network = self.settings.network
         if blocks_for > 0:
             network = replace(network, operation_timeout=network.operation_timeout + blocks_for)
+        return await self._call(describe, network, lambda: self._once(args, script), idempotent)
+
+    async def transaction(self, describe: str, commands: Sequence[Sequence[Any] | bytes]) -> list[Any]:
+        """Run ``commands`` as one ``MULTI``/``EXEC`` transaction in one round trip; their replies.
+
+        A command is its arguments, or bytes already in the Redis protocol.
+
+        They run one after another with no other client's command in between; a
+        command refused while queueing (out of memory, a read-only replica) aborts the
+        transaction, so none runs. Retried only when nothing can have been applied.
+        """
+        return await self._call(  # type: ignore[no-any-return]
+            describe, self.settings.network, lambda: self._once_atomic(commands), idempotent=False
+        )
+
+    async def _call(
+        self, describe: str, network: NetworkSettings, once: Callable[[], Awaitable[Any]], idempotent: bool
+    ) -> Any:
         try:
             return await call_with_retry(
                 network,
-                lambda: self._once(args, script),
+                once,
                 is_transient=_transient_read if idempotent else _refused,
                 describe=f"redis {describe}",
             )
@@ -329,6 +351,42 @@ class RedisLink:
                     raise
                 await conn.send_packed_command(pack(("EVAL", script.source, *args[2:])), check_health=False)
                 return await conn.read_response()
+        finally:
+            await pool.release(conn)
+
+    async def _once_atomic(self, commands: Sequence[Sequence[Any] | bytes]) -> list[Any]:
+        pool = self.pool
+        try:
+            conn = await pool.get_connection()  # type: ignore[no-untyped-call]
+        except _DENIED:
+            raise
+        except (RedisError, OSError) as exc:
+            raise NoConnection(str(exc)) from exc
+        try:
+            packed = [_MULTI]
+            for command in commands:
+                if isinstance(command, bytes):
+                    packed.append(command)
+                else:
+                    packed += pack(command)
+            packed.append(_EXEC)
+            await conn.send_packed_command(packed, check_health=False)
+            # +OK for MULTI, then +QUEUED per command or the error that refused it; every
+            # reply is read, so the connection goes back to the pool with none left over.
+            refused: ResponseError | None = None
+            for _ in range(len(commands) + 1):
+                try:
+                    await conn.read_response()
+                except ResponseError as exc:
+                    refused = refused or exc
+            try:
+                replies = await conn.read_response()
+            except ResponseError as exc:  # EXECABORT: nothing was applied
+                raise refused or exc from None
+            for reply in replies:
+                if isinstance(reply, ResponseError):
+                    raise reply
+            return replies  # type: ignore[no-any-return]
         finally:
             await pool.release(conn)
 

