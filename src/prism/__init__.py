@@ -37,6 +37,7 @@ from prism.model import Capabilities, Delete, Event, EventPage, EventResult, Ite
 from prism.timeseries import SyncTimeSeries, TimeSeries
 
 if TYPE_CHECKING:
+    from prism.migration import migrate
     from prism.streaming.client import StreamClient
 
 __version__ = "0.1.0"
@@ -48,6 +49,10 @@ def __getattr__(name: str) -> object:
         from prism.streaming.client import StreamClient
 
         return StreamClient
+    if name == "migrate":
+        from prism.migration import migrate
+
+        return migrate
     raise AttributeError(f"module 'prism' has no attribute {name!r}")
 
 
@@ -85,4 +90,5 @@ __all__ = [
     "WriteResult",
     "connect",
     "connect_sync",
+    "migrate",
 ]

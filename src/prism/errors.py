@@ -18,10 +18,11 @@ mapped at the backend boundary and chained as ``__cause__``::
     ├── AuthError                credentials missing or refused (401) or not allowed (403)
     ├── PiiError                 prism.gateway.pii: a stored PII field cannot be revealed
     │   └── StoredValueNotJson   a stored value of a PII namespace is not JSON
+    ├── MigrationRefused         prism.migration: a migration's phase does not allow the action
     └── StreamError              prism.streaming.errors: a streaming failure with a protocol code
         └── RequestError         prism.streaming.client: a request failed or was refused
 
-The gateway and streaming errors live in their own modules (they carry HTTP and
+The gateway, migration and streaming errors live in their own modules (they carry HTTP and
 protocol codes); they subclass :class:`PrismError`, so one ``except PrismError``
 catches every failure Prism reports. The gateway and the streaming service share
 one :class:`AuthError`. Streaming's ``Cancelled`` and ``OwnershipLost`` stay outside

@@ -173,6 +173,8 @@ class Capabilities:
     token_buckets: bool = False
     #: A TimeSeries store (``Backend.timeseries_driver``) on the same connection.
     timeseries: bool = False
+    #: Items written with their given etag and times (``Backend.restore_items``), for live migration.
+    restore: bool = True
 
     def as_dict(self) -> dict[str, Any]:
         return {name: getattr(self, name) for name in self.__dataclass_fields__}

@@ -18,13 +18,15 @@ stores and answers. Its obligations, checked by ``prism.testing``'s conformance 
 from __future__ import annotations
 
 import enum
+import time
 from abc import ABC, abstractmethod
 from collections.abc import Sequence
+from datetime import datetime
 from typing import Any, ClassVar, Final
 
 from prism.model import Capabilities, Item, StoredWrite, WriteOutcome
 
-__all__ = ["NOT_NOW", "Backend", "Capabilities", "NotNow", "RolledBack", "reads_now"]
+__all__ = ["NOT_NOW", "Backend", "Capabilities", "NotNow", "RolledBack", "reads_now", "restore_op"]
 
 
 class NotNow(enum.Enum):
@@ -34,6 +36,29 @@ class NotNow(enum.Enum):
 
 
 NOT_NOW: Final = NotNow.NOT_NOW
+
+
+def restore_op(
+    record: str, item: Item, *, if_match: str | None = None, if_absent: bool = False
+) -> StoredWrite:
+    """The write that puts ``item`` under ``record`` exactly as it is: its etag, expiry and times.
+
+    Live migration copies items this way, so an etag read before a cutover still
+    matches after it. The conditions let a copy refuse to overwrite a newer write.
+    """
+    expires = item._expires
+    updated = item._updated
+    return StoredWrite(
+        record,
+        item.key,
+        item.value,
+        item.etag,
+        expires.timestamp() if isinstance(expires, datetime) else expires,
+        item.content_type,
+        (updated.timestamp() if isinstance(updated, datetime) else updated) or time.time(),
+        if_match,
+        if_absent,
+    )
 
 
 class RolledBack(Exception):
@@ -121,6 +146,19 @@ class Backend(ABC):
         from prism.errors import Unsupported
 
         raise Unsupported(f"the {self.name} backend has no shared token buckets")
+
+    async def restore_items(self, ns: str, record: str, items: Sequence[Item]) -> list[WriteOutcome]:
+        """Write ``items`` into ``record`` with their own etags, expiry and updated times.
+
+        Unconditional, one outcome per item, in order. Every backend whose writes store
+        the etag they are given (``capabilities.restore``) honours it through ``write``;
+        the others raise Unsupported.
+        """
+        if not self.capabilities.restore:
+            from prism.errors import Unsupported
+
+            raise Unsupported(f"the {self.name} backend cannot keep the etags of copied items")
+        return await self.write(ns, [restore_op(record, item) for item in items])
 
     @abstractmethod
     async def scan(self, ns: str, prefix: str, after: str | None, limit: int) -> list[str]:

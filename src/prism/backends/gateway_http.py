@@ -166,7 +166,8 @@ class GatewayHTTPBackend(Backend):
     """A Prism gateway's ``/v1/kv`` and ``/v1/records`` API as a backend."""
 
     name = "prism+http"
-    capabilities = Capabilities(consistent_reads=False)
+    # The gateway makes the etag of every write, so items cannot be restored with their own.
+    capabilities = Capabilities(consistent_reads=False, restore=False)
 
     def __init__(
         self,
@@ -186,7 +187,9 @@ class GatewayHTTPBackend(Backend):
         self.network = network or NetworkSettings(operation_timeout=DEFAULT_OPERATION_TIMEOUT)
         self.max_connections = max_connections
         self.ca_file = ca_file
-        self.capabilities = Capabilities(consistent_reads=False, max_value_bytes=max_value_bytes)
+        self.capabilities = Capabilities(
+            consistent_reads=False, max_value_bytes=max_value_bytes, restore=False
+        )
         self._token = token
         self._client: httpx.AsyncClient | None = None
 

@@ -37,6 +37,7 @@ LABELS = {
     "multi_process": "shared by several processes",
     "token_buckets": "shared token buckets (gateway rate limits)",
     "timeseries": "TimeSeries (docs/timeseries.md)",
+    "restore": "copies keeping etags and times (live migration)",
 }
 
 

@@ -38,6 +38,7 @@ __all__ = [
     "IdempotencyConfig",
     "JwtConfig",
     "LimitsConfig",
+    "MigrationConfig",
     "MtlsIdentityConfig",
     "NamespaceConfig",
     "PiiConfig",
@@ -316,8 +317,17 @@ class ServerConfig(_Base, frozen=True):
     grpc_port: int | None = None
 
 
+class MigrationConfig(_Base, frozen=True):
+    """Timings of live migrations (``prism.migration.MigrationSettings`` documents each)."""
+
+    poll_interval: float = 0.5
+    heartbeat_ttl: float = 5.0
+    fence_timeout: float = 2.0
+    repair_interval: float = 1.0
+
+
 class ControlConfig(_Base, frozen=True):
-    """State every gateway process shares: the rate limits' token buckets.
+    """State every gateway process shares: the rate limits' token buckets, and migration state.
 
     ``store`` names a Redis or PostgreSQL store of ``stores``; without it each process
     keeps its own buckets. ``timeout`` bounds one check; ``on_failure`` says what a
@@ -328,6 +338,7 @@ class ControlConfig(_Base, frozen=True):
     store: str | None = None
     timeout: float = 0.5
     on_failure: Literal["reject", "local"] = "reject"
+    migration: MigrationConfig = MigrationConfig()
 
 
 class CompatConfig(_Base, frozen=True):
@@ -788,6 +799,12 @@ def _validate_control(config: GatewayConfig, fail: Any) -> None:
     control = config.control
     if not _positive(control.timeout):
         fail("$.control.timeout", "must be a positive number of seconds")
+    timings = control.migration
+    for field in ("poll_interval", "heartbeat_ttl", "fence_timeout", "repair_interval"):
+        if not _positive(getattr(timings, field)):
+            fail(f"$.control.migration.{field}", "must be a positive number of seconds")
+    if timings.heartbeat_ttl <= timings.poll_interval:
+        fail("$.control.migration.heartbeat_ttl", "must be longer than poll_interval")
     name = control.store
     if name is None:
         return

@@ -19,6 +19,7 @@ from starlette.requests import Request
 from starlette.responses import HTMLResponse, Response
 from starlette.routing import BaseRoute, Route
 
+from prism.errors import PrismError
 from prism.gateway.audit import AuditUnavailable
 from prism.gateway.auth import AuthError, Principal
 from prism.gateway.openapi import ApiDescription
@@ -37,7 +38,7 @@ from prism.gateway.wire import (
     NamespaceSummary,
 )
 
-__all__ = ["admin_routes"]
+__all__ = ["admin_routes", "audited_call"]
 
 
 def _json(payload: Any, status: int = 200) -> Response:
@@ -49,44 +50,10 @@ def admin_routes(gateway: Gateway, data_routes: Sequence[DataRoute] = ()) -> lis
     config = gateway.config
     api = ApiDescription(config)
 
-    def principal_of(request: Request) -> Principal:
-        principal = gateway.authenticator.authenticate_scope(request.scope)
-        request.scope["prism.principal"] = principal.subject
-        return principal
-
     async def audited(
         request: Request, op: str, namespace: str | None, answer: Callable[[Principal], Awaitable[Response]]
     ) -> Response:
-        """``answer``'s response for the authenticated caller, with the request's audit event."""
-        request_id = request.scope.get("prism.request_id")
-        audit = gateway.audit
-        started = time.perf_counter()
-        principal: Principal | None = None
-        response: Response | None = None
-        outcome = "cancelled"
-        try:
-            if audit.enabled:
-                audit.admit()
-        except AuditUnavailable as exc:
-            headers = {"Retry-After": str(config.server.retry_after)}
-            return HTTPProblem(503, "AUDIT_UNAVAILABLE", str(exc), headers=headers).response(request_id)
-        try:
-            try:
-                principal = principal_of(request)
-                response = await answer(principal)
-                outcome = "ok"
-            except (AuthError, HTTPProblem) as exc:
-                problem = problem_for(
-                    exc, config.server.request_timeout, config.server.retry_after, request_id
-                )
-                outcome = problem.code
-                response = problem.response(request_id)
-            return response
-        finally:
-            if audit.enabled:
-                status = 499 if response is None else response.status_code
-                event = audit_event(request_id, principal, namespace, op, status, outcome, started)
-                audit.record(event)
+        return await audited_call(gateway, request, op, namespace, answer)
 
     async def list_namespaces(request: Request) -> Response:
         async def answer(principal: Principal) -> Response:
@@ -189,3 +156,46 @@ def admin_routes(gateway: Gateway, data_routes: Sequence[DataRoute] = ()) -> lis
         Route("/openapi.json", openapi_json, methods=["GET"]),
         Route("/docs", docs_page, methods=["GET"]),
     ]
+
+
+async def audited_call(
+    gateway: Gateway,
+    request: Request,
+    op: str,
+    namespace: str | None,
+    answer: Callable[[Principal], Awaitable[Response]],
+) -> Response:
+    """``answer``'s response for the authenticated caller, with the request's audit event.
+
+    The audit slot is reserved before the caller is authenticated, so refused attempts
+    are audited too; an expected failure (``HTTPProblem``, ``AuthError``, any ``PrismError``)
+    becomes its problem response.
+    """
+    server = gateway.config.server
+    request_id = request.scope.get("prism.request_id")
+    audit = gateway.audit
+    started = time.perf_counter()
+    principal: Principal | None = None
+    response: Response | None = None
+    outcome = "cancelled"
+    try:
+        if audit.enabled:
+            audit.admit()
+    except AuditUnavailable as exc:
+        headers = {"Retry-After": str(server.retry_after)}
+        return HTTPProblem(503, "AUDIT_UNAVAILABLE", str(exc), headers=headers).response(request_id)
+    try:
+        try:
+            principal = gateway.authenticator.authenticate_scope(request.scope)
+            request.scope["prism.principal"] = principal.subject
+            response = await answer(principal)
+            outcome = "ok"
+        except (HTTPProblem, PrismError) as exc:
+            problem = problem_for(exc, server.request_timeout, server.retry_after, request_id)
+            outcome = problem.code
+            response = problem.response(request_id)
+        return response
+    finally:
+        if audit.enabled:
+            status = 499 if response is None else response.status_code
+            audit.record(audit_event(request_id, principal, namespace, op, status, outcome, started))

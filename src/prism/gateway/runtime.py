@@ -29,10 +29,12 @@ from prism.gateway.config import (
 from prism.gateway.idempotency import IDEMPOTENCY_NAMESPACE, IdempotencyCache
 from prism.gateway.limits import NamespaceLimiter, SharedBuckets
 from prism.gateway.logs import AccessLog
+from prism.gateway.migrations import GatewayMigrations
 from prism.gateway.pii import FieldProtector, Keyring
 from prism.gateway.tenancy import physical_namespace
 from prism.kv.namespace import Namespace
 from prism.kv.store import Store
+from prism.migration import MigrationSettings
 from prism.timeseries import TimeSeries
 
 __all__ = ["Gateway", "ServedNamespace"]
@@ -176,6 +178,14 @@ class Gateway:
             else None
         )
         namespaces: dict[str, ServedNamespace] = {}
+        timings = config.control.migration
+        settings = MigrationSettings(
+            poll_interval=timings.poll_interval,
+            heartbeat_ttl=timings.heartbeat_ttl,
+            fence_timeout=timings.fence_timeout,
+            repair_interval=timings.repair_interval,
+        )
+        migrations = self.migrations = GatewayMigrations(config, stores, settings)
         for i, ns in enumerate(config.namespaces):
             reserved = internal_namespace(ns.name, config)
             if reserved is not None:
@@ -185,6 +195,9 @@ class Gateway:
                 )
             store_name = config.namespace_store(ns)
             store = stores[store_name]
+            if ns.kind == "kv":
+                # Only KeyValue namespaces migrate (see prism.migration).
+                store = migrations.wrap(ns.name, store_name, store, tenant_scoped=ns.tenant_scoped)
             try:
                 served = ServedNamespace(ns, store_name, store, config, self.keyring, shared)
                 store.namespace(ns.name, max_value_bytes=ns.max_value_bytes, default_ttl=ns.default_ttl)
@@ -249,6 +262,7 @@ class Gateway:
                         f"store {name!r} ({mask_url(self.config.store_url(name))}) did not open: {exc}"
                     ) from exc
                 opened.append(store)
+            await self.migrations.start()
             await self.audit.start()
             await self.authenticator.start(self.config.server.jwks_startup_timeout)
         except BaseException as exc:
@@ -268,6 +282,7 @@ class Gateway:
         self.started = False
         await self.authenticator.stop()
         await self.audit.stop(self.config.server.shutdown_timeout)
+        await self.migrations.stop()
         for store in self.stores.values():
             try:
                 await store.close()

@@ -33,6 +33,7 @@ from typing import Any
 import pytest
 
 import prism
+from prism.backends.base import restore_op
 from prism.errors import InvalidArgument, InvalidKey, PreconditionFailed, Unsupported, ValueTooLarge
 from prism.kv.namespace import Namespace
 from prism.kv.store import Store
@@ -549,6 +550,69 @@ class ConformanceSuite:
             etags.append((await ns.transact([Put("k", b"same")]))[0].etag or "")
         assert all(etags) and len(set(etags)) == len(etags), etags
         assert (item := await ns.get("k")) is not None and item.etag == etags[-1]
+
+    async def test_restore_items_keeps_etags_times_and_order(self, store: Store, ns: Namespace) -> None:
+        if not store.capabilities.restore:
+            with pytest.raises(Unsupported, match="etag"):
+                await store.backend.restore_items(ns.name, "r", [Item("k", b"v", "e1")])
+            return
+        _require(store, "etag")
+        await ns.put("flat", b"\x00flat", ttl=60, content_type="application/x-flat")
+        await ns.put_items(
+            "rec", [Put("b", b"2"), Put("a", b"1", content_type="text/plain"), Put("c", b"3", ttl=90)]
+        )
+        copy = store.namespace(f"{ns.name}-copy")
+        flat = await ns.get("flat")
+        items = (await ns.get_items("rec")).items
+        assert flat is not None and [i.key for i in items] == ["a", "b", "c"]
+        outcomes = await store.backend.restore_items(copy.name, "flat", [flat.with_key("")])
+        outcomes += await store.backend.restore_items(copy.name, "rec", items)
+        assert all(o.ok for o in outcomes), outcomes
+        copied = await copy.get("flat")
+        copied_items = (await copy.get_items("rec")).items
+        for before, after in [(flat, copied), *zip(items, copied_items, strict=True)]:
+            assert after is not None
+            assert (after.key, after.value, after.etag, after.content_type) == (
+                before.key,
+                before.value,
+                before.etag,
+                before.content_type,
+            )
+            for was, now in ((before.expires_at, after.expires_at), (before.updated_at, after.updated_at)):
+                assert (was is None) == (now is None), (was, now)
+                if was is not None and now is not None:
+                    assert abs((was - now).total_seconds()) < 0.001, (was, now)
+        # An etag read from the original matches the copy.
+        assert await copy.put("flat", b"next", if_match=flat.etag)
+        with pytest.raises(PreconditionFailed):
+            await copy.put("flat", b"again", if_match=flat.etag)
+
+    async def test_restore_ops_honour_conditions_and_expiry(self, store: Store, ns: Namespace) -> None:
+        _require(store, "restore")
+        _require(store, "etag")
+        etag = await ns.put("k", b"v1")
+        newer = Item("k", b"v2", "restored-etag", None, "text/plain", time.time())
+        outcomes = await store.backend.write(
+            ns.name,
+            [
+                restore_op("k", newer.with_key(""), if_absent=True),
+                restore_op("k", newer.with_key(""), if_match="nope"),
+            ],
+        )
+        assert [(o.ok, o.condition_failed) for o in outcomes] == [(False, True), (False, True)]
+        (done,) = await store.backend.write(ns.name, [restore_op("k", newer.with_key(""), if_match=etag)])
+        assert done.ok and done.existed
+        got = await ns.get("k")
+        assert got is not None and (got.value, got.etag, got.content_type) == (
+            b"v2",
+            "restored-etag",
+            "text/plain",
+        )
+        if store.capabilities.ttl:
+            gone = Item("", b"old", "expired-etag", time.time() - 5, None, time.time() - 10)
+            await store.backend.restore_items(ns.name, "expired", [gone])
+            assert await ns.get("expired") is None
+            assert await ns.put("expired", b"fresh", if_absent=True)
 
     async def test_if_match(self, store: Store, ns: Namespace) -> None:
         _require(store, "etag")
