@@ -1,0 +1,284 @@
+"""``prism kv export`` and ``prism kv import``: a namespace as JSON lines, streamed both ways.
+
+One line per key::
+
+    {"key": "k", "value": "<base64>", "content_type": null, "expires_at": null,
+     "etag": "...", "updated_at": "2026-12-07T13:00:00+00:00"}
+
+``export`` pages through a scan and reads each page with one ``get_many``; ``import``
+writes a batch of lines with one ``put_many``. Neither holds more than a batch in
+memory. ``content_type`` and ``expires_at`` are restored (the ttl is what is left
+until ``expires_at``; a line already expired is skipped and counted); ``etag`` and
+``updated_at`` are informative: a written key gets a new etag, as every write does.
+Only ``key`` and ``value`` are required on import.
+"""
+
+from __future__ import annotations
+
+import argparse
+import base64
+import binascii
+import os
+import sys
+import time
+from collections.abc import Iterator
+from datetime import UTC, datetime
+from typing import IO, Any
+
+import msgspec
+
+from prism.errors import InvalidArgument
+from prism.model import Item, Put
+
+__all__ = ["DEFAULT_BATCH", "ExportLine", "Progress", "add_verbs"]
+
+#: Keys per scan page and ``get_many`` (export), lines per ``put_many`` (import).
+DEFAULT_BATCH = 1000
+#: Largest batch accepted by ``--batch``.
+MAX_BATCH = 10_000
+#: Seconds between two redraws of the progress line.
+PROGRESS_INTERVAL = 0.2
+
+
+class ExportLine(msgspec.Struct, omit_defaults=False):
+    """One line of an export (and of an import: only ``key`` and ``value`` are required)."""
+
+    key: str
+    value: str
+    content_type: str | None = None
+    expires_at: str | None = None
+    etag: str | None = None
+    updated_at: str | None = None
+
+
+_decoder = msgspec.json.Decoder(ExportLine)
+_encoder = msgspec.json.Encoder()
+
+
+def add_verbs(verbs: Any) -> None:
+    """Add ``export`` and ``import`` to the ``prism kv`` verbs."""
+    export = verbs.add_parser(
+        "export",
+        help="write a namespace's keys as JSON lines",
+        description=(
+            "Write every key of NAMESPACE (or those starting with PREFIX) as one JSON object "
+            "per line: key, value (base64), content_type, expires_at, etag, updated_at."
+        ),
+    )
+    export.add_argument("namespace")
+    export.add_argument("prefix", nargs="?", default="")
+    export.add_argument("-o", "--output", help="write to this file instead of stdout")
+    _common(export)
+    export.set_defaults(func=_export)
+
+    imp = verbs.add_parser(
+        "import",
+        help="write keys from JSON lines (as written by export)",
+        description=(
+            "Put every line of FILE (or stdin: '-' or nothing) into NAMESPACE, a batch per "
+            "put_many. A line that is not valid stops the import there, naming the line; the "
+            "batches before it stay written."
+        ),
+    )
+    imp.add_argument("namespace")
+    imp.add_argument("file", nargs="?", default="-", help="JSON lines file; '-' or absent reads stdin")
+    _common(imp)
+    imp.set_defaults(func=_import)
+
+
+def _common(parser: argparse.ArgumentParser) -> None:
+    parser.add_argument(
+        "--batch",
+        type=int,
+        default=DEFAULT_BATCH,
+        help=f"keys per request (default {DEFAULT_BATCH}, at most {MAX_BATCH})",
+    )
+    shown = parser.add_mutually_exclusive_group()
+    shown.add_argument(
+        "--progress", dest="progress", action="store_true", default=None, help="show progress on stderr"
+    )
+    shown.add_argument(
+        "--no-progress",
+        dest="progress",
+        action="store_false",
+        help="no progress (default when not a terminal)",
+    )
+
+
+def _batch(args: argparse.Namespace) -> int:
+    batch = int(args.batch)
+    if not 1 <= batch <= MAX_BATCH:
+        raise InvalidArgument(f"--batch must be between 1 and {MAX_BATCH}, got {batch}")
+    return batch
+
+
+class Progress:
+    """A progress line on a stream: keys done, rate, and the share done when the total is known."""
+
+    def __init__(self, verb: str, stream: IO[str] | None, total_bytes: int | None = None) -> None:
+        self._verb = verb
+        self._stream = stream
+        self._total = total_bytes
+        self._started = time.monotonic()
+        self._shown = 0.0
+        self.keys = 0
+
+    def update(self, keys: int, done_bytes: int | None = None, *, final: bool = False) -> None:
+        self.keys += keys
+        if self._stream is None:
+            return
+        now = time.monotonic()
+        if not final and now - self._shown < PROGRESS_INTERVAL:
+            return
+        self._shown = now
+        elapsed = max(now - self._started, 1e-9)
+        line = f"{self._verb} {self.keys} keys, {self.keys / elapsed:,.0f} keys/s"
+        if self._total and done_bytes is not None:
+            share = min(1.0, done_bytes / self._total)
+            filled = int(share * 30)
+            line = f"[{'#' * filled}{'.' * (30 - filled)}] {share:4.0%} " + line
+        self._stream.write("\r" + line + ("\n" if final else ""))
+        self._stream.flush()
+
+
+def _progress_stream(args: argparse.Namespace) -> IO[str] | None:
+    wanted = sys.stderr.isatty() if args.progress is None else bool(args.progress)
+    return sys.stderr if wanted else None
+
+
+def _when(value: datetime | None) -> str | None:
+    return value.isoformat() if value is not None else None
+
+
+def _line(item: Item) -> bytes:
+    return _encoder.encode(
+        ExportLine(
+            item.key,
+            base64.b64encode(item.value).decode("ascii"),
+            item.content_type,
+            _when(item.expires_at),
+            item.etag,
+            _when(item.updated_at),
+        )
+    )
+
+
+def _export(args: argparse.Namespace) -> int:
+    from prism.cli.kv import _namespace
+
+    batch = _batch(args)
+    store, ns = _namespace(args)
+    out: IO[bytes]
+    if args.output is None:
+        out = sys.stdout.buffer
+    else:
+        try:
+            out = open(args.output, "wb")  # noqa: SIM115 - closed below, after the store
+        except OSError as exc:
+            raise InvalidArgument(f"cannot write {args.output}: {exc.strerror}") from exc
+    progress = Progress("exported", _progress_stream(args))
+    try:
+        with store:
+            token: str | None = None
+            while True:
+                page = ns.scan(args.prefix, limit=batch, page_token=token)
+                items = ns.get_many(page.keys) if page.keys else []
+                # A key deleted or expired between the scan and the read is left out.
+                lines = [_line(item) for item in items if item is not None]
+                if lines:
+                    out.write(b"\n".join(lines) + b"\n")
+                progress.update(len(lines))
+                token = page.next_page_token
+                if token is None:
+                    break
+    finally:
+        if out is not sys.stdout.buffer:
+            out.close()
+        else:
+            out.flush()
+    progress.update(0, final=True)
+    return 0
+
+
+def _expiry(text: str | None, number: int) -> float | None:
+    if text is None:
+        return None
+    try:
+        when = datetime.fromisoformat(text)
+    except ValueError as exc:
+        raise InvalidArgument(f"line {number}: expires_at must be an ISO 8601 time, got {text!r}") from exc
+    if when.tzinfo is None:
+        when = when.replace(tzinfo=UTC)
+    return when.timestamp()
+
+
+def _puts(source: IO[bytes], batch: int) -> Iterator[tuple[list[Put], int, int]]:
+    """Batches of puts from JSON lines: (puts, lines skipped as expired, bytes read so far)."""
+    puts: list[Put] = []
+    skipped = 0
+    done = 0
+    for number, raw in enumerate(source, 1):
+        done += len(raw)
+        if not raw.strip():
+            continue
+        try:
+            line = _decoder.decode(raw)
+            value = base64.b64decode(line.value, validate=True)
+        except msgspec.ValidationError as exc:
+            raise InvalidArgument(f"line {number}: {exc}") from exc
+        except msgspec.DecodeError as exc:
+            raise InvalidArgument(f"line {number}: not a JSON object ({exc})") from exc
+        except binascii.Error as exc:
+            raise InvalidArgument(f"line {number}: value must be base64 ({exc})") from exc
+        expires = _expiry(line.expires_at, number)
+        ttl = None
+        if expires is not None:
+            ttl = expires - time.time()
+            if ttl <= 0:
+                skipped += 1
+                continue
+        puts.append(Put(line.key, value, ttl=ttl, content_type=line.content_type))
+        if len(puts) >= batch:
+            yield puts, skipped, done
+            puts, skipped = [], 0
+    if puts or skipped:
+        yield puts, skipped, done
+
+
+def _import(args: argparse.Namespace) -> int:
+    from prism.cli.kv import _namespace
+
+    batch = _batch(args)
+    total: int | None = None
+    source: IO[bytes]
+    if args.file == "-":
+        source = sys.stdin.buffer
+    else:
+        try:
+            source = open(args.file, "rb")  # noqa: SIM115 - closed below, after the store
+            total = os.fstat(source.fileno()).st_size
+        except OSError as exc:
+            raise InvalidArgument(f"cannot read {args.file}: {exc.strerror}") from exc
+    progress = Progress("imported", _progress_stream(args), total)
+    expired = 0
+    failed: list[str] = []
+    try:
+        store, ns = _namespace(args)
+        with store:
+            for puts, skipped, done in _puts(source, batch):
+                expired += skipped
+                if puts:
+                    results = ns.put_many(puts)
+                    failed += (f"{r.key}: {r.error}" for r in results if not r.ok)
+                progress.update(len(puts), done)
+    finally:
+        if source is not sys.stdin.buffer:
+            source.close()
+    progress.update(0, total, final=True)
+    summary = f"prism: imported {progress.keys - len(failed)} keys into {args.namespace!r}"
+    if expired:
+        summary += f", skipped {expired} already expired"
+    if failed:
+        summary += f"; {len(failed)} failed, first: {failed[0]}"
+    print(summary, file=sys.stderr)
+    return 1 if failed else 0
