@@ -108,6 +108,34 @@ def _cli(*args: str, stdin: Any = None, stdout: Any = None) -> float:
     return time.perf_counter() - start
 
 
+def _transfer(source: str, target: str, target_ns: str, dump: Path) -> tuple[float, float, float]:
+    """Seconds of ``prism kv export`` from ``source``, ``import`` into ``target``, and the import's start-up.
+
+    The start-up is an import of an empty file: interpreter, Prism and the driver
+    loaded, the store opened and closed.
+    """
+    with dump.open("wb") as out:
+        export_s = _cli("--store", source, "export", NAMESPACE, stdout=out)
+    with dump.open("rb") as lines:
+        import_s = _cli("--store", target, "import", target_ns, stdin=lines)
+    startup_s = min(_cli("--store", target, "import", target_ns, stdin=subprocess.DEVNULL) for _ in range(3))
+    return export_s, import_s, startup_s
+
+
+def _transfer_row(
+    loaded: int, times: tuple[float, float, float], raw: str, raw_rate: float, api: float
+) -> str:
+    export_s, import_s, startup_s = times
+    steady = loaded / max(import_s - startup_s, 1e-9)
+    return _row(
+        f"`prism kv export` / `import` of the {loaded:,} keys, keys/s (a process each; in brackets past the "
+        f"import's start-up of {startup_s:.1f} s)",
+        f"{raw_rate / 1000:,.0f}k ({raw})",
+        f"{loaded / export_s / 1000:,.0f}k / {loaded / import_s / 1000:,.0f}k ({steady / 1000:,.0f}k)",
+        f"import {loaded / import_s / raw_rate:.2f}x ({steady / raw_rate:.2f}x; put_many {api:.2f}x)",
+    )
+
+
 # -- Redis ----------------------------------------------------------------------------
 
 
@@ -139,11 +167,7 @@ async def _redis(
         encoding = (await admin.object("encoding", f"prism:{{{NAMESPACE}}}:ids")).decode()
 
         # Export the Prism data, and import it into a fresh database: the command-line rates.
-        dump = work / "redis.jsonl"
-        with dump.open("wb") as out:
-            export_s = _cli("--store", url_for(2), "export", NAMESPACE, stdout=out)
-        with dump.open("rb") as source:
-            import_s = _cli("--store", url_for(3), "import", NAMESPACE, stdin=source)
+        moved = _transfer(url_for(2), url_for(3), NAMESPACE, work / "redis.jsonl")
 
         async def freed(client: aioredis.Redis) -> int:
             before = int((await client.info("memory"))["used_memory"])
@@ -189,12 +213,7 @@ async def _redis(
                     _rate(rates["prism"]),
                     f"{_ratio(rates['prism'], rates['raw']):.2f}x",
                 ),
-                _row(
-                    f"`prism kv export` / `import` of the {loaded:,} keys (a process each), keys/s",
-                    f"{raw_rate / 1000:,.0f}k (`MSET`)",
-                    f"{loaded / export_s / 1000:,.0f}k / {loaded / import_s / 1000:,.0f}k",
-                    f"import {loaded / import_s / raw_rate:.2f}x (put_many: {prism_rate / raw_rate:.2f}x)",
-                ),
+                _transfer_row(loaded, moved, "`MSET`", raw_rate, prism_rate / raw_rate),
             ]
         )
         return text, figures
@@ -246,11 +265,7 @@ async def _postgres(url: str, keys: int, rounds: int, work: Path) -> tuple[str, 
             t: int(await con.fetchval("SELECT pg_total_relation_size($1::regclass)", t))
             for t in ("prism_kv", "cost_plain")
         }
-        dump = work / "pg.jsonl"
-        with dump.open("wb") as out:
-            export_s = _cli("--store", url, "export", NAMESPACE, stdout=out)
-        with dump.open("rb") as source:
-            import_s = _cli("--store", url, "import", NAMESPACE + "-copy", stdin=source)
+        moved = _transfer(url, url, NAMESPACE + "-copy", work / "pg.jsonl")
         await con.execute("DELETE FROM prism_kv WHERE namespace = $1", NAMESPACE + "-copy")
         figures = {
             "postgres": {
@@ -281,12 +296,7 @@ async def _postgres(url: str, keys: int, rounds: int, work: Path) -> tuple[str, 
                     _rate(rates["prism"]),
                     f"{_ratio(rates['prism'], rates['COPY']):.2f}x",
                 ),
-                _row(
-                    f"`prism kv export` / `import` of the {loaded:,} keys (a process each), keys/s",
-                    f"{copy_rate / 1000:,.0f}k (`COPY`)",
-                    f"{loaded / export_s / 1000:,.0f}k / {loaded / import_s / 1000:,.0f}k",
-                    f"import {loaded / import_s / copy_rate:.2f}x (put_many: {prism_rate / copy_rate:.2f}x)",
-                ),
+                _transfer_row(loaded, moved, "`COPY`", copy_rate, prism_rate / copy_rate),
             ]
         )
         return text, figures
@@ -470,6 +480,38 @@ async def _measure(argv: list[str], work: Path) -> tuple[list[str], dict[str, An
     return parts, figures
 
 
+NOTES = """**Where the targets stand, and why.**
+
+- *Redis memory per key (target <= 1.3x `SET`): missed.* The ordered scan index (`prism:{ns}:ids`, a
+  sorted set that is a skiplist past 128 members) alone costs about 100 bytes per key, more than half
+  of what a raw `SET` of a 100-byte value costs (the `MEMORY USAGE` row), so no encoding of the entry
+  reaches 1.3x while every namespace keeps an index that pages through keys in order and stays stable
+  under writes, which is what `scan` promises on every backend. That is the trade-off kept: the index
+  stays. The entry itself is about 64 bytes over the raw key: the `prism:{ns}:e:` prefix and the
+  metadata (etag, update time; expiry and content type when set) stored before the value, which carry
+  the allocations into the next jemalloc size classes. Without the index an entry alone would be
+  about 1.4x.
+- *Redis bulk load (>= 0.5x `MSET`)*: a put_many is one `MULTI` of `ZADD` (the index), `MGET` (to
+  report `existed`) and `MSET`: the `ZADD` and the `MGET` are the server's work beyond `MSET`.
+- *PostgreSQL bulk load (>= 0.5x `COPY`)*: put_many of 1,000 is one `INSERT ... SELECT FROM unnest(...)
+  ON CONFLICT ... RETURNING` that reports `existed` per key; `COPY` reports nothing and checks no
+  conflict. *Storage per row (<= 1.5x)*: the namespace, record and empty item key in the primary key,
+  the etag and the update time are the extra bytes.
+- *Embedded store*: a get at 1,000,000 keys walks a deeper B-tree than at 10,000 (one SQLite index
+  lookup either way); the file is smaller than diskcache's for the same keys and values.
+- *DynamoDB*: every Prism item carries `ns` and `rid`, the keys of the `prism_records` index that
+  serves ordered scans, so a write costs a unit on the table and one on the index: 2x the write units
+  of BatchWriteItem into a table without an index (the same ceiling as Redis's scan index). The read of
+  replaced items (1 read unit per key, consistent) is skipped with `blind_batch_puts=true`; it stays a
+  store option rather than a per-call choice because it is also how a put finds the chunks of a
+  replaced large value: a store that skips it must never write chunked values, which is what the
+  option enforces.
+- *`prism kv import`* is put_many of 1,000 fed from JSON lines (reading the next batch while the store
+  writes the last); past the interpreter's start-up it runs at the put_many rate less the cost of
+  decoding the lines (msgspec and base64, a few microseconds per key).
+"""
+
+
 def main(argv: list[str]) -> None:
     """Measure and write the cost section of docs/benchmarks.md."""
     command = "python -m bench cost " + " ".join(a for a in argv if a.startswith("--"))
@@ -486,7 +528,7 @@ def main(argv: list[str]) -> None:
         "their spread; each side loads new keys in every round.",
         "",
     ]
-    write_section("cost", "\n".join(header) + "\n" + "\n\n".join(parts) + "\n")
+    write_section("cost", "\n".join(header) + "\n" + "\n\n".join([*parts, NOTES]) + "\n")
     from prism.backends.matrix import COST_FILE
 
     record = {

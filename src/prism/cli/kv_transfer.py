@@ -16,6 +16,7 @@ Only ``key`` and ``value`` are required on import.
 from __future__ import annotations
 
 import argparse
+import asyncio
 import base64
 import binascii
 import os
@@ -28,7 +29,7 @@ from typing import IO, Any
 import msgspec
 
 from prism.errors import InvalidArgument
-from prism.model import Item, Put
+from prism.model import Item, Put, WriteResult
 
 __all__ = ["DEFAULT_BATCH", "ExportLine", "Progress", "add_verbs"]
 
@@ -246,8 +247,6 @@ def _puts(source: IO[bytes], batch: int) -> Iterator[tuple[list[Put], int, int]]
 
 
 def _import(args: argparse.Namespace) -> int:
-    from prism.cli.kv import _namespace
-
     batch = _batch(args)
     total: int | None = None
     source: IO[bytes]
@@ -260,17 +259,8 @@ def _import(args: argparse.Namespace) -> int:
         except OSError as exc:
             raise InvalidArgument(f"cannot read {args.file}: {exc.strerror}") from exc
     progress = Progress("imported", _progress_stream(args), total)
-    expired = 0
-    failed: list[str] = []
     try:
-        store, ns = _namespace(args)
-        with store:
-            for puts, skipped, done in _puts(source, batch):
-                expired += skipped
-                if puts:
-                    results = ns.put_many(puts)
-                    failed += (f"{r.key}: {r.error}" for r in results if not r.ok)
-                progress.update(len(puts), done)
+        expired, failed = asyncio.run(_write_batches(args, _puts(source, batch), progress))
     finally:
         if source is not sys.stdin.buffer:
             source.close()
@@ -282,3 +272,45 @@ def _import(args: argparse.Namespace) -> int:
         summary += f"; {len(failed)} failed, first: {failed[0]}"
     print(summary, file=sys.stderr)
     return 1 if failed else 0
+
+
+async def _write_batches(
+    args: argparse.Namespace, batches: Iterator[tuple[list[Put], int, int]], progress: Progress
+) -> tuple[int, list[str]]:
+    """Put the batches in order, reading the next one while the store writes the last.
+
+    One put_many is in flight at a time, so a key given twice ends with its last line.
+    """
+    from prism.cli.kv import store_url
+    from prism.kv.store import connect
+
+    expired = 0
+    failed: list[str] = []
+    async with connect(store_url(args)) as store:
+        ns = store.namespace(args.namespace)
+        pending: asyncio.Task[list[WriteResult]] | None = None
+        pending_size = pending_done = 0
+        while True:
+            # Parsing runs while the store works on the batch sent before it.
+            try:
+                following = next(batches, None)
+            except BaseException:
+                if pending is not None:
+                    await pending  # the batches before a bad line are written
+                raise
+            if pending is not None:
+                failed += (f"{r.key}: {r.error}" for r in await pending if not r.ok)
+                progress.update(pending_size, pending_done)
+                pending = None
+            if following is None:
+                break
+            puts, skipped, done = following
+            expired += skipped
+            if puts:
+                pending = asyncio.ensure_future(ns.put_many(puts))
+                pending_size, pending_done = len(puts), done
+                # Let the call send its request before the next batch is read.
+                await asyncio.sleep(0)
+            else:
+                progress.update(0, done)
+    return expired, failed
