@@ -7,10 +7,12 @@ import json
 import os
 import subprocess
 import sys
+import uuid
 from datetime import UTC, datetime, timedelta
 from pathlib import Path
 
 from prism import Put, connect_sync
+from prism.testing.servers.redis import redis_server
 
 #: The environment of the commands: no gateway named by the caller's environment.
 LOCAL = {k: v for k, v in os.environ.items() if k not in ("PRISM_URL", "PRISM_TOKEN")}
@@ -125,3 +127,30 @@ def test_progress_is_shown_when_asked(tmp_path: Path) -> None:
     assert b"100% imported 252 keys" in imported.stderr
     quiet = kv(tmp_path, "--store", source, "export", "src", "-o", "e.jsonl")
     assert quiet.stderr == b""
+
+
+def test_export_and_import_on_redis_in_several_batches(tmp_path: Path) -> None:
+    with redis_server() as server:
+        url = server.url_for(5)
+        ns = f"t-{uuid.uuid4().hex[:8]}"
+        with connect_sync(url) as store:
+            for start in (0, 600):
+                store.namespace(ns).put_many(
+                    Put(f"k{i:04d}", str(i).encode()) for i in range(start, start + 600)
+                )
+        exported = kv(tmp_path, "--store", url, "export", ns, "--batch", "500", "-o", "dump.jsonl")
+        assert exported.returncode == 0, exported.stderr
+        # A key given twice ends with its last line, even across batches written back to back.
+        with (tmp_path / "dump.jsonl").open("ab") as dump:
+            dump.write(b'{"key": "k0000", "value": "bGFzdA=="}\n')
+        imported = kv(tmp_path, "--store", url, "import", ns + "-copy", "dump.jsonl", "--batch", "300")
+        assert imported.returncode == 0 and b"imported 1201 keys" in imported.stderr, imported.stderr
+        with connect_sync(url) as store:
+            copy = store.namespace(ns + "-copy")
+            keys = [f"k{i:04d}" for i in range(1200)]
+            first = copy.scan(limit=1000)
+            assert first.keys + copy.scan(limit=1000, page_token=first.next_page_token).keys == keys
+            values = [
+                item.value if item else None for item in copy.get_many(keys[:600]) + copy.get_many(keys[600:])
+            ]
+            assert values == [b"last"] + [str(i).encode() for i in range(1, 1200)]
