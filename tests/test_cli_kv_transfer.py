@@ -112,8 +112,10 @@ def test_a_bad_line_stops_the_import_naming_the_line(tmp_path: Path) -> None:
 
 def test_batch_and_files_are_checked(tmp_path: Path) -> None:
     url = f"sqlite:///{tmp_path}/b.db"
+    too_big = kv(tmp_path, "--store", url, "import", "dst", "--batch", "1001")
+    assert too_big.returncode == 1 and b"--batch must be between 1 and 1000, got 1001" in too_big.stderr
     bad_batch = kv(tmp_path, "--store", url, "export", "src", "--batch", "0")
-    assert bad_batch.returncode == 1 and b"--batch must be between 1 and 10000, got 0" in bad_batch.stderr
+    assert bad_batch.returncode == 1 and b"--batch must be between 1 and 1000, got 0" in bad_batch.stderr
     missing = kv(tmp_path, "--store", url, "import", "dst", "nope.jsonl")
     assert missing.returncode == 1 and b"cannot read nope.jsonl" in missing.stderr
 

@@ -29,14 +29,15 @@ from typing import IO, Any
 import msgspec
 
 from prism.errors import InvalidArgument
+from prism.kv.namespace import MAX_BATCH as NAMESPACE_MAX_BATCH
 from prism.model import Item, Put, WriteResult
 
 __all__ = ["DEFAULT_BATCH", "ExportLine", "Progress", "add_verbs"]
 
 #: Keys per scan page and ``get_many`` (export), lines per ``put_many`` (import).
 DEFAULT_BATCH = 1000
-#: Largest batch accepted by ``--batch``.
-MAX_BATCH = 10_000
+#: Largest batch accepted by ``--batch``: the most keys one scan page, get_many or put_many takes.
+MAX_BATCH = NAMESPACE_MAX_BATCH
 #: Seconds between two redraws of the progress line.
 PROGRESS_INTERVAL = 0.2
 
