@@ -99,12 +99,14 @@ def test_a_bad_line_stops_the_import_naming_the_line(tmp_path: Path) -> None:
     good = b'{"key": "a", "value": "MQ=="}\n'
     for bad, message in [
         (b'{"key": "b"}\n', b"line 2: Object missing required field `value`"),
-        (b'{"key": "b", "value": "not base64!"}\n', b"line 2: value must be base64"),
+        (b'{"key": "b", "value": "not base64!"}\n', b"line 2: Invalid base64 encoded string - at `$.value`"),
         (b'{"key": \n', b"line 2: not a JSON object"),
         (b'{"key": "b", "value": "Mg==", "expires_at": "soon"}\n', b"line 2: expires_at must be an ISO 8601"),
     ]:
         result = kv(tmp_path, "--store", url, "import", "dst", stdin=good + bad)
         assert result.returncode == 1 and message in result.stderr, result.stderr
+    spaced = kv(tmp_path, "--store", url, "import", "dst", stdin=good + b"\n" + b'{"key": "b"}\n')
+    assert b"line 3: Object missing required field `value`" in spaced.stderr, spaced.stderr
     with connect_sync(url) as b:
         # Nothing of a batch with a bad line is written.
         assert b.namespace("dst").scan().keys == []

@@ -17,8 +17,6 @@ from __future__ import annotations
 
 import argparse
 import asyncio
-import base64
-import binascii
 import os
 import sys
 import time
@@ -46,7 +44,8 @@ class ExportLine(msgspec.Struct, omit_defaults=False):
     """One line of an export (and of an import: only ``key`` and ``value`` are required)."""
 
     key: str
-    value: str
+    #: The value's bytes, base64 in the JSON text.
+    value: bytes
     content_type: str | None = None
     expires_at: str | None = None
     etag: str | None = None
@@ -156,7 +155,7 @@ def _line(item: Item) -> bytes:
     return _encoder.encode(
         ExportLine(
             item.key,
-            base64.b64encode(item.value).decode("ascii"),
+            item.value,
             item.content_type,
             _when(item.expires_at),
             item.etag,
@@ -202,9 +201,7 @@ def _export(args: argparse.Namespace) -> int:
     return 0
 
 
-def _expiry(text: str | None, number: int) -> float | None:
-    if text is None:
-        return None
+def _expiry(text: str, number: int) -> float:
     try:
         when = datetime.fromisoformat(text)
     except ValueError as exc:
@@ -214,36 +211,54 @@ def _expiry(text: str | None, number: int) -> float | None:
     return when.timestamp()
 
 
-def _puts(source: IO[bytes], batch: int) -> Iterator[tuple[list[Put], int, int]]:
-    """Batches of puts from JSON lines: (puts, lines skipped as expired, bytes read so far)."""
-    puts: list[Put] = []
-    skipped = 0
-    done = 0
-    for number, raw in enumerate(source, 1):
-        done += len(raw)
-        if not raw.strip():
-            continue
+def _decode(raws: list[bytes], first: int) -> list[ExportLine]:
+    """The lines ``raws`` (line ``first`` onwards) decoded at once; a bad one is named by its number."""
+    try:
+        return _decoder.decode_lines(b"".join(raws))
+    except (msgspec.ValidationError, msgspec.DecodeError):
+        pass
+    for number, raw in enumerate(raws, first):
         try:
-            line = _decoder.decode(raw)
-            value = base64.b64decode(line.value, validate=True)
+            _decoder.decode(raw)
         except msgspec.ValidationError as exc:
             raise InvalidArgument(f"line {number}: {exc}") from exc
         except msgspec.DecodeError as exc:
             raise InvalidArgument(f"line {number}: not a JSON object ({exc})") from exc
-        except binascii.Error as exc:
-            raise InvalidArgument(f"line {number}: value must be base64 ({exc})") from exc
-        expires = _expiry(line.expires_at, number)
-        ttl = None
-        if expires is not None:
-            ttl = expires - time.time()
-            if ttl <= 0:
-                skipped += 1
-                continue
-        puts.append(Put(line.key, value, ttl=ttl, content_type=line.content_type))
-        if len(puts) >= batch:
-            yield puts, skipped, done
-            puts, skipped = [], 0
-    if puts or skipped:
+    raise InvalidArgument(f"lines {first} to {first + len(raws) - 1} are not JSON lines")
+
+
+def _puts(source: IO[bytes], batch: int) -> Iterator[tuple[list[Put], int, int]]:
+    """Batches of puts from JSON lines: (puts, lines skipped as expired, bytes read so far)."""
+    done = 0
+    number = 0
+    while True:
+        raws: list[bytes] = []
+        numbers: list[int] = []
+        for raw in source:
+            number += 1
+            done += len(raw)
+            if raw.strip():
+                raws.append(raw if raw.endswith(b"\n") else raw + b"\n")
+                numbers.append(number)
+                if len(raws) >= batch:
+                    break
+        if not raws:
+            return
+        puts: list[Put] = []
+        skipped = 0
+        lines = _decode(raws, numbers[0]) if numbers[-1] - numbers[0] + 1 == len(raws) else None
+        if lines is None:
+            # Blank lines in between: decode one by one so that errors name the right line.
+            lines = [_decode([raw], n)[0] for raw, n in zip(raws, numbers, strict=True)]
+        now = time.time()
+        for line, n in zip(lines, numbers, strict=True):
+            ttl = None
+            if line.expires_at is not None:
+                ttl = _expiry(line.expires_at, n) - now
+                if ttl <= 0:
+                    skipped += 1
+                    continue
+            puts.append(Put(line.key, line.value, ttl=ttl, content_type=line.content_type))
         yield puts, skipped, done
 
 
