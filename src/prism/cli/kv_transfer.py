@@ -10,7 +10,10 @@ writes a batch of lines with one ``put_many``. Neither holds more than a batch i
 memory. ``content_type`` and ``expires_at`` are restored (the ttl is what is left
 until ``expires_at``; a line already expired is skipped and counted); ``etag`` and
 ``updated_at`` are informative: a written key gets a new etag, as every write does.
-Only ``key`` and ``value`` are required on import.
+Only ``key`` and ``value`` are required on import. The import reads the next batch
+while the store writes the last, with one ``put_many`` in flight at a time, so a key
+given twice ends with its last line. An export holds the namespace's keys (what
+``get`` and ``scan`` see), not the items of records written with ``put_items``.
 """
 
 from __future__ import annotations
