@@ -14,7 +14,7 @@ from prism.migration import MigrationRefused, MigrationSettings
 from prism.testing.servers.redis import RedisServer, redis_server
 
 SETTINGS = MigrationSettings(poll_interval=0.1, page_size=50)
-#: The issue's bound on how long a process may take to follow a phase change.
+#: The documented bound on how long a process may take to follow a phase change.
 FOLLOW_WITHIN = 2.0
 #: Short timeouts, so that calls to a stopped Redis fail fast.
 FAST: dict[str, Any] = {"connect_timeout": 0.5, "operation_timeout": 1.0, "max_retries": 1, "retry_cap": 0.1}
