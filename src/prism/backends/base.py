@@ -24,7 +24,7 @@ from collections.abc import Sequence
 from datetime import datetime
 from typing import Any, ClassVar, Final
 
-from prism.model import Capabilities, Item, StoredWrite, WriteOutcome
+from prism.model import Capabilities, Change, Item, StoredWrite, WriteOutcome
 
 __all__ = ["NOT_NOW", "Backend", "Capabilities", "NotNow", "RolledBack", "reads_now", "restore_op"]
 
@@ -159,6 +159,22 @@ class Backend(ABC):
 
             raise Unsupported(f"the {self.name} backend cannot keep the etags of copied items")
         return await self.write(ns, [restore_op(record, item) for item in items])
+
+    async def read_changes(
+        self, ns: str, prefix: str, after: str | None, limit: int
+    ) -> tuple[list[Change], str]:
+        """Up to ``limit`` changes of ``ns`` committed after the cursor ``after``, oldest first.
+
+        Only changes of record ids starting with ``prefix`` are returned; the second
+        element is the cursor to read on from (past every change examined, returned or
+        not). ``after`` None answers no changes and the cursor of the newest change.
+        Raises ``CursorExpired`` when changes after ``after`` have left the retained
+        window, and ``InvalidArgument`` for a string that is not a cursor. Backends
+        declaring ``capabilities.watch`` implement it.
+        """
+        from prism.errors import Unsupported
+
+        raise Unsupported(f"the {self.name} backend has no change feed")
 
     @abstractmethod
     async def scan(self, ns: str, prefix: str, after: str | None, limit: int) -> list[str]:

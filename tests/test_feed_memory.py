@@ -1,0 +1,48 @@
+"""The change-feed conformance suite on ``memory://``, and the blocking watch."""
+
+from __future__ import annotations
+
+import pytest
+
+import prism
+from prism.testing.feed import FeedSuite
+
+
+class TestMemoryFeed(FeedSuite):
+    @pytest.fixture
+    def store_url(self) -> str:
+        return "memory://"
+
+
+def test_blocking_watch_resumes_after_a_cursor() -> None:
+    with prism.connect_sync("memory://") as store:
+        ns = store.namespace("feed")
+        with ns.watch("u", poll_interval=0.01) as feed:
+            start = feed.start()
+            etag = ns.put("u1", b"1")
+            ns.put("other", b"1")
+            ns.delete("u1")
+            first, second = next(feed), next(feed)
+        assert feed.closed and list(feed) == []
+        assert (first.key, first.op, first.etag) == ("u1", "put", etag)
+        assert (second.key, second.op, second.etag) == ("u1", "delete", None)
+        resumed = ns.watch("u", after=start)
+        assert next(resumed) == first
+        assert resumed.cursor == first.cursor
+
+
+def test_memory_feed_retention_options_are_checked() -> None:
+    with pytest.raises(prism.InvalidArgument, match="feed_max_changes"):
+        prism.connect_sync("memory://", feed_max_changes=0)
+    with pytest.raises(prism.InvalidArgument, match="feed_retention and feed_max_changes"):
+        prism.connect_sync("memory://", feed_size=3)
+
+
+def test_a_backend_without_a_feed_says_so() -> None:
+    with (
+        prism.connect_sync(
+            "memory://", backend="tests.test_conformance_memory:FewerCapabilitiesBackend"
+        ) as store,
+        pytest.raises(prism.Unsupported, match="no change feed"),
+    ):
+        store.namespace("x").watch()
