@@ -19,10 +19,16 @@ Options (keyword arguments or URL query parameters):
 * ``purge_interval`` (60 s): how often writes also delete up to ``purge_batch``
   (1000) expired rows (reads never return expired rows either way);
 * ``synchronous`` (``NORMAL``): SQLite's durability level; ``FULL`` also survives
-  power loss at the cost of an fsync per commit.
+  power loss at the cost of an fsync per commit;
+* ``feed_retention`` (86400 s) and ``feed_max_changes`` (1,000,000): how long and how
+  many changes the change feed keeps; it is trimmed when expired rows are purged.
 
 Layout: one table ``prism_items (ns, rid, ikey)`` primary key, with the value and
-its metadata in columns, and a partial index on ``expires_at``.
+its metadata in columns, and a partial index on ``expires_at``. The change feed is
+the table ``prism_changes``, numbered by an AUTOINCREMENT sequence and written in the
+same transaction as the write it records, so a committed write always has its change
+and a rolled-back one never does. Expired items are reported (op ``expire``) when the
+purge deletes them, so within ``purge_interval`` of their expiry if the store is written.
 """
 
 from __future__ import annotations
@@ -35,10 +41,27 @@ import time
 from collections.abc import Callable, Sequence
 from typing import Any, ClassVar, TypeVar
 
+from prism.backends._feed import (
+    DEFAULT_FEED_MAX_CHANGES,
+    DEFAULT_FEED_RETENTION,
+    check_retention,
+    cursor_expired,
+    parse_cursor,
+    retention_options,
+)
 from prism.backends._retry import split_options
 from prism.backends.base import NOT_NOW, Backend, NotNow, RolledBack
 from prism.errors import BackendUnavailable, InvalidArgument
-from prism.model import Capabilities, Item, StoredWrite, WriteOutcome, condition_failed, transaction_refused
+from prism.model import (
+    Capabilities,
+    Change,
+    Item,
+    StoredWrite,
+    WriteOutcome,
+    condition_failed,
+    epoch_to_datetime,
+    transaction_refused,
+)
 
 __all__ = ["SQLiteBackend"]
 
@@ -57,6 +80,18 @@ CREATE TABLE IF NOT EXISTS prism_items (
     PRIMARY KEY (ns, rid, ikey)
 );
 CREATE INDEX IF NOT EXISTS prism_items_expiry ON prism_items (expires_at) WHERE expires_at IS NOT NULL;
+CREATE TABLE IF NOT EXISTS prism_changes (
+    seq INTEGER PRIMARY KEY AUTOINCREMENT,
+    ns TEXT NOT NULL,
+    rid TEXT NOT NULL,
+    ikey TEXT NOT NULL,
+    op TEXT NOT NULL,
+    etag TEXT,
+    at REAL NOT NULL
+);
+CREATE INDEX IF NOT EXISTS prism_changes_ns ON prism_changes (ns, seq);
+CREATE TABLE IF NOT EXISTS prism_change_floor (id INTEGER PRIMARY KEY CHECK (id = 1), floor INTEGER NOT NULL);
+INSERT OR IGNORE INTO prism_change_floor (id, floor) VALUES (1, 0);
 """
 
 _LIVE = "(expires_at IS NULL OR expires_at > ?)"
@@ -73,10 +108,17 @@ _UPSERT = (
     "updated_at = excluded.updated_at"
 )
 _DELETE = "DELETE FROM prism_items WHERE ns = ? AND rid = ? AND ikey = ?"
-_PURGE = (
-    "DELETE FROM prism_items WHERE rowid IN "
-    "(SELECT rowid FROM prism_items WHERE expires_at IS NOT NULL AND expires_at <= ? LIMIT ?)"
+_EXPIRED = (
+    "SELECT rowid, ns, rid, ikey, etag, expires_at FROM prism_items "
+    "WHERE expires_at IS NOT NULL AND expires_at <= ? ORDER BY expires_at LIMIT ?"
 )
+_DELETE_ROW = "DELETE FROM prism_items WHERE rowid = ?"
+_LOG = "INSERT INTO prism_changes (ns, rid, ikey, op, etag, at) VALUES (?, ?, ?, ?, ?, ?)"
+_HEAD = "SELECT seq FROM sqlite_sequence WHERE name = 'prism_changes'"
+_FLOOR = "SELECT floor FROM prism_change_floor WHERE id = 1"
+# The newest change to discard by age: among the oldest rows (the log is in time order but
+# for clock steps, so the oldest rows are where old changes are).
+_AGED = "SELECT max(seq) FROM (SELECT seq, at FROM prism_changes ORDER BY seq LIMIT ?) WHERE at < ?"
 
 
 class _Busy(Exception):
@@ -139,17 +181,24 @@ def _apply(conn: sqlite3.Connection, ns: str, op: StoredWrite, now: float) -> Wr
     if op.value is None:
         if row is not None:
             conn.execute(_DELETE, (ns, op.record, op.key))
+            conn.execute(_LOG, (ns, op.record, op.key, "delete", None, now))
     else:
         conn.execute(
             _UPSERT,
             (ns, op.record, op.key, op.value, op.etag, op.expires_at, op.content_type, op.updated_at),
         )
+        conn.execute(_LOG, (ns, op.record, op.key, "put", op.etag, op.updated_at or now))
     return WriteOutcome(True, existed)
+
+
+def _head(conn: sqlite3.Connection) -> int:
+    row = conn.execute(_HEAD).fetchone()
+    return 0 if row is None else int(row[0])
 
 
 class SQLiteBackend(Backend):
     name = "sqlite"
-    capabilities = Capabilities(timeseries=True)
+    capabilities = Capabilities(timeseries=True, watch=True, watch_expiry=True)
     runs_inline: ClassVar[bool] = True
     timeseries_driver = "prism.backends.sqlite_ts:SQLiteTimeSeries"
 
@@ -161,7 +210,12 @@ class SQLiteBackend(Backend):
         purge_interval: float = 60.0,
         purge_batch: int = 1000,
         synchronous: str = "NORMAL",
+        feed_retention: float = DEFAULT_FEED_RETENTION,
+        feed_max_changes: int = DEFAULT_FEED_MAX_CHANGES,
     ) -> None:
+        check_retention(feed_retention, feed_max_changes)
+        self.feed_retention = feed_retention
+        self.feed_max_changes = feed_max_changes
         if synchronous.upper() not in ("OFF", "NORMAL", "FULL", "EXTRA"):
             raise InvalidArgument(f"synchronous must be OFF, NORMAL, FULL or EXTRA, got {synchronous!r}")
         if busy_timeout < 0 or purge_interval <= 0 or purge_batch < 1:
@@ -198,6 +252,7 @@ class SQLiteBackend(Backend):
             raise InvalidArgument(f"bad SQLite option: {exc}") from exc
         if "synchronous" in opts:
             kwargs["synchronous"] = str(opts.pop("synchronous"))
+        kwargs.update(retention_options(opts))
         if opts:
             raise InvalidArgument(f"unknown SQLite options: {sorted(opts)}")
         return cls(path, **kwargs)
@@ -299,7 +354,7 @@ class SQLiteBackend(Backend):
                 result = body(conn, now)
                 if now >= self._next_purge:
                     self._next_purge = now + self.purge_interval
-                    conn.execute(_PURGE, (now, self.purge_batch))
+                    self._purge(conn, now)
                 conn.execute("COMMIT")
                 return result
             except BaseException:
@@ -308,6 +363,22 @@ class SQLiteBackend(Backend):
                 raise
 
         return run
+
+    def _purge(self, conn: sqlite3.Connection, now: float) -> None:
+        """Delete up to ``purge_batch`` expired items (logging their expiry), and trim the feed."""
+        expired = conn.execute(_EXPIRED, (now, self.purge_batch)).fetchall()
+        if expired:
+            conn.executemany(
+                _LOG, [(ns, rid, ikey, "expire", etag, at) for _, ns, rid, ikey, etag, at in expired]
+            )
+            conn.executemany(_DELETE_ROW, [(row[0],) for row in expired])
+        floor = _head(conn) - self.feed_max_changes
+        aged = conn.execute(_AGED, (self.purge_batch, now - self.feed_retention)).fetchone()[0]
+        if aged is not None:
+            floor = max(floor, int(aged))
+        if floor > 0:
+            conn.execute("DELETE FROM prism_changes WHERE seq <= ?", (floor,))
+            conn.execute("UPDATE prism_change_floor SET floor = max(floor, ?) WHERE id = 1", (floor,))
 
     # -- reads ----------------------------------------------------------------------
 
@@ -426,6 +497,40 @@ class SQLiteBackend(Backend):
 
         return await self._run(read)
 
+    async def read_changes(
+        self, ns: str, prefix: str, after: str | None, limit: int
+    ) -> tuple[list[Change], str]:
+        start = None if after is None else parse_cursor(after)
+        clause, bounds = _range_clause("rid", prefix or None, _prefix_end(prefix) if prefix else None, None)
+        sql = (
+            f"SELECT seq, rid, ikey, op, etag, at FROM prism_changes WHERE ns = ? AND seq > ? AND seq <= ?"
+            f"{clause} ORDER BY seq LIMIT ?"
+        )
+
+        def read(conn: sqlite3.Connection) -> tuple[list[Change], str]:
+            # The head first, the floor last: a trim between the statements shows in the floor.
+            head = _head(conn)
+            if start is None:
+                return [], str(head)
+            rows = conn.execute(sql, (ns, start, head, *bounds, limit)).fetchall()
+            if start < conn.execute(_FLOOR).fetchone()[0]:
+                raise cursor_expired(str(after))
+            changes = [
+                Change(
+                    key=rid,
+                    op=op,
+                    cursor=str(seq),
+                    item_key=ikey,
+                    etag=etag,
+                    updated_at=epoch_to_datetime(at),
+                )
+                for seq, rid, ikey, op, etag, at in rows
+            ]
+            upto = rows[-1][0] if len(rows) == limit else max(head, start)
+            return changes, str(upto)
+
+        return await self._run(read)
+
     # -- writes ---------------------------------------------------------------------
 
     async def write(self, ns: str, ops: Sequence[StoredWrite]) -> list[WriteOutcome]:
@@ -454,6 +559,11 @@ class SQLiteBackend(Backend):
             live: int = conn.execute(
                 f"SELECT count(*) FROM prism_items {where} AND {_LIVE}", (ns, record, *bounds, now)
             ).fetchone()[0]
+            conn.execute(
+                "INSERT INTO prism_changes (ns, rid, ikey, op, etag, at) "
+                f"SELECT ns, rid, ikey, 'delete', NULL, ? FROM prism_items {where} ORDER BY ikey",
+                (now, ns, record, *bounds),
+            )
             conn.execute(f"DELETE FROM prism_items {where}", (ns, record, *bounds))
             return live
 
