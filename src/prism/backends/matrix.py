@@ -38,6 +38,8 @@ LABELS = {
     "token_buckets": "shared token buckets (gateway rate limits)",
     "timeseries": "TimeSeries (docs/timeseries.md)",
     "restore": "copies keeping etags and times (live migration)",
+    "watch": "change feed (`Namespace.watch`)",
+    "watch_expiry": "change feed reports expiry",
 }
 
 
