@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import time
+
 import pytest
 
 import prism
@@ -46,3 +48,19 @@ def test_a_backend_without_a_feed_says_so() -> None:
         pytest.raises(prism.Unsupported, match="no change feed"),
     ):
         store.namespace("x").watch()
+
+
+def test_changes_older_than_the_retention_leave_the_feed() -> None:
+    with prism.connect_sync("memory://", feed_retention=0.05) as store:
+        ns = store.namespace("aging")
+        start = ns.watch().start()
+        ns.put("old", b"x")
+        deadline = time.monotonic() + 20
+        while True:
+            ns.put("nudge", b"x")
+            try:
+                next(ns.watch(after=start, poll_interval=0.01))
+            except prism.CursorExpired:
+                break
+            assert time.monotonic() < deadline, "a change never aged out of the feed"
+            time.sleep(0.05)

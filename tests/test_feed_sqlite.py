@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import time
 from pathlib import Path
 from typing import Any
 
@@ -49,3 +50,20 @@ def test_sqlite_feed_options_come_from_the_url(tmp_path: Path) -> None:
         assert (store.backend.feed_max_changes, store.backend.feed_retention) == (7, 60.0)  # type: ignore[attr-defined]
     with pytest.raises(prism.InvalidArgument, match="feed_retention"):
         prism.connect_sync(f"sqlite:///{tmp_path / 'o.db'}?feed_retention=0")
+
+
+def test_changes_older_than_the_retention_leave_the_feed(tmp_path: Path) -> None:
+    url = f"sqlite:///{tmp_path / 'aging.db'}?feed_retention=0.05&purge_interval=0.01"
+    with prism.connect_sync(url) as store:
+        ns = store.namespace("aging")
+        start = ns.watch().start()
+        ns.put("old", b"x")
+        deadline = time.monotonic() + 20
+        while True:
+            ns.put("nudge", b"x")
+            try:
+                next(ns.watch(after=start, poll_interval=0.01))
+            except prism.CursorExpired:
+                break
+            assert time.monotonic() < deadline, "a change never aged out of the feed"
+            time.sleep(0.05)

@@ -193,7 +193,7 @@ class MemoryBackend(Backend):
             items = space.records[op.record] = {}
             bisect.insort(space.ids, op.record)
         items[op.key] = _Entry(op.value, op.etag, op.expires_at, op.content_type, op.updated_at)
-        log.append((op.record, op.key, "put", op.etag, op.updated_at or now))
+        log.append((op.record, op.key, "put", op.etag, now))
         return WriteOutcome(True, existed)
 
     async def write(self, ns: str, ops: Sequence[StoredWrite]) -> list[WriteOutcome]:

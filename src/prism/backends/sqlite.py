@@ -187,7 +187,7 @@ def _apply(conn: sqlite3.Connection, ns: str, op: StoredWrite, now: float) -> Wr
             _UPSERT,
             (ns, op.record, op.key, op.value, op.etag, op.expires_at, op.content_type, op.updated_at),
         )
-        conn.execute(_LOG, (ns, op.record, op.key, "put", op.etag, op.updated_at or now))
+        conn.execute(_LOG, (ns, op.record, op.key, "put", op.etag, now))
     return WriteOutcome(True, existed)
 
 
