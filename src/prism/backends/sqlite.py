@@ -25,8 +25,9 @@ Options (keyword arguments or URL query parameters):
 
 Layout: one table ``prism_items (ns, rid, ikey)`` primary key, with the value and
 its metadata in columns, and a partial index on ``expires_at``. The change feed is
-the table ``prism_changes``, numbered by an AUTOINCREMENT sequence and written in the
-same transaction as the write it records, so a committed write always has its change
+the table ``prism_changes``, numbered in commit order by its rowid (the newest row is
+never trimmed, so a number is never reused) and written in the same transaction as
+the write it records, so a committed write always has its change
 and a rolled-back one never does. Expired items are reported (op ``expire``) when the
 purge deletes them, so within ``purge_interval`` of their expiry if the store is written.
 """
@@ -81,7 +82,7 @@ CREATE TABLE IF NOT EXISTS prism_items (
 );
 CREATE INDEX IF NOT EXISTS prism_items_expiry ON prism_items (expires_at) WHERE expires_at IS NOT NULL;
 CREATE TABLE IF NOT EXISTS prism_changes (
-    seq INTEGER PRIMARY KEY AUTOINCREMENT,
+    seq INTEGER PRIMARY KEY,
     ns TEXT NOT NULL,
     rid TEXT NOT NULL,
     ikey TEXT NOT NULL,
@@ -89,7 +90,6 @@ CREATE TABLE IF NOT EXISTS prism_changes (
     etag TEXT,
     at REAL NOT NULL
 );
-CREATE INDEX IF NOT EXISTS prism_changes_ns ON prism_changes (ns, seq);
 CREATE TABLE IF NOT EXISTS prism_change_floor (id INTEGER PRIMARY KEY CHECK (id = 1), floor INTEGER NOT NULL);
 INSERT OR IGNORE INTO prism_change_floor (id, floor) VALUES (1, 0);
 """
@@ -114,7 +114,8 @@ _EXPIRED = (
 )
 _DELETE_ROW = "DELETE FROM prism_items WHERE rowid = ?"
 _LOG = "INSERT INTO prism_changes (ns, rid, ikey, op, etag, at) VALUES (?, ?, ?, ?, ?, ?)"
-_HEAD = "SELECT seq FROM sqlite_sequence WHERE name = 'prism_changes'"
+# The newest change is never trimmed, so the next one always gets a greater number.
+_HEAD = "SELECT max(seq) FROM prism_changes"
 _FLOOR = "SELECT floor FROM prism_change_floor WHERE id = 1"
 # The newest change to discard by age: among the oldest rows (the log is in time order but
 # for clock steps, so the oldest rows are where old changes are).
@@ -192,8 +193,8 @@ def _apply(conn: sqlite3.Connection, ns: str, op: StoredWrite, now: float) -> Wr
 
 
 def _head(conn: sqlite3.Connection) -> int:
-    row = conn.execute(_HEAD).fetchone()
-    return 0 if row is None else int(row[0])
+    seq = conn.execute(_HEAD).fetchone()[0]
+    return 0 if seq is None else int(seq)
 
 
 class SQLiteBackend(Backend):
@@ -375,7 +376,8 @@ class SQLiteBackend(Backend):
         floor = _head(conn) - self.feed_max_changes
         aged = conn.execute(_AGED, (self.purge_batch, now - self.feed_retention)).fetchone()[0]
         if aged is not None:
-            floor = max(floor, int(aged))
+            # The newest change stays: new changes are numbered after it.
+            floor = max(floor, min(int(aged), _head(conn) - 1))
         if floor > 0:
             conn.execute("DELETE FROM prism_changes WHERE seq <= ?", (floor,))
             conn.execute("UPDATE prism_change_floor SET floor = max(floor, ?) WHERE id = 1", (floor,))
