@@ -1,0 +1,68 @@
+"""The change-feed conformance suite on PostgreSQL (a server of its own), and its trigger-made log."""
+
+from __future__ import annotations
+
+from collections.abc import Iterator
+from typing import Any
+
+import asyncpg
+import pytest
+
+import prism
+from prism.backends.postgres import PostgresBackend
+from prism.testing.feed import FeedSuite, take
+from prism.testing.servers.postgres import postgres_url
+
+
+@pytest.fixture(scope="module")
+def pg_url() -> Iterator[str]:
+    url, server = postgres_url()
+    try:
+        yield url
+    finally:
+        if server is not None:
+            server.close()
+
+
+class TestPostgresFeed(FeedSuite):
+    @pytest.fixture
+    def store_url(self, pg_url: str) -> str:
+        return pg_url
+
+    @pytest.fixture
+    def store_options(self) -> dict[str, Any]:
+        # A table of its own (the feed's length is the table's), purged and trimmed often.
+        return {"table": "prism_feed_suite", "purge_interval": 0.05}
+
+
+async def test_a_watcher_sees_the_writes_of_another_store(pg_url: str) -> None:
+    table = "prism_feed_two"
+    async with prism.connect(pg_url, table=table) as watcher, prism.connect(pg_url, table=table) as writer:
+        feed = watcher.namespace("shared").watch(poll_interval=0.01)
+        await feed.start()
+        etag = await writer.namespace("shared").put("k", b"v")
+        await writer.namespace("shared").put_many([prism.Put("a", b"1"), prism.Put("b", b"2")])
+        changes = await take(feed, 3)
+        assert [(c.key, c.op) for c in changes] == [("k", "put"), ("a", "put"), ("b", "put")]
+        assert changes[0].etag == etag
+
+
+async def test_without_create_table_a_missing_feed_is_declared_unsupported(pg_url: str) -> None:
+    async with prism.connect(pg_url, table="prism_feed_absent") as store:
+        await store.namespace("x").put("k", b"v")
+    con = await asyncpg.connect(pg_url)
+    try:
+        await con.execute('DROP TABLE "prism_feed_absent_changes"')
+    finally:
+        await con.close()
+    async with prism.connect(pg_url, table="prism_feed_absent", create_table=False) as store:
+        assert not store.capabilities.watch
+        with pytest.raises(prism.Unsupported, match="no change feed"):
+            store.namespace("x").watch()
+
+
+def test_feed_options_come_from_the_url() -> None:
+    backend = PostgresBackend.from_url("postgresql://h/db?feed_retention=60&feed_max_changes=9")
+    assert (backend.feed_retention, backend.feed_max_changes) == (60.0, 9)
+    with pytest.raises(prism.InvalidArgument, match="feed_max_changes"):
+        PostgresBackend.from_url("postgresql://h/db?feed_max_changes=0")
