@@ -14,6 +14,7 @@ __all__ = [
     "DEFAULT_FEED_MAX_CHANGES",
     "DEFAULT_FEED_RETENTION",
     "check_retention",
+    "cursor_ahead",
     "cursor_expired",
     "parse_cursor",
     "retention_options",
@@ -37,6 +38,15 @@ def cursor_expired(cursor: str) -> CursorExpired:
     return CursorExpired(
         f"change-feed cursor {cursor!r} is older than the retained window: changes after it were "
         "discarded (feed_retention / feed_max_changes); watch again from a new cursor",
+        cursor=cursor,
+    )
+
+
+def cursor_ahead(cursor: str) -> CursorExpired:
+    """What a cursor past the newest change raises: it comes from another store, or one that was reset."""
+    return CursorExpired(
+        f"change-feed cursor {cursor!r} is ahead of the feed's newest change: it comes from another "
+        "store or from one that was emptied or reset; watch again from a new cursor",
         cursor=cursor,
     )
 

@@ -22,6 +22,7 @@ from prism.backends._feed import (
     DEFAULT_FEED_MAX_CHANGES,
     DEFAULT_FEED_RETENTION,
     check_retention,
+    cursor_ahead,
     cursor_expired,
     parse_cursor,
     retention_options,
@@ -243,6 +244,8 @@ class MemoryBackend(Backend):
                 return [], str(space.seq)
             if start < space.floor:
                 raise cursor_expired(str(after))
+            if start > space.seq:
+                raise cursor_ahead(str(after))
             changes = space.changes
             # Sequence numbers are consecutive, so the first change after ``start`` is found by offset.
             i = max(0, start - (changes[0].seq if changes else space.seq + 1) + 1)

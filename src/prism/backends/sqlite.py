@@ -46,6 +46,7 @@ from prism.backends._feed import (
     DEFAULT_FEED_MAX_CHANGES,
     DEFAULT_FEED_RETENTION,
     check_retention,
+    cursor_ahead,
     cursor_expired,
     parse_cursor,
     retention_options,
@@ -514,6 +515,8 @@ class SQLiteBackend(Backend):
             head = _head(conn)
             if start is None:
                 return [], str(head)
+            if start > head:
+                raise cursor_ahead(str(after))
             rows = conn.execute(sql, (ns, start, head, *bounds, limit)).fetchall()
             if start < conn.execute(_FLOOR).fetchone()[0]:
                 raise cursor_expired(str(after))

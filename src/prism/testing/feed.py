@@ -217,6 +217,12 @@ class FeedSuite:
             await asyncio.sleep(POLL * 10)
             await ns.put("nudge", b"x")
 
+    async def test_a_cursor_ahead_of_the_feed_raises(self, ns: Namespace) -> None:
+        start = await ns.watch(poll_interval=POLL).start()
+        ahead = str(int(start) + 1000) if start.isdigit() else start + "0"
+        with pytest.raises(CursorExpired, match="ahead of the feed"):
+            await take(ns.watch(after=ahead, poll_interval=POLL), 1)
+
     async def test_expired_items_are_reported_where_the_backend_observes_it(
         self, store: Store, ns: Namespace
     ) -> None:

@@ -100,6 +100,7 @@ from prism.backends._feed import (
     DEFAULT_FEED_MAX_CHANGES,
     DEFAULT_FEED_RETENTION,
     check_retention,
+    cursor_ahead,
     cursor_expired,
     parse_cursor,
     retention_options,
@@ -533,6 +534,8 @@ class PostgresBackend(Backend):
             head = int(await con.fetchval(sql.feed_head))
             if start is None:
                 return [], str(head)
+            if start > head:
+                raise cursor_ahead(str(after))
             args: tuple[Any, ...] = (ns, start, head, prefix, limit)
             rows = await con.fetch(sql.feed_read[end is not None], *(args if end is None else (*args, end)))
             if start < await con.fetchval(sql.feed_floor):
