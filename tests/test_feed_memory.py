@@ -33,6 +33,18 @@ def test_blocking_watch_resumes_after_a_cursor() -> None:
         assert resumed.cursor == first.cursor
 
 
+def test_memory_feed_options_come_from_the_url_or_keywords() -> None:
+    with prism.connect_sync("memory://opts?feed_max_changes=3&feed_retention=60") as store:
+        ns = store.namespace("n")
+        start = ns.watch().start()
+        for i in range(5):
+            ns.put(f"k{i}", b"x")
+        with pytest.raises(prism.CursorExpired):
+            next(ns.watch(after=start))
+    with prism.connect_sync("memory://opts") as store:
+        assert store.namespace("n").get("k4") is not None  # the same shared store as above
+
+
 def test_memory_feed_retention_options_are_checked() -> None:
     with pytest.raises(prism.InvalidArgument, match="feed_max_changes"):
         prism.connect_sync("memory://", feed_max_changes=0)

@@ -27,6 +27,7 @@ from prism.backends._feed import (
     parse_cursor,
     retention_options,
 )
+from prism.backends._retry import split_options
 from prism.backends.base import Backend, NotNow
 from prism.errors import InvalidArgument
 from prism.model import (
@@ -128,13 +129,13 @@ class MemoryBackend(Backend):
 
     @classmethod
     def from_url(cls, url: str, **options: Any) -> MemoryBackend:
-        opts = dict(options)
+        _, opts = split_options(url, options)
         kwargs = retention_options(opts)
         if opts:
             raise InvalidArgument(
                 f"memory:// takes only feed_retention and feed_max_changes, got {sorted(opts)}"
             )
-        return cls(url.split("://", 1)[1].strip("/"), **kwargs)
+        return cls(url.split("://", 1)[1].split("?", 1)[0].strip("/"), **kwargs)
 
     async def health(self) -> dict[str, Any]:
         return {"namespaces": len(self._spaces)}
