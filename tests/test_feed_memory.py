@@ -48,7 +48,9 @@ def test_memory_feed_options_come_from_the_url_or_keywords() -> None:
 def test_memory_feed_retention_options_are_checked() -> None:
     with pytest.raises(prism.InvalidArgument, match="feed_max_changes"):
         prism.connect_sync("memory://", feed_max_changes=0)
-    with pytest.raises(prism.InvalidArgument, match="feed_retention and feed_max_changes"):
+    with pytest.raises(
+        prism.InvalidArgument, match="no options other than feed_retention and feed_max_changes"
+    ):
         prism.connect_sync("memory://", feed_size=3)
 
 

@@ -133,7 +133,8 @@ class MemoryBackend(Backend):
         kwargs = retention_options(opts)
         if opts:
             raise InvalidArgument(
-                f"memory:// takes only feed_retention and feed_max_changes, got {sorted(opts)}"
+                "memory:// takes no options other than feed_retention and feed_max_changes, "
+                f"got {sorted(opts)}"
             )
         return cls(url.split("://", 1)[1].split("?", 1)[0].strip("/"), **kwargs)
 
