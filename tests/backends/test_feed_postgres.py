@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import asyncio
 from collections.abc import Iterator
 from typing import Any
 
@@ -45,6 +46,23 @@ async def test_a_watcher_sees_the_writes_of_another_store(pg_url: str) -> None:
         changes = await take(feed, 3)
         assert [(c.key, c.op) for c in changes] == [("k", "put"), ("a", "put"), ("b", "put")]
         assert changes[0].etag == etag
+
+
+async def test_a_notification_wakes_a_waiting_watcher_before_its_poll_interval(pg_url: str) -> None:
+    table = "prism_feed_wake"
+    async with prism.connect(pg_url, table=table) as watcher, prism.connect(pg_url, table=table) as writer:
+        feed = watcher.namespace("woken").watch(poll_interval=60)
+        await feed.start()
+
+        async def write_soon() -> None:
+            await asyncio.sleep(0.3)  # the watcher is waiting by then
+            await writer.namespace("woken").put("k", b"v")
+
+        task = asyncio.get_running_loop().create_task(write_soon())
+        # Without the wake-up the change would wait out the 60 s poll interval.
+        (change,) = await take(feed, 1, deadline=20)
+        await task
+        assert (change.key, change.op) == ("k", "put")
 
 
 async def test_without_create_table_a_missing_feed_is_declared_unsupported(pg_url: str) -> None:

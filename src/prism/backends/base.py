@@ -176,6 +176,17 @@ class Backend(ABC):
 
         raise Unsupported(f"the {self.name} backend has no change feed")
 
+    async def wait_for_changes(self, ns: str, seconds: float) -> None:
+        """Return once a change of ``ns`` may have been committed, or after ``seconds``.
+
+        A watch calls it when it has read every change; a spurious return only costs a
+        read. By default it sleeps: engines with a notification (PostgreSQL's NOTIFY)
+        return early when one arrives.
+        """
+        import asyncio
+
+        await asyncio.sleep(seconds)
+
     @abstractmethod
     async def scan(self, ns: str, prefix: str, after: str | None, limit: int) -> list[str]:
         """Up to ``limit`` record ids with ``prefix``, holding a live item, sorting after ``after``."""

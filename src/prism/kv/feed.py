@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import asyncio
 from collections import deque
 from types import TracebackType
 from typing import TYPE_CHECKING
@@ -15,7 +14,8 @@ if TYPE_CHECKING:
 
 __all__ = ["DEFAULT_POLL_INTERVAL", "DEFAULT_WATCH_BATCH", "ChangeFeed"]
 
-#: Seconds a watch waits before asking the backend again when it had no new change.
+#: Seconds a watch waits before asking the backend again when it had no new change (a
+#: backend that is told of changes, PostgreSQL, wakes it earlier).
 DEFAULT_POLL_INTERVAL = 0.05
 #: Most changes a watch reads from the backend at once.
 DEFAULT_WATCH_BATCH = 100
@@ -88,9 +88,10 @@ class ChangeFeed:
             if changes:
                 self._buffer.extend(changes)
                 continue
-            # Nothing for this prefix: skip what was examined, then wait before asking again.
+            # Nothing for this prefix: skip what was examined, then wait for a change (or the
+            # poll interval, on a backend that cannot tell) before asking again.
             self._cursor = cursor = upto
-            await asyncio.sleep(self._poll_interval)
+            await self._ns._wait_for_changes(self._poll_interval)
         raise StopAsyncIteration
 
     async def __aenter__(self) -> ChangeFeed:

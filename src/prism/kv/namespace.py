@@ -352,6 +352,10 @@ class Namespace:
         with self._inst.op(self.name, "watch"):
             return await self._backend.read_changes(self.name, prefix, after, limit)
 
+    async def _wait_for_changes(self, seconds: float) -> None:
+        """Wait until a change may have been committed (or ``seconds``)."""
+        await self._backend.wait_for_changes(self.name, seconds)
+
     # -- records ------------------------------------------------------------------
 
     async def put_items(self, record: str, items: Iterable[Put]) -> list[WriteResult]:

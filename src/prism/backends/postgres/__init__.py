@@ -66,8 +66,10 @@ Change feed: a deferred constraint trigger on the table logs every row change in
 ``TABLE_changes`` at commit, in the writing transaction, under one advisory lock, so
 changes are numbered in commit order and a reader never passes a change that commits
 later (the price: commits of the table queue for that lock for the moment of the log
-insert). The purge's deletes of expired rows are logged as ``expire``. Watchers poll
-the log (``poll_interval`` of ``watch``); ``feed_ddl(TABLE)`` prints its SQL. With
+insert). The purge's deletes of expired rows are logged as ``expire``. Watchers read
+the log; a NOTIFY on ``prism_feed:TABLE`` (the payload is the namespace) wakes them
+through one LISTEN connection per store, and without it they poll every
+``poll_interval`` of ``watch``. ``feed_ddl(TABLE)`` prints its SQL. With
 ``create_table=false`` and no feed table, the store declares no ``watch``.
 
 Token buckets (the gateway's rate limits shared across processes, ``control.store``)
@@ -122,6 +124,7 @@ from prism.backends.postgres._sql import (
     bucket_ddl,
     bucket_table,
     ddl,
+    feed_channel,
     feed_ddl,
     feed_table,
     prefix_end,
@@ -272,6 +275,11 @@ class PostgresBackend(Backend):
         self._pool: ConnectionPool | None = None
         self._purge_task: asyncio.Task[None] | None = None
         self._buckets_ready = False
+        # The change feed's wake-up: one LISTEN connection, opened by the first watch
+        # that waits, and an event per namespace that its notifications set.
+        self._feed_listener: Any = None
+        self._feed_listening: asyncio.Lock | None = None
+        self._feed_events: dict[str, asyncio.Event] = {}
 
     @classmethod
     def from_url(cls, url: str, **options: Any) -> PostgresBackend:
@@ -468,6 +476,9 @@ class PostgresBackend(Backend):
         if task is not None:
             task.cancel()
             await asyncio.gather(task, return_exceptions=True)
+        listener, self._feed_listener = self._feed_listener, None
+        if listener is not None:
+            listener.terminate()
         pool, self._pool = self._pool, None
         if pool is not None:
             await pool.close(grace=self.settings.operation_timeout)
@@ -521,6 +532,43 @@ class PostgresBackend(Backend):
                     await con.execute(sql.feed_raise_floor, floor)
 
         await self._run("trim_feed", trim)
+
+    def _on_feed_notify(self, con: Any, pid: int, channel: str, payload: str) -> None:
+        event = self._feed_events.get(payload)
+        if event is not None:
+            event.set()
+
+    async def _listen_for_changes(self) -> bool:
+        """Open the LISTEN connection once; False when it cannot be opened (watches then poll)."""
+        if self._feed_listener is not None and not self._feed_listener.is_closed():
+            return True
+        if self._feed_listening is None:
+            self._feed_listening = asyncio.Lock()
+        async with self._feed_listening:
+            if self._feed_listener is None or self._feed_listener.is_closed():
+                try:
+                    con = await self.connect("feed listen")
+                    await con.add_listener(feed_channel(self.table), self._on_feed_notify)
+                except (PrismError, asyncpg.PostgresError, OSError) as exc:
+                    log.warning("the change feed's LISTEN failed, watches poll instead: %s", exc)
+                    return False
+                self._feed_listener = con
+        return True
+
+    async def wait_for_changes(self, ns: str, seconds: float) -> None:
+        listener = self._feed_listener
+        if (listener is None or listener.is_closed()) and not await self._listen_for_changes():
+            await asyncio.sleep(seconds)
+            return
+        event = self._feed_events.get(ns)
+        if event is None:
+            event = self._feed_events[ns] = asyncio.Event()
+        try:
+            await asyncio.wait_for(event.wait(), seconds)
+        except TimeoutError:
+            return
+        # Every watcher waiting was woken by the set; the next wait is for the next change.
+        event.clear()
 
     async def read_changes(
         self, ns: str, prefix: str, after: str | None, limit: int

@@ -13,6 +13,7 @@ __all__ = [
     "bucket_ddl",
     "bucket_table",
     "ddl",
+    "feed_channel",
     "feed_ddl",
     "feed_table",
     "prefix_end",
@@ -91,6 +92,12 @@ def feed_table(table: str = DEFAULT_TABLE) -> str:
     return f"{table}_changes"
 
 
+def feed_channel(table: str = DEFAULT_TABLE) -> str:
+    """The NOTIFY channel that wakes the watchers of ``table`` (the payload is the namespace)."""
+    _quote_table(table)
+    return f"prism_feed:{table}"
+
+
 def feed_ddl(table: str = DEFAULT_TABLE) -> str:
     """The SQL that creates the change feed of ``table`` (idempotent), for operators to run.
 
@@ -123,11 +130,13 @@ def feed_ddl(table: str = DEFAULT_TABLE) -> str:
         "BEGIN\n"
         f"    PERFORM pg_advisory_xact_lock(hashtext('{lock}'));\n"
         "    IF TG_OP = 'DELETE' THEN\n"
+        f"        PERFORM pg_notify('{feed_channel(table)}', OLD.namespace);\n"
         f"        INSERT INTO {changes} VALUES (nextval('{seq}'), OLD.namespace, OLD.record, OLD.key,\n"
         f"            CASE WHEN {expired} THEN 'expire' ELSE 'delete' END,\n"
         f"            CASE WHEN {expired} THEN OLD.etag END,\n"
         f"            CASE WHEN {expired} THEN OLD.expires_at ELSE clock_timestamp() END);\n"
         "    ELSE\n"
+        f"        PERFORM pg_notify('{feed_channel(table)}', NEW.namespace);\n"
         f"        INSERT INTO {changes} VALUES (nextval('{seq}'), NEW.namespace, NEW.record, NEW.key,\n"
         "            'put', NEW.etag, clock_timestamp());\n"
         "    END IF;\n"
