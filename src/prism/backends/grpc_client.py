@@ -146,7 +146,8 @@ class GatewayGrpcBackend(Backend):
     """A Prism gateway's ``prism.v1.KeyValue`` gRPC service as a backend."""
 
     name = "prism"
-    capabilities = Capabilities(consistent_reads=False)
+    # The gateway makes the etag of every write, so items cannot be restored with their own.
+    capabilities = Capabilities(consistent_reads=False, restore=False)
 
     def __init__(
         self,
@@ -166,7 +167,9 @@ class GatewayGrpcBackend(Backend):
         self.network = network or NetworkSettings(operation_timeout=DEFAULT_GRPC_OPERATION_TIMEOUT)
         self.ca_file = ca_file
         self.retry_writes = retry_writes
-        self.capabilities = Capabilities(consistent_reads=False, max_value_bytes=max_value_bytes)
+        self.capabilities = Capabilities(
+            consistent_reads=False, max_value_bytes=max_value_bytes, restore=False
+        )
         self._metadata: tuple[tuple[str, str], ...] = (
             (("authorization", f"Bearer {token}"),) if token is not None else ()
         )

@@ -1,4 +1,4 @@
-"""``prism kv get|put|delete|ls NAMESPACE [KEY]``: the KeyValue API from a shell.
+"""``prism kv get|put|delete|ls|export|import NAMESPACE ...``: the KeyValue API from a shell.
 
 The store is, in order: ``--store URL``; a running gateway named by ``--url`` or the
 ``PRISM_URL`` environment variable (reached through the ``prism+http://`` backend,
@@ -91,6 +91,10 @@ def add_parser(sub: Any) -> None:
     ls.add_argument("-l", "--long", action="store_true", help="also show size, content type and expiry")
     ls.set_defaults(func=_ls)
 
+    from prism.cli.kv_transfer import add_verbs
+
+    add_verbs(verbs)
+
 
 def _gateway_url(url: str) -> str:
     scheme, sep, rest = url.partition("://")
@@ -111,7 +115,7 @@ def store_url(args: argparse.Namespace) -> str:
         return _gateway_url(url)
     data = Path(DEFAULT_DATA_DIR)
     if not data.is_dir():
-        if args.verb != "put":
+        if args.verb not in ("put", "import"):
             raise InvalidArgument(
                 f"there is no data directory {data.resolve()}: nothing was stored from here yet "
                 "(run prism kv where ./.prism/ is, or pass --store or --url)"
