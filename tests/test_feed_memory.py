@@ -13,11 +13,11 @@ from prism.testing.feed import FeedSuite
 class TestMemoryFeed(FeedSuite):
     @pytest.fixture
     def store_url(self) -> str:
-        return "memory://"
+        return "memory://?feed=true"
 
 
 def test_blocking_watch_resumes_after_a_cursor() -> None:
-    with prism.connect_sync("memory://") as store:
+    with prism.connect_sync("memory://", feed=True) as store:
         ns = store.namespace("feed")
         with ns.watch("u", poll_interval=0.01) as feed:
             start = feed.start()
@@ -34,7 +34,7 @@ def test_blocking_watch_resumes_after_a_cursor() -> None:
 
 
 def test_memory_feed_options_come_from_the_url_or_keywords() -> None:
-    with prism.connect_sync("memory://opts?feed_max_changes=3&feed_retention=60") as store:
+    with prism.connect_sync("memory://opts?feed=true&feed_max_changes=3&feed_retention=60") as store:
         ns = store.namespace("n")
         start = ns.watch().start()
         for i in range(5):
@@ -47,9 +47,11 @@ def test_memory_feed_options_come_from_the_url_or_keywords() -> None:
 
 def test_memory_feed_retention_options_are_checked() -> None:
     with pytest.raises(prism.InvalidArgument, match="feed_max_changes"):
-        prism.connect_sync("memory://", feed_max_changes=0)
+        prism.connect_sync("memory://", feed=True, feed_max_changes=0)
+    with pytest.raises(prism.InvalidArgument, match="feed must be true or false"):
+        prism.connect_sync("memory://?feed=maybe")
     with pytest.raises(
-        prism.InvalidArgument, match="no options other than feed_retention and feed_max_changes"
+        prism.InvalidArgument, match="no options other than feed, feed_retention and feed_max_changes"
     ):
         prism.connect_sync("memory://", feed_size=3)
 
@@ -65,7 +67,7 @@ def test_a_backend_without_a_feed_says_so() -> None:
 
 
 def test_changes_older_than_the_retention_leave_the_feed() -> None:
-    with prism.connect_sync("memory://", feed_retention=0.05) as store:
+    with prism.connect_sync("memory://", feed=True, feed_retention=0.05) as store:
         ns = store.namespace("aging")
         start = ns.watch().start()
         ns.put("old", b"x")
@@ -78,3 +80,23 @@ def test_changes_older_than_the_retention_leave_the_feed() -> None:
                 break
             assert time.monotonic() < deadline, "a change never aged out of the feed"
             time.sleep(0.05)
+
+
+def test_without_the_feed_option_nothing_is_logged_and_watch_names_the_option() -> None:
+    with prism.connect_sync("memory://unfed") as plain:
+        assert not plain.capabilities.watch and not plain.capabilities.watch_expiry
+        plain.namespace("n").put("before", b"x")
+        with pytest.raises(prism.Unsupported, match="start the store with feed=true"):
+            plain.namespace("n").watch()
+    # A feed=true store on the same shared data finds no change of the plain store's write.
+    with prism.connect_sync("memory://unfed?feed=true") as fed:
+        ns = fed.namespace("n")
+        assert fed.capabilities.watch
+        assert ns.watch().start() == "0"
+
+
+def test_the_feed_retention_options_need_the_feed() -> None:
+    with pytest.raises(prism.InvalidArgument, match="start the store with feed=true"):
+        prism.connect_sync("memory://", feed_retention=60)
+    with pytest.raises(prism.InvalidArgument, match="start the store with feed=true"):
+        prism.connect_sync("memory://?feed_max_changes=5")

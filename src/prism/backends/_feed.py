@@ -6,9 +6,11 @@ the cursor is that number as text. It is opaque to users: only its backend reads
 
 from __future__ import annotations
 
+import dataclasses
 from typing import Any
 
 from prism.errors import CursorExpired, InvalidArgument
+from prism.model import Capabilities
 
 __all__ = [
     "DEFAULT_FEED_MAX_CHANGES",
@@ -16,6 +18,8 @@ __all__ = [
     "check_retention",
     "cursor_ahead",
     "cursor_expired",
+    "feed_capabilities",
+    "feed_settings",
     "parse_cursor",
     "retention_options",
 ]
@@ -59,9 +63,49 @@ def check_retention(feed_retention: float, feed_max_changes: int) -> None:
         )
 
 
+def feed_settings(
+    feed: bool, feed_retention: float | None, feed_max_changes: int | None
+) -> tuple[float, int]:
+    """Check the ``feed`` option and its retention; the retention with its defaults filled in.
+
+    The retention options only mean something with the feed on: given without it, they
+    are refused rather than silently ignored.
+    """
+    if type(feed) is not bool:
+        raise InvalidArgument(f"feed must be true or false, got {feed!r}")
+    if not feed and (feed_retention is not None or feed_max_changes is not None):
+        raise InvalidArgument(
+            "feed_retention and feed_max_changes need the change feed: start the store with feed=true"
+        )
+    retention = DEFAULT_FEED_RETENTION if feed_retention is None else feed_retention
+    max_changes = DEFAULT_FEED_MAX_CHANGES if feed_max_changes is None else feed_max_changes
+    check_retention(retention, max_changes)
+    return retention, max_changes
+
+
+def feed_capabilities(capabilities: Capabilities, feed: bool) -> Capabilities:
+    """A store's capabilities: those of its class, without ``watch`` when its feed is off."""
+    if feed:
+        return capabilities
+    return dataclasses.replace(capabilities, watch=False, watch_expiry=False)
+
+
+def _as_bool(raw: Any) -> bool:
+    if isinstance(raw, bool):
+        return raw
+    text = str(raw).strip().lower()
+    if text in ("1", "true", "yes", "on"):
+        return True
+    if text in ("0", "false", "no", "off"):
+        return False
+    raise InvalidArgument(f"feed must be true or false, got {raw!r}")
+
+
 def retention_options(opts: dict[str, Any]) -> dict[str, Any]:
-    """Pop ``feed_retention`` (float seconds) and ``feed_max_changes`` (int) from parsed options."""
+    """Pop ``feed`` (bool), ``feed_retention`` (float s) and ``feed_max_changes`` (int) from options."""
     out: dict[str, Any] = {}
+    if "feed" in opts:
+        out["feed"] = _as_bool(opts.pop("feed"))
     try:
         if "feed_retention" in opts:
             out["feed_retention"] = float(opts.pop("feed_retention"))

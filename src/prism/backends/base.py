@@ -84,6 +84,11 @@ class Backend(ABC):
     timeseries_driver: ClassVar[str | None] = None
     #: Why the engine has no TimeSeries, when it has none (told by ``Unsupported`` and the docs).
     timeseries_unsupported: ClassVar[str] = ""
+    #: True when the change feed is opt-in: the class declares ``watch``, a store has it
+    #: only when opened with ``feed=true`` (a store's ``capabilities`` say which).
+    feed_opt_in: ClassVar[bool] = False
+    #: Whether this store was opened with ``feed=true`` (backends with ``feed_opt_in``).
+    feed: bool = False
 
     @classmethod
     @abstractmethod

@@ -3,9 +3,11 @@
 Each ``memory://`` URL opens a private store; ``memory://NAME`` stores with the same
 name share data within the process (like SQLite's shared-cache memory databases).
 
-Change feed: each namespace keeps its changes in memory, for ``feed_retention``
-seconds (86400) and at most ``feed_max_changes`` (1,000,000) of them (both options of
-the URL or keyword arguments). Items that expire vanish without an ``expire`` change:
+Change feed (``Namespace.watch``), only with the option ``feed=true``: each namespace
+then keeps its changes in memory, for ``feed_retention`` seconds (86400) and at most
+``feed_max_changes`` (1,000,000) of them (options of the URL or keyword arguments,
+accepted only with ``feed=true``). Without it nothing is logged and ``watch`` is
+unsupported. Items that expire vanish without an ``expire`` change:
 the store never purges them, it only stops returning them.
 """
 
@@ -19,11 +21,10 @@ from collections.abc import Sequence
 from typing import Any, ClassVar, NamedTuple
 
 from prism.backends._feed import (
-    DEFAULT_FEED_MAX_CHANGES,
-    DEFAULT_FEED_RETENTION,
-    check_retention,
     cursor_ahead,
     cursor_expired,
+    feed_capabilities,
+    feed_settings,
     parse_cursor,
     retention_options,
 )
@@ -106,6 +107,7 @@ _shared_lock = threading.Lock()
 class MemoryBackend(Backend):
     name = "memory"
     capabilities = Capabilities(multi_process=False, timeseries=True, watch=True)
+    feed_opt_in: ClassVar[bool] = True
     timeseries_driver = "prism.backends.memory_ts:MemoryTimeSeries"
     runs_inline: ClassVar[bool] = True
 
@@ -113,12 +115,14 @@ class MemoryBackend(Backend):
         self,
         shared_name: str = "",
         *,
-        feed_retention: float = DEFAULT_FEED_RETENTION,
-        feed_max_changes: int = DEFAULT_FEED_MAX_CHANGES,
+        feed: bool = False,
+        feed_retention: float | None = None,
+        feed_max_changes: int | None = None,
     ) -> None:
-        check_retention(feed_retention, feed_max_changes)
-        self.feed_retention = feed_retention
-        self.feed_max_changes = feed_max_changes
+        self.feed_retention, self.feed_max_changes = feed_settings(feed, feed_retention, feed_max_changes)
+        #: Whether the store keeps a change feed (``feed=true``); without it nothing is logged.
+        self.feed = feed
+        self.capabilities = feed_capabilities(type(self).capabilities, feed)
         if shared_name:
             with _shared_lock:
                 self._spaces = _shared.setdefault(shared_name, {})
@@ -133,7 +137,7 @@ class MemoryBackend(Backend):
         kwargs = retention_options(opts)
         if opts:
             raise InvalidArgument(
-                "memory:// takes no options other than feed_retention and feed_max_changes, "
+                "memory:// takes no options other than feed, feed_retention and feed_max_changes, "
                 f"got {sorted(opts)}"
             )
         return cls(url.split("://", 1)[1].split("?", 1)[0].strip("/"), **kwargs)
@@ -205,7 +209,7 @@ class MemoryBackend(Backend):
         with self._lock:
             space = self._space(ns)
             outcomes = [self._apply(space, op, now, log) for op in ops]
-            if log:
+            if log and self.feed:
                 space.log(log, self.feed_max_changes, self.feed_retention, now)
             return outcomes
 
@@ -231,7 +235,7 @@ class MemoryBackend(Backend):
                             del space.ids[bisect.bisect_left(space.ids, record)]
                     return transaction_refused(len(ops), i, outcome.existed)
                 outcomes.append(outcome)
-            if log:
+            if log and self.feed:
                 space.log(log, self.feed_max_changes, self.feed_retention, now)
             return outcomes
 
@@ -331,7 +335,7 @@ class MemoryBackend(Backend):
             live = sum(1 for k in doomed if items[k].live(now))
             for k in doomed:
                 del items[k]
-            if doomed:
+            if doomed and self.feed:
                 space.log(
                     [(record, k, "delete", None, now) for k in sorted(doomed)],
                     self.feed_max_changes,

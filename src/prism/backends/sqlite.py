@@ -20,16 +20,21 @@ Options (keyword arguments or URL query parameters):
   (1000) expired rows (reads never return expired rows either way);
 * ``synchronous`` (``NORMAL``): SQLite's durability level; ``FULL`` also survives
   power loss at the cost of an fsync per commit;
-* ``feed_retention`` (86400 s) and ``feed_max_changes`` (1,000,000): how long and how
-  many changes the change feed keeps; it is trimmed when expired rows are purged.
+* ``feed`` (false): keep a change feed (``Namespace.watch``); without it writes log
+  nothing and ``watch`` is unsupported. The feed costs a row more per write (a put
+  about 1.2x as long);
+* ``feed_retention`` (86400 s) and ``feed_max_changes`` (1,000,000), only with
+  ``feed=true``: how long and how many changes the change feed keeps; it is trimmed
+  when expired rows are purged.
 
 Layout: one table ``prism_items (ns, rid, ikey)`` primary key, with the value and
-its metadata in columns, and a partial index on ``expires_at``. The change feed is
-the table ``prism_changes``, numbered in commit order by its rowid (the newest row is
+its metadata in columns, and a partial index on ``expires_at``. The change feed (with
+``feed=true``) is the table ``prism_changes``, numbered in commit order by its rowid (the newest row is
 never trimmed, so a number is never reused) and written in the same transaction as
 the write it records, so a committed write always has its change
 and a rolled-back one never does. Expired items are reported (op ``expire``) when the
 purge deletes them, so within ``purge_interval`` of their expiry if the store is written.
+Writes of stores opened without ``feed=true`` on the same file are not in the feed.
 """
 
 from __future__ import annotations
@@ -43,11 +48,10 @@ from collections.abc import Callable, Sequence
 from typing import Any, ClassVar, TypeVar
 
 from prism.backends._feed import (
-    DEFAULT_FEED_MAX_CHANGES,
-    DEFAULT_FEED_RETENTION,
-    check_retention,
     cursor_ahead,
     cursor_expired,
+    feed_capabilities,
+    feed_settings,
     parse_cursor,
     retention_options,
 )
@@ -82,6 +86,10 @@ CREATE TABLE IF NOT EXISTS prism_items (
     PRIMARY KEY (ns, rid, ikey)
 );
 CREATE INDEX IF NOT EXISTS prism_items_expiry ON prism_items (expires_at) WHERE expires_at IS NOT NULL;
+"""
+
+#: The change feed's tables, created only with ``feed=true``.
+FEED_SCHEMA = """
 CREATE TABLE IF NOT EXISTS prism_changes (
     seq INTEGER PRIMARY KEY,
     ns TEXT NOT NULL,
@@ -173,7 +181,7 @@ def _item(key: str, row: tuple[Any, ...]) -> Item:
     return Item(key, *row)
 
 
-def _apply(conn: sqlite3.Connection, ns: str, op: StoredWrite, now: float) -> WriteOutcome:
+def _apply(conn: sqlite3.Connection, ns: str, op: StoredWrite, now: float, feed: bool) -> WriteOutcome:
     row = conn.execute(_CURRENT, (ns, op.record, op.key)).fetchone()
     existed = row is not None and (row[1] is None or row[1] > now)
     if op.if_absent and existed:
@@ -183,13 +191,15 @@ def _apply(conn: sqlite3.Connection, ns: str, op: StoredWrite, now: float) -> Wr
     if op.value is None:
         if row is not None:
             conn.execute(_DELETE, (ns, op.record, op.key))
-            conn.execute(_LOG, (ns, op.record, op.key, "delete", None, now))
+            if feed:
+                conn.execute(_LOG, (ns, op.record, op.key, "delete", None, now))
     else:
         conn.execute(
             _UPSERT,
             (ns, op.record, op.key, op.value, op.etag, op.expires_at, op.content_type, op.updated_at),
         )
-        conn.execute(_LOG, (ns, op.record, op.key, "put", op.etag, now))
+        if feed:
+            conn.execute(_LOG, (ns, op.record, op.key, "put", op.etag, now))
     return WriteOutcome(True, existed)
 
 
@@ -202,6 +212,7 @@ class SQLiteBackend(Backend):
     name = "sqlite"
     capabilities = Capabilities(timeseries=True, watch=True, watch_expiry=True)
     runs_inline: ClassVar[bool] = True
+    feed_opt_in: ClassVar[bool] = True
     timeseries_driver = "prism.backends.sqlite_ts:SQLiteTimeSeries"
 
     def __init__(
@@ -212,12 +223,14 @@ class SQLiteBackend(Backend):
         purge_interval: float = 60.0,
         purge_batch: int = 1000,
         synchronous: str = "NORMAL",
-        feed_retention: float = DEFAULT_FEED_RETENTION,
-        feed_max_changes: int = DEFAULT_FEED_MAX_CHANGES,
+        feed: bool = False,
+        feed_retention: float | None = None,
+        feed_max_changes: int | None = None,
     ) -> None:
-        check_retention(feed_retention, feed_max_changes)
-        self.feed_retention = feed_retention
-        self.feed_max_changes = feed_max_changes
+        self.feed_retention, self.feed_max_changes = feed_settings(feed, feed_retention, feed_max_changes)
+        #: Whether writes log their changes into ``prism_changes`` (``feed=true``).
+        self.feed = feed
+        self.capabilities = feed_capabilities(type(self).capabilities, feed)
         if synchronous.upper() not in ("OFF", "NORMAL", "FULL", "EXTRA"):
             raise InvalidArgument(f"synchronous must be OFF, NORMAL, FULL or EXTRA, got {synchronous!r}")
         if busy_timeout < 0 or purge_interval <= 0 or purge_batch < 1:
@@ -280,6 +293,8 @@ class SQLiteBackend(Backend):
             if self.path != ":memory:":
                 conn.execute("PRAGMA journal_mode = WAL")
             conn.executescript(SCHEMA)
+            if self.feed:
+                conn.executescript(FEED_SCHEMA)
             conn.execute(f"PRAGMA busy_timeout = {int(self.busy_timeout * 1000)}")
         except (sqlite3.Error, OSError) as exc:
             raise BackendUnavailable(f"cannot open SQLite database {self.path!r}: {exc}", cause=exc) from exc
@@ -369,11 +384,14 @@ class SQLiteBackend(Backend):
     def _purge(self, conn: sqlite3.Connection, now: float) -> None:
         """Delete up to ``purge_batch`` expired items (logging their expiry), and trim the feed."""
         expired = conn.execute(_EXPIRED, (now, self.purge_batch)).fetchall()
-        if expired:
+        if expired and self.feed:
             conn.executemany(
                 _LOG, [(ns, rid, ikey, "expire", etag, at) for _, ns, rid, ikey, etag, at in expired]
             )
+        if expired:
             conn.executemany(_DELETE_ROW, [(row[0],) for row in expired])
+        if not self.feed:
+            return
         floor = _head(conn) - self.feed_max_changes
         aged = conn.execute(_AGED, (self.purge_batch, now - self.feed_retention)).fetchone()[0]
         if aged is not None:
@@ -539,13 +557,15 @@ class SQLiteBackend(Backend):
     # -- writes ---------------------------------------------------------------------
 
     async def write(self, ns: str, ops: Sequence[StoredWrite]) -> list[WriteOutcome]:
-        return await self._run(self._write_txn(lambda conn, now: [_apply(conn, ns, op, now) for op in ops]))
+        return await self._run(
+            self._write_txn(lambda conn, now: [_apply(conn, ns, op, now, self.feed) for op in ops])
+        )
 
     async def transact(self, ns: str, ops: Sequence[StoredWrite]) -> list[WriteOutcome]:
         def body(conn: sqlite3.Connection, now: float) -> list[WriteOutcome]:
             outcomes = []
             for i, op in enumerate(ops):
-                outcome = _apply(conn, ns, op, now)
+                outcome = _apply(conn, ns, op, now, self.feed)
                 if not outcome.ok:
                     raise RolledBack(transaction_refused(len(ops), i, outcome.existed))  # rolls back
                 outcomes.append(outcome)
@@ -564,11 +584,12 @@ class SQLiteBackend(Backend):
             live: int = conn.execute(
                 f"SELECT count(*) FROM prism_items {where} AND {_LIVE}", (ns, record, *bounds, now)
             ).fetchone()[0]
-            conn.execute(
-                "INSERT INTO prism_changes (ns, rid, ikey, op, etag, at) "
-                f"SELECT ns, rid, ikey, 'delete', NULL, ? FROM prism_items {where} ORDER BY ikey",
-                (now, ns, record, *bounds),
-            )
+            if self.feed:
+                conn.execute(
+                    "INSERT INTO prism_changes (ns, rid, ikey, op, etag, at) "
+                    f"SELECT ns, rid, ikey, 'delete', NULL, ? FROM prism_items {where} ORDER BY ikey",
+                    (now, ns, record, *bounds),
+                )
             conn.execute(f"DELETE FROM prism_items {where}", (ns, record, *bounds))
             return live
 

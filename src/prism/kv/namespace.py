@@ -342,6 +342,10 @@ class Namespace:
             raise InvalidArgument(f"poll_interval must be > 0 and <= 60 seconds, got {poll_interval!r}")
         check_limit(batch_size, MAX_PAGE_LIMIT, "batch_size")
         if not self._backend.capabilities.watch:
+            if type(self._backend).feed_opt_in and not self._backend.feed:
+                raise Unsupported(
+                    f"this {self._backend.name} store keeps no change feed: start the store with feed=true"
+                )
             raise Unsupported(f"the {self._backend.name} backend has no change feed")
         self._check_open()
         return ChangeFeed(self, prefix, after, float(poll_interval), batch_size)

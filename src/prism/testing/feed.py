@@ -9,6 +9,9 @@ Subclass it with a ``store_url`` fixture (and, optionally, ``store_options``)::
         def store_url(self, my_server) -> str:
             return my_server.url
 
+A backend whose feed is opt-in (memory, SQLite, PostgreSQL) must be opened with
+``feed=true`` (in the URL or ``store_options``): the suite fails a store that could
+keep a feed but was opened without one rather than skip it.
 The store is opened with ``feed_max_changes`` set to :attr:`FeedSuite.feed_max_changes`
 so that a cursor can be made to expire; a backend that trims its feed only now and
 then (SQLite trims when it purges) should pass a short purge interval in
@@ -96,6 +99,8 @@ class FeedSuite:
         options = {"feed_max_changes": self.feed_max_changes, **store_options}
         async with prism.connect(store_url, **options) as store:
             if not store.capabilities.watch:
+                if type(store.backend).feed_opt_in:
+                    pytest.fail(f"open the {store.backend.name} store with feed=true to run the feed suite")
                 pytest.skip(f"the {store.backend.name} backend declares no change feed (watch)")
             yield store
 

@@ -57,12 +57,15 @@ Options (keyword arguments of ``prism.connect`` or URL query parameters):
   ``create_table=false`` the table must exist (run the DDL above);
 * ``purge_interval`` (60 s; 0 disables the background purge) and ``purge_batch``
   (1000 rows per delete statement);
-* ``feed_retention`` (86400 s) and ``feed_max_changes`` (1,000,000): how long and how
-  many changes the change feed keeps (trimmed by the background purge);
+* ``feed`` (false): create and read the table's change feed (``Namespace.watch``);
+  without it no trigger is created and ``watch`` is unsupported;
+* ``feed_retention`` (86400 s) and ``feed_max_changes`` (1,000,000), only with
+  ``feed=true``: how long and how many changes the change feed keeps (trimmed by the
+  background purge);
 * ``sslmode`` (libpq's modes: disable, allow, prefer, require, verify-ca,
   verify-full); keyword ``ssl`` takes an ``ssl.SSLContext`` instead.
 
-Change feed: a deferred constraint trigger on the table logs every row change into
+Change feed (only with ``feed=true``): a deferred constraint trigger on the table logs every row change into
 ``TABLE_changes`` at commit, in the writing transaction, under one advisory lock, so
 changes are numbered in commit order and a reader never passes a change that commits
 later (the price: commits of the table queue for that lock for the moment of the log
@@ -70,7 +73,10 @@ insert). The purge's deletes of expired rows are logged as ``expire``. Watchers 
 the log; a NOTIFY on ``prism_feed:TABLE`` (the payload is the namespace) wakes them
 through one LISTEN connection per store, and without it they poll every
 ``poll_interval`` of ``watch``. ``feed_ddl(TABLE)`` prints its SQL. With
-``create_table=false`` and no feed table, the store declares no ``watch``.
+``create_table=false`` and no feed table, the store declares no ``watch``. The
+trigger belongs to the table, not to a store: once a ``feed=true`` store has created
+it, every commit to the table keeps logging (and taking the lock) whatever later
+stores are opened with, until the SQL of ``feed_drop_ddl(TABLE)`` removes it.
 
 Token buckets (the gateway's rate limits shared across processes, ``control.store``)
 are rows of a second table, ``TABLE_buckets`` (``prism_kv_buckets``), created on
@@ -99,11 +105,10 @@ from urllib.parse import urlsplit
 import asyncpg
 
 from prism.backends._feed import (
-    DEFAULT_FEED_MAX_CHANGES,
-    DEFAULT_FEED_RETENTION,
-    check_retention,
     cursor_ahead,
     cursor_expired,
+    feed_capabilities,
+    feed_settings,
     parse_cursor,
     retention_options,
 )
@@ -126,6 +131,7 @@ from prism.backends.postgres._sql import (
     ddl,
     feed_channel,
     feed_ddl,
+    feed_drop_ddl,
     feed_table,
     prefix_end,
 )
@@ -141,7 +147,7 @@ from prism.model import (
     transaction_refused,
 )
 
-__all__ = ["DEFAULT_TABLE", "PostgresBackend", "Statements", "bucket_ddl", "ddl"]
+__all__ = ["DEFAULT_TABLE", "PostgresBackend", "Statements", "bucket_ddl", "ddl", "feed_ddl", "feed_drop_ddl"]
 
 R = TypeVar("R")
 log = logging.getLogger("prism.backends.postgres")
@@ -216,6 +222,7 @@ class PostgresBackend(Backend):
         max_value_bytes=MAX_VALUE_BYTES, token_buckets=True, timeseries=True, watch=True, watch_expiry=True
     )
     runs_inline: ClassVar[bool] = False
+    feed_opt_in: ClassVar[bool] = True
     timeseries_driver = "prism.backends.postgres.timeseries:PostgresTimeSeries"
 
     def __init__(
@@ -232,12 +239,14 @@ class PostgresBackend(Backend):
         purge_interval: float = 60.0,
         purge_batch: int = 1000,
         ssl: str | ssl_module.SSLContext | None = None,
-        feed_retention: float = DEFAULT_FEED_RETENTION,
-        feed_max_changes: int = DEFAULT_FEED_MAX_CHANGES,
+        feed: bool = False,
+        feed_retention: float | None = None,
+        feed_max_changes: int | None = None,
     ) -> None:
-        check_retention(feed_retention, feed_max_changes)
-        self.feed_retention = feed_retention
-        self.feed_max_changes = feed_max_changes
+        self.feed_retention, self.feed_max_changes = feed_settings(feed, feed_retention, feed_max_changes)
+        #: Whether the store creates and reads the table's change feed (``feed=true``).
+        self.feed = feed
+        self.capabilities = feed_capabilities(type(self).capabilities, feed)
         if not 0 <= pool_min_size <= pool_max_size or pool_max_size < 1:
             raise InvalidArgument(
                 f"pool sizes need 0 <= pool_min_size <= pool_max_size and pool_max_size >= 1, "
@@ -307,8 +316,8 @@ class PostgresBackend(Backend):
             raise InvalidArgument(
                 f"unknown postgres option(s) {sorted(opts)}; known: connect_timeout, operation_timeout, "
                 "max_retries, retry_base, retry_cap, pool_min_size, pool_max_size, pool_idle_timeout, "
-                "statement_cache_size, table, create_table, purge_interval, purge_batch, feed_retention, "
-                "feed_max_changes, sslmode, ssl"
+                "statement_cache_size, table, create_table, purge_interval, purge_batch, feed, "
+                "feed_retention, feed_max_changes, sslmode, ssl"
             )
         return cls(dsn, settings=settings, ssl=sslmode if context is None else context, **kwargs)
 
@@ -429,6 +438,8 @@ class PostgresBackend(Backend):
 
     async def _prepare_feed(self, con: Any) -> None:
         """Create the change feed of the table when missing; without create_table, go without one."""
+        if not self.feed:
+            return
         if await con.fetchval("SELECT to_regclass($1) IS NOT NULL", self.statements.changes):
             return
         if not self.create_table:

@@ -15,6 +15,7 @@ __all__ = [
     "ddl",
     "feed_channel",
     "feed_ddl",
+    "feed_drop_ddl",
     "feed_table",
     "prefix_end",
 ]
@@ -146,6 +147,26 @@ def feed_ddl(table: str = DEFAULT_TABLE) -> str:
         f'DROP TRIGGER IF EXISTS "{bare}_feed" ON {quoted};\n'
         f'CREATE CONSTRAINT TRIGGER "{bare}_feed" AFTER INSERT OR UPDATE OR DELETE ON {quoted}\n'
         f"    DEFERRABLE INITIALLY DEFERRED FOR EACH ROW EXECUTE FUNCTION {fn}();\n"
+    )
+
+
+def feed_drop_ddl(table: str = DEFAULT_TABLE) -> str:
+    """The SQL that removes the change feed of ``table`` (its trigger, function and log).
+
+    A table whose feed was created by a ``feed=true`` store keeps logging every write
+    until this is run, whatever later stores are opened with.
+    """
+    quoted, bare = _quote_table(table)
+    changes, _ = _quote_table(feed_table(table))
+    floor, _ = _quote_table(f"{feed_table(table)}_floor")
+    seq, _ = _quote_table(f"{feed_table(table)}_seq")
+    fn, _ = _quote_table(f"{table}_feed")
+    return (
+        f'DROP TRIGGER IF EXISTS "{bare}_feed" ON {quoted};\n'
+        f"DROP FUNCTION IF EXISTS {fn}();\n"
+        f"DROP TABLE IF EXISTS {changes};\n"
+        f"DROP TABLE IF EXISTS {floor};\n"
+        f"DROP SEQUENCE IF EXISTS {seq};\n"
     )
 
 
