@@ -88,7 +88,7 @@ def _signature(func: Any, blocking: bool) -> list[tuple[str, object, object, obj
 @pytest.fixture
 def twins() -> Iterator[list[tuple[object, object]]]:
     """Instances of every async class and of its twin, on one memory store."""
-    with prism.connect_sync("memory://") as store:
+    with prism.connect_sync("memory://", feed=True) as store:
         ns = store.namespace("parity", default_ttl=60)
         collection = store.collection("parity", dict)
         ts = store.timeseries("parity-ts", retention_seconds=86400)
