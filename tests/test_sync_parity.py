@@ -23,6 +23,7 @@ import pytest
 
 import prism
 from prism import (
+    ChangeFeed,
     Collection,
     Delete,
     InvalidArgument,
@@ -31,6 +32,7 @@ from prism import (
     Put,
     Store,
     StoreClosed,
+    SyncChangeFeed,
     SyncCollection,
     SyncNamespace,
     SyncStore,
@@ -49,6 +51,7 @@ TWINS: dict[type, type] = {
     Namespace: SyncNamespace,
     Collection: SyncCollection,
     TimeSeries: SyncTimeSeries,
+    ChangeFeed: SyncChangeFeed,
 }
 #: Public names only the blocking class has, and why.
 SYNC_ONLY: dict[type, dict[str, str]] = {
@@ -85,15 +88,17 @@ def _signature(func: Any, blocking: bool) -> list[tuple[str, object, object, obj
 @pytest.fixture
 def twins() -> Iterator[list[tuple[object, object]]]:
     """Instances of every async class and of its twin, on one memory store."""
-    with prism.connect_sync("memory://") as store:
+    with prism.connect_sync("memory://", feed=True) as store:
         ns = store.namespace("parity", default_ttl=60)
         collection = store.collection("parity", dict)
         ts = store.timeseries("parity-ts", retention_seconds=86400)
+        feed = ns.watch("k", after="0")
         yield [
             (store.store, store),
             (store.store.namespace("parity", default_ttl=60), ns),
             (store.store.collection("parity", dict), collection),
             (store.store.timeseries("parity-ts", retention_seconds=86400), ts),
+            (store.store.namespace("parity").watch("k", after="0"), feed),
         ]
 
 

@@ -13,6 +13,7 @@ from prism.errors import (
     BackendTimeout,
     BackendUnavailable,
     ConfigError,
+    CursorExpired,
     DecodeError,
     InvalidArgument,
     InvalidKey,
@@ -24,16 +25,29 @@ from prism.errors import (
     ValueTooLarge,
 )
 from prism.kv import (
+    ChangeFeed,
     Collection,
     Namespace,
     Store,
+    SyncChangeFeed,
     SyncCollection,
     SyncNamespace,
     SyncStore,
     connect,
     connect_sync,
 )
-from prism.model import Capabilities, Delete, Event, EventPage, EventResult, Item, Page, Put, WriteResult
+from prism.model import (
+    Capabilities,
+    Change,
+    Delete,
+    Event,
+    EventPage,
+    EventResult,
+    Item,
+    Page,
+    Put,
+    WriteResult,
+)
 from prism.timeseries import SyncTimeSeries, TimeSeries
 
 if TYPE_CHECKING:
@@ -61,8 +75,11 @@ __all__ = [
     "BackendTimeout",
     "BackendUnavailable",
     "Capabilities",
+    "Change",
+    "ChangeFeed",
     "Collection",
     "ConfigError",
+    "CursorExpired",
     "DecodeError",
     "Delete",
     "Event",
@@ -79,6 +96,7 @@ __all__ = [
     "Store",
     "StoreClosed",
     "StreamClient",
+    "SyncChangeFeed",
     "SyncCollection",
     "SyncNamespace",
     "SyncStore",

@@ -8,6 +8,7 @@ mapped at the backend boundary and chained as ``__cause__``::
     │   ├── InvalidKey           a record id or item key is empty, too long, or holds NUL
     │   └── ValueTooLarge        a value is over the namespace's limit
     ├── PreconditionFailed       an if_match / if_absent condition did not hold
+    ├── CursorExpired            a change-feed cursor is older than the retained window
     ├── Unsupported              the backend does not honour this operation
     ├── DecodeError              a stored value does not decode to the requested type
     ├── Timeout                  the operation's deadline passed
@@ -38,6 +39,7 @@ __all__ = [
     "BackendTimeout",
     "BackendUnavailable",
     "ConfigError",
+    "CursorExpired",
     "DecodeError",
     "InvalidArgument",
     "InvalidKey",
@@ -83,6 +85,20 @@ class PreconditionFailed(PrismError):
     def __init__(self, message: str, *, key: str | None = None) -> None:
         super().__init__(message)
         self.key = key
+
+
+class CursorExpired(PrismError):
+    """A change-feed cursor is older than the feed's retained window: changes after it are gone.
+
+    Resuming from it would skip changes silently, so the watch stops instead; start
+    again from a fresh cursor (and re-read what the watcher keeps, as it may be stale).
+    """
+
+    code = "CURSOR_EXPIRED"
+
+    def __init__(self, message: str, *, cursor: str | None = None) -> None:
+        super().__init__(message)
+        self.cursor = cursor
 
 
 class Unsupported(PrismError):

@@ -8,7 +8,7 @@ from __future__ import annotations
 
 from dataclasses import dataclass, field
 from datetime import UTC, datetime, timedelta
-from typing import Any, Generic, TypeVar
+from typing import Any, Generic, Literal, TypeVar
 
 import msgspec
 
@@ -18,6 +18,8 @@ __all__ = [
     "DEFAULT_MAX_VALUE_BYTES",
     "MAX_KEY_BYTES",
     "Capabilities",
+    "Change",
+    "ChangeOp",
     "Delete",
     "Event",
     "EventPage",
@@ -175,9 +177,34 @@ class Capabilities:
     timeseries: bool = False
     #: Items written with their given etag and times (``Backend.restore_items``), for live migration.
     restore: bool = True
+    #: A change feed (``Backend.read_changes``): ``Namespace.watch`` and resumable cursors.
+    watch: bool = False
+    #: The change feed reports expired items (op ``"expire"``); without it they vanish unreported.
+    watch_expiry: bool = False
 
     def as_dict(self) -> dict[str, Any]:
         return {name: getattr(self, name) for name in self.__dataclass_fields__}
+
+
+ChangeOp = Literal["put", "delete", "expire"]
+
+
+class Change(msgspec.Struct, frozen=True, kw_only=True):
+    """One committed change of a namespace, as ``Namespace.watch`` delivers it.
+
+    ``key`` is the entry's key (a record's id) and ``item_key`` the item within the
+    record ("" for a flat entry). ``op`` is ``"put"``, ``"delete"`` or ``"expire"``;
+    ``etag`` is the new etag of a put (None otherwise); ``updated_at`` is when the
+    change was committed (for an expiry: when the item expired). ``cursor`` is an
+    opaque string: pass it as ``watch(after=...)`` to resume after this change.
+    """
+
+    key: str
+    op: ChangeOp
+    cursor: str
+    item_key: str = ""
+    etag: str | None = None
+    updated_at: datetime | None = None
 
 
 class StoredWrite(msgspec.Struct):

@@ -24,7 +24,7 @@ from collections.abc import Sequence
 from datetime import datetime
 from typing import Any, ClassVar, Final
 
-from prism.model import Capabilities, Item, StoredWrite, WriteOutcome
+from prism.model import Capabilities, Change, Item, StoredWrite, WriteOutcome
 
 __all__ = ["NOT_NOW", "Backend", "Capabilities", "NotNow", "RolledBack", "reads_now", "restore_op"]
 
@@ -84,6 +84,11 @@ class Backend(ABC):
     timeseries_driver: ClassVar[str | None] = None
     #: Why the engine has no TimeSeries, when it has none (told by ``Unsupported`` and the docs).
     timeseries_unsupported: ClassVar[str] = ""
+    #: True when the change feed is opt-in: the class declares ``watch``, a store has it
+    #: only when opened with ``feed=true`` (a store's ``capabilities`` say which).
+    feed_opt_in: ClassVar[bool] = False
+    #: Whether this store was opened with ``feed=true`` (backends with ``feed_opt_in``).
+    feed: bool = False
 
     @classmethod
     @abstractmethod
@@ -159,6 +164,33 @@ class Backend(ABC):
 
             raise Unsupported(f"the {self.name} backend cannot keep the etags of copied items")
         return await self.write(ns, [restore_op(record, item) for item in items])
+
+    async def read_changes(
+        self, ns: str, prefix: str, after: str | None, limit: int
+    ) -> tuple[list[Change], str]:
+        """Up to ``limit`` changes of ``ns`` committed after the cursor ``after``, oldest first.
+
+        Only changes of record ids starting with ``prefix`` are returned; the second
+        element is the cursor to read on from (past every change examined, returned or
+        not). ``after`` None answers no changes and the cursor of the newest change.
+        Raises ``CursorExpired`` when changes after ``after`` have left the retained
+        window, and ``InvalidArgument`` for a string that is not a cursor. Backends
+        declaring ``capabilities.watch`` implement it.
+        """
+        from prism.errors import Unsupported
+
+        raise Unsupported(f"the {self.name} backend has no change feed")
+
+    async def wait_for_changes(self, ns: str, seconds: float) -> None:
+        """Return once a change of ``ns`` may have been committed, or after ``seconds``.
+
+        A watch calls it when it has read every change; a spurious return only costs a
+        read. By default it sleeps: engines with a notification (PostgreSQL's NOTIFY)
+        return early when one arrives.
+        """
+        import asyncio
+
+        await asyncio.sleep(seconds)
 
     @abstractmethod
     async def scan(self, ns: str, prefix: str, after: str | None, limit: int) -> list[str]:

@@ -53,6 +53,8 @@ LABELS = {
     "token_buckets": "shared token buckets (gateway rate limits)",
     "timeseries": "TimeSeries (docs/timeseries.md)",
     "restore": "copies keeping etags and times (live migration)",
+    "watch": "change feed (`Namespace.watch`)",
+    "watch_expiry": "change feed reports expiry",
 }
 
 
@@ -132,6 +134,8 @@ def render() -> str:
         cells = " | ".join(
             "n/a"
             if f.name == "max_transaction_ops" and not cls.capabilities.transactions
+            else "with feed=true"
+            if f.name in ("watch", "watch_expiry") and cls.feed_opt_in and getattr(cls.capabilities, f.name)
             else _cell(getattr(cls.capabilities, f.name))
             for _, _, cls in backends
         )

@@ -2,6 +2,13 @@
 
 Each ``memory://`` URL opens a private store; ``memory://NAME`` stores with the same
 name share data within the process (like SQLite's shared-cache memory databases).
+
+Change feed (``Namespace.watch``), only with the option ``feed=true``: each namespace
+then keeps its changes in memory, for ``feed_retention`` seconds (86400) and at most
+``feed_max_changes`` (1,000,000) of them (options of the URL or keyword arguments,
+accepted only with ``feed=true``). Without it nothing is logged and ``watch`` is
+unsupported. Items that expire vanish without an ``expire`` change:
+the store never purges them, it only stops returning them.
 """
 
 from __future__ import annotations
@@ -9,12 +16,32 @@ from __future__ import annotations
 import bisect
 import threading
 import time
+from collections import deque
 from collections.abc import Sequence
 from typing import Any, ClassVar, NamedTuple
 
+from prism.backends._feed import (
+    cursor_ahead,
+    cursor_expired,
+    feed_capabilities,
+    feed_settings,
+    parse_cursor,
+    retention_options,
+)
+from prism.backends._retry import split_options
 from prism.backends.base import Backend, NotNow
 from prism.errors import InvalidArgument
-from prism.model import Capabilities, Item, StoredWrite, WriteOutcome, condition_failed, transaction_refused
+from prism.model import (
+    Capabilities,
+    Change,
+    ChangeOp,
+    Item,
+    StoredWrite,
+    WriteOutcome,
+    condition_failed,
+    epoch_to_datetime,
+    transaction_refused,
+)
 
 __all__ = ["MemoryBackend"]
 
@@ -33,14 +60,44 @@ class _Entry(NamedTuple):
         return Item(key, self.value, self.etag, self.expires_at, self.content_type, self.updated_at)
 
 
-class _Space:
-    """One namespace: records of items, and the sorted list of record ids."""
+class _Logged(NamedTuple):
+    """One change in a namespace's feed."""
 
-    __slots__ = ("ids", "records")
+    seq: int
+    record: str
+    key: str
+    op: ChangeOp
+    etag: str | None
+    at: float
+
+
+#: A change about to be logged: (record, key, op, etag, time).
+_Pending = tuple[str, str, ChangeOp, str | None, float]
+
+
+class _Space:
+    """One namespace: records of items, the sorted list of record ids, and the change feed.
+
+    ``floor`` is the sequence number of the newest change discarded from ``changes``.
+    """
+
+    __slots__ = ("changes", "floor", "ids", "records", "seq")
 
     def __init__(self) -> None:
         self.records: dict[str, dict[str, _Entry]] = {}
         self.ids: list[str] = []
+        self.changes: deque[_Logged] = deque()
+        self.seq = 0
+        self.floor = 0
+
+    def log(self, pending: list[_Pending], max_changes: int, retention: float, now: float) -> None:
+        changes = self.changes
+        for record, key, op, etag, at in pending:
+            self.seq += 1
+            changes.append(_Logged(self.seq, record, key, op, etag, at))
+        oldest = now - retention
+        while changes and (len(changes) > max_changes or changes[0].at < oldest):
+            self.floor = changes.popleft().seq
 
 
 _shared: dict[str, dict[str, _Space]] = {}
@@ -49,11 +106,23 @@ _shared_lock = threading.Lock()
 
 class MemoryBackend(Backend):
     name = "memory"
-    capabilities = Capabilities(multi_process=False, timeseries=True)
+    capabilities = Capabilities(multi_process=False, timeseries=True, watch=True)
+    feed_opt_in: ClassVar[bool] = True
     timeseries_driver = "prism.backends.memory_ts:MemoryTimeSeries"
     runs_inline: ClassVar[bool] = True
 
-    def __init__(self, shared_name: str = "") -> None:
+    def __init__(
+        self,
+        shared_name: str = "",
+        *,
+        feed: bool = False,
+        feed_retention: float | None = None,
+        feed_max_changes: int | None = None,
+    ) -> None:
+        self.feed_retention, self.feed_max_changes = feed_settings(feed, feed_retention, feed_max_changes)
+        #: Whether the store keeps a change feed (``feed=true``); without it nothing is logged.
+        self.feed = feed
+        self.capabilities = feed_capabilities(type(self).capabilities, feed)
         if shared_name:
             with _shared_lock:
                 self._spaces = _shared.setdefault(shared_name, {})
@@ -64,9 +133,14 @@ class MemoryBackend(Backend):
 
     @classmethod
     def from_url(cls, url: str, **options: Any) -> MemoryBackend:
-        if options:
-            raise InvalidArgument(f"memory:// takes no options, got {sorted(options)}")
-        return cls(url.split("://", 1)[1].strip("/"))
+        _, opts = split_options(url, options)
+        kwargs = retention_options(opts)
+        if opts:
+            raise InvalidArgument(
+                "memory:// takes no options other than feed, feed_retention and feed_max_changes, "
+                f"got {sorted(opts)}"
+            )
+        return cls(url.split("://", 1)[1].split("?", 1)[0].strip("/"), **kwargs)
 
     async def health(self) -> dict[str, Any]:
         return {"namespaces": len(self._spaces)}
@@ -103,7 +177,7 @@ class MemoryBackend(Backend):
             out.append(None if entry is None else entry.item(key))
         return out
 
-    def _apply(self, space: _Space, op: StoredWrite, now: float) -> WriteOutcome:
+    def _apply(self, space: _Space, op: StoredWrite, now: float, log: list[_Pending]) -> WriteOutcome:
         items = space.records.get(op.record)
         current = None if items is None else items.get(op.key)
         if current is not None and not current.live(now):
@@ -116,6 +190,7 @@ class MemoryBackend(Backend):
         if op.value is None:
             if items is not None and op.key in items:
                 del items[op.key]
+                log.append((op.record, op.key, "delete", None, now))
                 if not items:
                     del space.records[op.record]
                     i = bisect.bisect_left(space.ids, op.record)
@@ -125,13 +200,18 @@ class MemoryBackend(Backend):
             items = space.records[op.record] = {}
             bisect.insort(space.ids, op.record)
         items[op.key] = _Entry(op.value, op.etag, op.expires_at, op.content_type, op.updated_at)
+        log.append((op.record, op.key, "put", op.etag, now))
         return WriteOutcome(True, existed)
 
     async def write(self, ns: str, ops: Sequence[StoredWrite]) -> list[WriteOutcome]:
         now = time.time()
+        log: list[_Pending] = []
         with self._lock:
             space = self._space(ns)
-            return [self._apply(space, op, now) for op in ops]
+            outcomes = [self._apply(space, op, now, log) for op in ops]
+            if log and self.feed:
+                space.log(log, self.feed_max_changes, self.feed_retention, now)
+            return outcomes
 
     async def transact(self, ns: str, ops: Sequence[StoredWrite]) -> list[WriteOutcome]:
         now = time.time()
@@ -140,8 +220,9 @@ class MemoryBackend(Backend):
             # Undo log: the records touched, as they were, restored if a condition fails.
             saved = {op.record: dict(space.records.get(op.record, {})) for op in ops}
             outcomes = []
+            log: list[_Pending] = []
             for i, op in enumerate(ops):
-                outcome = self._apply(space, op, now)
+                outcome = self._apply(space, op, now, log)
                 if not outcome.ok:
                     for record, items in saved.items():
                         present = record in space.records
@@ -154,7 +235,44 @@ class MemoryBackend(Backend):
                             del space.ids[bisect.bisect_left(space.ids, record)]
                     return transaction_refused(len(ops), i, outcome.existed)
                 outcomes.append(outcome)
+            if log and self.feed:
+                space.log(log, self.feed_max_changes, self.feed_retention, now)
             return outcomes
+
+    async def read_changes(
+        self, ns: str, prefix: str, after: str | None, limit: int
+    ) -> tuple[list[Change], str]:
+        start = None if after is None else parse_cursor(after)
+        with self._lock:
+            space = self._space(ns)
+            space.log([], self.feed_max_changes, self.feed_retention, time.time())
+            if start is None:
+                return [], str(space.seq)
+            if start < space.floor:
+                raise cursor_expired(str(after))
+            if start > space.seq:
+                raise cursor_ahead(str(after))
+            changes = space.changes
+            # Sequence numbers are consecutive, so the first change after ``start`` is found by offset.
+            i = max(0, start - (changes[0].seq if changes else space.seq + 1) + 1)
+            out: list[Change] = []
+            last = max(start, space.floor)
+            while i < len(changes) and len(out) < limit:
+                c = changes[i]
+                last = c.seq
+                if c.record.startswith(prefix):
+                    out.append(
+                        Change(
+                            key=c.record,
+                            op=c.op,
+                            cursor=str(c.seq),
+                            item_key=c.key,
+                            etag=c.etag,
+                            updated_at=epoch_to_datetime(c.at),
+                        )
+                    )
+                i += 1
+            return out, str(last)
 
     async def scan(self, ns: str, prefix: str, after: str | None, limit: int) -> list[str]:
         space = self._spaces.get(ns)
@@ -217,6 +335,13 @@ class MemoryBackend(Backend):
             live = sum(1 for k in doomed if items[k].live(now))
             for k in doomed:
                 del items[k]
+            if doomed and self.feed:
+                space.log(
+                    [(record, k, "delete", None, now) for k in sorted(doomed)],
+                    self.feed_max_changes,
+                    self.feed_retention,
+                    now,
+                )
             if not items:
                 del space.records[record]
                 del space.ids[bisect.bisect_left(space.ids, record)]

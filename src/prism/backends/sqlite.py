@@ -19,10 +19,22 @@ Options (keyword arguments or URL query parameters):
 * ``purge_interval`` (60 s): how often writes also delete up to ``purge_batch``
   (1000) expired rows (reads never return expired rows either way);
 * ``synchronous`` (``NORMAL``): SQLite's durability level; ``FULL`` also survives
-  power loss at the cost of an fsync per commit.
+  power loss at the cost of an fsync per commit;
+* ``feed`` (false): keep a change feed (``Namespace.watch``); without it writes log
+  nothing and ``watch`` is unsupported. The feed costs a row more per write (a put
+  about 1.2x as long);
+* ``feed_retention`` (86400 s) and ``feed_max_changes`` (1,000,000), only with
+  ``feed=true``: how long and how many changes the change feed keeps; it is trimmed
+  when expired rows are purged.
 
 Layout: one table ``prism_items (ns, rid, ikey)`` primary key, with the value and
-its metadata in columns, and a partial index on ``expires_at``.
+its metadata in columns, and a partial index on ``expires_at``. The change feed (with
+``feed=true``) is the table ``prism_changes``, numbered in commit order by its rowid (the newest row is
+never trimmed, so a number is never reused) and written in the same transaction as
+the write it records, so a committed write always has its change
+and a rolled-back one never does. Expired items are reported (op ``expire``) when the
+purge deletes them, so within ``purge_interval`` of their expiry if the store is written.
+Writes of stores opened without ``feed=true`` on the same file are not in the feed.
 """
 
 from __future__ import annotations
@@ -35,10 +47,27 @@ import time
 from collections.abc import Callable, Sequence
 from typing import Any, ClassVar, TypeVar
 
+from prism.backends._feed import (
+    cursor_ahead,
+    cursor_expired,
+    feed_capabilities,
+    feed_settings,
+    parse_cursor,
+    retention_options,
+)
 from prism.backends._retry import split_options
 from prism.backends.base import NOT_NOW, Backend, NotNow, RolledBack
 from prism.errors import BackendUnavailable, InvalidArgument
-from prism.model import Capabilities, Item, StoredWrite, WriteOutcome, condition_failed, transaction_refused
+from prism.model import (
+    Capabilities,
+    Change,
+    Item,
+    StoredWrite,
+    WriteOutcome,
+    condition_failed,
+    epoch_to_datetime,
+    transaction_refused,
+)
 
 __all__ = ["SQLiteBackend"]
 
@@ -59,6 +88,21 @@ CREATE TABLE IF NOT EXISTS prism_items (
 CREATE INDEX IF NOT EXISTS prism_items_expiry ON prism_items (expires_at) WHERE expires_at IS NOT NULL;
 """
 
+#: The change feed's tables, created only with ``feed=true``.
+FEED_SCHEMA = """
+CREATE TABLE IF NOT EXISTS prism_changes (
+    seq INTEGER PRIMARY KEY,
+    ns TEXT NOT NULL,
+    rid TEXT NOT NULL,
+    ikey TEXT NOT NULL,
+    op TEXT NOT NULL,
+    etag TEXT,
+    at REAL NOT NULL
+);
+CREATE TABLE IF NOT EXISTS prism_change_floor (id INTEGER PRIMARY KEY CHECK (id = 1), floor INTEGER NOT NULL);
+INSERT OR IGNORE INTO prism_change_floor (id, floor) VALUES (1, 0);
+"""
+
 _LIVE = "(expires_at IS NULL OR expires_at > ?)"
 _COLUMNS = "value, etag, expires_at, content_type, updated_at"
 _GET = f"SELECT {_COLUMNS} FROM prism_items WHERE ns = ? AND rid = ? AND ikey = ? AND {_LIVE}"
@@ -73,10 +117,18 @@ _UPSERT = (
     "updated_at = excluded.updated_at"
 )
 _DELETE = "DELETE FROM prism_items WHERE ns = ? AND rid = ? AND ikey = ?"
-_PURGE = (
-    "DELETE FROM prism_items WHERE rowid IN "
-    "(SELECT rowid FROM prism_items WHERE expires_at IS NOT NULL AND expires_at <= ? LIMIT ?)"
+_EXPIRED = (
+    "SELECT rowid, ns, rid, ikey, etag, expires_at FROM prism_items "
+    "WHERE expires_at IS NOT NULL AND expires_at <= ? ORDER BY expires_at LIMIT ?"
 )
+_DELETE_ROW = "DELETE FROM prism_items WHERE rowid = ?"
+_LOG = "INSERT INTO prism_changes (ns, rid, ikey, op, etag, at) VALUES (?, ?, ?, ?, ?, ?)"
+# The newest change is never trimmed, so the next one always gets a greater number.
+_HEAD = "SELECT max(seq) FROM prism_changes"
+_FLOOR = "SELECT floor FROM prism_change_floor WHERE id = 1"
+# The newest change to discard by age: among the oldest rows (the log is in time order but
+# for clock steps, so the oldest rows are where old changes are).
+_AGED = "SELECT max(seq) FROM (SELECT seq, at FROM prism_changes ORDER BY seq LIMIT ?) WHERE at < ?"
 
 
 class _Busy(Exception):
@@ -129,7 +181,7 @@ def _item(key: str, row: tuple[Any, ...]) -> Item:
     return Item(key, *row)
 
 
-def _apply(conn: sqlite3.Connection, ns: str, op: StoredWrite, now: float) -> WriteOutcome:
+def _apply(conn: sqlite3.Connection, ns: str, op: StoredWrite, now: float, feed: bool) -> WriteOutcome:
     row = conn.execute(_CURRENT, (ns, op.record, op.key)).fetchone()
     existed = row is not None and (row[1] is None or row[1] > now)
     if op.if_absent and existed:
@@ -139,18 +191,28 @@ def _apply(conn: sqlite3.Connection, ns: str, op: StoredWrite, now: float) -> Wr
     if op.value is None:
         if row is not None:
             conn.execute(_DELETE, (ns, op.record, op.key))
+            if feed:
+                conn.execute(_LOG, (ns, op.record, op.key, "delete", None, now))
     else:
         conn.execute(
             _UPSERT,
             (ns, op.record, op.key, op.value, op.etag, op.expires_at, op.content_type, op.updated_at),
         )
+        if feed:
+            conn.execute(_LOG, (ns, op.record, op.key, "put", op.etag, now))
     return WriteOutcome(True, existed)
+
+
+def _head(conn: sqlite3.Connection) -> int:
+    seq = conn.execute(_HEAD).fetchone()[0]
+    return 0 if seq is None else int(seq)
 
 
 class SQLiteBackend(Backend):
     name = "sqlite"
-    capabilities = Capabilities(timeseries=True)
+    capabilities = Capabilities(timeseries=True, watch=True, watch_expiry=True)
     runs_inline: ClassVar[bool] = True
+    feed_opt_in: ClassVar[bool] = True
     timeseries_driver = "prism.backends.sqlite_ts:SQLiteTimeSeries"
 
     def __init__(
@@ -161,7 +223,14 @@ class SQLiteBackend(Backend):
         purge_interval: float = 60.0,
         purge_batch: int = 1000,
         synchronous: str = "NORMAL",
+        feed: bool = False,
+        feed_retention: float | None = None,
+        feed_max_changes: int | None = None,
     ) -> None:
+        self.feed_retention, self.feed_max_changes = feed_settings(feed, feed_retention, feed_max_changes)
+        #: Whether writes log their changes into ``prism_changes`` (``feed=true``).
+        self.feed = feed
+        self.capabilities = feed_capabilities(type(self).capabilities, feed)
         if synchronous.upper() not in ("OFF", "NORMAL", "FULL", "EXTRA"):
             raise InvalidArgument(f"synchronous must be OFF, NORMAL, FULL or EXTRA, got {synchronous!r}")
         if busy_timeout < 0 or purge_interval <= 0 or purge_batch < 1:
@@ -198,6 +267,7 @@ class SQLiteBackend(Backend):
             raise InvalidArgument(f"bad SQLite option: {exc}") from exc
         if "synchronous" in opts:
             kwargs["synchronous"] = str(opts.pop("synchronous"))
+        kwargs.update(retention_options(opts))
         if opts:
             raise InvalidArgument(f"unknown SQLite options: {sorted(opts)}")
         return cls(path, **kwargs)
@@ -223,6 +293,8 @@ class SQLiteBackend(Backend):
             if self.path != ":memory:":
                 conn.execute("PRAGMA journal_mode = WAL")
             conn.executescript(SCHEMA)
+            if self.feed:
+                conn.executescript(FEED_SCHEMA)
             conn.execute(f"PRAGMA busy_timeout = {int(self.busy_timeout * 1000)}")
         except (sqlite3.Error, OSError) as exc:
             raise BackendUnavailable(f"cannot open SQLite database {self.path!r}: {exc}", cause=exc) from exc
@@ -299,7 +371,7 @@ class SQLiteBackend(Backend):
                 result = body(conn, now)
                 if now >= self._next_purge:
                     self._next_purge = now + self.purge_interval
-                    conn.execute(_PURGE, (now, self.purge_batch))
+                    self._purge(conn, now)
                 conn.execute("COMMIT")
                 return result
             except BaseException:
@@ -308,6 +380,26 @@ class SQLiteBackend(Backend):
                 raise
 
         return run
+
+    def _purge(self, conn: sqlite3.Connection, now: float) -> None:
+        """Delete up to ``purge_batch`` expired items (logging their expiry), and trim the feed."""
+        expired = conn.execute(_EXPIRED, (now, self.purge_batch)).fetchall()
+        if expired and self.feed:
+            conn.executemany(
+                _LOG, [(ns, rid, ikey, "expire", etag, at) for _, ns, rid, ikey, etag, at in expired]
+            )
+        if expired:
+            conn.executemany(_DELETE_ROW, [(row[0],) for row in expired])
+        if not self.feed:
+            return
+        floor = _head(conn) - self.feed_max_changes
+        aged = conn.execute(_AGED, (self.purge_batch, now - self.feed_retention)).fetchone()[0]
+        if aged is not None:
+            # The newest change stays: new changes are numbered after it.
+            floor = max(floor, min(int(aged), _head(conn) - 1))
+        if floor > 0:
+            conn.execute("DELETE FROM prism_changes WHERE seq <= ?", (floor,))
+            conn.execute("UPDATE prism_change_floor SET floor = max(floor, ?) WHERE id = 1", (floor,))
 
     # -- reads ----------------------------------------------------------------------
 
@@ -426,16 +518,54 @@ class SQLiteBackend(Backend):
 
         return await self._run(read)
 
+    async def read_changes(
+        self, ns: str, prefix: str, after: str | None, limit: int
+    ) -> tuple[list[Change], str]:
+        start = None if after is None else parse_cursor(after)
+        clause, bounds = _range_clause("rid", prefix or None, _prefix_end(prefix) if prefix else None, None)
+        sql = (
+            f"SELECT seq, rid, ikey, op, etag, at FROM prism_changes WHERE ns = ? AND seq > ? AND seq <= ?"
+            f"{clause} ORDER BY seq LIMIT ?"
+        )
+
+        def read(conn: sqlite3.Connection) -> tuple[list[Change], str]:
+            # The head first, the floor last: a trim between the statements shows in the floor.
+            head = _head(conn)
+            if start is None:
+                return [], str(head)
+            if start > head:
+                raise cursor_ahead(str(after))
+            rows = conn.execute(sql, (ns, start, head, *bounds, limit)).fetchall()
+            if start < conn.execute(_FLOOR).fetchone()[0]:
+                raise cursor_expired(str(after))
+            changes = [
+                Change(
+                    key=rid,
+                    op=op,
+                    cursor=str(seq),
+                    item_key=ikey,
+                    etag=etag,
+                    updated_at=epoch_to_datetime(at),
+                )
+                for seq, rid, ikey, op, etag, at in rows
+            ]
+            upto = rows[-1][0] if len(rows) == limit else max(head, start)
+            return changes, str(upto)
+
+        return await self._run(read)
+
     # -- writes ---------------------------------------------------------------------
 
     async def write(self, ns: str, ops: Sequence[StoredWrite]) -> list[WriteOutcome]:
-        return await self._run(self._write_txn(lambda conn, now: [_apply(conn, ns, op, now) for op in ops]))
+        return await self._run(
+            self._write_txn(lambda conn, now: [_apply(conn, ns, op, now, self.feed) for op in ops])
+        )
 
     async def transact(self, ns: str, ops: Sequence[StoredWrite]) -> list[WriteOutcome]:
         def body(conn: sqlite3.Connection, now: float) -> list[WriteOutcome]:
             outcomes = []
             for i, op in enumerate(ops):
-                outcome = _apply(conn, ns, op, now)
+                outcome = _apply(conn, ns, op, now, self.feed)
                 if not outcome.ok:
                     raise RolledBack(transaction_refused(len(ops), i, outcome.existed))  # rolls back
                 outcomes.append(outcome)
@@ -454,6 +584,12 @@ class SQLiteBackend(Backend):
             live: int = conn.execute(
                 f"SELECT count(*) FROM prism_items {where} AND {_LIVE}", (ns, record, *bounds, now)
             ).fetchone()[0]
+            if self.feed:
+                conn.execute(
+                    "INSERT INTO prism_changes (ns, rid, ikey, op, etag, at) "
+                    f"SELECT ns, rid, ikey, 'delete', NULL, ? FROM prism_items {where} ORDER BY ikey",
+                    (now, ns, record, *bounds),
+                )
             conn.execute(f"DELETE FROM prism_items {where}", (ns, record, *bounds))
             return live
 

@@ -12,6 +12,7 @@ from opentelemetry import trace as _trace
 
 from prism.backends.base import NOT_NOW, NotNow, reads_now
 from prism.errors import InvalidArgument, PreconditionFailed, PrismError, StoreClosed, Unsupported
+from prism.kv.feed import DEFAULT_POLL_INTERVAL, DEFAULT_WATCH_BATCH, ChangeFeed
 from prism.kv.instrument import Series, tracing_enabled
 from prism.kv.tokens import decode_token, encode_token
 from prism.kv.validation import (
@@ -24,7 +25,7 @@ from prism.kv.validation import (
     expiry,
     new_etag,
 )
-from prism.model import Delete, Item, Page, Put, StoredWrite, WriteOutcome, WriteResult
+from prism.model import Change, Delete, Item, Page, Put, StoredWrite, WriteOutcome, WriteResult
 
 if TYPE_CHECKING:
     from prism.backends.base import Backend
@@ -311,6 +312,53 @@ class Namespace:
             keys = keys[:limit]
             return Page(keys, encode_token("scan", prefix, keys[-1]))
         return Page(keys, None)
+
+    # -- change feed --------------------------------------------------------------
+
+    def watch(
+        self,
+        prefix: str = "",
+        *,
+        after: str | None = None,
+        poll_interval: float = DEFAULT_POLL_INTERVAL,
+        batch_size: int = DEFAULT_WATCH_BATCH,
+    ) -> ChangeFeed:
+        """The changes of keys starting with ``prefix``: ``async for change in ns.watch():``.
+
+        Each ``prism.Change`` is delivered at least once, in commit order per key.
+        ``after`` resumes after a change's ``cursor``; without it the feed starts with
+        the first change after it starts. A cursor older than the feed's retained
+        window raises CursorExpired (never a silent gap); a backend without a change
+        feed raises Unsupported. ``poll_interval`` is the seconds between asks when
+        nothing is new, ``batch_size`` the most changes read at once.
+        """
+        if type(prefix) is not str:
+            raise InvalidArgument("prefix must be a str")
+        if prefix:
+            check_id(prefix, "prefix")
+        if after is not None and (type(after) is not str or not after):
+            raise InvalidArgument("after must be a non-empty change-feed cursor string")
+        if type(poll_interval) not in (int, float) or not 0 < poll_interval <= 60:
+            raise InvalidArgument(f"poll_interval must be > 0 and <= 60 seconds, got {poll_interval!r}")
+        check_limit(batch_size, MAX_PAGE_LIMIT, "batch_size")
+        if not self._backend.capabilities.watch:
+            if type(self._backend).feed_opt_in and not self._backend.feed:
+                raise Unsupported(
+                    f"this {self._backend.name} store keeps no change feed: start the store with feed=true"
+                )
+            raise Unsupported(f"the {self._backend.name} backend has no change feed")
+        self._check_open()
+        return ChangeFeed(self, prefix, after, float(poll_interval), batch_size)
+
+    async def _read_changes(self, prefix: str, after: str | None, limit: int) -> tuple[list[Change], str]:
+        """One read of the change feed (see ``Backend.read_changes``), counted as ``watch``."""
+        self._check_open()
+        with self._inst.op(self.name, "watch"):
+            return await self._backend.read_changes(self.name, prefix, after, limit)
+
+    async def _wait_for_changes(self, seconds: float) -> None:
+        """Wait until a change may have been committed (or ``seconds``)."""
+        await self._backend.wait_for_changes(self.name, seconds)
 
     # -- records ------------------------------------------------------------------
 

@@ -9,7 +9,7 @@ from the async method), and tests/test_sync_parity.py fails on any difference.
 
 from __future__ import annotations
 
-from collections.abc import Callable, Iterable, Mapping, Sequence
+from collections.abc import Callable, Iterable, Iterator, Mapping, Sequence
 from datetime import timedelta
 from types import TracebackType
 from typing import TYPE_CHECKING, Any, Generic, TypeVar
@@ -18,16 +18,17 @@ from prism.backends import Backend
 from prism.backends.base import NOT_NOW
 from prism.kv.codecs import Codec
 from prism.kv.collection import Collection
+from prism.kv.feed import DEFAULT_POLL_INTERVAL, DEFAULT_WATCH_BATCH, ChangeFeed
 from prism.kv.instrument import Instrumentation
 from prism.kv.namespace import Consistency, Namespace
 from prism.kv.portal import Portal
 from prism.kv.store import Store, StoreState, connect
-from prism.model import DEFAULT_MAX_VALUE_BYTES, Capabilities, Delete, Item, Page, Put, WriteResult
+from prism.model import DEFAULT_MAX_VALUE_BYTES, Capabilities, Change, Delete, Item, Page, Put, WriteResult
 
 if TYPE_CHECKING:
     from prism.timeseries.sync import SyncTimeSeries
 
-__all__ = ["SyncCollection", "SyncNamespace", "SyncStore", "connect_sync"]
+__all__ = ["SyncChangeFeed", "SyncCollection", "SyncNamespace", "SyncStore", "connect_sync"]
 
 T = TypeVar("T")
 C = TypeVar("C", bound=type)
@@ -171,6 +172,60 @@ class SyncNamespace:
         keys: Sequence[str] | None = None,
     ) -> int:
         return self._portal.call(self._ns.delete_items(record, start=start, end=end, keys=keys))
+
+    def watch(
+        self,
+        prefix: str = "",
+        *,
+        after: str | None = None,
+        poll_interval: float = DEFAULT_POLL_INTERVAL,
+        batch_size: int = DEFAULT_WATCH_BATCH,
+    ) -> SyncChangeFeed:
+        feed = self._ns.watch(prefix, after=after, poll_interval=poll_interval, batch_size=batch_size)
+        return SyncChangeFeed(feed, self._portal)
+
+
+@_twin_of(ChangeFeed)
+class SyncChangeFeed:
+    """The blocking twin of :class:`ChangeFeed`: ``for change in ns.watch(...):``."""
+
+    def __init__(self, feed: ChangeFeed, portal: Portal) -> None:
+        self._feed = feed
+        self._portal = portal
+
+    def __repr__(self) -> str:
+        return "<Sync" + repr(self._feed)[1:]
+
+    @property
+    def cursor(self) -> str | None:
+        return self._feed.cursor
+
+    @property
+    def closed(self) -> bool:
+        return self._feed.closed
+
+    def start(self) -> str:
+        return self._portal.call(self._feed.start())
+
+    def close(self) -> None:
+        self._portal.call(self._feed.close())
+
+    def __iter__(self) -> Iterator[Change]:
+        return self
+
+    def __next__(self) -> Change:
+        try:
+            return self._portal.call(self._feed.__anext__())
+        except StopAsyncIteration:
+            raise StopIteration from None
+
+    def __enter__(self) -> SyncChangeFeed:
+        return self
+
+    def __exit__(
+        self, exc_type: type[BaseException] | None, exc: BaseException | None, tb: TracebackType | None
+    ) -> None:
+        self.close()
 
 
 @_twin_of(Collection)

@@ -57,8 +57,26 @@ Options (keyword arguments of ``prism.connect`` or URL query parameters):
   ``create_table=false`` the table must exist (run the DDL above);
 * ``purge_interval`` (60 s; 0 disables the background purge) and ``purge_batch``
   (1000 rows per delete statement);
+* ``feed`` (false): create and read the table's change feed (``Namespace.watch``);
+  without it no trigger is created and ``watch`` is unsupported;
+* ``feed_retention`` (86400 s) and ``feed_max_changes`` (1,000,000), only with
+  ``feed=true``: how long and how many changes the change feed keeps (trimmed by the
+  background purge);
 * ``sslmode`` (libpq's modes: disable, allow, prefer, require, verify-ca,
   verify-full); keyword ``ssl`` takes an ``ssl.SSLContext`` instead.
+
+Change feed (only with ``feed=true``): a deferred constraint trigger on the table logs every row change into
+``TABLE_changes`` at commit, in the writing transaction, under one advisory lock, so
+changes are numbered in commit order and a reader never passes a change that commits
+later (the price: commits of the table queue for that lock for the moment of the log
+insert). The purge's deletes of expired rows are logged as ``expire``. Watchers read
+the log; a NOTIFY on ``prism_feed:TABLE`` (the payload is the namespace) wakes them
+through one LISTEN connection per store, and without it they poll every
+``poll_interval`` of ``watch``. ``feed_ddl(TABLE)`` prints its SQL. With
+``create_table=false`` and no feed table, the store declares no ``watch``. The
+trigger belongs to the table, not to a store: once a ``feed=true`` store has created
+it, every commit to the table keeps logging (and taking the lock) whatever later
+stores are opened with, until the SQL of ``feed_drop_ddl(TABLE)`` removes it.
 
 Token buckets (the gateway's rate limits shared across processes, ``control.store``)
 are rows of a second table, ``TABLE_buckets`` (``prism_kv_buckets``), created on
@@ -75,6 +93,7 @@ BackendUnavailable, not retried, since it may or may not have been applied.
 from __future__ import annotations
 
 import asyncio
+import dataclasses
 import logging
 import operator
 import ssl as ssl_module
@@ -85,6 +104,14 @@ from urllib.parse import urlsplit
 
 import asyncpg
 
+from prism.backends._feed import (
+    cursor_ahead,
+    cursor_expired,
+    feed_capabilities,
+    feed_settings,
+    parse_cursor,
+    retention_options,
+)
 from prism.backends._retry import NetworkSettings, call_with_retry, split_options
 from prism.backends.base import Backend, RolledBack
 from prism.backends.postgres._errors import (
@@ -102,12 +129,25 @@ from prism.backends.postgres._sql import (
     bucket_ddl,
     bucket_table,
     ddl,
+    feed_channel,
+    feed_ddl,
+    feed_drop_ddl,
+    feed_table,
     prefix_end,
 )
 from prism.errors import BackendUnavailable, InvalidArgument, PrismError
-from prism.model import Capabilities, Item, StoredWrite, WriteOutcome, condition_failed, transaction_refused
+from prism.model import (
+    Capabilities,
+    Change,
+    Item,
+    StoredWrite,
+    WriteOutcome,
+    condition_failed,
+    epoch_to_datetime,
+    transaction_refused,
+)
 
-__all__ = ["DEFAULT_TABLE", "PostgresBackend", "Statements", "bucket_ddl", "ddl"]
+__all__ = ["DEFAULT_TABLE", "PostgresBackend", "Statements", "bucket_ddl", "ddl", "feed_ddl", "feed_drop_ddl"]
 
 R = TypeVar("R")
 log = logging.getLogger("prism.backends.postgres")
@@ -178,8 +218,11 @@ def _as_int(raw: Any) -> int:
 
 class PostgresBackend(Backend):
     name = "postgres"
-    capabilities = Capabilities(max_value_bytes=MAX_VALUE_BYTES, token_buckets=True, timeseries=True)
+    capabilities = Capabilities(
+        max_value_bytes=MAX_VALUE_BYTES, token_buckets=True, timeseries=True, watch=True, watch_expiry=True
+    )
     runs_inline: ClassVar[bool] = False
+    feed_opt_in: ClassVar[bool] = True
     timeseries_driver = "prism.backends.postgres.timeseries:PostgresTimeSeries"
 
     def __init__(
@@ -196,7 +239,14 @@ class PostgresBackend(Backend):
         purge_interval: float = 60.0,
         purge_batch: int = 1000,
         ssl: str | ssl_module.SSLContext | None = None,
+        feed: bool = False,
+        feed_retention: float | None = None,
+        feed_max_changes: int | None = None,
     ) -> None:
+        self.feed_retention, self.feed_max_changes = feed_settings(feed, feed_retention, feed_max_changes)
+        #: Whether the store creates and reads the table's change feed (``feed=true``).
+        self.feed = feed
+        self.capabilities = feed_capabilities(type(self).capabilities, feed)
         if not 0 <= pool_min_size <= pool_max_size or pool_max_size < 1:
             raise InvalidArgument(
                 f"pool sizes need 0 <= pool_min_size <= pool_max_size and pool_max_size >= 1, "
@@ -234,6 +284,11 @@ class PostgresBackend(Backend):
         self._pool: ConnectionPool | None = None
         self._purge_task: asyncio.Task[None] | None = None
         self._buckets_ready = False
+        # The change feed's wake-up: one LISTEN connection, opened by the first watch
+        # that waits, and an event per namespace that its notifications set.
+        self._feed_listener: Any = None
+        self._feed_listening: asyncio.Lock | None = None
+        self._feed_events: dict[str, asyncio.Event] = {}
 
     @classmethod
     def from_url(cls, url: str, **options: Any) -> PostgresBackend:
@@ -252,6 +307,7 @@ class PostgresBackend(Backend):
             "purge_interval": _option(opts, "purge_interval", 60.0, float),
             "purge_batch": _option(opts, "purge_batch", 1000, _as_int),
         }
+        kwargs.update(retention_options(opts))
         sslmode = _option(opts, "sslmode", None, str)
         context = opts.pop("ssl", None)
         if sslmode is not None and context is not None:
@@ -260,7 +316,8 @@ class PostgresBackend(Backend):
             raise InvalidArgument(
                 f"unknown postgres option(s) {sorted(opts)}; known: connect_timeout, operation_timeout, "
                 "max_retries, retry_base, retry_cap, pool_min_size, pool_max_size, pool_idle_timeout, "
-                "statement_cache_size, table, create_table, purge_interval, purge_batch, sslmode, ssl"
+                "statement_cache_size, table, create_table, purge_interval, purge_batch, feed, "
+                "feed_retention, feed_max_changes, sslmode, ssl"
             )
         return cls(dsn, settings=settings, ssl=sslmode if context is None else context, **kwargs)
 
@@ -367,17 +424,37 @@ class PostgresBackend(Backend):
         encoding, exists = await con.fetchrow(self.statements.prepare, self.statements.table)
         if encoding != "UTF8":
             raise InvalidArgument(f"the postgres database at {self.target} uses {encoding}; Prism needs UTF8")
-        if exists:
+        if not exists:
+            if not self.create_table:
+                raise BackendUnavailable(
+                    f"table {self.table} does not exist at {self.target} and create_table is false: "
+                    f"create it with the SQL of prism.backends.postgres.ddl({self.table!r})"
+                )
+            async with con.transaction():
+                # Concurrent first uses queue here instead of racing in the catalog.
+                await con.execute("SELECT pg_advisory_xact_lock(hashtext($1))", f"prism:{self.table}")
+                await con.execute(ddl(self.table))
+        await self._prepare_feed(con)
+
+    async def _prepare_feed(self, con: Any) -> None:
+        """Create the change feed of the table when missing; without create_table, go without one."""
+        if not self.feed:
+            return
+        if await con.fetchval("SELECT to_regclass($1) IS NOT NULL", self.statements.changes):
             return
         if not self.create_table:
-            raise BackendUnavailable(
-                f"table {self.table} does not exist at {self.target} and create_table is false: "
-                f"create it with the SQL of prism.backends.postgres.ddl({self.table!r})"
+            log.warning(
+                "table %s has no change feed and create_table is false: watch is unsupported until "
+                "the SQL of prism.backends.postgres.feed_ddl(%r) is run",
+                self.table,
+                self.table,
             )
+            self.capabilities = dataclasses.replace(self.capabilities, watch=False, watch_expiry=False)
+            return
         async with con.transaction():
-            # Concurrent first uses queue here instead of racing in the catalog.
-            await con.execute("SELECT pg_advisory_xact_lock(hashtext($1))", f"prism:{self.table}")
-            await con.execute(ddl(self.table))
+            await con.execute("SELECT pg_advisory_xact_lock(hashtext($1))", f"prism:{feed_table(self.table)}")
+            if not await con.fetchval("SELECT to_regclass($1) IS NOT NULL", self.statements.changes):
+                await con.execute(feed_ddl(self.table))
 
     async def _prepare_buckets(self, con: Any) -> None:
         if await con.fetchval("SELECT to_regclass($1) IS NOT NULL", self.statements.buckets):
@@ -410,6 +487,9 @@ class PostgresBackend(Backend):
         if task is not None:
             task.cancel()
             await asyncio.gather(task, return_exceptions=True)
+        listener, self._feed_listener = self._feed_listener, None
+        if listener is not None:
+            listener.terminate()
         pool, self._pool = self._pool, None
         if pool is not None:
             await pool.close(grace=self.settings.operation_timeout)
@@ -442,7 +522,98 @@ class PostgresBackend(Backend):
             deleted = int(status.rsplit(" ", 1)[-1])
             total += deleted
             if deleted < self.purge_batch:
-                return total
+                break
+        if self.capabilities.watch:
+            await self.trim_feed()
+        return total
+
+    async def trim_feed(self) -> None:
+        """Discard the changes past the feed's retention (age and count); the newest always stays."""
+        sql = self.statements
+
+        async def trim(con: Any) -> None:
+            async with con.transaction():
+                head = int(await con.fetchval(sql.feed_head))
+                floor = head - self.feed_max_changes
+                aged = await con.fetchval(sql.feed_aged, self.purge_batch, self.feed_retention)
+                if aged is not None:
+                    floor = max(floor, min(int(aged), head - 1))
+                if floor > 0:
+                    await con.execute(sql.feed_trim, floor)
+                    await con.execute(sql.feed_raise_floor, floor)
+
+        await self._run("trim_feed", trim)
+
+    def _on_feed_notify(self, con: Any, pid: int, channel: str, payload: str) -> None:
+        event = self._feed_events.get(payload)
+        if event is not None:
+            event.set()
+
+    async def _listen_for_changes(self) -> bool:
+        """Open the LISTEN connection once; False when it cannot be opened (watches then poll)."""
+        if self._feed_listener is not None and not self._feed_listener.is_closed():
+            return True
+        if self._feed_listening is None:
+            self._feed_listening = asyncio.Lock()
+        async with self._feed_listening:
+            if self._feed_listener is None or self._feed_listener.is_closed():
+                try:
+                    con = await self.connect("feed listen")
+                    await con.add_listener(feed_channel(self.table), self._on_feed_notify)
+                except (PrismError, asyncpg.PostgresError, OSError) as exc:
+                    log.warning("the change feed's LISTEN failed, watches poll instead: %s", exc)
+                    return False
+                self._feed_listener = con
+        return True
+
+    async def wait_for_changes(self, ns: str, seconds: float) -> None:
+        listener = self._feed_listener
+        if (listener is None or listener.is_closed()) and not await self._listen_for_changes():
+            await asyncio.sleep(seconds)
+            return
+        event = self._feed_events.get(ns)
+        if event is None:
+            event = self._feed_events[ns] = asyncio.Event()
+        try:
+            await asyncio.wait_for(event.wait(), seconds)
+        except TimeoutError:
+            return
+        # Every watcher waiting was woken by the set; the next wait is for the next change.
+        event.clear()
+
+    async def read_changes(
+        self, ns: str, prefix: str, after: str | None, limit: int
+    ) -> tuple[list[Change], str]:
+        start = None if after is None else parse_cursor(after)
+        sql = self.statements
+        end = prefix_end(prefix) if prefix else None
+
+        async def read(con: Any) -> tuple[list[Change], str]:
+            # The head first, the floor last: a trim between the statements shows in the floor.
+            head = int(await con.fetchval(sql.feed_head))
+            if start is None:
+                return [], str(head)
+            if start > head:
+                raise cursor_ahead(str(after))
+            args: tuple[Any, ...] = (ns, start, head, prefix, limit)
+            rows = await con.fetch(sql.feed_read[end is not None], *(args if end is None else (*args, end)))
+            if start < await con.fetchval(sql.feed_floor):
+                raise cursor_expired(str(after))
+            changes = [
+                Change(
+                    key=record,
+                    op=op,
+                    cursor=str(seq),
+                    item_key=key,
+                    etag=etag,
+                    updated_at=epoch_to_datetime(at),
+                )
+                for seq, record, key, op, etag, at in rows
+            ]
+            upto = rows[-1][0] if len(rows) == limit else max(head, start)
+            return changes, str(upto)
+
+        return await self._run("read_changes", read)
 
     async def _purge_loop(self) -> None:
         while True:

@@ -6,7 +6,19 @@ import re
 
 from prism.errors import InvalidArgument
 
-__all__ = ["BATCH_UNIFORM", "DEFAULT_TABLE", "Statements", "bucket_ddl", "bucket_table", "ddl", "prefix_end"]
+__all__ = [
+    "BATCH_UNIFORM",
+    "DEFAULT_TABLE",
+    "Statements",
+    "bucket_ddl",
+    "bucket_table",
+    "ddl",
+    "feed_channel",
+    "feed_ddl",
+    "feed_drop_ddl",
+    "feed_table",
+    "prefix_end",
+]
 
 DEFAULT_TABLE = "prism_kv"
 _IDENT = re.compile(r"[A-Za-z_][A-Za-z0-9_]{0,50}")
@@ -75,6 +87,89 @@ def bucket_ddl(table: str = DEFAULT_TABLE) -> str:
     )
 
 
+def feed_table(table: str = DEFAULT_TABLE) -> str:
+    """The change-feed table that goes with ``table`` (``prism_kv_changes``)."""
+    _quote_table(table)
+    return f"{table}_changes"
+
+
+def feed_channel(table: str = DEFAULT_TABLE) -> str:
+    """The NOTIFY channel that wakes the watchers of ``table`` (the payload is the namespace)."""
+    _quote_table(table)
+    return f"prism_feed:{table}"
+
+
+def feed_ddl(table: str = DEFAULT_TABLE) -> str:
+    """The SQL that creates the change feed of ``table`` (idempotent), for operators to run.
+
+    A deferred constraint trigger logs every row change at commit, in the writing
+    transaction, under one advisory lock: changes are numbered in commit order, so a
+    reader that has seen change N has seen every change before it.
+    """
+    quoted, bare = _quote_table(table)
+    changes, changes_bare = _quote_table(feed_table(table))
+    floor, _ = _quote_table(f"{feed_table(table)}_floor")
+    seq, _ = _quote_table(f"{feed_table(table)}_seq")
+    fn, _ = _quote_table(f"{table}_feed")
+    lock = f"prism-feed:{table}"
+    expired = "OLD.expires_at IS NOT NULL AND OLD.expires_at <= now()"
+    return (
+        f"CREATE SEQUENCE IF NOT EXISTS {seq};\n"
+        f"CREATE TABLE IF NOT EXISTS {changes} (\n"
+        "    seq       bigint PRIMARY KEY,\n"
+        '    namespace text COLLATE "C" NOT NULL,\n'
+        '    record    text COLLATE "C" NOT NULL,\n'
+        '    key       text COLLATE "C" NOT NULL,\n'
+        "    op        text NOT NULL,\n"
+        "    etag      text,\n"
+        "    at        timestamptz NOT NULL\n"
+        ");\n"
+        f'CREATE INDEX IF NOT EXISTS "{changes_bare}_ns" ON {changes} (namespace, seq);\n'
+        f"CREATE TABLE IF NOT EXISTS {floor} (id int PRIMARY KEY CHECK (id = 1), floor bigint NOT NULL);\n"
+        f"INSERT INTO {floor} (id, floor) VALUES (1, 0) ON CONFLICT DO NOTHING;\n"
+        f"CREATE OR REPLACE FUNCTION {fn}() RETURNS trigger LANGUAGE plpgsql AS $feed$\n"
+        "BEGIN\n"
+        f"    PERFORM pg_advisory_xact_lock(hashtext('{lock}'));\n"
+        "    IF TG_OP = 'DELETE' THEN\n"
+        f"        PERFORM pg_notify('{feed_channel(table)}', OLD.namespace);\n"
+        f"        INSERT INTO {changes} VALUES (nextval('{seq}'), OLD.namespace, OLD.record, OLD.key,\n"
+        f"            CASE WHEN {expired} THEN 'expire' ELSE 'delete' END,\n"
+        f"            CASE WHEN {expired} THEN OLD.etag END,\n"
+        f"            CASE WHEN {expired} THEN OLD.expires_at ELSE clock_timestamp() END);\n"
+        "    ELSE\n"
+        f"        PERFORM pg_notify('{feed_channel(table)}', NEW.namespace);\n"
+        f"        INSERT INTO {changes} VALUES (nextval('{seq}'), NEW.namespace, NEW.record, NEW.key,\n"
+        "            'put', NEW.etag, clock_timestamp());\n"
+        "    END IF;\n"
+        "    RETURN NULL;\n"
+        "END\n"
+        "$feed$;\n"
+        f'DROP TRIGGER IF EXISTS "{bare}_feed" ON {quoted};\n'
+        f'CREATE CONSTRAINT TRIGGER "{bare}_feed" AFTER INSERT OR UPDATE OR DELETE ON {quoted}\n'
+        f"    DEFERRABLE INITIALLY DEFERRED FOR EACH ROW EXECUTE FUNCTION {fn}();\n"
+    )
+
+
+def feed_drop_ddl(table: str = DEFAULT_TABLE) -> str:
+    """The SQL that removes the change feed of ``table`` (its trigger, function and log).
+
+    A table whose feed was created by a ``feed=true`` store keeps logging every write
+    until this is run, whatever later stores are opened with.
+    """
+    quoted, bare = _quote_table(table)
+    changes, _ = _quote_table(feed_table(table))
+    floor, _ = _quote_table(f"{feed_table(table)}_floor")
+    seq, _ = _quote_table(f"{feed_table(table)}_seq")
+    fn, _ = _quote_table(f"{table}_feed")
+    return (
+        f'DROP TRIGGER IF EXISTS "{bare}_feed" ON {quoted};\n'
+        f"DROP FUNCTION IF EXISTS {fn}();\n"
+        f"DROP TABLE IF EXISTS {changes};\n"
+        f"DROP TABLE IF EXISTS {floor};\n"
+        f"DROP SEQUENCE IF EXISTS {seq};\n"
+    )
+
+
 class Statements:
     """Every SQL statement the backend runs on one table (static text, so prepared once per connection)."""
 
@@ -126,6 +221,24 @@ class Statements:
             "LIMIT $1 FOR UPDATE SKIP LOCKED)) AND expires_at <= now()"
         )
         self.prepare = "SELECT current_setting('server_encoding'), to_regclass($1) IS NOT NULL"
+        c, _ = _quote_table(feed_table(table))
+        f, _ = _quote_table(f"{feed_table(table)}_floor")
+        self.changes = c
+        self.feed_head = f"SELECT coalesce(max(seq), 0) FROM {c}"
+        self.feed_floor = f"SELECT floor FROM {f} WHERE id = 1"
+        self.feed_read = {
+            bounded: f"SELECT seq, record, key, op, etag, extract(epoch FROM at)::float8 FROM {c} "
+            "WHERE namespace = $1 AND seq > $2 AND seq <= $3 AND record >= $4"
+            f"{' AND record < $6' if bounded else ''} ORDER BY seq LIMIT $5"
+            for bounded in (False, True)
+        }
+        # The newest change to discard by age, among the oldest $1 (the newest change always stays).
+        self.feed_aged = (
+            f"SELECT max(seq) FROM (SELECT seq, at FROM {c} ORDER BY seq LIMIT $1) s "
+            "WHERE at < now() - make_interval(secs => $2::float8)"
+        )
+        self.feed_trim = f"DELETE FROM {c} WHERE seq <= $1"
+        self.feed_raise_floor = f"UPDATE {f} SET floor = greatest(floor, $1) WHERE id = 1"
         b, _ = _quote_table(bucket_table(table))
         self.buckets = b
         # One token from a shared bucket in one statement: the row lock of the upsert makes
