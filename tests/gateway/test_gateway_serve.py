@@ -204,11 +204,12 @@ def test_sigterm_drains_in_flight_requests(serve: object, tmp_path: Path) -> Non
         time.sleep(0.02)
     started = time.monotonic()
     served.proc.send_signal(signal.SIGTERM)
-    # New connections are refused while the in-flight put drains.
+    # New connections are not served while the in-flight put drains: refused, or (one the kernel
+    # had already queued when the listener closed) closed without an answer.
     while True:
         try:
-            httpx.get(f"{served.url}/healthz", timeout=2)
-        except httpx.ConnectError:
+            httpx.get(f"{served.url}/healthz", timeout=0.5)
+        except (httpx.ConnectError, httpx.RemoteProtocolError, httpx.ReadError, httpx.ReadTimeout):
             break
         assert time.monotonic() - started < 1.2, "still accepting connections after SIGTERM"
         time.sleep(0.02)
