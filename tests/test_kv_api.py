@@ -559,7 +559,9 @@ async def test_operation_metrics(ns: Namespace) -> None:
     assert _sample("prism_kv_latency_seconds_sum", op="get", **labels) > 0
 
 
-def test_reads_answered_now_skip_the_coroutine_and_are_counted_once() -> None:
+def test_reads_answered_now_skip_the_coroutine_and_are_counted_once(monkeypatch: pytest.MonkeyPatch) -> None:
+    # Reads with a tracer provider set take the traced path; another test may have set one.
+    monkeypatch.setattr(trace, "_TRACER_PROVIDER", None)
     AnswerNowBackend.waited.clear()
     labels = {"namespace": "answer-now", "backend": "memory-answer-now"}
     in_flight = _sample("prism_kv_in_flight", backend="memory-answer-now")

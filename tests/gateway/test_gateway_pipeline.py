@@ -193,3 +193,19 @@ def test_a_route_template_the_table_cannot_split_is_refused_by_name() -> None:
     assert table.match("/v2/things/a", "GET") is None
     missing = table.match("/v2/things/a/b", "PUT")
     assert missing is not None and missing[0] is None and missing[2] == ("GET", "HEAD")
+
+
+@pytest.mark.parametrize(
+    "path",
+    [
+        "/v1/kv/plain?limit=1&limit=2",
+        "/v1/records/plain/r?page_size_bytes=1&page_size_bytes=2",
+        "/v1/kv/plain/k?ttl=5&ttl=6",
+    ],
+)
+async def test_a_query_parameter_given_twice_is_refused(tmp_path: Path, path: str) -> None:
+    async with client_for(full_config(tmp_path)) as c:
+        method = "PUT" if "ttl=" in path else "GET"
+        r = await c.request(method, path, content=b"v", headers=headers("writer"))
+        assert r.status_code == 400, r.text
+        assert "given 2 times" in r.json()["detail"]

@@ -85,7 +85,7 @@ def feed_settings(
 
 def feed_capabilities(capabilities: Capabilities, feed: bool) -> Capabilities:
     """A store's capabilities: those of its class, without ``watch`` when its feed is off."""
-    if feed:
+    if feed or not (capabilities.watch or capabilities.watch_expiry):
         return capabilities
     return dataclasses.replace(capabilities, watch=False, watch_expiry=False)
 

@@ -61,6 +61,21 @@ _FINGERPRINT_HEADERS = (b"content-type", b"if-match", b"if-none-match")
 BodyReader = Callable[[int], Awaitable[bytes]]
 
 
+class Query(QueryParams):
+    """A request's query parameters: ``get`` refuses (400) a parameter given more than once.
+
+    A parameter that may repeat (``keys``) is read with ``getlist``.
+    """
+
+    def get(self, key: Any, default: Any = None) -> Any:
+        values = self.getlist(key)
+        if len(values) > 1:
+            raise HTTPProblem(
+                400, "INVALID_ARGUMENT", f"query parameter {key!r} is given {len(values)} times; give it once"
+            )
+        return values[0] if values else default
+
+
 class Caller(Protocol):
     """What an audit event names of the caller (a ``prism.model.Principal``, or another with these fields)."""
 
@@ -139,7 +154,7 @@ class Call:
         self.key_count: int | None = None
         self.audit_values: dict[str, Any] | None = None
         self.error_code: str | None = None
-        self._query: QueryParams | None = None
+        self._query: Query | None = None
 
     def header(self, name: bytes) -> str | None:
         """The first value of request header ``name`` (lower case), or None."""
@@ -149,10 +164,10 @@ class Call:
         return None
 
     @property
-    def query(self) -> QueryParams:
+    def query(self) -> Query:
         """The query parameters (parsed on first use)."""
         if self._query is None:
-            self._query = QueryParams(self.query_string)
+            self._query = Query(self.query_string)
         return self._query
 
     @property
