@@ -259,22 +259,19 @@ async def test_the_openapi_document_describes_the_routes(tmp_path: Path) -> None
 
 
 async def test_timeseries_namespaces_serve_beside_a_control_store_and_do_not_migrate(tmp_path: Path) -> None:
-    with redis_server() as server:
-        await _serve_beside_a_control_store(tmp_path, server.url)
-
-
-async def _serve_beside_a_control_store(tmp_path: Path, control_url: str) -> None:
     config = _ts_config(tmp_path)
-    config["stores"]["control"] = control_url
     config["stores"]["other"] = "memory://"
     config["control"] = {"store": "control"}
-    async with client_for(config) as c:
-        event = {"time": _at(5), "id": "e1", "data": {"page": "/"}}
-        r = await c.post("/v1/ts/clicks/s", json={"events": [event]}, headers=headers("writer"))
-        assert r.status_code == 200, r.text
-        r = await c.get("/v1/ts/clicks/s", headers=headers("reader"))
-        assert [e["id"] for e in r.json()["events"]] == ["e1"]
-        r = await c.post("/v1/namespaces/clicks/migration", json={"to": "other"}, headers=headers("admin"))
-        assert r.status_code == 400 and "only KeyValue namespaces migrate" in r.json()["detail"], r.text
-        r = await c.post("/v1/namespaces/plain/migration", json={"to": "other"}, headers=headers("admin"))
-        assert r.status_code == 201, r.text
+    with redis_server() as server:
+        config["stores"]["control"] = server.url
+        async with client_for(config) as c:
+            event = {"time": _at(5), "id": "e1", "data": {"page": "/"}}
+            r = await c.post("/v1/ts/clicks/s", json={"events": [event]}, headers=headers("writer"))
+            assert r.status_code == 200, r.text
+            r = await c.get("/v1/ts/clicks/s", headers=headers("reader"))
+            assert [e["id"] for e in r.json()["events"]] == ["e1"]
+            to_other = {"to": "other"}
+            r = await c.post("/v1/namespaces/clicks/migration", json=to_other, headers=headers("admin"))
+            assert r.status_code == 400 and "only KeyValue namespaces migrate" in r.json()["detail"], r.text
+            r = await c.post("/v1/namespaces/plain/migration", json=to_other, headers=headers("admin"))
+            assert r.status_code == 201, r.text
