@@ -194,9 +194,12 @@ class Served:
         return self.log.read_text(errors="replace")[-4000:]
 
     def stop(self) -> int:
-        """SIGTERM, then the exit code (killed after 20 s)."""
+        """SIGTERM to the started process (make passes it on to its child), then the exit code.
+
+        Killed with its whole group after 20 s.
+        """
         if self.process.poll() is None:
-            os.killpg(self.process.pid, signal.SIGTERM)
+            self.process.send_signal(signal.SIGTERM)
             try:
                 self.process.wait(20)
             except subprocess.TimeoutExpired:
