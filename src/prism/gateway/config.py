@@ -41,6 +41,7 @@ __all__ = [
     "MigrationConfig",
     "MtlsIdentityConfig",
     "NamespaceConfig",
+    "NeedsConfig",
     "PiiConfig",
     "PiiKeyConfig",
     "PiiKeysConfig",
@@ -212,6 +213,24 @@ class TimeSeriesConfig(_Base, frozen=True):
     future_skew_seconds: float = 60.0
 
 
+class NeedsConfig(_Base, frozen=True):
+    """What a namespace's clients declare they need; the planner places the namespace on a store
+    that meets every need (docs/control-plane.md). Every field is optional: an absent need is
+    not checked."""
+
+    #: ``kv`` (flat keys), ``records`` (records of sorted items) or ``timeseries``.
+    access_pattern: Literal["kv", "records", "timeseries"] = "kv"
+    read_rps: float | None = None
+    write_rps: float | None = None
+    item_bytes_p99: int | None = None
+    total_bytes: int | None = None
+    ttl_seconds: float | None = None
+    consistency: Literal["strong", "eventual"] = "eventual"
+    latency_p99_ms: float | None = None
+    transactions: bool = False
+    durability: Literal["memory", "disk", "replicated"] | None = None
+
+
 class NamespaceConfig(_Base, frozen=True):
     """A namespace served over HTTP and the store that holds it."""
 
@@ -228,6 +247,8 @@ class NamespaceConfig(_Base, frozen=True):
     limits: LimitsConfig | None = None
     #: The settings of a ``kind: timeseries`` namespace (defaults when omitted).
     timeseries: TimeSeriesConfig | None = None
+    #: The needs its clients declared (rates, sizes, consistency, latency); see docs/control-plane.md.
+    needs: NeedsConfig | None = None
 
 
 class PiiKeyConfig(_Base, frozen=True):
