@@ -7,6 +7,7 @@ import os
 import time
 
 import pytest
+from prometheus_client import REGISTRY
 
 import prism
 from prism.backends._retry import NetworkSettings, call_with_retry
@@ -102,7 +103,7 @@ async def test_a_backend_call_past_its_deadline_raises_timeout() -> None:
     started = time.monotonic()
     with pytest.raises(prism.Timeout) as info:
         await call_with_retry(
-            settings, lambda: asyncio.sleep(5), is_transient=lambda _: True, describe="slow op"
+            settings, lambda: asyncio.sleep(5), is_transient=lambda _: True, describe="slow op", engine="test"
         )
     assert time.monotonic() - started < 1
     assert isinstance(info.value, prism.BackendTimeout) and isinstance(info.value, prism.BackendUnavailable)
@@ -111,6 +112,28 @@ async def test_a_backend_call_past_its_deadline_raises_timeout() -> None:
         "TIMEOUT",
         True,
     )
+
+
+async def test_each_retry_of_a_transient_failure_is_counted_by_engine() -> None:
+    settings = NetworkSettings(max_retries=5, retry_base=0.001, retry_cap=0.001)
+    failures = iter([ConnectionError("reset"), ConnectionError("reset")])
+
+    async def flaky() -> str:
+        failure = next(failures, None)
+        if failure is not None:
+            raise failure
+        return "answer"
+
+    before = REGISTRY.get_sample_value("prism_backend_retries_total", {"engine": "flaky-engine"}) or 0.0
+    answer = await call_with_retry(
+        settings,
+        flaky,
+        is_transient=lambda e: isinstance(e, ConnectionError),
+        describe="op",
+        engine="flaky-engine",
+    )
+    assert answer == "answer"
+    assert REGISTRY.get_sample_value("prism_backend_retries_total", {"engine": "flaky-engine"}) == before + 2
 
 
 async def test_a_gateway_request_past_request_timeout_raises_timeout() -> None:

@@ -12,6 +12,7 @@ import asyncio
 import time
 
 import pytest
+from prometheus_client import REGISTRY
 
 import prism
 from prism.migration import MigrationRefused, MigrationSettings
@@ -118,3 +119,23 @@ async def test_phases_refuse_what_they_do_not_allow(sqlite_url: str, redis: str,
         async with prism.connect(redis) as store:
             assert (await store.namespace(namespace).get("k")) is not None
         assert (await m.start())["phase"] == "shadowing"
+
+
+async def test_backfill_progress_is_exported_as_metrics(sqlite_url: str, redis: str, namespace: str) -> None:
+    async with prism.connect(sqlite_url) as store:
+        await store.namespace(namespace).put_many([Put(f"k{i}", b"v") for i in range(5)])
+
+    def sample(name: str) -> float:
+        return REGISTRY.get_sample_value(name, {"namespace": namespace}) or 0.0
+
+    running_seen: list[float] = []
+    async with prism.migrate(sqlite_url, redis, namespace, settings=SETTINGS) as m:
+        await m.start()
+        before = sample("prism_migration_backfill_items_total")
+        status = await m.backfill(
+            progress=lambda _: running_seen.append(sample("prism_migration_backfill_running"))
+        )
+    assert status["backfill"]["copied"] == 5
+    assert sample("prism_migration_backfill_items_total") == before + 5
+    assert running_seen and set(running_seen) == {1.0}
+    assert sample("prism_migration_backfill_running") == 0.0

@@ -8,6 +8,7 @@ import time
 
 import msgspec
 import pytest
+from prometheus_client import REGISTRY
 from streaming_helpers import ServerFactory, recv_json, send_json, until_terminal
 
 from prism.errors import PreconditionFailed
@@ -65,9 +66,15 @@ async def test_retryable_failures_are_retried_with_backoff_then_complete(
     assert (record.status, record.attempts) == ("COMPLETED", 3)
 
 
+def _sample(name: str) -> float:
+    return REGISTRY.get_sample_value(name) or 0.0
+
+
 async def test_after_max_attempts_the_request_is_dead_lettered(server_factory: ServerFactory) -> None:
     calls: list[float] = []
     server = await server_factory(router=flaky_router(10, calls))
+    dead_before = _sample("prism_streaming_dead_letters_total")
+    delivered_before = _sample("prism_streaming_delivery_seconds_count")
     async with server.connect() as ws:
         await send_json(ws, {"action": "flaky", "id": "dead"})
         ack = await recv_json(ws)
@@ -85,6 +92,21 @@ async def test_after_max_attempts_the_request_is_dead_lettered(server_factory: S
     )
     assert [r.request_id for r in dead] == [ack["request_id"]]
     assert dead[0].status == "FAILED" and dead[0].error is not None
+    assert _sample("prism_streaming_dead_letters_total") == dead_before + 1
+    # Each live event sent to the socket was timed from its timestamp.
+    assert _sample("prism_streaming_delivery_seconds_count") >= delivered_before + len(events)
+
+
+async def test_the_queue_depth_is_sampled_into_a_gauge(server_factory: ServerFactory) -> None:
+    server = await server_factory(router=flaky_router(0, []), run_workers=False, metrics_interval=0.05)
+    async with server.connect() as ws:
+        for n in range(3):
+            await send_json(ws, {"action": "flaky", "id": f"q{n}"})
+            assert (await recv_json(ws))["type"] == "acknowledgment"
+    deadline = time.monotonic() + 5
+    while _sample("prism_streaming_queue_depth") != 3:
+        assert time.monotonic() < deadline, "the queue depth gauge never showed the 3 queued requests"
+        await asyncio.sleep(0.05)
 
 
 async def test_a_handler_past_its_timeout_fails_with_timeout(server_factory: ServerFactory) -> None:

@@ -6,6 +6,7 @@ deadline allows, then surface as BackendUnavailable, or BackendTimeout (a
 ``prism.Timeout``) when the deadline passes without an answer. The settings are
 ``connect_timeout``, ``operation_timeout``, ``max_retries``, ``retry_base`` and
 ``retry_cap``, accepted as keyword options and URL query parameters by each backend.
+Each retry is counted in ``prism_backend_retries_total{engine}``.
 """
 
 from __future__ import annotations
@@ -18,11 +19,17 @@ from dataclasses import dataclass, fields, replace
 from typing import Any, TypeVar
 from urllib.parse import parse_qsl, urlsplit
 
+from prometheus_client import Counter
+
 from prism.errors import BackendTimeout, BackendUnavailable, InvalidArgument, PrismError
 
 __all__ = ["NetworkSettings", "call_with_retry", "split_options"]
 
 R = TypeVar("R")
+
+RETRIES = Counter(
+    "prism_backend_retries_total", "Backend calls retried after a transient failure, by engine.", ["engine"]
+)
 
 
 @dataclass(frozen=True, slots=True)
@@ -75,6 +82,7 @@ async def call_with_retry(
     *,
     is_transient: Callable[[BaseException], bool],
     describe: str,
+    engine: str,
 ) -> R:
     """Run ``op`` under the operation deadline, retrying transient failures with backoff.
 
@@ -102,4 +110,5 @@ async def call_with_retry(
             attempt += 1
             if attempt > settings.max_retries or time.monotonic() + pause >= deadline:
                 raise BackendUnavailable(f"{describe}: {type(exc).__name__}: {exc}", cause=exc) from exc
+            RETRIES.labels(engine).inc()
             await asyncio.sleep(pause)

@@ -309,7 +309,9 @@ class GatewayHTTPBackend(Backend):
 
         describe = f"the Prism gateway at {self.base_url}"
         try:
-            return await call_with_retry(self.network, attempt, is_transient=transient, describe=describe)
+            return await call_with_retry(
+                self.network, attempt, is_transient=transient, describe=describe, engine="prism+http"
+            )
         except _StatusToRetry as exc:
             raise self._error(exc.response) from None
         except BackendUnavailable as exc:

@@ -269,7 +269,7 @@ class GatewayGrpcBackend(Backend):
 
         try:
             answer = await call_with_retry(
-                self.network, attempt, is_transient=transient, describe=self._describe
+                self.network, attempt, is_transient=transient, describe=self._describe, engine="prism"
             )
         except aio.AioRpcError as exc:
             if exc.code() == grpc.StatusCode.DEADLINE_EXCEEDED:
@@ -327,7 +327,7 @@ class GatewayGrpcBackend(Backend):
         settings = replace(self.network, operation_timeout=left, max_retries=self.network.max_retries - 1)
         try:
             return await call_with_retry(
-                settings, attempt, is_transient=self._transient, describe=self._describe
+                settings, attempt, is_transient=self._transient, describe=self._describe, engine="prism"
             )
         except (_Refused, aio.AioRpcError) as exc:
             raise self._final(exc) from None

@@ -22,7 +22,7 @@ from prism.errors import PrismError
 from prism.kv.namespace import Namespace
 from prism.kv.store import Store
 from prism.kv.validation import check_id
-from prism.migration.router import MigratingBackend, MigrationSettings
+from prism.migration.router import BACKFILL_COPIED, BACKFILL_RUNNING, MigratingBackend, MigrationSettings
 from prism.migration.state import (
     FINISHED,
     BackfillProgress,
@@ -240,6 +240,8 @@ class Migration:
             async with semaphore:
                 return [(record, item) for item in await record_items(src, ns, record)]
 
+        running = BACKFILL_RUNNING.labels(ns)
+        running.set(1)
         try:
             while True:
                 ids = await src.scan(ns, "", checkpoint.cursor, settings.page_size)
@@ -260,6 +262,7 @@ class Migration:
                         # Still changing after every round: logged, so the repair loop settles them.
                         await self.records.add_repairs([RepairEntry(r, k) for r, k in unresolved])
                     checkpoint.copied += copied
+                    BACKFILL_COPIED.labels(ns).inc(copied)
                     checkpoint.skipped += skipped
                 checkpoint.cursor = ids[-1]
                 await self.records.save_progress(checkpoint)
@@ -269,6 +272,8 @@ class Migration:
                     break
         except PrismError as exc:
             await self._fail_backfill(f"backfill stopped: {exc}", exc)
+        finally:
+            running.set(0)
         checkpoint.done = True
         await self.records.save_progress(checkpoint)
 

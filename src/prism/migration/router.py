@@ -23,7 +23,7 @@ from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
 from typing import Any
 
-from prometheus_client import Counter
+from prometheus_client import Counter, Gauge
 
 from prism.backends.base import Backend
 from prism.errors import BackendUnavailable, InvalidArgument, PrismError
@@ -38,7 +38,7 @@ from prism.migration.state import (
 from prism.migration.sync import drain_repairs, same
 from prism.model import Capabilities, Item, StoredWrite, WriteOutcome
 
-__all__ = ["MigratingBackend", "MigrationSettings", "ShadowCounters"]
+__all__ = ["BACKFILL_COPIED", "BACKFILL_RUNNING", "MigratingBackend", "MigrationSettings", "ShadowCounters"]
 
 log = logging.getLogger("prism.migration")
 
@@ -50,6 +50,16 @@ SHADOW_WRITES = Counter(
 SHADOW_READ_MISMATCHES = Counter(
     "prism_migration_shadow_read_mismatches",
     "Sampled live reads whose answer differed in the other store of a migrating namespace.",
+    ["namespace"],
+)
+BACKFILL_COPIED = Counter(
+    "prism_migration_backfill_items",
+    "Items a backfill copied into the target store of a migrating namespace.",
+    ["namespace"],
+)
+BACKFILL_RUNNING = Gauge(
+    "prism_migration_backfill_running",
+    "1 while this process runs the backfill of a migrating namespace.",
     ["namespace"],
 )
 

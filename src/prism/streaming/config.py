@@ -110,6 +110,8 @@ class StreamingConfig(msgspec.Struct, kw_only=True, forbid_unknown_fields=True, 
     admin_role: str = "admin"
     #: Seconds between SSE keep-alive comments.
     sse_keepalive: float = 15.0
+    #: Seconds between two samples of the work queue's depth (``prism_streaming_queue_depth``).
+    metrics_interval: float = 5.0
     #: Register ``echo`` (answers with its payload).
     builtin_handlers: bool = True
     #: Register the demo handlers ``delay`` and ``generate_report`` (on in the zero-config
@@ -134,6 +136,7 @@ class StreamingConfig(msgspec.Struct, kw_only=True, forbid_unknown_fields=True, 
             "rate_limit",
             "handler_timeout",
             "sse_keepalive",
+            "metrics_interval",
             "resync_interval",
             "body_timeout",
             "shutdown_timeout",

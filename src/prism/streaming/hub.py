@@ -20,13 +20,14 @@ import logging
 import time
 from collections import OrderedDict
 from collections.abc import Awaitable, Callable
+from datetime import datetime
 from typing import Any
 
 import msgspec
 
 from prism.patterns.base import PubSub, Subscription
 from prism.streaming.eventlog import EventLog
-from prism.streaming.metrics import EVENTS_DELIVERED
+from prism.streaming.metrics import DELIVERY_SECONDS, EVENTS_DELIVERED
 from prism.streaming.protocol import TERMINAL_TYPES, EventHeader, decode_event_header
 from prism.streaming.requests import RequestRecord
 
@@ -184,6 +185,8 @@ class Follower:
                         held.append((rid, seq, type_, data))
                     else:
                         await self._deliver(rid, seq, type_, data)
+                        if data is not None:
+                            _observe_delivery(data)
                 elif kind == _ACK:
                     rid, ack, replay_from = item[1:]
                     await self._send(ack)
@@ -406,3 +409,21 @@ class Hub:
         for follower in self._by_topic.get(topic, ()):
             if follower not in watchers:
                 follower.offer(header, payload)
+
+
+class _Stamp(msgspec.Struct):
+    timestamp: str | None = None
+
+
+_decode_stamp = msgspec.json.Decoder(_Stamp).decode
+
+
+def _observe_delivery(data: bytes) -> None:
+    """Record how long a live event took from its timestamp to its sending (millisecond stamps)."""
+    try:
+        stamp = _decode_stamp(data).timestamp
+    except msgspec.DecodeError:
+        return
+    if stamp:
+        sent = datetime.fromisoformat(stamp).timestamp()
+        DELIVERY_SECONDS.observe(max(0.0, time.time() - sent))

@@ -37,7 +37,7 @@ from prism.kv.store import Store
 from prism.model import Put, WriteResult
 from prism.streaming.config import StreamingConfig
 from prism.streaming.eventlog import EventLog
-from prism.streaming.metrics import count_status
+from prism.streaming.metrics import DEAD_LETTERS, count_status
 from prism.streaming.protocol import ErrorBody, ProgressState
 
 __all__ = [
@@ -312,6 +312,8 @@ class RequestStore:
         etag = await self._writes.put(Put(new.request_id, _encode(new), if_match=current.etag))
         if new.status != old.status or new.attempts != old.attempts:
             count_status(new.action, new.status)
+            if _dead(new):
+                DEAD_LETTERS.inc()
         return Versioned(new, etag)
 
     async def list_for(

@@ -40,6 +40,7 @@ from prism.streaming.events import Emitter, cancel_topic
 from prism.streaming.handlers import Router, load_router
 from prism.streaming.hub import Hub
 from prism.streaming.jobs import Runtime
+from prism.streaming.metrics import QUEUE_DEPTH
 from prism.streaming.queries import Queries
 from prism.streaming.requests import RequestStore
 from prism.streaming.shutdown import ShutdownNotice
@@ -140,6 +141,7 @@ class StreamingService:
         self._spawn(self._sweep_connections())
         self._spawn(self._expire_idle())
         self._spawn(self._check_quiet())
+        self._spawn(self._sample_queue_depth())
         self.shutdown.watch_signals()
         self._started = True
         log.info(
@@ -195,6 +197,15 @@ class StreamingService:
             expired = sum(1 for session in list(self.sessions) if session.expire_if_idle(now))
             if expired:
                 log.info("closed %d idle connections", expired)
+
+    async def _sample_queue_depth(self) -> None:
+        """Keep ``prism_streaming_queue_depth`` current; a failed sample is logged and tried again."""
+        while True:
+            try:
+                QUEUE_DEPTH.set(await self.queue.depth())
+            except PrismError as exc:
+                log.warning("could not read the depth of the work queue: %s", exc)
+            await asyncio.sleep(self.config.metrics_interval)
 
     async def _check_quiet(self) -> None:
         """Catch up followed requests that went quiet, in case a publish was lost (pubsub is at most once)."""

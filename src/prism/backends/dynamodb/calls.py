@@ -200,7 +200,11 @@ class Calls:
 
         try:
             return await call_with_retry(
-                self._bounded(deadline, what), once, is_transient=is_transient, describe=what
+                self._bounded(deadline, what),
+                once,
+                is_transient=is_transient,
+                describe=what,
+                engine="dynamodb",
             )
         except (PrismError, ConditionFailed, TransactionCancelled):
             raise

@@ -344,7 +344,7 @@ class NatsBackend(Backend):
             if blocks_for > 0:
                 settings = replace(settings, operation_timeout=settings.operation_timeout + blocks_for)
             return await call_with_retry(
-                settings, attempt, is_transient=_is_transient, describe=f"nats {describe}"
+                settings, attempt, is_transient=_is_transient, describe=f"nats {describe}", engine="nats"
             )
         except BackendUnavailable as exc:
             if ns is not None and isinstance(exc.__cause__, TimeoutError):

@@ -347,7 +347,9 @@ class PostgresBackend(Backend):
 
         describe = f"postgres {what} on {self.target}"
         try:
-            return await call_with_retry(self.settings, attempt, is_transient=is_transient, describe=describe)
+            return await call_with_retry(
+                self.settings, attempt, is_transient=is_transient, describe=describe, engine="postgresql"
+            )
         except (PrismError, RolledBack):
             raise
         except Exception as exc:
@@ -396,7 +398,9 @@ class PostgresBackend(Backend):
         )
         describe = f"postgres connect to {self.target}"
         try:
-            await call_with_retry(self.settings, pool.start, is_transient=is_transient, describe=describe)
+            await call_with_retry(
+                self.settings, pool.start, is_transient=is_transient, describe=describe, engine="postgresql"
+            )
         except BaseException as exc:
             await pool.close(grace=0)
             if isinstance(exc, Exception) and not isinstance(exc, PrismError):
@@ -409,7 +413,11 @@ class PostgresBackend(Backend):
         describe = f"postgres {what} on {self.target}"
         try:
             return await call_with_retry(
-                self.settings, self._connect, is_transient=is_transient, describe=describe
+                self.settings,
+                self._connect,
+                is_transient=is_transient,
+                describe=describe,
+                engine="postgresql",
             )
         except PrismError:
             raise

@@ -310,6 +310,7 @@ class RedisLink:
                 once,
                 is_transient=_transient_read if idempotent else _refused,
                 describe=f"redis {describe}",
+                engine="redis",
             )
         except PrismError:
             raise
