@@ -50,7 +50,7 @@ def test_sqlite_feed_options_come_from_the_url(tmp_path: Path) -> None:
     with prism.connect_sync(
         f"sqlite:///{tmp_path / 'o.db'}?feed=1&feed_max_changes=7&feed_retention=60"
     ) as store:
-        assert (store.backend.feed_max_changes, store.backend.feed_retention) == (7, 60.0)  # type: ignore[attr-defined]
+        assert (store.backend.feed_max_changes, store.backend.feed_retention) == (7, 60.0)
     with pytest.raises(prism.InvalidArgument, match="feed_retention"):
         prism.connect_sync(f"sqlite:///{tmp_path / 'o.db'}?feed=true&feed_retention=0")
     with pytest.raises(prism.InvalidArgument, match="start the store with feed=true"):

@@ -566,7 +566,7 @@ class PostgresBackend(Backend):
                 self._feed_listener = con
         return True
 
-    async def wait_for_changes(self, ns: str, seconds: float) -> None:
+    async def wait_for_changes(self, ns: str, seconds: float, after: str | None = None) -> None:
         listener = self._feed_listener
         if (listener is None or listener.is_closed()) and not await self._listen_for_changes():
             await asyncio.sleep(seconds)

@@ -71,12 +71,41 @@ import time
 from collections.abc import Sequence
 from typing import Any, ClassVar
 
+from prism.backends._feed import (
+    cursor_ahead,
+    cursor_expired,
+    feed_capabilities,
+    feed_settings,
+    retention_options,
+)
+from prism.backends._retry import split_options
 from prism.backends.base import Backend
 from prism.backends.redis._connection import RedisLink, RedisSettings
-from prism.backends.redis._lua import DELETE_RANGE, GET_MANY, GET_RANGE, PUT, SCAN, TAKE_TOKEN, WRITE
+from prism.backends.redis._lua import (
+    DELETE_RANGE,
+    GET_MANY,
+    GET_RANGE,
+    PUT,
+    PUT_LOGGED,
+    READ_CHANGES,
+    SCAN,
+    TAKE_TOKEN,
+    TRIM_FEED,
+    WRITE,
+)
 from prism.backends.urls import mask_url
-from prism.errors import DecodeError, InvalidArgument
-from prism.model import Capabilities, Item, StoredWrite, WriteOutcome, condition_failed, transaction_refused
+from prism.errors import BackendUnavailable, DecodeError, InvalidArgument
+from prism.model import (
+    Capabilities,
+    Change,
+    ChangeOp,
+    Item,
+    StoredWrite,
+    WriteOutcome,
+    condition_failed,
+    epoch_to_datetime,
+    transaction_refused,
+)
 
 __all__ = ["RedisBackend"]
 
@@ -95,6 +124,14 @@ PLAIN_VALUE_BYTES = 64 * 1024
 #: Largest value: half of Redis's default proto-max-bulk-len (512 MiB), leaving room for
 #: the metadata stored with it and for the script arguments that carry it.
 MAX_VALUE_BYTES = 256 * 1024 * 1024
+#: Longest a watch's XREAD BLOCK waits for a change before it reads again (seconds).
+DEFAULT_FEED_BLOCK = 1.0
+#: Changes one read of a feed examines at most (those of other prefixes included).
+FEED_EXAMINE_LIMIT = 1000
+#: A cursor is a stream entry id ``ms-seq`` and the entry's number in the stream (1 for the
+#: first entry ever added), as the one number ``((ms * 2**64) + seq) * 2**64 + number``.
+_SPAN = 1 << 64
+_OPS: dict[bytes, ChangeOp] = {b"p": "put", b"d": "delete"}
 
 
 def _item(key: str, meta: bytes, value: bytes, now: float) -> Item | None:
@@ -170,6 +207,38 @@ class _Stamp:
         return meta.encode() + op.value
 
 
+def _cursor(entry_id: bytes, number: int) -> str:
+    """The opaque cursor of a stream entry id and its number."""
+    ms, _, seq = entry_id.partition(b"-")
+    return str(((int(ms) * _SPAN) + int(seq or 0)) * _SPAN + int(number))
+
+
+def _entry(cursor: str) -> tuple[str, int]:
+    """The stream entry id and number a cursor stands for; InvalidArgument for anything else."""
+    if type(cursor) is not str or not cursor.isascii() or not cursor.isdigit() or len(cursor) > 60:
+        raise InvalidArgument(f"{cursor!r} is not a change-feed cursor of this store")
+    rest, number = divmod(int(cursor), _SPAN)
+    ms, seq = divmod(rest, _SPAN)
+    return f"{ms}-{seq}", number
+
+
+def _change(entry_id: bytes, number: int, fields: list[bytes]) -> Change:
+    values = dict(zip(fields[::2], fields[1::2], strict=True))
+    try:
+        op = _OPS[values[b"o"]]
+        etag = values[b"t"].decode() if op == "put" else None
+        return Change(
+            key=values[b"r"].decode(),
+            op=op,
+            cursor=_cursor(entry_id, number),
+            item_key=values[b"k"].decode(),
+            etag=etag or None,
+            updated_at=epoch_to_datetime(float(values[b"u"])),
+        )
+    except (KeyError, ValueError) as exc:
+        raise DecodeError(f"change-feed entry {entry_id!r} holds data Prism did not write") from exc
+
+
 def _condition(op: StoredWrite) -> str:
     """An op's condition as the write script reads it: '' (none), 'A' (absent) or 'M' + etag."""
     if op.if_absent:
@@ -181,10 +250,29 @@ class RedisBackend(Backend):
     """Records as Redis strings, hashes and sorted sets, written by Lua scripts."""
 
     name: ClassVar[str] = "redis"
-    capabilities = Capabilities(max_value_bytes=MAX_VALUE_BYTES, token_buckets=True, timeseries=True)
+    capabilities = Capabilities(
+        max_value_bytes=MAX_VALUE_BYTES, token_buckets=True, timeseries=True, watch=True
+    )
     timeseries_driver: ClassVar[str | None] = "prism.backends.redis.timeseries:RedisTimeSeries"
+    feed_opt_in: ClassVar[bool] = True
+    namespace_feed_retention: ClassVar[bool] = True
 
-    def __init__(self, settings: RedisSettings) -> None:
+    def __init__(
+        self,
+        settings: RedisSettings,
+        *,
+        feed: bool = False,
+        feed_retention: float | None = None,
+        feed_max_changes: int | None = None,
+        feed_block: float = DEFAULT_FEED_BLOCK,
+    ) -> None:
+        self.feed_retention, self.feed_max_changes = feed_settings(feed, feed_retention, feed_max_changes)
+        if type(feed_block) not in (int, float) or not 0 < feed_block <= 60:
+            raise InvalidArgument(f"feed_block must be > 0 and <= 60 seconds, got {feed_block!r}")
+        #: Whether every write also appends its changes to the namespace's stream (``feed=true``).
+        self.feed = feed
+        self.feed_block = float(feed_block)
+        self.capabilities = feed_capabilities(type(self).capabilities, feed)
         self.settings = settings
         self._link = RedisLink(settings)
         self._bases: dict[str, str] = {}
@@ -193,7 +281,17 @@ class RedisBackend(Backend):
     @classmethod
     def from_url(cls, url: str, **options: Any) -> RedisBackend:
         """A backend for ``redis://host:port/db`` (options as query parameters or keywords)."""
-        return cls(RedisSettings.parse(url, options))
+        base, opts = split_options(url, options)
+        kwargs: dict[str, Any] = retention_options(opts)
+        if "feed_block" in opts:
+            raw = opts.pop("feed_block")
+            try:
+                kwargs["feed_block"] = float(raw)
+            except (TypeError, ValueError) as exc:
+                raise InvalidArgument(f"feed_block must be a number of seconds, got {raw!r}") from exc
+            if not kwargs.get("feed"):
+                raise InvalidArgument("feed_block needs the change feed: start the store with feed=true")
+        return cls(RedisSettings.parse(base, opts), **kwargs)
 
     def __repr__(self) -> str:
         return f"<RedisBackend {mask_url(self.settings.url)}>"
@@ -208,12 +306,30 @@ class RedisBackend(Backend):
         self._link.open()
         try:
             await self._link.run("ping", ("PING",), idempotent=True)
+            if self.feed:
+                await self._check_feed_support()
         except BaseException:
             await self._link.close()
             raise
 
     async def close(self) -> None:
         await self._link.close()
+
+    async def _check_feed_support(self) -> None:
+        """Refuse ``feed=true`` on a server whose streams do not tell what they trimmed (before 7.0)."""
+        info = await self._link.run("info", ("INFO", "server"), idempotent=True)
+        for line in bytes(info).decode(errors="replace").splitlines():
+            if line.startswith("redis_version:"):
+                version = line.split(":", 1)[1].strip()
+                try:
+                    major = int(version.split(".", 1)[0])
+                except ValueError:
+                    major = 0
+                if major < 7:
+                    raise BackendUnavailable(
+                        f"the change feed (feed=true) needs Redis 7.0 or later, the server runs {version}"
+                    )
+                return
 
     async def health(self) -> dict[str, Any]:
         """Server version, mode and round-trip latency; BackendUnavailable when it does not answer."""
@@ -239,6 +355,11 @@ class RedisBackend(Backend):
             tag = ns.replace("%", "%25").replace("}", "%7D")
             base = self._bases[ns] = f"{self.settings.key_prefix}:{{{tag}}}:"
         return base
+
+    def _feed_args(self, ns: str) -> tuple[int, int]:
+        """The namespace feed's most changes and its retention in milliseconds."""
+        retention, max_changes = self.feed_limits(ns)
+        return max_changes, max(1, math.ceil(retention * 1000))
 
     # -- shared token buckets -----------------------------------------------------------
 
@@ -358,13 +479,23 @@ class RedisBackend(Backend):
 
     def _write_args(
         self, ns: str, ops: Sequence[StoredWrite], atomic: bool
-    ) -> tuple[tuple[str, str], list[Any]]:
+    ) -> tuple[tuple[str, ...], list[Any]]:
         base = self._base(ns)
         plain = not atomic and all(
             op.value is not None and not op.key and op.if_match is None and not op.if_absent for op in ops
         )
         mode = "p" if plain else ("1" if atomic else "0")
-        args: list[Any] = [repr(time.time()), mode, self._grace_ms, PURGE_LIMIT, 0, base]
+        max_changes, age_ms = self._feed_args(ns) if self.feed else (0, 0)
+        args: list[Any] = [
+            repr(time.time()),
+            mode,
+            self._grace_ms,
+            PURGE_LIMIT,
+            0,
+            base,
+            max_changes,
+            age_ms,
+        ]
         expiring = False
         stamp = _Stamp()
         for op in ops:
@@ -379,6 +510,8 @@ class RedisBackend(Backend):
             # Calls that schedule or may end expiries sweep the records due, so their
             # ids leave the index; plain puts skip it.
             args[4] = SWEEP_LIMIT
+        if self.feed:
+            return (f"{base}ids", f"{base}exp", f"{base}feed"), args
         return (f"{base}ids", f"{base}exp"), args
 
     async def write(self, ns: str, ops: Sequence[StoredWrite]) -> list[WriteOutcome]:
@@ -417,6 +550,14 @@ class RedisBackend(Backend):
         stamp = _Stamp()
         if len(ops) == 1:
             op = ops[0]
+            if self.feed:
+                live = await self._link.eval(
+                    PUT_LOGGED,
+                    (index, f"{base}e:{op.record}", f"{base}feed"),
+                    (repr(now), op.record, stamp.stored(op), *self._feed_args(ns)),
+                    idempotent=False,
+                )
+                return [WriteOutcome(True, bool(live))]
             keys = (index, f"{base}e:{op.record}")
             live = await self._link.eval(
                 PUT, keys, (repr(now), op.record, stamp.stored(op)), idempotent=False
@@ -437,8 +578,11 @@ class RedisBackend(Backend):
             mget.append(entry)
             stored = stamp.stored(op)
             mset += (entry, b"$%d\r\n" % len(stored), stored, b"\r\n")
-        commands = (b"".join(zadd), b"".join(mget), b"".join(mset))
-        _, replaced, _ = await self._link.transaction("put_many", commands)
+        commands: tuple[bytes | tuple[Any, ...], ...] = (b"".join(zadd), b"".join(mget), b"".join(mset))
+        if self.feed:
+            commands += self._logged_puts(ns, base, ops)
+        replies = await self._link.transaction("put_many", commands)
+        replaced = replies[1]
         outcomes = []
         written: set[str] = set()
         for op, old in zip(ops, replaced, strict=True):
@@ -449,6 +593,26 @@ class RedisBackend(Backend):
             outcomes.append(WriteOutcome(True, existed))
             written.add(op.record)
         return outcomes
+
+    def _logged_puts(
+        self, ns: str, base: str, ops: Sequence[StoredWrite]
+    ) -> tuple[bytes | tuple[Any, ...], ...]:
+        """The XADDs that log a plain put_many in its MULTI, and the script that trims the feed."""
+        stream = f"{base}feed".encode()
+        head = b"$%d\r\n%b\r\n$1\r\n*\r\n" % (len(stream), stream)
+        xadds: list[bytes | tuple[Any, ...]] = []
+        for op in ops:
+            record = op.record.encode()
+            etag = op.etag.encode()
+            updated = repr(float(op.updated_at)).encode()
+            xadds.append(
+                b"*13\r\n$4\r\nXADD\r\n%b$1\r\nr\r\n$%d\r\n%b\r\n$1\r\nk\r\n$0\r\n\r\n"
+                b"$1\r\no\r\n$1\r\np\r\n$1\r\nt\r\n$%d\r\n%b\r\n$1\r\nu\r\n$%d\r\n%b\r\n"
+                % (head, len(record), record, len(etag), etag, len(updated), updated)
+            )
+        max_changes, age_ms = self._feed_args(ns)
+        xadds.append(("EVAL", TRIM_FEED.source, 1, stream, max_changes, age_ms))
+        return tuple(xadds)
 
     async def transact(self, ns: str, ops: Sequence[StoredWrite]) -> list[WriteOutcome]:
         if not ops:
@@ -467,7 +631,7 @@ class RedisBackend(Backend):
         with_flat = start in (None, "") and end != ""
         deleted = 0
         while True:
-            args = (
+            args: tuple[Any, ...] = (
                 repr(time.time()),
                 lo,
                 hi,
@@ -477,10 +641,47 @@ class RedisBackend(Backend):
                 self._grace_ms,
                 base,
             )
-            live, more = await self._link.eval(
-                DELETE_RANGE, (f"{base}ids", f"{base}exp", *keys), args, idempotent=False
-            )
+            if self.feed:
+                script_keys: tuple[str, ...] = (f"{base}ids", f"{base}exp", *keys, f"{base}feed")
+                args += self._feed_args(ns)
+            else:
+                script_keys = (f"{base}ids", f"{base}exp", *keys)
+            live, more = await self._link.eval(DELETE_RANGE, script_keys, args, idempotent=False)
             deleted += int(live)
             if not more:
                 return deleted
             with_flat = False
+
+    # -- change feed ------------------------------------------------------------------
+
+    async def read_changes(
+        self, ns: str, prefix: str, after: str | None, limit: int
+    ) -> tuple[list[Change], str]:
+        start, number = ("", 0) if after is None else _entry(after)
+        reply = await self._link.eval(
+            READ_CHANGES,
+            (f"{self._base(ns)}feed",),
+            (start, number, limit, max(limit, FEED_EXAMINE_LIMIT), prefix),
+            idempotent=True,
+        )
+        if reply[0] == 1:
+            raise cursor_expired(str(after))
+        if reply[0] == 2:
+            raise cursor_ahead(str(after))
+        changes = [_change(reply[i], reply[i + 1], reply[i + 2]) for i in range(3, len(reply), 3)]
+        return changes, _cursor(reply[1], reply[2])
+
+    async def wait_for_changes(self, ns: str, seconds: float, after: str | None = None) -> None:
+        """Block on the namespace's stream (XREAD BLOCK) until a change after ``after`` or the time is up.
+
+        It waits ``seconds``, at most ``feed_block``, on one pooled connection.
+        """
+        block = min(seconds, self.feed_block)
+        block_ms = max(1, round(block * 1000))
+        start = "$" if after is None else _entry(after)[0]
+        await self._link.run(
+            "watch",
+            ("XREAD", "COUNT", 1, "BLOCK", block_ms, "STREAMS", f"{self._base(ns)}feed", start),
+            idempotent=True,
+            blocks_for=block_ms / 1000,
+        )
