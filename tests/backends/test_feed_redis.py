@@ -167,7 +167,7 @@ async def test_concurrent_writers_keep_per_key_order(server: RedisServer) -> Non
                 ns = store.namespace(name)
                 for i in range(rounds):
                     key = keys[(i + w) % len(keys)]
-                    if i % 7 == 3:
+                    if i % 2:
                         other = keys[(i + w + 1) % len(keys)]
                         results = await ns.put_many([Put(key, b"m"), Put(other, b"m")])
                         per_writer[w] += [(key, results[0].etag), (other, results[1].etag)]
@@ -199,6 +199,50 @@ async def test_concurrent_writers_keep_per_key_order(server: RedisServer) -> Non
             len(changes) - middle - 1,
         )
         assert again == changes[middle + 1 :]
+
+
+async def test_concurrent_compare_and_set_writers_see_their_chain_in_the_feed(server: RedisServer) -> None:
+    """Writers race to update two keys with if_match: the successful writes of a key form one
+    chain (each matched the etag of the one before), and the feed must give it in that order."""
+    name = _name()
+    keys = ["a", "b"]
+    wins = 15
+    async with prism.connect(server.url, feed=True) as watcher:
+        feed = watcher.namespace(name).watch(poll_interval=0.01)
+        await feed.start()
+        first = {k: await watcher.namespace(name).put(k, b"0") for k in keys}
+        writers = [await prism.connect(server.url, feed=True) for _ in range(4)]
+        previous: dict[str, str] = {}  # new etag -> the etag it replaced
+        try:
+
+            async def write(store: Store, w: int) -> None:
+                ns = store.namespace(name)
+                for i in range(wins):
+                    key = keys[(i + w) % 2]
+                    while True:
+                        item = await ns.get(key)
+                        assert item is not None
+                        try:
+                            if i % 3 == 0:
+                                (done,) = await ns.transact([Put(key, b"t", if_match=item.etag)])
+                                etag = done.etag
+                            else:
+                                etag = await ns.put(key, f"{w}:{i}".encode(), if_match=item.etag)
+                        except PreconditionFailed:
+                            continue
+                        assert etag is not None
+                        previous[etag] = item.etag
+                        break
+
+            await asyncio.gather(*(write(s, w) for w, s in enumerate(writers)))
+        finally:
+            for s in writers:
+                await s.close()
+        changes = await take(feed, len(keys) + len(previous))
+        for key in keys:
+            chain = [c.etag for c in changes if c.key == key]
+            assert chain[0] == first[key]
+            assert [previous[e] for e in chain[1:] if e is not None] == chain[:-1]
 
 
 async def test_a_watcher_is_woken_by_xread_not_by_its_poll(server: RedisServer) -> None:
