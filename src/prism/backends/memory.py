@@ -108,6 +108,7 @@ class MemoryBackend(Backend):
     name = "memory"
     capabilities = Capabilities(multi_process=False, timeseries=True, watch=True)
     feed_opt_in: ClassVar[bool] = True
+    namespace_feed_retention: ClassVar[bool] = True
     timeseries_driver = "prism.backends.memory_ts:MemoryTimeSeries"
     runs_inline: ClassVar[bool] = True
 
@@ -210,7 +211,8 @@ class MemoryBackend(Backend):
             space = self._space(ns)
             outcomes = [self._apply(space, op, now, log) for op in ops]
             if log and self.feed:
-                space.log(log, self.feed_max_changes, self.feed_retention, now)
+                retention, max_changes = self.feed_limits(ns)
+                space.log(log, max_changes, retention, now)
             return outcomes
 
     async def transact(self, ns: str, ops: Sequence[StoredWrite]) -> list[WriteOutcome]:
@@ -236,7 +238,8 @@ class MemoryBackend(Backend):
                     return transaction_refused(len(ops), i, outcome.existed)
                 outcomes.append(outcome)
             if log and self.feed:
-                space.log(log, self.feed_max_changes, self.feed_retention, now)
+                retention, max_changes = self.feed_limits(ns)
+                space.log(log, max_changes, retention, now)
             return outcomes
 
     async def read_changes(
@@ -245,7 +248,8 @@ class MemoryBackend(Backend):
         start = None if after is None else parse_cursor(after)
         with self._lock:
             space = self._space(ns)
-            space.log([], self.feed_max_changes, self.feed_retention, time.time())
+            retention, max_changes = self.feed_limits(ns)
+            space.log([], max_changes, retention, time.time())
             if start is None:
                 return [], str(space.seq)
             if start < space.floor:
@@ -336,11 +340,9 @@ class MemoryBackend(Backend):
             for k in doomed:
                 del items[k]
             if doomed and self.feed:
+                retention, max_changes = self.feed_limits(ns)
                 space.log(
-                    [(record, k, "delete", None, now) for k in sorted(doomed)],
-                    self.feed_max_changes,
-                    self.feed_retention,
-                    now,
+                    [(record, k, "delete", None, now) for k in sorted(doomed)], max_changes, retention, now
                 )
             if not items:
                 del space.records[record]
