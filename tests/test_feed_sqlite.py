@@ -109,6 +109,10 @@ def test_a_feed_store_does_not_see_the_writes_of_a_store_without_it(tmp_path: Pa
         assert start != change.cursor
 
 
+#: The fast purge as keyword options.
+_FAST: dict[str, Any] = dict(FAST_PURGE)
+
+
 def _purged_writes(ns: Any, count: int, prefix: str = "k") -> None:
     """``count`` puts, the last after the purge interval, so the store trims its feed."""
     for i in range(count - 1):
@@ -127,7 +131,7 @@ def _expired(ns: Any, cursor: str) -> bool:
 
 def test_a_namespace_keeps_the_feed_retention_it_was_given(tmp_path: Path) -> None:
     """The store keeps 5 changes, one namespace 100 and another 3: each is trimmed to its own."""
-    with prism.connect_sync(f"sqlite:///{tmp_path / 'n.db'}", feed_max_changes=5, **FAST_PURGE) as store:
+    with prism.connect_sync(f"sqlite:///{tmp_path / 'n.db'}", feed_max_changes=5, **_FAST) as store:
         long = store.namespace("long", feed_max_changes=100)
         short = store.namespace("short", feed_max_changes=3)
         plain = store.namespace("plain")
@@ -150,11 +154,11 @@ def test_a_store_without_the_namespace_setting_trims_it_without_a_gap(tmp_path: 
     """Another store on the file trims a listed namespace by its own retention; a cursor of a
     trimmed change then expires, it never skips."""
     url = f"sqlite:///{tmp_path / 'g.db'}"
-    with prism.connect_sync(url, feed_max_changes=1000, **FAST_PURGE) as first:
+    with prism.connect_sync(url, feed_max_changes=1000, **_FAST) as first:
         ns = first.namespace("own", feed_max_changes=50)
         start = ns.watch().start()
         _purged_writes(ns, 10)
-    with prism.connect_sync(url, feed_max_changes=4, **FAST_PURGE) as second:
+    with prism.connect_sync(url, feed_max_changes=4, **_FAST) as second:
         ns = second.namespace("own")
         assert not _expired(ns, start)
         cursor = next(ns.watch(after=start)).cursor
@@ -163,7 +167,7 @@ def test_a_store_without_the_namespace_setting_trims_it_without_a_gap(tmp_path: 
 
 
 def test_a_namespace_feed_retention_by_age(tmp_path: Path) -> None:
-    with prism.connect_sync(f"sqlite:///{tmp_path / 'a.db'}", **FAST_PURGE) as store:
+    with prism.connect_sync(f"sqlite:///{tmp_path / 'a.db'}", **_FAST) as store:
         aging = store.namespace("aging", feed_retention=0.05)
         kept = store.namespace("kept")
         starts = (aging.watch().start(), kept.watch().start())

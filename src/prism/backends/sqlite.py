@@ -139,8 +139,7 @@ _OWN = "ns NOT IN (SELECT ns FROM prism_change_ns_floor)"
 # The newest change to discard by age: among the oldest rows (the log is in time order but
 # for clock steps, so the oldest rows are where old changes are).
 _AGED = (
-    f"SELECT max(seq) FROM (SELECT seq, at FROM prism_changes WHERE {_OWN} ORDER BY seq LIMIT ?) "
-    "WHERE at < ?"
+    f"SELECT max(seq) FROM (SELECT seq, at FROM prism_changes WHERE {_OWN} ORDER BY seq LIMIT ?) WHERE at < ?"
 )
 _NS_AGED = (
     "SELECT max(seq) FROM (SELECT seq, at FROM prism_changes WHERE ns = ? ORDER BY seq LIMIT ?) WHERE at < ?"
