@@ -85,12 +85,12 @@ from prism.backends.redis._lua import (
     DELETE_RANGE,
     GET_MANY,
     GET_RANGE,
+    LOG_PUTS,
     PUT,
     PUT_LOGGED,
     READ_CHANGES,
     SCAN,
     TAKE_TOKEN,
-    TRIM_FEED,
     WRITE,
 )
 from prism.backends.urls import mask_url
@@ -580,7 +580,7 @@ class RedisBackend(Backend):
             mset += (entry, b"$%d\r\n" % len(stored), stored, b"\r\n")
         commands: tuple[bytes | tuple[Any, ...], ...] = (b"".join(zadd), b"".join(mget), b"".join(mset))
         if self.feed:
-            commands += self._logged_puts(ns, base, ops)
+            commands += (self._logged_puts(ns, base, ops),)
         replies = await self._link.transaction("put_many", commands)
         replaced = replies[1]
         outcomes = []
@@ -594,25 +594,28 @@ class RedisBackend(Backend):
             written.add(op.record)
         return outcomes
 
-    def _logged_puts(
-        self, ns: str, base: str, ops: Sequence[StoredWrite]
-    ) -> tuple[bytes | tuple[Any, ...], ...]:
-        """The XADDs that log a plain put_many in its MULTI, and the script that trims the feed."""
-        stream = f"{base}feed".encode()
-        head = b"$%d\r\n%b\r\n$1\r\n*\r\n" % (len(stream), stream)
-        xadds: list[bytes | tuple[Any, ...]] = []
+    def _logged_puts(self, ns: str, base: str, ops: Sequence[StoredWrite]) -> bytes:
+        """The script that logs a plain put_many in its MULTI, after the puts, and trims the feed.
+
+        Written out in the Redis protocol at once, as the puts are.
+        """
+        max_changes, age_ms = self._feed_args(ns)
+        head = (LOG_PUTS.source.encode(), b"1", f"{base}feed".encode(), b"%d" % max_changes, b"%d" % age_ms)
+        parts = [b"*%d\r\n$4\r\nEVAL\r\n" % (1 + len(head) + 3 * len(ops))]
+        parts += (b"$%d\r\n%b\r\n" % (len(arg), arg) for arg in head)
+        updated_at: float | None = None
+        updated = b""
         for op in ops:
+            if op.updated_at != updated_at:
+                updated_at = op.updated_at
+                updated = repr(float(updated_at)).encode()
             record = op.record.encode()
             etag = op.etag.encode()
-            updated = repr(float(op.updated_at)).encode()
-            xadds.append(
-                b"*13\r\n$4\r\nXADD\r\n%b$1\r\nr\r\n$%d\r\n%b\r\n$1\r\nk\r\n$0\r\n\r\n"
-                b"$1\r\no\r\n$1\r\np\r\n$1\r\nt\r\n$%d\r\n%b\r\n$1\r\nu\r\n$%d\r\n%b\r\n"
-                % (head, len(record), record, len(etag), etag, len(updated), updated)
+            parts.append(
+                b"$%d\r\n%b\r\n$%d\r\n%b\r\n$%d\r\n%b\r\n"
+                % (len(record), record, len(etag), etag, len(updated), updated)
             )
-        max_changes, age_ms = self._feed_args(ns)
-        xadds.append(("EVAL", TRIM_FEED.source, 1, stream, max_changes, age_ms))
-        return tuple(xadds)
+        return b"".join(parts)
 
     async def transact(self, ns: str, ops: Sequence[StoredWrite]) -> list[WriteOutcome]:
         if not ops:

@@ -30,12 +30,12 @@ __all__ = [
     "DELETE_RANGE",
     "GET_MANY",
     "GET_RANGE",
+    "LOG_PUTS",
     "PUT",
     "PUT_LOGGED",
     "READ_CHANGES",
     "SCAN",
     "TAKE_TOKEN",
-    "TRIM_FEED",
     "WRITE",
     "Script",
 ]
@@ -474,15 +474,25 @@ return is_live(old, tonumber(ARGV[1])) and 1 or 0
 """,
 )
 
-TRIM_FEED = Script(
-    "trim_feed",
-    "#!lua\n"
-    + _PRELUDE
-    + r"""
--- Trim a feed after changes were added to it by plain commands. KEYS: the feed's stream.
--- ARGV: its most changes, its retention in ms.
-feed, feed_max, feed_age_ms = KEYS[1], ARGV[1], tonumber(ARGV[2])
-trim_feed()
+LOG_PUTS = Script(
+    "log_puts",
+    r"""
+-- The changes of a put_many of plain commands, queued in its MULTI after them (so that
+-- they commit together), then the feed's trim. Sent as EVAL: a script unknown to the
+-- server would fail inside the transaction after the puts were applied.
+-- KEYS: the feed's stream. ARGV: its most changes, its retention in ms, then per put
+-- the record id, the etag and the update time.
+local call = redis.call
+local feed = KEYS[1]
+for i = 3, #ARGV, 3 do
+  call('XADD', feed, '*', 'r', ARGV[i], 'k', '', 'o', 'p', 't', ARGV[i + 1], 'u', ARGV[i + 2])
+end
+call('XTRIM', feed, 'MAXLEN', '~', ARGV[1])
+local t = call('TIME')
+local oldest = tonumber(t[1]) * 1000 + math.floor(tonumber(t[2]) / 1000) - tonumber(ARGV[2])
+if oldest > 0 then
+  call('XTRIM', feed, 'MINID', '~', string.format('%d', oldest))
+end
 return 0
 """,
 )
