@@ -6,7 +6,8 @@ name share data within the process (like SQLite's shared-cache memory databases)
 Change feed (``Namespace.watch``), only with the option ``feed=true``: each namespace
 then keeps its changes in memory, for ``feed_retention`` seconds (86400) and at most
 ``feed_max_changes`` (1,000,000) of them (options of the URL or keyword arguments,
-accepted only with ``feed=true``). Without it nothing is logged and ``watch`` is
+accepted only with ``feed=true``), or what ``store.namespace(name, feed_retention=,
+feed_max_changes=)`` gave that namespace. Without it nothing is logged and ``watch`` is
 unsupported. Items that expire vanish without an ``expire`` change:
 the store never purges them, it only stops returning them.
 """
