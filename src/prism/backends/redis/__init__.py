@@ -15,9 +15,9 @@ may be a query parameter or a keyword argument of `prism.connect`:
 | `client_name` | none | the name shown by `CLIENT LIST` |
 | `ssl_ca_certs`, `ssl_certfile`, `ssl_keyfile` | none | TLS files (`rediss://` only) |
 | `ssl_cert_reqs`, `ssl_check_hostname` | `required`, true | TLS verification (`rediss://` only) |
-| `feed` | false | keep a change feed (`Namespace.watch`): every write appends to the namespace's stream |
-| `feed_retention`, `feed_max_changes` | 86400, 1000000 | how long and how many changes a namespace's feed keeps (only with `feed=true`) |
-| `feed_block` | 1 | longest a watch's `XREAD BLOCK` waits before it reads again, in seconds (only with `feed=true`) |
+| `feed` | false | keep a change feed (`Namespace.watch`) in a stream per namespace |
+| `feed_retention`, `feed_max_changes` | 86400, 1000000 | seconds and changes a feed keeps |
+| `feed_block` | 1 | seconds a watch's `XREAD BLOCK` waits at most before it reads again |
 
 **Layout.** All keys of namespace `ns` share the hash tag `{ns}` (with `%` and `}`
 escaped), so a namespace lives in one slot. A record `r` is up to four keys:
@@ -37,7 +37,8 @@ change together. `transact` is a single script that checks every condition, in o
 and seeing the effect of the earlier ops, before it applies any op: all or nothing,
 across any records of one namespace.
 
-**Change feed** (only with `feed=true`, Redis 7.0 or later). Each namespace has a
+**Change feed** (only with `feed=true`, Redis 7.0 or later; the other `feed_` options
+need it). Each namespace has a
 stream, `prism:{ns}:feed`, in the namespace's slot. Every write appends its changes
 to it inside the same script (or, for a put_many of plain puts, the same
 `MULTI`/`EXEC`) that applies it, so a change is in the feed if and only if it was
