@@ -22,7 +22,7 @@ from redis.crc import key_slot
 
 import prism
 from prism.backends.redis import RedisBackend
-from prism.errors import CursorExpired, InvalidArgument, PreconditionFailed, Unsupported
+from prism.errors import BackendUnavailable, CursorExpired, InvalidArgument, PreconditionFailed, Unsupported
 from prism.kv.store import Store
 from prism.model import Delete, Put
 from prism.testing.conformance import ConformanceSuite
@@ -313,3 +313,56 @@ async def test_feed_options_are_checked(server: RedisServer) -> None:
             store.namespace("x", feed_max_changes=0)
         with pytest.raises(InvalidArgument, match="feed_retention"):
             store.namespace("x", feed_retention="1")  # type: ignore[arg-type]
+
+
+async def test_a_watcher_across_a_server_restart_errors_then_resumes_without_a_gap(
+    server: RedisServer,
+) -> None:
+    """A watcher blocked in XREAD sees the outage as an error, not a hang; after the server is
+    back, its cursor resumes with every change written since."""
+    fast: dict[str, Any] = {
+        "connect_timeout": 0.5,
+        "operation_timeout": 1.0,
+        "max_retries": 2,
+        "retry_cap": 0.1,
+    }
+    async with prism.connect(server.url, feed=True, **fast) as store:
+        ns = store.namespace(_name())
+        feed = ns.watch(poll_interval=0.5)
+        await feed.start()
+        await ns.put("before", b"x")
+        (seen,) = await take(feed, 1)
+        waiting = asyncio.get_running_loop().create_task(take(feed, 1, deadline=15))
+        await asyncio.sleep(0.2)  # blocked in XREAD by now
+        server.stop()
+        try:
+            with pytest.raises(BackendUnavailable):
+                await waiting
+        finally:
+            await asyncio.to_thread(server.start)
+            client = aioredis.Redis.from_url(server.url)
+            await client.config_set("stream-node-max-entries", NODE_ENTRIES)  # not kept by a restart
+            await client.aclose()
+        for i in range(5):
+            await ns.put(f"after{i}", b"x")
+        again = await take(ns.watch(after=seen.cursor, poll_interval=0.01), 5)
+        assert [c.key for c in again] == [f"after{i}" for i in range(5)]
+
+
+async def test_a_cursor_of_a_namespace_that_was_reset_never_gives_a_gap(
+    store: Store, raw: aioredis.Redis
+) -> None:
+    """The namespace's keys are deleted behind the store's back (a FLUSHDB, a restart without
+    persistence): its old cursors raise CursorExpired, even once the new stream is longer."""
+    name = _name()
+    ns = store.namespace(name)
+    start = await ns.watch().start()
+    for i in range(3):
+        await ns.put(f"k{i}", b"x")
+    changes = await take(ns.watch(after=start, poll_interval=0.01), 3)
+    await raw.delete(*[k async for k in raw.scan_iter(match=f"prism:{{{name}}}:*")])
+    for i in range(10):
+        await ns.put(f"n{i}", b"x")
+    for change in changes:
+        with pytest.raises(CursorExpired, match="ahead of the feed"):
+            await take(ns.watch(after=change.cursor, poll_interval=0.01), 1)

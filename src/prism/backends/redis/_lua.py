@@ -508,7 +508,9 @@ READ_CHANGES = Script(
 -- change: id, number, fields} when every change after the id is still there; {1} when
 -- some were trimmed, {2} when the id or number is past the newest one.
 -- Nothing but trimming removes entries, oldest first, so the stream holds entries
--- added - length + 1 to added, and an entry numbered n is followed by n + 1.
+-- added - length + 1 to added, and an entry numbered n is followed by n + 1; a cursor
+-- of an entry that should be there but is not comes from another stream (one lost by
+-- a restart without persistence, say), and so is past the newest too.
 local call = redis.call
 local stream = KEYS[1]
 local after, number = ARGV[1], tonumber(ARGV[2])
@@ -547,6 +549,10 @@ if before(newest, after) or number > added then
 end
 if number < added - length then
   return {1}
+end
+if number > added - length and #call('XRANGE', stream, after, after) == 0 then
+  -- the entry should still be there: the stream is not the one the cursor came from
+  return {2}
 end
 local out = {0, after, number}
 local found = 0
