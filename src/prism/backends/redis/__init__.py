@@ -56,7 +56,8 @@ change was trimmed raises `CursorExpired`: entries are numbered as they are adde
 only trimming removes them, so the stream's length and `entries-added` tell whether
 one is missing. A watch waits in `XREAD BLOCK` on one pooled connection for at most
 `poll_interval` or `feed_block`, whichever is shorter, and wakes as soon as a change
-is appended. Expiry is not reported (`watch_expiry` is false): Redis drops expired
+is appended; while it waits it holds that connection, so size `max_connections` for
+the watches as well as the calls (a closed feed ends within that wait). Expiry is not reported (`watch_expiry` is false): Redis drops expired
 keys by itself, outside any script of the store. Without `feed=true` nothing is
 appended and the scripts take the paths they took before.
 
