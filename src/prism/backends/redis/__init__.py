@@ -57,8 +57,9 @@ only trimming removes them, so the stream's length and `entries-added` tell whet
 one is missing. A watch waits in `XREAD BLOCK` on one pooled connection for at most
 `poll_interval` or `feed_block`, whichever is shorter, and wakes as soon as a change
 is appended; while it waits it holds that connection, so size `max_connections` for
-the watches as well as the calls (a closed feed ends within that wait). Expiry is not reported (`watch_expiry` is false): Redis drops expired
-keys by itself, outside any script of the store. Without `feed=true` nothing is
+the watches as well as the calls (a closed feed ends within that wait). Expiry is
+not reported (`watch_expiry` is false): Redis drops expired keys by itself, outside
+any script of the store. Without `feed=true` nothing is
 appended and the scripts take the paths they took before.
 
 **Expiry.** Each item carries its own expiry, judged by the client's clock on every
