@@ -37,30 +37,30 @@ change together. `transact` is a single script that checks every condition, in o
 and seeing the effect of the earlier ops, before it applies any op: all or nothing,
 across any records of one namespace.
 
-**Change feed** (only with `feed=true`, Redis 7.0 or later; the other `feed_` options
-need it). Each namespace has a
-stream, `prism:{ns}:feed`, in the namespace's slot. Every write appends its changes
-to it inside the same script (or, for a put_many of plain puts, the same
-`MULTI`/`EXEC`) that applies it, so a change is in the feed if and only if it was
-committed, in commit order; a refused condition or transaction appends nothing. An
-entry holds the record id, the item key, the op, the etag and the update time; the
-cursor is its stream id with its number in the stream. The same call trims the
-stream to the namespace's retention (the store's `feed_retention` and
-`feed_max_changes`, or the namespace's own from `store.namespace(name,
-feed_retention=, feed_max_changes=)`, which every process writing the namespace
-should give alike): `XTRIM MAXLEN ~` and `MINID ~` of the server's clock less the
-retention, whole stream nodes at a time, so a feed
-may keep a little more than asked (up to `stream-node-max-entries`, 100 by default)
-and an idle namespace keeps its changes until its next write. A cursor whose next
-change was trimmed raises `CursorExpired`: entries are numbered as they are added and
-only trimming removes them, so the stream's length and `entries-added` tell whether
-one is missing. A watch waits in `XREAD BLOCK` on one pooled connection for at most
-`poll_interval` or `feed_block`, whichever is shorter, and wakes as soon as a change
-is appended; while it waits it holds that connection, so size `max_connections` for
-the watches as well as the calls (a closed feed ends within that wait). Expiry is
-not reported (`watch_expiry` is false): Redis drops expired keys by itself, outside
-any script of the store. Without `feed=true` nothing is
-appended and the scripts take the paths they took before.
+**Change feed** (only with `feed=true`, Redis 7.0 or later; the other `feed_`
+options need it). Each namespace has a stream, `prism:{ns}:feed`, in the namespace's
+slot. Every write appends its changes to it inside the same script (or, for a
+put_many of plain puts, the same `MULTI`/`EXEC`) that applies it, so a change is in
+the feed if and only if it was committed, in commit order; a refused condition or
+transaction appends nothing. An entry holds the record id, the item key, the op, the
+etag and the update time; the cursor is its stream id with its number in the stream.
+The same call trims the stream to the namespace's retention (the store's
+`feed_retention` and `feed_max_changes`, or the namespace's own from
+`store.namespace(name, feed_retention=, feed_max_changes=)`, which every process
+writing the namespace should give alike): `XTRIM MAXLEN ~` and `MINID ~` of the
+server's clock less the retention, whole stream nodes at a time, so a feed may keep a
+little more than asked (up to `stream-node-max-entries`, 100 by default) and an idle
+namespace keeps its changes until its next write. A cursor whose next change was
+trimmed raises `CursorExpired`: entries are numbered as they are added and only
+trimming removes them, so the stream's length and `entries-added` tell whether one is
+missing; a cursor whose entry should still be there but is not (the namespace's keys
+were deleted, or a restart lost them) raises it too. A watch waits in `XREAD BLOCK`
+on one pooled connection for at most `poll_interval` or `feed_block`, whichever is
+shorter, and wakes as soon as a change is appended; while it waits it holds that
+connection, so size `max_connections` for the watches as well as the calls (a closed
+feed ends within that wait). Expiry is not reported (`watch_expiry` is false): Redis
+drops expired keys by itself, outside any script of the store. Without `feed=true`
+nothing is appended and the scripts take the paths they took before.
 
 **Expiry.** Each item carries its own expiry, judged by the client's clock on every
 read, scan and condition, so an expired item is absent at once. Redis then reclaims
