@@ -149,11 +149,13 @@ def _report(results: dict[tuple[str, int], dict[str, list[float]]], cpu: str, wh
             + " |"
         )
     packages = environment("prism", "redis", "hiredis", "msgspec")
+    load = ", ".join(f"{x:.1f}" for x in os.getloadavg())
     return "\n\n".join(
         [
             "## Redis: what the change feed costs writes",
             f"Command: `make bench ARGS=feed_cost` ({packages}, {where}, {os.cpu_count()} CPUs shared by "
-            "the client, the server and whatever else ran).",
+            f"the client, the server and whatever else ran; load average {load} when it ended). Times on a "
+            "loaded machine drift from round to round; the CPU table below is steadier than the time table.",
             f"100 B values over {KEYS} keys, {ROUNDS} rounds; time per call in µs, median (min-max) over "
             "rounds; a ratio is the median of the per-round ratios to the store without the feed. "
             f"Concurrency N = N tasks sharing one store (a pool of {POOL} connections). With the feed every "
