@@ -366,3 +366,25 @@ async def test_a_cursor_of_a_namespace_that_was_reset_never_gives_a_gap(
     for change in changes:
         with pytest.raises(CursorExpired, match="ahead of the feed"):
             await take(ns.watch(after=change.cursor, poll_interval=0.01), 1)
+
+
+async def test_a_closed_feed_ends_within_feed_block(server: RedisServer) -> None:
+    async with prism.connect(server.url, feed=True, feed_block=0.2) as store:
+        feed = store.namespace(_name()).watch(poll_interval=30)
+        await feed.start()
+        waiting = asyncio.get_running_loop().create_task(take(feed, 1, deadline=20))
+        await asyncio.sleep(0.3)  # in XREAD BLOCK by now
+        started = time.monotonic()
+        await feed.close()
+        assert await waiting == []  # the iteration ended, with no change
+        assert time.monotonic() - started < 2.0
+
+
+def test_the_blocking_api_watches_redis(server: RedisServer) -> None:
+    with prism.connect_sync(server.url, feed=True) as store:
+        ns = store.namespace(_name(), feed_max_changes=100)
+        feed = ns.watch()
+        feed.start()
+        etag = ns.put("k", b"v")
+        change = next(feed)
+        assert (change.key, change.op, change.etag) == ("k", "put", etag)
