@@ -456,21 +456,28 @@ return (exp == '' or tonumber(exp) > tonumber(ARGV[1])) and 1 or 0
 
 PUT_LOGGED = Script(
     "put",
-    "#!lua\n"
-    + _PRELUDE
-    + r"""
--- The PUT script of a store that keeps a change feed: the put and its change together.
--- KEYS: namespace index, the entry, the feed's stream. ARGV: now, record id, the stored
--- string, the feed's most changes, its retention in ms. Returns as PUT does.
-feed, feed_max, feed_age_ms = KEYS[3], ARGV[4], tonumber(ARGV[5])
+    r"""
+-- The PUT script of a store that keeps a change feed: the put, its change and the feed's
+-- trim together (the trim as in the write script). KEYS: namespace index, the entry, the
+-- feed's stream. ARGV: now, record id, the stored string, the feed's most changes, its
+-- retention in ms. Returns as PUT does.
+local call = redis.call
+local feed = KEYS[3]
 local old = call('SET', KEYS[2], ARGV[3], 'GET')
-log_put(ARGV[2], '', ARGV[3])
-trim_feed()
+local etag, updated = string.match(ARGV[3], '^[^\n]*\n([^\n]*)\n([^\n]*)\n')
+call('XADD', feed, '*', 'r', ARGV[2], 'k', '', 'o', 'p', 't', etag, 'u', updated)
+call('XTRIM', feed, 'MAXLEN', '~', ARGV[4])
+local t = call('TIME')
+local oldest = tonumber(t[1]) * 1000 + math.floor(tonumber(t[2]) / 1000) - tonumber(ARGV[5])
+if oldest > 0 then
+  call('XTRIM', feed, 'MINID', '~', string.format('%d', oldest))
+end
 if not old then
   call('ZADD', KEYS[1], 0, ARGV[2])
   return 0
 end
-return is_live(old, tonumber(ARGV[1])) and 1 or 0
+local exp = string.match(old, '^[^\n]*')
+return (exp == '' or tonumber(exp) > tonumber(ARGV[1])) and 1 or 0
 """,
 )
 
