@@ -100,3 +100,52 @@ def test_the_feed_retention_options_need_the_feed() -> None:
         prism.connect_sync("memory://", feed_retention=60)
     with pytest.raises(prism.InvalidArgument, match="start the store with feed=true"):
         prism.connect_sync("memory://?feed_max_changes=5")
+
+
+def test_a_namespace_keeps_the_feed_retention_it_was_given() -> None:
+    with prism.connect_sync("memory://", feed=True, feed_max_changes=1000) as store:
+        short = store.namespace("short", feed_max_changes=5)
+        other = store.namespace("other")
+        starts = (short.watch().start(), other.watch().start())
+        for i in range(12):
+            short.put(f"k{i}", b"x")
+            other.put(f"k{i}", b"x")
+        with pytest.raises(prism.CursorExpired, match="older than the retained window"):
+            next(short.watch(after=starts[0]))
+        # The other namespace keeps all twelve (the store's retention).
+        feed = other.watch(after=starts[1])
+        assert [next(feed).key for _ in range(12)] == [f"k{i}" for i in range(12)]
+        # A handle made without the option keeps the namespace's retention.
+        store.namespace("short").put("more", b"x")
+        with pytest.raises(prism.CursorExpired):
+            next(store.namespace("short").watch(after=starts[0]))
+
+
+def test_a_namespace_feed_retention_by_age() -> None:
+    with prism.connect_sync("memory://", feed=True) as store:
+        ns = store.namespace("aging", feed_retention=0.05)
+        kept = store.namespace("kept")
+        starts = (ns.watch().start(), kept.watch().start())
+        ns.put("old", b"x")
+        kept.put("old", b"x")
+        time.sleep(0.1)
+        ns.put("new", b"x")
+        kept.put("new", b"x")
+        with pytest.raises(prism.CursorExpired):
+            next(ns.watch(after=starts[0]))
+        assert next(kept.watch(after=starts[1])).key == "old"
+
+
+def test_a_namespace_feed_retention_is_checked() -> None:
+    with prism.connect_sync("memory://", feed=True) as store:
+        with pytest.raises(prism.InvalidArgument, match="feed_max_changes"):
+            store.namespace("n", feed_max_changes=0)
+        with pytest.raises(prism.InvalidArgument, match="feed_retention"):
+            store.namespace("n", feed_retention=-1)
+        with pytest.raises(prism.InvalidArgument, match="feed_retention"):
+            store.namespace("n", feed_retention=True)
+    with (
+        prism.connect_sync("memory://") as plain,
+        pytest.raises(prism.Unsupported, match="feed=true"),
+    ):
+        plain.namespace("n", feed_max_changes=5)

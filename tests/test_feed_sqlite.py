@@ -50,7 +50,7 @@ def test_sqlite_feed_options_come_from_the_url(tmp_path: Path) -> None:
     with prism.connect_sync(
         f"sqlite:///{tmp_path / 'o.db'}?feed=1&feed_max_changes=7&feed_retention=60"
     ) as store:
-        assert (store.backend.feed_max_changes, store.backend.feed_retention) == (7, 60.0)  # type: ignore[attr-defined]
+        assert (store.backend.feed_max_changes, store.backend.feed_retention) == (7, 60.0)
     with pytest.raises(prism.InvalidArgument, match="feed_retention"):
         prism.connect_sync(f"sqlite:///{tmp_path / 'o.db'}?feed=true&feed_retention=0")
     with pytest.raises(prism.InvalidArgument, match="start the store with feed=true"):
@@ -107,3 +107,73 @@ def test_a_feed_store_does_not_see_the_writes_of_a_store_without_it(tmp_path: Pa
         change = next(feed)
         assert (change.key, change.etag) == ("logged", etag)
         assert start != change.cursor
+
+
+#: The fast purge as keyword options.
+_FAST: dict[str, Any] = dict(FAST_PURGE)
+
+
+def _purged_writes(ns: Any, count: int, prefix: str = "k") -> None:
+    """``count`` puts, the last after the purge interval, so the store trims its feed."""
+    for i in range(count - 1):
+        ns.put(f"{prefix}{i}", b"x")
+    time.sleep(0.06)
+    ns.put(f"{prefix}{count - 1}", b"x")
+
+
+def _expired(ns: Any, cursor: str) -> bool:
+    try:
+        next(ns.watch(after=cursor, poll_interval=0.01))
+    except prism.CursorExpired:
+        return True
+    return False
+
+
+def test_a_namespace_keeps_the_feed_retention_it_was_given(tmp_path: Path) -> None:
+    """The store keeps 5 changes, one namespace 100 and another 3: each is trimmed to its own."""
+    with prism.connect_sync(f"sqlite:///{tmp_path / 'n.db'}", feed_max_changes=5, **_FAST) as store:
+        long = store.namespace("long", feed_max_changes=100)
+        short = store.namespace("short", feed_max_changes=3)
+        plain = store.namespace("plain")
+        starts = {ns.name: ns.watch().start() for ns in (long, short, plain)}
+        for ns in (long, short, plain):
+            _purged_writes(ns, 20)
+        _purged_writes(plain, 2, "again")
+        assert _expired(plain, starts["plain"]) and _expired(short, starts["short"])
+        assert not _expired(long, starts["long"])
+        feed = long.watch(after=starts["long"], poll_interval=0.01)
+        assert [next(feed).key for _ in range(20)] == [f"k{i}" for i in range(20)]
+        # The short one keeps its 3 newest changes.
+        db = sqlite3.connect(tmp_path / "n.db")
+        counts = dict(db.execute("SELECT ns, count(*) FROM prism_changes GROUP BY ns").fetchall())
+        db.close()
+        assert counts["short"] == 3 and counts["long"] == 20
+
+
+def test_a_store_without_the_namespace_setting_trims_it_without_a_gap(tmp_path: Path) -> None:
+    """Another store on the file trims a listed namespace by its own retention; a cursor of a
+    trimmed change then expires, it never skips."""
+    url = f"sqlite:///{tmp_path / 'g.db'}"
+    with prism.connect_sync(url, feed_max_changes=1000, **_FAST) as first:
+        ns = first.namespace("own", feed_max_changes=50)
+        start = ns.watch().start()
+        _purged_writes(ns, 10)
+    with prism.connect_sync(url, feed_max_changes=4, **_FAST) as second:
+        ns = second.namespace("own")
+        assert not _expired(ns, start)
+        cursor = next(ns.watch(after=start)).cursor
+        _purged_writes(ns, 10, "b")
+        assert _expired(ns, start) and _expired(ns, cursor)
+
+
+def test_a_namespace_feed_retention_by_age(tmp_path: Path) -> None:
+    with prism.connect_sync(f"sqlite:///{tmp_path / 'a.db'}", **_FAST) as store:
+        aging = store.namespace("aging", feed_retention=0.05)
+        kept = store.namespace("kept")
+        starts = (aging.watch().start(), kept.watch().start())
+        aging.put("old", b"x")
+        kept.put("old", b"x")
+        time.sleep(0.1)
+        _purged_writes(aging, 2)
+        assert _expired(aging, starts[0])
+        assert next(kept.watch(after=starts[1])).key == "old"

@@ -137,3 +137,75 @@ async def test_a_feed_trigger_stays_until_its_drop_sql_is_run(pg_url: str) -> No
     assert await _feed_objects(pg_url, table) == (0, False)
     async with prism.connect(pg_url, table=table) as store:
         await store.namespace("x").put("k", b"after")  # the table works without its feed
+
+
+async def _expired(ns: Any, cursor: str) -> bool:
+    try:
+        await take(ns.watch(after=cursor, poll_interval=0.01), 1, deadline=5)
+    except prism.CursorExpired:
+        return True
+    return False
+
+
+async def test_a_namespace_keeps_the_feed_retention_it_was_given(pg_url: str) -> None:
+    """The store keeps 5 changes, one namespace 100 and another 3: each is trimmed to its own."""
+    table = "prism_feed_per_ns"
+    async with prism.connect(pg_url, table=table, feed=True, feed_max_changes=5) as store:
+        backend = store.backend
+        assert isinstance(backend, PostgresBackend)
+        long = store.namespace("long", feed_max_changes=100)
+        short = store.namespace("short", feed_max_changes=3)
+        plain = store.namespace("plain")
+        starts = {ns.name: await ns.watch().start() for ns in (long, short, plain)}
+        for ns in (long, short, plain):
+            for i in range(20):
+                await ns.put(f"k{i}", b"x")
+        await backend.trim_feed()
+        assert await _expired(plain, starts["plain"]) and await _expired(short, starts["short"])
+        assert not await _expired(long, starts["long"])
+        changes = await take(long.watch(after=starts["long"], poll_interval=0.01), 20)
+        assert [c.key for c in changes] == [f"k{i}" for i in range(20)]
+    con = await asyncpg.connect(pg_url)
+    try:
+        rows = await con.fetch(f'SELECT namespace, count(*) FROM "{table}_changes" GROUP BY namespace')
+    finally:
+        await con.close()
+    counts = {r[0]: r[1] for r in rows}
+    assert counts["short"] == 3 and counts["long"] == 20
+
+
+async def test_a_store_without_the_namespace_setting_trims_it_without_a_gap(pg_url: str) -> None:
+    table = "prism_feed_per_ns_two"
+    async with prism.connect(pg_url, table=table, feed=True, feed_max_changes=1000) as first:
+        assert isinstance(first.backend, PostgresBackend)
+        ns = first.namespace("own", feed_max_changes=50)
+        start = await ns.watch().start()
+        for i in range(10):
+            await ns.put(f"k{i}", b"x")
+        await first.backend.trim_feed()
+    async with prism.connect(pg_url, table=table, feed=True, feed_max_changes=4) as second:
+        assert isinstance(second.backend, PostgresBackend)
+        ns = second.namespace("own")
+        assert not await _expired(ns, start)
+        (first_change,) = await take(ns.watch(after=start, poll_interval=0.01), 1)
+        await second.backend.trim_feed()
+        assert await _expired(ns, start) and await _expired(ns, first_change.cursor)
+
+
+async def test_a_feed_made_before_namespace_floors_gets_them(pg_url: str) -> None:
+    table = "prism_feed_upgraded"
+    async with prism.connect(pg_url, table=table, feed=True) as store:
+        await store.namespace("x").put("k", b"v")
+    con = await asyncpg.connect(pg_url)
+    try:
+        await con.execute(f'DROP TABLE "{table}_changes_ns_floor"')
+    finally:
+        await con.close()
+    with pytest.raises(prism.BackendUnavailable, match="feed_ns_floor_ddl"):
+        async with prism.connect(pg_url, table=table, feed=True, create_table=False):
+            pass
+    async with prism.connect(pg_url, table=table, feed=True) as store:
+        ns = store.namespace("x", feed_max_changes=2)
+        start = await ns.watch().start()
+        await ns.put("k", b"w")
+        assert [c.key for c in await take(ns.watch(after=start, poll_interval=0.01), 1)] == ["k"]

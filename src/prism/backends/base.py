@@ -24,6 +24,8 @@ from collections.abc import Sequence
 from datetime import datetime
 from typing import Any, ClassVar, Final
 
+from prism.backends._feed import DEFAULT_FEED_MAX_CHANGES, DEFAULT_FEED_RETENTION
+from prism.errors import InvalidArgument
 from prism.model import Capabilities, Change, Item, StoredWrite, WriteOutcome
 
 __all__ = ["NOT_NOW", "Backend", "Capabilities", "NotNow", "RolledBack", "reads_now", "restore_op"]
@@ -89,6 +91,13 @@ class Backend(ABC):
     feed_opt_in: ClassVar[bool] = False
     #: Whether this store was opened with ``feed=true`` (backends with ``feed_opt_in``).
     feed: bool = False
+    #: Seconds and most changes a namespace's feed keeps unless it was given its own
+    #: (``set_feed_retention``): the store's ``feed_retention`` and ``feed_max_changes``.
+    feed_retention: float = DEFAULT_FEED_RETENTION
+    feed_max_changes: int = DEFAULT_FEED_MAX_CHANGES
+    #: True when the engine honours a feed retention per namespace (``set_feed_retention``).
+    namespace_feed_retention: ClassVar[bool] = False
+    _namespace_feed_limits: dict[str, tuple[float, int]] | None = None
 
     @classmethod
     @abstractmethod
@@ -181,12 +190,52 @@ class Backend(ABC):
 
         raise Unsupported(f"the {self.name} backend has no change feed")
 
-    async def wait_for_changes(self, ns: str, seconds: float) -> None:
-        """Return once a change of ``ns`` may have been committed, or after ``seconds``.
+    def set_feed_retention(self, ns: str, retention: float | None, max_changes: int | None) -> None:
+        """Keep the changes of namespace ``ns`` for ``retention`` seconds and at most ``max_changes``.
+
+        None keeps the store's value (``feed_retention``, ``feed_max_changes``). The
+        setting belongs to this store object: every process that writes the namespace
+        should set the same. Unsupported when the store keeps no feed or the engine
+        keeps one retention for all its namespaces.
+        """
+        from prism.errors import Unsupported
+
+        if not self.capabilities.watch:
+            if type(self).feed_opt_in and not self.feed:
+                raise Unsupported(
+                    f"a feed retention needs a change feed: start the {self.name} store with feed=true"
+                )
+            raise Unsupported(f"the {self.name} backend has no change feed")
+        if not type(self).namespace_feed_retention:
+            raise Unsupported(f"the {self.name} backend keeps one feed retention for all its namespaces")
+        if retention is not None and (type(retention) not in (int, float) or not retention > 0):
+            raise InvalidArgument(f"feed_retention must be a number of seconds > 0, got {retention!r}")
+        if max_changes is not None and (type(max_changes) is not int or max_changes < 1):
+            raise InvalidArgument(f"feed_max_changes must be an int >= 1, got {max_changes!r}")
+        limits = (
+            self.feed_retention if retention is None else float(retention),
+            self.feed_max_changes if max_changes is None else max_changes,
+        )
+        if self._namespace_feed_limits is None:
+            self._namespace_feed_limits = {}
+        self._namespace_feed_limits[ns] = limits
+
+    def feed_limits(self, ns: str) -> tuple[float, int]:
+        """The seconds and the most changes the feed of namespace ``ns`` keeps."""
+        own = self._namespace_feed_limits
+        if own is not None:
+            limits = own.get(ns)
+            if limits is not None:
+                return limits
+        return self.feed_retention, self.feed_max_changes
+
+    async def wait_for_changes(self, ns: str, seconds: float, after: str | None = None) -> None:
+        """Return once a change of ``ns`` after the cursor ``after`` may have been committed,
+        or after ``seconds``.
 
         A watch calls it when it has read every change; a spurious return only costs a
-        read. By default it sleeps: engines with a notification (PostgreSQL's NOTIFY)
-        return early when one arrives.
+        read. By default it sleeps: engines with a notification (PostgreSQL's NOTIFY, a
+        Redis stream's XREAD BLOCK) return early when one arrives.
         """
         import asyncio
 

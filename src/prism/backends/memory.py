@@ -6,7 +6,8 @@ name share data within the process (like SQLite's shared-cache memory databases)
 Change feed (``Namespace.watch``), only with the option ``feed=true``: each namespace
 then keeps its changes in memory, for ``feed_retention`` seconds (86400) and at most
 ``feed_max_changes`` (1,000,000) of them (options of the URL or keyword arguments,
-accepted only with ``feed=true``). Without it nothing is logged and ``watch`` is
+accepted only with ``feed=true``), or what ``store.namespace(name, feed_retention=,
+feed_max_changes=)`` gave that namespace. Without it nothing is logged and ``watch`` is
 unsupported. Items that expire vanish without an ``expire`` change:
 the store never purges them, it only stops returning them.
 """
@@ -108,6 +109,7 @@ class MemoryBackend(Backend):
     name = "memory"
     capabilities = Capabilities(multi_process=False, timeseries=True, watch=True)
     feed_opt_in: ClassVar[bool] = True
+    namespace_feed_retention: ClassVar[bool] = True
     timeseries_driver = "prism.backends.memory_ts:MemoryTimeSeries"
     runs_inline: ClassVar[bool] = True
 
@@ -210,7 +212,8 @@ class MemoryBackend(Backend):
             space = self._space(ns)
             outcomes = [self._apply(space, op, now, log) for op in ops]
             if log and self.feed:
-                space.log(log, self.feed_max_changes, self.feed_retention, now)
+                retention, max_changes = self.feed_limits(ns)
+                space.log(log, max_changes, retention, now)
             return outcomes
 
     async def transact(self, ns: str, ops: Sequence[StoredWrite]) -> list[WriteOutcome]:
@@ -236,7 +239,8 @@ class MemoryBackend(Backend):
                     return transaction_refused(len(ops), i, outcome.existed)
                 outcomes.append(outcome)
             if log and self.feed:
-                space.log(log, self.feed_max_changes, self.feed_retention, now)
+                retention, max_changes = self.feed_limits(ns)
+                space.log(log, max_changes, retention, now)
             return outcomes
 
     async def read_changes(
@@ -245,7 +249,8 @@ class MemoryBackend(Backend):
         start = None if after is None else parse_cursor(after)
         with self._lock:
             space = self._space(ns)
-            space.log([], self.feed_max_changes, self.feed_retention, time.time())
+            retention, max_changes = self.feed_limits(ns)
+            space.log([], max_changes, retention, time.time())
             if start is None:
                 return [], str(space.seq)
             if start < space.floor:
@@ -336,11 +341,9 @@ class MemoryBackend(Backend):
             for k in doomed:
                 del items[k]
             if doomed and self.feed:
+                retention, max_changes = self.feed_limits(ns)
                 space.log(
-                    [(record, k, "delete", None, now) for k in sorted(doomed)],
-                    self.feed_max_changes,
-                    self.feed_retention,
-                    now,
+                    [(record, k, "delete", None, now) for k in sorted(doomed)], max_changes, retention, now
                 )
             if not items:
                 del space.records[record]

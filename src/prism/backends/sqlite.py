@@ -24,8 +24,11 @@ Options (keyword arguments or URL query parameters):
   nothing and ``watch`` is unsupported. The feed costs a row more per write (a put
   about 1.2x as long);
 * ``feed_retention`` (86400 s) and ``feed_max_changes`` (1,000,000), only with
-  ``feed=true``: how long and how many changes the change feed keeps; it is trimmed
-  when expired rows are purged.
+  ``feed=true``: how long and how many changes the change feed keeps (all the
+  namespaces together); it is trimmed when expired rows are purged. A namespace may
+  have its own (``store.namespace(name, feed_retention=, feed_max_changes=)``): it is
+  then listed in ``prism_change_ns_floor`` and trimmed on its own, by the retention the
+  purging store gives it (so every store that writes it should give the same).
 
 Layout: one table ``prism_items (ns, rid, ikey)`` primary key, with the value and
 its metadata in columns, and a partial index on ``expires_at``. The change feed (with
@@ -101,6 +104,7 @@ CREATE TABLE IF NOT EXISTS prism_changes (
 );
 CREATE TABLE IF NOT EXISTS prism_change_floor (id INTEGER PRIMARY KEY CHECK (id = 1), floor INTEGER NOT NULL);
 INSERT OR IGNORE INTO prism_change_floor (id, floor) VALUES (1, 0);
+CREATE TABLE IF NOT EXISTS prism_change_ns_floor (ns TEXT PRIMARY KEY, floor INTEGER NOT NULL);
 """
 
 _LIVE = "(expires_at IS NULL OR expires_at > ?)"
@@ -125,10 +129,27 @@ _DELETE_ROW = "DELETE FROM prism_items WHERE rowid = ?"
 _LOG = "INSERT INTO prism_changes (ns, rid, ikey, op, etag, at) VALUES (?, ?, ?, ?, ?, ?)"
 # The newest change is never trimmed, so the next one always gets a greater number.
 _HEAD = "SELECT max(seq) FROM prism_changes"
-_FLOOR = "SELECT floor FROM prism_change_floor WHERE id = 1"
+# A namespace given a feed retention of its own is listed in prism_change_ns_floor with the
+# newest of its changes discarded; the others share the floor of prism_change_floor.
+_NS_FLOOR = (
+    "SELECT coalesce((SELECT floor FROM prism_change_ns_floor WHERE ns = ?), "
+    "(SELECT floor FROM prism_change_floor WHERE id = 1))"
+)
+_OWN = "ns NOT IN (SELECT ns FROM prism_change_ns_floor)"
 # The newest change to discard by age: among the oldest rows (the log is in time order but
 # for clock steps, so the oldest rows are where old changes are).
-_AGED = "SELECT max(seq) FROM (SELECT seq, at FROM prism_changes ORDER BY seq LIMIT ?) WHERE at < ?"
+_AGED = (
+    f"SELECT max(seq) FROM (SELECT seq, at FROM prism_changes WHERE {_OWN} ORDER BY seq LIMIT ?) WHERE at < ?"
+)
+_NS_AGED = (
+    "SELECT max(seq) FROM (SELECT seq, at FROM prism_changes WHERE ns = ? ORDER BY seq LIMIT ?) WHERE at < ?"
+)
+# The newest change of a namespace past its most changes (None when it has no more).
+_NS_BEYOND = "SELECT seq FROM prism_changes WHERE ns = ? ORDER BY seq DESC LIMIT 1 OFFSET ?"
+_NS_REGISTER = (
+    "INSERT OR IGNORE INTO prism_change_ns_floor (ns, floor) "
+    "SELECT ?, floor FROM prism_change_floor WHERE id = 1"
+)
 
 
 class _Busy(Exception):
@@ -213,6 +234,7 @@ class SQLiteBackend(Backend):
     capabilities = Capabilities(timeseries=True, watch=True, watch_expiry=True)
     runs_inline: ClassVar[bool] = True
     feed_opt_in: ClassVar[bool] = True
+    namespace_feed_retention: ClassVar[bool] = True
     timeseries_driver = "prism.backends.sqlite_ts:SQLiteTimeSeries"
 
     def __init__(
@@ -392,14 +414,31 @@ class SQLiteBackend(Backend):
             conn.executemany(_DELETE_ROW, [(row[0],) for row in expired])
         if not self.feed:
             return
-        floor = _head(conn) - self.feed_max_changes
+        head = _head(conn)
+        # Namespaces given a retention of their own leave the shared floor before any trim,
+        # starting from it: what was trimmed of them so far is below their floor.
+        for ns in self._namespace_feed_limits or ():
+            conn.execute(_NS_REGISTER, (ns,))
+        floor = head - self.feed_max_changes
         aged = conn.execute(_AGED, (self.purge_batch, now - self.feed_retention)).fetchone()[0]
         if aged is not None:
             # The newest change stays: new changes are numbered after it.
-            floor = max(floor, min(int(aged), _head(conn) - 1))
+            floor = max(floor, min(int(aged), head - 1))
         if floor > 0:
-            conn.execute("DELETE FROM prism_changes WHERE seq <= ?", (floor,))
+            conn.execute(f"DELETE FROM prism_changes WHERE seq <= ? AND {_OWN}", (floor,))
             conn.execute("UPDATE prism_change_floor SET floor = max(floor, ?) WHERE id = 1", (floor,))
+        # Every listed namespace, by the retention this store gives it (its own, else the store's).
+        for (ns,) in conn.execute("SELECT ns FROM prism_change_ns_floor").fetchall():
+            retention, max_changes = self.feed_limits(ns)
+            beyond = conn.execute(_NS_BEYOND, (ns, max_changes)).fetchone()
+            own = 0 if beyond is None else int(beyond[0])
+            aged = conn.execute(_NS_AGED, (ns, self.purge_batch, now - retention)).fetchone()[0]
+            if aged is not None:
+                own = max(own, int(aged))
+            own = min(own, head - 1)
+            if own > 0:
+                conn.execute("DELETE FROM prism_changes WHERE ns = ? AND seq <= ?", (ns, own))
+                conn.execute("UPDATE prism_change_ns_floor SET floor = max(floor, ?) WHERE ns = ?", (own, ns))
 
     # -- reads ----------------------------------------------------------------------
 
@@ -536,7 +575,7 @@ class SQLiteBackend(Backend):
             if start > head:
                 raise cursor_ahead(str(after))
             rows = conn.execute(sql, (ns, start, head, *bounds, limit)).fetchall()
-            if start < conn.execute(_FLOOR).fetchone()[0]:
+            if start < conn.execute(_NS_FLOOR, (ns,)).fetchone()[0]:
                 raise cursor_expired(str(after))
             changes = [
                 Change(

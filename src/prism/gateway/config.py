@@ -231,6 +231,14 @@ class NeedsConfig(_Base, frozen=True):
     durability: Literal["memory", "disk", "replicated"] | None = None
 
 
+class FeedConfig(_Base, frozen=True):
+    """The retention of a namespace's change feed (its store opened with ``feed=true``);
+    an unset field keeps the store's ``feed_retention`` / ``feed_max_changes``."""
+
+    retention_seconds: float | None = None
+    max_changes: int | None = None
+
+
 class NamespaceConfig(_Base, frozen=True):
     """A namespace served over HTTP and the store that holds it."""
 
@@ -249,6 +257,8 @@ class NamespaceConfig(_Base, frozen=True):
     timeseries: TimeSeriesConfig | None = None
     #: The needs its clients declared (rates, sizes, consistency, latency); see docs/control-plane.md.
     needs: NeedsConfig | None = None
+    #: The retention of its change feed, when it is not the store's.
+    feed: FeedConfig | None = None
 
 
 class PiiKeyConfig(_Base, frozen=True):
@@ -712,6 +722,8 @@ def _validate(config: GatewayConfig, report: Callable[[str, str], None] | None =
                 fail(f"{at}.pii.encrypt", "encryption needs a `pii_keys` section with at least one key")
         if ns.limits is not None:
             _validate_limits(ns.limits, f"{at}.limits", fail)
+        if ns.feed is not None:
+            _validate_feed(ns, at, fail)
         _validate_kind(ns, at, fail)
     _validate_limits(config.limits, "$.limits", fail)
     _validate_control(config, fail)
@@ -737,6 +749,18 @@ def _validate(config: GatewayConfig, report: Callable[[str, str], None] | None =
     for j, handler in enumerate(config.handlers):
         if not handler:
             fail(f"$.handlers[{j}]", "must be a non-empty string")
+
+
+def _validate_feed(ns: NamespaceConfig, at: str, fail: Any) -> None:
+    """A namespace's change-feed retention: positive numbers, on a KeyValue namespace."""
+    feed = ns.feed
+    assert feed is not None
+    if ns.kind != "kv":
+        fail(f"{at}.feed", "only a namespace of kind: kv has a change feed")
+    if feed.retention_seconds is not None and not feed.retention_seconds > 0:
+        fail(f"{at}.feed.retention_seconds", "must be a positive number of seconds")
+    if feed.max_changes is not None and feed.max_changes < 1:
+        fail(f"{at}.feed.max_changes", "must be at least 1")
 
 
 def _validate_kind(ns: NamespaceConfig, at: str, fail: Any) -> None:

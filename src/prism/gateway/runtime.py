@@ -98,10 +98,14 @@ class ServedNamespace:
             raise ValueError(f"namespace {self.name!r} is tenant-scoped: a tenant is required")
         ns = self._handles.get(key)
         if ns is None:
+            feed = self.config.feed if self.tenant_scoped else None
             ns = self.store.namespace(
                 physical_namespace(self.name, key),
                 max_value_bytes=self.config.max_value_bytes,
                 default_ttl=self.config.default_ttl,
+                # A tenant's namespace gets the feed retention when it is first served.
+                feed_retention=None if feed is None else feed.retention_seconds,
+                feed_max_changes=None if feed is None else feed.max_changes,
             )
             self._handles[key] = ns
         return ns
@@ -201,6 +205,8 @@ class Gateway:
             try:
                 served = ServedNamespace(ns, store_name, store, config, self.keyring, shared)
                 store.namespace(ns.name, max_value_bytes=ns.max_value_bytes, default_ttl=ns.default_ttl)
+                if ns.feed is not None:
+                    self._set_feed_retention(stores[store_name], ns, i, store_name)
                 if ns.kind == "timeseries" and not store.capabilities.timeseries:
                     backend = type(store.backend)
                     reason = backend.timeseries_unsupported or "it declares no TimeSeries store"
@@ -224,6 +230,23 @@ class Gateway:
             self.idempotency = IdempotencyCache(
                 store.namespace(IDEMPOTENCY_NAMESPACE), idem, config.server.retry_after
             )
+
+    def _set_feed_retention(self, store: Store, ns: NamespaceConfig, i: int, store_name: str) -> None:
+        """Give namespace ``ns`` its feed retention on ``store`` (the store that writes it, whatever
+        serves it); a tenant-scoped one gets it per tenant as each is served."""
+        assert ns.feed is not None
+        try:
+            if ns.tenant_scoped:
+                if not (store.capabilities.watch and type(store.backend).namespace_feed_retention):
+                    store.backend.set_feed_retention(ns.name, None, None)  # raises what is missing
+            else:
+                store.namespace(
+                    ns.name, feed_retention=ns.feed.retention_seconds, feed_max_changes=ns.feed.max_changes
+                )
+        except PrismError as exc:
+            raise ConfigError(
+                self.config.source, f"$.namespaces[{i}].feed", f"store {store_name!r}: {exc}"
+            ) from None
 
     def _audit_sink(self) -> AuditSink:
         cfg = self.config.audit

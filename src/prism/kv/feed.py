@@ -15,7 +15,7 @@ if TYPE_CHECKING:
 __all__ = ["DEFAULT_POLL_INTERVAL", "DEFAULT_WATCH_BATCH", "ChangeFeed"]
 
 #: Seconds a watch waits before asking the backend again when it had no new change (a
-#: backend that is told of changes, PostgreSQL, wakes it earlier).
+#: backend that is told of changes, PostgreSQL or Redis, wakes it earlier).
 DEFAULT_POLL_INTERVAL = 0.05
 #: Most changes a watch reads from the backend at once.
 DEFAULT_WATCH_BATCH = 100
@@ -91,7 +91,7 @@ class ChangeFeed:
             # Nothing for this prefix: skip what was examined, then wait for a change (or the
             # poll interval, on a backend that cannot tell) before asking again.
             self._cursor = cursor = upto
-            await self._ns._wait_for_changes(self._poll_interval)
+            await self._ns._wait_for_changes(self._poll_interval, cursor)
         raise StopAsyncIteration
 
     async def __aenter__(self) -> ChangeFeed:

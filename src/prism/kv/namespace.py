@@ -356,9 +356,9 @@ class Namespace:
         with self._inst.op(self.name, "watch"):
             return await self._backend.read_changes(self.name, prefix, after, limit)
 
-    async def _wait_for_changes(self, seconds: float) -> None:
-        """Wait until a change may have been committed (or ``seconds``)."""
-        await self._backend.wait_for_changes(self.name, seconds)
+    async def _wait_for_changes(self, seconds: float, after: str | None = None) -> None:
+        """Wait until a change after the cursor ``after`` may have been committed (or ``seconds``)."""
+        await self._backend.wait_for_changes(self.name, seconds, after)
 
     # -- records ------------------------------------------------------------------
 

@@ -100,10 +100,24 @@ class Store:
         await self.close()
 
     def namespace(
-        self, name: str, *, max_value_bytes: int | None = None, default_ttl: float | None = None
+        self,
+        name: str,
+        *,
+        max_value_bytes: int | None = None,
+        default_ttl: float | None = None,
+        feed_retention: float | None = None,
+        feed_max_changes: int | None = None,
     ) -> Namespace:
-        """A handle on namespace ``name`` (created on first write; cheap to call repeatedly)."""
+        """A handle on namespace ``name`` (created on first write; cheap to call repeatedly).
+
+        ``feed_retention`` (seconds) and ``feed_max_changes`` give the namespace's change
+        feed a retention of its own on this store, kept until set again (a handle made
+        without them keeps it); the other one of the two stays the store's. They need a
+        store that keeps a feed (``feed=true``).
+        """
         check_id(name, "namespace")
+        if feed_retention is not None or feed_max_changes is not None:
+            self.backend.set_feed_retention(name, feed_retention, feed_max_changes)
         limit = self.max_value_bytes if max_value_bytes is None else max_value_bytes
         if type(limit) is not int or limit < 0:
             raise InvalidArgument("max_value_bytes must be a non-negative int")

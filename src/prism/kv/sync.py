@@ -351,9 +351,21 @@ class SyncStore:
         return self
 
     def namespace(
-        self, name: str, *, max_value_bytes: int | None = None, default_ttl: float | None = None
+        self,
+        name: str,
+        *,
+        max_value_bytes: int | None = None,
+        default_ttl: float | None = None,
+        feed_retention: float | None = None,
+        feed_max_changes: int | None = None,
     ) -> SyncNamespace:
-        ns = self._store.namespace(name, max_value_bytes=max_value_bytes, default_ttl=default_ttl)
+        ns = self._store.namespace(
+            name,
+            max_value_bytes=max_value_bytes,
+            default_ttl=default_ttl,
+            feed_retention=feed_retention,
+            feed_max_changes=feed_max_changes,
+        )
         return SyncNamespace(ns, self._portal)
 
     def collection(self, name: str, type_: type[T], **options: Any) -> SyncCollection[T]:

@@ -9,7 +9,7 @@ Subclass it with a ``store_url`` fixture (and, optionally, ``store_options``)::
         def store_url(self, my_server) -> str:
             return my_server.url
 
-A backend whose feed is opt-in (memory, SQLite, PostgreSQL) must be opened with
+A backend whose feed is opt-in (memory, SQLite, PostgreSQL, Redis) must be opened with
 ``feed=true`` (in the URL or ``store_options``): the suite fails a store that could
 keep a feed but was opened without one rather than skip it.
 The store is opened with ``feed_max_changes`` set to :attr:`FeedSuite.feed_max_changes`
@@ -221,6 +221,35 @@ class FeedSuite:
                 pytest.fail(f"a cursor {self.feed_max_changes + 5} changes old never expired")
             await asyncio.sleep(POLL * 10)
             await ns.put("nudge", b"x")
+
+    async def test_a_namespace_keeps_the_retention_it_was_given(self, store: Store, ns: Namespace) -> None:
+        if not type(store.backend).namespace_feed_retention:
+            pytest.skip(f"the {store.backend.name} backend keeps one feed retention for all its namespaces")
+        writes = self.feed_max_changes + 5
+        longer = store.namespace(ns.name, feed_max_changes=self.feed_max_changes * 50)
+        shorter = store.namespace(ns.name + "-short", feed_max_changes=2)
+        plain = store.namespace(ns.name + "-plain")
+        starts = [await n.watch(poll_interval=POLL).start() for n in (longer, shorter)]
+        for i in range(writes):
+            await longer.put(f"k{i}", b"x")
+            await shorter.put(f"k{i}", b"x")
+        deadline = time.monotonic() + DELIVERY_DEADLINE
+        while True:
+            try:
+                await take(shorter.watch(after=starts[1], poll_interval=POLL), 1)
+            except CursorExpired:
+                break
+            if time.monotonic() > deadline:
+                pytest.fail(f"a cursor {writes} changes old never expired in a namespace keeping 2")
+            # Writes of every namespace give a feed trimmed only now and then the chance.
+            await asyncio.sleep(POLL * 10)
+            await shorter.put("nudge", b"x")
+            await plain.put("nudge", b"x")
+        # The store keeps feed_max_changes; this namespace keeps all of its changes.
+        changes = await take(longer.watch(after=starts[0], poll_interval=POLL), writes)
+        assert [c.key for c in changes] == [f"k{i}" for i in range(writes)]
+        with pytest.raises(InvalidArgument, match="feed_max_changes"):
+            store.namespace(ns.name, feed_max_changes=0)
 
     async def test_a_cursor_ahead_of_the_feed_raises(self, ns: Namespace) -> None:
         start = await ns.watch(poll_interval=POLL).start()

@@ -60,8 +60,11 @@ Options (keyword arguments of ``prism.connect`` or URL query parameters):
 * ``feed`` (false): create and read the table's change feed (``Namespace.watch``);
   without it no trigger is created and ``watch`` is unsupported;
 * ``feed_retention`` (86400 s) and ``feed_max_changes`` (1,000,000), only with
-  ``feed=true``: how long and how many changes the change feed keeps (trimmed by the
-  background purge);
+  ``feed=true``: how long and how many changes the change feed keeps (all the
+  namespaces together; trimmed by the background purge). A namespace may have its own
+  (``store.namespace(name, feed_retention=, feed_max_changes=)``): it is then listed in
+  ``TABLE_changes_ns_floor`` and trimmed on its own, by the retention the purging store
+  gives it (so every store that purges should give the same);
 * ``sslmode`` (libpq's modes: disable, allow, prefer, require, verify-ca,
   verify-full); keyword ``ssl`` takes an ``ssl.SSLContext`` instead.
 
@@ -132,6 +135,7 @@ from prism.backends.postgres._sql import (
     feed_channel,
     feed_ddl,
     feed_drop_ddl,
+    feed_ns_floor_ddl,
     feed_table,
     prefix_end,
 )
@@ -147,7 +151,16 @@ from prism.model import (
     transaction_refused,
 )
 
-__all__ = ["DEFAULT_TABLE", "PostgresBackend", "Statements", "bucket_ddl", "ddl", "feed_ddl", "feed_drop_ddl"]
+__all__ = [
+    "DEFAULT_TABLE",
+    "PostgresBackend",
+    "Statements",
+    "bucket_ddl",
+    "ddl",
+    "feed_ddl",
+    "feed_drop_ddl",
+    "feed_ns_floor_ddl",
+]
 
 R = TypeVar("R")
 log = logging.getLogger("prism.backends.postgres")
@@ -223,6 +236,7 @@ class PostgresBackend(Backend):
     )
     runs_inline: ClassVar[bool] = False
     feed_opt_in: ClassVar[bool] = True
+    namespace_feed_retention: ClassVar[bool] = True
     timeseries_driver = "prism.backends.postgres.timeseries:PostgresTimeSeries"
 
     def __init__(
@@ -449,6 +463,15 @@ class PostgresBackend(Backend):
         if not self.feed:
             return
         if await con.fetchval("SELECT to_regclass($1) IS NOT NULL", self.statements.changes):
+            # A feed made before namespaces could have a retention of their own lacks their floors.
+            if not await con.fetchval("SELECT to_regclass($1) IS NOT NULL", self.statements.feed_ns_floors):
+                if not self.create_table:
+                    raise BackendUnavailable(
+                        f"table {self.table}'s change feed lacks {self.statements.feed_ns_floors} and "
+                        "create_table is false: run the SQL of "
+                        f"prism.backends.postgres.feed_ns_floor_ddl({self.table!r})"
+                    )
+                await con.execute(feed_ns_floor_ddl(self.table))
             return
         if not self.create_table:
             log.warning(
@@ -542,6 +565,10 @@ class PostgresBackend(Backend):
         async def trim(con: Any) -> None:
             async with con.transaction():
                 head = int(await con.fetchval(sql.feed_head))
+                # Namespaces given a retention of their own leave the shared floor before any
+                # trim, starting from it: what was trimmed of them so far is below their floor.
+                for ns in self._namespace_feed_limits or ():
+                    await con.execute(sql.feed_ns_register, ns)
                 floor = head - self.feed_max_changes
                 aged = await con.fetchval(sql.feed_aged, self.purge_batch, self.feed_retention)
                 if aged is not None:
@@ -549,6 +576,19 @@ class PostgresBackend(Backend):
                 if floor > 0:
                     await con.execute(sql.feed_trim, floor)
                     await con.execute(sql.feed_raise_floor, floor)
+                # Every listed namespace, by the retention this store gives it (its own, else the store's).
+                for row in await con.fetch(sql.feed_ns_list):
+                    ns = row[0]
+                    retention, max_changes = self.feed_limits(ns)
+                    beyond = await con.fetchval(sql.feed_ns_beyond, ns, max_changes)
+                    own = 0 if beyond is None else int(beyond)
+                    aged = await con.fetchval(sql.feed_ns_aged, ns, self.purge_batch, retention)
+                    if aged is not None:
+                        own = max(own, int(aged))
+                    own = min(own, head - 1)
+                    if own > 0:
+                        await con.execute(sql.feed_ns_trim, ns, own)
+                        await con.execute(sql.feed_ns_raise_floor, ns, own)
 
         await self._run("trim_feed", trim)
 
@@ -574,7 +614,7 @@ class PostgresBackend(Backend):
                 self._feed_listener = con
         return True
 
-    async def wait_for_changes(self, ns: str, seconds: float) -> None:
+    async def wait_for_changes(self, ns: str, seconds: float, after: str | None = None) -> None:
         listener = self._feed_listener
         if (listener is None or listener.is_closed()) and not await self._listen_for_changes():
             await asyncio.sleep(seconds)
@@ -605,7 +645,7 @@ class PostgresBackend(Backend):
                 raise cursor_ahead(str(after))
             args: tuple[Any, ...] = (ns, start, head, prefix, limit)
             rows = await con.fetch(sql.feed_read[end is not None], *(args if end is None else (*args, end)))
-            if start < await con.fetchval(sql.feed_floor):
+            if start < await con.fetchval(sql.feed_ns_floor, ns):
                 raise cursor_expired(str(after))
             changes = [
                 Change(

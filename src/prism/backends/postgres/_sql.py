@@ -16,6 +16,7 @@ __all__ = [
     "feed_channel",
     "feed_ddl",
     "feed_drop_ddl",
+    "feed_ns_floor_ddl",
     "feed_table",
     "prefix_end",
 ]
@@ -127,7 +128,8 @@ def feed_ddl(table: str = DEFAULT_TABLE) -> str:
         f'CREATE INDEX IF NOT EXISTS "{changes_bare}_ns" ON {changes} (namespace, seq);\n'
         f"CREATE TABLE IF NOT EXISTS {floor} (id int PRIMARY KEY CHECK (id = 1), floor bigint NOT NULL);\n"
         f"INSERT INTO {floor} (id, floor) VALUES (1, 0) ON CONFLICT DO NOTHING;\n"
-        f"CREATE OR REPLACE FUNCTION {fn}() RETURNS trigger LANGUAGE plpgsql AS $feed$\n"
+        + feed_ns_floor_ddl(table)
+        + f"CREATE OR REPLACE FUNCTION {fn}() RETURNS trigger LANGUAGE plpgsql AS $feed$\n"
         "BEGIN\n"
         f"    PERFORM pg_advisory_xact_lock(hashtext('{lock}'));\n"
         "    IF TG_OP = 'DELETE' THEN\n"
@@ -150,6 +152,15 @@ def feed_ddl(table: str = DEFAULT_TABLE) -> str:
     )
 
 
+def feed_ns_floor_ddl(table: str = DEFAULT_TABLE) -> str:
+    """The SQL that creates the floors of the namespaces given a feed retention of their own."""
+    ns_floor, _ = _quote_table(f"{feed_table(table)}_ns_floor")
+    return (
+        f"CREATE TABLE IF NOT EXISTS {ns_floor} "
+        '(namespace text COLLATE "C" PRIMARY KEY, floor bigint NOT NULL);\n'
+    )
+
+
 def feed_drop_ddl(table: str = DEFAULT_TABLE) -> str:
     """The SQL that removes the change feed of ``table`` (its trigger, function and log).
 
@@ -159,6 +170,7 @@ def feed_drop_ddl(table: str = DEFAULT_TABLE) -> str:
     quoted, bare = _quote_table(table)
     changes, _ = _quote_table(feed_table(table))
     floor, _ = _quote_table(f"{feed_table(table)}_floor")
+    ns_floor, _ = _quote_table(f"{feed_table(table)}_ns_floor")
     seq, _ = _quote_table(f"{feed_table(table)}_seq")
     fn, _ = _quote_table(f"{table}_feed")
     return (
@@ -166,6 +178,7 @@ def feed_drop_ddl(table: str = DEFAULT_TABLE) -> str:
         f"DROP FUNCTION IF EXISTS {fn}();\n"
         f"DROP TABLE IF EXISTS {changes};\n"
         f"DROP TABLE IF EXISTS {floor};\n"
+        f"DROP TABLE IF EXISTS {ns_floor};\n"
         f"DROP SEQUENCE IF EXISTS {seq};\n"
     )
 
@@ -225,7 +238,6 @@ class Statements:
         f, _ = _quote_table(f"{feed_table(table)}_floor")
         self.changes = c
         self.feed_head = f"SELECT coalesce(max(seq), 0) FROM {c}"
-        self.feed_floor = f"SELECT floor FROM {f} WHERE id = 1"
         self.feed_read = {
             bounded: f"SELECT seq, record, key, op, etag, extract(epoch FROM at)::float8 FROM {c} "
             "WHERE namespace = $1 AND seq > $2 AND seq <= $3 AND record >= $4"
@@ -233,12 +245,33 @@ class Statements:
             for bounded in (False, True)
         }
         # The newest change to discard by age, among the oldest $1 (the newest change always stays).
+        # Namespaces given a feed retention of their own are listed in the ns_floor table
+        # with the newest of their changes discarded; the shared trim leaves them alone.
+        n, _ = _quote_table(f"{feed_table(table)}_ns_floor")
+        self.feed_ns_floors = n
+        own = f"namespace NOT IN (SELECT namespace FROM {n})"
         self.feed_aged = (
-            f"SELECT max(seq) FROM (SELECT seq, at FROM {c} ORDER BY seq LIMIT $1) s "
+            f"SELECT max(seq) FROM (SELECT seq, at FROM {c} WHERE {own} ORDER BY seq LIMIT $1) s "
             "WHERE at < now() - make_interval(secs => $2::float8)"
         )
-        self.feed_trim = f"DELETE FROM {c} WHERE seq <= $1"
+        self.feed_trim = f"DELETE FROM {c} WHERE seq <= $1 AND {own}"
         self.feed_raise_floor = f"UPDATE {f} SET floor = greatest(floor, $1) WHERE id = 1"
+        self.feed_ns_floor = (
+            f"SELECT coalesce((SELECT floor FROM {n} WHERE namespace = $1), "
+            f"(SELECT floor FROM {f} WHERE id = 1))"
+        )
+        self.feed_ns_register = (
+            f"INSERT INTO {n} (namespace, floor) SELECT $1, floor FROM {f} WHERE id = 1 "
+            "ON CONFLICT DO NOTHING"
+        )
+        self.feed_ns_list = f"SELECT namespace FROM {n}"
+        self.feed_ns_beyond = f"SELECT seq FROM {c} WHERE namespace = $1 ORDER BY seq DESC OFFSET $2 LIMIT 1"
+        self.feed_ns_aged = (
+            f"SELECT max(seq) FROM (SELECT seq, at FROM {c} WHERE namespace = $1 ORDER BY seq LIMIT $2) s "
+            "WHERE at < now() - make_interval(secs => $3::float8)"
+        )
+        self.feed_ns_trim = f"DELETE FROM {c} WHERE namespace = $1 AND seq <= $2"
+        self.feed_ns_raise_floor = f"UPDATE {n} SET floor = greatest(floor, $2) WHERE namespace = $1"
         b, _ = _quote_table(bucket_table(table))
         self.buckets = b
         # One token from a shared bucket in one statement: the row lock of the upsert makes

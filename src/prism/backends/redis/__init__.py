@@ -15,6 +15,9 @@ may be a query parameter or a keyword argument of `prism.connect`:
 | `client_name` | none | the name shown by `CLIENT LIST` |
 | `ssl_ca_certs`, `ssl_certfile`, `ssl_keyfile` | none | TLS files (`rediss://` only) |
 | `ssl_cert_reqs`, `ssl_check_hostname` | `required`, true | TLS verification (`rediss://` only) |
+| `feed` | false | keep a change feed (`Namespace.watch`) in a stream per namespace |
+| `feed_retention`, `feed_max_changes` | 86400, 1000000 | seconds and changes a feed keeps |
+| `feed_block` | 1 | seconds a watch's `XREAD BLOCK` waits at most before it reads again |
 
 **Layout.** All keys of namespace `ns` share the hash tag `{ns}` (with `%` and `}`
 escaped), so a namespace lives in one slot. A record `r` is up to four keys:
@@ -33,6 +36,31 @@ etag compare-and-set, the value, the metadata, the indexes and the expiry of a r
 change together. `transact` is a single script that checks every condition, in order
 and seeing the effect of the earlier ops, before it applies any op: all or nothing,
 across any records of one namespace.
+
+**Change feed** (only with `feed=true`, Redis 7.0 or later; the other `feed_`
+options need it). Each namespace has a stream, `prism:{ns}:feed`, in the namespace's
+slot. Every write appends its changes to it inside the same script (or, for a
+put_many of plain puts, the same `MULTI`/`EXEC`) that applies it, so a change is in
+the feed if and only if it was committed, in commit order; a refused condition or
+transaction appends nothing. An entry holds the record id, the item key, the op, the
+etag and the update time; the cursor is its stream id with its number in the stream.
+The same call trims the stream to the namespace's retention (the store's
+`feed_retention` and `feed_max_changes`, or the namespace's own from
+`store.namespace(name, feed_retention=, feed_max_changes=)`, which every process
+writing the namespace should give alike): `XTRIM MAXLEN ~` and `MINID ~` of the
+server's clock less the retention, whole stream nodes at a time, so a feed may keep a
+little more than asked (up to `stream-node-max-entries`, 100 by default) and an idle
+namespace keeps its changes until its next write. A cursor whose next change was
+trimmed raises `CursorExpired`: entries are numbered as they are added and only
+trimming removes them, so the stream's length and `entries-added` tell whether one is
+missing; a cursor whose entry should still be there but is not (the namespace's keys
+were deleted, or a restart lost them) raises it too. A watch waits in `XREAD BLOCK`
+on one pooled connection for at most `poll_interval` or `feed_block`, whichever is
+shorter, and wakes as soon as a change is appended; while it waits it holds that
+connection, so size `max_connections` for the watches as well as the calls (a closed
+feed ends within that wait). Expiry is not reported (`watch_expiry` is false): Redis
+drops expired keys by itself, outside any script of the store. Without `feed=true`
+nothing is appended and the scripts take the paths they took before.
 
 **Expiry.** Each item carries its own expiry, judged by the client's clock on every
 read, scan and condition, so an expired item is absent at once. Redis then reclaims
@@ -71,12 +99,41 @@ import time
 from collections.abc import Sequence
 from typing import Any, ClassVar
 
+from prism.backends._feed import (
+    cursor_ahead,
+    cursor_expired,
+    feed_capabilities,
+    feed_settings,
+    retention_options,
+)
+from prism.backends._retry import split_options
 from prism.backends.base import Backend
 from prism.backends.redis._connection import RedisLink, RedisSettings
-from prism.backends.redis._lua import DELETE_RANGE, GET_MANY, GET_RANGE, PUT, SCAN, TAKE_TOKEN, WRITE
+from prism.backends.redis._lua import (
+    DELETE_RANGE,
+    GET_MANY,
+    GET_RANGE,
+    LOG_PUTS,
+    PUT,
+    PUT_LOGGED,
+    READ_CHANGES,
+    SCAN,
+    TAKE_TOKEN,
+    WRITE,
+)
 from prism.backends.urls import mask_url
-from prism.errors import DecodeError, InvalidArgument
-from prism.model import Capabilities, Item, StoredWrite, WriteOutcome, condition_failed, transaction_refused
+from prism.errors import BackendUnavailable, DecodeError, InvalidArgument
+from prism.model import (
+    Capabilities,
+    Change,
+    ChangeOp,
+    Item,
+    StoredWrite,
+    WriteOutcome,
+    condition_failed,
+    epoch_to_datetime,
+    transaction_refused,
+)
 
 __all__ = ["RedisBackend"]
 
@@ -95,6 +152,14 @@ PLAIN_VALUE_BYTES = 64 * 1024
 #: Largest value: half of Redis's default proto-max-bulk-len (512 MiB), leaving room for
 #: the metadata stored with it and for the script arguments that carry it.
 MAX_VALUE_BYTES = 256 * 1024 * 1024
+#: Longest a watch's XREAD BLOCK waits for a change before it reads again (seconds).
+DEFAULT_FEED_BLOCK = 1.0
+#: Changes one read of a feed examines at most (those of other prefixes included).
+FEED_EXAMINE_LIMIT = 1000
+#: A cursor is a stream entry id ``ms-seq`` and the entry's number in the stream (1 for the
+#: first entry ever added), as the one number ``((ms * 2**64) + seq) * 2**64 + number``.
+_SPAN = 1 << 64
+_OPS: dict[bytes, ChangeOp] = {b"p": "put", b"d": "delete"}
 
 
 def _item(key: str, meta: bytes, value: bytes, now: float) -> Item | None:
@@ -170,6 +235,38 @@ class _Stamp:
         return meta.encode() + op.value
 
 
+def _cursor(entry_id: bytes, number: int) -> str:
+    """The opaque cursor of a stream entry id and its number."""
+    ms, _, seq = entry_id.partition(b"-")
+    return str(((int(ms) * _SPAN) + int(seq or 0)) * _SPAN + int(number))
+
+
+def _entry(cursor: str) -> tuple[str, int]:
+    """The stream entry id and number a cursor stands for; InvalidArgument for anything else."""
+    if type(cursor) is not str or not cursor.isascii() or not cursor.isdigit() or len(cursor) > 60:
+        raise InvalidArgument(f"{cursor!r} is not a change-feed cursor of this store")
+    rest, number = divmod(int(cursor), _SPAN)
+    ms, seq = divmod(rest, _SPAN)
+    return f"{ms}-{seq}", number
+
+
+def _change(entry_id: bytes, number: int, fields: list[bytes]) -> Change:
+    values = dict(zip(fields[::2], fields[1::2], strict=True))
+    try:
+        op = _OPS[values[b"o"]]
+        etag = values[b"t"].decode() if op == "put" else None
+        return Change(
+            key=values[b"r"].decode(),
+            op=op,
+            cursor=_cursor(entry_id, number),
+            item_key=values[b"k"].decode(),
+            etag=etag or None,
+            updated_at=epoch_to_datetime(float(values[b"u"])),
+        )
+    except (KeyError, ValueError) as exc:
+        raise DecodeError(f"change-feed entry {entry_id!r} holds data Prism did not write") from exc
+
+
 def _condition(op: StoredWrite) -> str:
     """An op's condition as the write script reads it: '' (none), 'A' (absent) or 'M' + etag."""
     if op.if_absent:
@@ -181,10 +278,29 @@ class RedisBackend(Backend):
     """Records as Redis strings, hashes and sorted sets, written by Lua scripts."""
 
     name: ClassVar[str] = "redis"
-    capabilities = Capabilities(max_value_bytes=MAX_VALUE_BYTES, token_buckets=True, timeseries=True)
+    capabilities = Capabilities(
+        max_value_bytes=MAX_VALUE_BYTES, token_buckets=True, timeseries=True, watch=True
+    )
     timeseries_driver: ClassVar[str | None] = "prism.backends.redis.timeseries:RedisTimeSeries"
+    feed_opt_in: ClassVar[bool] = True
+    namespace_feed_retention: ClassVar[bool] = True
 
-    def __init__(self, settings: RedisSettings) -> None:
+    def __init__(
+        self,
+        settings: RedisSettings,
+        *,
+        feed: bool = False,
+        feed_retention: float | None = None,
+        feed_max_changes: int | None = None,
+        feed_block: float = DEFAULT_FEED_BLOCK,
+    ) -> None:
+        self.feed_retention, self.feed_max_changes = feed_settings(feed, feed_retention, feed_max_changes)
+        if type(feed_block) not in (int, float) or not 0 < feed_block <= 60:
+            raise InvalidArgument(f"feed_block must be > 0 and <= 60 seconds, got {feed_block!r}")
+        #: Whether every write also appends its changes to the namespace's stream (``feed=true``).
+        self.feed = feed
+        self.feed_block = float(feed_block)
+        self.capabilities = feed_capabilities(type(self).capabilities, feed)
         self.settings = settings
         self._link = RedisLink(settings)
         self._bases: dict[str, str] = {}
@@ -193,7 +309,17 @@ class RedisBackend(Backend):
     @classmethod
     def from_url(cls, url: str, **options: Any) -> RedisBackend:
         """A backend for ``redis://host:port/db`` (options as query parameters or keywords)."""
-        return cls(RedisSettings.parse(url, options))
+        base, opts = split_options(url, options)
+        kwargs: dict[str, Any] = retention_options(opts)
+        if "feed_block" in opts:
+            raw = opts.pop("feed_block")
+            try:
+                kwargs["feed_block"] = float(raw)
+            except (TypeError, ValueError) as exc:
+                raise InvalidArgument(f"feed_block must be a number of seconds, got {raw!r}") from exc
+            if not kwargs.get("feed"):
+                raise InvalidArgument("feed_block needs the change feed: start the store with feed=true")
+        return cls(RedisSettings.parse(base, opts), **kwargs)
 
     def __repr__(self) -> str:
         return f"<RedisBackend {mask_url(self.settings.url)}>"
@@ -208,12 +334,30 @@ class RedisBackend(Backend):
         self._link.open()
         try:
             await self._link.run("ping", ("PING",), idempotent=True)
+            if self.feed:
+                await self._check_feed_support()
         except BaseException:
             await self._link.close()
             raise
 
     async def close(self) -> None:
         await self._link.close()
+
+    async def _check_feed_support(self) -> None:
+        """Refuse ``feed=true`` on a server whose streams do not tell what they trimmed (before 7.0)."""
+        info = await self._link.run("info", ("INFO", "server"), idempotent=True)
+        for line in bytes(info).decode(errors="replace").splitlines():
+            if line.startswith("redis_version:"):
+                version = line.split(":", 1)[1].strip()
+                try:
+                    major = int(version.split(".", 1)[0])
+                except ValueError:
+                    major = 0
+                if major < 7:
+                    raise BackendUnavailable(
+                        f"the change feed (feed=true) needs Redis 7.0 or later, the server runs {version}"
+                    )
+                return
 
     async def health(self) -> dict[str, Any]:
         """Server version, mode and round-trip latency; BackendUnavailable when it does not answer."""
@@ -239,6 +383,11 @@ class RedisBackend(Backend):
             tag = ns.replace("%", "%25").replace("}", "%7D")
             base = self._bases[ns] = f"{self.settings.key_prefix}:{{{tag}}}:"
         return base
+
+    def _feed_args(self, ns: str) -> tuple[int, int]:
+        """The namespace feed's most changes and its retention in milliseconds."""
+        retention, max_changes = self.feed_limits(ns)
+        return max_changes, max(1, math.ceil(retention * 1000))
 
     # -- shared token buckets -----------------------------------------------------------
 
@@ -358,13 +507,23 @@ class RedisBackend(Backend):
 
     def _write_args(
         self, ns: str, ops: Sequence[StoredWrite], atomic: bool
-    ) -> tuple[tuple[str, str], list[Any]]:
+    ) -> tuple[tuple[str, ...], list[Any]]:
         base = self._base(ns)
         plain = not atomic and all(
             op.value is not None and not op.key and op.if_match is None and not op.if_absent for op in ops
         )
         mode = "p" if plain else ("1" if atomic else "0")
-        args: list[Any] = [repr(time.time()), mode, self._grace_ms, PURGE_LIMIT, 0, base]
+        max_changes, age_ms = self._feed_args(ns) if self.feed else (0, 0)
+        args: list[Any] = [
+            repr(time.time()),
+            mode,
+            self._grace_ms,
+            PURGE_LIMIT,
+            0,
+            base,
+            max_changes,
+            age_ms,
+        ]
         expiring = False
         stamp = _Stamp()
         for op in ops:
@@ -379,6 +538,8 @@ class RedisBackend(Backend):
             # Calls that schedule or may end expiries sweep the records due, so their
             # ids leave the index; plain puts skip it.
             args[4] = SWEEP_LIMIT
+        if self.feed:
+            return (f"{base}ids", f"{base}exp", f"{base}feed"), args
         return (f"{base}ids", f"{base}exp"), args
 
     async def write(self, ns: str, ops: Sequence[StoredWrite]) -> list[WriteOutcome]:
@@ -417,6 +578,14 @@ class RedisBackend(Backend):
         stamp = _Stamp()
         if len(ops) == 1:
             op = ops[0]
+            if self.feed:
+                live = await self._link.eval(
+                    PUT_LOGGED,
+                    (index, f"{base}e:{op.record}", f"{base}feed"),
+                    (repr(now), op.record, stamp.stored(op), *self._feed_args(ns)),
+                    idempotent=False,
+                )
+                return [WriteOutcome(True, bool(live))]
             keys = (index, f"{base}e:{op.record}")
             live = await self._link.eval(
                 PUT, keys, (repr(now), op.record, stamp.stored(op)), idempotent=False
@@ -437,8 +606,11 @@ class RedisBackend(Backend):
             mget.append(entry)
             stored = stamp.stored(op)
             mset += (entry, b"$%d\r\n" % len(stored), stored, b"\r\n")
-        commands = (b"".join(zadd), b"".join(mget), b"".join(mset))
-        _, replaced, _ = await self._link.transaction("put_many", commands)
+        commands: tuple[bytes | tuple[Any, ...], ...] = (b"".join(zadd), b"".join(mget), b"".join(mset))
+        if self.feed:
+            commands += (self._logged_puts(ns, base, ops),)
+        replies = await self._link.transaction("put_many", commands)
+        replaced = replies[1]
         outcomes = []
         written: set[str] = set()
         for op, old in zip(ops, replaced, strict=True):
@@ -449,6 +621,29 @@ class RedisBackend(Backend):
             outcomes.append(WriteOutcome(True, existed))
             written.add(op.record)
         return outcomes
+
+    def _logged_puts(self, ns: str, base: str, ops: Sequence[StoredWrite]) -> bytes:
+        """The script that logs a plain put_many in its MULTI, after the puts, and trims the feed.
+
+        Written out in the Redis protocol at once, as the puts are.
+        """
+        max_changes, age_ms = self._feed_args(ns)
+        head = (LOG_PUTS.source.encode(), b"1", f"{base}feed".encode(), b"%d" % max_changes, b"%d" % age_ms)
+        parts = [b"*%d\r\n$4\r\nEVAL\r\n" % (1 + len(head) + 3 * len(ops))]
+        parts += (b"$%d\r\n%b\r\n" % (len(arg), arg) for arg in head)
+        updated_at: float | None = None
+        updated = b""
+        for op in ops:
+            if op.updated_at != updated_at:
+                updated_at = op.updated_at
+                updated = repr(float(updated_at)).encode()
+            record = op.record.encode()
+            etag = op.etag.encode()
+            parts.append(
+                b"$%d\r\n%b\r\n$%d\r\n%b\r\n$%d\r\n%b\r\n"
+                % (len(record), record, len(etag), etag, len(updated), updated)
+            )
+        return b"".join(parts)
 
     async def transact(self, ns: str, ops: Sequence[StoredWrite]) -> list[WriteOutcome]:
         if not ops:
@@ -467,7 +662,7 @@ class RedisBackend(Backend):
         with_flat = start in (None, "") and end != ""
         deleted = 0
         while True:
-            args = (
+            args: tuple[Any, ...] = (
                 repr(time.time()),
                 lo,
                 hi,
@@ -477,10 +672,47 @@ class RedisBackend(Backend):
                 self._grace_ms,
                 base,
             )
-            live, more = await self._link.eval(
-                DELETE_RANGE, (f"{base}ids", f"{base}exp", *keys), args, idempotent=False
-            )
+            if self.feed:
+                script_keys: tuple[str, ...] = (f"{base}ids", f"{base}exp", *keys, f"{base}feed")
+                args += self._feed_args(ns)
+            else:
+                script_keys = (f"{base}ids", f"{base}exp", *keys)
+            live, more = await self._link.eval(DELETE_RANGE, script_keys, args, idempotent=False)
             deleted += int(live)
             if not more:
                 return deleted
             with_flat = False
+
+    # -- change feed ------------------------------------------------------------------
+
+    async def read_changes(
+        self, ns: str, prefix: str, after: str | None, limit: int
+    ) -> tuple[list[Change], str]:
+        start, number = ("", 0) if after is None else _entry(after)
+        reply = await self._link.eval(
+            READ_CHANGES,
+            (f"{self._base(ns)}feed",),
+            (start, number, limit, max(limit, FEED_EXAMINE_LIMIT), prefix),
+            idempotent=True,
+        )
+        if reply[0] == 1:
+            raise cursor_expired(str(after))
+        if reply[0] == 2:
+            raise cursor_ahead(str(after))
+        changes = [_change(reply[i], reply[i + 1], reply[i + 2]) for i in range(3, len(reply), 3)]
+        return changes, _cursor(reply[1], reply[2])
+
+    async def wait_for_changes(self, ns: str, seconds: float, after: str | None = None) -> None:
+        """Block on the namespace's stream (XREAD BLOCK) until a change after ``after`` or the time is up.
+
+        It waits ``seconds``, at most ``feed_block``, on one pooled connection.
+        """
+        block = min(seconds, self.feed_block)
+        block_ms = max(1, round(block * 1000))
+        start = "$" if after is None else _entry(after)[0]
+        await self._link.run(
+            "watch",
+            ("XREAD", "COUNT", 1, "BLOCK", block_ms, "STREAMS", f"{self._base(ns)}feed", start),
+            idempotent=True,
+            blocks_for=block_ms / 1000,
+        )

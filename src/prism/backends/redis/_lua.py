@@ -26,7 +26,19 @@ from __future__ import annotations
 
 import hashlib
 
-__all__ = ["DELETE_RANGE", "GET_MANY", "GET_RANGE", "PUT", "SCAN", "TAKE_TOKEN", "WRITE", "Script"]
+__all__ = [
+    "DELETE_RANGE",
+    "GET_MANY",
+    "GET_RANGE",
+    "LOG_PUTS",
+    "PUT",
+    "PUT_LOGGED",
+    "READ_CHANGES",
+    "SCAN",
+    "TAKE_TOKEN",
+    "WRITE",
+    "Script",
+]
 
 
 class Script:
@@ -97,6 +109,38 @@ local function lasts_until(base, record, now)
   return latest
 end
 
+-- the change feed: a stream of the namespace, or false when the store keeps none
+local feed = false
+local feed_max, feed_age_ms = 0, 0
+
+-- log one change: op 'p' (put, with the etag and update time of the item) or 'd' (delete)
+local function log_change(record, key, op, etag, updated)
+  if feed then
+    call('XADD', feed, '*', 'r', record, 'k', key, 'o', op, 't', etag, 'u', updated)
+  end
+end
+
+-- log the put of an item stored as metadata (expires, etag, updated, ...) and value
+local function log_put(record, key, packed)
+  if feed then
+    local etag, updated = match(packed, '^[^\n]*\n([^\n]*)\n([^\n]*)\n')
+    call('XADD', feed, '*', 'r', record, 'k', key, 'o', 'p', 't', etag, 'u', updated)
+  end
+end
+
+-- drop the changes past the feed's retention: beyond its length, and older than its age
+-- by the server's clock (whole stream nodes at a time: '~')
+local function trim_feed()
+  if feed then
+    call('XTRIM', feed, 'MAXLEN', '~', feed_max)
+    local t = call('TIME')
+    local oldest = tonumber(t[1]) * 1000 + math.floor(tonumber(t[2]) / 1000) - feed_age_ms
+    if oldest > 0 then
+      call('XTRIM', feed, 'MINID', '~', string.format('%d', oldest))
+    end
+  end
+end
+
 -- delete a record with nothing live left, and its entries in the namespace's sets
 local function drop_record(base, record)
   call('DEL', base .. 'e:' .. record, base .. 'h:' .. record, base .. 'z:' .. record, base .. 'x:' .. record)
@@ -139,11 +183,13 @@ WRITE = Script(
     "#!lua\n"
     + _PRELUDE
     + r"""
--- KEYS: namespace index, expiry schedule. ARGV: now, mode, grace ms, purge limit,
--- sweep limit, key base, then two per op. Mode '0' applies each op on its own, '1'
--- all or none (returning {1, codes...} or {0, failing op, existed}); for both an op
--- is record NUL key NUL condition (condition '' | 'A' (absent) | 'M'..etag), then
--- the metadata, a newline and the value ('' = delete). Mode 'p' takes unconditional
+-- KEYS: namespace index, expiry schedule, and the change feed's stream when the store
+-- keeps one. ARGV: now, mode, grace ms, purge limit, sweep limit, key base, the feed's
+-- most changes and its retention in ms (both ignored without a feed), then two per
+-- op. Mode '0' applies each op on its own, '1' all or none (returning {1, codes...}
+-- or {0, failing op, existed}); for both an op is record NUL key NUL condition
+-- (condition '' | 'A' (absent) | 'M'..etag), then the metadata, a newline and the
+-- value ('' = delete). Mode 'p' takes unconditional
 -- puts of flat entries, each as the record id and the stored string. Returns per op
 -- 0/1 (condition failed; 1 = a live item existed) or 2/3 (applied).
 local index, expiring = KEYS[1], KEYS[2]
@@ -154,7 +200,10 @@ local grace = tonumber(ARGV[3])
 local purge_limit = tonumber(ARGV[4])
 local sweep_limit = tonumber(ARGV[5])
 local base = ARGV[6]
-local count = (#ARGV - 6) / 2
+local count = (#ARGV - 8) / 2
+if KEYS[3] then
+  feed, feed_max, feed_age_ms = KEYS[3], ARGV[7], tonumber(ARGV[8])
+end
 
 -- look again at a few records scheduled to have expired
 if sweep_limit > 0 then
@@ -174,7 +223,7 @@ end
 if mode == 'p' then
   local out = {}
   for i = 1, count do
-    local record, packed = ARGV[5 + 2 * i], ARGV[6 + 2 * i]
+    local record, packed = ARGV[7 + 2 * i], ARGV[8 + 2 * i]
     local e = base .. 'e:' .. record
     local expires = match(packed, '^[^\n]*')
     local at = expires ~= '' and native_ms(expires, grace)
@@ -193,13 +242,15 @@ if mode == 'p' then
     else
       out[i] = is_live(old, now) and 3 or 2
     end
+    log_put(record, '', packed)
   end
+  trim_feed()
   return out
 end
 
 local function op(i)
-  local record, key, cond = match(ARGV[5 + 2 * i], '^(.-)%z(.-)%z(.*)$')
-  return record, key, cond, ARGV[6 + 2 * i]
+  local record, key, cond = match(ARGV[7 + 2 * i], '^(.-)%z(.-)%z(.*)$')
+  return record, key, cond, ARGV[8 + 2 * i]
 end
 
 -- the stored metadata of an item (at least its expiry and etag; live or not), or false
@@ -262,6 +313,7 @@ local function apply_flat(record, packed, old)
         -- the items left may all expire: have the sweep look at the record
         call('ZADD', expiring, now_arg, record)
       end
+      log_change(record, '', 'd', '', now_arg)
     end
     return old
   end
@@ -284,6 +336,7 @@ local function apply_flat(record, packed, old)
   if expires ~= '' then
     call('ZADD', expiring, 'NX', expires, record)
   end
+  log_put(record, '', packed)
   return old
 end
 
@@ -300,6 +353,7 @@ local function apply_item(record, key, packed, old)
       purge(record)
       call('ZADD', expiring, now_arg, record)
       settle(base, record, grace)
+      log_change(record, key, 'd', '', now_arg)
     end
     return
   end
@@ -309,6 +363,7 @@ local function apply_item(record, key, packed, old)
     call('ZADD', z, 0, key)
   end
   call('HSET', h, 'm' .. key, meta, 'v' .. key, string.sub(packed, at))
+  log_put(record, key, meta .. '\n')
   local expires = match(meta, '^[^\n]*')
   if expires ~= '' then
     call('ZADD', x, expires, key)
@@ -358,6 +413,7 @@ if mode == '1' then
     local record, key, _, packed = op(i)
     apply(record, key, packed, stored(record, key))
   end
+  trim_feed()
   return out
 end
 
@@ -377,6 +433,7 @@ for i = 1, count do
     end
   end
 end
+trim_feed()
 return out
 """,
 )
@@ -394,6 +451,143 @@ if not old then
 end
 local exp = string.match(old, '^[^\n]*')
 return (exp == '' or tonumber(exp) > tonumber(ARGV[1])) and 1 or 0
+""",
+)
+
+PUT_LOGGED = Script(
+    "put",
+    r"""
+-- The PUT script of a store that keeps a change feed: the put, its change and the feed's
+-- trim together (the trim as in the write script). KEYS: namespace index, the entry, the
+-- feed's stream. ARGV: now, record id, the stored string, the feed's most changes, its
+-- retention in ms. Returns as PUT does.
+local call = redis.call
+local feed = KEYS[3]
+local old = call('SET', KEYS[2], ARGV[3], 'GET')
+local etag, updated = string.match(ARGV[3], '^[^\n]*\n([^\n]*)\n([^\n]*)\n')
+call('XADD', feed, '*', 'r', ARGV[2], 'k', '', 'o', 'p', 't', etag, 'u', updated)
+call('XTRIM', feed, 'MAXLEN', '~', ARGV[4])
+local t = call('TIME')
+local oldest = tonumber(t[1]) * 1000 + math.floor(tonumber(t[2]) / 1000) - tonumber(ARGV[5])
+if oldest > 0 then
+  call('XTRIM', feed, 'MINID', '~', string.format('%d', oldest))
+end
+if not old then
+  call('ZADD', KEYS[1], 0, ARGV[2])
+  return 0
+end
+local exp = string.match(old, '^[^\n]*')
+return (exp == '' or tonumber(exp) > tonumber(ARGV[1])) and 1 or 0
+""",
+)
+
+LOG_PUTS = Script(
+    "log_puts",
+    r"""
+-- The changes of a put_many of plain commands, queued in its MULTI after them (so that
+-- they commit together), then the feed's trim. Sent as EVAL: a script unknown to the
+-- server would fail inside the transaction after the puts were applied.
+-- KEYS: the feed's stream. ARGV: its most changes, its retention in ms, then per put
+-- the record id, the etag and the update time.
+local call = redis.call
+local feed = KEYS[1]
+for i = 3, #ARGV, 3 do
+  call('XADD', feed, '*', 'r', ARGV[i], 'k', '', 'o', 'p', 't', ARGV[i + 1], 'u', ARGV[i + 2])
+end
+call('XTRIM', feed, 'MAXLEN', '~', ARGV[1])
+local t = call('TIME')
+local oldest = tonumber(t[1]) * 1000 + math.floor(tonumber(t[2]) / 1000) - tonumber(ARGV[2])
+if oldest > 0 then
+  call('XTRIM', feed, 'MINID', '~', string.format('%d', oldest))
+end
+return 0
+""",
+)
+
+READ_CHANGES = Script(
+    "read_changes",
+    "#!lua flags=no-writes\n"
+    + r"""
+-- KEYS: the feed's stream. ARGV: the entry id to read after ('' for none: just the
+-- newest), its number (entries are numbered 1, 2, ... as they are added), most changes
+-- to return, most to examine, record id prefix.
+-- Returns {0, id and number of the last entry examined (or of the newest), then per
+-- change: id, number, fields} when every change after the id is still there; {1} when
+-- some were trimmed, {2} when the id or number is past the newest one.
+-- Nothing but trimming removes entries, oldest first, so the stream holds entries
+-- added - length + 1 to added, and an entry numbered n is followed by n + 1; a cursor
+-- of an entry that should be there but is not comes from another stream (one lost by
+-- a restart without persistence, say), and so is past the newest too.
+local call = redis.call
+local stream = KEYS[1]
+local after, number = ARGV[1], tonumber(ARGV[2])
+local limit, budget, prefix = tonumber(ARGV[3]), tonumber(ARGV[4]), ARGV[5]
+
+local function parse(id)
+  local ms, seq = string.match(id, '^(%d+)-(%d+)$')
+  return tonumber(ms), tonumber(seq)
+end
+
+local function before(a, b)
+  local ams, aseq = parse(a)
+  local bms, bseq = parse(b)
+  return ams < bms or (ams == bms and aseq < bseq)
+end
+
+local newest, added, length = '0-0', 0, 0
+if call('EXISTS', stream) == 1 then
+  local info = call('XINFO', 'STREAM', stream)
+  for i = 1, #info, 2 do
+    local field = info[i]
+    if field == 'last-generated-id' then
+      newest = info[i + 1]
+    elseif field == 'entries-added' then
+      added = info[i + 1]
+    elseif field == 'length' then
+      length = info[i + 1]
+    end
+  end
+end
+if after == '' then
+  return {0, newest, added}
+end
+if before(newest, after) or number > added then
+  return {2}
+end
+if number < added - length then
+  return {1}
+end
+if number > added - length and #call('XRANGE', stream, after, after) == 0 then
+  -- the entry should still be there: the stream is not the one the cursor came from
+  return {2}
+end
+local out = {0, after, number}
+local found = 0
+local lo = '(' .. after
+while found < limit and budget > 0 do
+  local want = math.min(budget, 100)
+  local entries = call('XRANGE', stream, lo, '+', 'COUNT', want)
+  for _, entry in ipairs(entries) do
+    number = number + 1
+    out[2], out[3] = entry[1], number
+    local record = entry[2][2]
+    if prefix == '' or string.sub(record, 1, #prefix) == prefix then
+      out[#out + 1] = entry[1]
+      out[#out + 1] = number
+      out[#out + 1] = entry[2]
+      found = found + 1
+      if found == limit then
+        return out
+      end
+    end
+  end
+  budget = budget - #entries
+  if #entries < want then
+    return out
+  end
+  lo = '(' .. out[2]
+end
+return out
 """,
 )
 
@@ -526,10 +720,14 @@ DELETE_RANGE = Script(
     + _PRELUDE
     + r"""
 -- KEYS: namespace index, expiry schedule, the record's flat entry, hash, item keys,
--- expiries. ARGV: now, lex min, lex max, '1' to include the flat entry, batch, record
--- id, grace ms, key base. Deletes up to a batch of the range's items; returns
--- {live items deleted, more left}.
+-- expiries, and the change feed's stream when the store keeps one. ARGV: now, lex min,
+-- lex max, '1' to include the flat entry, batch, record id, grace ms, key base, the
+-- feed's most changes and its retention in ms. Deletes up to a batch of the range's
+-- items; returns {live items deleted, more left}.
 local e, h, z, x = KEYS[3], KEYS[4], KEYS[5], KEYS[6]
+if KEYS[7] then
+  feed, feed_max, feed_age_ms = KEYS[7], ARGV[9], tonumber(ARGV[10])
+end
 local now = tonumber(ARGV[1])
 local batch = tonumber(ARGV[5])
 local live = 0
@@ -541,6 +739,7 @@ if ARGV[4] == '1' then
       live = live + 1
     end
     call('DEL', e)
+    log_change(ARGV[6], '', 'd', '', ARGV[1])
   end
 end
 local keys = call('ZRANGEBYLEX', z, ARGV[2], ARGV[3], 'LIMIT', 0, batch)
@@ -551,6 +750,7 @@ for _, key in ipairs(keys) do
       live = live + 1
     end
     call('HDEL', h, 'm' .. key, 'v' .. key)
+    log_change(ARGV[6], key, 'd', '', ARGV[1])
   end
 end
 if #keys > 0 then
@@ -560,6 +760,7 @@ end
 -- the items left may all expire: have the next write's sweep look at the record
 call('ZADD', KEYS[2], ARGV[1], ARGV[6])
 settle(ARGV[8], ARGV[6], tonumber(ARGV[7]))
+trim_feed()
 return {live, #keys == batch and 1 or 0}
 """,
 )
