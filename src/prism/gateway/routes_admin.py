@@ -198,4 +198,7 @@ async def audited_call(
     finally:
         if audit.enabled:
             status = 499 if response is None else response.status_code
-            audit.record(audit_event(request_id, principal, namespace, op, status, outcome, started))
+            values = request.scope.get("prism.audit_values")
+            audit.record(
+                audit_event(request_id, principal, namespace, op, status, outcome, started, values=values)
+            )
