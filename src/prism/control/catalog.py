@@ -15,12 +15,11 @@ import contextlib
 import logging
 import time
 from collections.abc import Awaitable, Callable
-from typing import Literal, TypeVar
+from typing import Any, Literal, TypeVar
 
 import msgspec
 
 from prism.errors import BackendUnavailable, PreconditionFailed, PrismError
-from prism.gateway.config import NamespaceConfig
 from prism.kv.store import Store
 
 __all__ = ["CATALOG_KEY", "CONTROL_NAMESPACE", "CatalogEntry", "CatalogState", "NamespaceCatalog"]
@@ -38,10 +37,12 @@ T = TypeVar("T")
 class CatalogEntry(msgspec.Struct, frozen=True, kw_only=True):
     """One runtime namespace: its definition (with the store it was placed on) and its state.
 
-    ``deleting`` namespaces are served by no process while their data is checked or purged.
+    ``config`` is the namespace as the config file would declare it (``NamespaceConfig``
+    of the gateway, which reads it). ``deleting`` namespaces are served by no process
+    while their data is checked or purged.
     """
 
-    config: NamespaceConfig
+    config: dict[str, Any]
     state: Literal["active", "deleting"] = "active"
     created_at: float = 0.0
     updated_at: float = 0.0

@@ -14,11 +14,15 @@ from __future__ import annotations
 import math
 from collections.abc import Iterable, Sequence
 from dataclasses import dataclass
+from typing import TYPE_CHECKING
 
 import msgspec
 
-from prism.gateway.config import NeedsConfig, StoreCapacityConfig
 from prism.model import Capabilities
+
+if TYPE_CHECKING:
+    # The config's types, for annotations only: the control layer sits below the gateway.
+    from prism.gateway.config import NeedsConfig, StoreCapacityConfig
 
 __all__ = ["DURABILITY", "Fail", "Plan", "StoreFails", "StoreOffer", "check_needs", "plan"]
 

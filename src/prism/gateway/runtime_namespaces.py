@@ -107,7 +107,12 @@ class PlanRefused(HTTPProblem):
 
 
 def _definition(entry: CatalogEntry | None) -> dict[str, Any] | None:
-    return None if entry is None else msgspec.to_builtins(entry.config)
+    return None if entry is None else dict(entry.config)
+
+
+def _ns(entry: CatalogEntry) -> NamespaceConfig:
+    """The namespace an entry of the catalog defines."""
+    return msgspec.convert(entry.config, NamespaceConfig)
 
 
 class RuntimeNamespaces:
@@ -156,11 +161,16 @@ class RuntimeNamespaces:
             if name in self.yaml_names:
                 self._warn(name, f"runtime namespace {name!r} is also in the config file, which wins")
                 continue
-            store = entry.config.store
+            try:
+                ns = _ns(entry)
+            except msgspec.ValidationError as exc:
+                self._warn(name, f"runtime namespace {name!r} cannot be read by this process: {exc}")
+                continue
+            store = ns.store
             if store is None or store not in gateway.stores:
                 self._warn(name, f"runtime namespace {name!r} is on store {store!r}, unknown to this process")
                 continue
-            wanted[name] = self.enforced(entry.config)
+            wanted[name] = self.enforced(ns)
         for name in list(self.served):
             if name not in wanted:
                 del self.served[name]
@@ -257,10 +267,11 @@ class RuntimeNamespaces:
             if ns.needs is not None:
                 placed[self.config.namespace_store(ns)].append(ns.needs)
         for name, entry in state.namespaces.items():
-            if name == leave_out or name in self.yaml_names or entry.config.needs is None:
+            if name == leave_out or name in self.yaml_names:
                 continue
-            if entry.config.store in placed:
-                placed[entry.config.store].append(entry.config.needs)
+            ns = _ns(entry)
+            if ns.needs is not None and ns.store in placed:
+                placed[ns.store].append(ns.needs)
         stores = self.gateway.stores
         return [
             StoreOffer(
@@ -282,7 +293,7 @@ class RuntimeNamespaces:
             )
         only = ns.store
         if existing is not None:
-            current = existing.config.store
+            current = _ns(existing).store
             if only is not None and only != current:
                 raise HTTPProblem(
                     409,
@@ -290,12 +301,13 @@ class RuntimeNamespaces:
                     f"namespace {ns.name!r} lives on store {current!r}; moving it is a migration "
                     f"(POST /v1/namespaces/{ns.name}/migration)",
                 )
-            if existing.config.tenant_scoped != ns.tenant_scoped:
+            scoped = _ns(existing).tenant_scoped
+            if scoped != ns.tenant_scoped:
                 raise HTTPProblem(
                     409,
                     "TENANT_SCOPE_CHANGE",
                     f"tenant_scoped: namespace {ns.name!r} holds its data "
-                    f"{'per tenant' if existing.config.tenant_scoped else 'unscoped'}; it cannot change",
+                    f"{'per tenant' if scoped else 'unscoped'}; it cannot change",
                 )
             only = current
         decision = plan(
@@ -323,7 +335,9 @@ class RuntimeNamespaces:
             old = state.namespaces.get(ns.name)
             now = stamp()
             entry = CatalogEntry(
-                config=placed, created_at=now if old is None else old.created_at, updated_at=now
+                config=msgspec.to_builtins(placed),
+                created_at=now if old is None else old.created_at,
+                updated_at=now,
             )
             namespaces = {**state.namespaces, ns.name: entry}
             return msgspec.structs.replace(state, namespaces=namespaces), (decision, placed, old)
@@ -376,7 +390,7 @@ class RuntimeNamespaces:
             entry = state.namespaces.get(name)
             if entry is None:
                 raise HTTPProblem(404, "NAMESPACE_NOT_FOUND", f"there is no runtime namespace {name!r}")
-            if entry.config.tenant_scoped:
+            if _ns(entry).tenant_scoped:
                 raise HTTPProblem(
                     409,
                     "TENANT_SCOPED",
@@ -390,8 +404,9 @@ class RuntimeNamespaces:
         if entry.state == "active":
             # Every process stops serving it within a poll; then in-flight requests finish.
             await asyncio.sleep(self.settings.delete_settle + self.settings.poll_interval)
-        assert entry.config.store is not None
-        data = self.gateway.stores[entry.config.store].namespace(name)
+        store = _ns(entry).store
+        assert store is not None
+        data = self.gateway.stores[store].namespace(name)
         purged = 0
         if purge:
             while True:
