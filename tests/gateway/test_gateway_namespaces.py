@@ -3,7 +3,10 @@
 from __future__ import annotations
 
 import asyncio
+import functools
 import json
+import subprocess
+import sys
 import uuid
 from pathlib import Path
 from typing import Any
@@ -265,3 +268,25 @@ async def test_runtime_namespaces_survive_a_restart_on_a_file_store(tmp_path: Pa
         await c.put("/v1/kv/kept/a", content=b"1", headers=ADMIN)
     async with client_for(cfg) as c:
         assert (await c.get("/v1/kv/kept/a", headers=ADMIN)).content == b"1"
+
+
+async def test_the_config_file_wins_a_name_clash_and_config_check_reports_it(tmp_path: Path) -> None:
+    db = tmp_path / "data.db"
+    cfg = config(tmp_path, stores={"main": f"sqlite:///{db}"}, namespaces=[{"name": "fixed"}])
+    async with client_for(cfg) as c:
+        r = await c.put("/v1/namespaces/shared", json={"max_value_bytes": 1000}, headers=ADMIN)
+        assert r.status_code == 201
+    path = tmp_path / "prism.yaml"
+    clashing = {**cfg, "namespaces": [{"name": "fixed"}, {"name": "shared", "max_value_bytes": 16}]}
+    path.write_text(json.dumps(clashing))
+    async with client_for(clashing) as c:
+        assert (await c.get("/v1/namespaces/shared", headers=ADMIN)).json()["max_value_bytes"] == 16
+        assert (await c.put("/v1/kv/shared/k", content=b"x" * 17, headers=ADMIN)).status_code == 413
+    run = functools.partial(subprocess.run, capture_output=True, text=True, cwd=tmp_path, timeout=60)
+    prism = [sys.executable, "-m", "prism", "config", "check", "--config", str(path)]
+    assert run(prism).returncode == 0
+    checked = run([*prism, "--runtime"])
+    assert checked.returncode == 2, checked.stdout
+    assert "$.namespaces[1].name: 'shared' is also a runtime namespace in store 'main'" in checked.stderr
+    path.write_text(json.dumps(cfg))
+    assert run([*prism, "--runtime"]).returncode == 0
