@@ -185,9 +185,8 @@ def _get(args: argparse.Namespace) -> int:
     if "store" in detail:
         lines.append(f"  store: {detail['store']} ({detail['backend']})")
     limits = detail["limits"]
-    rate = (
-        "none" if limits["rate"] is None else f"{_show(limits['rate'])} requests/s, burst {limits['burst']}"
-    )
+    burst = limits["burst"]
+    rate = "none" if limits["rate"] is None else f"{_show(limits['rate'])} requests/s, burst {_show(burst)}"
     lines += [
         f"  tenant scoped: {'yes' if detail['tenant_scoped'] else 'no'}",
         f"  max value bytes: {detail['max_value_bytes']}",
@@ -224,6 +223,7 @@ def _delete(args: argparse.Namespace) -> int:
     if args.json:
         print(json.dumps(answer, indent=2))
         return 0
-    purged = f", {answer['purged_records']} records purged" if args.purge else ""
+    count = answer["purged_records"]
+    purged = f", {count} record{'' if count == 1 else 's'} purged" if args.purge else ""
     print(f"namespace {answer['namespace']}: deleted{purged}")
     return 0
