@@ -157,3 +157,37 @@ async def test_placements_through_both_replicas_never_overcommit_a_store(
             assert refused["stores"] == [
                 {"store": "main", "fails": [{"need": "write_rps", "wanted": 20.0, "has": 0.0}]}
             ]
+
+
+async def test_a_control_store_that_stops_leaves_the_last_catalog_served(tmp_path: Path) -> None:
+    from gateway_helpers import client_for
+
+    with redis_server() as server:
+        cfg = config({"url": server.url_for(2)})
+        cfg["stores"] = {
+            "data": {"url": f"sqlite:///{tmp_path / 'data.db'}", "capacity": {"read_rps": 100}},
+            "control": server.url_for(2),
+        }
+        # Rate limits fall back to per-process buckets: this test is about the catalog.
+        cfg["control"] = {
+            "store": "control",
+            "on_failure": "local",
+            "namespaces": {"poll_interval": 0.05, "delete_settle": 0},
+        }
+        async with client_for(cfg) as c:
+            c.headers.update(ADMIN)
+            assert (await c.put("/v1/namespaces/kept", json={"needs": {"read_rps": 50}})).status_code == 201
+            server.stop()
+            try:
+                await asyncio.sleep(0.3)
+                # Still served from the last catalog read; its data store is up.
+                assert (await c.put("/v1/kv/kept/k", content=b"v")).status_code in (200, 201)
+                r = await c.put("/v1/namespaces/new", json={"needs": {"read_rps": 10}})
+                assert r.status_code == 503, r.text
+                assert (await c.get("/v1/namespaces/new")).status_code == 404
+            finally:
+                server.start()
+            r = await c.put("/v1/namespaces/new", json={"needs": {"read_rps": 60}})
+            assert r.status_code == 422, r.text  # kept's 50 of 100 still count: nothing was lost
+            assert (await c.put("/v1/namespaces/new", json={"needs": {"read_rps": 50}})).status_code == 201
+            assert (await c.get("/v1/kv/kept/k")).content == b"v"
