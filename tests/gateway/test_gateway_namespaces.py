@@ -9,16 +9,35 @@ import subprocess
 import sys
 import uuid
 from pathlib import Path
-from typing import Any
+from typing import Any, ClassVar
 
 import pytest
 from gateway_helpers import api_keys_config, client_for, headers
 
+from prism.backends.memory import MemoryBackend
+from prism.errors import BackendUnavailable
 from prism.gateway.auth import hash_api_key
 
 pytestmark = pytest.mark.anyio
 
 NS_ADMIN_KEY = "key-namespace-admin"
+
+
+class FlakyDeletes(MemoryBackend):
+    """A memory backend whose whole-record deletes fail once ``allowed`` of them have run."""
+
+    allowed: ClassVar[int | None] = None
+
+    @classmethod
+    def from_url(cls, url: str, **options: Any) -> FlakyDeletes:
+        return cls(url.split("://", 1)[1].strip("/"))
+
+    async def delete_range(self, ns: str, record: str, start: str | None, end: str | None) -> int:
+        if FlakyDeletes.allowed is not None:
+            if FlakyDeletes.allowed == 0:
+                raise BackendUnavailable("the store went away mid-purge")
+            FlakyDeletes.allowed -= 1
+        return await super().delete_range(ns, record, start, end)
 
 
 def config(tmp_path: Path, **overrides: Any) -> dict[str, Any]:
@@ -290,3 +309,29 @@ async def test_the_config_file_wins_a_name_clash_and_config_check_reports_it(tmp
     assert "$.namespaces[1].name: 'shared' is also a runtime namespace in store 'main'" in checked.stderr
     path.write_text(json.dumps(cfg))
     assert run([*prism, "--runtime"]).returncode == 0
+
+
+async def test_a_purge_that_fails_half_way_is_finished_by_deleting_again(tmp_path: Path) -> None:
+    flaky = {
+        "url": f"memory://flaky-{uuid.uuid4().hex[:8]}",
+        "backend": "test_gateway_namespaces:FlakyDeletes",
+    }
+    async with client_for(config(tmp_path, stores={"flaky": flaky}, namespaces=[{"name": "fixed"}])) as c:
+        c.headers.update(ADMIN)
+        assert (await c.put("/v1/namespaces/half", json={})).status_code == 201
+        for i in range(5):
+            await c.put(f"/v1/kv/half/k{i}", content=b"x")
+        FlakyDeletes.allowed = 2
+        try:
+            r = await c.delete("/v1/namespaces/half?purge=true")
+            assert r.status_code == 503, r.text
+            # Deleted but not gone: served nowhere, its name not free, its data partly there.
+            assert (await c.get("/v1/kv/half/k4")).json()["code"] == "NAMESPACE_NOT_FOUND"
+            r = await c.put("/v1/namespaces/half", json={})
+            assert r.status_code == 409 and r.json()["code"] == "NAMESPACE_DELETING"
+        finally:
+            FlakyDeletes.allowed = None
+        r = await c.delete("/v1/namespaces/half?purge=true")
+        assert r.status_code == 200 and r.json()["purged_records"] == 3
+        assert (await c.put("/v1/namespaces/half", json={})).status_code == 201
+        assert (await c.get("/v1/kv/half/k4")).status_code == 404

@@ -19,7 +19,7 @@ from typing import Any
 import httpx
 import pytest
 from gateway_helpers import api_keys_config, headers
-from serve_helpers import serving
+from serve_helpers import Served, serving
 
 from prism.testing.servers.postgres import postgres_url
 from prism.testing.servers.redis import RedisServer, redis_server
@@ -70,6 +70,11 @@ def config(store: dict[str, Any], **capacity: Any) -> dict[str, Any]:
 
 def two(tmp_path: Path, cfg: dict[str, Any], stack: ExitStack) -> list[str]:
     """Two ``prism serve`` processes on ``cfg``, started side by side: their base URLs."""
+    return [served.url for served in two_served(tmp_path, cfg, stack)]
+
+
+def two_served(tmp_path: Path, cfg: dict[str, Any], stack: ExitStack) -> list[Served]:
+    """Two ``prism serve`` processes on ``cfg``, started side by side."""
     managers = []
     for name in ("a", "b"):
         directory = tmp_path / name
@@ -79,7 +84,7 @@ def two(tmp_path: Path, cfg: dict[str, Any], stack: ExitStack) -> list[str]:
         futures = [pool.submit(manager.__enter__) for manager in managers]
         for manager in managers:
             stack.push(manager.__exit__)
-        return [future.result().url for future in futures]
+        return [future.result() for future in futures]
 
 
 async def until(check: Any, seconds: float) -> float:
@@ -191,3 +196,41 @@ async def test_a_control_store_that_stops_leaves_the_last_catalog_served(tmp_pat
             assert r.status_code == 422, r.text  # kept's 50 of 100 still count: nothing was lost
             assert (await c.put("/v1/namespaces/new", json={"needs": {"read_rps": 50}})).status_code == 201
             assert (await c.get("/v1/kv/kept/k")).content == b"v"
+
+
+async def test_a_replica_killed_mid_placement_leaves_no_half_change(
+    tmp_path: Path, shared_store: dict[str, Any]
+) -> None:
+    with ExitStack() as stack:
+        a, b = two_served(tmp_path, config(shared_store, write_rps=100), stack)
+        async with httpx.AsyncClient(timeout=10, headers=ADMIN) as http:
+
+            async def place(url: str, name: str) -> int:
+                try:
+                    r = await http.put(f"{url}/v1/namespaces/{name}", json={"needs": {"write_rps": 10}})
+                except httpx.HTTPError:
+                    return 0
+                return r.status_code
+
+            burst = [asyncio.create_task(place(a.url, f"k{i}")) for i in range(30)]
+            pending: set[asyncio.Task[int]] = set(burst)
+            while pending:  # killed once the first placement is answered, the others in flight
+                done, pending = await asyncio.wait(pending, return_when=asyncio.FIRST_COMPLETED)
+                if any(t.result() == 201 for t in done):
+                    break
+            a.proc.kill()
+            a.proc.wait()
+            await asyncio.gather(*burst)
+            await asyncio.sleep(1.0)  # b polls the catalog every 0.5 s
+            listed = {n["name"] for n in (await http.get(f"{b.url}/v1/namespaces")).json()["namespaces"]}
+            placed = sorted(listed - {"fixed"})
+            assert 1 <= len(placed) <= 10
+            for name in placed:  # every namespace the catalog holds is whole and served
+                r = await http.put(f"{b.url}/v1/kv/{name}/k", content=b"v")
+                assert r.status_code in (200, 201), (name, r.text)
+            # Exactly the capacity the placed namespaces declared is spent: the rest is still there.
+            for i in range(10 - len(placed)):
+                r = await http.put(f"{b.url}/v1/namespaces/after{i}", json={"needs": {"write_rps": 10}})
+                assert r.status_code == 201, r.text
+            r = await http.put(f"{b.url}/v1/namespaces/one-too-many", json={"needs": {"write_rps": 10}})
+            assert r.status_code == 422
