@@ -17,6 +17,7 @@ from gateway_helpers import api_keys_config, client_for, headers
 from prism.backends.memory import MemoryBackend
 from prism.errors import BackendUnavailable
 from prism.gateway.auth import hash_api_key
+from prism.gateway.config import ConfigError, parse_config
 
 pytestmark = pytest.mark.anyio
 
@@ -335,3 +336,35 @@ async def test_a_purge_that_fails_half_way_is_finished_by_deleting_again(tmp_pat
         assert r.status_code == 200 and r.json()["purged_records"] == 3
         assert (await c.put("/v1/namespaces/half", json={})).status_code == 201
         assert (await c.get("/v1/kv/half/k4")).status_code == 404
+
+
+async def test_runtime_namespaces_can_be_turned_off(tmp_path: Path) -> None:
+    cfg = config(tmp_path, control={"namespaces": {"enabled": False}})
+    async with client_for(cfg) as c:
+        r = await c.put("/v1/namespaces/x", json={}, headers=ADMIN)
+        assert r.status_code == 501 and r.json()["code"] == "RUNTIME_NAMESPACES_OFF"
+        assert (await c.delete("/v1/namespaces/x", headers=ADMIN)).status_code == 501
+        assert (await c.get("/v1/namespaces/fixed", headers=ADMIN)).status_code == 200
+
+
+@pytest.mark.parametrize(
+    ("change", "path"),
+    [
+        ({"control": {"namespaces": {"poll_interval": 0}}}, "$.control.namespaces.poll_interval"),
+        ({"control": {"namespaces": {"limit_headroom": -1}}}, "$.control.namespaces.limit_headroom"),
+        ({"control": {"namespaces": {"delete_settle": -1}}}, "$.control.namespaces.delete_settle"),
+        ({"control": {"namespaces": {"purge_batch": 0}}}, "$.control.namespaces.purge_batch"),
+        ({"control": {"namespaces": {"change_attempts": 0}}}, "$.control.namespaces.change_attempts"),
+        (
+            {"stores": {"main": {"url": "memory://", "capacity": {"read_rps": 0}}}},
+            "$.stores.main.capacity.read_rps",
+        ),
+        ({"stores": {"main": {"url": "memory://", "capacity": {"durability": "tape"}}}}, "$.stores.main"),
+        ({"auth": {"namespace_admin_roles": ["bad role"]}}, "$.auth.namespace_admin_roles[0]"),
+    ],
+)
+def test_bad_settings_name_their_field(tmp_path: Path, change: dict[str, Any], path: str) -> None:
+    cfg = {"stores": {"main": "memory://"}, "namespaces": [{"name": "fixed"}], **change}
+    with pytest.raises(ConfigError) as error:
+        parse_config(cfg, source="test.yaml")
+    assert error.value.path.startswith(path), str(error.value)

@@ -384,6 +384,8 @@ class RuntimeNamespacesConfig(_Base, frozen=True):
     delete_settle: float = 1.0
     #: Records deleted per batch when a namespace is purged.
     purge_batch: int = 500
+    #: Tries of one change of the catalog that loses races to changes made by other processes.
+    change_attempts: int = 50
 
 
 class ControlConfig(_Base, frozen=True):
@@ -910,6 +912,8 @@ def _validate_runtime_namespaces(config: GatewayConfig, fail: Any) -> None:
         fail("$.control.namespaces.delete_settle", "must be zero or more seconds")
     if runtime.purge_batch < 1:
         fail("$.control.namespaces.purge_batch", "must be at least 1")
+    if runtime.change_attempts < 1:
+        fail("$.control.namespaces.change_attempts", "must be at least 1")
     for field in ("namespace_admin_roles", "store_admin_roles"):
         for j, role in enumerate(getattr(config.auth, field)):
             if not TOKEN_NAME.match(role):

@@ -127,6 +127,7 @@ class RuntimeNamespaces:
             gateway.stores[control_store],
             poll_interval=self.settings.poll_interval,
             on_change=self._serve,
+            attempts=self.settings.change_attempts,
         )
         self.yaml_names = frozenset(ns.name for ns in self.config.namespaces)
         #: The runtime namespaces this process serves now: name -> definition served.
