@@ -369,3 +369,21 @@ def test_bad_settings_name_their_field(tmp_path: Path, change: dict[str, Any], p
     with pytest.raises(ConfigError) as error:
         parse_config(cfg, source="test.yaml")
     assert error.value.path.startswith(path), str(error.value)
+
+
+async def test_declared_rates_of_config_file_namespaces_are_enforced_too(tmp_path: Path) -> None:
+    namespaces = [
+        {"name": "fixed"},
+        {"name": "declared", "needs": {"read_rps": 1, "write_rps": 1}},
+        {"name": "own", "needs": {"read_rps": 1}, "limits": {"rate": 50, "concurrency": 3}},
+    ]
+    cfg = config(tmp_path, namespaces=namespaces)
+    cfg["control"]["namespaces"]["limit_headroom"] = 1.0
+    async with client_for(cfg) as c:
+        limits = (await c.get("/v1/namespaces/declared", headers=ADMIN)).json()["limits"]
+        assert (limits["rate"], limits["burst"]) == (2.0, 2)
+        statuses = [(await c.get("/v1/kv/declared/k", headers=ADMIN)).status_code for _ in range(4)]
+        assert statuses[:2] == [404, 404] and 429 in statuses[2:]
+        # A rate the file sets itself wins.
+        limits = (await c.get("/v1/namespaces/own", headers=ADMIN)).json()["limits"]
+        assert (limits["rate"], limits["concurrency"]) == (50.0, 3)

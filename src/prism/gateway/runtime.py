@@ -198,6 +198,11 @@ class Gateway:
                 )
             store_name = config.namespace_store(ns)
             store = stores[store_name]
+            if ns.needs is not None:
+                from prism.gateway.runtime_namespaces import enforced_limits
+
+                # Declared rates are enforced, in the config file as at runtime.
+                ns = enforced_limits(ns, control.namespaces.limit_headroom)
             if ns.kind == "kv":
                 # Only KeyValue namespaces migrate (see prism.migration).
                 store = migrations.wrap(ns.name, store_name, store, tenant_scoped=ns.tenant_scoped)

@@ -40,6 +40,7 @@ __all__ = [
     "PlacementLimits",
     "PlanRefused",
     "RuntimeNamespaces",
+    "enforced_limits",
 ]
 
 log = logging.getLogger("prism.gateway")
@@ -106,6 +107,22 @@ class PlanRefused(HTTPProblem):
         return Response(msgspec.json.encode(body), 422, media_type=PROBLEM_CONTENT_TYPE)
 
 
+def enforced_limits(ns: NamespaceConfig, headroom: float) -> NamespaceConfig:
+    """``ns`` with its declared ``read_rps + write_rps`` times ``headroom`` as its rate limit.
+
+    A rate the namespace sets itself (``limits.rate``, in the config file) wins.
+    """
+    needs = ns.needs
+    if needs is None or (needs.read_rps is None and needs.write_rps is None):
+        return ns
+    if ns.limits is not None and ns.limits.rate is not None:
+        return ns
+    rate = ((needs.read_rps or 0.0) + (needs.write_rps or 0.0)) * headroom
+    own = ns.limits or LimitsConfig()
+    limits = msgspec.structs.replace(own, rate=rate, burst=max(1, math.ceil(rate)))
+    return msgspec.structs.replace(ns, limits=limits)
+
+
 def _definition(entry: CatalogEntry | None) -> dict[str, Any] | None:
     return None if entry is None else dict(entry.config)
 
@@ -144,11 +161,7 @@ class RuntimeNamespaces:
 
     def enforced(self, ns: NamespaceConfig) -> NamespaceConfig:
         """``ns`` with its declared rates (times ``limit_headroom``) as its rate limit."""
-        needs = ns.needs
-        if needs is None or (needs.read_rps is None and needs.write_rps is None):
-            return ns
-        rate = ((needs.read_rps or 0.0) + (needs.write_rps or 0.0)) * self.settings.limit_headroom
-        return msgspec.structs.replace(ns, limits=LimitsConfig(rate=rate, burst=max(1, math.ceil(rate))))
+        return enforced_limits(ns, self.settings.limit_headroom)
 
     def _serve(self, state: CatalogState) -> None:
         """Serve ``state``: add, change and remove runtime namespaces in ``gateway.namespaces``."""
