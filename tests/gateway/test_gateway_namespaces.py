@@ -84,6 +84,8 @@ async def test_admin_creates_a_namespace_that_is_served_at_once(tmp_path: Path) 
         assert {n["name"] for n in listed["namespaces"]} == {"fixed", "carts"}
         detail = (await c.get("/v1/namespaces/carts", headers=ADMIN)).json()
         assert detail["store"] == "small" and detail["limits"]["rate"] == pytest.approx(72.0)
+        assert detail["needs"]["read_rps"] == 50.0 and detail["needs"]["write_rps"] == 10.0
+        assert "needs" not in (await c.get("/v1/namespaces/carts", headers=headers("reader"))).json()
         # A change keeps the namespace where it is and answers 200.
         r = await c.put("/v1/namespaces/carts", json={"needs": {"read_rps": 80}}, headers=NSADMIN)
         assert r.status_code == 200, r.text

@@ -78,6 +78,7 @@ def test_create_plan_get_list_and_delete(gateway: Served, tmp_path: Path) -> Non
     got = prism(gateway, "get", "events")
     assert got.returncode == 0, got.stderr
     assert "  store: scratch (memory)" in got.stdout and "  max value bytes: 4096" in got.stdout
+    assert "  needs: access_pattern=kv, read_rps=400, consistency=strong" in got.stdout
     listed = prism(gateway, "list", key="reader").stdout.splitlines()
     assert listed == ["fixed: read", "orders: read", "events: read"]
 

@@ -194,6 +194,10 @@ def _get(args: argparse.Namespace) -> int:
         f"  you may: {', '.join(detail['actions']) or 'nothing'}",
         f"  health: {detail['health']['status']}",
     ]
+    needs = detail.get("needs") or {}
+    declared = [f"{k}={_show(v)}" for k, v in needs.items() if v not in (None, False)]
+    if declared:
+        lines.append(f"  needs: {', '.join(declared)}")
     print("\n".join(lines))
     return 0
 

@@ -14,6 +14,7 @@ import time
 from collections.abc import Awaitable, Callable, Sequence
 from typing import Any
 
+import msgspec
 from prometheus_client import CONTENT_TYPE_LATEST, REGISTRY, generate_latest
 from starlette.requests import Request
 from starlette.responses import HTMLResponse, Response
@@ -109,6 +110,8 @@ def admin_routes(gateway: Gateway, data_routes: Sequence[DataRoute] = ()) -> lis
             detail.pii = None if ns.pii is None else NamespacePii(ns.pii.fields, ns.pii.encrypt)
             detail.audit = ns.audit
             detail.capabilities = served.store.capabilities.as_dict()
+            if ns.needs is not None:
+                detail.needs = msgspec.to_builtins(ns.needs)
         return detail
 
     async def healthz(request: Request) -> Response:
