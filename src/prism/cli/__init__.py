@@ -1,4 +1,4 @@
-"""The ``prism`` command: kv, ts, serve, worker, request, config, auth and migrate.
+"""The ``prism`` command: kv, ts, serve, worker, request, config, auth, migrate and namespace.
 
 Each subcommand lives in its own module exposing ``add_parser(subparsers)``, which
 registers its arguments and sets ``func`` to a callable taking the parsed args and
@@ -20,7 +20,7 @@ from prism.errors import PrismError
 __all__ = ["main"]
 
 #: Subcommand modules, imported lazily so ``prism kv`` never loads the server stack.
-COMMANDS = ("kv", "ts", "serve", "worker", "request", "config", "auth", "migrate")
+COMMANDS = ("kv", "ts", "serve", "worker", "request", "config", "auth", "migrate", "namespace")
 
 
 def _version() -> str:

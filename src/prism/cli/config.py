@@ -32,6 +32,12 @@ def add_parser(sub: Any) -> None:
         ),
     )
     check.add_argument("--config", "-c", help="the YAML config (default: what prism serve runs without one)")
+    check.add_argument(
+        "--runtime",
+        action="store_true",
+        help="also read the runtime namespaces from the control store and report the names the file "
+        "declares too (the file's namespace wins and hides the runtime one)",
+    )
     check.set_defaults(func=_check)
 
 
@@ -48,6 +54,8 @@ def _check(args: argparse.Namespace) -> int:
     config, errors = check_config(args.config)
     if config is not None:
         errors += _unopened_errors(config, {error.path for error in errors})
+    if config is not None and not errors and args.runtime:
+        errors += _runtime_clashes(config)
     if errors:
         for error in errors:
             print(error, file=sys.stderr)
@@ -102,6 +110,46 @@ def _unopened_errors(config: Any, reported: set[str]) -> list[Any]:
         if not parent.is_dir():
             errors.append(
                 ConfigError(config.source, "$.audit.path", f"the directory {parent} does not exist")
+            )
+    return errors
+
+
+def _runtime_clashes(config: Any) -> list[Any]:
+    """Runtime namespaces (in the control store) whose names the file declares too: one error each."""
+    import asyncio
+
+    import prism
+    from prism.backends.urls import mask_url
+    from prism.control.catalog import NamespaceCatalog
+    from prism.errors import PrismError
+    from prism.gateway.config import ConfigError
+
+    name = config.control.store or next(iter(config.stores))
+    entry = config.store_entry(name)
+
+    async def read() -> Any:
+        store = prism.connect(entry.url, backend=entry.backend, **entry.options)
+        await store.open()
+        try:
+            return (await NamespaceCatalog(store, poll_interval=1.0, on_change=lambda _: None).read())[0]
+        finally:
+            await store.close()
+
+    try:
+        state = asyncio.run(read())
+    except PrismError as exc:
+        message = str(exc).replace(entry.url, mask_url(entry.url))
+        return [ConfigError(config.source, "$.control.store", f"cannot read runtime namespaces: {message}")]
+    errors = []
+    for i, ns in enumerate(config.namespaces):
+        if ns.name in state.namespaces:
+            errors.append(
+                ConfigError(
+                    config.source,
+                    f"$.namespaces[{i}].name",
+                    f"{ns.name!r} is also a runtime namespace in store {name!r}; "
+                    "this file's namespace wins and the runtime one is not served",
+                )
             )
     return errors
 

@@ -33,6 +33,7 @@ from prism.gateway.problem import problem_response
 from prism.gateway.routes_admin import admin_routes
 from prism.gateway.routes_kv import kv_routes
 from prism.gateway.routes_migration import migration_routes
+from prism.gateway.routes_namespaces import namespace_routes
 from prism.gateway.routes_records import records_routes
 from prism.gateway.routes_ts import ts_routes
 from prism.gateway.runtime import Gateway
@@ -181,7 +182,12 @@ def create_app(
     """
     gateway = Gateway(config, env=env, stores=stores)
     data_routes = [*kv_routes(gateway), *records_routes(gateway), *ts_routes(gateway)]
-    routes = [*admin_routes(gateway, data_routes), *migration_routes(gateway), *extra_routes]
+    routes = [
+        *admin_routes(gateway, data_routes),
+        *namespace_routes(gateway),
+        *migration_routes(gateway),
+        *extra_routes,
+    ]
 
     @contextlib.asynccontextmanager
     async def lifespan(app: Starlette) -> AsyncIterator[dict[str, Any]]:

@@ -45,7 +45,9 @@ __all__ = [
     "PiiConfig",
     "PiiKeyConfig",
     "PiiKeysConfig",
+    "RuntimeNamespacesConfig",
     "ServerConfig",
+    "StoreCapacityConfig",
     "StoreConfig",
     "TlsConfig",
     "check_config",
@@ -97,12 +99,28 @@ class _Base(msgspec.Struct, forbid_unknown_fields=True, frozen=True, kw_only=Tru
     pass
 
 
+class StoreCapacityConfig(_Base, frozen=True):
+    """What a store can carry, as its operator declares it; the planner places namespaces within it.
+
+    An undeclared figure is one the planner cannot promise: a namespace that needs it is not
+    placed on the store (docs/control-plane.md).
+    """
+
+    read_rps: float | None = None
+    write_rps: float | None = None
+    total_bytes: int | None = None
+    latency_p99_ms: float | None = None
+    durability: Literal["memory", "disk", "replicated"] | None = None
+
+
 class StoreConfig(_Base, frozen=True):
     """A store: its URL, optional backend options (timeouts, pools) and an optional backend class."""
 
     url: str
     options: dict[str, Any] = {}
     backend: str | None = None
+    #: What the store can carry, for the planner of runtime namespaces.
+    capacity: StoreCapacityConfig | None = None
 
 
 class ApiKeyConfig(_Base, frozen=True):
@@ -174,6 +192,10 @@ class AuthConfig(_Base, frozen=True):
     jwt: JwtConfig | None = None
     mtls: list[MtlsIdentityConfig] = []
     anonymous_roles: list[str] = msgspec.field(default_factory=lambda: ["reader", "writer", "admin"])
+    #: Roles that may create, change and delete runtime namespaces (``/v1/namespaces/{ns}``).
+    namespace_admin_roles: list[str] = msgspec.field(default_factory=lambda: ["admin"])
+    #: Roles that may also name the store a runtime namespace goes on, instead of the planner.
+    store_admin_roles: list[str] = msgspec.field(default_factory=lambda: ["admin"])
 
     @property
     def enabled(self) -> bool:
@@ -357,6 +379,25 @@ class MigrationConfig(_Base, frozen=True):
     repair_interval: float = 1.0
 
 
+class RuntimeNamespacesConfig(_Base, frozen=True):
+    """Namespaces created at runtime (``PUT /v1/namespaces/{ns}``), kept in the control store.
+
+    ``poll_interval`` is how often each process looks for a change (a change is served
+    everywhere within about that long); ``limit_headroom`` multiplies the declared
+    rates into the enforced rate limit; ``delete_settle`` is how long a delete waits,
+    after every process stopped serving the namespace, before it checks or purges the data.
+    """
+
+    enabled: bool = True
+    poll_interval: float = 0.5
+    limit_headroom: float = 1.2
+    delete_settle: float = 1.0
+    #: Records deleted per batch when a namespace is purged.
+    purge_batch: int = 500
+    #: Tries of one change of the catalog that loses races to changes made by other processes.
+    change_attempts: int = 50
+
+
 class ControlConfig(_Base, frozen=True):
     """State every gateway process shares: the rate limits' token buckets, and migration state.
 
@@ -370,6 +411,8 @@ class ControlConfig(_Base, frozen=True):
     timeout: float = 0.5
     on_failure: Literal["reject", "local"] = "reject"
     migration: MigrationConfig = MigrationConfig()
+    #: Runtime namespaces: kept in ``store`` (else in the first store of ``stores``).
+    namespaces: RuntimeNamespacesConfig = RuntimeNamespacesConfig()
 
 
 class CompatConfig(_Base, frozen=True):
@@ -727,6 +770,7 @@ def _validate(config: GatewayConfig, report: Callable[[str, str], None] | None =
         _validate_kind(ns, at, fail)
     _validate_limits(config.limits, "$.limits", fail)
     _validate_control(config, fail)
+    _validate_runtime_namespaces(config, fail)
     _validate_auth(config, fail)
     _validate_pii_keys(config, fail)
     _validate_audit(config, fail)
@@ -873,6 +917,31 @@ def _validate_control(config: GatewayConfig, fail: Any) -> None:
             f"store {name!r} ({scheme}://) cannot keep rate limits shared by several processes; "
             "name a Redis (redis://) or PostgreSQL (postgresql://) store",
         )
+
+
+def _validate_runtime_namespaces(config: GatewayConfig, fail: Any) -> None:
+    """Store capacities, the runtime namespaces' timings and the roles that administer them."""
+    for name, entry in config.stores.items():
+        capacity = entry.capacity if isinstance(entry, StoreConfig) else None
+        if capacity is None:
+            continue
+        for field in ("read_rps", "write_rps", "total_bytes", "latency_p99_ms"):
+            if not _positive(getattr(capacity, field)):
+                fail(f"$.stores.{name}.capacity.{field}", "must be a positive number")
+    runtime = config.control.namespaces
+    for field in ("poll_interval", "limit_headroom"):
+        if not _positive(getattr(runtime, field)):
+            fail(f"$.control.namespaces.{field}", "must be a positive number")
+    if runtime.delete_settle < 0 or not math.isfinite(runtime.delete_settle):
+        fail("$.control.namespaces.delete_settle", "must be zero or more seconds")
+    if runtime.purge_batch < 1:
+        fail("$.control.namespaces.purge_batch", "must be at least 1")
+    if runtime.change_attempts < 1:
+        fail("$.control.namespaces.change_attempts", "must be at least 1")
+    for field in ("namespace_admin_roles", "store_admin_roles"):
+        for j, role in enumerate(getattr(config.auth, field)):
+            if not TOKEN_NAME.match(role):
+                fail(f"$.auth.{field}[{j}]", f"invalid role name {role!r}")
 
 
 def _validate_auth(config: GatewayConfig, fail: Any) -> None:

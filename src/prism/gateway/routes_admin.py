@@ -14,6 +14,7 @@ import time
 from collections.abc import Awaitable, Callable, Sequence
 from typing import Any
 
+import msgspec
 from prometheus_client import CONTENT_TYPE_LATEST, REGISTRY, generate_latest
 from starlette.requests import Request
 from starlette.responses import HTMLResponse, Response
@@ -109,6 +110,8 @@ def admin_routes(gateway: Gateway, data_routes: Sequence[DataRoute] = ()) -> lis
             detail.pii = None if ns.pii is None else NamespacePii(ns.pii.fields, ns.pii.encrypt)
             detail.audit = ns.audit
             detail.capabilities = served.store.capabilities.as_dict()
+            if ns.needs is not None:
+                detail.needs = msgspec.to_builtins(ns.needs)
         return detail
 
     async def healthz(request: Request) -> Response:
@@ -198,4 +201,7 @@ async def audited_call(
     finally:
         if audit.enabled:
             status = 499 if response is None else response.status_code
-            audit.record(audit_event(request_id, principal, namespace, op, status, outcome, started))
+            values = request.scope.get("prism.audit_values")
+            audit.record(
+                audit_event(request_id, principal, namespace, op, status, outcome, started, values=values)
+            )

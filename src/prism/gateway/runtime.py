@@ -11,7 +11,7 @@ import asyncio
 import contextlib
 import logging
 from collections.abc import Mapping
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import prism
 from prism.backends.urls import mask_url
@@ -36,6 +36,9 @@ from prism.kv.namespace import Namespace
 from prism.kv.store import Store
 from prism.migration import MigrationSettings
 from prism.timeseries import TimeSeries
+
+if TYPE_CHECKING:
+    from prism.gateway.runtime_namespaces import RuntimeNamespaces
 
 __all__ = ["Gateway", "ServedNamespace"]
 
@@ -199,6 +202,11 @@ class Gateway:
                 )
             store_name = config.namespace_store(ns)
             store = stores[store_name]
+            if ns.needs is not None:
+                from prism.gateway.runtime_namespaces import enforced_limits
+
+                # Declared rates are enforced, in the config file as at runtime.
+                ns = enforced_limits(ns, control.namespaces.limit_headroom)
             if ns.kind == "kv":
                 # Only KeyValue namespaces migrate (see prism.migration).
                 store = migrations.wrap(ns.name, store_name, store, tenant_scoped=ns.tenant_scoped)
@@ -222,6 +230,13 @@ class Gateway:
             namespaces[ns.name] = served
         self.stores = stores
         self.namespaces = namespaces
+        self.shared_buckets = shared
+        self.runtime_namespaces: RuntimeNamespaces | None = None
+        if control.namespaces.enabled:
+            from prism.gateway.runtime_namespaces import RuntimeNamespaces
+
+            # Kept in the control store; without one, in the first store (the embedded one by default).
+            self.runtime_namespaces = RuntimeNamespaces(self, control.store or next(iter(config.stores)))
         self.audit = AuditLog(self._audit_sink(), config.audit)
         idem = config.idempotency
         self.idempotency = None
@@ -286,6 +301,8 @@ class Gateway:
                     ) from exc
                 opened.append(store)
             await self.migrations.start()
+            if self.runtime_namespaces is not None:
+                await self.runtime_namespaces.start()
             await self.audit.start()
             await self.authenticator.start(self.config.server.jwks_startup_timeout)
         except BaseException as exc:
@@ -304,6 +321,8 @@ class Gateway:
             return
         self.started = False
         await self.authenticator.stop()
+        if self.runtime_namespaces is not None:
+            await self.runtime_namespaces.stop()
         await self.audit.stop(self.config.server.shutdown_timeout)
         await self.migrations.stop()
         for store in self.stores.values():

@@ -194,6 +194,8 @@ class NamespaceDetail(msgspec.Struct):
     pii: NamespacePii | UnsetType | None = UNSET
     audit: bool | UnsetType = UNSET
     capabilities: dict[str, Any] | UnsetType = UNSET
+    #: The needs its clients declared (docs/control-plane.md), for its admins.
+    needs: dict[str, Any] | UnsetType = UNSET
 
 
 def decode_body(body: bytes, type_: type[T]) -> T:

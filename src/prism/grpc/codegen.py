@@ -31,6 +31,7 @@ PROTO_FILES = (
     "prism/interfaces/keyvalue/keyvalue_ttl.proto",
     "prism/interfaces/lifecycle.proto",
     "prism/v1/keyvalue.proto",
+    "prism/v1/namespaces.proto",
 )
 
 _IMPORT = re.compile(r"^(from|import) prism\.", re.MULTILINE)

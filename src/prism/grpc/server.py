@@ -297,10 +297,14 @@ class GrpcServer:
         from prism import __version__
 
         handlers.append(_lifecycle_handler(Lifecycle(gateway, __version__)))
+        from prism.grpc.namespaces import SERVICE as NAMESPACE_ADMIN
+        from prism.grpc.namespaces import namespace_admin_handler
+
+        handlers.append(namespace_admin_handler(gateway))
         self.server.add_generic_rpc_handlers(tuple(handlers))
         self.health = health.aio.HealthServicer()
         health_pb2_grpc.add_HealthServicer_to_server(self.health, self.server)
-        self.services = [*by_service, LIFECYCLE]
+        self.services = [*by_service, LIFECYCLE, NAMESPACE_ADMIN]
         reflection.enable_server_reflection(
             (*self.services, health.SERVICE_NAME, reflection.SERVICE_NAME), self.server
         )

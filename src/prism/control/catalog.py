@@ -1,0 +1,163 @@
+"""The runtime namespaces, kept in the control store where every gateway process reads them.
+
+One entry (:data:`CATALOG_KEY` in the namespace :data:`CONTROL_NAMESPACE`) holds the
+whole catalog: a version counter and each runtime namespace's definition. It changes
+only by a conditional write on its etag, so a change is applied whole or not at all,
+and two processes placing namespaces at the same time cannot both spend the same
+capacity: the loser reads the new catalog and plans again. Every process reads the
+entry each ``poll_interval`` seconds and applies a catalog whose version moved on.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import logging
+import time
+from collections.abc import Awaitable, Callable
+from typing import Any, Literal, TypeVar
+
+import msgspec
+
+from prism.errors import BackendUnavailable, PreconditionFailed, PrismError
+from prism.kv.store import Store
+
+__all__ = ["CATALOG_KEY", "CONTROL_NAMESPACE", "CatalogEntry", "CatalogState", "NamespaceCatalog"]
+
+log = logging.getLogger("prism.control")
+
+#: The control store's namespace for the runtime namespaces (reserved: never served as data).
+CONTROL_NAMESPACE = "prism.control"
+#: The entry holding the catalog.
+CATALOG_KEY = "namespaces"
+
+T = TypeVar("T")
+
+
+class CatalogEntry(msgspec.Struct, frozen=True, kw_only=True):
+    """One runtime namespace: its definition (with the store it was placed on) and its state.
+
+    ``config`` is the namespace as the config file would declare it (``NamespaceConfig``
+    of the gateway, which reads it). ``deleting`` namespaces are served by no process
+    while their data is checked or purged.
+    """
+
+    config: dict[str, Any]
+    state: Literal["active", "deleting"] = "active"
+    created_at: float = 0.0
+    updated_at: float = 0.0
+
+
+class CatalogState(msgspec.Struct, frozen=True, kw_only=True):
+    """The whole catalog: ``version`` grows by one on every change."""
+
+    version: int = 0
+    namespaces: dict[str, CatalogEntry] = {}
+
+
+_encode = msgspec.json.Encoder().encode
+_decode = msgspec.json.Decoder(CatalogState).decode
+
+
+class NamespaceCatalog:
+    """The catalog in ``store``: read, change (conditionally), and follow it with ``on_change``."""
+
+    def __init__(
+        self,
+        store: Store,
+        *,
+        poll_interval: float,
+        on_change: Callable[[CatalogState], None],
+        attempts: int = 50,
+    ) -> None:
+        self.store = store
+        self.poll_interval = poll_interval
+        self.attempts = attempts
+        self._on_change = on_change
+        self._ns = store.namespace(CONTROL_NAMESPACE)
+        #: The catalog last applied in this process.
+        self.current = CatalogState()
+        self._task: asyncio.Task[None] | None = None
+        self._failing = False
+
+    async def read(self) -> tuple[CatalogState, str | None]:
+        """The catalog as stored now (strongly read when the store can) and its etag (None: none yet)."""
+        consistency: Literal["strong", "eventual"] = (
+            "strong" if self.store.capabilities.consistent_reads else "eventual"
+        )
+        item = await self._ns.get(CATALOG_KEY, consistency=consistency)
+        if item is None:
+            return CatalogState(), None
+        return _decode(item.value), item.etag
+
+    async def change(self, edit: Callable[[CatalogState], Awaitable[tuple[CatalogState, T]]]) -> T:
+        """Apply ``edit`` to the stored catalog, conditionally on nothing else changing it meanwhile.
+
+        ``edit`` gets the current catalog and returns the new one (its version is set
+        here) and a result; it may raise to change nothing. On a lost race it runs again
+        on the newer catalog, up to ``attempts`` times.
+        """
+        for _ in range(self.attempts):
+            state, etag = await self.read()
+            new, result = await edit(state)
+            new = msgspec.structs.replace(new, version=state.version + 1)
+            try:
+                if etag is None:
+                    await self._ns.put(CATALOG_KEY, _encode(new), if_absent=True)
+                else:
+                    await self._ns.put(CATALOG_KEY, _encode(new), if_match=etag)
+            except PreconditionFailed:
+                continue
+            self._apply(new)
+            return result
+        raise BackendUnavailable(
+            f"the namespace catalog changed {self.attempts} times while this change was made; try again"
+        )
+
+    def _apply(self, state: CatalogState) -> None:
+        if state.version == self.current.version and state.version != 0:
+            return
+        if state.version < self.current.version:
+            return
+        self.current = state
+        self._on_change(state)
+
+    async def refresh(self) -> None:
+        """Read the catalog and apply it when it moved on."""
+        state, _ = await self.read()
+        self._apply(state)
+
+    async def start(self) -> None:
+        """Load the catalog and follow it; a store that cannot be read now is read again each poll."""
+        try:
+            await self.refresh()
+        except (PrismError, OSError, msgspec.DecodeError) as exc:
+            log.warning("cannot read the namespace catalog (%s); serving none until it can be read", exc)
+            self._failing = True
+        self._task = asyncio.create_task(self._follow(), name="prism-namespace-catalog")
+
+    async def stop(self) -> None:
+        task, self._task = self._task, None
+        if task is not None:
+            task.cancel()
+            with contextlib.suppress(asyncio.CancelledError):
+                await task
+
+    async def _follow(self) -> None:
+        while True:
+            await asyncio.sleep(self.poll_interval)
+            try:
+                await self.refresh()
+            except (PrismError, OSError, msgspec.DecodeError) as exc:
+                if not self._failing:
+                    log.warning("cannot read the namespace catalog (%s); serving the last one read", exc)
+                self._failing = True
+                continue
+            if self._failing:
+                log.warning("the namespace catalog can be read again")
+                self._failing = False
+
+
+def stamp() -> float:
+    """Now, in epoch seconds, for ``created_at`` and ``updated_at``."""
+    return round(time.time(), 3)

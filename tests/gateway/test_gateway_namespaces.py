@@ -1,0 +1,391 @@
+"""Runtime namespaces in one gateway: create, plan, change, list, delete, audit and enforced rates."""
+
+from __future__ import annotations
+
+import asyncio
+import functools
+import json
+import subprocess
+import sys
+import uuid
+from pathlib import Path
+from typing import Any, ClassVar
+
+import pytest
+from gateway_helpers import api_keys_config, client_for, headers
+
+from prism.backends.memory import MemoryBackend
+from prism.errors import BackendUnavailable
+from prism.gateway.auth import hash_api_key
+from prism.gateway.config import ConfigError, parse_config
+
+pytestmark = pytest.mark.anyio
+
+NS_ADMIN_KEY = "key-namespace-admin"
+
+
+class FlakyDeletes(MemoryBackend):
+    """A memory backend whose whole-record deletes fail once ``allowed`` of them have run."""
+
+    allowed: ClassVar[int | None] = None
+
+    @classmethod
+    def from_url(cls, url: str, **options: Any) -> FlakyDeletes:
+        return cls(url.split("://", 1)[1].strip("/"))
+
+    async def delete_range(self, ns: str, record: str, start: str | None, end: str | None) -> int:
+        if FlakyDeletes.allowed is not None:
+            if FlakyDeletes.allowed == 0:
+                raise BackendUnavailable("the store went away mid-purge")
+            FlakyDeletes.allowed -= 1
+        return await super().delete_range(ns, record, start, end)
+
+
+def config(tmp_path: Path, **overrides: Any) -> dict[str, Any]:
+    keys = [
+        *api_keys_config(),
+        {"name": "nsadmin", "sha256": hash_api_key(NS_ADMIN_KEY), "roles": ["nsadmin"]},
+    ]
+    run = uuid.uuid4().hex[:8]
+    cfg: dict[str, Any] = {
+        "stores": {
+            "small": {"url": f"memory://ns-small-{run}", "capacity": {"read_rps": 100, "write_rps": 50}},
+            "big": {
+                "url": f"memory://ns-big-{run}",
+                "capacity": {"read_rps": 1000, "write_rps": 500, "total_bytes": 10**9, "latency_p99_ms": 5},
+            },
+        },
+        "namespaces": [{"name": "fixed", "store": "small"}],
+        "auth": {"api_keys": keys, "namespace_admin_roles": ["admin", "nsadmin"]},
+        "control": {"namespaces": {"poll_interval": 0.05, "delete_settle": 0}},
+        "audit": {"sink": "none"},
+    }
+    cfg.update(overrides)
+    return cfg
+
+
+ADMIN = headers("admin")
+NSADMIN = {"X-API-Key": NS_ADMIN_KEY}
+
+
+async def test_admin_creates_a_namespace_that_is_served_at_once(tmp_path: Path) -> None:
+    async with client_for(config(tmp_path)) as c:
+        r = await c.put(
+            "/v1/namespaces/carts", json={"needs": {"read_rps": 50, "write_rps": 10}}, headers=ADMIN
+        )
+        assert r.status_code == 201, r.text
+        body = r.json()
+        assert body["store"] == "small" and body["created"] is True and body["dry_run"] is False
+        assert body["limits"] == {"rate": pytest.approx(72.0), "burst": 72}
+        r = await c.put("/v1/kv/carts/k1", content=b"v1", headers=headers("writer"))
+        assert r.status_code in (200, 201), r.text
+        assert (await c.get("/v1/kv/carts/k1", headers=headers("reader"))).content == b"v1"
+        listed = (await c.get("/v1/namespaces", headers=headers("reader"))).json()
+        assert {n["name"] for n in listed["namespaces"]} == {"fixed", "carts"}
+        detail = (await c.get("/v1/namespaces/carts", headers=ADMIN)).json()
+        assert detail["store"] == "small" and detail["limits"]["rate"] == pytest.approx(72.0)
+        assert detail["needs"]["read_rps"] == 50.0 and detail["needs"]["write_rps"] == 10.0
+        assert "needs" not in (await c.get("/v1/namespaces/carts", headers=headers("reader"))).json()
+        # A change keeps the namespace where it is and answers 200.
+        r = await c.put("/v1/namespaces/carts", json={"needs": {"read_rps": 80}}, headers=NSADMIN)
+        assert r.status_code == 200, r.text
+        assert r.json()["created"] is False and r.json()["store"] == "small"
+        detail = (await c.get("/v1/namespaces/carts", headers=ADMIN)).json()
+        assert detail["limits"]["rate"] == pytest.approx(96.0)
+
+
+async def test_only_namespace_admins_may_change_namespaces(tmp_path: Path) -> None:
+    async with client_for(config(tmp_path)) as c:
+        for who in ("writer", "reader", "nobody"):
+            r = await c.put("/v1/namespaces/x", json={}, headers=headers(who))
+            assert r.status_code == 403, r.text
+        r = await c.put("/v1/namespaces/x", json={})
+        assert r.status_code == 401
+        assert (await c.get("/v1/namespaces/x", headers=ADMIN)).status_code == 404
+        assert (await c.put("/v1/namespaces/x", json={}, headers=ADMIN)).status_code == 201
+        assert (await c.delete("/v1/namespaces/x", headers=headers("writer"))).status_code == 403
+        assert (await c.get("/v1/namespaces/x", headers=ADMIN)).status_code == 200
+
+
+@pytest.mark.parametrize(
+    ("body", "field"),
+    [
+        ({"needs": {"read_rps": -1}}, "needs.read_rps"),
+        ({"needs": {"read_rps": "many"}}, "$.needs.read_rps"),
+        ({"needs": {"consistency": "linear"}}, "$.needs.consistency"),
+        ({"colour": "blue"}, "colour"),
+        ({"max_value_bytes": 0}, "max_value_bytes"),
+        ({"pii": {"fields": ["a..b"]}}, "pii.fields[0]"),
+        ({"pii": {"fields": ["email"], "encrypt": True}}, "pii.encrypt"),
+        ({"access": {"read": ["bad role!"]}}, "access.read[0]"),
+        ({"store": "nowhere"}, "store"),
+    ],
+)
+async def test_bad_input_names_the_field_and_creates_nothing(
+    tmp_path: Path, body: dict[str, Any], field: str
+) -> None:
+    async with client_for(config(tmp_path)) as c:
+        r = await c.put("/v1/namespaces/bad", json=body, headers=ADMIN)
+        assert r.status_code == 400, r.text
+        assert field in r.json()["detail"]
+        assert (await c.get("/v1/namespaces/bad", headers=ADMIN)).status_code == 404
+
+
+async def test_reserved_and_config_file_names_are_refused(tmp_path: Path) -> None:
+    async with client_for(config(tmp_path)) as c:
+        r = await c.put("/v1/namespaces/fixed", json={}, headers=ADMIN)
+        assert r.status_code == 409 and r.json()["code"] == "NAMESPACE_READ_ONLY"
+        assert (await c.delete("/v1/namespaces/fixed", headers=ADMIN)).status_code == 409
+        r = await c.put("/v1/namespaces/prism-audit", json={}, headers=ADMIN)
+        assert r.status_code == 400 and "name" in r.json()["detail"]
+        r = await c.put(
+            "/v1/namespaces/series", json={"needs": {"access_pattern": "timeseries"}}, headers=ADMIN
+        )
+        assert r.status_code == 422 and "needs.access_pattern" in r.json()["detail"]
+
+
+async def test_the_planner_refuses_with_every_stores_reasons(tmp_path: Path) -> None:
+    async with client_for(config(tmp_path)) as c:
+        body = {"needs": {"read_rps": 5000, "latency_p99_ms": 10, "durability": "disk"}}
+        r = await c.put("/v1/namespaces/huge", json=body, headers=ADMIN)
+        assert r.status_code == 422, r.text
+        problem = r.json()
+        assert problem["code"] == "NO_STORE_FITS"
+        assert problem["stores"] == [
+            {
+                "store": "small",
+                "fails": [
+                    {"need": "read_rps", "wanted": 5000.0, "has": 100.0},
+                    {"need": "latency_p99_ms", "wanted": 10.0, "has": None},
+                    {"need": "durability", "wanted": "disk", "has": "memory"},
+                ],
+            },
+            {
+                "store": "big",
+                "fails": [
+                    {"need": "read_rps", "wanted": 5000.0, "has": 1000.0},
+                    {"need": "durability", "wanted": "disk", "has": "memory"},
+                ],
+            },
+        ]
+        assert (await c.get("/v1/namespaces/huge", headers=ADMIN)).status_code == 404
+
+
+async def test_dry_run_shows_the_decision_without_applying_it(tmp_path: Path) -> None:
+    async with client_for(config(tmp_path)) as c:
+        body = {"needs": {"read_rps": 200, "latency_p99_ms": 10}}
+        r = await c.put("/v1/namespaces/later?dry_run=true", json=body, headers=ADMIN)
+        assert r.status_code == 200, r.text
+        assert r.json()["store"] == "big" and r.json()["dry_run"] is True
+        assert [s["store"] for s in r.json()["refused"]] == ["small"]
+        assert (await c.get("/v1/namespaces/later", headers=ADMIN)).status_code == 404
+        r = await c.put("/v1/namespaces/later?dry_run=maybe", json=body, headers=ADMIN)
+        assert r.status_code == 400 and "dry_run" in r.json()["detail"]
+
+
+async def test_placed_namespaces_use_up_a_stores_room(tmp_path: Path) -> None:
+    async with client_for(config(tmp_path)) as c:
+        for i in range(2):
+            r = await c.put(f"/v1/namespaces/n{i}", json={"needs": {"write_rps": 25}}, headers=ADMIN)
+            assert r.json()["store"] == "small", r.text
+        # small has 50 write rps, both used: the next goes to big.
+        r = await c.put("/v1/namespaces/n2", json={"needs": {"write_rps": 25}}, headers=ADMIN)
+        assert r.json()["store"] == "big", r.text
+        # Changing n0 may use its own share again, not more.
+        r = await c.put("/v1/namespaces/n0", json={"needs": {"write_rps": 25}}, headers=ADMIN)
+        assert r.status_code == 200
+        r = await c.put("/v1/namespaces/n0", json={"needs": {"write_rps": 26}}, headers=ADMIN)
+        assert r.status_code == 422
+        assert r.json()["stores"] == [
+            {"store": "small", "fails": [{"need": "write_rps", "wanted": 26.0, "has": 25.0}]}
+        ]
+        # Placements one after another fill big's 500 - 25 write rps and no more. (Concurrent
+        # placements racing on the catalog are tested across processes, where they interleave.)
+        puts = [
+            c.put(f"/v1/namespaces/c{i}", json={"needs": {"write_rps": 100}, "store": "big"}, headers=ADMIN)
+            for i in range(8)
+        ]
+        statuses = sorted(r.status_code for r in await asyncio.gather(*puts))
+        assert statuses == [201] * 4 + [422] * 4
+
+
+async def test_naming_the_store_needs_the_store_admin_role_and_still_checks_needs(tmp_path: Path) -> None:
+    async with client_for(config(tmp_path)) as c:
+        r = await c.put("/v1/namespaces/e1", json={"store": "big"}, headers=NSADMIN)
+        assert r.status_code == 403 and "store_admin_roles" in r.json()["detail"]
+        r = await c.put(
+            "/v1/namespaces/e1", json={"store": "small", "needs": {"read_rps": 500}}, headers=ADMIN
+        )
+        assert r.status_code == 422
+        assert [s["store"] for s in r.json()["stores"]] == ["small"]
+        r = await c.put("/v1/namespaces/e1", json={"store": "big", "needs": {"read_rps": 10}}, headers=ADMIN)
+        assert r.status_code == 201 and r.json()["store"] == "big"
+        r = await c.put("/v1/namespaces/e1", json={"store": "small"}, headers=ADMIN)
+        assert r.status_code == 409 and r.json()["code"] == "STORE_CHANGE"
+        r = await c.put("/v1/namespaces/e1", json={"tenant_scoped": True}, headers=ADMIN)
+        assert r.status_code == 409 and "tenant_scoped" in r.json()["detail"]
+
+
+async def test_delete_is_refused_while_data_is_held_unless_purged(tmp_path: Path) -> None:
+    async with client_for(config(tmp_path)) as c:
+        assert (await c.put("/v1/namespaces/tmp", json={}, headers=ADMIN)).status_code == 201
+        for i in range(7):
+            await c.put(f"/v1/kv/tmp/k{i}", content=b"x", headers=ADMIN)
+        r = await c.put("/v1/records/tmp/r1", json={"items": [{"key": "a", "value": "eA=="}]}, headers=ADMIN)
+        assert r.status_code == 200, r.text
+        r = await c.delete("/v1/namespaces/tmp", headers=ADMIN)
+        assert r.status_code == 409 and r.json()["code"] == "NAMESPACE_NOT_EMPTY"
+        # Refused: still served, data intact.
+        assert (await c.get("/v1/kv/tmp/k3", headers=ADMIN)).content == b"x"
+        r = await c.delete("/v1/namespaces/tmp?purge=true", headers=ADMIN)
+        assert r.status_code == 200, r.text
+        assert r.json()["purged_records"] == 8
+        assert (await c.get("/v1/kv/tmp/k3", headers=ADMIN)).status_code == 404
+        assert (await c.get("/v1/namespaces/tmp", headers=ADMIN)).status_code == 404
+        # Created again, it starts empty.
+        assert (await c.put("/v1/namespaces/tmp", json={}, headers=ADMIN)).status_code == 201
+        assert (await c.get("/v1/kv/tmp/k3", headers=ADMIN)).status_code == 404
+        assert (await c.delete("/v1/namespaces/tmp", headers=ADMIN)).status_code == 200
+        assert (await c.delete("/v1/namespaces/tmp", headers=ADMIN)).status_code == 404
+
+
+async def test_declared_rates_become_the_enforced_limit(tmp_path: Path) -> None:
+    cfg = config(tmp_path)
+    cfg["control"]["namespaces"]["limit_headroom"] = 1.5
+    async with client_for(cfg) as c:
+        r = await c.put("/v1/namespaces/slow", json={"needs": {"read_rps": 1, "write_rps": 1}}, headers=ADMIN)
+        assert r.json()["limits"] == {"rate": 3.0, "burst": 3}
+        statuses = [(await c.get("/v1/kv/slow/k", headers=ADMIN)).status_code for _ in range(6)]
+        assert statuses[:3] == [404, 404, 404] and 429 in statuses[3:]
+
+
+async def test_every_change_is_audited_with_before_and_after(tmp_path: Path) -> None:
+    log = tmp_path / "audit.jsonl"
+    async with client_for(config(tmp_path, audit={"sink": "file", "path": str(log)})) as c:
+        await c.put("/v1/namespaces/aud", json={"needs": {"read_rps": 5}}, headers=ADMIN)
+        await c.put("/v1/namespaces/aud", json={"needs": {"read_rps": 6}}, headers=ADMIN)
+        await c.put("/v1/namespaces/aud", json={}, headers=headers("writer"))
+        await c.delete("/v1/namespaces/aud", headers=ADMIN)
+    events = [json.loads(line) for line in log.read_text().splitlines()]
+    changes = [e for e in events if e["operation"] in ("namespace_put", "namespace_delete")]
+    assert [(e["operation"], e["status"]) for e in changes] == [
+        ("namespace_put", 201),
+        ("namespace_put", 200),
+        ("namespace_put", 403),
+        ("namespace_delete", 200),
+    ]
+    created, changed, refused, deleted = changes
+    assert created["values"]["before"] is None
+    assert created["values"]["after"]["needs"]["read_rps"] == 5.0
+    assert changed["values"]["before"]["needs"]["read_rps"] == 5.0
+    assert changed["values"]["after"]["needs"]["read_rps"] == 6.0
+    assert "values" not in refused and refused["principal"] == "writer"
+    assert deleted["values"]["before"]["name"] == "aud" and deleted["values"]["after"] is None
+
+
+async def test_runtime_namespaces_survive_a_restart_on_a_file_store(tmp_path: Path) -> None:
+    db = tmp_path / "data.db"
+    cfg = config(tmp_path, stores={"main": f"sqlite:///{db}"}, namespaces=[{"name": "fixed"}])
+    async with client_for(cfg) as c:
+        assert (await c.put("/v1/namespaces/kept", json={}, headers=ADMIN)).status_code == 201
+        await c.put("/v1/kv/kept/a", content=b"1", headers=ADMIN)
+    async with client_for(cfg) as c:
+        assert (await c.get("/v1/kv/kept/a", headers=ADMIN)).content == b"1"
+
+
+async def test_the_config_file_wins_a_name_clash_and_config_check_reports_it(tmp_path: Path) -> None:
+    db = tmp_path / "data.db"
+    cfg = config(tmp_path, stores={"main": f"sqlite:///{db}"}, namespaces=[{"name": "fixed"}])
+    async with client_for(cfg) as c:
+        r = await c.put("/v1/namespaces/shared", json={"max_value_bytes": 1000}, headers=ADMIN)
+        assert r.status_code == 201
+    path = tmp_path / "prism.yaml"
+    clashing = {**cfg, "namespaces": [{"name": "fixed"}, {"name": "shared", "max_value_bytes": 16}]}
+    path.write_text(json.dumps(clashing))
+    async with client_for(clashing) as c:
+        assert (await c.get("/v1/namespaces/shared", headers=ADMIN)).json()["max_value_bytes"] == 16
+        assert (await c.put("/v1/kv/shared/k", content=b"x" * 17, headers=ADMIN)).status_code == 413
+    run = functools.partial(subprocess.run, capture_output=True, text=True, cwd=tmp_path, timeout=60)
+    prism = [sys.executable, "-m", "prism", "config", "check", "--config", str(path)]
+    assert run(prism).returncode == 0
+    checked = run([*prism, "--runtime"])
+    assert checked.returncode == 2, checked.stdout
+    assert "$.namespaces[1].name: 'shared' is also a runtime namespace in store 'main'" in checked.stderr
+    path.write_text(json.dumps(cfg))
+    assert run([*prism, "--runtime"]).returncode == 0
+
+
+async def test_a_purge_that_fails_half_way_is_finished_by_deleting_again(tmp_path: Path) -> None:
+    flaky = {
+        "url": f"memory://flaky-{uuid.uuid4().hex[:8]}",
+        "backend": "test_gateway_namespaces:FlakyDeletes",
+    }
+    async with client_for(config(tmp_path, stores={"flaky": flaky}, namespaces=[{"name": "fixed"}])) as c:
+        c.headers.update(ADMIN)
+        assert (await c.put("/v1/namespaces/half", json={})).status_code == 201
+        for i in range(5):
+            await c.put(f"/v1/kv/half/k{i}", content=b"x")
+        FlakyDeletes.allowed = 2
+        try:
+            r = await c.delete("/v1/namespaces/half?purge=true")
+            assert r.status_code == 503, r.text
+            # Deleted but not gone: served nowhere, its name not free, its data partly there.
+            assert (await c.get("/v1/kv/half/k4")).json()["code"] == "NAMESPACE_NOT_FOUND"
+            r = await c.put("/v1/namespaces/half", json={})
+            assert r.status_code == 409 and r.json()["code"] == "NAMESPACE_DELETING"
+        finally:
+            FlakyDeletes.allowed = None
+        r = await c.delete("/v1/namespaces/half?purge=true")
+        assert r.status_code == 200 and r.json()["purged_records"] == 3
+        assert (await c.put("/v1/namespaces/half", json={})).status_code == 201
+        assert (await c.get("/v1/kv/half/k4")).status_code == 404
+
+
+async def test_runtime_namespaces_can_be_turned_off(tmp_path: Path) -> None:
+    cfg = config(tmp_path, control={"namespaces": {"enabled": False}})
+    async with client_for(cfg) as c:
+        r = await c.put("/v1/namespaces/x", json={}, headers=ADMIN)
+        assert r.status_code == 501 and r.json()["code"] == "RUNTIME_NAMESPACES_OFF"
+        assert (await c.delete("/v1/namespaces/x", headers=ADMIN)).status_code == 501
+        assert (await c.get("/v1/namespaces/fixed", headers=ADMIN)).status_code == 200
+
+
+@pytest.mark.parametrize(
+    ("change", "path"),
+    [
+        ({"control": {"namespaces": {"poll_interval": 0}}}, "$.control.namespaces.poll_interval"),
+        ({"control": {"namespaces": {"limit_headroom": -1}}}, "$.control.namespaces.limit_headroom"),
+        ({"control": {"namespaces": {"delete_settle": -1}}}, "$.control.namespaces.delete_settle"),
+        ({"control": {"namespaces": {"purge_batch": 0}}}, "$.control.namespaces.purge_batch"),
+        ({"control": {"namespaces": {"change_attempts": 0}}}, "$.control.namespaces.change_attempts"),
+        (
+            {"stores": {"main": {"url": "memory://", "capacity": {"read_rps": 0}}}},
+            "$.stores.main.capacity.read_rps",
+        ),
+        ({"stores": {"main": {"url": "memory://", "capacity": {"durability": "tape"}}}}, "$.stores.main"),
+        ({"auth": {"namespace_admin_roles": ["bad role"]}}, "$.auth.namespace_admin_roles[0]"),
+    ],
+)
+def test_bad_settings_name_their_field(tmp_path: Path, change: dict[str, Any], path: str) -> None:
+    cfg = {"stores": {"main": "memory://"}, "namespaces": [{"name": "fixed"}], **change}
+    with pytest.raises(ConfigError) as error:
+        parse_config(cfg, source="test.yaml")
+    assert error.value.path.startswith(path), str(error.value)
+
+
+async def test_declared_rates_of_config_file_namespaces_are_enforced_too(tmp_path: Path) -> None:
+    namespaces = [
+        {"name": "fixed"},
+        {"name": "declared", "needs": {"read_rps": 1, "write_rps": 1}},
+        {"name": "own", "needs": {"read_rps": 1}, "limits": {"rate": 50, "concurrency": 3}},
+    ]
+    cfg = config(tmp_path, namespaces=namespaces)
+    cfg["control"]["namespaces"]["limit_headroom"] = 1.0
+    async with client_for(cfg) as c:
+        limits = (await c.get("/v1/namespaces/declared", headers=ADMIN)).json()["limits"]
+        assert (limits["rate"], limits["burst"]) == (2.0, 2)
+        statuses = [(await c.get("/v1/kv/declared/k", headers=ADMIN)).status_code for _ in range(4)]
+        assert statuses[:2] == [404, 404] and 429 in statuses[2:]
+        # A rate the file sets itself wins.
+        limits = (await c.get("/v1/namespaces/own", headers=ADMIN)).json()["limits"]
+        assert (limits["rate"], limits["concurrency"]) == (50.0, 3)

@@ -1,0 +1,104 @@
+"""``prism namespace create|plan|get|list|delete`` against a real ``prism serve``."""
+
+from __future__ import annotations
+
+import json
+import os
+import subprocess
+import sys
+from collections.abc import Iterator
+from pathlib import Path
+
+import pytest
+from gateway_helpers import KEYS, api_keys_config
+from serve_helpers import Served, serving
+
+
+@pytest.fixture(scope="module")
+def gateway(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Served]:
+    directory = tmp_path_factory.mktemp("namespace-cli")
+    config = {
+        "stores": {
+            "main": {
+                "url": f"sqlite:///{directory / 'data.db'}",
+                "capacity": {"read_rps": 500, "write_rps": 100, "durability": "disk"},
+            },
+            "scratch": {"url": "memory://", "capacity": {"read_rps": 10_000, "write_rps": 10_000}},
+        },
+        "namespaces": [{"name": "fixed"}],
+        "auth": {"api_keys": api_keys_config()},
+        "control": {"namespaces": {"delete_settle": 0.1}},
+        "audit": {"sink": "none"},
+        "server": {"access_log": False},
+        "streaming": {"enabled": False},
+    }
+    with serving(directory, config, "--grpc-port", "0") as served:
+        yield served
+
+
+def prism(
+    gateway: Served, *args: str, key: str = "admin", cwd: Path | None = None
+) -> subprocess.CompletedProcess[str]:
+    env = {**os.environ, "PRISM_URL": gateway.url, "PRISM_TOKEN": KEYS[key][0]}
+    return subprocess.run(
+        [sys.executable, "-m", "prism", "namespace", *args],
+        capture_output=True,
+        text=True,
+        env=env,
+        cwd=cwd,
+        timeout=60,
+    )
+
+
+def test_create_plan_get_list_and_delete(gateway: Served, tmp_path: Path) -> None:
+    plan = prism(gateway, "plan", "orders", "--need", "read_rps=200", "--need", "durability=disk")
+    assert plan.returncode == 0, plan.stderr
+    assert plan.stdout.splitlines() == [
+        "namespace orders: would be placed on store main",
+        "  rate limit: 240 requests/s, burst 240",
+    ]
+    assert "orders" not in prism(gateway, "list").stdout
+
+    created = prism(gateway, "create", "orders", "--need", "read_rps=200", "--need", "durability=disk")
+    assert created.returncode == 0, created.stderr
+    assert created.stdout.splitlines()[0] == "namespace orders: created on store main"
+
+    body = tmp_path / "events.json"
+    body.write_text(
+        json.dumps({"needs": {"read_rps": 400, "consistency": "strong"}, "max_value_bytes": 4096})
+    )
+    placed = prism(gateway, "--json", "create", "events", "--file", str(body))
+    assert placed.returncode == 0, placed.stderr
+    answer = json.loads(placed.stdout)
+    assert answer["store"] == "scratch" and answer["needs"]["consistency"] == "strong"
+    assert answer["refused"] == [
+        {"store": "main", "fails": [{"need": "read_rps", "wanted": 400.0, "has": 300.0}]}
+    ]
+
+    got = prism(gateway, "get", "events")
+    assert got.returncode == 0, got.stderr
+    assert "  store: scratch (memory)" in got.stdout and "  max value bytes: 4096" in got.stdout
+    assert "  needs: access_pattern=kv, read_rps=400, consistency=strong" in got.stdout
+    listed = prism(gateway, "list", key="reader").stdout.splitlines()
+    assert listed == ["fixed: read", "orders: read", "events: read"]
+
+    deleted = prism(gateway, "delete", "events", "--purge")
+    assert deleted.returncode == 0, deleted.stderr
+    assert deleted.stdout.strip() == "namespace events: deleted, 0 records purged"
+    assert prism(gateway, "get", "events").returncode == 1
+
+
+def test_refusals_print_the_reason_and_every_stores_failed_needs(gateway: Served) -> None:
+    refused = prism(gateway, "create", "huge", "--need", "write_rps=50000", "--need", "latency_p99_ms=1")
+    assert refused.returncode == 1
+    assert refused.stderr.splitlines() == [
+        "prism: error: NO_STORE_FITS: no store meets every need of namespace 'huge'; see `stores`",
+        "  main: write_rps wanted 50000, has 100; latency_p99_ms wanted 1, has undeclared",
+        "  scratch: write_rps wanted 50000, has 10000; latency_p99_ms wanted 1, has undeclared",
+    ]
+    denied = prism(gateway, "create", "mine", key="writer")
+    assert denied.returncode == 1 and "FORBIDDEN" in denied.stderr
+    bad = prism(gateway, "create", "x", "--need", "read_rps")
+    assert bad.returncode != 0 and "--need takes NAME=VALUE" in bad.stderr
+    wrong = prism(gateway, "create", "x", "--need", "read_rps=-5")
+    assert wrong.returncode == 1 and "needs.read_rps: must be a positive number" in wrong.stderr
