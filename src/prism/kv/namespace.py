@@ -71,10 +71,17 @@ class Namespace:
     )
 
     def __init__(
-        self, store: Store, name: str, *, max_value_bytes: int, default_ttl: float | None = None
+        self,
+        store: Store,
+        name: str,
+        *,
+        max_value_bytes: int,
+        default_ttl: float | None = None,
+        backend: Backend | None = None,
     ) -> None:
         self._store = store
-        self._backend = store.backend
+        # A cached namespace reads and writes through its tier (prism.kv.cache), else the store's backend.
+        self._backend = store.backend if backend is None else backend
         self._inst = store.instrumentation
         self._get_series: Series | None = None
         self._reads_now = reads_now(self._backend)
