@@ -109,6 +109,7 @@ def admin_routes(gateway: Gateway, data_routes: Sequence[DataRoute] = ()) -> lis
             detail.pii = None if ns.pii is None else NamespacePii(ns.pii.fields, ns.pii.encrypt)
             detail.audit = ns.audit
             detail.capabilities = served.store.capabilities.as_dict()
+            detail.cache = served.cache_stats()
         return detail
 
     async def healthz(request: Request) -> Response:

@@ -194,6 +194,8 @@ class NamespaceDetail(msgspec.Struct):
     pii: NamespacePii | UnsetType | None = UNSET
     audit: bool | UnsetType = UNSET
     capabilities: dict[str, Any] | UnsetType = UNSET
+    #: The cache tiers' settings and this process's counters (hit_ratio), or None when not cached.
+    cache: dict[str, Any] | UnsetType | None = UNSET
 
 
 def decode_body(body: bytes, type_: type[T]) -> T:

@@ -61,6 +61,8 @@ _decode = msgspec.msgpack.Decoder(_Entry).decode
 StepHook = Callable[[str, str], Awaitable[None]]
 
 _FAILURES = (PrismError, TimeoutError, OSError)
+#: Sends of one invalidation, all within the cache's timeout, before the process counts it missed.
+INVALIDATE_ATTEMPTS = 3
 
 
 def _seconds(when: datetime | float | None) -> float | None:
@@ -205,7 +207,17 @@ class SharedCache:
         deletes = [StoredWrite(entry_key(r), "", None) for r in dict.fromkeys(records)]
         try:
             async with asyncio.timeout(self.timeout):
-                outcomes = await self.backend.write(self.namespace, deletes)
+                # A delete is safe to resend: a fresh connection may reach a cache that the
+                # pooled one lost (a restart), and every missed invalidation costs a new generation.
+                for attempt in range(INVALIDATE_ATTEMPTS):
+                    try:
+                        outcomes = await self.backend.write(self.namespace, deletes)
+                    except PrismError:
+                        if attempt == INVALIDATE_ATTEMPTS - 1:
+                            raise
+                        continue
+                    if all(o.error is None for o in outcomes) or attempt == INVALIDATE_ATTEMPTS - 1:
+                        break
         except _FAILURES as exc:
             self.stats.invalidation_errors += len(deletes)
             self._failed(exc)
