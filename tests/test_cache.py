@@ -18,6 +18,7 @@ import prism
 from prism import Cache, Delete, NearCache, Put
 from prism.kv.cache import CachedBackend
 from prism.kv.namespace import Namespace
+from prism.testing.servers.postgres import postgres_url
 from prism.testing.servers.redis import RedisServer, redis_server
 
 
@@ -40,7 +41,7 @@ def metric(name: str, **labels: str) -> float:
 class Replicas:
     """Processes' worth of stores on one SQLite file, each with its own cache tier on one Redis."""
 
-    def __init__(self, db: Path, cache_url: str, namespace: str, **cache: Any) -> None:
+    def __init__(self, db: Path | str, cache_url: str, namespace: str, **cache: Any) -> None:
         self.db = db
         self.cache_url = cache_url
         self.namespace = namespace
@@ -50,7 +51,8 @@ class Replicas:
     async def replica(
         self, *, near: NearCache | None = None, feed: bool = False, shared: bool = True
     ) -> Namespace:
-        store = await prism.connect(f"sqlite:///{self.db}" + ("?feed=true" if feed else ""))
+        url = self.db if isinstance(self.db, str) else f"sqlite:///{self.db}"
+        store = await prism.connect(url + ("?feed=true" if feed else ""))
         self.opened.append(store)
         cache = None
         if shared:
@@ -242,6 +244,82 @@ async def test_a_reader_that_misses_after_the_write_fills_the_new_value(replicas
     got = await read
     assert got is not None and got.value == b"new"
     assert await value(checker, "k") == b"new"
+
+
+async def test_a_reader_that_dies_holding_a_lease_blocks_no_fill_for_long(replicas: Replicas) -> None:
+    replicas.cache["lease_ttl"] = 0.3
+    dying, other, writer = await replicas.replica(), await replicas.replica(), await replicas.replica()
+    await writer.put("k", b"v1")
+    leased = asyncio.Event()
+
+    async def stall(step: str, record: str) -> None:
+        if step == "leased":
+            leased.set()
+            await asyncio.Event().wait()  # never returns: the process "dies" holding the lease
+
+    shared = tier(dying).shared
+    assert shared is not None
+    shared.on_step = stall
+    doomed = asyncio.create_task(dying.get("k"))
+    await leased.wait()
+    doomed.cancel()
+    labels = {"namespace": replicas.namespace, "tier": "shared"}
+    hits = metric("prism_cache_requests_total", **labels, result="hit")
+    for _ in range(3):  # the lease is held: answered by the store, nothing filled
+        assert await value(other, "k") == b"v1"
+    assert metric("prism_cache_requests_total", **labels, result="hit") == hits
+    await asyncio.sleep(0.4)  # the lease has expired
+    assert await value(other, "k") == b"v1"  # fills
+    assert await value(other, "k") == b"v1"  # a hit
+    assert metric("prism_cache_requests_total", **labels, result="hit") == hits + 1
+
+
+@pytest.fixture(scope="module")
+def pg_url() -> Iterator[str]:
+    url, server = postgres_url()
+    try:
+        yield url
+    finally:
+        if server is not None:
+            server.close()
+
+
+async def test_concurrent_readers_never_see_a_value_older_than_the_last_ack(
+    pg_url: str, redis: RedisServer
+) -> None:
+    """Replicas on PostgreSQL, whose reads suspend, so readers and the writer interleave freely."""
+    replicas = Replicas(pg_url, redis.url, f"counter-{uuid.uuid4().hex[:8]}")
+    try:
+        await _readers_against_a_writer(replicas)
+    finally:
+        await replicas.close()
+
+
+async def _readers_against_a_writer(replicas: Replicas) -> None:
+    writer = await replicas.replica()
+    readers = [await replicas.replica() for _ in range(3)]
+    await writer.put("n", b"0")
+    acked = 0
+    done = False
+    stale: list[tuple[int, int]] = []
+
+    async def read(ns: Namespace) -> None:
+        while not done:
+            floor = acked
+            item = await ns.get("n")
+            assert item is not None
+            if int(item.value) < floor:
+                stale.append((int(item.value), floor))
+
+    tasks = [asyncio.create_task(read(ns)) for ns in readers for _ in range(3)]
+    for n in range(1, 301):
+        await writer.put("n", str(n).encode())
+        acked = n
+    done = True
+    await asyncio.gather(*tasks)
+    assert stale == []
+    labels = {"namespace": replicas.namespace, "tier": "shared"}
+    assert metric("prism_cache_requests_total", **labels, result="hit") > 0
 
 
 # -- cache failure -------------------------------------------------------------------
