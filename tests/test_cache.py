@@ -453,6 +453,10 @@ async def test_bad_settings_name_the_field(tmp_path: Path, redis: RedisServer) -
             NearCache(ttl=0)
         with pytest.raises(prism.InvalidArgument, match=r"cache\.store must be a prism Store"):
             Cache("redis://nowhere")  # type: ignore[arg-type]
+        # Equal settings give the same handle (and so the same near cache and counters).
+        assert store.namespace("n", cache=Cache(cache_store), near_cache=NearCache()) is store.namespace(
+            "n", cache=Cache(cache_store), near_cache=NearCache()
+        )
         with pytest.raises(prism.InvalidArgument, match="another store"):
             store.namespace("n", cache=Cache(store))
         with pytest.raises(prism.InvalidArgument, match=r"near_cache must be a prism\.NearCache"):

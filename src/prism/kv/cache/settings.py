@@ -18,7 +18,7 @@ def _seconds(owner: str, name: str, value: object) -> None:
         raise InvalidArgument(f"{owner}.{name} must be a positive number of seconds, got {value!r}")
 
 
-@dataclass(frozen=True, slots=True, eq=False)
+@dataclass(frozen=True, slots=True)
 class Cache:
     """A shared look-aside cache in front of a namespace, held in another store (Redis is the usual one).
 
