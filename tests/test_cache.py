@@ -12,6 +12,7 @@ from pathlib import Path
 from typing import Any
 
 import pytest
+import redis as redis_py
 from prometheus_client import REGISTRY
 
 import prism
@@ -320,6 +321,24 @@ async def _readers_against_a_writer(replicas: Replicas) -> None:
     assert stale == []
     labels = {"namespace": replicas.namespace, "tier": "shared"}
     assert metric("prism_cache_requests_total", **labels, result="hit") > 0
+
+
+async def test_a_cache_emptied_under_the_replicas_fills_again(replicas: Replicas, redis: RedisServer) -> None:
+    a, b = await replicas.replica(), await replicas.replica()
+    await a.put("k", b"v1")
+    assert await value(b, "k") == b"v1"
+    assert await value(b, "k") == b"v1"
+    raw = redis_py.Redis.from_url(redis.url)
+    try:
+        raw.flushdb()  # a restart without persistence, or an operator's flush
+    finally:
+        raw.close()
+    await a.put("k", b"v2")
+    labels = {"namespace": replicas.namespace, "tier": "shared"}
+    hits = metric("prism_cache_requests_total", **labels, result="hit")
+    for _ in range(3):
+        assert await value(b, "k") == b"v2"
+    assert metric("prism_cache_requests_total", **labels, result="hit") > hits
 
 
 # -- cache failure -------------------------------------------------------------------
