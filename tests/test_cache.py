@@ -404,6 +404,32 @@ async def test_a_cache_that_stops_answering_is_bounded_by_its_timeout(tmp_path: 
             await group.close()
 
 
+async def test_a_write_cancelled_after_the_store_applied_it_still_invalidates(replicas: Replicas) -> None:
+    a, b = await replicas.replica(), await replicas.replica()
+    await a.put("k", b"v1")
+    assert await value(b, "k") == b"v1"
+    assert await value(b, "k") == b"v1"  # cached
+    reached = asyncio.Event()
+    go = asyncio.Event()
+
+    async def hold(step: str, record: str) -> None:
+        if step == "invalidating":
+            reached.set()
+            await go.wait()
+
+    shared = tier(a).shared
+    assert shared is not None
+    shared.on_step = hold
+    write = asyncio.create_task(a.put("k", b"v2"))
+    await reached.wait()  # the store has v2; the invalidation is about to be sent
+    write.cancel()  # the caller goes away (a client disconnects, a request times out)
+    with pytest.raises(asyncio.CancelledError):
+        await write
+    go.set()
+    await asyncio.sleep(0.2)
+    assert await value(b, "k") == b"v2"
+
+
 # -- near cache --------------------------------------------------------------------
 
 

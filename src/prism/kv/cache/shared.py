@@ -57,7 +57,8 @@ _Entry = tuple[str, str, float | None, str | None, float | None, bytes]
 _encode = msgspec.msgpack.Encoder().encode
 _decode = msgspec.msgpack.Decoder(_Entry).decode
 
-#: Hooks called between the steps of a fill (``leased``, ``filling``), for tests of interleavings.
+#: Hooks called between the steps of a fill (``leased``, ``filling``) and before an invalidation
+#: (``invalidating``), for tests of interleavings.
 StepHook = Callable[[str, str], Awaitable[None]]
 
 _FAILURES = (PrismError, TimeoutError, OSError)
@@ -205,6 +206,8 @@ class SharedCache:
         if not records:
             return
         deletes = [StoredWrite(entry_key(r), "", None) for r in dict.fromkeys(records)]
+        if self.on_step is not None:
+            await self.on_step("invalidating", records[0])
         try:
             async with asyncio.timeout(self.timeout):
                 # A delete is safe to resend: a fresh connection may reach a cache that the

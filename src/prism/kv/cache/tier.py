@@ -10,6 +10,7 @@ range reads, batch reads and the change feed go to the store.
 
 from __future__ import annotations
 
+import asyncio
 import logging
 from collections.abc import Sequence
 from typing import Any
@@ -46,6 +47,7 @@ class CachedBackend(Backend):
         self.stats = CacheStats(namespace, near=near_cache is not None, shared=cache is not None)
         self.shared = None if cache is None else SharedCache(cache, namespace, self.stats.shared)  # type: ignore[arg-type]
         self.near: NearMap | None = None
+        self._invalidating: set[asyncio.Future[None]] = set()
         self.follower: FeedFollower | None = None
         if near_cache is not None:
             assert self.stats.near is not None
@@ -65,6 +67,8 @@ class CachedBackend(Backend):
         raise InvalidArgument("a cached backend is built by Store.namespace(cache=...), not from a URL")
 
     async def close(self) -> None:
+        if self._invalidating:
+            await asyncio.gather(*self._invalidating, return_exceptions=True)
         if self.follower is not None:
             await self.follower.stop()
         if self.shared is not None:
@@ -182,8 +186,14 @@ class CachedBackend(Backend):
             return
         if self.near is not None:
             self.near.evict(records)
-        if self.shared is not None:
-            await self.shared.invalidate(records)
+        shared = self.shared
+        if shared is not None:
+            # Shielded: a caller cancelled after the store applied the write (a client gone,
+            # a request timeout) must not leave the entry behind; the invalidation finishes.
+            task = asyncio.ensure_future(shared.invalidate(records))
+            self._invalidating.add(task)
+            task.add_done_callback(self._invalidating.discard)
+            await asyncio.shield(task)
 
     def describe(self) -> dict[str, Any]:
         """The tiers' settings and counters in this process, for the admin API."""
