@@ -481,6 +481,22 @@ async def test_with_a_feed_another_processes_write_evicts_the_near_entry(replica
         await asyncio.sleep(0.01)
 
 
+def test_a_stalled_feed_follower_stops_the_near_cache_answering(tmp_path: Path) -> None:
+    """The blocking API on SQLite runs no event loop between calls: the feed is not read then."""
+    url = f"sqlite:///{tmp_path / 'd.db'}?feed=true"
+    with prism.connect_sync(url) as mine, prism.connect_sync(url) as theirs:
+        ns = mine.namespace("n", near_cache=NearCache(ttl=60, poll_interval=0.05))
+        other = theirs.namespace("n")
+        other.put("k", b"v1")
+        assert ns.get("k") is not None
+        item = ns.get("k")
+        assert item is not None and item.value == b"v1"
+        other.put("k", b"v2")
+        time.sleep(0.2)  # past 3 poll intervals without a read of the feed
+        item = ns.get("k")
+        assert item is not None and item.value == b"v2"
+
+
 # -- settings ----------------------------------------------------------------------
 
 

@@ -24,6 +24,8 @@ _monotonic = time.monotonic
 
 #: Most changes read from the feed at once.
 FEED_BATCH = 1000
+#: Near-cache entries are served until this many poll intervals after the feed's last read.
+LIVE_POLLS = 3
 
 ReadChanges = Callable[[str | None], Awaitable[tuple[list[Change], str]]]
 WaitForChanges = Callable[[float], Awaitable[None]]
@@ -43,7 +45,7 @@ class NearMap:
     write of this process (or a change seen on the feed) is never put back after it.
     """
 
-    __slots__ = ("_entries", "epoch", "following", "max_items", "stats", "ttl")
+    __slots__ = ("_entries", "epoch", "following", "live_until", "max_items", "stats", "ttl")
 
     def __init__(self, settings: NearCache, stats: TierStats) -> None:
         self._entries: OrderedDict[str, tuple[Item, float]] = OrderedDict()
@@ -53,6 +55,9 @@ class NearMap:
         self.epoch = 0
         #: False while the change feed is not being read (then nothing is filled).
         self.following = True
+        #: Entries are served only before this (monotonic) time: the change feed's follower
+        #: moves it on after every read, so a stalled follower stops the near cache answering.
+        self.live_until = float("inf")
 
     def __len__(self) -> int:
         return len(self._entries)
@@ -60,7 +65,8 @@ class NearMap:
     def get(self, record: str) -> Item | None:
         entry = self._entries.get(record)
         if entry is not None:
-            if entry[1] > _monotonic():
+            now = _monotonic()
+            if entry[1] > now and now < self.live_until:
                 self._entries.move_to_end(record)
                 self.stats.hits += 1
                 return entry[0]
@@ -71,7 +77,10 @@ class NearMap:
     def hit_now(self, record: str) -> Item | NotNow:
         """The live item at ``record`` (counted as a hit), else NOT_NOW with nothing counted."""
         entry = self._entries.get(record)
-        if entry is None or entry[1] <= _monotonic():
+        if entry is None:
+            return NOT_NOW
+        now = _monotonic()
+        if entry[1] <= now or now >= self.live_until:
             return NOT_NOW
         self._entries.move_to_end(record)
         self.stats.hits += 1
@@ -120,6 +129,9 @@ class FeedFollower:
         self._cursor: str | None = None
         self._retry_at = 0.0
         near.following = False  # nothing is kept until the feed is followed
+        near.live_until = 0.0
+        #: How long after a read of the feed its entries may still be served.
+        self.live_window = LIVE_POLLS * poll_interval
 
     @property
     def running(self) -> bool:
@@ -136,12 +148,15 @@ class FeedFollower:
         self._retry_at = _monotonic() + self._poll
         self.near.following = False
         self.near.clear()
+        read_at = _monotonic()
         _, self._cursor = await self._read(None)
         self.near.following = True
+        self.near.live_until = read_at + self.live_window
         self._task = asyncio.create_task(self._follow(), name="prism-near-cache-feed")
 
     async def _follow(self) -> None:
         while True:
+            read_at = _monotonic()
             try:
                 changes, cursor = await self._read(self._cursor)
             except asyncio.CancelledError:
@@ -168,7 +183,9 @@ class FeedFollower:
             self.near.following = True
             if changes:
                 self.near.evict([c.key for c in changes])
-            else:
+            # Every change committed before the read began is evicted now.
+            self.near.live_until = read_at + self.live_window
+            if not changes:
                 with contextlib.suppress(PrismError):
                     await self._wait(self._poll)
 

@@ -71,8 +71,9 @@ class NearCache:
 
     On a store with a change feed (``capabilities.watch``), a change written by any
     process evicts the entry once the feed delivers it, so staleness is bounded by
-    ``min(ttl, feed delivery)``; without a feed, by ``ttl`` alone. Writes made through
-    the same handle evict at once.
+    ``min(ttl, feed delivery)`` (entries are not served while the feed has gone
+    unread for 3 poll intervals); without a feed, by ``ttl`` alone. Writes made
+    through the same handle evict at once.
     """
 
     max_items: int = 10_000
