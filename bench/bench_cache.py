@@ -245,7 +245,7 @@ def main(argv: list[str]) -> None:
     def verdict(ok: bool) -> str:
         return "met" if ok else "**missed**"
 
-    command = "python -m bench cache" + (" --quick" if args.quick else "")
+    command = " ".join(["python -m bench cache", *(a for a in argv if a != "cache")])
     lines = [
         "## Cache tier",
         "",
