@@ -192,3 +192,26 @@ async def test_two_gateways_never_serve_a_value_older_than_the_last_acknowledged
                     if line.startswith("prism_cache_requests_total") and f'"{ns}"' in line and '"hit"' in line
                 ]
                 assert sum(hits) > 0
+
+
+async def test_a_write_on_one_gateway_evicts_the_others_near_cache_through_the_feed(
+    tmp_path: Path, pg_url: str, redis: RedisServer
+) -> None:
+    ns = f"near-{uuid.uuid4().hex[:8]}"
+    feed_url = pg_url + ("&" if "?" in pg_url else "?") + "feed=true"
+    cfg = two_process_config(feed_url, redis.url, ns)
+    cfg["namespaces"][0]["near_cache"] = {"max_items": 100, "ttl": 60, "poll_interval": 0.05}
+    with two_gateways(tmp_path, cfg) as (one, two):
+        async with httpx.AsyncClient(timeout=10) as http:
+            assert (await http.put(f"{one}/v1/kv/{ns}/k", content=b"v1")).status_code == 201
+            for _ in range(3):
+                assert (await http.get(f"{two}/v1/kv/{ns}/k")).content == b"v1"
+            metrics = (await http.get(f"{two}/metrics")).text
+            assert f'prism_cache_requests_total{{namespace="{ns}",result="hit",tier="near"}} 2.0' in metrics
+            for n in range(2, 7):
+                assert (await http.put(f"{one}/v1/kv/{ns}/k", content=b"v%d" % n)).status_code == 200
+                acked = asyncio.get_running_loop().time()
+                while (await http.get(f"{two}/v1/kv/{ns}/k")).content != b"v%d" % n:
+                    # The bound: the feed's delivery, well inside the near cache's 60 s ttl.
+                    assert asyncio.get_running_loop().time() - acked < 2.0, "the feed never evicted it"
+                    await asyncio.sleep(0.01)
