@@ -497,6 +497,20 @@ def test_a_stalled_feed_follower_stops_the_near_cache_answering(tmp_path: Path) 
         assert item is not None and item.value == b"v2"
 
 
+async def test_a_cached_namespace_watches_like_any_other(replicas: Replicas) -> None:
+    plain = await replicas.replica(near=NearCache())
+    with pytest.raises(prism.Unsupported, match="start the store with feed=true"):
+        plain.watch()
+    a = await replicas.replica(near=NearCache(), feed=True)
+    feed = a.watch()
+    first = asyncio.create_task(feed.__anext__())
+    await asyncio.sleep(0.3)  # the feed starts after the changes made before it
+    await a.put("k", b"v1")
+    change = await asyncio.wait_for(first, 5)
+    assert (change.key, change.op) == ("k", "put")
+    await feed.close()
+
+
 # -- settings ----------------------------------------------------------------------
 
 

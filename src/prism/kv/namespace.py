@@ -349,7 +349,9 @@ class Namespace:
             raise InvalidArgument(f"poll_interval must be > 0 and <= 60 seconds, got {poll_interval!r}")
         check_limit(batch_size, MAX_PAGE_LIMIT, "batch_size")
         if not self._backend.capabilities.watch:
-            if type(self._backend).feed_opt_in and not self._backend.feed:
+            # A cached namespace's tier wraps the store's backend, which tells how it was opened.
+            opened = self._store.backend
+            if type(opened).feed_opt_in and not opened.feed:
                 raise Unsupported(
                     f"this {self._backend.name} store keeps no change feed: start the store with feed=true"
                 )
