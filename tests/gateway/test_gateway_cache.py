@@ -3,6 +3,10 @@
 from __future__ import annotations
 
 import asyncio
+import contextlib
+import signal
+import subprocess
+import sys
 import uuid
 from collections.abc import Iterator
 from pathlib import Path
@@ -11,13 +15,17 @@ from typing import Any
 import httpx
 import pytest
 import redis as redis_py
+import yaml
 from gateway_helpers import client_for, full_config, headers
 from test_gateway_limits_shared import two_gateways
 
 from prism.gateway import ConfigError, parse_config
+from prism.testing.servers import free_port
+from prism.testing.servers._base import wait_for_port
 from prism.testing.servers.postgres import postgres_url
 from prism.testing.servers.redis import RedisServer, redis_server
 
+PRISM = str(Path(sys.executable).with_name("prism"))
 ACME = headers("acme")
 GLOBEX = headers("globex")
 ADMIN = headers("admin")
@@ -215,3 +223,70 @@ async def test_a_write_on_one_gateway_evicts_the_others_near_cache_through_the_f
                     # The bound: the feed's delivery, well inside the near cache's 60 s ttl.
                     assert asyncio.get_running_loop().time() - acked < 2.0, "the feed never evicted it"
                     await asyncio.sleep(0.01)
+
+
+async def test_a_gateway_killed_mid_run_leaves_the_other_serving_fresh_values(
+    tmp_path: Path, pg_url: str, redis: RedisServer
+) -> None:
+    ns = f"killed-{uuid.uuid4().hex[:8]}"
+    cfg = two_process_config(pg_url, redis.url, ns)
+    cfg["namespaces"][0]["cache"]["lease_ttl"] = 0.5
+    with gateway_process(tmp_path, cfg) as (doomed, victim), two_gateways(tmp_path, cfg) as (survivor, _):
+        async with httpx.AsyncClient(timeout=10) as http:
+            acked = 0
+            stop = asyncio.Event()
+            stale: list[tuple[int, int]] = []
+
+            async def hammer_the_victim() -> None:
+                # Reads that miss, take leases and fill; writes in flight when it dies.
+                n = 10_000
+                while not stop.is_set():
+                    n += 1
+                    with contextlib.suppress(httpx.HTTPError):
+                        await http.get(f"{doomed}/v1/kv/{ns}/other")
+                        await http.put(f"{doomed}/v1/kv/{ns}/other", content=str(n).encode())
+                        await http.get(f"{doomed}/v1/kv/{ns}/counter")
+
+            async def check() -> None:
+                while not stop.is_set():
+                    floor = acked
+                    r = await http.get(f"{survivor}/v1/kv/{ns}/counter")
+                    assert r.status_code in (200, 404), r.text
+                    seen = int(r.content) if r.status_code == 200 else 0
+                    if seen < floor:
+                        stale.append((seen, floor))
+
+            tasks = [asyncio.create_task(hammer_the_victim()) for _ in range(4)]
+            tasks += [asyncio.create_task(check()) for _ in range(3)]
+            for n in range(1, 101):
+                r = await http.put(f"{survivor}/v1/kv/{ns}/counter", content=str(n).encode())
+                assert r.status_code in (200, 201), r.text
+                acked = n
+                if n == 30:
+                    victim.send_signal(signal.SIGKILL)
+            stop.set()
+            await asyncio.gather(*tasks)
+            assert stale == []
+            assert victim.poll() == -signal.SIGKILL
+            assert (await http.get(f"{survivor}/v1/kv/{ns}/counter")).content == b"100"
+
+
+@contextlib.contextmanager
+def gateway_process(tmp_path: Path, cfg: dict[str, Any]) -> Iterator[tuple[str, subprocess.Popen[bytes]]]:
+    """One more ``prism serve`` process on ``cfg``: its base URL and the process (to kill)."""
+    path = tmp_path / "victim.yaml"
+    path.write_text(yaml.safe_dump(cfg))
+    port = free_port()
+    process = subprocess.Popen(
+        [PRISM, "serve", "--config", str(path), "--port", str(port)],
+        cwd=tmp_path,
+        stdout=subprocess.DEVNULL,
+        stderr=subprocess.DEVNULL,
+    )
+    try:
+        wait_for_port(port, timeout=30)
+        yield f"http://127.0.0.1:{port}", process
+    finally:
+        if process.poll() is None:
+            process.kill()
+        process.wait()
