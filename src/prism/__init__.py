@@ -36,6 +36,7 @@ from prism.kv import (
     connect,
     connect_sync,
 )
+from prism.kv.cache import Cache, NearCache
 from prism.model import (
     Capabilities,
     Change,
@@ -74,6 +75,7 @@ __all__ = [
     "AuthError",
     "BackendTimeout",
     "BackendUnavailable",
+    "Cache",
     "Capabilities",
     "Change",
     "ChangeFeed",
@@ -89,6 +91,7 @@ __all__ = [
     "InvalidKey",
     "Item",
     "Namespace",
+    "NearCache",
     "Page",
     "PreconditionFailed",
     "PrismError",

@@ -261,6 +261,25 @@ class FeedConfig(_Base, frozen=True):
     max_changes: int | None = None
 
 
+class CacheConfig(_Base, frozen=True):
+    """A namespace's shared look-aside cache in another store (see docs/caching.md)."""
+
+    store: str
+    ttl: float = 180.0
+    max_item_bytes: int = 1_048_576
+    timeout: float = 0.1
+    lease_ttl: float = 5.0
+    recovery_interval: float = 1.0
+
+
+class NearCacheConfig(_Base, frozen=True):
+    """A namespace's in-process near cache, evicted by the change feed when the store keeps one."""
+
+    max_items: int = 10_000
+    ttl: float = 5.0
+    poll_interval: float = 0.1
+
+
 class NamespaceConfig(_Base, frozen=True):
     """A namespace served over HTTP and the store that holds it."""
 
@@ -281,6 +300,9 @@ class NamespaceConfig(_Base, frozen=True):
     needs: NeedsConfig | None = None
     #: The retention of its change feed, when it is not the store's.
     feed: FeedConfig | None = None
+    #: A shared cache in front of the store, and an in-process near cache (docs/caching.md).
+    cache: CacheConfig | None = None
+    near_cache: NearCacheConfig | None = None
 
 
 class PiiKeyConfig(_Base, frozen=True):
@@ -768,6 +790,7 @@ def _validate(config: GatewayConfig, report: Callable[[str, str], None] | None =
         if ns.feed is not None:
             _validate_feed(ns, at, fail)
         _validate_kind(ns, at, fail)
+        _validate_cache(config, ns, at, fail)
     _validate_limits(config.limits, "$.limits", fail)
     _validate_control(config, fail)
     _validate_runtime_namespaces(config, fail)
@@ -805,6 +828,33 @@ def _validate_feed(ns: NamespaceConfig, at: str, fail: Any) -> None:
         fail(f"{at}.feed.retention_seconds", "must be a positive number of seconds")
     if feed.max_changes is not None and feed.max_changes < 1:
         fail(f"{at}.feed.max_changes", "must be at least 1")
+
+
+def _validate_cache(config: GatewayConfig, ns: NamespaceConfig, at: str, fail: Any) -> None:
+    """A cache names another declared store, with positive timings; only KeyValue namespaces have one."""
+    for tier in ("cache", "near_cache"):
+        if getattr(ns, tier) is not None and ns.kind != "kv":
+            fail(f"{at}.{tier}", "only a namespace of kind: kv is cached")
+    cache = ns.cache
+    if cache is not None:
+        if cache.store not in config.stores:
+            fail(f"{at}.cache.store", f"unknown store {cache.store!r} (stores: {', '.join(config.stores)})")
+        elif cache.store == config.namespace_store(ns):
+            fail(f"{at}.cache.store", "the cache must be another store than the namespace's own")
+        for field in ("ttl", "timeout", "lease_ttl", "recovery_interval"):
+            value = getattr(cache, field)
+            if not value > 0:
+                fail(f"{at}.cache.{field}", "must be a positive number of seconds")
+        if cache.max_item_bytes < 1:
+            fail(f"{at}.cache.max_item_bytes", "must be a positive number of bytes")
+    near = ns.near_cache
+    if near is not None:
+        if near.max_items < 1:
+            fail(f"{at}.near_cache.max_items", "must be at least 1")
+        if not near.ttl > 0:
+            fail(f"{at}.near_cache.ttl", "must be a positive number of seconds")
+        if not 0 < near.poll_interval <= 60:
+            fail(f"{at}.near_cache.poll_interval", "must be more than 0 and at most 60 seconds")
 
 
 def _validate_kind(ns: NamespaceConfig, at: str, fail: Any) -> None:

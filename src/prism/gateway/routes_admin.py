@@ -112,6 +112,7 @@ def admin_routes(gateway: Gateway, data_routes: Sequence[DataRoute] = ()) -> lis
             detail.capabilities = served.store.capabilities.as_dict()
             if ns.needs is not None:
                 detail.needs = msgspec.to_builtins(ns.needs)
+            detail.cache = served.cache_stats()
         return detail
 
     async def healthz(request: Request) -> Response:

@@ -32,6 +32,7 @@ from prism.gateway.logs import AccessLog
 from prism.gateway.migrations import GatewayMigrations
 from prism.gateway.pii import FieldProtector, Keyring
 from prism.gateway.tenancy import physical_namespace
+from prism.kv.cache import Cache, CachedBackend, NearCache, TierStats
 from prism.kv.namespace import Namespace
 from prism.kv.store import Store
 from prism.migration import MigrationSettings
@@ -66,6 +67,7 @@ class ServedNamespace:
         gateway_config: GatewayConfig,
         keyring: Keyring | None,
         shared: SharedBuckets | None = None,
+        cache_store: Store | None = None,
     ) -> None:
         self.config = config
         self.name = config.name
@@ -84,6 +86,52 @@ class ServedNamespace:
         #: ``kv`` or ``timeseries``: which routes serve this namespace.
         self.kind = config.kind
         self._series: dict[str | None, TimeSeries] = {}
+        self.cache = self.near_cache = None
+        if config.cache is not None and cache_store is not None:
+            c = config.cache
+            self.cache = Cache(
+                cache_store,
+                ttl=c.ttl,
+                max_item_bytes=c.max_item_bytes,
+                timeout=c.timeout,
+                lease_ttl=c.lease_ttl,
+                recovery_interval=c.recovery_interval,
+                prefix=f"prism-cache.{store_name}",
+            )
+        if config.near_cache is not None:
+            n = config.near_cache
+            self.near_cache = NearCache(max_items=n.max_items, ttl=n.ttl, poll_interval=n.poll_interval)
+
+    def cache_stats(self) -> dict[str, Any] | None:
+        """This process's cache settings and counters of the namespace, every tenant's together.
+
+        None when the namespace is not cached.
+        """
+        if self.cache is None and self.near_cache is None:
+            return None
+        tiers = [ns._backend for ns in self._handles.values() if isinstance(ns._backend, CachedBackend)]
+        out: dict[str, dict[str, Any]] = {}
+        if self.cache is not None and self.config.cache is not None:
+            out["shared"] = {
+                "store": self.config.cache.store,
+                "ttl": self.cache.ttl,
+                "degraded": any(t.shared is not None and t.shared.degraded for t in tiers),
+            }
+        if self.near_cache is not None:
+            out["near"] = {
+                "max_items": self.near_cache.max_items,
+                "ttl": self.near_cache.ttl,
+                # ``feed``: evicted by the change feed too; ``ttl``: bounded by the ttl alone.
+                "bound": "feed" if self.store.capabilities.watch else "ttl",
+            }
+        for name, detail in out.items():
+            total = TierStats()
+            for t in tiers:
+                for tier, stats in t.stats.tiers():
+                    if tier == name:
+                        total.add(stats)
+            detail.update(total.as_dict())
+        return out
 
     @property
     def max_value_bytes(self) -> int:
@@ -109,6 +157,8 @@ class ServedNamespace:
                 # A tenant's namespace gets the feed retention when it is first served.
                 feed_retention=None if feed is None else feed.retention_seconds,
                 feed_max_changes=None if feed is None else feed.max_changes,
+                cache=self.cache,
+                near_cache=self.near_cache,
             )
             self._handles[key] = ns
         return ns
@@ -210,8 +260,19 @@ class Gateway:
             if ns.kind == "kv":
                 # Only KeyValue namespaces migrate (see prism.migration).
                 store = migrations.wrap(ns.name, store_name, store, tenant_scoped=ns.tenant_scoped)
+            cache_store = None
+            if ns.cache is not None:
+                cache_store = stores[ns.cache.store]
+                caps = cache_store.capabilities
+                if not (caps.etag and caps.ttl):
+                    raise ConfigError(
+                        config.source,
+                        f"$.namespaces[{i}].cache.store",
+                        f"store {ns.cache.store!r} ({cache_store.backend.name}) cannot hold a cache: "
+                        "it needs conditional writes and TTLs",
+                    )
             try:
-                served = ServedNamespace(ns, store_name, store, config, self.keyring, shared)
+                served = ServedNamespace(ns, store_name, store, config, self.keyring, shared, cache_store)
                 store.namespace(ns.name, max_value_bytes=ns.max_value_bytes, default_ttl=ns.default_ttl)
                 if ns.feed is not None:
                     self._set_feed_retention(stores[store_name], ns, i, store_name)

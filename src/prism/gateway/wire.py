@@ -196,6 +196,8 @@ class NamespaceDetail(msgspec.Struct):
     capabilities: dict[str, Any] | UnsetType = UNSET
     #: The needs its clients declared (docs/control-plane.md), for its admins.
     needs: dict[str, Any] | UnsetType = UNSET
+    #: The cache tiers' settings and this process's counters (hit_ratio), or None when not cached.
+    cache: dict[str, Any] | UnsetType | None = UNSET
 
 
 def decode_body(body: bytes, type_: type[T]) -> T:

@@ -71,10 +71,17 @@ class Namespace:
     )
 
     def __init__(
-        self, store: Store, name: str, *, max_value_bytes: int, default_ttl: float | None = None
+        self,
+        store: Store,
+        name: str,
+        *,
+        max_value_bytes: int,
+        default_ttl: float | None = None,
+        backend: Backend | None = None,
     ) -> None:
         self._store = store
-        self._backend = store.backend
+        # A cached namespace reads and writes through its tier (prism.kv.cache), else the store's backend.
+        self._backend = store.backend if backend is None else backend
         self._inst = store.instrumentation
         self._get_series: Series | None = None
         self._reads_now = reads_now(self._backend)
@@ -342,7 +349,9 @@ class Namespace:
             raise InvalidArgument(f"poll_interval must be > 0 and <= 60 seconds, got {poll_interval!r}")
         check_limit(batch_size, MAX_PAGE_LIMIT, "batch_size")
         if not self._backend.capabilities.watch:
-            if type(self._backend).feed_opt_in and not self._backend.feed:
+            # A cached namespace's tier wraps the store's backend, which tells how it was opened.
+            opened = self._store.backend
+            if type(opened).feed_opt_in and not opened.feed:
                 raise Unsupported(
                     f"this {self._backend.name} store keeps no change feed: start the store with feed=true"
                 )

@@ -17,6 +17,7 @@ from prism.kv.validation import check_id, ttl_seconds
 from prism.model import DEFAULT_MAX_VALUE_BYTES, Capabilities
 
 if TYPE_CHECKING:
+    from prism.kv.cache import Cache, CachedBackend, NearCache
     from prism.timeseries import TimeSeries, TimeSeriesHub
 
 __all__ = ["Store", "connect"]
@@ -40,7 +41,8 @@ class Store:
         self._state = StoreState.UNOPENED
         #: True between open() and close(); a plain attribute, read on every call.
         self.is_open = False
-        self._namespaces: dict[tuple[str, int, float | None], Namespace] = {}
+        self._namespaces: dict[tuple[Any, ...], Namespace] = {}
+        self._tiers: list[CachedBackend] = []
         self._open_lock: asyncio.Lock | None = None
         self._timeseries: TimeSeriesHub | None = None
 
@@ -85,6 +87,8 @@ class Store:
             await self._timeseries.close()  # buffered events go out while the backend is open
         self._state = StoreState.CLOSED
         self.is_open = False
+        for tier in self._tiers:
+            await tier.close()
         if was_open:
             await self.backend.close()
 
@@ -107,6 +111,8 @@ class Store:
         default_ttl: float | None = None,
         feed_retention: float | None = None,
         feed_max_changes: int | None = None,
+        cache: Cache | None = None,
+        near_cache: NearCache | None = None,
     ) -> Namespace:
         """A handle on namespace ``name`` (created on first write; cheap to call repeatedly).
 
@@ -114,6 +120,11 @@ class Store:
         feed a retention of its own on this store, kept until set again (a handle made
         without them keeps it); the other one of the two stays the store's. They need a
         store that keeps a feed (``feed=true``).
+
+        With ``cache`` (a ``prism.Cache``) reads are served from a shared cache in another
+        store, and with ``near_cache`` (a ``prism.NearCache``) from this process's memory
+        first (see docs/caching.md). Every writer of a cached namespace must write through
+        a handle with the same cache: writes elsewhere do not invalidate it.
         """
         check_id(name, "namespace")
         if feed_retention is not None or feed_max_changes is not None:
@@ -127,10 +138,26 @@ class Store:
                 f"of {self.backend.capabilities.max_value_bytes}"
             )
         ttl = ttl_seconds(default_ttl)
-        key = (name, limit, ttl)
+        key = (name, limit, ttl, cache, near_cache)
         ns = self._namespaces.get(key)
         if ns is None:
-            ns = self._namespaces[key] = Namespace(self, name, max_value_bytes=limit, default_ttl=ttl)
+            tier = None
+            if cache is not None or near_cache is not None:
+                from prism.kv.cache import Cache, CachedBackend, NearCache
+
+                if cache is not None and not isinstance(cache, Cache):
+                    raise InvalidArgument(f"cache must be a prism.Cache, got {type(cache).__name__}")
+                if near_cache is not None and not isinstance(near_cache, NearCache):
+                    raise InvalidArgument(
+                        f"near_cache must be a prism.NearCache, got {type(near_cache).__name__}"
+                    )
+                if cache is not None and cache.store is self:
+                    raise InvalidArgument("cache.store must be another store than the namespace's own")
+                tier = CachedBackend(self.backend, name, cache, near_cache)
+                self._tiers.append(tier)
+            ns = self._namespaces[key] = Namespace(
+                self, name, max_value_bytes=limit, default_ttl=ttl, backend=tier
+            )
         return ns
 
     def collection(self, name: str, type_: type[T], **options: Any) -> Collection[T]:

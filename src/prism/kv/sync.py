@@ -16,6 +16,7 @@ from typing import TYPE_CHECKING, Any, Generic, TypeVar
 
 from prism.backends import Backend
 from prism.backends.base import NOT_NOW
+from prism.errors import Unsupported
 from prism.kv.codecs import Codec
 from prism.kv.collection import Collection
 from prism.kv.feed import DEFAULT_POLL_INTERVAL, DEFAULT_WATCH_BATCH, ChangeFeed
@@ -26,6 +27,7 @@ from prism.kv.store import Store, StoreState, connect
 from prism.model import DEFAULT_MAX_VALUE_BYTES, Capabilities, Change, Delete, Item, Page, Put, WriteResult
 
 if TYPE_CHECKING:
+    from prism.kv.cache import Cache, NearCache
     from prism.timeseries.sync import SyncTimeSeries
 
 __all__ = ["SyncChangeFeed", "SyncCollection", "SyncNamespace", "SyncStore", "connect_sync"]
@@ -358,13 +360,22 @@ class SyncStore:
         default_ttl: float | None = None,
         feed_retention: float | None = None,
         feed_max_changes: int | None = None,
+        cache: Cache | None = None,
+        near_cache: NearCache | None = None,
     ) -> SyncNamespace:
+        from prism.kv.cache import Cache as SharedCacheSettings
+
+        if isinstance(cache, SharedCacheSettings):
+            # The cache store's connections belong to another event loop than this store's.
+            raise Unsupported("the blocking API takes a near_cache only; a shared cache needs prism.connect")
         ns = self._store.namespace(
             name,
             max_value_bytes=max_value_bytes,
             default_ttl=default_ttl,
             feed_retention=feed_retention,
             feed_max_changes=feed_max_changes,
+            cache=cache,
+            near_cache=near_cache,
         )
         return SyncNamespace(ns, self._portal)
 
