@@ -30,6 +30,7 @@ import argparse
 import asyncio
 import json
 import os
+import shutil
 import signal
 import subprocess
 import sys
@@ -62,10 +63,13 @@ async def _write(url: str, namespace: str, rate: float, seconds: float) -> dict[
         total = int(rate * seconds)
         in_flight = asyncio.Semaphore(MAX_WRITES_IN_FLIGHT)
         pending: set[asyncio.Task[None]] = set()
+        acked: dict[str, int] = {}
 
         async def write(i: int) -> None:
+            key = f"{i}:{time.time_ns()}"
             try:
-                await ns.put(f"{i}:{time.time_ns()}", b"x")
+                await ns.put(key, b"x")
+                acked[key] = time.time_ns()
             finally:
                 in_flight.release()
 
@@ -81,14 +85,13 @@ async def _write(url: str, namespace: str, rate: float, seconds: float) -> dict[
             task.add_done_callback(pending.discard)
         await asyncio.gather(*pending)
         elapsed = time.monotonic() - started
-    return {"written": total, "rate": total / elapsed}
+    return {"written": total, "rate": total / elapsed, "acked": acked}
 
 
-async def _watch_library(url: str, namespace: str, expected: int) -> list[float]:
+async def _watch_library(url: str, namespace: str, expected: int) -> list[tuple[str, int]]:
     import prism
 
-    latencies: list[float] = []
-    seen: set[str] = set()
+    arrivals: list[tuple[str, int]] = []
     async with prism.connect(url) as store:
         feed = store.namespace(namespace).watch()
         await feed.start()
@@ -96,22 +99,19 @@ async def _watch_library(url: str, namespace: str, expected: int) -> list[float]
         try:
             async with asyncio.timeout(expected / 100 + STARTUP_SECONDS + DRAIN_SECONDS):
                 async for change in feed:
-                    now = time.time_ns()
-                    seen.add(change.key)
-                    latencies.append((now - int(change.key.split(":")[1])) / 1e6)
-                    if len(latencies) >= expected:
+                    arrivals.append((change.key, time.time_ns()))
+                    if len(arrivals) >= expected:
                         break
         except TimeoutError:
             pass
         await feed.close()
-    return latencies if len(seen) == len(latencies) else [*latencies, float("nan")]
+    return arrivals
 
 
-async def _watch_sse(base: str, namespace: str, expected: int) -> list[float]:
+async def _watch_sse(base: str, namespace: str, expected: int) -> list[tuple[str, int]]:
     import httpx
 
-    latencies: list[float] = []
-    seen: set[str] = set()
+    arrivals: list[tuple[str, int]] = []
     async with (
         httpx.AsyncClient(timeout=httpx.Timeout(10.0, read=60.0)) as client,
         client.stream("GET", f"{base}/v1/kv/{namespace}/_watch") as response,
@@ -129,14 +129,12 @@ async def _watch_sse(base: str, namespace: str, expected: int) -> list[float]:
                     if not line.startswith("data:"):
                         continue
                     now = time.time_ns()
-                    key = json.loads(line[5:])["key"]
-                    seen.add(key)
-                    latencies.append((now - int(key.split(":")[1])) / 1e6)
-                    if len(latencies) >= expected:
+                    arrivals.append((json.loads(line[5:])["key"], now))
+                    if len(arrivals) >= expected:
                         break
         except TimeoutError:
             pass
-    return latencies if len(seen) == len(latencies) else [*latencies, float("nan")]
+    return arrivals
 
 
 def role_main(argv: list[str]) -> None:
@@ -145,15 +143,16 @@ def role_main(argv: list[str]) -> None:
 
     args = json.loads(argv[0])
     if args["role"] == "writer":
-        result = uvloop.run(_write(args["url"], args["namespace"], args["rate"], args["seconds"]))
-        print(json.dumps(result), flush=True)
+        result: Any = uvloop.run(_write(args["url"], args["namespace"], args["rate"], args["seconds"]))
     elif args["role"] == "watch-library":
-        print(json.dumps(uvloop.run(_watch_library(args["url"], args["namespace"], args["expected"]))))
+        result = uvloop.run(_watch_library(args["url"], args["namespace"], args["expected"]))
     else:
-        print(json.dumps(uvloop.run(_watch_sse(args["url"], args["namespace"], args["expected"]))))
+        result = uvloop.run(_watch_sse(args["url"], args["namespace"], args["expected"]))
+    # A file, not stdout: the parent reads the watcher's stdout only for its "ready" line.
+    Path(args["out"]).write_text(json.dumps(result))
 
 
-def _spawn(args: dict[str, Any]) -> subprocess.Popen[str]:
+def _spawn(args: dict[str, Any], *, reads_stdout: bool = False) -> subprocess.Popen[str]:
     return subprocess.Popen(
         [
             sys.executable,
@@ -162,7 +161,7 @@ def _spawn(args: dict[str, Any]) -> subprocess.Popen[str]:
             json.dumps(args),
         ],
         cwd=ROOT,
-        stdout=subprocess.PIPE,
+        stdout=subprocess.PIPE if reads_stdout else None,
         text=True,
     )
 
@@ -181,7 +180,17 @@ def _run(
     """One writer/watcher run: its latency percentiles, delivered count and achieved rate."""
     role, where = watch
     expected = int(rate * seconds)
-    watcher = _spawn({"role": role, "url": where, "namespace": namespace, "expected": expected})
+    results = Path(tempfile.mkdtemp(prefix="prism-bench-feed-run-"))
+    watcher = _spawn(
+        {
+            "role": role,
+            "url": where,
+            "namespace": namespace,
+            "expected": expected,
+            "out": str(results / "watch"),
+        },
+        reads_stdout=True,
+    )
     try:
         assert watcher.stdout is not None
         deadline = time.monotonic() + STARTUP_SECONDS
@@ -189,26 +198,44 @@ def _run(
             if watcher.poll() is not None or time.monotonic() > deadline:
                 raise RuntimeError("the watcher did not start")
         writer = _spawn(
-            {"role": "writer", "url": store_url, "namespace": namespace, "rate": rate, "seconds": seconds}
+            {
+                "role": "writer",
+                "url": store_url,
+                "namespace": namespace,
+                "rate": rate,
+                "seconds": seconds,
+                "out": str(results / "write"),
+            }
         )
-        out, _ = writer.communicate(timeout=seconds * 10 + STARTUP_SECONDS)
-        written = json.loads(out)
-        out, _ = watcher.communicate(timeout=DRAIN_SECONDS + STARTUP_SECONDS + expected / 100)
-        latencies = json.loads(out.strip().splitlines()[-1])
+        if writer.wait(timeout=seconds * 10 + STARTUP_SECONDS) != 0:
+            raise RuntimeError("the writer failed")
+        if watcher.wait(timeout=DRAIN_SECONDS + STARTUP_SECONDS + expected / 100) != 0:
+            raise RuntimeError("the watcher failed")
+        written = json.loads((results / "write").read_text())
+        arrivals = json.loads((results / "watch").read_text())
     finally:
         if watcher.poll() is None:
             watcher.kill()
             watcher.wait()
-    duplicates = any(v != v for v in latencies)  # a NaN marks a change delivered twice
-    latencies = [v for v in latencies if v == v]
+        if watcher.stdout is not None:
+            watcher.stdout.close()
+        shutil.rmtree(results, ignore_errors=True)
+    first: dict[str, int] = {}
+    for key, at in arrivals:
+        first.setdefault(key, at)
+    acked: dict[str, int] = written["acked"]
+    from_issue = [(at - int(key.split(":")[1])) / 1e6 for key, at in first.items()]
+    from_ack = [(at - acked[key]) / 1e6 for key, at in first.items() if key in acked]
     return {
-        "p50": _percentile(latencies, 0.50),
-        "p99": _percentile(latencies, 0.99),
-        "max": max(latencies),
-        "delivered": len(latencies),
+        "p50": _percentile(from_issue, 0.50),
+        "p99": _percentile(from_issue, 0.99),
+        "max": max(from_issue),
+        "ack_p50": _percentile(from_ack, 0.50),
+        "ack_p99": _percentile(from_ack, 0.99),
+        "delivered": len(first),
         "written": written["written"],
         "rate": written["rate"],
-        "duplicates": duplicates,
+        "duplicates": len(arrivals) - len(first),
     }
 
 
@@ -312,23 +339,38 @@ def _report(
         "",
         f"A writer process puts {opts.rate:g} keys/s for {opts.seconds:g} s through the library "
         f"(issued on the clock, up to {MAX_WRITES_IN_FLIGHT} in flight); a watcher "
-        "process (opened first) takes each change's latency from the write's issue time to its arrival. "
+        "process (opened first) takes each change's latency from the write's issue time to its arrival "
+        "(and, in its own column, from the moment the writer got the write acknowledged). "
         f"Medians of {opts.runs} run(s), with the spread (min-max). Target: p99 < {TARGET_P99_MS:g} ms.",
         "",
-        "| target | p50 ms | p99 ms | max ms | delivered / written | writes/s achieved | p99 target |",
-        "|---|---|---|---|---|---|---|",
+        "| target | p50 ms | p99 ms | max ms | p50 / p99 ms after the ack | delivered / written | "
+        "writes/s achieved | p99 target |",
+        "|---|---|---|---|---|---|---|---|",
     ]
     for name, runs in results.items():
         p50, p50_lo, p50_hi = spread([r["p50"] for r in runs])
         p99, p99_lo, p99_hi = spread([r["p99"] for r in runs])
+        ack50 = spread([r["ack_p50"] for r in runs])[0]
+        ack99 = spread([r["ack_p99"] for r in runs])[0]
         worst = max(r["max"] for r in runs)
         delivered = sum(r["delivered"] for r in runs)
         written = sum(r["written"] for r in runs)
         rate = spread([r["rate"] for r in runs])[0]
-        dup = " (duplicates)" if any(r["duplicates"] for r in runs) else ""
+        duplicates = sum(r["duplicates"] for r in runs)
+        dup = f" ({duplicates} twice)" if duplicates else ""
         verdict = "met" if p99 < TARGET_P99_MS else f"missed by {p99 - TARGET_P99_MS:.1f} ms"
         lines.append(
             f"| {name} | {p50:.1f} ({p50_lo:.1f}-{p50_hi:.1f}) | {p99:.1f} ({p99_lo:.1f}-{p99_hi:.1f}) | "
-            f"{worst:.1f} | {delivered} / {written}{dup} | {rate:.0f} | {verdict} |"
+            f"{worst:.1f} | {ack50:.1f} / {ack99:.1f} | {delivered} / {written}{dup} | {rate:.0f} | "
+            f"{verdict} |"
         )
+    lines += [
+        "",
+        "The two latencies differ by how long the write itself took. On PostgreSQL a `feed=true` table's "
+        "trigger takes one advisory lock per commit (docs/library.md), so writes issued together queue for "
+        "it and their issue-to-arrival time includes that wait; delivery once a write is acknowledged is "
+        "the feed's own latency (LISTEN/NOTIFY wakes the watcher). SQLite has no notification: its watchers "
+        "poll every `poll_interval` (50 ms), which sets its median. The load average above is the machine's "
+        "(other work ran beside the benchmark); tails grow with it.",
+    ]
     write_section("feed", "\n".join(lines))
