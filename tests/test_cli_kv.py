@@ -266,8 +266,8 @@ def serve(home: Path, config: str, port: int) -> subprocess.Popen[bytes]:
         time.sleep(0.1)
 
 
-def stop(proc: subprocess.Popen[bytes]) -> None:
-    proc.send_signal(signal.SIGTERM)
+def stop(proc: subprocess.Popen[bytes], sig: signal.Signals = signal.SIGTERM) -> None:
+    proc.send_signal(sig)
     proc.wait(timeout=20)
 
 
@@ -293,7 +293,10 @@ def read_line(proc: subprocess.Popen[bytes], within: float = 15.0) -> dict[str, 
     return found
 
 
-def test_kv_watch_prints_changes_and_resumes_across_a_gateway_restart(tmp_path: Path) -> None:
+@pytest.mark.parametrize("sig", [signal.SIGTERM, signal.SIGKILL], ids=["drained", "killed"])
+def test_kv_watch_prints_changes_and_resumes_across_a_gateway_restart(
+    tmp_path: Path, sig: signal.Signals
+) -> None:
     store = f"sqlite:///{tmp_path / 'fed.db'}?feed=true"
     with connect_sync(store) as lib:
         start = lib.namespace("default").watch().start()
@@ -329,7 +332,7 @@ def test_kv_watch_prints_changes_and_resumes_across_a_gateway_restart(tmp_path: 
             ("a", "put", etags["a"]),
             ("b", "put", etags["b"]),
         ]
-        stop(gateway)
+        stop(gateway, sig)
         # Written while the gateway is down: the watch resumes after "b" and misses none of them.
         with connect_sync(store) as lib:
             lib.namespace("default").put("c", b"1")

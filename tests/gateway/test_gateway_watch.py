@@ -19,8 +19,8 @@ from serve_helpers import serving
 
 from prism.gateway.config import ConfigError, parse_config
 from prism.streaming.app import UVICORN_OPTIONS
-from prism.testing.servers._base import free_port
-from prism.testing.servers.postgres import postgres_url
+from prism.testing.servers._base import ServerUnavailable, free_port, require_or_skip
+from prism.testing.servers.postgres import INSTALL_HINT, PostgresServer, postgres_url
 
 #: Seconds a test waits for an event it expects.
 WAIT = 10.0
@@ -495,3 +495,40 @@ def test_a_change_through_one_gateway_reaches_a_watcher_on_another(tmp_path: Pat
             data = json.loads(next_event(lines, "put")["data"])
             got.append((data["key"], data["etag"]))
         assert got == written
+
+
+@pytest.fixture
+def own_pg() -> Iterator[PostgresServer]:
+    """A PostgreSQL server of this test's own, to stop and start again."""
+    try:
+        server = PostgresServer.launch()
+    except ServerUnavailable as exc:
+        require_or_skip("postgres", f"{exc} ({INSTALL_HINT})")
+    try:
+        yield server
+    finally:
+        server.close()
+
+
+async def test_a_store_stopped_mid_stream_ends_it_with_a_problem_and_a_resume_misses_nothing(
+    own_pg: PostgresServer,
+) -> None:
+    sep = "&" if "?" in own_pg.url else "?"
+    async with gateway(watch_config(f"{own_pg.url}{sep}feed=true")) as c:
+        async with watching(c, "plain") as events:
+            await c.put("/v1/kv/plain/before", content=b"1", headers=headers("writer"))
+            before = await events.change()
+            assert before.json["key"] == "before"
+            await asyncio.to_thread(own_pg.stop)
+            end = await events.change(within=60)
+            assert end.event == "problem", end
+            problem = end.json
+            assert (problem["status"], problem["code"]) == (503, "BACKEND_UNAVAILABLE")
+            assert await events.ended()
+        await asyncio.to_thread(own_pg.start)
+        deadline = time.monotonic() + 30
+        while (await c.put("/v1/kv/plain/after", content=b"1", headers=headers("writer"))).status_code >= 500:
+            assert time.monotonic() < deadline, "the store did not come back"
+            await asyncio.sleep(0.2)
+        async with watching(c, "plain", headers={"Last-Event-ID": before.id}) as resumed:
+            assert (await resumed.change()).json["key"] == "after"
