@@ -359,7 +359,9 @@ async def test_heartbeats_carry_the_cursor_past_changes_outside_the_prefix(fed: 
 async def test_streams_per_principal_are_capped_and_given_back(fed: str) -> None:
     config = watch_config(fed, watch={"max_streams_per_principal": 2})
     async with gateway(config) as c:
+        before = await open_streams(c)
         async with watching(c, "plain", "reader"), watching(c, "plain", "reader"):
+            assert await open_streams(c) == before + 2
             r = await c.get("/v1/kv/plain/_watch", headers=headers("reader"))
             assert (r.status_code, r.json()["code"]) == (429, "TOO_MANY_STREAMS")
             assert r.headers["retry-after"]
@@ -376,6 +378,20 @@ async def test_streams_per_principal_are_capped_and_given_back(fed: str) -> None
         assert r.status_code == 200
         async with watching(c, "plain", "reader"), watching(c, "plain", "reader"):
             pass
+        deadline = time.monotonic() + WAIT
+        while True:
+            now_open = await open_streams(c)
+            if now_open == before or time.monotonic() > deadline:
+                break
+            await asyncio.sleep(0.05)
+        assert now_open == before
+
+
+async def open_streams(c: httpx.AsyncClient) -> float:
+    """The ``prism_watch_streams_open`` gauge of the gateway's /metrics."""
+    text = (await c.get("/metrics", headers=headers("admin"))).text
+    (line,) = [line for line in text.splitlines() if line.startswith("prism_watch_streams_open ")]
+    return float(line.split()[1])
 
 
 async def test_values_are_not_carried_so_pii_never_is(fed: str) -> None:

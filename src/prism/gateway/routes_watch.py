@@ -34,6 +34,7 @@ from collections.abc import AsyncIterator
 from datetime import datetime
 
 import msgspec
+from prometheus_client import Gauge
 
 from prism.errors import CursorExpired, InvalidArgument, PrismError, Unsupported
 from prism.gateway.config import WatchConfig
@@ -50,6 +51,10 @@ __all__ = ["ChangeEvent", "WatchStreams"]
 log = logging.getLogger("prism.gateway")
 
 _encode = msgspec.json.Encoder().encode
+
+OPEN_STREAMS = Gauge(
+    "prism_watch_streams_open", "Change streams (GET /v1/kv/{ns}/_watch) open in this process."
+)
 _HEADERS = [
     (b"content-type", b"text/event-stream"),
     (b"cache-control", b"no-cache"),
@@ -199,10 +204,13 @@ class WatchStreams:
             raise
         stream.begin(start)
         self._streams.add(stream)
+        OPEN_STREAMS.inc()
         return Reply(200, b"", list(_HEADERS), stream=stream)
 
     def _release(self, stream: WatchStream) -> None:
-        self._streams.discard(stream)
+        if stream in self._streams:
+            self._streams.discard(stream)
+            OPEN_STREAMS.dec()
         owner = stream.owner
         left = self._open.get(owner, 0) - 1
         if left > 0:
