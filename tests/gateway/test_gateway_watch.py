@@ -387,6 +387,17 @@ async def test_streams_per_principal_are_capped_and_given_back(fed: str) -> None
         assert now_open == before
 
 
+async def test_head_answers_the_headers_and_gives_the_slot_back(fed: str) -> None:
+    config = watch_config(fed, watch={"max_streams_per_principal": 1})
+    async with gateway(config) as c:
+        for _ in range(3):
+            r = await c.head("/v1/kv/plain/_watch", headers=headers("reader"))
+            assert r.status_code == 200 and r.content == b""
+            assert r.headers["content-type"] == "text/event-stream"
+        async with watching(c, "plain", "reader"):
+            pass
+
+
 async def open_streams(c: httpx.AsyncClient) -> float:
     """The ``prism_watch_streams_open`` gauge of the gateway's /metrics."""
     text = (await c.get("/metrics", headers=headers("admin"))).text

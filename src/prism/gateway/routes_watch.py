@@ -186,7 +186,7 @@ class WatchStreams:
                 409,
                 "FEED_NOT_ENABLED",
                 f"namespace {call.ns.name!r} cannot be watched: {exc} "
-                f"(store {call.ns.store_name!r}; the feed is turned on with the feed=true option)",
+                f"(store {call.ns.store_name!r}; a store keeps a change feed when opened with feed=true)",
             ) from None
         except InvalidArgument as exc:
             raise HTTPProblem(400, "INVALID_ARGUMENT", f"prefix: {exc}") from None
