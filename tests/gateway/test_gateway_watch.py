@@ -177,6 +177,18 @@ async def test_each_change_is_one_event_with_its_cursor_as_id(fed: str) -> None:
         assert second.id != first.id
 
 
+async def test_items_of_a_record_carry_their_item_key(fed: str) -> None:
+    async with gateway(watch_config(fed)) as c, watching(c, "plain") as events:
+        items = [{"key": "line-1", "value": "MQ=="}, {"key": "line-2", "value": "Mg=="}]
+        r = await c.put("/v1/records/plain/order-7", json={"items": items}, headers=headers("writer"))
+        assert r.status_code == 200, r.text
+        got = [(await events.change()).json for _ in range(2)]
+        assert sorted((e["key"], e["item_key"], e["op"]) for e in got) == [
+            ("order-7", "line-1", "put"),
+            ("order-7", "line-2", "put"),
+        ]
+
+
 async def test_last_event_id_and_after_resume_after_that_change(fed: str) -> None:
     async with gateway(watch_config(fed)) as c:
         async with watching(c, "plain") as events:
