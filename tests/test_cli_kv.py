@@ -8,6 +8,7 @@ import pty
 import signal
 import subprocess
 import sys
+import threading
 import time
 from collections.abc import Iterator
 from pathlib import Path
@@ -243,3 +244,147 @@ def test_a_reader_that_stops_early_ends_the_listing_quietly(tmp_path: Path) -> N
     assert proc.wait(timeout=60) == 141
     with proc.stderr:
         assert proc.stderr.read() == b""
+
+
+def serve(home: Path, config: str, port: int) -> subprocess.Popen[bytes]:
+    """``prism serve`` of ``config`` on ``port``, once it answers."""
+    (home / "prism.yaml").write_text(config)
+    proc = subprocess.Popen(
+        [sys.executable, "-m", "prism", "serve", "--config", "prism.yaml", "--port", str(port)],
+        cwd=home,
+        stdout=subprocess.DEVNULL,
+        stderr=subprocess.DEVNULL,
+    )
+    deadline = time.monotonic() + 30
+    while True:
+        try:
+            if httpx.get(f"http://127.0.0.1:{port}/healthz", timeout=1).status_code == 200:
+                return proc
+        except httpx.TransportError:
+            pass
+        assert proc.poll() is None and time.monotonic() < deadline, "prism serve did not start"
+        time.sleep(0.1)
+
+
+def stop(proc: subprocess.Popen[bytes], sig: signal.Signals = signal.SIGTERM) -> None:
+    proc.send_signal(sig)
+    proc.wait(timeout=20)
+
+
+def watch_config(store: str) -> str:
+    return (
+        f"stores: {{main: '{store}'}}\nnamespaces: [{{name: default}}]\naudit: {{sink: none}}\n"
+        "streaming: {enabled: false}\n"
+        f"auth: {{api_keys: [{{name: cli, sha256: {hash_api_key(API_KEY)}, roles: [writer]}}]}}\n"
+    )
+
+
+def read_line(proc: subprocess.Popen[bytes], within: float = 15.0) -> dict[str, object]:
+    """The next JSON line ``proc`` prints (failing after ``within`` seconds)."""
+    assert proc.stdout is not None
+    timer = threading.Timer(within, proc.kill)
+    timer.start()
+    try:
+        line = proc.stdout.readline()
+    finally:
+        timer.cancel()
+    assert line, f"no line within {within} s"
+    found: dict[str, object] = json.loads(line)
+    return found
+
+
+@pytest.mark.parametrize("sig", [signal.SIGTERM, signal.SIGKILL], ids=["drained", "killed"])
+def test_kv_watch_prints_changes_and_resumes_across_a_gateway_restart(
+    tmp_path: Path, sig: signal.Signals
+) -> None:
+    store = f"sqlite:///{tmp_path / 'fed.db'}?feed=true"
+    with connect_sync(store) as lib:
+        start = lib.namespace("default").watch().start()
+    port = free_port()
+    url = f"http://127.0.0.1:{port}"
+    auth = {"X-API-Key": API_KEY}
+    gateway = serve(tmp_path, watch_config(store), port)
+    watcher = subprocess.Popen(
+        [
+            sys.executable,
+            "-m",
+            "prism",
+            "kv",
+            "--url",
+            url,
+            "watch",
+            "default",
+            "--after",
+            start,
+            "--count",
+            "5",
+        ],
+        stdout=subprocess.PIPE,
+        stderr=subprocess.PIPE,
+        env={**LOCAL, "PRISM_TOKEN": API_KEY},
+    )
+    try:
+        etags = {}
+        for key in ("a", "b"):
+            etags[key] = httpx.put(f"{url}/v1/kv/default/{key}", content=b"1", headers=auth).headers["etag"]
+        got = [read_line(watcher) for _ in range(2)]
+        assert [(g["key"], g["op"], f'"{g["etag"]}"') for g in got] == [
+            ("a", "put", etags["a"]),
+            ("b", "put", etags["b"]),
+        ]
+        stop(gateway, sig)
+        # Written while the gateway is down: the watch resumes after "b" and misses none of them.
+        with connect_sync(store) as lib:
+            lib.namespace("default").put("c", b"1")
+            lib.namespace("default").delete("a")
+        gateway = serve(tmp_path, watch_config(store), port)
+        assert [(g["key"], g["op"]) for g in (read_line(watcher), read_line(watcher))] == [
+            ("c", "put"),
+            ("a", "delete"),
+        ]
+        httpx.put(f"{url}/v1/kv/default/e", content=b"1", headers=auth)
+        assert read_line(watcher)["key"] == "e"
+        # --count 5 reached: the command ends by itself.
+        assert watcher.wait(timeout=15) == 0
+        assert b"reconnecting" in watcher.stderr.read()  # type: ignore[union-attr]
+    finally:
+        if watcher.poll() is None:
+            watcher.kill()
+        watcher.wait()
+        for pipe in (watcher.stdout, watcher.stderr):
+            if pipe is not None:
+                pipe.close()
+        stop(gateway)
+
+
+def test_kv_watch_stops_when_the_gateway_refuses_for_good(tmp_path: Path) -> None:
+    port = free_port()
+    gateway = serve(tmp_path, watch_config("memory://"), port)
+    try:
+        result = subprocess.run(
+            [sys.executable, "-m", "prism", "kv", "--url", f"http://127.0.0.1:{port}", "watch", "default"],
+            capture_output=True,
+            timeout=60,
+            env={**LOCAL, "PRISM_TOKEN": API_KEY},
+        )
+    finally:
+        stop(gateway)
+    assert result.returncode == 1
+    assert b"409 FEED_NOT_ENABLED" in result.stderr and b"feed=true" in result.stderr
+    assert b"Traceback" not in result.stderr
+
+
+def test_kv_watch_on_a_store_with_a_feed(tmp_path: Path) -> None:
+    store = f"sqlite:///{tmp_path / 'fed.db'}?feed=true"
+    with connect_sync(store) as lib:
+        ns = lib.namespace("default")
+        start = ns.watch().start()
+        ns.put_many([Put("x", b"1"), Put("y", b"2")])
+        ns.delete("x")
+    result = prism(tmp_path, "--store", store, "watch", "default", "--after", start, "--count", "3")
+    assert result.returncode == 0, result.stderr
+    lines = [json.loads(line) for line in result.stdout.splitlines()]
+    assert [(line["key"], line["op"]) for line in lines] == [("x", "put"), ("y", "put"), ("x", "delete")]
+    assert lines[2]["etag"] is None and lines[0]["cursor"] != lines[1]["cursor"]
+    refused = prism(tmp_path, "--store", f"sqlite:///{tmp_path / 'plain.db'}", "watch", "default")
+    assert refused.returncode == 1 and b"feed=true" in refused.stderr

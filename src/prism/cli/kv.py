@@ -1,4 +1,4 @@
-"""``prism kv get|put|delete|ls|export|import NAMESPACE ...``: the KeyValue API from a shell.
+"""``prism kv get|put|delete|ls|export|import|watch NAMESPACE ...``: the KeyValue API from a shell.
 
 The store is, in order: ``--store URL``; a running gateway named by ``--url`` or the
 ``PRISM_URL`` environment variable (reached through the ``prism+http://`` backend,
@@ -92,8 +92,10 @@ def add_parser(sub: Any) -> None:
     ls.set_defaults(func=_ls)
 
     from prism.cli.kv_transfer import add_verbs
+    from prism.cli.kv_watch import add_verb as add_watch
 
     add_verbs(verbs)
+    add_watch(verbs)
 
 
 def _gateway_url(url: str) -> str:

@@ -36,6 +36,7 @@ from prism.gateway.routes_migration import migration_routes
 from prism.gateway.routes_namespaces import namespace_routes
 from prism.gateway.routes_records import records_routes
 from prism.gateway.routes_ts import ts_routes
+from prism.gateway.routes_watch import WatchStreams
 from prism.gateway.runtime import Gateway
 from prism.gateway.wire import escape_problem
 from prism.kv.store import Store
@@ -181,7 +182,9 @@ def create_app(
     Raises ConfigError when a secret, key file or store in the config is unusable.
     """
     gateway = Gateway(config, env=env, stores=stores)
-    data_routes = [*kv_routes(gateway), *records_routes(gateway), *ts_routes(gateway)]
+    watch = WatchStreams(gateway)
+    # The watch route comes first: GET /v1/kv/{ns}/{key:path} would take its path too.
+    data_routes = [*watch.routes(), *kv_routes(gateway), *records_routes(gateway), *ts_routes(gateway)]
     routes = [
         *admin_routes(gateway, data_routes),
         *namespace_routes(gateway),
@@ -193,10 +196,12 @@ def create_app(
     async def lifespan(app: Starlette) -> AsyncIterator[dict[str, Any]]:
         await gateway.start()
         try:
+            await watch.start(gateway)
             for hook in on_startup:
                 await hook(gateway)
             yield {"gateway": gateway}
         finally:
+            await watch.stop(gateway)
             for hook in on_shutdown:
                 try:
                     await hook(gateway)

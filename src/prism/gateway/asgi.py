@@ -21,6 +21,7 @@ from prism.gateway.auth import peer_certificate
 from prism.gateway.pipeline import BodyReader, Call, DataRoute, Pipeline
 from prism.gateway.problem import HTTPProblem
 from prism.gateway.reply import Reply
+from prism.gateway.sse import send_stream
 
 __all__ = ["DataTransport", "RouteMatch", "RouteTable", "send_reply"]
 
@@ -146,6 +147,9 @@ class DataTransport:
                 served = getattr(call, "ns", None)
                 if served is not None:
                     scope["prism.namespace"] = served.name
+            if reply.stream is not None:
+                await send_stream(reply, reply.stream, scope, receive, send)
+                return
         await send_reply(reply, scope, send)
 
 

@@ -50,6 +50,7 @@ __all__ = [
     "StoreCapacityConfig",
     "StoreConfig",
     "TlsConfig",
+    "WatchConfig",
     "check_config",
     "default_config",
     "internal_namespace",
@@ -392,6 +393,27 @@ class ServerConfig(_Base, frozen=True):
     grpc_port: int | None = None
 
 
+class WatchConfig(_Base, frozen=True):
+    """The change-feed streams of ``GET /v1/kv/{ns}/_watch`` (Server-Sent Events)."""
+
+    #: Seconds between comment lines sent on a stream with nothing to deliver (keeps proxies from closing it).
+    heartbeat_interval: float = 15.0
+    #: Seconds a stream may go without a change before it ends with ``event: reconnect`` (reason ``idle``).
+    idle_timeout: float = 600.0
+    #: Seconds a stream lasts at most; it then ends with ``event: reconnect`` (reason ``max_duration``).
+    max_duration: float = 3600.0
+    #: Streams one principal (per tenant) may hold open in one process; one more is answered 429.
+    max_streams_per_principal: int = 16
+    #: Seconds between reads of a feed whose backend cannot announce new changes.
+    poll_interval: float = 0.05
+    #: Most changes read from the feed at once.
+    batch_size: int = 100
+    #: Most changes read ahead of a slow client before the stream stops reading.
+    max_queued: int = 1000
+    #: Seconds an SSE client waits before reconnecting (sent as the stream's ``retry:`` field).
+    client_retry: float = 1.0
+
+
 class MigrationConfig(_Base, frozen=True):
     """Timings of live migrations (``prism.migration.MigrationSettings`` documents each)."""
 
@@ -460,6 +482,7 @@ class GatewayConfig(_Base, frozen=True):
     limits: LimitsConfig = LimitsConfig()
     control: ControlConfig = ControlConfig()
     compat: CompatConfig = CompatConfig()
+    watch: WatchConfig = WatchConfig()
     streaming: dict[str, Any] = {}
     handlers: list[str] = []
     #: Where the config came from (for messages) and the directory relative file paths start from.
@@ -813,6 +836,7 @@ def _validate(config: GatewayConfig, report: Callable[[str, str], None] | None =
     if server.max_body_bytes < 1:
         fail("$.server.max_body_bytes", "must be a positive number of bytes")
     _validate_transport(config, fail)
+    _validate_watch(config.watch, fail)
     for j, handler in enumerate(config.handlers):
         if not handler:
             fail(f"$.handlers[{j}]", "must be a non-empty string")
@@ -921,6 +945,23 @@ def _validate_transport(config: GatewayConfig, fail: Any) -> None:
         for j, role in enumerate(entry.roles):
             if not TOKEN_NAME.match(role):
                 fail(f"{at}.roles[{j}]", f"invalid role name {role!r}")
+
+
+def _validate_watch(watch: WatchConfig, fail: Any) -> None:
+    for field in ("heartbeat_interval", "idle_timeout", "max_duration", "poll_interval", "client_retry"):
+        value = getattr(watch, field)
+        if not (value > 0 and math.isfinite(value)):
+            fail(f"$.watch.{field}", "must be a positive number of seconds")
+    if watch.poll_interval > 60:
+        fail("$.watch.poll_interval", "must be at most 60 seconds")
+    for field, most in (
+        ("max_streams_per_principal", 1_000_000),
+        ("batch_size", 1000),
+        ("max_queued", 1_000_000),
+    ):
+        value = getattr(watch, field)
+        if not 1 <= value <= most:
+            fail(f"$.watch.{field}", f"must be from 1 to {most}")
 
 
 def _validate_limits(limits: LimitsConfig, at: str, fail: Any) -> None:

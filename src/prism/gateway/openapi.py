@@ -27,6 +27,7 @@ from prism.gateway.pipeline import DataRoute
 from prism.gateway.problem import Problem
 from prism.gateway.routes_kv import BulkDeleteRequest, BulkGetRequest, BulkPutRequest, TransactRequest
 from prism.gateway.routes_records import RecordPutRequest
+from prism.gateway.routes_watch import ChangeEvent
 from prism.gateway.wire import (
     MAX_TTL_SECONDS,
     BatchResults,
@@ -335,6 +336,38 @@ def _gateway_paths(config: GatewayConfig, schemas: _Schemas, names: Sequence[str
                 "responses": {
                     "200": _json_response("One page of keys.", schemas.ref(KeyPage)),
                     **_errors(400, 401, 403, 404, 429, 501, 503),
+                },
+            },
+        },
+        "/v1/kv/{ns}/_watch": {
+            "parameters": [ns_param],
+            "get": {
+                "summary": "Watch the namespace's changes (Server-Sent Events)",
+                "description": (
+                    "One event per change: `id:` the cursor, `event:` the op (put, delete, expire), "
+                    "`data:` a ChangeEvent. Heartbeats are comment lines; `event: reconnect` ends a stream "
+                    "the server closes (shutdown, watch.max_duration, watch.idle_timeout) and `event: "
+                    "problem` one whose feed failed (a problem+json body). Reconnect with Last-Event-ID. "
+                    "The credential may be given as ?token=."
+                ),
+                "operationId": "watchKeys",
+                "parameters": [
+                    _query("prefix", "Only changes of keys starting with this.", {"type": "string"}),
+                    _query("after", "Resume after this cursor (an event's id).", {"type": "string"}),
+                    _header("Last-Event-ID", "Resume after this cursor; takes precedence over `after`."),
+                ],
+                "responses": {
+                    "200": {
+                        "description": "The stream of changes.",
+                        "content": {"text/event-stream": {"schema": {"type": "string"}}},
+                        "x-event-data": schemas.ref(ChangeEvent),
+                    },
+                    "409": _problem("The namespace's store keeps no change feed (start it with feed=true)."),
+                    "410": _problem("The cursor is older than the feed's retained window."),
+                    "429": _problem(
+                        "Too many streams open for this caller (watch.max_streams_per_principal).", retry=True
+                    ),
+                    **_errors(400, 401, 403, 404, 503),
                 },
             },
         },

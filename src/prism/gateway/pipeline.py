@@ -235,6 +235,8 @@ class DataRoute:
     name: str | None = None
     #: The kind of namespace the route serves (``kv`` or ``timeseries``); the others answer 404.
     kind: str = "kv"
+    #: Accept the credential as ``?token=`` (event streams, for clients that cannot set headers).
+    query_token: bool = False
 
     @property
     def writes(self) -> bool:
@@ -298,7 +300,10 @@ class Pipeline:
                     audit.admit()
                 audited = True
             principal = call.principal = gateway.authenticator.authenticate_request(
-                call.headers, query_token(call.query_string), peer_cert=call.peer_cert
+                call.headers,
+                query_token(call.query_string),
+                query_token_allowed=route.query_token,
+                peer_cert=call.peer_cert,
             )
             if found is None:
                 raise HTTPProblem(404, "NAMESPACE_NOT_FOUND", f"there is no namespace {name!r}")

@@ -1,33 +1,50 @@
 """What a data route answers: a status, headers and a body, independent of the transport.
 
 Handlers return a :class:`Reply`; the HTTP transport sends it as it is (adding
-``Content-Length``), a future transport maps it to its own messages. JSON bodies are
+``Content-Length``), a future transport maps it to its own messages. A reply with a
+``stream`` (Server-Sent Events) sends its headers, then the stream's chunks until it
+ends or the client goes away, and always closes the stream. JSON bodies are
 encoded by msgspec from the structs of :mod:`prism.gateway.wire`.
 """
 
 from __future__ import annotations
 
-from typing import Any
+from collections.abc import AsyncIterator
+from typing import Any, Protocol
 
 import msgspec
 
-__all__ = ["JSON_CONTENT_TYPE", "Reply"]
+__all__ = ["JSON_CONTENT_TYPE", "Reply", "ReplyStream"]
 
 JSON_CONTENT_TYPE = b"application/json"
 _encode = msgspec.json.Encoder().encode
 
 
-class Reply:
-    """One answer: ``status``, ``headers`` (lower-case names, as bytes) and ``body``."""
+class ReplyStream(Protocol):
+    """The body of a streamed reply: chunks to send, and what to release however it ends."""
 
-    __slots__ = ("body", "headers", "status")
+    def __aiter__(self) -> AsyncIterator[bytes]: ...
+
+    async def aclose(self) -> None:
+        """Release what the stream holds; called once the reply is over (sent, refused or abandoned)."""
+
+
+class Reply:
+    """One answer: ``status``, ``headers`` (lower-case names, as bytes) and ``body``, or a ``stream``."""
+
+    __slots__ = ("body", "headers", "status", "stream")
 
     def __init__(
-        self, status: int, body: bytes = b"", headers: list[tuple[bytes, bytes]] | None = None
+        self,
+        status: int,
+        body: bytes = b"",
+        headers: list[tuple[bytes, bytes]] | None = None,
+        stream: ReplyStream | None = None,
     ) -> None:
         self.status = status
         self.body = body
         self.headers = headers if headers is not None else []
+        self.stream = stream
 
     @classmethod
     def json(cls, payload: Any, status: int = 200, content_type: bytes = JSON_CONTENT_TYPE) -> Reply:

@@ -41,6 +41,7 @@ class ChangeFeed:
         self._batch_size = batch_size
         self._buffer: deque[Change] = deque()
         self._closed = False
+        self._started = False
 
     def __repr__(self) -> str:
         return f"<ChangeFeed of {self._ns.name!r} prefix={self._prefix!r} cursor={self._cursor!r}>"
@@ -59,11 +60,21 @@ class ChangeFeed:
         """Fix where the feed starts, now, and return that cursor.
 
         Without ``after``, a feed starts after the newest change at this moment: call
-        it before the writes the watcher must not miss. Later calls change nothing.
+        it before the writes the watcher must not miss. With ``after``, the first read
+        happens here, so a cursor older than the retained window raises CursorExpired
+        now rather than at the first iteration. Later calls change nothing.
         """
-        if self._cursor is None:
+        if not self._started:
             self._check()
-            _, self._cursor = await self._ns._read_changes(self._prefix, None, 1)
+            if self._cursor is None:
+                _, self._cursor = await self._ns._read_changes(self._prefix, None, 1)
+            else:
+                changes, upto = await self._ns._read_changes(self._prefix, self._cursor, self._batch_size)
+                self._buffer.extend(changes)
+                if not changes:
+                    self._cursor = upto
+            self._started = True
+        assert self._cursor is not None
         return self._cursor
 
     async def close(self) -> None:
@@ -78,7 +89,7 @@ class ChangeFeed:
         return self
 
     async def __anext__(self) -> Change:
-        cursor = await self.start() if self._cursor is None and not self._closed else self._cursor
+        cursor = await self.start() if not self._started and not self._closed else self._cursor
         while not self._closed:
             if self._buffer:
                 change = self._buffer.popleft()
