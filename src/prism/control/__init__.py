@@ -1,0 +1,1 @@
+"""What every replica agrees on: runtime namespaces, the planner, signals."""
