@@ -34,6 +34,7 @@ from prism.gateway.routes_admin import admin_routes
 from prism.gateway.routes_kv import kv_routes
 from prism.gateway.routes_migration import migration_routes
 from prism.gateway.routes_records import records_routes
+from prism.gateway.routes_signals import signals_routes
 from prism.gateway.routes_ts import ts_routes
 from prism.gateway.runtime import Gateway
 from prism.gateway.wire import escape_problem
@@ -180,7 +181,12 @@ def create_app(
     Raises ConfigError when a secret, key file or store in the config is unusable.
     """
     gateway = Gateway(config, env=env, stores=stores)
-    data_routes = [*kv_routes(gateway), *records_routes(gateway), *ts_routes(gateway)]
+    data_routes = [
+        *kv_routes(gateway),
+        *records_routes(gateway),
+        *ts_routes(gateway),
+        *signals_routes(gateway),
+    ]
     routes = [*admin_routes(gateway, data_routes), *migration_routes(gateway), *extra_routes]
 
     @contextlib.asynccontextmanager
