@@ -34,6 +34,7 @@ from prometheus_client import Counter
 from prism.backends._retry import NetworkSettings
 
 __all__ = [
+    "COMPRESSED",
     "DEFAULT_SIGNALS_RETRY",
     "HEDGES",
     "SIGNAL_FETCHES",
@@ -54,6 +55,11 @@ HEDGES = Counter(
     "Reads sent once more because the first had no answer after hedge_after_ms (outcome=sent), "
     "and those where the second answered first (outcome=won), by backend.",
     ["backend", "outcome"],
+)
+COMPRESSED = Counter(
+    "prism_client_compressed_writes_total",
+    "Writes whose values were sent compressed (gzip) as the gateway's signals offered, by backend.",
+    ["backend"],
 )
 SIGNAL_FETCHES = Counter(
     "prism_client_signals_fetches_total",

@@ -58,7 +58,7 @@ import httpx
 import msgspec
 
 from prism.backends._retry import NetworkSettings, call_with_retry, split_options
-from prism.backends._signals import DEFAULT_SIGNALS_RETRY, ClientSignals, NamespaceSignals, hedged
+from prism.backends._signals import COMPRESSED, DEFAULT_SIGNALS_RETRY, ClientSignals, NamespaceSignals, hedged
 from prism.backends.base import Backend
 from prism.errors import (
     BackendTimeout,
@@ -581,6 +581,7 @@ class GatewayHTTPBackend(Backend):
         if advice is not None and advice.coding == "gzip" and len(content) > advice.compress_above_bytes:
             content = gzip.compress(content, compresslevel=COMPRESS_LEVEL)
             headers["content-encoding"] = "gzip"
+            COMPRESSED.labels(self.name).inc()
         response = await self._send(
             "PUT",
             f"/v1/kv/{_seg(ns)}/{_seg(op.record)}",

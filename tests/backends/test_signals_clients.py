@@ -1,0 +1,186 @@
+"""``prism://`` and ``prism+http://`` apply the gateway's signals, against an artificially slow store.
+
+The gateway runs in this process (uvicorn and grpc.aio on free ports) over the delayed
+memory store of prism.testing, so the test sets how long each read takes and counts
+the reads that reached the store. The namespace declares ``latency_p99_ms: 20``:
+its signals are a deadline of 80 ms and a hedge after 20 ms, one attempt in all.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import time
+from collections.abc import AsyncIterator
+from dataclasses import dataclass
+from typing import Any
+
+import pytest
+import uvicorn
+from prometheus_client import REGISTRY
+
+import prism
+from prism.gateway import create_app, parse_config
+from prism.gateway.auth import hash_api_key
+from prism.grpc.server import serve_grpc
+from prism.kv.store import Store
+from prism.streaming.app import UVICORN_OPTIONS
+from prism.testing.servers import free_port
+from prism.testing.slow import DelayedBackend
+
+KEY = "key-writer-0123456789"
+SCHEMES = ["prism+http", "prism"]
+
+
+@dataclass
+class Served:
+    slow: DelayedBackend
+    urls: dict[str, str]
+
+
+@contextlib.asynccontextmanager
+async def serving(**signals: Any) -> AsyncIterator[Served]:
+    slow = DelayedBackend()
+    config = {
+        "stores": {"main": "memory://", "slow": "memory://"},
+        "auth": {"api_keys": [{"name": "w", "sha256": hash_api_key(KEY), "roles": ["writer"]}]},
+        "namespaces": [{"name": "hot", "store": "slow", "needs": {"latency_p99_ms": 20}}],
+        "signals": {"retry_attempts": 1, **signals},
+        "audit": {"sink": "none"},
+        "server": {"access_log": False},
+    }
+    grpc_port = free_port()
+    start, stop = serve_grpc("127.0.0.1", grpc_port, True)
+    app = create_app(
+        parse_config(config, source="test.yaml", env={}),
+        env={},
+        stores={"slow": Store(slow)},
+        on_startup=[start],
+        on_shutdown=[stop],
+    )
+    port = free_port()
+    server = uvicorn.Server(
+        uvicorn.Config(app, host="127.0.0.1", port=port, log_level="critical", **UVICORN_OPTIONS)
+    )
+    task = asyncio.create_task(server.serve())
+    for _ in range(1000):
+        if server.started or task.done():
+            break
+        await asyncio.sleep(0.01)
+    if task.done():
+        task.result()
+    try:
+        yield Served(slow, {"prism+http": f"prism+http://127.0.0.1:{port}", "prism": f"prism://127.0.0.1:{grpc_port}"})
+    finally:
+        server.should_exit = True
+        await task
+
+
+def metric(name: str, **labels: str) -> float:
+    return REGISTRY.get_sample_value(name, labels) or 0.0
+
+
+def hedges(scheme: str, outcome: str) -> float:
+    return metric("prism_client_hedged_reads_total", backend=scheme, outcome=outcome)
+
+
+@pytest.fixture
+async def served() -> AsyncIterator[Served]:
+    async with serving() as s:
+        yield s
+
+
+@pytest.mark.parametrize("scheme", SCHEMES)
+async def test_a_hedge_fires_and_wins(served: Served, scheme: str) -> None:
+    async with prism.connect(served.urls[scheme], token=KEY) as store:
+        ns = store.namespace("hot")
+        await ns.put("k", b"v")
+        sent, won = hedges(scheme, "sent"), hedges(scheme, "won")
+        before = served.slow.reads
+        served.slow.read_delays.extend([1.0])  # the first read stalls; the hedge does not
+        started = time.monotonic()
+        item = await ns.get("k")
+        took = time.monotonic() - started
+        assert item is not None and item.value == b"v"
+        assert took < 0.5, took
+        assert hedges(scheme, "sent") - sent == 1 and hedges(scheme, "won") - won == 1
+        await asyncio.sleep(1.1)  # the stalled read finishes on the gateway
+        assert served.slow.reads - before == 2
+        # A quick read sends no hedge.
+        assert (await ns.get("k")) is not None
+        assert hedges(scheme, "sent") - sent == 1
+
+
+@pytest.mark.parametrize("scheme", SCHEMES)
+async def test_a_slow_store_gets_one_extra_request_at_most_and_the_deadline_holds(
+    served: Served, scheme: str
+) -> None:
+    async with prism.connect(served.urls[scheme], token=KEY) as store:
+        ns = store.namespace("hot")
+        await ns.put("k", b"v")
+        sent, won = hedges(scheme, "sent"), hedges(scheme, "won")
+        before = served.slow.reads
+        served.slow.read_delay = 0.3
+        started = time.monotonic()
+        with pytest.raises(prism.Timeout):
+            await ns.get("k")
+        took = time.monotonic() - started
+        # The deadline is the signals' 80 ms, not the backend's own 10 s.
+        assert 0.07 <= took < 0.25, took
+        await asyncio.sleep(0.5)
+        assert served.slow.reads - before == 2
+        assert hedges(scheme, "sent") - sent == 1 and hedges(scheme, "won") - won == 0
+
+
+@pytest.mark.parametrize("scheme", SCHEMES)
+async def test_signals_are_asked_on_first_use_and_again_after_refresh(scheme: str) -> None:
+    async with serving(refresh_after_s=0.3) as served, prism.connect(served.urls[scheme], token=KEY) as store:
+        backend: Any = store.backend
+        ns = store.namespace("hot")
+        fetched = metric("prism_client_signals_fetches_total", backend=scheme, outcome="ok")
+        await ns.get("missing")
+        held = backend.signals.peek("hot")
+        assert held is not None
+        assert (held.latency_max_ms, held.hedge_after_ms, held.refresh_after_s) == (80.0, 20.0, 0.3)
+        for _ in range(3):
+            await ns.get("missing")
+        assert metric("prism_client_signals_fetches_total", backend=scheme, outcome="ok") - fetched == 1
+        await asyncio.sleep(0.35)
+        await ns.get("missing")  # stale: refreshed in the background, this call not held up
+        await asyncio.sleep(0.1)
+        assert metric("prism_client_signals_fetches_total", backend=scheme, outcome="ok") - fetched == 2
+
+
+@pytest.mark.parametrize("scheme", SCHEMES)
+async def test_large_values_travel_compressed(served: Served, scheme: str) -> None:
+    async with prism.connect(served.urls[scheme], token=KEY) as store:
+        ns = store.namespace("hot")
+        compressed = metric("prism_client_compressed_writes_total", backend=scheme)
+        await ns.put("small", b"s" * 100)
+        assert metric("prism_client_compressed_writes_total", backend=scheme) == compressed
+        big = b"prism signals " * 2000
+        await ns.put("big", big)
+        assert metric("prism_client_compressed_writes_total", backend=scheme) - compressed == 1
+        item = await ns.get("big")
+        assert item is not None and item.value == big
+
+
+@pytest.mark.parametrize("scheme", SCHEMES)
+async def test_without_signals_the_backend_keeps_its_own_settings(served: Served, scheme: str) -> None:
+    async with prism.connect(served.urls[scheme], token=KEY, signals=False) as store:
+        ns = store.namespace("hot")
+        await ns.put("k", b"v")
+        sent = hedges(scheme, "sent")
+        before = served.slow.reads
+        served.slow.read_delays.extend([0.3])
+        item = await ns.get("k")  # slower than the signals' deadline, within the backend's own
+        assert item is not None and item.value == b"v"
+        assert served.slow.reads - before == 1 and hedges(scheme, "sent") == sent
+
+
+@pytest.mark.parametrize("scheme", SCHEMES)
+def test_bad_signal_options_are_refused(scheme: str) -> None:
+    with pytest.raises(prism.InvalidArgument, match="signals_retry"):
+        prism.connect(f"{scheme}://127.0.0.1:1?signals_retry=soon")
+    with pytest.raises(prism.InvalidArgument, match="signals"):
+        prism.connect(f"{scheme}://127.0.0.1:1?signals=maybe")
