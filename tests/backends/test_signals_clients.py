@@ -70,7 +70,9 @@ async def serving(**signals: Any) -> AsyncIterator[Served]:
     if task.done():
         task.result()
     try:
-        yield Served(slow, {"prism+http": f"prism+http://127.0.0.1:{port}", "prism": f"prism://127.0.0.1:{grpc_port}"})
+        yield Served(
+            slow, {"prism+http": f"prism+http://127.0.0.1:{port}", "prism": f"prism://127.0.0.1:{grpc_port}"}
+        )
     finally:
         server.should_exit = True
         await task
