@@ -45,7 +45,7 @@ async def serving(**signals: Any) -> AsyncIterator[Served]:
         "stores": {"main": "memory://", "slow": "memory://"},
         "auth": {"api_keys": [{"name": "w", "sha256": hash_api_key(KEY), "roles": ["writer"]}]},
         "namespaces": [{"name": "hot", "store": "slow", "needs": {"latency_p99_ms": 20}}],
-        "signals": {"retry_attempts": 1, **signals},
+        "signals": {"retry_attempts": 1, "min_latency_max_ms": 20, **signals},
         "audit": {"sink": "none"},
         "server": {"access_log": False},
     }

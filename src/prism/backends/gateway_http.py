@@ -579,9 +579,12 @@ class GatewayHTTPBackend(Backend):
         content = op.value
         advice = None if self.signals is None else await self.signals.get(ns)
         if advice is not None and advice.coding == "gzip" and len(content) > advice.compress_above_bytes:
-            content = gzip.compress(content, compresslevel=COMPRESS_LEVEL)
-            headers["content-encoding"] = "gzip"
-            COMPRESSED.labels(self.name).inc()
+            packed = gzip.compress(content, compresslevel=COMPRESS_LEVEL)
+            # Data that does not compress (already compressed, random) travels as it is.
+            if len(packed) < len(content):
+                content = packed
+                headers["content-encoding"] = "gzip"
+                COMPRESSED.labels(self.name).inc()
         response = await self._send(
             "PUT",
             f"/v1/kv/{_seg(ns)}/{_seg(op.record)}",

@@ -12,6 +12,8 @@ the namespace's declared needs and its store's measured latency:
 * ``hedge_after_ms``: the store's measured p99 (the target without enough samples), at
   least ``signals.min_hedge_after_ms`` and at most half of ``latency_max_ms``: a read
   still unanswered by then is rarely answered soon, so one more is sent.
+* With neither a latency need nor enough samples there is nothing to advise: the
+  deadline is the gateway's request timeout and the hedge comes at half of it.
 * ``page_size_bytes``, ``retry``, ``refresh_after_s``, ``compression`` and
   ``compress_above_bytes`` come from the ``signals:`` settings; ``max_value_bytes`` is
   the namespace's.
@@ -64,8 +66,8 @@ class SignalsConfig(msgspec.Struct, forbid_unknown_fields=True, frozen=True, kw_
     latency_target_ms: _Positive = 100.0
     #: ``latency_max_ms`` is the target times this.
     max_over_target: Annotated[float, msgspec.Meta(ge=1)] = 4.0
-    #: The smallest ``latency_max_ms`` handed out.
-    min_latency_max_ms: _Positive = 20.0
+    #: The smallest ``latency_max_ms`` handed out (a deadline tighter than this fails on jitter alone).
+    min_latency_max_ms: _Positive = 100.0
     #: The earliest a hedge is sent.
     min_hedge_after_ms: _Positive = 5.0
     #: About how many bytes of values one page should carry.
@@ -152,16 +154,17 @@ def derive_signals(
     request_timeout_s: float,
 ) -> Signals:
     """The signals of a namespace (the rules are in the module docstring)."""
-    if latency_need_ms is not None:
-        target = latency_need_ms
-    elif measured_p99_ms is not None:
-        target = measured_p99_ms
-    else:
-        target = config.latency_target_ms
     ceiling = request_timeout_s * 1000
-    latency_max = min(ceiling, max(config.min_latency_max_ms, target * config.max_over_target))
-    hedge = measured_p99_ms if measured_p99_ms is not None else target
-    hedge = min(max(hedge, config.min_hedge_after_ms), latency_max / 2)
+    if latency_need_ms is None and measured_p99_ms is None:
+        # Nothing declared, nothing measured: no advice tighter than the gateway's own deadline.
+        target = config.latency_target_ms
+        latency_max = ceiling
+        hedge = latency_max / 2
+    else:
+        target = latency_need_ms if latency_need_ms is not None else measured_p99_ms  # type: ignore[assignment]
+        latency_max = min(ceiling, max(config.min_latency_max_ms, target * config.max_over_target))
+        hedge = measured_p99_ms if measured_p99_ms is not None else target
+        hedge = min(max(hedge, config.min_hedge_after_ms), latency_max / 2)
     return Signals(
         latency_target_ms=round(target, 3),
         latency_max_ms=round(latency_max, 3),
