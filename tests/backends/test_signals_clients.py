@@ -186,3 +186,18 @@ def test_bad_signal_options_are_refused(scheme: str) -> None:
         prism.connect(f"{scheme}://127.0.0.1:1?signals_retry=soon")
     with pytest.raises(prism.InvalidArgument, match="signals"):
         prism.connect(f"{scheme}://127.0.0.1:1?signals=maybe")
+
+
+@pytest.mark.parametrize("scheme", SCHEMES)
+async def test_settings_the_user_gave_are_never_overridden(served: Served, scheme: str) -> None:
+    async with prism.connect(f"{served.urls[scheme]}?operation_timeout=2", token=KEY) as store:
+        ns = store.namespace("hot")
+        await ns.put("k", b"v")
+        sent = hedges(scheme, "sent")
+        before = served.slow.reads
+        served.slow.read_delay = 0.3
+        item = await ns.get("k")  # past the signals' 80 ms deadline, within the user's 2 s
+        assert item is not None and item.value == b"v"
+        # Still hedged: at most one extra request.
+        await asyncio.sleep(0.4)
+        assert served.slow.reads - before == 2 and hedges(scheme, "sent") - sent == 1

@@ -5,9 +5,11 @@ signals (``GET /v1/namespaces/{ns}/signals`` or ``prism.v1.Signals/GetSignals``)
 first time they use it, and again in the background once ``refresh_after_s`` has
 passed. While they hold signals for a namespace:
 
-* a call's deadline (retries included) is ``latency_max_ms`` (never more than the
-  backend's own ``operation_timeout``), and reads are retried ``retry.max_attempts``
-  times in all, ``retry.backoff_ms`` apart (jittered);
+* a read's deadline (retries included) is ``latency_max_ms`` (never more than the
+  backend's own ``operation_timeout``), and reads are tried ``retry.max_attempts``
+  times in all, ``retry.backoff_ms`` apart (jittered); a setting the user gave
+  (``operation_timeout``, ``max_retries``, ``retry_base`` in the URL or as keywords)
+  is never overridden;
 * a read with no answer after ``hedge_after_ms`` is sent once more, and the first
   answer wins; a call sends at most one hedge (``prism_client_hedged_reads_total``
   counts those sent and those that won);
@@ -26,7 +28,7 @@ import contextlib
 import time
 from collections.abc import Awaitable, Callable
 from dataclasses import dataclass, replace
-from typing import TypeVar
+from typing import Any, TypeVar
 
 import msgspec
 from prometheus_client import Counter
@@ -34,6 +36,7 @@ from prometheus_client import Counter
 from prism.backends._retry import NetworkSettings
 
 __all__ = [
+    "ADVISED",
     "COMPRESSED",
     "DEFAULT_SIGNALS_RETRY",
     "HEDGES",
@@ -45,6 +48,8 @@ __all__ = [
 
 R = TypeVar("R")
 
+#: The network settings signals advise (a user's own value for one of them wins).
+ADVISED = ("operation_timeout", "max_retries", "retry_base")
 #: How long a backend waits before asking again when the gateway answered no signals (seconds).
 DEFAULT_SIGNALS_RETRY = 30.0
 #: Content codings this client can send.
@@ -86,14 +91,15 @@ class ClientSignals(msgspec.Struct, frozen=True):
     compression: list[str] = []
     compress_above_bytes: int = 0
 
-    def network(self, base: NetworkSettings) -> NetworkSettings:
-        """``base`` with the deadline and retries these signals ask for (never a longer deadline)."""
-        return replace(
-            base,
-            operation_timeout=min(base.operation_timeout, self.latency_max_ms / 1000),
-            max_retries=max(self.retry.max_attempts - 1, 0),
-            retry_base=self.retry.backoff_ms / 1000,
-        )
+    def network(self, base: NetworkSettings, own: frozenset[str] = frozenset()) -> NetworkSettings:
+        """``base`` with the deadline and retries these signals ask for, but for the settings in
+        ``own`` (those the user set: never overridden); never a longer deadline than ``base``'s."""
+        advised: dict[str, Any] = {
+            "operation_timeout": min(base.operation_timeout, self.latency_max_ms / 1000),
+            "max_retries": max(self.retry.max_attempts - 1, 0),
+            "retry_base": self.retry.backoff_ms / 1000,
+        }
+        return replace(base, **{k: v for k, v in advised.items() if k not in own})
 
     @property
     def coding(self) -> str | None:

@@ -58,7 +58,14 @@ import httpx
 import msgspec
 
 from prism.backends._retry import NetworkSettings, call_with_retry, split_options
-from prism.backends._signals import COMPRESSED, DEFAULT_SIGNALS_RETRY, ClientSignals, NamespaceSignals, hedged
+from prism.backends._signals import (
+    ADVISED,
+    COMPRESSED,
+    DEFAULT_SIGNALS_RETRY,
+    ClientSignals,
+    NamespaceSignals,
+    hedged,
+)
 from prism.backends.base import Backend
 from prism.errors import (
     BackendTimeout,
@@ -194,6 +201,7 @@ class GatewayHTTPBackend(Backend):
         max_value_bytes: int = DEFAULT_MAX_VALUE_BYTES,
         signals: bool = True,
         signals_retry: float = DEFAULT_SIGNALS_RETRY,
+        own_settings: frozenset[str] | None = None,
     ) -> None:
         if max_connections < 1:
             raise InvalidArgument("max_connections must be at least 1")
@@ -208,6 +216,10 @@ class GatewayHTTPBackend(Backend):
         )
         self._token = token
         self._client: httpx.AsyncClient | None = None
+        #: The network settings the user set, which signals never override (given ``network``: all).
+        self.own_settings = (
+            own_settings if own_settings is not None else frozenset(ADVISED if network is not None else ())
+        )
         if signals_retry <= 0:
             raise InvalidArgument("signals_retry must be a positive number of seconds")
         #: The gateway's signals per namespace (None: not asked for).
@@ -236,6 +248,7 @@ class GatewayHTTPBackend(Backend):
                 f"a gateway URL looks like 'prism+http://localhost:8080', not {scheme}://{rest}"
             )
         http_scheme = "https" if scheme.lower() == "prism+https" else "http"
+        own = frozenset(name for name in ADVISED if name in opts)
         if "operation_timeout" not in opts:
             opts["operation_timeout"] = DEFAULT_OPERATION_TIMEOUT
         network = NetworkSettings.from_options(opts)
@@ -267,7 +280,13 @@ class GatewayHTTPBackend(Backend):
         if opts:
             known = sorted(_OPTIONS | {f for f in NetworkSettings.__dataclass_fields__})
             raise InvalidArgument(f"unknown prism+http options: {sorted(opts)} (known: {', '.join(known)})")
-        return cls(f"{http_scheme}://{parts.netloc}{parts.path}", token=token, network=network, **kwargs)
+        return cls(
+            f"{http_scheme}://{parts.netloc}{parts.path}",
+            token=token,
+            network=network,
+            own_settings=own,
+            **kwargs,
+        )
 
     # -- lifecycle ------------------------------------------------------------------
 
@@ -340,7 +359,7 @@ class GatewayHTTPBackend(Backend):
         if read_of is not None and self.signals is not None:
             advice = await self.signals.get(read_of)
             if advice is not None:
-                net = advice.network(net)
+                net = advice.network(net, self.own_settings)
 
         async def one() -> httpx.Response:
             response = await client.request(method, path, params=params, content=content, headers=headers)

@@ -55,6 +55,7 @@ from grpc_health.v1 import health_pb2
 
 from prism.backends._retry import NetworkSettings, call_with_retry, split_options
 from prism.backends._signals import (
+    ADVISED,
     COMPRESSED,
     DEFAULT_SIGNALS_RETRY,
     ClientSignals,
@@ -180,6 +181,7 @@ class GatewayGrpcBackend(Backend):
         retry_writes: bool = True,
         signals: bool = True,
         signals_retry: float = DEFAULT_SIGNALS_RETRY,
+        own_settings: frozenset[str] | None = None,
     ) -> None:
         if max_value_bytes < 1:
             raise InvalidArgument("max_value_bytes must be a positive number of bytes")
@@ -196,6 +198,10 @@ class GatewayGrpcBackend(Backend):
         )
         self._channel: Any = None
         self._calls: dict[str, Any] = {}
+        #: The network settings the user set, which signals never override (given ``network``: all).
+        self.own_settings = (
+            own_settings if own_settings is not None else frozenset(ADVISED if network is not None else ())
+        )
         if signals_retry <= 0:
             raise InvalidArgument("signals_retry must be a positive number of seconds")
         #: The gateway's signals per namespace (None: not asked for).
@@ -225,6 +231,7 @@ class GatewayGrpcBackend(Backend):
             raise InvalidArgument("a prism:// URL takes no user or password; use token_env")
         if not parts.hostname or parts.path not in ("", "/"):
             raise InvalidArgument(f"a gateway URL looks like 'prism://localhost:8081', not {scheme}://{rest}")
+        own = frozenset(name for name in ADVISED if name in opts)
         if "operation_timeout" not in opts:
             opts["operation_timeout"] = DEFAULT_GRPC_OPERATION_TIMEOUT
         network = NetworkSettings.from_options(opts)
@@ -254,7 +261,7 @@ class GatewayGrpcBackend(Backend):
             raise InvalidArgument(f"unknown prism:// options: {sorted(opts)} (known: {', '.join(known)})")
         port = parts.port or 8081
         host = f"[{parts.hostname}]" if ":" in parts.hostname else parts.hostname
-        return cls(f"{host}:{port}", token=token, network=network, **kwargs)
+        return cls(f"{host}:{port}", token=token, network=network, own_settings=own, **kwargs)
 
     # -- lifecycle ------------------------------------------------------------------
 
@@ -358,7 +365,7 @@ class GatewayGrpcBackend(Backend):
         """A read under the namespace's signals: their deadline and retries, and one hedge."""
         stub = self._calls.get(method) or self._stub(method, response_type)
         metadata = self._metadata
-        net = advice.network(self.network)
+        net = advice.network(self.network, self.own_settings)
         deadline = time.monotonic() + net.operation_timeout
         hedge_after: float | None = advice.hedge_after_ms / 1000
 
