@@ -44,7 +44,10 @@ async def serving(**signals: Any) -> AsyncIterator[Served]:
     config = {
         "stores": {"main": "memory://", "slow": "memory://"},
         "auth": {"api_keys": [{"name": "w", "sha256": hash_api_key(KEY), "roles": ["writer"]}]},
-        "namespaces": [{"name": "hot", "store": "slow", "needs": {"latency_p99_ms": 20}}],
+        "namespaces": [
+            {"name": "hot", "store": "slow", "needs": {"latency_p99_ms": 20}},
+            {"name": "pages", "store": "slow", "needs": {"latency_p99_ms": 100}},
+        ],
         "signals": {"retry_attempts": 1, "min_latency_max_ms": 20, **signals},
         "audit": {"sink": "none"},
         "server": {"access_log": False},
@@ -201,3 +204,48 @@ async def test_settings_the_user_gave_are_never_overridden(served: Served, schem
         # Still hedged: at most one extra request.
         await asyncio.sleep(0.4)
         assert served.slow.reads - before == 2 and hedges(scheme, "sent") - sent == 1
+
+
+@pytest.mark.parametrize("scheme", SCHEMES)
+async def test_early_pages_reach_the_client_whole_and_unhedged(scheme: str) -> None:
+    # "pages": a 400 ms deadline, 200 ms of it for reading the store, 50 ms per read of 10 keys.
+    async with serving(page_chunk=10) as served, prism.connect(served.urls[scheme], token=KEY) as store:
+        ns = store.namespace("pages")
+        keys = [f"k{i:03}" for i in range(100)]
+        await ns.put_many([prism.Put(k, b"v") for k in keys])
+        early = metric("prism_early_pages_total", namespace="pages", op="scan")
+        sent = hedges(scheme, "sent")
+        served.slow.scan_delay = 0.05
+        page = await ns.scan(limit=100)
+        assert page.keys == keys
+        assert metric("prism_early_pages_total", namespace="pages", op="scan") - early >= 2
+        assert hedges(scheme, "sent") == sent
+        await ns.put_items("r", [prism.Put(f"i{i:03}", b"v") for i in range(50)])
+        early = metric("prism_early_pages_total", namespace="pages", op="records_get")
+        items = await ns.get_items("r", limit=50)
+        assert [i.key for i in items.items] == [f"i{i:03}" for i in range(50)]
+        assert metric("prism_early_pages_total", namespace="pages", op="records_get") - early >= 1
+
+
+async def test_signals_over_grpc_are_for_readers_only() -> None:
+    from grpc import StatusCode, aio
+
+    from prism.grpc._gen.prism.v1 import signals_pb2
+
+    async with serving() as served:
+        target = served.urls["prism"].removeprefix("prism://")
+        async with aio.insecure_channel(target) as channel:
+            call = channel.unary_unary(
+                "/prism.v1.Signals/GetSignals",
+                request_serializer=signals_pb2.GetSignalsRequest.SerializeToString,
+                response_deserializer=signals_pb2.SignalsResponse.FromString,
+            )
+            got = await call(signals_pb2.GetSignalsRequest(namespace="hot"), metadata=(("x-api-key", KEY),))
+            assert (got.latency_target_ms, got.latency_max_ms, got.hedge_after_ms) == (20.0, 80.0, 20.0)
+            assert list(got.compression) == ["gzip"] and got.retry.max_attempts == 1
+            with pytest.raises(aio.AioRpcError) as refused:
+                await call(signals_pb2.GetSignalsRequest(namespace="hot"))
+            assert refused.value.code() == StatusCode.UNAUTHENTICATED
+            with pytest.raises(aio.AioRpcError) as missing:
+                await call(signals_pb2.GetSignalsRequest(namespace="nope"), metadata=(("x-api-key", KEY),))
+            assert missing.value.code() == StatusCode.NOT_FOUND

@@ -344,12 +344,14 @@ class GatewayHTTPBackend(Backend):
         content: bytes | None = None,
         headers: dict[str, str] | None = None,
         read_of: str | None = None,
+        hedge: bool = True,
         network: NetworkSettings | None = None,
     ) -> httpx.Response:
         """One request, retried where that is safe; transport failures become Prism errors.
 
         ``read_of`` names the namespace a read is of: the namespace's signals then set
-        its deadline and retries, and hedge it.
+        its deadline and retries, and hedge it (unless ``hedge`` is false: pages, which
+        the gateway bounds itself by answering early).
         """
         client = self._client
         if client is None:
@@ -367,7 +369,7 @@ class GatewayHTTPBackend(Backend):
                 raise _StatusToRetry(response)
             return response
 
-        hedge_after = None if advice is None else advice.hedge_after_ms / 1000
+        hedge_after = None if advice is None or not hedge else advice.hedge_after_ms / 1000
 
         async def attempt() -> httpx.Response:
             nonlocal hedge_after
@@ -506,7 +508,10 @@ class GatewayHTTPBackend(Backend):
             if token is not None:
                 params["page_token"] = token
             response = self._check(
-                await self._send("GET", f"/v1/kv/{_seg(ns)}", safe=True, params=params, read_of=ns), 200
+                await self._send(
+                    "GET", f"/v1/kv/{_seg(ns)}", safe=True, params=params, read_of=ns, hedge=False
+                ),
+                200,
             )
             page = msgspec.json.decode(response.content, type=_Keys)
             keys += page.keys
@@ -541,7 +546,12 @@ class GatewayHTTPBackend(Backend):
                 params["page_token"] = token
             response = self._check(
                 await self._send(
-                    "GET", f"/v1/records/{_seg(ns)}/{_seg(record)}", safe=True, params=params, read_of=ns
+                    "GET",
+                    f"/v1/records/{_seg(ns)}/{_seg(record)}",
+                    safe=True,
+                    params=params,
+                    read_of=ns,
+                    hedge=False,
                 ),
                 200,
             )

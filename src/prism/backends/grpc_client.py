@@ -361,13 +361,16 @@ class GatewayGrpcBackend(Backend):
             compress_above_bytes=got.compress_above_bytes,
         )
 
-    async def _advised(self, method: str, request: Any, response_type: Any, advice: ClientSignals) -> Any:
-        """A read under the namespace's signals: their deadline and retries, and one hedge."""
+    async def _advised(
+        self, method: str, request: Any, response_type: Any, advice: ClientSignals, *, hedge: bool
+    ) -> Any:
+        """A read under the namespace's signals: their deadline and retries, and one hedge (pages
+        are not hedged: the gateway bounds them itself by answering early)."""
         stub = self._calls.get(method) or self._stub(method, response_type)
         metadata = self._metadata
         net = advice.network(self.network, self.own_settings)
         deadline = time.monotonic() + net.operation_timeout
-        hedge_after: float | None = advice.hedge_after_ms / 1000
+        hedge_after: float | None = advice.hedge_after_ms / 1000 if hedge else None
 
         async def one() -> Any:
             try:
@@ -399,6 +402,7 @@ class GatewayGrpcBackend(Backend):
         *,
         safe: bool,
         read_of: str | None = None,
+        hedge: bool = True,
         compress: bool = False,
     ) -> Any:
         """One call, retried where that is safe, under the operation deadline (sent to the gateway).
@@ -410,7 +414,7 @@ class GatewayGrpcBackend(Backend):
         if read_of is not None and self.signals is not None:
             advice = await self.signals.get(read_of)
             if advice is not None:
-                return await self._advised(method, request, response_type, advice)
+                return await self._advised(method, request, response_type, advice, hedge=hedge)
         stub = self._calls.get(method) or self._stub(method, response_type)
         metadata = self._metadata
         started = time.monotonic()
@@ -563,7 +567,7 @@ class GatewayGrpcBackend(Backend):
                 limit=min(limit - len(keys), GATEWAY_PAGE_LIMIT),
                 page_token=token,
             )
-            page = await self._call("Scan", request, pb.ScanResponse, safe=True, read_of=ns)
+            page = await self._call("Scan", request, pb.ScanResponse, safe=True, read_of=ns, hedge=False)
             keys += page.keys
             token = page.next_page_token
             if not token:
@@ -597,7 +601,7 @@ class GatewayGrpcBackend(Backend):
                 request.start = start
             if end is not None:
                 request.end = end
-            page = await self._call("GetItems", request, pb.ItemPage, safe=True, read_of=ns)
+            page = await self._call("GetItems", request, pb.ItemPage, safe=True, read_of=ns, hedge=False)
             items += [_item(raw, raw.key) for raw in page.items]
             token = page.next_page_token
             if not token:

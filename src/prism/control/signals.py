@@ -8,7 +8,8 @@ the namespace's declared needs and its store's measured latency:
   measured p99; without enough samples, ``signals.latency_target_ms``.
 * ``latency_max_ms``: ``latency_target_ms * signals.max_over_target``, at least
   ``signals.min_latency_max_ms`` and at most the gateway's request timeout. It is the
-  deadline of one call; pages of keys and items that would pass it return early.
+  deadline of one call; a page of keys or items spends at most ``signals.page_budget``
+  (half) of it reading the store and returns early rather than pass that.
 * ``hedge_after_ms``: the store's measured p99 (the target without enough samples), at
   least ``signals.min_hedge_after_ms`` and at most half of ``latency_max_ms``: a read
   still unanswered by then is rarely answered soon, so one more is sent.
@@ -90,6 +91,9 @@ class SignalsConfig(msgspec.Struct, forbid_unknown_fields=True, frozen=True, kw_
     #: Pages of keys and items are read from the store this many at a time, so that one
     #: that would pass ``latency_max_ms`` can return early with what it has.
     page_chunk: _PositiveInt = 100
+    #: The share of ``latency_max_ms`` a page may spend reading the store; the rest is
+    #: left for the answer to reach the client within its deadline.
+    page_budget: Annotated[float, msgspec.Meta(gt=0, le=1)] = 0.5
 
 
 class RetrySignal(msgspec.Struct, frozen=True):
@@ -220,18 +224,21 @@ async def scan_within(
 ) -> tuple[Page[str], bool]:
     """A page of keys read ``chunk`` at a time; (page, cut short) when the budget ran out first.
 
-    The first chunk is always read (a page makes progress); each later one only within
-    what is left of ``budget_s``, cancelled when it would pass it.
+    The first chunk is always read (a page makes progress); a later one only when what is
+    left of ``budget_s`` is more than the slowest chunk so far took, and it is cancelled
+    when it would pass the budget all the same.
     """
     deadline = time.monotonic() + budget_s
     keys: list[str] = []
     token = page_token
+    slowest = 0.0
     while True:
         size = min(chunk, limit - len(keys))
+        started = time.monotonic()
         if keys:
-            remaining = deadline - time.monotonic()
-            if remaining <= 0:
-                return Page(keys, token), True
+            remaining = deadline - started
+            if remaining <= slowest:
+                return Page(keys, token), True  # the next read would likely pass the deadline
             try:
                 async with asyncio.timeout(remaining):
                     page = await ns.scan(prefix, limit=size, page_token=token)
@@ -239,6 +246,7 @@ async def scan_within(
                 return Page(keys, token), True
         else:
             page = await ns.scan(prefix, limit=size, page_token=token)
+        slowest = max(slowest, time.monotonic() - started)
         keys += page.keys
         token = page.next_page_token
         if token is None or len(keys) >= limit:
@@ -266,12 +274,14 @@ async def items_within(
     items: list[Item] = []
     size_so_far = 0
     token = page_token
+    slowest = 0.0
     while True:
         size = min(chunk, limit - len(items))
         room = None if page_size_bytes is None else page_size_bytes - size_so_far
+        started = time.monotonic()
         if items:
-            remaining = deadline - time.monotonic()
-            if remaining <= 0:
+            remaining = deadline - started
+            if remaining <= slowest:
                 return Page(items, token), True
             if room is not None and room <= 0:
                 return Page(items, token), False
@@ -289,6 +299,7 @@ async def items_within(
             page = await ns.get_items(
                 record, start=start, end=end, limit=size, page_size_bytes=room, page_token=token
             )
+        slowest = max(slowest, time.monotonic() - started)
         items += page.items
         size_so_far += sum(len(i.value) for i in page.items)
         token = page.next_page_token

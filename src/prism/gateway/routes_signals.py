@@ -4,8 +4,9 @@ Signals (prism.control.signals) tell a namespace's clients their deadline, when 
 hedge a read, how to retry and compress; anyone who may read the namespace may ask.
 :func:`keys_page` and :func:`items_page` are what the scan and record-page handlers
 of every transport read through: the page is read in chunks and, when the next chunk
-would pass the namespace's ``latency_max_ms``, it is answered early with what it has
-and a page token (counted in ``prism_early_pages_total``), never with an error.
+would pass its share (``signals.page_budget``) of the namespace's ``latency_max_ms``, it
+is answered early with what it has and a page token (counted in
+``prism_early_pages_total``), never with an error.
 """
 
 from __future__ import annotations
@@ -34,7 +35,9 @@ async def get_signals(call: Call) -> Reply:
 
 
 def _budget(call: Call) -> float:
-    return call.ns.signals(call.gateway.signals).latency_max_ms / 1000
+    """How long a page may read the store: its share of the deadline, the rest left for the answer."""
+    share = call.gateway.config.signals.page_budget
+    return call.ns.signals(call.gateway.signals).latency_max_ms / 1000 * share
 
 
 async def keys_page(call: Call, prefix: str, *, limit: int, page_token: str | None) -> Page[str]:
