@@ -7,17 +7,20 @@ for tests of what a slow store does to deadlines, hedged reads and early pages::
     store = prism.Store(backend)
 
 ``read_delays`` are used up one per read of keys (``get``, ``get_many``), in order;
-once they are used up, every read waits ``read_delay``. Listings (``scan``,
+once they are used up, every read waits ``read_delay``, and a share ``tail_share`` of
+them (drawn at random, ``seed`` for a repeatable draw) waits ``tail_delay`` instead: a
+store with a latency tail. Listings (``scan``,
 ``get_range``) wait ``scan_delay`` each. ``reads`` and ``scans`` count the calls, so a
 test can see how many requests reached the store. It never runs inline (it waits), so
 the gateway times and measures it like any other network store. Through a config it
-is ``{url: "memory://NAME?read_delay=0.2&scan_delay=0.05", backend:
+is ``{url: "memory://NAME?tail_share=0.02&tail_delay=0.1", backend:
 "prism.testing.slow:DelayedBackend"}``.
 """
 
 from __future__ import annotations
 
 import asyncio
+import random
 from collections import deque
 from collections.abc import Iterable, Sequence
 from typing import Any, ClassVar
@@ -43,8 +46,18 @@ class DelayedBackend(MemoryBackend):
         read_delay: float = 0.0,
         read_delays: Iterable[float] = (),
         scan_delay: float = 0.0,
+        tail_share: float = 0.0,
+        tail_delay: float = 0.0,
+        seed: int | None = None,
     ) -> None:
         super().__init__(shared_name)
+        if not 0 <= tail_share <= 1:
+            raise InvalidArgument(f"tail_share must be from 0 to 1, got {tail_share!r}")
+        if tail_delay < 0:
+            raise InvalidArgument(f"tail_delay must not be negative, got {tail_delay!r}")
+        self.tail_share = tail_share
+        self.tail_delay = tail_delay
+        self._random = random.Random(seed)
         for name, value in (
             ("read_delay", read_delay),
             ("scan_delay", scan_delay),
@@ -64,19 +77,26 @@ class DelayedBackend(MemoryBackend):
     def from_url(cls, url: str, **options: Any) -> DelayedBackend:
         base, opts = split_options(url, options)
         kwargs: dict[str, Any] = {}
-        for name in ("read_delay", "scan_delay"):
+        for name in ("read_delay", "scan_delay", "tail_share", "tail_delay"):
             if name in opts:
                 try:
                     kwargs[name] = float(opts.pop(name))
                 except (TypeError, ValueError):
                     raise InvalidArgument(f"{name} must be a number of seconds") from None
         if opts:
-            raise InvalidArgument(f"a delayed store takes read_delay and scan_delay, got {sorted(opts)}")
+            raise InvalidArgument(
+                f"a delayed store takes read_delay, scan_delay, tail_share and tail_delay, got {sorted(opts)}"
+            )
         return cls(base.split("://", 1)[1].strip("/"), **kwargs)
 
     async def _read_wait(self) -> None:
         self.reads += 1
-        delay = self.read_delays.popleft() if self.read_delays else self.read_delay
+        if self.read_delays:
+            delay = self.read_delays.popleft()
+        elif self.tail_share and self._random.random() < self.tail_share:
+            delay = self.tail_delay
+        else:
+            delay = self.read_delay
         if delay:
             await asyncio.sleep(delay)
 
