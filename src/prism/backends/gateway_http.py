@@ -25,11 +25,12 @@ Options (keyword arguments or URL query parameters):
 * ``ca_file``: a PEM bundle of the CAs to trust for ``prism+https://``;
 * ``max_value_bytes`` (4 MiB): the largest value, as the gateway's namespaces allow;
 * ``signals`` (``true``): ask the gateway for each namespace's signals on first use and
-  every ``refresh_after_s``, and apply them (see prism.backends._signals): reads get
-  ``latency_max_ms`` as their deadline, the advised retries, and one hedge after
-  ``hedge_after_ms``; values above ``compress_above_bytes`` are sent gzip-compressed
+  every ``refresh_after_s``, and apply them (docs/control-plane.md, "Signals"): reads
+  get ``latency_max_ms`` as their deadline, the advised retries, and reads of keys one
+  hedge after ``hedge_after_ms``; values above ``compress_above_bytes`` are sent gzip-compressed
   when the gateway offers it. Writes keep ``operation_timeout`` (a write cut short has
-  an unknown outcome). ``signals_retry`` (30 s): when to ask again after no answer.
+  an unknown outcome); settings given here win over the advice. ``signals_retry``
+  (30 s): when to ask again after no answer.
 
 Redirects are not followed and proxy environment variables are ignored, so the
 token only ever goes to the gateway named in the URL.

@@ -26,10 +26,11 @@ Options (keyword arguments or URL query parameters):
 * ``max_value_bytes`` (4 MiB): the largest value, as the gateway's namespaces allow;
 * ``signals`` (``true``): ask the gateway for each namespace's signals
   (``prism.v1.Signals``) on first use and every ``refresh_after_s``, and apply them
-  (see prism.backends._signals): reads get ``latency_max_ms`` as their deadline, the
-  advised retries, and one hedge after ``hedge_after_ms``; writes of values above
+  (docs/control-plane.md, "Signals"): reads get ``latency_max_ms`` as their deadline,
+  the advised retries, and reads of keys one hedge after ``hedge_after_ms``; writes of values above
   ``compress_above_bytes`` are sent gzip-compressed when the gateway offers it. Writes
-  keep ``operation_timeout``. ``signals_retry`` (30 s): when to ask again after no answer.
+  keep ``operation_timeout``; settings given here win over the advice. ``signals_retry``
+  (30 s): when to ask again after no answer.
 
 What cannot be honoured is declared: the gateway offers no strongly consistent
 reads, so ``consistency="strong"`` raises Unsupported; transactions run on flat keys;
