@@ -249,3 +249,50 @@ async def test_signals_over_grpc_are_for_readers_only() -> None:
             with pytest.raises(aio.AioRpcError) as missing:
                 await call(signals_pb2.GetSignalsRequest(namespace="nope"), metadata=(("x-api-key", KEY),))
             assert missing.value.code() == StatusCode.NOT_FOUND
+
+
+@pytest.mark.parametrize("scheme", SCHEMES)
+async def test_concurrent_reads_ask_once_and_hedge_once_each(served: Served, scheme: str) -> None:
+    async with prism.connect(f"{served.urls[scheme]}?operation_timeout=3", token=KEY) as store:
+        ns = store.namespace("hot")
+        fetched = metric("prism_client_signals_fetches_total", backend=scheme, outcome="ok")
+        sent = hedges(scheme, "sent")
+        # 20 first uses at once: one question to the gateway.
+        assert await asyncio.gather(*(ns.get(f"m{i}") for i in range(20))) == [None] * 20
+        assert metric("prism_client_signals_fetches_total", backend=scheme, outcome="ok") - fetched == 1
+        await ns.put_many([prism.Put(f"k{i}", b"v") for i in range(20)])
+        before = served.slow.reads
+        sent = hedges(scheme, "sent")
+        served.slow.read_delay = 0.3  # every read, hedges included, is slow
+        items = await asyncio.gather(*(ns.get(f"k{i}") for i in range(20)))
+        assert all(item is not None and item.value == b"v" for item in items)
+        await asyncio.sleep(0.4)
+        # Each read was hedged once, never more: 20 hedges, at most 40 requests at the store (a hedge
+        # cancelled before it left the client never reaches it).
+        assert hedges(scheme, "sent") - sent == 20
+        assert 20 < served.slow.reads - before <= 40
+
+
+@pytest.mark.parametrize("scheme", SCHEMES)
+async def test_a_gateway_that_stops_fails_reads_fast_and_keeps_the_last_signals(scheme: str) -> None:
+    async with serving(refresh_after_s=0.2) as served:
+        store = prism.connect(served.urls[scheme], token=KEY)
+        await store.open()
+        backend: Any = store.backend
+        ns = store.namespace("hot")
+        await ns.put("k", b"v")
+        assert (await ns.get("k")) is not None
+        held = backend.signals.peek("hot")
+    try:
+        # The gateway is gone: reads fail within the signals' deadline, never hang.
+        await asyncio.sleep(0.3)  # the signals are stale now
+        failed = metric("prism_client_signals_fetches_total", backend=scheme, outcome="failed")
+        started = time.monotonic()
+        with pytest.raises(prism.BackendUnavailable):
+            await ns.get("k")
+        assert time.monotonic() - started < 1.0
+        await asyncio.sleep(0.3)  # the background refresh has failed by now
+        assert metric("prism_client_signals_fetches_total", backend=scheme, outcome="failed") - failed >= 1
+        assert backend.signals.peek("hot") == held  # the last answer is kept
+    finally:
+        await store.close()

@@ -86,7 +86,8 @@ async def test_signals_follow_the_measured_latency_of_the_store(tmp_path: Any) -
         body = (await client.get("/v1/namespaces/measured/signals", headers=READER)).json()
     assert slow.reads == 25
     assert 30 <= body["latency_target_ms"] < 1000
-    assert body["hedge_after_ms"] == body["latency_target_ms"]
+    # Hedged after the measured p95: every read took 30 ms, so about as long as the p99.
+    assert 30 <= body["hedge_after_ms"] <= body["latency_target_ms"]
     assert body["latency_max_ms"] == pytest.approx(4 * body["latency_target_ms"], rel=1e-3)
 
 
@@ -195,3 +196,32 @@ async def test_gzip_bodies_are_accepted_and_bombs_refused(tmp_path: Any) -> None
         r = await client.put("/v1/kv/plain/br", content=b"x", headers={**WRITER, "Content-Encoding": "br"})
         assert r.status_code == 415 and r.json()["code"] == "UNSUPPORTED_CONTENT_ENCODING"
         assert (await client.get("/v1/kv/plain/bad", headers=READER)).status_code == 404
+
+
+@pytest.mark.parametrize(
+    ("need", "p99", "p95", "expected"),
+    [
+        # (latency_target_ms, latency_max_ms, hedge_after_ms)
+        (None, None, None, (100, 10_000, 5_000)),  # nothing known: the request timeout
+        (25, None, None, (25, 100, 25)),  # the need; the deadline floor is 100 ms
+        (50, 8, 3, (50, 200, 50)),  # a need wins over what was measured
+        (None, 100, 2, (100, 400, 5)),  # measured: hedged after the p95, not before 5 ms
+        (None, 30, 20, (30, 120, 20)),
+        (None, 3000, 2500, (3000, 10_000, 2500)),  # capped by the request timeout
+        (None, 8000, 7000, (8000, 10_000, 5_000)),  # hedges come by half the deadline
+    ],
+)
+def test_the_derivation_rules(
+    need: float | None, p99: float | None, p95: float | None, expected: tuple[float, float, float]
+) -> None:
+    from prism.control.signals import SignalsConfig, derive_signals
+
+    got = derive_signals(
+        SignalsConfig(),
+        latency_need_ms=need,
+        measured_p99_ms=p99,
+        measured_p95_ms=p95,
+        max_value_bytes=1,
+        request_timeout_s=10,
+    )
+    assert (got.latency_target_ms, got.latency_max_ms, got.hedge_after_ms) == expected

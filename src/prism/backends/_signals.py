@@ -179,9 +179,13 @@ class NamespaceSignals:
         try:
             signals = await self._ask(ns)
         except Exception:
-            signals = stale.signals  # kept until the next try
+            signals = None
             SIGNAL_FETCHES.labels(self._backend, "failed").inc()
-        self._store(ns, signals)
+        if signals is None:
+            # The last answer stays until the next try, ``retry_after`` from now.
+            self._entries[ns] = _Entry(stale.signals, time.monotonic() + self.retry_after)
+        else:
+            self._store(ns, signals)
 
     async def close(self) -> None:
         """Stop the refreshes under way."""

@@ -10,9 +10,10 @@ the namespace's declared needs and its store's measured latency:
   ``signals.min_latency_max_ms`` and at most the gateway's request timeout. It is the
   deadline of one call; a page of keys or items spends at most ``signals.page_budget``
   (half) of it reading the store and returns early rather than pass that.
-* ``hedge_after_ms``: the store's measured p99 (the target without enough samples), at
-  least ``signals.min_hedge_after_ms`` and at most half of ``latency_max_ms``: a read
-  still unanswered by then is rarely answered soon, so one more is sent.
+* ``hedge_after_ms``: the declared ``needs.latency_p99_ms`` (a read still unanswered by
+  then is already late); without one, the store's measured p95 (so about 5% of reads
+  are hedged), at least ``signals.min_hedge_after_ms`` and at most half of
+  ``latency_max_ms``.
 * With neither a latency need nor enough samples there is nothing to advise: the
   deadline is the gateway's request timeout and the hedge comes at half of it.
 * ``page_size_bytes``, ``retry``, ``refresh_after_s``, ``compression`` and
@@ -137,8 +138,8 @@ class StoreLatencies:
             window = self._windows[store] = _Window(self.config.window_samples)
         window.samples.append((time.monotonic(), seconds))
 
-    def p99_ms(self, store: str) -> float | None:
-        """The 99th percentile of ``store``'s recent timings (ms); None with too few samples."""
+    def percentiles_ms(self, store: str, *quantiles: float) -> list[float] | None:
+        """Those percentiles of ``store``'s recent timings (ms); None with too few samples."""
         window = self._windows.get(store)
         if window is None:
             return None
@@ -146,7 +147,14 @@ class StoreLatencies:
         recent = sorted(s for t, s in window.samples if t >= since)
         if len(recent) < self.config.min_samples:
             return None
-        return recent[min(len(recent) - 1, math.ceil(0.99 * len(recent)) - 1)] * 1000
+        return [
+            recent[min(len(recent) - 1, max(math.ceil(q * len(recent)) - 1, 0))] * 1000 for q in quantiles
+        ]
+
+    def p99_ms(self, store: str) -> float | None:
+        """The 99th percentile of ``store``'s recent timings (ms); None with too few samples."""
+        found = self.percentiles_ms(store, 0.99)
+        return None if found is None else found[0]
 
 
 def derive_signals(
@@ -154,6 +162,7 @@ def derive_signals(
     *,
     latency_need_ms: float | None,
     measured_p99_ms: float | None,
+    measured_p95_ms: float | None = None,
     max_value_bytes: int,
     request_timeout_s: float,
 ) -> Signals:
@@ -167,7 +176,11 @@ def derive_signals(
     else:
         target = latency_need_ms if latency_need_ms is not None else measured_p99_ms  # type: ignore[assignment]
         latency_max = min(ceiling, max(config.min_latency_max_ms, target * config.max_over_target))
-        hedge = measured_p99_ms if measured_p99_ms is not None else target
+        # The need is the time past which a read is late; without one, the 5% slowest reads are.
+        if latency_need_ms is not None:
+            hedge = latency_need_ms
+        else:
+            hedge = measured_p95_ms if measured_p95_ms is not None else target
         hedge = min(max(hedge, config.min_hedge_after_ms), latency_max / 2)
     return Signals(
         latency_target_ms=round(target, 3),
@@ -202,10 +215,12 @@ class SignalBook:
         hit = self._cached.get(name)
         if hit is not None and hit[0] > now:
             return hit[1]
+        measured = self.latencies.percentiles_ms(store, 0.99, 0.95)
         signals = derive_signals(
             self.config,
             latency_need_ms=latency_need_ms,
-            measured_p99_ms=self.latencies.p99_ms(store),
+            measured_p99_ms=None if measured is None else measured[0],
+            measured_p95_ms=None if measured is None else measured[1],
             max_value_bytes=max_value_bytes,
             request_timeout_s=self.request_timeout_s,
         )
