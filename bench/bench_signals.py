@@ -199,5 +199,9 @@ take {args.tail_ms:g} ms, the others none), a namespace declaring `latency_p99_m
 {chr(10).join(rows)}
 
 {chr(10).join("- " + v for v in verdicts)}
+
+Timeouts are reads with signals that passed the deadline (both the read and its hedge were
+slow, or the machine was): the price of a declared 20 ms need on a store that sometimes takes
+100 ms. Without signals the backend's own 10 s deadline applies and no read times out.
 """
     write_section("signals", section)
