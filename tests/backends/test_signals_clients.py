@@ -296,3 +296,19 @@ async def test_a_gateway_that_stops_fails_reads_fast_and_keeps_the_last_signals(
         assert backend.signals.peek("hot") == held  # the last answer is kept
     finally:
         await store.close()
+
+
+async def test_reflection_lists_the_signals_service(served: Served) -> None:
+    from grpc import aio
+    from grpc_reflection.v1alpha import reflection_pb2, reflection_pb2_grpc
+
+    async with aio.insecure_channel(served.urls["prism"].removeprefix("prism://")) as channel:
+        reflect = reflection_pb2_grpc.ServerReflectionStub(channel)
+        names: set[str] = set()
+        request = reflection_pb2.ServerReflectionRequest(list_services="")
+        async for response in reflect.ServerReflectionInfo(iter([request])):
+            names = {s.name for s in response.list_services_response.service}
+        assert "prism.v1.Signals" in names
+        request = reflection_pb2.ServerReflectionRequest(file_containing_symbol="prism.v1.Signals")
+        async for response in reflect.ServerReflectionInfo(iter([request])):
+            assert response.file_descriptor_response.file_descriptor_proto
