@@ -225,3 +225,64 @@ def test_the_derivation_rules(
         request_timeout_s=10,
     )
     assert (got.latency_target_ms, got.latency_max_ms, got.hedge_after_ms) == expected
+
+
+def test_two_gateway_processes_give_the_same_signals_for_the_same_needs(tmp_path: Any) -> None:
+    """Replicas derive a namespace's signals from its needs alike; what they measure stays their own."""
+    import signal
+    import subprocess
+    import sys
+    import time
+    from pathlib import Path
+
+    import httpx
+
+    from prism.testing.servers import free_port
+
+    config = tmp_path / "prism.yaml"
+    config.write_text(
+        "stores: {main: 'memory://'}\n"
+        "namespaces: [{name: profiles, needs: {latency_p99_ms: 30}, max_value_bytes: 2048}]\n"
+        "signals: {retry_attempts: 3, refresh_after_s: 12}\n"
+        "audit: {sink: none}\nserver: {access_log: false, grpc_port: 0}\n"
+    )
+    prism_bin = str(Path(sys.executable).with_name("prism"))
+    procs = []
+    ports = [free_port(), free_port()]
+    try:
+        for port in ports:
+            with (tmp_path / f"serve-{port}.log").open("wb") as log:
+                procs.append(
+                    subprocess.Popen(
+                        [prism_bin, "serve", "--config", str(config), "--port", str(port)],
+                        cwd=tmp_path,
+                        stdout=log,
+                        stderr=subprocess.STDOUT,
+                    )
+                )
+        answers = []
+        for port, proc in zip(ports, procs, strict=True):
+            deadline = time.monotonic() + 30
+            while True:
+                try:
+                    r = httpx.get(f"http://127.0.0.1:{port}/v1/namespaces/profiles/signals", timeout=1)
+                    break
+                except httpx.TransportError:
+                    if proc.poll() is not None or time.monotonic() > deadline:
+                        pytest.fail((tmp_path / f"serve-{port}.log").read_text())
+                    time.sleep(0.1)
+            assert r.status_code == 200, r.text
+            answers.append(r.json())
+        assert answers[0] == answers[1]
+        assert answers[0]["latency_max_ms"] == 120 and answers[0]["hedge_after_ms"] == 30
+        assert answers[0]["retry"]["max_attempts"] == 3 and answers[0]["refresh_after_s"] == 12
+        assert answers[0]["max_value_bytes"] == 2048
+    finally:
+        for proc in procs:
+            proc.send_signal(signal.SIGTERM)
+        for proc in procs:
+            try:
+                proc.wait(timeout=20)
+            except subprocess.TimeoutExpired:
+                proc.kill()
+                proc.wait()
