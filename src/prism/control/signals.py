@@ -168,13 +168,14 @@ def derive_signals(
 ) -> Signals:
     """The signals of a namespace (the rules are in the module docstring)."""
     ceiling = request_timeout_s * 1000
-    if latency_need_ms is None and measured_p99_ms is None:
+    known = latency_need_ms if latency_need_ms is not None else measured_p99_ms
+    if known is None:
         # Nothing declared, nothing measured: no advice tighter than the gateway's own deadline.
         target = config.latency_target_ms
         latency_max = ceiling
         hedge = latency_max / 2
     else:
-        target = latency_need_ms if latency_need_ms is not None else measured_p99_ms  # type: ignore[assignment]
+        target = known
         latency_max = min(ceiling, max(config.min_latency_max_ms, target * config.max_over_target))
         # The need is the time past which a read is late; without one, the 5% slowest reads are.
         if latency_need_ms is not None:
