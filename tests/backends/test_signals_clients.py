@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import os
 import time
 from collections.abc import AsyncIterator
 from dataclasses import dataclass
@@ -168,6 +169,17 @@ async def test_large_values_travel_compressed(served: Served, scheme: str) -> No
         assert metric("prism_client_compressed_writes_total", backend=scheme) - compressed == 1
         item = await ns.get("big")
         assert item is not None and item.value == big
+        # Batches and records too, whole.
+        await ns.put_items("rec", [prism.Put("a", big), prism.Put("b", b"b")])
+        assert metric("prism_client_compressed_writes_total", backend=scheme) - compressed == 2
+        assert [i.value for i in (await ns.get_items("rec")).items] == [big, b"b"]
+        await ns.transact([prism.Put("t1", big), prism.Put("t2", b"x")])
+        assert metric("prism_client_compressed_writes_total", backend=scheme) - compressed == 3
+        assert [i.value if i else None for i in await ns.get_many(["t1", "t2"])] == [big, b"x"]
+        # What does not compress travels as it is (over HTTP: the gzip would be larger).
+        noise = os.urandom(20_000)
+        await ns.put("noise", noise)
+        assert (await ns.get("noise")).value == noise  # type: ignore[union-attr]
 
 
 @pytest.mark.parametrize("scheme", SCHEMES)

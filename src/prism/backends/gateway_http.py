@@ -27,10 +27,10 @@ Options (keyword arguments or URL query parameters):
 * ``signals`` (``true``): ask the gateway for each namespace's signals on first use and
   every ``refresh_after_s``, and apply them (docs/control-plane.md, "Signals"): reads
   get ``latency_max_ms`` as their deadline, the advised retries, and reads of keys one
-  hedge after ``hedge_after_ms``; values above ``compress_above_bytes`` are sent gzip-compressed
-  when the gateway offers it. Writes keep ``operation_timeout`` (a write cut short has
-  an unknown outcome); settings given here win over the advice. ``signals_retry``
-  (30 s): when to ask again after no answer.
+  hedge after ``hedge_after_ms``; write bodies above ``compress_above_bytes`` are sent
+  gzip-compressed when the gateway offers it. Writes keep ``operation_timeout`` (a
+  write cut short has an unknown outcome); settings given here win over the advice.
+  ``signals_retry`` (30 s): when to ask again after no answer.
 
 Redirects are not followed and proxy environment variables are ignored, so the
 token only ever goes to the gateway named in the URL.
@@ -606,15 +606,7 @@ class GatewayHTTPBackend(Backend):
             headers["if-none-match"] = "*"
         ttl = _ttl(op.expires_at)
         params = {"ttl": repr(ttl)} if ttl is not None else None
-        content = op.value
-        advice = None if self.signals is None else await self.signals.get(ns)
-        if advice is not None and advice.coding == "gzip" and len(content) > advice.compress_above_bytes:
-            packed = gzip.compress(content, compresslevel=COMPRESS_LEVEL)
-            # Data that does not compress (already compressed, random) travels as it is.
-            if len(packed) < len(content):
-                content = packed
-                headers["content-encoding"] = "gzip"
-                COMPRESSED.labels(self.name).inc()
+        content = await self._packed(ns, op.value, headers)
         response = await self._send(
             "PUT",
             f"/v1/kv/{_seg(ns)}/{_seg(op.record)}",
@@ -628,6 +620,19 @@ class GatewayHTTPBackend(Backend):
         self._check(response, 200, 201, key=op.record)
         op.etag = response.headers["etag"].strip('"')
         return WriteOutcome(True, response.status_code == 200)
+
+    async def _packed(self, ns: str, body: bytes, headers: dict[str, str]) -> bytes:
+        """``body`` gzip-compressed (``headers`` saying so) when the namespace's signals offer it
+        and it is large enough; data that does not compress (compressed, random) goes as it is."""
+        advice = None if self.signals is None else await self.signals.get(ns)
+        if advice is None or advice.coding != "gzip" or len(body) <= advice.compress_above_bytes:
+            return body
+        packed = gzip.compress(body, compresslevel=COMPRESS_LEVEL)
+        if len(packed) >= len(body):
+            return body
+        headers["content-encoding"] = "gzip"
+        COMPRESSED.labels(self.name).inc()
+        return packed
 
     async def _delete_key_if_match(self, ns: str, op: StoredWrite) -> WriteOutcome:
         if op.key != "":
@@ -678,14 +683,10 @@ class GatewayHTTPBackend(Backend):
             path, entry = "_bulk/delete", {"key": op.record, "if_match": op.if_match}
         else:
             path, entry = "_bulk/put", _wire_put(op, op.record)
+        headers = dict(_JSON)
+        body = await self._packed(ns, msgspec.json.encode({"items": [entry]}), headers)
         response = self._check(
-            await self._send(
-                "POST",
-                f"/v1/kv/{_seg(ns)}/{path}",
-                safe=False,
-                content=msgspec.json.encode({"items": [entry]}),
-                headers=_JSON,
-            ),
+            await self._send("POST", f"/v1/kv/{_seg(ns)}/{path}", safe=False, content=body, headers=headers),
             200,
         )
         (result,) = msgspec.json.decode(response.content, type=_Results).results
@@ -696,13 +697,15 @@ class GatewayHTTPBackend(Backend):
 
     async def _put_items(self, ns: str, ops: Sequence[StoredWrite]) -> list[WriteOutcome]:
         items = [_wire_put(op, op.key) for op in ops]
+        headers = dict(_JSON)
+        body = await self._packed(ns, msgspec.json.encode({"items": items}), headers)
         response = self._check(
             await self._send(
                 "PUT",
                 f"/v1/records/{_seg(ns)}/{_seg(ops[0].record)}",
                 safe=False,
-                content=msgspec.json.encode({"items": items}),
-                headers=_JSON,
+                content=body,
+                headers=headers,
             ),
             200,
         )
@@ -730,12 +733,10 @@ class GatewayHTTPBackend(Backend):
                 body.append({"op": "delete", "key": op.record, "if_match": op.if_match})
             else:
                 body.append({"op": "put", **_wire_put(op, op.record)})
+        headers = dict(_JSON)
+        packed = await self._packed(ns, msgspec.json.encode({"ops": body}), headers)
         response = await self._send(
-            "POST",
-            f"/v1/kv/{_seg(ns)}/_transact",
-            safe=False,
-            content=msgspec.json.encode({"ops": body}),
-            headers=_JSON,
+            "POST", f"/v1/kv/{_seg(ns)}/_transact", safe=False, content=packed, headers=headers
         )
         if response.status_code == 412:
             # The gateway names the op whose condition failed: "a condition failed for 'KEY'; ...".

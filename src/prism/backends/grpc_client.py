@@ -27,10 +27,10 @@ Options (keyword arguments or URL query parameters):
 * ``signals`` (``true``): ask the gateway for each namespace's signals
   (``prism.v1.Signals``) on first use and every ``refresh_after_s``, and apply them
   (docs/control-plane.md, "Signals"): reads get ``latency_max_ms`` as their deadline,
-  the advised retries, and reads of keys one hedge after ``hedge_after_ms``; writes of values above
-  ``compress_above_bytes`` are sent gzip-compressed when the gateway offers it. Writes
-  keep ``operation_timeout``; settings given here win over the advice. ``signals_retry``
-  (30 s): when to ask again after no answer.
+  the advised retries, and reads of keys one hedge after ``hedge_after_ms``; writes
+  whose values pass ``compress_above_bytes`` are sent gzip-compressed when the gateway
+  offers it. Writes keep ``operation_timeout``; settings given here win over the
+  advice. ``signals_retry`` (30 s): when to ask again after no answer.
 
 What cannot be honoured is declared: the gateway offers no strongly consistent
 reads, so ``consistency="strong"`` raises Unsupported; transactions run on flat keys;
@@ -648,13 +648,14 @@ class GatewayGrpcBackend(Backend):
     async def _compress(self, ns: str, size: int) -> bool:
         """Whether a write of ``size`` bytes of values should travel gzip-compressed."""
         advice = None if self.signals is None else await self.signals.get(ns)
-        return advice is not None and advice.coding == "gzip" and size > advice.compress_above_bytes
+        if advice is None or advice.coding != "gzip" or size <= advice.compress_above_bytes:
+            return False
+        COMPRESSED.labels(self.name).inc()
+        return True
 
     async def _put_key(self, ns: str, op: StoredWrite) -> WriteOutcome:
         request = pb.PutRequest(namespace=ns, put=_put_op(op, op.record), idempotency=_token())
         compress = await self._compress(ns, len(op.value or b""))
-        if compress:
-            COMPRESSED.labels(self.name).inc()
         answer = await self._conditional(
             lambda: self._call("Put", request, pb.PutResponse, safe=False, compress=compress)
         )
@@ -689,7 +690,8 @@ class GatewayGrpcBackend(Backend):
             items=[_put_op(op, op.key) for op in ops],
             idempotency=_token(),
         )
-        answer = await self._call("PutItems", request, pb.WriteResults, safe=False)
+        compress = await self._compress(ns, sum(len(op.value or b"") for op in ops))
+        answer = await self._call("PutItems", request, pb.WriteResults, safe=False, compress=compress)
         return [self._outcome(op, result) for op, result in zip(ops, answer.results, strict=True)]
 
     def _outcome(self, op: StoredWrite, result: Any) -> WriteOutcome:
@@ -715,8 +717,9 @@ class GatewayGrpcBackend(Backend):
                 request.ops.add(delete=delete)
             else:
                 request.ops.add(put=_put_op(op, op.record))
+        compress = await self._compress(ns, sum(len(op.value or b"") for op in ops))
         try:
-            answer = await self._call("Transact", request, pb.WriteResults, safe=False)
+            answer = await self._call("Transact", request, pb.WriteResults, safe=False, compress=compress)
         except PreconditionFailed as exc:
             # The gateway names the op whose condition failed: "a condition failed for 'KEY'; ...".
             detail = str(exc)
