@@ -23,7 +23,14 @@ Options (keyword arguments or URL query parameters):
   was refused) or was turned away before running (429);
 * ``max_connections`` (100): the connection pool's size;
 * ``ca_file``: a PEM bundle of the CAs to trust for ``prism+https://``;
-* ``max_value_bytes`` (4 MiB): the largest value, as the gateway's namespaces allow.
+* ``max_value_bytes`` (4 MiB): the largest value, as the gateway's namespaces allow;
+* ``signals`` (``true``): ask the gateway for each namespace's signals on first use and
+  every ``refresh_after_s``, and apply them (docs/control-plane.md, "Signals"): reads
+  get ``latency_max_ms`` as their deadline, the advised retries, and reads of keys one
+  hedge after ``hedge_after_ms``; write bodies above ``compress_above_bytes`` are sent
+  gzip-compressed when the gateway offers it. Writes keep ``operation_timeout`` (a
+  write cut short has an unknown outcome); settings given here win over the advice.
+  ``signals_retry`` (30 s): when to ask again after no answer.
 
 Redirects are not followed and proxy environment variables are ignored, so the
 token only ever goes to the gateway named in the URL.
@@ -39,6 +46,7 @@ single-key routes cannot address them); record ids holding one are Unsupported.
 
 from __future__ import annotations
 
+import gzip
 import os
 import ssl
 import time
@@ -51,6 +59,14 @@ import httpx
 import msgspec
 
 from prism.backends._retry import NetworkSettings, call_with_retry, split_options
+from prism.backends._signals import (
+    ADVISED,
+    COMPRESSED,
+    DEFAULT_SIGNALS_RETRY,
+    ClientSignals,
+    NamespaceSignals,
+    hedged,
+)
 from prism.backends.base import Backend
 from prism.errors import (
     BackendTimeout,
@@ -81,10 +97,16 @@ DEFAULT_TOKEN_ENV = "PRISM_TOKEN"
 DEFAULT_OPERATION_TIMEOUT = 10.0
 #: Largest page the gateway hands out for a listing or a range read.
 GATEWAY_PAGE_LIMIT = 1000
+#: gzip level of compressed values: fast, most of the gain on repetitive data.
+COMPRESS_LEVEL = 1
 #: Most characters of listed keys put in one request's query string.
 MAX_QUERY_CHARS = 6000
 
-_OPTIONS = frozenset({"token_env", "token", "max_connections", "ca_file", "max_value_bytes"})
+_OPTIONS = frozenset(
+    {"token_env", "token", "max_connections", "ca_file", "max_value_bytes", "signals", "signals_retry"}
+)
+_TRUE = {"1", "true", "yes", "on"}
+_FALSE = {"0", "false", "no", "off"}
 
 
 class _StatusToRetry(Exception):
@@ -178,6 +200,9 @@ class GatewayHTTPBackend(Backend):
         max_connections: int = 100,
         ca_file: str | None = None,
         max_value_bytes: int = DEFAULT_MAX_VALUE_BYTES,
+        signals: bool = True,
+        signals_retry: float = DEFAULT_SIGNALS_RETRY,
+        own_settings: frozenset[str] | None = None,
     ) -> None:
         if max_connections < 1:
             raise InvalidArgument("max_connections must be at least 1")
@@ -192,6 +217,16 @@ class GatewayHTTPBackend(Backend):
         )
         self._token = token
         self._client: httpx.AsyncClient | None = None
+        #: The network settings the user set, which signals never override (given ``network``: all).
+        self.own_settings = (
+            own_settings if own_settings is not None else frozenset(ADVISED if network is not None else ())
+        )
+        if signals_retry <= 0:
+            raise InvalidArgument("signals_retry must be a positive number of seconds")
+        #: The gateway's signals per namespace (None: not asked for).
+        self.signals = (
+            NamespaceSignals(self._fetch_signals, self.name, retry_after=signals_retry) if signals else None
+        )
 
     def __repr__(self) -> str:
         return f"<GatewayHTTPBackend {self.base_url}>"
@@ -214,6 +249,7 @@ class GatewayHTTPBackend(Backend):
                 f"a gateway URL looks like 'prism+http://localhost:8080', not {scheme}://{rest}"
             )
         http_scheme = "https" if scheme.lower() == "prism+https" else "http"
+        own = frozenset(name for name in ADVISED if name in opts)
         if "operation_timeout" not in opts:
             opts["operation_timeout"] = DEFAULT_OPERATION_TIMEOUT
         network = NetworkSettings.from_options(opts)
@@ -230,10 +266,28 @@ class GatewayHTTPBackend(Backend):
             raise InvalidArgument(f"bad prism+http option: {exc}") from exc
         if "ca_file" in opts:
             kwargs["ca_file"] = str(opts.pop("ca_file"))
+        if "signals" in opts:
+            raw = opts.pop("signals")
+            text = str(raw).lower()
+            if not isinstance(raw, bool) and text not in _TRUE | _FALSE:
+                raise InvalidArgument(f"signals must be true or false, not {raw!r}")
+            kwargs["signals"] = raw if isinstance(raw, bool) else text in _TRUE
+        if "signals_retry" in opts:
+            raw = opts.pop("signals_retry")
+            try:
+                kwargs["signals_retry"] = float(raw)
+            except (TypeError, ValueError):
+                raise InvalidArgument(f"signals_retry must be a number of seconds, not {raw!r}") from None
         if opts:
             known = sorted(_OPTIONS | {f for f in NetworkSettings.__dataclass_fields__})
             raise InvalidArgument(f"unknown prism+http options: {sorted(opts)} (known: {', '.join(known)})")
-        return cls(f"{http_scheme}://{parts.netloc}{parts.path}", token=token, network=network, **kwargs)
+        return cls(
+            f"{http_scheme}://{parts.netloc}{parts.path}",
+            token=token,
+            network=network,
+            own_settings=own,
+            **kwargs,
+        )
 
     # -- lifecycle ------------------------------------------------------------------
 
@@ -265,6 +319,8 @@ class GatewayHTTPBackend(Backend):
             raise
 
     async def close(self) -> None:
+        if self.signals is not None:
+            await self.signals.close()
         client, self._client = self._client, None
         if client is not None:
             await client.aclose()
@@ -288,17 +344,40 @@ class GatewayHTTPBackend(Backend):
         params: Any = None,
         content: bytes | None = None,
         headers: dict[str, str] | None = None,
+        read_of: str | None = None,
+        hedge: bool = True,
+        network: NetworkSettings | None = None,
     ) -> httpx.Response:
-        """One request, retried where that is safe; transport failures become Prism errors."""
+        """One request, retried where that is safe; transport failures become Prism errors.
+
+        ``read_of`` names the namespace a read is of: the namespace's signals then set
+        its deadline and retries, and hedge it (unless ``hedge`` is false: pages, which
+        the gateway bounds itself by answering early).
+        """
         client = self._client
         if client is None:
             raise BackendUnavailable(f"the connection to the Prism gateway at {self.base_url} is not open")
+        net = network or self.network
+        advice = None
+        if read_of is not None and self.signals is not None:
+            advice = await self.signals.get(read_of)
+            if advice is not None:
+                net = advice.network(net, self.own_settings)
 
-        async def attempt() -> httpx.Response:
+        async def one() -> httpx.Response:
             response = await client.request(method, path, params=params, content=content, headers=headers)
             if response.status_code in (429, 503):
                 raise _StatusToRetry(response)
             return response
+
+        hedge_after = None if advice is None or not hedge else advice.hedge_after_ms / 1000
+
+        async def attempt() -> httpx.Response:
+            nonlocal hedge_after
+            if hedge_after is None:
+                return await one()
+            after, hedge_after = hedge_after, None  # one hedge per call, whatever the retries
+            return await hedged(one, after, self.name)
 
         def transient(exc: BaseException) -> bool:
             if isinstance(exc, httpx.ConnectError | httpx.ConnectTimeout):
@@ -310,7 +389,7 @@ class GatewayHTTPBackend(Backend):
         describe = f"the Prism gateway at {self.base_url}"
         try:
             return await call_with_retry(
-                self.network, attempt, is_transient=transient, describe=describe, engine="prism+http"
+                net, attempt, is_transient=transient, describe=describe, engine="prism+http"
             )
         except _StatusToRetry as exc:
             raise self._error(exc.response) from None
@@ -320,10 +399,28 @@ class GatewayHTTPBackend(Backend):
             raise
         except httpx.TimeoutException as exc:
             raise BackendTimeout(
-                f"{describe} did not answer within {self.network.operation_timeout:g} s", cause=exc
+                f"{describe} did not answer within {net.operation_timeout:g} s", cause=exc
             ) from exc
         except httpx.TransportError as exc:
             raise BackendUnavailable(f"{describe}: {type(exc).__name__}: {exc}", cause=exc) from exc
+
+    async def _fetch_signals(self, ns: str) -> ClientSignals | None:
+        """The gateway's signals for ``ns``; None when it answers none (they are advice, not a need)."""
+        quick = NetworkSettings(
+            connect_timeout=self.network.connect_timeout,
+            operation_timeout=self.network.connect_timeout,
+            max_retries=0,
+        )
+        try:
+            response = await self._send("GET", f"/v1/namespaces/{_seg(ns)}/signals", safe=True, network=quick)
+        except PrismError:
+            return None
+        if response.status_code != 200:
+            return None
+        try:
+            return msgspec.json.decode(response.content, type=ClientSignals)
+        except msgspec.DecodeError:
+            return None
 
     def _error(self, response: httpx.Response, key: str | None = None) -> PrismError:
         """The Prism error that a problem+json answer stands for."""
@@ -376,7 +473,7 @@ class GatewayHTTPBackend(Backend):
             body = msgspec.json.encode({"keys": [record for _, record in chunk]})
             response = self._check(
                 await self._send(
-                    "POST", f"/v1/kv/{_seg(ns)}/_bulk/get", safe=True, content=body, headers=_JSON
+                    "POST", f"/v1/kv/{_seg(ns)}/_bulk/get", safe=True, content=body, headers=_JSON, read_of=ns
                 ),
                 200,
             )
@@ -391,7 +488,11 @@ class GatewayHTTPBackend(Backend):
             for listed in _query_chunks([addresses[i][1] for i in indexes]):
                 response = self._check(
                     await self._send(
-                        "GET", f"/v1/records/{_seg(ns)}/{_seg(record)}", safe=True, params={"keys": listed}
+                        "GET",
+                        f"/v1/records/{_seg(ns)}/{_seg(record)}",
+                        safe=True,
+                        params={"keys": listed},
+                        read_of=ns,
                     ),
                     200,
                 )
@@ -410,7 +511,10 @@ class GatewayHTTPBackend(Backend):
             if token is not None:
                 params["page_token"] = token
             response = self._check(
-                await self._send("GET", f"/v1/kv/{_seg(ns)}", safe=True, params=params), 200
+                await self._send(
+                    "GET", f"/v1/kv/{_seg(ns)}", safe=True, params=params, read_of=ns, hedge=False
+                ),
+                200,
             )
             page = msgspec.json.decode(response.content, type=_Keys)
             keys += page.keys
@@ -444,7 +548,14 @@ class GatewayHTTPBackend(Backend):
             if token is not None:
                 params["page_token"] = token
             response = self._check(
-                await self._send("GET", f"/v1/records/{_seg(ns)}/{_seg(record)}", safe=True, params=params),
+                await self._send(
+                    "GET",
+                    f"/v1/records/{_seg(ns)}/{_seg(record)}",
+                    safe=True,
+                    params=params,
+                    read_of=ns,
+                    hedge=False,
+                ),
                 200,
             )
             page = msgspec.json.decode(response.content, type=_Items)
@@ -497,12 +608,13 @@ class GatewayHTTPBackend(Backend):
             headers["if-none-match"] = "*"
         ttl = _ttl(op.expires_at)
         params = {"ttl": repr(ttl)} if ttl is not None else None
+        content = await self._packed(ns, op.value, headers)
         response = await self._send(
             "PUT",
             f"/v1/kv/{_seg(ns)}/{_seg(op.record)}",
             safe=False,
             params=params,
-            content=op.value,
+            content=content,
             headers=headers,
         )
         if response.status_code == 412:
@@ -510,6 +622,19 @@ class GatewayHTTPBackend(Backend):
         self._check(response, 200, 201, key=op.record)
         op.etag = response.headers["etag"].strip('"')
         return WriteOutcome(True, response.status_code == 200)
+
+    async def _packed(self, ns: str, body: bytes, headers: dict[str, str]) -> bytes:
+        """``body`` gzip-compressed (``headers`` saying so) when the namespace's signals offer it
+        and it is large enough; data that does not compress (compressed, random) goes as it is."""
+        advice = None if self.signals is None else await self.signals.get(ns)
+        if advice is None or advice.coding != "gzip" or len(body) <= advice.compress_above_bytes:
+            return body
+        packed = gzip.compress(body, compresslevel=COMPRESS_LEVEL)
+        if len(packed) >= len(body):
+            return body
+        headers["content-encoding"] = "gzip"
+        COMPRESSED.labels(self.name).inc()
+        return packed
 
     async def _delete_key_if_match(self, ns: str, op: StoredWrite) -> WriteOutcome:
         if op.key != "":
@@ -560,14 +685,10 @@ class GatewayHTTPBackend(Backend):
             path, entry = "_bulk/delete", {"key": op.record, "if_match": op.if_match}
         else:
             path, entry = "_bulk/put", _wire_put(op, op.record)
+        headers = dict(_JSON)
+        body = await self._packed(ns, msgspec.json.encode({"items": [entry]}), headers)
         response = self._check(
-            await self._send(
-                "POST",
-                f"/v1/kv/{_seg(ns)}/{path}",
-                safe=False,
-                content=msgspec.json.encode({"items": [entry]}),
-                headers=_JSON,
-            ),
+            await self._send("POST", f"/v1/kv/{_seg(ns)}/{path}", safe=False, content=body, headers=headers),
             200,
         )
         (result,) = msgspec.json.decode(response.content, type=_Results).results
@@ -578,13 +699,15 @@ class GatewayHTTPBackend(Backend):
 
     async def _put_items(self, ns: str, ops: Sequence[StoredWrite]) -> list[WriteOutcome]:
         items = [_wire_put(op, op.key) for op in ops]
+        headers = dict(_JSON)
+        body = await self._packed(ns, msgspec.json.encode({"items": items}), headers)
         response = self._check(
             await self._send(
                 "PUT",
                 f"/v1/records/{_seg(ns)}/{_seg(ops[0].record)}",
                 safe=False,
-                content=msgspec.json.encode({"items": items}),
-                headers=_JSON,
+                content=body,
+                headers=headers,
             ),
             200,
         )
@@ -612,12 +735,10 @@ class GatewayHTTPBackend(Backend):
                 body.append({"op": "delete", "key": op.record, "if_match": op.if_match})
             else:
                 body.append({"op": "put", **_wire_put(op, op.record)})
+        headers = dict(_JSON)
+        packed = await self._packed(ns, msgspec.json.encode({"ops": body}), headers)
         response = await self._send(
-            "POST",
-            f"/v1/kv/{_seg(ns)}/_transact",
-            safe=False,
-            content=msgspec.json.encode({"ops": body}),
-            headers=_JSON,
+            "POST", f"/v1/kv/{_seg(ns)}/_transact", safe=False, content=packed, headers=headers
         )
         if response.status_code == 412:
             # The gateway names the op whose condition failed: "a condition failed for 'KEY'; ...".

@@ -23,7 +23,14 @@ Options (keyword arguments or URL query parameters):
   ``IdempotencyToken`` made once per write, so a retried write is applied once by a
   gateway with ``idempotency`` enabled (its default). Writes are not retried when the
   gateway's idempotency is off (``retry_writes=false`` says so to the client);
-* ``max_value_bytes`` (4 MiB): the largest value, as the gateway's namespaces allow.
+* ``max_value_bytes`` (4 MiB): the largest value, as the gateway's namespaces allow;
+* ``signals`` (``true``): ask the gateway for each namespace's signals
+  (``prism.v1.Signals``) on first use and every ``refresh_after_s``, and apply them
+  (docs/control-plane.md, "Signals"): reads get ``latency_max_ms`` as their deadline,
+  the advised retries, and reads of keys one hedge after ``hedge_after_ms``; writes
+  whose values pass ``compress_above_bytes`` are sent gzip-compressed when the gateway
+  offers it. Writes keep ``operation_timeout``; settings given here win over the
+  advice. ``signals_retry`` (30 s): when to ask again after no answer.
 
 What cannot be honoured is declared: the gateway offers no strongly consistent
 reads, so ``consistency="strong"`` raises Unsupported; transactions run on flat keys;
@@ -48,6 +55,15 @@ from grpc import aio
 from grpc_health.v1 import health_pb2
 
 from prism.backends._retry import NetworkSettings, call_with_retry, split_options
+from prism.backends._signals import (
+    ADVISED,
+    COMPRESSED,
+    DEFAULT_SIGNALS_RETRY,
+    ClientSignals,
+    NamespaceSignals,
+    RetryAdvice,
+    hedged,
+)
 from prism.backends.base import Backend
 from prism.errors import (
     BackendTimeout,
@@ -60,6 +76,7 @@ from prism.errors import (
     ValueTooLarge,
 )
 from prism.grpc._gen.prism.v1 import keyvalue_pb2 as pb
+from prism.grpc._gen.prism.v1 import signals_pb2
 from prism.kv.tokens import encode_token
 from prism.model import (
     DEFAULT_MAX_VALUE_BYTES,
@@ -81,7 +98,11 @@ DEFAULT_GRPC_OPERATION_TIMEOUT = 10.0
 GATEWAY_PAGE_LIMIT = 1000
 
 _SERVICE = "/prism.v1.KeyValue/"
-_OPTIONS = frozenset({"tls", "token_env", "token", "ca_file", "max_value_bytes", "retry_writes"})
+#: The Signals method (a full path: it is of another service).
+_SIGNALS = "/prism.v1.Signals/GetSignals"
+_OPTIONS = frozenset(
+    {"tls", "token_env", "token", "ca_file", "max_value_bytes", "retry_writes", "signals", "signals_retry"}
+)
 _RETRYABLE = frozenset({grpc.StatusCode.UNAVAILABLE, grpc.StatusCode.RESOURCE_EXHAUSTED})
 _TRUE = {"1", "true", "yes", "on"}
 _FALSE = {"0", "false", "no", "off"}
@@ -159,6 +180,9 @@ class GatewayGrpcBackend(Backend):
         ca_file: str | None = None,
         max_value_bytes: int = DEFAULT_MAX_VALUE_BYTES,
         retry_writes: bool = True,
+        signals: bool = True,
+        signals_retry: float = DEFAULT_SIGNALS_RETRY,
+        own_settings: frozenset[str] | None = None,
     ) -> None:
         if max_value_bytes < 1:
             raise InvalidArgument("max_value_bytes must be a positive number of bytes")
@@ -175,6 +199,16 @@ class GatewayGrpcBackend(Backend):
         )
         self._channel: Any = None
         self._calls: dict[str, Any] = {}
+        #: The network settings the user set, which signals never override (given ``network``: all).
+        self.own_settings = (
+            own_settings if own_settings is not None else frozenset(ADVISED if network is not None else ())
+        )
+        if signals_retry <= 0:
+            raise InvalidArgument("signals_retry must be a positive number of seconds")
+        #: The gateway's signals per namespace (None: not asked for).
+        self.signals = (
+            NamespaceSignals(self._fetch_signals, self.name, retry_after=signals_retry) if signals else None
+        )
 
     def __repr__(self) -> str:
         return f"<GatewayGrpcBackend {'grpcs' if self.tls else 'grpc'}://{self.target}>"
@@ -198,6 +232,7 @@ class GatewayGrpcBackend(Backend):
             raise InvalidArgument("a prism:// URL takes no user or password; use token_env")
         if not parts.hostname or parts.path not in ("", "/"):
             raise InvalidArgument(f"a gateway URL looks like 'prism://localhost:8081', not {scheme}://{rest}")
+        own = frozenset(name for name in ADVISED if name in opts)
         if "operation_timeout" not in opts:
             opts["operation_timeout"] = DEFAULT_GRPC_OPERATION_TIMEOUT
         network = NetworkSettings.from_options(opts)
@@ -206,7 +241,13 @@ class GatewayGrpcBackend(Backend):
         if token is None and token_env:
             token = os.environ.get(token_env) or None
         kwargs: dict[str, Any] = {}
-        for flag in ("tls", "retry_writes"):
+        if "signals_retry" in opts:
+            raw = opts.pop("signals_retry")
+            try:
+                kwargs["signals_retry"] = float(raw)
+            except (TypeError, ValueError):
+                raise InvalidArgument(f"signals_retry must be a number of seconds, not {raw!r}") from None
+        for flag in ("tls", "retry_writes", "signals"):
             if flag in opts:
                 kwargs[flag] = _flag(flag, opts.pop(flag))
         if "max_value_bytes" in opts:
@@ -221,7 +262,7 @@ class GatewayGrpcBackend(Backend):
             raise InvalidArgument(f"unknown prism:// options: {sorted(opts)} (known: {', '.join(known)})")
         port = parts.port or 8081
         host = f"[{parts.hostname}]" if ":" in parts.hostname else parts.hostname
-        return cls(f"{host}:{port}", token=token, network=network, **kwargs)
+        return cls(f"{host}:{port}", token=token, network=network, own_settings=own, **kwargs)
 
     # -- lifecycle ------------------------------------------------------------------
 
@@ -246,6 +287,8 @@ class GatewayGrpcBackend(Backend):
             raise
 
     async def close(self) -> None:
+        if self.signals is not None:
+            await self.signals.close()
         channel, self._channel = self._channel, None
         if channel is not None:
             await channel.close()
@@ -289,24 +332,100 @@ class GatewayGrpcBackend(Backend):
             if self._channel is None:
                 raise BackendUnavailable(f"the connection to {self._describe} is not open")
             stub = self._channel.unary_unary(
-                _SERVICE + method,
+                method if method.startswith("/") else _SERVICE + method,
                 request_serializer=_serialize,
                 response_deserializer=response_type.FromString,
             )
             self._calls[method] = stub
         return stub
 
-    async def _call(self, method: str, request: Any, response_type: Any, *, safe: bool) -> Any:
+    async def _fetch_signals(self, ns: str) -> ClientSignals | None:
+        """The gateway's signals for ``ns``; None when it answers none (they are advice, not a need)."""
+        stub = self._calls.get(_SIGNALS) or self._stub(_SIGNALS, signals_pb2.SignalsResponse)
+        try:
+            got = await stub(
+                signals_pb2.GetSignalsRequest(namespace=ns),
+                timeout=self.network.connect_timeout,
+                metadata=self._metadata,
+            )
+        except aio.AioRpcError:
+            return None
+        return ClientSignals(
+            latency_target_ms=got.latency_target_ms,
+            latency_max_ms=got.latency_max_ms,
+            hedge_after_ms=got.hedge_after_ms,
+            refresh_after_s=got.refresh_after_s,
+            retry=RetryAdvice(got.retry.max_attempts, got.retry.backoff_ms),
+            page_size_bytes=got.page_size_bytes,
+            max_value_bytes=got.max_value_bytes,
+            compression=list(got.compression),
+            compress_above_bytes=got.compress_above_bytes,
+        )
+
+    async def _advised(
+        self, method: str, request: Any, response_type: Any, advice: ClientSignals, *, hedge: bool
+    ) -> Any:
+        """A read under the namespace's signals: their deadline and retries, and one hedge (pages
+        are not hedged: the gateway bounds them itself by answering early)."""
+        stub = self._calls.get(method) or self._stub(method, response_type)
+        metadata = self._metadata
+        net = advice.network(self.network, self.own_settings)
+        deadline = time.monotonic() + net.operation_timeout
+        hedge_after: float | None = advice.hedge_after_ms / 1000 if hedge else None
+
+        async def one() -> Any:
+            try:
+                return await stub(request, timeout=max(deadline - time.monotonic(), 0.001), metadata=metadata)
+            except aio.AioRpcError as exc:
+                raise self._classify(exc) from None
+
+        async def attempt() -> Any:
+            nonlocal hedge_after
+            if hedge_after is None:
+                return await one()
+            after, hedge_after = hedge_after, None  # one hedge per call, whatever the retries
+            return await hedged(one, after, self.name)
+
+        try:
+            return await call_with_retry(
+                net, attempt, is_transient=self._transient, describe=self._describe, engine="prism"
+            )
+        except (_Refused, aio.AioRpcError) as exc:
+            raise self._final(exc) from None
+        except BackendUnavailable as exc:
+            if isinstance(exc.__cause__, _Refused | aio.AioRpcError):
+                raise self._final(exc.__cause__) from None
+            raise
+
+    async def _call(
+        self,
+        method: str,
+        request: Any,
+        response_type: Any,
+        *,
+        safe: bool,
+        read_of: str | None = None,
+        hedge: bool = True,
+        compress: bool = False,
+    ) -> Any:
         """One call, retried where that is safe, under the operation deadline (sent to the gateway).
 
         The first attempt runs bare, its deadline enforced by gRPC itself; only a failure
-        enters the retry loop, with what is left of the deadline.
+        enters the retry loop, with what is left of the deadline. ``read_of`` names the
+        namespace a read is of: its signals then set the deadline and retries, and hedge it.
         """
+        if read_of is not None and self.signals is not None:
+            advice = await self.signals.get(read_of)
+            if advice is not None:
+                return await self._advised(method, request, response_type, advice, hedge=hedge)
         stub = self._calls.get(method) or self._stub(method, response_type)
         metadata = self._metadata
         started = time.monotonic()
+        coding = grpc.Compression.Gzip if compress else grpc.Compression.NoCompression
         try:
-            return await stub(request, timeout=self.network.operation_timeout, metadata=metadata)
+            return await stub(
+                request, timeout=self.network.operation_timeout, metadata=metadata, compression=coding
+            )
         except aio.AioRpcError as exc:
             first = self._classify(exc)
         retry = safe or self.retry_writes
@@ -320,7 +439,12 @@ class GatewayGrpcBackend(Backend):
 
         async def attempt() -> Any:
             try:
-                return await stub(request, timeout=max(deadline - time.monotonic(), 0.001), metadata=metadata)
+                return await stub(
+                    request,
+                    timeout=max(deadline - time.monotonic(), 0.001),
+                    metadata=metadata,
+                    compression=coding,
+                )
             except aio.AioRpcError as exc:
                 raise self._classify(exc) from None
 
@@ -398,7 +522,7 @@ class GatewayGrpcBackend(Backend):
             return item
         try:
             found = await self._call(
-                "Get", pb.GetRequest(namespace=ns, key=record), pb.GetResponse, safe=True
+                "Get", pb.GetRequest(namespace=ns, key=record), pb.GetResponse, safe=True, read_of=ns
             )
         except PrismError as exc:
             if exc.code == "KEY_NOT_FOUND":
@@ -416,7 +540,7 @@ class GatewayGrpcBackend(Backend):
         for start in range(0, len(flat), GATEWAY_PAGE_LIMIT):
             chunk = flat[start : start + GATEWAY_PAGE_LIMIT]
             request = pb.GetManyRequest(namespace=ns, keys=[record for _, record in chunk])
-            found = await self._call("GetMany", request, pb.GetManyResponse, safe=True)
+            found = await self._call("GetMany", request, pb.GetManyResponse, safe=True, read_of=ns)
             for (i, record), raw in zip(chunk, found.items, strict=True):
                 out[i] = _item(raw, record) if raw.found else None
         by_record: dict[str, list[int]] = {}
@@ -428,7 +552,7 @@ class GatewayGrpcBackend(Backend):
                 chunk_indexes = indexes[start : start + GATEWAY_PAGE_LIMIT]
                 keys = pb.KeyList(keys=[addresses[i][1] for i in chunk_indexes])
                 request = pb.GetItemsRequest(namespace=ns, record=record, keys=keys, limit=GATEWAY_PAGE_LIMIT)
-                page = await self._call("GetItems", request, pb.ItemPage, safe=True)
+                page = await self._call("GetItems", request, pb.ItemPage, safe=True, read_of=ns)
                 items = {raw.key: raw for raw in page.items}
                 for i in chunk_indexes:
                     hit = items.get(addresses[i][1])
@@ -446,7 +570,7 @@ class GatewayGrpcBackend(Backend):
                 limit=min(limit - len(keys), GATEWAY_PAGE_LIMIT),
                 page_token=token,
             )
-            page = await self._call("Scan", request, pb.ScanResponse, safe=True)
+            page = await self._call("Scan", request, pb.ScanResponse, safe=True, read_of=ns, hedge=False)
             keys += page.keys
             token = page.next_page_token
             if not token:
@@ -480,7 +604,7 @@ class GatewayGrpcBackend(Backend):
                 request.start = start
             if end is not None:
                 request.end = end
-            page = await self._call("GetItems", request, pb.ItemPage, safe=True)
+            page = await self._call("GetItems", request, pb.ItemPage, safe=True, read_of=ns, hedge=False)
             items += [_item(raw, raw.key) for raw in page.items]
             token = page.next_page_token
             if not token:
@@ -523,9 +647,20 @@ class GatewayGrpcBackend(Backend):
         except PreconditionFailed:
             return None
 
+    async def _compress(self, ns: str, size: int) -> bool:
+        """Whether a write of ``size`` bytes of values should travel gzip-compressed."""
+        advice = None if self.signals is None else await self.signals.get(ns)
+        if advice is None or advice.coding != "gzip" or size <= advice.compress_above_bytes:
+            return False
+        COMPRESSED.labels(self.name).inc()
+        return True
+
     async def _put_key(self, ns: str, op: StoredWrite) -> WriteOutcome:
         request = pb.PutRequest(namespace=ns, put=_put_op(op, op.record), idempotency=_token())
-        answer = await self._conditional(lambda: self._call("Put", request, pb.PutResponse, safe=False))
+        compress = await self._compress(ns, len(op.value or b""))
+        answer = await self._conditional(
+            lambda: self._call("Put", request, pb.PutResponse, safe=False, compress=compress)
+        )
         if answer is None:
             return condition_failed(op.if_absent)
         op.etag = answer.etag
@@ -557,7 +692,8 @@ class GatewayGrpcBackend(Backend):
             items=[_put_op(op, op.key) for op in ops],
             idempotency=_token(),
         )
-        answer = await self._call("PutItems", request, pb.WriteResults, safe=False)
+        compress = await self._compress(ns, sum(len(op.value or b"") for op in ops))
+        answer = await self._call("PutItems", request, pb.WriteResults, safe=False, compress=compress)
         return [self._outcome(op, result) for op, result in zip(ops, answer.results, strict=True)]
 
     def _outcome(self, op: StoredWrite, result: Any) -> WriteOutcome:
@@ -583,8 +719,9 @@ class GatewayGrpcBackend(Backend):
                 request.ops.add(delete=delete)
             else:
                 request.ops.add(put=_put_op(op, op.record))
+        compress = await self._compress(ns, sum(len(op.value or b"") for op in ops))
         try:
-            answer = await self._call("Transact", request, pb.WriteResults, safe=False)
+            answer = await self._call("Transact", request, pb.WriteResults, safe=False, compress=compress)
         except PreconditionFailed as exc:
             # The gateway names the op whose condition failed: "a condition failed for 'KEY'; ...".
             detail = str(exc)

@@ -35,6 +35,7 @@ from prism.gateway.routes_kv import kv_routes
 from prism.gateway.routes_migration import migration_routes
 from prism.gateway.routes_namespaces import namespace_routes
 from prism.gateway.routes_records import records_routes
+from prism.gateway.routes_signals import signals_routes
 from prism.gateway.routes_ts import ts_routes
 from prism.gateway.routes_watch import WatchStreams
 from prism.gateway.runtime import Gateway
@@ -184,7 +185,13 @@ def create_app(
     gateway = Gateway(config, env=env, stores=stores)
     watch = WatchStreams(gateway)
     # The watch route comes first: GET /v1/kv/{ns}/{key:path} would take its path too.
-    data_routes = [*watch.routes(), *kv_routes(gateway), *records_routes(gateway), *ts_routes(gateway)]
+    data_routes = [
+        *watch.routes(),
+        *kv_routes(gateway),
+        *records_routes(gateway),
+        *ts_routes(gateway),
+        *signals_routes(gateway),
+    ]
     routes = [
         *admin_routes(gateway, data_routes),
         *namespace_routes(gateway),

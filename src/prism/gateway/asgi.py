@@ -12,6 +12,7 @@ the scope (no Starlette request object), runs the :class:`Pipeline`, and sends t
 from __future__ import annotations
 
 import re
+import zlib
 from collections.abc import Sequence
 from dataclasses import dataclass
 
@@ -172,8 +173,37 @@ async def _no_body(limit: int) -> bytes:
     return b""
 
 
+def _decoded(body: bytes, coding: bytes, limit: int) -> bytes:
+    """``body`` without its Content-Encoding (gzip, which signals offer clients), refusing past ``limit``."""
+    coding = coding.strip().lower()
+    if coding in (b"", b"identity"):
+        return body
+    if coding != b"gzip":
+        raise HTTPProblem(
+            415,
+            "UNSUPPORTED_CONTENT_ENCODING",
+            f"Content-Encoding {coding.decode('latin-1')!r} is not accepted: send gzip or none",
+        )
+    inflate = zlib.decompressobj(wbits=31)
+    try:
+        out = inflate.decompress(body, limit + 1)
+    except zlib.error:
+        raise HTTPProblem(400, "INVALID_BODY", "the gzip body does not decompress") from None
+    if len(out) > limit:
+        raise HTTPProblem(413, "BODY_TOO_LARGE", f"the decompressed body is over the limit of {limit} bytes")
+    if not inflate.eof or inflate.unused_data:
+        raise HTTPProblem(400, "INVALID_BODY", "the gzip body is truncated or followed by other data")
+    return out
+
+
 def _body_reader(receive: Receive, headers: list[tuple[bytes, bytes]]) -> BodyReader:
+    coding = next((value for name, value in headers if name == b"content-encoding"), None)
+
     async def read(limit: int) -> bytes:
+        body = await read_raw(limit)
+        return body if coding is None else _decoded(body, coding, limit)
+
+    async def read_raw(limit: int) -> bytes:
         for name, value in headers:
             if name == b"content-length":
                 try:

@@ -21,6 +21,7 @@ from urllib.parse import urlsplit
 import msgspec
 import yaml
 
+from prism.control.signals import SignalsConfig
 from prism.errors import ConfigError
 
 __all__ = [
@@ -483,6 +484,8 @@ class GatewayConfig(_Base, frozen=True):
     control: ControlConfig = ControlConfig()
     compat: CompatConfig = CompatConfig()
     watch: WatchConfig = WatchConfig()
+    #: What clients are told to set their deadlines, hedging and retries to (docs/control-plane.md).
+    signals: SignalsConfig = SignalsConfig()
     streaming: dict[str, Any] = {}
     handlers: list[str] = []
     #: Where the config came from (for messages) and the directory relative file paths start from.

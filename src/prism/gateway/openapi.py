@@ -21,6 +21,7 @@ from typing import Any
 import msgspec
 from starlette.routing import BaseRoute, Route, WebSocketRoute
 
+from prism.control.signals import Signals
 from prism.gateway.apidocs import docs_html
 from prism.gateway.config import GatewayConfig
 from prism.gateway.pipeline import DataRoute
@@ -470,6 +471,21 @@ def _gateway_paths(config: GatewayConfig, schemas: _Schemas, names: Sequence[str
                 "operationId": "getNamespace",
                 "responses": {
                     "200": _json_response("The namespace (no secrets).", schemas.ref(NamespaceDetail)),
+                    **_errors(401, 403, 404),
+                },
+            },
+        },
+        "/v1/namespaces/{ns}/signals": {
+            "parameters": [ns_param],
+            "get": {
+                "summary": "What a client of the namespace should set its deadlines, hedging and retries to",
+                "description": (
+                    "Derived from the namespace's declared needs and its store's measured latency; "
+                    "ask again after `refresh_after_s`. Readable by anyone who may read the namespace."
+                ),
+                "operationId": "getSignals",
+                "responses": {
+                    "200": _json_response("The namespace's signals.", schemas.ref(Signals)),
                     **_errors(401, 403, 404),
                 },
             },

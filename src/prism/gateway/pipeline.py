@@ -233,7 +233,7 @@ class DataRoute:
     idempotent: bool = False
     reveals: bool = False
     name: str | None = None
-    #: The kind of namespace the route serves (``kv`` or ``timeseries``); the others answer 404.
+    #: The kind of namespace the route serves (``kv``, ``timeseries``, or ``any``); the others answer 404.
     kind: str = "kv"
     #: Accept the credential as ``?token=`` (event streams, for clients that cannot set headers).
     query_token: bool = False
@@ -308,7 +308,7 @@ class Pipeline:
             if found is None:
                 raise HTTPProblem(404, "NAMESPACE_NOT_FOUND", f"there is no namespace {name!r}")
             served = call.ns = found
-            if served.kind != route.kind:
+            if route.kind != "any" and served.kind != route.kind:
                 raise wrong_kind(name, served.kind)
             authorize(principal, served.config, route.action)
             if route.body_limit is not None:
@@ -330,8 +330,12 @@ class Pipeline:
                     # Nothing in an inline backend waits on I/O, so there is nothing to time out.
                     reply = await route.handler(call)
                 else:
+                    ran = time.perf_counter()
                     async with RequestDeadline(self.timeout):
                         reply = await route.handler(call)
+                    if reply.status < 500:
+                        # The store's measured latency, which signals derive deadlines and hedging from.
+                        gateway.latencies.observe(served.store_name, time.perf_counter() - ran)
             finally:
                 if limited:
                     await limiter.__aexit__(None, None, None)

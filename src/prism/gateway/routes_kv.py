@@ -13,6 +13,7 @@ from prism.gateway.pipeline import Call, DataRoute
 from prism.gateway.policy import Action
 from prism.gateway.problem import HTTPProblem
 from prism.gateway.reply import Reply
+from prism.gateway.routes_signals import keys_page
 from prism.gateway.runtime import Gateway, ServedNamespace
 from prism.gateway.wire import (
     BatchResults,
@@ -184,8 +185,8 @@ async def scan_keys(call: Call) -> Reply:
     """GET /v1/kv/{ns}: one page of keys, optionally under a prefix."""
     params = call.query
     limit = query_int(params.get("limit"), "limit", default=100)
-    page = await call.kv.scan(
-        params.get("prefix", ""), limit=limit, page_token=params.get("page_token") or None
+    page = await keys_page(
+        call, params.get("prefix", ""), limit=limit, page_token=params.get("page_token") or None
     )
     call.key_count = len(page.keys)
     return Reply.json(KeyPage(page.keys, page.next_page_token))

@@ -7,6 +7,7 @@ import msgspec
 from prism.gateway.pipeline import Call, DataRoute
 from prism.gateway.reply import Reply
 from prism.gateway.routes_kv import BulkPutItem, header_text, json_limit, protect_at
+from prism.gateway.routes_signals import items_page
 from prism.gateway.runtime import Gateway
 from prism.gateway.wire import (
     BatchResults,
@@ -63,7 +64,8 @@ async def get_record(call: Call) -> Reply:
     record = call.key = call.params["id"]
     params = call.query
     start, end, keys = _bounds(call)
-    page = await call.kv.get_items(
+    page = await items_page(
+        call,
         record,
         start=start,
         end=end,

@@ -15,6 +15,7 @@ from typing import TYPE_CHECKING, Any
 
 import prism
 from prism.backends.urls import mask_url
+from prism.control.signals import SignalBook, Signals, StoreLatencies
 from prism.errors import PrismError
 from prism.gateway.audit import AuditLog, AuditSink, FileSink, NamespaceSink, NullSink, StdoutSink
 from prism.gateway.auth import Authenticator
@@ -142,6 +143,16 @@ class ServedNamespace:
             else self.store.max_value_bytes
         )
 
+    def signals(self, book: SignalBook) -> Signals:
+        """This namespace's signals, from its needs and its store's measured latency."""
+        needs = self.config.needs
+        return book.for_namespace(
+            self.name,
+            store=self.store_name,
+            latency_need_ms=None if needs is None else needs.latency_p99_ms,
+            max_value_bytes=self.max_value_bytes,
+        )
+
     def handle(self, tenant: str | None) -> Namespace:
         """The KeyValue namespace holding this caller's keys (the tenant's own when scoped)."""
         key = tenant if self.tenant_scoped else None
@@ -201,6 +212,9 @@ class Gateway:
         self.namespaces: dict[str, ServedNamespace] = {}
         self.idempotency: IdempotencyCache | None = None
         self.access_log = AccessLog() if config.server.access_log else None
+        #: The measured latency of each store (the pipeline's handler timings) and the signals from it.
+        self.latencies = StoreLatencies(config.signals)
+        self.signals = SignalBook(config.signals, self.latencies, config.server.request_timeout)
         self._wire()
         self.started = False
         self._used = False

@@ -17,7 +17,7 @@ import sys
 import tempfile
 from pathlib import Path
 
-__all__ = ["GENERATED", "PROTO_FILES", "PROTO_ROOT", "generate"]
+__all__ = ["GENERATED", "PROTO_FILES", "PROTO_ROOT", "SHIPPED_SOURCES", "generate"]
 
 #: The repository's proto/ folder (the sources).
 PROTO_ROOT = Path(__file__).resolve().parents[3] / "proto"
@@ -32,7 +32,11 @@ PROTO_FILES = (
     "prism/interfaces/lifecycle.proto",
     "prism/v1/keyvalue.proto",
     "prism/v1/namespaces.proto",
+    "prism/options.proto",
+    "prism/v1/signals.proto",
 )
+#: Sources shipped beside the modules, for ``.proto`` files of applications to import.
+SHIPPED_SOURCES = ("prism/options.proto",)
 
 _IMPORT = re.compile(r"^(from|import) prism\.", re.MULTILINE)
 _HEADER = "# Generated from proto/ by `python -m prism.grpc.codegen`: do not edit.\n"
@@ -73,6 +77,10 @@ def generate(out: Path, proto_root: Path = PROTO_ROOT) -> list[Path]:
                     written.append(init)
             text = _IMPORT.sub(r"\1 prism.grpc._gen.prism.", source.read_text())
             target.write_text(_HEADER + text)
+            written.append(target)
+        for name in SHIPPED_SOURCES:
+            target = out / name
+            target.write_text((proto_root / name).read_text())
             written.append(target)
     return written
 

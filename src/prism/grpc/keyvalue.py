@@ -18,6 +18,7 @@ from prism.gateway.policy import Action
 from prism.gateway.problem import HTTPProblem
 from prism.gateway.reply import Reply
 from prism.gateway.routes_kv import header_text, json_limit, protect_at
+from prism.gateway.routes_signals import items_page, keys_page
 from prism.gateway.runtime import Gateway, ServedNamespace
 from prism.grpc._gen.prism.v1 import keyvalue_pb2 as pb
 from prism.kv.namespace import MAX_PAGE_LIMIT
@@ -195,7 +196,7 @@ def _limit(value: int, name: str, high: int) -> int:
 async def scan(call: Call) -> Reply:
     request = message_of(call)
     limit = _limit(request.limit, "limit", 1000)
-    page = await call.kv.scan(request.prefix, limit=limit, page_token=request.page_token or None)
+    page = await keys_page(call, request.prefix, limit=limit, page_token=request.page_token or None)
     call.key_count = len(page.keys)
     return _ok(pb.ScanResponse(keys=page.keys, next_page_token=page.next_page_token or ""))
 
@@ -214,7 +215,8 @@ async def get_items(call: Call) -> Reply:
     start, end, keys = _bounds(request)
     if not 0 <= request.page_size_bytes <= MAX_PAGE_SIZE_BYTES:
         raise HTTPProblem(400, "INVALID_QUERY", f"page_size_bytes must be from 0 to {MAX_PAGE_SIZE_BYTES}")
-    page = await call.kv.get_items(
+    page = await items_page(
+        call,
         record,
         start=start,
         end=end,

@@ -52,6 +52,7 @@ from prism.gateway.runtime import Gateway
 from prism.grpc._gen.prism.interfaces import lifecycle_pb2 as life
 from prism.grpc.compat import LIFECYCLE, STATUS_ONLY, Lifecycle, compat_methods
 from prism.grpc.keyvalue import GrpcCall, GrpcMethod, keyvalue_methods
+from prism.grpc.signals import signals_methods
 
 __all__ = ["STATUS_CODES", "GrpcServer", "GrpcTransport", "grpc_port", "serve_grpc"]
 
@@ -285,7 +286,9 @@ class GrpcServer:
         )
         transport = GrpcTransport(gateway)
         found = (
-            list(methods) if methods is not None else [*keyvalue_methods(gateway), *compat_methods(gateway)]
+            list(methods)
+            if methods is not None
+            else [*keyvalue_methods(gateway), *compat_methods(gateway), *signals_methods(gateway)]
         )
         by_service: dict[str, dict[str, grpc.RpcMethodHandler]] = {}
         for method in found:

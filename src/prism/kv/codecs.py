@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import sys
 from typing import Any, Generic, Protocol, TypeVar, cast
 
 import msgspec
@@ -9,7 +10,7 @@ import msgspec.inspect
 
 from prism.errors import DecodeError, InvalidArgument
 
-__all__ = ["Codec", "codec_for"]
+__all__ = ["Codec", "ProtobufCodec", "codec_for"]
 
 T = TypeVar("T")
 
@@ -88,6 +89,43 @@ class PydanticCodec(Generic[T]):
         return cast(T, self._type.model_validate_json(data))
 
 
+class ProtobufCodec(Generic[T]):
+    """Protobuf message classes: their JSON form by default, the binary wire form with ``binary=True``.
+
+    JSON keeps the ``.proto`` field names (``preserving_proto_field_name``), so the
+    ``(prism.pii)`` fields of a namespace declared from the same ``.proto`` are found
+    and masked by the gateway; the binary form is smaller but opaque to those rules.
+    """
+
+    def __init__(self, type_: Any, *, binary: bool = False) -> None:
+        self._type = type_
+        self.binary = binary
+        self.content_type = "application/x-protobuf" if binary else "application/json"
+
+    def encode(self, obj: T) -> bytes:
+        if not isinstance(obj, self._type):
+            raise InvalidArgument(f"expected {self._type.__name__}, got {type(obj).__name__}")
+        if self.binary:
+            return cast(bytes, obj.SerializeToString(deterministic=True))
+        from google.protobuf import json_format
+
+        text = json_format.MessageToJson(obj, preserving_proto_field_name=True, indent=None)
+        return cast(str, text).encode("utf-8")
+
+    def decode(self, data: bytes) -> T:
+        if self.binary:
+            return cast(T, self._type.FromString(data))
+        from google.protobuf import json_format
+
+        return cast(T, json_format.Parse(data, self._type()))
+
+
+def _is_protobuf(type_: Any) -> bool:
+    # A message class exists only once its runtime is imported: no import needed to tell.
+    message = sys.modules.get("google.protobuf.message")
+    return message is not None and isinstance(type_, type) and issubclass(type_, message.Message)
+
+
 def _is_pydantic(type_: Any) -> bool:
     return (
         isinstance(type_, type)
@@ -97,11 +135,14 @@ def _is_pydantic(type_: Any) -> bool:
 
 
 def codec_for(type_: Any) -> Codec[Any]:
-    """The codec for ``type_``: bytes, str, pydantic models, or anything msgspec can type as JSON."""
+    """The codec for ``type_``: bytes, str, protobuf messages, pydantic models, or anything msgspec
+    can type as JSON."""
     if type_ is bytes:
         return BytesCodec()
     if type_ is str:
         return StrCodec()
+    if _is_protobuf(type_):
+        return ProtobufCodec(type_)
     if _is_pydantic(type_):
         return PydanticCodec(type_)
     try:
