@@ -89,6 +89,10 @@ class Backend(ABC):
     feed_opt_in: ClassVar[bool] = False
     #: Whether this store was opened with ``feed=true`` (backends with ``feed_opt_in``).
     feed: bool = False
+    #: Whether the change feed keeps at most ``feed_max_changes`` changes. False for an
+    #: engine whose feed has only a time window (``feed_retention``), such as DynamoDB
+    #: Streams: its stores refuse ``feed_max_changes``.
+    feed_count_window: ClassVar[bool] = True
 
     @classmethod
     @abstractmethod
