@@ -109,8 +109,12 @@ async def test_a_bucket_made_without_a_feed_gets_one(server: NatsServer) -> None
         assert await _value(ns, "k") == b"2"
 
 
-async def test_revisions_past_the_history_expire_the_cursor_never_a_gap(server: NatsServer) -> None:
-    async with prism.connect(server.url, feed=True, feed_history=3) as store:
+@pytest.mark.parametrize("which", ["current", "oldest"])
+async def test_revisions_past_the_history_expire_the_cursor_never_a_gap(
+    which: str, request: pytest.FixtureRequest
+) -> None:
+    url = request.getfixturevalue("server" if which == "current" else "oldest").url
+    async with prism.connect(url, feed=True, feed_history=3) as store:
         ns = store.namespace(_ns())
         start = await ns.watch().start()
         await ns.put("other", b"x")
