@@ -91,6 +91,7 @@ async def delivery(url: str, options: dict[str, Any], rate: float, seconds: floa
         *(sys.executable, "-m", module, "--watch", url, name, json.dumps(options), str(count)),
         stdout=asyncio.subprocess.PIPE,
         env=env,
+        limit=64 * 1024 * 1024,  # the delays come back as one line
     )
     try:
         assert watcher.stdout is not None

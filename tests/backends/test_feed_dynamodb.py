@@ -189,3 +189,21 @@ async def test_delivery_keeps_up_with_a_steady_writer(dynamodb: DynamoDBServer) 
         changes = await take(feed, 60, deadline=60)
         await task
         assert [(c.key, c.etag) for c in changes] == written
+
+
+async def test_a_cursor_handed_over_by_another_store_resumes_there(dynamodb: DynamoDBServer) -> None:
+    """A store that has seen less of the stream than the cursor it is given still follows it."""
+    url = dynamodb.url_for(_table())
+    async with prism.connect(url, **FAST) as behind, prism.connect(url, **FAST) as ahead:
+        await behind.namespace("h").watch().start()  # what this store knows of the shard ends here
+        await ahead.namespace("h").put("k1", b"v")
+        cursor = await ahead.namespace("h").watch().start()
+
+        async def write_soon() -> None:
+            await asyncio.sleep(0.5)  # the watch has read "nothing after the cursor" by then
+            await ahead.namespace("h").put("k2", b"v")
+
+        task = asyncio.get_running_loop().create_task(write_soon())
+        (change,) = await take(behind.namespace("h").watch(after=cursor, poll_interval=0.01), 1)
+        await task
+        assert change.key == "k2"

@@ -13,6 +13,7 @@ import pytest
 import prism
 from prism.backends.nats import NatsBackend
 from prism.backends.nats.layout import bucket_name
+from prism.testing.conformance import ConformanceSuite
 from prism.testing.feed import FeedSuite, take
 from prism.testing.servers.nats import NatsServer, nats_server
 
@@ -37,6 +38,18 @@ class TestNatsFeed(FeedSuite):
     @pytest.fixture
     def store_options(self) -> dict[str, Any]:
         return {"feed": True}
+
+
+class TestConformanceOfABucketWithAFeed(ConformanceSuite):
+    """A bucket keeping each key's history (feed=true) still behaves as the KeyValue contract says."""
+
+    @pytest.fixture
+    def store_url(self, server: NatsServer) -> str:
+        return server.url
+
+    @pytest.fixture
+    def store_options(self) -> dict[str, Any]:
+        return {"feed": True, "feed_history": 3}
 
 
 class TestNatsFeedOnTheOldestServer(FeedSuite):

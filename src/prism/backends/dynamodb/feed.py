@@ -203,18 +203,26 @@ class StreamFeed:
             if shard.last is not None:
                 positions[shard.id] = _END
                 continue
-            head = self._heads.get(shard.id)
-            pos = "" if head is None else str(head)
-            iterator = await self._iterator(shard.id, pos, "")
-            while iterator is not None:
-                records, iterator = await self._records(iterator, "")
-                if not records:
-                    break
-                pos = records[-1]["dynamodb"]["SequenceNumber"]
-            positions[shard.id] = pos
-            if pos:
-                self._note_head(shard.id, int(pos))
+            head = await self._head(shard.id)
+            positions[shard.id] = "" if head is None else str(head)
         return encode_cursor(positions)
+
+    async def _head(self, shard: str) -> int | None:
+        """The newest sequence number of an open shard (None: it has no record yet).
+
+        Read forward from the newest one this store knows, to the shard's end.
+        """
+        head = self._heads.get(shard)
+        pos = "" if head is None else str(head)
+        iterator = await self._iterator(shard, pos, "")
+        while iterator is not None:
+            records, iterator = await self._records(iterator, "")
+            if not records:
+                break
+            pos = records[-1]["dynamodb"]["SequenceNumber"]
+        if pos:
+            self._note_head(shard, int(pos))
+        return self._heads.get(shard)
 
     def _note_head(self, shard: str, seq: int) -> None:
         if seq > self._heads.get(shard, -1):
@@ -281,8 +289,11 @@ class StreamFeed:
                 if iterator is None:
                     pos = _END  # a closed shard, read to its end
                     positions[shard.id] = pos
-                elif first and pos and shard.id in self._heads and int(pos) > self._heads[shard.id]:
-                    raise cursor_ahead(after)
+                elif first and pos and int(pos) > self._heads.get(shard.id, -1):
+                    # Nothing after it, and past what this store has seen: past the shard's end?
+                    head = await self._head(shard.id)
+                    if head is None or int(pos) > head:
+                        raise cursor_ahead(after)
                 break
             for record in records:
                 body = record["dynamodb"]
