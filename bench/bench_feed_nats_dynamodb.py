@@ -180,6 +180,21 @@ async def run(args: argparse.Namespace) -> str:
             f"| {label} | {rate:g} | {poll} | {len(delays)} | {_ms(_pct(delays, 0.5))} | "
             f"{_ms(_pct(delays, 0.9))} | {_ms(_pct(delays, 0.99))} | {_ms(max(delays))} |"
         )
+    nats_p99 = _pct(rows_delivery[0][3], 0.99)
+    verdict = "met" if nats_p99 < 0.1 else f"missed by {_ms(nats_p99 - 0.1)} ms"
+    lines += [
+        "",
+        f"On NATS the 1,000 writes/s target is {verdict} in this run (p99 {_ms(nats_p99)} ms). "
+        "A change waits for the watcher's next read (half the 0.05 s poll interval on average, "
+        "NATS has no notification the feed could wait on without receiving every value written), "
+        "then one pipelined read; the tail is the writer, the watcher and the server sharing the "
+        "machine's two cores. A put with the feed costs what it costs without: the same single "
+        "compare-and-set publish, one header more, the bucket keeping older revisions. On DynamoDB "
+        "Prism adds nothing to a put (the service writes the stream record); the difference in "
+        "the table is moto's, and a watch waits `feed_poll_interval` (0.25 s) between reads, so "
+        "its delivery is about that by design (DynamoDB Streams serve about five reads a second "
+        "per shard): the 100 ms target does not apply to it.",
+    ]
     return "\n".join(lines)
 
 
