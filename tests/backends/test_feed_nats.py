@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import asyncio
+import time
 import uuid
 from collections.abc import Iterator
 from typing import Any
@@ -183,3 +184,46 @@ def test_feed_options_come_from_the_url() -> None:
         NatsBackend.from_url("nats://h?feed_retention=60")
     with pytest.raises(prism.InvalidArgument, match="feed_history"):
         NatsBackend.from_url("nats://h?feed=true&feed_history=1")
+
+
+@pytest.fixture
+def local_server() -> Iterator[NatsServer]:
+    """A server of this test's own, which it stops and starts again (its data kept)."""
+    server = NatsServer.local()
+    server.start()
+    try:
+        yield server
+    finally:
+        server.close()
+
+
+async def test_a_watch_resumes_after_the_server_was_stopped_mid_run(local_server: NatsServer) -> None:
+    options = {"feed": True, "operation_timeout": 1.0, "max_retries": 2, "reconnect_wait": 0.1}
+    name = _ns()
+    async with (
+        prism.connect(local_server.url, **options) as watcher,
+        prism.connect(local_server.url, **options) as writer,
+    ):
+        feed = watcher.namespace(name).watch(poll_interval=0.01)
+        await feed.start()
+        before = [await writer.namespace(name).put(f"k{i % 3}", b"before") for i in range(6)]
+        assert [c.etag for c in await take(feed, 6)] == before
+        cursor = feed.cursor
+        assert cursor is not None
+        local_server.stop()
+        try:
+            with pytest.raises(prism.BackendUnavailable):  # an outage is an error, never an empty feed
+                await take(watcher.namespace(name).watch(after=cursor, poll_interval=0.01), 1)
+        finally:
+            local_server.start()
+        deadline = time.monotonic() + 20
+        while True:
+            try:
+                first = await writer.namespace(name).put("k0", b"after")
+                break
+            except prism.BackendUnavailable:
+                assert time.monotonic() < deadline, "the writer did not reconnect"
+                await asyncio.sleep(0.1)
+        after = [first] + [await writer.namespace(name).put(f"k{i % 3}", b"after") for i in range(1, 6)]
+        resumed = await take(watcher.namespace(name).watch(after=cursor, poll_interval=0.01), 6)
+        assert [c.etag for c in resumed] == after

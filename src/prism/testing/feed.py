@@ -265,6 +265,33 @@ class FeedSuite:
         assert change.etag in (None, etag)
         assert await ns.get("short") is None
 
+    async def test_concurrent_writers_every_change_in_order_per_key(self, ns: Namespace) -> None:
+        """Writers racing on the same keys: every change arrives, each key's in commit order."""
+        writers, keys = 3, 3
+        rounds = max(1, min(12, (self.feed_max_changes - 2) // writers))  # within the feed's window
+        feed = ns.watch(poll_interval=POLL)
+        await feed.start()
+        written: dict[int, list[tuple[str, str]]] = {}
+
+        async def write(w: int) -> None:
+            mine = written.setdefault(w, [])
+            for i in range(rounds):
+                key = f"k{i % keys}"
+                mine.append((key, await ns.put(key, f"{w}:{i}".encode())))
+
+        await asyncio.gather(*(write(w) for w in range(writers)))
+        changes = await take(feed, writers * rounds)
+        seen = [(c.key, c.etag) for c in changes]
+        assert sorted(seen, key=str) == sorted((p for w in written.values() for p in w), key=str)
+        order = {etag: n for n, (_, etag) in enumerate(seen)}
+        for mine in written.values():  # one writer's writes of one key are in its order
+            for key in {k for k, _ in mine}:
+                positions = [order[etag] for k, etag in mine if k == key]
+                assert positions == sorted(positions)
+        for key in {k for k, _ in seen}:  # and the last change of a key is what the key holds
+            item = await ns.get(key)
+            assert item is not None and [e for k, e in seen if k == key][-1] == item.etag
+
     async def test_bad_input_is_refused(self, ns: Namespace) -> None:
         with pytest.raises(InvalidArgument, match="cursor"):
             await take(ns.watch(after="not a cursor", poll_interval=POLL), 1)
