@@ -198,7 +198,12 @@ def local_server() -> Iterator[NatsServer]:
 
 
 async def test_a_watch_resumes_after_the_server_was_stopped_mid_run(local_server: NatsServer) -> None:
-    options = {"feed": True, "operation_timeout": 1.0, "max_retries": 2, "reconnect_wait": 0.1}
+    options: dict[str, Any] = {
+        "feed": True,
+        "operation_timeout": 1.0,
+        "max_retries": 2,
+        "reconnect_wait": 0.1,
+    }
     name = _ns()
     async with (
         prism.connect(local_server.url, **options) as watcher,
