@@ -25,7 +25,6 @@ window, or whose shard was trimmed away, raises ``CursorExpired``.
 
 from __future__ import annotations
 
-import asyncio
 import re
 import time
 from collections.abc import Iterable
@@ -71,7 +70,17 @@ _PK = re.compile(r"([0-9]+):")
 #: userIdentity of a delete made by DynamoDB's TTL.
 _TTL_PRINCIPAL = "dynamodb.amazonaws.com"
 
+#: Seconds a shard iterator left by a read is reused by the next read from there (the
+#: service lets one live 15 minutes); a read without one asks GetShardIterator.
+ITERATOR_MAX_AGE = 600.0
+#: Iterators kept at most (one per shard and position a watch of this store stopped at).
+ITERATOR_CACHE = 256
+
 Cursor = dict[str, str]
+
+
+class _IteratorExpired(Exception):
+    """GetRecords refused an iterator older than 15 minutes."""
 
 
 def encode_cursor(positions: Cursor) -> str:
@@ -136,6 +145,8 @@ class StreamFeed:
         self._retention = retention
         #: The newest sequence number this store has read per shard: where a new watch starts.
         self._heads: dict[str, int] = {}
+        #: Per (shard, position), the iterator a read left there and when it got it.
+        self._iterators: dict[tuple[str, str], tuple[str, float]] = {}
         #: The shards as last listed, and when (DescribeStream is rate-limited by the service).
         self._shards: list[Shard] = []
         self._listed_at = 0.0
@@ -191,8 +202,11 @@ class StreamFeed:
         try:
             got = await self._calls.call("get_records", {"ShardIterator": iterator, "Limit": MAX_GET_RECORDS})
         except BackendUnavailable as exc:
-            if _code(exc) == "TrimmedDataAccessException":
+            code = _code(exc)
+            if code == "TrimmedDataAccessException":
                 raise cursor_expired(cursor) from exc
+            if code == "ExpiredIteratorException":
+                raise _IteratorExpired from exc
             raise
         return list(got.get("Records", ())), got.get("NextShardIterator")
 
@@ -281,12 +295,23 @@ class StreamFeed:
         oldest: float,
     ) -> str:
         """Read one shard from ``pos`` into ``out`` (advancing ``positions``); its new position."""
-        iterator = await self._iterator(shard.id, pos, after)
+        iterator = self._cached_iterator(shard.id, pos)
+        cached = iterator is not None
+        if iterator is None:
+            iterator = await self._iterator(shard.id, pos, after)
         first = True
         while iterator is not None and len(out) < limit:
-            records, iterator = await self._records(iterator, after)
+            try:
+                records, following = await self._records(iterator, after)
+            except _IteratorExpired:
+                if not cached:
+                    raise
+                cached = False
+                iterator = await self._iterator(shard.id, pos, after)
+                continue
+            cached = False
             if not records:
-                if iterator is None:
+                if following is None:
                     pos = _END  # a closed shard, read to its end
                     positions[shard.id] = pos
                 elif first and pos and int(pos) > self._heads.get(shard.id, -1):
@@ -294,8 +319,10 @@ class StreamFeed:
                     head = await self._head(shard.id)
                     if head is None or int(pos) > head:
                         raise cursor_ahead(after)
+                self._keep_iterator(shard.id, pos, following)
                 break
-            for record in records:
+            whole = True
+            for n, record in enumerate(records):
                 body = record["dynamodb"]
                 if first:
                     first = False
@@ -308,15 +335,31 @@ class StreamFeed:
                 if change is not None:
                     out.append(change(encode_cursor(positions)))
                     if len(out) >= limit:
+                        whole = n == len(records) - 1
                         break
+            iterator = following
             if shard.last is not None and pos and pos != _END and int(pos) >= shard.last:
                 pos = positions[shard.id] = _END
-            elif shard.last is None and len(records) < MAX_GET_RECORDS:
-                break  # an open shard read up to about now: the next poll goes on from here
+            elif whole:
+                # The next read of this shard from here can go on with the iterator it was given.
+                self._keep_iterator(shard.id, pos, following)
+                if shard.last is None and len(records) < MAX_GET_RECORDS:
+                    break  # an open shard read up to about now: the next poll goes on from here
         return pos
 
-    async def wait(self, seconds: float, poll_interval: float) -> None:
-        await asyncio.sleep(max(seconds, poll_interval))
+    def _cached_iterator(self, shard: str, pos: str) -> str | None:
+        """The iterator a read of ``shard`` left just after ``pos``, while it is young enough."""
+        kept = self._iterators.pop((shard, pos), None)
+        if kept is None or time.monotonic() - kept[1] > ITERATOR_MAX_AGE:
+            return None
+        return kept[0]
+
+    def _keep_iterator(self, shard: str, pos: str, iterator: str | None) -> None:
+        if iterator is None or pos == _END:
+            return
+        self._iterators[shard, pos] = (iterator, time.monotonic())
+        if len(self._iterators) > ITERATOR_CACHE:
+            del self._iterators[next(iter(self._iterators))]
 
 
 def _parents_first(shards: list[Shard]) -> Iterable[Shard]:
