@@ -207,3 +207,31 @@ async def test_a_cursor_handed_over_by_another_store_resumes_there(dynamodb: Dyn
         (change,) = await take(behind.namespace("h").watch(after=cursor, poll_interval=0.01), 1)
         await task
         assert change.key == "k2"
+
+
+async def test_a_watch_resumes_after_the_server_was_stopped_mid_run(dynamodb: DynamoDBServer) -> None:
+    # A second server of this test's own (``dynamodb`` gives the fake credentials), restartable
+    # with its data: its recorded requests are replayed, so the stream comes back as it was.
+    server = dynamodb_or_skip(persistent=True)
+    assert isinstance(server, DynamoDBServer)
+    short = {"operation_timeout": "2.0", "connect_timeout": "1.0", "max_retries": "3", "retry_cap": "0.1"}
+    url = server.url_for(_table(), **short)
+    try:
+        async with prism.connect(url, **FAST) as watcher, prism.connect(url) as writer:
+            feed = watcher.namespace("o").watch(poll_interval=0.01)
+            await feed.start()
+            before = [await writer.namespace("o").put(f"k{i % 2}", b"before") for i in range(4)]
+            assert [c.etag for c in await take(feed, 4)] == before
+            cursor = feed.cursor
+            assert cursor is not None
+            server.stop()
+            try:
+                with pytest.raises(prism.BackendUnavailable):  # an outage is an error, never an empty feed
+                    await take(watcher.namespace("o").watch(after=cursor, poll_interval=0.01), 1)
+            finally:
+                server.start()
+            after = [await writer.namespace("o").put(f"k{i % 2}", b"after") for i in range(4)]
+            resumed = await take(watcher.namespace("o").watch(after=cursor, poll_interval=0.01), 4)
+            assert [c.etag for c in resumed] == after
+    finally:
+        server.close()
