@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import asyncio
+import time
 import uuid
 from collections.abc import AsyncIterator, Iterator
 from typing import Any
@@ -214,8 +215,9 @@ async def test_a_watch_resumes_after_the_server_was_stopped_mid_run(dynamodb: Dy
     # with its data: its recorded requests are replayed, so the stream comes back as it was.
     server = dynamodb_or_skip(persistent=True)
     assert isinstance(server, DynamoDBServer)
-    short = {"operation_timeout": "2.0", "connect_timeout": "1.0", "max_retries": "3", "retry_cap": "0.1"}
-    url = server.url_for(_table(), **short)
+    # A short timeout only for the calls made while the server is down; replaying its
+    # recording after the restart can take a loaded machine longer.
+    url = server.url_for(_table(), operation_timeout="5.0", connect_timeout="1.0", retry_cap="0.1")
     try:
         async with prism.connect(url, **FAST) as watcher, prism.connect(url) as writer:
             feed = watcher.namespace("o").watch(poll_interval=0.01)
@@ -230,7 +232,15 @@ async def test_a_watch_resumes_after_the_server_was_stopped_mid_run(dynamodb: Dy
                     await take(watcher.namespace("o").watch(after=cursor, poll_interval=0.01), 1)
             finally:
                 server.start()
-            after = [await writer.namespace("o").put(f"k{i % 2}", b"after") for i in range(4)]
+            deadline = time.monotonic() + 60
+            while True:
+                try:
+                    first = await writer.namespace("o").put("k0", b"after")
+                    break
+                except prism.BackendUnavailable:
+                    assert time.monotonic() < deadline, "the server did not come back"
+                    await asyncio.sleep(0.2)
+            after = [first] + [await writer.namespace("o").put(f"k{i % 2}", b"after") for i in range(1, 4)]
             resumed = await take(watcher.namespace("o").watch(after=cursor, poll_interval=0.01), 4)
             assert [c.etag for c in resumed] == after
     finally:
