@@ -3,18 +3,22 @@
 from __future__ import annotations
 
 import asyncio
+import json
 import time
 import uuid
 from collections.abc import AsyncIterator, Iterator
 from typing import Any
 
+import aiohttp
 import pytest
 from aiobotocore.session import AioSession
+from aiohttp import web
 
 import prism
 from prism.backends.dynamodb import DynamoDBBackend
 from prism.backends.dynamodb.layout import INLINE_VALUE_BYTES
 from prism.testing.feed import FeedSuite, take
+from prism.testing.servers import free_port
 from prism.testing.servers.dynamodb import (
     DUMMY_AWS_ENVIRONMENT,
     REGION,
@@ -245,3 +249,190 @@ async def test_a_watch_resumes_after_the_server_was_stopped_mid_run(dynamodb: Dy
             assert [c.etag for c in resumed] == after
     finally:
         server.close()
+
+
+# -- shards: lineage and trimming, which moto (one shard, never trimmed) does not show ------
+
+
+class ShardedStream:
+    """An HTTP front for moto that answers the DynamoDB Streams calls itself, from shards set here.
+
+    DynamoDB calls go on to moto (the store opens its table there); DescribeStream,
+    GetShardIterator and GetRecords are answered from ``shards``: per shard id its
+    parent, whether it is closed, and its records, as DynamoDB Streams would.
+    ``trimmed`` lists sequence numbers older than the stream keeps.
+    """
+
+    def __init__(self, upstream: str) -> None:
+        self.upstream = upstream
+        self.port = free_port()
+        #: shard id -> (parent, closed, [(seq, event, record id, etag)]), in listing order.
+        self.shards: dict[str, tuple[str | None, bool, list[tuple[int, str, str, str]]]] = {}
+        self.trimmed_below = 0
+        self._runner: web.AppRunner | None = None
+        self._session: aiohttp.ClientSession | None = None
+
+    @property
+    def endpoint(self) -> str:
+        return f"http://127.0.0.1:{self.port}"
+
+    async def start(self) -> None:
+        app = web.Application()
+        app.router.add_route("*", "/{tail:.*}", self._handle)
+        self._runner = web.AppRunner(app)
+        await self._runner.setup()
+        await web.TCPSite(self._runner, "127.0.0.1", self.port).start()
+        self._session = aiohttp.ClientSession()
+
+    async def close(self) -> None:
+        if self._session is not None:
+            await self._session.close()
+        if self._runner is not None:
+            await self._runner.cleanup()
+
+    async def _handle(self, request: web.Request) -> web.Response:
+        target = request.headers.get("X-Amz-Target", "")
+        body = await request.read()
+        if target.startswith("DynamoDBStreams_"):
+            return self._streams(target.rpartition(".")[2], json.loads(body))
+        assert self._session is not None
+        headers = {k: v for k, v in request.headers.items() if k.lower() not in ("host", "content-length")}
+        async with self._session.post(self.upstream + request.path, headers=headers, data=body) as answer:
+            return web.Response(
+                status=answer.status, body=await answer.read(), content_type="application/x-amz-json-1.0"
+            )
+
+    def _streams(self, operation: str, doc: dict[str, Any]) -> web.Response:
+        if operation == "DescribeStream":
+            shards = []
+            for shard_id, (parent, closed, records) in self.shards.items():
+                first = records[0][0] if records else 1
+                span: dict[str, str] = {"StartingSequenceNumber": str(first)}
+                if closed:
+                    span["EndingSequenceNumber"] = str(records[-1][0] if records else first)
+                shards.append(
+                    {"ShardId": shard_id, "SequenceNumberRange": span}
+                    | ({"ParentShardId": parent} if parent else {})
+                )
+            return _answer({"StreamDescription": {"StreamArn": doc["StreamArn"], "Shards": shards}})
+        if operation == "GetShardIterator":
+            kind, seq = doc["ShardIteratorType"], int(doc.get("SequenceNumber", "0"))
+            if kind == "AFTER_SEQUENCE_NUMBER" and seq < self.trimmed_below:
+                return _answer({"__type": "TrimmedDataAccessException", "message": "trimmed"}, 400)
+            start = seq + 1 if kind == "AFTER_SEQUENCE_NUMBER" else 0
+            return _answer({"ShardIterator": f"{doc['ShardId']}|{start}"})
+        assert operation == "GetRecords", operation
+        shard_id, _, start = doc["ShardIterator"].partition("|")
+        _, closed, records = self.shards[shard_id]
+        batch = [r for r in records if r[0] >= int(start) and r[0] >= self.trimmed_below][:2]
+        following = str(batch[-1][0] + 1) if batch else start
+        answer: dict[str, Any] = {"Records": [_record(ns_record) for ns_record in batch]}
+        if not (closed and (not batch or batch[-1][0] == records[-1][0])):
+            answer["NextShardIterator"] = f"{shard_id}|{following}"
+        return _answer(answer)
+
+
+def _answer(doc: dict[str, Any], status: int = 200) -> web.Response:
+    return web.Response(status=status, body=json.dumps(doc), content_type="application/x-amz-json-1.0")
+
+
+def _record(entry: tuple[int, str, str, str]) -> dict[str, Any]:
+    seq, event, record, etag = entry
+    body: dict[str, Any] = {
+        "SequenceNumber": str(seq),
+        "ApproximateCreationDateTime": time.time(),
+        "Keys": {"pk": {"S": f"5:lines:{record}"}, "sk": {"S": "\x01"}},
+        "StreamViewType": "NEW_IMAGE",
+    }
+    if event != "REMOVE":
+        body["NewImage"] = {"e": {"S": etag}, "u": {"N": str(time.time())}}
+    out: dict[str, Any] = {"eventName": event, "dynamodb": body}
+    if event == "REMOVE" and etag == "ttl":
+        out["userIdentity"] = {"Type": "Service", "PrincipalId": "dynamodb.amazonaws.com"}
+    return out
+
+
+#: Sequence numbers are at least 21 digits (the service's, and botocore's, rule).
+B = 10**20
+#: A shard the stream no longer lists.
+GONE = "shardId-00000000000000000005-gone0000"
+
+
+@pytest.fixture
+async def sharded(dynamodb: DynamoDBServer) -> AsyncIterator[ShardedStream]:
+    front = ShardedStream(dynamodb.endpoint)
+    await front.start()
+    yield front
+    await front.close()
+
+
+async def test_a_child_shard_is_read_after_its_parent(sharded: ShardedStream) -> None:
+    sharded.shards = {
+        # Listed child first: the order of the listing must not decide the order of the changes.
+        "shardId-00000000000000000002-child000": (
+            "shardId-00000000000000000001-parent00",
+            False,
+            [(B + 20, "MODIFY", "a", "e3"), (B + 21, "REMOVE", "a", "")],
+        ),
+        "shardId-00000000000000000001-parent00": (
+            None,
+            True,
+            [(B + 10, "INSERT", "a", "e1"), (B + 11, "MODIFY", "a", "e2")],
+        ),
+        "shardId-00000000000000000003-other000": (
+            None,
+            False,
+            [(B + 30, "INSERT", "b", "f1"), (B + 31, "REMOVE", "b", "ttl")],
+        ),
+    }
+    url = f"dynamodb://{_table()}?region={REGION}&endpoint={sharded.endpoint}&create_table=true"
+    async with prism.connect(url, **FAST) as store:
+        ns = store.namespace("lines")
+        start = "shardId-00000000000000000001-parent00.~shardId-00000000000000000003-other000."
+        changes = await take(ns.watch(after=start, poll_interval=0.01), 6)
+        per_key: dict[str, list[tuple[str, str | None]]] = {}
+        for c in changes:
+            per_key.setdefault(c.key, []).append((c.op, c.etag))
+        assert per_key == {
+            "a": [("put", "e1"), ("put", "e2"), ("put", "e3"), ("delete", None)],
+            "b": [("put", "f1"), ("expire", None)],  # a delete by DynamoDB's TTL
+        }
+        last = changes[-1].cursor
+        assert "shardId-00000000000000000001-parent00.end" in last.split("~")
+        # The parent, read whole, may go: the cursor goes on without it.
+        del sharded.shards["shardId-00000000000000000001-parent00"]
+        sharded.shards["shardId-00000000000000000002-child000"][2].append((B + 22, "INSERT", "a", "e4"))
+    async with prism.connect(url, **FAST) as again:  # a store that lists the shards afresh
+        (more,) = await take(again.namespace("lines").watch(after=last, poll_interval=0.01), 1)
+        assert (more.key, more.etag) == ("a", "e4")
+
+
+async def test_trimmed_changes_expire_the_cursor(sharded: ShardedStream) -> None:
+    sharded.shards = {
+        "shardId-00000000000000000004-one00000": (
+            None,
+            False,
+            [(B + 10, "INSERT", "a", "e1"), (B + 11, "INSERT", "b", "e2")],
+        )
+    }
+    url = f"dynamodb://{_table()}?region={REGION}&endpoint={sharded.endpoint}&create_table=true"
+    async with prism.connect(url, **FAST) as store:
+        ns = store.namespace("lines")
+        (first, _) = await take(
+            ns.watch(after="shardId-00000000000000000004-one00000.", poll_interval=0.01), 2
+        )
+        sharded.trimmed_below = B + 12  # the stream dropped both changes (24 hours)
+        with pytest.raises(prism.CursorExpired, match="older than the retained window"):
+            await take(
+                ns.watch(after=f"shardId-00000000000000000004-one00000.{B + 10}", poll_interval=0.01), 1
+            )
+        # A cursor whose shard is gone altogether, not read to its end, is expired too.
+        with pytest.raises(prism.CursorExpired, match="older than the retained window"):
+            await take(
+                ns.watch(
+                    after=f"{GONE}.{B + 5}~shardId-00000000000000000004-one00000.{B + 11}",
+                    poll_interval=0.01,
+                ),
+                1,
+            )
+        assert first.key == "a"

@@ -415,7 +415,7 @@ def _change(record: dict[str, Any], ns: str, prefix: str) -> _Pending | None:
     name = record.get("eventName")
     if name == "REMOVE":
         identity = record.get("userIdentity") or {}
-        by_ttl = identity.get("type") == "Service" and identity.get("principalId") == _TTL_PRINCIPAL
+        by_ttl = identity.get("Type") == "Service" and identity.get("PrincipalId") == _TTL_PRINCIPAL
         return _Pending(address[1], item_key(sk), "expire" if by_ttl else "delete", None, when)
     image = body.get("NewImage") or {}
     etag = image.get(ETAG, {}).get("S")
