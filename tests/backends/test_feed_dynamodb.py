@@ -269,6 +269,9 @@ class ShardedStream:
         #: shard id -> (parent, closed, [(seq, event, record id, etag)]), in listing order.
         self.shards: dict[str, tuple[str | None, bool, list[tuple[int, str, str, str]]]] = {}
         self.trimmed_below = 0
+        #: Iterators handed out before this generation are refused as expired (15 minutes old).
+        self.generation = 0
+        self.iterator_calls = 0
         self._runner: web.AppRunner | None = None
         self._session: aiohttp.ClientSession | None = None
 
@@ -320,15 +323,18 @@ class ShardedStream:
             if kind == "AFTER_SEQUENCE_NUMBER" and seq < self.trimmed_below:
                 return _answer({"__type": "TrimmedDataAccessException", "message": "trimmed"}, 400)
             start = seq + 1 if kind == "AFTER_SEQUENCE_NUMBER" else 0
-            return _answer({"ShardIterator": f"{doc['ShardId']}|{start}"})
+            self.iterator_calls += 1
+            return _answer({"ShardIterator": f"{doc['ShardId']}|{start}|{self.generation}"})
         assert operation == "GetRecords", operation
-        shard_id, _, start = doc["ShardIterator"].partition("|")
+        shard_id, start, generation = doc["ShardIterator"].split("|")
+        if int(generation) < self.generation:
+            return _answer({"__type": "ExpiredIteratorException", "message": "expired"}, 400)
         _, closed, records = self.shards[shard_id]
         batch = [r for r in records if r[0] >= int(start) and r[0] >= self.trimmed_below][:2]
         following = str(batch[-1][0] + 1) if batch else start
         answer: dict[str, Any] = {"Records": [_record(ns_record) for ns_record in batch]}
         if not (closed and (not batch or batch[-1][0] == records[-1][0])):
-            answer["NextShardIterator"] = f"{shard_id}|{following}"
+            answer["NextShardIterator"] = f"{shard_id}|{following}|{self.generation}"
         return _answer(answer)
 
 
@@ -436,3 +442,22 @@ async def test_trimmed_changes_expire_the_cursor(sharded: ShardedStream) -> None
                 1,
             )
         assert first.key == "a"
+
+
+async def test_a_read_goes_on_with_the_iterator_left_and_replaces_an_expired_one(
+    sharded: ShardedStream,
+) -> None:
+    shard = "shardId-00000000000000000006-iter0000"
+    sharded.shards = {shard: (None, False, [(B + 10, "INSERT", "a", "e1")])}
+    url = f"dynamodb://{_table()}?region={REGION}&endpoint={sharded.endpoint}&create_table=true"
+    async with prism.connect(url, **FAST) as store:
+        feed = store.namespace("lines").watch(after=f"{shard}.", poll_interval=0.01)
+        assert [c.etag for c in await take(feed, 1)] == ["e1"]
+        asked = sharded.iterator_calls
+        sharded.shards[shard][2].append((B + 11, "INSERT", "a", "e2"))
+        assert [c.etag for c in await take(feed, 1)] == ["e2"]
+        assert sharded.iterator_calls == asked  # the iterator the last read left served this one
+        sharded.generation += 1  # every iterator handed out so far is now too old
+        sharded.shards[shard][2].append((B + 12, "INSERT", "a", "e3"))
+        assert [c.etag for c in await take(feed, 1)] == ["e3"]
+        assert sharded.iterator_calls == asked + 1
