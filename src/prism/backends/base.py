@@ -98,6 +98,10 @@ class Backend(ABC):
     #: True when the engine honours a feed retention per namespace (``set_feed_retention``).
     namespace_feed_retention: ClassVar[bool] = False
     _namespace_feed_limits: dict[str, tuple[float, int]] | None = None
+    #: Whether the change feed keeps at most ``feed_max_changes`` changes. False for an
+    #: engine whose feed has only a time window (``feed_retention``), such as DynamoDB
+    #: Streams: its stores refuse ``feed_max_changes``.
+    feed_count_window: ClassVar[bool] = True
 
     @classmethod
     @abstractmethod

@@ -6,7 +6,9 @@ for a local server), ``profile`` (a named AWS profile), ``create_table`` (``true
 creates the table on open, with its index and TTL; default ``false``),
 ``max_connections`` (HTTP connection pool, default 128), ``table_ready_timeout``
 (seconds to wait for a new table, default 60), ``blind_batch_puts`` (default
-``false``; see *Semantics*), and the network settings shared by
+``false``; see *Semantics*), ``feed`` (``false``; with ``feed_retention``, at most
+86400 s, and ``feed_poll_interval``, 0.25 s: the change feed on the table's DynamoDB
+Stream, ``prism.backends.dynamodb.feed``), and the network settings shared by
 the server backends: ``connect_timeout`` (2 s), ``operation_timeout`` (5 s per
 operation, retries included), ``max_retries`` (5), ``retry_base`` (0.02 s) and
 ``retry_cap`` (0.5 s). Credentials never go in the URL: they come from the standard

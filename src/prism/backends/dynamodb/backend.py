@@ -14,9 +14,11 @@ from aiobotocore.config import AioConfig
 from aiobotocore.session import AioSession
 from botocore.exceptions import BotoCoreError, ClientError, NoRegionError, ProfileNotFound
 
+from prism.backends._feed import feed_capabilities
 from prism.backends.base import Backend
 from prism.backends.dynamodb import chunks
 from prism.backends.dynamodb.calls import Calls, ConditionFailed, TransactionCancelled
+from prism.backends.dynamodb.feed import StreamFeed
 from prism.backends.dynamodb.layout import (
     CHUNK_VERSION,
     ETAG,
@@ -48,8 +50,8 @@ from prism.backends.dynamodb.transaction import (
     simulate,
 )
 from prism.backends.urls import mask_url
-from prism.errors import BackendUnavailable, InvalidArgument, InvalidKey, PrismError
-from prism.model import Capabilities, Item, StoredWrite, WriteOutcome, condition_failed
+from prism.errors import BackendUnavailable, InvalidArgument, InvalidKey, PrismError, Unsupported
+from prism.model import Capabilities, Change, Item, StoredWrite, WriteOutcome, condition_failed
 
 __all__ = ["DynamoDBBackend"]
 
@@ -98,13 +100,21 @@ def _read_key(ns: str, record: str, key: str) -> Attrs | None:
 
 class DynamoDBBackend(Backend):
     name = "dynamodb"
-    capabilities = Capabilities(max_transaction_ops=100, timeseries=True)
+    capabilities = Capabilities(max_transaction_ops=100, timeseries=True, watch=True)
     runs_inline: ClassVar[bool] = False
     timeseries_driver = "prism.backends.dynamodb.timeseries:DynamoDBTimeSeries"
+    feed_opt_in: ClassVar[bool] = True
+    feed_count_window: ClassVar[bool] = False
 
     def __init__(self, options: DynamoDBOptions) -> None:
         self.options = options
         self._table = options.table
+        #: Whether the store reads the table's stream as its change feed (``feed=true``).
+        self.feed = options.feed
+        self.feed_retention = options.feed_retention
+        self.capabilities = feed_capabilities(type(self).capabilities, options.feed)
+        self._feed: StreamFeed | None = None
+        self._streams: Any = None
         if options.blind_batch_puts:
             # No value of this store is ever chunked, so a blind put never replaces chunks
             # it would have to clean up (nor does any store on the table that also sets it).
@@ -133,14 +143,30 @@ class DynamoDBBackend(Backend):
     async def open(self) -> None:
         """Create the store's one client (pool sized by ``max_connections``) and check the table."""
         opts = self.options
-        await self.open_client(
-            lambda calls: ensure_table(
-                calls, create=opts.create_table, ready_timeout=opts.table_ready_timeout
-            )
-        )
+        stream: list[str | None] = []
 
-    async def open_client(self, prepare: Callable[[Calls], Awaitable[None]] | None = None) -> None:
-        """Create the client only, then run ``prepare`` on it (the queue needs no KV table)."""
+        async def prepare(calls: Calls) -> None:
+            stream.append(
+                await ensure_table(
+                    calls, create=opts.create_table, ready_timeout=opts.table_ready_timeout, feed=opts.feed
+                )
+            )
+
+        await self.open_client(prepare, streams=opts.feed)
+        arn = stream[0] if stream else None
+        if arn is not None and self._streams is not None:
+            self._feed = StreamFeed(Calls(self._streams, self._table, opts.network), arn, opts.feed_retention)
+        elif opts.feed:
+            # A table without a stream the feed can read, and no create_table to turn one on.
+            self.capabilities = replace(self.capabilities, watch=False, watch_expiry=False)
+
+    async def open_client(
+        self, prepare: Callable[[Calls], Awaitable[None]] | None = None, *, streams: bool = False
+    ) -> None:
+        """Create the client only, then run ``prepare`` on it (the queue needs no KV table).
+
+        With ``streams``, the DynamoDB Streams client of the change feed too, in the same lifetime.
+        """
         opts = self.options
         net = opts.network
         config = AioConfig(
@@ -159,6 +185,12 @@ class DynamoDBBackend(Backend):
                 )
             )
             calls = Calls(client, self._table, net)
+            if streams:
+                self._streams = await stack.enter_async_context(
+                    session.create_client(
+                        "dynamodbstreams", region_name=opts.region, endpoint_url=opts.endpoint, config=config
+                    )
+                )
             if prepare is not None:
                 await prepare(calls)
         except BaseException as exc:
@@ -181,6 +213,7 @@ class DynamoDBBackend(Backend):
         """Close the client and its connection pool; safe to call twice."""
         stack, self._stack = self._stack, None
         self._calls_or_none = None
+        self._feed = self._streams = None
         if stack is not None:
             await stack.aclose()
 
@@ -197,6 +230,27 @@ class DynamoDBBackend(Backend):
             "endpoint": mask_url(calls.client.meta.endpoint_url),
             "latency_ms": round((time.perf_counter() - started) * 1000, 3),
         }
+
+    # -- change feed --------------------------------------------------------------
+
+    def _stream_feed(self) -> StreamFeed:
+        feed = self._feed
+        if feed is None:
+            raise Unsupported("this dynamodb store reads no change feed: its table has no stream")
+        return feed
+
+    async def read_changes(
+        self, ns: str, prefix: str, after: str | None, limit: int
+    ) -> tuple[list[Change], str]:
+        """The changes of ``ns`` from the table's stream (``prism.backends.dynamodb.feed``)."""
+        feed = self._stream_feed()
+        if after is None:
+            return [], await feed.start()
+        return await feed.read(ns, prefix, after, limit)
+
+    async def wait_for_changes(self, ns: str, seconds: float, after: str | None = None) -> None:
+        """Sleep ``seconds``, and at least ``feed_poll_interval`` (GetRecords is rate-limited per shard)."""
+        await asyncio.sleep(max(seconds, self.options.feed_poll_interval))
 
     # -- reads --------------------------------------------------------------------
 

@@ -7,7 +7,9 @@ from dataclasses import dataclass, field
 from typing import Any
 from urllib.parse import unquote, urlsplit
 
+from prism.backends._feed import feed_settings, retention_options
 from prism.backends._retry import NetworkSettings, split_options
+from prism.backends.dynamodb.feed import DEFAULT_FEED_POLL_INTERVAL, STREAM_RETENTION
 from prism.backends.urls import mask_url
 from prism.errors import InvalidArgument
 
@@ -29,6 +31,9 @@ _OWN_OPTIONS = (
     "max_connections",
     "table_ready_timeout",
     "blind_batch_puts",
+    "feed",
+    "feed_retention",
+    "feed_poll_interval",
 )
 
 
@@ -65,6 +70,12 @@ class DynamoDBOptions:
     #: put_many writes its unconditional puts without first reading the items they replace
     #: (one round trip less; see ``DynamoDBBackend``).
     blind_batch_puts: bool = False
+    #: Keep a change feed (``Namespace.watch``) on the table's DynamoDB Stream.
+    feed: bool = False
+    #: Seconds a change stays watchable (at most the stream's fixed 24 hours).
+    feed_retention: float = STREAM_RETENTION
+    #: Seconds between two reads of the stream by an idle watch, at least.
+    feed_poll_interval: float = DEFAULT_FEED_POLL_INTERVAL
 
     @classmethod
     def parse(cls, url: str, options: dict[str, Any]) -> DynamoDBOptions:
@@ -91,6 +102,24 @@ class DynamoDBOptions:
                 f"DynamoDB table names are 3-255 characters of A-Z a-z 0-9 _ . -, got {table!r}"
             )
         network = NetworkSettings.from_options(merged)
+        if "feed_max_changes" in merged:
+            raise InvalidArgument(
+                "feed_max_changes is not supported on dynamodb://: DynamoDB Streams keep changes for "
+                "24 hours, not a number of them (feed_retention can shorten that window)"
+            )
+        fed = retention_options(merged)
+        feed = fed.get("feed", False)
+        retention, _ = feed_settings(feed, fed.get("feed_retention"), None)
+        if retention > STREAM_RETENTION:
+            raise InvalidArgument(
+                f"feed_retention must be at most {STREAM_RETENTION:g} s on dynamodb://: DynamoDB Streams "
+                f"keep changes for 24 hours and cannot keep them longer, got {retention!r}"
+            )
+        if "feed_poll_interval" in merged and not feed:
+            raise InvalidArgument("feed_poll_interval needs the change feed: start the store with feed=true")
+        poll = _positive_float(
+            "feed_poll_interval", merged.pop("feed_poll_interval", DEFAULT_FEED_POLL_INTERVAL)
+        )
         unknown = sorted(set(merged) - set(_OWN_OPTIONS))
         if unknown:
             known = sorted([*_OWN_OPTIONS, *NetworkSettings.__dataclass_fields__])
@@ -108,7 +137,20 @@ class DynamoDBOptions:
             "table_ready_timeout", merged.get("table_ready_timeout", DEFAULT_TABLE_READY_TIMEOUT)
         )
         blind = _flag("blind_batch_puts", merged.get("blind_batch_puts", False))
-        return cls(table, region, endpoint, profile, create, connections, ready, network, blind)
+        return cls(
+            table,
+            region,
+            endpoint,
+            profile,
+            create,
+            connections,
+            ready,
+            network,
+            blind,
+            feed=feed,
+            feed_retention=retention,
+            feed_poll_interval=poll,
+        )
 
 
 def _positive_int(name: str, raw: object) -> int:

@@ -9,6 +9,7 @@ from typing import Any
 from botocore.exceptions import ClientError
 
 from prism.backends.dynamodb.calls import Calls, error_code
+from prism.backends.dynamodb.feed import FEED_VIEW_TYPE, FEED_VIEW_TYPES
 from prism.backends.dynamodb.layout import EXPIRES, INDEX_NAME, NS, PK, RID, SK, TTL_ATTRIBUTE
 from prism.errors import BackendUnavailable, InvalidArgument
 
@@ -18,8 +19,16 @@ __all__ = ["TABLE_POLL_INTERVAL", "ensure_table", "table_definition"]
 TABLE_POLL_INTERVAL = 0.2
 
 
-def table_definition(table: str) -> dict[str, Any]:
-    """CreateTable parameters: on-demand billing, (pk, sk) keys, and the ns -> rid index."""
+def table_definition(table: str, feed: bool = False) -> dict[str, Any]:
+    """CreateTable parameters: on-demand billing, (pk, sk) keys, the ns -> rid index, and with
+    ``feed`` a stream of the new images (the change feed)."""
+    definition = _definition(table)
+    if feed:
+        definition["StreamSpecification"] = {"StreamEnabled": True, "StreamViewType": FEED_VIEW_TYPE}
+    return definition
+
+
+def _definition(table: str) -> dict[str, Any]:
     return {
         "TableName": table,
         "BillingMode": "PAY_PER_REQUEST",
@@ -64,8 +73,12 @@ def _check_layout(table: dict[str, Any]) -> None:
         )
 
 
-async def ensure_table(calls: Calls, *, create: bool, ready_timeout: float) -> None:
-    """Check that the table exists with Prism's layout; with ``create``, make it (and enable its TTL)."""
+async def ensure_table(calls: Calls, *, create: bool, ready_timeout: float, feed: bool = False) -> str | None:
+    """Check that the table exists with Prism's layout; with ``create``, make it (and enable its TTL).
+
+    With ``feed``, the table's stream ARN, its stream turned on when ``create`` allows it;
+    None when the table has no stream the feed can read (and ``create`` is off).
+    """
     name = calls.table
     try:
         table = (await calls.call("describe_table", {"TableName": name}))["Table"]
@@ -73,7 +86,7 @@ async def ensure_table(calls: Calls, *, create: bool, ready_timeout: float) -> N
         if not (create and _is(exc, "ResourceNotFoundException")):
             raise
         try:
-            await calls.call("create_table", table_definition(name))
+            await calls.call("create_table", table_definition(name, feed))
         except BackendUnavailable as create_exc:
             if not _is(create_exc, "ResourceInUseException"):  # another store is creating it
                 raise
@@ -91,6 +104,37 @@ async def ensure_table(calls: Calls, *, create: bool, ready_timeout: float) -> N
                     "TimeToLiveSpecification": {"Enabled": True, "AttributeName": TTL_ATTRIBUTE},
                 },
             )
+    if not feed:
+        return None
+    return await _feed_stream(calls, table, create=create, ready_timeout=ready_timeout)
+
+
+async def _feed_stream(
+    calls: Calls, table: dict[str, Any], *, create: bool, ready_timeout: float
+) -> str | None:
+    """The ARN of the table's stream for the change feed; turned on with ``create`` when it is off."""
+    spec = table.get("StreamSpecification") or {}
+    if spec.get("StreamEnabled"):
+        view = spec.get("StreamViewType")
+        if view not in FEED_VIEW_TYPES:
+            raise InvalidArgument(
+                f"DynamoDB table {calls.table!r} has a {view} stream; the change feed needs "
+                f"{' or '.join(FEED_VIEW_TYPES)} (the etag of each change): change the table's stream"
+            )
+        arn = table.get("LatestStreamArn")
+        return arn if isinstance(arn, str) else None
+    if not create:
+        return None
+    await calls.call(
+        "update_table",
+        {
+            "TableName": calls.table,
+            "StreamSpecification": {"StreamEnabled": True, "StreamViewType": FEED_VIEW_TYPE},
+        },
+    )
+    table = await _wait_until_ready(calls, ready_timeout)
+    arn = table.get("LatestStreamArn")
+    return arn if isinstance(arn, str) else None
 
 
 async def _wait_until_ready(calls: Calls, ready_timeout: float) -> dict[str, Any]:

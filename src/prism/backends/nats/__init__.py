@@ -31,16 +31,20 @@ query parameters or keyword arguments of ``prism.connect`` (keywords win):
 * ``listing_cache`` (16) and ``listing_max_age`` (60 s): key listings kept between the
   pages of scans and range reads (below), and how long one is caught up before it is
   taken again; ``listing_cache=0`` lists the namespace on every page.
+* ``feed`` (false), with ``feed_history`` (64), ``feed_retention`` (86400 s) and
+  ``feed_max_changes`` (1,000,000): keep a change feed (``Namespace.watch``) in the
+  history of each key of the buckets this store uses (``prism.backends.nats.feed``).
 * ``max_payload`` (1 MiB): the server's ``max_payload``. A value of up to this minus
   1 KiB is stored in one message; a larger one in chunks of that size (below). The
   store refuses to open when the server accepts less. The largest value is 4 MiB
   (Prism's default limit), or this minus 1 KiB when that is more.
 
 Layout: one KV bucket per namespace (``prism_<name>``, or an encoded name, created on
-the first write with history 1 and direct gets), one key per item: the record id's
-UTF-8 bytes in 6-byte URL-safe base64 tokens, then a token for the item key (details
-in ``prism.backends.nats.layout``). Each message holds a msgpack envelope of etag,
-expiry, content type, update time and value; the expiry is repeated in a header.
+the first write with history 1, ``feed_history`` with ``feed=true``, and direct gets),
+one key per item: the record id's UTF-8 bytes in 6-byte URL-safe base64 tokens, then
+a token for the item key (details in ``prism.backends.nats.layout``). Each message
+holds a msgpack envelope of etag, expiry, content type, update time and value; the
+expiry is repeated in a header.
 
 Large values: the value's chunks are published first, each under a key of its own
 (``~c.<item key>.~.<version>.<n>``), then the item's message, a manifest naming them,

@@ -17,6 +17,7 @@ import nats.js.errors
 from nats.aio.msg import Msg
 from nats.js import api
 
+from prism.backends._feed import feed_capabilities, feed_settings
 from prism.backends._retry import NetworkSettings, call_with_retry
 from prism.backends.base import Backend
 from prism.backends.nats import chunks
@@ -32,7 +33,9 @@ from prism.backends.nats.connection import (
     is_deleted,
 )
 from prism.backends.nats.features import MAX_BATCH_MESSAGES, OLDEST, ServerFeatures
+from prism.backends.nats.feed import read_feed
 from prism.backends.nats.layout import (
+    EXPIRED_HEADER,
     Bucket,
     Envelope,
     bucket_name,
@@ -72,7 +75,7 @@ from prism.errors import (
     Unsupported,
     ValueTooLarge,
 )
-from prism.model import DEFAULT_MAX_VALUE_BYTES, Capabilities, Item, StoredWrite, WriteOutcome
+from prism.model import DEFAULT_MAX_VALUE_BYTES, Capabilities, Change, Item, StoredWrite, WriteOutcome
 
 __all__ = ["NatsBackend"]
 
@@ -218,13 +221,22 @@ class NatsBackend(Backend):
         consistent_reads=True,
         max_value_bytes=max_value_bytes(DEFAULT_MAX_PAYLOAD),
         multi_process=True,
+        watch=True,
     )
+    feed_opt_in: ClassVar[bool] = True
 
     def __init__(self, url: str, settings: NetworkSettings, options: NatsOptions) -> None:
         self.url = url
         self.settings = settings
         self.options = options
-        self.capabilities = replace(self.capabilities, max_value_bytes=max_value_bytes(options.max_payload))
+        self.capabilities = feed_capabilities(
+            replace(self.capabilities, max_value_bytes=max_value_bytes(options.max_payload)), options.feed
+        )
+        #: Whether the buckets this store uses keep a change feed (``feed=true``), and its window.
+        self.feed = options.feed
+        self.feed_retention, self.feed_max_changes = feed_settings(
+            options.feed, options.feed_retention, options.feed_max_changes
+        )
         self._describe = mask_url(url)
         connect = ConnectOptions(
             url,
@@ -381,13 +393,27 @@ class NatsBackend(Backend):
                 self._revisions.clear()
                 self._born[ns] = info.created
             config = await self._upgraded(info.config)
+            if self.feed and (config.max_msgs_per_subject or 1) == 1:
+                config = await self._with_history(config)
+            fed = (config.max_msgs_per_subject or 1) != 1
             bucket = self._buckets[ns] = Bucket.named(
                 name,
                 bool(config.allow_direct),
-                ttl=self.features.message_ttl and bool(config.allow_msg_ttl),
+                # Per-message TTL would bring back a key's previous revision: Prism keeps TTL itself.
+                ttl=self.features.message_ttl and bool(config.allow_msg_ttl) and not fed,
                 atomic=self.features.atomic_batch and bool(config.allow_atomic),
+                feed=fed,
             )
             return bucket
+
+    async def _with_history(self, config: api.StreamConfig) -> api.StreamConfig:
+        """An existing bucket given the history of a change feed (as it was when the update is refused)."""
+        try:
+            new = replace(config, max_msgs_per_subject=self.options.feed_history)
+            return (await self._conn.js.update_stream(new)).config
+        except nats.js.errors.APIError as exc:
+            log.warning("nats: cannot give bucket %s the history of a change feed: %s", config.name, exc)
+            return config
 
     async def _upgraded(self, config: api.StreamConfig) -> api.StreamConfig:
         """A bucket made on an older server, given what this server adds (per-message TTL, atomic batches).
@@ -424,7 +450,7 @@ class NatsBackend(Backend):
             duplicate_window=120.0,
             max_consumers=-1,
             max_msgs=-1,
-            max_msgs_per_subject=1,
+            max_msgs_per_subject=self.options.feed_history if self.feed else 1,
             num_replicas=self.options.replicas,
             storage=STORAGE[self.options.storage],
             allow_msg_ttl=True if features.message_ttl else None,
@@ -441,6 +467,27 @@ class NatsBackend(Backend):
     def _forget_bucket(self, ns: str) -> None:
         """The bucket may have vanished (deleted behind the store's back): look it up on the next call."""
         self._buckets.pop(ns, None)
+
+    # -- change feed --------------------------------------------------------------
+
+    async def read_changes(
+        self, ns: str, prefix: str, after: str | None, limit: int
+    ) -> tuple[list[Change], str]:
+        """The changes of ``ns`` from its bucket's feed stream (``prism.backends.nats.feed``)."""
+
+        async def op() -> tuple[list[Change], str]:
+            bucket = await self._bucket(ns, create=True)
+            assert bucket is not None
+            if not bucket.feed:
+                raise Unsupported(
+                    f"the bucket of namespace {ns!r} keeps no history of its keys, so no change feed, "
+                    "and the server refused to give it one"
+                )
+            return await read_feed(
+                self._conn, bucket, prefix, after, limit, self.feed_max_changes, self.feed_retention
+            )
+
+        return await self._call(op, f"watch of {ns!r}", ns)
 
     # -- reads --------------------------------------------------------------------
 
@@ -608,11 +655,14 @@ class NatsBackend(Backend):
         """Replace an expired item by a tombstone, only if it is still that revision (chunks go too).
 
         Nothing to do on a bucket with per-message TTL: the server removes the item itself.
+        The tombstone says the item expired (the change feed's ``expire``).
         """
         self._revisions.forget(subject)
         if bucket.ttl:
             return
-        await self._conn.publish_unacked(subject, {KV_OPERATION: "DEL", EXPECTED_LAST_SEQ: str(rev)})
+        await self._conn.publish_unacked(
+            subject, {KV_OPERATION: "DEL", EXPECTED_LAST_SEQ: str(rev), EXPIRED_HEADER: "1"}
+        )
         if chunked:
             # Chunks below an item's revision are its own or dead ones (prism.backends.nats.chunks).
             await chunks.purge_before(self._conn, bucket, bucket.chunk_root(subject), rev)

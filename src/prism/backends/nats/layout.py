@@ -38,6 +38,8 @@ from prism.errors import DecodeError
 
 __all__ = [
     "CHUNKS_HEADER",
+    "ETAG_HEADER",
+    "EXPIRED_HEADER",
     "EXPIRES_HEADER",
     "Bucket",
     "Envelope",
@@ -56,6 +58,10 @@ __all__ = [
 EXPIRES_HEADER = "Prism-Expires"
 #: Header of a manifest: the number of chunk messages holding its value.
 CHUNKS_HEADER = "Prism-Chunks"
+#: Header that repeats a put's etag, so a change feed of headers alone can tell it.
+ETAG_HEADER = "Prism-Etag"
+#: Header of the tombstone Prism writes in place of an expired item (the feed's ``expire``).
+EXPIRED_HEADER = "Prism-Expired"
 #: First token of every chunk message's key, and the token that ends the item key in it.
 CHUNK_KEY = "~c"
 _CHUNK_END = "~"
@@ -122,7 +128,8 @@ class Bucket:
     """One namespace's bucket: its stream, its subject prefix, and what its stream allows.
 
     ``direct``: direct gets; ``ttl``: per-message TTL (``allow_msg_ttl``, so the server
-    removes expired items); ``atomic``: atomic batch publish (``allow_atomic``).
+    removes expired items); ``atomic``: atomic batch publish (``allow_atomic``); ``feed``:
+    a history of each key, read as the change feed (``prism.backends.nats.feed``).
     """
 
     stream: str
@@ -131,9 +138,14 @@ class Bucket:
     ttl: bool = False
     atomic: bool = False
 
+    #: Whether the bucket keeps a history of each key: its stream is a change feed.
+    feed: bool = False
+
     @classmethod
-    def named(cls, name: str, direct: bool, ttl: bool = False, atomic: bool = False) -> Bucket:
-        return cls(f"KV_{name}", f"$KV.{name}.", direct, ttl, atomic)
+    def named(
+        cls, name: str, direct: bool, ttl: bool = False, atomic: bool = False, feed: bool = False
+    ) -> Bucket:
+        return cls(f"KV_{name}", f"$KV.{name}.", direct, ttl, atomic, feed)
 
     def subject(self, record: str, key: str) -> str:
         return f"{self.prefix}{record_tokens(record)}.{item_token(key)}"

@@ -9,11 +9,13 @@ from urllib.parse import urlsplit
 
 from nats.js import api
 
+from prism.backends._feed import feed_settings, retention_options
 from prism.backends._retry import NetworkSettings, split_options
 from prism.backends.urls import mask_url
 from prism.errors import InvalidArgument
 
 __all__ = [
+    "DEFAULT_FEED_HISTORY",
     "DEFAULT_MAX_PAYLOAD",
     "MESSAGE_OVERHEAD",
     "STORAGE",
@@ -24,6 +26,8 @@ __all__ = [
 #: Bytes kept for headers and envelope fields beside a value in one message (and the
 #: room left in each chunk message of a large value).
 MESSAGE_OVERHEAD = 1024
+#: Revisions of each key a bucket with a change feed keeps (NATS KV's largest history).
+DEFAULT_FEED_HISTORY = 64
 #: The server's default max_payload.
 DEFAULT_MAX_PAYLOAD = 1024 * 1024
 #: NATS advises against a max_payload above this.
@@ -38,6 +42,7 @@ _OPTION_KINDS: dict[str, Callable[[Any], Any]] = {
     "max_payload": int,
     "listing_cache": int,
     "listing_max_age": float,
+    "feed_history": int,
 }
 
 
@@ -65,8 +70,21 @@ class NatsOptions:
     listing_cache: int = 16
     #: Seconds a kept listing is caught up before it is taken again from scratch.
     listing_max_age: float = 60.0
+    #: Keep a change feed of each bucket this store uses (``prism.backends.nats.feed``).
+    feed: bool = False
+    #: Seconds, and number of changes, the feed streams this store creates keep (None: the defaults).
+    feed_retention: float | None = None
+    feed_max_changes: int | None = None
+    #: Revisions of each key a bucket with a change feed keeps (2 to 1,000,000).
+    feed_history: int = DEFAULT_FEED_HISTORY
 
     def __post_init__(self) -> None:
+        feed_settings(self.feed, self.feed_retention, self.feed_max_changes)
+        history = self.feed_history
+        if isinstance(history, bool) or not isinstance(history, int) or not 2 <= history <= 1_000_000:
+            raise InvalidArgument(f"feed_history must be an int from 2 to 1000000, got {history!r}")
+        if history != DEFAULT_FEED_HISTORY and not self.feed:
+            raise InvalidArgument("feed_history needs the change feed: start the store with feed=true")
         if self.storage not in STORAGE:
             raise InvalidArgument(f"storage must be 'file' or 'memory', got {self.storage!r}")
         replicas = self.replicas
@@ -107,6 +125,7 @@ class NatsOptions:
                     except ValueError as exc:
                         raise InvalidArgument(f"{name} must be a number, got {raw!r}") from exc
                 values[name] = raw
+        values.update(retention_options(options))
         return replace(cls(), **values)
 
 
@@ -132,6 +151,7 @@ def parse_url(url: str, options: dict[str, Any]) -> tuple[str, NetworkSettings, 
     nats_options = NatsOptions.from_options(merged)
     if merged:
         known = ["connect_timeout", "operation_timeout", "max_retries", "retry_base", "retry_cap"]
+        known += ["feed", "feed_retention", "feed_max_changes"]
         raise InvalidArgument(
             f"unknown nats:// option(s) {sorted(merged)}; known: {', '.join(known + list(_OPTION_KINDS))}"
         )

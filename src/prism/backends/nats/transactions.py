@@ -21,7 +21,14 @@ from collections.abc import Awaitable, Callable, Sequence
 
 from prism.backends.nats import chunks
 from prism.backends.nats.connection import EXPECTED_LAST_SEQ, KV_OPERATION, Connection, decode_puback
-from prism.backends.nats.layout import CHUNKS_HEADER, EXPIRES_HEADER, Bucket, Envelope, encode_envelope
+from prism.backends.nats.layout import (
+    CHUNKS_HEADER,
+    ETAG_HEADER,
+    EXPIRES_HEADER,
+    Bucket,
+    Envelope,
+    encode_envelope,
+)
 from prism.backends.nats.options import MESSAGE_OVERHEAD
 from prism.backends.nats.writes import (
     TTL_HEADER,
@@ -91,6 +98,7 @@ async def run_transaction(
                 headers[KV_OPERATION] = "DEL"
                 messages.append((subject, b"", headers))
                 continue
+            headers[ETAG_HEADER] = op.etag
             if op.expires_at is not None:
                 headers[EXPIRES_HEADER] = repr(op.expires_at)
                 if bucket.ttl:

@@ -25,7 +25,14 @@ from typing import NamedTuple
 
 from prism.backends.nats import chunks
 from prism.backends.nats.connection import EXPECTED_LAST_SEQ, KV_OPERATION, Connection, decode_puback
-from prism.backends.nats.layout import CHUNKS_HEADER, EXPIRES_HEADER, Bucket, Envelope, encode_envelope
+from prism.backends.nats.layout import (
+    CHUNKS_HEADER,
+    ETAG_HEADER,
+    EXPIRES_HEADER,
+    Bucket,
+    Envelope,
+    encode_envelope,
+)
 from prism.backends.nats.options import MESSAGE_OVERHEAD
 from prism.errors import BackendUnavailable, ValueTooLarge
 from prism.model import StoredWrite, WriteOutcome, condition_failed
@@ -247,6 +254,7 @@ def decide(
     if op.value is None:
         headers[KV_OPERATION] = "DEL"
         return Send(b"", headers, live, state.rev, state.chunked)
+    headers[ETAG_HEADER] = op.etag
     if op.expires_at is not None:
         headers[EXPIRES_HEADER] = repr(op.expires_at)
         if native_ttl:
