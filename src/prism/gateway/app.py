@@ -182,11 +182,19 @@ def create_app(
     gateway = Gateway(config, env=env, stores=stores)
     data_routes = [*kv_routes(gateway), *records_routes(gateway), *ts_routes(gateway)]
     routes = [*admin_routes(gateway, data_routes), *migration_routes(gateway), *extra_routes]
+    console = None
+    if config.admin.enabled:
+        from prism.gateway.console import Console
+
+        console = Console(gateway)
+        routes.extend(console.routes())
 
     @contextlib.asynccontextmanager
     async def lifespan(app: Starlette) -> AsyncIterator[dict[str, Any]]:
         await gateway.start()
         try:
+            if console is not None:
+                await console.start()
             for hook in on_startup:
                 await hook(gateway)
             yield {"gateway": gateway}
@@ -196,6 +204,8 @@ def create_app(
                     await hook(gateway)
                 except Exception:
                     log.exception("a shutdown hook failed")
+            if console is not None:
+                await console.stop()
             await gateway.stop()
 
     in_flight = InFlight()
