@@ -52,6 +52,7 @@ def config(tmp_path: Path, redis_url: str, **extra: Any) -> dict[str, Any]:
         "namespaces": [
             {"name": "users", "store": "local", "access": access, "pii": {"fields": ["email"]}},
             {"name": "orders", "store": "local", "access": access},
+            {"name": "moving", "store": "local", "access": access},
             {
                 "name": "private",
                 "store": "local",
