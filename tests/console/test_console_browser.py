@@ -215,6 +215,9 @@ def test_cancel_a_request_and_watch_its_events(page: Any, served: Served) -> Non
         r = c.post("/v1/requests", json={"action": "delay", "payload": {"seconds": 30, "step": 0.2}})
         assert r.status_code == 202
         rid = r.json()["request_id"]
+        deadline = time.monotonic() + 20
+        while c.get(f"/v1/requests/{rid}").json()["status"] != "PROCESSING" and time.monotonic() < deadline:
+            time.sleep(0.05)
     sign_in(page, "admin")
     page.get_by_role("link", name="Requests").click()
     page.get_by_label("Status").select_option("PROCESSING")

@@ -212,6 +212,7 @@ class Console:
         series = self.sampler.series(self._visible(ctx))
         return {
             "interval": self.sampler.interval,
+            "window": self.gateway.config.admin.window,
             "namespaces": {
                 name: [[p.at, p.rps, p.error_rate, p.p50, p.p99] for p in points]
                 for name, points in series.items()

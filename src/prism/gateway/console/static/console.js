@@ -64,8 +64,7 @@ function plot(container, points, metric, windowSeconds) {
 }
 
 function draw(root, snapshot) {
-  var interval = snapshot.interval;
-  var windowSeconds = Math.max(60, interval * 180);
+  var windowSeconds = snapshot.window;
   root.querySelectorAll("figure.chart").forEach(function (figure) {
     var points = snapshot.namespaces[figure.getAttribute("data-ns")] || [];
     var plots = figure.querySelector(".plots");
@@ -97,7 +96,14 @@ function requestEvents() {
     var text = event.data;
     try {
       var body = JSON.parse(event.data);
-      text = "#" + (body.seq === undefined ? event.lastEventId : body.seq) + " " + event.type + " " + JSON.stringify(body);
+      var rest = {};
+      Object.keys(body).forEach(function (k) {
+        if (["type", "request_id", "seq", "timestamp", "percentage", "message"].indexOf(k) < 0) { rest[k] = body[k]; }
+      });
+      text = "#" + (body.seq === undefined ? event.lastEventId : body.seq) + " " + (body.timestamp || "") + " " + event.type;
+      if (body.percentage !== undefined) { text += " " + body.percentage + "%"; }
+      if (body.message) { text += " " + body.message; }
+      if (Object.keys(rest).length) { text += " " + JSON.stringify(rest); }
     } catch (e) { /* shown as sent */ }
     item.textContent = text;
     list.appendChild(item);
