@@ -405,9 +405,9 @@ class GatewayConfig(_Base, frozen=True):
     limits: LimitsConfig = LimitsConfig()
     control: ControlConfig = ControlConfig()
     compat: CompatConfig = CompatConfig()
-    admin: AdminConfig = AdminConfig()
     streaming: dict[str, Any] = {}
     handlers: list[str] = []
+    admin: AdminConfig = AdminConfig()
     #: Where the config came from (for messages) and the directory relative file paths start from.
     source: str = "<config>"
     base_dir: str = "."

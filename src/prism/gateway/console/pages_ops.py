@@ -205,7 +205,8 @@ async def dead_letters(ctx: Context) -> Response:
 
 def _visible(principal: Principal, event: dict[str, Any], ctx: Context) -> bool:
     """An event is shown to an admin of its namespace (of every namespace, for events outside one),
-    and never across tenants."""
+    and never across tenants: a principal of a tenant sees only its tenant's events, and the events
+    of a tenant-scoped namespace only to principals of that tenant."""
     if principal.tenant is not None and event.get("tenant") != principal.tenant:
         return False
     namespaces = ctx.gateway.namespaces
@@ -213,7 +214,11 @@ def _visible(principal: Principal, event: dict[str, Any], ctx: Context) -> bool:
     if name is None:
         return all(may(principal, s.config, "admin") for s in namespaces.values())
     served = namespaces.get(name)
-    return served is not None and may(principal, served.config, "admin")
+    if served is None:
+        return False
+    if served.tenant_scoped and (principal.tenant is None or event.get("tenant") != principal.tenant):
+        return False
+    return may(principal, served.config, "admin")
 
 
 async def _read_events(ctx: Context) -> list[bytes]:
