@@ -224,7 +224,7 @@ def test_cancel_a_request_and_watch_its_events(page: Any, served: Served) -> Non
     page.get_by_label("Action").fill("delay")
     page.get_by_role("button", name="Filter").click()
     page.get_by_role("link", name=rid).click()
-    page.wait_for_function("document.querySelectorAll('ol.events li').length >= 2")
+    page.wait_for_function("() => document.querySelectorAll('ol.events li').length >= 2")
     assert "progress" in page.locator("ol.events").inner_text()
     asked = accept_dialogs(page)
     page.get_by_role("button", name="Cancel request").click()
