@@ -234,16 +234,33 @@ def test_cancel_a_request_and_watch_its_events(page: Any, served: Served) -> Non
         assert c.get(f"/v1/requests/{rid}").json()["status"] == "CANCELLED"
 
 
-def test_dead_letters_are_listed(page: Any, served: Served) -> None:
+def test_retry_and_discard_dead_letters(page: Any, served: Served) -> None:
     with api(served, "admin") as c:
-        rid = c.post("/v1/requests", json={"action": "always_fails"}).json()["request_id"]
+        ids = [c.post("/v1/requests", json={"action": "always_fails"}).json()["request_id"] for _ in range(2)]
         deadline = time.monotonic() + 20
-        while c.get(f"/v1/requests/{rid}").json()["status"] != "FAILED" and time.monotonic() < deadline:
-            time.sleep(0.1)
+        for rid in ids:
+            while c.get(f"/v1/requests/{rid}").json()["status"] != "FAILED" and time.monotonic() < deadline:
+                time.sleep(0.1)
+    retry, discard = ids
     sign_in(page, "admin")
     page.goto("/admin/dead-letters")
-    assert rid in page.locator("main table").inner_text()
-    assert "this handler always fails" in page.locator("main table").inner_text()
+    table = page.locator("main table").inner_text()
+    assert retry in table and discard in table and "this handler always fails" in table
+    asked = accept_dialogs(page)
+    page.locator("tr", has_text=retry).get_by_role("button", name="Retry").click()
+    page.wait_for_url(re.compile(r".*done=retried.*"))
+    again = page.get_by_role("status").inner_text().removeprefix("retried as ")
+    assert asked == [f"Run always_fails request {retry} again as a new request?"]
+    assert retry not in page.locator("main").inner_text().replace(f"retried as {again}", "")
+    page.locator("tr", has_text=discard).get_by_role("button", name="Discard").click()
+    page.wait_for_url(re.compile(r".*done=discarded.*"))
+    assert asked[1] == f"Discard dead letter {discard}? It will not run again."
+    with api(served, "admin") as c:
+        listed = [
+            r["request_id"] for r in c.get("/v1/dead-letters", params={"limit": 100}).json()["requests"]
+        ]
+        assert retry not in listed and discard not in listed
+        assert c.get(f"/v1/requests/{again}").json()["action"] == "always_fails"
 
 
 def test_audit_search(page: Any, served: Served) -> None:

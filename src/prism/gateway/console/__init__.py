@@ -89,6 +89,16 @@ class Console:
             Route("/admin/requests/{request_id}/events", guarded(pages_ops.request_events), methods=["GET"]),
             Route("/admin/requests/{request_id}/cancel", guarded(pages_ops.cancel), methods=["POST"]),
             Route("/admin/dead-letters", guarded(pages_ops.dead_letters), methods=["GET"]),
+            Route(
+                "/admin/dead-letters/{request_id}/retry",
+                guarded(pages_ops.retry_dead_letter),
+                methods=["POST"],
+            ),
+            Route(
+                "/admin/dead-letters/{request_id}/discard",
+                guarded(pages_ops.discard_dead_letter),
+                methods=["POST"],
+            ),
             Route("/admin/audit", guarded(pages_ops.audit), methods=["GET"]),
         ]
 

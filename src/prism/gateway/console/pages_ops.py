@@ -17,8 +17,18 @@ from prism.gateway.console.html import SECURITY_HEADERS, Markup, esc, form, link
 from prism.gateway.policy import may
 from prism.model import Principal
 
-__all__ = ["audit", "cancel", "dead_letters", "request_detail", "request_events", "requests"]
+__all__ = [
+    "audit",
+    "cancel",
+    "dead_letters",
+    "discard_dead_letter",
+    "request_detail",
+    "request_events",
+    "requests",
+    "retry_dead_letter",
+]
 
+DEAD_COLUMNS = ("Request", "Action", "Attempts", "Error", "Failed at", "Actions")
 AUDIT_COLUMNS = ("Time", "Principal", "Namespace", "Action", "Key", "Outcome", "Status")
 STATUSES = ("PENDING", "PROCESSING", "RETRYING", "COMPLETED", "FAILED", "CANCELLED")
 
@@ -179,25 +189,62 @@ async def dead_letters(ctx: Context) -> Response:
     if not answer.ok:
         raise Refused(answer.status, answer.problem)
     found = answer.json()
-    rows = [
-        (
-            link(f"/admin/requests/{quote(r['request_id'], safe='')}", r["request_id"]),
-            r["action"],
-            r["attempts"],
-            f"{(r.get('error') or {}).get('code', '')}: {(r.get('error') or {}).get('message', '')}",
-            r.get("finished_at", ""),
+    rows = []
+    for r in found["requests"]:
+        rid = quote(r["request_id"], safe="")
+        error = r.get("error") or {}
+        buttons = form(
+            f"/admin/dead-letters/{rid}/retry",
+            ctx.session,
+            "Retry",
+            confirm=f"Run {r['action']} request {r['request_id']} again as a new request?",
+        ) + form(
+            f"/admin/dead-letters/{rid}/discard",
+            ctx.session,
+            "Discard",
+            confirm=f"Discard dead letter {r['request_id']}? It will not run again.",
+            danger=True,
         )
-        for r in found["requests"]
-    ]
+        rows.append(
+            (
+                link(f"/admin/requests/{rid}", r["request_id"]),
+                r["action"],
+                r["attempts"],
+                f"{error.get('code', '')}: {error.get('message', '')}",
+                r.get("finished_at", ""),
+                Markup(buttons),
+            )
+        )
     more = Markup("")
     if found.get("next_page_token"):
         more = next_page(url("/admin/dead-letters", page_token=found["next_page_token"]))
     body = Markup(
         f"<p>Requests of your tenant that failed for good. {link('/admin/requests', 'Requests')}</p>"
-        f"{table(('Request', 'Action', 'Attempts', 'Error', 'Failed at'), rows, caption='No dead letter.')}"
+        f"{table(DEAD_COLUMNS, rows, caption='No dead letter.')}"
         f"{more}"
     )
-    return page("Dead letters", body, ctx.session, current="Requests")
+    return page("Dead letters", body, ctx.session, current="Requests", flash=params.get("done"))
+
+
+async def retry_dead_letter(ctx: Context) -> Response:
+    rid = ctx.request.path_params["request_id"]
+    answer = await ctx.api.call("POST", f"/v1/dead-letters/{rid}/retry")
+    if not answer.ok:
+        raise Refused(answer.status, answer.problem)
+    again = answer.json()["request_id"]
+    return RedirectResponse(
+        url("/admin/dead-letters", done=f"retried as {again}"), 303, headers=SECURITY_HEADERS
+    )
+
+
+async def discard_dead_letter(ctx: Context) -> Response:
+    rid = ctx.request.path_params["request_id"]
+    answer = await ctx.api.call("DELETE", f"/v1/dead-letters/{rid}")
+    if not answer.ok:
+        raise Refused(answer.status, answer.problem)
+    return RedirectResponse(
+        url("/admin/dead-letters", done=f"discarded {rid}"), 303, headers=SECURITY_HEADERS
+    )
 
 
 # -- audit ---------------------------------------------------------------------------------
