@@ -238,3 +238,21 @@ async def test_pages_forbid_framing_and_foreign_scripts(tmp_path: Path) -> None:
         assert "<script>" not in page.text and "http" not in re.sub(
             r'content="[^"]*"', "", page.text.split("<body>")[0]
         )
+
+
+async def test_the_zero_config_demo_signs_in_without_a_credential(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    monkeypatch.chdir(tmp_path)
+    (tmp_path / ".prism").mkdir()
+    app = create_app(default_config())
+    async with app.router.lifespan_context(app):
+        transport = httpx.ASGITransport(app=app)
+        async with httpx.AsyncClient(transport=transport, base_url="http://gateway") as c:
+            form = await c.get("/admin/login")
+            assert "no authentication configured" in form.text
+            r = await sign_in(c, "")
+            assert r.status_code == 303
+            assert (await c.put("/v1/kv/default/hello", content=b"world")).status_code == 201
+            page = await c.get("/admin/namespaces/default/keys")
+            assert page.status_code == 200 and "hello" in page.text

@@ -44,15 +44,16 @@ def link(href: str, text: object, **attrs: str) -> Markup:
     return Markup(f'<a href="{esc(href)}"{extra}>{esc(text)}</a>')
 
 
-def table(headers: Sequence[str], rows: Iterable[Sequence[object]], *, caption: str | None = None) -> Markup:
-    """A table; an empty one says so."""
+def table(
+    headers: Sequence[str], rows: Iterable[Sequence[object]], *, empty: str = "Nothing to show."
+) -> Markup:
+    """A table; without rows, the ``empty`` sentence instead."""
     body = [Markup("<tr>" + "".join(f"<td>{esc(c)}</td>" for c in row) + "</tr>") for row in rows]
     if not body:
-        return Markup(f'<p class="empty">{esc(caption or "Nothing to show.")}</p>')
+        return Markup(f'<p class="empty">{esc(empty)}</p>')
     head = "".join(f'<th scope="col">{esc(h)}</th>' for h in headers)
-    cap = f"<caption>{esc(caption)}</caption>" if caption else ""
     return Markup(
-        f'<div class="scroll"><table>{cap}<thead><tr>{head}</tr></thead>'
+        f'<div class="scroll"><table><thead><tr>{head}</tr></thead>'
         f"<tbody>{''.join(body)}</tbody></table></div>"
     )
 

@@ -42,7 +42,7 @@ async def namespaces(ctx: Context) -> Response:
         )
         for ns in answer.json()["namespaces"]
     ]
-    body = table(("Namespace", "Tenant-scoped", "You may"), rows, caption="No namespace is visible to you.")
+    body = table(("Namespace", "Tenant-scoped", "You may"), rows, empty="No namespace is visible to you.")
     return page("Namespaces", body, ctx.session, current="Namespaces")
 
 
@@ -253,7 +253,7 @@ async def keys(ctx: Context) -> Response:
     more = Markup("")
     if found.get("next_page_token"):
         more = next_page(url(f"{base}/keys", prefix=prefix, page_token=found["next_page_token"]))
-    body = Markup(f"{scope}{search}{table(('Key',), rows, caption='No key under this prefix.')}{more}")
+    body = Markup(f"{scope}{search}{table(('Key',), rows, empty='No key under this prefix.')}{more}")
     return page(f"Keys of {name}", body, ctx.session, current="Namespaces", flash=params.get("done"))
 
 

@@ -91,7 +91,7 @@ async def requests(ctx: Context) -> Response:
         )
     body = Markup(
         f"<p>Your own streaming requests, newest first. {link('/admin/dead-letters', 'Dead letters')}</p>"
-        f"{filters}{table(columns, rows, caption='No request matches.')}{more}"
+        f"{filters}{table(columns, rows, empty='No request matches.')}{more}"
     )
     return page("Requests", body, ctx.session, current="Requests", flash=params.get("done"))
 
@@ -220,7 +220,7 @@ async def dead_letters(ctx: Context) -> Response:
         more = next_page(url("/admin/dead-letters", page_token=found["next_page_token"]))
     body = Markup(
         f"<p>Requests of your tenant that failed for good. {link('/admin/requests', 'Requests')}</p>"
-        f"{table(DEAD_COLUMNS, rows, caption='No dead letter.')}"
+        f"{table(DEAD_COLUMNS, rows, empty='No dead letter.')}"
         f"{more}"
     )
     return page("Dead letters", body, ctx.session, current="Requests", flash=params.get("done"))
@@ -368,6 +368,6 @@ async def audit(ctx: Context) -> Response:
     )
     body = Markup(
         f"<p>The newest {limit} matching events (times in UTC) of the namespaces you administer.</p>{filters}"
-        f"{table(AUDIT_COLUMNS, rows, caption='No event matches.')}"
+        f"{table(AUDIT_COLUMNS, rows, empty='No event matches.')}"
     )
     return page("Audit", body, ctx.session, current="Audit")
