@@ -13,8 +13,10 @@ from contextlib import contextmanager
 from pathlib import Path
 from typing import Any
 
+import pytest
+
 from prism.gateway.auth import hash_api_key
-from prism.testing.servers._base import free_port, require_or_skip
+from prism.testing.servers._base import free_port, required
 
 PRISM = str(Path(sys.executable).with_name("prism"))
 CHROMIUM = os.environ.get("PRISM_TEST_CHROMIUM", "/usr/bin/chromium")
@@ -38,9 +40,13 @@ KEYS: dict[str, tuple[str, list[str], str | None]] = {
 
 
 def chromium() -> str:
-    """The Chromium binary, or a skip naming what to install (a failure when the run requires it)."""
+    """The Chromium binary; without it a skip naming what to install (a failure when
+    ``PRISM_REQUIRE_BACKENDS`` is ``all`` or names ``chromium``, as in CI)."""
     if not os.access(CHROMIUM, os.X_OK):
-        require_or_skip("chromium", f"no Chromium at {CHROMIUM}: apt-get install chromium")
+        message = f"the console's browser tests need Chromium at {CHROMIUM}: apt-get install chromium"
+        if required("chromium"):
+            pytest.fail(message + " (PRISM_REQUIRE_BACKENDS requires it)", pytrace=False)
+        pytest.skip(message)
     return CHROMIUM
 
 

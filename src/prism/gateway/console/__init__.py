@@ -57,7 +57,7 @@ class Console:
     async def stop(self) -> None:
         """Stop sampling and end every session."""
         await self.sampler.stop()
-        self.sessions = Sessions(self.sessions.ttl, self.sessions.limit)
+        self.sessions.close_all()
 
     def routes(self) -> list[BaseRoute]:
         """The ``/admin`` routes."""
@@ -273,7 +273,7 @@ class Console:
         session = ctx.session
 
         async def events() -> AsyncIterator[bytes]:
-            while session.expires_at > time.time():
+            while session.live:
                 yield b"event: sample\ndata: " + msgspec.json.encode(self._snapshot(ctx)) + b"\n\n"
                 async with sampler.changed:
                     try:

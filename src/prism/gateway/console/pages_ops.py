@@ -155,6 +155,8 @@ async def request_events(ctx: Context) -> Response:
     async def relay() -> AsyncIterator[bytes]:
         try:
             async for chunk in chunks:
+                if not ctx.session.live:
+                    return  # signed out meanwhile
                 yield chunk
         finally:
             await opened.__aexit__(None, None, None)

@@ -33,6 +33,13 @@ class Session:
     credential: tuple[str, str]
     csrf: str
     expires_at: float
+    #: Set when the session is signed out or pushed out, so open event streams end too.
+    ended: bool = False
+
+    @property
+    def live(self) -> bool:
+        """True until the session is signed out, pushed out or expired."""
+        return not self.ended and self.expires_at > time.time()
 
     def check_csrf(self, token: str | None) -> bool:
         """True when ``token`` is this session's CSRF token (compared in constant time)."""
@@ -57,7 +64,7 @@ class Sessions:
         """A new session (its id for the cookie): it ends after ``ttl`` or at ``expires_at`` if sooner."""
         self._sweep()
         while len(self._by_digest) >= self.limit:
-            self._by_digest.popitem(last=False)
+            self._by_digest.popitem(last=False)[1].ended = True
         ends = time.time() + self.ttl
         if expires_at is not None:
             ends = min(ends, expires_at)
@@ -74,15 +81,24 @@ class Sessions:
         session = self._by_digest.get(digest)
         if session is None:
             return None
-        if session.expires_at <= time.time():
+        if not session.live:
             del self._by_digest[digest]
+            session.ended = True
             return None
         return session
 
     def close(self, session_id: str | None) -> None:
         """End the session of ``session_id`` (nothing when there is none)."""
         if session_id:
-            self._by_digest.pop(_digest(session_id), None)
+            session = self._by_digest.pop(_digest(session_id), None)
+            if session is not None:
+                session.ended = True
+
+    def close_all(self) -> None:
+        """End every session (the gateway stops)."""
+        for session in self._by_digest.values():
+            session.ended = True
+        self._by_digest.clear()
 
     def __len__(self) -> int:
         return len(self._by_digest)
@@ -90,4 +106,4 @@ class Sessions:
     def _sweep(self) -> None:
         now = time.time()
         for digest in [d for d, s in self._by_digest.items() if s.expires_at <= now]:
-            del self._by_digest[digest]
+            self._by_digest.pop(digest).ended = True
