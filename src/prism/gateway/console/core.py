@@ -91,7 +91,14 @@ def signed_in(
                 form = await read_form(request)
                 if not session.check_csrf(form.get("csrf")):
                     raise Refused(403, "the form's CSRF token is missing or wrong; nothing was changed")
-            api = InProcessApi(request.app, session.credential, secure=secure, timeout=timeout)
+            peer = request.scope.get("client")
+            api = InProcessApi(
+                request.app,
+                session.credential,
+                secure=secure,
+                timeout=timeout,
+                client=(str(peer[0]), int(peer[1])) if peer else None,
+            )
             return await handler(Context(request, session, api, gateway, form))
         except Refused as exc:
             return page("Refused", Markup(""), session, flash=exc.message, error=True, status=exc.status)

@@ -53,8 +53,18 @@ class ApiAnswer:
 class InProcessApi:
     """The gateway's API, called through ``app`` with the credential header of one principal."""
 
-    def __init__(self, app: ASGIApp, credential: tuple[str, str], *, secure: bool, timeout: float) -> None:
+    def __init__(
+        self,
+        app: ASGIApp,
+        credential: tuple[str, str],
+        *,
+        secure: bool,
+        timeout: float,
+        client: tuple[str, int] | None = None,
+    ) -> None:
         self.app = app
+        #: The browser's address, so the API's logs name who is really calling.
+        self.client = client or ("127.0.0.1", 0)
         self.credential = (credential[0].lower().encode("latin-1"), credential[1].encode("latin-1"))
         self.scheme = "https" if secure else "http"
         self.timeout = timeout
@@ -78,7 +88,7 @@ class InProcessApi:
             "query_string": urlencode(params).encode("ascii"),
             "root_path": "",
             "headers": [self.credential, (b"host", b"console.internal"), *headers],
-            "client": ("127.0.0.1", 0),
+            "client": self.client,
             "server": ("console.internal", 80),
             "state": {},
         }
