@@ -316,3 +316,11 @@ def test_phone_width_has_no_horizontal_scroll(browser: Any, served: Served) -> N
         assert page.evaluate("document.activeElement.textContent") == "Skip to content"
     finally:
         context.close()
+
+
+def test_the_request_list_updates_itself(page: Any, served: Served) -> None:
+    sign_in(page, "admin")
+    page.goto("/admin/requests")
+    with api(served, "admin") as c:
+        rid = c.post("/v1/requests", json={"action": "echo", "payload": {"hi": 1}}).json()["request_id"]
+    page.get_by_role("link", name=rid).wait_for(timeout=10_000)

@@ -91,6 +91,8 @@ async def requests(ctx: Context) -> Response:
         )
     body = Markup(
         f"<p>Your own streaming requests, newest first. {link('/admin/dead-letters', 'Dead letters')}</p>"
+        f'<p class="hint" data-refresh="{ctx.gateway.config.admin.sample_interval:g}">'
+        "This list refreshes itself.</p>"
         f"{filters}{table(columns, rows, empty='No request matches.')}{more}"
     )
     return page("Requests", body, ctx.session, current="Requests", flash=params.get("done"))

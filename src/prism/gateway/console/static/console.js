@@ -118,9 +118,13 @@ function requestEvents() {
 
 function refresh() {
   var hint = document.querySelector("[data-refresh]");
-  if (hint) {
-    window.setTimeout(function () { window.location.reload(); }, Number(hint.getAttribute("data-refresh")) * 1000);
-  }
+  if (!hint) { return; }
+  var every = Number(hint.getAttribute("data-refresh")) * 1000;
+  var tick = function () {
+    var busy = document.activeElement && /^(INPUT|SELECT|TEXTAREA|BUTTON)$/.test(document.activeElement.tagName);
+    if (busy) { window.setTimeout(tick, every); } else { window.location.reload(); }
+  };
+  window.setTimeout(tick, every);
 }
 
 document.addEventListener("DOMContentLoaded", function () { overview(); requestEvents(); refresh(); });
