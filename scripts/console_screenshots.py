@@ -53,6 +53,7 @@ def seed(url: str) -> dict[str, str]:
 
 
 def main() -> int:
+    from playwright.sync_api import Error as PlaywrightError
     from playwright.sync_api import sync_playwright
 
     OUT.mkdir(parents=True, exist_ok=True)
@@ -90,9 +91,17 @@ def main() -> int:
                         "console-audit.png": "/admin/audit?namespace=orders",
                     }
                     for file, path in shots.items():
-                        page.goto(path)
-                        page.wait_for_timeout(1500 if "request" in file else 200)
-                        page.screenshot(path=OUT / file, full_page=True)
+                        for attempt in range(3):
+                            # A page that refreshes itself may reload mid-shot: take it again.
+                            try:
+                                page.goto("about:blank")  # no timer of the last page left running
+                                page.goto(path)
+                                page.wait_for_timeout(1500 if "request" in file else 200)
+                                page.screenshot(path=OUT / file, full_page=True)
+                                break
+                            except PlaywrightError:
+                                if attempt == 2:
+                                    raise
                         print(OUT / file)
                     context.close()
                 browser.close()

@@ -119,9 +119,16 @@ function requestEvents() {
 function refresh() {
   var hint = document.querySelector("[data-refresh]");
   if (!hint) { return; }
-  var every = Number(hint.getAttribute("data-refresh")) * 1000;
+  var every = Math.max(2, Number(hint.getAttribute("data-refresh"))) * 1000;
+  var leaving = false;
+  // A click on a link or a sent form is a navigation of the user's: never reload over it.
+  document.addEventListener("click", function (event) {
+    if (event.target.closest && event.target.closest("a")) { leaving = true; }
+  });
+  document.addEventListener("submit", function (event) { if (!event.defaultPrevented) { leaving = true; } });
   var tick = function () {
     var busy = document.activeElement && /^(INPUT|SELECT|TEXTAREA|BUTTON)$/.test(document.activeElement.tagName);
+    if (leaving) { return; }
     if (busy) { window.setTimeout(tick, every); } else { window.location.reload(); }
   };
   window.setTimeout(tick, every);
