@@ -182,21 +182,15 @@ def create_app(
     gateway = Gateway(config, env=env, stores=stores)
     data_routes = [*kv_routes(gateway), *records_routes(gateway), *ts_routes(gateway)]
     routes = [*admin_routes(gateway, data_routes), *migration_routes(gateway), *extra_routes]
-    console = None
-    if config.admin.enabled:
-        from prism.gateway.console import Console
-
-        console = Console(gateway)
-        routes.extend(console.routes())
 
     @contextlib.asynccontextmanager
     async def lifespan(app: Starlette) -> AsyncIterator[dict[str, Any]]:
         await gateway.start()
         try:
-            if console is not None:
-                await console.start()
             for hook in on_startup:
                 await hook(gateway)
+            if console is not None:
+                await console.start()
             yield {"gateway": gateway}
         finally:
             for hook in on_shutdown:
@@ -223,4 +217,11 @@ def create_app(
             Exception: _internal_error,
         },
     )
+    # The admin console (admin.enabled): its routes after all others, started once the stores are open.
+    console = None
+    if config.admin.enabled:
+        from prism.gateway.console import Console
+
+        console = Console(gateway)
+        app.router.routes.extend(console.routes())
     return app
