@@ -98,9 +98,10 @@ async def namespace(ctx: Context) -> Response:
         parts.append(await _migration_section(ctx, name, ns))
     parts.append(
         _section(
-            "Runtime settings",
+            "Changing settings",
             Markup(
-                "<p>This namespace comes from the gateway's config file; change it there and restart.</p>"
+                "<p>The console shows these settings; change them in the gateway's config file, "
+                "or for a runtime namespace through <code>PUT /v1/namespaces/{name}</code>.</p>"
             ),
         )
     )
