@@ -256,3 +256,16 @@ async def test_the_zero_config_demo_signs_in_without_a_credential(
             assert (await c.put("/v1/kv/default/hello", content=b"world")).status_code == 201
             page = await c.get("/admin/namespaces/default/keys")
             assert page.status_code == 200 and "hello" in page.text
+
+
+async def test_a_large_value_is_shown_in_part(tmp_path: Path) -> None:
+    async with client(cfg(tmp_path, admin={"enabled": True, "value_preview_bytes": 100})) as c:
+        value = b"a" * 90 + b"TAIL-MARKER" + b"b" * 200
+        assert (
+            await c.put("/v1/kv/plain/big", content=value, headers={"X-API-Key": "k-admin"})
+        ).status_code == 201
+        await sign_in(c, "k-admin")
+        page = await c.get("/admin/namespaces/plain/item", params={"key": "big"})
+        assert "Showing the first 100 of 301 bytes." in page.text
+        assert "a" * 90 + "TAIL-MAR" in page.text and "TAIL-MARKER" not in page.text
+        assert "301 bytes" in page.text

@@ -380,7 +380,8 @@ class AdminConfig(_Base, frozen=True):
     sessions one process keeps (the oldest goes first); ``sample_interval`` is how often
     the overview's charts take a sample and ``window`` how much history they keep;
     ``page_size`` is the rows of one page of keys, requests or audit events;
-    ``audit_scan_limit`` bounds the audit events one search reads back.
+    ``audit_scan_limit`` bounds the audit events one search reads back;
+    ``value_preview_bytes`` is how much of a value the key browser shows.
     """
 
     enabled: bool = False
@@ -390,6 +391,7 @@ class AdminConfig(_Base, frozen=True):
     window: Annotated[float, msgspec.Meta(gt=0)] = 900.0
     page_size: Annotated[int, msgspec.Meta(ge=1, le=1000)] = 50
     audit_scan_limit: Annotated[int, msgspec.Meta(ge=1)] = 100_000
+    value_preview_bytes: Annotated[int, msgspec.Meta(ge=1)] = 64 * 1024
 
 
 class GatewayConfig(_Base, frozen=True):

@@ -313,9 +313,14 @@ async def item(ctx: Context) -> Response:
         confirm=f"Delete key {key!r} from {name}?",
         danger=True,
     )
+    preview = ctx.gateway.config.admin.value_preview_bytes
+    shown = answer.body[:preview]
+    cut = Markup("")
+    if len(answer.body) > preview:
+        cut = Markup(f'<p class="hint">Showing the first {preview} of {len(answer.body)} bytes.</p>')
     body = Markup(
-        f"<p>{link(url(f'{base}/keys'), '← Keys')}</p>{meta}<p class='views'>View as: {views}</p>"
-        f'<pre class="value" tabindex="0">{esc(_render_value(answer.body, view))}</pre>{delete}'
+        f"<p>{link(url(f'{base}/keys'), '← Keys')}</p>{meta}<p class='views'>View as: {views}</p>{cut}"
+        f'<pre class="value" tabindex="0">{esc(_render_value(shown, view))}</pre>{delete}'
     )
     return page(f"{name} / {key}", body, ctx.session, current="Namespaces")
 
