@@ -8,7 +8,7 @@ STAMP  := $(VENV)/.installed
 export UV_PROJECT_ENVIRONMENT := $(VENV)
 export PYTHON
 
-.PHONY: run test lint bench docs fmt clean
+.PHONY: run test lint bench docs fmt clean screenshots
 
 $(UV):
 	sh scripts/bootstrap-uv.sh
@@ -37,6 +37,10 @@ bench: $(STAMP)
 
 docs: $(STAMP)
 	$(VENV)/bin/python -m prism.backends.matrix docs/backends.md
+
+# A PNG of each admin console page into docs/images/ (needs Chromium and redis-server).
+screenshots: $(STAMP)
+	$(VENV)/bin/python scripts/console_screenshots.py
 
 clean:
 	rm -rf $(VENV) .tools .prism .pytest_cache .mypy_cache

@@ -53,7 +53,7 @@ def test_every_error_is_reported_at_once_one_line_each(tmp_path: Path) -> None:
         "prism.yaml: $.stores.odd: Object contains unknown field `uri`",
         "prism.yaml: $.namespaces[3]: Object contains unknown field `acess`",
         "prism.yaml: $.bogus: unknown field; the config takes stores, namespaces, auth, pii_keys, audit, "
-        "idempotency, server, limits, control, compat, watch, signals, streaming, handlers",
+        "idempotency, server, limits, control, compat, watch, signals, streaming, handlers, admin",
         "prism.yaml: $.namespaces[0].store: unknown store 'nosuch' (stores: main, cache, odd, env)",
         "prism.yaml: $.namespaces[1].name: a namespace name is 1-100 of letters, digits and _ . - "
         "(starting alphanumeric)",

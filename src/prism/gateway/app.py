@@ -206,6 +206,8 @@ def create_app(
             await watch.start(gateway)
             for hook in on_startup:
                 await hook(gateway)
+            if console is not None:
+                await console.start()
             yield {"gateway": gateway}
         finally:
             await watch.stop(gateway)
@@ -214,6 +216,8 @@ def create_app(
                     await hook(gateway)
                 except Exception:
                     log.exception("a shutdown hook failed")
+            if console is not None:
+                await console.stop()
             await gateway.stop()
 
     in_flight = InFlight()
@@ -231,4 +235,11 @@ def create_app(
             Exception: _internal_error,
         },
     )
+    # The admin console (admin.enabled): its routes after all others, started once the stores are open.
+    console = None
+    if config.admin.enabled:
+        from prism.gateway.console import Console
+
+        console = Console(gateway)
+        app.router.routes.extend(console.routes())
     return app

@@ -15,7 +15,7 @@ import os
 import re
 from collections.abc import Callable, Mapping
 from pathlib import Path
-from typing import Any, Literal
+from typing import Annotated, Any, Literal
 from urllib.parse import urlsplit
 
 import msgspec
@@ -29,6 +29,7 @@ __all__ = [
     "DEFAULT_STORE_URL",
     "IDEMPOTENCY_NAMESPACE",
     "AccessConfig",
+    "AdminConfig",
     "ApiKeyConfig",
     "AuditConfig",
     "AuthConfig",
@@ -470,6 +471,27 @@ class CompatConfig(_Base, frozen=True):
     namespace: str | None = None
 
 
+class AdminConfig(_Base, frozen=True):
+    """The admin console at ``/admin`` (off unless ``enabled``; on in the zero-config demo).
+
+    ``session_ttl`` is how long a sign-in lasts (seconds); ``max_sessions`` bounds the
+    sessions one process keeps (the oldest goes first); ``sample_interval`` is how often
+    the overview's charts take a sample and ``window`` how much history they keep;
+    ``page_size`` is the rows of one page of keys, requests or audit events;
+    ``audit_scan_limit`` bounds the audit events one search reads back;
+    ``value_preview_bytes`` is how much of a value the key browser shows.
+    """
+
+    enabled: bool = False
+    session_ttl: Annotated[float, msgspec.Meta(gt=0)] = 3600.0
+    max_sessions: Annotated[int, msgspec.Meta(ge=1)] = 10_000
+    sample_interval: Annotated[float, msgspec.Meta(gt=0)] = 5.0
+    window: Annotated[float, msgspec.Meta(gt=0)] = 900.0
+    page_size: Annotated[int, msgspec.Meta(ge=1, le=1000)] = 50
+    audit_scan_limit: Annotated[int, msgspec.Meta(ge=1)] = 100_000
+    value_preview_bytes: Annotated[int, msgspec.Meta(ge=1)] = 64 * 1024
+
+
 class GatewayConfig(_Base, frozen=True):
     """Everything ``prism serve`` needs. ``streaming`` and ``handlers`` belong to the streaming layer."""
 
@@ -488,6 +510,7 @@ class GatewayConfig(_Base, frozen=True):
     signals: SignalsConfig = SignalsConfig()
     streaming: dict[str, Any] = {}
     handlers: list[str] = []
+    admin: AdminConfig = AdminConfig()
     #: Where the config came from (for messages) and the directory relative file paths start from.
     source: str = "<config>"
     base_dir: str = "."
@@ -522,6 +545,7 @@ def default_config() -> GatewayConfig:
         stores={"main": DEFAULT_STORE_URL},
         namespaces=[NamespaceConfig(name="default", store="main")],
         streaming={"demo_handlers": True},
+        admin=AdminConfig(enabled=True),
         source="<default config>",
     )
 

@@ -34,7 +34,7 @@ from prism.migration.state import (
 )
 from prism.migration.sync import Pacer, copy_items, drain_repairs, record_items, verify_namespace
 
-__all__ = ["Migration", "MigrationRefused", "migrate"]
+__all__ = ["Migration", "MigrationRefused", "allowed_actions", "migrate"]
 
 
 class MigrationRefused(PrismError):
@@ -471,6 +471,14 @@ def _begin_verify(state: MigrationState) -> None:
         state.phase = Phase.VERIFYING
     state.verify = VerifyReport()
     state.error = None
+
+
+def allowed_actions(phase: str, *, backfill_done: bool = True) -> list[str]:
+    """The actions a migration in ``phase`` accepts (a forced cutover as ``cutover_forced``)."""
+    found = [action for action, phases in _ALLOWED.items() if phase in phases]
+    if not backfill_done and "verify" in found:
+        found.remove("verify")
+    return found
 
 
 def _refusal(action: str, state: MigrationState) -> str:

@@ -422,3 +422,62 @@ class Commands:
                 job.reporter.cancel()
             return current.record
         raise StreamError("INTERNAL_ERROR", f"request {request_id} kept changing; try the cancel again")
+
+    async def retry_dead_letter(self, principal: Principal, request_id: str) -> Submission:
+        """Run a dead letter again as a new request of the same user, and take it off the dead letters.
+
+        Admins only (like listing them). The new request gets a fresh set of attempts, the
+        same action, payload and metadata; its id is derived from the dead letter's, so a
+        second retry (also a racing one) answers the same new request instead of running
+        it twice.
+        """
+        if not self.access.is_admin(principal):
+            raise StreamError("FORBIDDEN", f"retrying dead letters needs the {self.config.admin_role!r} role")
+        old = (await self.queries.lookup(principal, request_id)).record
+        retry_id = new_request_id(old.tenant, old.user, f"retry-of:{request_id}")
+        found = await self.requests.get(retry_id)
+        if found is not None:
+            await self.requests.discard_dead_letter(old)
+            return Submission(found, False)
+        if not await self.requests.is_dead_letter(old):
+            raise StreamError(
+                "NOT_FOUND",
+                f"request {request_id!r} is not a dead letter",
+                details={"request_id": request_id},
+            )
+        spec = self.access.handler_for(principal, old.action)
+        await self.queue.enqueue(encode_message(QueueMessage(retry_id, time.time())))
+        record = RequestRecord(
+            request_id=retry_id,
+            action=old.action,
+            payload=old.payload,
+            user=old.user,
+            tenant=old.tenant,
+            max_attempts=spec.max_attempts(self.config.max_attempts),
+            metadata=old.metadata,
+            queued=True,
+        )
+        try:
+            submission = Submission(await self.requests.create(record), True)
+        except PreconditionFailed:
+            raced = await self.requests.get(retry_id)
+            if raced is None:
+                raise StreamError("INTERNAL_ERROR", "the retried request vanished; try again") from None
+            submission = Submission(raced, False)
+        await self.requests.discard_dead_letter(old)
+        return submission
+
+    async def discard_dead_letter(self, principal: Principal, request_id: str) -> None:
+        """Take a dead letter off the list without running it again (admins only)."""
+        if not self.access.is_admin(principal):
+            raise StreamError(
+                "FORBIDDEN", f"discarding dead letters needs the {self.config.admin_role!r} role"
+            )
+        old = (await self.queries.lookup(principal, request_id)).record
+        if not await self.requests.is_dead_letter(old):
+            raise StreamError(
+                "NOT_FOUND",
+                f"request {request_id!r} is not a dead letter",
+                details={"request_id": request_id},
+            )
+        await self.requests.discard_dead_letter(old)

@@ -221,6 +221,42 @@ def _operations() -> dict[str, dict[str, Any]]:
                 errors={**auth, 403: "The admin role is missing (`FORBIDDEN`).", **store},
             )
         },
+        "/v1/dead-letters/{request_id}/retry": {
+            "post": Operation(
+                operation_id="retryDeadLetter",
+                summary="Run a dead letter again as a new request of its user (admin role)",
+                description=(
+                    "The new request has the same action, payload and metadata and a fresh set of "
+                    "attempts; the dead letter leaves the list. Retrying it again answers the same new "
+                    "request."
+                ),
+                params=[request_id],
+                status=202,
+                response=Accepted,
+                response_description="The new request, stored and queued.",
+                errors={
+                    **auth,
+                    403: "The admin role is missing (`FORBIDDEN`).",
+                    404: "No such dead letter in the caller's tenant (`NOT_FOUND`).",
+                    **store,
+                },
+            )
+        },
+        "/v1/dead-letters/{request_id}": {
+            "delete": Operation(
+                operation_id="discardDeadLetter",
+                summary="Take a dead letter off the list without running it (admin role)",
+                params=[request_id],
+                status=204,
+                response_description="Discarded.",
+                errors={
+                    **auth,
+                    403: "The admin role is missing (`FORBIDDEN`).",
+                    404: "No such dead letter in the caller's tenant (`NOT_FOUND`).",
+                    **store,
+                },
+            )
+        },
     }
 
 

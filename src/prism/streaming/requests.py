@@ -339,6 +339,14 @@ class RequestStore:
                 break
         return found, token
 
+    async def is_dead_letter(self, record: RequestRecord) -> bool:
+        """Whether ``record`` is a dead letter still listed (not retried or discarded yet)."""
+        return _dead(record) and await self.index.get(_dead_key(record)) is not None
+
+    async def discard_dead_letter(self, record: RequestRecord) -> bool:
+        """Take ``record`` off the dead letters (the record itself stays until it expires)."""
+        return await self.index.delete(_dead_key(record))
+
     async def dead_letters(
         self, tenant: str, *, limit: int, page_token: str | None
     ) -> tuple[list[RequestRecord], str | None]:

@@ -197,6 +197,12 @@ class _Api:
     async def dead(self, request: Request) -> Response:
         return await self._guard(request, self._dead, operation="dead_letters_list")
 
+    async def retry_dead(self, request: Request) -> Response:
+        return await self._guard(request, self._retry_dead, operation="dead_letter_retry", write=True)
+
+    async def discard_dead(self, request: Request) -> Response:
+        return await self._guard(request, self._discard_dead, operation="dead_letter_discard", write=True)
+
     async def events(self, request: Request) -> Response:
         # The only route besides the WebSocket that takes ?token= (EventSource cannot set headers).
         return await self._guard(request, self._events, operation="request_events", query_token_allowed=True)
@@ -266,6 +272,20 @@ class _Api:
         if token is not None:
             body["next_page_token"] = token
         return _json(body)
+
+    async def _retry_dead(self, request: Request, principal: Principal) -> Response:
+        submission = await self.service.commands.retry_dead_letter(
+            principal, request.path_params["request_id"]
+        )
+        record = submission.record
+        headers = {"Location": f"/v1/requests/{record.request_id}"}
+        if not submission.created:
+            headers["Idempotent-Replayed"] = "true"
+        return _json({"request_id": record.request_id, "status": record.status}, 202, headers)
+
+    async def _discard_dead(self, request: Request, principal: Principal) -> Response:
+        await self.service.commands.discard_dead_letter(principal, request.path_params["request_id"])
+        return Response(status_code=204)
 
     async def _events(self, request: Request, principal: Principal) -> Response:
         service = self.service
@@ -371,5 +391,7 @@ def streaming_routes(source: ServiceSource) -> list[BaseRoute]:
             Route("/v1/requests/{request_id}/cancel", api.cancel, methods=["POST"]),
             Route("/v1/requests/{request_id}/events", api.events, methods=["GET"]),
             Route("/v1/dead-letters", api.dead, methods=["GET"]),
+            Route("/v1/dead-letters/{request_id}/retry", api.retry_dead, methods=["POST"]),
+            Route("/v1/dead-letters/{request_id}", api.discard_dead, methods=["DELETE"]),
         ]
     )
