@@ -209,3 +209,14 @@ async def test_a_query_parameter_given_twice_is_refused(tmp_path: Path, path: st
         r = await c.request(method, path, content=b"v", headers=headers("writer"))
         assert r.status_code == 400, r.text
         assert "given 2 times" in r.json()["detail"]
+
+
+@pytest.mark.parametrize(
+    "path",
+    ["/v1/kv/plain?limit=", "/v1/records/plain/r?page_size_bytes=", "/v1/records/plain/r?limit="],
+)
+async def test_an_empty_integer_query_parameter_is_refused(tmp_path: Path, path: str) -> None:
+    async with client_for(full_config(tmp_path)) as c:
+        r = await c.get(path, headers=headers("reader"))
+        assert r.status_code == 400, r.text
+        assert r.json()["detail"].endswith("must be an integer")

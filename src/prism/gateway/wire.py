@@ -281,8 +281,8 @@ def parse_etag_header(raw: str, *, allow_star: bool, many: bool) -> list[str]:
 
 
 def query_int(raw: str | None, name: str, *, default: int, low: int = 1, high: int = 1000) -> int:
-    """An integer query parameter within [low, high]."""
-    if raw is None or raw == "":
+    """An integer query parameter within [low, high]; absent means ``default``, empty is refused."""
+    if raw is None:
         return default
     try:
         value = int(raw)
