@@ -1,0 +1,113 @@
+"""Failover on a Redis Cluster: ``kill -9`` of the primary serving a busy namespace's slot.
+
+Each test runs a bounded write load that logs every acknowledged write, kills the
+primary, lets its replica take over, and then reads every acknowledged write back.
+Redis replicates asynchronously, so without ``wait_replicas`` a write acknowledged
+just before the kill can be lost; the first test measures how many (printed, and
+recorded in docs/operations.md), the second shows that ``wait_replicas=1`` loses none.
+Calls during the switch fail only with BackendUnavailable, and the same store carries
+on afterwards without a restart. The module has its own cluster, since it kills nodes.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import time
+import uuid
+from collections.abc import Iterator
+from typing import Any
+
+import pytest
+
+import prism
+from prism.errors import BackendUnavailable
+from prism.kv.namespace import Namespace
+from prism.testing.failover import WriteLoad
+from prism.testing.servers.redis_cluster import ClusterNode, RedisCluster, redis_cluster
+
+#: Concurrent writers of the load, and the most writes each makes.
+WRITERS = 8
+MAX_WRITES = 5000
+
+
+@pytest.fixture(scope="module")
+def cluster() -> Iterator[RedisCluster]:
+    with redis_cluster() as c:
+        if c.external:
+            pytest.skip("the failover tests kill nodes: they need the local test cluster")
+        yield c
+
+
+def _busy_namespace(cluster: RedisCluster) -> tuple[str, ClusterNode]:
+    """A fresh namespace whose slot's primary has a live replica, and that primary."""
+    while True:
+        name = f"busy-{uuid.uuid4().hex[:8]}"
+        owner = cluster.owner(f"prism:{{{name}}}:ids")
+        if cluster.replicas_of(owner):
+            return name, owner
+
+
+async def _kill_under_load(
+    cluster: RedisCluster, ns: Namespace, owner: ClusterNode, after: float = 1.5
+) -> tuple[WriteLoad, float, float]:
+    """Run the load, kill ``owner`` mid-way, wait for the takeover and ``after`` more seconds.
+
+    Returns the load, when the kill happened and how long the replica took to take over.
+    """
+    async with WriteLoad(ns, WRITERS, MAX_WRITES) as load:
+        await asyncio.sleep(0.5)
+        killed_at = time.monotonic()
+        await asyncio.to_thread(cluster.kill, owner)
+        await asyncio.to_thread(cluster.wait_for_new_owner, f"prism:{{{ns.name}}}:ids", owner)
+        took = time.monotonic() - killed_at
+        await asyncio.sleep(after)
+    return load, killed_at, took
+
+
+async def test_killing_a_primary_loses_at_most_the_unreplicated_tail_and_the_store_recovers(
+    cluster: RedisCluster,
+) -> None:
+    name, owner = _busy_namespace(cluster)
+    async with prism.connect(cluster.url) as store:
+        ns = store.namespace(name)
+        load, killed_at, took = await _kill_under_load(cluster, ns, owner)
+        lost = await load.lost()
+        assert all(isinstance(exc, BackendUnavailable) and exc.retryable for _, exc in load.errors)
+        assert load.errors, "calls to the dead primary failed until its replica took over"
+        assert load.acked_after(killed_at + took), "the same store wrote to the new primary without a restart"
+        # Asynchronous replication: only writes acknowledged just before the kill can be lost.
+        assert len(lost) <= WRITERS * 50, f"lost {len(lost)} of {len(load.acked)}"
+        print(
+            f"\nredis cluster failover (no wait_replicas): {len(load.acked)} writes acknowledged, "
+            f"{len(lost)} lost, {len(load.errors)} BackendUnavailable, takeover {took:.2f} s"
+        )
+    cluster.start_node(owner)
+    cluster.wait_until_ok()
+
+
+async def test_with_wait_replicas_no_acknowledged_write_is_lost(cluster: RedisCluster) -> None:
+    name, owner = _busy_namespace(cluster)
+    options: dict[str, Any] = {"wait_replicas": 1, "wait_timeout": 0.5}
+    async with prism.connect(cluster.url, **options) as store:
+        ns = store.namespace(name)
+        load, _, took = await _kill_under_load(cluster, ns, owner, after=0.5)
+        lost = await load.lost()
+        assert lost == [], f"lost {len(lost)} of {len(load.acked)} acknowledged writes"
+        assert all(isinstance(exc, BackendUnavailable) for _, exc in load.errors)
+        # The new primary has no replica until the killed node comes back (as its replica).
+        with pytest.raises(BackendUnavailable, match="wait_replicas"):
+            await ns.put("alone", b"1")
+        await asyncio.to_thread(cluster.start_node, owner)
+        await asyncio.to_thread(cluster.wait_until_ok)
+        for _ in range(100):
+            try:
+                await ns.put("again", b"2")
+                break
+            except BackendUnavailable:
+                await asyncio.sleep(0.1)
+        item = await ns.get("again")
+        assert item is not None and item.value == b"2", "writes are confirmed again once a replica is back"
+        print(
+            f"\nredis cluster failover (wait_replicas=1): {len(load.acked)} writes acknowledged, "
+            f"{len(lost)} lost, {len(load.errors)} BackendUnavailable, takeover {took:.2f} s"
+        )
