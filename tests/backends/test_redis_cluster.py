@@ -237,3 +237,22 @@ async def test_pubsub_on_the_cluster_reaches_a_subscriber_of_another_store(clust
                 break
             await asyncio.sleep(0.02)
     assert got == [b"hello"]
+
+
+async def test_a_primary_short_of_replicas_refuses_writes_as_backend_unavailable(
+    cluster: RedisCluster,
+) -> None:
+    name = _name()
+    async with prism.connect(cluster.url, operation_timeout=1.0) as store:
+        ns = store.namespace(name)
+        await ns.put("a", b"1")
+        owner = cluster.owner(_slot_of(name))
+        cluster.command(owner, "CONFIG", "SET", "min-replicas-to-write", "2")
+        try:
+            with pytest.raises(BackendUnavailable) as info:
+                await ns.put("b", b"2")
+            assert "NOREPLICAS" in str(info.value)
+            assert (await ns.get("b")) is None, "the refused write was not applied"
+        finally:
+            cluster.command(owner, "CONFIG", "SET", "min-replicas-to-write", "0")
+        await ns.put("b", b"2")

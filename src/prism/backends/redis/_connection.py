@@ -297,8 +297,9 @@ def _refused(exc: BaseException) -> bool:
         return False
     if isinstance(exc, (NoConnection, *_REFUSED)):
         return True
-    # A script running past lua-time-limit: the server queued nothing.
-    return isinstance(exc, ResponseError) and str(exc).startswith("BUSY")
+    # A script running past lua-time-limit, or a primary short of replicas
+    # (min-replicas-to-write): the server ran nothing.
+    return isinstance(exc, ResponseError) and str(exc).startswith(("BUSY", "NOREPLICAS"))
 
 
 def _transient_read(exc: BaseException) -> bool:
