@@ -10,6 +10,7 @@ expected failure during a switch; anything else stops the load and is raised.
 from __future__ import annotations
 
 import asyncio
+import itertools
 import time
 from dataclasses import dataclass, field
 from typing import Any
@@ -69,6 +70,11 @@ class WriteLoad:
     def acked_after(self, moment: float) -> int:
         """How many writes were acknowledged after ``moment`` (``time.monotonic()``)."""
         return sum(1 for t in self.acked_at if t > moment)
+
+    def longest_pause(self) -> float:
+        """The longest time without an acknowledged write, in seconds (how long the switch stalled writes)."""
+        times = sorted(self.acked_at)
+        return max((b - a for a, b in itertools.pairwise(times)), default=0.0)
 
     async def lost(self, ns: Any = None) -> list[str]:
         """The acknowledged keys that read back missing or changed (through ``ns``, or the load's)."""

@@ -28,6 +28,7 @@ from prism.backends.nats.connection import (
     ConnectOptions,
     Listed,
     ListingGap,
+    NoReply,
     NoResponders,
     is_deleted,
 )
@@ -122,6 +123,11 @@ _json = msgspec.json.Encoder()
 
 
 def _is_transient(exc: BaseException) -> bool:
+    return isinstance(exc, NoReply) or _is_transient_unsent(exc)
+
+
+def _is_transient_unsent(exc: BaseException) -> bool:
+    """Transient, and surely not applied (NoReply is not: the request may have been)."""
     return isinstance(
         exc,
         NoResponders
@@ -134,6 +140,11 @@ def _is_transient(exc: BaseException) -> bool:
         | nats.js.errors.ServiceUnavailableError
         | ConnectionError,
     )
+
+
+def _unconditional(ops: Sequence[StoredWrite]) -> bool:
+    """Whether sending ``ops`` again is safe: no op has a condition its first attempt could fail."""
+    return all(op.if_match is None and not op.if_absent for op in ops)
 
 
 def _record_of(key: str) -> str | None:
@@ -232,6 +243,7 @@ class NatsBackend(Backend):
             settings.operation_timeout,
             options.reconnect_wait,
             options.ping_interval,
+            options.reply_timeout,
         )
         self._conn = Connection(connect, self._describe)
         self._buckets: dict[str, Bucket] = {}
@@ -322,11 +334,20 @@ class NatsBackend(Backend):
         return await self._call(op, describe, blocks_for=blocks_for)
 
     async def _call(
-        self, op: Callable[[], Awaitable[R]], describe: str, ns: str | None = None, *, blocks_for: float = 0.0
+        self,
+        op: Callable[[], Awaitable[R]],
+        describe: str,
+        ns: str | None = None,
+        *,
+        blocks_for: float = 0.0,
+        resend: bool = True,
     ) -> R:
         """Run ``op`` under the deadline and retry policy; every driver error leaves as a PrismError.
 
         When nothing answers for namespace ``ns``'s bucket, the retry looks the bucket up again.
+        A request left unanswered (NoReply: its server or the stream's leader went away)
+        is sent again only when ``resend`` says that is safe: not for a conditional
+        write, which its own first attempt could then make fail.
         """
         if not self._open:
             raise BackendUnavailable(f"nats {describe}: the connection to {self._describe} is not open")
@@ -338,13 +359,20 @@ class NatsBackend(Backend):
                 if ns is not None:
                     self._forget_bucket(ns)
                 raise
+            except nats.errors.TimeoutError as exc:
+                # A JetStream API call unanswered (a TimeoutError, which the deadline must not
+                # take for its own): like any request without a reply.
+                raise NoReply(f"no reply to a JetStream API call: {exc}") from exc
 
         try:
             settings = self.settings
             if blocks_for > 0:
                 settings = replace(settings, operation_timeout=settings.operation_timeout + blocks_for)
             return await call_with_retry(
-                settings, attempt, is_transient=_is_transient, describe=f"nats {describe}"
+                settings,
+                attempt,
+                is_transient=_is_transient if resend else _is_transient_unsent,
+                describe=f"nats {describe}",
             )
         except BackendUnavailable as exc:
             if ns is not None and isinstance(exc.__cause__, TimeoutError):
@@ -355,6 +383,10 @@ class NatsBackend(Backend):
             raise
         except nats.errors.MaxPayloadError as exc:
             raise ValueTooLarge(f"nats {describe}: the message is over the server's max_payload") from exc
+        except NoReply as exc:
+            raise BackendUnavailable(
+                f"nats {describe}: sent, but {exc}, so it may or may not have been applied", cause=exc
+            ) from exc
         except Exception as exc:
             raise BackendUnavailable(f"nats {describe}: {type(exc).__name__}: {exc}", cause=exc) from exc
 
@@ -682,7 +714,7 @@ class NatsBackend(Backend):
             return []
         batch = WriteOne(ops[0]) if len(ops) == 1 else WriteBatch(ops)
         async with self._turns.turn([(ns, op.record, op.key) for op in ops]):
-            await self._call(lambda: self._run(ns, batch), f"write to {ns!r}", ns)
+            await self._call(lambda: self._run(ns, batch), f"write to {ns!r}", ns, resend=_unconditional(ops))
         return batch.finished()
 
     async def _run(self, ns: str, batch: WriteOne | WriteBatch) -> None:
@@ -717,7 +749,7 @@ class NatsBackend(Backend):
             )
 
         async with self._turns.turn([(ns, o.record, o.key) for o in ops]):
-            return await self._call(op, f"transact on {ns!r}", ns)
+            return await self._call(op, f"transact on {ns!r}", ns, resend=_unconditional(ops))
 
     async def _read_strong(self, bucket: Bucket, subjects: list[str]) -> list[Known]:
         """The state of each key, from the stream leader."""

@@ -14,7 +14,7 @@ import itertools
 import logging
 from collections.abc import Sequence
 from dataclasses import dataclass
-from typing import Any
+from typing import Any, TypeVar
 
 import msgspec
 import nats.errors
@@ -24,11 +24,22 @@ from nats.aio.msg import Msg
 from nats.js import JetStreamContext, api
 
 from prism.backends.nats.layout import CHUNKS_HEADER, EXPIRES_HEADER
+from prism.backends.nats.options import server_urls
 from prism.errors import StoreClosed
 
-__all__ = ["APIErrorBody", "Connection", "Listed", "ListingGap", "NoResponders", "PubAck", "decode_puback"]
+__all__ = [
+    "APIErrorBody",
+    "Connection",
+    "Listed",
+    "ListingGap",
+    "NoReply",
+    "NoResponders",
+    "PubAck",
+    "decode_puback",
+]
 
 log = logging.getLogger("prism.backends.nats")
+R = TypeVar("R")
 
 KV_OPERATION = "KV-Operation"
 EXPECTED_LAST_SEQ = "Nats-Expected-Last-Subject-Sequence"
@@ -43,6 +54,11 @@ PIPELINE_FLUSH_BYTES = 1024 * 1024
 
 class NoResponders(Exception):
     """Nothing listens on the subject: the bucket's stream is missing or JetStream is not ready."""
+
+
+class NoReply(Exception):
+    """A request went out but no reply came: the connection dropped, or whoever had to answer
+    (a stream's leader) went away. A write may or may not have been applied."""
 
 
 class ListingGap(Exception):
@@ -116,6 +132,8 @@ class ConnectOptions:
     request_timeout: float
     reconnect_wait: float
     ping_interval: float
+    #: Seconds a request waits for its reply before NoReply.
+    reply_timeout: float = 2.0
 
 
 class Connection:
@@ -152,7 +170,7 @@ class Connection:
         o = self._options
         try:
             await nc.connect(
-                o.url,
+                server_urls(o.url),
                 connect_timeout=max(1, round(o.connect_timeout)),
                 reconnect_time_wait=o.reconnect_wait,  # type: ignore[arg-type]
                 max_reconnect_attempts=-1,
@@ -170,7 +188,9 @@ class Connection:
             await _close_quietly(nc)
             raise
         self._nc, self._inbox = nc, inbox
-        self._js = nc.jetstream(timeout=o.request_timeout)
+        # A JetStream API call unanswered within reply_timeout (its leader went away) is
+        # retried like any request, within the operation's deadline.
+        self._js = nc.jetstream(timeout=min(o.request_timeout, o.reply_timeout))
 
     async def close(self) -> None:
         self._closing = True
@@ -194,6 +214,14 @@ class Connection:
         if self._closing:
             return
         log.warning("nats %s: disconnected; reconnecting in the background", self._describe_url)
+        # Replies to what was sent before cannot come any more: fail the waits now.
+        lost = NoReply(f"the connection to {self._describe_url} dropped before the reply came")
+        for future in self._waiting.values():
+            if not future.done():
+                future.set_exception(lost)
+        for _, whole in self._streams.values():
+            if not whole.done():
+                whole.set_exception(lost)
 
     async def _on_reconnected(self) -> None:
         log.warning("nats %s: reconnected", self._describe_url)
@@ -224,7 +252,7 @@ class Connection:
         self._streams[token] = ([], whole)
         try:
             await self.nc.publish(subject, payload, reply=self._inbox + token)
-            replies = await whole
+            replies = await self._answer(whole)
         finally:
             self._streams.pop(token, None)
         last = replies[-1]
@@ -254,7 +282,7 @@ class Connection:
                     # Let the client's flusher write (and feel the socket's back-pressure) before more.
                     unflushed = 0
                     await asyncio.sleep(0)
-            replies = [await future for _, future in started]
+            replies = await self._answers(started)
         finally:
             for token, _ in started:
                 waiting.pop(token, None)
@@ -270,7 +298,7 @@ class Connection:
         self._waiting[token] = future
         try:
             await self.nc.publish(subject, payload, reply=self._inbox + token, headers=headers)
-            msg = await future
+            msg = await self._answer(future)
         finally:
             self._waiting.pop(token, None)
         if not msg.data and msg.headers is not None and msg.headers.get("Status") == "503":
@@ -302,7 +330,7 @@ class Connection:
                     started.append((token, future))
                     reply = inbox + token
                 await nc.publish(subject, payload, reply=reply, headers=batch)
-            replies = [await future for _, future in started]
+            replies = await self._answers(started)
         finally:
             for token, _ in started:
                 self._waiting.pop(token, None)
@@ -313,6 +341,26 @@ class Connection:
         if first.data and len(replies) > 1 and decode_puback(first.data).error is not None:
             return first  # refused at its first message (the commit's reply then says the same or less)
         return replies[-1]
+
+    async def _answer(self, future: asyncio.Future[R]) -> R:
+        """The reply ``future`` brings, within ``reply_timeout`` (else NoReply)."""
+        if future.done():
+            return future.result()
+        try:
+            async with asyncio.timeout(self._options.reply_timeout):
+                return await future
+        except TimeoutError:
+            raise NoReply(f"no reply within {self._options.reply_timeout} s (reply_timeout)") from None
+
+    async def _answers(self, started: list[tuple[str, asyncio.Future[Msg]]]) -> list[Msg]:
+        """Every reply of a pipelined batch, within ``reply_timeout`` of the last request sent."""
+        if all(future.done() for _, future in started):
+            return [future.result() for _, future in started]
+        try:
+            async with asyncio.timeout(self._options.reply_timeout):
+                return [await future for _, future in started]
+        except TimeoutError:
+            raise NoReply(f"no reply within {self._options.reply_timeout} s (reply_timeout)") from None
 
     async def publish_unacked(self, subject: str, headers: dict[str, str] | None = None) -> None:
         """Best-effort housekeeping publish (nobody waits for it; failures are ignored)."""

@@ -19,6 +19,7 @@ __all__ = [
     "STORAGE",
     "NatsOptions",
     "parse_url",
+    "server_urls",
 ]
 
 #: Bytes kept for headers and envelope fields beside a value in one message (and the
@@ -38,6 +39,7 @@ _OPTION_KINDS: dict[str, Callable[[Any], Any]] = {
     "max_payload": int,
     "listing_cache": int,
     "listing_max_age": float,
+    "reply_timeout": float,
 }
 
 
@@ -65,6 +67,9 @@ class NatsOptions:
     listing_cache: int = 16
     #: Seconds a kept listing is caught up before it is taken again from scratch.
     listing_max_age: float = 60.0
+    #: Seconds a request waits for its reply before it counts as unanswered (its server or
+    #: the stream's leader went away) and is sent again within ``operation_timeout``.
+    reply_timeout: float = 2.0
 
     def __post_init__(self) -> None:
         if self.storage not in STORAGE:
@@ -72,7 +77,7 @@ class NatsOptions:
         replicas = self.replicas
         if isinstance(replicas, bool) or not isinstance(replicas, int) or not 1 <= replicas <= 5:
             raise InvalidArgument(f"replicas must be an int from 1 to 5, got {replicas!r}")
-        for name in ("reconnect_wait", "ping_interval"):
+        for name in ("reconnect_wait", "ping_interval", "reply_timeout"):
             value = getattr(self, name)
             if isinstance(value, bool) or not isinstance(value, int | float) or not value > 0:
                 raise InvalidArgument(f"{name} must be a positive number of seconds, got {value!r}")
@@ -120,12 +125,17 @@ def parse_url(url: str, options: dict[str, Any]) -> tuple[str, NetworkSettings, 
     shown = mask_url(base)
     if parts.scheme.lower() != "nats":
         raise InvalidArgument(f"a NATS URL starts with nats://, got {shown!r}")
-    try:
-        parts.port  # noqa: B018 - raises on a bad port
-    except ValueError as exc:
-        raise InvalidArgument(f"bad port in NATS URL {shown!r}") from exc
-    if not parts.hostname:
-        raise InvalidArgument(f"a NATS URL needs a host (nats://127.0.0.1:4222), got {shown!r}")
+    for server in server_urls(base):
+        try:
+            one = urlsplit(server)
+            one.port  # noqa: B018 - raises on a bad port
+        except ValueError as exc:
+            raise InvalidArgument(f"bad port in NATS URL {shown!r}") from exc
+        if not one.hostname:
+            raise InvalidArgument(
+                f"a NATS URL needs a host (nats://127.0.0.1:4222, or nats://a:4222,b:4222 for a "
+                f"cluster), got {shown!r}"
+            )
     if parts.path not in ("", "/") or parts.fragment:
         raise InvalidArgument(f"a NATS URL has no path or fragment: {shown!r}")
     settings = NetworkSettings.from_options(merged)
@@ -136,3 +146,13 @@ def parse_url(url: str, options: dict[str, Any]) -> tuple[str, NetworkSettings, 
             f"unknown nats:// option(s) {sorted(merged)}; known: {', '.join(known + list(_OPTION_KINDS))}"
         )
     return parts._replace(path="").geturl(), settings, nats_options
+
+
+def server_urls(url: str) -> list[str]:
+    """The URL of each server a ``nats://`` URL names: ``nats://a:4222,b:4222`` is a cluster's seeds.
+
+    Each keeps the URL's credentials (``user:password@`` or a token).
+    """
+    parts = urlsplit(url)
+    userinfo, at, hosts = parts.netloc.rpartition("@")
+    return [parts._replace(netloc=f"{userinfo}{at}{host}").geturl() for host in hosts.split(",")]
