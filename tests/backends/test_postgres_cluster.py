@@ -22,6 +22,7 @@ import prism
 from prism.backends.postgres import PostgresBackend
 from prism.errors import InvalidArgument
 from prism.testing.conformance import ConformanceSuite
+from prism.testing.feed import FeedSuite
 from prism.testing.servers._base import ServerUnavailable, require_or_skip
 from prism.testing.servers.postgres import PostgresServer
 
@@ -60,6 +61,22 @@ class TestConformance(ConformanceSuite):
     @pytest.fixture
     def store_options(self, pair: tuple[PostgresServer, PostgresServer]) -> dict[str, Any]:
         return {"replica_urls": [pair[1].url], "replica_check_interval": 0.2}
+
+
+class TestFeed(FeedSuite):
+    @pytest.fixture
+    def store_url(self, pair: tuple[PostgresServer, PostgresServer]) -> str:
+        return pair[0].url
+
+    @pytest.fixture
+    def store_options(self, pair: tuple[PostgresServer, PostgresServer]) -> dict[str, Any]:
+        return {
+            "table": "prism_feed_cluster",
+            "purge_interval": 0.05,
+            "feed": True,
+            "replica_urls": [pair[1].url],
+            "replica_check_interval": 0.2,
+        }
 
 
 @asynccontextmanager
