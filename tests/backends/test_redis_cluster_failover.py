@@ -6,7 +6,8 @@ Redis replicates asynchronously, so without ``wait_replicas`` a write acknowledg
 just before the kill can be lost; the first test measures how many (printed, and
 recorded in docs/operations.md), the second shows that ``wait_replicas=1`` loses none.
 Calls during the switch fail only with BackendUnavailable, and the same store carries
-on afterwards without a restart. The module has its own cluster, since it kills nodes.
+on afterwards without a restart; through the gateway they are 503 with Retry-After.
+The module has its own cluster, since it kills nodes.
 """
 
 from __future__ import annotations
@@ -17,10 +18,12 @@ import uuid
 from collections.abc import Iterator
 from typing import Any
 
+import httpx
 import pytest
 
 import prism
 from prism.errors import BackendUnavailable
+from prism.gateway import create_app, parse_config
 from prism.kv.namespace import Namespace
 from prism.testing.failover import WriteLoad
 from prism.testing.servers.redis_cluster import ClusterNode, RedisCluster, redis_cluster
@@ -111,3 +114,57 @@ async def test_with_wait_replicas_no_acknowledged_write_is_lost(cluster: RedisCl
             f"\nredis cluster failover (wait_replicas=1): {len(load.acked)} writes acknowledged, "
             f"{len(lost)} lost, {len(load.errors)} BackendUnavailable, takeover {took:.2f} s"
         )
+
+
+async def test_the_gateway_answers_503_with_retry_after_during_the_switch_and_recovers(
+    cluster: RedisCluster,
+) -> None:
+    name, owner = _busy_namespace(cluster)
+    config = parse_config(
+        {
+            "stores": {"main": {"url": cluster.url, "options": {"operation_timeout": 1.0}}},
+            "namespaces": [{"name": name}],
+            "audit": {"sink": "none"},
+        },
+        source="cluster.yaml",
+        env={},
+    )
+    app = create_app(config, env={})
+    statuses: dict[int, int] = {}
+    acked: dict[str, bytes] = {}
+    stop = asyncio.Event()
+
+    async def writer(client: httpx.AsyncClient, w: int) -> None:
+        n = 0
+        while not stop.is_set():
+            key, value = f"g{w}-{n}", f"{w}:{n}".encode()
+            n += 1
+            r = await client.put(f"/v1/kv/{name}/{key}", content=value)
+            statuses[r.status_code] = statuses.get(r.status_code, 0) + 1
+            if r.status_code == 503:
+                assert int(r.headers["retry-after"]) >= 1, r.headers
+                await asyncio.sleep(0.01)
+            else:
+                assert r.status_code in (200, 201, 204), (r.status_code, r.text)
+                acked[key] = value
+
+    async with app.router.lifespan_context(app):
+        transport = httpx.ASGITransport(app=app)
+        async with httpx.AsyncClient(transport=transport, base_url="http://gateway", timeout=30) as client:
+            tasks = [asyncio.create_task(writer(client, w)) for w in range(4)]
+            try:
+                await asyncio.sleep(0.5)
+                await asyncio.to_thread(cluster.kill, owner)
+                await asyncio.to_thread(cluster.wait_for_new_owner, f"prism:{{{name}}}:ids", owner)
+                before = len(acked)
+                await asyncio.sleep(1.0)
+            finally:
+                stop.set()
+                await asyncio.gather(*tasks)
+            assert len(acked) > before, "the gateway wrote to the new primary without a restart"
+            assert statuses.get(503), f"calls failed as 503 during the switch: {statuses}"
+            for key in sorted(acked):
+                r = await client.get(f"/v1/kv/{name}/{key}")
+                assert r.status_code == 200 and r.content == acked[key], (key, r.status_code)
+    cluster.start_node(owner)
+    cluster.wait_until_ok()
