@@ -20,7 +20,7 @@ import pytest
 import prism
 from prism.backends.nats.layout import bucket_name
 from prism.backends.nats.options import parse_url, server_urls
-from prism.errors import InvalidArgument
+from prism.errors import BackendUnavailable, InvalidArgument, PreconditionFailed
 from prism.patterns import open_queue
 from prism.testing.conformance import ConformanceSuite
 from prism.testing.failover import WriteLoad
@@ -94,21 +94,47 @@ async def test_a_stopped_stream_leader_is_ridden_out_within_the_deadline(cluster
         ns = store.namespace(name)
         await ns.put("first", b"1")
         leader = await cluster.stream_leader(f"KV_{bucket_name(name)}")
+        conditional: dict[str, str] = {}
+        stop = asyncio.Event()
+
+        async def create_only() -> None:
+            # if_absent puts of fresh keys: each succeeds, or fails as BackendUnavailable (maybe
+            # applied); a failed condition would be the store tripping over its own first attempt.
+            n = 0
+            while not stop.is_set():
+                key = f"c{n}"
+                n += 1
+                try:
+                    await ns.put(key, b"c", if_absent=True)
+                    conditional[key] = "ok"
+                except BackendUnavailable:
+                    conditional[key] = "unavailable"
+                except PreconditionFailed:
+                    conditional[key] = "precondition failed"
+
+        creator = asyncio.create_task(create_only())
         async with WriteLoad(ns, writers=4) as load:
             await asyncio.sleep(0.5)
             stopped_at = time.monotonic()
             await asyncio.to_thread(cluster.kill, leader)
             await asyncio.sleep(3.0)
+        stop.set()
+        await creator
         try:
             lost = await load.lost()
             assert lost == [], f"lost {len(lost)} of {len(load.acked)} acknowledged writes"
             assert not load.errors, f"the leader change surfaced: {load.errors[:3]}"
             assert load.acked_after(stopped_at + 1.0), "writes went on under the new leader"
+            failed = [k for k, outcome in conditional.items() if outcome == "precondition failed"]
+            assert not failed, f"conditional writes failed by their own resend: {failed}"
+            created = [k for k, outcome in conditional.items() if outcome == "ok"]
+            assert all(i is not None for i in await ns.get_many(created))
             new = await cluster.stream_leader(f"KV_{bucket_name(name)}")
             assert new is not leader
             print(
                 f"\nnats stream leader change: {len(load.acked)} writes acknowledged, {len(lost)} lost, "
-                f"{len(load.errors)} errors, writes stalled for {load.longest_pause():.2f} s at most"
+                f"{len(load.errors)} errors, {sum(o == 'unavailable' for o in conditional.values())} "
+                f"conditional writes unavailable, writes stalled for {load.longest_pause():.2f} s at most"
             )
         finally:
             await asyncio.to_thread(cluster.start_node, leader)
