@@ -105,6 +105,15 @@ async def test_no_reachable_seed_is_backend_unavailable_naming_the_nodes() -> No
     assert "127.0.0.1:1" in str(info.value) and "127.0.0.1:2" in str(info.value)
 
 
+async def test_health_names_the_primaries_of_the_cluster(cluster: RedisCluster) -> None:
+    async with prism.connect(cluster.url) as store:
+        health = await store.health()
+    details = health["details"]
+    assert health["status"] == "UP" and details["mode"] == "cluster", health
+    assert sorted(details["cluster_primaries"]) == sorted(f"127.0.0.1:{p}" for p in cluster.primaries())
+    assert details["slot_map_refreshes"] >= 1
+
+
 # -- the layout on the shards ---------------------------------------------------------
 
 

@@ -13,6 +13,7 @@ The module has its own cluster, since it kills nodes.
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import time
 import uuid
 from collections.abc import Iterator
@@ -25,6 +26,7 @@ import prism
 from prism.errors import BackendUnavailable
 from prism.gateway import create_app, parse_config
 from prism.kv.namespace import Namespace
+from prism.patterns import open_pubsub
 from prism.testing.failover import WriteLoad
 from prism.testing.servers.redis_cluster import ClusterNode, RedisCluster, redis_cluster
 
@@ -168,3 +170,39 @@ async def test_the_gateway_answers_503_with_retry_after_during_the_switch_and_re
                 assert r.status_code == 200 and r.content == acked[key], (key, r.status_code)
     cluster.start_node(owner)
     cluster.wait_until_ok()
+
+
+async def _listening_node(cluster: RedisCluster, client_name: str) -> ClusterNode:
+    """The node where a connection named ``client_name`` is subscribed."""
+    for node in cluster.nodes:
+        if node.alive:
+            listed = cluster.command(node, "CLIENT", "LIST").decode(errors="replace")
+            if any(f"name={client_name} " in line and " sub=1 " in line for line in listed.splitlines()):
+                return node
+    raise AssertionError(f"no node has a subscribed connection named {client_name}")
+
+
+async def test_a_subscriber_whose_node_dies_hears_again_from_another_primary(cluster: RedisCluster) -> None:
+    name = f"listener-{uuid.uuid4().hex[:6]}"
+    got: list[bytes] = []
+    async with (
+        open_pubsub(f"{cluster.url}?client_name={name}") as listener,
+        open_pubsub(cluster.url, operation_timeout=2.0) as talker,
+    ):
+        await listener.subscribe("news", lambda topic, data: got.append(data))
+        node = await _listening_node(cluster, name)
+        assert node.port in cluster.primaries()
+        await asyncio.to_thread(cluster.kill, node)
+        try:
+            deadline = time.monotonic() + 30
+            n = 0
+            while not got and time.monotonic() < deadline:
+                n += 1
+                with contextlib.suppress(BackendUnavailable):
+                    await talker.publish("news", f"after-{n}".encode())
+                await asyncio.sleep(0.2)
+            assert got, "the subscriber heard nothing after its node died"
+            assert (await _listening_node(cluster, name)) is not node
+        finally:
+            await asyncio.to_thread(cluster.start_node, node)
+            await asyncio.to_thread(cluster.wait_until_ok)

@@ -73,7 +73,8 @@ acknowledged by a primary that dies before its replica received it is lost;
 `wait_replicas=1` closes that gap (a write is acknowledged once a replica has it),
 at the price of a round trip to the replica and of refusing writes while the shard
 has no live replica. The queue and the pub/sub work on the cluster too; a pub/sub
-listens on one primary (channels reach every node).
+listens on one primary (channels reach every node) and moves to another when that
+one goes away. `health()` names the primaries and counts the slot map's rebuilds.
 
 **Reads** always go to the primary, so `consistency="strong"` costs nothing extra.
 Values are capped at 256 MiB, half of the server's default `proto-max-bulk-len`.
@@ -245,6 +246,7 @@ class RedisBackend(Backend):
             "latency_ms": round(latency * 1000, 3),
             "db": self.settings.db,
             "max_connections": self.settings.max_connections,
+            **self._link.health(),
         }
 
     def _base(self, ns: str) -> str:

@@ -482,6 +482,16 @@ class RedisLink:
             raise StoreClosed("the redis backend is not open")
         return pool
 
+    def health(self) -> dict[str, Any]:
+        """What a cluster adds to the store's health: its primaries and how often the map was rebuilt."""
+        slots = self._slots
+        if slots is None:
+            return {}
+        return {
+            "cluster_primaries": [f"{host}:{port}" for host, port in slots.primaries],
+            "slot_map_refreshes": slots.refreshes,
+        }
+
     @property
     def slot_map(self) -> SlotMap | None:
         """The cluster's slot map (None for one server)."""
