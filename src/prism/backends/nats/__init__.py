@@ -31,7 +31,8 @@ parameters or keyword arguments of ``prism.connect`` (keywords win):
   that completes within the deadline is not seen by the caller; an unanswered
   conditional write (``if_match``, ``if_absent``) is not, since its own first attempt
   may have been applied and would then fail its condition: it raises
-  ``BackendUnavailable`` saying that it may or may not have been applied.
+  ``BackendUnavailable`` saying that it may or may not have been applied. Raise it
+  where one reply can legitimately take longer (large values over a slow link).
 * ``reconnect_wait`` (1 s): pause between reconnect attempts. The client reconnects
   forever in the background; calls made while it is down fail fast instead of being
   queued and replayed later.

@@ -69,7 +69,9 @@ Options (keyword arguments of ``prism.connect`` or URL query parameters):
   strong reads, scans and every write go to the primary. ``replica_max_lag`` (5 s):
   a replica whose replay is further behind than this is skipped, as is one that
   failed a read or its last check, until a check every ``replica_check_interval``
-  (1 s) finds it well; with no replica fit, reads go to the primary;
+  (1 s) finds it well; with no replica fit, reads go to the primary. A read on a
+  replica that takes more than half of ``operation_timeout`` counts as failed and is
+  made on the primary in the time left;
 * ``target_session_attrs`` (libpq's: any, primary, standby, prefer-standby,
   read-write, read-only): with several hosts in the URL (``host1:5432,host2:5432``)
   a connection is made to the first that fits, so ``read-write`` follows a promoted
