@@ -265,3 +265,29 @@ async def test_a_primary_short_of_replicas_refuses_writes_as_backend_unavailable
         finally:
             cluster.command(owner, "CONFIG", "SET", "min-replicas-to-write", "0")
         await ns.put("b", b"2")
+
+
+async def test_a_cluster_user_and_password_reach_every_node(cluster: RedisCluster) -> None:
+    user, password = f"app{uuid.uuid4().hex[:6]}", uuid.uuid4().hex
+    for node in cluster.nodes:
+        if node.alive:
+            reply = cluster.command(node, "ACL", "SETUSER", user, "on", f">{password}", "~*", "&*", "+@all")
+            assert reply.startswith(b"+OK")
+    hosts = ",".join(f"127.0.0.1:{n.port}" for n in cluster.nodes if n.alive)
+    try:
+        async with prism.connect(f"redis+cluster://{user}:{password}@{hosts}/") as store:
+            names = [_name() for _ in range(12)]
+            for name in names:
+                await store.namespace(name).put("k", name.encode())
+            for name in names:
+                item = await store.namespace(name).get("k")
+                assert item is not None and item.value == name.encode()
+        with pytest.raises(BackendUnavailable) as info:
+            await prism.connect(
+                f"redis+cluster://{user}:wrong-{password}@{hosts}/", operation_timeout=1.0
+            ).__aenter__()
+        assert "wrong-" not in str(info.value) and password not in str(info.value)
+    finally:
+        for node in cluster.nodes:
+            if node.alive:
+                cluster.command(node, "ACL", "DELUSER", user)
