@@ -11,7 +11,6 @@ from __future__ import annotations
 import asyncio
 import time
 import uuid
-from collections.abc import Iterator
 from typing import Any
 
 import nats
@@ -25,15 +24,14 @@ from prism.patterns import open_queue
 from prism.testing.conformance import ConformanceSuite
 from prism.testing.failover import WriteLoad
 from prism.testing.messaging import PubSubSuite, QueueSuite
-from prism.testing.servers.nats_cluster import NatsCluster, nats_cluster
+from prism.testing.servers.nats_cluster import NatsCluster
 
 REPLICATED: dict[str, Any] = {"replicas": 3}
 
 
-@pytest.fixture(scope="module")
-def cluster() -> Iterator[NatsCluster]:
-    with nats_cluster() as c:
-        yield c
+@pytest.fixture
+def cluster(shared_nats_cluster: NatsCluster) -> NatsCluster:
+    return shared_nats_cluster
 
 
 class TestConformance(ConformanceSuite):
@@ -69,6 +67,12 @@ def test_a_cluster_url_names_every_server_with_its_credentials() -> None:
     for bad in ("nats://a:4222,b:x", "nats://a:4222,,b:4222"):
         with pytest.raises(InvalidArgument):
             parse_url(bad, {})
+    assert not options.replica_reads and options.reply_timeout == 5.0
+    _, _, chosen = parse_url("nats://a:4222,b:4222?replica_reads=true&reply_timeout=2", {})
+    assert chosen.replica_reads and chosen.reply_timeout == 2.0
+    for option, value in (("replica_reads", "maybe"), ("reply_timeout", "0")):
+        with pytest.raises(InvalidArgument, match=option):
+            parse_url(f"nats://a:4222?{option}={value}", {})
 
 
 async def test_buckets_are_replicated_on_every_node(cluster: NatsCluster) -> None:
@@ -89,7 +93,7 @@ async def test_a_stopped_stream_leader_is_ridden_out_within_the_deadline(cluster
     if cluster.external:
         pytest.skip("stopping a node needs the local test cluster")
     name = f"lead-{uuid.uuid4().hex[:8]}"
-    options = {**REPLICATED, "operation_timeout": 10.0, "max_retries": 100, "retry_cap": 0.2}
+    options = {**REPLICATED, "operation_timeout": 10.0, "reply_timeout": 2.0, "max_retries": 100}
     async with prism.connect(cluster.url, **options) as store:
         ns = store.namespace(name)
         await ns.put("first", b"1")

@@ -3,14 +3,13 @@
 The KV conformance suite and the queue and pub/sub suites run unchanged on
 ``redis+cluster://``; the tests below cover what a cluster adds: the URL, namespaces
 kept in one slot each and spread over the shards, and MOVED after a slot migrates.
-The failover tests live in ``test_redis_cluster_failover.py``, with a cluster of their own.
+The failover tests live in ``test_redis_cluster_failover.py``; both use the session's cluster.
 """
 
 from __future__ import annotations
 
 import asyncio
 import uuid
-from collections.abc import Iterator
 
 import pytest
 import redis.asyncio as aioredis
@@ -24,13 +23,12 @@ from prism.model import Put
 from prism.patterns import open_pubsub, open_queue
 from prism.testing.conformance import ConformanceSuite
 from prism.testing.messaging import PubSubSuite, QueueSuite
-from prism.testing.servers.redis_cluster import RedisCluster, redis_cluster
+from prism.testing.servers.redis_cluster import RedisCluster
 
 
-@pytest.fixture(scope="module")
-def cluster() -> Iterator[RedisCluster]:
-    with redis_cluster() as c:
-        yield c
+@pytest.fixture
+def cluster(shared_redis_cluster: RedisCluster) -> RedisCluster:
+    return shared_redis_cluster
 
 
 def _name() -> str:

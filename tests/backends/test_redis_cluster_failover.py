@@ -7,7 +7,7 @@ just before the kill can be lost; the first test measures how many (printed, and
 recorded in docs/operations.md), the second shows that ``wait_replicas=1`` loses none.
 Calls during the switch fail only with BackendUnavailable, and the same store carries
 on afterwards without a restart; through the gateway they are 503 with Retry-After.
-The module has its own cluster, since it kills nodes.
+Each test leaves the session's cluster whole again (the killed node back as a replica).
 """
 
 from __future__ import annotations
@@ -28,19 +28,20 @@ from prism.gateway import create_app, parse_config
 from prism.kv.namespace import Namespace
 from prism.patterns import open_pubsub
 from prism.testing.failover import WriteLoad
-from prism.testing.servers.redis_cluster import ClusterNode, RedisCluster, redis_cluster
+from prism.testing.servers.redis_cluster import ClusterNode, RedisCluster
 
 #: Concurrent writers of the load, and the most writes each makes.
 WRITERS = 8
 MAX_WRITES = 5000
 
 
-@pytest.fixture(scope="module")
-def cluster() -> Iterator[RedisCluster]:
-    with redis_cluster() as c:
-        if c.external:
-            pytest.skip("the failover tests kill nodes: they need the local test cluster")
-        yield c
+@pytest.fixture
+def cluster(shared_redis_cluster: RedisCluster) -> Iterator[RedisCluster]:
+    if shared_redis_cluster.external:
+        pytest.skip("the failover tests kill nodes: they need the local test cluster")
+    shared_redis_cluster.heal()
+    yield shared_redis_cluster
+    shared_redis_cluster.heal()
 
 
 def _busy_namespace(cluster: RedisCluster) -> tuple[str, ClusterNode]:

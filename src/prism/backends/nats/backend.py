@@ -413,9 +413,13 @@ class NatsBackend(Backend):
                 self._revisions.clear()
                 self._born[ns] = info.created
             config = await self._upgraded(info.config)
+            # Direct gets of a replicated bucket may be answered by a replica behind its leader.
+            direct = bool(config.allow_direct) and (
+                (config.num_replicas or 1) == 1 or self.options.replica_reads
+            )
             bucket = self._buckets[ns] = Bucket.named(
                 name,
-                bool(config.allow_direct),
+                direct,
                 ttl=self.features.message_ttl and bool(config.allow_msg_ttl),
                 atomic=self.features.atomic_batch and bool(config.allow_atomic),
             )
@@ -924,4 +928,5 @@ class NatsBackend(Backend):
                 deleted += sum(1 for o in batch.finished() if o.existed)
             return deleted
 
-        return await self._call(op, f"delete_items from {ns!r}", ns)
+        # Not resent when unanswered: a second attempt would count none of what the first deleted.
+        return await self._call(op, f"delete_items from {ns!r}", ns, resend=False)

@@ -13,7 +13,7 @@ import asyncio
 import itertools
 import logging
 from collections.abc import Sequence
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from typing import Any, TypeVar
 
 import msgspec
@@ -48,6 +48,8 @@ _DELETED = frozenset({"DEL", "PURGE"})
 LISTING_HEARTBEAT = 2.0
 #: Seconds an abandoned listing consumer lives on the server before it is removed.
 LISTING_INACTIVE_THRESHOLD = 10.0
+#: Listing consumers made at most per listing until one lands on the stream's leader.
+LISTING_PLACEMENTS = 30
 #: Bytes of payload a pipelined batch queues before it lets the client write them out.
 PIPELINE_FLUSH_BYTES = 1024 * 1024
 
@@ -133,7 +135,7 @@ class ConnectOptions:
     reconnect_wait: float
     ping_interval: float
     #: Seconds a request waits for its reply before NoReply.
-    reply_timeout: float = 2.0
+    reply_timeout: float = 5.0
 
 
 class Connection:
@@ -150,6 +152,8 @@ class Connection:
         self._streams: dict[str, tuple[list[Msg], asyncio.Future[list[Msg]]]] = {}
         self._tokens = itertools.count(1)
         self._closing = False
+        #: Streams seen with a single copy: a listing consumer of theirs needs no placement check.
+        self._single_copy: set[str] = set()
         #: The driver's latest complaint (connection refused, authorization...), for error messages.
         self.last_error: str | None = None
 
@@ -422,11 +426,14 @@ class Connection:
             if pending == 0:
                 done.set_result(None)
 
-        sub = await nc.subscribe(nc.new_inbox(), cb=on_msg, pending_bytes_limit=0)
+        # The consumer is made before anything listens on its inbox, so it delivers nothing
+        # until it is known to sit on the stream's leader (see _on_leader).
+        inbox = nc.new_inbox()
+        sub: Any = None
         info: api.ConsumerInfo | None = None
         try:
             config = api.ConsumerConfig(
-                deliver_subject=sub.subject,
+                deliver_subject=inbox,
                 deliver_policy=api.DeliverPolicy.LAST_PER_SUBJECT
                 if after_seq is None
                 else api.DeliverPolicy.BY_START_SEQUENCE,
@@ -440,23 +447,53 @@ class Connection:
                 mem_storage=True,
                 num_replicas=1,
             )
-            try:
-                info = await js.add_consumer(stream, config)
-            except nats.js.errors.NotFoundError:
-                return None
+            leader: list[str | None] = []  # the stream's leader, once asked
+            for _ in range(LISTING_PLACEMENTS):
+                try:
+                    info = await js.add_consumer(stream, config)
+                except nats.js.errors.NotFoundError:
+                    return None
+                if await self._on_leader(stream, info, leader):
+                    break
+                await self.publish_unacked(f"$JS.API.CONSUMER.DELETE.{stream}.{info.name}")
+                info = None
+                inbox = nc.new_inbox()
+                config = replace(config, deliver_subject=inbox)
+            else:
+                raise ListingGap(f"no listing consumer of {stream} was placed on its leader")
             delivered = info.delivered.consumer_seq if info.delivered is not None else 0
             if not info.num_pending and not delivered:
                 return out
+            sub = await nc.subscribe(inbox, cb=on_msg, pending_bytes_limit=0)
             await done
             return out
         finally:
-            await _unsubscribe_quietly(sub)
+            if sub is not None:
+                await _unsubscribe_quietly(sub)
             if not done.done():
                 done.cancel()
             elif not done.cancelled():
                 done.exception()  # retrieved, so a gap seen after an early exit is not reported as lost
             if info is not None:
                 await self.publish_unacked(f"$JS.API.CONSUMER.DELETE.{stream}.{info.name}")
+
+    async def _on_leader(self, stream: str, info: api.ConsumerInfo, leader: list[str | None]) -> bool:
+        """Whether a listing consumer reads the stream's leader, which has every acknowledged write.
+
+        A consumer with one replica is placed on any server holding a copy of the
+        stream, and reads that server's copy, which may lag the leader by the latest
+        writes. On one server, and for a stream with one copy, it always does.
+        """
+        placed = info.cluster.leader if info.cluster is not None else None
+        if not placed or stream in self._single_copy:
+            return True
+        if not leader:
+            cluster = (await self.js.stream_info(stream)).cluster
+            if cluster is None or not cluster.replicas:
+                self._single_copy.add(stream)
+                return True
+            leader.append(cluster.leader)
+        return leader[0] == placed
 
 
 async def _close_quietly(nc: Client) -> None:

@@ -30,6 +30,19 @@ DEFAULT_MAX_PAYLOAD = 1024 * 1024
 #: NATS advises against a max_payload above this.
 LARGEST_MAX_PAYLOAD = 64 * 1024 * 1024
 STORAGE = {"file": api.StorageType.FILE, "memory": api.StorageType.MEMORY}
+
+
+def _as_bool(raw: Any) -> bool:
+    if isinstance(raw, bool):
+        return raw
+    text = str(raw).strip().lower()
+    if text in ("1", "true", "yes", "on"):
+        return True
+    if text in ("0", "false", "no", "off"):
+        return False
+    raise ValueError(f"expected true or false, got {raw!r}")
+
+
 _OPTION_KINDS: dict[str, Callable[[Any], Any]] = {
     "storage": str,
     "replicas": int,
@@ -40,6 +53,7 @@ _OPTION_KINDS: dict[str, Callable[[Any], Any]] = {
     "listing_cache": int,
     "listing_max_age": float,
     "reply_timeout": float,
+    "replica_reads": _as_bool,
 }
 
 
@@ -69,7 +83,11 @@ class NatsOptions:
     listing_max_age: float = 60.0
     #: Seconds a request waits for its reply before it counts as unanswered (its server or
     #: the stream's leader went away) and is sent again within ``operation_timeout``.
-    reply_timeout: float = 2.0
+    reply_timeout: float = 5.0
+    #: Whether eventually consistent reads of a replicated bucket may be answered by any of
+    #: its replicas (direct gets), which can be behind its leader by the latest writes; off:
+    #: every read of a bucket with more than one replica goes to its leader.
+    replica_reads: bool = False
 
     def __post_init__(self) -> None:
         if self.storage not in STORAGE:
@@ -106,7 +124,12 @@ class NatsOptions:
         for name, kind in _OPTION_KINDS.items():
             if name in options:
                 raw = options.pop(name)
-                if isinstance(raw, str) and kind is not str:
+                if kind is _as_bool:
+                    try:
+                        raw = _as_bool(raw)
+                    except ValueError as exc:
+                        raise InvalidArgument(f"{name} must be true or false, got {raw!r}") from exc
+                elif isinstance(raw, str) and kind is not str:
                     try:
                         raw = kind(raw)
                     except ValueError as exc:

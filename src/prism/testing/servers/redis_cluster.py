@@ -229,6 +229,17 @@ class RedisCluster:
                             return next(n for n in self.nodes if n.port == port)
         raise ServerUnavailable(f"no live node serves slot {slot}")
 
+    def heal(self, timeout: float = FORM_TIMEOUT) -> None:
+        """Start every stopped node and wait until each primary has a live replica again."""
+        for node in self.nodes:
+            self.start_node(node)
+        self.wait_until_ok(timeout)
+        deadline = time.monotonic() + timeout
+        while not all(self.replicas_of(p) for p in self.primaries().values()):
+            if time.monotonic() > deadline:
+                raise ServerUnavailable(f"the redis cluster did not get a replica per primary in {timeout} s")
+            time.sleep(0.2)
+
     def node_id(self, node: ClusterNode) -> str:
         """The cluster's id of ``node`` (``CLUSTER MYID``)."""
         return self.command(node, "CLUSTER", "MYID").split(b"\r\n")[1].decode()
