@@ -40,6 +40,8 @@ parameters or keyword arguments of ``prism.connect`` (keywords win):
 * ``replica_reads`` (false): whether eventually consistent reads of a bucket with
   more than one replica may be direct gets answered by any replica, which can be
   behind the leader by the last writes; by default they go to the bucket's leader.
+  Listings always read the leader: JetStream places a listing's consumer on any
+  replica, so one that is not on the leader is made again.
 * ``reconnect_wait`` (1 s): pause between reconnect attempts. The client reconnects
   forever in the background; calls made while it is down fail fast instead of being
   queued and replayed later.
