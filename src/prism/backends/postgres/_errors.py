@@ -26,6 +26,9 @@ def is_transient(exc: BaseException) -> bool:
     """Whether running the operation again may succeed and cannot apply it twice (see lost_connection)."""
     if isinstance(exc, OSError | ConnectTimedOut | asyncpg.PostgresConnectionError):
         return True
+    if isinstance(exc, asyncpg.TargetServerAttributeNotMatched):
+        # No host is the primary yet (target_session_attrs=read-write during a failover).
+        return True
     return isinstance(exc, asyncpg.PostgresError) and exc.sqlstate in _RETRY_SQLSTATES
 
 

@@ -1,7 +1,9 @@
 """`redis://host:port/db` and `rediss://` (TLS): Prism on a Redis server, via redis-py asyncio and hiredis.
 
-**URL and options.** `redis://[user:password@]host[:port][/db]`; every option below
-may be a query parameter or a keyword argument of `prism.connect`:
+**URL and options.** `redis://[user:password@]host[:port][/db]`, or
+`redis+cluster://[user:password@]host1:port1,host2:port2/` (`rediss+cluster://` with
+TLS) for a Redis Cluster named by one or more seed nodes; every option below may be a
+query parameter or a keyword argument of `prism.connect`:
 
 | option | default | meaning |
 |---|---|---|
@@ -13,6 +15,8 @@ may be a query parameter or a keyword argument of `prism.connect`:
 | `key_prefix` | `prism` | first part of every key, to share a database with other data |
 | `expiry_grace` | 1 | seconds past the last expiry before Redis drops a record's keys itself |
 | `client_name` | none | the name shown by `CLIENT LIST` |
+| `wait_replicas` | 0 | replicas that must confirm each write (`WAIT`) before it is acknowledged |
+| `wait_timeout` | 1 | seconds a write waits for those replicas, then fails with `BackendUnavailable` |
 | `ssl_ca_certs`, `ssl_certfile`, `ssl_keyfile` | none | TLS files (`rediss://` only) |
 | `ssl_cert_reqs`, `ssl_check_hostname` | `required`, true | TLS verification (`rediss://` only) |
 | `feed` | false | keep a change feed (`Namespace.watch`) in a stream per namespace |
@@ -84,12 +88,24 @@ the write may have been applied: the call raises `BackendUnavailable` at once. R
 are retried in both cases. A cancelled call drops its connection rather than
 returning it with an unread reply.
 
-**Not supported.** Redis Cluster: the layout is single-slot per namespace (every
-script, multi-record transactions included, touches one slot), but this backend
-speaks to one server, so use a standalone server or the primary of a replicated
-setup; a namespace is then bounded by that server. Reads always go to that server,
-so `consistency="strong"` costs nothing extra. Values are capped at 256 MiB, half of
-the server's default `proto-max-bulk-len`.
+**Redis Cluster.** With `redis+cluster://` each command goes to the primary serving
+its key's slot, from a slot map read with `CLUSTER SLOTS` from the first node that
+answers (the primaries last seen, then the seeds), one pool per node. Every script,
+multi-record transactions included, touches one namespace and so one slot; namespaces
+spread over the shards by the hash of their name, and one namespace is bounded by one
+shard. MOVED, ASK, CLUSTERDOWN, TRYAGAIN and a node that cannot be reached are
+retried within `operation_timeout` after the map is rebuilt, so a slot migration or a
+primary failing over to its replica costs `BackendUnavailable` only for the seconds
+the cluster needs to elect the replica. Replication is asynchronous: a write
+acknowledged by a primary that dies before its replica received it is lost;
+`wait_replicas=1` closes that gap (a write is acknowledged once a replica has it),
+at the price of a round trip to the replica and of refusing writes while the shard
+has no live replica. The queue and the pub/sub work on the cluster too; a pub/sub
+listens on one primary (channels reach every node) and moves to another when that
+one goes away. `health()` names the primaries and counts the slot map's rebuilds.
+
+**Reads** always go to the primary, so `consistency="strong"` costs nothing extra.
+Values are capped at 256 MiB, half of the server's default `proto-max-bulk-len`.
 """
 
 from __future__ import annotations
@@ -374,6 +390,7 @@ class RedisBackend(Backend):
             "latency_ms": round(latency * 1000, 3),
             "db": self.settings.db,
             "max_connections": self.settings.max_connections,
+            **self._link.health(),
         }
 
     def _base(self, ns: str) -> str:

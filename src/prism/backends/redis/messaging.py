@@ -30,7 +30,7 @@ from redis.exceptions import RedisError
 
 from prism.backends.messaging import Lease, PubSub, Queue, check_seconds
 from prism.backends.redis import RedisBackend
-from prism.backends.redis._connection import RedisLink, RedisSettings
+from prism.backends.redis._connection import NoConnection, RedisLink, RedisSettings
 from prism.backends.redis._lua import Script
 from prism.backends.urls import mask_url
 from prism.errors import BackendUnavailable, InvalidArgument
@@ -359,6 +359,35 @@ class RedisPubSub(_OnLink, PubSub):
             f"redis {what} at {mask_url(self.settings.url)}: {type(exc).__name__}: {exc}", cause=exc
         )
 
+    async def _follow_cluster(self, channels: RedisChannels) -> RedisChannels:
+        """On a cluster, listen on a live primary once the one listened on is gone.
+
+        Channels reach every node of a cluster, so any primary will do; the map is read
+        again and the subscriptions are made anew there. On one server, or when the
+        cluster cannot be reached yet, ``channels`` stays (and reconnects by itself).
+        """
+        slots = self._link.slot_map
+        if slots is None:
+            return channels
+        slots.lost()
+        try:
+            async with asyncio.timeout(self.settings.network.operation_timeout):
+                await slots.refresh()
+                pool = self._link.pool
+                if pool is channels.connection_pool:
+                    return channels
+                moved = RedisChannels(pool, ignore_subscribe_messages=True)
+                names = list(channels.channels)
+                if names:
+                    await moved.subscribe(*names)
+        except (RedisError, OSError, TimeoutError, NoConnection) as exc:
+            log.warning("redis pub/sub: no live primary to listen on yet (%s)", exc)
+            return channels
+        self._channels = moved
+        await channels.aclose()  # type: ignore[no-untyped-call]
+        log.warning("redis pub/sub: listening on another primary of the cluster")
+        return moved
+
     async def _read(self) -> None:
         channels = self._channels
         assert channels is not None
@@ -369,6 +398,7 @@ class RedisPubSub(_OnLink, PubSub):
             except (RedisError, OSError) as exc:
                 log.warning("redis pub/sub connection lost (%s); resubscribing", exc)
                 await asyncio.sleep(RESUBSCRIBE_DELAY)
+                channels = await self._follow_cluster(channels)
                 continue
             if message is None:
                 if not self._subscribers:

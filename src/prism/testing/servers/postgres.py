@@ -20,6 +20,7 @@ otherwise a freshly launched server, otherwise a skip (or a failure under
 from __future__ import annotations
 
 import atexit
+import contextlib
 import os
 import pwd
 import re
@@ -99,7 +100,15 @@ def _server_account() -> pwd.struct_passwd | None:
 class PostgresServer:
     """One ``postgres`` process on 127.0.0.1, restartable on the same port and data."""
 
-    def __init__(self, bindir: Path, port: int, root: Path, account: pwd.struct_passwd | None) -> None:
+    def __init__(
+        self,
+        bindir: Path,
+        port: int,
+        root: Path,
+        account: pwd.struct_passwd | None,
+        settings: dict[str, str] | None = None,
+    ) -> None:
+        self.settings = {**SETTINGS, **(settings or {})}
         self.bindir = bindir
         self.port = port
         self.root = root
@@ -108,8 +117,11 @@ class PostgresServer:
         self._process: subprocess.Popen[bytes] | None = None
 
     @classmethod
-    def launch(cls, bindir: Path | None = None) -> PostgresServer:
-        """Create a cluster and start it on a free port; raise ServerUnavailable if it cannot."""
+    def launch(cls, bindir: Path | None = None, settings: dict[str, str] | None = None) -> PostgresServer:
+        """Create a cluster and start it on a free port; raise ServerUnavailable if it cannot.
+
+        ``settings`` are added to (or override) the test server's ``SETTINGS``.
+        """
         bindir = bindir or find_bindir()
         if bindir is None:
             raise ServerUnavailable("no PostgreSQL binaries (initdb, postgres) found")
@@ -118,23 +130,73 @@ class PostgresServer:
         try:
             if account is not None:
                 os.chown(root, account.pw_uid, account.pw_gid)
-            server = cls(bindir, 0, root, account)
+            server = cls(bindir, 0, root, account, settings)
             server._initdb()
-            last: ServerUnavailable | None = None
-            for _ in range(START_ATTEMPTS):
-                server.port = free_port()
-                try:
-                    server.start()
-                except ServerUnavailable as exc:
-                    last = exc
-                    continue
-                atexit.register(server.close)
-                return server
-            assert last is not None
-            raise last
+            server._start_on_a_free_port()
+            return server
         except BaseException:
             shutil.rmtree(root, ignore_errors=True)
             raise
+
+    @classmethod
+    def replica_of(cls, primary: PostgresServer, settings: dict[str, str] | None = None) -> PostgresServer:
+        """A streaming replica of ``primary`` (``pg_basebackup -R``), started on a free port.
+
+        It inherits the primary's configuration, with ``settings`` on top; ``promote()``
+        makes it a primary.
+        """
+        root = Path(tempfile.mkdtemp(prefix="prism-pg-replica-"))
+        try:
+            if primary._account is not None:
+                os.chown(root, primary._account.pw_uid, primary._account.pw_gid)
+            server = cls(primary.bindir, 0, root, primary._account, {**primary.settings, **(settings or {})})
+            server._run(
+                [
+                    str(primary.bindir / "pg_basebackup"),
+                    "-h", "127.0.0.1",
+                    "-p", str(primary.port),
+                    "-U", USER,
+                    "-D", str(server.data_dir),
+                    "-R",
+                    "-X", "stream",
+                    "-c", "fast",
+                    "--no-sync",
+                ],
+                INITDB_TIMEOUT,
+            )  # fmt: skip
+            server._configure()
+            server._start_on_a_free_port()
+            return server
+        except BaseException:
+            shutil.rmtree(root, ignore_errors=True)
+            raise
+
+    def _start_on_a_free_port(self) -> None:
+        last: ServerUnavailable | None = None
+        for _ in range(START_ATTEMPTS):
+            self.port = free_port()
+            try:
+                self.start()
+            except ServerUnavailable as exc:
+                last = exc
+                continue
+            atexit.register(self.close)
+            return
+        assert last is not None
+        raise last
+
+    def promote(self) -> None:
+        """Make this replica a primary (``pg_ctl promote``, waiting until it accepts writes)."""
+        self._run([str(self.bindir / "pg_ctl"), "promote", "-w", "-D", str(self.data_dir)], START_TIMEOUT)
+
+    def kill(self) -> None:
+        """SIGKILL the server and every process of it at once: no shutdown, no checkpoint."""
+        process, self._process = self._process, None
+        if process is None or process.poll() is not None:
+            return
+        with contextlib.suppress(ProcessLookupError):
+            os.killpg(process.pid, signal.SIGKILL)
+        process.wait(STOP_TIMEOUT)
 
     @property
     def url(self) -> str:
@@ -182,7 +244,10 @@ class PostgresServer:
             ],
             INITDB_TIMEOUT,
         )
-        lines = [f"{name} = {value}" for name, value in SETTINGS.items()]
+        self._configure()
+
+    def _configure(self) -> None:
+        lines = [f"{name} = {value}" for name, value in self.settings.items()]
         lines.append(f"unix_socket_directories = '{self.root}'")
         with open(self.data_dir / "postgresql.conf", "a") as conf:
             conf.write("\n# prism test server\n" + "\n".join(lines) + "\n")
