@@ -1,6 +1,6 @@
 """The Redis backend, queue and pub/sub on a six-node Redis Cluster started for this module.
 
-The KV conformance suite and the queue and pub/sub suites run unchanged on
+The KV conformance suite, the change-feed suite and the queue and pub/sub suites run unchanged on
 ``redis+cluster://``; the tests below cover what a cluster adds: the URL, namespaces
 kept in one slot each and spread over the shards, and MOVED after a slot migrates.
 The failover tests live in ``test_redis_cluster_failover.py``; both use the session's cluster.
@@ -22,6 +22,7 @@ from prism.errors import BackendUnavailable, InvalidArgument
 from prism.model import Put
 from prism.patterns import open_pubsub, open_queue
 from prism.testing.conformance import ConformanceSuite
+from prism.testing.feed import FeedSuite
 from prism.testing.messaging import PubSubSuite, QueueSuite
 from prism.testing.servers.redis_cluster import RedisCluster
 
@@ -45,6 +46,18 @@ class TestQueue(QueueSuite):
     @pytest.fixture
     def queue_url(self, cluster: RedisCluster) -> str:
         return cluster.url
+
+
+class TestFeed(FeedSuite):
+    """The change feed's stream lives in its namespace's slot, beside the entries it logs."""
+
+    @pytest.fixture
+    def store_url(self, cluster: RedisCluster) -> str:
+        return cluster.url
+
+    @pytest.fixture
+    def store_options(self) -> dict[str, object]:
+        return {"feed": True}
 
 
 class TestPubSub(PubSubSuite):
