@@ -22,6 +22,7 @@ from prism.backends.nats.options import parse_url, server_urls
 from prism.errors import BackendUnavailable, InvalidArgument, PreconditionFailed
 from prism.patterns import open_queue
 from prism.testing.conformance import ConformanceSuite
+from prism.testing.feed import FeedSuite
 from prism.testing.failover import WriteLoad
 from prism.testing.messaging import PubSubSuite, QueueSuite
 from prism.testing.servers.nats_cluster import NatsCluster
@@ -42,6 +43,18 @@ class TestConformance(ConformanceSuite):
     @pytest.fixture
     def store_options(self) -> dict[str, Any]:
         return REPLICATED
+
+
+class TestFeed(FeedSuite):
+    """The change feed of replicated buckets (read from the bucket's stream)."""
+
+    @pytest.fixture
+    def store_url(self, cluster: NatsCluster) -> str:
+        return cluster.url
+
+    @pytest.fixture
+    def store_options(self) -> dict[str, Any]:
+        return {**REPLICATED, "feed": True}
 
 
 class TestQueue(QueueSuite):
