@@ -25,7 +25,7 @@ from starlette.responses import RedirectResponse, Response, StreamingResponse
 from starlette.routing import BaseRoute, Route
 
 from prism.errors import AuthError
-from prism.gateway.console import pages_data, pages_ops
+from prism.gateway.console import pages_data, pages_namespaces, pages_ops
 from prism.gateway.console.core import Context, Refused, read_form, signed_in
 from prism.gateway.console.html import SECURITY_HEADERS, Markup, esc, page, table
 from prism.gateway.console.overview import Sampler, streaming_counts
@@ -74,7 +74,12 @@ class Console:
             Route("/admin/logout", guarded(self.logout), methods=["POST"]),
             Route("/admin/static/{name}", self.static, methods=["GET"]),
             Route("/admin/namespaces", guarded(pages_data.namespaces), methods=["GET"]),
+            Route("/admin/namespaces/new", guarded(pages_namespaces.new), methods=["GET"]),
+            Route("/admin/namespaces/plan", guarded(pages_namespaces.plan), methods=["POST"]),
+            Route("/admin/namespaces/apply", guarded(pages_namespaces.apply), methods=["POST"]),
             Route("/admin/namespaces/{ns}", guarded(pages_data.namespace), methods=["GET"]),
+            Route("/admin/namespaces/{ns}/edit", guarded(pages_namespaces.edit), methods=["GET"]),
+            Route("/admin/namespaces/{ns}/delete", guarded(pages_namespaces.delete), methods=["POST"]),
             Route("/admin/namespaces/{ns}/migration", guarded(pages_data.migration_start), methods=["POST"]),
             Route(
                 "/admin/namespaces/{ns}/migration/{action}",

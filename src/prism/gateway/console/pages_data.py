@@ -8,6 +8,7 @@ from urllib.parse import quote
 
 from starlette.responses import RedirectResponse, Response
 
+from prism.gateway.console import pages_namespaces
 from prism.gateway.console.core import Context, Refused
 from prism.gateway.console.html import SECURITY_HEADERS, Markup, esc, form, link, next_page, page, table, url
 from prism.migration.migration import allowed_actions
@@ -37,13 +38,19 @@ async def namespaces(ctx: Context) -> Response:
     rows = [
         (
             link(f"/admin/namespaces/{quote(ns['name'], safe='')}", ns["name"]),
+            "runtime" if pages_namespaces.is_runtime(ctx, ns["name"]) else "config file",
             "yes" if ns.get("tenant_scoped") else "no",
             ", ".join(ns.get("actions", [])),
         )
         for ns in answer.json()["namespaces"]
     ]
-    body = table(("Namespace", "Tenant-scoped", "You may"), rows, empty="No namespace is visible to you.")
-    return page("Namespaces", body, ctx.session, current="Namespaces")
+    body = table(
+        ("Namespace", "Defined in", "Tenant-scoped", "You may"), rows, empty="No namespace is visible to you."
+    )
+    if pages_namespaces.may_administer(ctx):
+        body = Markup(f"<p>{link('/admin/namespaces/new', 'New namespace', class_='button')}</p>{body}")
+    flash = ctx.request.query_params.get("done")
+    return page("Namespaces", body, ctx.session, current="Namespaces", flash=flash)
 
 
 def _section(title: str, content: object) -> Markup:
@@ -96,17 +103,25 @@ async def namespace(ctx: Context) -> Response:
     parts.append(_section("Settings", _pairs(facts)))
     if admin:
         parts.append(await _migration_section(ctx, name, ns))
-    parts.append(
-        _section(
-            "Changing settings",
-            Markup(
-                "<p>The console shows these settings; change them in the gateway's config file, "
-                "or for a runtime namespace through <code>PUT /v1/namespaces/{name}</code>.</p>"
-            ),
-        )
-    )
+    parts.append(_section("Changing settings", _changing(ctx, name, admin)))
     flash = ctx.request.query_params.get("done")
     return page(f"Namespace {name}", Markup("".join(parts)), ctx.session, current="Namespaces", flash=flash)
+
+
+def _changing(ctx: Context, name: str, admin: bool) -> Markup:
+    """Change and delete for a runtime namespace's admins; where to change it otherwise."""
+    if not pages_namespaces.is_runtime(ctx, name):
+        return Markup(
+            "<p>This namespace is declared in the gateway's config file: it is read-only here; "
+            "change it in the config file.</p>"
+        )
+    if not admin or not pages_namespaces.may_administer(ctx):
+        return Markup("<p>A runtime namespace; only its namespace admins may change or delete it.</p>")
+    change = link(f"/admin/namespaces/{quote(name, safe='')}/edit", "Change settings", class_="button")
+    return Markup(
+        f"<p>A runtime namespace, placed by the planner.</p><p>{change}</p>"
+        f"{pages_namespaces.delete_form(ctx, name)}"
+    )
 
 
 async def _migration_section(ctx: Context, name: str, ns: dict[str, Any]) -> Markup:
