@@ -23,7 +23,20 @@ def served(tmp_path_factory: pytest.TempPathFactory, redis_url: str) -> Iterator
         "local": {"url": f"sqlite:///{cwd}/data.db", "capacity": {"read_rps": 1000, "write_rps": 500}},
         "redis_main": redis_url,
     }
-    with serving(cwd, config(cwd, redis_url, stores=stores)) as server:
+    cfg = config(cwd, redis_url, stores=stores)
+    cfg["stores"]["fed"] = f"sqlite:///{cwd}/fed.db?feed=true"
+    cfg["namespaces"].append(
+        {
+            "name": "profiles",
+            "store": "fed",
+            "cache": {"store": "redis_main", "ttl": 60},
+            "near_cache": {"max_items": 100, "ttl": 30},
+            "needs": {"latency_p99_ms": 20, "consistency": "strong"},
+        }
+    )
+    # Tenant-scoped namespaces are served without the migration router, so they can be watched.
+    cfg["namespaces"].append({"name": "feeds", "store": "fed", "tenant_scoped": True})
+    with serving(cwd, cfg) as server:
         yield server
 
 
@@ -167,3 +180,64 @@ def test_reader_gets_no_forms_and_the_api_refuses_a_forged_plan(page: Any, serve
     finally:
         with api(served, "admin") as c:
             c.delete("/v1/namespaces/readable", params={"purge": "true"})
+
+
+def test_detail_shows_cache_hit_ratio_needs_signals_and_feed(page: Any, served: Served) -> None:
+    with api(served, "admin") as c:
+        assert c.put("/v1/kv/profiles/ann", content=b'{"plan": "gold"}').status_code in (200, 201)
+        for _ in range(3):
+            assert c.get("/v1/kv/profiles/ann").status_code == 200
+        detail = c.get("/v1/namespaces/profiles").json()
+        cache = detail["cache"]
+    sign_in(page, "admin")
+    page.goto("/admin/namespaces/profiles")
+    section = page.locator("section", has=page.get_by_role("heading", name="Cache"))
+    rows = section.locator("tbody tr").all_inner_texts()
+    near = next(r for r in rows if r.startswith("near"))
+    expected = f"{cache['near']['hit_ratio'] * 100:.1f}%"
+    assert cache["near"]["hits"] >= 2 and expected in near, (near, cache)
+    bound = "evicted by the change feed" if cache["near"]["bound"] == "feed" else "bounded by its ttl"
+    assert bound in near
+    assert any(r.startswith("shared") and "store redis_main" in r for r in rows), rows
+    needs = page.locator("section", has=page.get_by_role("heading", name="Declared needs")).inner_text()
+    assert "latency_p99_ms\n20" in needs.replace("\t", "\n") and "strong" in needs
+    signals = page.locator("section", has=page.get_by_role("heading", name="Signals")).inner_text()
+    assert "Hedge a read after" in signals and "20 ms" in signals  # needs.latency_p99_ms
+    # The feed's status is the API's answer to a watch, whatever it is.
+    feed = page.locator("section", has=page.get_by_role("heading", name="Change feed")).inner_text()
+    with api(served, "admin") as c, c.stream("GET", "/v1/kv/profiles/_watch") as watched:
+        if watched.status_code == 200:
+            assert "Kept" in feed
+        else:
+            watched.read()
+            assert "Not kept" in feed and watched.json()["code"] in feed
+    assert "lag is not shown" in feed
+
+    page.goto("/admin/namespaces/orders")
+    assert "Not cached" in page.locator("main").inner_text()
+    feed = page.locator("section", has=page.get_by_role("heading", name="Change feed")).inner_text()
+    assert "Not kept" in feed
+    assert "None declared" in page.locator("main").inner_text()
+
+
+def test_reader_sees_signals_but_no_store_cache_or_needs(page: Any, served: Served) -> None:
+    sign_in(page, "reader")
+    page.goto("/admin/namespaces/profiles")
+    text = page.locator("main").inner_text()
+    assert "Deadline" in text
+    for hidden in ("Declared needs", "Cache", "Change feed", "redis_main"):
+        assert hidden not in text, hidden
+
+
+def test_feed_kept_shows_its_cursor_and_moves(page: Any, served: Served) -> None:
+    sign_in(page, "acme-admin")
+    page.goto("/admin/namespaces/feeds")
+    feed = page.locator("section", has=page.get_by_role("heading", name="Change feed"))
+    assert "Kept" in feed.inner_text()
+    before = int(feed.locator("code").nth(1).inner_text())
+    with api(served, "acme-admin") as c:
+        for i in range(3):
+            assert c.put(f"/v1/kv/feeds/k{i}", content=b"v").status_code in (200, 201)
+    page.reload()
+    after = int(feed.locator("code").nth(1).inner_text())
+    assert after >= before + 3
