@@ -2,12 +2,14 @@
 
 from __future__ import annotations
 
+import json
 import re
 from collections.abc import Iterator
 from typing import Any
 
 import httpx
 import pytest
+from websockets.sync.client import connect
 
 from console.console_helpers import KEYS, Served, config, serving
 from console.test_console_browser import accept_dialogs, sign_in
@@ -241,3 +243,37 @@ def test_feed_kept_shows_its_cursor_and_moves(page: Any, served: Served) -> None
     page.reload()
     after = int(feed.locator("code").nth(1).inner_text())
     assert after >= before + 3
+
+
+def test_overview_shows_this_process_streaming_numbers_live(page: Any, served: Served) -> None:
+    sign_in(page, "admin")
+    counts = page.locator("dl.counts")
+    assert "this process" in page.locator("section", has=counts).inner_text()
+    assert counts.locator("[data-count=jobs_running]").inner_text() == "0"
+    ws_url = served.url.replace("http://", "ws://") + "/v1/stream"
+    with connect(ws_url, additional_headers={"X-API-Key": KEYS["admin"][0]}) as ws:
+        # Events sent over the WebSocket count as delivered, with their delivery latency.
+        ws.send(json.dumps({"action": "delay", "payload": {"seconds": 30, "step": 0.1}}))
+        rid = None
+        events = 0
+        while events < 5:
+            message = json.loads(ws.recv(timeout=15))
+            rid = rid or message.get("request_id")
+            events += message.get("type") not in ("ack", "error")
+        # A job running here shows up live (over the overview's SSE), without reloading.
+        page.wait_for_function(
+            "() => document.querySelector('[data-count=jobs_running]').textContent === '1'", timeout=15_000
+        )
+        with api(served, "admin") as c:
+            assert c.post(f"/v1/requests/{rid}/cancel").status_code in (200, 202)
+    page.wait_for_function(
+        "() => document.querySelector('[data-count=jobs_running]').textContent === '0'", timeout=15_000
+    )
+    page.wait_for_function(
+        "() => Number(document.querySelector('[data-count=delivered]').textContent) >= 3", timeout=15_000
+    )
+    p50 = counts.locator("[data-count=delivery_p50]").inner_text()
+    p99 = counts.locator("[data-count=delivery_p99]").inner_text()
+    assert re.fullmatch(r"≤ [\d.]+ ms", p50) and re.fullmatch(r"(≤|over) [\d.]+ ms", p99), (p50, p99)
+    assert counts.locator("[data-count=queue_depth]").inner_text().isdigit()
+    assert "Workers here" in counts.inner_text()
