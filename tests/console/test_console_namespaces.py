@@ -277,3 +277,20 @@ def test_overview_shows_this_process_streaming_numbers_live(page: Any, served: S
     assert re.fullmatch(r"≤ [\d.]+ ms", p50) and re.fullmatch(r"(≤|over) [\d.]+ ms", p99), (p50, p99)
     assert counts.locator("[data-count=queue_depth]").inner_text().isdigit()
     assert "Workers here" in counts.inner_text()
+
+
+def test_namespace_forms_fit_a_phone(browser: Any, served: Served) -> None:
+    context = browser.new_context(base_url=served.url, viewport={"width": 390, "height": 844})
+    page = context.new_page()
+    try:
+        sign_in(page, "admin")
+        page.goto("/admin/namespaces/new")
+        assert page.evaluate("document.documentElement.scrollWidth") <= 390
+        page.get_by_label("Name", exact=True).fill("phone")
+        page.get_by_role("button", name="Plan").click()
+        page.get_by_role("heading", name="The planner's decision").wait_for()
+        assert page.evaluate("document.documentElement.scrollWidth") <= 390
+        page.goto("/admin/namespaces/profiles")
+        assert page.evaluate("document.documentElement.scrollWidth") <= 390
+    finally:
+        context.close()

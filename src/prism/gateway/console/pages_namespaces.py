@@ -213,6 +213,8 @@ def _form(ctx: Context, name: str | None, values: dict[str, str], stores: list[s
 
 
 async def new(ctx: Context) -> Response:
+    if ctx.gateway.runtime_namespaces is None:
+        raise Refused(501, "runtime namespaces are turned off (control.store, control.namespaces.enabled)")
     if not may_administer(ctx):
         raise Refused(403, "you may not create namespaces (auth.namespace_admin_roles)")
     body = Markup(
