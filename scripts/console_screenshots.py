@@ -12,6 +12,7 @@ import sys
 import tempfile
 import time
 from pathlib import Path
+from typing import Any
 
 import httpx
 
@@ -45,11 +46,29 @@ def seed(url: str) -> dict[str, str]:
     )
     running = c.post("/v1/requests", json={"action": "delay", "payload": {"seconds": 60, "step": 0.5}})
     dead = c.post("/v1/requests", json={"action": "always_fails"})
+    c.put("/v1/namespaces/sessions", json={"needs": {"durability": "disk", "ttl_seconds": 3600}})
+    c.put("/v1/kv/profiles/ada", content=b'{"plan": "gold"}', headers=json_type)
     for _ in range(40):
+        c.get("/v1/kv/profiles/ada")
         c.get("/v1/kv/orders/2026/12/order-0001")
         c.get("/v1/kv/orders/missing")
     time.sleep(2)
     return {"running": running.json()["request_id"], "dead": dead.json()["request_id"]}
+
+
+def plans(page: Any) -> None:
+    """The planner's decision for a new namespace, and a refusal with every store's failed needs."""
+    for file, fill in (
+        ("console-namespace-plan.png", {"Name": "events", "Items expire after (s)": "86400"}),
+        ("console-namespace-refused.png", {"Name": "firehose", "Writes per second": "100000"}),
+    ):
+        page.goto("/admin/namespaces/new")
+        for label, value in fill.items():
+            page.get_by_label(label, exact=True).fill(value)
+        page.get_by_role("button", name="Plan").click()
+        page.wait_for_timeout(200)
+        page.screenshot(path=OUT / file, full_page=True)
+        print(OUT / file)
 
 
 def main() -> int:
@@ -59,7 +78,18 @@ def main() -> int:
     OUT.mkdir(parents=True, exist_ok=True)
     with tempfile.TemporaryDirectory() as tmp, redis_server() as redis:
         cwd = Path(tmp)
-        with serving(cwd, config(cwd, redis.url)) as served:
+        cfg = config(cwd, redis.url)
+        cfg["namespaces"].append(
+            {
+                "name": "profiles",
+                "store": "local",
+                "access": {"read": ["reader"], "write": ["writer"], "admin": ["admin"]},
+                "cache": {"store": "redis_main", "ttl": 60},
+                "near_cache": {"max_items": 1000, "ttl": 5},
+                "needs": {"latency_p99_ms": 20, "consistency": "strong"},
+            }
+        )
+        with serving(cwd, cfg) as served:
             ids = seed(served.url)
             with sync_playwright() as p:
                 browser = p.chromium.launch(executable_path=CHROMIUM, args=CHROMIUM_ARGS)
@@ -83,6 +113,9 @@ def main() -> int:
                     shots = {
                         "console-namespaces.png": "/admin/namespaces",
                         "console-namespace.png": "/admin/namespaces/moving",
+                        "console-namespace-cached.png": "/admin/namespaces/profiles",
+                        "console-namespace-runtime.png": "/admin/namespaces/sessions",
+                        "console-namespace-new.png": "/admin/namespaces/new",
                         "console-keys.png": "/admin/namespaces/orders/keys?prefix=2026/",
                         "console-item.png": "/admin/namespaces/orders/item?key=2026/12/order-0003",
                         "console-requests.png": "/admin/requests",
@@ -103,6 +136,7 @@ def main() -> int:
                                 if attempt == 2:
                                     raise
                         print(OUT / file)
+                    plans(page)
                     context.close()
                 browser.close()
     return 0

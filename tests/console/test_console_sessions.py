@@ -269,3 +269,18 @@ async def test_a_large_value_is_shown_in_part(tmp_path: Path) -> None:
         assert "Showing the first 100 of 301 bytes." in page.text
         assert "a" * 90 + "TAIL-MAR" in page.text and "TAIL-MARKER" not in page.text
         assert "301 bytes" in page.text
+
+
+async def test_without_runtime_namespaces_there_are_no_namespace_forms(tmp_path: Path) -> None:
+    async with client(cfg(tmp_path, control={"namespaces": {"enabled": False}})) as c:
+        assert (await sign_in(c, "k-admin")).status_code == 303
+        listing = await c.get("/admin/namespaces")
+        assert listing.status_code == 200 and "New namespace" not in listing.text
+        assert "config file" in listing.text
+        new = await c.get("/admin/namespaces/new")
+        assert new.status_code == 501 and "runtime namespaces are turned off" in new.text
+        detail = await c.get("/admin/namespaces/plain")
+        assert "read-only here" in detail.text and "Delete namespace" not in detail.text
+        # A plan posted anyway reaches the API, which answers that the feature is off.
+        planned = await c.post("/admin/namespaces/plan", data={"csrf": csrf_of(listing), "name": "x"})
+        assert planned.status_code == 501 and "RUNTIME_NAMESPACES_OFF" in planned.text

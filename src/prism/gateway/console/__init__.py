@@ -25,13 +25,14 @@ from starlette.responses import RedirectResponse, Response, StreamingResponse
 from starlette.routing import BaseRoute, Route
 
 from prism.errors import AuthError
-from prism.gateway.console import pages_data, pages_ops
+from prism.gateway.console import pages_data, pages_namespaces, pages_ops
 from prism.gateway.console.core import Context, Refused, read_form, signed_in
 from prism.gateway.console.html import SECURITY_HEADERS, Markup, esc, page, table
 from prism.gateway.console.overview import Sampler, streaming_counts
 from prism.gateway.console.sessions import COOKIE, Sessions
 from prism.gateway.policy import can_see
 from prism.gateway.runtime import Gateway
+from prism.streaming.config import parse_config
 
 __all__ = ["Console"]
 
@@ -49,6 +50,8 @@ class Console:
         self.sessions = Sessions(settings.session_ttl, settings.max_sessions)
         self.sampler = Sampler(gateway, settings.sample_interval, settings.window)
         self.secure = gateway.config.server.tls is not None
+        #: The streaming settings (already checked when the gateway started), for the overview.
+        self.streaming = parse_config(gateway.config.streaming, gateway.config.handlers)
 
     async def start(self) -> None:
         """Begin sampling the overview's numbers (after the stores are open)."""
@@ -74,7 +77,12 @@ class Console:
             Route("/admin/logout", guarded(self.logout), methods=["POST"]),
             Route("/admin/static/{name}", self.static, methods=["GET"]),
             Route("/admin/namespaces", guarded(pages_data.namespaces), methods=["GET"]),
+            Route("/admin/namespaces/new", guarded(pages_namespaces.new), methods=["GET"]),
+            Route("/admin/namespaces/plan", guarded(pages_namespaces.plan), methods=["POST"]),
+            Route("/admin/namespaces/apply", guarded(pages_namespaces.apply), methods=["POST"]),
             Route("/admin/namespaces/{ns}", guarded(pages_data.namespace), methods=["GET"]),
+            Route("/admin/namespaces/{ns}/edit", guarded(pages_namespaces.edit), methods=["GET"]),
+            Route("/admin/namespaces/{ns}/delete", guarded(pages_namespaces.delete), methods=["POST"]),
             Route("/admin/namespaces/{ns}/migration", guarded(pages_data.migration_start), methods=["POST"]),
             Route(
                 "/admin/namespaces/{ns}/migration/{action}",
@@ -247,12 +255,27 @@ class Console:
         waiting = len(queued.json()["requests"]) if queued.ok else None
         counts = snap["streaming"]
         pending = "n/a" if waiting is None else (str(waiting) if waiting < 100 else "100+")
-        work = Markup(
-            '<dl class="counts"><dt>Jobs running here</dt>'
-            f'<dd data-count="jobs_running">{counts["jobs_running"]:g}</dd>'
-            f'<dt>Streaming connections</dt><dd data-count="connections">{counts["connections"]:g}</dd>'
-            f"<dt>Your pending requests</dt><dd>{pending}</dd></dl>"
-        )
+        settings = self.streaming
+        if settings.enabled:
+            work = Markup(
+                '<p class="hint">This gateway process\'s view, from its own metrics: the jobs and '
+                "connections are this process's; the queue depth is its last sample of the shared queue "
+                f"(every {settings.metrics_interval:g} s).</p>"
+                '<dl class="counts">'
+                f"<dt>Workers here</dt><dd>{settings.workers}</dd>"
+                "<dt>Jobs running here (leases held)</dt>"
+                f'<dd data-count="jobs_running">{counts["jobs_running"]:g}</dd>'
+                f'<dt>Queue depth</dt><dd data-count="queue_depth">{counts["queue_depth"]:g}</dd>'
+                f'<dt>Streaming connections</dt><dd data-count="connections">{counts["connections"]:g}</dd>'
+                f'<dt>Events delivered</dt><dd data-count="delivered">{counts["delivered"]:g}</dd>'
+                f"<dt>Delivery latency p50</dt>"
+                f'<dd data-count="delivery_p50">{esc(counts["delivery_p50"])}</dd>'
+                f"<dt>Delivery latency p99</dt>"
+                f'<dd data-count="delivery_p99">{esc(counts["delivery_p99"])}</dd>'
+                f"<dt>Your pending requests</dt><dd>{pending}</dd></dl>"
+            )
+        else:
+            work = Markup("<p>Streaming is off in this gateway (<code>streaming.enabled</code>).</p>")
         charts = "".join(
             f'<figure class="chart" data-ns="{esc(name)}"><figcaption>{esc(name)}</figcaption>'
             '<div class="plots"></div></figure>'

@@ -173,11 +173,50 @@ class Sampler:
         return {name: list(self.points.get(name, ())) for name in names}
 
 
-def streaming_counts() -> dict[str, float]:
-    """This process's streaming jobs and connections, from the metrics streaming exports (0 when off)."""
+#: The upper bounds of ``prism_streaming_delivery_seconds``'s buckets, as the registry labels them.
+_DELIVERY = "prism_streaming_delivery_seconds"
+
+
+def _delivery_quantile(q: float) -> str:
+    """The upper bound of the delivery-latency bucket holding quantile ``q``, since this process started."""
+    total = REGISTRY.get_sample_value(f"{_DELIVERY}_count") or 0.0
+    if total == 0:
+        return "none delivered"
+    bounds: list[tuple[float, float]] = []
+    for metric in REGISTRY.collect():
+        if metric.name != _DELIVERY:
+            continue
+        bounds.extend(
+            (float(sample.labels["le"]), sample.value)
+            for sample in metric.samples
+            if sample.name.endswith("_bucket")
+        )
+    for bound, count in sorted(bounds):
+        if count >= q * total:
+            if bound == float("inf"):
+                highest = max((b for b, _ in bounds if b != float("inf")), default=0.0)
+                return f"over {highest * 1000:g} ms"
+            return f"≤ {bound * 1000:g} ms"
+    return "none delivered"
+
+
+def streaming_counts() -> dict[str, float | str]:
+    """This process's streaming numbers, from the metrics streaming exports (0 when off).
+
+    Jobs running are the leases this process holds; the queue depth is the last sample this
+    process took of the shared work queue (every ``streaming.metrics_interval``); delivery
+    latency is the bucket bound of p50/p99 since this process started.
+    """
     jobs = REGISTRY.get_sample_value("prism_streaming_jobs_running") or 0.0
     connections = sum(
         REGISTRY.get_sample_value("prism_streaming_connections", {"transport": t}) or 0.0
         for t in ("websocket", "sse")
     )
-    return {"jobs_running": jobs, "connections": connections}
+    return {
+        "jobs_running": jobs,
+        "connections": connections,
+        "queue_depth": REGISTRY.get_sample_value("prism_streaming_queue_depth") or 0.0,
+        "delivered": REGISTRY.get_sample_value(f"{_DELIVERY}_count") or 0.0,
+        "delivery_p50": _delivery_quantile(0.5),
+        "delivery_p99": _delivery_quantile(0.99),
+    }

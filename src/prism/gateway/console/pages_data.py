@@ -2,14 +2,18 @@
 
 from __future__ import annotations
 
+import asyncio
 import json
+import re
 from typing import Any
 from urllib.parse import quote
 
 from starlette.responses import RedirectResponse, Response
 
+from prism.gateway.console import pages_namespaces
 from prism.gateway.console.core import Context, Refused
 from prism.gateway.console.html import SECURITY_HEADERS, Markup, esc, form, link, next_page, page, table, url
+from prism.gateway.console.inprocess import ApiAnswer
 from prism.migration.migration import allowed_actions
 
 __all__ = ["delete_key", "item", "keys", "migration_action", "migration_start", "namespace", "namespaces"]
@@ -37,13 +41,19 @@ async def namespaces(ctx: Context) -> Response:
     rows = [
         (
             link(f"/admin/namespaces/{quote(ns['name'], safe='')}", ns["name"]),
+            "runtime" if pages_namespaces.is_runtime(ctx, ns["name"]) else "config file",
             "yes" if ns.get("tenant_scoped") else "no",
             ", ".join(ns.get("actions", [])),
         )
         for ns in answer.json()["namespaces"]
     ]
-    body = table(("Namespace", "Tenant-scoped", "You may"), rows, empty="No namespace is visible to you.")
-    return page("Namespaces", body, ctx.session, current="Namespaces")
+    body = table(
+        ("Namespace", "Defined in", "Tenant-scoped", "You may"), rows, empty="No namespace is visible to you."
+    )
+    if pages_namespaces.may_administer(ctx):
+        body = Markup(f"<p>{link('/admin/namespaces/new', 'New namespace', class_='button')}</p>{body}")
+    flash = ctx.request.query_params.get("done")
+    return page("Namespaces", body, ctx.session, current="Namespaces", flash=flash)
 
 
 def _section(title: str, content: object) -> Markup:
@@ -95,18 +105,127 @@ async def namespace(ctx: Context) -> Response:
     parts = [Markup(f"<p>{link(f'{base}/keys', 'Browse keys', class_='button')}</p>")]
     parts.append(_section("Settings", _pairs(facts)))
     if admin:
+        parts.append(_needs_section(ns))
+        parts.append(_cache_section(ns))
+        parts.append(await _feed_section(ctx, name))
+    parts.append(await _signals_section(ctx, name))
+    if admin:
         parts.append(await _migration_section(ctx, name, ns))
-    parts.append(
-        _section(
-            "Changing settings",
-            Markup(
-                "<p>The console shows these settings; change them in the gateway's config file, "
-                "or for a runtime namespace through <code>PUT /v1/namespaces/{name}</code>.</p>"
-            ),
-        )
-    )
+    parts.append(_section("Changing settings", _changing(ctx, name, admin)))
     flash = ctx.request.query_params.get("done")
     return page(f"Namespace {name}", Markup("".join(parts)), ctx.session, current="Namespaces", flash=flash)
+
+
+def _needs_section(ns: dict[str, Any]) -> Markup:
+    needs = ns.get("needs")
+    if not needs:
+        return _section("Declared needs", Markup("<p>None declared: the planner checks nothing.</p>"))
+    rows: list[tuple[str, object]] = [
+        (field, ("yes" if value else "no") if isinstance(value, bool) else value)
+        for field, value in needs.items()
+        if value is not None
+    ]
+    return _section("Declared needs", _pairs(rows))
+
+
+def _ratio(value: object) -> str:
+    return "no reads yet" if not isinstance(value, int | float) else f"{value * 100:.1f}%"
+
+
+def _cache_section(ns: dict[str, Any]) -> Markup:
+    """The cache tiers with this process's counters (the API's ``cache``)."""
+    cache = ns.get("cache")
+    if not cache:
+        return _section("Cache", Markup("<p>Not cached: every read goes to the store.</p>"))
+    rows = []
+    for tier, t in cache.items():
+        where = f"store {t['store']}" if "store" in t else f"in process, at most {t.get('max_items')} items"
+        rows.append(
+            (
+                tier,
+                where,
+                f"{t.get('ttl'):g} s" if isinstance(t.get("ttl"), int | float) else "",
+                _ratio(t.get("hit_ratio")),
+                t.get("hits", 0),
+                t.get("misses", 0),
+                t.get("errors", 0),
+                ("degraded" if t.get("degraded") else "ok")
+                if tier == "shared"
+                else ("evicted by the change feed" if t.get("bound") == "feed" else "bounded by its ttl"),
+            )
+        )
+    body = table(("Tier", "Where", "TTL", "Hit ratio", "Hits", "Misses", "Errors", "State"), rows)
+    note = Markup('<p class="hint">Counters of this gateway process since it started.</p>')
+    return _section("Cache", Markup(f"{body}{note}"))
+
+
+async def _feed_section(ctx: Context, name: str) -> Markup:
+    """Whether the namespace can be watched: a short ``GET /v1/kv/{ns}/_watch``, closed at its first frame.
+
+    Its lag is not shown: the API gives no measure of it.
+    """
+    try:
+        async with asyncio.timeout(ctx.gateway.config.server.request_timeout):
+            text = await _probe_feed(ctx, name)
+    except TimeoutError:
+        text = "<p>Unknown: the watch did not answer in time.</p>"
+    note = '<p class="hint">Its lag is not shown: the API gives no measure of it.</p>'
+    return _section("Change feed", Markup(text + note))
+
+
+async def _probe_feed(ctx: Context, name: str) -> str:
+    async with ctx.api.stream(f"/v1/kv/{name}/_watch") as (head, chunks):
+        if not head.ok:
+            body = b"".join([c async for c in chunks])
+            reason = ApiAnswer(head.status, head.headers, body).problem
+            return f"<p><strong>Not kept</strong>: {esc(reason)}</p>"
+        cursor = ""
+        async for chunk in chunks:
+            found = re.search(rb"^id: (\S+)$", chunk, re.MULTILINE)
+            cursor = found.group(1).decode("utf-8", "replace") if found else ""
+            break
+        return (
+            f"<p><strong>Kept</strong>: <code>GET /v1/kv/{esc(name)}/_watch</code> streams its changes"
+            + (f" (the feed is at cursor <code>{esc(cursor)}</code>)" if cursor else "")
+            + ".</p>"
+        )
+
+
+async def _signals_section(ctx: Context, name: str) -> Markup:
+    answer = await ctx.api.call("GET", f"/v1/namespaces/{name}/signals")
+    if not answer.ok:
+        return _section("Signals", Markup(f'<p class="flash error">{esc(answer.problem)}</p>'))
+    sig = answer.json()
+    retry = sig.get("retry") or {}
+    rows: list[tuple[str, object]] = [
+        ("Latency target", f"{sig['latency_target_ms']:g} ms"),
+        ("Deadline", f"{sig['latency_max_ms']:g} ms"),
+        ("Hedge a read after", f"{sig['hedge_after_ms']:g} ms"),
+        ("Retry", f"{retry.get('max_attempts')} attempts, {retry.get('backoff_ms')} ms apart"),
+        ("Page size", f"{sig['page_size_bytes']} bytes"),
+        (
+            "Compression",
+            ", ".join(sig.get("compression", [])) + f" above {sig['compress_above_bytes']} bytes",
+        ),
+        ("Ask again after", f"{sig['refresh_after_s']:g} s"),
+    ]
+    return _section("Signals", _pairs(rows))
+
+
+def _changing(ctx: Context, name: str, admin: bool) -> Markup:
+    """Change and delete for a runtime namespace's admins; where to change it otherwise."""
+    if not pages_namespaces.is_runtime(ctx, name):
+        return Markup(
+            "<p>This namespace is declared in the gateway's config file: it is read-only here; "
+            "change it in the config file.</p>"
+        )
+    if not admin or not pages_namespaces.may_administer(ctx):
+        return Markup("<p>A runtime namespace; only its namespace admins may change or delete it.</p>")
+    change = link(f"/admin/namespaces/{quote(name, safe='')}/edit", "Change settings", class_="button")
+    return Markup(
+        f"<p>A runtime namespace, placed by the planner.</p><p>{change}</p>"
+        f"{pages_namespaces.delete_form(ctx, name)}"
+    )
 
 
 async def _migration_section(ctx: Context, name: str, ns: dict[str, Any]) -> Markup:
