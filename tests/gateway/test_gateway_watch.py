@@ -571,3 +571,17 @@ async def test_a_store_stopped_mid_stream_ends_it_with_a_problem_and_a_resume_mi
             await asyncio.sleep(0.2)
         async with watching(c, "plain", headers={"Last-Event-ID": before.id}) as resumed:
             assert (await resumed.change()).json["key"] == "after"
+
+
+async def test_watching_works_beside_a_control_store(pg_url: str) -> None:
+    # With a control store every namespace is served ready to migrate: its feed is still the store's.
+    sep = "&" if "?" in pg_url else "?"
+    ns = f"beside{free_port()}"
+    config = watch_config(f"{pg_url}{sep}feed=true", control={"store": "main"})
+    config["namespaces"] = [{"name": ns}]
+    async with gateway(config) as c, watching(c, ns) as events:
+        put = await c.put(f"/v1/kv/{ns}/k", content=b"v", headers=headers("writer"))
+        assert put.status_code == 201, put.text
+        seen = await events.change()
+        assert (seen.event, seen.json["key"]) == ("put", "k")
+        assert seen.json["etag"] == put.headers["etag"].strip('"')

@@ -23,10 +23,11 @@ from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
 from typing import Any
 
+import msgspec
 from prometheus_client import Counter, Gauge
 
 from prism.backends.base import Backend
-from prism.errors import BackendUnavailable, InvalidArgument, PrismError
+from prism.errors import BackendUnavailable, CursorExpired, InvalidArgument, PrismError
 from prism.migration.state import (
     ControlRecords,
     MigrationState,
@@ -36,7 +37,7 @@ from prism.migration.state import (
     new_replica_id,
 )
 from prism.migration.sync import drain_repairs, same
-from prism.model import Capabilities, Item, StoredWrite, WriteOutcome
+from prism.model import Capabilities, Change, Item, StoredWrite, WriteOutcome
 
 __all__ = ["BACKFILL_COPIED", "BACKFILL_RUNNING", "MigratingBackend", "MigrationSettings", "ShadowCounters"]
 
@@ -165,6 +166,9 @@ class MigratingBackend(Backend):
             multi_process=source.capabilities.multi_process and target.capabilities.multi_process,
             token_buckets=source.capabilities.token_buckets,
             restore=False,
+            # The feed is the primary's: a namespace keeps one only if both stores do.
+            watch=source.capabilities.watch and target.capabilities.watch,
+            watch_expiry=source.capabilities.watch_expiry and target.capabilities.watch_expiry,
         )
         self.state: MigrationState | None = None
         self.state_etag: str | None = None
@@ -452,6 +456,52 @@ class MigratingBackend(Backend):
 
     async def scan(self, ns: str, prefix: str, after: str | None, limit: int) -> list[str]:
         return await self._for(ns).scan(ns, prefix, after, limit)
+
+    # -- the change feed: the primary store's, its cursors naming that store ----------------
+
+    def _feed_tag(self, backend: Backend) -> str:
+        """The name of ``backend`` in cursors (a store name cannot hold ``|``)."""
+        for name, candidate in (self.targets or {}).items():
+            if candidate is backend:
+                return name
+        return "source" if backend is self.source else "target"
+
+    def _inner_cursor(self, backend: Backend, after: str | None) -> str | None:
+        """The cursor of ``backend`` in ``after``; CursorExpired when it is another store's."""
+        if after is None:
+            return None
+        tag, sep, inner = after.partition("|")
+        if not sep:
+            raise InvalidArgument(f"not a change-feed cursor: {after!r}")
+        if tag != self._feed_tag(backend):
+            raise CursorExpired(
+                f"the cursor is of store {tag!r}, and namespace {self.namespace!r} is now served by "
+                f"{self._feed_tag(backend)!r}: watch again from a fresh cursor"
+            )
+        return inner
+
+    async def read_changes(
+        self, ns: str, prefix: str, after: str | None, limit: int
+    ) -> tuple[list[Change], str]:
+        primary = self._for(ns)
+        tag = self._feed_tag(primary)
+        changes, cursor = await primary.read_changes(ns, prefix, self._inner_cursor(primary, after), limit)
+        tagged = [msgspec.structs.replace(c, cursor=f"{tag}|{c.cursor}") for c in changes]
+        return tagged, f"{tag}|{cursor}"
+
+    async def wait_for_changes(self, ns: str, seconds: float, after: str | None = None) -> None:
+        primary = self._for(ns)
+        await primary.wait_for_changes(ns, seconds, self._inner_cursor(primary, after))
+
+    def set_feed_retention(self, ns: str, retention: float | None, max_changes: int | None) -> None:
+        primary = self._for(ns)
+        primary.set_feed_retention(ns, retention, max_changes)
+        for other in (self.source, self.target):
+            if other is not primary and other.capabilities.watch:
+                other.set_feed_retention(ns, retention, max_changes)
+
+    def feed_limits(self, ns: str) -> tuple[float, int]:
+        return self._for(ns).feed_limits(ns)
 
     async def get_range(
         self,
