@@ -22,8 +22,8 @@ from prism.backends.nats.options import parse_url, server_urls
 from prism.errors import BackendUnavailable, InvalidArgument, PreconditionFailed
 from prism.patterns import open_queue
 from prism.testing.conformance import ConformanceSuite
-from prism.testing.feed import FeedSuite
 from prism.testing.failover import WriteLoad
+from prism.testing.feed import FeedSuite
 from prism.testing.messaging import PubSubSuite, QueueSuite
 from prism.testing.servers.nats_cluster import NatsCluster
 
