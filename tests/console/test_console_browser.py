@@ -324,3 +324,22 @@ def test_the_request_list_updates_itself(page: Any, served: Served) -> None:
     with api(served, "admin") as c:
         rid = c.post("/v1/requests", json={"action": "echo", "payload": {"hi": 1}}).json()["request_id"]
     page.get_by_role("link", name=rid).wait_for(timeout=10_000)
+
+
+def test_an_admin_filters_the_requests_of_another_user(page: Any, served: Served) -> None:
+    with api(served, "reader") as c:
+        rid = c.post("/v1/requests", json={"action": "echo", "payload": {"by": "reader"}}).json()[
+            "request_id"
+        ]
+    sign_in(page, "admin")
+    page.goto("/admin/requests")
+    page.get_by_label("User (admins: another user of your tenant, e.g. apikey:NAME)").fill("apikey:reader")
+    page.get_by_role("button", name="Filter").click()
+    page.get_by_role("link", name=rid).wait_for(timeout=10_000)
+    assert "The requests of apikey:reader" in page.content()
+    # A reader may not look at someone else's requests: the API's refusal is shown.
+    page.get_by_role("button", name="Sign out").click()
+    sign_in(page, "reader")
+    response = page.goto("/admin/requests?user=apikey%3Aadmin")
+    assert response is not None and response.status == 403
+    assert rid not in page.content()

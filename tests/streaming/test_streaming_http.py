@@ -7,7 +7,7 @@ import json
 from typing import Any
 
 import httpx
-from streaming_helpers import Server
+from streaming_helpers import IDENTITIES, Server
 
 ALICE = {"Authorization": "Bearer alice-token"}
 BOB = {"Authorization": "Bearer bob-token"}
@@ -77,6 +77,23 @@ async def test_list_is_newest_first_and_pages(server: Server) -> None:
     seen = [r["request_id"] for r in first["requests"] + second["requests"]]
     assert seen == ids[::-1]
     assert "next_page_token" not in second
+
+
+async def test_an_admin_lists_another_users_requests_of_its_tenant_only(server: Server) -> None:
+    root, carol = {"Authorization": "Bearer root-token"}, {"Authorization": "Bearer carol-token"}
+    alice = IDENTITIES["alice-token"].owner
+    async with httpx.AsyncClient(base_url=server.http) as client:
+        r = await client.post("/v1/requests", headers=ALICE, json={"action": "echo", "payload": {}})
+        rid = r.json()["request_id"]
+        listed = (await client.get("/v1/requests", params={"user": alice}, headers=root)).json()
+        assert [x["request_id"] for x in listed["requests"]] == [rid]
+        # Naming oneself is the plain list; naming someone else needs the admin role.
+        own = (await client.get("/v1/requests", params={"user": alice}, headers=ALICE)).json()
+        assert [x["request_id"] for x in own["requests"]] == [rid]
+        refused = await client.get("/v1/requests", params={"user": alice}, headers=BOB)
+        assert refused.status_code == 403 and refused.json()["code"] == "FORBIDDEN"
+        # Carol, of another tenant and no admin, is refused too.
+        assert (await client.get("/v1/requests", params={"user": alice}, headers=carol)).status_code == 403
 
 
 async def test_idempotency_key_returns_the_first_request(server: Server) -> None:

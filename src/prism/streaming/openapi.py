@@ -167,18 +167,29 @@ def _operations() -> dict[str, dict[str, Any]]:
             ),
             "get": Operation(
                 operation_id="listRequests",
-                summary="The caller's own requests, newest first",
+                summary="The caller's own requests, newest first (an admin may name another user)",
                 params=[
                     query(
                         "status",
                         "Only requests in this status.",
                         {"type": "string", "enum": [s.value for s in RequestStatus]},
                     ),
+                    query(
+                        "user",
+                        "Another user of the caller's tenant, as requests record it (`apikey:NAME`, "
+                        "`jwt:ISSUER:SUB`); admins only.",
+                        {"type": "string"},
+                    ),
                     *page,
                 ],
                 response=RequestPage,
                 response_description="One page of requests.",
-                errors={**auth, 422: "A bad `limit` (`VALIDATION_ERROR`).", **store},
+                errors={
+                    **auth,
+                    403: "`user` names someone else and the caller is no admin (`FORBIDDEN`).",
+                    422: "A bad `limit` (`VALIDATION_ERROR`).",
+                    **store,
+                },
             ),
         },
         "/v1/requests/{request_id}": {"get": one},

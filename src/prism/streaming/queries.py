@@ -45,9 +45,23 @@ class Queries:
             )
 
     async def list_requests(
-        self, principal: Principal, *, status: str | None, limit: int, page_token: str | None
+        self,
+        principal: Principal,
+        *,
+        status: str | None,
+        limit: int,
+        page_token: str | None,
+        user: str | None = None,
     ) -> tuple[list[RequestRecord], str | None]:
-        """The caller's own requests, newest first."""
+        """The caller's own requests, newest first; an admin may name another ``user`` of its tenant.
+
+        ``user`` is an owner as requests record it (``apikey:NAME``, ``jwt:ISSUER:SUB``, ...).
+        """
+        owner = principal.owner if user is None else user
+        if owner != principal.owner and not self.access.is_admin(principal):
+            raise StreamError(
+                "FORBIDDEN", f"listing another user's requests needs the {self.config.admin_role!r} role"
+            )
         if status is not None and status not in RequestStatus.__members__:
             raise StreamError(
                 "VALIDATION_ERROR",
@@ -57,7 +71,7 @@ class Queries:
         self._check_limit(limit)
         try:
             return await self.requests.list_for(
-                tenant_of(principal), principal.owner, status=status, limit=limit, page_token=page_token
+                tenant_of(principal), owner, status=status, limit=limit, page_token=page_token
             )
         except InvalidArgument as exc:
             raise StreamError("VALIDATION_ERROR", str(exc), details={"field": "page_token"}) from None

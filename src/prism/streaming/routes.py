@@ -247,7 +247,11 @@ class _Api:
         status = request.query_params.get("status") or None
         limit = _int_param(request, "limit", 20)
         records, token = await self.service.queries.list_requests(
-            principal, status=status, limit=limit, page_token=request.query_params.get("page_token") or None
+            principal,
+            status=status,
+            limit=limit,
+            page_token=request.query_params.get("page_token") or None,
+            user=request.query_params.get("user") or None,
         )
         body: dict[str, Any] = {"requests": [status_body(r) for r in records]}
         if token is not None:

@@ -50,11 +50,14 @@ async def requests(ctx: Context) -> Response:
     params = ctx.request.query_params
     status = params.get("status", "")
     action = params.get("action", "")
+    user = params.get("user", "")
     if status and status not in STATUSES:
         raise Refused(400, f"status: one of {', '.join(STATUSES)}")
     size = ctx.gateway.config.admin.page_size
     answer = await ctx.api.call(
-        "GET", "/v1/requests", query={"status": status, "limit": size, "page_token": params.get("page_token")}
+        "GET",
+        "/v1/requests",
+        query={"status": status, "user": user, "limit": size, "page_token": params.get("page_token")},
     )
     if answer.status == 404:
         return page(
@@ -82,15 +85,24 @@ async def requests(ctx: Context) -> Response:
     filters = Markup(
         '<form method="get" action="/admin/requests" class="search">'
         f"{_select('status', 'Status', STATUSES, status)}"
-        f'{_text("action", "Action", action)}<button type="submit">Filter</button></form>'
+        f"{_text('action', 'Action', action)}"
+        f"{_text('user', 'User (admins: another user of your tenant, e.g. apikey:NAME)', user)}"
+        '<button type="submit">Filter</button></form>'
     )
     more = Markup("")
     if found.get("next_page_token"):
         more = next_page(
-            url("/admin/requests", status=status, action=action, page_token=found["next_page_token"])
+            url(
+                "/admin/requests",
+                status=status,
+                action=action,
+                user=user,
+                page_token=found["next_page_token"],
+            )
         )
+    whose = f"The requests of {esc(user)}" if user else "Your own streaming requests"
     body = Markup(
-        f"<p>Your own streaming requests, newest first. {link('/admin/dead-letters', 'Dead letters')}</p>"
+        f"<p>{whose}, newest first. {link('/admin/dead-letters', 'Dead letters')}</p>"
         f'<p class="hint" data-refresh="{ctx.gateway.config.admin.sample_interval:g}">'
         "This list refreshes itself.</p>"
         f"{filters}{table(columns, rows, empty='No request matches.')}{more}"
