@@ -2,6 +2,7 @@
 
     prism namespace create carts --need read_rps=200 --need write_rps=50 --need durability=disk
     prism namespace plan carts --file carts.json     # the planner's decision, nothing applied
+    prism namespace create profiles --from-proto profiles.proto --message UserProfile
     prism namespace get carts
     prism namespace list
     prism namespace delete carts [--purge]
@@ -10,8 +11,10 @@ The gateway is ``--url`` (or ``PRISM_URL``, default http://127.0.0.1:8080) and t
 credential ``--token`` (or ``PRISM_TOKEN``), which must hold a role of
 ``auth.namespace_admin_roles`` to create, change or delete. ``--file`` reads the body
 of ``PUT /v1/namespaces/{ns}`` (docs/control-plane.md); the other options override
-its fields. A refusal prints the gateway's reason (for a namespace no store can
-carry, every store's failed needs) and exits 1.
+its fields. ``--from-proto FILE --message NAME`` reads the body from the options of a
+message type (docs/control-plane.md, "Needs in protobuf"); what the file declares but
+the gateway does not apply yet is printed as a warning. A refusal prints the gateway's
+reason (for a namespace no store can carry, every store's failed needs) and exits 1.
 """
 
 from __future__ import annotations
@@ -51,6 +54,17 @@ def add_parser(subparsers: Any) -> None:
         cmd = verbs.add_parser(verb, help=text, description=text)
         cmd.add_argument("namespace")
         cmd.add_argument("--file", help="a JSON file with the namespace's body")
+        cmd.add_argument(
+            "--from-proto", metavar="FILE.proto", help="read needs and PII fields from a message's options"
+        )
+        cmd.add_argument("--message", help="the message type of --from-proto (UserProfile, acme.UserProfile)")
+        cmd.add_argument(
+            "--proto-include",
+            action="append",
+            default=[],
+            metavar="DIR",
+            help="a folder --from-proto's imports are searched in (repeatable)",
+        )
         cmd.add_argument(
             "--need",
             action="append",
@@ -109,6 +123,10 @@ def body_from(args: argparse.Namespace) -> dict[str, Any]:
         if not isinstance(loaded, dict):
             raise SystemExit(f"prism: error: {args.file} must hold a JSON object")
         body.update(loaded)
+    if args.from_proto is not None:
+        _merge(body, _proto_body(args))
+    elif args.message is not None or args.proto_include:
+        raise SystemExit("prism: error: --message and --proto-include go with --from-proto FILE.proto")
     needs = dict(body.get("needs") or {})
     for given in args.need:
         name, sep, text = given.partition("=")
@@ -122,6 +140,31 @@ def body_from(args: argparse.Namespace) -> dict[str, Any]:
         if value is not None:
             body[option] = value
     return body
+
+
+def _merge(body: dict[str, Any], over: dict[str, Any]) -> None:
+    """``over`` on ``body``: its needs join the body's needs, its other fields replace the body's."""
+    for key, value in over.items():
+        if key == "needs" and isinstance(body.get("needs"), dict):
+            body["needs"] = {**body["needs"], **value}
+        else:
+            body[key] = value
+
+
+def _proto_body(args: argparse.Namespace) -> dict[str, Any]:
+    """The body the options of ``--message`` in ``--from-proto`` declare; warnings go to stderr."""
+    from prism.control.protospec import namespace_from_proto
+    from prism.errors import InvalidArgument
+
+    if not args.message:
+        raise SystemExit("prism: error: --from-proto needs --message NAME (the message type to read)")
+    try:
+        spec = namespace_from_proto(args.from_proto, args.message, include=args.proto_include)
+    except InvalidArgument as exc:
+        raise SystemExit(f"prism: error: --from-proto: {exc}") from None
+    for warning in spec.warnings:
+        print(f"prism: warning: {warning}", file=sys.stderr)
+    return spec.body
 
 
 def _refusal(response: httpx.Response) -> int:
