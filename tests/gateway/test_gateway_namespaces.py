@@ -226,6 +226,56 @@ async def test_naming_the_store_needs_the_store_admin_role_and_still_checks_need
         assert r.status_code == 409 and "tenant_scoped" in r.json()["detail"]
 
 
+async def test_a_preferred_engine_places_on_a_store_of_that_engine_or_says_why_not(tmp_path: Path) -> None:
+    cfg = config(tmp_path)
+    cfg["stores"]["lite"] = {
+        "url": f"sqlite:///{tmp_path / 'lite.db'}",
+        "capacity": {"read_rps": 300, "write_rps": 100},
+    }
+    async with client_for(cfg) as c:
+        # A namespace admin may prefer an engine (naming a store needs the store admin role).
+        r = await c.put(
+            "/v1/namespaces/orders", json={"backend": "sqlite", "needs": {"read_rps": 50}}, headers=NSADMIN
+        )
+        assert r.status_code == 201, r.text
+        assert r.json()["store"] == "lite"
+        assert r.json()["refused"] == [
+            {"store": "small", "fails": [{"need": "backend", "wanted": "sqlite", "has": "memory"}]},
+            {"store": "big", "fails": [{"need": "backend", "wanted": "sqlite", "has": "memory"}]},
+        ]
+        r = await c.put("/v1/namespaces/pg", json={"backend": "postgres"}, headers=NSADMIN)
+        assert r.status_code == 422 and r.json()["code"] == "NO_STORE_FITS"
+        assert r.json()["stores"] == [
+            {"store": "small", "fails": [{"need": "backend", "wanted": "postgres", "has": "memory"}]},
+            {"store": "big", "fails": [{"need": "backend", "wanted": "postgres", "has": "memory"}]},
+            {"store": "lite", "fails": [{"need": "backend", "wanted": "postgres", "has": "sqlite"}]},
+        ]
+        # The engine's only store is full: refused with its failed need, the others with their engine.
+        r = await c.put(
+            "/v1/namespaces/more", json={"backend": "sqlite", "needs": {"read_rps": 400}}, headers=NSADMIN
+        )
+        assert r.status_code == 422
+        assert r.json()["stores"][2] == {
+            "store": "lite",
+            "fails": [{"need": "read_rps", "wanted": 400.0, "has": 250.0}],
+        }
+        r = await c.put("/v1/namespaces/x", json={"backend": "mysql"}, headers=NSADMIN)
+        assert r.status_code == 400 and r.json()["detail"].startswith("backend: unknown engine 'mysql'")
+        r = await c.put("/v1/namespaces/x", json={"backend": 5}, headers=NSADMIN)
+        assert r.status_code == 400 and "backend" in r.json()["detail"]
+        # A change preferring another engine than the namespace's store is refused, not moved.
+        r = await c.put("/v1/namespaces/orders", json={"backend": "memory"}, headers=NSADMIN)
+        assert r.status_code == 422
+        assert r.json()["stores"] == [
+            {"store": "lite", "fails": [{"need": "backend", "wanted": "memory", "has": "sqlite"}]}
+        ]
+        # Expert mode still names a store, and both must agree.
+        r = await c.put("/v1/namespaces/y", json={"store": "big", "backend": "postgresql"}, headers=ADMIN)
+        assert r.status_code == 422
+        listed = (await c.get("/v1/namespaces", headers=ADMIN)).json()
+        assert {n["name"] for n in listed["namespaces"]} == {"fixed", "orders"}
+
+
 async def test_delete_is_refused_while_data_is_held_unless_purged(tmp_path: Path) -> None:
     async with client_for(config(tmp_path)) as c:
         assert (await c.put("/v1/namespaces/tmp", json={}, headers=ADMIN)).status_code == 201

@@ -180,3 +180,35 @@ def test_from_proto_refuses_a_missing_message_a_bad_file_and_stray_options(
     stray = prism(gateway, "create", "p", "--message", "UserProfile")
     assert stray.returncode != 0 and "go with --from-proto" in stray.stderr
     assert "p:" not in prism(gateway, "list").stdout
+
+
+def test_a_preferred_engine_from_the_options_or_the_proto(gateway: Served, tmp_path: Path) -> None:
+    planned = prism(gateway, "plan", "cache", "--backend", "memory", "--need", "read_rps=10")
+    assert planned.returncode == 0, planned.stderr
+    assert planned.stdout.splitlines() == [
+        "namespace cache: would be placed on store scratch",
+        "  rate limit: 12 requests/s, burst 12",
+        "  passed over main: backend wanted memory, has sqlite",
+    ]
+    refused = prism(gateway, "create", "pg", "--backend", "postgres")
+    assert refused.returncode == 1
+    assert refused.stderr.splitlines()[1:] == [
+        "  main: backend wanted postgres, has sqlite",
+        "  scratch: backend wanted postgres, has memory",
+    ]
+    unknown = prism(gateway, "create", "pg", "--backend", "mysql")
+    assert unknown.returncode == 1 and "backend: unknown engine 'mysql'" in unknown.stderr
+    proto = tmp_path / "sessions.proto"
+    proto.write_text(
+        'syntax = "proto3"; import "prism/options.proto";\n'
+        'message Session { option (prism.backend) = "memory"; string token = 1 [(prism.pii) = "secret"]; }\n'
+    )
+    from_proto = prism(gateway, "plan", "sessions", "--from-proto", str(proto), "--message", "Session")
+    assert from_proto.returncode == 0, from_proto.stderr
+    assert from_proto.stdout.splitlines()[0] == "namespace sessions: would be placed on store scratch"
+    # An option given on the command line wins over the proto's.
+    overridden = prism(
+        gateway, "plan", "sessions", "--from-proto", str(proto), "--message", "Session", "--backend", "sqlite"
+    )
+    assert overridden.returncode == 0, overridden.stderr
+    assert overridden.stdout.splitlines()[0] == "namespace sessions: would be placed on store main"

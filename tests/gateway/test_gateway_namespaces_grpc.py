@@ -121,6 +121,14 @@ async def test_refusals_over_grpc_carry_the_code_and_every_stores_reasons(tmp_pa
         assert missing.value.code() == grpc.StatusCode.NOT_FOUND
         nothing = await call("List", pb.ListNamespacesRequest(), pb.ListNamespacesResponse, key="nobody")
         assert list(nothing.namespaces) == []
+        with pytest.raises(aio.AioRpcError) as engine:
+            await call("Put", put("pg", backend="postgres"), pb.NamespacePlacement)
+        assert json.loads(dict(engine.value.trailing_metadata() or ())["prism-refused-stores"]) == [
+            {"store": "small", "fails": [{"need": "backend", "wanted": "postgres", "has": "memory"}]},
+            {"store": "big", "fails": [{"need": "backend", "wanted": "postgres", "has": "memory"}]},
+        ]
+        placed = await call("Plan", put("mem", backend="memory"), pb.NamespacePlacement)
+        assert placed.store == "small"
 
 
 async def test_changes_over_grpc_are_audited_with_before_and_after(tmp_path: Path) -> None:

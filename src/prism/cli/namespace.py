@@ -74,6 +74,11 @@ def add_parser(subparsers: Any) -> None:
         )
         cmd.add_argument("--store", help="place it on this store (needs the store admin role)")
         cmd.add_argument(
+            "--backend",
+            metavar="ENGINE",
+            help="place it on a store of this engine: postgres, redis, sqlite, nats, dynamodb or memory",
+        )
+        cmd.add_argument(
             "--tenant-scoped", action="store_true", default=None, help="keys private to a tenant"
         )
         cmd.add_argument("--max-value-bytes", type=int, help="largest value accepted")
@@ -135,7 +140,7 @@ def body_from(args: argparse.Namespace) -> dict[str, Any]:
         needs[name.strip()] = _value(text.strip())
     if needs:
         body["needs"] = needs
-    for option in ("store", "tenant_scoped", "max_value_bytes", "default_ttl"):
+    for option in ("store", "backend", "tenant_scoped", "max_value_bytes", "default_ttl"):
         value = getattr(args, option)
         if value is not None:
             body[option] = value

@@ -18,7 +18,7 @@ from typing import Any, Literal
 import msgspec
 
 from prism.control.catalog import CatalogEntry, CatalogState, NamespaceCatalog, stamp
-from prism.control.planner import Plan, StoreFails, StoreOffer, needs_problems, plan
+from prism.control.planner import ENGINES, Plan, StoreFails, StoreOffer, engine, needs_problems, plan
 from prism.errors import PrismError
 from prism.gateway.config import (
     AccessConfig,
@@ -58,6 +58,9 @@ class NamespaceBody(msgspec.Struct, forbid_unknown_fields=True, kw_only=True):
     audit: bool = True
     #: The store to place it on, instead of the planner's choice (needs the store admin role).
     store: str | None = None
+    #: The engine it prefers (postgres, redis, sqlite, nats, dynamodb, memory): the planner
+    #: chooses among the stores of that engine meeting every need.
+    backend: str | None = None
 
 
 class PlacementLimits(msgspec.Struct):
@@ -242,6 +245,12 @@ class RuntimeNamespaces:
                     "INVALID_ARGUMENT",
                     f"store: unknown store {body.store!r} (stores: {', '.join(self.config.stores)})",
                 )
+        if body.backend is not None and engine(body.backend) is None:
+            raise HTTPProblem(
+                400,
+                "INVALID_ARGUMENT",
+                f"backend: unknown engine {body.backend!r} (engines: {', '.join(ENGINES)})",
+            )
         if body.needs.access_pattern == "timeseries":
             raise HTTPProblem(
                 422,
@@ -298,8 +307,11 @@ class RuntimeNamespaces:
             for name in self.config.stores
         ]
 
-    def decide(self, state: CatalogState, ns: NamespaceConfig) -> tuple[Plan, NamespaceConfig]:
-        """The plan for ``ns`` against ``state``, and ``ns`` on its store; PlanRefused when none fits."""
+    def decide(
+        self, state: CatalogState, ns: NamespaceConfig, backend: str | None = None
+    ) -> tuple[Plan, NamespaceConfig]:
+        """The plan for ``ns`` (on the engine ``backend``, if given) against ``state``, and ``ns``
+        on its store; PlanRefused when none fits."""
         existing = state.namespaces.get(ns.name)
         if existing is not None and existing.state != "active":
             raise HTTPProblem(
@@ -329,23 +341,25 @@ class RuntimeNamespaces:
             self.offers(state, ns.name),
             only=only,
             max_value_bytes=ns.max_value_bytes,
+            backend=backend,
         )
         if decision.store is None:
             raise PlanRefused(ns.name, decision)
         return decision, msgspec.structs.replace(ns, store=decision.store)
 
     async def put(
-        self, ns: NamespaceConfig, *, dry_run: bool
+        self, ns: NamespaceConfig, *, dry_run: bool, backend: str | None = None
     ) -> tuple[int, NamespacePlacement, dict[str, Any] | None, dict[str, Any] | None]:
-        """Create or change ``ns``: (status, answer, definition before, definition after)."""
+        """Create or change ``ns`` (on a store of the engine ``backend``, if given):
+        (status, answer, definition before, definition after)."""
         if dry_run:
             state, _ = await self.catalog.read()
-            decision, placed = self.decide(state, ns)
+            decision, placed = self.decide(state, ns, backend)
             before = _definition(state.namespaces.get(ns.name))
             return 200, self._answer(placed, decision, dry_run=True, created=before is None), before, None
 
         async def edit(state: CatalogState) -> tuple[CatalogState, Any]:
-            decision, placed = self.decide(state, ns)
+            decision, placed = self.decide(state, ns, backend)
             old = state.namespaces.get(ns.name)
             now = stamp()
             entry = CatalogEntry(

@@ -66,7 +66,7 @@ def body_of(spec: Any) -> NamespaceBody:
         body["access"] = {k: list(getattr(spec.access, k)) for k in ("read", "write", "admin")}
     if spec.HasField("pii"):
         body["pii"] = {"fields": list(spec.pii.fields), "encrypt": spec.pii.encrypt}
-    for field in ("max_value_bytes", "default_ttl", "audit", "store"):
+    for field in ("max_value_bytes", "default_ttl", "audit", "store", "backend"):
         if spec.HasField(field):
             body[field] = getattr(spec, field)
     try:
@@ -165,8 +165,9 @@ class NamespaceAdmin:
 
         async def answer(principal: Principal, values: dict[str, Any]) -> Any:
             service = self._runtime()
-            ns = service.check(name, body_of(request.spec), principal)
-            _, placement, before, after = await service.put(ns, dry_run=dry_run)
+            given = body_of(request.spec)
+            ns = service.check(name, given, principal)
+            _, placement, before, after = await service.put(ns, dry_run=dry_run, backend=given.backend)
             if not dry_run:
                 values.update(before=before, after=after)
             return _placement(placement)

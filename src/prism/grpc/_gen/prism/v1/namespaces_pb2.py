@@ -25,7 +25,7 @@ _sym_db = _symbol_database.Default()
 
 
 
-DESCRIPTOR = _descriptor_pool.Default().AddSerializedFile(b'\n\x19prism/v1/namespaces.proto\x12\x08prism.v1\"\xe5\x02\n\x0eNamespaceNeeds\x12\x16\n\x0e\x61\x63\x63\x65ss_pattern\x18\x01 \x01(\t\x12\x15\n\x08read_rps\x18\x02 \x01(\x01H\x00\x88\x01\x01\x12\x16\n\twrite_rps\x18\x03 \x01(\x01H\x01\x88\x01\x01\x12\x1b\n\x0eitem_bytes_p99\x18\x04 \x01(\x03H\x02\x88\x01\x01\x12\x18\n\x0btotal_bytes\x18\x05 \x01(\x03H\x03\x88\x01\x01\x12\x18\n\x0bttl_seconds\x18\x06 \x01(\x01H\x04\x88\x01\x01\x12\x13\n\x0b\x63onsistency\x18\x07 \x01(\t\x12\x1b\n\x0elatency_p99_ms\x18\x08 \x01(\x01H\x05\x88\x01\x01\x12\x14\n\x0ctransactions\x18\t \x01(\x08\x12\x12\n\ndurability\x18\n \x01(\tB\x0b\n\t_read_rpsB\x0c\n\n_write_rpsB\x11\n\x0f_item_bytes_p99B\x0e\n\x0c_total_bytesB\x0e\n\x0c_ttl_secondsB\x11\n\x0f_latency_p99_ms\"=\n\x0fNamespaceAccess\x12\x0c\n\x04read\x18\x01 \x03(\t\x12\r\n\x05write\x18\x02 \x03(\t\x12\r\n\x05\x61\x64min\x18\x03 \x03(\t\"/\n\x0cNamespacePii\x12\x0e\n\x06\x66ields\x18\x01 \x03(\t\x12\x0f\n\x07\x65ncrypt\x18\x02 \x01(\x08\"\xd4\x02\n\rNamespaceSpec\x12\'\n\x05needs\x18\x01 \x01(\x0b\x32\x18.prism.v1.NamespaceNeeds\x12.\n\x06\x61\x63\x63\x65ss\x18\x02 \x01(\x0b\x32\x19.prism.v1.NamespaceAccessH\x00\x88\x01\x01\x12\x15\n\rtenant_scoped\x18\x03 \x01(\x08\x12(\n\x03pii\x18\x04 \x01(\x0b\x32\x16.prism.v1.NamespacePiiH\x01\x88\x01\x01\x12\x1c\n\x0fmax_value_bytes\x18\x05 \x01(\x03H\x02\x88\x01\x01\x12\x18\n\x0b\x64\x65\x66\x61ult_ttl\x18\x06 \x01(\x01H\x03\x88\x01\x01\x12\x12\n\x05\x61udit\x18\x07 \x01(\x08H\x04\x88\x01\x01\x12\x12\n\x05store\x18\x08 \x01(\tH\x05\x88\x01\x01\x42\t\n\x07_accessB\x06\n\x04_piiB\x12\n\x10_max_value_bytesB\x0e\n\x0c_default_ttlB\x08\n\x06_auditB\x08\n\x06_store\"O\n\x13PutNamespaceRequest\x12\x11\n\tnamespace\x18\x01 \x01(\t\x12%\n\x04spec\x18\x02 \x01(\x0b\x32\x17.prism.v1.NamespaceSpec\"5\n\x08NeedFail\x12\x0c\n\x04need\x18\x01 \x01(\t\x12\x0e\n\x06wanted\x18\x02 \x01(\t\x12\x0b\n\x03has\x18\x03 \x01(\t\">\n\nStoreFails\x12\r\n\x05store\x18\x01 \x01(\t\x12!\n\x05\x66\x61ils\x18\x02 \x03(\x0b\x32\x12.prism.v1.NeedFail\"\xb9\x01\n\x12NamespacePlacement\x12\x11\n\tnamespace\x18\x01 \x01(\t\x12\r\n\x05store\x18\x02 \x01(\t\x12\x0f\n\x07\x63reated\x18\x03 \x01(\x08\x12\x0f\n\x07\x64ry_run\x18\x04 \x01(\x08\x12\x11\n\x04rate\x18\x05 \x01(\x01H\x00\x88\x01\x01\x12\x12\n\x05\x62urst\x18\x06 \x01(\x03H\x01\x88\x01\x01\x12%\n\x07refused\x18\x07 \x03(\x0b\x32\x14.prism.v1.StoreFailsB\x07\n\x05_rateB\x08\n\x06_burst\"(\n\x13GetNamespaceRequest\x12\x11\n\tnamespace\x18\x01 \x01(\t\"\x97\x02\n\rNamespaceInfo\x12\x11\n\tnamespace\x18\x01 \x01(\t\x12\x15\n\rtenant_scoped\x18\x02 \x01(\x08\x12\x17\n\x0fmax_value_bytes\x18\x03 \x01(\x03\x12\x18\n\x0b\x64\x65\x66\x61ult_ttl\x18\x04 \x01(\x01H\x00\x88\x01\x01\x12\x11\n\x04rate\x18\x05 \x01(\x01H\x01\x88\x01\x01\x12\x12\n\x05\x62urst\x18\x06 \x01(\x03H\x02\x88\x01\x01\x12\x0f\n\x07\x61\x63tions\x18\x07 \x03(\t\x12\x0e\n\x06health\x18\x08 \x01(\t\x12\x12\n\x05store\x18\t \x01(\tH\x03\x88\x01\x01\x12\x14\n\x07\x62\x61\x63kend\x18\n \x01(\tH\x04\x88\x01\x01\x42\x0e\n\x0c_default_ttlB\x07\n\x05_rateB\x08\n\x06_burstB\x08\n\x06_storeB\n\n\x08_backend\"\x17\n\x15ListNamespacesRequest\"M\n\x10NamespaceSummary\x12\x11\n\tnamespace\x18\x01 \x01(\t\x12\x15\n\rtenant_scoped\x18\x02 \x01(\x08\x12\x0f\n\x07\x61\x63tions\x18\x03 \x03(\t\"H\n\x16ListNamespacesResponse\x12.\n\nnamespaces\x18\x01 \x03(\x0b\x32\x1a.prism.v1.NamespaceSummary\":\n\x16\x44\x65leteNamespaceRequest\x12\x11\n\tnamespace\x18\x01 \x01(\t\x12\r\n\x05purge\x18\x02 \x01(\x08\"D\n\x17\x44\x65leteNamespaceResponse\x12\x11\n\tnamespace\x18\x01 \x01(\t\x12\x16\n\x0epurged_records\x18\x02 \x01(\x03\x32\xf2\x02\n\x0eNamespaceAdmin\x12\x42\n\x03Put\x12\x1d.prism.v1.PutNamespaceRequest\x1a\x1c.prism.v1.NamespacePlacement\x12\x43\n\x04Plan\x12\x1d.prism.v1.PutNamespaceRequest\x1a\x1c.prism.v1.NamespacePlacement\x12=\n\x03Get\x12\x1d.prism.v1.GetNamespaceRequest\x1a\x17.prism.v1.NamespaceInfo\x12I\n\x04List\x12\x1f.prism.v1.ListNamespacesRequest\x1a .prism.v1.ListNamespacesResponse\x12M\n\x06\x44\x65lete\x12 .prism.v1.DeleteNamespaceRequest\x1a!.prism.v1.DeleteNamespaceResponseb\x06proto3')
+DESCRIPTOR = _descriptor_pool.Default().AddSerializedFile(b'\n\x19prism/v1/namespaces.proto\x12\x08prism.v1\"\xe5\x02\n\x0eNamespaceNeeds\x12\x16\n\x0e\x61\x63\x63\x65ss_pattern\x18\x01 \x01(\t\x12\x15\n\x08read_rps\x18\x02 \x01(\x01H\x00\x88\x01\x01\x12\x16\n\twrite_rps\x18\x03 \x01(\x01H\x01\x88\x01\x01\x12\x1b\n\x0eitem_bytes_p99\x18\x04 \x01(\x03H\x02\x88\x01\x01\x12\x18\n\x0btotal_bytes\x18\x05 \x01(\x03H\x03\x88\x01\x01\x12\x18\n\x0bttl_seconds\x18\x06 \x01(\x01H\x04\x88\x01\x01\x12\x13\n\x0b\x63onsistency\x18\x07 \x01(\t\x12\x1b\n\x0elatency_p99_ms\x18\x08 \x01(\x01H\x05\x88\x01\x01\x12\x14\n\x0ctransactions\x18\t \x01(\x08\x12\x12\n\ndurability\x18\n \x01(\tB\x0b\n\t_read_rpsB\x0c\n\n_write_rpsB\x11\n\x0f_item_bytes_p99B\x0e\n\x0c_total_bytesB\x0e\n\x0c_ttl_secondsB\x11\n\x0f_latency_p99_ms\"=\n\x0fNamespaceAccess\x12\x0c\n\x04read\x18\x01 \x03(\t\x12\r\n\x05write\x18\x02 \x03(\t\x12\r\n\x05\x61\x64min\x18\x03 \x03(\t\"/\n\x0cNamespacePii\x12\x0e\n\x06\x66ields\x18\x01 \x03(\t\x12\x0f\n\x07\x65ncrypt\x18\x02 \x01(\x08\"\xf6\x02\n\rNamespaceSpec\x12\'\n\x05needs\x18\x01 \x01(\x0b\x32\x18.prism.v1.NamespaceNeeds\x12.\n\x06\x61\x63\x63\x65ss\x18\x02 \x01(\x0b\x32\x19.prism.v1.NamespaceAccessH\x00\x88\x01\x01\x12\x15\n\rtenant_scoped\x18\x03 \x01(\x08\x12(\n\x03pii\x18\x04 \x01(\x0b\x32\x16.prism.v1.NamespacePiiH\x01\x88\x01\x01\x12\x1c\n\x0fmax_value_bytes\x18\x05 \x01(\x03H\x02\x88\x01\x01\x12\x18\n\x0b\x64\x65\x66\x61ult_ttl\x18\x06 \x01(\x01H\x03\x88\x01\x01\x12\x12\n\x05\x61udit\x18\x07 \x01(\x08H\x04\x88\x01\x01\x12\x12\n\x05store\x18\x08 \x01(\tH\x05\x88\x01\x01\x12\x14\n\x07\x62\x61\x63kend\x18\t \x01(\tH\x06\x88\x01\x01\x42\t\n\x07_accessB\x06\n\x04_piiB\x12\n\x10_max_value_bytesB\x0e\n\x0c_default_ttlB\x08\n\x06_auditB\x08\n\x06_storeB\n\n\x08_backend\"O\n\x13PutNamespaceRequest\x12\x11\n\tnamespace\x18\x01 \x01(\t\x12%\n\x04spec\x18\x02 \x01(\x0b\x32\x17.prism.v1.NamespaceSpec\"5\n\x08NeedFail\x12\x0c\n\x04need\x18\x01 \x01(\t\x12\x0e\n\x06wanted\x18\x02 \x01(\t\x12\x0b\n\x03has\x18\x03 \x01(\t\">\n\nStoreFails\x12\r\n\x05store\x18\x01 \x01(\t\x12!\n\x05\x66\x61ils\x18\x02 \x03(\x0b\x32\x12.prism.v1.NeedFail\"\xb9\x01\n\x12NamespacePlacement\x12\x11\n\tnamespace\x18\x01 \x01(\t\x12\r\n\x05store\x18\x02 \x01(\t\x12\x0f\n\x07\x63reated\x18\x03 \x01(\x08\x12\x0f\n\x07\x64ry_run\x18\x04 \x01(\x08\x12\x11\n\x04rate\x18\x05 \x01(\x01H\x00\x88\x01\x01\x12\x12\n\x05\x62urst\x18\x06 \x01(\x03H\x01\x88\x01\x01\x12%\n\x07refused\x18\x07 \x03(\x0b\x32\x14.prism.v1.StoreFailsB\x07\n\x05_rateB\x08\n\x06_burst\"(\n\x13GetNamespaceRequest\x12\x11\n\tnamespace\x18\x01 \x01(\t\"\x97\x02\n\rNamespaceInfo\x12\x11\n\tnamespace\x18\x01 \x01(\t\x12\x15\n\rtenant_scoped\x18\x02 \x01(\x08\x12\x17\n\x0fmax_value_bytes\x18\x03 \x01(\x03\x12\x18\n\x0b\x64\x65\x66\x61ult_ttl\x18\x04 \x01(\x01H\x00\x88\x01\x01\x12\x11\n\x04rate\x18\x05 \x01(\x01H\x01\x88\x01\x01\x12\x12\n\x05\x62urst\x18\x06 \x01(\x03H\x02\x88\x01\x01\x12\x0f\n\x07\x61\x63tions\x18\x07 \x03(\t\x12\x0e\n\x06health\x18\x08 \x01(\t\x12\x12\n\x05store\x18\t \x01(\tH\x03\x88\x01\x01\x12\x14\n\x07\x62\x61\x63kend\x18\n \x01(\tH\x04\x88\x01\x01\x42\x0e\n\x0c_default_ttlB\x07\n\x05_rateB\x08\n\x06_burstB\x08\n\x06_storeB\n\n\x08_backend\"\x17\n\x15ListNamespacesRequest\"M\n\x10NamespaceSummary\x12\x11\n\tnamespace\x18\x01 \x01(\t\x12\x15\n\rtenant_scoped\x18\x02 \x01(\x08\x12\x0f\n\x07\x61\x63tions\x18\x03 \x03(\t\"H\n\x16ListNamespacesResponse\x12.\n\nnamespaces\x18\x01 \x03(\x0b\x32\x1a.prism.v1.NamespaceSummary\":\n\x16\x44\x65leteNamespaceRequest\x12\x11\n\tnamespace\x18\x01 \x01(\t\x12\r\n\x05purge\x18\x02 \x01(\x08\"D\n\x17\x44\x65leteNamespaceResponse\x12\x11\n\tnamespace\x18\x01 \x01(\t\x12\x16\n\x0epurged_records\x18\x02 \x01(\x03\x32\xf2\x02\n\x0eNamespaceAdmin\x12\x42\n\x03Put\x12\x1d.prism.v1.PutNamespaceRequest\x1a\x1c.prism.v1.NamespacePlacement\x12\x43\n\x04Plan\x12\x1d.prism.v1.PutNamespaceRequest\x1a\x1c.prism.v1.NamespacePlacement\x12=\n\x03Get\x12\x1d.prism.v1.GetNamespaceRequest\x1a\x17.prism.v1.NamespaceInfo\x12I\n\x04List\x12\x1f.prism.v1.ListNamespacesRequest\x1a .prism.v1.ListNamespacesResponse\x12M\n\x06\x44\x65lete\x12 .prism.v1.DeleteNamespaceRequest\x1a!.prism.v1.DeleteNamespaceResponseb\x06proto3')
 
 _globals = globals()
 _builder.BuildMessageAndEnumDescriptors(DESCRIPTOR, _globals)
@@ -39,29 +39,29 @@ if not _descriptor._USE_C_DESCRIPTORS:
   _globals['_NAMESPACEPII']._serialized_start=462
   _globals['_NAMESPACEPII']._serialized_end=509
   _globals['_NAMESPACESPEC']._serialized_start=512
-  _globals['_NAMESPACESPEC']._serialized_end=852
-  _globals['_PUTNAMESPACEREQUEST']._serialized_start=854
-  _globals['_PUTNAMESPACEREQUEST']._serialized_end=933
-  _globals['_NEEDFAIL']._serialized_start=935
-  _globals['_NEEDFAIL']._serialized_end=988
-  _globals['_STOREFAILS']._serialized_start=990
-  _globals['_STOREFAILS']._serialized_end=1052
-  _globals['_NAMESPACEPLACEMENT']._serialized_start=1055
-  _globals['_NAMESPACEPLACEMENT']._serialized_end=1240
-  _globals['_GETNAMESPACEREQUEST']._serialized_start=1242
-  _globals['_GETNAMESPACEREQUEST']._serialized_end=1282
-  _globals['_NAMESPACEINFO']._serialized_start=1285
-  _globals['_NAMESPACEINFO']._serialized_end=1564
-  _globals['_LISTNAMESPACESREQUEST']._serialized_start=1566
-  _globals['_LISTNAMESPACESREQUEST']._serialized_end=1589
-  _globals['_NAMESPACESUMMARY']._serialized_start=1591
-  _globals['_NAMESPACESUMMARY']._serialized_end=1668
-  _globals['_LISTNAMESPACESRESPONSE']._serialized_start=1670
-  _globals['_LISTNAMESPACESRESPONSE']._serialized_end=1742
-  _globals['_DELETENAMESPACEREQUEST']._serialized_start=1744
-  _globals['_DELETENAMESPACEREQUEST']._serialized_end=1802
-  _globals['_DELETENAMESPACERESPONSE']._serialized_start=1804
-  _globals['_DELETENAMESPACERESPONSE']._serialized_end=1872
-  _globals['_NAMESPACEADMIN']._serialized_start=1875
-  _globals['_NAMESPACEADMIN']._serialized_end=2245
+  _globals['_NAMESPACESPEC']._serialized_end=886
+  _globals['_PUTNAMESPACEREQUEST']._serialized_start=888
+  _globals['_PUTNAMESPACEREQUEST']._serialized_end=967
+  _globals['_NEEDFAIL']._serialized_start=969
+  _globals['_NEEDFAIL']._serialized_end=1022
+  _globals['_STOREFAILS']._serialized_start=1024
+  _globals['_STOREFAILS']._serialized_end=1086
+  _globals['_NAMESPACEPLACEMENT']._serialized_start=1089
+  _globals['_NAMESPACEPLACEMENT']._serialized_end=1274
+  _globals['_GETNAMESPACEREQUEST']._serialized_start=1276
+  _globals['_GETNAMESPACEREQUEST']._serialized_end=1316
+  _globals['_NAMESPACEINFO']._serialized_start=1319
+  _globals['_NAMESPACEINFO']._serialized_end=1598
+  _globals['_LISTNAMESPACESREQUEST']._serialized_start=1600
+  _globals['_LISTNAMESPACESREQUEST']._serialized_end=1623
+  _globals['_NAMESPACESUMMARY']._serialized_start=1625
+  _globals['_NAMESPACESUMMARY']._serialized_end=1702
+  _globals['_LISTNAMESPACESRESPONSE']._serialized_start=1704
+  _globals['_LISTNAMESPACESRESPONSE']._serialized_end=1776
+  _globals['_DELETENAMESPACEREQUEST']._serialized_start=1778
+  _globals['_DELETENAMESPACEREQUEST']._serialized_end=1836
+  _globals['_DELETENAMESPACERESPONSE']._serialized_start=1838
+  _globals['_DELETENAMESPACERESPONSE']._serialized_end=1906
+  _globals['_NAMESPACEADMIN']._serialized_start=1909
+  _globals['_NAMESPACEADMIN']._serialized_end=2279
 # @@protoc_insertion_point(module_scope)

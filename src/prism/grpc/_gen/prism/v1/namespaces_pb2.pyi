@@ -50,7 +50,7 @@ class NamespacePii(_message.Message):
     def __init__(self, fields: _Optional[_Iterable[str]] = ..., encrypt: _Optional[bool] = ...) -> None: ...
 
 class NamespaceSpec(_message.Message):
-    __slots__ = ("needs", "access", "tenant_scoped", "pii", "max_value_bytes", "default_ttl", "audit", "store")
+    __slots__ = ("needs", "access", "tenant_scoped", "pii", "max_value_bytes", "default_ttl", "audit", "store", "backend")
     NEEDS_FIELD_NUMBER: _ClassVar[int]
     ACCESS_FIELD_NUMBER: _ClassVar[int]
     TENANT_SCOPED_FIELD_NUMBER: _ClassVar[int]
@@ -59,6 +59,7 @@ class NamespaceSpec(_message.Message):
     DEFAULT_TTL_FIELD_NUMBER: _ClassVar[int]
     AUDIT_FIELD_NUMBER: _ClassVar[int]
     STORE_FIELD_NUMBER: _ClassVar[int]
+    BACKEND_FIELD_NUMBER: _ClassVar[int]
     needs: NamespaceNeeds
     access: NamespaceAccess
     tenant_scoped: bool
@@ -67,7 +68,8 @@ class NamespaceSpec(_message.Message):
     default_ttl: float
     audit: bool
     store: str
-    def __init__(self, needs: _Optional[_Union[NamespaceNeeds, _Mapping]] = ..., access: _Optional[_Union[NamespaceAccess, _Mapping]] = ..., tenant_scoped: _Optional[bool] = ..., pii: _Optional[_Union[NamespacePii, _Mapping]] = ..., max_value_bytes: _Optional[int] = ..., default_ttl: _Optional[float] = ..., audit: _Optional[bool] = ..., store: _Optional[str] = ...) -> None: ...
+    backend: str
+    def __init__(self, needs: _Optional[_Union[NamespaceNeeds, _Mapping]] = ..., access: _Optional[_Union[NamespaceAccess, _Mapping]] = ..., tenant_scoped: _Optional[bool] = ..., pii: _Optional[_Union[NamespacePii, _Mapping]] = ..., max_value_bytes: _Optional[int] = ..., default_ttl: _Optional[float] = ..., audit: _Optional[bool] = ..., store: _Optional[str] = ..., backend: _Optional[str] = ...) -> None: ...
 
 class PutNamespaceRequest(_message.Message):
     __slots__ = ("namespace", "spec")
