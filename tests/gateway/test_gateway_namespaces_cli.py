@@ -55,7 +55,7 @@ def test_create_plan_get_list_and_delete(gateway: Served, tmp_path: Path) -> Non
     assert plan.returncode == 0, plan.stderr
     assert plan.stdout.splitlines() == [
         "namespace orders: would be placed on store main",
-        "  rate limit: 240 requests/s, burst 240",
+        "  rate limit: reads 240/s (burst 240), writes unlimited",
     ]
     assert "orders" not in prism(gateway, "list").stdout
 
@@ -131,7 +131,7 @@ def test_a_namespace_from_a_proto_masks_its_pii_fields_for_a_reader(gateway: Ser
     assert planned.returncode == 0, planned.stderr
     assert planned.stdout.splitlines() == [
         "namespace profiles: would be placed on store main",
-        "  rate limit: 72 requests/s, burst 72",
+        "  rate limit: reads 60/s (burst 60), writes 12/s (burst 12)",
     ]
     assert planned.stderr.splitlines() == [
         "prism: warning: acme.UserProfile.id: (prism.index) = 'unique' is recorded but not supported yet; "
@@ -187,7 +187,7 @@ def test_a_preferred_engine_from_the_options_or_the_proto(gateway: Served, tmp_p
     assert planned.returncode == 0, planned.stderr
     assert planned.stdout.splitlines() == [
         "namespace cache: would be placed on store scratch",
-        "  rate limit: 12 requests/s, burst 12",
+        "  rate limit: reads 12/s (burst 12), writes unlimited",
         "  passed over main: backend wanted memory, has sqlite",
     ]
     refused = prism(gateway, "create", "pg", "--backend", "postgres")

@@ -186,6 +186,16 @@ def _refusal(response: httpx.Response) -> int:
     return EXIT_FAILED
 
 
+def _sides(limits: dict[str, Any]) -> str:
+    """``reads 600/s (burst 600), writes 120/s (burst 120)``; a side without a rate is unlimited."""
+    sides = []
+    for side in ("read", "write"):
+        rate = limits.get(f"{side}_rate")
+        shown = "unlimited" if rate is None else f"{_show(rate)}/s (burst {limits[f'{side}_burst']})"
+        sides.append(f"{side}s {shown}")
+    return ", ".join(sides)
+
+
 def _fails(fails: list[dict[str, Any]]) -> str:
     def has(value: Any) -> str:
         return "undeclared" if value is None else _show(value)
@@ -214,7 +224,7 @@ def _put(args: argparse.Namespace) -> int:
     print(f"namespace {answer['namespace']}: {verb} on store {answer['store']}")
     limits = answer.get("limits")
     if limits is not None:
-        print(f"  rate limit: {_show(limits['rate'])} requests/s, burst {limits['burst']}")
+        print(f"  rate limit: {_sides(limits)}")
     for store in answer["refused"]:
         print(f"  passed over {store['store']}: {_fails(store['fails'])}")
     return 0
@@ -234,7 +244,12 @@ def _get(args: argparse.Namespace) -> int:
         lines.append(f"  store: {detail['store']} ({detail['backend']})")
     limits = detail["limits"]
     burst = limits["burst"]
-    rate = "none" if limits["rate"] is None else f"{_show(limits['rate'])} requests/s, burst {_show(burst)}"
+    if limits.get("read_rate") is not None or limits.get("write_rate") is not None:
+        rate = _sides(limits)
+    elif limits["rate"] is None:
+        rate = "none"
+    else:
+        rate = f"{_show(limits['rate'])} requests/s, burst {_show(burst)}"
     lines += [
         f"  tenant scoped: {'yes' if detail['tenant_scoped'] else 'no'}",
         f"  max value bytes: {detail['max_value_bytes']}",

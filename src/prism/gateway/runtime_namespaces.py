@@ -23,13 +23,13 @@ from prism.errors import PrismError
 from prism.gateway.config import (
     AccessConfig,
     GatewayConfig,
-    LimitsConfig,
     NamespaceConfig,
     NeedsConfig,
     PiiConfig,
     _validate,
     internal_namespace,
 )
+from prism.gateway.limits import declared_rates
 from prism.gateway.problem import HTTPProblem
 from prism.model import Principal
 
@@ -40,7 +40,6 @@ __all__ = [
     "PlacementLimits",
     "PlanRefused",
     "RuntimeNamespaces",
-    "enforced_limits",
 ]
 
 log = logging.getLogger("prism.gateway")
@@ -64,10 +63,13 @@ class NamespaceBody(msgspec.Struct, forbid_unknown_fields=True, kw_only=True):
 
 
 class PlacementLimits(msgspec.Struct):
-    """The rate limit a namespace's declared rates became (``limit_headroom`` included)."""
+    """The rate limits a namespace's declared rates became (``limit_headroom`` included): one for
+    its reads, one for its writes (null: that side declares no rate)."""
 
-    rate: float | None
-    burst: int | None
+    read_rate: float | None
+    read_burst: int | None
+    write_rate: float | None
+    write_burst: int | None
 
 
 class NamespacePlacement(msgspec.Struct):
@@ -110,22 +112,6 @@ class PlanRefused(HTTPProblem):
         return Response(msgspec.json.encode(body), 422, media_type=PROBLEM_CONTENT_TYPE)
 
 
-def enforced_limits(ns: NamespaceConfig, headroom: float) -> NamespaceConfig:
-    """``ns`` with its declared ``read_rps + write_rps`` times ``headroom`` as its rate limit.
-
-    A rate the namespace sets itself (``limits.rate``, in the config file) wins.
-    """
-    needs = ns.needs
-    if needs is None or (needs.read_rps is None and needs.write_rps is None):
-        return ns
-    if ns.limits is not None and ns.limits.rate is not None:
-        return ns
-    rate = ((needs.read_rps or 0.0) + (needs.write_rps or 0.0)) * headroom
-    own = ns.limits or LimitsConfig()
-    limits = msgspec.structs.replace(own, rate=rate, burst=max(1, math.ceil(rate)))
-    return msgspec.structs.replace(ns, limits=limits)
-
-
 def _definition(entry: CatalogEntry | None) -> dict[str, Any] | None:
     return None if entry is None else dict(entry.config)
 
@@ -162,9 +148,16 @@ class RuntimeNamespaces:
 
     # -- serving ------------------------------------------------------------------
 
-    def enforced(self, ns: NamespaceConfig) -> NamespaceConfig:
-        """``ns`` with its declared rates (times ``limit_headroom``) as its rate limit."""
-        return enforced_limits(ns, self.settings.limit_headroom)
+    def limits(self, ns: NamespaceConfig) -> PlacementLimits | None:
+        """The read and write limits ``ns``'s declared rates become (None: it declares none)."""
+        reads, writes = declared_rates(ns, self.settings.limit_headroom)
+        if reads is None and writes is None:
+            return None
+
+        def burst(rate: float | None) -> int | None:
+            return None if rate is None else max(1, math.ceil(rate))
+
+        return PlacementLimits(reads, burst(reads), writes, burst(writes))
 
     def _serve(self, state: CatalogState) -> None:
         """Serve ``state``: add, change and remove runtime namespaces in ``gateway.namespaces``."""
@@ -187,7 +180,7 @@ class RuntimeNamespaces:
             if store is None or store not in gateway.stores:
                 self._warn(name, f"runtime namespace {name!r} is on store {store!r}, unknown to this process")
                 continue
-            wanted[name] = self.enforced(ns)
+            wanted[name] = ns
         for name in list(self.served):
             if name not in wanted:
                 del self.served[name]
@@ -378,14 +371,13 @@ class RuntimeNamespaces:
     def _answer(
         self, ns: NamespaceConfig, decision: Plan, *, dry_run: bool, created: bool
     ) -> NamespacePlacement:
-        limits = self.enforced(ns).limits
         return NamespacePlacement(
             ns.name,
             ns.store,
             created,
             dry_run,
             ns.needs or NeedsConfig(),
-            None if limits is None else PlacementLimits(limits.rate, limits.burst),
+            self.limits(ns),
             decision.refused,
         )
 

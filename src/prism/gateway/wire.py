@@ -155,6 +155,11 @@ class NamespaceLimits(msgspec.Struct):
     rate: float | None
     burst: float | None
     concurrency: int | None
+    #: The limits of reads and of writes its declared ``read_rps`` and ``write_rps`` became.
+    read_rate: float | None = None
+    read_burst: int | None = None
+    write_rate: float | None = None
+    write_burst: int | None = None
 
 
 class NamespaceHealth(msgspec.Struct):

@@ -82,10 +82,12 @@ def _placement(answer: NamespacePlacement) -> Any:
         created=answer.created,
         dry_run=answer.dry_run,
     )
-    if answer.limits is not None and answer.limits.rate is not None:
-        out.rate = answer.limits.rate
-        if answer.limits.burst is not None:
-            out.burst = answer.limits.burst
+    limits = answer.limits
+    if limits is not None:
+        if limits.read_rate is not None and limits.read_burst is not None:
+            out.read_rate, out.read_burst = limits.read_rate, limits.read_burst
+        if limits.write_rate is not None and limits.write_burst is not None:
+            out.write_rate, out.write_burst = limits.write_rate, limits.write_burst
     for store in answer.refused:
         entry = out.refused.add(store=store.store)
         for fail in store.fails:
@@ -202,6 +204,10 @@ class NamespaceAdmin:
             if limiter.rate is not None:
                 out.rate = limiter.rate
                 out.burst = int(limiter.burst)
+            if limiter.read_rate is not None and limiter.read_burst is not None:
+                out.read_rate, out.read_burst = limiter.read_rate, limiter.read_burst
+            if limiter.write_rate is not None and limiter.write_burst is not None:
+                out.write_rate, out.write_burst = limiter.write_rate, limiter.write_burst
             if "admin" in actions:
                 out.store = served.store_name
                 out.backend = served.store.backend.name
