@@ -149,8 +149,8 @@ class NamespaceList(msgspec.Struct):
     namespaces: list[NamespaceSummary]
 
 
-class NamespaceLimits(msgspec.Struct):
-    """Admission limits of a namespace (null: none)."""
+class NamespaceLimits(msgspec.Struct, omit_defaults=True):
+    """Admission limits of a namespace (null: none; the read and write limits only when declared)."""
 
     rate: float | None
     burst: float | None
