@@ -94,7 +94,7 @@ async def _propagation(urls: list[str]) -> tuple[list[float], list[float], float
 
             async def limited(url: str = a, ns: str = name) -> bool:
                 detail = (await http.get(f"{url}/v1/namespaces/{ns}")).json()
-                return bool(detail["limits"]["rate"] == 24.0)
+                return bool(detail["limits"].get("read_rate") == 24.0)
 
             changed.append(await _until(limited))
         puts = [

@@ -145,6 +145,121 @@ def test_the_planner_chooses_the_first_store_meeting_every_need(
     assert got == reasons
 
 
+PG_BIG = StoreOffer(
+    "pg-big",
+    "postgres",
+    PG.capabilities,
+    capacity(read_rps=50_000, write_rps=20_000, latency_p99_ms=10, durability="replicated"),
+)
+NATS = StoreOffer("nats", "nats", Capabilities(), capacity(read_rps=10_000, write_rps=10_000))
+
+#: (case, preferred engine, needs, stores, chosen, every refused store's fails)
+ENGINE_CASES: list[
+    tuple[str, str, NeedsConfig, list[StoreOffer], str | None, dict[str, list[tuple[str, Any, Any]]]]
+] = [
+    (
+        "the first store of the engine",
+        "postgres",
+        needs(),
+        ALL,
+        "pg",
+        {
+            "mem": [("backend", "postgres", "memory")],
+            "lite": [("backend", "postgres", "sqlite")],
+            "redis": [("backend", "postgres", "redis")],
+        },
+    ),
+    (
+        "postgresql is postgres",
+        "postgresql",
+        needs(),
+        [REDIS, PG],
+        "pg",
+        {"redis": [("backend", "postgresql", "redis")]},
+    ),
+    (
+        "case does not matter",
+        "Redis",
+        needs(),
+        [PG, REDIS],
+        "redis",
+        {"pg": [("backend", "Redis", "postgres")]},
+    ),
+    (
+        "a store of the engine that fails a need is passed over for the next one",
+        "postgres",
+        needs(write_rps=3_000),
+        [REDIS, PG, PG_BIG],
+        "pg-big",
+        {"redis": [("backend", "postgres", "redis")], "pg": [("write_rps", 3_000, 2_000)]},
+    ),
+    (
+        "no store of the engine: each store says which engine it is",
+        "postgres",
+        needs(),
+        [MEMORY, REDIS],
+        None,
+        {"mem": [("backend", "postgres", "memory")], "redis": [("backend", "postgres", "redis")]},
+    ),
+    (
+        "a store of another engine meeting every need is not chosen",
+        "redis",
+        needs(durability="replicated"),
+        [PG, REDIS],
+        None,
+        {"pg": [("backend", "redis", "postgres")], "redis": [("durability", "replicated", "memory")]},
+    ),
+    (
+        "every failed need of a store of another engine is listed",
+        "dynamodb",
+        needs(consistency="strong", read_rps=20_000),
+        [NATS, DYNAMO],
+        None,
+        {
+            "nats": [("backend", "dynamodb", "nats"), ("read_rps", 20_000, 10_000)],
+            "dynamo": [("consistency", "strong", "eventual")],
+        },
+    ),
+    (
+        "sqlite",
+        "sqlite",
+        needs(durability="disk"),
+        ALL,
+        "lite",
+        {"mem": [("backend", "sqlite", "memory"), ("durability", "disk", "memory")]},
+    ),
+    ("memory", "memory", needs(), [SQLITE, MEMORY], "mem", {"lite": [("backend", "memory", "sqlite")]}),
+    ("nats", "nats", needs(read_rps=100), [REDIS, NATS], "nats", {"redis": [("backend", "nats", "redis")]}),
+]
+
+
+@pytest.mark.parametrize(
+    ("backend", "wanted", "stores", "chosen", "reasons"),
+    [c[1:] for c in ENGINE_CASES],
+    ids=[c[0] for c in ENGINE_CASES],
+)
+def test_a_preferred_engine_is_chosen_among_the_stores_meeting_every_need(
+    backend: str,
+    wanted: NeedsConfig,
+    stores: list[StoreOffer],
+    chosen: str | None,
+    reasons: dict[str, list[tuple[str, Any, Any]]],
+) -> None:
+    decision = plan(wanted, stores, backend=backend)
+    assert decision.store == chosen
+    got = {s.store: [(f.need, f.wanted, f.has) for f in s.fails] for s in decision.refused}
+    assert got == reasons
+
+
+def test_an_engine_preference_and_a_named_store_both_hold() -> None:
+    assert plan(needs(), ALL, only="pg", backend="postgres").store == "pg"
+    decision = plan(needs(), ALL, only="redis", backend="postgres")
+    assert decision.store is None
+    assert msgspec.to_builtins(decision.refused) == [
+        {"store": "redis", "fails": [{"need": "backend", "wanted": "postgres", "has": "redis"}]}
+    ]
+
+
 def test_placed_namespaces_use_up_room_and_the_last_fit_is_exact() -> None:
     full = replace(PG, placed=(needs(write_rps=1_500), needs(write_rps=400, read_rps=4_000)))
     assert full.room("write_rps") == 100 and full.room("read_rps") == 1_000

@@ -24,6 +24,7 @@ from prism.errors import InvalidArgument
 from prism.gateway import create_app, parse_config
 from prism.gateway.auth import hash_api_key
 from prism.gateway.config import NamespaceConfig
+from prism.gateway.runtime_namespaces import NamespaceBody
 from prism.kv.codecs import ProtobufCodec
 
 pytest.importorskip("grpc_tools")
@@ -43,7 +44,7 @@ message GeoPoint { double lat = 1 [(prism.pii) = "location"]; double lon = 2 [(p
 message UserProfile {
   option (prism.consistency) = "strong";
   option (prism.cache) = "true";
-  option (prism.backend) = "main";
+  option (prism.backend) = "postgresql";
   option (prism.access_pattern) = "kv";
   option (prism.read_rps) = 500;
   option (prism.write_rps) = 50;
@@ -100,11 +101,15 @@ def test_every_option_becomes_the_namespace_body(tmp_path: Path) -> None:
                 "previous.at.lon",
             ]
         },
-        "store": "main",
+        "backend": "postgresql",
     }
-    assert spec.store_preference == "main"
-    # The body is what the gateway's namespace model takes, field for field.
-    config = msgspec.convert({"name": "users", **spec.body}, NamespaceConfig)
+    assert spec.store_preference == "postgresql"
+    # The body is what PUT /v1/namespaces/{ns} takes, and the namespace model, field for field.
+    put = msgspec.convert(spec.body, NamespaceBody)
+    assert put.backend == "postgresql" and put.store is None
+    config = msgspec.convert(
+        {"name": "users", **{k: v for k, v in spec.body.items() if k != "backend"}}, NamespaceConfig
+    )
     assert config.needs is not None and config.needs.durability == "replicated"
     assert config.pii is not None and "address.at.lat" in config.pii.fields
 
@@ -136,6 +141,7 @@ def test_a_message_without_options_declares_nothing(tmp_path: Path) -> None:
         ('option (prism.cache) = "yes";', "option (prism.cache) = 'yes'"),
         ("option (prism.read_rps) = -5;", "option (prism.read_rps) = -5.0: must not be negative"),
         ('option (prism.backend) = "";', "option (prism.backend) is empty"),
+        ('option (prism.backend) = "main";', "option (prism.backend) = 'main': must be an engine (postgres,"),
     ],
 )
 def test_a_bad_option_value_is_refused_naming_it(tmp_path: Path, option: str, message: str) -> None:
@@ -253,7 +259,7 @@ async def test_a_namespace_from_the_proto_masks_what_a_collection_of_it_wrote(tm
         assert await collection.get("u1") == profile
         stored = await collection.namespace.get("u1")
         assert stored is not None
-    body = {k: v for k, v in spec.body.items() if k != "store"}
+    body = {k: v for k, v in spec.body.items() if k != "backend"}
     keys = [
         {"name": "writer", "sha256": hash_api_key("key-writer"), "roles": ["writer"]},
         {"name": "reader", "sha256": hash_api_key("key-reader"), "roles": ["reader"]},

@@ -140,7 +140,10 @@ async def test_a_slow_store_gets_one_extra_request_at_most_and_the_deadline_hold
 
 @pytest.mark.parametrize("scheme", SCHEMES)
 async def test_signals_are_asked_on_first_use_and_again_after_refresh(scheme: str) -> None:
-    async with serving(refresh_after_s=0.3) as served, prism.connect(served.urls[scheme], token=KEY) as store:
+    async with (
+        serving(refresh_after_s=0.3) as served,
+        prism.connect(served.urls[scheme] + "?signals_prefetch=0", token=KEY) as store,
+    ):
         backend: Any = store.backend
         ns = store.namespace("hot")
         fetched = metric("prism_client_signals_fetches_total", backend=scheme, outcome="ok")
@@ -265,7 +268,9 @@ async def test_signals_over_grpc_are_for_readers_only() -> None:
 
 @pytest.mark.parametrize("scheme", SCHEMES)
 async def test_concurrent_reads_ask_once_and_hedge_once_each(served: Served, scheme: str) -> None:
-    async with prism.connect(f"{served.urls[scheme]}?operation_timeout=3", token=KEY) as store:
+    async with prism.connect(
+        f"{served.urls[scheme]}?operation_timeout=3&signals_prefetch=0", token=KEY
+    ) as store:
         ns = store.namespace("hot")
         fetched = metric("prism_client_signals_fetches_total", backend=scheme, outcome="ok")
         sent = hedges(scheme, "sent")
@@ -297,8 +302,8 @@ async def test_a_gateway_that_stops_fails_reads_fast_and_keeps_the_last_signals(
         held = backend.signals.peek("hot")
     try:
         # The gateway is gone: reads fail within the signals' deadline, never hang.
-        await asyncio.sleep(0.3)  # the signals are stale now
         failed = metric("prism_client_signals_fetches_total", backend=scheme, outcome="failed")
+        await asyncio.sleep(0.3)  # the signals are stale now
         started = time.monotonic()
         with pytest.raises(prism.BackendUnavailable):
             await ns.get("k")
@@ -324,3 +329,117 @@ async def test_reflection_lists_the_signals_service(served: Served) -> None:
         request = reflection_pb2.ServerReflectionRequest(file_containing_symbol="prism.v1.Signals")
         async for response in reflect.ServerReflectionInfo(iter([request])):
             assert response.file_descriptor_response.file_descriptor_proto
+
+
+def fetches(scheme: str, outcome: str = "ok") -> float:
+    return metric("prism_client_signals_fetches_total", backend=scheme, outcome=outcome)
+
+
+@pytest.mark.parametrize("scheme", SCHEMES)
+async def test_signals_come_on_connect_so_the_very_first_read_is_hedged_and_bounded(
+    served: Served, scheme: str
+) -> None:
+    async with prism.connect(served.urls[scheme] + "?signals=false", token=KEY) as writer:
+        await writer.namespace("hot").put("k", b"v")
+    before = fetches(scheme)
+    async with prism.connect(served.urls[scheme], token=KEY) as store:
+        backend: Any = store.backend
+        # One question per namespace the caller may read, asked while connecting.
+        assert fetches(scheme) - before == 2
+        held = backend.signals.peek("hot")
+        assert held is not None and (held.latency_max_ms, held.hedge_after_ms) == (80.0, 20.0)
+        assert backend.signals.peek("pages") is not None
+        sent, asked, reads = hedges(scheme, "sent"), fetches(scheme), served.slow.reads
+        served.slow.read_delays.extend([1.0])  # the very first read stalls; its hedge does not
+        started = time.monotonic()
+        item = await store.namespace("hot").get("k")
+        assert time.monotonic() - started < 0.5
+        assert item is not None and item.value == b"v"
+        assert hedges(scheme, "sent") - sent == 1
+        assert fetches(scheme) == asked  # the read asked nothing more of the gateway
+        await asyncio.sleep(1.1)
+        assert served.slow.reads - reads == 2
+    async with prism.connect(served.urls[scheme], token=KEY) as store:
+        served.slow.read_delay = 0.3
+        started = time.monotonic()
+        with pytest.raises(prism.Timeout):
+            await store.namespace("hot").get("k")  # the first call of this connection
+        assert 0.07 <= time.monotonic() - started < 0.25
+        served.slow.read_delay = 0.0
+
+
+@pytest.mark.parametrize("scheme", SCHEMES)
+async def test_signals_asked_on_connect_are_bounded_by_signals_prefetch(served: Served, scheme: str) -> None:
+    async with prism.connect(served.urls[scheme] + "?signals_prefetch=1", token=KEY) as store:
+        backend: Any = store.backend
+        assert backend.signals.peek("hot") is not None and backend.signals.peek("pages") is None
+        asked = fetches(scheme)
+        await store.namespace("pages").get("missing")
+        assert fetches(scheme) - asked == 1 and backend.signals.peek("pages") is not None
+    with pytest.raises(prism.InvalidArgument, match="signals_prefetch"):
+        prism.connect(served.urls[scheme] + "?signals_prefetch=-1")
+    with pytest.raises(prism.InvalidArgument, match="signals_prefetch"):
+        prism.connect(served.urls[scheme] + "?signals_prefetch=many")
+
+
+@pytest.mark.parametrize("scheme", SCHEMES)
+async def test_failures_on_connect_do_not_fail_it_and_are_asked_again_on_first_use(
+    served: Served, scheme: str, caplog: pytest.LogCaptureFixture
+) -> None:
+    # The list of namespaces fails.
+    store = prism.connect(served.urls[scheme], token=KEY)
+    backend: Any = store.backend
+
+    async def unlisted() -> list[str]:
+        raise prism.BackendUnavailable("the list went away")
+
+    backend._readable = unlisted
+    with caplog.at_level("WARNING", logger="prism.backends"):
+        async with store:
+            assert backend.signals.peek("hot") is None
+            assert "could not ask for signals when connecting" in caplog.text
+            asked = fetches(scheme)
+            served.slow.read_delay = 0.3
+            with pytest.raises(prism.Timeout):
+                await store.namespace("hot").get("k")  # asked now, and the deadline holds
+            served.slow.read_delay = 0.0
+            assert fetches(scheme) - asked == 1 and backend.signals.peek("hot") is not None
+    # The signals of one namespace do not come.
+    store = prism.connect(served.urls[scheme], token=KEY)
+    backend = store.backend
+    real = backend.signals._fetch
+
+    async def flaky(ns: str) -> Any:
+        return None if ns == "pages" else await real(ns)
+
+    backend.signals._fetch = flaky
+    caplog.clear()
+    with caplog.at_level("WARNING", logger="prism.backends"):
+        async with store:
+            assert backend.signals.peek("hot") is not None and backend.signals.peek("pages") is None
+            assert "answered no signals for 1 of 2 namespaces" in caplog.text
+            backend.signals._fetch = real
+            await store.namespace("pages").get("missing")
+            assert backend.signals.peek("pages") is not None
+    # A gateway too slow to answer: the connect still returns within connect_timeout of the list.
+    store = prism.connect(served.urls[scheme] + "?connect_timeout=0.2", token=KEY)
+    backend = store.backend
+
+    async def stalled(ns: str) -> Any:
+        await asyncio.sleep(5)
+
+    backend.signals._fetch = stalled
+    started = time.monotonic()
+    async with store:
+        assert time.monotonic() - started < 1.0
+        assert backend.signals.peek("hot") is None
+
+
+@pytest.mark.parametrize("scheme", SCHEMES)
+async def test_signals_are_refreshed_in_the_background_without_any_call(scheme: str) -> None:
+    async with serving(refresh_after_s=0.2) as served, prism.connect(served.urls[scheme], token=KEY) as store:
+        asked = fetches(scheme)
+        await asyncio.sleep(0.5)  # no call at all: 2 namespaces refreshed twice each
+        assert 4 <= fetches(scheme) - asked <= 6
+        backend: Any = store.backend
+    assert backend.signals._keeper is None  # stopped with the backend

@@ -76,14 +76,16 @@ async def test_admin_creates_a_namespace_that_is_served_at_once(tmp_path: Path) 
         assert r.status_code == 201, r.text
         body = r.json()
         assert body["store"] == "small" and body["created"] is True and body["dry_run"] is False
-        assert body["limits"] == {"rate": pytest.approx(72.0), "burst": 72}
+        assert body["limits"] == {"read_rate": 60.0, "read_burst": 60, "write_rate": 12.0, "write_burst": 12}
         r = await c.put("/v1/kv/carts/k1", content=b"v1", headers=headers("writer"))
         assert r.status_code in (200, 201), r.text
         assert (await c.get("/v1/kv/carts/k1", headers=headers("reader"))).content == b"v1"
         listed = (await c.get("/v1/namespaces", headers=headers("reader"))).json()
         assert {n["name"] for n in listed["namespaces"]} == {"fixed", "carts"}
         detail = (await c.get("/v1/namespaces/carts", headers=ADMIN)).json()
-        assert detail["store"] == "small" and detail["limits"]["rate"] == pytest.approx(72.0)
+        assert detail["store"] == "small" and detail["limits"]["read_rate"] == 60.0
+        assert (detail["limits"]["write_rate"], detail["limits"]["rate"]) == (12.0, None)
+        assert detail["limits"]["read_burst"] == 60 and detail["limits"]["write_burst"] == 12
         assert detail["needs"]["read_rps"] == 50.0 and detail["needs"]["write_rps"] == 10.0
         assert "needs" not in (await c.get("/v1/namespaces/carts", headers=headers("reader"))).json()
         # A change keeps the namespace where it is and answers 200.
@@ -91,7 +93,7 @@ async def test_admin_creates_a_namespace_that_is_served_at_once(tmp_path: Path) 
         assert r.status_code == 200, r.text
         assert r.json()["created"] is False and r.json()["store"] == "small"
         detail = (await c.get("/v1/namespaces/carts", headers=ADMIN)).json()
-        assert detail["limits"]["rate"] == pytest.approx(96.0)
+        assert (detail["limits"]["read_rate"], detail["limits"].get("write_rate")) == (96.0, None)
 
 
 async def test_only_namespace_admins_may_change_namespaces(tmp_path: Path) -> None:
@@ -226,6 +228,56 @@ async def test_naming_the_store_needs_the_store_admin_role_and_still_checks_need
         assert r.status_code == 409 and "tenant_scoped" in r.json()["detail"]
 
 
+async def test_a_preferred_engine_places_on_a_store_of_that_engine_or_says_why_not(tmp_path: Path) -> None:
+    cfg = config(tmp_path)
+    cfg["stores"]["lite"] = {
+        "url": f"sqlite:///{tmp_path / 'lite.db'}",
+        "capacity": {"read_rps": 300, "write_rps": 100},
+    }
+    async with client_for(cfg) as c:
+        # A namespace admin may prefer an engine (naming a store needs the store admin role).
+        r = await c.put(
+            "/v1/namespaces/orders", json={"backend": "sqlite", "needs": {"read_rps": 50}}, headers=NSADMIN
+        )
+        assert r.status_code == 201, r.text
+        assert r.json()["store"] == "lite"
+        assert r.json()["refused"] == [
+            {"store": "small", "fails": [{"need": "backend", "wanted": "sqlite", "has": "memory"}]},
+            {"store": "big", "fails": [{"need": "backend", "wanted": "sqlite", "has": "memory"}]},
+        ]
+        r = await c.put("/v1/namespaces/pg", json={"backend": "postgres"}, headers=NSADMIN)
+        assert r.status_code == 422 and r.json()["code"] == "NO_STORE_FITS"
+        assert r.json()["stores"] == [
+            {"store": "small", "fails": [{"need": "backend", "wanted": "postgres", "has": "memory"}]},
+            {"store": "big", "fails": [{"need": "backend", "wanted": "postgres", "has": "memory"}]},
+            {"store": "lite", "fails": [{"need": "backend", "wanted": "postgres", "has": "sqlite"}]},
+        ]
+        # The engine's only store is full: refused with its failed need, the others with their engine.
+        r = await c.put(
+            "/v1/namespaces/more", json={"backend": "sqlite", "needs": {"read_rps": 400}}, headers=NSADMIN
+        )
+        assert r.status_code == 422
+        assert r.json()["stores"][2] == {
+            "store": "lite",
+            "fails": [{"need": "read_rps", "wanted": 400.0, "has": 250.0}],
+        }
+        r = await c.put("/v1/namespaces/x", json={"backend": "mysql"}, headers=NSADMIN)
+        assert r.status_code == 400 and r.json()["detail"].startswith("backend: unknown engine 'mysql'")
+        r = await c.put("/v1/namespaces/x", json={"backend": 5}, headers=NSADMIN)
+        assert r.status_code == 400 and "backend" in r.json()["detail"]
+        # A change preferring another engine than the namespace's store is refused, not moved.
+        r = await c.put("/v1/namespaces/orders", json={"backend": "memory"}, headers=NSADMIN)
+        assert r.status_code == 422
+        assert r.json()["stores"] == [
+            {"store": "lite", "fails": [{"need": "backend", "wanted": "memory", "has": "sqlite"}]}
+        ]
+        # Expert mode still names a store, and both must agree.
+        r = await c.put("/v1/namespaces/y", json={"store": "big", "backend": "postgresql"}, headers=ADMIN)
+        assert r.status_code == 422
+        listed = (await c.get("/v1/namespaces", headers=ADMIN)).json()
+        assert {n["name"] for n in listed["namespaces"]} == {"fixed", "orders"}
+
+
 async def test_delete_is_refused_while_data_is_held_unless_purged(tmp_path: Path) -> None:
     async with client_for(config(tmp_path)) as c:
         assert (await c.put("/v1/namespaces/tmp", json={}, headers=ADMIN)).status_code == 201
@@ -249,14 +301,44 @@ async def test_delete_is_refused_while_data_is_held_unless_purged(tmp_path: Path
         assert (await c.delete("/v1/namespaces/tmp", headers=ADMIN)).status_code == 404
 
 
-async def test_declared_rates_become_the_enforced_limit(tmp_path: Path) -> None:
+async def test_declared_rates_become_a_read_limit_and_a_write_limit(tmp_path: Path) -> None:
     cfg = config(tmp_path)
     cfg["control"]["namespaces"]["limit_headroom"] = 1.5
     async with client_for(cfg) as c:
-        r = await c.put("/v1/namespaces/slow", json={"needs": {"read_rps": 1, "write_rps": 1}}, headers=ADMIN)
-        assert r.json()["limits"] == {"rate": 3.0, "burst": 3}
-        statuses = [(await c.get("/v1/kv/slow/k", headers=ADMIN)).status_code for _ in range(6)]
-        assert statuses[:3] == [404, 404, 404] and 429 in statuses[3:]
+        r = await c.put(
+            "/v1/namespaces/slow", json={"needs": {"read_rps": 2, "write_rps": 0.01}}, headers=ADMIN
+        )
+        assert r.json()["limits"] == {
+            "read_rate": 3.0,
+            "read_burst": 3,
+            "write_rate": 0.015,
+            "write_burst": 1,
+        }
+        # Reads spend the read bucket only: 3 admitted, then 429 naming reads.
+        statuses = [(await c.get("/v1/kv/slow/k", headers=ADMIN)).status_code for _ in range(5)]
+        assert statuses[:3] == [404, 404, 404] and statuses[3:] == [429, 429], statuses
+        refused = await c.get("/v1/kv/slow/k", headers=ADMIN)
+        assert "allows 3 reads per second" in refused.json()["detail"]
+        # Writes have their own bucket, untouched by the reads: one write, then 429 naming writes.
+        first = await c.put("/v1/kv/slow/k", content=b"v", headers=ADMIN)
+        assert first.status_code in (200, 201), first.text
+        second = await c.put("/v1/kv/slow/k2", content=b"v", headers=ADMIN)
+        assert second.status_code == 429 and "allows 0.015 writes per second" in second.json()["detail"]
+        # A side without a declared rate is not limited.
+        r = await c.put("/v1/namespaces/reads-only", json={"needs": {"read_rps": 0.01}}, headers=ADMIN)
+        assert r.json()["limits"] == {
+            "read_rate": 0.015,
+            "read_burst": 1,
+            "write_rate": None,
+            "write_burst": None,
+        }
+        writes = [
+            (await c.put(f"/v1/kv/reads-only/k{i}", content=b"v", headers=ADMIN)).status_code
+            for i in range(5)
+        ]
+        assert set(writes) <= {200, 201}, writes
+        reads = [(await c.get("/v1/kv/reads-only/k0", headers=ADMIN)).status_code for _ in range(2)]
+        assert reads == [200, 429]
 
 
 async def test_every_change_is_audited_with_before_and_after(tmp_path: Path) -> None:
@@ -383,9 +465,15 @@ async def test_declared_rates_of_config_file_namespaces_are_enforced_too(tmp_pat
     cfg["control"]["namespaces"]["limit_headroom"] = 1.0
     async with client_for(cfg) as c:
         limits = (await c.get("/v1/namespaces/declared", headers=ADMIN)).json()["limits"]
-        assert (limits["rate"], limits["burst"]) == (2.0, 2)
-        statuses = [(await c.get("/v1/kv/declared/k", headers=ADMIN)).status_code for _ in range(4)]
-        assert statuses[:2] == [404, 404] and 429 in statuses[2:]
+        assert (limits["read_rate"], limits["read_burst"], limits["write_rate"], limits["rate"]) == (
+            1.0,
+            1,
+            1.0,
+            None,
+        )
+        statuses = [(await c.get("/v1/kv/declared/k", headers=ADMIN)).status_code for _ in range(3)]
+        assert statuses == [404, 429, 429]
+        assert (await c.put("/v1/kv/declared/k", content=b"v", headers=ADMIN)).status_code in (200, 201)
         # A rate the file sets itself wins.
         limits = (await c.get("/v1/namespaces/own", headers=ADMIN)).json()["limits"]
         assert (limits["rate"], limits["concurrency"]) == (50.0, 3)

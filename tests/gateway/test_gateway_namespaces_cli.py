@@ -55,7 +55,7 @@ def test_create_plan_get_list_and_delete(gateway: Served, tmp_path: Path) -> Non
     assert plan.returncode == 0, plan.stderr
     assert plan.stdout.splitlines() == [
         "namespace orders: would be placed on store main",
-        "  rate limit: 240 requests/s, burst 240",
+        "  rate limit: reads 240/s (burst 240), writes unlimited",
     ]
     assert "orders" not in prism(gateway, "list").stdout
 
@@ -102,3 +102,113 @@ def test_refusals_print_the_reason_and_every_stores_failed_needs(gateway: Served
     assert bad.returncode != 0 and "--need takes NAME=VALUE" in bad.stderr
     wrong = prism(gateway, "create", "x", "--need", "read_rps=-5")
     assert wrong.returncode == 1 and "needs.read_rps: must be a positive number" in wrong.stderr
+
+
+PROFILES_PROTO = """
+syntax = "proto3";
+package acme;
+import "prism/options.proto";
+
+message Address { string street = 1 [(prism.pii) = "address"]; string city = 2; }
+
+message UserProfile {
+  option (prism.read_rps) = 50;
+  option (prism.write_rps) = 10;
+  option (prism.durability) = "disk";
+  string id = 1 [(prism.index) = "unique"];
+  string email = 2 [(prism.pii) = "email"];
+  Address address = 3;
+}
+"""
+
+
+def test_a_namespace_from_a_proto_masks_its_pii_fields_for_a_reader(gateway: Served, tmp_path: Path) -> None:
+    import httpx
+
+    proto = tmp_path / "profiles.proto"
+    proto.write_text(PROFILES_PROTO)
+    planned = prism(gateway, "plan", "profiles", "--from-proto", str(proto), "--message", "UserProfile")
+    assert planned.returncode == 0, planned.stderr
+    assert planned.stdout.splitlines() == [
+        "namespace profiles: would be placed on store main",
+        "  rate limit: reads 60/s (burst 60), writes 12/s (burst 12)",
+    ]
+    assert planned.stderr.splitlines() == [
+        "prism: warning: acme.UserProfile.id: (prism.index) = 'unique' is recorded but not supported yet; "
+        "no index is built"
+    ]
+    created = prism(
+        gateway, "create", "profiles", "--from-proto", str(proto), "--message", "acme.UserProfile"
+    )
+    assert created.returncode == 0, created.stderr
+    assert created.stdout.splitlines()[0] == "namespace profiles: created on store main"
+    got = prism(gateway, "get", "profiles")
+    assert "  needs: access_pattern=kv, read_rps=50, write_rps=10, consistency=eventual, durability=disk" in (
+        got.stdout
+    )
+
+    value = {"id": "u1", "email": "ada@example.com", "address": {"street": "1 Main St", "city": "Paris"}}
+    with httpx.Client(base_url=gateway.url, timeout=30) as http:
+        put = http.put(
+            "/v1/kv/profiles/u1",
+            json=value,
+            headers={"X-API-Key": KEYS["writer"][0]},
+        )
+        assert put.status_code in (200, 201), put.text
+        seen = http.get("/v1/kv/profiles/u1", headers={"X-API-Key": KEYS["reader"][0]}).json()
+        clear = http.get("/v1/kv/profiles/u1", headers={"X-API-Key": KEYS["admin"][0]}).json()
+    assert seen == {"id": "u1", "email": "***", "address": {"street": "***", "city": "Paris"}}
+    assert clear == value
+    assert prism(gateway, "delete", "profiles", "--purge").returncode == 0
+
+
+def test_from_proto_refuses_a_missing_message_a_bad_file_and_stray_options(
+    gateway: Served, tmp_path: Path
+) -> None:
+    proto = tmp_path / "profiles.proto"
+    proto.write_text(PROFILES_PROTO)
+    no_message = prism(gateway, "create", "p", "--from-proto", str(proto))
+    assert no_message.returncode != 0
+    assert "--from-proto needs --message NAME" in no_message.stderr
+    unknown = prism(gateway, "create", "p", "--from-proto", str(proto), "--message", "Nope")
+    assert unknown.returncode != 0
+    assert "has no message 'Nope' (its top-level messages: Address, UserProfile)" in unknown.stderr
+    broken = tmp_path / "broken.proto"
+    broken.write_text('syntax = "proto3"; message M { strin a = 1; }')
+    bad = prism(gateway, "create", "p", "--from-proto", str(broken), "--message", "M")
+    assert bad.returncode != 0 and "does not compile" in bad.stderr
+    stray = prism(gateway, "create", "p", "--message", "UserProfile")
+    assert stray.returncode != 0 and "go with --from-proto" in stray.stderr
+    assert "p:" not in prism(gateway, "list").stdout
+
+
+def test_a_preferred_engine_from_the_options_or_the_proto(gateway: Served, tmp_path: Path) -> None:
+    planned = prism(gateway, "plan", "cache", "--backend", "memory", "--need", "read_rps=10")
+    assert planned.returncode == 0, planned.stderr
+    assert planned.stdout.splitlines() == [
+        "namespace cache: would be placed on store scratch",
+        "  rate limit: reads 12/s (burst 12), writes unlimited",
+        "  passed over main: backend wanted memory, has sqlite",
+    ]
+    refused = prism(gateway, "create", "pg", "--backend", "postgres")
+    assert refused.returncode == 1
+    assert refused.stderr.splitlines()[1:] == [
+        "  main: backend wanted postgres, has sqlite",
+        "  scratch: backend wanted postgres, has memory",
+    ]
+    unknown = prism(gateway, "create", "pg", "--backend", "mysql")
+    assert unknown.returncode == 1 and "backend: unknown engine 'mysql'" in unknown.stderr
+    proto = tmp_path / "sessions.proto"
+    proto.write_text(
+        'syntax = "proto3"; import "prism/options.proto";\n'
+        'message Session { option (prism.backend) = "memory"; string token = 1 [(prism.pii) = "secret"]; }\n'
+    )
+    from_proto = prism(gateway, "plan", "sessions", "--from-proto", str(proto), "--message", "Session")
+    assert from_proto.returncode == 0, from_proto.stderr
+    assert from_proto.stdout.splitlines()[0] == "namespace sessions: would be placed on store scratch"
+    # An option given on the command line wins over the proto's.
+    overridden = prism(
+        gateway, "plan", "sessions", "--from-proto", str(proto), "--message", "Session", "--backend", "sqlite"
+    )
+    assert overridden.returncode == 0, overridden.stderr
+    assert overridden.stdout.splitlines()[0] == "namespace sessions: would be placed on store main"

@@ -56,7 +56,13 @@ async def test_put_plan_get_list_and_delete_over_grpc(tmp_path: Path) -> None:
         planned = await call(
             "Plan", put("carts", needs=pb.NamespaceNeeds(read_rps=50)), pb.NamespacePlacement
         )
-        assert (planned.store, planned.dry_run, planned.rate, planned.burst) == ("small", True, 60.0, 60)
+        assert (planned.store, planned.dry_run, planned.read_rate, planned.read_burst) == (
+            "small",
+            True,
+            60.0,
+            60,
+        )
+        assert not planned.HasField("write_rate") and not planned.HasField("rate")
         assert (
             await http.get("/v1/namespaces/carts", headers={"X-API-Key": KEYS["admin"][0]})
         ).status_code == 404
@@ -73,12 +79,14 @@ async def test_put_plan_get_list_and_delete_over_grpc(tmp_path: Path) -> None:
         assert r.status_code in (200, 201)
 
         info = await call("Get", pb.GetNamespaceRequest(namespace="carts"), pb.NamespaceInfo)
-        assert (info.store, info.backend, info.max_value_bytes, info.rate) == (
+        assert (info.store, info.backend, info.max_value_bytes, info.read_rate, info.read_burst) == (
             "big",
             "memory",
             1024,
             500 * 1.2,
+            600,
         )
+        assert not info.HasField("rate") and not info.HasField("write_rate")
         seen = await call("Get", pb.GetNamespaceRequest(namespace="carts"), pb.NamespaceInfo, key="reader")
         assert not seen.HasField("store") and list(seen.actions) == ["read"]
         listed = await call("List", pb.ListNamespacesRequest(), pb.ListNamespacesResponse, key="reader")
@@ -121,6 +129,14 @@ async def test_refusals_over_grpc_carry_the_code_and_every_stores_reasons(tmp_pa
         assert missing.value.code() == grpc.StatusCode.NOT_FOUND
         nothing = await call("List", pb.ListNamespacesRequest(), pb.ListNamespacesResponse, key="nobody")
         assert list(nothing.namespaces) == []
+        with pytest.raises(aio.AioRpcError) as engine:
+            await call("Put", put("pg", backend="postgres"), pb.NamespacePlacement)
+        assert json.loads(dict(engine.value.trailing_metadata() or ())["prism-refused-stores"]) == [
+            {"store": "small", "fails": [{"need": "backend", "wanted": "postgres", "has": "memory"}]},
+            {"store": "big", "fails": [{"need": "backend", "wanted": "postgres", "has": "memory"}]},
+        ]
+        placed = await call("Plan", put("mem", backend="memory"), pb.NamespacePlacement)
+        assert placed.store == "small"
 
 
 async def test_changes_over_grpc_are_audited_with_before_and_after(tmp_path: Path) -> None:

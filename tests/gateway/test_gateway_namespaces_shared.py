@@ -2,7 +2,7 @@
 
 A namespace created, changed or deleted through one process is served (or not) by the
 other within 2 s; placements made at the same time through both never spend a store's
-capacity twice; and a namespace's declared rates are one limit for both processes.
+capacity twice; and a namespace's declared read and write rates are each one limit for both processes.
 """
 
 from __future__ import annotations
@@ -118,7 +118,7 @@ async def test_every_replica_serves_a_change_within_two_seconds_under_one_limit(
 
             async def a_changed() -> bool:
                 detail = (await http.get(f"{a}/v1/namespaces/carts")).json()
-                return bool(detail["limits"]["rate"] == 20.0)
+                return bool(detail["limits"]["read_rate"] == 20.0)
 
             await until(a_changed, PROPAGATION)
 
@@ -133,9 +133,17 @@ async def test_every_replica_serves_a_change_within_two_seconds_under_one_limit(
             listed = (await http.get(f"{b}/v1/namespaces")).json()["namespaces"]
             assert [n["name"] for n in listed] == ["fixed"]
 
-            # Declared rates are one limit for both: 0.01 per second is a burst of 1 refilled in 100 s.
-            r = await http.put(f"{a}/v1/namespaces/slow", json={"needs": {"read_rps": 0.01}})
-            assert r.json()["limits"] == {"rate": 0.01, "burst": 1}
+            # Declared rates are a read limit and a write limit, each one for both processes: 0.01
+            # per second is a burst of 1 refilled in 100 s.
+            r = await http.put(
+                f"{a}/v1/namespaces/slow", json={"needs": {"read_rps": 0.01, "write_rps": 0.01}}
+            )
+            assert r.json()["limits"] == {
+                "read_rate": 0.01,
+                "read_burst": 1,
+                "write_rate": 0.01,
+                "write_burst": 1,
+            }
 
             async def b_serves_slow() -> bool:
                 return (await http.get(f"{b}/v1/namespaces/slow")).status_code == 200
@@ -143,6 +151,12 @@ async def test_every_replica_serves_a_change_within_two_seconds_under_one_limit(
             await until(b_serves_slow, PROPAGATION)
             statuses = [(await http.get(f"{url}/v1/kv/slow/k")).status_code for url in (a, b, a, b, a, b)]
             assert sorted(statuses) == [404] + [429] * 5, statuses
+            # The reads spent no write token: exactly one write of six is admitted, by either process.
+            writes = [
+                (await http.put(f"{url}/v1/kv/slow/k{i}", content=b"v")).status_code
+                for i, url in enumerate((b, a, b, a, b, a))
+            ]
+            assert sorted(writes) in ([201] + [429] * 5, [200] + [429] * 5), writes
 
 
 async def test_placements_through_both_replicas_never_overcommit_a_store(

@@ -1,9 +1,13 @@
 """Signals on the client side: the gateway's advice per namespace, kept fresh, and hedged reads.
 
-The ``prism://`` and ``prism+http://`` backends ask the gateway for a namespace's
-signals (``GET /v1/namespaces/{ns}/signals`` or ``prism.v1.Signals/GetSignals``) the
-first time they use it, and again in the background once ``refresh_after_s`` has
-passed. While they hold signals for a namespace:
+The ``prism://`` and ``prism+http://`` backends ask the gateway, when they open, for
+the namespaces the caller may see (one list call) and the signals of up to
+``signals_prefetch`` (100) of them (``GET /v1/namespaces/{ns}/signals`` or
+``prism.v1.Signals/GetSignals``), all within ``connect_timeout``; a namespace whose
+signals did not come then is asked for the first time it is used. Every namespace's
+signals are asked for again in the background once ``refresh_after_s`` has passed.
+A failure while opening never fails the connect: it is logged, and the signals are
+asked for on first use. While they hold signals for a namespace:
 
 * a read's deadline (retries included) is ``latency_max_ms`` (never more than the
   backend's own ``operation_timeout``), and reads are tried ``retry.max_attempts``
@@ -25,6 +29,7 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import logging
 import time
 from collections.abc import Awaitable, Callable
 from dataclasses import dataclass, replace
@@ -38,6 +43,7 @@ from prism.backends._retry import NetworkSettings
 __all__ = [
     "ADVISED",
     "COMPRESSED",
+    "DEFAULT_SIGNALS_PREFETCH",
     "DEFAULT_SIGNALS_RETRY",
     "HEDGES",
     "SIGNAL_FETCHES",
@@ -48,10 +54,16 @@ __all__ = [
 
 R = TypeVar("R")
 
+log = logging.getLogger("prism.backends")
+
 #: The network settings signals advise (a user's own value for one of them wins).
 ADVISED = ("operation_timeout", "max_retries", "retry_base")
 #: How long a backend waits before asking again when the gateway answered no signals (seconds).
 DEFAULT_SIGNALS_RETRY = 30.0
+#: How many namespaces' signals a backend asks for when it opens, at most.
+DEFAULT_SIGNALS_PREFETCH = 100
+#: How many of those questions are in flight at once.
+PREFETCH_CONCURRENCY = 8
 #: Content codings this client can send.
 CLIENT_CODINGS = ("gzip",)
 
@@ -136,6 +148,80 @@ class NamespaceSignals:
         self.retry_after = retry_after
         self._entries: dict[str, _Entry] = {}
         self._first: dict[str, asyncio.Future[ClientSignals | None]] = {}
+        self._keeper: asyncio.Task[None] | None = None
+        self._changed: asyncio.Event | None = None
+
+    async def prefetch(self, names: Callable[[], Awaitable[list[str]]], limit: int, within: float) -> int:
+        """Ask for the signals of the first ``limit`` namespaces ``names()`` lists, within ``within`` seconds.
+
+        Answers how many came. Nothing here raises: a list that fails, a namespace whose
+        signals do not come and the time running out are logged, and those namespaces are
+        asked for on first use. Then keeps every namespace's signals fresh in the background.
+        """
+        fetched = 0
+        wanted: list[str] = []
+        try:
+            async with asyncio.timeout(within):
+                wanted = (await names())[:limit] if limit > 0 else []
+                gate = asyncio.Semaphore(PREFETCH_CONCURRENCY)
+
+                async def one(ns: str) -> None:
+                    nonlocal fetched
+                    async with gate:
+                        if ns in self._entries:
+                            return
+                        signals = await self._ask(ns)
+                    if signals is not None:
+                        self._store(ns, signals)
+                        fetched += 1
+
+                await asyncio.gather(*(one(ns) for ns in wanted))
+        except TimeoutError:
+            log.warning(
+                "%s: signals of %d of %d namespaces came within %g s of connecting; "
+                "the others are asked for on first use",
+                self._backend,
+                fetched,
+                len(wanted),
+                within,
+            )
+        except Exception as exc:
+            log.warning(
+                "%s: could not ask for signals when connecting (%s: %s); they are asked for on first use",
+                self._backend,
+                type(exc).__name__,
+                exc,
+            )
+        else:
+            if fetched < len(wanted):
+                log.warning(
+                    "%s: the gateway answered no signals for %d of %d namespaces when connecting; "
+                    "they are asked for on first use",
+                    self._backend,
+                    len(wanted) - fetched,
+                    len(wanted),
+                )
+        self.keep_fresh()
+        return fetched
+
+    def keep_fresh(self) -> None:
+        """Refresh every namespace's signals in the background once its ``refresh_after_s`` has passed."""
+        if self._keeper is None or self._keeper.done():
+            self._changed = asyncio.Event()
+            self._keeper = asyncio.get_running_loop().create_task(self._keep())
+
+    async def _keep(self) -> None:
+        assert self._changed is not None
+        while True:
+            now = time.monotonic()
+            for ns, entry in list(self._entries.items()):
+                if entry.expires <= now and entry.refreshing is None:
+                    entry.refreshing = asyncio.get_running_loop().create_task(self._refresh(ns, entry))
+            pending = [e.expires for e in self._entries.values() if e.refreshing is None]
+            wait = max(min(pending, default=now + self.retry_after) - now, 0.001)
+            self._changed.clear()
+            with contextlib.suppress(TimeoutError):
+                await asyncio.wait_for(self._changed.wait(), timeout=wait)
 
     async def get(self, ns: str) -> ClientSignals | None:
         """The signals of ``ns`` (asked for on first use; refreshed in the background when stale)."""
@@ -174,6 +260,8 @@ class NamespaceSignals:
     def _store(self, ns: str, signals: ClientSignals | None) -> None:
         wait = signals.refresh_after_s if signals is not None else self.retry_after
         self._entries[ns] = _Entry(signals, time.monotonic() + wait)
+        if self._changed is not None:
+            self._changed.set()
 
     async def _refresh(self, ns: str, stale: _Entry) -> None:
         try:
@@ -184,12 +272,17 @@ class NamespaceSignals:
         if signals is None:
             # The last answer stays until the next try, ``retry_after`` from now.
             self._entries[ns] = _Entry(stale.signals, time.monotonic() + self.retry_after)
+            if self._changed is not None:
+                self._changed.set()
         else:
             self._store(ns, signals)
 
     async def close(self) -> None:
         """Stop the refreshes under way."""
+        keeper, self._keeper = self._keeper, None
         tasks = [e.refreshing for e in self._entries.values() if e.refreshing is not None]
+        if keeper is not None:
+            tasks.append(keeper)
         for task in tasks:
             task.cancel()
         for task in tasks:

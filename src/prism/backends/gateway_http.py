@@ -31,6 +31,11 @@ Options (keyword arguments or URL query parameters):
   gzip-compressed when the gateway offers it. Writes keep ``operation_timeout`` (a
   write cut short has an unknown outcome); settings given here win over the advice.
   ``signals_retry`` (30 s): when to ask again after no answer.
+  ``signals_prefetch`` (100): when it opens, the backend lists the namespaces the
+  caller may read and asks for the signals of this many of them at most (0: none),
+  all within ``connect_timeout``; a failure there never fails the connect (it is
+  logged, and the signals are asked for on first use). Signals are refreshed in the
+  background every ``refresh_after_s``.
 
 Redirects are not followed and proxy environment variables are ignored, so the
 token only ever goes to the gateway named in the URL.
@@ -62,6 +67,7 @@ from prism.backends._retry import NetworkSettings, call_with_retry, split_option
 from prism.backends._signals import (
     ADVISED,
     COMPRESSED,
+    DEFAULT_SIGNALS_PREFETCH,
     DEFAULT_SIGNALS_RETRY,
     ClientSignals,
     NamespaceSignals,
@@ -103,7 +109,16 @@ COMPRESS_LEVEL = 1
 MAX_QUERY_CHARS = 6000
 
 _OPTIONS = frozenset(
-    {"token_env", "token", "max_connections", "ca_file", "max_value_bytes", "signals", "signals_retry"}
+    {
+        "token_env",
+        "token",
+        "max_connections",
+        "ca_file",
+        "max_value_bytes",
+        "signals",
+        "signals_retry",
+        "signals_prefetch",
+    }
 )
 _TRUE = {"1", "true", "yes", "on"}
 _FALSE = {"0", "false", "no", "off"}
@@ -184,6 +199,15 @@ def _ttl(expires_at: float | None) -> float | None:
     return None if expires_at is None else max(expires_at - time.time(), 0.001)
 
 
+class _Listed(msgspec.Struct):
+    name: str
+    actions: list[str] = []
+
+
+class _NamespaceList(msgspec.Struct):
+    namespaces: list[_Listed]
+
+
 class GatewayHTTPBackend(Backend):
     """A Prism gateway's ``/v1/kv`` and ``/v1/records`` API as a backend."""
 
@@ -202,6 +226,7 @@ class GatewayHTTPBackend(Backend):
         max_value_bytes: int = DEFAULT_MAX_VALUE_BYTES,
         signals: bool = True,
         signals_retry: float = DEFAULT_SIGNALS_RETRY,
+        signals_prefetch: int = DEFAULT_SIGNALS_PREFETCH,
         own_settings: frozenset[str] | None = None,
     ) -> None:
         if max_connections < 1:
@@ -223,6 +248,10 @@ class GatewayHTTPBackend(Backend):
         )
         if signals_retry <= 0:
             raise InvalidArgument("signals_retry must be a positive number of seconds")
+        if signals_prefetch < 0:
+            raise InvalidArgument("signals_prefetch must be a number of namespaces, 0 or more")
+        #: How many namespaces' signals are asked for when the backend opens.
+        self.signals_prefetch = signals_prefetch
         #: The gateway's signals per namespace (None: not asked for).
         self.signals = (
             NamespaceSignals(self._fetch_signals, self.name, retry_after=signals_retry) if signals else None
@@ -272,6 +301,14 @@ class GatewayHTTPBackend(Backend):
             if not isinstance(raw, bool) and text not in _TRUE | _FALSE:
                 raise InvalidArgument(f"signals must be true or false, not {raw!r}")
             kwargs["signals"] = raw if isinstance(raw, bool) else text in _TRUE
+        if "signals_prefetch" in opts:
+            raw = opts.pop("signals_prefetch")
+            try:
+                kwargs["signals_prefetch"] = int(raw)
+            except (TypeError, ValueError):
+                raise InvalidArgument(
+                    f"signals_prefetch must be a number of namespaces, not {raw!r}"
+                ) from None
         if "signals_retry" in opts:
             raw = opts.pop("signals_retry")
             try:
@@ -317,6 +354,8 @@ class GatewayHTTPBackend(Backend):
         except BaseException:
             await self.close()
             raise
+        if self.signals is not None:
+            await self.signals.prefetch(self._readable, self.signals_prefetch, self.network.connect_timeout)
 
     async def close(self) -> None:
         if self.signals is not None:
@@ -403,6 +442,19 @@ class GatewayHTTPBackend(Backend):
             ) from exc
         except httpx.TransportError as exc:
             raise BackendUnavailable(f"{describe}: {type(exc).__name__}: {exc}", cause=exc) from exc
+
+    async def _readable(self) -> list[str]:
+        """The namespaces the caller may read (``GET /v1/namespaces``), in the gateway's order."""
+        quick = NetworkSettings(
+            connect_timeout=self.network.connect_timeout,
+            operation_timeout=self.network.connect_timeout,
+            max_retries=0,
+        )
+        response = await self._send("GET", "/v1/namespaces", safe=True, network=quick)
+        if response.status_code != 200:
+            raise self._error(response)
+        listed = msgspec.json.decode(response.content, type=_NamespaceList)
+        return [n.name for n in listed.namespaces if "read" in n.actions]
 
     async def _fetch_signals(self, ns: str) -> ClientSignals | None:
         """The gateway's signals for ``ns``; None when it answers none (they are advice, not a need)."""

@@ -31,6 +31,11 @@ Options (keyword arguments or URL query parameters):
   whose values pass ``compress_above_bytes`` are sent gzip-compressed when the gateway
   offers it. Writes keep ``operation_timeout``; settings given here win over the
   advice. ``signals_retry`` (30 s): when to ask again after no answer.
+  ``signals_prefetch`` (100): when it opens, the backend lists the namespaces the
+  caller may read and asks for the signals of this many of them at most (0: none),
+  all within ``connect_timeout``; a failure there never fails the connect (it is
+  logged, and the signals are asked for on first use). Signals are refreshed in the
+  background every ``refresh_after_s``.
 
 What cannot be honoured is declared: the gateway offers no strongly consistent
 reads, so ``consistency="strong"`` raises Unsupported; transactions run on flat keys;
@@ -58,6 +63,7 @@ from prism.backends._retry import NetworkSettings, call_with_retry, split_option
 from prism.backends._signals import (
     ADVISED,
     COMPRESSED,
+    DEFAULT_SIGNALS_PREFETCH,
     DEFAULT_SIGNALS_RETRY,
     ClientSignals,
     NamespaceSignals,
@@ -76,7 +82,7 @@ from prism.errors import (
     ValueTooLarge,
 )
 from prism.grpc._gen.prism.v1 import keyvalue_pb2 as pb
-from prism.grpc._gen.prism.v1 import signals_pb2
+from prism.grpc._gen.prism.v1 import namespaces_pb2, signals_pb2
 from prism.kv.tokens import encode_token
 from prism.model import (
     DEFAULT_MAX_VALUE_BYTES,
@@ -100,8 +106,19 @@ GATEWAY_PAGE_LIMIT = 1000
 _SERVICE = "/prism.v1.KeyValue/"
 #: The Signals method (a full path: it is of another service).
 _SIGNALS = "/prism.v1.Signals/GetSignals"
+_LIST = "/prism.v1.NamespaceAdmin/List"
 _OPTIONS = frozenset(
-    {"tls", "token_env", "token", "ca_file", "max_value_bytes", "retry_writes", "signals", "signals_retry"}
+    {
+        "tls",
+        "token_env",
+        "token",
+        "ca_file",
+        "max_value_bytes",
+        "retry_writes",
+        "signals",
+        "signals_retry",
+        "signals_prefetch",
+    }
 )
 _RETRYABLE = frozenset({grpc.StatusCode.UNAVAILABLE, grpc.StatusCode.RESOURCE_EXHAUSTED})
 _TRUE = {"1", "true", "yes", "on"}
@@ -182,6 +199,7 @@ class GatewayGrpcBackend(Backend):
         retry_writes: bool = True,
         signals: bool = True,
         signals_retry: float = DEFAULT_SIGNALS_RETRY,
+        signals_prefetch: int = DEFAULT_SIGNALS_PREFETCH,
         own_settings: frozenset[str] | None = None,
     ) -> None:
         if max_value_bytes < 1:
@@ -205,6 +223,10 @@ class GatewayGrpcBackend(Backend):
         )
         if signals_retry <= 0:
             raise InvalidArgument("signals_retry must be a positive number of seconds")
+        if signals_prefetch < 0:
+            raise InvalidArgument("signals_prefetch must be a number of namespaces, 0 or more")
+        #: How many namespaces' signals are asked for when the backend opens.
+        self.signals_prefetch = signals_prefetch
         #: The gateway's signals per namespace (None: not asked for).
         self.signals = (
             NamespaceSignals(self._fetch_signals, self.name, retry_after=signals_retry) if signals else None
@@ -241,6 +263,14 @@ class GatewayGrpcBackend(Backend):
         if token is None and token_env:
             token = os.environ.get(token_env) or None
         kwargs: dict[str, Any] = {}
+        if "signals_prefetch" in opts:
+            raw = opts.pop("signals_prefetch")
+            try:
+                kwargs["signals_prefetch"] = int(raw)
+            except (TypeError, ValueError):
+                raise InvalidArgument(
+                    f"signals_prefetch must be a number of namespaces, not {raw!r}"
+                ) from None
         if "signals_retry" in opts:
             raw = opts.pop("signals_retry")
             try:
@@ -285,6 +315,8 @@ class GatewayGrpcBackend(Backend):
         except BaseException:
             await self.close()
             raise
+        if self.signals is not None:
+            await self.signals.prefetch(self._readable, self.signals_prefetch, self.network.connect_timeout)
 
     async def close(self) -> None:
         if self.signals is not None:
@@ -338,6 +370,19 @@ class GatewayGrpcBackend(Backend):
             )
             self._calls[method] = stub
         return stub
+
+    async def _readable(self) -> list[str]:
+        """The namespaces the caller may read (``prism.v1.NamespaceAdmin/List``), in the gateway's order."""
+        stub = self._calls.get(_LIST) or self._stub(_LIST, namespaces_pb2.ListNamespacesResponse)
+        try:
+            listed = await stub(
+                namespaces_pb2.ListNamespacesRequest(),
+                timeout=self.network.connect_timeout,
+                metadata=self._metadata,
+            )
+        except aio.AioRpcError as exc:
+            raise BackendUnavailable(f"{self._describe}: {exc.code().name}: {exc.details()}") from exc
+        return [n.namespace for n in listed.namespaces if "read" in n.actions]
 
     async def _fetch_signals(self, ns: str) -> ClientSignals | None:
         """The gateway's signals for ``ns``; None when it answers none (they are advice, not a need)."""

@@ -2,6 +2,7 @@
 
     prism namespace create carts --need read_rps=200 --need write_rps=50 --need durability=disk
     prism namespace plan carts --file carts.json     # the planner's decision, nothing applied
+    prism namespace create profiles --from-proto profiles.proto --message UserProfile
     prism namespace get carts
     prism namespace list
     prism namespace delete carts [--purge]
@@ -10,8 +11,10 @@ The gateway is ``--url`` (or ``PRISM_URL``, default http://127.0.0.1:8080) and t
 credential ``--token`` (or ``PRISM_TOKEN``), which must hold a role of
 ``auth.namespace_admin_roles`` to create, change or delete. ``--file`` reads the body
 of ``PUT /v1/namespaces/{ns}`` (docs/control-plane.md); the other options override
-its fields. A refusal prints the gateway's reason (for a namespace no store can
-carry, every store's failed needs) and exits 1.
+its fields. ``--from-proto FILE --message NAME`` reads the body from the options of a
+message type (docs/control-plane.md, "Needs in protobuf"); what the file declares but
+the gateway does not apply yet is printed as a warning. A refusal prints the gateway's
+reason (for a namespace no store can carry, every store's failed needs) and exits 1.
 """
 
 from __future__ import annotations
@@ -52,6 +55,17 @@ def add_parser(subparsers: Any) -> None:
         cmd.add_argument("namespace")
         cmd.add_argument("--file", help="a JSON file with the namespace's body")
         cmd.add_argument(
+            "--from-proto", metavar="FILE.proto", help="read needs and PII fields from a message's options"
+        )
+        cmd.add_argument("--message", help="the message type of --from-proto (UserProfile, acme.UserProfile)")
+        cmd.add_argument(
+            "--proto-include",
+            action="append",
+            default=[],
+            metavar="DIR",
+            help="a folder --from-proto's imports are searched in (repeatable)",
+        )
+        cmd.add_argument(
             "--need",
             action="append",
             default=[],
@@ -59,6 +73,11 @@ def add_parser(subparsers: Any) -> None:
             help="a declared need, e.g. read_rps=100, consistency=strong, transactions=true (repeatable)",
         )
         cmd.add_argument("--store", help="place it on this store (needs the store admin role)")
+        cmd.add_argument(
+            "--backend",
+            metavar="ENGINE",
+            help="place it on a store of this engine: postgres, redis, sqlite, nats, dynamodb or memory",
+        )
         cmd.add_argument(
             "--tenant-scoped", action="store_true", default=None, help="keys private to a tenant"
         )
@@ -109,6 +128,10 @@ def body_from(args: argparse.Namespace) -> dict[str, Any]:
         if not isinstance(loaded, dict):
             raise SystemExit(f"prism: error: {args.file} must hold a JSON object")
         body.update(loaded)
+    if args.from_proto is not None:
+        _merge(body, _proto_body(args))
+    elif args.message is not None or args.proto_include:
+        raise SystemExit("prism: error: --message and --proto-include go with --from-proto FILE.proto")
     needs = dict(body.get("needs") or {})
     for given in args.need:
         name, sep, text = given.partition("=")
@@ -117,11 +140,36 @@ def body_from(args: argparse.Namespace) -> dict[str, Any]:
         needs[name.strip()] = _value(text.strip())
     if needs:
         body["needs"] = needs
-    for option in ("store", "tenant_scoped", "max_value_bytes", "default_ttl"):
+    for option in ("store", "backend", "tenant_scoped", "max_value_bytes", "default_ttl"):
         value = getattr(args, option)
         if value is not None:
             body[option] = value
     return body
+
+
+def _merge(body: dict[str, Any], over: dict[str, Any]) -> None:
+    """``over`` on ``body``: its needs join the body's needs, its other fields replace the body's."""
+    for key, value in over.items():
+        if key == "needs" and isinstance(body.get("needs"), dict):
+            body["needs"] = {**body["needs"], **value}
+        else:
+            body[key] = value
+
+
+def _proto_body(args: argparse.Namespace) -> dict[str, Any]:
+    """The body the options of ``--message`` in ``--from-proto`` declare; warnings go to stderr."""
+    from prism.control.protospec import namespace_from_proto
+    from prism.errors import InvalidArgument
+
+    if not args.message:
+        raise SystemExit("prism: error: --from-proto needs --message NAME (the message type to read)")
+    try:
+        spec = namespace_from_proto(args.from_proto, args.message, include=args.proto_include)
+    except InvalidArgument as exc:
+        raise SystemExit(f"prism: error: --from-proto: {exc}") from None
+    for warning in spec.warnings:
+        print(f"prism: warning: {warning}", file=sys.stderr)
+    return spec.body
 
 
 def _refusal(response: httpx.Response) -> int:
@@ -136,6 +184,16 @@ def _refusal(response: httpx.Response) -> int:
     for store in problem.get("stores", []):
         print(f"  {store['store']}: {_fails(store['fails'])}", file=sys.stderr)
     return EXIT_FAILED
+
+
+def _sides(limits: dict[str, Any]) -> str:
+    """``reads 600/s (burst 600), writes 120/s (burst 120)``; a side without a rate is unlimited."""
+    sides = []
+    for side in ("read", "write"):
+        rate = limits.get(f"{side}_rate")
+        shown = "unlimited" if rate is None else f"{_show(rate)}/s (burst {limits[f'{side}_burst']})"
+        sides.append(f"{side}s {shown}")
+    return ", ".join(sides)
 
 
 def _fails(fails: list[dict[str, Any]]) -> str:
@@ -166,7 +224,7 @@ def _put(args: argparse.Namespace) -> int:
     print(f"namespace {answer['namespace']}: {verb} on store {answer['store']}")
     limits = answer.get("limits")
     if limits is not None:
-        print(f"  rate limit: {_show(limits['rate'])} requests/s, burst {limits['burst']}")
+        print(f"  rate limit: {_sides(limits)}")
     for store in answer["refused"]:
         print(f"  passed over {store['store']}: {_fails(store['fails'])}")
     return 0
@@ -186,7 +244,12 @@ def _get(args: argparse.Namespace) -> int:
         lines.append(f"  store: {detail['store']} ({detail['backend']})")
     limits = detail["limits"]
     burst = limits["burst"]
-    rate = "none" if limits["rate"] is None else f"{_show(limits['rate'])} requests/s, burst {_show(burst)}"
+    if limits.get("read_rate") is not None or limits.get("write_rate") is not None:
+        rate = _sides(limits)
+    elif limits["rate"] is None:
+        rate = "none"
+    else:
+        rate = f"{_show(limits['rate'])} requests/s, burst {_show(burst)}"
     lines += [
         f"  tenant scoped: {'yes' if detail['tenant_scoped'] else 'no'}",
         f"  max value bytes: {detail['max_value_bytes']}",

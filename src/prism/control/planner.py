@@ -5,7 +5,9 @@ store -- the capabilities the store's backend declares (transactions, strong rea
 value size, ttl, TimeSeries) and the capacity its operator declared in the config
 (rates, bytes, latency, durability) less what the namespaces already placed on it
 declared -- and answers with the first store, in the config's order, that meets them
-all, or with every store's failed needs. A capacity figure a store does not declare is
+all, or with every store's failed needs. A preferred engine (``backend``: postgres,
+redis, sqlite, nats, dynamodb, memory) narrows the choice to the stores of that engine;
+a store of another engine fails the ``backend`` need. A capacity figure a store does not declare is
 one the planner cannot promise: a namespace that needs it does not go there.
 """
 
@@ -24,12 +26,23 @@ if TYPE_CHECKING:
     # The config's types, for annotations only: the control layer sits below the gateway.
     from prism.gateway.config import NeedsConfig, StoreCapacityConfig
 
-__all__ = ["DURABILITY", "Fail", "Plan", "StoreFails", "StoreOffer", "check_needs", "plan"]
+__all__ = ["DURABILITY", "ENGINES", "Fail", "Plan", "StoreFails", "StoreOffer", "check_needs", "plan"]
 
 #: Durability levels, weakest first: a store of a level meets every need up to it.
 DURABILITY = ("memory", "disk", "replicated")
 #: What an embedded backend keeps without being told: nothing (memory) or a file (sqlite).
 _BACKEND_DURABILITY = {"memory": "memory", "sqlite": "disk"}
+
+#: The engines a namespace may prefer, by the name it may be given (``postgresql`` is ``postgres``).
+ENGINES = {
+    "postgres": "postgres",
+    "postgresql": "postgres",
+    "redis": "redis",
+    "sqlite": "sqlite",
+    "nats": "nats",
+    "dynamodb": "dynamodb",
+    "memory": "memory",
+}
 
 #: The needs that consume a store's declared capacity, added up over the namespaces placed on it.
 _SUMMED = ("read_rps", "write_rps", "total_bytes")
@@ -90,10 +103,23 @@ class StoreOffer:
         return left if isinstance(declared, int) and isinstance(left, int) else float(left)
 
 
-def check_needs(needs: NeedsConfig, store: StoreOffer, *, max_value_bytes: int | None = None) -> list[Fail]:
-    """Every need of ``needs`` (and the namespace's ``max_value_bytes``) that ``store`` fails."""
+def engine(name: str) -> str | None:
+    """The engine ``name`` stands for (``postgresql`` -> ``postgres``), or None when it names none."""
+    return ENGINES.get(name.strip().lower())
+
+
+def check_needs(
+    needs: NeedsConfig,
+    store: StoreOffer,
+    *,
+    max_value_bytes: int | None = None,
+    backend: str | None = None,
+) -> list[Fail]:
+    """Every need of ``needs`` that ``store`` fails, the namespace's ``max_value_bytes`` and engine too."""
     caps = store.capabilities
     fails: list[Fail] = []
+    if backend is not None and engine(backend) != store.backend:
+        fails.append(Fail("backend", backend, store.backend))
     if needs.access_pattern == "timeseries" and not caps.timeseries:
         fails.append(Fail("access_pattern", "timeseries", "kv, records"))
     for need in _SUMMED:
@@ -130,16 +156,19 @@ def plan(
     *,
     only: str | None = None,
     max_value_bytes: int | None = None,
+    backend: str | None = None,
 ) -> Plan:
     """The first store (in the given order) that meets every need, or every store's reasons.
 
     With ``only`` (a store named by the caller) that store alone is considered, and its
-    needs are still checked.
+    needs are still checked. With ``backend`` (an engine of :data:`ENGINES`) only a store
+    of that engine is chosen; every other store fails the ``backend`` need, with its engine
+    as ``has``.
     """
     refused: list[StoreFails] = []
     candidates: Sequence[StoreOffer] = [s for s in stores if only is None or s.name == only]
     for store in candidates:
-        fails = check_needs(needs, store, max_value_bytes=max_value_bytes)
+        fails = check_needs(needs, store, max_value_bytes=max_value_bytes, backend=backend)
         if not fails:
             return Plan(store.name, refused)
         refused.append(StoreFails(store.name, fails))

@@ -15,8 +15,9 @@ options of ``prism/options.proto``::
 :func:`namespace_from_proto` compiles the ``.proto`` file at run time (with
 grpcio-tools' ``protoc``) and answers the body a ``PUT /v1/namespaces/{ns}`` takes:
 ``needs`` from the message options, ``pii.fields`` from the field options (nested
-fields by dotted path, the names a JSON value of the message has), and ``store`` from
-``(prism.backend)`` (a preference: the planner still checks every need against it).
+fields by dotted path, the names a JSON value of the message has), and ``backend`` from
+``(prism.backend)`` (an engine, ``option (prism.backend) = "postgres";``: the planner
+chooses among the stores of that engine meeting every need).
 What the gateway does not serve yet (``(prism.index)``, ``(prism.cache)``) is
 recorded in the result and listed in ``warnings``, never dropped.
 """
@@ -31,6 +32,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
+from prism.control.planner import ENGINES, engine
 from prism.errors import InvalidArgument
 
 __all__ = ["FieldIndex", "ProtoNamespace", "namespace_from_proto", "options_include_dir"]
@@ -75,7 +77,7 @@ class ProtoNamespace:
     message: str
     #: The body of ``PUT /v1/namespaces/{ns}``.
     body: dict[str, Any]
-    #: ``(prism.backend)``: the store asked for, checked by the planner like any other.
+    #: ``(prism.backend)``: the engine asked for; the planner picks a store of it meeting every need.
     store_preference: str | None = None
     #: ``(prism.cache)``: whether reads may come from a cache tier (not served yet).
     cache: bool | None = None
@@ -188,8 +190,12 @@ def namespace_from_proto(
     store = declared.get("backend")
     if store is not None:
         if not store:
-            raise InvalidArgument(f"{where % 'backend'} is empty: name a store or leave the option out")
-        body["store"] = store
+            raise InvalidArgument(f"{where % 'backend'} is empty: name an engine or leave the option out")
+        if engine(store) is None:
+            raise InvalidArgument(
+                f"{where % 'backend'} = {store!r}: must be an engine ({', '.join(ENGINES)})"
+            )
+        body["backend"] = store
     cache = None if "cache" not in declared else declared["cache"] == "true"
     warnings = [
         f"{desc.full_name}.{ix.field}: (prism.index) = {ix.kind!r} is recorded but not supported yet; "

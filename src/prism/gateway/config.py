@@ -430,8 +430,9 @@ class RuntimeNamespacesConfig(_Base, frozen=True):
 
     ``poll_interval`` is how often each process looks for a change (a change is served
     everywhere within about that long); ``limit_headroom`` multiplies the declared
-    rates into the enforced rate limit; ``delete_settle`` is how long a delete waits,
-    after every process stopped serving the namespace, before it checks or purges the data.
+    ``read_rps`` and ``write_rps`` into the enforced read and write limits; ``delete_settle``
+    is how long a delete waits, after every process stopped serving the namespace, before
+    it checks or purges the data.
     """
 
     enabled: bool = True

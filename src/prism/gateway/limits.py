@@ -16,6 +16,10 @@ Where the tokens live:
   (``control.on_failure: reject``, the default) or falls back to this process's own
   bucket (``local``).
 
+A namespace that declares ``read_rps`` / ``write_rps`` (and sets no ``limits.rate``)
+has two buckets instead of one: its reads take from one, every other request from the
+other, each at the declared rate times ``control.namespaces.limit_headroom``.
+
 The concurrency cap is always per process: it bounds what one process holds open.
 """
 
@@ -31,11 +35,11 @@ from typing import Literal
 from prometheus_client import Counter
 
 from prism.errors import PrismError
-from prism.gateway.config import LimitsConfig
+from prism.gateway.config import LimitsConfig, NamespaceConfig
 from prism.gateway.problem import HTTPProblem
 from prism.kv.store import Store
 
-__all__ = ["NamespaceLimiter", "SharedBuckets"]
+__all__ = ["NamespaceLimiter", "SharedBuckets", "declared_rates"]
 
 log = logging.getLogger("prism.gateway")
 
@@ -76,13 +80,14 @@ class SharedBuckets:
         self.retry_after = retry_after
         self._logged = -math.inf
 
-    async def take(self, namespace: str, rate: float, burst: float) -> float:
-        """0.0 when a token of ``namespace`` was taken, else the seconds until one is back.
+    async def take(self, key: str, rate: float, burst: float) -> float:
+        """0.0 when a token of the bucket ``key`` (``ns:NAME``, ``ns:NAME:read``, ``ns:NAME:write``)
+        was taken, else the seconds until one is back.
 
         Raises TimeoutError past ``timeout`` and PrismError when the store fails.
         """
         async with asyncio.timeout(self.timeout):
-            return await self.store.backend.take_token(f"ns:{namespace}", rate, burst)
+            return await self.store.backend.take_token(key, rate, burst)
 
     def failed(self, namespace: str, exc: BaseException) -> None:
         """Count (and now and then log) a check the control store did not answer."""
@@ -101,26 +106,83 @@ class SharedBuckets:
             )
 
 
-class NamespaceLimiter:
-    """The limits of one namespace: ``async with limiter.admit():`` takes a token and a slot, or 429."""
+class _Bucket:
+    """One token bucket of a namespace: ``rate`` tokens a second, at most ``burst``; ``key`` names it
+    in the shared store."""
 
-    def __init__(self, namespace: str, limits: LimitsConfig, shared: SharedBuckets | None = None) -> None:
+    __slots__ = ("burst", "key", "rate", "stamp", "tokens")
+
+    def __init__(self, key: str, rate: float, burst: float) -> None:
+        self.key = key
+        self.rate = rate
+        self.burst = burst
+        self.tokens = burst
+        self.stamp = time.monotonic()
+
+    def take(self) -> float:
+        """This process's own bucket: 0.0 when a token was taken, else the seconds until one is back."""
+        now = time.monotonic()
+        tokens = min(self.burst, self.tokens + (now - self.stamp) * self.rate)
+        self.stamp = now
+        if tokens < 1.0:
+            self.tokens = tokens
+            return (1.0 - tokens) / self.rate
+        self.tokens = tokens - 1.0
+        return 0.0
+
+
+class NamespaceLimiter:
+    """The limits of one namespace: ``await limiter.enter(action)`` takes a token and a slot, or 429.
+
+    A namespace has either one rate for every request (``limits.rate``), or a rate for
+    its reads and one for its writes (``reads``, ``writes``: what its declared
+    ``read_rps`` and ``write_rps`` became); a request of action ``read`` takes a token
+    of the read bucket, any other a token of the write bucket, and a side without a rate
+    is not limited. With ``shared`` every bucket lives in the control store.
+    """
+
+    def __init__(
+        self,
+        namespace: str,
+        limits: LimitsConfig,
+        shared: SharedBuckets | None = None,
+        *,
+        reads: float | None = None,
+        writes: float | None = None,
+    ) -> None:
         self.namespace = namespace
         self.rate = limits.rate
         self.burst = float(limits.burst if limits.burst is not None else max(1, math.ceil(limits.rate or 1)))
         self.concurrency = limits.concurrency
         self.in_flight = 0
-        self._tokens = self.burst
-        self._stamp = time.monotonic()
-        self.active = self.rate is not None or self.concurrency is not None
+        all_requests = None if self.rate is None else _Bucket(f"ns:{namespace}", self.rate, self.burst)
+        self.read_rate = reads
+        self.write_rate = writes
+        self._read = all_requests if reads is None else _Bucket(f"ns:{namespace}:read", reads, _burst(reads))
+        self._write = (
+            all_requests if writes is None else _Bucket(f"ns:{namespace}:write", writes, _burst(writes))
+        )
+        self.active = self._read is not None or self._write is not None or self.concurrency is not None
         #: Where this namespace's tokens come from when several processes share them (else None).
-        self.shared = shared if self.rate is not None else None
+        self.shared = shared if (self._read or self._write) is not None else None
+
+    @property
+    def read_burst(self) -> int | None:
+        return None if self.read_rate is None else _burst(self.read_rate)
+
+    @property
+    def write_burst(self) -> int | None:
+        return None if self.write_rate is None else _burst(self.write_rate)
 
     def admit(self) -> NamespaceLimiter:
         """The async context manager of one request's admission (the limiter itself: nothing to allocate)."""
         return self
 
     async def __aenter__(self) -> None:
+        await self.enter("write")
+
+    async def enter(self, action: str) -> None:
+        """Admit one request of ``action`` (``read`` takes from the read bucket, any other the write one)."""
         if not self.active:
             return
         concurrency = self.concurrency
@@ -135,10 +197,11 @@ class NamespaceLimiter:
                     headers={"Retry-After": "1"},
                 )
             self.in_flight += 1
-        if self.rate is None:
+        bucket = self._read if action == "read" else self._write
+        if bucket is None:
             return
         try:
-            wait = self._take_local() if self.shared is None else await self._take_shared(self.shared)
+            wait = bucket.take() if self.shared is None else await self._take_shared(self.shared, bucket)
         except BaseException:
             if concurrency is not None:
                 self.in_flight -= 1
@@ -147,10 +210,11 @@ class NamespaceLimiter:
             if concurrency is not None:
                 self.in_flight -= 1
             REJECTED.labels(self.namespace, "rate").inc()
+            which = "" if bucket.key == f"ns:{self.namespace}" else f" {bucket.key.rsplit(':', 1)[1]}s"
             raise HTTPProblem(
                 429,
                 "RATE_LIMITED",
-                f"namespace {self.namespace!r} allows {self.rate:g} requests per second",
+                f"namespace {self.namespace!r} allows {bucket.rate:g}{which or ' requests'} per second",
                 headers={"Retry-After": str(max(1, math.ceil(wait)))},
             )
 
@@ -160,26 +224,13 @@ class NamespaceLimiter:
         if self.concurrency is not None:
             self.in_flight -= 1
 
-    def _take_local(self) -> float:
-        """This process's own bucket: 0.0 when a token was taken, else the seconds until one is back."""
-        assert self.rate is not None
-        now = time.monotonic()
-        tokens = min(self.burst, self._tokens + (now - self._stamp) * self.rate)
-        self._stamp = now
-        if tokens < 1.0:
-            self._tokens = tokens
-            return (1.0 - tokens) / self.rate
-        self._tokens = tokens - 1.0
-        return 0.0
-
-    async def _take_shared(self, shared: SharedBuckets) -> float:
-        assert self.rate is not None
+    async def _take_shared(self, shared: SharedBuckets, bucket: _Bucket) -> float:
         try:
-            return await shared.take(self.namespace, self.rate, self.burst)
+            return await shared.take(bucket.key, bucket.rate, bucket.burst)
         except (PrismError, TimeoutError) as exc:
             shared.failed(self.namespace, exc)
             if shared.on_failure == "local":
-                return self._take_local()
+                return bucket.take()
             raise HTTPProblem(
                 503,
                 "RATE_LIMIT_UNAVAILABLE",
@@ -187,3 +238,21 @@ class NamespaceLimiter:
                 f"{shared.store_name!r} is unavailable; retry later",
                 headers={"Retry-After": str(shared.retry_after)},
             ) from None
+
+
+def declared_rates(ns: NamespaceConfig, headroom: float) -> tuple[float | None, float | None]:
+    """The read and write rates ``ns``'s declared ``read_rps`` and ``write_rps`` become (times ``headroom``).
+
+    (None, None) when it declares neither, or sets ``limits.rate`` itself (which wins).
+    """
+    needs = ns.needs
+    if needs is None or (ns.limits is not None and ns.limits.rate is not None):
+        return None, None
+    reads = None if needs.read_rps is None else needs.read_rps * headroom
+    writes = None if needs.write_rps is None else needs.write_rps * headroom
+    return reads, writes
+
+
+def _burst(rate: float) -> int:
+    """The burst of a declared rate: as many requests as one second allows, at least 1."""
+    return max(1, math.ceil(rate))

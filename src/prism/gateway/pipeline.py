@@ -319,7 +319,7 @@ class Pipeline:
             # Admission is skipped where the namespace sets no limit (the limiter would do nothing).
             limited = limiter.active
             if limited:
-                await limiter.__aenter__()
+                await limiter.enter(route.action)
             try:
                 call.kv = served.handle(principal.tenant)
                 idem_key = call.header(b"idempotency-key") if route.idempotent else None

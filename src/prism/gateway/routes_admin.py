@@ -98,7 +98,15 @@ def admin_routes(gateway: Gateway, data_routes: Sequence[DataRoute] = ()) -> lis
             ns.tenant_scoped,
             served.max_value_bytes,
             ns.default_ttl,
-            NamespaceLimits(limiter.rate, limiter.burst if limiter.rate else None, limiter.concurrency),
+            NamespaceLimits(
+                limiter.rate,
+                limiter.burst if limiter.rate else None,
+                limiter.concurrency,
+                limiter.read_rate,
+                limiter.read_burst,
+                limiter.write_rate,
+                limiter.write_burst,
+            ),
             actions,
             NamespaceHealth(health.get("status", "DOWN")),
         )

@@ -61,8 +61,9 @@ def namespace_routes(gateway: Gateway) -> list[BaseRoute]:
             dry_run = _flag(query, "dry_run")
             service = runtime()
             body = await _read(request, max_body)
-            ns = service.check(name, decode_body(body, NamespaceBody), principal)
-            status, result, before, after = await service.put(ns, dry_run=dry_run)
+            given = decode_body(body, NamespaceBody)
+            ns = service.check(name, given, principal)
+            status, result, before, after = await service.put(ns, dry_run=dry_run, backend=given.backend)
             if not dry_run:
                 request.scope["prism.audit_values"] = {"before": before, "after": after}
             return Response(JSON.encode(result), status, media_type="application/json")

@@ -28,7 +28,7 @@ from prism.gateway.config import (
     internal_namespace,
 )
 from prism.gateway.idempotency import IDEMPOTENCY_NAMESPACE, IdempotencyCache
-from prism.gateway.limits import NamespaceLimiter, SharedBuckets
+from prism.gateway.limits import NamespaceLimiter, SharedBuckets, declared_rates
 from prism.gateway.logs import AccessLog
 from prism.gateway.migrations import GatewayMigrations
 from prism.gateway.pii import FieldProtector, Keyring
@@ -77,9 +77,12 @@ class ServedNamespace:
         self.tenant_scoped = config.tenant_scoped
         #: True when the backend never waits on I/O (so a request on it cannot hang).
         self.inline = store.backend.runs_inline
-        self.limiter = NamespaceLimiter(
-            config.name, _merged_limits(gateway_config.limits, config.limits), shared
-        )
+        limits = _merged_limits(gateway_config.limits, config.limits)
+        # Declared rates are enforced, one rate for reads and one for writes, instead of one for all.
+        reads, writes = declared_rates(config, gateway_config.control.namespaces.limit_headroom)
+        if reads is not None or writes is not None:
+            limits = LimitsConfig(concurrency=limits.concurrency)
+        self.limiter = NamespaceLimiter(config.name, limits, shared, reads=reads, writes=writes)
         self.pii = (
             FieldProtector(config.pii, keyring) if config.pii is not None and config.pii.fields else None
         )
@@ -266,11 +269,6 @@ class Gateway:
                 )
             store_name = config.namespace_store(ns)
             store = stores[store_name]
-            if ns.needs is not None:
-                from prism.gateway.runtime_namespaces import enforced_limits
-
-                # Declared rates are enforced, in the config file as at runtime.
-                ns = enforced_limits(ns, control.namespaces.limit_headroom)
             if ns.kind == "kv":
                 # Only KeyValue namespaces migrate (see prism.migration).
                 store = migrations.wrap(ns.name, store_name, store, tenant_scoped=ns.tenant_scoped)

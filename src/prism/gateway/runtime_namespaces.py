@@ -18,18 +18,18 @@ from typing import Any, Literal
 import msgspec
 
 from prism.control.catalog import CatalogEntry, CatalogState, NamespaceCatalog, stamp
-from prism.control.planner import Plan, StoreFails, StoreOffer, needs_problems, plan
+from prism.control.planner import ENGINES, Plan, StoreFails, StoreOffer, engine, needs_problems, plan
 from prism.errors import PrismError
 from prism.gateway.config import (
     AccessConfig,
     GatewayConfig,
-    LimitsConfig,
     NamespaceConfig,
     NeedsConfig,
     PiiConfig,
     _validate,
     internal_namespace,
 )
+from prism.gateway.limits import declared_rates
 from prism.gateway.problem import HTTPProblem
 from prism.model import Principal
 
@@ -40,7 +40,6 @@ __all__ = [
     "PlacementLimits",
     "PlanRefused",
     "RuntimeNamespaces",
-    "enforced_limits",
 ]
 
 log = logging.getLogger("prism.gateway")
@@ -58,13 +57,19 @@ class NamespaceBody(msgspec.Struct, forbid_unknown_fields=True, kw_only=True):
     audit: bool = True
     #: The store to place it on, instead of the planner's choice (needs the store admin role).
     store: str | None = None
+    #: The engine it prefers (postgres, redis, sqlite, nats, dynamodb, memory): the planner
+    #: chooses among the stores of that engine meeting every need.
+    backend: str | None = None
 
 
 class PlacementLimits(msgspec.Struct):
-    """The rate limit a namespace's declared rates became (``limit_headroom`` included)."""
+    """The rate limits a namespace's declared rates became (``limit_headroom`` included): one for
+    its reads, one for its writes (null: that side declares no rate)."""
 
-    rate: float | None
-    burst: int | None
+    read_rate: float | None
+    read_burst: int | None
+    write_rate: float | None
+    write_burst: int | None
 
 
 class NamespacePlacement(msgspec.Struct):
@@ -107,22 +112,6 @@ class PlanRefused(HTTPProblem):
         return Response(msgspec.json.encode(body), 422, media_type=PROBLEM_CONTENT_TYPE)
 
 
-def enforced_limits(ns: NamespaceConfig, headroom: float) -> NamespaceConfig:
-    """``ns`` with its declared ``read_rps + write_rps`` times ``headroom`` as its rate limit.
-
-    A rate the namespace sets itself (``limits.rate``, in the config file) wins.
-    """
-    needs = ns.needs
-    if needs is None or (needs.read_rps is None and needs.write_rps is None):
-        return ns
-    if ns.limits is not None and ns.limits.rate is not None:
-        return ns
-    rate = ((needs.read_rps or 0.0) + (needs.write_rps or 0.0)) * headroom
-    own = ns.limits or LimitsConfig()
-    limits = msgspec.structs.replace(own, rate=rate, burst=max(1, math.ceil(rate)))
-    return msgspec.structs.replace(ns, limits=limits)
-
-
 def _definition(entry: CatalogEntry | None) -> dict[str, Any] | None:
     return None if entry is None else dict(entry.config)
 
@@ -159,9 +148,16 @@ class RuntimeNamespaces:
 
     # -- serving ------------------------------------------------------------------
 
-    def enforced(self, ns: NamespaceConfig) -> NamespaceConfig:
-        """``ns`` with its declared rates (times ``limit_headroom``) as its rate limit."""
-        return enforced_limits(ns, self.settings.limit_headroom)
+    def limits(self, ns: NamespaceConfig) -> PlacementLimits | None:
+        """The read and write limits ``ns``'s declared rates become (None: it declares none)."""
+        reads, writes = declared_rates(ns, self.settings.limit_headroom)
+        if reads is None and writes is None:
+            return None
+
+        def burst(rate: float | None) -> int | None:
+            return None if rate is None else max(1, math.ceil(rate))
+
+        return PlacementLimits(reads, burst(reads), writes, burst(writes))
 
     def _serve(self, state: CatalogState) -> None:
         """Serve ``state``: add, change and remove runtime namespaces in ``gateway.namespaces``."""
@@ -184,7 +180,7 @@ class RuntimeNamespaces:
             if store is None or store not in gateway.stores:
                 self._warn(name, f"runtime namespace {name!r} is on store {store!r}, unknown to this process")
                 continue
-            wanted[name] = self.enforced(ns)
+            wanted[name] = ns
         for name in list(self.served):
             if name not in wanted:
                 del self.served[name]
@@ -242,6 +238,12 @@ class RuntimeNamespaces:
                     "INVALID_ARGUMENT",
                     f"store: unknown store {body.store!r} (stores: {', '.join(self.config.stores)})",
                 )
+        if body.backend is not None and engine(body.backend) is None:
+            raise HTTPProblem(
+                400,
+                "INVALID_ARGUMENT",
+                f"backend: unknown engine {body.backend!r} (engines: {', '.join(ENGINES)})",
+            )
         if body.needs.access_pattern == "timeseries":
             raise HTTPProblem(
                 422,
@@ -298,8 +300,11 @@ class RuntimeNamespaces:
             for name in self.config.stores
         ]
 
-    def decide(self, state: CatalogState, ns: NamespaceConfig) -> tuple[Plan, NamespaceConfig]:
-        """The plan for ``ns`` against ``state``, and ``ns`` on its store; PlanRefused when none fits."""
+    def decide(
+        self, state: CatalogState, ns: NamespaceConfig, backend: str | None = None
+    ) -> tuple[Plan, NamespaceConfig]:
+        """The plan for ``ns`` (on the engine ``backend``, if given) against ``state``, and ``ns``
+        on its store; PlanRefused when none fits."""
         existing = state.namespaces.get(ns.name)
         if existing is not None and existing.state != "active":
             raise HTTPProblem(
@@ -329,23 +334,25 @@ class RuntimeNamespaces:
             self.offers(state, ns.name),
             only=only,
             max_value_bytes=ns.max_value_bytes,
+            backend=backend,
         )
         if decision.store is None:
             raise PlanRefused(ns.name, decision)
         return decision, msgspec.structs.replace(ns, store=decision.store)
 
     async def put(
-        self, ns: NamespaceConfig, *, dry_run: bool
+        self, ns: NamespaceConfig, *, dry_run: bool, backend: str | None = None
     ) -> tuple[int, NamespacePlacement, dict[str, Any] | None, dict[str, Any] | None]:
-        """Create or change ``ns``: (status, answer, definition before, definition after)."""
+        """Create or change ``ns`` (on a store of the engine ``backend``, if given):
+        (status, answer, definition before, definition after)."""
         if dry_run:
             state, _ = await self.catalog.read()
-            decision, placed = self.decide(state, ns)
+            decision, placed = self.decide(state, ns, backend)
             before = _definition(state.namespaces.get(ns.name))
             return 200, self._answer(placed, decision, dry_run=True, created=before is None), before, None
 
         async def edit(state: CatalogState) -> tuple[CatalogState, Any]:
-            decision, placed = self.decide(state, ns)
+            decision, placed = self.decide(state, ns, backend)
             old = state.namespaces.get(ns.name)
             now = stamp()
             entry = CatalogEntry(
@@ -364,14 +371,13 @@ class RuntimeNamespaces:
     def _answer(
         self, ns: NamespaceConfig, decision: Plan, *, dry_run: bool, created: bool
     ) -> NamespacePlacement:
-        limits = self.enforced(ns).limits
         return NamespacePlacement(
             ns.name,
             ns.store,
             created,
             dry_run,
             ns.needs or NeedsConfig(),
-            None if limits is None else PlacementLimits(limits.rate, limits.burst),
+            self.limits(ns),
             decision.refused,
         )
 

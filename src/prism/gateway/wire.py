@@ -149,12 +149,17 @@ class NamespaceList(msgspec.Struct):
     namespaces: list[NamespaceSummary]
 
 
-class NamespaceLimits(msgspec.Struct):
-    """Admission limits of a namespace (null: none)."""
+class NamespaceLimits(msgspec.Struct, omit_defaults=True):
+    """Admission limits of a namespace (null: none; the read and write limits only when declared)."""
 
     rate: float | None
     burst: float | None
     concurrency: int | None
+    #: The limits of reads and of writes its declared ``read_rps`` and ``write_rps`` became.
+    read_rate: float | None = None
+    read_burst: int | None = None
+    write_rate: float | None = None
+    write_burst: int | None = None
 
 
 class NamespaceHealth(msgspec.Struct):

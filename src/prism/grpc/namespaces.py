@@ -66,7 +66,7 @@ def body_of(spec: Any) -> NamespaceBody:
         body["access"] = {k: list(getattr(spec.access, k)) for k in ("read", "write", "admin")}
     if spec.HasField("pii"):
         body["pii"] = {"fields": list(spec.pii.fields), "encrypt": spec.pii.encrypt}
-    for field in ("max_value_bytes", "default_ttl", "audit", "store"):
+    for field in ("max_value_bytes", "default_ttl", "audit", "store", "backend"):
         if spec.HasField(field):
             body[field] = getattr(spec, field)
     try:
@@ -82,10 +82,12 @@ def _placement(answer: NamespacePlacement) -> Any:
         created=answer.created,
         dry_run=answer.dry_run,
     )
-    if answer.limits is not None and answer.limits.rate is not None:
-        out.rate = answer.limits.rate
-        if answer.limits.burst is not None:
-            out.burst = answer.limits.burst
+    limits = answer.limits
+    if limits is not None:
+        if limits.read_rate is not None and limits.read_burst is not None:
+            out.read_rate, out.read_burst = limits.read_rate, limits.read_burst
+        if limits.write_rate is not None and limits.write_burst is not None:
+            out.write_rate, out.write_burst = limits.write_rate, limits.write_burst
     for store in answer.refused:
         entry = out.refused.add(store=store.store)
         for fail in store.fails:
@@ -165,8 +167,9 @@ class NamespaceAdmin:
 
         async def answer(principal: Principal, values: dict[str, Any]) -> Any:
             service = self._runtime()
-            ns = service.check(name, body_of(request.spec), principal)
-            _, placement, before, after = await service.put(ns, dry_run=dry_run)
+            given = body_of(request.spec)
+            ns = service.check(name, given, principal)
+            _, placement, before, after = await service.put(ns, dry_run=dry_run, backend=given.backend)
             if not dry_run:
                 values.update(before=before, after=after)
             return _placement(placement)
@@ -201,6 +204,10 @@ class NamespaceAdmin:
             if limiter.rate is not None:
                 out.rate = limiter.rate
                 out.burst = int(limiter.burst)
+            if limiter.read_rate is not None and limiter.read_burst is not None:
+                out.read_rate, out.read_burst = limiter.read_rate, limiter.read_burst
+            if limiter.write_rate is not None and limiter.write_burst is not None:
+                out.write_rate, out.write_burst = limiter.write_rate, limiter.write_burst
             if "admin" in actions:
                 out.store = served.store_name
                 out.backend = served.store.backend.name

@@ -50,7 +50,7 @@ class NamespacePii(_message.Message):
     def __init__(self, fields: _Optional[_Iterable[str]] = ..., encrypt: _Optional[bool] = ...) -> None: ...
 
 class NamespaceSpec(_message.Message):
-    __slots__ = ("needs", "access", "tenant_scoped", "pii", "max_value_bytes", "default_ttl", "audit", "store")
+    __slots__ = ("needs", "access", "tenant_scoped", "pii", "max_value_bytes", "default_ttl", "audit", "store", "backend")
     NEEDS_FIELD_NUMBER: _ClassVar[int]
     ACCESS_FIELD_NUMBER: _ClassVar[int]
     TENANT_SCOPED_FIELD_NUMBER: _ClassVar[int]
@@ -59,6 +59,7 @@ class NamespaceSpec(_message.Message):
     DEFAULT_TTL_FIELD_NUMBER: _ClassVar[int]
     AUDIT_FIELD_NUMBER: _ClassVar[int]
     STORE_FIELD_NUMBER: _ClassVar[int]
+    BACKEND_FIELD_NUMBER: _ClassVar[int]
     needs: NamespaceNeeds
     access: NamespaceAccess
     tenant_scoped: bool
@@ -67,7 +68,8 @@ class NamespaceSpec(_message.Message):
     default_ttl: float
     audit: bool
     store: str
-    def __init__(self, needs: _Optional[_Union[NamespaceNeeds, _Mapping]] = ..., access: _Optional[_Union[NamespaceAccess, _Mapping]] = ..., tenant_scoped: _Optional[bool] = ..., pii: _Optional[_Union[NamespacePii, _Mapping]] = ..., max_value_bytes: _Optional[int] = ..., default_ttl: _Optional[float] = ..., audit: _Optional[bool] = ..., store: _Optional[str] = ...) -> None: ...
+    backend: str
+    def __init__(self, needs: _Optional[_Union[NamespaceNeeds, _Mapping]] = ..., access: _Optional[_Union[NamespaceAccess, _Mapping]] = ..., tenant_scoped: _Optional[bool] = ..., pii: _Optional[_Union[NamespacePii, _Mapping]] = ..., max_value_bytes: _Optional[int] = ..., default_ttl: _Optional[float] = ..., audit: _Optional[bool] = ..., store: _Optional[str] = ..., backend: _Optional[str] = ...) -> None: ...
 
 class PutNamespaceRequest(_message.Message):
     __slots__ = ("namespace", "spec")
@@ -96,7 +98,7 @@ class StoreFails(_message.Message):
     def __init__(self, store: _Optional[str] = ..., fails: _Optional[_Iterable[_Union[NeedFail, _Mapping]]] = ...) -> None: ...
 
 class NamespacePlacement(_message.Message):
-    __slots__ = ("namespace", "store", "created", "dry_run", "rate", "burst", "refused")
+    __slots__ = ("namespace", "store", "created", "dry_run", "rate", "burst", "refused", "read_rate", "read_burst", "write_rate", "write_burst")
     NAMESPACE_FIELD_NUMBER: _ClassVar[int]
     STORE_FIELD_NUMBER: _ClassVar[int]
     CREATED_FIELD_NUMBER: _ClassVar[int]
@@ -104,6 +106,10 @@ class NamespacePlacement(_message.Message):
     RATE_FIELD_NUMBER: _ClassVar[int]
     BURST_FIELD_NUMBER: _ClassVar[int]
     REFUSED_FIELD_NUMBER: _ClassVar[int]
+    READ_RATE_FIELD_NUMBER: _ClassVar[int]
+    READ_BURST_FIELD_NUMBER: _ClassVar[int]
+    WRITE_RATE_FIELD_NUMBER: _ClassVar[int]
+    WRITE_BURST_FIELD_NUMBER: _ClassVar[int]
     namespace: str
     store: str
     created: bool
@@ -111,7 +117,11 @@ class NamespacePlacement(_message.Message):
     rate: float
     burst: int
     refused: _containers.RepeatedCompositeFieldContainer[StoreFails]
-    def __init__(self, namespace: _Optional[str] = ..., store: _Optional[str] = ..., created: _Optional[bool] = ..., dry_run: _Optional[bool] = ..., rate: _Optional[float] = ..., burst: _Optional[int] = ..., refused: _Optional[_Iterable[_Union[StoreFails, _Mapping]]] = ...) -> None: ...
+    read_rate: float
+    read_burst: int
+    write_rate: float
+    write_burst: int
+    def __init__(self, namespace: _Optional[str] = ..., store: _Optional[str] = ..., created: _Optional[bool] = ..., dry_run: _Optional[bool] = ..., rate: _Optional[float] = ..., burst: _Optional[int] = ..., refused: _Optional[_Iterable[_Union[StoreFails, _Mapping]]] = ..., read_rate: _Optional[float] = ..., read_burst: _Optional[int] = ..., write_rate: _Optional[float] = ..., write_burst: _Optional[int] = ...) -> None: ...
 
 class GetNamespaceRequest(_message.Message):
     __slots__ = ("namespace",)
@@ -120,7 +130,7 @@ class GetNamespaceRequest(_message.Message):
     def __init__(self, namespace: _Optional[str] = ...) -> None: ...
 
 class NamespaceInfo(_message.Message):
-    __slots__ = ("namespace", "tenant_scoped", "max_value_bytes", "default_ttl", "rate", "burst", "actions", "health", "store", "backend")
+    __slots__ = ("namespace", "tenant_scoped", "max_value_bytes", "default_ttl", "rate", "burst", "actions", "health", "store", "backend", "read_rate", "read_burst", "write_rate", "write_burst")
     NAMESPACE_FIELD_NUMBER: _ClassVar[int]
     TENANT_SCOPED_FIELD_NUMBER: _ClassVar[int]
     MAX_VALUE_BYTES_FIELD_NUMBER: _ClassVar[int]
@@ -131,6 +141,10 @@ class NamespaceInfo(_message.Message):
     HEALTH_FIELD_NUMBER: _ClassVar[int]
     STORE_FIELD_NUMBER: _ClassVar[int]
     BACKEND_FIELD_NUMBER: _ClassVar[int]
+    READ_RATE_FIELD_NUMBER: _ClassVar[int]
+    READ_BURST_FIELD_NUMBER: _ClassVar[int]
+    WRITE_RATE_FIELD_NUMBER: _ClassVar[int]
+    WRITE_BURST_FIELD_NUMBER: _ClassVar[int]
     namespace: str
     tenant_scoped: bool
     max_value_bytes: int
@@ -141,7 +155,11 @@ class NamespaceInfo(_message.Message):
     health: str
     store: str
     backend: str
-    def __init__(self, namespace: _Optional[str] = ..., tenant_scoped: _Optional[bool] = ..., max_value_bytes: _Optional[int] = ..., default_ttl: _Optional[float] = ..., rate: _Optional[float] = ..., burst: _Optional[int] = ..., actions: _Optional[_Iterable[str]] = ..., health: _Optional[str] = ..., store: _Optional[str] = ..., backend: _Optional[str] = ...) -> None: ...
+    read_rate: float
+    read_burst: int
+    write_rate: float
+    write_burst: int
+    def __init__(self, namespace: _Optional[str] = ..., tenant_scoped: _Optional[bool] = ..., max_value_bytes: _Optional[int] = ..., default_ttl: _Optional[float] = ..., rate: _Optional[float] = ..., burst: _Optional[int] = ..., actions: _Optional[_Iterable[str]] = ..., health: _Optional[str] = ..., store: _Optional[str] = ..., backend: _Optional[str] = ..., read_rate: _Optional[float] = ..., read_burst: _Optional[int] = ..., write_rate: _Optional[float] = ..., write_burst: _Optional[int] = ...) -> None: ...
 
 class ListNamespacesRequest(_message.Message):
     __slots__ = ()
