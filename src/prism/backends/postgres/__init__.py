@@ -655,8 +655,7 @@ class PostgresBackend(Backend):
 
         async def read(con: Any) -> tuple[list[Change], str]:
             # The head first, the floor last: a trim between the statements shows in the floor.
-            number = int(await con.fetchval(sql.feed_last_number))
-            bound = int(await con.fetchval(sql.feed_id_bound))
+            number, bound = await con.fetchrow(sql.feed_number_and_bound)
             snapshot, newest = await con.fetchrow(sql.feed_snapshot)
             head = self._feed_horizon.advance(number, bound, str(snapshot))
             if start is None:
@@ -664,15 +663,18 @@ class PostgresBackend(Backend):
                 # number below it have finished (the operation deadline bounds the wait).
                 while head < number:
                     await asyncio.sleep(FEED_SETTLE_PAUSE)
-                    later = int(await con.fetchval(sql.feed_last_number))
-                    bound = int(await con.fetchval(sql.feed_id_bound))
+                    later, bound = await con.fetchrow(sql.feed_number_and_bound)
                     snapshot, _ = await con.fetchrow(sql.feed_snapshot)
                     head = self._feed_horizon.advance(later, bound, str(snapshot))
                 return [], str(number)
             if start > max(number, int(newest)):
                 raise cursor_ahead(str(after))
             args: tuple[Any, ...] = (ns, start, head, prefix, limit)
-            rows = await con.fetch(sql.feed_read[end is not None], *(args if end is None else (*args, end)))
+            rows = (
+                await con.fetch(sql.feed_read[end is not None], *(args if end is None else (*args, end)))
+                if head > start
+                else []  # nothing below the horizon yet
+            )
             if start < await con.fetchval(sql.feed_ns_floor, ns):
                 raise cursor_expired(str(after))
             changes = [

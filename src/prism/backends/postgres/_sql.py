@@ -242,10 +242,13 @@ class Statements:
         self.changes = c
         self.feed_head = f"SELECT coalesce(max(seq), 0) FROM {c}"
         seq, _ = _quote_table(f"{feed_table(table)}_seq")
-        # The newest number handed out (taken before the snapshot below, in its own statement).
-        self.feed_last_number = f"SELECT coalesce(pg_sequence_last_value('{seq}'::regclass), 0)"
-        # A transaction id given now, in a transaction of its own: every id given before is below it.
-        self.feed_id_bound = "SELECT pg_current_xact_id()::text::bigint"
+        # The newest number handed out, then (the subquery's row comes first) a transaction id
+        # given in this statement's own transaction: every id given before the number was read
+        # is below it. The snapshot below is taken by a later statement.
+        self.feed_number_and_bound = (
+            "SELECT n, pg_current_xact_id()::text::bigint FROM "
+            f"(SELECT coalesce(pg_sequence_last_value('{seq}'::regclass), 0) AS n OFFSET 0) s"
+        )
         # The transactions in progress now (xmin:xmax:xip,...), and the newest logged change.
         self.feed_snapshot = f"SELECT pg_current_snapshot()::text, coalesce(max(seq), 0) FROM {c}"
         self.feed_read = {
