@@ -371,7 +371,7 @@ def _report(
         "that may hold a lower number has finished (the feed's horizon, docs/backends.md), so a change "
         "waits for the writes committing beside it, not for a queue of all commits; delivery once a write "
         "is acknowledged is the feed's own latency (LISTEN/NOTIFY wakes the watcher). SQLite has no "
-        "notification: its watchers poll every `poll_interval` (50 ms), which sets its median. The load average above is the machine's "
-        "(other work ran beside the benchmark); tails grow with it.",
+        "notification: its watchers poll every `poll_interval` (50 ms), which sets its median. The load "
+        "average above is the machine's (other work ran beside the benchmark); tails grow with it.",
     ]
     write_section("feed", "\n".join(lines))
