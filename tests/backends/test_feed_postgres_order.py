@@ -212,3 +212,18 @@ def test_the_horizon_waits_for_ids_the_snapshot_does_not_list() -> None:
     # Never backwards, and a reading below the horizon changes nothing.
     assert horizon.advance(11, 116, "117:117:") == 12
     assert horizon.pending == []
+
+
+async def test_a_feed_sequence_that_hands_out_blocks_is_refused_by_name(pg_url: str) -> None:
+    table = f"feed_cache_{uuid.uuid4().hex[:8]}"
+    async with prism.connect(pg_url, table=table, feed=True):
+        pass
+    con = await asyncpg.connect(pg_url)
+    try:
+        await con.execute(f'ALTER SEQUENCE "{table}_changes_seq" CACHE 20')
+    finally:
+        await con.close()
+    with pytest.raises(prism.BackendUnavailable, match=rf"{table}_changes_seq.*CACHE 20.*CACHE 1"):
+        await prism.connect(pg_url, table=table, feed=True)
+    async with prism.connect(pg_url, table=table):  # without the feed the table is served as ever
+        pass

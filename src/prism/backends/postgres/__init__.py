@@ -490,6 +490,7 @@ class PostgresBackend(Backend):
                         f"prism.backends.postgres.feed_ns_floor_ddl({self.table!r})"
                     )
                 await con.execute(feed_ns_floor_ddl(self.table))
+            await self._check_feed_sequence(con)
             return
         if not self.create_table:
             log.warning(
@@ -504,6 +505,17 @@ class PostgresBackend(Backend):
             await con.execute("SELECT pg_advisory_xact_lock(hashtext($1))", f"prism:{feed_table(self.table)}")
             if not await con.fetchval("SELECT to_regclass($1) IS NOT NULL", self.statements.changes):
                 await con.execute(feed_ddl(self.table))
+
+    async def _check_feed_sequence(self, con: Any) -> None:
+        """Refuse a feed sequence that hands numbers out in blocks: readers could not bound them."""
+        seq = self.statements.feed_sequence
+        cache = await con.fetchval("SELECT seqcache FROM pg_sequence WHERE seqrelid = to_regclass($1)", seq)
+        if cache is not None and cache > 1:
+            raise BackendUnavailable(
+                f"table {self.table}'s change feed sequence {seq} has CACHE {cache}: a watcher bounds the "
+                f"changes still to commit by the sequence's last number, which needs CACHE 1; run "
+                f"ALTER SEQUENCE {seq} CACHE 1"
+            )
 
     async def _prepare_buckets(self, con: Any) -> None:
         if await con.fetchval("SELECT to_regclass($1) IS NOT NULL", self.statements.buckets):

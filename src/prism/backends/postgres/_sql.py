@@ -242,6 +242,7 @@ class Statements:
         self.changes = c
         self.feed_head = f"SELECT coalesce(max(seq), 0) FROM {c}"
         seq, _ = _quote_table(f"{feed_table(table)}_seq")
+        self.feed_sequence = seq
         # The newest number handed out, then (the subquery's row comes first) a transaction id
         # given in this statement's own transaction: every id given before the number was read
         # is below it. The snapshot below is taken by a later statement.
