@@ -77,21 +77,21 @@ delivers only up to its *horizon*: the last number N it read from the sequence o
 every transaction that had a transaction id when N was read has finished (a transaction
 id it takes after reading N, in a statement of its own, bounds them; each read costs one
 such id; the sequence must keep its ``CACHE 1``, as the DDL creates it, or its last
-number would not bound the numbers handed out). So a reader never passes a change that
-commits later, and a cursor resumed in any process misses nothing. A transaction left
-open anywhere on the server holds the horizon back (delivery waits, nothing is skipped),
-and a watch opened without a cursor waits for the transactions in progress, within the
-operation timeout. Feeds created by earlier versions took one advisory lock per table at
-commit instead; they keep it until the SQL of ``feed_ddl(TABLE)`` is run again (which
-replaces the trigger's function; run it once every process reads with a horizon). The
-purge's deletes of expired rows are logged as ``expire``. Watchers read the log; a
-NOTIFY on ``prism_feed:TABLE`` (the payload is the namespace) wakes them through one
-LISTEN connection per store, and without it they poll every ``poll_interval`` of
-``watch``. ``feed_ddl(TABLE)`` prints its SQL. With ``create_table=false`` and no feed
-table, the store declares no ``watch``. The trigger belongs to the table, not to a
-store: once a ``feed=true`` store has created it, every commit to the table keeps
-logging whatever later stores are opened with, until the SQL of ``feed_drop_ddl(TABLE)``
-removes it.
+number would not bound the numbers handed out; a ``feed=true`` store refuses to open on
+one with more, naming it). So a reader never passes a change that commits later, and a
+cursor resumed in any process misses nothing. A transaction left open anywhere on the
+server holds the horizon back (delivery waits, nothing is skipped), and a watch opened
+without a cursor waits for the transactions in progress, within the operation timeout.
+Feeds created by earlier versions took one advisory lock per table at commit instead;
+they keep it until the SQL of ``feed_ddl(TABLE)`` is run again (which replaces the
+trigger's function; run it once every process reads with a horizon). The purge's deletes
+of expired rows are logged as ``expire``. Watchers read the log; a NOTIFY on
+``prism_feed:TABLE`` (the payload is the namespace) wakes them through one LISTEN
+connection per store, and without it they poll every ``poll_interval`` of ``watch``.
+``feed_ddl(TABLE)`` prints its SQL. With ``create_table=false`` and no feed table, the
+store declares no ``watch``. The trigger belongs to the table, not to a store: once a
+``feed=true`` store has created it, every commit to the table keeps logging whatever
+later stores are opened with, until the SQL of ``feed_drop_ddl(TABLE)`` removes it.
 
 Token buckets (the gateway's rate limits shared across processes, ``control.store``)
 are rows of a second table, ``TABLE_buckets`` (``prism_kv_buckets``), created on
