@@ -367,10 +367,11 @@ def _report(
     lines += [
         "",
         "The two latencies differ by how long the write itself took. On PostgreSQL a `feed=true` table's "
-        "trigger takes one advisory lock per commit (docs/library.md), so writes issued together queue for "
-        "it and their issue-to-arrival time includes that wait; delivery once a write is acknowledged is "
-        "the feed's own latency (LISTEN/NOTIFY wakes the watcher). SQLite has no notification: its watchers "
-        "poll every `poll_interval` (50 ms), which sets its median. The load average above is the machine's "
-        "(other work ran beside the benchmark); tails grow with it.",
+        "trigger numbers changes without a lock, and a watcher delivers a change once every transaction "
+        "that may hold a lower number has finished (the feed's horizon, docs/backends.md), so a change "
+        "waits for the writes committing beside it, not for a queue of all commits; delivery once a write "
+        "is acknowledged is the feed's own latency (LISTEN/NOTIFY wakes the watcher). SQLite has no "
+        "notification: its watchers poll every `poll_interval` (50 ms), which sets its median. The load "
+        "average above is the machine's (other work ran beside the benchmark); tails grow with it.",
     ]
     write_section("feed", "\n".join(lines))

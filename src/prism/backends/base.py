@@ -17,6 +17,7 @@ stores and answers. Its obligations, checked by ``prism.testing``'s conformance 
 
 from __future__ import annotations
 
+import asyncio
 import enum
 import time
 from abc import ABC, abstractmethod
@@ -138,6 +139,16 @@ class Backend(ABC):
     ) -> list[Item | None]:
         """One entry per (record, key), in order. Override to batch."""
         return [await self.get(ns, r, k, consistent=consistent) for r, k in addresses]
+
+    async def get_flat_within(self, ns: str, records: Sequence[str], within: float) -> list[Item | None]:
+        """The flat entries at ``records`` (eventual reads), in order; TimeoutError past ``within`` s.
+
+        The read of a cache tier's hit: an engine may answer it by a shorter path than
+        ``get_many`` (no retry wrapper of its own), as long as a failure it cannot
+        answer past still raises, and ``within`` still bounds the whole call.
+        """
+        async with asyncio.timeout(within):
+            return await self.get_many(ns, [(record, "") for record in records])
 
     @abstractmethod
     async def write(self, ns: str, ops: Sequence[StoredWrite]) -> list[WriteOutcome]:

@@ -81,18 +81,30 @@ Options (keyword arguments of ``prism.connect`` or URL query parameters):
   replica. While no host is a primary, calls fail with ``BackendUnavailable`` within
   ``operation_timeout`` and the store reconnects by itself once one is.
 
-Change feed (only with ``feed=true``): a deferred constraint trigger on the table logs every row change into
-``TABLE_changes`` at commit, in the writing transaction, under one advisory lock, so
-changes are numbered in commit order and a reader never passes a change that commits
-later (the price: commits of the table queue for that lock for the moment of the log
-insert). The purge's deletes of expired rows are logged as ``expire``. Watchers read
-the log; a NOTIFY on ``prism_feed:TABLE`` (the payload is the namespace) wakes them
-through one LISTEN connection per store, and without it they poll every
-``poll_interval`` of ``watch``. ``feed_ddl(TABLE)`` prints its SQL. With
-``create_table=false`` and no feed table, the store declares no ``watch``. The
-trigger belongs to the table, not to a store: once a ``feed=true`` store has created
-it, every commit to the table keeps logging (and taking the lock) whatever later
-stores are opened with, until the SQL of ``feed_drop_ddl(TABLE)`` removes it.
+Change feed (only with ``feed=true``): a deferred constraint trigger on the table logs
+every row change into ``TABLE_changes`` at commit, in the writing transaction, numbered
+by a sequence and without a lock, so concurrent commits do not queue for the log. A
+key's changes are numbered in its commit order (its next writer waits for its row lock),
+but across keys a change may commit after a higher-numbered one; a reader therefore
+delivers only up to its *horizon*: the last number N it read from the sequence once
+every transaction that had a transaction id when N was read has finished (a transaction
+id it takes after reading N, in a statement of its own, bounds them; each read costs one
+such id; the sequence must keep its ``CACHE 1``, as the DDL creates it, or its last
+number would not bound the numbers handed out; a ``feed=true`` store refuses to open on
+one with more, naming it). So a reader never passes a change that commits later, and a
+cursor resumed in any process misses nothing. A transaction left open anywhere on the
+server holds the horizon back (delivery waits, nothing is skipped), and a watch opened
+without a cursor waits for the transactions in progress, within the operation timeout.
+Feeds created by earlier versions took one advisory lock per table at commit instead;
+they keep it until the SQL of ``feed_ddl(TABLE)`` is run again (which replaces the
+trigger's function; run it once every process reads with a horizon). The purge's deletes
+of expired rows are logged as ``expire``. Watchers read the log; a NOTIFY on
+``prism_feed:TABLE`` (the payload is the namespace) wakes them through one LISTEN
+connection per store, and without it they poll every ``poll_interval`` of ``watch``.
+``feed_ddl(TABLE)`` prints its SQL. With ``create_table=false`` and no feed table, the
+store declares no ``watch``. The trigger belongs to the table, not to a store: once a
+``feed=true`` store has created it, every commit to the table keeps logging whatever
+later stores are opened with, until the SQL of ``feed_drop_ddl(TABLE)`` removes it.
 
 Token buckets (the gateway's rate limits shared across processes, ``control.store``)
 are rows of a second table, ``TABLE_buckets`` (``prism_kv_buckets``), created on
@@ -137,6 +149,7 @@ from prism.backends.postgres._errors import (
     lost_connection,
     map_error,
 )
+from prism.backends.postgres._horizon import FeedHorizon
 from prism.backends.postgres._pool import ConnectionPool
 from prism.backends.postgres._replicas import ReplicaSet
 from prism.backends.postgres._sql import (
@@ -175,6 +188,9 @@ __all__ = [
     "feed_drop_ddl",
     "feed_ns_floor_ddl",
 ]
+
+#: Seconds between readings while a new watch waits for the transactions in progress to finish.
+FEED_SETTLE_PAUSE = 0.001
 
 R = TypeVar("R")
 log = logging.getLogger("prism.backends.postgres")
@@ -354,6 +370,8 @@ class PostgresBackend(Backend):
         self._feed_listener: Any = None
         self._feed_listening: asyncio.Lock | None = None
         self._feed_events: dict[str, asyncio.Event] = {}
+        #: The number below which no change of the table can still commit, as this store knows it.
+        self._feed_horizon = FeedHorizon()
 
     @classmethod
     def from_url(cls, url: str, **options: Any) -> PostgresBackend:
@@ -597,6 +615,7 @@ class PostgresBackend(Backend):
                         f"prism.backends.postgres.feed_ns_floor_ddl({self.table!r})"
                     )
                 await con.execute(feed_ns_floor_ddl(self.table))
+            await self._check_feed_sequence(con)
             return
         if not self.create_table:
             log.warning(
@@ -611,6 +630,17 @@ class PostgresBackend(Backend):
             await con.execute("SELECT pg_advisory_xact_lock(hashtext($1))", f"prism:{feed_table(self.table)}")
             if not await con.fetchval("SELECT to_regclass($1) IS NOT NULL", self.statements.changes):
                 await con.execute(feed_ddl(self.table))
+
+    async def _check_feed_sequence(self, con: Any) -> None:
+        """Refuse a feed sequence that hands numbers out in blocks: readers could not bound them."""
+        seq = self.statements.feed_sequence
+        cache = await con.fetchval("SELECT seqcache FROM pg_sequence WHERE seqrelid = to_regclass($1)", seq)
+        if cache is not None and cache > 1:
+            raise BackendUnavailable(
+                f"table {self.table}'s change feed sequence {seq} has CACHE {cache}: a watcher bounds the "
+                f"changes still to commit by the sequence's last number, which needs CACHE 1; run "
+                f"ALTER SEQUENCE {seq} CACHE 1"
+            )
 
     async def _prepare_buckets(self, con: Any) -> None:
         if await con.fetchval("SELECT to_regclass($1) IS NOT NULL", self.statements.buckets):
@@ -767,13 +797,26 @@ class PostgresBackend(Backend):
 
         async def read(con: Any) -> tuple[list[Change], str]:
             # The head first, the floor last: a trim between the statements shows in the floor.
-            head = int(await con.fetchval(sql.feed_head))
+            number, bound = await con.fetchrow(sql.feed_number_and_bound)
+            snapshot, newest = await con.fetchrow(sql.feed_snapshot)
+            head = self._feed_horizon.advance(number, bound, str(snapshot))
             if start is None:
-                return [], str(head)
-            if start > head:
+                # A new watch starts at the newest number, once the transactions that may hold a
+                # number below it have finished (the operation deadline bounds the wait).
+                while head < number:
+                    await asyncio.sleep(FEED_SETTLE_PAUSE)
+                    later, bound = await con.fetchrow(sql.feed_number_and_bound)
+                    snapshot, _ = await con.fetchrow(sql.feed_snapshot)
+                    head = self._feed_horizon.advance(later, bound, str(snapshot))
+                return [], str(number)
+            if start > max(number, int(newest)):
                 raise cursor_ahead(str(after))
             args: tuple[Any, ...] = (ns, start, head, prefix, limit)
-            rows = await con.fetch(sql.feed_read[end is not None], *(args if end is None else (*args, end)))
+            rows = (
+                await con.fetch(sql.feed_read[end is not None], *(args if end is None else (*args, end)))
+                if head > start
+                else []  # nothing below the horizon yet
+            )
             if start < await con.fetchval(sql.feed_ns_floor, ns):
                 raise cursor_expired(str(after))
             changes = [

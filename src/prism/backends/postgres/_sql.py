@@ -104,15 +104,19 @@ def feed_ddl(table: str = DEFAULT_TABLE) -> str:
     """The SQL that creates the change feed of ``table`` (idempotent), for operators to run.
 
     A deferred constraint trigger logs every row change at commit, in the writing
-    transaction, under one advisory lock: changes are numbered in commit order, so a
-    reader that has seen change N has seen every change before it.
+    transaction, numbered by a sequence (no lock: concurrent commits do not queue).
+    Numbers are taken in the order of each key's commits (a key's next writer waits
+    for its row lock), but across keys a change may commit after a higher-numbered
+    one; readers therefore deliver only up to a number below which nothing can still
+    commit (see ``PostgresBackend.read_changes``), so a reader that has seen change N
+    has seen every change before it. Feeds created before kept a per-table lock at
+    commit instead; running this SQL again replaces their trigger function.
     """
     quoted, bare = _quote_table(table)
     changes, changes_bare = _quote_table(feed_table(table))
     floor, _ = _quote_table(f"{feed_table(table)}_floor")
     seq, _ = _quote_table(f"{feed_table(table)}_seq")
     fn, _ = _quote_table(f"{table}_feed")
-    lock = f"prism-feed:{table}"
     expired = "OLD.expires_at IS NOT NULL AND OLD.expires_at <= now()"
     return (
         f"CREATE SEQUENCE IF NOT EXISTS {seq};\n"
@@ -131,7 +135,6 @@ def feed_ddl(table: str = DEFAULT_TABLE) -> str:
         + feed_ns_floor_ddl(table)
         + f"CREATE OR REPLACE FUNCTION {fn}() RETURNS trigger LANGUAGE plpgsql AS $feed$\n"
         "BEGIN\n"
-        f"    PERFORM pg_advisory_xact_lock(hashtext('{lock}'));\n"
         "    IF TG_OP = 'DELETE' THEN\n"
         f"        PERFORM pg_notify('{feed_channel(table)}', OLD.namespace);\n"
         f"        INSERT INTO {changes} VALUES (nextval('{seq}'), OLD.namespace, OLD.record, OLD.key,\n"
@@ -238,6 +241,17 @@ class Statements:
         f, _ = _quote_table(f"{feed_table(table)}_floor")
         self.changes = c
         self.feed_head = f"SELECT coalesce(max(seq), 0) FROM {c}"
+        seq, _ = _quote_table(f"{feed_table(table)}_seq")
+        self.feed_sequence = seq
+        # The newest number handed out, then (the subquery's row comes first) a transaction id
+        # given in this statement's own transaction: every id given before the number was read
+        # is below it. The snapshot below is taken by a later statement.
+        self.feed_number_and_bound = (
+            "SELECT n, pg_current_xact_id()::text::bigint FROM "
+            f"(SELECT coalesce(pg_sequence_last_value('{seq}'::regclass), 0) AS n OFFSET 0) s"
+        )
+        # The transactions in progress now (xmin:xmax:xip,...), and the newest logged change.
+        self.feed_snapshot = f"SELECT pg_current_snapshot()::text, coalesce(max(seq), 0) FROM {c}"
         self.feed_read = {
             bounded: f"SELECT seq, record, key, op, etag, extract(epoch FROM at)::float8 FROM {c} "
             "WHERE namespace = $1 AND seq > $2 AND seq <= $3 AND record >= $4"

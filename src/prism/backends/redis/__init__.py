@@ -137,6 +137,7 @@ from prism.backends.redis._lua import (
     TAKE_TOKEN,
     WRITE,
 )
+from prism.backends.redis._quick import QuickReads
 from prism.backends.urls import mask_url
 from prism.errors import BackendUnavailable, DecodeError, InvalidArgument
 from prism.model import (
@@ -319,6 +320,7 @@ class RedisBackend(Backend):
         self.capabilities = feed_capabilities(type(self).capabilities, feed)
         self.settings = settings
         self._link = RedisLink(settings)
+        self._quick = QuickReads(self._link)
         self._bases: dict[str, str] = {}
         self._grace_ms = round(settings.expiry_grace * 1000)
 
@@ -357,6 +359,7 @@ class RedisBackend(Backend):
             raise
 
     async def close(self) -> None:
+        await self._quick.close()
         await self._link.close()
 
     async def _check_feed_support(self) -> None:
@@ -467,6 +470,16 @@ class RedisBackend(Backend):
             else:
                 out.append(_item(key, first_part, second, now))
         return out
+
+    async def get_flat_within(self, ns: str, records: Sequence[str], within: float) -> list[Item | None]:
+        if not records:
+            return []
+        base = self._base(ns)
+        found = await self._quick.read(
+            "get_many", ("MGET", *(f"{base}e:{record}" for record in records)), within
+        )
+        now = time.time()
+        return [None if s is None else _flat(r, s, now) for r, s in zip(records, found, strict=True)]
 
     async def get_range(
         self,

@@ -99,8 +99,7 @@ class SharedCache:
             return await load()
         key = entry_key(record)
         try:
-            async with asyncio.timeout(self.timeout):
-                gen_item, entry = await self.backend.get_many(self.namespace, ((_GEN, ""), (key, "")))
+            gen_item, entry = await self.backend.get_flat_within(self.namespace, (_GEN, key), self.timeout)
         except _FAILURES as exc:
             self._failed(exc)
             return await load()
