@@ -180,3 +180,16 @@ async def test_gateway_and_streaming_share_one_principal() -> None:
     assert Principal("sub", None, frozenset(), "jwt").owner == "jwt::sub"
     assert Principal("anonymous", None, frozenset(), "anonymous").owner == "anonymous"
     assert Principal("alice", "acme").owner == "alice"
+
+
+def test_backoff_jitter_leaves_the_global_random_state_alone() -> None:
+    # Property-based tests (and applications seeding random) must not see Prism's jitter.
+    import random
+
+    from prism.streaming.config import parse_config
+    from prism.streaming.jobs import backoff
+
+    state = random.getstate()
+    NetworkSettings().backoff(3)
+    backoff(parse_config(), 2)
+    assert random.getstate() == state

@@ -25,6 +25,9 @@ from prism.errors import BackendTimeout, BackendUnavailable, InvalidArgument, Pr
 
 __all__ = ["NetworkSettings", "call_with_retry", "split_options"]
 
+#: Jitter from a generator of our own, leaving the global ``random`` state to the application.
+_random = random.Random()
+
 R = TypeVar("R")
 
 RETRIES = Counter(
@@ -65,7 +68,7 @@ class NetworkSettings:
 
     def backoff(self, attempt: int) -> float:
         """Full-jitter exponential backoff for retry ``attempt`` (0-based)."""
-        return random.uniform(0, min(self.retry_cap, self.retry_base * (2**attempt)))
+        return _random.uniform(0, min(self.retry_cap, self.retry_base * (2**attempt)))
 
 
 def split_options(url: str, options: Mapping[str, Any]) -> tuple[str, dict[str, Any]]:

@@ -56,7 +56,8 @@ class Operation:
     ``body`` is the msgspec type the handler decodes its JSON body with (``body_fields``
     keeps only some of its fields, ``body_required`` marks more of them required and
     ``body_description`` says what the body is, for a struct shared by several messages).
-    ``response`` is the type of the success body. Texts are markdown. ``errors`` maps an
+    ``response`` is the type of the success body (answered with ``status``, and with each of
+    ``more_statuses``). Texts are markdown. ``errors`` maps an
     HTTP status to what it means here; they are answered as ``application/problem+json``.
     ``messages`` maps a direction (``client``, ``server``) to the msgspec type of the
     WebSocket messages sent that way (``x-websocket-messages`` in the document).
@@ -70,6 +71,8 @@ class Operation:
     body_required: tuple[str, ...] = ()
     body_description: str = ""
     status: int = 200
+    #: Other success statuses answered with the same body (201 beside 200 for create-or-replace).
+    more_statuses: tuple[int, ...] = ()
     response: Any = None
     response_description: str = "Success."
     response_media: str = "application/json"
@@ -674,6 +677,7 @@ def _render(op: Operation, path: str, schemas: _Schemas) -> dict[str, Any]:
         }
     out["responses"] = {
         str(op.status): success,
+        **{str(status): success for status in op.more_statuses},
         **{str(code): _problem(text, retry=code in (429, 503)) for code, text in sorted(op.errors.items())},
     }
     if op.public:

@@ -101,6 +101,7 @@ def namespace_routes(gateway: Gateway) -> list[BaseRoute]:
                 "namespace's rate limit. See docs/control-plane.md.",
                 body=NamespaceBody,
                 response=NamespacePlacement,
+                more_statuses=(201,),
                 response_description="Created (201) or changed (200), or with `dry_run` the decision.",
                 params=[{"name": "dry_run", "in": "query", "required": False, "schema": flag}],
                 errors={

@@ -41,6 +41,9 @@ from prism.model import Capabilities, Change, Item, StoredWrite, WriteOutcome
 
 __all__ = ["BACKFILL_COPIED", "BACKFILL_RUNNING", "MigratingBackend", "MigrationSettings", "ShadowCounters"]
 
+#: Read sampling from a generator of our own, leaving the global ``random`` state to the application.
+_random = random.Random()
+
 log = logging.getLogger("prism.migration")
 
 SHADOW_WRITES = Counter(
@@ -422,7 +425,7 @@ class MigratingBackend(Backend):
         state = self.state
         if ns == self.namespace and state is not None and state.shadow_read_sample > 0:
             shadow = self._route.shadow
-            if shadow is not None and random.random() < state.shadow_read_sample:
+            if shadow is not None and _random.random() < state.shadow_read_sample:
                 task = asyncio.create_task(self._compare(shadow, ns, record, key, item))
                 self._background.add(task)
                 task.add_done_callback(self._background.discard)

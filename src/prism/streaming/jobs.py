@@ -44,6 +44,9 @@ from prism.streaming.requests import RequestRecord, RequestStatus, RequestStore,
 
 __all__ = ["HandlerTimeout", "Job", "QueueMessage", "Runtime", "backoff", "classify"]
 
+#: Jitter from a generator of our own, leaving the global ``random`` state to the application.
+_random = random.Random()
+
 log = logging.getLogger("prism.streaming")
 
 
@@ -80,7 +83,7 @@ class HandlerTimeout(Timeout):
 def backoff(config: StreamingConfig, attempt: int, retry_after: float | None = None) -> float:
     """Delay before attempt ``attempt + 1``: exponential from ``retry_backoff``, capped, with jitter."""
     base = min(config.retry_backoff_max, config.retry_backoff * 2.0 ** max(0, attempt - 1))
-    delay = base * (1 + random.uniform(-config.retry_jitter, config.retry_jitter))
+    delay = base * (1 + _random.uniform(-config.retry_jitter, config.retry_jitter))
     return max(0.0, delay, retry_after or 0.0)
 
 

@@ -48,6 +48,9 @@ from prism.streaming.workers import WorkerPool
 
 __all__ = ["StreamingService", "Submission"]
 
+#: Jitter from a generator of our own, leaving the global ``random`` state to the application.
+_random = random.Random()
+
 log = logging.getLogger("prism.streaming")
 
 #: Longest pause between two checks for idle connections.
@@ -219,7 +222,7 @@ class StreamingService:
     async def _sweep_connections(self) -> None:
         interval = self.config.connection_stale_after / 3
         while True:
-            await asyncio.sleep(interval * random.uniform(0.5, 1.5))
+            await asyncio.sleep(interval * _random.uniform(0.5, 1.5))
             try:
                 removed = await self.connections.sweep()
                 if removed:
