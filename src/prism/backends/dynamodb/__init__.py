@@ -35,7 +35,11 @@ item, so ``existed`` is exact. Batches (``put_many``, ``delete_many``, ``put_ite
 send conditional and large writes one by one and the rest with BatchWriteItem in
 groups of 25, after one consistent BatchGetItem that tells ``existed`` (as of that read)
 and finds replaced chunked values; unprocessed items are resent with backoff until
-the operation deadline, then reported per key as ``BackendUnavailable``. With
+the operation deadline, then reported per key as ``BackendUnavailable``. A
+``put_many(..., existed=False)`` reads nothing: each of its unconditional puts is a
+PutItem that returns the old item (no read units; it finds replaced chunked values
+itself), the same write units as a BatchWriteItem of the same items but one request
+per key. With
 ``blind_batch_puts=true`` the unconditional puts of a batch skip that read, one round
 trip less, and report ``existed=False``; the store then refuses values over 390,000
 bytes, so that it never writes a chunked value (deletes still read first, their

@@ -438,7 +438,9 @@ class DynamoDBBackend(Backend):
     async def write(self, ns: str, ops: Sequence[StoredWrite]) -> list[WriteOutcome]:
         """Each op on its own: conditional and large writes one by one, the rest in BatchWriteItem.
 
-        Ops on the same key run in order (one round per repeat). Raises only when every
+        Blind puts (``StoredWrite.blind``) read nothing: each is a PutItem returning the
+        old item, or with ``blind_batch_puts`` part of the BatchWriteItem. Ops on the
+        same key run in order (one round per repeat). Raises only when every
         op failed for a reason other than its condition; otherwise errors are per op.
         """
         calls = self._calls
@@ -448,9 +450,10 @@ class DynamoDBBackend(Backend):
         if len(ops) == 1:
             return [await self._write_one(ns, ops[0], keys[0], now, deadline)]
         outcomes: list[WriteOutcome | None] = [None] * len(ops)
+        blind_store = self.options.blind_batch_puts
         for wave in _waves([_address(k) for k in keys]):
-            single = [i for i in wave if _needs_single_write(ops[i])]
-            plain = [i for i in wave if not _needs_single_write(ops[i])]
+            single = [i for i in wave if _needs_single_write(ops[i], blind_store)]
+            plain = [i for i in wave if not _needs_single_write(ops[i], blind_store)]
             if len(plain) <= SINGLE_WRITES_MAX:
                 single, plain = single + plain, []
             await asyncio.gather(
@@ -645,11 +648,18 @@ class DynamoDBBackend(Backend):
         return sum(1 for a in found if is_live(a, now))
 
 
-def _needs_single_write(op: StoredWrite) -> bool:
+def _needs_single_write(op: StoredWrite, blind_store: bool) -> bool:
+    """Whether ``op`` goes alone (PutItem/DeleteItem), not in the read-then-BatchWriteItem path.
+
+    A blind put (the caller does not ask ``existed``) goes alone unless the store has
+    ``blind_batch_puts``: a PutItem returning the old item reads nothing (no read units)
+    and still finds the chunks of a replaced large value, which a BatchWriteItem could
+    not without the read.
+    """
     return (
         op.if_match is not None
         or op.if_absent
-        or (op.value is not None and len(op.value) > INLINE_VALUE_BYTES)
+        or (op.value is not None and (len(op.value) > INLINE_VALUE_BYTES or (op.blind and not blind_store)))
     )
 
 
