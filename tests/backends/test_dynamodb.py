@@ -386,6 +386,27 @@ async def test_blind_puts_over_large_values_leave_no_chunks(own_table: tuple[Sto
     assert [i.value if i else None for i in got] == [large[:-1] + b"\x06", b"s", b"s", b"small"]
 
 
+async def test_concurrent_blind_puts_of_large_and_small_values_leave_no_chunks(
+    own_table: tuple[Store, str], raw: Any
+) -> None:
+    store, table = own_table
+    ns = store.namespace("blind-race")
+    large = b"\x09" * (INLINE_VALUE_BYTES + 1)  # two chunks
+    keys = [f"k{i}" for i in range(4)]
+
+    async def writer(n: int) -> None:
+        for round_no in range(6):
+            value = large if (n + round_no) % 2 else b"small"
+            results = await ns.put_many([Put(k, value) for k in keys], existed=False)
+            assert all(r.ok for r in results)
+
+    await asyncio.gather(*(writer(n) for n in range(4)))
+    got = await ns.get_many(keys, consistency="strong")
+    assert all(i is not None and i.value in (large, b"small") for i in got)
+    chunked = sum(1 for i in got if i is not None and i.value == large)
+    assert await _chunk_items(raw, table) == 2 * chunked, "chunks left by racing blind puts"
+
+
 async def test_unprocessed_batch_entries_are_resent(proxy: FaultProxy) -> None:
     async with prism.connect(_through(proxy)) as store:
         ns = store.namespace(f"unprocessed-{uuid.uuid4().hex[:8]}")
