@@ -432,7 +432,7 @@ def _dynamodb() -> tuple[str, dict[str, Any]]:
 
     now = time.time()
     ns = NAMESPACE
-    prism_wcu = prism_rcu = raw_wcu = 0
+    prism_wcu = prism_rcu = raw_wcu = unindexed_wcu = 0
     replace_wcu = {"no ttl": 0, "ttl": 0}
     prism_bytes = 0
     for i in range(BATCH):
@@ -443,6 +443,8 @@ def _dynamodb() -> tuple[str, dict[str, Any]]:
         table, index = _write_units(None, item)
         prism_wcu += table + index
         prism_rcu += -(-_attribute_bytes(item) // 4096)
+        table, index = _write_units(None, layout.item_attributes(ns, op, key, indexed=False))
+        unindexed_wcu += table + index
         raw_wcu += -(-_attribute_bytes({"pk": {"S": _key(i)}, "v": {"B": VALUE}}) // 1024)
         again = StoredWrite(_key(i), "", VALUE[::-1], etag=f"{i + BATCH:020x}", updated_at=now + 1)
         table, index = _write_units(item, layout.item_attributes(ns, again, key))
@@ -464,6 +466,7 @@ def _dynamodb() -> tuple[str, dict[str, Any]]:
             "write_units_per_put": prism_wcu / BATCH,
             "baseline_write_units_per_put": raw_wcu / BATCH,
             "replace_write_units_per_put": replace_wcu["no ttl"] / BATCH,
+            "unindexed_write_units_per_put": unindexed_wcu / BATCH,
             "baseline_replace_write_units_per_put": raw_wcu / BATCH,
             "read_units_per_put": f"{prism_rcu / BATCH:g} (0 with existed=False or blind_batch_puts)",
             "note": "item size and capacity units by DynamoDB's sizing rules; a new key is written to the "
@@ -486,6 +489,8 @@ def _dynamodb() -> tuple[str, dict[str, Any]]:
             f"| {replace_wcu['no ttl'] / raw_wcu:.2f}x |",
             f"| write units per replaced key, same expiry (an hour ahead) | {raw_wcu / BATCH:g} "
             f"| {replace_wcu['ttl'] / BATCH:g} | {replace_wcu['ttl'] / raw_wcu:.2f}x |",
+            f"| write units per new key, `scan_index=false` (no index entry) | {raw_wcu / BATCH:g} "
+            f"| {unindexed_wcu / BATCH:g} | {unindexed_wcu / raw_wcu:.2f}x |",
             f"| read units per key, default (consistent BatchGetItem of the replaced items) | 0 "
             f"| {prism_rcu / BATCH:g} | |",
             "| read units per key, `put_many(..., existed=False)` (a PutItem per key) or "
@@ -590,7 +595,9 @@ NOTES = """**Where the targets stand, and why.**
   write units of BatchWriteItem into a table without an index (the same ceiling as Redis's scan
   index). A put that replaces a key and keeps its expiry leaves the index entry (`ns`, `rid`, the table
   keys and the projected expiry `x`) as it was, so DynamoDB writes nothing to the index: 1 unit, the
-  same as BatchWriteItem. Only new keys (and puts that change an expiry) still cost the index write.
+  same as BatchWriteItem. Only new keys (and puts that change an expiry) still cost the index write;
+  a store opened with `scan_index=false` writes no index entry (1 unit per new key too) and refuses
+  `scan`, for namespaces that are only read by key.
   The read of replaced items (1 read unit per key, consistent) tells `existed` and finds replaced
   chunked values; `put_many(..., existed=False)` skips it and sends each unconditional put as a
   PutItem that returns the old item (no read units, the same write units, one request per key instead

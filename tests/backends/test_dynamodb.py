@@ -24,7 +24,7 @@ from aiohttp import web
 
 import prism
 from prism.backends.dynamodb.layout import INLINE_VALUE_BYTES, key_of
-from prism.errors import BackendUnavailable, InvalidArgument, PreconditionFailed, ValueTooLarge
+from prism.errors import BackendUnavailable, InvalidArgument, PreconditionFailed, Unsupported, ValueTooLarge
 from prism.kv.store import Store
 from prism.model import Delete, Put
 from prism.testing.conformance import ConformanceSuite
@@ -91,6 +91,16 @@ class TestConformance(ConformanceSuite):
         return dynamodb.url
 
 
+class TestConformanceWithoutScanIndex(ConformanceSuite):
+    """``scan_index=false``: every contract but scans (``prefix_scan`` is False), on the shared table."""
+
+    stateful_examples = 10
+
+    @pytest.fixture
+    def store_url(self, dynamodb: DynamoDBServer | ExternalDynamoDB) -> str:
+        return dynamodb.url + ("&" if "?" in dynamodb.url else "?") + "scan_index=false"
+
+
 # -- options ----------------------------------------------------------------------
 
 
@@ -107,6 +117,7 @@ class TestConformance(ConformanceSuite):
         ("dynamodb://prism?max_connections=0", {}, "max_connections"),
         ("dynamodb://prism?endpoint=ftp://host", {}, "endpoint"),
         ("dynamodb://prism?blind_batch_puts=sometimes", {}, "blind_batch_puts"),
+        ("dynamodb://prism", {"scan_index": "rarely"}, "scan_index"),
     ],
 )
 def test_bad_urls_and_options_are_refused(url: str, options: dict[str, Any], message: str) -> None:
@@ -405,6 +416,33 @@ async def test_concurrent_blind_puts_of_large_and_small_values_leave_no_chunks(
     assert all(i is not None and i.value in (large, b"small") for i in got)
     chunked = sum(1 for i in got if i is not None and i.value == large)
     assert await _chunk_items(raw, table) == 2 * chunked, "chunks left by racing blind puts"
+
+
+async def test_without_the_scan_index_items_stay_out_of_it_and_scan_is_refused(
+    dynamodb: DynamoDBServer | ExternalDynamoDB, raw: Any
+) -> None:
+    server = _local(dynamodb)
+    table = f"prism-noindex-{uuid.uuid4().hex[:8]}"
+    async with prism.connect(server.url_for(table=table, scan_index="false")) as store:
+        assert not store.capabilities.prefix_scan
+        ns = store.namespace("plain")
+        large = b"\x03" * (INLINE_VALUE_BYTES + 1)
+        await ns.put("one", b"1", ttl=3600)
+        await ns.put_many([Put("two", b"2"), Put("three", b"3"), Put("big", large)])
+        await ns.put_many([Put("four", b"4"), Put("five", b"5")], existed=False)
+        await ns.transact([Put("six", b"6"), Delete("five")])
+        await ns.put_items("rec", [Put("a", b"x"), Put("b", b"y")])
+        got = await ns.get_many(["one", "two", "three", "big", "four", "five", "six"])
+        assert [i.value if i else None for i in got] == [b"1", b"2", b"3", large, b"4", None, b"6"]
+        assert [i.key for i in (await ns.get_items("rec")).items] == ["a", "b"]
+        with pytest.raises(Unsupported, match="scan_index=false"):
+            await ns.scan()
+        with pytest.raises(Unsupported, match="scan_index=false"):
+            await store.backend.scan("plain", "", None, 10)
+    items = (await raw.scan(TableName=table))["Items"]
+    assert items and all("ns" not in i and "rid" not in i for i in items), "an item carries index keys"
+    indexed = await raw.scan(TableName=table, IndexName="prism_records")
+    assert indexed["Items"] == [], "the prism_records index holds entries"
 
 
 async def test_unprocessed_batch_entries_are_resent(proxy: FaultProxy) -> None:

@@ -324,7 +324,9 @@ class Namespace:
         check_limit(limit, MAX_PAGE_LIMIT)
         after = decode_token(page_token, "scan", prefix)
         if not self._backend.capabilities.prefix_scan:
-            raise Unsupported(f"the {self._backend.name} backend cannot list keys")
+            raise Unsupported(
+                self._backend.scan_unsupported or f"the {self._backend.name} backend cannot list keys"
+            )
         self._check_open()
         with self._inst.op(self.name, "scan"):
             keys = await self._backend.scan(self.name, prefix, after, limit + 1)

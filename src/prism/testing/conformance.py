@@ -742,7 +742,11 @@ class ConformanceSuite:
         async def scan_gone() -> bool:
             return await _scan_all(ns, "t:") == ["t:kept", "t:rec"]
 
-        checks = [get_gone, exists_gone, many_gone, items_gone]
+        async def all_gone() -> bool:
+            # Written just after t:gone, so it may outlive it by as much.
+            return not (await ns.get_items("t:all", keys=["a"])).items
+
+        checks = [get_gone, exists_gone, many_gone, items_gone, all_gone]
         checks += [range_gone] if store.capabilities.range_reads else []
         checks += [scan_gone] if store.capabilities.prefix_scan else []
         for check in checks:

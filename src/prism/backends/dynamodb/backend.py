@@ -119,6 +119,13 @@ class DynamoDBBackend(Backend):
             # No value of this store is ever chunked, so a blind put never replaces chunks
             # it would have to clean up (nor does any store on the table that also sets it).
             self.capabilities = replace(self.capabilities, max_value_bytes=INLINE_VALUE_BYTES)
+        if not options.scan_index:
+            # Items leave out the keys of the prism_records index, which alone serves scan.
+            self.capabilities = replace(self.capabilities, prefix_scan=False)
+            self.scan_unsupported = (
+                "this dynamodb store lists no keys: it was opened with scan_index=false, so its "
+                "items are not in the prism_records index"
+            )
         self._stack: contextlib.AsyncExitStack | None = None
         self._calls_or_none: Calls | None = None
 
@@ -389,6 +396,8 @@ class DynamoDBBackend(Backend):
 
     async def scan(self, ns: str, prefix: str, after: str | None, limit: int) -> list[str]:
         """Record ids from the ``prism_records`` index, skipping each listed record's other items."""
+        if not self.options.scan_index:
+            raise Unsupported(self.scan_unsupported)
         calls = self._calls
         deadline = calls.deadline()
         lower = after if after is not None and after >= prefix else None
@@ -499,7 +508,7 @@ class DynamoDBBackend(Backend):
             if len(op.value) > INLINE_VALUE_BYTES:
                 version = new_version()
                 await chunks.write_chunks(calls, version, op.value, op.expires_at, deadline)
-            params["Item"] = item_attributes(ns, op, key, version)
+            params["Item"] = item_attributes(ns, op, key, version, indexed=self.options.scan_index)
         try:
             response = await calls.call(operation, params, deadline)
         except ConditionFailed as failed:
@@ -557,7 +566,8 @@ class DynamoDBBackend(Backend):
             if op.value is None:
                 requests.append({"DeleteRequest": {"Key": keys[i]}})
             else:
-                requests.append({"PutRequest": {"Item": item_attributes(ns, op, keys[i])}})
+                item = item_attributes(ns, op, keys[i], indexed=self.options.scan_index)
+                requests.append({"PutRequest": {"Item": item}})
             batched.append((i, before is not None and is_live(before, now)))
         writes = asyncio.gather(
             *(self._write_one_into(ns, ops, keys, i, now, deadline, outcomes) for i in replacing_chunks)
@@ -598,7 +608,13 @@ class DynamoDBBackend(Backend):
                 actions = []
                 for address, i in final.items():
                     op = ops[i]
-                    item = None if op.value is None else item_attributes(ns, op, keys[i], versions.get(i))
+                    item = (
+                        None
+                        if op.value is None
+                        else item_attributes(
+                            ns, op, keys[i], versions.get(i), indexed=self.options.scan_index
+                        )
+                    )
                     actions.append(pinned_action(self._table, keys[i], item, state.get(address), now))
                 params = {"TransactItems": actions, "ClientRequestToken": uuid.uuid4().hex}
                 try:
