@@ -1,6 +1,8 @@
 """Cost at scale: memory and storage per key, bulk load rates, and embedded reads as the data grows.
 
-``python -m bench cost [--keys=N] [--embedded-keys=N] [--rounds=N]``. Starts its own
+``python -m bench cost [--keys=N] [--embedded-keys=N] [--rounds=N] [--only=PART,...]``
+(parts: redis, postgres, embedded, dynamodb; ``--only`` replaces just those parts of
+an existing section and their figures in ``cost.json``). Starts its own
 ``redis-server`` and PostgreSQL (``prism.testing.servers``) and measures, side by
 side in one run, with 100-byte values:
 
@@ -27,6 +29,7 @@ import asyncio
 import json
 import os
 import random
+import re
 import statistics
 import sys
 import tempfile
@@ -50,6 +53,9 @@ BATCH = 1000
 SMALL = 10_000
 NAMESPACE = "cost"
 GETS_PER_ROUND = 20_000
+#: The SQLite store options of the second embedded get row: a 256 MiB page cache and a
+#: 1 GiB memory map, both more than the 1,000,000-key file.
+TUNED = "cache_size=262144&mmap_size=1073741824"
 
 
 def _option(argv: list[str], name: str, default: int) -> int:
@@ -313,21 +319,33 @@ async def _embedded(big: int, rounds: int, work: Path) -> tuple[str, dict[str, A
             for i in range(BATCH):
                 cache.set(_key(b * BATCH + i), VALUE)
     cache.close()
+    # The same files through stores with a larger page cache and a memory map (TUNED).
+    tuned = {}
+    for n in (SMALL, big):
+        store = await prism.connect(f"sqlite:///{work}/e{n}/data.db?{TUNED}")
+        tuned[n] = (store, store.namespace(NAMESPACE))
     times: dict[int, list[float]] = {SMALL: [], big: []}
+    tuned_times: dict[int, list[float]] = {SMALL: [], big: []}
     rng = random.Random(7)
     for r in range(rounds):
         for n in (SMALL, big) if r % 2 == 0 else (big, SMALL):
-            ns = stores[n][1]
-            picks = [_key(rng.randrange(n)) for _ in range(GETS_PER_ROUND)]
-            start = time.perf_counter()
-            for key in picks:
-                await ns.get(key)
-            times[n].append((time.perf_counter() - start) / GETS_PER_ROUND)
-    for store, _ in stores.values():
+            for side, into in (
+                ((stores, times), (tuned, tuned_times))
+                if r % 4 < 2
+                else ((tuned, tuned_times), (stores, times))
+            ):
+                ns = side[n][1]
+                picks = [_key(rng.randrange(n)) for _ in range(GETS_PER_ROUND)]
+                start = time.perf_counter()
+                for key in picks:
+                    await ns.get(key)
+                into[n].append((time.perf_counter() - start) / GETS_PER_ROUND)
+    for store, _ in [*stores.values(), *tuned.values()]:
         await store.close()
     prism_size = _dir_bytes(work / f"e{big}")
     disk_size = _dir_bytes(work / "dc")
     small_us, big_us = (spread([t * 1e6 for t in times[n]]) for n in (SMALL, big))
+    tuned_small, tuned_big = (spread([t * 1e6 for t in tuned_times[n]]) for n in (SMALL, big))
     figures = {
         "sqlite": {
             "bytes_per_key": round(prism_size / big),
@@ -348,6 +366,12 @@ async def _embedded(big: int, rounds: int, work: Path) -> tuple[str, dict[str, A
                 f"{small_us[0]:.1f} ({small_us[1]:.1f}-{small_us[2]:.1f})",
                 f"{big_us[0]:.1f} ({big_us[1]:.1f}-{big_us[2]:.1f})",
                 f"{_ratio(times[big], times[SMALL]):.2f}x",
+            ),
+            _row(
+                f"get, µs, `{TUNED}` (at {SMALL:,} keys vs at {big:,})",
+                f"{tuned_small[0]:.1f} ({tuned_small[1]:.1f}-{tuned_small[2]:.1f})",
+                f"{tuned_big[0]:.1f} ({tuned_big[1]:.1f}-{tuned_big[2]:.1f})",
+                f"{_ratio(tuned_times[big], tuned_times[SMALL]):.2f}x",
             ),
             _row(
                 f"file size per key at {big:,} keys (diskcache vs Prism)",
@@ -379,32 +403,81 @@ def _attribute_bytes(attrs: dict[str, Any]) -> int:
     return size
 
 
+def _index_entry(item: dict[str, Any]) -> dict[str, Any] | None:
+    """An item's entry in the ``prism_records`` index (its keys, the table's keys, the projected
+    expiry), or None when it lacks an index key and so is not in the index."""
+    from prism.backends.dynamodb import layout
+
+    if layout.NS not in item or layout.RID not in item:
+        return None
+    names = (layout.PK, layout.SK, layout.NS, layout.RID, layout.EXPIRES)
+    return {k: item[k] for k in names if k in item}
+
+
+def _write_units(old: dict[str, Any] | None, new: dict[str, Any]) -> tuple[int, int]:
+    """(table, index) write units of a put of ``new`` over ``old`` by DynamoDB's rules.
+
+    The table is charged ceil(larger of the old and new item size / 1 KB). The index is
+    charged nothing when the index entry (keys and projected attributes) is unchanged,
+    one write of the new entry (its size plus 100 bytes, per KB) when it is new or only
+    its projected attributes change, and a delete of the old entry besides when an
+    index key changes.
+    """
+    from prism.backends.dynamodb import layout
+
+    size = _attribute_bytes(new)
+    table = -(-max(size, _attribute_bytes(old) if old is not None else 0) // 1024)
+    before = _index_entry(old) if old is not None else None
+    after = _index_entry(new)
+    if before == after:
+        return table, 0
+    index = 0
+    if after is not None:
+        index += -(-(_attribute_bytes(after) + 100) // 1024)
+    if before is not None and (after is None or any(before[k] != after[k] for k in (layout.NS, layout.RID))):
+        index += -(-(_attribute_bytes(before) + 100) // 1024)
+    return table, index
+
+
 def _dynamodb() -> tuple[str, dict[str, Any]]:
-    """Write and read capacity units of put_many of 1,000 new keys, from Prism's own item layout.
+    """Write and read capacity units of put_many of 1,000 keys, new and replaced, from Prism's own items.
 
     moto answers every call with a fixed ConsumedCapacity, so the units come from the
-    items Prism builds (``layout.item_attributes``) and DynamoDB's sizing rules: a
-    write costs ceil(size / 1 KB) units per item on the table and on each global
-    secondary index it lands in (index entry: its keys, the table's keys, the
-    projected attributes and 100 bytes); a strongly consistent read ceil(size / 4 KB).
+    items Prism builds (``layout.item_attributes``) and DynamoDB's sizing rules
+    (``_write_units``); a strongly consistent read costs ceil(size / 4 KB). The
+    replacing put writes the same key again with a new value and etag and the same
+    expiry (none, and an hour ahead), as a second put_many does.
     """
     from prism.backends.dynamodb import layout
     from prism.model import StoredWrite
 
     now = time.time()
     ns = NAMESPACE
-    prism_wcu = prism_rcu = raw_wcu = 0
+    prism_wcu = prism_rcu = raw_wcu = unindexed_wcu = 0
+    replace_wcu = {"no ttl": 0, "ttl": 0}
     prism_bytes = 0
     for i in range(BATCH):
         op = StoredWrite(_key(i), "", VALUE, etag=f"{i:020x}", updated_at=now)
         key = layout.key_of(ns, op.record, op.key)
         item = layout.item_attributes(ns, op, key)
-        size = _attribute_bytes(item)
-        prism_bytes += size
-        index_entry = {k: item[k] for k in ("pk", "sk", "ns", "rid")}
-        prism_wcu += -(-size // 1024) + -(-(_attribute_bytes(index_entry) + 100) // 1024)
-        prism_rcu += -(-size // 4096)
+        prism_bytes += _attribute_bytes(item)
+        table, index = _write_units(None, item)
+        prism_wcu += table + index
+        prism_rcu += -(-_attribute_bytes(item) // 4096)
+        table, index = _write_units(None, layout.item_attributes(ns, op, key, indexed=False))
+        unindexed_wcu += table + index
         raw_wcu += -(-_attribute_bytes({"pk": {"S": _key(i)}, "v": {"B": VALUE}}) // 1024)
+        again = StoredWrite(_key(i), "", VALUE[::-1], etag=f"{i + BATCH:020x}", updated_at=now + 1)
+        table, index = _write_units(item, layout.item_attributes(ns, again, key))
+        replace_wcu["no ttl"] += table + index
+        expires = now + 3600
+        with_ttl = StoredWrite(_key(i), "", VALUE, etag=f"{i:020x}", expires_at=expires, updated_at=now)
+        old = layout.item_attributes(ns, with_ttl, key)
+        new = StoredWrite(
+            _key(i), "", VALUE[::-1], etag=f"{i + BATCH:020x}", expires_at=expires, updated_at=now + 1
+        )
+        table, index = _write_units(old, layout.item_attributes(ns, new, key))
+        replace_wcu["ttl"] += table + index
     raw_size = _attribute_bytes({"pk": {"S": _key(0)}, "v": {"B": VALUE}})
     figures = {
         "dynamodb": {
@@ -413,57 +486,108 @@ def _dynamodb() -> tuple[str, dict[str, Any]]:
             "baseline_bytes_per_key": raw_size,
             "write_units_per_put": prism_wcu / BATCH,
             "baseline_write_units_per_put": raw_wcu / BATCH,
-            "read_units_per_put": f"{prism_rcu / BATCH:g} (0 with blind_batch_puts)",
-            "note": "item size and capacity units by DynamoDB's sizing rules; a write lands on the table "
-            "and on the prism_records scan index",
+            "replace_write_units_per_put": replace_wcu["no ttl"] / BATCH,
+            "unindexed_write_units_per_put": unindexed_wcu / BATCH,
+            "baseline_replace_write_units_per_put": raw_wcu / BATCH,
+            "read_units_per_put": f"{prism_rcu / BATCH:g} (0 with existed=False or blind_batch_puts)",
+            "note": "item size and capacity units by DynamoDB's sizing rules; a new key is written to the "
+            "table and to the prism_records scan index, a replacing put that keeps the expiry to the table "
+            "only",
         }
     }
     text = "\n".join(
         [
-            f"**DynamoDB capacity units** of a put_many of {BATCH:,} new keys (100-byte values), from the "
-            "items Prism writes and DynamoDB's sizing rules (moto reports a fixed ConsumedCapacity):",
+            f"**DynamoDB capacity units** of a put_many of {BATCH:,} keys (100-byte values), from the items "
+            "Prism writes and DynamoDB's sizing rules (moto reports a fixed ConsumedCapacity):",
             "",
             "| measure | raw BatchWriteItem (`pk`, `v`) | Prism | Prism ÷ raw |",
             "|---|---|---|---|",
-            f"| item size | {_attribute_bytes({'pk': {'S': _key(0)}, 'v': {'B': VALUE}})} B "
-            f"| {prism_bytes / BATCH:.0f} B | |",
-            f"| write units per key (table + `prism_records` scan index) | {raw_wcu / BATCH:g} "
+            f"| item size | {raw_size} B | {prism_bytes / BATCH:.0f} B | |",
+            f"| write units per new key (table + `prism_records` scan index) | {raw_wcu / BATCH:g} "
             f"| {prism_wcu / BATCH:g} | {prism_wcu / raw_wcu:.2f}x |",
+            f"| write units per replaced key, same expiry (none) (table; index entry unchanged) "
+            f"| {raw_wcu / BATCH:g} | {replace_wcu['no ttl'] / BATCH:g} "
+            f"| {replace_wcu['no ttl'] / raw_wcu:.2f}x |",
+            f"| write units per replaced key, same expiry (an hour ahead) | {raw_wcu / BATCH:g} "
+            f"| {replace_wcu['ttl'] / BATCH:g} | {replace_wcu['ttl'] / raw_wcu:.2f}x |",
+            f"| write units per new key, `scan_index=false` (no index entry) | {raw_wcu / BATCH:g} "
+            f"| {unindexed_wcu / BATCH:g} | {unindexed_wcu / raw_wcu:.2f}x |",
             f"| read units per key, default (consistent BatchGetItem of the replaced items) | 0 "
             f"| {prism_rcu / BATCH:g} | |",
-            "| read units per key, `blind_batch_puts=true` | 0 | 0 | |",
+            "| read units per key, `put_many(..., existed=False)` (a PutItem per key) or "
+            "`blind_batch_puts=true` | 0 | 0 | |",
         ]
     )
     return text, figures
 
 
-async def _measure(argv: list[str], work: Path) -> tuple[list[str], dict[str, Any]]:
+PARTS = ("redis", "postgres", "embedded", "dynamodb")
+
+
+def _parts(argv: list[str]) -> tuple[str, ...]:
+    """The parts ``--only=NAME[,NAME]`` selects (every part without it)."""
+    for arg in argv:
+        if arg.startswith("--only="):
+            names = tuple(n for n in arg.split("=", 1)[1].split(",") if n)
+            unknown = [n for n in names if n not in PARTS]
+            if unknown or not names:
+                raise SystemExit(f"--only takes parts of {', '.join(PARTS)}, got {arg.split('=', 1)[1]!r}")
+            return names
+    return PARTS
+
+
+async def _measure(argv: list[str], work: Path) -> tuple[dict[str, str], dict[str, Any]]:
     keys = _option(argv, "keys", 200_000)
     big = _option(argv, "embedded-keys", 1_000_000)
     rounds = _option(argv, "rounds", 20)
-    parts: list[str] = []
+    wanted = _parts(argv)
+    parts: dict[str, str] = {}
     figures: dict[str, Any] = {}
-    redis_server = RedisServer.local()
-    try:
-        text, more = await _redis(redis_server.url_for, keys, rounds, work)
-        parts.append(text)
+    if "redis" in wanted:
+        redis_server = RedisServer.local()
+        try:
+            parts["redis"], more = await _redis(redis_server.url_for, keys, rounds, work)
+            figures.update(more)
+        finally:
+            redis_server.close()
+    if "postgres" in wanted:
+        pg = PostgresServer.launch()
+        try:
+            parts["postgres"], more = await _postgres(pg.url, keys, rounds, work)
+            figures.update(more)
+        finally:
+            pg.close()
+    if "embedded" in wanted:
+        parts["embedded"], more = await _embedded(big, rounds, work)
         figures.update(more)
-    finally:
-        redis_server.close()
-    pg = PostgresServer.launch()
-    try:
-        text, more = await _postgres(pg.url, keys, rounds, work)
-        parts.append(text)
+    if "dynamodb" in wanted:
+        parts["dynamodb"], more = _dynamodb()
         figures.update(more)
-    finally:
-        pg.close()
-    text, more = await _embedded(big, rounds, work)
-    parts.append(text)
-    figures.update(more)
-    text, more = _dynamodb()
-    parts.append(text)
-    figures.update(more)
     return parts, figures
+
+
+def _block(name: str, text: str) -> str:
+    return f"<!-- cost:{name} -->\n{text.strip()}\n<!-- /cost:{name} -->"
+
+
+def _merged_section(parts: dict[str, str], run_line: str) -> str:
+    """The section with the measured parts replaced (each under ``run_line``) and the rest kept."""
+    from bench._report import DOC
+
+    text = DOC.read_text(encoding="utf-8") if DOC.exists() else ""
+    begin, end = "<!-- bench:cost -->", "<!-- /bench:cost -->"
+    if begin not in text or end not in text:
+        raise SystemExit("--only updates an existing cost section: run `python -m bench cost` once first")
+    section = text.split(begin, 1)[1].split(end, 1)[0]
+    for name, part in {**parts, "notes": NOTES}.items():
+        pattern = re.compile(
+            re.escape(f"<!-- cost:{name} -->") + ".*?" + re.escape(f"<!-- /cost:{name} -->"), re.S
+        )
+        if not pattern.search(section):
+            raise SystemExit(f"the cost section has no {name} part: run `python -m bench cost` once first")
+        body = part if name == "notes" else f"{run_line}\n\n{part}"
+        section = pattern.sub(lambda _, body=body, name=name: _block(name, body), section)
+    return section
 
 
 NOTES = """**Where the targets stand, and why.**
@@ -484,16 +608,28 @@ NOTES = """**Where the targets stand, and why.**
   conflict. *Storage per row (<= 1.5x)*: the namespace, record and empty item key in the primary key,
   the etag and the update time are the extra bytes.
 - *Embedded store*: a get at 1,000,000 keys walks a deeper B-tree than at 10,000 (one SQLite index
-  lookup either way). The ratio sits at the 1.5x target's edge and moves with the machine's load:
-  1.36x to 1.78x in five runs on 2026-12-07 at load averages of 7 to 12 (`--rounds=5` and 20). The
-  file is smaller than diskcache's for the same keys and values.
+  lookup either way), and with SQLite's default 2 MB page cache the 1,000,000-key file (about 180 MB)
+  is mostly not in it, so most gets copy a leaf page in with a `read` call (from the OS page cache).
+  With the defaults the ratio sits at the 1.5x target's edge and moves with the machine's load (1.36x
+  to 1.78x in earlier runs on 2026-12-07 at load averages of 5 to 12). With the store options
+  `cache_size` and `mmap_size` larger than the file the pages are read in place (second get row):
+  the rest of the gap is the deeper tree and the CPU caches, which a 2 MB file fits and a 180 MB one
+  does not. The defaults stay SQLite's (a memory map turns an I/O error into a crash of the process,
+  and the page cache is memory per connection); a store that wants flat reads at scale sets both.
+  The file is smaller than diskcache's for the same keys and values.
 - *DynamoDB*: every Prism item carries `ns` and `rid`, the keys of the `prism_records` index that
-  serves ordered scans, so a write costs a unit on the table and one on the index: 2x the write units
-  of BatchWriteItem into a table without an index (the same ceiling as Redis's scan index). The read of
-  replaced items (1 read unit per key, consistent) is skipped with `blind_batch_puts=true`; it stays a
-  store option rather than a per-call choice because it is also how a put finds the chunks of a
-  replaced large value: a store that skips it must never write chunked values, which is what the
-  option enforces.
+  serves ordered scans, so writing a new key costs a unit on the table and one on the index: 2x the
+  write units of BatchWriteItem into a table without an index (the same ceiling as Redis's scan
+  index). A put that replaces a key and keeps its expiry leaves the index entry (`ns`, `rid`, the table
+  keys and the projected expiry `x`) as it was, so DynamoDB writes nothing to the index: 1 unit, the
+  same as BatchWriteItem. Only new keys (and puts that change an expiry) still cost the index write;
+  a store opened with `scan_index=false` writes no index entry (1 unit per new key too) and refuses
+  `scan`, for namespaces that are only read by key.
+  The read of replaced items (1 read unit per key, consistent) tells `existed` and finds replaced
+  chunked values; `put_many(..., existed=False)` skips it and sends each unconditional put as a
+  PutItem that returns the old item (no read units, the same write units, one request per key instead
+  of one per 25), and the store option `blind_batch_puts=true` skips it inside BatchWriteItem for
+  stores that never write chunked values.
 - *`prism kv import`* is put_many of 1,000 fed from JSON lines, reading the next batch while the store
   writes the last; *export* is a scan page and a get_many per 1,000 keys. Run as a command, each also
   pays the interpreter's start-up (one to two seconds on this machine under this load).
@@ -501,29 +637,44 @@ NOTES = """**Where the targets stand, and why.**
 
 
 def main(argv: list[str]) -> None:
-    """Measure and write the cost section of docs/benchmarks.md."""
-    command = "python -m bench cost " + " ".join(a for a in argv if a.startswith("--"))
+    """Measure and write the cost section of docs/benchmarks.md (``--only``: just those parts)."""
+    command = ("python -m bench cost " + " ".join(a for a in argv if a.startswith("--"))).strip()
+    only = len(_parts(argv)) < len(PARTS)
     started = time.time()
     load = os.getloadavg()[0]
     with tempfile.TemporaryDirectory(prefix="prism-cost-") as work:
         parts, figures = asyncio.run(_measure(argv, Path(work)))
     took = time.time() - started
-    header = [
-        "## Cost at scale",
-        "",
-        f"`{command.strip()}` ({environment('redis', 'asyncpg', 'diskcache')}; {took / 60:.1f} min, "
-        f"load average {load:.1f} on 2 cores at the start). Rates are medians of interleaved rounds with "
-        "their spread; each side loads new keys in every round.",
-        "",
-    ]
-    write_section("cost", "\n".join(header) + "\n" + "\n\n".join([*parts, NOTES]) + "\n")
+    run = (
+        f"`{command}` ({environment('redis', 'asyncpg', 'diskcache')}; {took / 60:.1f} min, "
+        f"load average {load:.1f} on 2 cores at the start)"
+    )
+    if only:
+        section = _merged_section(parts, f"Measured by {run}:")
+    else:
+        header = [
+            "## Cost at scale",
+            "",
+            f"{run}. Rates are medians of interleaved rounds with their spread; each side loads new keys "
+            "in every round.",
+            "",
+        ]
+        blocks = [_block(name, parts[name]) for name in PARTS] + [_block("notes", NOTES)]
+        section = "\n".join(header) + "\n" + "\n\n".join(blocks) + "\n"
+    write_section("cost", section)
     from prism.backends.matrix import COST_FILE
 
-    record = {
-        "command": command.strip(),
+    record: dict[str, Any] = {
+        "command": command,
         "date": time.strftime("%Y-%m-%d", time.gmtime()),
-        "figures": figures,
+        "figures": {},
     }
+    if only and COST_FILE.exists():
+        earlier = json.loads(COST_FILE.read_text(encoding="utf-8"))
+        commands = [c for c in earlier["command"].split("; ") if c != command]
+        record["command"] = "; ".join([*commands, command])
+        record["figures"] = earlier["figures"]
+    record["figures"].update(figures)
     COST_FILE.write_text(json.dumps(record, indent=2, sort_keys=True) + "\n", encoding="utf-8")
     print(
         f"wrote {COST_FILE.name}; run `make docs` to put its figures into docs/backends.md", file=sys.stderr

@@ -20,6 +20,8 @@ FIGURES = {
             "baseline_bytes_per_key": 111,
             "write_units_per_put": 2.0,
             "baseline_write_units_per_put": 1.0,
+            "replace_write_units_per_put": 1.0,
+            "baseline_replace_write_units_per_put": 1.0,
             "read_units_per_put": "1 (0 with blind_batch_puts)",
         },
     },
@@ -45,6 +47,11 @@ def test_the_matrix_shows_the_recorded_cost_figures(tmp_path: Path, monkeypatch:
     assert by_backend["stored bytes per key"]["dynamodb"] == "170 B (BatchWriteItem: 111 B)"
     assert by_backend["stored bytes per key"]["memory"] == "-"
     assert by_backend["write capacity units per put"]["dynamodb"] == "2 (BatchWriteItem: 1)"
+    assert (
+        by_backend["write capacity units per replacing put, same expiry"]["dynamodb"]
+        == "1 (BatchWriteItem: 1)"
+    )
+    assert by_backend["write capacity units per replacing put, same expiry"]["redis"] == "-"
     assert by_backend["read capacity units per put_many key"]["dynamodb"] == "1 (0 with blind_batch_puts)"
     assert "`python -m bench cost --keys=200000` on 2026-12-07" in text
     assert "- redis: INFO" in text

@@ -175,3 +175,27 @@ def test_reads_leave_no_read_transaction_open(tmp_path: Path) -> None:
                 assert busy == 0, "a read transaction was left open"
         finally:
             other.close()
+
+
+async def test_cache_and_mmap_sizes_are_set_on_every_connection(tmp_path: Path) -> None:
+    url = f"sqlite:///{tmp_path}/sized.db?cache_size=65536&mmap_size=268435456"
+    async with prism.connect(url) as store:
+        await store.namespace("n").put("k", b"v")
+        backend = store.backend
+        for conn in (backend._conn, backend._slow_conn):  # type: ignore[attr-defined]
+            assert conn is not None
+            assert conn.execute("PRAGMA cache_size").fetchone()[0] == -65536
+            assert conn.execute("PRAGMA mmap_size").fetchone()[0] == 268435456
+    async with prism.connect(f"sqlite:///{tmp_path}/plain.db") as store:
+        conn = store.backend._conn  # type: ignore[attr-defined]
+        assert conn.execute("PRAGMA cache_size").fetchone()[0] == -2000
+        assert conn.execute("PRAGMA mmap_size").fetchone()[0] == 0
+
+
+@pytest.mark.parametrize(
+    ("query", "field"),
+    [("cache_size=0", "cache_size"), ("cache_size=lots", "cache_size"), ("mmap_size=-1", "mmap_size")],
+)
+def test_bad_cache_and_mmap_sizes_name_the_option(tmp_path: Path, query: str, field: str) -> None:
+    with pytest.raises(prism.InvalidArgument, match=field):
+        prism.connect(f"sqlite:///{tmp_path}/bad.db?{query}")

@@ -126,14 +126,15 @@ class WriteResult(msgspec.Struct, frozen=True):
     """The outcome of one op of a batch: ``ok`` and the new ``etag``, or the ``error``.
 
     ``existed`` tells whether a live item was there before the write (a put that
-    created, a delete that found nothing).
+    created, a delete that found nothing); it is None for the puts of
+    ``put_many(..., existed=False)``, which did not ask.
     """
 
     key: str
     ok: bool
     etag: str | None = None
     error: PrismError | None = None
-    existed: bool = False
+    existed: bool | None = False
 
 
 @dataclass(frozen=True, slots=True)
@@ -212,6 +213,8 @@ class StoredWrite(msgspec.Struct):
 
     ``value`` None means delete. ``etag`` is the new etag (puts only); times are epoch
     seconds. Conditions are evaluated against the live item (an expired item is absent).
+    ``blind`` marks an unconditional put whose caller does not ask whether an item was
+    there: a backend may skip reading what it replaces, and report ``existed`` False.
     """
 
     record: str
@@ -223,6 +226,7 @@ class StoredWrite(msgspec.Struct):
     updated_at: float = 0.0
     if_match: str | None = None
     if_absent: bool = False
+    blind: bool = False
 
 
 class WriteOutcome(msgspec.Struct):

@@ -9,6 +9,7 @@ the limits of TransactWriteItems.
 from __future__ import annotations
 
 import asyncio
+import base64
 import json
 import math
 import time
@@ -23,7 +24,7 @@ from aiohttp import web
 
 import prism
 from prism.backends.dynamodb.layout import INLINE_VALUE_BYTES, key_of
-from prism.errors import BackendUnavailable, InvalidArgument, PreconditionFailed, ValueTooLarge
+from prism.errors import BackendUnavailable, InvalidArgument, PreconditionFailed, Unsupported, ValueTooLarge
 from prism.kv.store import Store
 from prism.model import Delete, Put
 from prism.testing.conformance import ConformanceSuite
@@ -90,6 +91,16 @@ class TestConformance(ConformanceSuite):
         return dynamodb.url
 
 
+class TestConformanceWithoutScanIndex(ConformanceSuite):
+    """``scan_index=false``: every contract but scans (``prefix_scan`` is False), on the shared table."""
+
+    stateful_examples = 10
+
+    @pytest.fixture
+    def store_url(self, dynamodb: DynamoDBServer | ExternalDynamoDB) -> str:
+        return dynamodb.url + ("&" if "?" in dynamodb.url else "?") + "scan_index=false"
+
+
 # -- options ----------------------------------------------------------------------
 
 
@@ -106,6 +117,7 @@ class TestConformance(ConformanceSuite):
         ("dynamodb://prism?max_connections=0", {}, "max_connections"),
         ("dynamodb://prism?endpoint=ftp://host", {}, "endpoint"),
         ("dynamodb://prism?blind_batch_puts=sometimes", {}, "blind_batch_puts"),
+        ("dynamodb://prism", {"scan_index": "rarely"}, "scan_index"),
     ],
 )
 def test_bad_urls_and_options_are_refused(url: str, options: dict[str, Any], message: str) -> None:
@@ -198,6 +210,8 @@ class FaultProxy:
         #: BatchGetItem/BatchWriteItem -> how many entries of each request moto gets to process.
         self.batch_limits: dict[str, int] = {}
         self.requests: list[str] = []
+        #: (operation, request body) of every request, for counting what a call costs.
+        self.bodies: list[tuple[str, dict[str, Any]]] = []
         self._runner: web.AppRunner | None = None
         self._session: aiohttp.ClientSession | None = None
 
@@ -229,6 +243,7 @@ class FaultProxy:
         operation = request.headers.get("X-Amz-Target", "").rpartition(".")[2]
         self.requests.append(operation)
         body = await request.read()
+        self.bodies.append((operation, json.loads(body) if body else {}))
         left = self.throttled.get(operation, 0)
         if left:
             self.throttled[operation] = left - 1
@@ -315,6 +330,119 @@ async def test_blind_batch_puts_skip_the_read_of_what_they_replace(proxy: FaultP
         proxy.requests.clear()
         await ns.put_many([Put("a", b"1"), Put("b", b"2")])
         assert proxy.requests == ["BatchGetItem", "BatchWriteItem"]
+
+
+def _write_units(item: dict[str, Any]) -> int:
+    """A written item's units by DynamoDB's sizing rules: ceil(bytes / 1 KB), names plus values."""
+    size = 0
+    for name, typed in item.items():
+        ((kind, value),) = typed.items()
+        size += len(name.encode())
+        if kind == "B":
+            size += len(base64.b64decode(value))
+        elif kind == "S":
+            size += len(value.encode())
+        else:
+            size += (len(value.lstrip("-").replace(".", "").strip("0") or "0") + 1) // 2 + 1
+    return -(-size // 1024)
+
+
+def _units(bodies: list[tuple[str, dict[str, Any]]]) -> tuple[int, int, int]:
+    """(read requests, items written, table write units) of the requests the proxy saw."""
+    reads = sum(1 for op, _ in bodies if op in ("GetItem", "BatchGetItem", "Query", "Scan"))
+    items: list[dict[str, Any]] = []
+    for op, body in bodies:
+        if op == "PutItem":
+            items.append(body["Item"])
+        elif op == "BatchWriteItem":
+            ((_, entries),) = body["RequestItems"].items()
+            items.extend(e["PutRequest"]["Item"] for e in entries)
+    return reads, len(items), sum(_write_units(i) for i in items)
+
+
+async def test_put_many_without_existed_reads_nothing(proxy: FaultProxy) -> None:
+    async with prism.connect(_through(proxy)) as store:
+        ns = store.namespace(f"noread-{uuid.uuid4().hex[:8]}")
+        keys = [f"k{i:03d}" for i in range(60)]
+        await ns.put_many([Put(k, b"old" * 50) for k in keys[:30]])
+        proxy.bodies.clear()
+        asked = await ns.put_many([Put(k, b"v" * 100) for k in keys])
+        assert [r.existed for r in asked] == [True] * 30 + [False] * 30
+        reads_asked, items_asked, units_asked = _units(proxy.bodies)
+        assert reads_asked >= 1 and items_asked == 60
+        proxy.bodies.clear()
+        blind = await ns.put_many([Put(k, b"w" * 100) for k in keys], existed=False)
+        assert all(r.ok and r.existed is None for r in blind)
+        reads, items, units = _units(proxy.bodies)
+        assert reads == 0, f"{reads} read request(s) for a put_many that did not ask existed"
+        assert (items, units) == (items_asked, units_asked), "the same items, the same write units"
+        got = await ns.get_many(keys)
+        assert [i.value if i else None for i in got] == [b"w" * 100] * 60
+        assert [i.etag if i else None for i in got] == [r.etag for r in blind]
+
+
+async def test_blind_puts_over_large_values_leave_no_chunks(own_table: tuple[Store, str], raw: Any) -> None:
+    store, table = own_table
+    ns = store.namespace("blind-big")
+    large = b"\x05" * (INLINE_VALUE_BYTES + 1)  # two chunks
+    await ns.put_many([Put(f"k{i}", large) for i in range(5)])
+    assert await _chunk_items(raw, table) == 10
+    results = await ns.put_many([Put(f"k{i}", b"small") for i in range(5)], existed=False)
+    assert all(r.ok for r in results)
+    assert await _chunk_items(raw, table) == 0, "a blind put left the chunks of the value it replaced"
+    await ns.put_many([Put("k0", large), Put("k1", large)], existed=False)
+    await ns.put_many([Put("k0", large[:-1] + b"\x06"), Put("k1", b"s"), Put("k2", b"s")], existed=False)
+    assert await _chunk_items(raw, table) == 2
+    got = await ns.get_many(["k0", "k1", "k2", "k3"])
+    assert [i.value if i else None for i in got] == [large[:-1] + b"\x06", b"s", b"s", b"small"]
+
+
+async def test_concurrent_blind_puts_of_large_and_small_values_leave_no_chunks(
+    own_table: tuple[Store, str], raw: Any
+) -> None:
+    store, table = own_table
+    ns = store.namespace("blind-race")
+    large = b"\x09" * (INLINE_VALUE_BYTES + 1)  # two chunks
+    keys = [f"k{i}" for i in range(4)]
+
+    async def writer(n: int) -> None:
+        for round_no in range(6):
+            value = large if (n + round_no) % 2 else b"small"
+            results = await ns.put_many([Put(k, value) for k in keys], existed=False)
+            assert all(r.ok for r in results)
+
+    await asyncio.gather(*(writer(n) for n in range(4)))
+    got = await ns.get_many(keys, consistency="strong")
+    assert all(i is not None and i.value in (large, b"small") for i in got)
+    chunked = sum(1 for i in got if i is not None and i.value == large)
+    assert await _chunk_items(raw, table) == 2 * chunked, "chunks left by racing blind puts"
+
+
+async def test_without_the_scan_index_items_stay_out_of_it_and_scan_is_refused(
+    dynamodb: DynamoDBServer | ExternalDynamoDB, raw: Any
+) -> None:
+    server = _local(dynamodb)
+    table = f"prism-noindex-{uuid.uuid4().hex[:8]}"
+    async with prism.connect(server.url_for(table=table, scan_index="false")) as store:
+        assert not store.capabilities.prefix_scan
+        ns = store.namespace("plain")
+        large = b"\x03" * (INLINE_VALUE_BYTES + 1)
+        await ns.put("one", b"1", ttl=3600)
+        await ns.put_many([Put("two", b"2"), Put("three", b"3"), Put("big", large)])
+        await ns.put_many([Put("four", b"4"), Put("five", b"5")], existed=False)
+        await ns.transact([Put("six", b"6"), Delete("five")])
+        await ns.put_items("rec", [Put("a", b"x"), Put("b", b"y")])
+        got = await ns.get_many(["one", "two", "three", "big", "four", "five", "six"])
+        assert [i.value if i else None for i in got] == [b"1", b"2", b"3", large, b"4", None, b"6"]
+        assert [i.key for i in (await ns.get_items("rec")).items] == ["a", "b"]
+        with pytest.raises(Unsupported, match="scan_index=false"):
+            await ns.scan()
+        with pytest.raises(Unsupported, match="scan_index=false"):
+            await store.backend.scan("plain", "", None, 10)
+    items = (await raw.scan(TableName=table))["Items"]
+    assert items and all("ns" not in i and "rid" not in i for i in items), "an item carries index keys"
+    indexed = await raw.scan(TableName=table, IndexName="prism_records")
+    assert indexed["Items"] == [], "the prism_records index holds entries"
 
 
 async def test_unprocessed_batch_entries_are_resent(proxy: FaultProxy) -> None:

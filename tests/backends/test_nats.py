@@ -202,7 +202,7 @@ async def test_a_hot_key_written_by_many_tasks_of_one_store(store: prism.Store) 
     ns = store.namespace(_name())
     results = await asyncio.gather(*(ns.put_result(Put("hot", str(i).encode())) for i in range(200)))
     assert all(r.ok for r in results)
-    assert sorted(r.existed for r in results) == [False] + [True] * 199
+    assert sorted(r.existed is True for r in results) == [False] + [True] * 199
     item = await ns.get("hot")
     assert item is not None and item.value == b"199", "the last call is the last write"
     batches = await asyncio.gather(*(ns.put_many([Put("hot", b"b"), Put(f"k{i}", b"v")]) for i in range(64)))

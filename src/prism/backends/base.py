@@ -103,6 +103,8 @@ class Backend(ABC):
     #: engine whose feed has only a time window (``feed_retention``), such as DynamoDB
     #: Streams: its stores refuse ``feed_max_changes``.
     feed_count_window: ClassVar[bool] = True
+    #: Why ``scan`` is Unsupported when ``capabilities.prefix_scan`` is False (a store option, say).
+    scan_unsupported: str = ""
 
     @classmethod
     @abstractmethod

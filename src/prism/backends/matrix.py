@@ -28,6 +28,12 @@ COST_FILE = Path(__file__).with_name("cost.json")
 COST_ROWS: tuple[tuple[str, str, str, str | None], ...] = (
     ("stored bytes per key", "bytes_per_key", "B", "baseline_bytes_per_key"),
     ("write capacity units per put", "write_units_per_put", "", "baseline_write_units_per_put"),
+    (
+        "write capacity units per replacing put, same expiry",
+        "replace_write_units_per_put",
+        "",
+        "baseline_replace_write_units_per_put",
+    ),
     ("read capacity units per put_many key", "read_units_per_put", "", None),
 )
 

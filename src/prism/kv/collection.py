@@ -75,11 +75,17 @@ class Collection(Generic[T]):
         )
 
     async def put_many(
-        self, objs: Mapping[str, T] | Iterable[tuple[str, T]], *, ttl: float | timedelta | None = None
+        self,
+        objs: Mapping[str, T] | Iterable[tuple[str, T]],
+        *,
+        ttl: float | timedelta | None = None,
+        existed: bool = True,
     ) -> list[WriteResult]:
+        """Store each object; ``existed=False`` as in ``Namespace.put_many``."""
         pairs = objs.items() if isinstance(objs, Mapping) else objs
         ct = self.codec.content_type
-        return await self.namespace.put_many([Put(k, self.codec.encode(v), ttl, ct) for k, v in pairs])
+        puts = [Put(k, self.codec.encode(v), ttl, ct) for k, v in pairs]
+        return await self.namespace.put_many(puts, existed=existed)
 
     async def delete(self, key: str, *, if_match: str | None = None) -> bool:
         return await self.namespace.delete(key, if_match=if_match)

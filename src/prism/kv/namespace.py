@@ -205,7 +205,7 @@ class Namespace:
         result = await self.delete_result(Delete(key, if_match))
         if result.error is not None:
             raise result.error
-        return result.existed
+        return result.existed is True
 
     async def delete_result(self, delete: Delete) -> WriteResult:
         write = self._stored_delete(delete)
@@ -238,13 +238,26 @@ class Namespace:
             op.misses = len(out) - op.hits
             return out
 
-    async def put_many(self, puts: Iterable[Put]) -> list[WriteResult]:
-        """Independent puts: one WriteResult per put, in order; a failed condition fails only its key."""
+    async def put_many(self, puts: Iterable[Put], *, existed: bool = True) -> list[WriteResult]:
+        """Independent puts: one WriteResult per put, in order; a failed condition fails only its key.
+
+        ``existed=False`` asks nothing about the replaced items: every result's
+        ``existed`` is None, and a backend that has to read items to tell (DynamoDB)
+        reads none for the unconditional puts.
+        """
+        if type(existed) is not bool:
+            raise InvalidArgument(f"existed must be a bool, got {existed!r}")
         puts = list(puts)
         _check_batch(puts)
         now = time.time()
         writes = [self._stored_put(_as_put(p), now) for p in puts]
-        return await self._write_batch("put_many", [p.key for p in puts], writes)
+        if not existed:
+            for write in writes:
+                write.blind = write.if_match is None and not write.if_absent
+        results = await self._write_batch("put_many", [p.key for p in puts], writes)
+        if existed:
+            return results
+        return [WriteResult(r.key, r.ok, r.etag, r.error, None) for r in results]
 
     async def delete_many(self, deletes: Iterable[str | Delete]) -> list[WriteResult]:
         """Independent deletes (keys or Delete ops): one WriteResult per op, in order."""
@@ -311,7 +324,9 @@ class Namespace:
         check_limit(limit, MAX_PAGE_LIMIT)
         after = decode_token(page_token, "scan", prefix)
         if not self._backend.capabilities.prefix_scan:
-            raise Unsupported(f"the {self._backend.name} backend cannot list keys")
+            raise Unsupported(
+                self._backend.scan_unsupported or f"the {self._backend.name} backend cannot list keys"
+            )
         self._check_open()
         with self._inst.op(self.name, "scan"):
             keys = await self._backend.scan(self.name, prefix, after, limit + 1)

@@ -125,8 +125,8 @@ class SyncNamespace:
     def get_many(self, keys: Sequence[str], *, consistency: Consistency = "eventual") -> list[Item | None]:
         return self._portal.call(self._ns.get_many(keys, consistency=consistency))
 
-    def put_many(self, puts: Iterable[Put]) -> list[WriteResult]:
-        return self._portal.call(self._ns.put_many(puts))
+    def put_many(self, puts: Iterable[Put], *, existed: bool = True) -> list[WriteResult]:
+        return self._portal.call(self._ns.put_many(puts, existed=existed))
 
     def delete_many(self, deletes: Iterable[str | Delete]) -> list[WriteResult]:
         return self._portal.call(self._ns.delete_many(deletes))
@@ -278,9 +278,13 @@ class SyncCollection(Generic[T]):
         return self._portal.call(self._c.put(key, obj, ttl=ttl, if_match=if_match, if_absent=if_absent))
 
     def put_many(
-        self, objs: Mapping[str, T] | Iterable[tuple[str, T]], *, ttl: float | timedelta | None = None
+        self,
+        objs: Mapping[str, T] | Iterable[tuple[str, T]],
+        *,
+        ttl: float | timedelta | None = None,
+        existed: bool = True,
     ) -> list[WriteResult]:
-        return self._portal.call(self._c.put_many(objs, ttl=ttl))
+        return self._portal.call(self._c.put_many(objs, ttl=ttl, existed=existed))
 
     def delete(self, key: str, *, if_match: str | None = None) -> bool:
         return self._portal.call(self._c.delete(key, if_match=if_match))

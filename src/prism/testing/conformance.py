@@ -472,6 +472,25 @@ class ConformanceSuite:
         ]
         assert await ns.get_many([]) == []
 
+    async def test_put_many_without_existed(self, store: Store, ns: Namespace) -> None:
+        await ns.put("old", b"0")
+        puts = [Put("old", b"1"), Put("new", b"2"), Put("new", b"3")]
+        results = await ns.put_many(puts, existed=False)
+        assert [(r.key, r.ok, r.existed) for r in results] == [(p.key, True, None) for p in puts]
+        got = await ns.get_many(["old", "new"])
+        assert [i.value if i else None for i in got] == [b"1", b"3"], "repeats apply in order"
+        if store.capabilities.etag:
+            assert got[0] is not None and got[0].etag == results[0].etag
+            await ns.put("taken", b"t")
+            guarded_puts = [Put("taken", b"u", if_absent=True), Put("free", b"f")]
+            guarded = await ns.put_many(guarded_puts, existed=False)
+            assert [(r.ok, r.existed) for r in guarded] == [(False, None), (True, None)]
+            assert isinstance(guarded[0].error, PreconditionFailed)
+            assert (item := await ns.get("taken")) is not None and item.value == b"t"
+        with pytest.raises(InvalidArgument, match="existed"):
+            await ns.put_many([Put("k", b"v")], existed="no")  # type: ignore[arg-type]
+        assert await ns.get("k") is None, "a refused batch wrote nothing"
+
     async def test_put_many_and_delete_many(self, store: Store, ns: Namespace) -> None:
         keys = [f"k{i:03d}" for i in range(50)]
         results = await ns.put_many([Put(k, k.encode()) for k in keys])
@@ -723,7 +742,11 @@ class ConformanceSuite:
         async def scan_gone() -> bool:
             return await _scan_all(ns, "t:") == ["t:kept", "t:rec"]
 
-        checks = [get_gone, exists_gone, many_gone, items_gone]
+        async def all_gone() -> bool:
+            # Written just after t:gone, so it may outlive it by as much.
+            return not (await ns.get_items("t:all", keys=["a"])).items
+
+        checks = [get_gone, exists_gone, many_gone, items_gone, all_gone]
         checks += [range_gone] if store.capabilities.range_reads else []
         checks += [scan_gone] if store.capabilities.prefix_scan else []
         for check in checks:

@@ -6,7 +6,11 @@ for a local server), ``profile`` (a named AWS profile), ``create_table`` (``true
 creates the table on open, with its index and TTL; default ``false``),
 ``max_connections`` (HTTP connection pool, default 128), ``table_ready_timeout``
 (seconds to wait for a new table, default 60), ``blind_batch_puts`` (default
-``false``; see *Semantics*), ``feed`` (``false``; with ``feed_retention``, at most
+``false``; see *Semantics*), ``scan_index`` (default ``true``; ``false`` writes items
+without the keys of the ``prism_records`` index: a new key costs one write unit
+instead of two, and ``scan`` raises Unsupported; set it alike on every store of a
+namespace, since an item written by such a store is missing from the others'
+scans), ``feed`` (``false``; with ``feed_retention``, at most
 86400 s, and ``feed_poll_interval``, 0.25 s: the change feed on the table's DynamoDB
 Stream, ``prism.backends.dynamodb.feed``), and the network settings shared by
 the server backends: ``connect_timeout`` (2 s), ``operation_timeout`` (5 s per
@@ -35,7 +39,11 @@ item, so ``existed`` is exact. Batches (``put_many``, ``delete_many``, ``put_ite
 send conditional and large writes one by one and the rest with BatchWriteItem in
 groups of 25, after one consistent BatchGetItem that tells ``existed`` (as of that read)
 and finds replaced chunked values; unprocessed items are resent with backoff until
-the operation deadline, then reported per key as ``BackendUnavailable``. With
+the operation deadline, then reported per key as ``BackendUnavailable``. A
+``put_many(..., existed=False)`` reads nothing: each of its unconditional puts is a
+PutItem that returns the old item (no read units; it finds replaced chunked values
+itself), the same write units as a BatchWriteItem of the same items but one request
+per key. With
 ``blind_batch_puts=true`` the unconditional puts of a batch skip that read, one round
 trip less, and report ``existed=False``; the store then refuses values over 390,000
 bytes, so that it never writes a chunked value (deletes still read first, their

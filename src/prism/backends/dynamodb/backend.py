@@ -119,6 +119,13 @@ class DynamoDBBackend(Backend):
             # No value of this store is ever chunked, so a blind put never replaces chunks
             # it would have to clean up (nor does any store on the table that also sets it).
             self.capabilities = replace(self.capabilities, max_value_bytes=INLINE_VALUE_BYTES)
+        if not options.scan_index:
+            # Items leave out the keys of the prism_records index, which alone serves scan.
+            self.capabilities = replace(self.capabilities, prefix_scan=False)
+            self.scan_unsupported = (
+                "this dynamodb store lists no keys: it was opened with scan_index=false, so its "
+                "items are not in the prism_records index"
+            )
         self._stack: contextlib.AsyncExitStack | None = None
         self._calls_or_none: Calls | None = None
 
@@ -389,6 +396,8 @@ class DynamoDBBackend(Backend):
 
     async def scan(self, ns: str, prefix: str, after: str | None, limit: int) -> list[str]:
         """Record ids from the ``prism_records`` index, skipping each listed record's other items."""
+        if not self.options.scan_index:
+            raise Unsupported(self.scan_unsupported)
         calls = self._calls
         deadline = calls.deadline()
         lower = after if after is not None and after >= prefix else None
@@ -438,7 +447,9 @@ class DynamoDBBackend(Backend):
     async def write(self, ns: str, ops: Sequence[StoredWrite]) -> list[WriteOutcome]:
         """Each op on its own: conditional and large writes one by one, the rest in BatchWriteItem.
 
-        Ops on the same key run in order (one round per repeat). Raises only when every
+        Blind puts (``StoredWrite.blind``) read nothing: each is a PutItem returning the
+        old item, or with ``blind_batch_puts`` part of the BatchWriteItem. Ops on the
+        same key run in order (one round per repeat). Raises only when every
         op failed for a reason other than its condition; otherwise errors are per op.
         """
         calls = self._calls
@@ -448,9 +459,10 @@ class DynamoDBBackend(Backend):
         if len(ops) == 1:
             return [await self._write_one(ns, ops[0], keys[0], now, deadline)]
         outcomes: list[WriteOutcome | None] = [None] * len(ops)
+        blind_store = self.options.blind_batch_puts
         for wave in _waves([_address(k) for k in keys]):
-            single = [i for i in wave if _needs_single_write(ops[i])]
-            plain = [i for i in wave if not _needs_single_write(ops[i])]
+            single = [i for i in wave if _needs_single_write(ops[i], blind_store)]
+            plain = [i for i in wave if not _needs_single_write(ops[i], blind_store)]
             if len(plain) <= SINGLE_WRITES_MAX:
                 single, plain = single + plain, []
             await asyncio.gather(
@@ -496,7 +508,7 @@ class DynamoDBBackend(Backend):
             if len(op.value) > INLINE_VALUE_BYTES:
                 version = new_version()
                 await chunks.write_chunks(calls, version, op.value, op.expires_at, deadline)
-            params["Item"] = item_attributes(ns, op, key, version)
+            params["Item"] = item_attributes(ns, op, key, version, indexed=self.options.scan_index)
         try:
             response = await calls.call(operation, params, deadline)
         except ConditionFailed as failed:
@@ -554,7 +566,8 @@ class DynamoDBBackend(Backend):
             if op.value is None:
                 requests.append({"DeleteRequest": {"Key": keys[i]}})
             else:
-                requests.append({"PutRequest": {"Item": item_attributes(ns, op, keys[i])}})
+                item = item_attributes(ns, op, keys[i], indexed=self.options.scan_index)
+                requests.append({"PutRequest": {"Item": item}})
             batched.append((i, before is not None and is_live(before, now)))
         writes = asyncio.gather(
             *(self._write_one_into(ns, ops, keys, i, now, deadline, outcomes) for i in replacing_chunks)
@@ -595,7 +608,13 @@ class DynamoDBBackend(Backend):
                 actions = []
                 for address, i in final.items():
                     op = ops[i]
-                    item = None if op.value is None else item_attributes(ns, op, keys[i], versions.get(i))
+                    item = (
+                        None
+                        if op.value is None
+                        else item_attributes(
+                            ns, op, keys[i], versions.get(i), indexed=self.options.scan_index
+                        )
+                    )
                     actions.append(pinned_action(self._table, keys[i], item, state.get(address), now))
                 params = {"TransactItems": actions, "ClientRequestToken": uuid.uuid4().hex}
                 try:
@@ -645,11 +664,18 @@ class DynamoDBBackend(Backend):
         return sum(1 for a in found if is_live(a, now))
 
 
-def _needs_single_write(op: StoredWrite) -> bool:
+def _needs_single_write(op: StoredWrite, blind_store: bool) -> bool:
+    """Whether ``op`` goes alone (PutItem/DeleteItem), not in the read-then-BatchWriteItem path.
+
+    A blind put (the caller does not ask ``existed``) goes alone unless the store has
+    ``blind_batch_puts``: a PutItem returning the old item reads nothing (no read units)
+    and still finds the chunks of a replaced large value, which a BatchWriteItem could
+    not without the read.
+    """
     return (
         op.if_match is not None
         or op.if_absent
-        or (op.value is not None and len(op.value) > INLINE_VALUE_BYTES)
+        or (op.value is not None and (len(op.value) > INLINE_VALUE_BYTES or (op.blind and not blind_store)))
     )
 
 

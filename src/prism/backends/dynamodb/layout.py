@@ -139,17 +139,21 @@ def new_version() -> str:
     return uuid.uuid4().hex
 
 
-def item_attributes(ns: str, op: StoredWrite, key: Attrs, version: str | None = None) -> Attrs:
-    """The full DynamoDB item of put ``op``; with ``version`` a manifest of chunked value."""
+def item_attributes(
+    ns: str, op: StoredWrite, key: Attrs, version: str | None = None, *, indexed: bool = True
+) -> Attrs:
+    """The full DynamoDB item of put ``op``; with ``version`` a manifest of chunked value.
+
+    ``indexed`` False leaves out ``ns`` and ``rid``, the keys of the ``prism_records``
+    index, so the item is not in it (a store with ``scan_index=false``).
+    """
     assert op.value is not None
-    attrs: Attrs = {
-        PK: key[PK],
-        SK: key[SK],
-        NS: {"S": ns},
-        RID: {"S": op.record},
-        ETAG: {"S": op.etag},
-        UPDATED: {"N": _number(op.updated_at)},
-    }
+    attrs: Attrs = {PK: key[PK], SK: key[SK]}
+    if indexed:
+        attrs[NS] = {"S": ns}
+        attrs[RID] = {"S": op.record}
+    attrs[ETAG] = {"S": op.etag}
+    attrs[UPDATED] = {"N": _number(op.updated_at)}
     if version is None:
         attrs[VALUE] = {"B": op.value}
     else:

@@ -31,6 +31,7 @@ _OWN_OPTIONS = (
     "max_connections",
     "table_ready_timeout",
     "blind_batch_puts",
+    "scan_index",
     "feed",
     "feed_retention",
     "feed_poll_interval",
@@ -76,6 +77,10 @@ class DynamoDBOptions:
     feed_retention: float = STREAM_RETENTION
     #: Seconds between two reads of the stream by an idle watch, at least.
     feed_poll_interval: float = DEFAULT_FEED_POLL_INTERVAL
+    #: Items carry the keys of the ``prism_records`` index, which serves ``scan``. False
+    #: leaves them out: a new key costs one write unit (no index write) and ``scan``
+    #: raises Unsupported.
+    scan_index: bool = True
 
     @classmethod
     def parse(cls, url: str, options: dict[str, Any]) -> DynamoDBOptions:
@@ -150,6 +155,7 @@ class DynamoDBOptions:
             feed=feed,
             feed_retention=retention,
             feed_poll_interval=poll,
+            scan_index=_flag("scan_index", merged.get("scan_index", True)),
         )
 
 
