@@ -10,7 +10,7 @@ query parameter or a keyword argument of `prism.connect`:
 | `connect_timeout` | 2 | seconds to open a connection |
 | `operation_timeout` | 5 | seconds for one operation, retries included |
 | `max_retries`, `retry_base`, `retry_cap` | 5, 0.02, 0.5 | capped exponential backoff with full jitter |
-| `max_connections` | 128 | connections in the store's pool; callers beyond wait for one |
+| `max_connections` | 128 | pooled connections; callers beyond wait (cache hits keep 1/64 of them) |
 | `pool_timeout` | `operation_timeout` | seconds a caller waits for a free connection |
 | `key_prefix` | `prism` | first part of every key, to share a database with other data |
 | `expiry_grace` | 1 | seconds past the last expiry before Redis drops a record's keys itself |
