@@ -264,6 +264,8 @@ def test_the_kubernetes_example_probes_the_gateway_and_drains_within_its_grace(e
     labels = pod["metadata"]["labels"]
     assert deployment["spec"]["selector"]["matchLabels"] == labels
     assert docs["Service"]["spec"]["selector"] == labels
+    # Console sessions are per replica: a user's requests stay on one.
+    assert docs["Service"]["spec"]["sessionAffinity"] == "ClientIP"
     assert docs["PodDisruptionBudget"]["spec"]["selector"]["matchLabels"] == labels
     assert docs["HorizontalPodAutoscaler"]["spec"]["scaleTargetRef"]["name"] == deployment["metadata"]["name"]
     assert docs["HorizontalPodAutoscaler"]["spec"]["minReplicas"] >= 2
