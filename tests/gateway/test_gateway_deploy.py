@@ -35,7 +35,7 @@ _LABEL = re.compile(r"([a-zA-Z_][a-zA-Z0-9_]*)\s*(=~|!~|!=|=)")
 _FUNCTIONS_AND_KEYWORDS = {
     "sum", "by", "rate", "increase", "histogram_quantile", "max", "min", "and", "or", "without",
     "le", "namespace", "backend", "engine", "outcome", "method", "limit", "reason", "status",
-    "transport", "code", "bool", "on", "ignoring",
+    "transport", "code", "bool", "on", "ignoring", "result", "tier",
 }  # fmt: skip
 
 
