@@ -9,6 +9,7 @@ from __future__ import annotations
 import dataclasses
 from typing import Any
 
+from prism.backends._retry import parse_flag
 from prism.errors import CursorExpired, InvalidArgument
 from prism.model import Capabilities
 
@@ -90,22 +91,11 @@ def feed_capabilities(capabilities: Capabilities, feed: bool) -> Capabilities:
     return dataclasses.replace(capabilities, watch=False, watch_expiry=False)
 
 
-def _as_bool(raw: Any) -> bool:
-    if isinstance(raw, bool):
-        return raw
-    text = str(raw).strip().lower()
-    if text in ("1", "true", "yes", "on"):
-        return True
-    if text in ("0", "false", "no", "off"):
-        return False
-    raise InvalidArgument(f"feed must be true or false, got {raw!r}")
-
-
 def retention_options(opts: dict[str, Any]) -> dict[str, Any]:
     """Pop ``feed`` (bool), ``feed_retention`` (float s) and ``feed_max_changes`` (int) from options."""
     out: dict[str, Any] = {}
     if "feed" in opts:
-        out["feed"] = _as_bool(opts.pop("feed"))
+        out["feed"] = parse_flag("feed", opts.pop("feed"))
     try:
         if "feed_retention" in opts:
             out["feed_retention"] = float(opts.pop("feed_retention"))

@@ -23,7 +23,7 @@ from prometheus_client import Counter
 
 from prism.errors import BackendTimeout, BackendUnavailable, InvalidArgument, PrismError
 
-__all__ = ["NetworkSettings", "call_with_retry", "split_options"]
+__all__ = ["FALSE_WORDS", "TRUE_WORDS", "NetworkSettings", "call_with_retry", "parse_flag", "split_options"]
 
 #: Jitter from a generator of our own, leaving the global ``random`` state to the application.
 _random = random.Random()
@@ -69,6 +69,23 @@ class NetworkSettings:
     def backoff(self, attempt: int) -> float:
         """Full-jitter exponential backoff for retry ``attempt`` (0-based)."""
         return _random.uniform(0, min(self.retry_cap, self.retry_base * (2**attempt)))
+
+
+#: The words a boolean store option takes in a URL (any case), beside a real bool.
+TRUE_WORDS = frozenset({"1", "true", "yes", "on"})
+FALSE_WORDS = frozenset({"0", "false", "no", "off"})
+
+
+def parse_flag(name: str, raw: object) -> bool:
+    """The boolean store option ``name``: a bool, or one of TRUE_WORDS / FALSE_WORDS."""
+    if isinstance(raw, bool):
+        return raw
+    text = str(raw).strip().lower()
+    if text in TRUE_WORDS:
+        return True
+    if text in FALSE_WORDS:
+        return False
+    raise InvalidArgument(f"{name} must be true or false, got {raw!r}")
 
 
 def split_options(url: str, options: Mapping[str, Any]) -> tuple[str, dict[str, Any]]:

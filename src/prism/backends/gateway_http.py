@@ -63,7 +63,7 @@ from urllib.parse import quote, urlsplit
 import httpx
 import msgspec
 
-from prism.backends._retry import NetworkSettings, call_with_retry, split_options
+from prism.backends._retry import NetworkSettings, call_with_retry, parse_flag, split_options
 from prism.backends._signals import (
     ADVISED,
     COMPRESSED,
@@ -120,8 +120,6 @@ _OPTIONS = frozenset(
         "signals_prefetch",
     }
 )
-_TRUE = {"1", "true", "yes", "on"}
-_FALSE = {"0", "false", "no", "off"}
 
 
 class _StatusToRetry(Exception):
@@ -296,11 +294,7 @@ class GatewayHTTPBackend(Backend):
         if "ca_file" in opts:
             kwargs["ca_file"] = str(opts.pop("ca_file"))
         if "signals" in opts:
-            raw = opts.pop("signals")
-            text = str(raw).lower()
-            if not isinstance(raw, bool) and text not in _TRUE | _FALSE:
-                raise InvalidArgument(f"signals must be true or false, not {raw!r}")
-            kwargs["signals"] = raw if isinstance(raw, bool) else text in _TRUE
+            kwargs["signals"] = parse_flag("signals", opts.pop("signals"))
         if "signals_prefetch" in opts:
             raw = opts.pop("signals_prefetch")
             try:

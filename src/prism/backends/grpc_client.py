@@ -59,7 +59,7 @@ import grpc
 from grpc import aio
 from grpc_health.v1 import health_pb2
 
-from prism.backends._retry import NetworkSettings, call_with_retry, split_options
+from prism.backends._retry import NetworkSettings, call_with_retry, parse_flag, split_options
 from prism.backends._signals import (
     ADVISED,
     COMPRESSED,
@@ -121,21 +121,8 @@ _OPTIONS = frozenset(
     }
 )
 _RETRYABLE = frozenset({grpc.StatusCode.UNAVAILABLE, grpc.StatusCode.RESOURCE_EXHAUSTED})
-_TRUE = {"1", "true", "yes", "on"}
-_FALSE = {"0", "false", "no", "off"}
 
 R = TypeVar("R")
-
-
-def _flag(name: str, raw: Any) -> bool:
-    if isinstance(raw, bool):
-        return raw
-    text = str(raw).lower()
-    if text in _TRUE:
-        return True
-    if text in _FALSE:
-        return False
-    raise InvalidArgument(f"{name} must be true or false, not {raw!r}")
 
 
 def _ttl(expires_at: float | None) -> float | None:
@@ -279,7 +266,7 @@ class GatewayGrpcBackend(Backend):
                 raise InvalidArgument(f"signals_retry must be a number of seconds, not {raw!r}") from None
         for flag in ("tls", "retry_writes", "signals"):
             if flag in opts:
-                kwargs[flag] = _flag(flag, opts.pop(flag))
+                kwargs[flag] = parse_flag(flag, opts.pop(flag))
         if "max_value_bytes" in opts:
             try:
                 kwargs["max_value_bytes"] = int(opts.pop("max_value_bytes"))

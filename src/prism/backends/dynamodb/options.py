@@ -8,7 +8,7 @@ from typing import Any
 from urllib.parse import unquote, urlsplit
 
 from prism.backends._feed import feed_settings, retention_options
-from prism.backends._retry import NetworkSettings, split_options
+from prism.backends._retry import NetworkSettings, parse_flag, split_options
 from prism.backends.dynamodb.feed import DEFAULT_FEED_POLL_INTERVAL, STREAM_RETENTION
 from prism.backends.urls import mask_url
 from prism.errors import InvalidArgument
@@ -21,8 +21,6 @@ DEFAULT_MAX_CONNECTIONS = 128
 DEFAULT_TABLE_READY_TIMEOUT = 60.0
 
 _TABLE_NAME = re.compile(r"[A-Za-z0-9_.\-]{3,255}")
-_TRUE = {"true", "1", "yes", "on"}
-_FALSE = {"false", "0", "no", "off"}
 _OWN_OPTIONS = (
     "region",
     "endpoint",
@@ -36,14 +34,6 @@ _OWN_OPTIONS = (
     "feed_retention",
     "feed_poll_interval",
 )
-
-
-def _flag(name: str, raw: object) -> bool:
-    if isinstance(raw, bool):
-        return raw
-    if isinstance(raw, str) and raw.lower() in _TRUE | _FALSE:
-        return raw.lower() in _TRUE
-    raise InvalidArgument(f"{name} must be true or false, got {raw!r}")
 
 
 def _text(name: str, raw: object) -> str:
@@ -136,12 +126,12 @@ class DynamoDBOptions:
         if endpoint is not None and urlsplit(endpoint).scheme not in ("http", "https"):
             raise InvalidArgument(f"endpoint must be an http:// or https:// URL, got {mask_url(endpoint)!r}")
         profile = _text("profile", merged["profile"]) if "profile" in merged else None
-        create = _flag("create_table", merged.get("create_table", False))
+        create = parse_flag("create_table", merged.get("create_table", False))
         connections = _positive_int("max_connections", merged.get("max_connections", DEFAULT_MAX_CONNECTIONS))
         ready = _positive_float(
             "table_ready_timeout", merged.get("table_ready_timeout", DEFAULT_TABLE_READY_TIMEOUT)
         )
-        blind = _flag("blind_batch_puts", merged.get("blind_batch_puts", False))
+        blind = parse_flag("blind_batch_puts", merged.get("blind_batch_puts", False))
         return cls(
             table,
             region,
@@ -155,7 +145,7 @@ class DynamoDBOptions:
             feed=feed,
             feed_retention=retention,
             feed_poll_interval=poll,
-            scan_index=_flag("scan_index", merged.get("scan_index", True)),
+            scan_index=parse_flag("scan_index", merged.get("scan_index", True)),
         )
 
 

@@ -10,7 +10,7 @@ from urllib.parse import urlsplit
 from nats.js import api
 
 from prism.backends._feed import feed_settings, retention_options
-from prism.backends._retry import NetworkSettings, split_options
+from prism.backends._retry import NetworkSettings, parse_flag, split_options
 from prism.backends.urls import mask_url
 from prism.errors import InvalidArgument
 
@@ -36,17 +36,6 @@ LARGEST_MAX_PAYLOAD = 64 * 1024 * 1024
 STORAGE = {"file": api.StorageType.FILE, "memory": api.StorageType.MEMORY}
 
 
-def _as_bool(raw: Any) -> bool:
-    if isinstance(raw, bool):
-        return raw
-    text = str(raw).strip().lower()
-    if text in ("1", "true", "yes", "on"):
-        return True
-    if text in ("0", "false", "no", "off"):
-        return False
-    raise ValueError(f"expected true or false, got {raw!r}")
-
-
 _OPTION_KINDS: dict[str, Callable[[Any], Any]] = {
     "storage": str,
     "replicas": int,
@@ -58,7 +47,7 @@ _OPTION_KINDS: dict[str, Callable[[Any], Any]] = {
     "listing_max_age": float,
     "feed_history": int,
     "reply_timeout": float,
-    "replica_reads": _as_bool,
+    "replica_reads": bool,
 }
 
 
@@ -142,11 +131,8 @@ class NatsOptions:
         for name, kind in _OPTION_KINDS.items():
             if name in options:
                 raw = options.pop(name)
-                if kind is _as_bool:
-                    try:
-                        raw = _as_bool(raw)
-                    except ValueError as exc:
-                        raise InvalidArgument(f"{name} must be true or false, got {raw!r}") from exc
+                if kind is bool:
+                    raw = parse_flag(name, raw)
                 elif isinstance(raw, str) and kind is not str:
                     try:
                         raw = kind(raw)

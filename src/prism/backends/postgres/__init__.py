@@ -140,7 +140,7 @@ from prism.backends._feed import (
     parse_cursor,
     retention_options,
 )
-from prism.backends._retry import NetworkSettings, call_with_retry, split_options
+from prism.backends._retry import NetworkSettings, call_with_retry, parse_flag, split_options
 from prism.backends.base import Backend, RolledBack
 from prism.backends.postgres._errors import (
     AmbiguousWrite,
@@ -265,17 +265,6 @@ def _option(options: dict[str, Any], name: str, default: Any, conv: Callable[[An
         raise InvalidArgument(f"postgres option {name} has a bad value {raw!r}: {exc}") from exc
 
 
-def _as_bool(raw: Any) -> bool:
-    if isinstance(raw, bool):
-        return raw
-    text = str(raw).strip().lower()
-    if text in ("1", "true", "yes", "on"):
-        return True
-    if text in ("0", "false", "no", "off"):
-        return False
-    raise ValueError("expected true or false")
-
-
 def _as_int(raw: Any) -> int:
     if isinstance(raw, bool) or (isinstance(raw, float) and not raw.is_integer()):
         raise ValueError("expected an integer")
@@ -386,7 +375,7 @@ class PostgresBackend(Backend):
             "pool_idle_timeout": _option(opts, "pool_idle_timeout", 300.0, float),
             "statement_cache_size": _option(opts, "statement_cache_size", 100, _as_int),
             "table": _option(opts, "table", DEFAULT_TABLE, str),
-            "create_table": _option(opts, "create_table", True, _as_bool),
+            "create_table": _option(opts, "create_table", True, lambda raw: parse_flag("create_table", raw)),
             "purge_interval": _option(opts, "purge_interval", 60.0, float),
             "purge_batch": _option(opts, "purge_batch", 1000, _as_int),
             "replica_urls": _option(opts, "replica_urls", (), _urls),

@@ -39,7 +39,7 @@ from redis.exceptions import (
 from redis.exceptions import ConnectionError as RedisConnectionError
 from redis.exceptions import TimeoutError as RedisTimeoutError
 
-from prism.backends._retry import NetworkSettings, call_with_retry, split_options
+from prism.backends._retry import NetworkSettings, call_with_retry, parse_flag, split_options
 from prism.backends.redis._lua import GET_MANY, GET_RANGE, SCAN, Script
 from prism.backends.urls import mask_url
 from prism.errors import BackendTimeout, BackendUnavailable, InvalidArgument, PrismError, StoreClosed
@@ -65,8 +65,6 @@ _SSL_OPTIONS = {
     "ssl_check_hostname": bool,
 }
 _CERT_REQS = ("none", "optional", "required")
-_TRUE = ("1", "true", "yes", "on")
-_FALSE = ("0", "false", "no", "off")
 
 
 @dataclass(frozen=True, slots=True)
@@ -226,11 +224,8 @@ def _ssl_options(opts: dict[str, Any], tls: bool) -> tuple[tuple[str, Any], ...]
         if not tls:
             raise InvalidArgument(f"{name} needs a rediss:// URL")
         if kind is bool:
-            text = str(raw).lower()
-            if isinstance(raw, bool) or text in _TRUE + _FALSE:
-                found.append((name, raw if isinstance(raw, bool) else text in _TRUE))
-                continue
-            raise InvalidArgument(f"{name} must be true or false, got {raw!r}")
+            found.append((name, parse_flag(name, raw)))
+            continue
         if type(raw) is not str or not raw:
             raise InvalidArgument(f"{name} must be a non-empty str, got {raw!r}")
         if name == "ssl_cert_reqs" and raw not in _CERT_REQS:

@@ -9,7 +9,7 @@ from typing import NoReturn
 
 import pytest
 
-__all__ = ["ServerUnavailable", "env_url", "free_port", "require_or_skip", "wait_for_port"]
+__all__ = ["ServerUnavailable", "env_url", "free_port", "free_ports", "require_or_skip", "wait_for_port"]
 
 
 class ServerUnavailable(RuntimeError):
@@ -20,6 +20,16 @@ def free_port() -> int:
     with socket.socket(socket.AF_INET, socket.SOCK_STREAM) as s:
         s.bind(("127.0.0.1", 0))
         return int(s.getsockname()[1])
+
+
+def free_ports(taken: set[int]) -> tuple[int, int]:
+    """Two distinct free ports not in ``taken`` (which gets them): a node's client port and its
+    cluster bus or route port."""
+    while True:
+        first, second = free_port(), free_port()
+        if first != second and not {first, second} & taken:
+            taken.update((first, second))
+            return first, second
 
 
 def wait_for_port(port: int, timeout: float = 20.0, host: str = "127.0.0.1") -> None:

@@ -23,7 +23,13 @@ import nats
 import nats.errors
 from nats.js.api import StorageType, StreamConfig
 
-from prism.testing.servers._base import ServerUnavailable, env_url, free_port, require_or_skip, wait_for_port
+from prism.testing.servers._base import (
+    ServerUnavailable,
+    env_url,
+    free_ports,
+    require_or_skip,
+    wait_for_port,
+)
 from prism.testing.servers.nats import INSTALL_HINT, find_binary
 
 __all__ = ["NatsCluster", "NatsNode", "nats_cluster"]
@@ -74,7 +80,7 @@ class NatsCluster:
         try:
             taken: set[int] = set()
             for i in range(NODES):
-                port, route = _two_free_ports(taken)
+                port, route = free_ports(taken)
                 directory = Path(cluster._dir.name) / f"n{i}"
                 directory.mkdir()
                 cluster.nodes.append(NatsNode(f"n{i}", port, route, directory))
@@ -211,14 +217,6 @@ class NatsCluster:
 
     def __repr__(self) -> str:
         return f"<NatsCluster {self.url} {'external' if self.external else 'local'}>"
-
-
-def _two_free_ports(taken: set[int]) -> tuple[int, int]:
-    while True:
-        port, route = free_port(), free_port()
-        if port != route and not {port, route} & taken:
-            taken.update((port, route))
-            return port, route
 
 
 @contextmanager

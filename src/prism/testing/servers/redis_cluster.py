@@ -25,7 +25,13 @@ from pathlib import Path
 
 from redis.crc import key_slot
 
-from prism.testing.servers._base import ServerUnavailable, env_url, free_port, require_or_skip, wait_for_port
+from prism.testing.servers._base import (
+    ServerUnavailable,
+    env_url,
+    free_ports,
+    require_or_skip,
+    wait_for_port,
+)
 
 __all__ = ["ClusterNode", "RedisCluster", "redis_cluster"]
 
@@ -105,7 +111,7 @@ class RedisCluster:
         try:
             taken: set[int] = set()
             for i in range(NODES):
-                port, bus = _two_free_ports(taken)
+                port, bus = free_ports(taken)
                 directory = Path(cluster._dir.name) / f"node{i}"
                 directory.mkdir()
                 node = ClusterNode(port, bus, directory)
@@ -279,14 +285,6 @@ class RedisCluster:
 
     def __repr__(self) -> str:
         return f"<RedisCluster {self.url} {'external' if self.external else 'local'}>"
-
-
-def _two_free_ports(taken: set[int]) -> tuple[int, int]:
-    while True:
-        port, bus = free_port(), free_port()
-        if port != bus and not {port, bus} & taken:
-            taken.update((port, bus))
-            return port, bus
 
 
 @contextmanager
