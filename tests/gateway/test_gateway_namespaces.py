@@ -606,3 +606,19 @@ async def test_a_timeseries_namespace_is_not_deleted_at_runtime(tmp_path: Path) 
         r = await c.get("/v1/ts/clicks/s")
         assert [e["id"] for e in r.json()["events"]] == ["e1"]
         assert (await c.put("/v1/namespaces/clicks", json=TS_NEEDS)).status_code == 200
+
+
+async def test_concurrent_creations_with_other_settings_leave_one_set_of_settings(tmp_path: Path) -> None:
+    async with client_for(config(tmp_path)) as c:
+        c.headers.update(ADMIN)
+        bodies = [{**TS_NEEDS, "timeseries": {"slice_seconds": s}} for s in (60, 120, 300, 600)]
+        answers = await asyncio.gather(*(c.put("/v1/namespaces/clicks", json=b) for b in bodies))
+        codes = sorted(r.status_code for r in answers)
+        assert codes == [201, 409, 409, 409], [r.text for r in answers]
+        assert {r.json()["code"] for r in answers if r.status_code == 409} == {"TIMESERIES_SETTINGS_CHANGE"}
+        winner = next(b for b, r in zip(bodies, answers, strict=True) if r.status_code == 201)
+        # The winner's settings are the ones served, and the namespace answers its clients' signals.
+        assert (await c.put("/v1/namespaces/clicks", json=winner)).status_code == 200
+        assert (await c.post("/v1/ts/clicks/s", json=_events("e1"))).status_code == 200
+        r = await c.get("/v1/namespaces/clicks/signals")
+        assert r.status_code == 200 and r.json()["latency_target_ms"] > 0, r.text
