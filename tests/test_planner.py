@@ -106,8 +106,8 @@ CASES: list[tuple[str, NeedsConfig, list[StoreOffer], str | None, dict[str, list
         [MEMORY, SQLITE, REDIS],
         "redis",
         {
-            "mem": [("access_pattern", "timeseries", "kv, records")],
-            "lite": [("access_pattern", "timeseries", "kv, records")],
+            "mem": [("access_pattern", "timeseries", "no timeseries")],
+            "lite": [("access_pattern", "timeseries", "no timeseries")],
         },
     ),
     (

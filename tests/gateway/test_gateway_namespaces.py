@@ -8,6 +8,8 @@ import json
 import subprocess
 import sys
 import uuid
+from dataclasses import replace
+from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any, ClassVar
 
@@ -39,6 +41,17 @@ class FlakyDeletes(MemoryBackend):
                 raise BackendUnavailable("the store went away mid-purge")
             FlakyDeletes.allowed -= 1
         return await super().delete_range(ns, record, start, end)
+
+
+class NoSeries(MemoryBackend):
+    """A memory backend that declares no TimeSeries store."""
+
+    capabilities = replace(MemoryBackend.capabilities, timeseries=False)
+    timeseries_unsupported = "a test backend without TimeSeries"
+
+    @classmethod
+    def from_url(cls, url: str, **options: Any) -> NoSeries:
+        return cls(url.split("://", 1)[1].strip("/"))
 
 
 def config(tmp_path: Path, **overrides: Any) -> dict[str, Any]:
@@ -140,10 +153,6 @@ async def test_reserved_and_config_file_names_are_refused(tmp_path: Path) -> Non
         assert (await c.delete("/v1/namespaces/fixed", headers=ADMIN)).status_code == 409
         r = await c.put("/v1/namespaces/prism-audit", json={}, headers=ADMIN)
         assert r.status_code == 400 and "name" in r.json()["detail"]
-        r = await c.put(
-            "/v1/namespaces/series", json={"needs": {"access_pattern": "timeseries"}}, headers=ADMIN
-        )
-        assert r.status_code == 422 and "needs.access_pattern" in r.json()["detail"]
 
 
 async def test_the_planner_refuses_with_every_stores_reasons(tmp_path: Path) -> None:
@@ -477,3 +486,139 @@ async def test_declared_rates_of_config_file_namespaces_are_enforced_too(tmp_pat
         # A rate the file sets itself wins.
         limits = (await c.get("/v1/namespaces/own", headers=ADMIN)).json()["limits"]
         assert (limits["rate"], limits["concurrency"]) == (50.0, 3)
+
+
+TS_NEEDS = {"needs": {"access_pattern": "timeseries"}}
+
+
+def _events(*ids: str) -> dict[str, Any]:
+    now = datetime.now(UTC).isoformat()
+    return {"events": [{"time": now, "id": i, "data": {"n": i}} for i in ids]}
+
+
+async def test_a_timeseries_namespace_is_created_and_served_by_the_ts_routes(tmp_path: Path) -> None:
+    async with client_for(config(tmp_path)) as c:
+        c.headers.update(ADMIN)
+        settings = {"slice_seconds": 60, "retention_seconds": 86400, "accept_window_seconds": 3600}
+        body = {**TS_NEEDS, "timeseries": settings}
+        r = await c.put("/v1/namespaces/clicks", json=body)
+        assert r.status_code == 201, r.text
+        assert r.json()["store"] == "small" and r.json()["needs"]["access_pattern"] == "timeseries"
+        r = await c.post("/v1/ts/clicks/user:1", json=_events("e1", "e2"))
+        assert r.status_code == 200, r.text
+        assert [x["ok"] for x in r.json()["results"]] == [True, True]
+        r = await c.get("/v1/ts/clicks/user:1?order=asc")
+        assert r.status_code == 200, r.text
+        assert [e["id"] for e in r.json()["events"]] == ["e1", "e2"]
+        assert r.json()["events"][0]["data"] == {"n": "e1"}
+        # Served by /v1/ts, not by /v1/kv.
+        r = await c.put("/v1/kv/clicks/k", content=b"x")
+        assert r.status_code == 404 and "/v1/ts" in r.json()["detail"], r.text
+        # Its definition keeps its kind and settings.
+        r = await c.get("/v1/namespaces/clicks")
+        assert r.status_code == 200, r.text
+        assert (await c.get("/v1/namespaces", headers=ADMIN)).status_code == 200
+        # Its settings are applied: an event older than the accept window is refused.
+        old = {"events": [{"time": "2001-01-01T00:00:00+00:00", "id": "e0", "data": {}}]}
+        r = await c.post("/v1/ts/clicks/user:1", json=old)
+        assert r.status_code == 400 and "accept" in r.json()["detail"], r.text
+        # Changing it the same way is fine; changing its kind or its settings is refused.
+        assert (await c.put("/v1/namespaces/clicks", json=body)).status_code == 200
+        r = await c.put("/v1/namespaces/clicks", json={})
+        assert r.status_code == 409 and r.json()["code"] == "KIND_CHANGE", r.text
+        r = await c.put("/v1/namespaces/clicks", json={**TS_NEEDS, "timeseries": {"slice_seconds": 120}})
+        assert r.status_code == 409 and r.json()["code"] == "TIMESERIES_SETTINGS_CHANGE", r.text
+        assert (await c.put("/v1/namespaces/kvns", json={})).status_code == 201
+        r = await c.put("/v1/namespaces/kvns", json=TS_NEEDS)
+        assert r.status_code == 409 and r.json()["code"] == "KIND_CHANGE", r.text
+        # Still served as before.
+        r = await c.get("/v1/ts/clicks/user:1?order=asc")
+        assert [e["id"] for e in r.json()["events"]] == ["e1", "e2"]
+
+
+async def test_a_timeseries_namespace_goes_only_to_a_store_with_timeseries(tmp_path: Path) -> None:
+    plain = {"url": f"memory://plain-{uuid.uuid4().hex[:8]}", "backend": "test_gateway_namespaces:NoSeries"}
+    cfg = config(tmp_path, stores={"plain": plain}, namespaces=[{"name": "fixed"}])
+    async with client_for(cfg) as c:
+        c.headers.update(ADMIN)
+        r = await c.put("/v1/namespaces/clicks", json=TS_NEEDS)
+        assert r.status_code == 422, r.text
+        assert r.json()["stores"] == [
+            {
+                "store": "plain",
+                "fails": [{"need": "access_pattern", "wanted": "timeseries", "has": "no timeseries"}],
+            }
+        ]
+        assert (await c.get("/v1/namespaces/clicks")).status_code == 404
+        # A kv namespace still fits there.
+        assert (await c.put("/v1/namespaces/carts", json={})).status_code == 201
+    two = {"plain": plain, "lite": f"sqlite:///{tmp_path / 'ts.db'}"}
+    async with client_for(config(tmp_path, stores=two, namespaces=[{"name": "fixed"}])) as c:
+        c.headers.update(ADMIN)
+        r = await c.put("/v1/namespaces/clicks", json=TS_NEEDS)
+        assert r.status_code == 201, r.text
+        assert r.json()["store"] == "lite"
+        assert r.json()["refused"] == [
+            {
+                "store": "plain",
+                "fails": [{"need": "access_pattern", "wanted": "timeseries", "has": "no timeseries"}],
+            }
+        ]
+        assert (await c.post("/v1/ts/clicks/s", json=_events("e1"))).status_code == 200
+        # Naming the store without TimeSeries is refused too.
+        r = await c.put("/v1/namespaces/other", json={**TS_NEEDS, "store": "plain"})
+        assert r.status_code == 422 and r.json()["stores"][0]["store"] == "plain", r.text
+
+
+@pytest.mark.parametrize(
+    ("body", "field"),
+    [
+        ({**TS_NEEDS, "timeseries": {"slice_seconds": 0}}, "slice_seconds"),
+        ({**TS_NEEDS, "timeseries": {"slice_seconds": 1.5}}, "slice_seconds"),
+        ({**TS_NEEDS, "timeseries": {"retention_seconds": -5}}, "retention_seconds"),
+        ({**TS_NEEDS, "timeseries": {"accept_window_seconds": 0}}, "accept_window_seconds"),
+        ({**TS_NEEDS, "timeseries": {"future_skew_seconds": -1}}, "future_skew_seconds"),
+        ({**TS_NEEDS, "timeseries": {"slice_seconds": "hour"}}, "slice_seconds"),
+        ({**TS_NEEDS, "timeseries": {"slices": 60}}, "slices"),
+        ({"timeseries": {"slice_seconds": 60}}, "timeseries"),
+        ({**TS_NEEDS, "default_ttl": 60}, "default_ttl"),
+    ],
+)
+async def test_bad_timeseries_settings_name_their_field_and_create_nothing(
+    tmp_path: Path, body: dict[str, Any], field: str
+) -> None:
+    async with client_for(config(tmp_path)) as c:
+        r = await c.put("/v1/namespaces/clicks", json=body, headers=ADMIN)
+        assert r.status_code == 400, r.text
+        assert field in r.json()["detail"], r.text
+        assert (await c.get("/v1/namespaces/clicks", headers=ADMIN)).status_code == 404
+
+
+async def test_a_timeseries_namespace_is_not_deleted_at_runtime(tmp_path: Path) -> None:
+    async with client_for(config(tmp_path)) as c:
+        c.headers.update(ADMIN)
+        assert (await c.put("/v1/namespaces/clicks", json=TS_NEEDS)).status_code == 201
+        assert (await c.post("/v1/ts/clicks/s", json=_events("e1"))).status_code == 200
+        for path in ("/v1/namespaces/clicks", "/v1/namespaces/clicks?purge=true"):
+            r = await c.delete(path)
+            assert r.status_code == 409 and r.json()["code"] == "TIMESERIES_DELETE", r.text
+        # Refused before anything changed: still served, events intact, not marked deleting.
+        r = await c.get("/v1/ts/clicks/s")
+        assert [e["id"] for e in r.json()["events"]] == ["e1"]
+        assert (await c.put("/v1/namespaces/clicks", json=TS_NEEDS)).status_code == 200
+
+
+async def test_concurrent_creations_with_other_settings_leave_one_set_of_settings(tmp_path: Path) -> None:
+    async with client_for(config(tmp_path)) as c:
+        c.headers.update(ADMIN)
+        bodies = [{**TS_NEEDS, "timeseries": {"slice_seconds": s}} for s in (60, 120, 300, 600)]
+        answers = await asyncio.gather(*(c.put("/v1/namespaces/clicks", json=b) for b in bodies))
+        codes = sorted(r.status_code for r in answers)
+        assert codes == [201, 409, 409, 409], [r.text for r in answers]
+        assert {r.json()["code"] for r in answers if r.status_code == 409} == {"TIMESERIES_SETTINGS_CHANGE"}
+        winner = next(b for b, r in zip(bodies, answers, strict=True) if r.status_code == 201)
+        # The winner's settings are the ones served, and the namespace answers its clients' signals.
+        assert (await c.put("/v1/namespaces/clicks", json=winner)).status_code == 200
+        assert (await c.post("/v1/ts/clicks/s", json=_events("e1"))).status_code == 200
+        r = await c.get("/v1/namespaces/clicks/signals")
+        assert r.status_code == 200 and r.json()["latency_target_ms"] > 0, r.text

@@ -7,8 +7,10 @@ import os
 import subprocess
 import sys
 from collections.abc import Iterator
+from datetime import UTC, datetime
 from pathlib import Path
 
+import httpx
 import pytest
 from gateway_helpers import KEYS, api_keys_config
 from serve_helpers import Served, serving
@@ -212,3 +214,31 @@ def test_a_preferred_engine_from_the_options_or_the_proto(gateway: Served, tmp_p
     )
     assert overridden.returncode == 0, overridden.stderr
     assert overridden.stdout.splitlines()[0] == "namespace sessions: would be placed on store main"
+
+
+def test_a_timeseries_namespace_from_the_command_line(gateway: Served, tmp_path: Path) -> None:
+    settings = tmp_path / "clicks.json"
+    settings.write_text(json.dumps({"timeseries": {"slice_seconds": 600, "retention_seconds": 86400}}))
+    created = prism(
+        gateway, "--json", "create", "clicks", "--need", "access_pattern=timeseries", "--file", str(settings)
+    )
+    assert created.returncode == 0, created.stderr
+    answer = json.loads(created.stdout)
+    assert answer["store"] == "main" and answer["needs"]["access_pattern"] == "timeseries"
+    now = datetime.now(UTC).isoformat()
+    headers = {"X-API-Key": KEYS["admin"][0]}
+    r = httpx.post(
+        f"{gateway.url}/v1/ts/clicks/user:1",
+        json={"events": [{"time": now, "id": "e1", "data": {"page": "/"}}]},
+        headers=headers,
+    )
+    assert r.status_code == 200, r.text
+    r = httpx.get(f"{gateway.url}/v1/ts/clicks/user:1", headers=headers)
+    assert [e["id"] for e in r.json()["events"]] == ["e1"]
+    got = prism(gateway, "get", "clicks")
+    assert got.returncode == 0, got.stderr
+    assert "  store: main (sqlite)" in got.stdout
+    bad = prism(gateway, "create", "bad", "--need", "access_pattern=timeseries", "--need", "ttl_seconds=-1")
+    assert bad.returncode != 0 and "needs.ttl_seconds" in bad.stderr
+    refused = prism(gateway, "delete", "clicks", "--purge")
+    assert refused.returncode != 0 and "TIMESERIES_DELETE" in refused.stderr, refused.stderr

@@ -6,6 +6,7 @@ import contextlib
 import json
 import uuid
 from collections.abc import AsyncIterator
+from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any
 
@@ -149,3 +150,37 @@ async def test_changes_over_grpc_are_audited_with_before_and_after(tmp_path: Pat
     assert created["values"]["before"] is None and created["values"]["after"]["needs"]["read_rps"] == 5.0
     assert deleted["values"]["before"]["name"] == "aud" and deleted["values"]["after"] is None
     assert created["principal"] == "admin" and created["status"] == 200
+
+
+async def test_a_timeseries_namespace_over_grpc(tmp_path: Path) -> None:
+    admin = {"X-API-Key": KEYS["admin"][0]}
+    async with serving(config(tmp_path)) as (http, call):
+        needs = pb.NamespaceNeeds(access_pattern="timeseries")
+        settings = pb.NamespaceTimeSeries(slice_seconds=600, accept_window_seconds=3600)
+        placed = await call("Put", put("clicks", needs=needs, timeseries=settings), pb.NamespacePlacement)
+        assert (placed.store, placed.created) == ("small", True)
+        now = datetime.now(UTC).isoformat()
+        r = await http.post(
+            "/v1/ts/clicks/s", json={"events": [{"time": now, "id": "e1", "data": {}}]}, headers=admin
+        )
+        assert r.status_code == 200, r.text
+        # The accept window it was given is applied: an event of 2001 is refused.
+        old = {"events": [{"time": "2001-01-01T00:00:00+00:00", "id": "e0", "data": {}}]}
+        r = await http.post("/v1/ts/clicks/s", json=old, headers=admin)
+        assert r.status_code == 400 and "accept" in r.json()["detail"], r.text
+        with pytest.raises(aio.AioRpcError) as bad:
+            await call(
+                "Put",
+                put("other", needs=needs, timeseries=pb.NamespaceTimeSeries(slice_seconds=0)),
+                pb.NamespacePlacement,
+            )
+        assert bad.value.code() == grpc.StatusCode.INVALID_ARGUMENT
+        assert "slice_seconds" in (bad.value.details() or "")
+        with pytest.raises(aio.AioRpcError) as refused:
+            await call(
+                "Delete",
+                pb.DeleteNamespaceRequest(namespace="clicks", purge=True),
+                pb.DeleteNamespaceResponse,
+            )
+        assert refused.value.code() == grpc.StatusCode.ABORTED
+        assert dict(refused.value.trailing_metadata() or ())["prism-error-code"] == "TIMESERIES_DELETE"

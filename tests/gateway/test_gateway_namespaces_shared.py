@@ -13,6 +13,7 @@ import uuid
 from collections.abc import Iterator
 from concurrent.futures import ThreadPoolExecutor
 from contextlib import ExitStack
+from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any
 
@@ -157,6 +158,31 @@ async def test_every_replica_serves_a_change_within_two_seconds_under_one_limit(
                 for i, url in enumerate((b, a, b, a, b, a))
             ]
             assert sorted(writes) in ([201] + [429] * 5, [200] + [429] * 5), writes
+
+
+async def test_a_timeseries_namespace_is_served_by_every_replica_within_two_seconds(
+    tmp_path: Path, shared_store: dict[str, Any]
+) -> None:
+    name = f"clicks-{uuid.uuid4().hex[:8]}"
+    now = datetime.now(UTC).isoformat()
+    events = {"events": [{"time": now, "id": "e1", "data": {"page": "/home"}}]}
+    with ExitStack() as stack:
+        a, b = two(tmp_path, config(shared_store), stack)
+        async with httpx.AsyncClient(timeout=10, headers=ADMIN) as http:
+            assert (await http.get(f"{b}/v1/ts/{name}/s")).json()["code"] == "NAMESPACE_NOT_FOUND"
+            body = {"needs": {"access_pattern": "timeseries"}, "timeseries": {"slice_seconds": 600}}
+            r = await http.put(f"{a}/v1/namespaces/{name}", json=body)
+            assert r.status_code == 201, r.text
+
+            async def b_serves() -> bool:
+                return (await http.post(f"{b}/v1/ts/{name}/s", json=events)).status_code == 200
+
+            await until(b_serves, PROPAGATION)
+            r = await http.get(f"{a}/v1/ts/{name}/s")
+            assert r.status_code == 200, r.text
+            assert [(e["id"], e["data"]) for e in r.json()["events"]] == [("e1", {"page": "/home"})]
+            r = await http.put(f"{b}/v1/kv/{name}/k", content=b"x")
+            assert r.status_code == 404 and "/v1/ts" in r.json()["detail"], r.text
 
 
 async def test_placements_through_both_replicas_never_overcommit_a_store(

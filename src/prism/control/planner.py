@@ -121,7 +121,7 @@ def check_needs(
     if backend is not None and engine(backend) != store.backend:
         fails.append(Fail("backend", backend, store.backend))
     if needs.access_pattern == "timeseries" and not caps.timeseries:
-        fails.append(Fail("access_pattern", "timeseries", "kv, records"))
+        fails.append(Fail("access_pattern", "timeseries", "no timeseries"))
     for need in _SUMMED:
         wanted = getattr(needs, need)
         if wanted is None:

@@ -26,6 +26,7 @@ from prism.gateway.config import (
     NamespaceConfig,
     NeedsConfig,
     PiiConfig,
+    TimeSeriesConfig,
     _validate,
     internal_namespace,
 )
@@ -60,6 +61,9 @@ class NamespaceBody(msgspec.Struct, forbid_unknown_fields=True, kw_only=True):
     #: The engine it prefers (postgres, redis, sqlite, nats, dynamodb, memory): the planner
     #: chooses among the stores of that engine meeting every need.
     backend: str | None = None
+    #: The settings of a namespace whose ``needs.access_pattern`` is ``timeseries`` (served by
+    #: /v1/ts as a ``kind: timeseries`` namespace); defaults when omitted.
+    timeseries: TimeSeriesConfig | None = None
 
 
 class PlacementLimits(msgspec.Struct):
@@ -190,6 +194,11 @@ class RuntimeNamespaces:
                 continue
             assert ns.store is not None
             store = gateway.stores[ns.store]
+            if ns.kind == "timeseries" and not store.capabilities.timeseries:
+                self._warn(
+                    name, f"runtime namespace {name!r} is on store {ns.store!r}, which has no TimeSeries"
+                )
+                continue
             try:
                 store.namespace(ns.name, max_value_bytes=ns.max_value_bytes, default_ttl=ns.default_ttl)
                 served = ServedNamespace(
@@ -244,17 +253,12 @@ class RuntimeNamespaces:
                 "INVALID_ARGUMENT",
                 f"backend: unknown engine {body.backend!r} (engines: {', '.join(ENGINES)})",
             )
-        if body.needs.access_pattern == "timeseries":
-            raise HTTPProblem(
-                422,
-                "UNSUPPORTED",
-                "needs.access_pattern: runtime namespaces hold kv and records; "
-                "declare a timeseries namespace in the config file",
-            )
         for field, rule in needs_problems(body.needs):
             raise HTTPProblem(400, "INVALID_ARGUMENT", f"needs.{field}: {rule}")
         ns = NamespaceConfig(
             name=name,
+            kind="timeseries" if body.needs.access_pattern == "timeseries" else "kv",
+            timeseries=body.timeseries,
             store=body.store,
             tenant_scoped=body.tenant_scoped,
             max_value_bytes=body.max_value_bytes,
@@ -327,6 +331,22 @@ class RuntimeNamespaces:
                     "TENANT_SCOPE_CHANGE",
                     f"tenant_scoped: namespace {ns.name!r} holds its data "
                     f"{'per tenant' if scoped else 'unscoped'}; it cannot change",
+                )
+            before = _ns(existing)
+            if before.kind != ns.kind:
+                raise HTTPProblem(
+                    409,
+                    "KIND_CHANGE",
+                    f"needs.access_pattern: namespace {ns.name!r} holds "
+                    f"{'events' if before.kind == 'timeseries' else 'keys and records'}; "
+                    "it cannot become a "
+                    f"{'timeseries' if ns.kind == 'timeseries' else 'kv'} namespace",
+                )
+            if (before.timeseries or TimeSeriesConfig()) != (ns.timeseries or TimeSeriesConfig()):
+                raise HTTPProblem(
+                    409,
+                    "TIMESERIES_SETTINGS_CHANGE",
+                    f"timeseries: namespace {ns.name!r} keeps the settings it was created with",
                 )
             only = current
         decision = plan(
@@ -410,6 +430,14 @@ class RuntimeNamespaces:
             entry = state.namespaces.get(name)
             if entry is None:
                 raise HTTPProblem(404, "NAMESPACE_NOT_FOUND", f"there is no runtime namespace {name!r}")
+            if _ns(entry).kind == "timeseries":
+                raise HTTPProblem(
+                    409,
+                    "TIMESERIES_DELETE",
+                    f"namespace {name!r} is a timeseries namespace: its events cannot be checked "
+                    "or purged at runtime (its series cannot be listed, and not every TimeSeries "
+                    "store can drop its slices on demand), so it cannot be deleted at runtime",
+                )
             if _ns(entry).tenant_scoped:
                 raise HTTPProblem(
                     409,

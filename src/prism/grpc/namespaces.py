@@ -46,6 +46,7 @@ _STATUS = {
     503: grpc.StatusCode.UNAVAILABLE,
 }
 
+_TIMESERIES = ("slice_seconds", "retention_seconds", "accept_window_seconds", "future_skew_seconds")
 _OPTIONAL_NEEDS = ("read_rps", "write_rps", "item_bytes_p99", "total_bytes", "ttl_seconds", "latency_p99_ms")
 
 
@@ -69,6 +70,9 @@ def body_of(spec: Any) -> NamespaceBody:
     for field in ("max_value_bytes", "default_ttl", "audit", "store", "backend"):
         if spec.HasField(field):
             body[field] = getattr(spec, field)
+    if spec.HasField("timeseries"):
+        ts = spec.timeseries
+        body["timeseries"] = {field: getattr(ts, field) for field in _TIMESERIES if ts.HasField(field)}
     try:
         return msgspec.convert(body, NamespaceBody)
     except msgspec.ValidationError as exc:

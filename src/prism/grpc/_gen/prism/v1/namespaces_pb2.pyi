@@ -49,8 +49,20 @@ class NamespacePii(_message.Message):
     encrypt: bool
     def __init__(self, fields: _Optional[_Iterable[str]] = ..., encrypt: _Optional[bool] = ...) -> None: ...
 
+class NamespaceTimeSeries(_message.Message):
+    __slots__ = ("slice_seconds", "retention_seconds", "accept_window_seconds", "future_skew_seconds")
+    SLICE_SECONDS_FIELD_NUMBER: _ClassVar[int]
+    RETENTION_SECONDS_FIELD_NUMBER: _ClassVar[int]
+    ACCEPT_WINDOW_SECONDS_FIELD_NUMBER: _ClassVar[int]
+    FUTURE_SKEW_SECONDS_FIELD_NUMBER: _ClassVar[int]
+    slice_seconds: int
+    retention_seconds: int
+    accept_window_seconds: float
+    future_skew_seconds: float
+    def __init__(self, slice_seconds: _Optional[int] = ..., retention_seconds: _Optional[int] = ..., accept_window_seconds: _Optional[float] = ..., future_skew_seconds: _Optional[float] = ...) -> None: ...
+
 class NamespaceSpec(_message.Message):
-    __slots__ = ("needs", "access", "tenant_scoped", "pii", "max_value_bytes", "default_ttl", "audit", "store", "backend")
+    __slots__ = ("needs", "access", "tenant_scoped", "pii", "max_value_bytes", "default_ttl", "audit", "store", "backend", "timeseries")
     NEEDS_FIELD_NUMBER: _ClassVar[int]
     ACCESS_FIELD_NUMBER: _ClassVar[int]
     TENANT_SCOPED_FIELD_NUMBER: _ClassVar[int]
@@ -60,6 +72,7 @@ class NamespaceSpec(_message.Message):
     AUDIT_FIELD_NUMBER: _ClassVar[int]
     STORE_FIELD_NUMBER: _ClassVar[int]
     BACKEND_FIELD_NUMBER: _ClassVar[int]
+    TIMESERIES_FIELD_NUMBER: _ClassVar[int]
     needs: NamespaceNeeds
     access: NamespaceAccess
     tenant_scoped: bool
@@ -69,7 +82,8 @@ class NamespaceSpec(_message.Message):
     audit: bool
     store: str
     backend: str
-    def __init__(self, needs: _Optional[_Union[NamespaceNeeds, _Mapping]] = ..., access: _Optional[_Union[NamespaceAccess, _Mapping]] = ..., tenant_scoped: _Optional[bool] = ..., pii: _Optional[_Union[NamespacePii, _Mapping]] = ..., max_value_bytes: _Optional[int] = ..., default_ttl: _Optional[float] = ..., audit: _Optional[bool] = ..., store: _Optional[str] = ..., backend: _Optional[str] = ...) -> None: ...
+    timeseries: NamespaceTimeSeries
+    def __init__(self, needs: _Optional[_Union[NamespaceNeeds, _Mapping]] = ..., access: _Optional[_Union[NamespaceAccess, _Mapping]] = ..., tenant_scoped: _Optional[bool] = ..., pii: _Optional[_Union[NamespacePii, _Mapping]] = ..., max_value_bytes: _Optional[int] = ..., default_ttl: _Optional[float] = ..., audit: _Optional[bool] = ..., store: _Optional[str] = ..., backend: _Optional[str] = ..., timeseries: _Optional[_Union[NamespaceTimeSeries, _Mapping]] = ...) -> None: ...
 
 class PutNamespaceRequest(_message.Message):
     __slots__ = ("namespace", "spec")
