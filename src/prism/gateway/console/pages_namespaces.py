@@ -22,7 +22,7 @@ __all__ = ["apply", "delete", "edit", "is_runtime", "may_administer", "new", "pl
 
 #: The needs the form asks for: (field, label, kind) with kind ``number``, ``int`` or a choice list.
 _NEEDS: tuple[tuple[str, str, object], ...] = (
-    ("access_pattern", "Access pattern", ("kv", "records")),
+    ("access_pattern", "Access pattern", ("kv", "records", "timeseries")),
     ("read_rps", "Reads per second", "number"),
     ("write_rps", "Writes per second", "number"),
     ("item_bytes_p99", "Item size p99 (bytes)", "int"),
