@@ -550,3 +550,94 @@ def test_the_blocking_api_takes_a_near_cache(tmp_path: Path) -> None:
         assert item is not None and item.value == b"v2"
         with pytest.raises(prism.Unsupported, match="near_cache only"):
             store.namespace("n", cache=Cache(store._store))
+
+
+# -- the near cache around a new cursor: no value read before it is kept ---------------
+
+
+async def _near_pair(name: str) -> tuple[prism.Store, prism.Store, Namespace, Namespace]:
+    reader = await prism.connect(f"memory://{name}?feed=true")
+    writer = await prism.connect(f"memory://{name}?feed=true")
+    return (
+        reader,
+        writer,
+        reader.namespace("ns", near_cache=NearCache(ttl=30.0, poll_interval=0.05)),
+        writer.namespace("ns"),
+    )
+
+
+async def test_a_fill_read_while_the_near_cache_takes_its_first_cursor_is_refused() -> None:
+    name = f"near-start-{uuid.uuid4().hex[:8]}"
+    reader, writer, r, w = await _near_pair(name)
+    try:
+        await w.put("k", b"v1")
+        inner = reader._tiers[0].inner
+        read_changes, get = inner.read_changes, inner.get
+        cursor_gate, get_gate = asyncio.Event(), asyncio.Event()
+        reads = 0
+
+        async def slow_cursor(ns: str, prefix: str, after: str | None, limit: int) -> Any:
+            if after is None and not cursor_gate.is_set():
+                await cursor_gate.wait()  # the first read of the feed is slow
+            return await read_changes(ns, prefix, after, limit)
+
+        async def slow_get(ns: str, record: str, key: str, **kw: Any) -> Any:
+            nonlocal reads
+            item = await get(ns, record, key, **kw)
+            reads += 1
+            if reads == 1:
+                await get_gate.wait()  # this store read's answer is still in flight
+            return item
+
+        inner.read_changes, inner.get = slow_cursor, slow_get  # type: ignore[method-assign]
+        first = asyncio.create_task(r.get("k"))
+        await asyncio.sleep(0.01)
+        second = asyncio.create_task(r.get("k"))
+        await asyncio.sleep(0.05)
+        await w.put("k", b"v2")  # committed before the follower's cursor: the feed never shows it
+        cursor_gate.set()
+        await asyncio.sleep(0.05)
+        get_gate.set()
+        await asyncio.gather(first, second)
+        await asyncio.sleep(0.3)
+        got = await r.get("k")
+        assert got is not None and got.value == b"v2"
+    finally:
+        await reader.close()
+        await writer.close()
+
+
+async def test_after_an_expired_cursor_nothing_read_before_the_new_cursor_is_kept() -> None:
+    name = f"near-expired-{uuid.uuid4().hex[:8]}"
+    reader, writer, r, w = await _near_pair(name)
+    try:
+        await w.put("k", b"v1")
+        inner = reader._tiers[0].inner
+        read_changes = inner.read_changes
+        gate, in_gap = asyncio.Event(), asyncio.Event()
+        state = {"expire": False, "armed": False}
+
+        async def expiring(ns: str, prefix: str, after: str | None, limit: int) -> Any:
+            if after is not None and state["expire"]:
+                state["expire"] = False
+                raise prism.CursorExpired("the feed's retention passed")
+            if after is None and state["armed"] and not in_gap.is_set():
+                in_gap.set()
+                await gate.wait()  # the new cursor is slow to come
+            return await read_changes(ns, prefix, after, limit)
+
+        inner.read_changes = expiring  # type: ignore[method-assign]
+        assert (await r.get("k")) is not None  # starts following the feed
+        await asyncio.sleep(0.2)
+        state["expire"] = state["armed"] = True
+        await in_gap.wait()
+        in_gap_read = await r.get("k")
+        assert in_gap_read is not None and in_gap_read.value == b"v1"
+        await w.put("k", b"v2")  # committed before the new cursor
+        gate.set()
+        await asyncio.sleep(0.5)
+        got = await r.get("k")
+        assert got is not None and got.value == b"v2"
+    finally:
+        await reader.close()
+        await writer.close()

@@ -150,6 +150,9 @@ class FeedFollower:
         self.near.clear()
         read_at = _monotonic()
         _, self._cursor = await self._read(None)
+        # A fill that read the store before the cursor was taken may hold a value whose
+        # newer write the feed will never show: refuse every fill begun until now.
+        self.near.clear()
         self.near.following = True
         self.near.live_until = read_at + self.live_window
         self._task = asyncio.create_task(self._follow(), name="prism-near-cache-feed")
@@ -162,8 +165,10 @@ class FeedFollower:
             except asyncio.CancelledError:
                 raise
             except CursorExpired:
-                # Changes were missed: nothing kept can be trusted.
+                # Changes were missed: nothing kept can be trusted, and nothing is filled
+                # until a new cursor is taken.
                 log.warning("the near cache fell behind the change feed; it was cleared")
+                self.near.following = False
                 self.near.clear()
                 changes, cursor = [], None
             except PrismError as exc:
@@ -176,6 +181,8 @@ class FeedFollower:
             if cursor is None:
                 with contextlib.suppress(PrismError):
                     _, cursor = await self._read(None)
+                if cursor is not None:
+                    self.near.clear()  # as in start(): no fill begun before the new cursor
             if cursor is None:
                 await asyncio.sleep(self._poll)
                 continue
