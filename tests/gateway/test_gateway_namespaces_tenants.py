@@ -6,6 +6,7 @@ tenant in the control store before its first write, so a delete finds every tena
 
 from __future__ import annotations
 
+import asyncio
 import uuid
 from collections.abc import Iterator, Sequence
 from contextlib import ExitStack
@@ -13,12 +14,14 @@ from pathlib import Path
 from typing import Any, ClassVar
 
 import httpx
+import msgspec
 import pytest
-from gateway_helpers import api_keys_config, client_for, headers
+from gateway_helpers import api_keys_config, build_app, client_for, headers, running
 from test_gateway_namespaces_shared import config as shared_config
 from test_gateway_namespaces_shared import two, until
 
 from prism.backends.memory import MemoryBackend
+from prism.control.catalog import CatalogState
 from prism.errors import BackendUnavailable
 from prism.gateway.auth import hash_api_key
 from prism.model import StoredWrite, WriteOutcome
@@ -169,6 +172,52 @@ async def test_a_tenant_is_recorded_once_and_its_first_write_fails_when_it_canno
         assert r.status_code == 409 and "1 tenant(s)" in r.json()["detail"]
 
 
+async def test_tenants_writing_for_the_first_time_at_once_are_all_recorded() -> None:
+    tenants = [f"t{i}" for i in range(12)]
+    keys = [
+        {"name": t, "sha256": hash_api_key(f"key-{t}"), "roles": ["writer"], "tenant": t} for t in tenants
+    ]
+    cfg = config()
+    cfg["auth"]["api_keys"] += keys
+    CountedControl.tenant_writes = 0
+    async with client_for(cfg) as c:
+        assert (await c.put("/v1/namespaces/burst", json=SCOPED, headers=ADMIN)).status_code == 201
+        writes = [
+            c.put(f"/v1/kv/burst/k{i}", content=b"v", headers={"X-API-Key": f"key-{t}"})
+            for t in tenants
+            for i in range(4)
+        ]
+        answers = await asyncio.gather(*writes)
+        assert all(r.status_code == 201 for r in answers), [r.text for r in answers if r.status_code != 201]
+        # Concurrent first writes of one tenant may each record it, but never more than its writes.
+        assert len(tenants) <= CountedControl.tenant_writes <= 4 * len(tenants)
+        r = await c.delete("/v1/namespaces/burst", headers=ADMIN)
+        assert r.status_code == 409 and f"{len(tenants)} tenant(s)" in r.json()["detail"], r.text
+        r = await c.delete("/v1/namespaces/burst?purge=true", headers=ADMIN)
+        assert r.status_code == 200 and r.json()["purged_records"] == 4 * len(tenants), r.text
+
+
+async def test_a_namespace_created_anew_records_its_tenants_anew_in_a_process_that_saw_no_delete() -> None:
+    app = build_app(config())
+    async with running(app) as c:
+        catalog = app.state.gateway.runtime_namespaces.catalog
+        assert (await c.put("/v1/namespaces/orders", json=SCOPED, headers=ADMIN)).status_code == 201
+        assert (await c.put("/v1/kv/orders/k", content=b"v", headers=ACME)).status_code == 201
+        assert await catalog.tenants("orders") == ["acme"]
+
+        # Deleted and created again with the same definition by another process, between two
+        # reads of the catalog by this one: only the entry's creation time tells them apart.
+        async def recreate(state: CatalogState) -> tuple[CatalogState, None]:
+            entry = state.namespaces["orders"]
+            anew = msgspec.structs.replace(entry, created_at=entry.created_at + 1)
+            return msgspec.structs.replace(state, namespaces={**state.namespaces, "orders": anew}), None
+
+        await catalog.forget_tenants("orders")
+        await catalog.change(recreate)
+        assert (await c.put("/v1/kv/orders/k2", content=b"v", headers=ACME)).status_code == 201
+        assert await catalog.tenants("orders") == ["acme"]
+
+
 async def test_a_purge_of_tenants_that_fails_half_way_is_finished_by_deleting_again() -> None:
     async with client_for(config()) as c:
         assert (await c.put("/v1/namespaces/half", json=SCOPED, headers=ADMIN)).status_code == 201
@@ -236,3 +285,32 @@ async def test_tenants_written_through_one_process_are_purged_through_the_other(
             for key, who in (("first", ACME), ("second", ACME), ("g", GLOBEX)):
                 assert (await http.get(f"{b}/v1/kv/orders/{key}", headers=who)).status_code == 404
             assert (await http.delete(f"{a}/v1/namespaces/orders", headers=ADMIN)).status_code == 200
+
+
+async def test_a_first_write_is_refused_while_the_control_store_is_stopped(tmp_path: Path) -> None:
+    with redis_server() as server:
+        cfg = shared_config({"url": server.url_for(4)})
+        cfg["stores"] = {"data": f"sqlite:///{tmp_path / 'data.db'}", "control": server.url_for(4)}
+        cfg["control"] = {
+            "store": "control",
+            "on_failure": "local",
+            "namespaces": {"poll_interval": 0.05, "delete_settle": 0},
+        }
+        async with client_for(cfg) as c:
+            r = await c.put(
+                "/v1/namespaces/orders", json={"tenant_scoped": True, "store": "data"}, headers=ADMIN
+            )
+            assert r.status_code == 201, r.text
+            assert (await c.put("/v1/kv/orders/k", content=b"v", headers=GLOBEX)).status_code == 201
+            server.stop()
+            try:
+                r = await c.put("/v1/kv/orders/k", content=b"v", headers=ACME)
+                assert r.status_code == 503 and r.json()["code"] == "TENANT_NOT_RECORDED", r.text
+                # A tenant recorded before writes on without the control store.
+                assert (await c.put("/v1/kv/orders/k2", content=b"v", headers=GLOBEX)).status_code == 201
+            finally:
+                server.start()
+            assert (await c.get("/v1/kv/orders/k", headers=ACME)).status_code == 404
+            assert (await c.put("/v1/kv/orders/k", content=b"v", headers=ACME)).status_code == 201
+            r = await c.delete("/v1/namespaces/orders?purge=true", headers=ADMIN)
+            assert r.status_code == 200 and r.json()["purged_records"] == 3, r.text
