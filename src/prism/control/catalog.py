@@ -6,6 +6,10 @@ only by a conditional write on its etag, so a change is applied whole or not at 
 and two processes placing namespaces at the same time cannot both spend the same
 capacity: the loser reads the new catalog and plans again. Every process reads the
 entry each ``poll_interval`` seconds and applies a catalog whose version moved on.
+
+The tenants of a tenant-scoped runtime namespace are kept beside it, one item per
+tenant of the record ``tenants~NAME``, each written (if absent) before that tenant's
+first write is applied, so that deleting the namespace can find every tenant's data.
 """
 
 from __future__ import annotations
@@ -21,8 +25,16 @@ import msgspec
 
 from prism.errors import BackendUnavailable, PreconditionFailed, PrismError
 from prism.kv.store import Store
+from prism.model import Put
 
-__all__ = ["CATALOG_KEY", "CONTROL_NAMESPACE", "CatalogEntry", "CatalogState", "NamespaceCatalog"]
+__all__ = [
+    "CATALOG_KEY",
+    "CONTROL_NAMESPACE",
+    "TENANTS_PREFIX",
+    "CatalogEntry",
+    "CatalogState",
+    "NamespaceCatalog",
+]
 
 log = logging.getLogger("prism.control")
 
@@ -30,6 +42,8 @@ log = logging.getLogger("prism.control")
 CONTROL_NAMESPACE = "prism.control"
 #: The entry holding the catalog.
 CATALOG_KEY = "namespaces"
+#: The record of a namespace's tenants is this prefix and the namespace's name (no name holds ``~``).
+TENANTS_PREFIX = "tenants~"
 
 T = TypeVar("T")
 
@@ -113,6 +127,33 @@ class NamespaceCatalog:
         raise BackendUnavailable(
             f"the namespace catalog changed {self.attempts} times while this change was made; try again"
         )
+
+    async def record_tenant(self, name: str, tenant: str) -> None:
+        """Record that ``tenant`` writes to the namespace ``name`` (written only when absent)."""
+        put = Put(tenant, _encode(stamp()), if_absent=True)
+        (result,) = await self._ns.put_items(TENANTS_PREFIX + name, [put])
+        if not result.ok and not isinstance(result.error, PreconditionFailed):
+            raise result.error or BackendUnavailable(f"cannot record tenant {tenant!r} of {name!r}")
+
+    async def tenants(self, name: str, *, page: int = 500) -> list[str]:
+        """Every tenant recorded for the namespace ``name``, in order."""
+        consistency: Literal["strong", "eventual"] = (
+            "strong" if self.store.capabilities.consistent_reads else "eventual"
+        )
+        found: list[str] = []
+        token: str | None = None
+        while True:
+            items = await self._ns.get_items(
+                TENANTS_PREFIX + name, limit=page, page_token=token, consistency=consistency
+            )
+            found.extend(item.key for item in items.items)
+            token = items.next_page_token
+            if token is None:
+                return found
+
+    async def forget_tenants(self, name: str) -> None:
+        """Drop the record of the namespace ``name``'s tenants."""
+        await self._ns.delete_items(TENANTS_PREFIX + name)
 
     def _apply(self, state: CatalogState) -> None:
         if state.version == self.current.version and state.version != 0:

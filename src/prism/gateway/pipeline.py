@@ -322,6 +322,12 @@ class Pipeline:
                 await limiter.enter(route.action)
             try:
                 call.kv = served.handle(principal.tenant)
+                if served.record_tenant is not None and route.writes:
+                    tenant = principal.tenant
+                    if tenant is not None and tenant not in served.recorded_tenants:
+                        # A tenant's first write here: recorded before it is applied, or refused.
+                        await served.record_tenant(tenant)
+                        served.recorded_tenants.add(tenant)
                 idem_key = call.header(b"idempotency-key") if route.idempotent else None
                 if idem_key is not None and gateway.idempotency is not None:
                     async with RequestDeadline(self.timeout):

@@ -10,7 +10,7 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import logging
-from collections.abc import Mapping
+from collections.abc import Awaitable, Callable, Mapping
 from typing import TYPE_CHECKING, Any
 
 import prism
@@ -87,6 +87,11 @@ class ServedNamespace:
             FieldProtector(config.pii, keyring) if config.pii is not None and config.pii.fields else None
         )
         self._handles: dict[str | None, Namespace] = {}
+        #: Awaited before a tenant's first write in this process is applied (set for tenant-scoped
+        #: runtime namespaces, whose tenants are recorded so that a delete can find their data).
+        self.record_tenant: Callable[[str], Awaitable[None]] | None = None
+        #: The tenants ``record_tenant`` recorded in this process.
+        self.recorded_tenants: set[str] = set()
         #: ``kv`` or ``timeseries``: which routes serve this namespace.
         self.kind = config.kind
         self._series: dict[str | None, TimeSeries] = {}

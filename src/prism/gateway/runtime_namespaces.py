@@ -11,6 +11,7 @@ Namespaces of the config file are read-only here and win on a name clash.
 from __future__ import annotations
 
 import asyncio
+import functools
 import logging
 import math
 from typing import Any, Literal
@@ -32,6 +33,8 @@ from prism.gateway.config import (
 )
 from prism.gateway.limits import declared_rates
 from prism.gateway.problem import HTTPProblem
+from prism.gateway.tenancy import physical_namespace
+from prism.kv.namespace import Namespace
 from prism.model import Principal
 
 __all__ = [
@@ -142,6 +145,8 @@ class RuntimeNamespaces:
         self.yaml_names = frozenset(ns.name for ns in self.config.namespaces)
         #: The runtime namespaces this process serves now: name -> definition served.
         self.served: dict[str, NamespaceConfig] = {}
+        #: When each served namespace was created (a namespace deleted and created again is new).
+        self._born: dict[str, float] = {}
         self._warned: set[str] = set()
 
     async def start(self) -> None:
@@ -188,9 +193,11 @@ class RuntimeNamespaces:
         for name in list(self.served):
             if name not in wanted:
                 del self.served[name]
+                self._born.pop(name, None)
                 gateway.namespaces.pop(name, None)
         for name, ns in wanted.items():
-            if self.served.get(name) == ns:
+            born = state.namespaces[name].created_at
+            if self.served.get(name) == ns and self._born.get(name) == born:
                 continue
             assert ns.store is not None
             store = gateway.stores[ns.store]
@@ -207,8 +214,27 @@ class RuntimeNamespaces:
             except (PrismError, ValueError) as exc:
                 self._warn(name, f"runtime namespace {name!r} cannot be served here: {exc}")
                 continue
+            if ns.tenant_scoped:
+                served.record_tenant = functools.partial(self._record_tenant, name)
             gateway.namespaces[name] = served
             self.served[name] = ns
+            self._born[name] = born
+
+    async def _record_tenant(self, name: str, tenant: str) -> None:
+        """Record ``tenant`` as a writer of ``name`` in the control store, or refuse its write (503)."""
+        server = self.config.server
+        try:
+            async with asyncio.timeout(server.request_timeout):
+                await self.catalog.record_tenant(name, tenant)
+        except (PrismError, OSError, TimeoutError) as exc:
+            log.warning("cannot record a tenant of runtime namespace %r in the control store: %s", name, exc)
+            raise HTTPProblem(
+                503,
+                "TENANT_NOT_RECORDED",
+                f"namespace {name!r}: the control store cannot record this tenant's first write, "
+                "so nothing was written; try again",
+                headers={"Retry-After": str(server.retry_after)},
+            ) from None
 
     def _warn(self, name: str, message: str) -> None:
         if name not in self._warned:
@@ -411,7 +437,8 @@ class RuntimeNamespaces:
         The namespace is first marked ``deleting`` (no process serves it), then after
         ``delete_settle`` its data is checked: a namespace holding data is refused (and
         served again) unless ``purge``. A purge that fails leaves it ``deleting``; deleting
-        it again goes on where it stopped.
+        it again goes on where it stopped. A tenant-scoped namespace's data is every
+        recorded tenant's part; a refusal says how many tenants hold data, never which.
         """
         if not self.may_administer(principal):
             raise HTTPProblem(
@@ -438,13 +465,6 @@ class RuntimeNamespaces:
                     "or purged at runtime (its series cannot be listed, and not every TimeSeries "
                     "store can drop its slices on demand), so it cannot be deleted at runtime",
                 )
-            if _ns(entry).tenant_scoped:
-                raise HTTPProblem(
-                    409,
-                    "TENANT_SCOPED",
-                    f"namespace {name!r} is tenant-scoped: its tenants' data cannot be listed, "
-                    "so it cannot be checked or purged at runtime",
-                )
             marked = msgspec.structs.replace(entry, state="deleting", updated_at=stamp())
             return msgspec.structs.replace(state, namespaces={**state.namespaces, name: marked}), entry
 
@@ -452,25 +472,32 @@ class RuntimeNamespaces:
         if entry.state == "active":
             # Every process stops serving it within a poll; then in-flight requests finish.
             await asyncio.sleep(self.settings.delete_settle + self.settings.poll_interval)
-        store = _ns(entry).store
-        assert store is not None
-        data = self.gateway.stores[store].namespace(name)
+        defined = _ns(entry)
+        assert defined.store is not None
+        store = self.gateway.stores[defined.store]
+        scoped = defined.tenant_scoped
+        if scoped:
+            tenants = await self.catalog.tenants(name)
+            parts = [store.namespace(physical_namespace(name, tenant)) for tenant in tenants]
+        else:
+            parts = [store.namespace(name)]
         purged = 0
         if purge:
-            while True:
-                page = await data.scan(limit=self.settings.purge_batch)
-                if not page.keys:
-                    break
-                for record in page.keys:
-                    await data.delete_items(record)
-                    purged += 1
-        elif (await data.scan(limit=1)).keys:
-            await self._set_state(name, "active")
-            raise HTTPProblem(
-                409,
-                "NAMESPACE_NOT_EMPTY",
-                f"namespace {name!r} holds data; delete it with ?purge=true to delete the data too",
-            )
+            for data in parts:
+                purged += await self._purge(data)
+        else:
+            holding = [data for data in parts if (await data.scan(limit=1)).keys]
+            if holding:
+                await self._set_state(name, "active")
+                held = f"data of {len(holding)} tenant(s)" if scoped else "data"
+                raise HTTPProblem(
+                    409,
+                    "NAMESPACE_NOT_EMPTY",
+                    f"namespace {name!r} holds {held}; delete it with ?purge=true to delete the data too",
+                )
+        if scoped:
+            # Every tenant's part is empty: forget them, so a namespace created again starts with none.
+            await self.catalog.forget_tenants(name)
 
         async def remove(state: CatalogState) -> tuple[CatalogState, None]:
             namespaces = dict(state.namespaces)
@@ -479,6 +506,17 @@ class RuntimeNamespaces:
 
         await self.catalog.change(remove)
         return NamespaceDeleted(name, True, purged), _definition(entry)
+
+    async def _purge(self, data: Namespace) -> int:
+        """Delete every record of ``data``; how many."""
+        purged = 0
+        while True:
+            page = await data.scan(limit=self.settings.purge_batch)
+            if not page.keys:
+                return purged
+            for record in page.keys:
+                await data.delete_items(record)
+                purged += 1
 
     async def _set_state(self, name: str, value: Literal["active", "deleting"]) -> None:
         async def edit(state: CatalogState) -> tuple[CatalogState, None]:
