@@ -157,7 +157,8 @@ async def test_signals_are_asked_on_first_use_and_again_after_refresh(scheme: st
         await asyncio.sleep(0.35)
         await ns.get("missing")  # stale: refreshed in the background, this call not held up
         await asyncio.sleep(0.1)
-        assert metric("prism_client_signals_fetches_total", backend=scheme, outcome="ok") - fetched == 2
+        # At least one refresh (a slow run may see the background refresher's next round too).
+        assert metric("prism_client_signals_fetches_total", backend=scheme, outcome="ok") - fetched >= 2
 
 
 @pytest.mark.parametrize("scheme", SCHEMES)

@@ -62,7 +62,7 @@ def test_create_by_plan_and_apply_use_change_and_delete(page: Any, served: Serve
 
     page.get_by_role("heading", name="The planner's decision").wait_for()
     assert page.locator("[data-plan-store]").inner_text() == "local"
-    assert "60/s, burst 60" in page.locator("main dl").first.inner_text()  # 50 x limit_headroom 1.2
+    assert "read 60/s, burst 60" in page.locator("main dl").first.inner_text()  # 50 x limit_headroom 1.2
     with api(served, "admin") as c:
         assert c.get("/v1/namespaces/sessions").status_code == 404  # a dry run changes nothing
 
@@ -104,7 +104,7 @@ def test_create_by_plan_and_apply_use_change_and_delete(page: Any, served: Serve
     with api(served, "admin") as c:
         detail = c.get("/v1/namespaces/sessions").json()
         assert detail["needs"]["read_rps"] == 100 and detail["default_ttl"] == 60
-        assert detail["limits"]["rate"] == 120
+        assert detail["limits"]["read_rate"] == 120
 
     # A change no store can carry: 422, each store's failed need shown, nothing changed.
     page.get_by_role("link", name="Change settings").click()

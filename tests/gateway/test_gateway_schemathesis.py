@@ -4,6 +4,7 @@ from __future__ import annotations
 
 from typing import Any
 
+import pytest
 import schemathesis
 from gateway_helpers import ENV, api_keys_config
 from hypothesis import HealthCheck, settings
@@ -58,6 +59,9 @@ CHECKS = [
 
 
 @schema.parametrize()
+# Other tests of the same worker process may leave threads whose libraries (redis-py's
+# backoff, botocore's retries) draw from the global random state while a case is drawn.
+@pytest.mark.filterwarnings("ignore:Do not use the `random` module inside strategies")
 @settings(
     max_examples=25,
     deadline=None,

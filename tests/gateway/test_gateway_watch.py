@@ -585,3 +585,24 @@ async def test_watching_works_beside_a_control_store(pg_url: str) -> None:
         seen = await events.change()
         assert (seen.event, seen.json["key"]) == ("put", "k")
         assert seen.json["etag"] == put.headers["etag"].strip('"')
+
+
+async def test_an_app_whose_lifespan_runs_again_serves_watch_requests_again() -> None:
+    app = build_app(watch_config("memory://"))
+    for _ in range(2):
+        port = free_port()
+        server = uvicorn.Server(
+            uvicorn.Config(app, host="127.0.0.1", port=port, log_level="warning", **UVICORN_OPTIONS)
+        )
+        task = asyncio.create_task(server.serve())
+        while not server.started and not task.done():
+            await asyncio.sleep(0.01)
+        try:
+            async with httpx.AsyncClient(base_url=f"http://127.0.0.1:{port}", timeout=WAIT) as c:
+                r = await c.get("/v1/kv/plain/_watch", headers=headers("reader"))
+            # No feed on this store: refused for that reason, not as a server shutting down.
+            assert r.status_code == 409, r.text
+            assert r.json()["code"] == "FEED_NOT_ENABLED"
+        finally:
+            server.should_exit = True
+            await task

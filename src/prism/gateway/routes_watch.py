@@ -138,6 +138,7 @@ class WatchStreams:
 
     async def start(self, gateway: Gateway) -> None:
         """Listen for the shutdown signals: each ends every stream with ``event: reconnect``."""
+        self._stopping = False  # an app started again (a new lifespan) serves streams again
         self._notice.watch_signals()
         self._notice.subscribe(self._drain)
 

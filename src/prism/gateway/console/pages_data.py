@@ -77,10 +77,7 @@ async def namespace(ctx: Context) -> Response:
         ("Tenant-scoped", "yes" if ns.get("tenant_scoped") else "no"),
         ("Largest value", f"{ns.get('max_value_bytes')} bytes"),
         ("Default expiry", "none" if ns.get("default_ttl") is None else f"{ns['default_ttl']:g} s"),
-        (
-            "Rate limit",
-            "none" if not limits.get("rate") else f"{limits['rate']:g}/s, burst {limits.get('burst')}",
-        ),
+        ("Rate limit", pages_namespaces.rate_limits(limits)),
         ("Concurrency limit", limits.get("concurrency") or "none"),
         ("You may", ", ".join(ns.get("actions", []))),
     ]

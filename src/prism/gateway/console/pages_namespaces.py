@@ -18,7 +18,7 @@ from starlette.responses import RedirectResponse, Response
 from prism.gateway.console.core import Context, Refused
 from prism.gateway.console.html import SECURITY_HEADERS, Markup, esc, form, page, table, url
 
-__all__ = ["apply", "delete", "edit", "is_runtime", "may_administer", "new", "plan"]
+__all__ = ["apply", "delete", "edit", "is_runtime", "may_administer", "new", "plan", "rate_limits"]
 
 #: The needs the form asks for: (field, label, kind) with kind ``number``, ``int`` or a choice list.
 _NEEDS: tuple[tuple[str, str, object], ...] = (
@@ -47,6 +47,19 @@ def is_runtime(ctx: Context, name: str) -> bool:
     """Whether ``name`` is a runtime namespace (config-file namespaces are read-only)."""
     runtime = ctx.gateway.runtime_namespaces
     return runtime is not None and name in runtime.served and name not in runtime.yaml_names
+
+
+def rate_limits(limits: dict[str, object]) -> str:
+    """A namespace's rate limits as one line: its own ``rate``, else those of its declared rates."""
+    rate = limits.get("rate")
+    if isinstance(rate, int | float):
+        return f"{rate:g}/s, burst {limits.get('burst')}"
+    parts = [
+        f"{side} {rate:g}/s, burst {limits.get(f'{side}_burst')}"
+        for side in ("read", "write")
+        if isinstance(rate := limits.get(f"{side}_rate"), int | float)
+    ]
+    return "; ".join(parts) or "none"
 
 
 def _refused(status: int, problem: str) -> Refused:
@@ -303,9 +316,7 @@ async def plan(ctx: Context) -> Response:
     facts = (
         f"<dl><dt>Namespace</dt><dd>{esc(name)}</dd>"
         f"<dt>Would {verb} it on store</dt><dd data-plan-store>{esc(decision.get('store'))}</dd>"
-        "<dt>Rate limit from the declared rates</dt><dd>"
-        + (esc(f"{limits['rate']:g}/s, burst {limits.get('burst')}") if limits.get("rate") else "none")
-        + "</dd></dl>"
+        "<dt>Rate limits from the declared rates</dt><dd>" + esc(rate_limits(limits)) + "</dd></dl>"
     )
     passed = decision.get("refused") or []
     why = (
