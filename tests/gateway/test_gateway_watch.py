@@ -595,7 +595,9 @@ async def test_an_app_whose_lifespan_runs_again_serves_watch_requests_again() ->
             uvicorn.Config(app, host="127.0.0.1", port=port, log_level="warning", **UVICORN_OPTIONS)
         )
         task = asyncio.create_task(server.serve())
-        while not server.started and not task.done():
+        for _ in range(1000):
+            if server.started or task.done():
+                break
             await asyncio.sleep(0.01)
         try:
             async with httpx.AsyncClient(base_url=f"http://127.0.0.1:{port}", timeout=WAIT) as c:
