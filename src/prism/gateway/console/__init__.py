@@ -337,11 +337,15 @@ class Console:
         async def events() -> AsyncIterator[bytes]:
             while session.live:
                 yield b"event: sample\ndata: " + msgspec.json.encode(self._snapshot(ctx)) + b"\n\n"
+                quiet = False
                 async with sampler.changed:
                     try:
                         await asyncio.wait_for(sampler.changed.wait(), timeout=sampler.interval * 3)
                     except TimeoutError:
-                        yield b": keep-alive\n\n"
+                        quiet = True
+                # Sent with the lock released: a client that stops reading never stalls the sampler.
+                if quiet:
+                    yield b": keep-alive\n\n"
 
         return StreamingResponse(
             events(), media_type="text/event-stream", headers={**SECURITY_HEADERS, "X-Accel-Buffering": "no"}
