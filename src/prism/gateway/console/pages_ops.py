@@ -57,7 +57,13 @@ async def requests(ctx: Context) -> Response:
     answer = await ctx.api.call(
         "GET",
         "/v1/requests",
-        query={"status": status, "user": user, "limit": size, "page_token": params.get("page_token")},
+        query={
+            "status": status,
+            "action": action,
+            "user": user,
+            "limit": size,
+            "page_token": params.get("page_token"),
+        },
     )
     if answer.status == 404:
         return page(
@@ -69,7 +75,7 @@ async def requests(ctx: Context) -> Response:
     if not answer.ok:
         raise Refused(answer.status, answer.problem)
     found = answer.json()
-    listed = [r for r in found["requests"] if not action or r["action"] == action]
+    listed = found["requests"]
     rows = [
         (
             link(f"/admin/requests/{quote(r['request_id'], safe='')}", r["request_id"]),
