@@ -333,6 +333,17 @@ def _when(text: str, field: str) -> datetime | None:
     return moment if moment.tzinfo else moment.replace(tzinfo=UTC)
 
 
+def _stored_time(value: object) -> datetime | None:
+    """The time of a stored audit line (None when it is not a date and time)."""
+    if not isinstance(value, str):
+        return None
+    try:
+        moment = datetime.fromisoformat(value)
+    except ValueError:
+        return None
+    return moment if moment.tzinfo else moment.replace(tzinfo=UTC)
+
+
 async def audit(ctx: Context) -> Response:
     config = ctx.gateway.config
     params = ctx.request.query_params
@@ -361,7 +372,10 @@ async def audit(ctx: Context) -> Response:
             continue
         if any(v and str(event.get(k, "")) != v for k, v in wanted.items()):
             continue
-        moment = _when(str(event.get("time", "")), "time") if event.get("time") else None
+        stamp = event.get("time")
+        moment = _stored_time(stamp) if stamp else None
+        if stamp and moment is None:
+            continue  # a stored line whose time cannot be read, skipped like an undecodable one
         if moment is not None and ((since and moment < since) or (until and moment > until)):
             continue
         shown.append(event)
