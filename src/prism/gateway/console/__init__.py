@@ -4,7 +4,9 @@ Off unless ``admin.enabled`` (on in the zero-config demo). A principal signs in 
 API key or a JWT, which is exchanged for a session cookie (see :mod:`.sessions`).
 Every page and every button is a call to the gateway's own HTTP API made in-process
 with that principal's credential (:mod:`.inprocess`), so the console shows and does
-exactly what the principal's roles allow through the API, audited as the API is.
+exactly what the principal's roles allow through the API, audited as the API is. The
+Audit page is the exception: it reads the audit sink itself (there is no API for it)
+and filters the events by the principal's roles and tenant.
 Pages are server-rendered HTML with one small script (``static/console.js``) for
 confirmations, live charts over SSE and live request events; nothing is loaded
 from anywhere else.
