@@ -115,3 +115,15 @@ async def test_sign_ins_of_one_principal_never_end_another_principals_session(tm
         assert await _live(c, newer)
         assert not await _live(c, boss)
         assert [await _live(c, r) for r in readers[-2:]] == [True, True]
+
+
+async def test_no_sign_in_goes_unaudited_when_the_audit_trail_fails_closed(tmp_path: Path) -> None:
+    config = cfg(tmp_path)
+    config["audit"] = {"sink": "file", "path": "/dev/full", "on_failure": "reject", "flush_interval": 0.02}
+    async with client(config) as c:
+        await c.get("/v1/kv/plain/x", headers={"X-API-Key": "k-admin"})  # its write fails: the trail is down
+        await asyncio.sleep(0.3)
+        refused = await sign_in(c, "k-admin")
+        assert refused.status_code == 503
+        assert "audit" in refused.text
+        assert c.cookies.get("prism_console", path="/admin") is None
