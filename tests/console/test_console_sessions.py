@@ -92,7 +92,16 @@ def test_the_zero_config_demo_turns_it_on() -> None:
 
 @pytest.mark.parametrize(
     ("field", "value"),
-    [("session_ttl", 0), ("max_sessions", 0), ("sample_interval", -1), ("page_size", 5000), ("bogus", 1)],
+    [
+        ("session_ttl", 0),
+        ("max_sessions", 0),
+        ("sample_interval", -1),
+        ("page_size", 5000),
+        ("max_sessions_per_principal", 0),
+        ("login_rate", 0),
+        ("login_burst", 0),
+        ("bogus", 1),
+    ],
 )
 def test_bad_admin_settings_name_the_field(tmp_path: Path, field: str, value: Any) -> None:
     config = cfg(tmp_path, admin={"enabled": True, field: value})

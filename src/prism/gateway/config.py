@@ -476,11 +476,15 @@ class AdminConfig(_Base, frozen=True):
     """The admin console at ``/admin`` (off unless ``enabled``; on in the zero-config demo).
 
     ``session_ttl`` is how long a sign-in lasts (seconds); ``max_sessions`` bounds the
-    sessions one process keeps (the oldest goes first); ``sample_interval`` is how often
+    sessions one process keeps (when full, a new sign-in is refused); ``sample_interval`` is how often
     the overview's charts take a sample and ``window`` how much history they keep;
     ``page_size`` is the rows of one page of keys, requests or audit events;
     ``audit_scan_limit`` bounds the audit events one search reads back;
-    ``value_preview_bytes`` is how much of a value the key browser shows.
+    ``value_preview_bytes`` is how much of a value the key browser shows;
+    ``max_sessions_per_principal`` bounds one principal's sessions (its oldest goes
+    first; a full table refuses new sign-ins with 503 rather than end someone else's);
+    ``login_rate`` and ``login_burst`` bound the sign-in attempts of one client address
+    (a token bucket: attempts a second, and how many at once; past it, 429).
     """
 
     enabled: bool = False
@@ -491,6 +495,9 @@ class AdminConfig(_Base, frozen=True):
     page_size: Annotated[int, msgspec.Meta(ge=1, le=1000)] = 50
     audit_scan_limit: Annotated[int, msgspec.Meta(ge=1)] = 100_000
     value_preview_bytes: Annotated[int, msgspec.Meta(ge=1)] = 64 * 1024
+    max_sessions_per_principal: Annotated[int, msgspec.Meta(ge=1)] = 10
+    login_rate: Annotated[float, msgspec.Meta(gt=0)] = 0.2
+    login_burst: Annotated[int, msgspec.Meta(ge=1)] = 10
 
 
 class GatewayConfig(_Base, frozen=True):

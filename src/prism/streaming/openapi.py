@@ -175,6 +175,11 @@ def _operations() -> dict[str, dict[str, Any]]:
                         {"type": "string", "enum": [s.value for s in RequestStatus]},
                     ),
                     query(
+                        "action",
+                        "Only requests of this action (handler name).",
+                        {"type": "string", "maxLength": 256},
+                    ),
+                    query(
                         "user",
                         "Another user of the caller's tenant, as requests record it (`apikey:NAME`, "
                         "`jwt:ISSUER:SUB`); admins only.",
@@ -187,7 +192,7 @@ def _operations() -> dict[str, dict[str, Any]]:
                 errors={
                     **auth,
                     403: "`user` names someone else and the caller is no admin (`FORBIDDEN`).",
-                    422: "A bad `limit` (`VALIDATION_ERROR`).",
+                    422: "A bad `limit`, `status` or `action` (`VALIDATION_ERROR`, `details.field`).",
                     **store,
                 },
             ),

@@ -18,7 +18,10 @@ from prism.streaming.errors import StreamError
 from prism.streaming.protocol import StatusMessage, timestamp
 from prism.streaming.requests import RequestRecord, RequestStatus, RequestStore, Versioned, is_request_id
 
-__all__ = ["Queries", "status_body", "status_message"]
+__all__ = ["MAX_ACTION_FILTER", "Queries", "status_body", "status_message"]
+
+#: The longest ``action`` a request listing may be filtered by.
+MAX_ACTION_FILTER = 256
 
 
 class Queries:
@@ -52,8 +55,11 @@ class Queries:
         limit: int,
         page_token: str | None,
         user: str | None = None,
+        action: str | None = None,
     ) -> tuple[list[RequestRecord], str | None]:
         """The caller's own requests, newest first; an admin may name another ``user`` of its tenant.
+
+        ``status`` and ``action`` keep only the requests in that status and of that action.
 
         ``user`` is an owner as requests record it (``apikey:NAME``, ``jwt:ISSUER:SUB``, ...).
         """
@@ -68,10 +74,16 @@ class Queries:
                 f"status must be one of {', '.join(RequestStatus.__members__)}",
                 details={"field": "status"},
             )
+        if action is not None and len(action) > MAX_ACTION_FILTER:
+            raise StreamError(
+                "VALIDATION_ERROR",
+                f"action must be at most {MAX_ACTION_FILTER} characters",
+                details={"field": "action"},
+            )
         self._check_limit(limit)
         try:
             return await self.requests.list_for(
-                tenant_of(principal), owner, status=status, limit=limit, page_token=page_token
+                tenant_of(principal), owner, status=status, limit=limit, page_token=page_token, action=action
             )
         except InvalidArgument as exc:
             raise StreamError("VALIDATION_ERROR", str(exc), details={"field": "page_token"}) from None

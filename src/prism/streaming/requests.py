@@ -317,9 +317,16 @@ class RequestStore:
         return Versioned(new, etag)
 
     async def list_for(
-        self, tenant: str, user: str, *, status: str | None, limit: int, page_token: str | None
+        self,
+        tenant: str,
+        user: str,
+        *,
+        status: str | None,
+        limit: int,
+        page_token: str | None,
+        action: str | None = None,
     ) -> tuple[list[RequestRecord], str | None]:
-        """The user's requests, newest first, optionally only those in ``status``."""
+        """The user's requests, newest first, optionally only those in ``status`` and of ``action``."""
         prefix = f"u/{_owner_key(tenant, user)}/"
         found: list[RequestRecord] = []
         token = page_token
@@ -332,7 +339,9 @@ class RequestStore:
                 record = _decode(item.value)
                 if _index_key(record) != key:
                     continue  # left by a submission that lost the race for this id
-                if status is None or record.status == status:
+                if (status is None or record.status == status) and (
+                    action is None or record.action == action
+                ):
                     found.append(record)
             token = page.next_page_token
             if token is None:

@@ -252,6 +252,7 @@ class _Api:
             limit=limit,
             page_token=request.query_params.get("page_token") or None,
             user=request.query_params.get("user") or None,
+            action=request.query_params.get("action") or None,
         )
         body: dict[str, Any] = {"requests": [status_body(r) for r in records]}
         if token is not None:

@@ -4,7 +4,9 @@ Off unless ``admin.enabled`` (on in the zero-config demo). A principal signs in 
 API key or a JWT, which is exchanged for a session cookie (see :mod:`.sessions`).
 Every page and every button is a call to the gateway's own HTTP API made in-process
 with that principal's credential (:mod:`.inprocess`), so the console shows and does
-exactly what the principal's roles allow through the API, audited as the API is.
+exactly what the principal's roles allow through the API, audited as the API is. The
+Audit page is the exception: it reads the audit sink itself (there is no API for it)
+and filters the events by the principal's roles and tenant.
 Pages are server-rendered HTML with one small script (``static/console.js``) for
 confirmations, live charts over SSE and live request events; nothing is loaded
 from anywhere else.
@@ -13,6 +15,7 @@ from anywhere else.
 from __future__ import annotations
 
 import asyncio
+import math
 import time
 from collections.abc import AsyncIterator
 from importlib.resources import files
@@ -25,13 +28,16 @@ from starlette.responses import RedirectResponse, Response, StreamingResponse
 from starlette.routing import BaseRoute, Route
 
 from prism.errors import AuthError
+from prism.gateway.audit import AuditUnavailable
 from prism.gateway.console import pages_data, pages_namespaces, pages_ops
 from prism.gateway.console.core import Context, Refused, read_form, signed_in
 from prism.gateway.console.html import SECURITY_HEADERS, Markup, esc, page, table
 from prism.gateway.console.overview import Sampler, streaming_counts
-from prism.gateway.console.sessions import COOKIE, Sessions
+from prism.gateway.console.sessions import COOKIE, AttemptLimiter, Sessions, SessionsFull
+from prism.gateway.pipeline import audit_event
 from prism.gateway.policy import can_see
 from prism.gateway.runtime import Gateway
+from prism.model import Principal
 from prism.streaming.config import parse_config
 
 __all__ = ["Console"]
@@ -47,7 +53,10 @@ class Console:
     def __init__(self, gateway: Gateway) -> None:
         self.gateway = gateway
         settings = gateway.config.admin
-        self.sessions = Sessions(settings.session_ttl, settings.max_sessions)
+        self.sessions = Sessions(
+            settings.session_ttl, settings.max_sessions, settings.max_sessions_per_principal
+        )
+        self.attempts = AttemptLimiter(settings.login_rate, settings.login_burst)
         self.sampler = Sampler(gateway, settings.sample_interval, settings.window)
         self.secure = gateway.config.server.tls is not None
         #: The streaming settings (already checked when the gateway started), for the overview.
@@ -154,6 +163,35 @@ class Console:
         return self._login_form(secrets.token_urlsafe(32), _next(request.query_params.get("next")))
 
     async def login(self, request: Request) -> Response:
+        """One sign-in attempt: rate-limited per client address, and audited whatever its outcome."""
+        import secrets
+
+        started = time.perf_counter()
+        try:
+            self.gateway.audit.admit()  # failing closed, no attempt goes unaudited
+        except AuditUnavailable as exc:
+            return self._login_form(secrets.token_urlsafe(32), "/admin/", str(exc), 503)
+        address = request.client.host if request.client is not None else "unknown"
+        wait = self.attempts.take(address)
+        if wait > 0:
+            message = "too many sign-in attempts from this address; try again later"
+            response = self._login_form(secrets.token_urlsafe(32), "/admin/", message, 429)
+            response.headers["Retry-After"] = str(max(1, math.ceil(wait)))
+            self._audit_sign_in(request, None, 429, "RATE_LIMITED", started)
+            return response
+        response, principal, outcome = await self._sign_in(request)
+        self._audit_sign_in(request, principal, response.status_code, outcome, started)
+        return response
+
+    def _audit_sign_in(
+        self, request: Request, principal: Principal | None, status: int, outcome: str, started: float
+    ) -> None:
+        # Who tried and how it ended, never the credential.
+        request_id = request.scope.get("prism.request_id")
+        event = audit_event(request_id, principal, None, "console_sign_in", status, outcome, started)
+        self.gateway.audit.record(event)
+
+    async def _sign_in(self, request: Request) -> tuple[Response, Principal | None, str]:
         import hmac
         import secrets
 
@@ -161,14 +199,13 @@ class Console:
         try:
             form = await read_form(request)
         except Refused as exc:
-            return self._login_form(fresh, "/admin/", exc.message, exc.status)
+            return self._login_form(fresh, "/admin/", exc.message, exc.status), None, "BAD_REQUEST"
         sent = form.get("csrf", "")
         expected = request.cookies.get(LOGIN_COOKIE, "")
         target = _next(form.get("next"))
         if not sent or not expected or not hmac.compare_digest(sent.encode(), expected.encode()):
-            return self._login_form(
-                fresh, target, "the sign-in form expired or its CSRF token is wrong; try again", 403
-            )
+            message = "the sign-in form expired or its CSRF token is wrong; try again"
+            return self._login_form(fresh, target, message, 403), None, "CSRF_FAILED"
         kind = form.get("kind", "api_key")
         credential = form.get("credential", "").strip()
         authenticator = self.gateway.authenticator
@@ -185,21 +222,25 @@ class Console:
                     exp = claims.get("exp")
                     expires_at = float(exp) if isinstance(exp, int | float) else None
             else:
-                return self._login_form(fresh, target, "kind: api_key or jwt", 400)
+                return self._login_form(fresh, target, "kind: api_key or jwt", 400), None, "BAD_REQUEST"
         except AuthError as exc:
             # The reason, never the credential.
-            return self._login_form(fresh, target, f"sign-in refused: {exc.detail}", 401)
+            return self._login_form(fresh, target, f"sign-in refused: {exc.detail}", 401), None, exc.code
         except jwt.PyJWTError:
-            return self._login_form(fresh, target, "sign-in refused: the token cannot be read", 401)
+            message = "sign-in refused: the token cannot be read"
+            return self._login_form(fresh, target, message, 401), None, "INVALID_TOKEN"
         if not credential:
             header = ("X-Prism-Console", "anonymous")  # auth is off: the API needs no credential
-        session_id, session = self.sessions.open(principal, header, expires_at)
+        try:
+            session_id, session = self.sessions.open(principal, header, expires_at)
+        except SessionsFull as exc:
+            return self._login_form(fresh, target, str(exc), 503), principal, "SESSIONS_FULL"
         response = RedirectResponse(target, 303, headers=SECURITY_HEADERS)
         self._set_cookie(response, COOKIE, session_id, max_age=max(1, int(session.expires_at - time.time())))
         response.delete_cookie(
             LOGIN_COOKIE, path="/admin/login", secure=self.secure, httponly=True, samesite="strict"
         )
-        return response
+        return response, principal, "ok"
 
     async def logout(self, ctx: Context) -> Response:
         self.sessions.close(ctx.request.cookies.get(COOKIE))
@@ -298,11 +339,15 @@ class Console:
         async def events() -> AsyncIterator[bytes]:
             while session.live:
                 yield b"event: sample\ndata: " + msgspec.json.encode(self._snapshot(ctx)) + b"\n\n"
+                quiet = False
                 async with sampler.changed:
                     try:
                         await asyncio.wait_for(sampler.changed.wait(), timeout=sampler.interval * 3)
                     except TimeoutError:
-                        yield b": keep-alive\n\n"
+                        quiet = True
+                # Sent with the lock released: a client that stops reading never stalls the sampler.
+                if quiet:
+                    yield b": keep-alive\n\n"
 
         return StreamingResponse(
             events(), media_type="text/event-stream", headers={**SECURITY_HEADERS, "X-Accel-Buffering": "no"}

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import asyncio
+import base64
 import json
 import re
 from typing import Any
@@ -391,15 +392,51 @@ def _render_value(value: bytes, view: str) -> str:
     return value.decode("utf-8", "replace")
 
 
+def _through_bulk(key: str) -> bool:
+    """Whether ``key`` is read and deleted through the bulk routes: every route under a namespace
+    (``_watch``, ``_bulk/...``, ``_transact``) starts with ``_``, so ``GET /v1/kv/{ns}/_watch``
+    opens a change feed instead of reading the key. Other keys take the single-key routes, whose
+    audit events name the key."""
+    return key.startswith("_")
+
+
+async def _read_key(ctx: Context, name: str, key: str) -> tuple[bytes, str, str, str]:
+    """The value, etag, content type and expiry ("never" without a ttl) of one key."""
+    if not _through_bulk(key):
+        answer = await ctx.api.call("GET", f"/v1/kv/{name}/{key}")
+        if not answer.ok:
+            raise _refused(answer.status, answer.problem)
+        return (
+            answer.body,
+            answer.headers.get("etag", "").strip('"'),
+            answer.headers.get("content-type", "application/octet-stream"),
+            answer.headers.get("x-prism-expires-at", "never"),
+        )
+    answer = await ctx.api.call(
+        "POST",
+        f"/v1/kv/{name}/_bulk/get",
+        body=json.dumps({"keys": [key]}).encode(),
+        content_type="application/json",
+    )
+    if not answer.ok:
+        raise _refused(answer.status, answer.problem)
+    entry: dict[str, Any] = answer.json()["items"][0]
+    if not entry.get("found"):
+        raise Refused(404, f"key: {key!r} is not in {name}")
+    return (
+        base64.b64decode(entry["value"]),
+        entry.get("etag", ""),
+        entry.get("content_type") or "application/octet-stream",
+        entry.get("expires_at") or "never",
+    )
+
+
 async def item(ctx: Context) -> Response:
     name = ctx.request.path_params["ns"]
     key = ctx.request.query_params.get("key", "")
     if not key:
         raise Refused(400, "key: name the key to show")
-    answer = await ctx.api.call("GET", f"/v1/kv/{name}/{key}")
-    if not answer.ok:
-        raise _refused(answer.status, answer.problem)
-    content_type = answer.headers.get("content-type", "application/octet-stream")
+    value, etag, content_type, expires = await _read_key(ctx, name, key)
     default = "json" if "json" in content_type else "text"
     view = ctx.request.query_params.get("view", default)
     if view not in ("text", "json", "hex"):
@@ -415,10 +452,10 @@ async def item(ctx: Context) -> Response:
     )
     meta = _pairs(
         [
-            ("ETag", answer.headers.get("etag", "").strip('"')),
-            ("Expires", answer.headers.get("x-prism-expires-at", "never")),
+            ("ETag", etag),
+            ("Expires", expires),
             ("Content type", content_type),
-            ("Size", f"{len(answer.body)} bytes"),
+            ("Size", f"{len(value)} bytes"),
         ]
     )
     delete = form(
@@ -430,10 +467,10 @@ async def item(ctx: Context) -> Response:
         danger=True,
     )
     preview = ctx.gateway.config.admin.value_preview_bytes
-    shown = answer.body[:preview]
+    shown = value[:preview]
     cut = Markup("")
-    if len(answer.body) > preview:
-        cut = Markup(f'<p class="hint">Showing the first {preview} of {len(answer.body)} bytes.</p>')
+    if len(value) > preview:
+        cut = Markup(f'<p class="hint">Showing the first {preview} of {len(value)} bytes.</p>')
     body = Markup(
         f"<p>{link(url(f'{base}/keys'), '← Keys')}</p>{meta}<p class='views'>View as: {views}</p>{cut}"
         f'<pre class="value" tabindex="0">{esc(_render_value(shown, view))}</pre>{delete}'
@@ -446,8 +483,23 @@ async def delete_key(ctx: Context) -> Response:
     key = ctx.form.get("key", "")
     if not key:
         raise Refused(400, "key: name the key to delete")
-    answer = await ctx.api.call("DELETE", f"/v1/kv/{name}/{key}")
-    if not answer.ok:
-        raise _refused(answer.status, answer.problem)
+    if not _through_bulk(key):
+        answer = await ctx.api.call("DELETE", f"/v1/kv/{name}/{key}")
+        if not answer.ok:
+            raise _refused(answer.status, answer.problem)
+    else:
+        answer = await ctx.api.call(
+            "POST",
+            f"/v1/kv/{name}/_bulk/delete",
+            body=json.dumps({"items": [{"key": key}]}).encode(),
+            content_type="application/json",
+        )
+        if not answer.ok:
+            raise _refused(answer.status, answer.problem)
+        result = answer.json()["results"][0]
+        if not result["ok"]:
+            error = result.get("error", {})
+            status = 404 if error.get("code") == "NOT_FOUND" else 409
+            raise Refused(status, f"{error.get('code', 'REFUSED')}: {error.get('detail', 'not deleted')}")
     base = f"/admin/namespaces/{quote(name, safe='')}"
     return RedirectResponse(url(f"{base}/keys", done=f"deleted {key}"), 303, headers=SECURITY_HEADERS)

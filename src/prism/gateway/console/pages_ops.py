@@ -15,6 +15,7 @@ from starlette.responses import RedirectResponse, Response, StreamingResponse
 from prism.gateway.console.core import Context, Refused
 from prism.gateway.console.html import SECURITY_HEADERS, Markup, esc, form, link, next_page, page, table, url
 from prism.gateway.policy import may
+from prism.kv.namespace import Namespace
 from prism.model import Principal
 
 __all__ = [
@@ -57,7 +58,13 @@ async def requests(ctx: Context) -> Response:
     answer = await ctx.api.call(
         "GET",
         "/v1/requests",
-        query={"status": status, "user": user, "limit": size, "page_token": params.get("page_token")},
+        query={
+            "status": status,
+            "action": action,
+            "user": user,
+            "limit": size,
+            "page_token": params.get("page_token"),
+        },
     )
     if answer.status == 404:
         return page(
@@ -69,7 +76,7 @@ async def requests(ctx: Context) -> Response:
     if not answer.ok:
         raise Refused(answer.status, answer.problem)
     found = answer.json()
-    listed = [r for r in found["requests"] if not action or r["action"] == action]
+    listed = found["requests"]
     rows = [
         (
             link(f"/admin/requests/{quote(r['request_id'], safe='')}", r["request_id"]),
@@ -302,19 +309,45 @@ async def _read_events(ctx: Context) -> list[bytes]:
         return await asyncio.to_thread(tail)
     store = ctx.gateway.stores[config.audit.store or next(iter(config.stores))]
     ns = store.namespace(config.audit.namespace)
-    keys: collections.deque[str] = collections.deque(maxlen=limit)
-    token: str | None = None
-    while True:
-        found = await ns.scan("", limit=1000, page_token=token)
-        keys.extend(found.keys)
-        token = found.next_page_token
-        if token is None:
-            break
     lines: list[bytes] = []
-    batch = list(keys)
+    batch = await _newest_keys(ns, limit)
     for at in range(0, len(batch), 500):
         lines.extend(got.value for got in await ns.get_many(batch[at : at + 500]) if got is not None)
     return lines
+
+
+#: The characters of the namespace sink's keys (``{ns:020d}-{pid}-{seq:06d}``), newest first.
+_AUDIT_KEY_CHARS = "9876543210-"
+_SCAN_PAGE = 1000
+
+
+async def _newest_keys(ns: Namespace, limit: int) -> list[str]:
+    """The newest ``limit`` keys of the namespace sink, oldest first, read from the newest end.
+
+    Scans only go forward, so the keys are walked by prefix: a prefix whose keys fit in one
+    scan of what is still needed is taken whole, a larger one is split by its next
+    character, newest first, until ``limit`` keys are found (no key is the prefix of
+    another, so every split ends). The work follows ``limit``, never the length of the
+    whole history: the keys kept, plus at most one oversized prefix per character of a
+    key (about 40), each read up to ``min(limit, 1000)`` keys before it is split.
+    """
+    chunks: list[list[str]] = []  # newest first, each oldest first
+    need = limit
+
+    async def collect(prefix: str) -> None:
+        nonlocal need
+        found = await ns.scan(prefix, limit=min(need, _SCAN_PAGE))
+        if found.next_page_token is None:
+            chunks.append(found.keys[-need:])
+            need -= len(chunks[-1])
+            return
+        for char in _AUDIT_KEY_CHARS:
+            if need <= 0:
+                return
+            await collect(prefix + char)
+
+    await collect("")
+    return [key for chunk in reversed(chunks) for key in chunk]
 
 
 def _when(text: str, field: str) -> datetime | None:
@@ -324,6 +357,17 @@ def _when(text: str, field: str) -> datetime | None:
         moment = datetime.fromisoformat(text)
     except ValueError:
         raise Refused(400, f"{field}: a date and time such as 2026-01-31T12:00") from None
+    return moment if moment.tzinfo else moment.replace(tzinfo=UTC)
+
+
+def _stored_time(value: object) -> datetime | None:
+    """The time of a stored audit line (None when it is not a date and time)."""
+    if not isinstance(value, str):
+        return None
+    try:
+        moment = datetime.fromisoformat(value)
+    except ValueError:
+        return None
     return moment if moment.tzinfo else moment.replace(tzinfo=UTC)
 
 
@@ -355,7 +399,10 @@ async def audit(ctx: Context) -> Response:
             continue
         if any(v and str(event.get(k, "")) != v for k, v in wanted.items()):
             continue
-        moment = _when(str(event.get("time", "")), "time") if event.get("time") else None
+        stamp = event.get("time")
+        moment = _stored_time(stamp) if stamp else None
+        if stamp and moment is None:
+            continue  # a stored line whose time cannot be read, skipped like an undecodable one
         if moment is not None and ((since and moment < since) or (until and moment > until)):
             continue
         shown.append(event)

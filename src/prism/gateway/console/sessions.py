@@ -19,7 +19,7 @@ from dataclasses import dataclass
 
 from prism.model import Principal
 
-__all__ = ["COOKIE", "Session", "Sessions"]
+__all__ = ["COOKIE", "AttemptLimiter", "Session", "Sessions", "SessionsFull"]
 
 #: The session cookie's name (scoped to ``/admin``).
 COOKIE = "prism_console"
@@ -50,12 +50,22 @@ def _digest(session_id: str) -> str:
     return hashlib.sha256(session_id.encode("utf-8")).hexdigest()
 
 
-class Sessions:
-    """The sessions of this process, at most ``limit`` of them (the oldest is ended first)."""
+class SessionsFull(Exception):
+    """Every session slot of this process is taken by live sessions of other principals."""
 
-    def __init__(self, ttl: float, limit: int) -> None:
+
+class Sessions:
+    """The sessions of this process: at most ``limit`` in all and ``per_principal`` of one principal.
+
+    A principal at its own bound loses its oldest session to its new one; a sign-in
+    that would need another principal's session to end is refused (SessionsFull), so
+    no principal can push another one out.
+    """
+
+    def __init__(self, ttl: float, limit: int, per_principal: int | None = None) -> None:
         self.ttl = ttl
         self.limit = limit
+        self.per_principal = limit if per_principal is None else per_principal
         self._by_digest: collections.OrderedDict[str, Session] = collections.OrderedDict()
 
     def open(
@@ -63,8 +73,13 @@ class Sessions:
     ) -> tuple[str, Session]:
         """A new session (its id for the cookie): it ends after ``ttl`` or at ``expires_at`` if sooner."""
         self._sweep()
-        while len(self._by_digest) >= self.limit:
-            self._by_digest.popitem(last=False)[1].ended = True
+        owner = principal.owner
+        own = [d for d, s in self._by_digest.items() if s.principal.owner == owner]
+        # The principal's own oldest make room, first for its own bound, then for the table's.
+        while own and (len(own) >= self.per_principal or len(self._by_digest) >= self.limit):
+            self._by_digest.pop(own.pop(0)).ended = True
+        if len(self._by_digest) >= self.limit:
+            raise SessionsFull("every console session slot is taken; try again later")
         ends = time.time() + self.ttl
         if expires_at is not None:
             ends = min(ends, expires_at)
@@ -107,3 +122,31 @@ class Sessions:
         now = time.time()
         for digest in [d for d, s in self._by_digest.items() if s.expires_at <= now]:
             self._by_digest.pop(digest).ended = True
+
+
+class AttemptLimiter:
+    """Sign-in attempts of each client address: a token bucket of ``rate`` a second, ``burst`` at once.
+
+    At most ``addresses`` buckets are kept; the one used longest ago is dropped first.
+    """
+
+    def __init__(self, rate: float, burst: int, addresses: int = 10_000) -> None:
+        self.rate = rate
+        self.burst = float(burst)
+        self.addresses = addresses
+        self._buckets: collections.OrderedDict[str, tuple[float, float]] = collections.OrderedDict()
+
+    def take(self, address: str) -> float:
+        """0.0 when ``address`` may try now (a token is taken), else the seconds until it may."""
+        now = time.monotonic()
+        tokens, stamp = self._buckets.pop(address, (self.burst, now))
+        tokens = min(self.burst, tokens + (now - stamp) * self.rate)
+        wait = 0.0
+        if tokens < 1.0:
+            wait = (1.0 - tokens) / self.rate
+        else:
+            tokens -= 1.0
+        self._buckets[address] = (tokens, now)
+        while len(self._buckets) > self.addresses:
+            self._buckets.popitem(last=False)
+        return wait
