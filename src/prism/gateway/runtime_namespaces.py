@@ -483,7 +483,7 @@ class RuntimeNamespaces:
         token = uuid.uuid4().hex
         # A deletion holds its token for at most this long: past it, another may resume it.
         wait = self.settle_wait()
-        held = wait + self.settings.purge_timeout + 2 * self.config.server.request_timeout
+        held = self.delete_timeout()
 
         async def mark(state: CatalogState) -> tuple[CatalogState, tuple[CatalogEntry, float]]:
             entry = state.namespaces.get(name)
@@ -579,6 +579,11 @@ class RuntimeNamespaces:
         serving it within a poll, and a request in flight ends within ``server.request_timeout``."""
         settle: float = max(self.settings.delete_settle, self.config.server.request_timeout)
         return settle + float(self.settings.poll_interval)
+
+    def delete_timeout(self) -> float:
+        """The longest one delete runs: the wait, the purge, and its steps on the catalog."""
+        purge: float = self.settings.purge_timeout
+        return self.settle_wait() + purge + 2 * self.config.server.request_timeout
 
     async def _finish(self, name: str, token: str, *, reactivate: bool = False, remove: bool = False) -> bool:
         """End the deletion ``token`` of ``name``: serve it again, remove it, or (neither) leave it
