@@ -4,6 +4,7 @@ and a catalog the control store lost or that a newer version wrote."""
 from __future__ import annotations
 
 import asyncio
+import time
 import uuid
 from pathlib import Path
 from typing import Any, ClassVar
@@ -25,6 +26,8 @@ class SlowStore(MemoryBackend):
 
     write_delay: ClassVar[float] = 0.0
     delete_delay: ClassVar[float] = 0.0
+    #: Reads of the catalog hang until this is set (a control store that stopped answering).
+    hang_control: ClassVar[asyncio.Event | None] = None
 
     @classmethod
     def from_url(cls, url: str, **options: Any) -> SlowStore:
@@ -38,6 +41,12 @@ class SlowStore(MemoryBackend):
     async def delete_range(self, ns: str, record: str, start: str | None, end: str | None) -> int:
         await asyncio.sleep(SlowStore.delete_delay)
         return await super().delete_range(ns, record, start, end)
+
+    async def get(self, ns: str, record: str, key: str, *, consistent: bool = False) -> Any:
+        hang = SlowStore.hang_control
+        if hang is not None and ns == CONTROL_NAMESPACE:
+            await hang.wait()
+        return await super().get(ns, record, key, consistent=consistent)
 
 
 def slow_config(tmp_path: Path, **namespaces: Any) -> dict[str, Any]:
@@ -114,6 +123,29 @@ async def test_a_purge_past_purge_timeout_answers_503_and_deleting_again_finishe
         assert r.status_code == 200, r.text
         assert 0 < r.json()["purged_records"] < 6
         assert (await c.get("/v1/namespaces/big")).status_code == 404
+
+
+async def test_put_and_delete_answer_503_within_request_timeout_when_the_catalog_hangs(
+    tmp_path: Path,
+) -> None:
+    cfg = slow_config(tmp_path)
+    cfg["server"] = {"request_timeout": 0.5}
+    async with client_for(cfg) as c:
+        c.headers.update(ADMIN)
+        assert (await c.put("/v1/namespaces/carts", json={})).status_code == 201
+        SlowStore.hang_control = released = asyncio.Event()
+        try:
+            for method, path in (("PUT", "/v1/namespaces/other"), ("DELETE", "/v1/namespaces/carts")):
+                started = time.monotonic()
+                r = await c.request(method, path, json={} if method == "PUT" else None)
+                assert r.status_code == 503 and r.json()["code"] == "TIMEOUT", (method, r.text)
+                assert "server.request_timeout" in r.json()["detail"]
+                assert time.monotonic() - started < 3.0
+        finally:
+            SlowStore.hang_control = None
+            released.set()
+        assert (await c.put("/v1/namespaces/other", json={})).status_code == 201
+        assert (await c.get("/v1/kv/carts/k")).json()["code"] == "KEY_NOT_FOUND"
 
 
 async def _catalog(url: str) -> tuple[Any, Any, dict[str, Any]]:

@@ -9,8 +9,6 @@ Listing and reading (``GET /v1/namespaces[/{ns}]``) serve runtime namespaces too
 
 from __future__ import annotations
 
-import asyncio
-
 from starlette.requests import Request
 from starlette.responses import Response
 from starlette.routing import BaseRoute, Route
@@ -67,10 +65,7 @@ def namespace_routes(gateway: Gateway) -> list[BaseRoute]:
             ns = service.check(name, given, principal)
             timeout = gateway.config.server.request_timeout
             try:
-                async with asyncio.timeout(timeout):
-                    status, result, before, after = await service.put(
-                        ns, dry_run=dry_run, backend=given.backend
-                    )
+                status, result, before, after = await service.put(ns, dry_run=dry_run, backend=given.backend)
             except TimeoutError:
                 raise HTTPProblem(
                     503,

@@ -418,7 +418,14 @@ class RuntimeNamespaces:
         self, ns: NamespaceConfig, *, dry_run: bool, backend: str | None = None
     ) -> tuple[int, NamespacePlacement, dict[str, Any] | None, dict[str, Any] | None]:
         """Create or change ``ns`` (on a store of the engine ``backend``, if given):
-        (status, answer, definition before, definition after)."""
+        (status, answer, definition before, definition after); TimeoutError past
+        ``server.request_timeout``."""
+        async with asyncio.timeout(self.config.server.request_timeout):
+            return await self._put(ns, dry_run=dry_run, backend=backend)
+
+    async def _put(
+        self, ns: NamespaceConfig, *, dry_run: bool, backend: str | None
+    ) -> tuple[int, NamespacePlacement, dict[str, Any] | None, dict[str, Any] | None]:
         if dry_run:
             state, _ = await self.catalog.read()
             decision, placed = self.decide(state, ns, backend)
