@@ -6,6 +6,7 @@ from __future__ import annotations
 import asyncio
 import time
 import uuid
+from collections.abc import AsyncIterator
 from pathlib import Path
 from typing import Any, ClassVar
 
@@ -99,6 +100,28 @@ async def test_a_write_in_flight_during_a_delete_is_seen_by_its_emptiness_check(
             assert g.status_code == 200 and g.content == b"secret"
     finally:
         SlowStore.write_delay = 0.0
+
+
+async def test_a_write_whose_body_arrives_after_the_delete_is_refused(tmp_path: Path) -> None:
+    async with client_for(config(tmp_path)) as c:
+        assert (await c.put("/v1/namespaces/carts", json={}, headers=ADMIN)).status_code == 201
+
+        async def slow_body() -> AsyncIterator[bytes]:
+            await asyncio.sleep(2.0)  # past the delete's wait (request_timeout 1 s + a poll)
+            yield b"secret"
+
+        write = asyncio.create_task(
+            c.put("/v1/kv/carts/late", content=slow_body(), headers=headers("writer"))
+        )
+        await asyncio.sleep(0.1)
+        d = await c.delete("/v1/namespaces/carts", headers=ADMIN)
+        assert d.status_code == 200 and d.json()["purged_records"] == 0, d.text
+        w = await write
+        assert w.status_code == 404 and w.json()["code"] == "NAMESPACE_NOT_FOUND", w.text
+        # Nothing was left behind for a namespace later made under the same name.
+        assert (await c.put("/v1/namespaces/carts", json={}, headers=ADMIN)).status_code == 201
+        await asyncio.sleep(0.2)
+        assert (await c.get("/v1/kv/carts/late", headers=headers("reader"))).status_code == 404
 
 
 async def test_a_purge_past_purge_timeout_answers_503_and_deleting_again_finishes_it(tmp_path: Path) -> None:
