@@ -26,6 +26,8 @@ def served(tmp_path_factory: pytest.TempPathFactory, redis_url: str) -> Iterator
         "redis_main": redis_url,
     }
     cfg = config(cwd, redis_url, stores=stores)
+    # A delete waits out requests in flight (server.request_timeout): short here.
+    cfg["server"] = {**cfg["server"], "request_timeout": 3.0}
     cfg["stores"]["fed"] = f"sqlite:///{cwd}/fed.db?feed=true"
     cfg["namespaces"].append(
         {

@@ -71,6 +71,8 @@ def config(tmp_path: Path, **overrides: Any) -> dict[str, Any]:
         "namespaces": [{"name": "fixed", "store": "small"}],
         "auth": {"api_keys": keys, "namespace_admin_roles": ["admin", "nsadmin"]},
         "control": {"namespaces": {"poll_interval": 0.05, "delete_settle": 0}},
+        # A delete waits out requests in flight (server.request_timeout): short here.
+        "server": {"request_timeout": 1.0},
         "audit": {"sink": "none"},
     }
     cfg.update(overrides)
@@ -448,6 +450,7 @@ async def test_runtime_namespaces_can_be_turned_off(tmp_path: Path) -> None:
         ({"control": {"namespaces": {"limit_headroom": -1}}}, "$.control.namespaces.limit_headroom"),
         ({"control": {"namespaces": {"delete_settle": -1}}}, "$.control.namespaces.delete_settle"),
         ({"control": {"namespaces": {"purge_batch": 0}}}, "$.control.namespaces.purge_batch"),
+        ({"control": {"namespaces": {"purge_timeout": 0}}}, "$.control.namespaces.purge_timeout"),
         ({"control": {"namespaces": {"change_attempts": 0}}}, "$.control.namespaces.change_attempts"),
         (
             {"stores": {"main": {"url": "memory://", "capacity": {"read_rps": 0}}}},

@@ -31,7 +31,8 @@ def gateway(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Served]:
         "auth": {"api_keys": api_keys_config()},
         "control": {"namespaces": {"delete_settle": 0.1}},
         "audit": {"sink": "none"},
-        "server": {"access_log": False},
+        # A delete waits out requests in flight (server.request_timeout): short here.
+        "server": {"access_log": False, "request_timeout": 2.0},
         "streaming": {"enabled": False},
     }
     with serving(directory, config, "--grpc-port", "0") as served:

@@ -64,7 +64,8 @@ def config(store: dict[str, Any], **capacity: Any) -> dict[str, Any]:
         "auth": {"api_keys": api_keys_config()},
         "control": {"store": "main", "namespaces": {"limit_headroom": 1.0, "delete_settle": 0.2}},
         "audit": {"sink": "none"},
-        "server": {"access_log": False},
+        # A delete waits out requests in flight (server.request_timeout): short here.
+        "server": {"access_log": False, "request_timeout": 2.0},
         "streaming": {"enabled": False},
     }
 

@@ -5,7 +5,8 @@ whole catalog: a version counter and each runtime namespace's definition. It cha
 only by a conditional write on its etag, so a change is applied whole or not at all,
 and two processes placing namespaces at the same time cannot both spend the same
 capacity: the loser reads the new catalog and plans again. Every process reads the
-entry each ``poll_interval`` seconds and applies a catalog whose version moved on.
+entry each ``poll_interval`` seconds and applies a catalog whose version moved on, or
+whose ``catalog_id`` changed (the entry was lost and made again).
 
 The tenants of a tenant-scoped runtime namespace are kept beside it, one item per
 tenant of the record ``tenants~NAME``, each written (if absent) before that tenant's
@@ -18,6 +19,7 @@ import asyncio
 import contextlib
 import logging
 import time
+import uuid
 from collections.abc import Awaitable, Callable
 from typing import Any, Literal, TypeVar
 
@@ -60,12 +62,20 @@ class CatalogEntry(msgspec.Struct, frozen=True, kw_only=True):
     state: Literal["active", "deleting"] = "active"
     created_at: float = 0.0
     updated_at: float = 0.0
+    #: While ``deleting``: the token of the deletion that marked it; only that deletion may
+    #: serve it again or remove it (None: no deletion runs, another may resume it).
+    deletion: str | None = None
 
 
 class CatalogState(msgspec.Struct, frozen=True, kw_only=True):
-    """The whole catalog: ``version`` grows by one on every change."""
+    """The whole catalog: ``version`` grows by one on every change.
+
+    ``catalog_id`` is made when the entry is created: a catalog with another id (the control
+    store lost the entry, or was restored from a backup) is applied whatever its version.
+    """
 
     version: int = 0
+    catalog_id: str = ""
     namespaces: dict[str, CatalogEntry] = {}
 
 
@@ -108,13 +118,17 @@ class NamespaceCatalog:
         """Apply ``edit`` to the stored catalog, conditionally on nothing else changing it meanwhile.
 
         ``edit`` gets the current catalog and returns the new one (its version is set
-        here) and a result; it may raise to change nothing. On a lost race it runs again
-        on the newer catalog, up to ``attempts`` times.
+        here) and a result; it may raise to change nothing, or return ``state`` itself to
+        write nothing. On a lost race it runs again on the newer catalog, up to ``attempts`` times.
         """
         for _ in range(self.attempts):
             state, etag = await self.read()
             new, result = await edit(state)
-            new = msgspec.structs.replace(new, version=state.version + 1)
+            if new is state:
+                self._apply(state)
+                return result
+            catalog_id = state.catalog_id if etag is not None else uuid.uuid4().hex
+            new = msgspec.structs.replace(new, version=state.version + 1, catalog_id=catalog_id)
             try:
                 if etag is None:
                     await self._ns.put(CATALOG_KEY, _encode(new), if_absent=True)
@@ -156,10 +170,11 @@ class NamespaceCatalog:
         await self._ns.delete_items(TENANTS_PREFIX + name)
 
     def _apply(self, state: CatalogState) -> None:
-        if state.version == self.current.version and state.version != 0:
-            return
-        if state.version < self.current.version:
-            return
+        if state.catalog_id == self.current.catalog_id:
+            if state.version == self.current.version and state.version != 0:
+                return
+            if state.version < self.current.version:
+                return
         self.current = state
         self._on_change(state)
 

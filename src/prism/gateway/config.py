@@ -432,7 +432,8 @@ class RuntimeNamespacesConfig(_Base, frozen=True):
     everywhere within about that long); ``limit_headroom`` multiplies the declared
     ``read_rps`` and ``write_rps`` into the enforced read and write limits; ``delete_settle``
     is how long a delete waits, after every process stopped serving the namespace, before
-    it checks or purges the data.
+    it checks or purges the data (at least ``server.request_timeout``, so that no request
+    in flight outlives the check).
     """
 
     enabled: bool = True
@@ -441,6 +442,9 @@ class RuntimeNamespacesConfig(_Base, frozen=True):
     delete_settle: float = 1.0
     #: Records deleted per batch when a namespace is purged.
     purge_batch: int = 500
+    #: Seconds one purging delete may run: past it, it answers 503 and the namespace stays
+    #: ``deleting``; deleting it again goes on where it stopped.
+    purge_timeout: float = 30.0
     #: Tries of one change of the catalog that loses races to changes made by other processes.
     change_attempts: int = 50
 
@@ -1060,6 +1064,8 @@ def _validate_runtime_namespaces(config: GatewayConfig, fail: Any) -> None:
             fail(f"$.control.namespaces.{field}", "must be a positive number")
     if runtime.delete_settle < 0 or not math.isfinite(runtime.delete_settle):
         fail("$.control.namespaces.delete_settle", "must be zero or more seconds")
+    if not _positive(runtime.purge_timeout):
+        fail("$.control.namespaces.purge_timeout", "must be a positive number of seconds")
     if runtime.purge_batch < 1:
         fail("$.control.namespaces.purge_batch", "must be at least 1")
     if runtime.change_attempts < 1:

@@ -321,6 +321,10 @@ class Pipeline:
             if limited:
                 await limiter.enter(route.action)
             try:
+                if name not in gateway.namespaces:
+                    # Deleted while the body was read or admission waited: a delete waits out
+                    # only the requests already running (each within request_timeout).
+                    raise HTTPProblem(404, "NAMESPACE_NOT_FOUND", f"there is no namespace {name!r}")
                 call.kv = served.handle(principal.tenant)
                 if served.record_tenant is not None and route.writes:
                     tenant = principal.tenant

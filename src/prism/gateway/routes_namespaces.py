@@ -63,7 +63,16 @@ def namespace_routes(gateway: Gateway) -> list[BaseRoute]:
             body = await _read(request, max_body)
             given = decode_body(body, NamespaceBody)
             ns = service.check(name, given, principal)
-            status, result, before, after = await service.put(ns, dry_run=dry_run, backend=given.backend)
+            timeout = gateway.config.server.request_timeout
+            try:
+                status, result, before, after = await service.put(ns, dry_run=dry_run, backend=given.backend)
+            except TimeoutError:
+                raise HTTPProblem(
+                    503,
+                    "TIMEOUT",
+                    f"the namespace catalog did not answer within server.request_timeout ({timeout} s)",
+                    headers={"Retry-After": str(gateway.config.server.retry_after)},
+                ) from None
             if not dry_run:
                 request.scope["prism.audit_values"] = {"before": before, "after": after}
             return Response(JSON.encode(result), status, media_type="application/json")
@@ -75,7 +84,16 @@ def namespace_routes(gateway: Gateway) -> list[BaseRoute]:
 
         async def answer(principal: Principal) -> Response:
             purge = _flag(Query(request.scope["query_string"]), "purge")
-            result, before = await runtime().delete(name, principal, purge=purge)
+            try:
+                result, before = await runtime().delete(name, principal, purge=purge)
+            except TimeoutError:
+                raise HTTPProblem(
+                    503,
+                    "TIMEOUT",
+                    "the namespace catalog did not answer within server.request_timeout "
+                    f"({gateway.config.server.request_timeout} s)",
+                    headers={"Retry-After": str(gateway.config.server.retry_after)},
+                ) from None
             request.scope["prism.audit_values"] = {"before": before, "after": None}
             return Response(JSON.encode(result), 200, media_type="application/json")
 
@@ -122,7 +140,8 @@ def namespace_routes(gateway: Gateway) -> list[BaseRoute]:
                 errors={
                     **errors,
                     404: "No such runtime namespace.",
-                    409: "Declared in the config file, holding data, or tenant-scoped.",
+                    409: "Declared in the config file, holding data, tenant-scoped, or being "
+                    "deleted by another request.",
                 },
             ),
         ),

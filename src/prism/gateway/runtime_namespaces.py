@@ -14,7 +14,8 @@ import asyncio
 import functools
 import logging
 import math
-from typing import Any, Literal
+import uuid
+from typing import Any
 
 import msgspec
 
@@ -123,9 +124,62 @@ def _definition(entry: CatalogEntry | None) -> dict[str, Any] | None:
     return None if entry is None else dict(entry.config)
 
 
-def _ns(entry: CatalogEntry) -> NamespaceConfig:
-    """The namespace an entry of the catalog defines."""
-    return msgspec.convert(entry.config, NamespaceConfig)
+class EntryUnreadable(HTTPProblem):
+    """503: an entry of the catalog that this process cannot read (written by a newer version)."""
+
+    def __init__(self, name: str, error: Exception) -> None:
+        super().__init__(
+            503,
+            "CATALOG_ENTRY_UNREADABLE",
+            f"the catalog entry of runtime namespace {name!r} cannot be read by this process: {error}",
+        )
+
+
+def _known(value: Any, info: msgspec.inspect.Type) -> Any:
+    """``value`` without the fields ``info`` (and the structs inside it) does not know."""
+    if isinstance(info, msgspec.inspect.StructType) and isinstance(value, dict):
+        fields = {f.encode_name: f.type for f in info.fields}
+        return {k: _known(v, fields[k]) for k, v in value.items() if k in fields}
+    if isinstance(info, msgspec.inspect.UnionType):
+        structs = [t for t in info.types if isinstance(t, msgspec.inspect.StructType)]
+        return _known(value, structs[0]) if len(structs) == 1 else value
+    if isinstance(info, msgspec.inspect.ListType | msgspec.inspect.TupleType) and isinstance(value, list):
+        return [_known(v, info.item_type) for v in value] if hasattr(info, "item_type") else value
+    if isinstance(info, msgspec.inspect.DictType) and isinstance(value, dict):
+        return {k: _known(v, info.value_type) for k, v in value.items()}
+    return value
+
+
+_NAMESPACE_TYPE = msgspec.inspect.type_info(NamespaceConfig)
+
+
+def _ns(entry: CatalogEntry, name: str) -> NamespaceConfig:
+    """The namespace an entry of the catalog defines, fields unknown to this version left out;
+    EntryUnreadable when it still cannot be read."""
+    try:
+        return msgspec.convert(_known(entry.config, _NAMESPACE_TYPE), NamespaceConfig)
+    except msgspec.ValidationError as exc:
+        raise EntryUnreadable(name, exc) from None
+
+
+def _stored(value: Any) -> Any:
+    """``value`` (a struct) as the catalog keeps it: fields at their defaults left out, so an
+    older version reading it meets no field it does not know unless it was set."""
+    if isinstance(value, msgspec.Struct):
+        out: dict[str, Any] = {}
+        for field in msgspec.structs.fields(value):
+            item = getattr(value, field.name)
+            if field.default is not msgspec.NODEFAULT and item == field.default:
+                continue
+            if field.default_factory is not msgspec.NODEFAULT and item == field.default_factory():
+                continue
+            out[field.encode_name] = _stored(item)
+        return out
+    if isinstance(value, list | tuple):
+        return [_stored(v) for v in value]
+    if isinstance(value, dict):
+        return {k: _stored(v) for k, v in value.items()}
+    return msgspec.to_builtins(value)
 
 
 class RuntimeNamespaces:
@@ -181,9 +235,9 @@ class RuntimeNamespaces:
                 self._warn(name, f"runtime namespace {name!r} is also in the config file, which wins")
                 continue
             try:
-                ns = _ns(entry)
-            except msgspec.ValidationError as exc:
-                self._warn(name, f"runtime namespace {name!r} cannot be read by this process: {exc}")
+                ns = _ns(entry, name)
+            except EntryUnreadable as exc:
+                self._warn(name, exc.detail)
                 continue
             store = ns.store
             if store is None or store not in gateway.stores:
@@ -315,7 +369,7 @@ class RuntimeNamespaces:
         for name, entry in state.namespaces.items():
             if name == leave_out or name in self.yaml_names:
                 continue
-            ns = _ns(entry)
+            ns = _ns(entry, name)
             if ns.needs is not None and ns.store in placed:
                 placed[ns.store].append(ns.needs)
         stores = self.gateway.stores
@@ -342,7 +396,7 @@ class RuntimeNamespaces:
             )
         only = ns.store
         if existing is not None:
-            current = _ns(existing).store
+            current = _ns(existing, ns.name).store
             if only is not None and only != current:
                 raise HTTPProblem(
                     409,
@@ -350,7 +404,7 @@ class RuntimeNamespaces:
                     f"namespace {ns.name!r} lives on store {current!r}; moving it is a migration "
                     f"(POST /v1/namespaces/{ns.name}/migration)",
                 )
-            scoped = _ns(existing).tenant_scoped
+            scoped = _ns(existing, ns.name).tenant_scoped
             if scoped != ns.tenant_scoped:
                 raise HTTPProblem(
                     409,
@@ -358,7 +412,7 @@ class RuntimeNamespaces:
                     f"tenant_scoped: namespace {ns.name!r} holds its data "
                     f"{'per tenant' if scoped else 'unscoped'}; it cannot change",
                 )
-            before = _ns(existing)
+            before = _ns(existing, ns.name)
             if before.kind != ns.kind:
                 raise HTTPProblem(
                     409,
@@ -390,7 +444,14 @@ class RuntimeNamespaces:
         self, ns: NamespaceConfig, *, dry_run: bool, backend: str | None = None
     ) -> tuple[int, NamespacePlacement, dict[str, Any] | None, dict[str, Any] | None]:
         """Create or change ``ns`` (on a store of the engine ``backend``, if given):
-        (status, answer, definition before, definition after)."""
+        (status, answer, definition before, definition after); TimeoutError past
+        ``server.request_timeout``."""
+        async with asyncio.timeout(self.config.server.request_timeout):
+            return await self._put(ns, dry_run=dry_run, backend=backend)
+
+    async def _put(
+        self, ns: NamespaceConfig, *, dry_run: bool, backend: str | None
+    ) -> tuple[int, NamespacePlacement, dict[str, Any] | None, dict[str, Any] | None]:
         if dry_run:
             state, _ = await self.catalog.read()
             decision, placed = self.decide(state, ns, backend)
@@ -402,7 +463,7 @@ class RuntimeNamespaces:
             old = state.namespaces.get(ns.name)
             now = stamp()
             entry = CatalogEntry(
-                config=msgspec.to_builtins(placed),
+                config=_stored(placed),
                 created_at=now if old is None else old.created_at,
                 updated_at=now,
             )
@@ -453,11 +514,16 @@ class RuntimeNamespaces:
                 f"namespace {name!r} is declared in the config file and cannot be deleted at runtime",
             )
 
-        async def mark(state: CatalogState) -> tuple[CatalogState, CatalogEntry]:
+        token = uuid.uuid4().hex
+        # A deletion holds its token for at most this long: past it, another may resume it.
+        wait = self.settle_wait()
+        held = self.delete_timeout()
+
+        async def mark(state: CatalogState) -> tuple[CatalogState, tuple[CatalogEntry, float]]:
             entry = state.namespaces.get(name)
             if entry is None:
                 raise HTTPProblem(404, "NAMESPACE_NOT_FOUND", f"there is no runtime namespace {name!r}")
-            if _ns(entry).kind == "timeseries":
+            if _ns(entry, name).kind == "timeseries":
                 raise HTTPProblem(
                     409,
                     "TIMESERIES_DELETE",
@@ -465,46 +531,81 @@ class RuntimeNamespaces:
                     "or purged at runtime (its series cannot be listed, and not every TimeSeries "
                     "store can drop its slices on demand), so it cannot be deleted at runtime",
                 )
-            marked = msgspec.structs.replace(entry, state="deleting", updated_at=stamp())
-            return msgspec.structs.replace(state, namespaces={**state.namespaces, name: marked}), entry
+            now = stamp()
+            if entry.state == "deleting":
+                if entry.deletion is not None and now - entry.updated_at < held:
+                    raise HTTPProblem(
+                        409,
+                        "NAMESPACE_DELETING",
+                        f"namespace {name!r} is being deleted by another request; try again after",
+                    )
+                # A deletion that stopped (failed, timed out or its process died): resume it,
+                # once no process has served the namespace for ``wait`` seconds.
+                remaining = max(0.0, wait - (now - entry.updated_at))
+                marked = msgspec.structs.replace(entry, deletion=token)
+            else:
+                remaining = wait
+                marked = msgspec.structs.replace(entry, state="deleting", updated_at=now, deletion=token)
+            return msgspec.structs.replace(state, namespaces={**state.namespaces, name: marked}), (
+                entry,
+                remaining,
+            )
 
-        entry = await self.catalog.change(mark)
-        if entry.state == "active":
-            # Every process stops serving it within a poll; then in-flight requests finish.
-            await asyncio.sleep(self.settings.delete_settle + self.settings.poll_interval)
-        defined = _ns(entry)
+        async with asyncio.timeout(self.config.server.request_timeout):
+            entry, remaining = await self.catalog.change(mark)
+        # Every process stops serving it within a poll; then requests in flight finish (each
+        # within server.request_timeout).
+        await asyncio.sleep(remaining)
+        defined = _ns(entry, name)
         assert defined.store is not None
         store = self.gateway.stores[defined.store]
         scoped = defined.tenant_scoped
-        if scoped:
-            tenants = await self.catalog.tenants(name)
-            parts = [store.namespace(physical_namespace(name, tenant)) for tenant in tenants]
-        else:
-            parts = [store.namespace(name)]
         purged = 0
-        if purge:
-            for data in parts:
-                purged += await self._purge(data)
-        else:
-            holding = [data for data in parts if (await data.scan(limit=1)).keys]
-            if holding:
-                await self._set_state(name, "active")
-                held = f"data of {len(holding)} tenant(s)" if scoped else "data"
-                raise HTTPProblem(
-                    409,
-                    "NAMESPACE_NOT_EMPTY",
-                    f"namespace {name!r} holds {held}; delete it with ?purge=true to delete the data too",
-                )
-        if scoped:
-            # Every tenant's part is empty: forget them, so a namespace created again starts with none.
-            await self.catalog.forget_tenants(name)
-
-        async def remove(state: CatalogState) -> tuple[CatalogState, None]:
-            namespaces = dict(state.namespaces)
-            namespaces.pop(name, None)
-            return msgspec.structs.replace(state, namespaces=namespaces), None
-
-        await self.catalog.change(remove)
+        try:
+            if scoped:
+                async with asyncio.timeout(self.config.server.request_timeout):
+                    tenants = await self.catalog.tenants(name)
+                parts = [store.namespace(physical_namespace(name, tenant)) for tenant in tenants]
+            else:
+                parts = [store.namespace(name)]
+            if purge:
+                async with asyncio.timeout(self.settings.purge_timeout):
+                    for data in parts:
+                        purged += await self._purge(data)
+            else:
+                async with asyncio.timeout(self.config.server.request_timeout):
+                    holding = [data for data in parts if (await data.scan(limit=1)).keys]
+                if holding:
+                    await self._finish(name, token, reactivate=True)
+                    what = f"data of {len(holding)} tenant(s)" if scoped else "data"
+                    raise HTTPProblem(
+                        409,
+                        "NAMESPACE_NOT_EMPTY",
+                        f"namespace {name!r} holds {what}; delete it with ?purge=true to delete the data too",
+                    )
+            if scoped:
+                # Every tenant's part is empty: forget them, so a namespace created again starts with none.
+                async with asyncio.timeout(self.config.server.request_timeout):
+                    await self.catalog.forget_tenants(name)
+        except TimeoutError:
+            await self._finish(name, token, reactivate=False)
+            limit = "control.namespaces.purge_timeout" if purge else "server.request_timeout"
+            raise HTTPProblem(
+                503,
+                "DELETE_TIMEOUT",
+                f"deleting namespace {name!r} ran past {limit} after {purged} records; it stays "
+                "deleting, and deleting it again goes on where it stopped",
+                headers={"Retry-After": str(self.config.server.retry_after)},
+            ) from None
+        except (PrismError, OSError):
+            await self._finish(name, token, reactivate=False)
+            raise
+        if not await self._finish(name, token, remove=True):
+            raise HTTPProblem(
+                409,
+                "NAMESPACE_DELETING",
+                f"namespace {name!r} was taken over by another deletion; try again after",
+            )
         return NamespaceDeleted(name, True, purged), _definition(entry)
 
     async def _purge(self, data: Namespace) -> int:
@@ -518,12 +619,36 @@ class RuntimeNamespaces:
                 await data.delete_items(record)
                 purged += 1
 
-    async def _set_state(self, name: str, value: Literal["active", "deleting"]) -> None:
-        async def edit(state: CatalogState) -> tuple[CatalogState, None]:
-            entry = state.namespaces.get(name)
-            if entry is None:
-                return state, None
-            changed = msgspec.structs.replace(entry, state=value, updated_at=stamp())
-            return msgspec.structs.replace(state, namespaces={**state.namespaces, name: changed}), None
+    def settle_wait(self) -> float:
+        """How long a delete waits once it marked a namespace ``deleting``: every process stops
+        serving it within a poll, and a request in flight ends within ``server.request_timeout``."""
+        settle: float = max(self.settings.delete_settle, self.config.server.request_timeout)
+        return settle + float(self.settings.poll_interval)
 
-        await self.catalog.change(edit)
+    def delete_timeout(self) -> float:
+        """The longest one delete runs: the wait, the purge, and its steps on the catalog."""
+        purge: float = self.settings.purge_timeout
+        return self.settle_wait() + purge + 2 * self.config.server.request_timeout
+
+    async def _finish(self, name: str, token: str, *, reactivate: bool = False, remove: bool = False) -> bool:
+        """End the deletion ``token`` of ``name``: serve it again, remove it, or (neither) leave it
+        ``deleting`` for another to resume; False, changing nothing, if that deletion no longer
+        holds it."""
+
+        async def edit(state: CatalogState) -> tuple[CatalogState, bool]:
+            entry = state.namespaces.get(name)
+            if entry is None or entry.state != "deleting" or entry.deletion != token:
+                return state, False
+            namespaces = dict(state.namespaces)
+            if remove:
+                del namespaces[name]
+            elif reactivate:
+                namespaces[name] = msgspec.structs.replace(
+                    entry, state="active", deletion=None, updated_at=stamp()
+                )
+            else:
+                namespaces[name] = msgspec.structs.replace(entry, deletion=None)
+            return msgspec.structs.replace(state, namespaces=namespaces), True
+
+        async with asyncio.timeout(self.config.server.request_timeout):
+            return await self.catalog.change(edit)

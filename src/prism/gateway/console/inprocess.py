@@ -102,8 +102,10 @@ class InProcessApi:
         body: bytes = b"",
         content_type: str | None = None,
         headers: Mapping[str, str] | None = None,
+        within: float | None = None,
     ) -> ApiAnswer:
-        """The whole answer of one request (``server.request_timeout`` bounds it: 504 past it)."""
+        """The whole answer of one request (``within`` seconds, else ``server.request_timeout``, bounds
+        it: 504 past it)."""
         extra = [(k.lower().encode("latin-1"), v.encode("latin-1")) for k, v in (headers or {}).items()]
         if content_type is not None:
             extra.append((b"content-type", content_type.encode("latin-1")))
@@ -130,7 +132,7 @@ class InProcessApi:
                 chunks.append(message.get("body", b""))
 
         try:
-            async with asyncio.timeout(self.timeout):
+            async with asyncio.timeout(self.timeout if within is None else within):
                 await self.app(self._scope(method, path, query, extra), receive, send)
         except TimeoutError:
             return ApiAnswer(504, {}, b'{"detail": "the API did not answer in time"}')

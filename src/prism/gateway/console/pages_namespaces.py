@@ -365,8 +365,13 @@ async def apply(ctx: Context) -> Response:
 async def delete(ctx: Context) -> Response:
     name = ctx.request.path_params["ns"]
     purge = ctx.form.get("purge") == "true"
+    runtime = ctx.gateway.runtime_namespaces
+    # A delete waits out requests in flight, then may purge: longer than one request.
     answer = await ctx.api.call(
-        "DELETE", f"/v1/namespaces/{name}", query={"purge": "true" if purge else None}
+        "DELETE",
+        f"/v1/namespaces/{name}",
+        query={"purge": "true" if purge else None},
+        within=None if runtime is None else runtime.delete_timeout() + 1.0,
     )
     if not answer.ok:
         raise _refused(answer.status, answer.problem)
