@@ -87,14 +87,31 @@ async def _replay_paused(primary: PostgresServer, replica: PostgresServer) -> As
     try:
         await p.execute("ALTER SYSTEM SET synchronous_commit = 'local'")
         await p.execute("SELECT pg_reload_conf()")
+        await _until_reloaded(primary, "local")
         await r.execute("SELECT pg_wal_replay_pause()")
         yield
     finally:
         await r.execute("SELECT pg_wal_replay_resume()")
         await p.execute("ALTER SYSTEM RESET synchronous_commit")
         await p.execute("SELECT pg_reload_conf()")
+        await _until_reloaded(primary, "remote_apply")
         await p.close()
         await r.close()
+
+
+async def _until_reloaded(server: PostgresServer, value: str) -> None:
+    """Wait until new sessions see ``synchronous_commit = value``, then give the pooled ones
+    (which reread the configuration at their next command, once the postmaster passed the
+    reload on) a moment: otherwise a commit may still wait for the paused replica."""
+    for _ in range(100):
+        con = await asyncpg.connect(server.url)
+        try:
+            if await con.fetchval("SHOW synchronous_commit") == value:
+                break
+        finally:
+            await con.close()
+        await asyncio.sleep(0.05)
+    await asyncio.sleep(0.3)
 
 
 async def _replica_reads(store: Any) -> int:

@@ -156,6 +156,9 @@ async def test_two_processes_follow_the_phases_driven_by_the_cli(tmp_path: Path,
                     assert r.status_code == 201, r.text
                     acknowledged[key] = r.headers["etag"]
                     i += 1
+                    # A steady load (about 200 writes/s at most), not a flood that a loaded
+                    # machine's backfill could chase for minutes.
+                    await asyncio.sleep(0.005)
 
             writer = asyncio.create_task(write_on_two())
             try:
