@@ -111,7 +111,7 @@ def serving(cwd: Path, cfg: dict[str, Any]) -> Iterator[Served]:
     served = Served(proc, port, out, err)
     try:
         deadline = time.monotonic() + 30
-        while "listening on" not in out.read_text():
+        while "API docs:" not in out.read_text():  # the banner's last line (gRPC may speak first)
             if proc.poll() is not None or time.monotonic() > deadline:
                 raise AssertionError(f"prism serve did not start:\n{out.read_text()}\n{err.read_text()}")
             time.sleep(0.05)

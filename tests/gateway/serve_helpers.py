@@ -35,6 +35,11 @@ class Served:
         return self.err.read_text()
 
 
+def started(out: str) -> bool:
+    """Whether ``prism serve`` printed its whole banner (the gRPC server may speak first)."""
+    return "API docs:" in out or "Prism gateway worker" in out
+
+
 def write_config(directory: Path, config: dict[str, Any]) -> Path:
     """``config`` as ``prism.yaml`` in ``directory`` (JSON is YAML)."""
     path = directory / "prism.yaml"
@@ -57,7 +62,7 @@ def serving(
     served = Served(proc, port, scheme, out, err)
     try:
         deadline = time.monotonic() + 30
-        while "listening on" not in served.stdout():
+        while not started(served.stdout()):
             if proc.poll() is not None or time.monotonic() > deadline:
                 raise AssertionError(f"prism serve did not start:\n{served.stdout()}\n{served.stderr()}")
             time.sleep(0.05)
