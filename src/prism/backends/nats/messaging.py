@@ -47,6 +47,8 @@ MAX_ACK_PENDING = 10_000
 MIN_FETCH_SECONDS = 0.05
 #: JetStream drops a second publish with the same id within its duplicate window.
 MSG_ID = "Nats-Msg-Id"
+#: Seconds between looks at a new replicated stream until it has a leader.
+LEADER_POLL_SECONDS = 0.05
 
 
 def shared_backend(url: str, store: Any, options: dict[str, Any]) -> tuple[NatsBackend, bool]:
@@ -144,7 +146,12 @@ class NatsQueue(_OnBackend, Queue):
                 # As many copies as the store's buckets have (``replicas``; more than 1 needs a cluster).
                 num_replicas=self._backend.options.replicas,
             )
-            await self._js.add_stream(config)
+            info = await self._js.add_stream(config)
+            # A replicated stream takes publishes once its replicas have elected a leader
+            # (bounded by the call's operation deadline).
+            while (config.num_replicas or 1) > 1 and (info.cluster is None or not info.cluster.leader):
+                await asyncio.sleep(LEADER_POLL_SECONDS)
+                info = await self._js.stream_info(self._stream)
 
     async def _close(self) -> None:
         sub, self._sub = self._sub, None
