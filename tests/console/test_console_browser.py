@@ -324,6 +324,7 @@ def test_the_request_list_updates_itself(page: Any, served: Served) -> None:
     with api(served, "admin") as c:
         rid = c.post("/v1/requests", json={"action": "echo", "payload": {"hi": 1}}).json()["request_id"]
     page.get_by_role("link", name=rid).wait_for(timeout=10_000)
+    assert page.get_by_role("link", name=rid).count() == 1  # appeared without a reload
 
 
 def test_an_admin_filters_the_requests_of_another_user(page: Any, served: Served) -> None:
